@@ -1,0 +1,266 @@
+"""Typed, validated configuration of the OFDM system and the fading channel.
+
+Conventions used everywhere in wavefront:
+
+- The resource grid is ``[F, T]`` = ``[num_subcarriers, num_symbols]``; tensors on the
+  public API are ``[batch, F, T]`` complex64.
+- Pilots sit on the Kronecker grid ``pilot_subcarriers x pilot_symbols`` (``[P_f, P_t]``).
+- **SNR is per resource element**: ``SNR = E|H x|^2 / sigma^2`` with unit-power pilots and
+  data (``E|x|^2 = 1``) and a channel normalised to ``E|H|^2 = 1``; the noise variance
+  per complex resource element is therefore ``sigma^2 = 10^(-snr_db/10)``.
+- Delay spread is the RMS delay spread in seconds, Doppler the maximum Doppler
+  frequency in Hz (users never compute speeds).
+"""
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from typing import Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
+
+from wavefront.errors import ConfigError, from_pydantic
+
+TDL_PROFILES = ("A", "B", "C", "D", "E")
+Value = Union[float, tuple[float, float]]
+
+
+def _check_value(name: str, v, lo: float | None, hi: float | None = None):
+    """Validates a fixed value or a ``(low, high)`` uniform range."""
+    if isinstance(v, (list, tuple)):
+        if len(v) != 2:
+            raise ValueError(f"{name} must be a number or a [low, high] range")
+        a, b = float(v[0]), float(v[1])
+        if not (math.isfinite(a) and math.isfinite(b)):
+            raise ValueError(f"{name} must be finite")
+        if a > b:
+            raise ValueError(f"{name} range must have low <= high")
+        vals = (a, b)
+        out = (a, b) if a != b else a
+    else:
+        a = float(v)
+        if not math.isfinite(a):
+            raise ValueError(f"{name} must be finite")
+        vals, out = (a,), a
+    for x in vals:
+        if lo is not None and x < lo:
+            raise ValueError(f"{name} must be >= {lo:g}")
+        if hi is not None and x > hi:
+            raise ValueError(f"{name} must be <= {hi:g}")
+    return out
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @classmethod
+    def build(cls, prefix: str = "", **kwargs):
+        """Returns a validated instance, or raises :class:`ConfigError` naming the field."""
+        try:
+            return cls(**kwargs)
+        except ValidationError as exc:
+            raise from_pydantic(exc, prefix) from None
+
+
+class OFDMConfig(_Model):
+    """The OFDM resource grid and its pilot pattern.
+
+    Defaults are the AdaFortiTran reference grid: 120 subcarriers x 14 symbols at 15 kHz,
+    pilots on every 10th subcarrier (12 of them) and on OFDM symbols 3 and 12 (1-based;
+    indices 2 and 11), 12 x 2 pilots in all.
+    """
+
+    num_subcarriers: int = 120
+    num_symbols: int = 14
+    subcarrier_spacing_hz: float = 15e3
+    carrier_frequency_hz: float = 3.5e9
+    cyclic_prefix_length: int = 9  # samples, at fft_size = num_subcarriers (Sionna's ResourceGrid meaning)
+    pilot_subcarrier_spacing: int = 10
+    pilot_subcarrier_offset: int = 0
+    pilot_symbols: tuple[int, ...] = (2, 11)  # 0-based OFDM symbol indices
+
+    @field_validator("num_subcarriers", "num_symbols")
+    @classmethod
+    def _positive(cls, v, info):
+        if v < 1:
+            raise ValueError(f"{info.field_name} must be >= 1")
+        return v
+
+    @field_validator("subcarrier_spacing_hz", "carrier_frequency_hz")
+    @classmethod
+    def _positive_hz(cls, v, info):
+        if not (math.isfinite(v) and v > 0):
+            raise ValueError(f"{info.field_name} must be a positive frequency in Hz")
+        return v
+
+    @field_validator("cyclic_prefix_length")
+    @classmethod
+    def _cp(cls, v):
+        if v < 0:
+            raise ValueError("cyclic_prefix_length must be >= 0 samples")
+        return v
+
+    @field_validator("pilot_subcarrier_spacing")
+    @classmethod
+    def _spacing(cls, v):
+        if v < 1:
+            raise ValueError("pilot_subcarrier_spacing must be >= 1")
+        return v
+
+    @model_validator(mode="after")
+    def _pilots_inside_grid(self):
+        if not (0 <= self.pilot_subcarrier_offset < self.num_subcarriers):
+            raise ConfigError("ofdm.pilot_subcarrier_offset", self.pilot_subcarrier_offset,
+                              f"must lie in the grid, 0..{self.num_subcarriers - 1}")
+        if not self.pilot_symbols:
+            raise ConfigError("ofdm.pilot_symbols", list(self.pilot_symbols), "needs at least one OFDM symbol")
+        for s in self.pilot_symbols:
+            if not (0 <= s < self.num_symbols):
+                raise ConfigError("ofdm.pilot_symbols", list(self.pilot_symbols),
+                                  f"index {s} is outside the grid, 0..{self.num_symbols - 1} (0-based)")
+        if len(set(self.pilot_symbols)) != len(self.pilot_symbols) or list(self.pilot_symbols) != sorted(self.pilot_symbols):
+            raise ConfigError("ofdm.pilot_symbols", list(self.pilot_symbols), "must be strictly increasing")
+        return self
+
+    # ---- derived quantities -------------------------------------------------------
+    @property
+    def pilot_subcarriers(self) -> list[int]:
+        """0-based subcarrier indices of the pilots, ``[P_f]``."""
+        return list(range(self.pilot_subcarrier_offset, self.num_subcarriers, self.pilot_subcarrier_spacing))
+
+    @property
+    def num_pilot_subcarriers(self) -> int:
+        return len(self.pilot_subcarriers)
+
+    @property
+    def num_pilot_symbols(self) -> int:
+        return len(self.pilot_symbols)
+
+    @property
+    def pilot_shape(self) -> tuple[int, int]:
+        """``(P_f, P_t)``."""
+        return (self.num_pilot_subcarriers, self.num_pilot_symbols)
+
+    @property
+    def grid_shape(self) -> tuple[int, int]:
+        """``(F, T)``."""
+        return (self.num_subcarriers, self.num_symbols)
+
+    @property
+    def num_data_res(self) -> int:
+        """Resource elements that carry data (all but the pilots)."""
+        return self.num_subcarriers * self.num_symbols - self.num_pilot_subcarriers * self.num_pilot_symbols
+
+    @property
+    def symbol_duration_s(self) -> float:
+        """OFDM symbol duration with cyclic prefix [s]: ``(1 + cp/F) / scs``, as Sionna's ResourceGrid."""
+        return (1.0 + self.cyclic_prefix_length / self.num_subcarriers) / self.subcarrier_spacing_hz
+
+
+class ChannelConfig(_Model):
+    """The fading channel and noise, each a fixed value or a ``[low, high]`` range drawn per frame.
+
+    - ``profile``: 3GPP TR 38.901 TDL profile, ``A``..``E`` (D and E have a LoS tap).
+    - ``delay_spread_s``: RMS delay spread [s].
+    - ``doppler_hz``: maximum Doppler frequency [Hz]; the generator converts it to speed.
+    - ``snr_db``: per-resource-element SNR [dB], ``E|Hx|^2 / sigma^2``.
+    - ``num_sinusoids``: sinusoids per tap of the sum-of-sinusoids fading model.
+    """
+
+    profile: Literal["A", "B", "C", "D", "E"] = "A"
+    delay_spread_s: Value = 300e-9
+    doppler_hz: Value = 500.0
+    snr_db: Value = 10.0
+    num_sinusoids: int = 32
+
+    @field_validator("profile", mode="before")
+    @classmethod
+    def _profile(cls, v):
+        p = str(v).upper().removeprefix("TDL-").removeprefix("TDL")
+        if p not in TDL_PROFILES:
+            raise ValueError(f"unknown profile; choose one of TDL-{', TDL-'.join(TDL_PROFILES)}")
+        return p
+
+    @field_validator("delay_spread_s")
+    @classmethod
+    def _ds(cls, v):
+        return _check_value("delay_spread_s", v, 0.0, 10e-6)
+
+    @field_validator("doppler_hz")
+    @classmethod
+    def _dop(cls, v):
+        return _check_value("doppler_hz", v, 0.0)
+
+    @field_validator("snr_db")
+    @classmethod
+    def _snr(cls, v):
+        return _check_value("snr_db", v, -50.0, 100.0)
+
+    @field_validator("num_sinusoids")
+    @classmethod
+    def _nsin(cls, v):
+        if v < 4:
+            raise ValueError("num_sinusoids must be >= 4")
+        return v
+
+
+class SystemConfig(_Model):
+    """The OFDM grid and the channel together: what a frame generator needs."""
+
+    ofdm: OFDMConfig = OFDMConfig()
+    channel: ChannelConfig = ChannelConfig()
+
+    @model_validator(mode="after")
+    def _doppler_vs_spacing(self):
+        top = self.channel.doppler_hz
+        top = top[1] if isinstance(top, tuple) else top
+        if top > 0.1 * self.ofdm.subcarrier_spacing_hz:
+            warnings.warn(f"doppler_hz={top:g} is more than 10% of the subcarrier spacing "
+                          f"({self.ofdm.subcarrier_spacing_hz:g} Hz): inter-carrier interference is not modelled",
+                          stacklevel=2)
+        return self
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "SystemConfig":
+        """Returns a validated config from a nested dict (as loaded from YAML or JSON)."""
+        if not isinstance(d, dict):
+            raise ConfigError("config", type(d).__name__, "must be a mapping with 'ofdm' and 'channel'")
+        unknown = set(d) - {"ofdm", "channel"}
+        if unknown:
+            raise ConfigError("config", sorted(unknown)[0], "unknown section; allowed: ofdm, channel")
+        ofdm = OFDMConfig.build("ofdm", **(d.get("ofdm") or {}))
+        channel = ChannelConfig.build("channel", **(d.get("channel") or {}))
+        return cls.build(ofdm=ofdm, channel=channel)
+
+    @classmethod
+    def from_yaml(cls, path: str) -> "SystemConfig":
+        """Returns a validated config from a YAML file with ``ofdm:`` and ``channel:`` sections."""
+        try:
+            with open(path) as f:
+                d = yaml.safe_load(f) or {}
+        except FileNotFoundError:
+            raise ConfigError("config", str(path), "file not found") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError("config", str(path), f"not valid YAML ({exc.__class__.__name__})") from None
+        return cls.from_dict(d)
+
+    def to_json(self) -> str:
+        """Returns the config as canonical JSON (sorted keys), as stored in shards and checkpoints."""
+        return json.dumps(self.model_dump(mode="json"), sort_keys=True)
+
+
+# Named presets that match published setups.
+PRESETS: dict[str, dict] = {
+    "default": {},
+    # The AdaFortiTran author's MATLAB generator: every 3rd subcarrier, symbols 3 and 12 (1-based).
+    "adafortitran-paper": {"ofdm": {"pilot_subcarrier_spacing": 3}},
+}
+
+
+def preset(name: str) -> SystemConfig:
+    """Returns the named preset system config (``default`` or ``adafortitran-paper``)."""
+    if name not in PRESETS:
+        raise ConfigError("preset", name, f"unknown; choose one of {', '.join(PRESETS)}")
+    return SystemConfig.from_dict(PRESETS[name])

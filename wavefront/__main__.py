@@ -1,0 +1,5 @@
+import sys
+
+from wavefront.cli import main
+
+sys.exit(main())

@@ -1,0 +1,70 @@
+"""The ``wavefront`` command line: one parser, subcommands contributed by the subsystems.
+
+Each subsystem that offers commands has a ``cli`` module with
+``add_commands(subparsers)``; a subcommand's parser sets ``func(args) -> int``.
+Bad input anywhere becomes one line on stderr and exit code 2.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import warnings
+
+from wavefront.errors import ConfigError
+
+_COMMAND_MODULES = (
+    "wavefront.sim.cli",
+    "wavefront.datasets.cli",
+    "wavefront.estimators.cli",
+    "wavefront.imaging.cli",
+)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, exit 2, as for every other bad input
+        self.exit(2, f"wavefront: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Returns the top-level parser with every available subcommand."""
+    from wavefront import __version__
+
+    parser = _Parser(prog="wavefront", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"wavefront {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for name in _COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name == name:
+                continue
+            raise
+        module.add_commands(sub)
+    return parser
+
+
+def _format_warning(message, category, filename, lineno, line=None):
+    return f"wavefront: warning: {message}\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``wavefront`` console script; returns the exit code."""
+    warnings.formatwarning = _format_warning
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except ConfigError as exc:
+        print(f"wavefront: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("wavefront: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,51 @@
+"""Device and seed helpers shared by every subsystem."""
+from __future__ import annotations
+
+import torch
+
+from wavefront.errors import ConfigError
+
+
+def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
+    """Returns the torch device for ``"auto" | "cpu" | "cuda" | "cuda:N"``.
+
+    ``"auto"`` picks CUDA when present, else CPU. Asking for CUDA on a machine
+    without it is a :class:`ConfigError`, not a late failure inside torch.
+    """
+    if device is None or device == "auto":
+        return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
+    if isinstance(device, torch.device):
+        dev = device
+    else:
+        try:
+            dev = torch.device(device)
+        except (RuntimeError, TypeError):
+            raise ConfigError("device", device, "must be auto, cpu, cuda or cuda:N") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError("device", str(device), "CUDA is not available on this machine; use auto or cpu")
+        if dev.index is None:
+            dev = torch.device("cuda", torch.cuda.current_device())
+    return dev
+
+
+def make_generator(seed: int, device: torch.device | str = "cpu") -> torch.Generator:
+    """Returns a torch.Generator on ``device`` seeded with ``seed``."""
+    g = torch.Generator(device=device)
+    g.manual_seed(int(seed))
+    return g
+
+
+def derive_seed(*parts: int) -> int:
+    """Returns a 63-bit seed mixed from integers (e.g. (seed, shard_index)).
+
+    Uses SplitMix64 steps, so neighbouring inputs give unrelated streams.
+    """
+    mask = (1 << 64) - 1
+    z = 0x9E3779B97F4A7C15
+    for p in parts:
+        z = (z + (int(p) & mask) + 0x9E3779B97F4A7C15) & mask
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & mask
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & mask
+        z ^= z >> 31
+    return z & ((1 << 63) - 1)
