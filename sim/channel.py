@@ -125,13 +125,22 @@ def covariance_terms(ofdm: OFDMConfig, profile: TDLProfile, delay_spread_s, dopp
     cf = f if cols_f is None else f[list(cols_f)]
     rt = t if rows_t is None else t[list(rows_t)]
     ct = t if cols_t is None else t[list(cols_t)]
-    df = rf[:, None] - cf[None, :]
-    dt = rt[:, None] - ct[None, :]
+    # Correlations depend on lags alone, and a grid has few distinct lags: evaluate on those
+    # (O(B * lags * taps)) and gather, rather than on every (row, column) pair.
+    df_u, df_i = torch.unique(rf[:, None] - cf[None, :], return_inverse=True)
+    dt_u, dt_i = torch.unique(rt[:, None] - ct[None, :], return_inverse=True)
+    B = max(ds.shape[0], fd.shape[0])
+    ds, fd = ds.expand(B, 1, 1), fd.expand(B, 1, 1)
+
+    def on_grid(fun_f, fun_t):
+        return (fun_f(df_u.reshape(1, 1, -1))[:, 0][:, df_i], fun_t(dt_u.reshape(1, 1, -1))[:, 0][:, dt_i])
+
+    jakes = lambda dt: time_correlation_jakes(fd, dt).to(torch.complex128)  # noqa: E731
     if not profile.is_los:
-        return [(freq_correlation(profile, ds, df), time_correlation_jakes(fd, dt).to(torch.complex128))]
-    nlos = (freq_correlation(profile, ds, df, "nlos"), time_correlation_jakes(fd, dt).to(torch.complex128))
-    los_t = torch.exp(2j * math.pi * profile.los_cos_aoa * fd * dt)
-    los = (freq_correlation(profile, ds, df, "los"), los_t)
+        return [on_grid(lambda df: freq_correlation(profile, ds, df), jakes)]
+    nlos = on_grid(lambda df: freq_correlation(profile, ds, df, "nlos"), jakes)
+    los = on_grid(lambda df: freq_correlation(profile, ds, df, "los"),
+                  lambda dt: torch.exp(2j * math.pi * profile.los_cos_aoa * fd * dt))
     return [nlos, los]
 
 
