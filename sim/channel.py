@@ -1,8 +1,8 @@
 """3GPP TDL fading on the OFDM grid, with per-frame delay spread and Doppler, and its closed forms.
 
 The tap tables (normalised delays, powers, LoS K-factor) come from Sionna's
-``sionna.phy.channel.tr38901.TDL``; the frequency response from Sionna's
-``cir_to_ofdm_channel``. What wavefront adds is a **per-frame, recorded** delay spread
+``sionna.phy.channel.tr38901.TDL``; the frequency response is the sum of Sionna's
+``cir_to_ofdm_channel``, computed faster (see :func:`frequency_response`). What wavefront adds is a **per-frame, recorded** delay spread
 and maximum Doppler: Sionna's TDL takes one delay spread per instance and draws its
 Doppler internally without returning it, so the tap gains are drawn here with the same
 sum-of-sinusoids model (Zheng & Xiao), one Doppler per frame.
@@ -28,6 +28,8 @@ import torch
 from scipy.special import j0
 
 from wavefront.sim.config import OFDMConfig
+
+_CHUNK = 128  # frames per block in the heavy loops: large enough to vectorise, small enough for cache
 
 
 @dataclass(frozen=True)
@@ -164,8 +166,11 @@ def tap_gains(profile: TDLProfile, doppler_hz: torch.Tensor, times_s: torch.Tens
     alpha = 2 * math.pi * n / N + theta
     phi = (torch.rand(B, L, N, generator=generator, device=dev) * 2 - 1) * math.pi
     w = 2 * math.pi * doppler_hz.float().reshape(B, 1, 1, 1)  # rad/s
-    arg = w * times_s.to(dev, torch.float32).reshape(1, 1, 1, -1) * torch.cos(alpha).unsqueeze(-1) + phi.unsqueeze(-1)
-    a = torch.polar(torch.ones_like(arg), arg).sum(2)  # [B, L, T]
+    t = times_s.to(dev, torch.float32).reshape(1, 1, 1, -1)
+    a = torch.empty(B, L, t.shape[-1], dtype=torch.complex64, device=dev)
+    for s in range(0, B, _CHUNK):  # chunks keep the [b, L, N, T] phasors in cache; same numbers
+        arg = (w[s:s + _CHUNK] * t) * torch.cos(alpha[s:s + _CHUNK]).unsqueeze(-1) + phi[s:s + _CHUNK].unsqueeze(-1)
+        a[s:s + _CHUNK] = torch.polar(torch.ones_like(arg), arg).sum(2)
     amp = torch.as_tensor(np.sqrt(profile.nlos_powers / N), dtype=torch.float32, device=dev)
     a = a * amp.reshape(1, L, 1)
     if profile.is_los:
@@ -183,12 +188,24 @@ def ofdm_channel(ofdm: OFDMConfig, profile: TDLProfile, delay_spread_s: torch.Te
     one per frame. No per-frame energy normalisation: that would bias the time correlation
     and make the channel non-Gaussian.
     """
-    from sionna.phy.channel import cir_to_ofdm_channel
-
     dev = doppler_hz.device
     a = tap_gains(profile, doppler_hz, symbol_times_s(ofdm), num_sinusoids, generator)  # [B, L, T]
     tau = delay_spread_s.float().reshape(-1, 1) * torch.as_tensor(profile.norm_delays, dtype=torch.float32, device=dev)
-    freqs = subcarrier_offsets_hz(ofdm).to(dev, torch.float32)
+    return frequency_response(subcarrier_offsets_hz(ofdm).to(dev, torch.float32), a, tau)
+
+
+def frequency_response(freqs_hz: torch.Tensor, a: torch.Tensor, tau_s: torch.Tensor) -> torch.Tensor:
+    """Returns ``H[b, f, t] = sum_l a[b, l, t] exp(-j 2 pi f tau[b, l])`` [B, F, T] complex64.
+
+    ``freqs_hz`` [F], ``a`` [B, L, T] complex64, ``tau_s`` [B, L]. The same sum as Sionna's
+    ``cir_to_ofdm_channel`` (a test holds the two equal), with the phasors built by
+    ``torch.polar`` from real cos/sin, which is about 3x faster on CPU than the complex
+    ``exp`` Sionna uses; generation time is dominated by this step.
+    """
     B, L, T = a.shape
-    h = cir_to_ofdm_channel(freqs, a.reshape(B, 1, 1, 1, 1, L, T), tau.reshape(B, 1, 1, L))
-    return h.reshape(B, T, -1).transpose(1, 2).contiguous()  # [B, F, T]
+    h = torch.empty(B, freqs_hz.shape[0], T, dtype=torch.complex64, device=a.device)
+    for s in range(0, B, _CHUNK):
+        phase = (-2 * math.pi) * tau_s[s:s + _CHUNK].unsqueeze(-1) * freqs_hz  # [b, L, F]
+        e = torch.polar(torch.ones_like(phase), phase)
+        h[s:s + _CHUNK] = torch.einsum("blf,blt->bft", e, a[s:s + _CHUNK])
+    return h

@@ -77,3 +77,17 @@ def test_same_seed_gives_bit_identical_frames():
     # frames without data carry the same channel and pilots
     d = gen.generate(64, seed=7, with_data=False)
     assert torch.equal(a.h, d.h) and torch.equal(a.pilots_ls, d.pilots_ls)
+
+
+def test_frequency_response_equals_sionna_cir_to_ofdm_channel():
+    from sionna.phy.channel import cir_to_ofdm_channel
+
+    from wavefront.sim.channel import frequency_response, subcarrier_offsets_hz
+
+    g = make_generator(0)
+    a = torch.view_as_complex(torch.randn(8, 23, 14, 2, generator=g))
+    tau = torch.rand(8, 23, generator=g) * 3e-6
+    freqs = subcarrier_offsets_hz(OFDMConfig()).float()
+    ref = cir_to_ofdm_channel(freqs, a.reshape(8, 1, 1, 1, 1, 23, 14), tau.reshape(8, 1, 1, 23))
+    ours = frequency_response(freqs, a, tau)
+    assert torch.allclose(ours, ref.reshape(8, 14, -1).transpose(1, 2), atol=2e-5)
