@@ -29,6 +29,8 @@ from scipy.special import j0
 
 from wavefront.sim.config import OFDMConfig
 
+# TR 38.901 7.7.2: the LoS Doppler peak sits at 0.7 of the maximum Doppler
+LOS_ANGLE_OF_ARRIVAL = math.acos(0.7)
 _CHUNK = 128  # frames per block in the heavy loops: large enough to vectorise, small enough for cache
 
 
@@ -57,13 +59,14 @@ def tdl_profile(name: str) -> TDLProfile:
     """Returns the TR 38.901 TDL profile ``name`` (A..E), read from Sionna's tables."""
     from sionna.phy.channel.tr38901 import TDL
 
-    model = TDL(name, delay_spread=1.0, carrier_frequency=1e9, device="cpu", precision="double")
+    model = TDL(name, delay_spread=1.0, carrier_frequency=1e9, los_angle_of_arrival=LOS_ANGLE_OF_ARRIVAL,
+                device="cpu", precision="double")
     delays = model.delays.cpu().numpy().astype(np.float64)
     powers = model.mean_powers.cpu().numpy().astype(np.float64)
     los = float(model.mean_power_los.cpu()) if model.los else 0.0
     nlos = powers.copy()
     nlos[0] -= los  # mean_powers folds the specular power into tap 0
-    cos_aoa = float(np.cos(model._los_angle_of_arrival.cpu().numpy())) if model.los else 0.0
+    cos_aoa = math.cos(LOS_ANGLE_OF_ARRIVAL) if model.los else 0.0
     total = nlos.sum() + los
     return TDLProfile(name, delays, nlos / total, los / total, cos_aoa)
 
