@@ -203,6 +203,21 @@ def update_manifest(out: Path, spec: DatasetSpec) -> dict:
     header = spec.header()
     if man.get("versions"):
         header["versions"] = man["versions"]  # the versions the run started with
+    shards = _complete_shards(out, spec)
+    for _ in range(5):
+        header["shards"] = shards
+        header["complete"] = len(shards) == spec.num_shards
+        _write_json_atomic(out / MANIFEST, header)
+        # Another rank may have renamed a shard between our scan and our write, and written
+        # its own (shorter or longer) list; rescan until what we wrote is what is on disk.
+        again = _complete_shards(out, spec)
+        if again == shards:
+            break
+        shards = again
+    return header
+
+
+def _complete_shards(out: Path, spec: DatasetSpec) -> list[dict]:
     shards = []
     for i, n in enumerate(spec.counts):
         p = out / shard_name(i)
@@ -216,10 +231,7 @@ def update_manifest(out: Path, spec: DatasetSpec) -> dict:
             continue
         shards.append({"file": p.name, "index": i, "frames": n, "content_sha256": a["content_sha256"],
                        "device": a.get("device")})
-    header["shards"] = shards
-    header["complete"] = len(shards) == spec.num_shards
-    _write_json_atomic(out / MANIFEST, header)
-    return header
+    return shards
 
 
 def check_shard(path: Path, spec: DatasetSpec, index: int, full: bool = False) -> None:

@@ -77,13 +77,20 @@ class H5FrameDataset(Dataset):
         state["_handles"], state["_pid"] = {}, None
         return state
 
-    def _file(self, k: int) -> h5py.File:
+    def _file(self, k: int) -> dict:
+        """Returns shard ``k``'s open handles: the file, its frame datasets and its metadata in memory."""
         if self._pid != os.getpid():  # forked or spawned worker: never share HDF5 handles
             self._handles, self._pid = {}, os.getpid()
-        f = self._handles.get(k)
-        if f is None:
-            f = self._handles[k] = h5py.File(self.files[k], "r")
-        return f
+        entry = self._handles.get(k)
+        if entry is None:
+            f = h5py.File(self.files[k], "r")
+            entry = {"file": f, "h": f["h_true"], "pilots": f["pilots_ls"],
+                     # [N] float32 each: small, so read once instead of once per sample
+                     **{m: torch.from_numpy(f[m][()].astype(np.float32)) for m in _META}}
+            entry["direct"] = all(entry[n].compression is None and entry[n].chunks == (1,) + entry[n].shape[1:]
+                                  and entry[n].dtype == np.dtype("<c8") for n in ("h", "pilots"))
+            self._handles[k] = entry
+        return entry
 
     def locate(self, index: int) -> tuple[int, int]:
         """Returns (shard number, frame within shard) of a global frame index."""
@@ -94,21 +101,28 @@ class H5FrameDataset(Dataset):
         k = bisect.bisect_right(self.offsets, index) - 1
         return k, index - self.offsets[k]
 
+    @staticmethod
+    def _frame(ds: h5py.Dataset, i: int, direct: bool) -> torch.Tensor:
+        if direct:  # an uncompressed one-frame chunk is the frame's bytes: skip h5py's selection machinery
+            _, raw = ds.id.read_direct_chunk((i,) + (0,) * (ds.ndim - 1))
+            return torch.from_numpy(np.frombuffer(raw, dtype=np.complex64).reshape(ds.shape[1:]).copy())
+        return torch.from_numpy(ds[i])
+
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         k, i = self.locate(int(index))
-        f = self._file(k)
         try:
-            sample = {"pilots": torch.from_numpy(f["pilots_ls"][i]), "h": torch.from_numpy(f["h_true"][i])}
-            for m in _META:
-                sample[m] = torch.tensor(f[m][i], dtype=torch.float32)
-        except (OSError, KeyError) as exc:
+            e = self._file(k)
+            sample = {"pilots": self._frame(e["pilots"], i, e["direct"]), "h": self._frame(e["h"], i, e["direct"])}
+        except (OSError, KeyError, ValueError) as exc:
             raise ShardError(self.files[k], f"cannot read frame {i} ({exc}); it may be corrupt: "
                                             "regenerate it with `wavefront generate ... --repair`") from None
+        for m in _META:
+            sample[m] = e[m][i].clone()
         return sample
 
     def close(self) -> None:
-        for f in self._handles.values():
-            f.close()
+        for e in self._handles.values():
+            e["file"].close()
         self._handles = {}
 
     def __del__(self):

@@ -53,6 +53,15 @@ def test_h5_dataset_sample_matches_the_shard_arrays(shards):
         ds[230]
 
 
+def test_compressed_shards_read_the_same_samples(shards, tmp_path):
+    cfg, out = shards
+    generate_dataset(DatasetSpec(cfg, 21, 230, 100, 100, compression="lzf"), tmp_path)
+    plain, lzf = H5FrameDataset(out), H5FrameDataset(tmp_path)
+    for i in (0, 117, 229):
+        a, b = plain[i], lzf[i]
+        assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_on_the_fly_workers_never_repeat_and_cover_the_epoch(shards):
     cfg, _ = shards
     ds = OnTheFlyDataset(cfg, seed=4, frames_per_epoch=250, batch_size=40)
