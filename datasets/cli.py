@@ -22,7 +22,7 @@ def _common(p, frames_flag: str, frames_default, frames_help: str) -> None:
     p.add_argument("--compression", default="none", choices=["none", "lzf", "gzip"])
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (auto: cuda:LOCAL_RANK under torchrun)")
     p.add_argument("--shard-range", default=None,
-                   help="a:b, only shards a..b-1 (half-open; for array jobs). Under torchrun the range is split across ranks")
+                   help="a:b, only shards a..b-1 (half-open; for array jobs; for generate-suite it indexes the (point, shard) jobs in suite order). Under torchrun the selection is split across ranks")
     p.add_argument("--repair", action="store_true",
                    help="check every existing shard's content checksum and regenerate bad ones from their seed")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")

@@ -27,6 +27,9 @@ from wavefront.utils import derive_seed
 
 SAMPLE_KEYS = ("pilots", "h", "snr_db", "delay_spread_s", "doppler_hz", "noise_var")
 _META = ("snr_db", "delay_spread_s", "doppler_hz", "noise_var")
+# Keeps on-the-fly frames apart from the shards of `wavefront generate` with the same seed,
+# whose batches use derive_seed(seed, shard, batch).
+_ON_THE_FLY_STREAM = 0x0F1F
 
 
 def find_shards(path_or_dir: str | Path) -> list[Path]:
@@ -136,8 +139,8 @@ class OnTheFlyDataset(IterableDataset):
     """Iterable dataset that draws frames from a config on demand (same samples as H5FrameDataset).
 
     Frames come in generator batches of ``batch_size``; batch ``k`` of epoch ``e`` is drawn
-    from ``derive_seed(seed, e, k)`` and belongs to exactly one consumer: consumer
-    ``c = rank * num_workers + worker`` of ``world_size * num_workers`` takes the batches
+    from ``derive_seed(seed, 0x0F1F, e, k)`` (a stream apart from ``wavefront generate``'s)
+    and belongs to exactly one consumer: consumer ``c = rank * num_workers + worker`` of ``world_size * num_workers`` takes the batches
     ``k = c, c + C, ...``. So workers (and DDP ranks) never repeat each other's frames, and the
     same (seed, epoch, batch_size, device) gives the same frames whatever the worker count,
     up to order.
@@ -193,7 +196,7 @@ class OnTheFlyDataset(IterableDataset):
         if self._gen is None:
             self._gen = FrameGenerator(self.config, device=self.device)
         for k, b in self._batches():
-            fr = self._gen.generate(b, derive_seed(self.seed, self.epoch, k), with_data=False)
+            fr = self._gen.generate(b, derive_seed(self.seed, _ON_THE_FLY_STREAM, self.epoch, k), with_data=False)
             for i in range(b):
                 yield {"pilots": fr.pilots_ls[i], "h": fr.h[i], "snr_db": fr.snr_db[i],
                        "delay_spread_s": fr.delay_spread_s[i], "doppler_hz": fr.doppler_hz[i],
