@@ -45,6 +45,17 @@ def test_suite_folders_hold_exactly_their_point_and_state_the_fixed_values(suite
     assert [s["folder"] for s in index["sweeps"]] == ["SNR_test_set", "DS_test_set", "MDS_test_set"]
 
 
+def test_rerunning_a_finished_suite_rewrites_nothing_and_another_seed_is_refused(suite, capsys):
+    before = {p: p.read_bytes() for p in suite.rglob("shard-*.h5")}
+    args = ["generate-suite", "adafortitran", "--frames-per-point", "12", "--shard-frames", "5",
+            "--device", "cpu", "--out", str(suite), "--no-progress"]
+    assert main([*args, "--seed", "11"]) == 0
+    assert "0 frames written now" in capsys.readouterr().err
+    assert {p: p.read_bytes() for p in suite.rglob("shard-*.h5")} == before
+    assert main([*args, "--seed", "12"]) == 2
+    assert "different seed" in capsys.readouterr().err
+
+
 def test_export_then_import_gives_back_the_same_arrays(suite, tmp_path):
     mat = tmp_path / "mat"
     assert main(["export-mat", "--data", str(suite), "--out", str(mat), "--no-progress"]) == 0
