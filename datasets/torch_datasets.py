@@ -67,9 +67,10 @@ class H5FrameDataset(Dataset):
             try:
                 self.lengths.append(int(read_attrs(f)["num_frames"]))
             except ShardError as exc:
-                raise ConfigError("shard", str(exc.path), exc.reason) from None
+                raise ConfigError("shard", str(exc.path), f"{exc.reason}; regenerate it with the generating "
+                                                          "command plus --repair") from None
         self.offsets = np.cumsum([0] + self.lengths).tolist()
-        self._handles: dict[int, h5py.File] = {}
+        self._handles: dict[int, dict] = {}  # shard number -> open file, datasets, metadata
         self._pid = None
 
     def __len__(self) -> int:
