@@ -6,6 +6,7 @@ All estimators see the same frames at each point. Per point and estimator:
 - ``nmse_db``: ``10 log10 (sum |H - H_hat|^2 / sum |H|^2)``;
 - ``ber``: bit error rate of the data after one-tap equalisation with ``H_hat`` and hard
   demapping (``perfect`` uses the true channel);
+- ``mse_se_db``: the Monte-Carlo standard error of ``mse_db`` (from the per-frame spread);
 - ``bound_db``: the genie LMMSE closed-form MSE averaged over the point's frames, and
   ``gap_db = mse_db - bound_db``.
 
@@ -74,6 +75,7 @@ class PointResult:
     estimator: str
     frames: int
     mse_db: float
+    mse_se_db: float
     nmse_db: float
     ber: float
     bit_errors: int
@@ -136,7 +138,7 @@ def run_sweep(spec: SweepSpec, progress: bool = True) -> SweepResult:
         cfg = spec.point_configs[ip]
         gen = FrameGenerator(cfg, dev)
         bpsym = cfg.ofdm.bits_per_symbol
-        acc = {e.name: dict(se=0.0, sh=0.0, n=0, err=0, bits=0) for e in estimators}
+        acc = {e.name: dict(se=0.0, se2=0.0, sh=0.0, n=0, err=0, bits=0) for e in estimators}
         bound_sum, done, ib = 0.0, 0, 0
         bar.set_postfix_str(f"{name} {value * scale:g} {unit}")
         while done < spec.frames:
@@ -153,7 +155,9 @@ def run_sweep(spec: SweepSpec, progress: bool = True) -> SweepResult:
                 h_hat = fr.h if isinstance(est, PerfectCSI) else est.estimate(fr.pilots_ls, meta)
                 a = acc[est.name]
                 err = (h_hat - fr.h).abs().square()
+                per_frame = err.mean((1, 2)).double()
                 a["se"] += float(err.sum())
+                a["se2"] += float(per_frame.square().sum())
                 a["sh"] += float(fr.h.abs().square().sum())
                 a["n"] += err.numel()
                 x_hat, no = equalize(y_d, h_hat[:, data], fr.noise_var, spec.equalizer)
@@ -170,7 +174,10 @@ def run_sweep(spec: SweepSpec, progress: bool = True) -> SweepResult:
             a = acc[est.name]
             mse_db = 10 * math.log10(a["se"] / a["n"]) if a["se"] > 0 else -math.inf
             nmse_db = 10 * math.log10(a["se"] / a["sh"]) if a["se"] > 0 else -math.inf
-            result.rows.append(PointResult(float(value), est.name, done, mse_db, nmse_db, a["err"] / a["bits"],
+            mean = a["se"] / a["n"]
+            var = max(a["se2"] / done - mean * mean, 0.0)
+            se_db = 10 / math.log(10) * math.sqrt(var / done) / mean if mean > 0 else 0.0
+            result.rows.append(PointResult(float(value), est.name, done, mse_db, se_db, nmse_db, a["err"] / a["bits"],
                                            a["err"], a["bits"], bound_db, mse_db - bound_db))
     bar.close()
     result.seconds = time.time() - t0
