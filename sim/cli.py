@@ -29,6 +29,10 @@ def add_commands(sub) -> None:
     p.add_argument("--min-bit-errors", type=int, default=None, help="stop a point once every estimator has this many bit errors")
     p.add_argument("--batch-size", type=int, default=500)
     p.add_argument("--equalizer", default="zf", choices=["zf", "mmse"])
+    p.add_argument("--robust-pdp", default="uniform", choices=["uniform", "exponential"],
+                   help="power delay profile the robust LMMSE assumes (RMS = the top delay spread)")
+    p.add_argument("--robust-doppler-spectrum", default="flat", choices=["flat", "jakes"],
+                   help="Doppler spectrum the robust LMMSE assumes, up to the top Doppler")
     p.add_argument("--ldpc-rate", type=float, default=None,
                    help="5G NR LDPC code rate: one codeword per frame, adds coded BER and BLER (slow on CPU)")
     p.add_argument("--seed", type=int, default=0)
@@ -67,7 +71,8 @@ def build_spec(args):
     return SweepSpec(config=config, axis=axis, values={"snr_db": snr, "doppler_hz": dop, "delay_spread_s": ds}[axis],
                      estimators=names, frames=args.frames, batch_size=args.batch_size, seed=args.seed,
                      min_bit_errors=args.min_bit_errors, equalizer=args.equalizer, device=args.device,
-                     ldpc_rate=args.ldpc_rate)
+                     ldpc_rate=args.ldpc_rate,
+                     robust_options={"pdp": args.robust_pdp, "doppler_spectrum": args.robust_doppler_spectrum})
 
 
 def run(args) -> int:

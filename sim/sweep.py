@@ -53,6 +53,7 @@ class SweepSpec:
     equalizer: str = "zf"
     device: str = "auto"
     ldpc_rate: float | None = None
+    robust_options: dict = field(default_factory=dict)  # RobustLMMSE keywords: pdp, doppler_spectrum, ...
 
     def __post_init__(self):
         if self.axis not in AXES:
@@ -104,11 +105,13 @@ class PerfectCSI:
     name = "perfect"
 
 
-def load_estimators(names: list[str], config: SystemConfig, device) -> list:
+def load_estimators(names: list[str], config: SystemConfig, device, robust_options: dict | None = None) -> list:
     """Returns estimator objects for ``names``: classical, ``perfect``, or learned (via :mod:`wavefront.estimators`)."""
     out = []
     for name in names:
-        if name in CLASSICAL:
+        if name == "lmmse-robust":
+            out.append(get_classical(name, config, **(robust_options or {})))
+        elif name in CLASSICAL:
             out.append(get_classical(name, config))
         elif name == "perfect":
             out.append(PerfectCSI())
@@ -135,10 +138,11 @@ def run_sweep(spec: SweepSpec, progress: bool = True) -> SweepResult:
     # Estimators see the sweep's whole range on its axis: a robust design assumes its top end.
     lo, hi = min(spec.values), max(spec.values)
     design = _point_config(spec.config, spec.axis, (lo, hi) if hi > lo else lo)
-    estimators = load_estimators(spec.estimators, design, dev)
+    estimators = load_estimators(spec.estimators, design, dev, spec.robust_options)
     result = SweepResult(spec={"axis": spec.axis, "values": spec.values, "estimators": spec.estimators,
                                "frames": spec.frames, "batch_size": spec.batch_size, "seed": spec.seed,
                                "min_bit_errors": spec.min_bit_errors, "equalizer": spec.equalizer, "ldpc_rate": spec.ldpc_rate,
+                               "robust_options": spec.robust_options,
                                "device": str(dev), "snr_convention": "per resource element, E|Hx|^2/sigma^2",
                                "config": json.loads(spec.config.to_json())})
     bar = tqdm(total=spec.frames * len(spec.values), unit="frame", disable=not progress, file=sys.stderr,

@@ -120,3 +120,19 @@ def test_robust_lmmse_in_a_doppler_sweep_designs_for_the_top_doppler():
     # at 100 Hz it over-assumes the Doppler, which costs more than at its design point
     gap = lambda d: rows[(d, "lmmse-robust")].mse_db - rows[(d, "lmmse-genie")].mse_db  # noqa: E731
     assert gap(100.0) > gap(1000.0)
+
+
+def test_flat_spectrum_robust_design_stays_useful_below_its_design_doppler():
+    # designed for 50-1000 Hz, tested at 500 Hz, 30 dB: the flat-spectrum design beats LS-linear,
+    # the Jakes design (whose J0 changes sign between the pilot symbols) does not
+    from wavefront.sim.lmmse import RobustLMMSE
+
+    design = _cfg(doppler_hz=[50.0, 1000.0], delay_spread_s=[25e-9, 300e-9])
+    cfg = _cfg(doppler_hz=500.0, delay_spread_s=200e-9, snr_db=30.0)
+    fr = FrameGenerator(cfg).generate(500, seed=9, with_data=False)
+    mse = lambda h: db((h - fr.h).abs().square().mean())  # noqa: E731
+    ls = mse(get_classical("ls-linear", cfg).estimate(fr.pilots_ls, fr.meta))
+    flat = mse(RobustLMMSE(design).estimate(fr.pilots_ls, fr.meta))
+    jakes = mse(RobustLMMSE(design, doppler_spectrum="jakes").estimate(fr.pilots_ls, fr.meta))
+    assert flat < ls - 0.5
+    assert jakes > ls
