@@ -80,6 +80,7 @@ class OFDMConfig(_Model):
     pilot_subcarrier_spacing: int = 10
     pilot_subcarrier_offset: int = 0
     pilot_symbols: tuple[int, ...] = (2, 11)  # 0-based OFDM symbol indices
+    modulation: Literal["qpsk", "16qam", "64qam"] = "qpsk"  # data symbols; pilots are unit-modulus QPSK
 
     @field_validator("num_subcarriers", "num_symbols")
     @classmethod
@@ -154,6 +155,10 @@ class OFDMConfig(_Model):
         return self.num_subcarriers * self.num_symbols - self.num_pilot_subcarriers * self.num_pilot_symbols
 
     @property
+    def bits_per_symbol(self) -> int:
+        return {"qpsk": 2, "16qam": 4, "64qam": 6}[self.modulation]
+
+    @property
     def symbol_duration_s(self) -> float:
         """OFDM symbol duration with cyclic prefix [s]: ``(1 + cp/F) / scs``, as Sionna's ResourceGrid."""
         return (1.0 + self.cyclic_prefix_length / self.num_subcarriers) / self.subcarrier_spacing_hz
@@ -173,7 +178,7 @@ class ChannelConfig(_Model):
     delay_spread_s: Value = 300e-9
     doppler_hz: Value = 500.0
     snr_db: Value = 10.0
-    num_sinusoids: int = 32
+    num_sinusoids: int = 20  # Sionna's default; more makes each tap closer to Gaussian
 
     @field_validator("profile", mode="before")
     @classmethod

@@ -1,6 +1,8 @@
 """Device and seed helpers shared by every subsystem."""
 from __future__ import annotations
 
+import math
+
 import torch
 
 from wavefront.errors import ConfigError
@@ -49,3 +51,34 @@ def derive_seed(*parts: int) -> int:
         z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & mask
         z ^= z >> 31
     return z & ((1 << 63) - 1)
+
+
+def parse_values(field: str, text: str, max_points: int = 1000) -> list[float]:
+    """Returns the points of ``text``: ``"v"``, ``"a,b,c"`` or an inclusive range ``"start:stop:step"``.
+
+    ``"0:30:5"`` gives 0, 5, ..., 30. A malformed value raises :class:`ConfigError` naming ``field``.
+    """
+    text = str(text).strip()
+    try:
+        if ":" in text:
+            parts = [float(p) for p in text.split(":")]
+            if len(parts) != 3:
+                raise ConfigError(field, text, "a range is start:stop:step")
+            start, stop, step = parts
+            if not step > 0:
+                raise ConfigError(field, text, "range step must be > 0 (write start:stop:step with start <= stop)")
+            if stop < start:
+                raise ConfigError(field, text, "range stop must be >= start")
+            n = int(math.floor((stop - start) / step + 1e-9)) + 1
+            if n > max_points:
+                raise ConfigError(field, text, f"at most {max_points} points")
+            vals = [round(start + i * step, 12) for i in range(n)]
+        else:
+            vals = [float(p) for p in text.split(",") if p.strip()]
+    except ValueError:
+        raise ConfigError(field, text, "must be a number, a list a,b,c or a range start:stop:step") from None
+    if not vals:
+        raise ConfigError(field, text, "needs at least one value")
+    if any(not math.isfinite(v) for v in vals):
+        raise ConfigError(field, text, "values must be finite")
+    return vals

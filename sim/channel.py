@@ -1,0 +1,185 @@
+"""3GPP TDL fading on the OFDM grid, with per-frame delay spread and Doppler, and its closed forms.
+
+The tap tables (normalised delays, powers, LoS K-factor) come from Sionna's
+``sionna.phy.channel.tr38901.TDL``; the frequency response from Sionna's
+``cir_to_ofdm_channel``. What wavefront adds is a **per-frame, recorded** delay spread
+and maximum Doppler: Sionna's TDL takes one delay spread per instance and draws its
+Doppler internally without returning it, so the tap gains are drawn here with the same
+sum-of-sinusoids model (Zheng & Xiao), one Doppler per frame.
+
+Closed forms (tested in ``tests/sim/test_channel_statistics.py``):
+
+- frequency correlation ``E[H(f) H*(f + df)] = sum_l P_l exp(-j 2 pi tau_l df)``;
+- time correlation of a Rayleigh tap ``J0(2 pi f_d dt)``; a LoS tap adds
+  ``P_los exp(j 2 pi f_d cos(theta_los) dt)``.
+
+The covariance of the grid is therefore a sum of Kronecker products,
+``R = sum_k R_f^(k) (x) R_t^(k)``: one term for NLoS profiles (A, B, C), two for LoS
+profiles (D, E). :func:`covariance_terms` returns those terms; LMMSE and the bound use them.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+import torch
+from scipy.special import j0
+
+from wavefront.sim.config import OFDMConfig
+
+
+@dataclass(frozen=True)
+class TDLProfile:
+    """A TDL profile normalised to unit power and unit RMS delay spread.
+
+    ``norm_delays`` [L] (delays / delay_spread), ``nlos_powers`` [L] (Rayleigh part of each
+    tap), ``los_power`` (specular part of tap 0, 0 for NLoS), ``los_cos_aoa`` = cos(theta_los).
+    ``nlos_powers.sum() + los_power == 1``.
+    """
+
+    name: str
+    norm_delays: np.ndarray
+    nlos_powers: np.ndarray
+    los_power: float
+    los_cos_aoa: float
+
+    @property
+    def is_los(self) -> bool:
+        return self.los_power > 0
+
+
+@lru_cache(maxsize=None)
+def tdl_profile(name: str) -> TDLProfile:
+    """Returns the TR 38.901 TDL profile ``name`` (A..E), read from Sionna's tables."""
+    from sionna.phy.channel.tr38901 import TDL
+
+    model = TDL(name, delay_spread=1.0, carrier_frequency=1e9, device="cpu", precision="double")
+    delays = model.delays.cpu().numpy().astype(np.float64)
+    powers = model.mean_powers.cpu().numpy().astype(np.float64)
+    los = float(model.mean_power_los.cpu()) if model.los else 0.0
+    nlos = powers.copy()
+    nlos[0] -= los  # mean_powers folds the specular power into tap 0
+    cos_aoa = float(np.cos(model._los_angle_of_arrival.cpu().numpy())) if model.los else 0.0
+    total = nlos.sum() + los
+    return TDLProfile(name, delays, nlos / total, los / total, cos_aoa)
+
+
+def subcarrier_offsets_hz(ofdm: OFDMConfig) -> torch.Tensor:
+    """Returns the baseband subcarrier frequencies [F] float64 in Hz (Sionna's convention)."""
+    from sionna.phy.channel import subcarrier_frequencies
+
+    return subcarrier_frequencies(ofdm.num_subcarriers, ofdm.subcarrier_spacing_hz,
+                                  precision="double", device="cpu")
+
+
+def symbol_times_s(ofdm: OFDMConfig) -> torch.Tensor:
+    """Returns the start times [T] float64 of the OFDM symbols in s: ``n * T_sym``."""
+    return torch.arange(ofdm.num_symbols, dtype=torch.float64) * ofdm.symbol_duration_s
+
+
+# ---------------------------------------------------------------------------------------
+# Closed forms
+# ---------------------------------------------------------------------------------------
+def freq_correlation(profile: TDLProfile, delay_spread_s, df_hz, part: str = "all") -> torch.Tensor:
+    """Returns ``sum_l P_l exp(-j 2 pi tau_l df)`` complex128, broadcast over ``delay_spread_s`` and ``df_hz``.
+
+    ``part``: ``"all"`` (total), ``"nlos"`` (Rayleigh part) or ``"los"`` (specular part of tap 0).
+    Shapes: ``delay_spread_s`` [...], ``df_hz`` [...]; broadcast together.
+    """
+    ds = torch.as_tensor(delay_spread_s, dtype=torch.float64)
+    df = torch.as_tensor(df_hz, dtype=torch.float64)
+    if part == "los":
+        tau0 = float(profile.norm_delays[0])
+        return (profile.los_power * torch.exp(-2j * math.pi * tau0 * ds * df)).to(torch.complex128)
+    p = torch.as_tensor(profile.nlos_powers, dtype=torch.float64).clone()
+    if part == "all":
+        p[0] += profile.los_power
+    tau = torch.as_tensor(profile.norm_delays, dtype=torch.float64)
+    phase = -2 * math.pi * (ds * df).unsqueeze(-1) * tau
+    return (p * torch.exp(1j * phase)).sum(-1)
+
+
+def time_correlation_jakes(doppler_hz, dt_s) -> torch.Tensor:
+    """Returns ``J0(2 pi f_d dt)`` float64, the Clarke/Jakes time correlation of a Rayleigh tap."""
+    x = 2 * math.pi * torch.as_tensor(doppler_hz, dtype=torch.float64) * torch.as_tensor(dt_s, dtype=torch.float64)
+    return torch.from_numpy(j0(x.numpy()))
+
+
+def covariance_terms(ofdm: OFDMConfig, profile: TDLProfile, delay_spread_s, doppler_hz,
+                     rows_f=None, cols_f=None, rows_t=None, cols_t=None):
+    """Returns the Kronecker terms ``[(R_f^(k), R_t^(k)), ...]`` of the channel covariance, complex128.
+
+    ``R[(f1,t1),(f2,t2)] = E[H(f1,t1) H*(f2,t2)] = sum_k R_f^(k)[f1,f2] R_t^(k)[t1,t2]``.
+
+    ``delay_spread_s``, ``doppler_hz``: [B] (or scalars, giving B = 1). ``rows_*``/``cols_*``
+    select subcarrier / symbol indices (default: all). Output blocks are
+    ``R_f`` [B, len(rows_f), len(cols_f)] and ``R_t`` [B, len(rows_t), len(cols_t)].
+    """
+    ds = torch.as_tensor(delay_spread_s, dtype=torch.float64).reshape(-1, 1, 1)
+    fd = torch.as_tensor(doppler_hz, dtype=torch.float64).reshape(-1, 1, 1)
+    f = subcarrier_offsets_hz(ofdm)
+    t = symbol_times_s(ofdm)
+    rf = f if rows_f is None else f[list(rows_f)]
+    cf = f if cols_f is None else f[list(cols_f)]
+    rt = t if rows_t is None else t[list(rows_t)]
+    ct = t if cols_t is None else t[list(cols_t)]
+    df = rf[:, None] - cf[None, :]
+    dt = rt[:, None] - ct[None, :]
+    if not profile.is_los:
+        return [(freq_correlation(profile, ds, df), time_correlation_jakes(fd, dt).to(torch.complex128))]
+    nlos = (freq_correlation(profile, ds, df, "nlos"), time_correlation_jakes(fd, dt).to(torch.complex128))
+    los_t = torch.exp(2j * math.pi * profile.los_cos_aoa * fd * dt)
+    los = (freq_correlation(profile, ds, df, "los"), los_t)
+    return [nlos, los]
+
+
+# ---------------------------------------------------------------------------------------
+# Simulation
+# ---------------------------------------------------------------------------------------
+def tap_gains(profile: TDLProfile, doppler_hz: torch.Tensor, times_s: torch.Tensor,
+              num_sinusoids: int, generator: torch.Generator) -> torch.Tensor:
+    """Returns sum-of-sinusoids tap gains ``a`` [B, L, T] complex64 with ``E|a_l|^2 = P_l``.
+
+    ``doppler_hz`` [B] float32 (one maximum Doppler per frame), ``times_s`` [T].
+    Each Rayleigh tap is ``sqrt(P_l/N) sum_n exp(j(2 pi f_d t cos(alpha_n) + phi_n))`` with
+    ``alpha_n = 2 pi n / N + theta_n``, ``theta_n ~ U(-pi/N, pi/N)``, ``phi_n ~ U(-pi, pi)``:
+    averaging over ``theta`` makes the autocorrelation exactly ``J0(2 pi f_d dt)``. A LoS tap 0
+    adds ``sqrt(P_los) exp(j(2 pi f_d t cos(theta_los) + phi_0))``.
+    """
+    dev = doppler_hz.device
+    B, L, N = doppler_hz.shape[0], len(profile.norm_delays), num_sinusoids
+    n = torch.arange(1, N + 1, device=dev, dtype=torch.float32)
+    theta = (torch.rand(B, L, N, generator=generator, device=dev) * 2 - 1) * (math.pi / N)
+    alpha = 2 * math.pi * n / N + theta
+    phi = (torch.rand(B, L, N, generator=generator, device=dev) * 2 - 1) * math.pi
+    w = 2 * math.pi * doppler_hz.float().reshape(B, 1, 1, 1)  # rad/s
+    arg = w * times_s.to(dev, torch.float32).reshape(1, 1, 1, -1) * torch.cos(alpha).unsqueeze(-1) + phi.unsqueeze(-1)
+    a = torch.polar(torch.ones_like(arg), arg).sum(2)  # [B, L, T]
+    amp = torch.as_tensor(np.sqrt(profile.nlos_powers / N), dtype=torch.float32, device=dev)
+    a = a * amp.reshape(1, L, 1)
+    if profile.is_los:
+        phi0 = (torch.rand(B, 1, generator=generator, device=dev) * 2 - 1) * math.pi
+        arg0 = w.reshape(B, 1) * profile.los_cos_aoa * times_s.to(dev, torch.float32).reshape(1, -1) + phi0
+        a[:, 0] += math.sqrt(profile.los_power) * torch.polar(torch.ones_like(arg0), arg0)
+    return a
+
+
+def ofdm_channel(ofdm: OFDMConfig, profile: TDLProfile, delay_spread_s: torch.Tensor, doppler_hz: torch.Tensor,
+                 num_sinusoids: int, generator: torch.Generator) -> torch.Tensor:
+    """Returns the channel on the resource grid, H [B, F, T] complex64, ``E|H|^2 = 1``.
+
+    ``delay_spread_s`` [B] RMS delay spread in s and ``doppler_hz`` [B] maximum Doppler in Hz,
+    one per frame. No per-frame energy normalisation: that would bias the time correlation
+    and make the channel non-Gaussian.
+    """
+    from sionna.phy.channel import cir_to_ofdm_channel
+
+    dev = doppler_hz.device
+    a = tap_gains(profile, doppler_hz, symbol_times_s(ofdm), num_sinusoids, generator)  # [B, L, T]
+    tau = delay_spread_s.float().reshape(-1, 1) * torch.as_tensor(profile.norm_delays, dtype=torch.float32, device=dev)
+    freqs = subcarrier_offsets_hz(ofdm).to(dev, torch.float32)
+    B, L, T = a.shape
+    h = cir_to_ofdm_channel(freqs, a.reshape(B, 1, 1, 1, 1, L, T), tau.reshape(B, 1, 1, L))
+    return h.reshape(B, T, -1).transpose(1, 2).contiguous()  # [B, F, T]

@@ -1,0 +1,85 @@
+"""``wavefront sweep``: Monte-Carlo MSE/BER sweeps of channel estimators against the MMSE bound."""
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from pathlib import Path
+
+from wavefront.errors import ConfigError
+from wavefront.utils import parse_values
+
+DEFAULT_ESTIMATORS = "ls-linear,lmmse-robust,lmmse-genie,adafortitran"
+
+
+def add_commands(sub) -> None:
+    p = sub.add_parser("sweep", help="MSE/NMSE/BER of estimators along SNR, Doppler or delay spread, with the MMSE bound",
+                       description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--estimators", default=DEFAULT_ESTIMATORS,
+                   help="comma list: ls-nearest, ls-linear, ls-spline, lmmse-robust, lmmse-genie, perfect, "
+                        "a learned model with a shipped checkpoint (adafortitran) or a checkpoint path")
+    p.add_argument("--snr-db", default="0:30:5", help="per-RE SNR in dB: v, a,b,c or start:stop:step")
+    p.add_argument("--doppler-hz", default="1000", help="maximum Doppler in Hz: v, a,b,c or start:stop:step")
+    p.add_argument("--delay-spread-ns", default="300", help="RMS delay spread in ns: v, a,b,c or start:stop:step")
+    p.add_argument("--profile", default=None, help="3GPP TDL profile A..E (default: the config's, A)")
+    p.add_argument("--config", default=None, help="YAML system config (ofdm:, channel:); CLI values override it")
+    p.add_argument("--preset", default=None, help="named system config: default, adafortitran-paper")
+    p.add_argument("--modulation", default=None, choices=["qpsk", "16qam", "64qam"], help="data modulation (default qpsk)")
+    p.add_argument("--frames", type=int, default=1000, help="frames per point (the maximum, with --min-bit-errors)")
+    p.add_argument("--min-bit-errors", type=int, default=None, help="stop a point once every estimator has this many bit errors")
+    p.add_argument("--batch-size", type=int, default=500)
+    p.add_argument("--equalizer", default="zf", choices=["zf", "mmse"])
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--out", default="results", help="folder for results.json/.csv and the plots")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.set_defaults(func=run)
+
+
+def build_spec(args):
+    """Returns the validated SweepSpec for parsed arguments (raises ConfigError on bad input)."""
+    from wavefront.sim.config import SystemConfig, preset
+    from wavefront.sim.sweep import SweepSpec
+
+    if args.config and args.preset:
+        raise ConfigError("config", args.config, "give --config or --preset, not both")
+    base = SystemConfig.from_yaml(args.config) if args.config else preset(args.preset or "default")
+    snr = parse_values("snr_db", args.snr_db)
+    dop = parse_values("doppler_hz", args.doppler_hz)
+    ds = [v * 1e-9 for v in parse_values("delay_spread_ns", args.delay_spread_ns)]
+    axes = {k: v for k, v in (("snr_db", snr), ("doppler_hz", dop), ("delay_spread_s", ds)) if len(v) > 1}
+    if len(axes) > 1:
+        raise ConfigError("axes", ",".join(axes), "sweep one axis at a time: give a single value for the others")
+    axis = next(iter(axes), "snr_db")
+    fixed = {"snr_db": snr[0], "doppler_hz": dop[0], "delay_spread_s": ds[0]}
+    fixed.pop(axis)
+    channel = base.channel.model_dump()
+    channel.update(fixed)
+    if args.profile is not None:
+        channel["profile"] = args.profile
+    ofdm = base.ofdm.model_dump()
+    if args.modulation:
+        ofdm["modulation"] = args.modulation
+    config = SystemConfig.from_dict({"ofdm": ofdm, "channel": channel})
+    names = [n.strip() for n in args.estimators.split(",") if n.strip()]
+    return SweepSpec(config=config, axis=axis, values={"snr_db": snr, "doppler_hz": dop, "delay_spread_s": ds}[axis],
+                     estimators=names, frames=args.frames, batch_size=args.batch_size, seed=args.seed,
+                     min_bit_errors=args.min_bit_errors, equalizer=args.equalizer, device=args.device)
+
+
+def run(args) -> int:
+    from wavefront.sim.sweep import format_table, run_sweep, save_result
+
+    spec = build_spec(args)
+    if args.estimators == DEFAULT_ESTIMATORS:
+        try:  # the shipped learned model joins the default sweep when it is installed
+            from wavefront.estimators import load_estimator  # noqa: F401
+        except ImportError:
+            warnings.warn("no learned estimator is installed; sweeping the classical ones")
+            spec.estimators = [n for n in spec.estimators if n != "adafortitran"]
+    result = run_sweep(spec, progress=not args.no_progress)
+    print(format_table(result))
+    paths = save_result(result, Path(args.out))
+    print(f"\n{sum(r.frames for r in result.rows) // len(spec.estimators)} frames in {result.seconds:.1f} s; wrote "
+          + ", ".join(str(p) for p in paths), file=sys.stderr)
+    return 0

@@ -1,0 +1,93 @@
+"""Classical channel estimators behind one interface.
+
+Every estimator (classical here, learned in :mod:`wavefront.estimators`) has a ``name`` and
+
+    estimate(pilots, meta) -> H_hat
+
+- ``pilots`` [B, P_f, P_t] complex64: LS estimate at the pilot positions.
+- ``meta``: dict of [B] float32 tensors ``snr_db``, ``delay_spread_s``, ``doppler_hz``,
+  ``noise_var`` (per-RE noise variance, ``10^(-snr_db/10)``).
+- ``H_hat`` [B, F, T] complex64.
+
+LS with interpolation is separable: ``H_hat = A_f @ P @ A_t^T`` with interpolation matrices
+``A_f`` [F, P_f] and ``A_t`` [T, P_t]; nearest, (bi)linear and cubic-spline differ only in
+those matrices. The LMMSE estimators are joint over time and frequency: see
+:mod:`wavefront.sim.lmmse`.
+"""
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from wavefront.errors import ConfigError
+from wavefront.sim.config import SystemConfig
+
+
+class Estimator(Protocol):
+    name: str
+
+    def estimate(self, pilots: torch.Tensor, meta: dict[str, torch.Tensor]) -> torch.Tensor: ...
+
+
+def interpolation_matrix(pilot_idx: list[int], n: int, kind: str) -> np.ndarray:
+    """Returns ``A`` [n, len(pilot_idx)] float64 mapping values at ``pilot_idx`` to all ``n`` positions.
+
+    ``kind``: ``nearest``; ``linear`` (linear extrapolation beyond the outer pilots);
+    ``spline`` (not-a-knot cubic spline with extrapolation; falls back to linear with fewer
+    than 4 pilots, to nearest with one).
+    """
+    p = np.asarray(pilot_idx, dtype=np.float64)
+    x = np.arange(n, dtype=np.float64)
+    m = len(p)
+    if m == 1 or kind == "nearest":
+        nearest = np.abs(x[:, None] - p[None, :]).argmin(1)
+        return np.eye(m)[nearest]
+    if kind == "spline" and m >= 4:
+        from scipy.interpolate import CubicSpline
+
+        return CubicSpline(p, np.eye(m), axis=0, bc_type="not-a-knot", extrapolate=True)(x)
+    # linear, with the end segments extended
+    j = np.clip(np.searchsorted(p, x, side="right") - 1, 0, m - 2)
+    w = (x - p[j]) / (p[j + 1] - p[j])
+    A = np.zeros((n, m))
+    A[np.arange(n), j] = 1 - w
+    A[np.arange(n), j + 1] = w
+    return A
+
+
+class LSInterpolator:
+    """LS at the pilots, then separable interpolation: ``H_hat = A_f @ P @ A_t^T``."""
+
+    def __init__(self, config: SystemConfig, kind: str = "linear"):
+        if kind not in ("nearest", "linear", "spline"):
+            raise ConfigError("interpolation", kind, "must be nearest, linear or spline")
+        o = config.ofdm
+        self.name = f"ls-{kind}"
+        self.A_f = torch.as_tensor(interpolation_matrix(o.pilot_subcarriers, o.num_subcarriers, kind), dtype=torch.complex64)
+        self.A_t = torch.as_tensor(interpolation_matrix(list(o.pilot_symbols), o.num_symbols, kind), dtype=torch.complex64)
+
+    def estimate(self, pilots: torch.Tensor, meta: dict | None = None) -> torch.Tensor:
+        """Returns H_hat [B, F, T] complex64 from LS pilots [B, P_f, P_t]."""
+        A_f = self.A_f.to(pilots.device)
+        A_t = self.A_t.to(pilots.device)
+        return A_f @ pilots @ A_t.T
+
+
+CLASSICAL = ("ls-nearest", "ls-linear", "ls-spline", "lmmse-robust", "lmmse-genie")
+
+
+def get_classical(name: str, config: SystemConfig, **options) -> Estimator:
+    """Returns the classical estimator ``name`` (one of :data:`CLASSICAL`) for ``config``."""
+    if name.startswith("ls-") and name in CLASSICAL:
+        return LSInterpolator(config, name[3:])
+    if name == "lmmse-genie":
+        from wavefront.sim.lmmse import GenieLMMSE
+
+        return GenieLMMSE(config)
+    if name == "lmmse-robust":
+        from wavefront.sim.lmmse import RobustLMMSE
+
+        return RobustLMMSE(config, **options)
+    raise ConfigError("estimator", name, f"unknown classical estimator; choose from {', '.join(CLASSICAL)}")

@@ -1,0 +1,135 @@
+"""Batched, seeded OFDM frames over TDL fading: the true channel, received pilots and data.
+
+A frame is one resource grid ``[F, T]``. Pilots are unit-modulus QPSK on the Kronecker
+grid ``pilot_subcarriers x pilot_symbols``; every other resource element carries QAM data
+of unit average power (Sionna's Gray-labelled constellations). The receiver sees
+``y = H x + n`` with ``n ~ CN(0, sigma^2)``, ``sigma^2 = 10^(-snr_db/10)``: the SNR is per
+resource element, ``E|H x|^2 / sigma^2``, because ``E|H|^2 = E|x|^2 = 1``.
+
+Determinism: the same (config, seed, batch size, device) gives bit-identical frames.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from functools import cached_property
+
+import torch
+
+from wavefront.errors import ConfigError
+from wavefront.sim.channel import ofdm_channel, tdl_profile
+from wavefront.sim.config import SystemConfig
+from wavefront.utils import make_generator, resolve_device
+
+_PILOT_SEED = 0x5EED  # the pilot sequence is part of the system, not of a frame
+
+
+@dataclass
+class Frames:
+    """A batch of frames. Shapes: B frames, F subcarriers, T symbols, P_f x P_t pilots.
+
+    - ``h`` [B, F, T] complex64: true channel.
+    - ``y`` [B, F, T] complex64: received grid (pilots and data); ``None`` without data.
+    - ``pilots_rx`` [B, P_f, P_t] complex64: received pilots.
+    - ``pilot_symbols`` [P_f, P_t] complex64: the known transmitted pilots (unit modulus).
+    - ``pilots_ls`` [B, P_f, P_t] complex64: LS estimate at the pilots, ``pilots_rx / pilot_symbols``.
+    - ``bits`` [B, N_data * bits_per_symbol] float32 (0/1): transmitted data bits; ``None`` without data.
+    - ``snr_db``, ``delay_spread_s``, ``doppler_hz``, ``noise_var`` [B] float32: per-frame conditions.
+    - ``profile``: TDL profile letter; ``seed``: the seed the batch was drawn from.
+    """
+
+    h: torch.Tensor
+    y: torch.Tensor | None
+    pilots_rx: torch.Tensor
+    pilot_symbols: torch.Tensor
+    pilots_ls: torch.Tensor
+    bits: torch.Tensor | None
+    snr_db: torch.Tensor
+    delay_spread_s: torch.Tensor
+    doppler_hz: torch.Tensor
+    noise_var: torch.Tensor
+    profile: str
+    seed: int
+
+    @property
+    def meta(self) -> dict[str, torch.Tensor]:
+        """Per-frame conditions as a dict of [B] float32 tensors (what estimators receive)."""
+        return {"snr_db": self.snr_db, "delay_spread_s": self.delay_spread_s,
+                "doppler_hz": self.doppler_hz, "noise_var": self.noise_var}
+
+    def __len__(self) -> int:
+        return self.h.shape[0]
+
+    def to(self, device) -> "Frames":
+        """Returns a copy with every tensor on ``device``."""
+        kw = {f.name: getattr(self, f.name) for f in fields(self)}
+        return Frames(**{k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in kw.items()})
+
+
+def _draw(value, n: int, g: torch.Generator, device) -> torch.Tensor:
+    """Returns [n] float32: ``value`` repeated, or uniform draws in ``(low, high)``."""
+    if isinstance(value, tuple):
+        lo, hi = value
+        return torch.rand(n, generator=g, device=device, dtype=torch.float64).mul_(hi - lo).add_(lo).float()
+    return torch.full((n,), float(value), device=device, dtype=torch.float32)
+
+
+class FrameGenerator:
+    """Draws batches of OFDM frames for a :class:`SystemConfig` on any device.
+
+    ``generate(batch_size, seed, with_data=True) -> Frames``. Delay spread, Doppler and SNR
+    are drawn per frame from ``config.channel`` (fixed values or uniform ranges).
+    """
+
+    def __init__(self, config: SystemConfig, device: str | torch.device = "cpu"):
+        self.config = config
+        self.ofdm = config.ofdm
+        self.device = resolve_device(device)
+        self.profile = tdl_profile(config.channel.profile)
+        o = self.ofdm
+        self.pilot_f = torch.tensor(o.pilot_subcarriers, device=self.device)
+        self.pilot_t = torch.tensor(o.pilot_symbols, device=self.device)
+        mask = torch.zeros(o.grid_shape, dtype=torch.bool)
+        mask[torch.tensor(o.pilot_subcarriers)[:, None], torch.tensor(o.pilot_symbols)[None, :]] = True
+        self.pilot_mask = mask.to(self.device)  # [F, T]
+        g = make_generator(_PILOT_SEED)
+        q = torch.randint(0, 4, o.pilot_shape, generator=g).double()
+        self.pilot_symbols = torch.polar(torch.ones_like(q), (2 * q + 1) * torch.pi / 4).to(torch.complex64).to(self.device)
+
+    @cached_property
+    def mapper(self):
+        from sionna.phy.mapping import Mapper
+
+        return Mapper("qam", self.ofdm.bits_per_symbol, device=str(self.device))
+
+    def generate(self, batch_size: int, seed: int, with_data: bool = True) -> Frames:
+        """Returns ``batch_size`` frames drawn from ``seed`` (see :class:`Frames` for shapes)."""
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ConfigError("batch_size", batch_size, "must be a positive integer")
+        dev, o, ch = self.device, self.ofdm, self.config.channel
+        g = make_generator(seed, dev)
+        snr_db = _draw(ch.snr_db, batch_size, g, dev)
+        ds = _draw(ch.delay_spread_s, batch_size, g, dev)
+        fd = _draw(ch.doppler_hz, batch_size, g, dev)
+        noise_var = torch.pow(10.0, -snr_db / 10)
+        h = ofdm_channel(o, self.profile, ds, fd, ch.num_sinusoids, g)  # [B, F, T]
+        F, T = o.grid_shape
+        noise = torch.randn(batch_size, F, T, 2, generator=g, device=dev)
+        noise = torch.view_as_complex(noise) * torch.sqrt(noise_var / 2).reshape(-1, 1, 1)
+
+        pf, pt = self.pilot_f, self.pilot_t
+        bits = y = None
+        if with_data:
+            nbits = o.num_data_res * o.bits_per_symbol
+            bits = torch.randint(0, 2, (batch_size, nbits), generator=g, device=dev).float()
+            x = torch.zeros(batch_size, F, T, dtype=torch.complex64, device=dev)
+            x[:, ~self.pilot_mask] = self.mapper(bits).to(torch.complex64)
+            x[:, pf[:, None], pt[None, :]] = self.pilot_symbols
+            y = h * x + noise
+            pilots_rx = y[:, pf[:, None], pt[None, :]]
+        else:
+            h_p = h[:, pf[:, None], pt[None, :]]
+            pilots_rx = h_p * self.pilot_symbols + noise[:, pf[:, None], pt[None, :]]
+        return Frames(h=h, y=y, pilots_rx=pilots_rx, pilot_symbols=self.pilot_symbols,
+                      pilots_ls=pilots_rx / self.pilot_symbols, bits=bits, snr_db=snr_db,
+                      delay_spread_s=ds, doppler_hz=fd, noise_var=noise_var,
+                      profile=ch.profile, seed=int(seed))

@@ -1,0 +1,196 @@
+"""Joint 2-D (time x frequency) LMMSE channel estimation and the closed-form MMSE bound.
+
+With ``h`` the vectorised grid [F*T], ``p`` the LS pilots [P] (P = P_f * P_t, row-major),
+``R_hp = E[h p^H]`` and ``R_pp = E[p p^H] = R_p + sigma^2 I``, the LMMSE estimate is
+
+    h_hat = W p,   W = R_hp (R_p + sigma^2 I)^-1,
+
+and its MSE per resource element is ``tr(R - W R_ph) / (F T)``. With the true statistics
+(genie) this is the MMSE for a Gaussian channel: no estimator working from the pilots alone
+beats it, and no linear estimator beats it whatever the channel's distribution.
+
+The covariance is a sum of Kronecker products ``R = sum_k R_f^(k) (x) R_t^(k)``
+(:func:`wavefront.sim.channel.covariance_terms`), so ``W p`` is applied as
+``sum_k R_f,hp^(k) Z R_t,hp^(k)T`` with ``Z = (R_pp)^-1 p`` reshaped to [P_f, P_t]: the
+[F*T, P] matrix ``W`` is never formed. Frames with equal conditions share one solve.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from wavefront.errors import ConfigError
+from wavefront.sim.channel import covariance_terms, subcarrier_offsets_hz, symbol_times_s, tdl_profile, time_correlation_jakes
+from wavefront.sim.config import OFDMConfig, SystemConfig
+
+
+def _kron_sum(terms_f, terms_t) -> torch.Tensor:
+    """Returns ``sum_k kron(A_k, B_k)`` batched: A_k [B, m, n], B_k [B, p, q] -> [B, m*p, n*q]."""
+    out = 0
+    for A, Bt in zip(terms_f, terms_t):
+        b, m, n = A.shape
+        _, p, q = Bt.shape
+        out = out + (A[:, :, None, :, None] * Bt[:, None, :, None, :]).reshape(b, m * p, n * q)
+    return out
+
+
+class _Stats:
+    """Pilot/grid covariance blocks for a batch of conditions, complex128.
+
+    ``f_hp[k]`` [B, F, P_f], ``t_hp[k]`` [B, T, P_t], ``r_pp`` [B, P, P] (noise excluded).
+    """
+
+    def __init__(self, f_hp, t_hp, f_pp, t_pp):
+        self.f_hp, self.t_hp = f_hp, t_hp
+        self.r_pp = _kron_sum(f_pp, t_pp)
+
+
+def _true_stats(ofdm: OFDMConfig, profile_name: str, ds, fd) -> _Stats:
+    prof = tdl_profile(profile_name)
+    pf, pt = ofdm.pilot_subcarriers, list(ofdm.pilot_symbols)
+    hp = covariance_terms(ofdm, prof, ds, fd, cols_f=pf, cols_t=pt)
+    pp = covariance_terms(ofdm, prof, ds, fd, rows_f=pf, cols_f=pf, rows_t=pt, cols_t=pt)
+    return _Stats([a for a, _ in hp], [b for _, b in hp], [a for a, _ in pp], [b for _, b in pp])
+
+
+def _solve(stats: _Stats, noise_var: torch.Tensor) -> torch.Tensor:
+    """Returns ``(R_p + sigma^2 I)^-1`` [B, P, P] complex128."""
+    P = stats.r_pp.shape[-1]
+    eye = torch.eye(P, dtype=torch.complex128)
+    return torch.linalg.inv(stats.r_pp + noise_var.reshape(-1, 1, 1).to(torch.float64) * eye)
+
+
+def _apply(stats: _Stats, inv: torch.Tensor, pilots: torch.Tensor, inv_index: torch.Tensor,
+           cov_index: torch.Tensor | None = None) -> torch.Tensor:
+    """Returns ``W p`` [B, F, T] complex64 for pilots [B, P_f, P_t].
+
+    ``inv_index`` [B] picks each frame's row of ``inv``; ``cov_index`` [B] its covariance
+    blocks (default: the same).
+    """
+    B, Pf, Pt = pilots.shape
+    dev = pilots.device
+    index = inv_index if cov_index is None else cov_index
+    inv = inv.to(dev, torch.complex64)[inv_index]
+    z = (inv @ pilots.reshape(B, Pf * Pt, 1).to(torch.complex64)).reshape(B, Pf, Pt)
+    out = 0
+    for A, C in zip(stats.f_hp, stats.t_hp):
+        out = out + A.to(dev, torch.complex64)[index] @ z @ C.to(dev, torch.complex64)[index].transpose(1, 2)
+    return out
+
+
+def _unique_conditions(*cols: torch.Tensor):
+    """Returns (unique rows [U, k] float64 on CPU, inverse index [B] on the input device)."""
+    stacked = torch.stack([c.detach().to(torch.float64).reshape(-1) for c in cols], 1)
+    uniq, inverse = torch.unique(stacked.cpu(), dim=0, return_inverse=True)
+    return uniq, inverse.to(cols[0].device)
+
+
+class GenieLMMSE:
+    """Joint 2-D LMMSE with each frame's true profile, delay spread, Doppler and SNR.
+
+    ``estimate(pilots [B, P_f, P_t] c64, meta) -> [B, F, T] c64``; ``meta`` needs
+    ``delay_spread_s``, ``doppler_hz`` and ``noise_var`` (or ``snr_db``).
+    """
+
+    name = "lmmse-genie"
+
+    def __init__(self, config: SystemConfig):
+        self.ofdm = config.ofdm
+        self.profile = config.channel.profile
+
+    def estimate(self, pilots: torch.Tensor, meta: dict[str, torch.Tensor]) -> torch.Tensor:
+        nv = _noise_var(meta)
+        uniq, idx = _unique_conditions(meta["delay_spread_s"], meta["doppler_hz"], nv)
+        stats = _true_stats(self.ofdm, self.profile, uniq[:, 0], uniq[:, 1])
+        return _apply(stats, _solve(stats, uniq[:, 2]), pilots, idx)
+
+
+def _noise_var(meta: dict[str, torch.Tensor]) -> torch.Tensor:
+    if "noise_var" in meta:
+        return meta["noise_var"]
+    return torch.pow(10.0, -meta["snr_db"].float() / 10)
+
+
+def assumed_freq_correlation(df_hz: torch.Tensor, pdp: str, rms_delay_spread_s: float) -> torch.Tensor:
+    """Returns the frequency correlation [..] complex128 of an assumed power delay profile.
+
+    ``uniform``: PDP flat on ``[0, tau_max]`` with ``tau_max = sqrt(12) * rms``:
+    ``(1 - exp(-j 2 pi df tau_max)) / (j 2 pi df tau_max)``.
+    ``exponential``: PDP ``exp(-tau / rms) / rms``: ``1 / (1 + j 2 pi df rms)``.
+    """
+    df = torch.as_tensor(df_hz, dtype=torch.float64)
+    if pdp == "exponential":
+        return 1.0 / (1.0 + 2j * math.pi * df * rms_delay_spread_s)
+    x = 2 * math.pi * df * math.sqrt(12.0) * rms_delay_spread_s
+    safe = torch.where(x == 0, torch.ones_like(x), x)
+    val = (1 - torch.exp(-1j * safe)) / (1j * safe)
+    return torch.where(x == 0, torch.ones_like(val), val)
+
+
+class RobustLMMSE:
+    """Joint 2-D LMMSE with assumed statistics, the classic robust design.
+
+    The channel is assumed to have a ``pdp`` (``uniform`` or ``exponential``) power delay
+    profile of RMS delay spread ``max_delay_spread_s`` and a Jakes spectrum of maximum
+    Doppler ``max_doppler_hz`` (defaults: the upper ends of the config's ranges). The noise
+    variance is taken from each frame's ``meta`` (a known SNR) unless ``design_snr_db`` fixes it.
+    """
+
+    name = "lmmse-robust"
+
+    def __init__(self, config: SystemConfig, pdp: str = "uniform", max_delay_spread_s: float | None = None,
+                 max_doppler_hz: float | None = None, design_snr_db: float | None = None):
+        if pdp not in ("uniform", "exponential"):
+            raise ConfigError("lmmse-robust.pdp", pdp, "must be uniform or exponential")
+        ch = config.channel
+        top = lambda v: v[1] if isinstance(v, tuple) else v  # noqa: E731
+        self.max_delay_spread_s = float(top(ch.delay_spread_s) if max_delay_spread_s is None else max_delay_spread_s)
+        self.max_doppler_hz = float(top(ch.doppler_hz) if max_doppler_hz is None else max_doppler_hz)
+        if self.max_delay_spread_s < 0:
+            raise ConfigError("lmmse-robust.max_delay_spread_s", self.max_delay_spread_s, "must be >= 0")
+        if self.max_doppler_hz < 0:
+            raise ConfigError("lmmse-robust.max_doppler_hz", self.max_doppler_hz, "must be >= 0")
+        self.pdp, self.design_snr_db = pdp, design_snr_db
+        o = self.ofdm = config.ofdm
+        f, t = subcarrier_offsets_hz(o), symbol_times_s(o)
+        pf, pt = o.pilot_subcarriers, list(o.pilot_symbols)
+        rf = lambda a, b: assumed_freq_correlation(a[:, None] - b[None, :], pdp, self.max_delay_spread_s)[None]  # noqa: E731
+        rt = lambda a, b: time_correlation_jakes(self.max_doppler_hz, a[:, None] - b[None, :]).to(torch.complex128)[None]  # noqa: E731
+        self.stats = _Stats([rf(f, f[pf])], [rt(t, t[pt])], [rf(f[pf], f[pf])], [rt(t[pt], t[pt])])
+
+    def estimate(self, pilots: torch.Tensor, meta: dict[str, torch.Tensor]) -> torch.Tensor:
+        B = pilots.shape[0]
+        if self.design_snr_db is not None:
+            nv = torch.full((B,), 10 ** (-self.design_snr_db / 10), device=pilots.device)
+        else:
+            nv = _noise_var(meta)
+        uniq, idx = _unique_conditions(nv)
+        # one assumed covariance for every frame; only the noise level differs
+        return _apply(self.stats, _solve(self.stats, uniq[:, 0]), pilots, idx, torch.zeros_like(idx))
+
+
+def genie_mse(config: SystemConfig | OFDMConfig, snr_db, delay_spread_s, doppler_hz, profile: str | None = None) -> torch.Tensor:
+    """Returns the closed-form MSE per resource element of the genie LMMSE, ``tr(R - W R_ph) / (F T)``.
+
+    Arguments broadcast to [B] (scalars give a 0-d result); ``profile`` defaults to the
+    config's. float64, linear scale (``10 log10`` for dB). This is the MMSE bound.
+    """
+    if isinstance(config, SystemConfig):
+        ofdm, profile = config.ofdm, profile or config.channel.profile
+    else:
+        ofdm = config
+        if profile is None:
+            raise ConfigError("profile", None, "is required with an OFDMConfig")
+    snr, ds, fd = torch.broadcast_tensors(*(torch.as_tensor(v, dtype=torch.float64) for v in (snr_db, delay_spread_s, doppler_hz)))
+    shape = snr.shape
+    snr, ds, fd = snr.reshape(-1), ds.reshape(-1), fd.reshape(-1)
+    stats = _true_stats(ofdm, profile, ds, fd)
+    inv = _solve(stats, torch.pow(10.0, -snr / 10))
+    # R_ph R_hp = sum_{k,m} kron(F_k^H F_m, T_k^H T_m)
+    terms = [(A.mH @ A2, C.mH @ C2) for A, C in zip(stats.f_hp, stats.t_hp) for A2, C2 in zip(stats.f_hp, stats.t_hp)]
+    G = _kron_sum([a for a, _ in terms], [b for _, b in terms])
+    F, T = ofdm.grid_shape
+    # tr(R) / (F T) = 1 by the unit-power normalisation of the profile
+    mse = 1.0 - torch.einsum("bij,bji->b", inv, G).real / (F * T)
+    return mse.reshape(shape)
