@@ -61,6 +61,7 @@ def save(path: str | Path, model, system_config, *, step: int = 0, optimizer=Non
         meta["trainer"] = json.dumps(trainer_state)
     tmp = path.with_name(path.name + ".tmp")
     save_file(tensors, str(tmp), metadata=meta)
+    os.chmod(tmp, 0o644)  # a shareable artefact, not a private temporary file
     os.replace(tmp, path)
     return path
 

@@ -62,7 +62,7 @@ class OnTheFlySource:
         self.batch_size, self.seed, self.rank, self.world, self.device = batch_size, seed, rank, world, device
 
     def batch(self, step: int) -> dict:
-        frames = self.gen.generate(self.batch_size, seed=derive_seed(self.seed, step))
+        frames = self.gen.generate(self.batch_size, seed=derive_seed(self.seed, step), with_data=False)
         return to_device(shard(frames_to_batch(frames), self.rank, self.world), self.device)
 
 
@@ -72,7 +72,7 @@ def simulated_validation(config, num_frames: int, seed: int, device="cpu", chunk
     out = []
     for i, start in enumerate(range(0, num_frames, chunk)):
         n = min(chunk, num_frames - start)
-        out.append(frames_to_batch(gen.generate(n, seed=derive_seed(seed, _VAL_STREAM, i))))
+        out.append(frames_to_batch(gen.generate(n, seed=derive_seed(seed, _VAL_STREAM, i), with_data=False)))
     return out
 
 

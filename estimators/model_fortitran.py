@@ -16,7 +16,10 @@ Differences from the official code, none of which changes the function:
 - real and imaginary parts run in one batched pass (``[2B, ...]``), not two calls;
 - the positional table has one row per patch (280 on 120 x 14) by default; the official code
   has 512 rows, of which only the first 280 are ever used. ``pos_rows=512`` restores its
-  parameter count exactly (987,746 / 913,688 for 12 x 2 pilots).
+  parameter count exactly (987,746 / 913,688 for 12 x 2 pilots);
+- ``enhancer_channels`` (default 8, 32, 8, the paper's) and the transformer sizes are options,
+  for small models on small machines; ``adaptive_token_length`` and ``condition_hidden``
+  matter to AdaFortiTran only.
 """
 from __future__ import annotations
 
@@ -32,7 +35,8 @@ class FortiTran(EstimatorModel):
     """FortiTran: the AdaFortiTran pipeline without the channel-condition tokens."""
 
     def __init__(self, system_config, patch_size=(3, 2), model_dim=128, num_heads=4, num_layers=6, ff_mult=2,
-                 dropout=0.1, pos_rows=None, adaptive_token_length=6, condition_hidden=(7, 42)):
+                 dropout=0.1, pos_rows=None, adaptive_token_length=6, condition_hidden=(7, 42),
+                 enhancer_channels=(8, 32, 8)):
         super().__init__(system_config)
         self.patch_size = tuple(patch_size)
         n_f, n_t = check_patch_size(self.grid_shape, self.patch_size)
@@ -40,12 +44,13 @@ class FortiTran(EstimatorModel):
         patch_len = self.patch_size[0] * self.patch_size[1]
         f, t = self.grid_shape
         self.upsampler = nn.Linear(self.pilot_shape[0] * self.pilot_shape[1], f * t)
-        self.enhancer_in = ConvEnhancer()
+        conv = (1, *enhancer_channels, 1)
+        self.enhancer_in = ConvEnhancer(conv)
         token_len = adaptive_token_length if self.uses_conditions else 0
         self.conditions = ConditionTokens(num_patches, adaptive_token_length, tuple(condition_hidden)) if token_len else None
         self.transformer = PatchTransformer(patch_len + token_len, patch_len, num_patches, model_dim, num_heads,
                                             num_layers, ff_mult, dropout, pos_rows)
-        self.enhancer_out = ConvEnhancer()
+        self.enhancer_out = ConvEnhancer(conv)
 
     def forward_real(self, x: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
         n = x.shape[0]
