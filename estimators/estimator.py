@@ -76,7 +76,9 @@ def load_estimator(name_or_path: str, config, device="cpu") -> LearnedEstimator:
     if stored.ofdm.subcarrier_spacing_hz != config.ofdm.subcarrier_spacing_hz:
         warnings.warn(f"{path.name} was trained at {stored.ofdm.subcarrier_spacing_hz:g} Hz subcarrier spacing, "
                       f"the config has {config.ofdm.subcarrier_spacing_hz:g} Hz", stacklevel=2)
-    return LearnedEstimator(model, name=label or p.stem, device=device)
+    if label is None:  # a run's best/last checkpoint is named after its model, other files after themselves
+        label = ck.model_name if p.stem in ("best", "last") else p.stem
+    return LearnedEstimator(model, name=label, device=device)
 
 
 def describe(path: str | Path) -> dict:

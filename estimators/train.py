@@ -39,7 +39,8 @@ class TrainConfig:
 
     ``batch_size`` is global: DDP ranks split it evenly. ``steps`` (on-the-fly data) or
     ``epochs`` (a dataset) sets the length; ``stop_after`` ends this run early at that step,
-    to be continued with ``resume`` (the schedule still spans ``steps``).
+    and ``time_limit_min`` after that many minutes of wall-clock time; either way the run can be
+    continued with ``resume`` (the schedule still spans ``steps``).
     ``patience``: evaluations without a new best validation MSE before early stopping (0: never).
     """
 
@@ -67,6 +68,7 @@ class TrainConfig:
     num_workers: int = 0
     out_dir: str = "runs/run"
     stop_after: int | None = None
+    time_limit_min: float | None = None
     progress: bool = True
 
     def check(self) -> None:
@@ -318,6 +320,7 @@ def train(cfg: TrainConfig, system_config, train_data=None, val_data=None, resum
         scaler.update()
         optimizer.zero_grad(set_to_none=True)
         step += 1
+        out_of_time = cfg.time_limit_min is not None and time.perf_counter() - t0 > 60 * cfg.time_limit_min
         window_loss += float(loss)
         window_n += 1
         if bar is not None:
@@ -325,7 +328,7 @@ def train(cfg: TrainConfig, system_config, train_data=None, val_data=None, resum
             if step % 10 == 0:
                 bar.set_postfix(train_db=f"{to_db(window_loss / window_n):.2f}")
 
-        if step % cfg.eval_every == 0 or step == total:
+        if step % cfg.eval_every == 0 or step == total or out_of_time:
             val_mse = validation_mse(fwd, val, device, amp_ctx())
             last_val = val_mse
             improved = val_mse < state["best_val"]
@@ -357,6 +360,9 @@ def train(cfg: TrainConfig, system_config, train_data=None, val_data=None, resum
             window_loss, window_n, t_window = 0.0, 0, time.perf_counter()
             if cfg.patience and state["evals_since_best"] >= cfg.patience:
                 stopped = "early-stopped"
+                break
+            if out_of_time and step < total:
+                stopped = "time-limit"  # evaluated and saved above: resumable
                 break
     if step < total and stopped == "finished":
         stopped = "paused"  # stop_after: keep the state for --resume; no extra evaluation, so the curve is unchanged

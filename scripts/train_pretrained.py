@@ -60,8 +60,9 @@ def main() -> int:
     print(f"{sec_per_step:.2f} s/step -> {steps} steps")
 
     t = time.perf_counter()
+    # The machine is shared, so the step time drifts; the time limit keeps the budget either way.
     result = train(TrainConfig(steps=steps, eval_every=eval_every, warmup_steps=min(200, steps // 10), patience=0,
-                               out_dir=args.out, **common), config)
+                               time_limit_min=args.budget_min, out_dir=args.out, **common), config)
     minutes = (time.perf_counter() - t) / 60
     dest = export(Path(args.out) / "best.safetensors", args.dest)
     card = {
@@ -69,7 +70,7 @@ def main() -> int:
         "recipe": "scripts/train_pretrained.py " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()
                                                                if k not in ("out", "dest")),
         "device": f"{args.device} ({platform.processor() or platform.machine()}, {args.threads} torch thread(s), shared 2-core machine)",
-        "torch": torch.__version__, "steps": result["step"], "batch_size": args.batch_size,
+        "torch": torch.__version__, "steps": result["step"], "scheduled_steps": steps, "stopped": result["stopped"], "batch_size": args.batch_size,
         "frames_seen": result["step"] * args.batch_size, "train_minutes": round(minutes, 1),
         "val_frames": 1024, "val_conditions": CHANNEL,
         "val_mse_db": round(result["best_val_mse_db"], 2),
