@@ -270,6 +270,7 @@ def train(cfg: TrainConfig, system_config, train_data=None, val_data=None, resum
             if ck.trainer.get("scaler"):
                 scaler.load_state_dict(ck.trainer["scaler"])
         start = ck.step
+        resumed_window = tuple((ck.trainer or {}).get("window") or (0.0, 0))
         ck.restore_rng()
         if is_main:
             _truncate_log(out / "log.csv", start)
@@ -281,13 +282,14 @@ def train(cfg: TrainConfig, system_config, train_data=None, val_data=None, resum
     def save(name: str, metrics: dict) -> None:
         if is_main:
             ckpt.save(out / name, model, system_config, step=step, optimizer=optimizer,
-                      trainer_state={"state": state, "scaler": scaler.state_dict() if scaler.is_enabled() else None,
+                      trainer_state={"state": state, "window": [window_loss, window_n],  # the logged train MSE's running sum
+                                     "scaler": scaler.state_dict() if scaler.is_enabled() else None,
                                      "config": dataclasses.asdict(cfg), "metrics": metrics})
 
     log_path = out / "log.csv"
     if is_main:
         out.mkdir(parents=True, exist_ok=True)
-        if not log_path.exists():
+        if not resume or not log_path.exists():  # a fresh run starts a fresh log
             with open(log_path, "w", newline="") as f:
                 csv.writer(f).writerow(LOG_COLUMNS)
         print(f"training {cfg.model} ({count_parameters(model):,} parameters) on {device}"
@@ -299,7 +301,8 @@ def train(cfg: TrainConfig, system_config, train_data=None, val_data=None, resum
         bar = tqdm(total=total, initial=start, unit="step", dynamic_ncols=True, leave=False)
 
     end = min(total, cfg.stop_after) if cfg.stop_after is not None else total
-    step, stopped, window_loss, window_n = start, "finished", 0.0, 0
+    step, stopped = start, "finished"
+    window_loss, window_n = (resumed_window if resume else (0.0, 0))
     last_val, t0, t_window = None, time.perf_counter(), time.perf_counter()
     model.train()
     while step < end:
@@ -354,10 +357,10 @@ def train(cfg: TrainConfig, system_config, train_data=None, val_data=None, resum
                 if bar is not None:
                     bar.write(f"step {step}: train {metrics['train_mse_db']:.2f} dB, val {metrics['val_mse_db']:.2f} dB"
                               + (f" (LS-linear {metrics['val_ls_linear_db']:.2f} dB)" if val_ls else ""))
+            window_loss, window_n, t_window = 0.0, 0, time.perf_counter()
             save("last.safetensors", metrics)
             if improved:
                 save("best.safetensors", metrics)
-            window_loss, window_n, t_window = 0.0, 0, time.perf_counter()
             if cfg.patience and state["evals_since_best"] >= cfg.patience:
                 stopped = "early-stopped"
                 break

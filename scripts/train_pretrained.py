@@ -37,6 +37,7 @@ def main() -> int:
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    p.add_argument("--steps", type=int, help="schedule length (default: fitted to the budget by a timing run)")
     p.add_argument("--out", default="runs/pretrained-adafortitran")
     p.add_argument("--dest", default=str(REPO / "estimators" / "pretrained" / "adafortitran-default.safetensors"))
     args = p.parse_args()
@@ -50,14 +51,17 @@ def main() -> int:
     # Timing runs of 2 and 8 steps: their difference is the cost of a step without the set-up,
     # which fits the schedule length to the budget (10% kept for validation passes).
     spent = []
-    for n in (2, 8):
+    for n in (2, 8) if args.steps is None else ():
         t = time.perf_counter()
         train(TrainConfig(steps=n, eval_every=1000, warmup_steps=1, out_dir=f"{args.out}-timing{n}", **common), config)
         spent.append(time.perf_counter() - t)
-    sec_per_step = max((spent[1] - spent[0]) / 6, 1e-3)
     eval_every = 100
-    steps = max(100, int(args.budget_min * 60 * 0.9 / sec_per_step) // eval_every * eval_every)
-    print(f"{sec_per_step:.2f} s/step -> {steps} steps")
+    if args.steps is None:
+        sec_per_step = max((spent[1] - spent[0]) / 6, 1e-3)
+        steps = max(100, int(args.budget_min * 60 * 0.9 / sec_per_step) // eval_every * eval_every)
+        print(f"{sec_per_step:.2f} s/step -> {steps} steps")
+    else:
+        steps = args.steps
 
     t = time.perf_counter()
     # The machine is shared, so the step time drifts; the time limit keeps the budget either way.
@@ -68,7 +72,7 @@ def main() -> int:
     card = {
         "model": "adafortitran", "model_options": MODEL_OPTIONS, "system_config": json.loads(config.to_json()),
         "recipe": "scripts/train_pretrained.py " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()
-                                                               if k not in ("out", "dest")),
+                                                               if k not in ("out", "dest") and v is not None),
         "device": f"{args.device} ({platform.processor() or platform.machine()}, {args.threads} torch thread(s), shared 2-core machine)",
         "torch": torch.__version__, "steps": result["step"], "scheduled_steps": steps, "stopped": result["stopped"], "batch_size": args.batch_size,
         "frames_seen": result["step"] * args.batch_size, "train_minutes": round(minutes, 1),

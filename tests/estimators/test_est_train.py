@@ -29,13 +29,18 @@ def frame_dataset(n, seed, poison=False):
     return ds
 
 
+ZERO_DB = SystemConfig.from_dict({"channel": {"snr_db": 0.0, "delay_spread_s": 100e-9, "doppler_hz": 100.0}})
+
+
 @pytest.mark.parametrize("name", ["fortitran", "adafortitran"])
 def test_a_short_cpu_run_beats_ls_linear_on_held_out_frames(name, tmp_path):
-    # 150 steps x 16 on-the-fly frames at a fixed 5 dB SNR; validation frames come from a separate seed stream.
-    result = train(_cfg(tmp_path, name, steps=150, batch_size=16, warmup_steps=15, eval_every=50, val_frames=256), FIXED_SNR)
+    # 150 steps x 16 on-the-fly frames at a fixed 0 dB SNR, tiny widths (the architecture is unchanged);
+    # validation frames come from a seed stream that training never draws from.
+    result = train(_cfg(tmp_path, name, steps=150, batch_size=16, lr=5e-3, warmup_steps=15, eval_every=50,
+                        val_frames=256), ZERO_DB)
     print(f"{name}: {result['best_val_mse_db']:.2f} dB vs LS-linear {result['val_ls_linear_db']:.2f} dB")
-    assert result["val_ls_linear_db"] == pytest.approx(-6.2, abs=1.0)
-    assert result["best_val_mse_db"] < result["val_ls_linear_db"] - 1.0
+    assert result["val_ls_linear_db"] == pytest.approx(-1.2, abs=0.5)
+    assert result["best_val_mse_db"] < result["val_ls_linear_db"] - 2.0
 
 
 def test_resume_continues_the_same_curve_as_a_straight_run(tmp_path):
