@@ -334,7 +334,7 @@ def train(cfg: TrainConfig, system_config, train_data=None, val_data=None, resum
         if step % cfg.eval_every == 0 or step == total or out_of_time:
             val_mse = validation_mse(fwd, val, device, amp_ctx())
             last_val = val_mse
-            improved = val_mse < state["best_val"]
+            improved = val_mse < state["best_val"] * (1 - 1e-4)  # at least 0.0004 dB better counts as progress
             if improved:
                 state["best_val"], state["evals_since_best"], state["plateau_bad"] = val_mse, 0, 0
             else:

@@ -140,3 +140,28 @@ def test_unknown_estimator_name_is_refused(default_config):
         load_estimator("channelnet", default_config)
     with pytest.raises(ConfigError, match="neither a checkpoint file nor a learned model"):
         load_estimator("wiener", default_config)
+
+
+def test_schedule_warms_up_then_decays_to_the_floor():
+    from wavefront.estimators.train import lr_at
+
+    cfg = TrainConfig(steps=100, lr=1e-3, warmup_steps=10, min_lr_ratio=0.01)
+    lrs = [lr_at(s, cfg, 100) for s in range(100)]
+    assert lrs[0] == pytest.approx(1e-4) and lrs[9] == pytest.approx(1e-3)
+    assert all(a >= b for a, b in zip(lrs[9:], lrs[10:])) and lrs[-1] == pytest.approx(1e-5, rel=0.05)
+    plateau = TrainConfig(steps=100, lr=1e-3, warmup_steps=0, schedule="plateau")
+    assert lr_at(50, plateau, 100, plateau_scale=0.25) == pytest.approx(2.5e-4)
+
+
+def test_early_stopping_when_validation_stops_improving(tmp_path):
+    # lr so small that nothing improves after the first evaluation: patience 2 ends the run at the third.
+    result = train(_cfg(tmp_path, "linear", model_overrides={}, steps=40, eval_every=2, lr=1e-12, warmup_steps=0,
+                        patience=2), FIXED_SNR)
+    assert result["stopped"] == "early-stopped" and result["step"] < 40
+
+
+def test_bad_training_options_are_config_errors(tmp_path):
+    with pytest.raises(ConfigError, match="give exactly one of steps"):
+        train(_cfg(tmp_path, steps=None), FIXED_SNR)
+    with pytest.raises(ConfigError, match="schedule='linear'"):
+        train(_cfg(tmp_path, schedule="linear"), FIXED_SNR)
