@@ -127,7 +127,16 @@ def open_frame_folder(path: str, config) -> Dataset:
         raise ConfigError("train", str(path), "reading HDF5 shards needs wavefront.datasets.H5FrameDataset, which this "
                                               "installation lacks; use --on-the-fly CONFIG instead") from None
     ds = H5FrameDataset(path)
-    stored = getattr(ds, "config", None)
+    stored = None
+    try:  # shards record their SystemConfig as JSON in the root attributes
+        import json
+
+        from wavefront.datasets.shards import read_attrs
+        from wavefront.sim.config import SystemConfig
+
+        stored = SystemConfig.from_dict(json.loads(read_attrs(ds.files[0])["config"]))
+    except (ImportError, AttributeError, IndexError, KeyError, TypeError, ValueError):
+        pass  # no recorded config: a grid mismatch still fails at the model's shape check
     if stored is not None:
         from wavefront.estimators.checkpoint import check_grid_matches
 

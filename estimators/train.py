@@ -127,7 +127,11 @@ def distributed_context():
 
     if not dist.is_initialized():
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        _STARTED_GROUP.append(True)
     return dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0"))
+
+
+_STARTED_GROUP: list = []  # non-empty when train() started the process group, so it also ends it
 
 
 def wrap_ddp(model, device):
@@ -372,6 +376,11 @@ def train(cfg: TrainConfig, system_config, train_data=None, val_data=None, resum
         save("last.safetensors", {"step": step})
     if bar is not None:
         bar.close()
+    if _STARTED_GROUP:
+        import torch.distributed as dist
+
+        dist.destroy_process_group()
+        _STARTED_GROUP.clear()
     return {"step": step, "total_steps": total, "stopped": stopped,
             "best_val_mse_db": to_db(state["best_val"]), "val_mse_db": to_db(last_val) if last_val else None,
             "val_ls_linear_db": to_db(val_ls) if val_ls else None, "checkpoint": str(out / "best.safetensors"),
