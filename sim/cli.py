@@ -29,6 +29,8 @@ def add_commands(sub) -> None:
     p.add_argument("--min-bit-errors", type=int, default=None, help="stop a point once every estimator has this many bit errors")
     p.add_argument("--batch-size", type=int, default=500)
     p.add_argument("--equalizer", default="zf", choices=["zf", "mmse"])
+    p.add_argument("--ldpc-rate", type=float, default=None,
+                   help="5G NR LDPC code rate: one codeword per frame, adds coded BER and BLER (slow on CPU)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--out", default="results", help="folder for results.json/.csv and the plots")
@@ -64,7 +66,8 @@ def build_spec(args):
     names = [n.strip() for n in args.estimators.split(",") if n.strip()]
     return SweepSpec(config=config, axis=axis, values={"snr_db": snr, "doppler_hz": dop, "delay_spread_s": ds}[axis],
                      estimators=names, frames=args.frames, batch_size=args.batch_size, seed=args.seed,
-                     min_bit_errors=args.min_bit_errors, equalizer=args.equalizer, device=args.device)
+                     min_bit_errors=args.min_bit_errors, equalizer=args.equalizer, device=args.device,
+                     ldpc_rate=args.ldpc_rate)
 
 
 def run(args) -> int:

@@ -76,7 +76,8 @@ class OFDMConfig(_Model):
     num_symbols: int = 14
     subcarrier_spacing_hz: float = 15e3
     carrier_frequency_hz: float = 3.5e9
-    cyclic_prefix_length: int = 9  # samples, at fft_size = num_subcarriers (Sionna's ResourceGrid meaning)
+    # NR/LTE normal cyclic prefix: 144/2048 of the useful symbol (4.69 us at 15 kHz)
+    cyclic_prefix_ratio: float = 144 / 2048
     pilot_subcarrier_spacing: int = 10
     pilot_subcarrier_offset: int = 0
     pilot_symbols: tuple[int, ...] = (2, 11)  # 0-based OFDM symbol indices
@@ -96,11 +97,11 @@ class OFDMConfig(_Model):
             raise ValueError(f"{info.field_name} must be a positive frequency in Hz")
         return v
 
-    @field_validator("cyclic_prefix_length")
+    @field_validator("cyclic_prefix_ratio")
     @classmethod
     def _cp(cls, v):
-        if v < 0:
-            raise ValueError("cyclic_prefix_length must be >= 0 samples")
+        if not (0 <= v < 1):
+            raise ValueError("cyclic_prefix_ratio must be in [0, 1) (CP duration / useful symbol duration)")
         return v
 
     @field_validator("pilot_subcarrier_spacing")
@@ -160,8 +161,8 @@ class OFDMConfig(_Model):
 
     @property
     def symbol_duration_s(self) -> float:
-        """OFDM symbol duration with cyclic prefix [s]: ``(1 + cp/F) / scs``, as Sionna's ResourceGrid."""
-        return (1.0 + self.cyclic_prefix_length / self.num_subcarriers) / self.subcarrier_spacing_hz
+        """OFDM symbol duration with cyclic prefix [s]: ``(1 + cp_ratio) / scs`` (71.35 us at 15 kHz)."""
+        return (1.0 + self.cyclic_prefix_ratio) / self.subcarrier_spacing_hz
 
 
 class ChannelConfig(_Model):

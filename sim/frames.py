@@ -32,7 +32,10 @@ class Frames:
     - ``pilots_rx`` [B, P_f, P_t] complex64: received pilots.
     - ``pilot_symbols`` [P_f, P_t] complex64: the known transmitted pilots (unit modulus).
     - ``pilots_ls`` [B, P_f, P_t] complex64: LS estimate at the pilots, ``pilots_rx / pilot_symbols``.
-    - ``bits`` [B, N_data * bits_per_symbol] float32 (0/1): transmitted data bits; ``None`` without data.
+    - ``bits`` [B, K] float32 (0/1): transmitted information bits, ``K = N_data * bits_per_symbol``
+      uncoded, ``K = round(rate * N_data * bits_per_symbol)`` with LDPC; ``None`` without data.
+    - ``codewords`` [B, N_data * bits_per_symbol] float32: the mapped bits (LDPC codewords, or
+      ``bits`` itself when uncoded); ``None`` without data.
     - ``snr_db``, ``delay_spread_s``, ``doppler_hz``, ``noise_var`` [B] float32: per-frame conditions.
     - ``profile``: TDL profile letter; ``seed``: the seed the batch was drawn from.
     """
@@ -43,6 +46,7 @@ class Frames:
     pilot_symbols: torch.Tensor
     pilots_ls: torch.Tensor
     bits: torch.Tensor | None
+    codewords: torch.Tensor | None
     snr_db: torch.Tensor
     delay_spread_s: torch.Tensor
     doppler_hz: torch.Tensor
@@ -78,9 +82,14 @@ class FrameGenerator:
 
     ``generate(batch_size, seed, with_data=True) -> Frames``. Delay spread, Doppler and SNR
     are drawn per frame from ``config.channel`` (fixed values or uniform ranges).
+    ``ldpc_rate``: encode each frame's data as one 5G NR LDPC codeword of that rate (Sionna's
+    encoder, rate-matched to the frame's data capacity); ``None`` sends uncoded bits.
     """
 
-    def __init__(self, config: SystemConfig, device: str | torch.device = "cpu"):
+    def __init__(self, config: SystemConfig, device: str | torch.device = "cpu", ldpc_rate: float | None = None):
+        if ldpc_rate is not None and not (0.0 < ldpc_rate < 1.0):
+            raise ConfigError("ldpc_rate", ldpc_rate, "must be in (0, 1)")
+        self.ldpc_rate = ldpc_rate
         self.config = config
         self.ofdm = config.ofdm
         self.device = resolve_device(device)
@@ -101,6 +110,33 @@ class FrameGenerator:
 
         return Mapper("qam", self.ofdm.bits_per_symbol, device=str(self.device))
 
+    @property
+    def codeword_length(self) -> int:
+        """Bits mapped per frame: data resource elements x bits per symbol."""
+        return self.ofdm.num_data_res * self.ofdm.bits_per_symbol
+
+    @property
+    def info_bits(self) -> int:
+        """Information bits per frame (``codeword_length`` when uncoded)."""
+        n = self.codeword_length
+        return n if self.ldpc_rate is None else int(round(self.ldpc_rate * n))
+
+    @cached_property
+    def encoder(self):
+        from sionna.phy.fec.ldpc import LDPC5GEncoder
+
+        try:
+            return LDPC5GEncoder(self.info_bits, self.codeword_length, num_bits_per_symbol=self.ofdm.bits_per_symbol,
+                                 device=str(self.device))
+        except (ValueError, AssertionError) as exc:
+            raise ConfigError("ldpc_rate", self.ldpc_rate, f"no 5G LDPC code for k={self.info_bits}, "
+                              f"n={self.codeword_length}: {exc}") from None
+
+    @cached_property
+    def decoder(self):
+        from sionna.phy.fec.ldpc import LDPC5GDecoder
+
+        return LDPC5GDecoder(self.encoder, hard_out=True, device=str(self.device))
     def generate(self, batch_size: int, seed: int, with_data: bool = True) -> Frames:
         """Returns ``batch_size`` frames drawn from ``seed`` (see :class:`Frames` for shapes)."""
         if not isinstance(batch_size, int) or batch_size < 1:
@@ -117,12 +153,12 @@ class FrameGenerator:
         noise = torch.view_as_complex(noise) * torch.sqrt(noise_var / 2).reshape(-1, 1, 1)
 
         pf, pt = self.pilot_f, self.pilot_t
-        bits = y = None
+        bits = codewords = y = None
         if with_data:
-            nbits = o.num_data_res * o.bits_per_symbol
-            bits = torch.randint(0, 2, (batch_size, nbits), generator=g, device=dev).float()
+            bits = torch.randint(0, 2, (batch_size, self.info_bits), generator=g, device=dev).float()
+            codewords = bits if self.ldpc_rate is None else self.encoder(bits)
             x = torch.zeros(batch_size, F, T, dtype=torch.complex64, device=dev)
-            x[:, ~self.pilot_mask] = self.mapper(bits).to(torch.complex64)
+            x[:, ~self.pilot_mask] = self.mapper(codewords).to(torch.complex64)
             x[:, pf[:, None], pt[None, :]] = self.pilot_symbols
             y = h * x + noise
             pilots_rx = y[:, pf[:, None], pt[None, :]]
@@ -130,6 +166,6 @@ class FrameGenerator:
             h_p = h[:, pf[:, None], pt[None, :]]
             pilots_rx = h_p * self.pilot_symbols + noise[:, pf[:, None], pt[None, :]]
         return Frames(h=h, y=y, pilots_rx=pilots_rx, pilot_symbols=self.pilot_symbols,
-                      pilots_ls=pilots_rx / self.pilot_symbols, bits=bits, snr_db=snr_db,
+                      pilots_ls=pilots_rx / self.pilot_symbols, bits=bits, codewords=codewords, snr_db=snr_db,
                       delay_spread_s=ds, doppler_hz=fd, noise_var=noise_var,
                       profile=ch.profile, seed=int(seed))

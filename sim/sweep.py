@@ -5,7 +5,10 @@ All estimators see the same frames at each point. Per point and estimator:
 - ``mse_db``: ``10 log10 mean |H - H_hat|^2`` over frames and resource elements;
 - ``nmse_db``: ``10 log10 (sum |H - H_hat|^2 / sum |H|^2)``;
 - ``ber``: bit error rate of the data after one-tap equalisation with ``H_hat`` and hard
-  demapping (``perfect`` uses the true channel);
+  demapping (``perfect`` uses the true channel); with ``ldpc_rate`` this is the raw BER of the
+  coded bits, and ``coded_ber`` / ``bler`` come from soft demapping and 5G LDPC decoding
+  (one codeword per frame);
+- ``mse_se_db``: the Monte-Carlo standard error of ``mse_db`` (from the per-frame spread);
 - ``bound_db``: the genie LMMSE closed-form MSE averaged over the point's frames, and
   ``gap_db = mse_db - bound_db``.
 
@@ -49,6 +52,7 @@ class SweepSpec:
     min_bit_errors: int | None = None
     equalizer: str = "zf"
     device: str = "auto"
+    ldpc_rate: float | None = None
 
     def __post_init__(self):
         if self.axis not in AXES:
@@ -65,6 +69,8 @@ class SweepSpec:
             raise ConfigError("estimators", "", "name at least one estimator")
         if len(set(self.estimators)) != len(self.estimators):
             raise ConfigError("estimators", ",".join(self.estimators), "names must not repeat")
+        if self.ldpc_rate is not None and not (0.0 < self.ldpc_rate < 1.0):
+            raise ConfigError("ldpc_rate", self.ldpc_rate, "must be in (0, 1)")
         self.point_configs = [_point_config(self.config, self.axis, v) for v in self.values]  # validates every point
 
 
@@ -74,12 +80,15 @@ class PointResult:
     estimator: str
     frames: int
     mse_db: float
+    mse_se_db: float
     nmse_db: float
     ber: float
     bit_errors: int
     bits: int
     bound_db: float
     gap_db: float
+    coded_ber: float | None = None
+    bler: float | None = None
 
 
 @dataclass
@@ -123,10 +132,13 @@ def run_sweep(spec: SweepSpec, progress: bool = True) -> SweepResult:
 
     dev = resolve_device(spec.device)
     t0 = time.time()
-    estimators = load_estimators(spec.estimators, spec.config, dev)
+    # Estimators see the sweep's whole range on its axis: a robust design assumes its top end.
+    lo, hi = min(spec.values), max(spec.values)
+    design = _point_config(spec.config, spec.axis, (lo, hi) if hi > lo else lo)
+    estimators = load_estimators(spec.estimators, design, dev)
     result = SweepResult(spec={"axis": spec.axis, "values": spec.values, "estimators": spec.estimators,
                                "frames": spec.frames, "batch_size": spec.batch_size, "seed": spec.seed,
-                               "min_bit_errors": spec.min_bit_errors, "equalizer": spec.equalizer,
+                               "min_bit_errors": spec.min_bit_errors, "equalizer": spec.equalizer, "ldpc_rate": spec.ldpc_rate,
                                "device": str(dev), "snr_convention": "per resource element, E|Hx|^2/sigma^2",
                                "config": json.loads(spec.config.to_json())})
     bar = tqdm(total=spec.frames * len(spec.values), unit="frame", disable=not progress, file=sys.stderr,
@@ -134,9 +146,9 @@ def run_sweep(spec: SweepSpec, progress: bool = True) -> SweepResult:
     name, unit, scale = AXES[spec.axis]
     for ip, value in enumerate(spec.values):
         cfg = spec.point_configs[ip]
-        gen = FrameGenerator(cfg, dev)
+        gen = FrameGenerator(cfg, dev, ldpc_rate=spec.ldpc_rate)
         bpsym = cfg.ofdm.bits_per_symbol
-        acc = {e.name: dict(se=0.0, sh=0.0, n=0, err=0, bits=0) for e in estimators}
+        acc = {e.name: dict(se=0.0, se2=0.0, sh=0.0, n=0, err=0, bits=0, cerr=0, cbits=0, blk=0) for e in estimators}
         bound_sum, done, ib = 0.0, 0, 0
         bar.set_postfix_str(f"{name} {value * scale:g} {unit}")
         while done < spec.frames:
@@ -148,17 +160,25 @@ def run_sweep(spec: SweepSpec, progress: bool = True) -> SweepResult:
             bound = genie_mse(cfg, uniq[:, 0], uniq[:, 1], uniq[:, 2])
             bound_sum += float(bound[inv].sum())
             data = ~gen.pilot_mask
-            y_d, bits = fr.y[:, data], fr.bits
+            y_d, cw = fr.y[:, data], fr.codewords
             for est in estimators:
                 h_hat = fr.h if isinstance(est, PerfectCSI) else est.estimate(fr.pilots_ls, meta)
                 a = acc[est.name]
                 err = (h_hat - fr.h).abs().square()
+                per_frame = err.mean((1, 2)).double()
                 a["se"] += float(err.sum())
+                a["se2"] += float(per_frame.square().sum())
                 a["sh"] += float(fr.h.abs().square().sum())
                 a["n"] += err.numel()
                 x_hat, no = equalize(y_d, h_hat[:, data], fr.noise_var, spec.equalizer)
-                a["err"] += bit_errors(bits, demap(x_hat, no, bpsym, hard=True))
-                a["bits"] += bits.numel()
+                a["err"] += bit_errors(cw, demap(x_hat, no, bpsym, hard=True))
+                a["bits"] += cw.numel()
+                if spec.ldpc_rate is not None:
+                    decided = gen.decoder(demap(x_hat, no, bpsym, hard=False))
+                    wrong = decided != fr.bits
+                    a["cerr"] += int(wrong.sum())
+                    a["cbits"] += wrong.numel()
+                    a["blk"] += int(wrong.any(1).sum())
             done += b
             ib += 1
             bar.update(b)
@@ -170,8 +190,13 @@ def run_sweep(spec: SweepSpec, progress: bool = True) -> SweepResult:
             a = acc[est.name]
             mse_db = 10 * math.log10(a["se"] / a["n"]) if a["se"] > 0 else -math.inf
             nmse_db = 10 * math.log10(a["se"] / a["sh"]) if a["se"] > 0 else -math.inf
-            result.rows.append(PointResult(float(value), est.name, done, mse_db, nmse_db, a["err"] / a["bits"],
-                                           a["err"], a["bits"], bound_db, mse_db - bound_db))
+            mean = a["se"] / a["n"]
+            var = max(a["se2"] / done - mean * mean, 0.0)
+            se_db = 10 / math.log(10) * math.sqrt(var / done) / mean if mean > 0 else 0.0
+            coded = spec.ldpc_rate is not None
+            result.rows.append(PointResult(float(value), est.name, done, mse_db, se_db, nmse_db, a["err"] / a["bits"],
+                                           a["err"], a["bits"], bound_db, mse_db - bound_db,
+                                           a["cerr"] / a["cbits"] if coded else None, a["blk"] / done if coded else None))
     bar.close()
     result.seconds = time.time() - t0
     return result
@@ -181,7 +206,10 @@ def format_table(result: SweepResult) -> str:
     """Returns the sweep as a text table, one block per point with the bound on top."""
     axis = result.spec["axis"]
     name, unit, scale = AXES[axis]
-    head = f"{name + ' ' + unit:>16}  {'estimator':<16}{'MSE dB':>9}{'NMSE dB':>9}{'BER':>11}{'gap dB':>8}"
+    coded = result.spec.get("ldpc_rate") is not None
+    head = f"{name + ' ' + unit:>16}  {'estimator':<16}{'MSE dB':>9}{'NMSE dB':>9}{'BER':>11}"
+    head += f"{'coded BER':>11}{'BLER':>9}" if coded else ""
+    head += f"{'gap dB':>8}"
     lines = [head, "-" * len(head)]
     last = None
     for r in result.rows:
@@ -190,8 +218,10 @@ def format_table(result: SweepResult) -> str:
             last = r.axis_value
         mse = "     -inf" if math.isinf(r.mse_db) else f"{r.mse_db:>9.2f}"
         nmse = "     -inf" if math.isinf(r.nmse_db) else f"{r.nmse_db:>9.2f}"
-        gap = "" if math.isinf(r.gap_db) else f"{r.gap_db:>8.2f}"
-        lines.append(f"{'':>16}  {r.estimator:<16}{mse}{nmse}{r.ber:>11.3e}{gap}")
+        line = f"{'':>16}  {r.estimator:<16}{mse}{nmse}{r.ber:>11.3e}"
+        line += f"{r.coded_ber:>11.3e}{r.bler:>9.3f}" if coded else ""
+        line += "" if math.isinf(r.gap_db) else f"{r.gap_db:>8.2f}"
+        lines.append(line)
     return "\n".join(lines)
 
 
@@ -211,7 +241,7 @@ def save_result(result: SweepResult, out: Path) -> list[Path]:
 
 
 def plot_result(result: SweepResult, out: Path) -> list[Path]:
-    """Draws MSE (with the bound) and BER against the swept axis; returns the two PNG paths."""
+    """Draws MSE (with the bound), BER and, when coded, BLER against the swept axis; returns the PNG paths."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -223,13 +253,16 @@ def plot_result(result: SweepResult, out: Path) -> list[Path]:
     xs = sorted({r.axis_value for r in result.rows})
     by = {(r.estimator, r.axis_value): r for r in result.rows}
     paths = []
-    for metric, ylabel, fname in (("mse_db", "MSE (dB)", "mse"), ("ber", "BER", "ber")):
+    metrics = [("mse_db", "MSE (dB)", "mse"), ("ber", "BER", "ber")]
+    if result.spec.get("ldpc_rate") is not None:
+        metrics.append(("bler", f"BLER (LDPC rate {result.spec['ldpc_rate']:g})", "bler"))
+    for metric, ylabel, fname in metrics:
         fig, ax = plt.subplots(figsize=(6.4, 4.4))
         for e in ests:
             ys = [getattr(by[(e, x)], metric) for x in xs]
             if metric == "mse_db" and all(math.isinf(y) for y in ys):
                 continue
-            if metric == "ber":
+            if metric != "mse_db":
                 ys = [y if y > 0 else float("nan") for y in ys]
             ax.plot([x * scale for x in xs], ys, marker="o", label=e)
         if metric == "mse_db":

@@ -60,23 +60,23 @@ def parse_values(field: str, text: str, max_points: int = 1000) -> list[float]:
     """
     text = str(text).strip()
     try:
-        if ":" in text:
-            parts = [float(p) for p in text.split(":")]
-            if len(parts) != 3:
-                raise ConfigError(field, text, "a range is start:stop:step")
-            start, stop, step = parts
-            if not step > 0:
-                raise ConfigError(field, text, "range step must be > 0 (write start:stop:step with start <= stop)")
-            if stop < start:
-                raise ConfigError(field, text, "range stop must be >= start")
-            n = int(math.floor((stop - start) / step + 1e-9)) + 1
-            if n > max_points:
-                raise ConfigError(field, text, f"at most {max_points} points")
-            vals = [round(start + i * step, 12) for i in range(n)]
-        else:
-            vals = [float(p) for p in text.split(",") if p.strip()]
+        parts = [float(p) for p in text.split(":" if ":" in text else ",") if p.strip()]
     except ValueError:
         raise ConfigError(field, text, "must be a number, a list a,b,c or a range start:stop:step") from None
+    if ":" in text:
+        if len(parts) != 3:
+            raise ConfigError(field, text, "a range is start:stop:step")
+        start, stop, step = parts
+        if not step > 0:
+            raise ConfigError(field, text, "range step must be > 0 (write start:stop:step with start <= stop)")
+        if stop < start:
+            raise ConfigError(field, text, "range stop must be >= start")
+        n = int(math.floor((stop - start) / step + 1e-9)) + 1
+        if n > max_points:
+            raise ConfigError(field, text, f"at most {max_points} points")
+        vals = [round(start + i * step, 12) for i in range(n)]
+    else:
+        vals = parts
     if not vals:
         raise ConfigError(field, text, "needs at least one value")
     if any(not math.isfinite(v) for v in vals):

@@ -1,0 +1,225 @@
+"""AdaFortiTran ``.mat`` interop: one file per frame, in the reference code's layout.
+
+File name: ``{n}_SNR-{snr}_DS-{ds_ns}_DOP-{doppler_hz}_N-{pilot_spacing}_TDL-{profile}.mat``
+(``n`` counts frames from 1 within a dataset folder). Variable ``H`` [F, T, 2] complex64:
+``H[:,:,0]`` the true channel, ``H[:,:,1]`` the LS estimate at the pilots and zeros elsewhere.
+The reference reader takes the pilots as the non-zero entries of ``H[:,:,1]`` in row-major
+(subcarrier-major) order, reshaped to [P_f, P_t].
+
+Rules, because the reference name pattern holds only non-negative integers:
+
+- SNR (dB), delay spread (ns) and Doppler (Hz) within 1e-3 of an integer are written as that
+  integer. Other values are refused, unless ``round_values`` (CLI ``--round``): then they
+  are rounded to the nearest integer, halves up, and the imported metadata is the rounded value.
+- A negative value is always refused (the pattern cannot name it).
+- An LS pilot exactly 0 is refused: the reference reader would lose that pilot.
+- SNR in the name is wavefront's per-resource-element SNR.
+"""
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+import scipy.io
+
+from wavefront.datasets.generate import MANIFEST, MANIFEST_FORMAT, _write_json_atomic, shard_counts
+from wavefront.datasets.shards import FORMAT_VERSION, ShardArrays, read_shard, shard_name, versions, write_shard
+from wavefront.errors import ConfigError
+from wavefront.sim.config import SystemConfig
+
+NAME_RE = re.compile(r"(\d+)_SNR-(\d+)_DS-(\d+)_DOP-(\d+)_N-(\d+)_([A-Z\-]+)\.mat")
+_INT_TOL = 1e-3
+
+
+def mat_label(value: float, field: str, where: str, round_values: bool) -> int:
+    """Returns the integer that names ``value`` in a ``.mat`` file name (rules in the module docstring)."""
+    v = float(value)
+    if not math.isfinite(v) or v < 0:
+        raise ConfigError(field, v, f"{where}: .mat names hold only non-negative integers; "
+                                    "a negative value cannot be exported")
+    r = math.floor(v + 0.5)
+    if abs(v - r) > _INT_TOL and not round_values:
+        raise ConfigError(field, v, f"{where}: .mat names hold only non-negative integers; "
+                                    "pass --round to round to the nearest integer (halves up)")
+    return int(r)
+
+
+def mat_name(n: int, snr: int, ds_ns: int, doppler: int, spacing: int, profile: str) -> str:
+    """Returns the reference file name of frame ``n`` (1-based)."""
+    return f"{n}_SNR-{snr}_DS-{ds_ns}_DOP-{doppler}_N-{spacing}_TDL-{profile}.mat"
+
+
+def frame_to_mat(h: np.ndarray, pilots_ls: np.ndarray, pf: np.ndarray, pt: np.ndarray) -> np.ndarray:
+    """Returns ``H`` [F, T, 2] complex64 from ``h`` [F, T] and ``pilots_ls`` [P_f, P_t]."""
+    H = np.zeros(h.shape + (2,), dtype=np.complex64)
+    H[:, :, 0] = h
+    H[pf[:, None], pt[None, :], 1] = pilots_ls
+    return H
+
+
+def _dataset_dirs(root: Path) -> list[Path]:
+    root = Path(root)
+    if (root / MANIFEST).exists():
+        return [root]
+    dirs = sorted(p.parent for p in root.rglob(MANIFEST))
+    if not dirs:
+        raise ConfigError("data", str(root), f"holds no dataset folder (no {MANIFEST} found)")
+    return dirs
+
+
+def _write_mat(path: Path, H: np.ndarray) -> None:
+    buf = io.BytesIO()
+    scipy.io.savemat(buf, {"H": H})
+    tmp = path.with_name(path.name + ".partial")
+    tmp.write_bytes(buf.getvalue())
+    os.replace(tmp, path)
+
+
+def export_mat(data: str | Path, out: str | Path, round_values: bool = False, progress=None) -> int:
+    """Writes every frame under ``data`` (a dataset folder or a tree, e.g. a suite) as ``.mat`` files.
+
+    The folder structure is mirrored under ``out``. Returns the number of files written.
+    """
+    data, out = Path(data), Path(out)
+    total = 0
+    for d in _dataset_dirs(data):
+        man = json.loads((d / MANIFEST).read_text())
+        spacing = int(man["config"]["ofdm"]["pilot_subcarrier_spacing"])
+        dest = out / d.relative_to(data)
+        dest.mkdir(parents=True, exist_ok=True)
+        n = 0
+        for shard in sorted(d.glob("shard-*.h5")):
+            a = read_shard(shard)
+            pf, pt = a.pilot_subcarriers, a.pilot_symbol_indices
+            for i in range(len(a)):
+                n += 1
+                where = f"frame {i} of {shard}"
+                if np.any(a.pilots_ls[i] == 0):
+                    raise ConfigError("pilots_ls", 0, f"{where}: an LS pilot is exactly 0; the reference reader finds "
+                                                      "pilots as the non-zero entries of H[:,:,1] and would lose it")
+                name = mat_name(n, mat_label(a.snr_db[i], "snr_db", where, round_values),
+                                mat_label(float(a.delay_spread_s[i]) * 1e9, "delay_spread_ns", where, round_values),
+                                mat_label(a.doppler_hz[i], "doppler_hz", where, round_values),
+                                spacing, a.profile[i].decode())
+                _write_mat(dest / name, frame_to_mat(a.h_true[i], a.pilots_ls[i], pf, pt))
+                total += 1
+                if progress is not None:
+                    progress.update(1)
+    return total
+
+
+def parse_mat_name(path: Path) -> dict:
+    """Returns the metadata in a reference file name; raises ConfigError naming the file if malformed."""
+    m = NAME_RE.fullmatch(path.name)
+    if not m:
+        raise ConfigError("mat", str(path), "file name does not match "
+                                            "{n}_SNR-{snr}_DS-{ds_ns}_DOP-{doppler_hz}_N-{spacing}_TDL-{profile}.mat "
+                                            "(non-negative integers only)")
+    n, snr, ds, dop, spacing, kind = m.groups()
+    profile = kind.removeprefix("TDL-")
+    if kind == profile or profile not in ("A", "B", "C", "D", "E"):
+        raise ConfigError("mat", str(path), f"channel type {kind!r} is not TDL-A..TDL-E")
+    return {"n": int(n), "snr_db": float(snr), "delay_spread_s": int(ds) / 1e9, "doppler_hz": float(dop),
+            "spacing": int(spacing), "profile": profile}
+
+
+def _folder_config(files: list[Path], metas: list[dict], base: SystemConfig) -> SystemConfig:
+    for key in ("spacing", "profile"):
+        vals = {m[key] for m in metas}
+        if len(vals) > 1:
+            bad = next(f for f, m in zip(files, metas) if m[key] != metas[0][key])
+            raise ConfigError("mat", str(bad), f"its {key} differs from that of {files[0].name} in the same "
+                                               "folder; put one pilot spacing and profile per folder")
+    channel = base.channel.model_dump()
+    for key in ("snr_db", "delay_spread_s", "doppler_hz"):
+        lo, hi = min(m[key] for m in metas), max(m[key] for m in metas)
+        channel[key] = lo if lo == hi else (lo, hi)
+    channel["profile"] = metas[0]["profile"]
+    ofdm = base.ofdm.model_dump()
+    ofdm["pilot_subcarrier_spacing"] = metas[0]["spacing"]
+    return SystemConfig.from_dict({"ofdm": ofdm, "channel": channel})
+
+
+def import_mat(root: str | Path, out: str | Path, base: SystemConfig, shard_frames: int = 10_000,
+               compression: str = "none", progress=None) -> int:
+    """Reads a tree of reference ``.mat`` files into shard folders (mirrored under ``out``).
+
+    Metadata comes from the file names; the grid from ``base`` with the names' pilot spacing
+    and profile. Imported shards store ``pilot_symbols = 1`` and ``pilots_rx = pilots_ls``
+    (the ``.mat`` layout keeps only the LS estimate). Returns the number of frames imported.
+    """
+    root, out = Path(root), Path(out)
+    if not root.is_dir():
+        raise ConfigError("mat", str(root), "no such folder")
+    folders: dict[Path, list[Path]] = {}
+    for f in sorted(root.rglob("*.mat")):
+        folders.setdefault(f.parent, []).append(f)
+    if not folders:
+        raise ConfigError("mat", str(root), "holds no .mat files")
+    total = 0
+    for folder, files in sorted(folders.items()):
+        metas = [parse_mat_name(f) for f in files]
+        order = sorted(range(len(files)), key=lambda k: metas[k]["n"])
+        files, metas = [files[k] for k in order], [metas[k] for k in order]
+        for a, b in zip(metas, metas[1:]):
+            if a["n"] == b["n"]:
+                raise ConfigError("mat", str(files[metas.index(b)]), f"frame number {b['n']} appears twice in the folder")
+        cfg = _folder_config(files, metas, base)
+        o = cfg.ofdm
+        pf = np.asarray(o.pilot_subcarriers, dtype=np.int64)
+        pt = np.asarray(o.pilot_symbols, dtype=np.int64)
+        mask = np.zeros(o.grid_shape, dtype=bool)
+        mask[pf[:, None], pt[None, :]] = True
+        dest = out / folder.relative_to(root)
+        dest.mkdir(parents=True, exist_ok=True)
+        counts = shard_counts(len(files), shard_frames)
+        start, shards = 0, []
+        for si, cnt in enumerate(counts):
+            h = np.empty((cnt,) + o.grid_shape, np.complex64)
+            ls = np.empty((cnt,) + o.pilot_shape, np.complex64)
+            for j in range(cnt):
+                f = files[start + j]
+                try:
+                    H = scipy.io.loadmat(f)["H"]
+                except (KeyError, ValueError, OSError) as exc:
+                    raise ConfigError("mat", str(f), f"cannot read variable H ({exc.__class__.__name__}: {exc})") from None
+                if H.shape != o.grid_shape + (2,) or not np.iscomplexobj(H):
+                    raise ConfigError("mat", str(f), f"H has shape {list(H.shape)} {H.dtype}, expected "
+                                                     f"{list(o.grid_shape) + [2]} complex")
+                nz = H[:, :, 1] != 0
+                if not np.array_equal(nz, mask):
+                    raise ConfigError("mat", str(f), f"H[:,:,1] is non-zero at {int(nz.sum())} entries, expected the "
+                                                     f"{mask.sum()} pilots of N-{o.pilot_subcarrier_spacing} on symbols "
+                                                     f"{list(o.pilot_symbols)} (0-based)")
+                h[j] = H[:, :, 0]
+                ls[j] = H[:, :, 1][nz].reshape(o.pilot_shape)  # row-major: subcarrier-major, as the reference
+                if progress is not None:
+                    progress.update(1)
+            m = metas[start:start + cnt]
+            snr = np.asarray([x["snr_db"] for x in m], np.float32)
+            arrays = ShardArrays(
+                h_true=h, pilots_ls=ls, pilots_rx=ls.copy(), pilot_symbols=np.ones(o.pilot_shape, np.complex64),
+                pilot_subcarriers=pf, pilot_symbol_indices=pt, snr_db=snr,
+                delay_spread_s=np.asarray([x["delay_spread_s"] for x in m], np.float32),
+                doppler_hz=np.asarray([x["doppler_hz"] for x in m], np.float32),
+                noise_var=np.power(10.0, -snr.astype(np.float64) / 10).astype(np.float32),
+                profile=np.asarray([x["profile"].encode() for x in m], dtype="S1"))
+            attrs = {"config": cfg.to_json(), "seed": -1, "shard_index": si, "batch_size": 0,
+                     "device": "none", "source": "import-mat", "versions": versions()}
+            checksum = write_shard(dest / shard_name(si), arrays, attrs, compression)
+            shards.append({"file": shard_name(si), "index": si, "frames": cnt, "content_sha256": checksum})
+            start += cnt
+        total += len(files)
+        _write_json_atomic(dest / MANIFEST, {
+            "format": MANIFEST_FORMAT, "format_version": FORMAT_VERSION, "source": "import-mat",
+            "imported_from": str(folder), "config": json.loads(cfg.to_json()), "seed": None,
+            "frames": len(files), "shard_frames": shard_frames, "num_shards": len(counts),
+            "compression": compression, "versions": versions(), "shards": shards, "complete": True,
+            "snr_convention": "as written in the file names",
+            "note": "metadata from file names; pilot_symbols = 1 and pilots_rx = pilots_ls"})
+    return total

@@ -1,0 +1,84 @@
+"""The standard test suites: fixed-condition sweeps written as one dataset folder per point.
+
+``adafortitran``: the AdaFortiTran paper's three test sweeps (TDL-A, 120 x 14 grid):
+
+- ``SNR_test_set/SNR_{0,5,...,30}`` at delay spread 200 ns and Doppler 500 Hz;
+- ``DS_test_set/DS_{50,100,...,350}`` (ns) at SNR 10 dB and Doppler 600 Hz;
+- ``MDS_test_set/DOP_{200,400,...,1400}`` (Hz) at SNR 10 dB and delay spread 100 ns.
+
+SNR is wavefront's per-resource-element SNR (see :mod:`wavefront.sim.config`), not the
+reference generator's measured-pilot-power convention.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from wavefront.datasets.generate import DatasetSpec, _write_json_atomic
+from wavefront.errors import ConfigError
+from wavefront.sim.config import SystemConfig
+from wavefront.utils import derive_seed
+
+
+@dataclass(frozen=True)
+class Sweep:
+    folder: str          # e.g. "SNR_test_set"
+    prefix: str          # point folder prefix, e.g. "SNR"
+    axis: str            # ChannelConfig field swept
+    values: tuple        # in the field's unit (delay spread in s)
+    fixed: dict          # the other two fields, in their units
+    label_scale: float   # value * label_scale is the integer in the folder name (ns for delay spread)
+
+
+SUITES: dict[str, tuple[Sweep, ...]] = {
+    "adafortitran": (
+        Sweep("SNR_test_set", "SNR", "snr_db", tuple(float(v) for v in range(0, 31, 5)),
+              {"delay_spread_s": 200e-9, "doppler_hz": 500.0}, 1.0),
+        Sweep("DS_test_set", "DS", "delay_spread_s", tuple(v * 1e-9 for v in range(50, 351, 50)),
+              {"snr_db": 10.0, "doppler_hz": 600.0}, 1e9),
+        Sweep("MDS_test_set", "DOP", "doppler_hz", tuple(float(v) for v in range(200, 1401, 200)),
+              {"snr_db": 10.0, "delay_spread_s": 100e-9}, 1.0),
+    ),
+}
+SUITE_BASE_PRESET = {"adafortitran": "adafortitran-paper"}
+
+
+@dataclass
+class SuitePoint:
+    folder: str        # relative path, e.g. "SNR_test_set/SNR_10"
+    spec: DatasetSpec
+
+
+def suite_points(name: str, base: SystemConfig, frames_per_point: int, seed: int, shard_frames: int,
+                 batch_size: int, compression: str = "none") -> list[SuitePoint]:
+    """Returns every point of suite ``name`` as a dataset spec (point seeds derived from ``seed``)."""
+    if name not in SUITES:
+        raise ConfigError("suite", name, f"unknown; choose one of {', '.join(SUITES)}")
+    points = []
+    for si, sw in enumerate(SUITES[name]):
+        for pi, v in enumerate(sw.values):
+            channel = base.channel.model_dump()
+            channel.update(sw.fixed)
+            channel[sw.axis] = v
+            cfg = SystemConfig.from_dict({"ofdm": base.ofdm.model_dump(), "channel": channel})
+            label = f"{sw.prefix}_{round(v * sw.label_scale)}"
+            extra = {"suite": {"name": name, "sweep": sw.folder, "axis": sw.axis, "value": v, "point": label,
+                               "fixed": sw.fixed, "suite_seed": seed,
+                               "point_seed": f"derive_seed(suite_seed, {si}, {pi})"}}
+            spec = DatasetSpec(cfg, derive_seed(seed, si, pi), frames_per_point, shard_frames, batch_size,
+                               compression, extra)
+            points.append(SuitePoint(f"{sw.folder}/{label}", spec))
+    return points
+
+
+def write_suite_index(out: Path, name: str, points: list[SuitePoint], seed: int) -> None:
+    """Writes ``out/suite.json``: the sweeps, their fixed values and every point's folder."""
+    sweeps = []
+    for sw in SUITES[name]:
+        sweeps.append({"folder": sw.folder, "axis": sw.axis, "values": list(sw.values), "fixed": sw.fixed,
+                       "points": [p.folder for p in points if p.folder.startswith(sw.folder + "/")]})
+    base = json.loads(points[0].spec.config.to_json())
+    _write_json_atomic(Path(out) / "suite.json", {"suite": name, "seed": seed, "sweeps": sweeps,
+                                                  "frames_per_point": points[0].spec.frames,
+                                                  "ofdm": base["ofdm"], "profile": base["channel"]["profile"]})

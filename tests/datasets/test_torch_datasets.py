@@ -1,0 +1,86 @@
+import hashlib
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from wavefront.datasets import H5FrameDataset, OnTheFlyDataset
+from wavefront.datasets.generate import DatasetSpec, generate_dataset
+from wavefront.datasets.shards import read_shard
+
+
+def _key(h: torch.Tensor) -> str:
+    return hashlib.sha1(h.numpy().tobytes()).hexdigest()
+
+
+def _collect(loader) -> list[str]:
+    keys = []
+    for batch in loader:
+        keys += [_key(h) for h in batch["h"]]
+    return keys
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    from wavefront.sim.config import SystemConfig
+
+    cfg = SystemConfig.from_dict({"channel": {"snr_db": [0.0, 25.0], "doppler_hz": [50.0, 1000.0]}})
+    out = tmp_path_factory.mktemp("h5")
+    generate_dataset(DatasetSpec(cfg, 21, 230, 100, 100), out)  # 3 shards: 100, 100, 30
+    return cfg, out
+
+
+def test_h5_dataset_with_two_workers_yields_every_frame_exactly_once(shards):
+    _, out = shards
+    ds = H5FrameDataset(out)
+    assert len(ds) == 230
+    expected = [_key(torch.from_numpy(h)) for p in sorted(out.glob("shard-*.h5")) for h in read_shard(p).h_true]
+    got = _collect(DataLoader(ds, batch_size=16, shuffle=True, num_workers=2,
+                              generator=torch.Generator().manual_seed(0)))
+    assert len(got) == 230 and sorted(got) == sorted(expected) and len(set(got)) == 230
+
+
+def test_h5_dataset_sample_matches_the_shard_arrays(shards):
+    _, out = shards
+    ds = H5FrameDataset(out)
+    a = read_shard(sorted(out.glob("shard-*.h5"))[2])
+    s = ds[205]
+    assert torch.equal(s["h"], torch.from_numpy(a.h_true[5]))
+    assert torch.equal(s["pilots"], torch.from_numpy(a.pilots_ls[5]))
+    assert s["snr_db"].item() == a.snr_db[5]
+    with pytest.raises(IndexError):
+        ds[230]
+
+
+def test_compressed_shards_read_the_same_samples(shards, tmp_path):
+    cfg, out = shards
+    generate_dataset(DatasetSpec(cfg, 21, 230, 100, 100, compression="lzf"), tmp_path)
+    plain, lzf = H5FrameDataset(out), H5FrameDataset(tmp_path)
+    for i in (0, 117, 229):
+        a, b = plain[i], lzf[i]
+        assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_on_the_fly_workers_never_repeat_and_cover_the_epoch(shards):
+    cfg, _ = shards
+    ds = OnTheFlyDataset(cfg, seed=4, frames_per_epoch=250, batch_size=40)
+    two = _collect(DataLoader(ds, batch_size=32, num_workers=2))
+    one = _collect(DataLoader(ds, batch_size=32, num_workers=0))
+    assert len(two) == 250 and len(set(two)) == 250
+    assert sorted(two) == sorted(one)  # the same frames whatever the worker count
+    ds.set_epoch(1)
+    assert not set(_collect(DataLoader(ds, batch_size=50))) & set(one)
+
+
+def test_both_datasets_yield_the_same_structure_and_dtypes(shards):
+    cfg, out = shards
+    a = H5FrameDataset(out)[0]
+    b = next(iter(OnTheFlyDataset(cfg, seed=1, frames_per_epoch=3, batch_size=3)))
+    assert list(a) == list(b) == ["pilots", "h", "snr_db", "delay_spread_s", "doppler_hz", "noise_var"]
+    for k in a:
+        assert (a[k].dtype, a[k].shape) == (b[k].dtype, b[k].shape), k
+    assert a["pilots"].shape == (12, 2) and a["h"].dtype == torch.complex64 and a["snr_db"].dtype == torch.float32
+    batch_a = next(iter(DataLoader(H5FrameDataset(out), batch_size=4)))
+    batch_b = next(iter(DataLoader(OnTheFlyDataset(cfg, seed=1, frames_per_epoch=8, batch_size=8), batch_size=4)))
+    assert {k: (v.dtype, v.shape) for k, v in batch_a.items()} == {k: (v.dtype, v.shape) for k, v in batch_b.items()}

@@ -1,0 +1,93 @@
+"""The fading simulator against its closed forms: frequency correlation from the PDP, J0 in time."""
+import numpy as np
+import pytest
+import torch
+
+from wavefront.sim.channel import freq_correlation, ofdm_channel, tdl_profile, time_correlation_jakes
+from wavefront.sim.config import OFDMConfig, SystemConfig
+from wavefront.sim.frames import FrameGenerator
+from wavefront.utils import make_generator
+
+SCS = 15e3
+
+
+def _channel(ofdm, profile, ds, fd, n, seed):
+    g = make_generator(seed)
+    return ofdm_channel(ofdm, tdl_profile(profile), torch.full((n,), ds), torch.full((n,), fd), 20, g)
+
+
+@pytest.mark.parametrize("profile", ["A", "D"])
+def test_frequency_correlation_matches_power_delay_profile(profile):
+    # E[H(f + k df) H*(f)] / E|H|^2 = sum_l P_l exp(-j 2 pi tau_l k df), over 20k frames of 300 ns
+    ofdm = OFDMConfig(num_symbols=1, pilot_symbols=(0,))
+    h = _channel(ofdm, profile, 300e-9, 0.0, 20_000, seed=1)[:, :, 0].to(torch.complex128)
+    power = h.abs().square().mean()
+    k = np.arange(1, 11)
+    emp = np.array([complex((h[:, kk:] * h[:, :-kk].conj()).mean() / power) for kk in k])
+    theory = freq_correlation(tdl_profile(profile), 300e-9, torch.tensor(k * SCS)).numpy()
+    assert np.abs(emp - theory).max() < 0.02
+    assert abs(float(power) - 1.0) < 0.03  # unit average power, no per-frame normalisation
+
+
+@pytest.mark.parametrize("doppler_hz", [200.0, 1000.0])
+def test_time_correlation_matches_jakes(doppler_hz):
+    # E[H(t + n T) H*(t)] = J0(2 pi f_d n T_sym) for n = 1..13, T_sym = (1 + cp/F) / scs
+    ofdm = OFDMConfig(num_subcarriers=12)
+    h = _channel(ofdm, "A", 300e-9, doppler_hz, 20_000, seed=2).to(torch.complex128)
+    n = np.arange(1, 14)
+    emp = np.array([float((h[:, :, nn:] * h[:, :, :-nn].conj()).mean().real) for nn in n])
+    theory = time_correlation_jakes(doppler_hz, torch.tensor(n * ofdm.symbol_duration_s)).numpy()
+    assert np.abs(emp - theory).max() < 0.03
+
+
+def test_los_profile_time_correlation_has_specular_line():
+    # TDL-D: tap 0 adds P_los exp(j 2 pi f_d cos(theta) dt) to the Rayleigh part's J0
+    ofdm = OFDMConfig(num_subcarriers=12)
+    fd = 600.0
+    h = _channel(ofdm, "D", 30e-9, fd, 20_000, seed=3).to(torch.complex128)
+    prof = tdl_profile("D")
+    n = np.arange(1, 14)
+    dt = torch.tensor(n * ofdm.symbol_duration_s)
+    theory = (freq_correlation(prof, 30e-9, 0.0, "nlos") * time_correlation_jakes(fd, dt)
+              + prof.los_power * torch.exp(2j * np.pi * prof.los_cos_aoa * fd * dt)).numpy()
+    emp = np.array([complex((h[:, :, nn:] * h[:, :, :-nn].conj()).mean()) for nn in n])
+    assert np.abs(emp - theory).max() < 0.03
+    # and it differs from a pure J0 by far more than the tolerance
+    assert np.abs(time_correlation_jakes(fd, dt).numpy() - theory).max() > 0.2
+
+
+def test_per_frame_conditions_are_drawn_in_range_and_recorded():
+    cfg = SystemConfig.from_dict({"channel": {"doppler_hz": [100, 900], "delay_spread_s": [50e-9, 300e-9],
+                                              "snr_db": [0, 20]}})
+    fr = FrameGenerator(cfg).generate(4000, seed=5, with_data=False)
+    for x, lo, hi in ((fr.doppler_hz, 100, 900), (fr.delay_spread_s, 50e-9, 300e-9), (fr.snr_db, 0, 20)):
+        assert float(x.min()) >= lo and float(x.max()) <= hi
+        # uniform: mean and variance within 5 standard errors
+        mean, var = (lo + hi) / 2, (hi - lo) ** 2 / 12
+        assert abs(float(x.double().mean()) - mean) < 5 * np.sqrt(var / len(x))
+    assert torch.allclose(fr.noise_var, 10 ** (-fr.snr_db / 10))
+
+
+def test_same_seed_gives_bit_identical_frames():
+    gen = FrameGenerator(SystemConfig.from_dict({"channel": {"doppler_hz": [0, 1000]}}))
+    a, b, c = gen.generate(64, seed=7), gen.generate(64, seed=7), gen.generate(64, seed=8)
+    for name in ("h", "y", "pilots_rx", "pilots_ls", "bits", "doppler_hz", "snr_db"):
+        assert torch.equal(getattr(a, name), getattr(b, name)), name
+    assert not torch.equal(a.h, c.h)
+    # frames without data carry the same channel and pilots
+    d = gen.generate(64, seed=7, with_data=False)
+    assert torch.equal(a.h, d.h) and torch.equal(a.pilots_ls, d.pilots_ls)
+
+
+def test_frequency_response_equals_sionna_cir_to_ofdm_channel():
+    from sionna.phy.channel import cir_to_ofdm_channel
+
+    from wavefront.sim.channel import frequency_response, subcarrier_offsets_hz
+
+    g = make_generator(0)
+    a = torch.view_as_complex(torch.randn(8, 23, 14, 2, generator=g))
+    tau = torch.rand(8, 23, generator=g) * 3e-6
+    freqs = subcarrier_offsets_hz(OFDMConfig()).float()
+    ref = cir_to_ofdm_channel(freqs, a.reshape(8, 1, 1, 1, 1, 23, 14), tau.reshape(8, 1, 1, 23))
+    ours = frequency_response(freqs, a, tau)
+    assert torch.allclose(ours, ref.reshape(8, 14, -1).transpose(1, 2), atol=2e-5)

@@ -1,0 +1,79 @@
+"""``wavefront sweep`` through its command line: outputs, and bad input as one line with exit 2."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from wavefront.cli import main
+
+
+def test_sweep_writes_table_json_csv_and_plots(tmp_path, capsys):
+    out = tmp_path / "res"
+    rc = main(["sweep", "--estimators", "ls-linear,lmmse-genie,perfect", "--snr-db", "0:20:10", "--doppler-hz", "600",
+               "--frames", "40", "--batch-size", "20", "--out", str(out), "--no-progress", "--device", "cpu"])
+    assert rc == 0
+    table = capsys.readouterr().out
+    assert "MMSE bound" in table and "lmmse-genie" in table
+    for name in ("results.json", "results.csv", "mse_vs_snr.png", "ber_vs_snr.png"):
+        assert (out / name).stat().st_size > 0
+    res = json.loads((out / "results.json").read_text())
+    rows = res["rows"]
+    assert len(rows) == 3 * 3 and res["spec"]["axis"] == "snr_db"
+    perfect = [r for r in rows if r["estimator"] == "perfect"]
+    ls = [r for r in rows if r["estimator"] == "ls-linear"]
+    # BER falls with SNR, and perfect CSI beats LS at every point
+    assert ls[0]["ber"] > ls[-1]["ber"]
+    assert all(p["ber"] <= q["ber"] for p, q in zip(perfect, ls))
+
+
+def test_sweep_along_doppler_axis_and_early_stop(tmp_path, capsys):
+    out = tmp_path / "dop"
+    rc = main(["sweep", "--estimators", "ls-linear", "--doppler-hz", "200:600:400", "--snr-db", "0",
+               "--frames", "400", "--batch-size", "20", "--min-bit-errors", "100", "--out", str(out), "--no-progress"])
+    assert rc == 0
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    assert [r["axis_value"] for r in rows] == [200.0, 600.0]
+    # at 0 dB a 20-frame batch has thousands of bit errors: each point stops after one batch
+    assert all(r["frames"] == 20 and r["bit_errors"] >= 100 for r in rows)
+    assert (out / "mse_vs_doppler.png").exists()
+
+
+BAD = [
+    (["--snr-db", "0:30:-5"], "snr_db='0:30:-5'", "step must be > 0"),
+    (["--delay-spread-ns", "-5"], "delay_spread_s", ">= 0"),
+    (["--profile", "Z"], "channel.profile='Z'", "unknown profile"),
+    (["--frames", "0"], "frames=0", "positive integer"),
+    (["--estimators", "ls-cubic"], "ls-cubic", "unknown"),
+    (["--snr-db", "0:30:5", "--doppler-hz", "100,200"], "axes", "one axis at a time"),
+]
+
+
+@pytest.mark.parametrize("argv,field,rule", BAD)
+def test_bad_input_is_one_line_and_exit_2(argv, field, rule, tmp_path, capsys):
+    rc = main(["sweep", "--no-progress", "--frames", "10", "--out", str(tmp_path), *argv])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2
+    assert len(err.splitlines()) == 1 and field in err and rule in err and "Traceback" not in err
+
+
+def test_pilot_outside_grid_in_config_file(tmp_path, capsys):
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text("ofdm:\n  pilot_symbols: [2, 14]\n")
+    rc = main(["sweep", "--config", str(cfg), "--frames", "10", "--out", str(tmp_path), "--no-progress"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "ofdm.pilot_symbols=[2, 14]" in err and "outside the grid" in err
+
+
+def test_doppler_near_subcarrier_spacing_warns(tmp_path, capsys):
+    with pytest.warns(UserWarning, match="inter-carrier interference is not modelled"):
+        rc = main(["sweep", "--estimators", "ls-linear", "--snr-db", "10", "--doppler-hz", "3000", "--frames", "10",
+                   "--out", str(tmp_path), "--no-progress"])
+    assert rc == 0
+
+
+def test_console_script_exit_code_without_traceback(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "wavefront", "sweep", "--snr-db", "0:30:-5", "--out", str(tmp_path)],
+                       capture_output=True, text=True)
+    assert r.returncode == 2
+    assert r.stderr.strip() == "wavefront: error: snr_db='0:30:-5': range step must be > 0 (write start:stop:step with start <= stop)"
