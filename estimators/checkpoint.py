@@ -98,10 +98,27 @@ class Checkpoint:
 
     @property
     def system_config(self):
-        """The SystemConfig stored in the checkpoint."""
-        from wavefront.sim.config import SystemConfig
+        """The SystemConfig stored in the checkpoint.
 
-        return SystemConfig.from_dict(json.loads(self.system_config_json))
+        A checkpoint outlives config schema changes: fields that the current schema no longer
+        knows are dropped with a warning (the model depends on the grid and pilots only).
+        """
+        import warnings
+
+        from wavefront.sim.config import ChannelConfig, OFDMConfig, SystemConfig
+
+        stored = json.loads(self.system_config_json)
+        try:
+            return SystemConfig.from_dict(stored)
+        except ConfigError:
+            known = {"ofdm": OFDMConfig.model_fields, "channel": ChannelConfig.model_fields}
+            dropped = sorted(f"{sec}.{k}" for sec, fields in known.items() for k in (stored.get(sec) or {}) if k not in fields)
+            if not dropped:
+                raise
+            warnings.warn(f"{self.path.name}: ignoring config fields unknown to this version: {', '.join(dropped)}",
+                          stacklevel=2)
+            return SystemConfig.from_dict({sec: {k: v for k, v in (stored.get(sec) or {}).items() if k in fields}
+                                           for sec, fields in known.items()})
 
     def build_model(self, system_config=None):
         """Returns the model with the checkpoint's weights, for ``system_config`` (default: the stored one).

@@ -26,6 +26,8 @@ PAPER_SWEEPS = {
     "delay_spread": ("delay_spread_s", [v * 1e-9 for v in range(50, 351, 50)], {"snr_db": 10.0, "doppler_hz": 600.0}),
     "doppler": ("doppler_hz", [float(v) for v in range(200, 1401, 200)], {"snr_db": 10.0, "delay_spread_s": 100e-9}),
 }
+# Folder names of `wavefront generate-suite adafortitran` (the official test-set names) -> sweep names.
+SUITE_FOLDERS = {"SNR_test_set": "snr", "DS_test_set": "delay_spread", "MDS_test_set": "doppler"}
 AXIS_LABEL = {"snr_db": "SNR [dB]", "delay_spread_s": "delay spread [ns]", "doppler_hz": "Doppler [Hz]"}
 
 
@@ -133,11 +135,15 @@ def _suite_groups(suite: str, config):
         keys = torch.stack([cat["snr_db"].double(), cat["delay_spread_s"].double() * 1e9, cat["doppler_hz"].double()], 1)
         keys = torch.round(keys * 1000) / 1000
         uniq, inv = torch.unique(keys, dim=0, return_inverse=True)
+        varying = [a for a, col in zip(("snr_db", "delay_spread_s", "doppler_hz"), uniq.T) if col.unique().numel() > 1]
+        axis = varying[0] if len(varying) == 1 else ""
+        sweep = SUITE_FOLDERS.get(folder.name, {v[0]: k for k, v in PAPER_SWEEPS.items()}.get(axis, folder.name))
         for u in range(uniq.shape[0]):
             sel = inv == u
             snr, ds_ns, fd = (float(v) for v in uniq[u])
-            out.append((folder.name, "", (snr, ds_ns * 1e-9, fd), {k: v[sel] for k, v in cat.items()}))
-    return out
+            out.append((sweep, axis, (snr, ds_ns * 1e-9, fd), {k: v[sel] for k, v in cat.items()}))
+    return sorted(out, key=lambda g: (list(PAPER_SWEEPS).index(g[0]) if g[0] in PAPER_SWEEPS else 9, g[0],
+                                      g[2][("snr_db", "delay_spread_s", "doppler_hz").index(g[1])] if g[1] else 0))
 
 
 def format_table(rows: list[dict]) -> str:

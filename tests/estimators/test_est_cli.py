@@ -34,11 +34,32 @@ def test_train_then_evaluate_from_the_command_line(tmp_path, capsys):
     assert "gap_to_bound_db" in capsys.readouterr().out
 
 
+def test_train_on_shards_and_evaluate_on_the_generated_test_suite(tmp_path):
+    gen = ["--preset", "default", "--threads", "1", "--no-progress", "--device", "cpu"]
+    assert main(["generate", "--frames", "32", "--out", str(tmp_path / "train"), *gen]) == 0
+    assert main(["generate", "--frames", "16", "--seed", "1", "--out", str(tmp_path / "val"), *gen]) == 0
+    assert main(["generate-suite", "adafortitran", "--frames-per-point", "4", "--out", str(tmp_path / "test"), *gen]) == 0
+    run = tmp_path / "run"
+    assert main(["train", "--model", "linear", "--train", str(tmp_path / "train"), "--val", str(tmp_path / "val"),
+                 "--epochs", "2", "--batch-size", "16", "--eval-every", "2", "--device", "cpu", "--out", str(run),
+                 "--no-progress"]) == 0
+    rows = list(csv.DictReader(open(run / "log.csv")))
+    assert [(r["step"], r["epoch"]) for r in rows] == [("2", "1.000"), ("4", "2.000")]
+    out = tmp_path / "eval"
+    assert main(["evaluate", "--checkpoint", str(run / "best.safetensors"), "--suite", str(tmp_path / "test"),
+                 "--baselines", "ls-linear", "--device", "cpu", "--out", str(out), "--no-plots"]) == 0
+    table = list(csv.DictReader(open(out / "results.csv")))
+    assert [r["sweep"] for r in table] == ["snr"] * 7 + ["delay_spread"] * 7 + ["doppler"] * 7
+    assert [float(r["doppler_hz"]) for r in table[14:]] == [200.0, 400.0, 600.0, 800.0, 1000.0, 1200.0, 1400.0]
+    assert all(r["frames"] == "4" for r in table)
+
+
 @pytest.mark.parametrize("argv,message", [
     (["train", "--model", "linear", "--steps", "3"], "give --train DIR"),
     (["train", "--model", "nope", "--on-the-fly", "default", "--steps", "3"], "model='nope': unknown"),
     (["train", "--model", "linear", "--on-the-fly", "default", "--steps", "3", "--set", "depth"], "key=value"),
-    (["train", "--model", "linear", "--train", "data/none", "--val", "data/none", "--epochs", "1"], "H5FrameDataset"),
+    (["train", "--model", "linear", "--train", "data/none", "--val", "data/none", "--epochs", "1"], "no such file or folder"),
+    (["train", "--model", "linear", "--train", "data/none", "--epochs", "1"], "--train needs --val"),
     (["evaluate", "--checkpoint", "reesnet"], "no pretrained checkpoint is shipped"),
 ])
 def test_bad_input_is_one_line_and_exit_2(argv, message, capsys):

@@ -165,3 +165,21 @@ def test_bad_training_options_are_config_errors(tmp_path):
         train(_cfg(tmp_path, steps=None), FIXED_SNR)
     with pytest.raises(ConfigError, match="schedule='linear'"):
         train(_cfg(tmp_path, schedule="linear"), FIXED_SNR)
+
+
+def test_a_checkpoint_outlives_config_fields_that_were_renamed(linear_checkpoint, tmp_path, default_config):
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    with safe_open(str(linear_checkpoint), framework="pt") as f:
+        meta = dict(f.metadata())
+    cfg = json.loads(meta["system_config"])
+    cfg["ofdm"]["cyclic_prefix_length"] = 9  # a field of an older schema
+    meta["system_config"] = json.dumps(cfg)
+    old = tmp_path / "old.safetensors"
+    save_file(load_file(str(linear_checkpoint)), str(old), metadata=meta)
+    with pytest.warns(UserWarning, match="ofdm.cyclic_prefix_length"):
+        est = load_estimator(str(old), default_config)
+    assert est.estimate(torch.zeros(1, 12, 2, dtype=torch.complex64), {}).shape == (1, 120, 14)
