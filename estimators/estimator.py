@@ -1,7 +1,6 @@
 """Trained models behind the estimator interface that the sweep and evaluation share."""
 from __future__ import annotations
 
-import json
 import warnings
 from pathlib import Path
 
@@ -80,8 +79,3 @@ def load_estimator(name_or_path: str, config, device="cpu") -> LearnedEstimator:
         label = ck.model_name if p.stem in ("best", "last") else p.stem
     return LearnedEstimator(model, name=label, device=device)
 
-
-def describe(path: str | Path) -> dict:
-    """Returns the JSON sidecar of a shipped checkpoint (recipe, budget, metrics), or {} if none."""
-    side = Path(path).with_suffix(".json")
-    return json.loads(side.read_text()) if side.is_file() else {}
