@@ -121,7 +121,7 @@ def _evaluate(args) -> int:
         config = _system_config(args.config)
     else:  # the checkpoint's grid and pilots; its channel ranges do not matter, every point sets them
         config = Checkpoint(path).system_config if path.is_file() else _system_config(None)
-    est = load_estimator(str(path) if path.is_file() else args.checkpoint, config, device=args.device)
+    est = load_estimator(args.checkpoint if not Path(args.checkpoint).exists() else str(path), config, device=args.device)
     baselines = [b.strip() for b in args.baselines.split(",") if b.strip()]
     rows = evaluate(est, config, conditions=args.conditions, suite=args.suite, frames_per_point=args.frames_per_point,
                     baselines=baselines, seed=args.seed, device=args.device, progress=sys.stderr.isatty())
