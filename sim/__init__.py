@@ -1,0 +1,17 @@
+"""wavefront.sim: OFDM over 3GPP TDL fading, classical estimators, the MMSE bound, sweeps.
+
+- :mod:`~wavefront.sim.config`: ``SystemConfig`` (``OFDMConfig`` grid + ``ChannelConfig``), presets.
+- :mod:`~wavefront.sim.channel`: TDL profiles (Sionna tables), per-frame fading, closed-form correlations.
+- :mod:`~wavefront.sim.frames`: ``FrameGenerator`` -> ``Frames`` (true channel, pilots, data, metadata).
+- :mod:`~wavefront.sim.estimators`: the ``estimate(pilots, meta)`` interface, LS interpolators.
+- :mod:`~wavefront.sim.lmmse`: joint 2-D LMMSE (genie, robust) and ``genie_mse``, the MMSE bound.
+- :mod:`~wavefront.sim.link`: equalisation, QAM demapping (Sionna), BER closed forms.
+- :mod:`~wavefront.sim.sweep`: the Monte-Carlo sweep engine behind ``wavefront sweep``.
+"""
+from wavefront.sim.config import ChannelConfig, OFDMConfig, SystemConfig, preset
+from wavefront.sim.estimators import get_classical
+from wavefront.sim.frames import FrameGenerator, Frames
+from wavefront.sim.lmmse import genie_mse
+
+__all__ = ["ChannelConfig", "OFDMConfig", "SystemConfig", "preset", "FrameGenerator", "Frames",
+           "get_classical", "genie_mse"]
