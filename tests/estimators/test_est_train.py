@@ -183,3 +183,11 @@ def test_a_checkpoint_outlives_config_fields_that_were_renamed(linear_checkpoint
     with pytest.warns(UserWarning, match="ofdm.cyclic_prefix_length"):
         est = load_estimator(str(old), default_config)
     assert est.estimate(torch.zeros(1, 12, 2, dtype=torch.complex64), {}).shape == (1, 120, 14)
+
+
+def test_time_limit_pauses_with_a_resumable_checkpoint(tmp_path):
+    cfg = _cfg(tmp_path, "linear", model_overrides={}, steps=50, eval_every=25, time_limit_min=1e-9)
+    result = train(cfg, FIXED_SNR)
+    assert result["stopped"] == "time-limit" and result["step"] == 1
+    cfg.time_limit_min = None
+    assert train(cfg, FIXED_SNR, resume=True)["step"] == 50
