@@ -1,1 +1,19 @@
-"""wavefront.estimators"""
+"""wavefront.estimators: learned channel estimators behind one registry, their training loop and evaluation.
+
+- ``create(name, system_config, **overrides)`` builds a model (``list_models()`` names them);
+- ``load_estimator(name_or_path, system_config, device)`` returns a trained estimator with
+  ``name`` and ``estimate(pilots [B,P_f,P_t] c64, meta) -> [B,F,T] c64``, as the sweep expects;
+- ``wavefront.estimators.train`` holds the training loop, ``.checkpoint`` the safetensors format.
+"""
+from wavefront.estimators.registry import EstimatorModel, count_parameters, create, list_models, model_defaults, register_model
+
+__all__ = ["EstimatorModel", "count_parameters", "create", "list_models", "model_defaults", "register_model",
+           "load_estimator", "LearnedEstimator"]
+
+
+def __getattr__(name):  # keep `import wavefront.estimators` light: checkpoint code loads on demand
+    if name in ("load_estimator", "LearnedEstimator"):
+        from wavefront.estimators import estimator
+
+        return getattr(estimator, name)
+    raise AttributeError(name)

@@ -1,0 +1,134 @@
+"""``wavefront train`` and ``wavefront evaluate``."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from wavefront.errors import ConfigError
+
+
+def _system_config(path: str | None):
+    from wavefront.sim.config import preset, SystemConfig
+
+    if path is None:
+        return preset("default")
+    if not Path(path).suffix and not Path(path).exists():
+        return preset(path)
+    return SystemConfig.from_yaml(path)
+
+
+def _overrides(items: list[str]) -> dict:
+    import yaml
+
+    out = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError("--set", item, "must look like key=value (e.g. model_dim=64 or patch_size=[3,2])")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+def add_commands(subparsers) -> None:
+    """Adds ``train`` and ``evaluate`` to the ``wavefront`` command line."""
+    p = subparsers.add_parser("train", help="train a learned channel estimator",
+                              description="Train a learned estimator on HDF5 shards or on frames simulated on the fly.")
+    p.add_argument("--model", default="adafortitran", help="registry name (default adafortitran)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="model hyper-parameter, e.g. model_dim=64 (repeatable)")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--on-the-fly", metavar="CONFIG", help="simulate training frames from this system config (YAML or preset name)")
+    src.add_argument("--train", metavar="DIR", help="folder of HDF5 training shards")
+    p.add_argument("--val", metavar="DIR", help="folder of HDF5 validation shards (default: simulated held-out frames)")
+    p.add_argument("--config", metavar="CONFIG", help="system config for --train data (YAML or preset; default: default)")
+    p.add_argument("--steps", type=int, help="optimiser steps (on-the-fly data)")
+    p.add_argument("--epochs", type=int, help="epochs over --train")
+    p.add_argument("--batch-size", type=int, default=64, help="global batch, split over DDP ranks (default 64)")
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--weight-decay", type=float, default=1e-4)
+    p.add_argument("--warmup-steps", type=int, default=200)
+    p.add_argument("--schedule", choices=["cosine", "plateau", "constant"], default="cosine")
+    p.add_argument("--grad-clip", type=float, default=1.0, help="max gradient norm (0: off)")
+    p.add_argument("--eval-every", type=int, default=500, help="steps between validations and checkpoints")
+    p.add_argument("--val-frames", type=int, default=2048, help="simulated validation frames")
+    p.add_argument("--patience", type=int, default=10, help="validations without improvement before stopping (0: never)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--amp", action="store_true", help="bf16 autocast on GPU")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument("--workers", type=int, default=0, help="DataLoader workers for --train")
+    p.add_argument("--out", help="run folder (default runs/<model>)")
+    p.add_argument("--resume", nargs="?", const=True, metavar="CHECKPOINT",
+                   help="continue from <out>/last.safetensors, or from CHECKPOINT")
+    p.add_argument("--stop-after", type=int, metavar="STEP", help="pause at this step (continue later with --resume)")
+    p.add_argument("--time-limit-min", type=float, help="pause after this many minutes (continue later with --resume)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_train)
+
+    e = subparsers.add_parser("evaluate", help="compare a trained estimator with LS, LMMSE and the MMSE bound",
+                              description="Print and save MSE (dB) per test condition for a checkpoint, LS-linear, "
+                                          "robust LMMSE and the MMSE bound, with plots against SNR, Doppler and delay spread.")
+    e.add_argument("--checkpoint", required=True, help="checkpoint path, or a model name with a shipped checkpoint")
+    e.add_argument("--suite", metavar="DIR", help="folder of test shards (default: simulate --conditions)")
+    e.add_argument("--conditions", default="paper", help="simulated conditions when no --suite: paper (default)")
+    e.add_argument("--frames-per-point", type=int, default=500)
+    e.add_argument("--config", help="system config (YAML or preset; default: the checkpoint's grid with TDL-A)")
+    e.add_argument("--baselines", default="ls-linear,lmmse-robust", help="comma-separated classical estimators")
+    e.add_argument("--device", default="auto")
+    e.add_argument("--seed", type=int, default=1)
+    e.add_argument("--out", default="eval", help="output folder (default eval/)")
+    e.add_argument("--no-plots", action="store_true")
+    e.set_defaults(func=_evaluate)
+
+
+def _train(args) -> int:
+    from wavefront.estimators.data import open_frame_folder
+    from wavefront.estimators.train import TrainConfig, TrainingDiverged, train
+
+    if args.train is None and args.on_the_fly is None:
+        raise ConfigError("train", None, "give --train DIR (HDF5 shards) or --on-the-fly CONFIG")
+    if args.train is not None and args.val is None:
+        raise ConfigError("val", None, "--train needs --val DIR")
+    config = _system_config(args.on_the_fly or args.config)
+    cfg = TrainConfig(model=args.model, model_overrides=_overrides(args.set), steps=args.steps, epochs=args.epochs,
+                      batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, warmup_steps=args.warmup_steps,
+                      schedule=args.schedule, grad_clip=args.grad_clip, eval_every=args.eval_every,
+                      val_frames=args.val_frames, patience=args.patience, seed=args.seed, device=args.device, amp=args.amp,
+                      compile=args.compile, num_workers=args.workers, out_dir=args.out or f"runs/{args.model}",
+                      stop_after=args.stop_after, time_limit_min=args.time_limit_min, progress=not args.no_progress)
+    train_data = open_frame_folder(args.train, config) if args.train else None
+    val_data = open_frame_folder(args.val, config) if args.val else None
+    try:
+        result = train(cfg, config, train_data, val_data, resume=args.resume)
+    except TrainingDiverged as exc:
+        print(f"wavefront: training stopped: {exc}", file=sys.stderr)
+        return 1
+    if int(__import__("os").environ.get("RANK", "0")) == 0:
+        print(json.dumps(result))
+    return 0
+
+
+def _evaluate(args) -> int:
+    from wavefront.estimators.checkpoint import Checkpoint
+    from wavefront.estimators.estimator import load_estimator, pretrained_path
+    from wavefront.estimators.evaluate import evaluate, format_table, plot_rows, save_rows
+
+    path = Path(args.checkpoint)
+    if not path.exists() and path.suffix != ".safetensors":
+        path = pretrained_path(args.checkpoint)
+    if args.config:
+        config = _system_config(args.config)
+    else:  # the checkpoint's grid and pilots; its channel ranges do not matter, every point sets them
+        config = Checkpoint(path).system_config if path.is_file() else _system_config(None)
+    est = load_estimator(args.checkpoint if not Path(args.checkpoint).exists() else str(path), config, device=args.device)
+    baselines = [b.strip() for b in args.baselines.split(",") if b.strip()]
+    rows = evaluate(est, config, conditions=args.conditions, suite=args.suite, frames_per_point=args.frames_per_point,
+                    baselines=baselines, seed=args.seed, device=args.device, progress=sys.stderr.isatty())
+    out = Path(args.out)
+    print(format_table(rows))
+    saved = [save_rows(rows, out)]
+    if not args.no_plots:
+        saved += plot_rows(rows, out, est.name)
+    print("saved " + ", ".join(str(p) for p in saved))
+    return 0

@@ -1,0 +1,144 @@
+"""Where training batches come from: frames simulated on the fly, or any torch Dataset of samples.
+
+A **sample** is a dict (a DataLoader batches it):
+
+    ``pilots``          [P_f, P_t] complex64  LS estimate at the pilots
+    ``h``               [F, T] complex64      true channel
+    ``snr_db``          float [dB]; ``delay_spread_s`` float [s]; ``doppler_hz`` float [Hz]
+
+Both sources are indexed by the **global optimiser step**: ``source.batch(step)`` returns the
+same frames for the same (seed, step) whatever came before, so a resumed run sees exactly the
+batches a straight run would. Each DDP rank takes its contiguous slice of the global batch, so
+the averaged gradients equal those of one process on the whole batch.
+"""
+from __future__ import annotations
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from wavefront.errors import ConfigError
+from wavefront.utils import derive_seed
+
+SAMPLE_KEYS = ("pilots", "h", "snr_db", "delay_spread_s", "doppler_hz")
+_VAL_STREAM = 0x5EED_0FA1  # separates validation seeds from training seeds
+
+
+def frames_to_batch(frames) -> dict[str, torch.Tensor]:
+    """Returns a batch dict (see module docstring) from a simulator ``Frames``."""
+    return {"pilots": frames.pilots_ls, "h": frames.h, "snr_db": frames.snr_db,
+            "delay_spread_s": frames.delay_spread_s, "doppler_hz": frames.doppler_hz}
+
+
+def shard(batch: dict, rank: int, world: int) -> dict:
+    """Returns rank ``rank``'s contiguous slice of a global batch (equal sizes: the caller checks divisibility)."""
+    if world == 1:
+        return batch
+    n = next(iter(batch.values())).shape[0] // world
+    return {k: v[rank * n:(rank + 1) * n] for k, v in batch.items()}
+
+
+def to_device(batch: dict, device) -> dict:
+    return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+
+def _frame_generator(config, device):
+    try:
+        from wavefront.sim.frames import FrameGenerator
+    except ImportError as exc:
+        raise ConfigError("data", "on-the-fly", f"the frame simulator is not available ({exc})") from None
+    return FrameGenerator(config, device=device)
+
+
+class OnTheFlySource:
+    """Frames simulated per step: ``batch(step)`` draws ``generate(global_batch, seed=derive_seed(seed, step))``.
+
+    Generation runs on ``device`` (the GPU when training there). ``steps_per_epoch`` is None.
+    """
+
+    steps_per_epoch = None
+
+    def __init__(self, config, batch_size: int, seed: int, device="cpu", rank: int = 0, world: int = 1):
+        self.gen = _frame_generator(config, device)
+        self.batch_size, self.seed, self.rank, self.world, self.device = batch_size, seed, rank, world, device
+
+    def batch(self, step: int) -> dict:
+        frames = self.gen.generate(self.batch_size, seed=derive_seed(self.seed, step), with_data=False)
+        return to_device(shard(frames_to_batch(frames), self.rank, self.world), self.device)
+
+
+def simulated_validation(config, num_frames: int, seed: int, device="cpu", chunk: int = 1024) -> list[dict]:
+    """Returns held-out frames as a list of batch dicts, drawn from a seed stream that training never uses."""
+    gen = _frame_generator(config, device)
+    out = []
+    for i, start in enumerate(range(0, num_frames, chunk)):
+        n = min(chunk, num_frames - start)
+        out.append(frames_to_batch(gen.generate(n, seed=derive_seed(seed, _VAL_STREAM, i), with_data=False)))
+    return out
+
+
+class DatasetSource:
+    """Batches from a map-style Dataset of samples: one seeded permutation per epoch, whole batches only.
+
+    Step ``s`` is batch ``s % steps_per_epoch`` of epoch ``s // steps_per_epoch`` (permutation
+    seeded by ``derive_seed(seed, epoch)``), so resuming at any step is exact.
+    """
+
+    def __init__(self, dataset: Dataset, batch_size: int, seed: int, device="cpu", rank: int = 0, world: int = 1,
+                 num_workers: int = 0):
+        self.dataset, self.batch_size, self.seed = dataset, batch_size, seed
+        self.device, self.rank, self.world, self.num_workers = device, rank, world, num_workers
+        self.steps_per_epoch = len(dataset) // batch_size
+        if self.steps_per_epoch < 1:
+            raise ConfigError("batch_size", batch_size, f"is larger than the training set ({len(dataset)} samples)")
+        self._iter, self._next_step = None, None
+
+    def _indices(self, epoch: int, first_batch: int):
+        g = torch.Generator().manual_seed(derive_seed(self.seed, epoch))
+        perm = torch.randperm(len(self.dataset), generator=g).tolist()
+        n = self.batch_size // self.world
+        for b in range(first_batch, self.steps_per_epoch):
+            chunk = perm[b * self.batch_size:(b + 1) * self.batch_size]
+            yield chunk[self.rank * n:(self.rank + 1) * n]
+
+    def batch(self, step: int) -> dict:
+        if self._next_step != step:  # first call, a resume, or a new epoch: restart the loader at this step
+            epoch, first = divmod(step, self.steps_per_epoch)
+            loader = DataLoader(self.dataset, batch_sampler=list(self._indices(epoch, first)),
+                                num_workers=self.num_workers, pin_memory=str(self.device).startswith("cuda"))
+            self._iter = iter(loader)
+        b = next(self._iter)
+        self._next_step = step + 1 if (step + 1) % self.steps_per_epoch else None
+        missing = [k for k in SAMPLE_KEYS if k not in b]
+        if missing:
+            raise ConfigError("dataset", type(self.dataset).__name__, f"samples lack {missing}; expected keys {list(SAMPLE_KEYS)}")
+        return to_device(b, self.device)
+
+
+def dataset_validation(dataset: Dataset, batch_size: int = 1024) -> list[dict]:
+    """Returns a validation Dataset as a list of batch dicts (kept on CPU)."""
+    return list(DataLoader(dataset, batch_size=batch_size, shuffle=False))
+
+
+def open_frame_folder(path: str, config) -> Dataset:
+    """Returns the HDF5-shard dataset in folder ``path`` (``wavefront.datasets.H5FrameDataset``)."""
+    try:
+        from wavefront.datasets import H5FrameDataset
+    except ImportError:
+        raise ConfigError("train", str(path), "reading HDF5 shards needs wavefront.datasets.H5FrameDataset, which this "
+                                              "installation lacks; use --on-the-fly CONFIG instead") from None
+    ds = H5FrameDataset(path)
+    stored = None
+    try:  # shards record their SystemConfig as JSON in the root attributes
+        import json
+
+        from wavefront.datasets.shards import read_attrs
+        from wavefront.sim.config import SystemConfig
+
+        stored = SystemConfig.from_dict(json.loads(read_attrs(ds.files[0])["config"]))
+    except (ImportError, AttributeError, IndexError, KeyError, TypeError, ValueError):
+        pass  # no recorded config: a grid mismatch still fails at the model's shape check
+    if stored is not None:
+        from wavefront.estimators.checkpoint import check_grid_matches
+
+        check_grid_matches(stored, config, path, what="dataset")
+    return ds

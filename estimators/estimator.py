@@ -1,0 +1,81 @@
+"""Trained models behind the estimator interface that the sweep and evaluation share."""
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import torch
+
+from wavefront.errors import ConfigError
+from wavefront.estimators.checkpoint import Checkpoint
+
+PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
+
+
+class LearnedEstimator:
+    """A trained model with the estimator interface: ``name`` and ``estimate(pilots, meta)``.
+
+    ``estimate`` runs without gradients in eval mode, on the model's device, with bf16
+    autocast on CUDA when ``amp`` is set, in chunks of ``max_batch`` frames.
+    """
+
+    def __init__(self, model, name: str | None = None, device="cpu", amp: bool = False, max_batch: int = 4096):
+        from wavefront.utils import resolve_device
+
+        self.device = resolve_device(device)
+        self.model = model.to(self.device).eval()
+        self.name = name or model.name
+        self.amp = bool(amp) and self.device.type == "cuda"
+        self.max_batch = int(max_batch)
+
+    @torch.no_grad()
+    def estimate(self, pilots: torch.Tensor, meta: dict | None = None) -> torch.Tensor:
+        """Returns ``[B, F, T]`` complex64 on ``pilots``' device from LS pilots ``[B, P_f, P_t]`` complex64.
+
+        ``meta``: ``{"snr_db", "delay_spread_s", "doppler_hz"}`` as ``[B]`` tensors (dB, s, Hz).
+        """
+        out = []
+        for start in range(0, pilots.shape[0], self.max_batch):
+            sl = slice(start, start + self.max_batch)
+            m = {k: (v[sl].to(self.device) if torch.is_tensor(v) and v.dim() else v) for k, v in (meta or {}).items()}
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp):
+                out.append(self.model(pilots[sl].to(self.device), m).to(torch.complex64))
+        return torch.cat(out).to(pilots.device)
+
+
+def pretrained_path(name: str) -> Path:
+    """Returns the path of the shipped checkpoint for registry name ``name`` (it may not exist)."""
+    return PRETRAINED_DIR / f"{name}-default.safetensors"
+
+
+def load_estimator(name_or_path: str, config, device="cpu") -> LearnedEstimator:
+    """Returns a trained estimator for ``config`` (a SystemConfig) from a registry name or a checkpoint path.
+
+    A registry name (e.g. ``adafortitran``) loads the shipped checkpoint
+    ``estimators/pretrained/<name>-default.safetensors``. Raises ConfigError for an unknown name,
+    a missing, corrupt or foreign checkpoint, or one trained for another grid or pilot pattern.
+    """
+    from wavefront.estimators.registry import list_models
+
+    p = Path(str(name_or_path))
+    if p.suffix == ".safetensors" or p.exists():
+        path, label = p, None
+    elif name_or_path in list_models():
+        path, label = pretrained_path(name_or_path), name_or_path
+        if not path.is_file():
+            shipped = sorted(f.name.removesuffix("-default.safetensors") for f in PRETRAINED_DIR.glob("*-default.safetensors"))
+            raise ConfigError("estimator", name_or_path, f"no pretrained checkpoint is shipped for this model "
+                              f"(shipped: {', '.join(shipped) or 'none'}); train one with `wavefront train` and pass its path")
+    else:
+        raise ConfigError("estimator", name_or_path, "neither a checkpoint file nor a learned model "
+                                                     f"({', '.join(list_models())})")
+    ck = Checkpoint(path)
+    stored = ck.system_config
+    model = ck.build_model(config)
+    if stored.ofdm.subcarrier_spacing_hz != config.ofdm.subcarrier_spacing_hz:
+        warnings.warn(f"{path.name} was trained at {stored.ofdm.subcarrier_spacing_hz:g} Hz subcarrier spacing, "
+                      f"the config has {config.ofdm.subcarrier_spacing_hz:g} Hz", stacklevel=2)
+    if label is None:  # a run's best/last checkpoint is named after its model, other files after themselves
+        label = ck.model_name if p.stem in ("best", "last") else p.stem
+    return LearnedEstimator(model, name=label, device=device)
+

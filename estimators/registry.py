@@ -1,0 +1,131 @@
+"""One registry of learned estimators: ``@register_model`` on a class, ``create(name, config, **overrides)``.
+
+Every model file in this folder is named ``model_*.py`` and is imported on first use, so
+adding a model is one file and one decorator; the trainer never changes.
+
+A registered model is an :class:`EstimatorModel`: it takes complex pilots ``[B, P_f, P_t]``
+and the channel conditions and returns the complex grid ``[B, F, T]``. Subclasses write only
+:meth:`EstimatorModel.forward_real`, which sees real tensors ``[2B, P_f, P_t]`` (real
+parts, then imaginary parts: one batched pass through shared weights).
+"""
+from __future__ import annotations
+
+import importlib
+import inspect
+import pkgutil
+from typing import Callable
+
+import torch
+from torch import nn
+
+from wavefront.errors import ConfigError
+from wavefront.estimators.blocks import complex_to_stacked, normalise_conditions, stacked_to_complex
+
+_REGISTRY: dict[str, type] = {}
+_LOADED = False
+
+
+class EstimatorModel(nn.Module):
+    """Base of every learned estimator.
+
+    Attributes set by :func:`create`: ``name`` (registry name), ``hparams`` (the keyword
+    arguments that rebuild it), ``ofdm`` (the grid it was built for).
+    ``uses_conditions``: whether the model reads SNR / delay spread / Doppler.
+    """
+
+    uses_conditions = False
+
+    def __init__(self, system_config):
+        super().__init__()
+        self.ofdm = system_config.ofdm
+        self.grid_shape = tuple(self.ofdm.grid_shape)
+        self.pilot_shape = tuple(self.ofdm.pilot_shape)
+
+    def forward_real(self, x: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
+        """Returns ``[N, F, T]`` real from real pilots ``[N, P_f, P_t]`` and conditions ``[N, 3]`` (or None)."""
+        raise NotImplementedError
+
+    def forward(self, pilots: torch.Tensor, meta: dict | None = None) -> torch.Tensor:
+        """Returns the channel estimate ``[B, F, T]`` complex64.
+
+        ``pilots``: ``[B, P_f, P_t]`` complex, the LS estimates at the pilots.
+        ``meta``: ``{"snr_db" [dB], "delay_spread_s" [s], "doppler_hz" [Hz]}``, each ``[B]``;
+        needed only by conditioned models.
+        """
+        if pilots.dim() != 3 or tuple(pilots.shape[1:]) != self.pilot_shape:
+            raise ConfigError("pilots", tuple(pilots.shape), f"expected [B, {self.pilot_shape[0]}, {self.pilot_shape[1]}]")
+        b = pilots.shape[0]
+        x = complex_to_stacked(pilots.to(torch.complex64))
+        cond = None
+        if self.uses_conditions:
+            cond = normalise_conditions(meta, b, pilots.device).repeat(2, 1)
+        return stacked_to_complex(self.forward_real(x, cond))
+
+
+def register_model(name: str) -> Callable[[type], type]:
+    """Class decorator: registers an :class:`EstimatorModel` subclass under ``name``."""
+
+    def wrap(cls):
+        if name in _REGISTRY and _REGISTRY[name] is not cls:
+            raise ValueError(f"model name {name!r} is registered twice")
+        _REGISTRY[name] = cls
+        cls.registry_name = name
+        return cls
+
+    return wrap
+
+
+def _load_model_files() -> None:
+    global _LOADED
+    if _LOADED:
+        return
+    import wavefront.estimators as pkg
+
+    for info in pkgutil.iter_modules(pkg.__path__):
+        if info.name.startswith("model_"):
+            importlib.import_module(f"wavefront.estimators.{info.name}")
+    _LOADED = True
+
+
+def list_models() -> list[str]:
+    """Returns the registered model names, sorted."""
+    _load_model_files()
+    return sorted(_REGISTRY)
+
+
+def model_defaults(name: str) -> dict:
+    """Returns the default hyper-parameters (keyword arguments) of model ``name``."""
+    cls = _lookup(name)
+    sig = inspect.signature(cls.__init__)
+    return {k: p.default for k, p in list(sig.parameters.items())[2:] if p.default is not inspect.Parameter.empty}
+
+
+def _lookup(name: str) -> type:
+    _load_model_files()
+    if name not in _REGISTRY:
+        raise ConfigError("model", name, f"unknown; choose one of {', '.join(sorted(_REGISTRY))}")
+    return _REGISTRY[name]
+
+
+def create(name: str, system_config, **overrides) -> EstimatorModel:
+    """Returns a freshly initialised model ``name`` for ``system_config`` (a SystemConfig).
+
+    ``overrides`` replace default hyper-parameters (e.g. ``model_dim=32``); an unknown key,
+    or a grid the model cannot handle, raises ConfigError.
+    """
+    cls = _lookup(name)
+    defaults = model_defaults(name)
+    unknown = sorted(set(overrides) - set(defaults))
+    if unknown:
+        raise ConfigError(f"{name}.{unknown[0]}", overrides[unknown[0]],
+                          f"unknown hyper-parameter; allowed: {', '.join(sorted(defaults)) or 'none'}")
+    hparams = {**defaults, **overrides}
+    hparams = {k: (list(v) if isinstance(v, tuple) else v) for k, v in hparams.items()}
+    model = cls(system_config, **hparams)
+    model.name, model.hparams = name, hparams
+    return model
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Returns the number of trainable parameters."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)

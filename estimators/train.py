@@ -1,0 +1,387 @@
+"""The training loop: one readable function, :func:`train`.
+
+AdamW; linear warm-up then cosine decay (or a plateau schedule); gradient clipping; early
+stopping on validation MSE; a NaN/inf guard; checkpoints (safetensors) that resume the same
+loss curve; DDP through ``torchrun`` (NCCL on GPU, gloo on CPU); bf16 autocast on GPU and
+optional ``torch.compile``. Logs train and validation MSE in dB to ``<out_dir>/log.csv``.
+
+**MSE** everywhere is ``mean |H_hat - H|^2`` per resource element. With the simulator's
+``E|H|^2 = 1`` it equals the NMSE. (The official loss, ``MSELoss`` over ``cat(real, imag)``,
+is half of it; the gradients differ by that constant only.)
+"""
+from __future__ import annotations
+
+import contextlib
+import csv
+import dataclasses
+import math
+import os
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from wavefront.errors import ConfigError
+from wavefront.estimators import checkpoint as ckpt
+from wavefront.estimators.data import DatasetSource, OnTheFlySource, dataset_validation, simulated_validation
+from wavefront.estimators.registry import count_parameters, create
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss or the gradient norm became NaN or infinite; training stopped."""
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run needs besides the system config and the data.
+
+    ``batch_size`` is global: DDP ranks split it evenly. ``steps`` (on-the-fly data) or
+    ``epochs`` (a dataset) sets the length; ``stop_after`` ends this run early at that step,
+    and ``time_limit_min`` after that many minutes of wall-clock time; either way the run can be
+    continued with ``resume`` (the schedule still spans ``steps``).
+    ``patience``: evaluations without a new best validation MSE before early stopping (0: never).
+    """
+
+    model: str = "adafortitran"
+    model_overrides: dict = field(default_factory=dict)
+    steps: int | None = None
+    epochs: int | None = None
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    warmup_steps: int = 200
+    schedule: str = "cosine"  # cosine | plateau | constant
+    min_lr_ratio: float = 0.01
+    plateau_factor: float = 0.5
+    plateau_patience: int = 3
+    grad_clip: float = 1.0
+    eval_every: int = 500
+    val_frames: int = 2048
+    patience: int = 10
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = False
+    amp_dtype: str = "bf16"  # bf16 | fp16 (fp16 adds a GradScaler)
+    compile: bool = False
+    num_workers: int = 0
+    out_dir: str = "runs/run"
+    stop_after: int | None = None
+    time_limit_min: float | None = None
+    progress: bool = True
+
+    def check(self) -> None:
+        """Raises ConfigError for the first bad value."""
+        if (self.steps is None) == (self.epochs is None):
+            raise ConfigError("steps", self.steps, "give exactly one of steps (on-the-fly data) or epochs (a dataset)")
+        for name in ("steps", "epochs"):
+            v = getattr(self, name)
+            if v is not None and v < 1:
+                raise ConfigError(name, v, "must be >= 1")
+        for name, lo in (("batch_size", 1), ("eval_every", 1), ("val_frames", 1), ("warmup_steps", 0), ("patience", 0),
+                         ("num_workers", 0), ("plateau_patience", 1)):
+            if getattr(self, name) < lo:
+                raise ConfigError(name, getattr(self, name), f"must be >= {lo}")
+        for name in ("lr", "min_lr_ratio", "plateau_factor"):
+            v = getattr(self, name)
+            if not (math.isfinite(v) and v > 0):
+                raise ConfigError(name, v, "must be a positive number")
+        if self.weight_decay < 0 or self.grad_clip < 0:
+            raise ConfigError("weight_decay" if self.weight_decay < 0 else "grad_clip",
+                              min(self.weight_decay, self.grad_clip), "must be >= 0")
+        if self.schedule not in ("cosine", "plateau", "constant"):
+            raise ConfigError("schedule", self.schedule, "choose cosine, plateau or constant")
+        if self.amp_dtype not in ("bf16", "fp16"):
+            raise ConfigError("amp_dtype", self.amp_dtype, "choose bf16 or fp16")
+
+
+# ---- small pieces the loop is made of ---------------------------------------------------
+def channel_mse(estimate: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+    """Returns ``mean |estimate - h|^2`` (a real scalar) for complex ``[B, F, T]`` tensors."""
+    d = estimate - h
+    return (d.real.square() + d.imag.square()).mean()
+
+
+def to_db(mse: float) -> float:
+    return 10.0 * math.log10(mse) if mse > 0 else -math.inf
+
+
+def lr_at(step: int, cfg: TrainConfig, total_steps: int, plateau_scale: float = 1.0) -> float:
+    """Returns the learning rate of optimiser step ``step`` (0-based): linear warm-up, then the schedule."""
+    warmup = min(cfg.warmup_steps, max(total_steps - 1, 0))
+    if step < warmup:
+        return cfg.lr * (step + 1) / warmup
+    if cfg.schedule == "cosine":
+        progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
+        return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+    return cfg.lr * plateau_scale
+
+
+def distributed_context():
+    """Returns ``(rank, world_size, local_rank)``, starting the process group under ``torchrun`` when needed."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return 0, 1, 0
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        _STARTED_GROUP.append(True)
+    return dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0"))
+
+
+_STARTED_GROUP: list = []  # non-empty when train() started the process group, so it also ends it
+
+
+def wrap_ddp(model, device):
+    """Returns ``model`` wrapped in DistributedDataParallel when a process group runs, else ``model``."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+
+def loss_and_backward(model, batch: dict, amp_ctx=None, scaler=None) -> torch.Tensor:
+    """Runs forward and backward on one (per-rank) batch and returns the detached loss.
+
+    Under DDP the backward pass averages the gradients over ranks.
+    """
+    with amp_ctx or contextlib.nullcontext():
+        loss = channel_mse(model(batch["pilots"], batch), batch["h"])
+    (scaler.scale(loss) if scaler is not None else loss).backward()
+    return loss.detach()
+
+
+def _all_mean(x: torch.Tensor, world: int) -> torch.Tensor:
+    if world > 1:
+        import torch.distributed as dist
+
+        x = x.clone()
+        dist.all_reduce(x)
+        x /= world
+    return x
+
+
+@torch.no_grad()
+def validation_mse(model, batches: list[dict], device, amp_ctx=None) -> float:
+    """Returns the mean MSE (linear) of ``model`` over validation batches (eval mode, no gradients)."""
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    for b in batches:
+        b = {k: v.to(device) for k, v in b.items()}
+        with amp_ctx or contextlib.nullcontext():
+            est = model(b["pilots"], b)
+        total += float(channel_mse(est.to(torch.complex64), b["h"])) * b["h"].numel()
+        count += b["h"].numel()
+    model.train(was_training)
+    return total / count
+
+
+def ls_linear_mse(system_config, batches: list[dict]) -> float | None:
+    """Returns the LS-linear MSE on the validation batches (a reference line in the log), or None without the simulator."""
+    try:
+        from wavefront.sim.estimators import get_classical
+    except ImportError:
+        return None
+    est = get_classical("ls-linear", system_config)
+    total, count = 0.0, 0
+    for b in batches:
+        meta = {k: b[k] for k in ("snr_db", "delay_spread_s", "doppler_hz")}
+        total += float(channel_mse(est.estimate(b["pilots"], meta), b["h"])) * b["h"].numel()
+        count += b["h"].numel()
+    return total / count
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """Drops log rows after ``step`` so a resumed run continues the curve instead of repeating it."""
+    if not path.exists():
+        return
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    kept = rows[:1] + [r for r in rows[1:] if r and int(r[0]) <= step]
+    with open(path, "w", newline="") as f:
+        csv.writer(f).writerows(kept)
+
+
+LOG_COLUMNS = ["step", "epoch", "lr", "train_mse_db", "val_mse_db", "best_val_mse_db", "val_ls_linear_db", "samples_per_s",
+               "elapsed_s"]
+
+
+# ---- the loop ---------------------------------------------------------------------------
+def train(cfg: TrainConfig, system_config, train_data=None, val_data=None, resume: str | bool | None = None) -> dict:
+    """Trains ``cfg.model`` and returns a summary dict (steps, best and last validation MSE in dB, why it stopped).
+
+    ``train_data``: a Dataset of samples (see :mod:`wavefront.estimators.data`) or None to
+    simulate frames on the fly from ``system_config``. ``val_data``: a Dataset, or None for
+    ``cfg.val_frames`` simulated held-out frames. ``resume``: True (``<out_dir>/last.safetensors``)
+    or a checkpoint path. Raises :class:`TrainingDiverged` on a NaN/inf loss or gradient.
+    """
+    from wavefront.utils import resolve_device
+
+    cfg.check()
+    rank, world, local_rank = distributed_context()
+    device = resolve_device(cfg.device)
+    if device.type == "cuda" and world > 1:
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    if cfg.batch_size % world:
+        raise ConfigError("batch_size", cfg.batch_size, f"must split evenly over {world} ranks")
+    if train_data is None and cfg.epochs is not None:
+        raise ConfigError("epochs", cfg.epochs, "on-the-fly data has no epochs; give steps")
+    out = Path(cfg.out_dir)
+    is_main = rank == 0
+
+    # Data: indexed by global step so that resume and DDP see the batches a straight run would.
+    if train_data is None:
+        source = OnTheFlySource(system_config, cfg.batch_size, cfg.seed, device, rank, world)
+        val = simulated_validation(system_config, cfg.val_frames, cfg.seed, device)
+    else:
+        source = DatasetSource(train_data, cfg.batch_size, cfg.seed, device, rank, world, cfg.num_workers)
+        val = dataset_validation(val_data) if val_data is not None else \
+            simulated_validation(system_config, cfg.val_frames, cfg.seed, device)
+    total = cfg.steps if cfg.steps is not None else cfg.epochs * source.steps_per_epoch
+
+    torch.manual_seed(cfg.seed)
+    model = create(cfg.model, system_config, **cfg.model_overrides).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    use_amp = cfg.amp and device.type == "cuda"
+    if cfg.amp and not use_amp:
+        warnings.warn("--amp needs a GPU; training in float32 on CPU", stacklevel=2)
+    amp_dtype = torch.bfloat16 if cfg.amp_dtype == "bf16" else torch.float16
+    scaler = torch.amp.GradScaler(device.type, enabled=use_amp and amp_dtype == torch.float16)
+
+    def amp_ctx():
+        return torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp)
+
+    state = {"plateau_scale": 1.0, "plateau_bad": 0, "best_val": math.inf, "evals_since_best": 0}
+    start = 0
+    if resume:
+        path = out / "last.safetensors" if resume is True else Path(resume)
+        ck = ckpt.Checkpoint(path)
+        if ck.model_name != cfg.model or ck.hparams != model.hparams:
+            raise ConfigError("resume", str(path), f"holds {ck.model_name} {ck.hparams}, this run builds {cfg.model} "
+                                                   f"{model.hparams}; resume with the same model options")
+        ckpt.check_grid_matches(ck.system_config, system_config, path)
+        ck.load_model_state(model)
+        ck.load_optimizer_state(optimizer)
+        if ck.trainer:
+            state.update(ck.trainer.get("state", {}))
+            if ck.trainer.get("scaler"):
+                scaler.load_state_dict(ck.trainer["scaler"])
+        start = ck.step
+        resumed_window = tuple((ck.trainer or {}).get("window") or (0.0, 0))
+        ck.restore_rng()
+        if is_main:
+            _truncate_log(out / "log.csv", start)
+
+    ddp_model = wrap_ddp(model, device)
+    fwd = torch.compile(ddp_model) if cfg.compile else ddp_model
+    val_ls = ls_linear_mse(system_config, val) if is_main else None
+
+    def save(name: str, metrics: dict) -> None:
+        if is_main:
+            ckpt.save(out / name, model, system_config, step=step, optimizer=optimizer,
+                      trainer_state={"state": state, "window": [window_loss, window_n],  # the logged train MSE's running sum
+                                     "scaler": scaler.state_dict() if scaler.is_enabled() else None,
+                                     "config": dataclasses.asdict(cfg), "metrics": metrics})
+
+    log_path = out / "log.csv"
+    if is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        if not resume or not log_path.exists():  # a fresh run starts a fresh log
+            with open(log_path, "w", newline="") as f:
+                csv.writer(f).writerow(LOG_COLUMNS)
+        print(f"training {cfg.model} ({count_parameters(model):,} parameters) on {device}"
+              f"{f' x{world} ranks' if world > 1 else ''}, steps {start} -> {total}, batch {cfg.batch_size}")
+    bar = None
+    if is_main and cfg.progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, initial=start, unit="step", dynamic_ncols=True, leave=False)
+
+    end = min(total, cfg.stop_after) if cfg.stop_after is not None else total
+    step, stopped = start, "finished"
+    window_loss, window_n = (resumed_window if resume else (0.0, 0))
+    last_val, t0, t_window = None, time.perf_counter(), time.perf_counter()
+    model.train()
+    while step < end:
+        lr = lr_at(step, cfg, total, state["plateau_scale"])
+        for g in optimizer.param_groups:
+            g["lr"] = lr
+        batch = source.batch(step)
+        loss = loss_and_backward(fwd, batch, amp_ctx(), scaler if scaler.is_enabled() else None)
+        scaler.unscale_(optimizer)
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else math.inf)
+        loss = _all_mean(loss.float(), world)
+        if not scaler.is_enabled() and not (torch.isfinite(loss) and torch.isfinite(grad_norm)):
+            what = "loss" if not torch.isfinite(loss) else "gradient norm"
+            raise TrainingDiverged(f"the {what} became {float(loss if what == 'loss' else grad_norm)} at step {step} "
+                                   f"(lr {lr:.3g}); the last good checkpoint is {out / 'last.safetensors'}; "
+                                   f"lower --lr or --grad-clip")
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+        out_of_time = cfg.time_limit_min is not None and time.perf_counter() - t0 > 60 * cfg.time_limit_min
+        window_loss += float(loss)
+        window_n += 1
+        if bar is not None:
+            bar.update(1)
+            if step % 10 == 0:
+                bar.set_postfix(train_db=f"{to_db(window_loss / window_n):.2f}")
+
+        if step % cfg.eval_every == 0 or step == total or out_of_time:
+            val_mse = validation_mse(fwd, val, device, amp_ctx())
+            last_val = val_mse
+            improved = val_mse < state["best_val"] * (1 - 1e-4)  # at least 0.0004 dB better counts as progress
+            if improved:
+                state["best_val"], state["evals_since_best"], state["plateau_bad"] = val_mse, 0, 0
+            else:
+                state["evals_since_best"] += 1
+                state["plateau_bad"] += 1
+                if cfg.schedule == "plateau" and state["plateau_bad"] >= cfg.plateau_patience:
+                    state["plateau_scale"] *= cfg.plateau_factor
+                    state["plateau_bad"] = 0
+            now = time.perf_counter()
+            metrics = {"step": step, "train_mse_db": to_db(window_loss / window_n), "val_mse_db": to_db(val_mse),
+                       "best_val_mse_db": to_db(state["best_val"]), "val_ls_linear_db": to_db(val_ls) if val_ls else None}
+            if is_main:
+                epoch = step / source.steps_per_epoch if source.steps_per_epoch else ""
+                with open(log_path, "a", newline="") as f:
+                    csv.writer(f).writerow([step, f"{epoch:.3f}" if epoch != "" else "", f"{lr:.4g}",
+                                            f"{metrics['train_mse_db']:.3f}", f"{metrics['val_mse_db']:.3f}",
+                                            f"{metrics['best_val_mse_db']:.3f}",
+                                            f"{metrics['val_ls_linear_db']:.3f}" if val_ls else "",
+                                            f"{window_n * cfg.batch_size / (now - t_window):.1f}", f"{now - t0:.1f}"])
+                if bar is not None:
+                    bar.write(f"step {step}: train {metrics['train_mse_db']:.2f} dB, val {metrics['val_mse_db']:.2f} dB"
+                              + (f" (LS-linear {metrics['val_ls_linear_db']:.2f} dB)" if val_ls else ""))
+            window_loss, window_n, t_window = 0.0, 0, time.perf_counter()
+            save("last.safetensors", metrics)
+            if improved:
+                save("best.safetensors", metrics)
+            if cfg.patience and state["evals_since_best"] >= cfg.patience:
+                stopped = "early-stopped"
+                break
+            if out_of_time and step < total:
+                stopped = "time-limit"  # evaluated and saved above: resumable
+                break
+    if step < total and stopped == "finished":
+        stopped = "paused"  # stop_after: keep the state for --resume; no extra evaluation, so the curve is unchanged
+        save("last.safetensors", {"step": step})
+    if bar is not None:
+        bar.close()
+    if _STARTED_GROUP:
+        import torch.distributed as dist
+
+        dist.destroy_process_group()
+        _STARTED_GROUP.clear()
+    return {"step": step, "total_steps": total, "stopped": stopped,
+            "best_val_mse_db": to_db(state["best_val"]), "val_mse_db": to_db(last_val) if last_val else None,
+            "val_ls_linear_db": to_db(val_ls) if val_ls else None, "checkpoint": str(out / "best.safetensors"),
+            "parameters": count_parameters(model)}

@@ -1,0 +1,96 @@
+"""Model zoo: shapes on two grids, clear errors, official parameter counts, one pass = two passes."""
+import pytest
+import torch
+from est_helpers import TINY, meta_for
+
+from wavefront.errors import ConfigError
+from wavefront.estimators import count_parameters, create, list_models
+from wavefront.sim.config import SystemConfig
+
+ALL = ["adafortitran", "channelnet", "convnext", "espcn", "fortitran", "interpolatenet", "linear", "reesnet"]
+
+
+def test_registry_lists_the_zoo():
+    assert list_models() == ALL
+
+
+@pytest.mark.parametrize("name", ALL)
+@pytest.mark.parametrize("which", ["default_config", "narrow_config"])
+def test_every_model_maps_pilots_to_the_full_grid(name, which, request):
+    config = request.getfixturevalue(which)
+    torch.manual_seed(0)
+    model = create(name, config)
+    pf, pt = config.ofdm.pilot_shape
+    pilots = torch.randn(3, pf, pt, dtype=torch.complex64)
+    with torch.no_grad():
+        out = model(pilots, meta_for(3))
+    assert out.shape == (3, *config.ofdm.grid_shape) and out.dtype == torch.complex64
+    assert torch.isfinite(torch.view_as_real(out)).all()
+    if which == "default_config":
+        assert (pf, pt) == (12, 2) and out.shape[1:] == (120, 14)
+
+
+@pytest.mark.parametrize("name", ["reesnet", "espcn"])
+def test_integer_upsamplers_refuse_a_pilot_grid_that_does_not_divide(name):
+    config = SystemConfig.from_dict({"ofdm": {"num_subcarriers": 72, "pilot_subcarrier_spacing": 5}})  # 15 pilots
+    with pytest.raises(ConfigError, match="divide the 72x14 grid"):
+        create(name, config)
+    create("interpolatenet", config)  # the resize-based sibling handles it
+
+
+def test_patch_that_does_not_tile_the_grid_is_a_config_error(default_config):
+    with pytest.raises(ConfigError, match=r"patch_size=\[7, 2\].*must divide the 120x14 grid"):
+        create("adafortitran", default_config, patch_size=(7, 2))
+
+
+def test_unknown_model_or_option_is_a_config_error(default_config):
+    with pytest.raises(ConfigError, match="unknown; choose one of adafortitran"):
+        create("resnet9000", default_config)
+    with pytest.raises(ConfigError, match="unknown hyper-parameter"):
+        create("linear", default_config, model_dim=3)
+    with pytest.raises(ConfigError, match="must divide model_dim"):
+        create("fortitran", default_config, model_dim=30, num_heads=4)
+
+
+def test_wrong_pilot_shape_is_a_config_error(default_config):
+    with pytest.raises(ConfigError, match=r"expected \[B, 12, 2\]"):
+        create("linear", default_config)(torch.zeros(2, 40, 2, dtype=torch.complex64))
+
+
+@pytest.mark.parametrize("preset_name,ada,forti", [("default", 987_746, 913_688), ("adafortitran-paper", 1_081_826, 1_007_768)])
+def test_parameter_counts_match_the_official_code_with_its_512_row_table(preset_name, ada, forti):
+    from wavefront.sim.config import preset
+
+    config = preset(preset_name)
+    assert count_parameters(create("adafortitran", config, pos_rows=512)) == ada
+    assert count_parameters(create("fortitran", config, pos_rows=512)) == forti
+    # Our default sizes the table to the 280 patches: 232 x 128 fewer parameters.
+    assert count_parameters(create("adafortitran", config)) == ada - 232 * 128
+
+
+def test_one_batched_pass_equals_the_official_two_pass_computation(default_config):
+    torch.manual_seed(1)
+    model = create("adafortitran", default_config, **{**TINY, "dropout": 0.1}).eval()
+    pilots = torch.randn(4, 12, 2, dtype=torch.complex64)
+    meta = meta_for(4, snr_db=torch.tensor([0.0, 5, 10, 20]))
+    with torch.no_grad():
+        torch.testing.assert_close(model(pilots, meta), model.forward_two_pass(pilots, meta), rtol=1e-5, atol=1e-6)
+
+
+def test_conditions_steer_adafortitran_only(default_config):
+    torch.manual_seed(2)
+    pilots = torch.randn(2, 12, 2, dtype=torch.complex64)
+    ada = create("adafortitran", default_config, **TINY).eval()
+    forti = create("fortitran", default_config, **TINY).eval()
+    with torch.no_grad():
+        assert not torch.allclose(ada(pilots, meta_for(2, snr_db=0.0)), ada(pilots, meta_for(2, snr_db=20.0)))
+        assert torch.equal(forti(pilots, meta_for(2, snr_db=0.0)), forti(pilots, None))
+    with pytest.raises(ConfigError, match="needs 'snr_db'"):
+        ada(pilots, None)
+
+
+def test_condition_tokens_are_the_papers_mlp_1_7_42_560(default_config):
+    model = create("adafortitran", default_config)
+    shapes = [tuple(m.weight.shape) for m in model.conditions.mlps[0] if isinstance(m, torch.nn.Linear)]
+    assert shapes == [(7, 1), (42, 7), (560, 42)]
+    assert len(model.transformer.encoder.layers) == 6 and model.transformer.linear_in.in_features == 6 + 6

@@ -1,0 +1,193 @@
+"""Training loop: beats LS-linear, resumes exactly, trains from a Dataset, stops on NaN, refuses bad checkpoints."""
+import pickle
+
+import pytest
+import torch
+from est_helpers import TINY, SampleDataset
+
+from wavefront.errors import ConfigError
+from wavefront.estimators import checkpoint as ckpt
+from wavefront.estimators import load_estimator
+from wavefront.estimators.train import TrainConfig, TrainingDiverged, train
+from wavefront.sim.config import SystemConfig
+from wavefront.sim.frames import FrameGenerator
+
+FIXED_SNR = SystemConfig.from_dict({"channel": {"snr_db": 5.0, "delay_spread_s": 100e-9, "doppler_hz": 100.0}})
+
+
+def _cfg(tmp_path, name="fortitran", **kw):
+    base = dict(model=name, model_overrides=dict(TINY), steps=6, batch_size=8, lr=3e-3, warmup_steps=2, eval_every=3,
+                val_frames=32, device="cpu", out_dir=str(tmp_path / name), progress=False, patience=0)
+    return TrainConfig(**{**base, **kw})
+
+
+def frame_dataset(n, seed, poison=False):
+    """Returns a SampleDataset of ``n`` simulated frames (optionally with NaN pilots)."""
+    ds = SampleDataset.from_frames(FrameGenerator(FIXED_SNR).generate(n, seed=seed, with_data=False))
+    if poison:
+        ds.cols["pilots"] = torch.full_like(ds.cols["pilots"], float("nan"))
+    return ds
+
+
+ZERO_DB = SystemConfig.from_dict({"channel": {"snr_db": 0.0, "delay_spread_s": 100e-9, "doppler_hz": 100.0}})
+
+
+@pytest.mark.parametrize("name", ["fortitran", "adafortitran"])
+def test_a_short_cpu_run_beats_ls_linear_on_held_out_frames(name, tmp_path):
+    # 150 steps x 16 on-the-fly frames at a fixed 0 dB SNR, tiny widths (the architecture is unchanged);
+    # validation frames come from a seed stream that training never draws from.
+    result = train(_cfg(tmp_path, name, steps=150, batch_size=16, lr=5e-3, warmup_steps=15, eval_every=50,
+                        val_frames=256), ZERO_DB)
+    print(f"{name}: {result['best_val_mse_db']:.2f} dB vs LS-linear {result['val_ls_linear_db']:.2f} dB")
+    assert result["val_ls_linear_db"] == pytest.approx(-1.2, abs=0.5)
+    assert result["best_val_mse_db"] < result["val_ls_linear_db"] - 2.0
+
+
+def test_resume_continues_the_same_curve_as_a_straight_run(tmp_path):
+    # Dropout on, so the restored RNG state matters as much as the optimiser state and the data.
+    kw = dict(model_overrides={**TINY, "dropout": 0.1}, steps=8, eval_every=4)
+    straight = train(_cfg(tmp_path / "a", **kw), FIXED_SNR)
+    paused = train(_cfg(tmp_path / "b", stop_after=5, **kw), FIXED_SNR)
+    assert paused["stopped"] == "paused" and paused["step"] == 5
+    resumed = train(_cfg(tmp_path / "b", **kw), FIXED_SNR, resume=True)
+    assert resumed["step"] == 8
+    a = ckpt.Checkpoint(tmp_path / "a" / "fortitran" / "last.safetensors")
+    b = ckpt.Checkpoint(tmp_path / "b" / "fortitran" / "last.safetensors")
+    assert a.tensors.keys() == b.tensors.keys()
+    for k in a.tensors:
+        if not k.startswith("rng."):
+            torch.testing.assert_close(a.tensors[k], b.tensors[k], rtol=0, atol=1e-6, msg=k)
+    log_a = (tmp_path / "a" / "fortitran" / "log.csv").read_text().splitlines()
+    log_b = (tmp_path / "b" / "fortitran" / "log.csv").read_text().splitlines()
+    cols = lambda rows: [r.split(",")[:7] for r in rows]  # noqa: E731  (timings differ, losses must not)
+    assert cols(log_a) == cols(log_b) and len(log_a) == 3
+
+
+def test_trains_from_any_dataset_of_samples_by_epochs(tmp_path):
+    train_set, val_set = frame_dataset(24, seed=1), frame_dataset(16, seed=2)
+    result = train(_cfg(tmp_path, "linear", model_overrides={}, steps=None, epochs=2, eval_every=2), FIXED_SNR,
+                   train_data=train_set, val_data=val_set)
+    assert result["step"] == 6  # 24 samples / batch 8 = 3 steps per epoch
+    rows = (tmp_path / "linear" / "log.csv").read_text().splitlines()
+    assert rows[-1].startswith("6,2.000,")
+
+
+def test_nan_loss_stops_with_a_clear_message(tmp_path):
+    with pytest.raises(TrainingDiverged, match=r"the loss became nan at step 0 .*lower --lr"):
+        train(_cfg(tmp_path, "linear", model_overrides={}, steps=None, epochs=1), FIXED_SNR,
+              train_data=frame_dataset(16, seed=1, poison=True), val_data=frame_dataset(8, seed=2))
+
+
+@pytest.fixture(scope="module")
+def linear_checkpoint(tmp_path_factory):
+    out = tmp_path_factory.mktemp("lin")
+    train(_cfg(out, "linear", model_overrides={}, steps=2, eval_every=2), FIXED_SNR)
+    return out / "linear" / "best.safetensors"
+
+
+def test_checkpoints_load_without_unpickling(linear_checkpoint, monkeypatch, default_config):
+    def refuse(*a, **k):
+        raise AssertionError("unpickling attempted")
+
+    monkeypatch.setattr(pickle, "loads", refuse)
+    monkeypatch.setattr(pickle, "load", refuse)
+    monkeypatch.setattr(torch, "load", refuse)
+    est = load_estimator(str(linear_checkpoint), default_config)
+    pilots = torch.randn(5, 12, 2, dtype=torch.complex64)
+    assert est.estimate(pilots, {}).shape == (5, 120, 14)
+    header_len = int.from_bytes(linear_checkpoint.read_bytes()[:8], "little")
+    assert b'"format":"wavefront-estimator/1"' in linear_checkpoint.read_bytes()[8:8 + header_len]
+
+
+def test_corrupt_and_foreign_files_give_clear_errors(linear_checkpoint, tmp_path, default_config):
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"\x00" * 64)
+    with pytest.raises(ConfigError, match="not a readable safetensors checkpoint"):
+        load_estimator(str(junk), default_config)
+    cut = tmp_path / "cut.safetensors"
+    cut.write_bytes(linear_checkpoint.read_bytes()[:-100])
+    with pytest.raises(ConfigError, match="not a readable safetensors checkpoint"):
+        load_estimator(str(cut), default_config)
+    from safetensors.torch import save_file
+
+    foreign = tmp_path / "foreign.safetensors"
+    save_file({"w": torch.zeros(2)}, str(foreign))
+    with pytest.raises(ConfigError, match="not a wavefront estimator checkpoint"):
+        load_estimator(str(foreign), default_config)
+    with pytest.raises(ConfigError, match="file not found"):
+        load_estimator(str(tmp_path / "missing.safetensors"), default_config)
+
+
+def test_mismatched_config_or_model_is_refused(linear_checkpoint, tmp_path, narrow_config):
+    with pytest.raises(ConfigError, match=r"ofdm.grid_shape=\[120, 14\], but the config has \[72, 14\]"):
+        load_estimator(str(linear_checkpoint), narrow_config)
+    other_pilots = SystemConfig.from_dict({"ofdm": {"pilot_subcarrier_spacing": 3}})
+    with pytest.raises(ConfigError, match="ofdm.pilot_subcarriers"):
+        load_estimator(str(linear_checkpoint), other_pilots)
+    run = tmp_path / "r"
+    run.mkdir()
+    with pytest.raises(ConfigError, match="holds linear .* this run builds fortitran"):
+        train(_cfg(run), FIXED_SNR, resume=str(linear_checkpoint))
+    model = ckpt.Checkpoint(linear_checkpoint)
+    from wavefront.estimators import create
+
+    with pytest.raises(ConfigError, match="holds a 'linear' model, not 'espcn'"):
+        model.load_model_state(create("espcn", FIXED_SNR))
+
+
+def test_unknown_estimator_name_is_refused(default_config):
+    with pytest.raises(ConfigError, match="no pretrained checkpoint is shipped"):
+        load_estimator("channelnet", default_config)
+    with pytest.raises(ConfigError, match="neither a checkpoint file nor a learned model"):
+        load_estimator("wiener", default_config)
+
+
+def test_schedule_warms_up_then_decays_to_the_floor():
+    from wavefront.estimators.train import lr_at
+
+    cfg = TrainConfig(steps=100, lr=1e-3, warmup_steps=10, min_lr_ratio=0.01)
+    lrs = [lr_at(s, cfg, 100) for s in range(100)]
+    assert lrs[0] == pytest.approx(1e-4) and lrs[9] == pytest.approx(1e-3)
+    assert all(a >= b for a, b in zip(lrs[9:], lrs[10:])) and lrs[-1] == pytest.approx(1e-5, rel=0.05)
+    plateau = TrainConfig(steps=100, lr=1e-3, warmup_steps=0, schedule="plateau")
+    assert lr_at(50, plateau, 100, plateau_scale=0.25) == pytest.approx(2.5e-4)
+
+
+def test_early_stopping_when_validation_stops_improving(tmp_path):
+    # lr so small that nothing improves after the first evaluation: patience 2 ends the run at the third.
+    result = train(_cfg(tmp_path, "linear", model_overrides={}, steps=40, eval_every=2, lr=1e-12, warmup_steps=0,
+                        patience=2), FIXED_SNR)
+    assert result["stopped"] == "early-stopped" and result["step"] < 40
+
+
+def test_bad_training_options_are_config_errors(tmp_path):
+    with pytest.raises(ConfigError, match="give exactly one of steps"):
+        train(_cfg(tmp_path, steps=None), FIXED_SNR)
+    with pytest.raises(ConfigError, match="schedule='linear'"):
+        train(_cfg(tmp_path, schedule="linear"), FIXED_SNR)
+
+
+def test_a_checkpoint_outlives_config_fields_that_were_renamed(linear_checkpoint, tmp_path, default_config):
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    with safe_open(str(linear_checkpoint), framework="pt") as f:
+        meta = dict(f.metadata())
+    cfg = json.loads(meta["system_config"])
+    cfg["ofdm"]["cyclic_prefix_length"] = 9  # a field of an older schema
+    meta["system_config"] = json.dumps(cfg)
+    old = tmp_path / "old.safetensors"
+    save_file(load_file(str(linear_checkpoint)), str(old), metadata=meta)
+    with pytest.warns(UserWarning, match="ofdm.cyclic_prefix_length"):
+        est = load_estimator(str(old), default_config)
+    assert est.estimate(torch.zeros(1, 12, 2, dtype=torch.complex64), {}).shape == (1, 120, 14)
+
+
+def test_time_limit_pauses_with_a_resumable_checkpoint(tmp_path):
+    cfg = _cfg(tmp_path, "linear", model_overrides={}, steps=50, eval_every=25, time_limit_min=1e-9)
+    result = train(cfg, FIXED_SNR)
+    assert result["stopped"] == "time-limit" and result["step"] == 1
+    cfg.time_limit_min = None
+    assert train(cfg, FIXED_SNR, resume=True)["step"] == 50
