@@ -244,6 +244,12 @@ def save_result(result: SweepResult, out: Path) -> list[Path]:
     return [js, cs, *plot_result(result, out)]
 
 
+def _fmt(value, scale: float) -> str:
+    if isinstance(value, (list, tuple)):
+        return f"{value[0] * scale:g}-{value[1] * scale:g}"
+    return f"{value * scale:g}"
+
+
 def plot_result(result: SweepResult, out: Path) -> list[Path]:
     """Draws MSE (with the bound), BER and, when coded, BLER against the swept axis; returns the PNG paths."""
     import matplotlib
@@ -276,8 +282,10 @@ def plot_result(result: SweepResult, out: Path) -> list[Path]:
         cfg = result.spec["config"]
         ax.set_xlabel(f"{name} ({unit})")
         ax.set_ylabel(ylabel)
-        ax.set_title(f"TDL-{cfg['channel']['profile']}, {cfg['ofdm']['num_subcarriers']}x{cfg['ofdm']['num_symbols']} grid, "
-                     f"{result.rows[0].frames} frames/point", fontsize=10)
+        ch = cfg["channel"]
+        fixed = [f"{AXES[k][0]} {_fmt(ch[k], AXES[k][2])} {AXES[k][1]}" for k in AXES if k != axis]
+        ax.set_title(f"TDL-{ch['profile']}, {', '.join(fixed)}, {cfg['ofdm']['num_subcarriers']}x"
+                     f"{cfg['ofdm']['num_symbols']} grid, {result.spec['frames']} frames/point", fontsize=9)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
         fig.tight_layout()
