@@ -118,8 +118,12 @@ def load_estimators(names: list[str], config: SystemConfig, device, robust_optio
         else:
             try:
                 from wavefront.estimators import load_estimator
+                from wavefront.estimators.registry import list_models
             except ImportError:
                 raise ConfigError("estimators", name, f"unknown estimator; choose from {', '.join(CLASSICAL)}, perfect") from None
+            if name not in list_models() and not (name.endswith(".safetensors") or Path(name).exists()):
+                raise ConfigError("estimators", name, f"unknown estimator; choose from {', '.join(CLASSICAL)}, perfect, "
+                                  f"a learned model ({', '.join(list_models())}) or a checkpoint path")
             out.append(load_estimator(name, config, device=device))
     return out
 
