@@ -31,7 +31,7 @@ def _layout(args: argparse.Namespace) -> int:
     if args.image_size < max(pixels):
         raise ConfigError("pixels", args.pixels, f"the layout has more pixels than the {args.image_size}x{args.image_size} image")
     result = run_layout_experiment(args.task, pixels, args.layout, args.epochs, args.seeds, args.out,
-                                   image_size=args.image_size, num_train=args.train_images)
+                                   image_size=args.image_size, num_train=args.train_images, num_val=args.val_images)
     s = result["summary"]
     print(f"accuracy over seeds {args.seeds}: learned {s['learned']['mean']:.4f} +- {s['learned']['std']:.4f}, "
           f"regular {s['regular']['mean']:.4f} +- {s['regular']['std']:.4f} (learned wins {s['seeds_won']} seeds); "
@@ -49,7 +49,7 @@ def _receivers(args: argparse.Namespace) -> int:
     if args.noise < 0:
         raise ConfigError("noise", args.noise, "must be >= 0")
     result = run_receiver_experiment(args.scene, args.receivers, args.epochs, args.seeds, args.out,
-                                     noise=args.noise, num_train=args.train_shots)
+                                     noise=args.noise, num_train=args.train_shots, num_val=args.val_shots)
     s = result["summary"]
     print(f"source RMSE over seeds {args.seeds}: learned {s['learned']['mean']:.2f} +- {s['learned']['std']:.2f} m, "
           f"regular {s['regular']['mean']:.2f} +- {s['regular']['std']:.2f} m (learned wins {s['seeds_won']} seeds); "
@@ -70,6 +70,7 @@ def add_commands(subparsers) -> None:
     lay.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     lay.add_argument("--image-size", type=int, default=64, help="high-resolution scene size in pixels")
     lay.add_argument("--train-images", type=int, default=2048)
+    lay.add_argument("--val-images", type=int, default=1024)
     lay.add_argument("--out", type=Path, default=Path("runs/layout"))
     lay.set_defaults(func=_layout)
 
@@ -80,6 +81,7 @@ def add_commands(subparsers) -> None:
     rec.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     rec.add_argument("--noise", type=float, default=3.0, help="trace noise std, in units of the field's RMS")
     rec.add_argument("--train-shots", type=int, default=768)
+    rec.add_argument("--val-shots", type=int, default=256)
     rec.add_argument("--out", type=Path, default=Path("runs/receivers"))
     rec.set_defaults(func=_receivers)
 
