@@ -206,7 +206,7 @@ def run_layout_experiment(task: str, pixels: tuple[int, int], layout: str, epoch
         plot_layouts(learned["example"], {"regular": regular_corners(pixels, learned["example"].shape),
                                           f"learned {layout}": learned["corners"]},
                      out / f"layout_seed{seed}.png",
-                     f"{task}, {pixels[0]}x{pixels[1]} pixels, seed {seed}: accuracy learned "
+                     f"{task}, {pixels[0]}x{pixels[1]} pixels, seed {seed}\naccuracy learned "
                      f"{learned['val_accuracy']:.3f} vs regular {regular['val_accuracy']:.3f}")
         torch.save({"learned_sensor": learned["sensor"].state_dict(), "learned_net": learned["net"].state_dict(),
                     "regular_net": regular["net"].state_dict(), "layout": layout, "pixels": pixels},
@@ -239,7 +239,7 @@ def run_receiver_experiment(task: str, num_receivers: int, epochs: int, seeds: l
         out.mkdir(parents=True, exist_ok=True)
         plot_receivers(scene, {"regular": regular["positions"], "learned": learned["positions"]},
                        out / f"receivers_seed{seed}.png",
-                       f"{task}, K={num_receivers}, seed {seed}: RMSE learned {learned['val_rmse_m']:.1f} m "
+                       f"{task}, K={num_receivers}, seed {seed}\nRMSE learned {learned['val_rmse_m']:.1f} m "
                        f"vs regular {regular['val_rmse_m']:.1f} m")
         torch.save({"learned_receivers": learned["receivers"].state_dict(), "learned_net": learned["net"].state_dict(),
                     "regular_net": regular["net"].state_dict(), "num_receivers": num_receivers},
