@@ -16,6 +16,7 @@ Interpolation kernels:
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 
@@ -149,6 +150,23 @@ class Region:
         return torch.stack([yy.reshape(-1), xx.reshape(-1)], dim=-1)
 
 
+@contextlib.contextmanager
+def flush_denormals():
+    """Flushes subnormal floats to zero on CPU inside the block, then restores the default (off).
+
+    Why: the leading edge of a wave and the field decaying in the PML pass through subnormal
+    values, which x86 CPUs process ~100x slower. Measured on the 2-core CPU with deepwave
+    0.1.0, 5 shots of 70 x 70 (PML 20) for 100 steps: 4.1 s without, 0.011 s with. Values
+    below ~1e-38 of the field's unit change; the recorded data do not, at float32 precision.
+    Wrap backward passes through deepwave in it too: they run after ``propagate`` returns.
+    """
+    torch.set_flush_denormal(True)
+    try:
+        yield
+    finally:
+        torch.set_flush_denormal(False)
+
+
 def propagate(v: torch.Tensor, dx_m: float, dt_s: float, source_amplitudes: torch.Tensor,
               source_locations: torch.Tensor, receiver_locations: torch.Tensor,
               pml_width: int = 20, accuracy: int = 4, freq_hz: float | None = None) -> torch.Tensor:
@@ -159,17 +177,19 @@ def propagate(v: torch.Tensor, dx_m: float, dt_s: float, source_amplitudes: torc
         source_amplitudes: [S, n_src, nt]. source_locations: [S, n_src, 2] int64 cells.
         receiver_locations: [S, R, 2] int64 cells, or float (deepwave's Hicks path).
         freq_hz: the source peak frequency, for the dispersion check and deepwave's PML.
-    CFL and dispersion are checked here, before deepwave is called.
+    CFL and dispersion are checked here, before deepwave is called. The forward pass runs
+    inside :func:`flush_denormals`.
     """
     import deepwave
 
     check_velocity(v)
     check_stability(dt_s, dx_m, float(v.max()), float(v.min()), freq_hz, accuracy)
-    out = deepwave.scalar(
-        v, dx_m, dt_s, source_amplitudes=source_amplitudes, source_locations=source_locations,
-        receiver_locations=receiver_locations, pml_width=pml_width, accuracy=accuracy,
-        pml_freq=freq_hz if freq_hz is not None else 25.0,
-    )
+    with flush_denormals():
+        out = deepwave.scalar(
+            v, dx_m, dt_s, source_amplitudes=source_amplitudes, source_locations=source_locations,
+            receiver_locations=receiver_locations, pml_width=pml_width, accuracy=accuracy,
+            pml_freq=freq_hz if freq_hz is not None else 25.0,
+        )
     return out.receiver_amplitudes
 
 

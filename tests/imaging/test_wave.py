@@ -155,3 +155,12 @@ def test_wrongly_shaped_scene_is_a_config_error(scene):
     rx = LearnableReceivers(2, Region(12, 13, 9, 23), SHAPE)
     with pytest.raises(ConfigError, match="field"):
         rx(torch.zeros(2, 10, 3, 3))
+
+
+def test_flush_denormals_flushes_inside_the_block_and_restores_the_default_after():
+    from wavefront.imaging.wave import flush_denormals
+
+    tiny = torch.tensor([1e-40], dtype=torch.float32)  # subnormal in float32
+    with flush_denormals():
+        assert float(tiny * 1.0) == 0.0
+    assert float(tiny * 1.0) > 0.0
