@@ -5,7 +5,6 @@ import argparse
 from pathlib import Path
 
 from wavefront.errors import ConfigError
-from wavefront.imaging.wave import flush_denormals
 
 
 def _pixels(text: str) -> tuple[int, int]:
@@ -24,6 +23,7 @@ def _positive(field: str, value: int) -> int:
 
 def _layout(args: argparse.Namespace) -> int:
     from wavefront.imaging.codesign import IMAGE_TASKS, run_layout_experiment
+    from wavefront.imaging.wave import flush_denormals
 
     if args.task not in IMAGE_TASKS:
         raise ConfigError("task", args.task, f"must be one of {', '.join(IMAGE_TASKS)}")
@@ -43,6 +43,7 @@ def _layout(args: argparse.Namespace) -> int:
 
 def _receivers(args: argparse.Namespace) -> int:
     from wavefront.imaging.codesign import WAVE_TASKS, run_receiver_experiment
+    from wavefront.imaging.wave import flush_denormals
 
     if args.scene not in WAVE_TASKS:
         raise ConfigError("scene", args.scene, f"must be one of {', '.join(WAVE_TASKS)}")
