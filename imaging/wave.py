@@ -190,7 +190,18 @@ def propagate(v: torch.Tensor, dx_m: float, dt_s: float, source_amplitudes: torc
             receiver_locations=receiver_locations, pml_width=pml_width, accuracy=accuracy,
             pml_freq=freq_hz if freq_hz is not None else 25.0,
         )
-    return out.receiver_amplitudes
+    return flush_subnormal_values(out.receiver_amplitudes)
+
+
+def flush_subnormal_values(x: torch.Tensor) -> torch.Tensor:
+    """Returns ``x`` with subnormal entries set to zero (same shape and dtype).
+
+    The recorded data are later fed to networks, possibly on threads where
+    :func:`flush_denormals` does not apply; zeros keep them at full speed there.
+    """
+    if not x.is_floating_point():
+        return x
+    return torch.where(x.abs() < torch.finfo(x.dtype).tiny, torch.zeros_like(x), x)
 
 
 def record_region(v: torch.Tensor, dx_m: float, dt_s: float, source_amplitudes: torch.Tensor,

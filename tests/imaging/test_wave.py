@@ -164,3 +164,12 @@ def test_flush_denormals_flushes_inside_the_block_and_restores_the_default_after
     with flush_denormals():
         assert float(tiny * 1.0) == 0.0
     assert float(tiny * 1.0) > 0.0
+
+
+def test_recorded_data_hold_no_subnormal_values(scene):
+    v, src, loc = scene
+    rx = LearnableReceivers(3, Region(12, 18, 9, 23), SHAPE)
+    field = WaveFrontEnd(rx, DX, DT, FREQ, pml_width=10).record(v, src, loc)
+    tiny = torch.finfo(field.dtype).tiny
+    assert not bool(((field != 0) & (field.abs() < tiny)).any())
+    assert bool((field != 0).any())
