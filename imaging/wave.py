@@ -150,21 +150,30 @@ class Region:
         return torch.stack([yy.reshape(-1), xx.reshape(-1)], dim=-1)
 
 
+_FLUSH_DEPTH = 0  # nesting depth of flush_denormals blocks (the setting is process-wide)
+
+
 @contextlib.contextmanager
 def flush_denormals():
-    """Flushes subnormal floats to zero on CPU inside the block, then restores the default (off).
+    """Flushes subnormal floats to zero on CPU inside the block; the outermost block restores off.
 
     Why: the leading edge of a wave and the field decaying in the PML pass through subnormal
     values, which x86 CPUs process ~100x slower. Measured on the 2-core CPU with deepwave
     0.1.0, 5 shots of 70 x 70 (PML 20) for 100 steps: 4.1 s without, 0.011 s with. Values
     below ~1e-38 of the field's unit change; the recorded data do not, at float32 precision.
-    Wrap backward passes through deepwave in it too: they run after ``propagate`` returns.
+    Blocks nest: wrap a whole script or training loop in one, and the ``propagate`` calls
+    inside keep it on. Backward passes through deepwave run after ``propagate`` returns, so
+    wrap them too. The flag is per CPU thread; torch sets it on the calling thread.
     """
+    global _FLUSH_DEPTH
     torch.set_flush_denormal(True)
+    _FLUSH_DEPTH += 1
     try:
         yield
     finally:
-        torch.set_flush_denormal(False)
+        _FLUSH_DEPTH -= 1
+        if _FLUSH_DEPTH == 0:
+            torch.set_flush_denormal(False)
 
 
 def propagate(v: torch.Tensor, dx_m: float, dt_s: float, source_amplitudes: torch.Tensor,

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from wavefront.imaging.compressed import WaveSurrogate, conv_param_count
-from wavefront.imaging.wave import Region, random_layered_model, record_region, ricker
+from wavefront.imaging.wave import Region, flush_denormals, random_layered_model, record_region, ricker
 
 V_SCALE = 3000.0  # m/s; velocities enter the network as v / V_SCALE
 
@@ -64,6 +64,12 @@ def train(model, train_data, val_data, scale, steps, batch, lr, seed):
 
 
 def main(argv=None) -> int:
+    # Subnormal floats (wave fronts, PML) are ~100x slower on x86: flush them for the whole run.
+    with flush_denormals():
+        return _main(argv)
+
+
+def _main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, default=Path("runs/surrogate"))
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -78,11 +84,10 @@ def main(argv=None) -> int:
     p.add_argument("--channels", type=int, default=32)
     p.add_argument("--kernel", type=int, default=5)
     p.add_argument("--rank", type=int, default=4)
+    p.add_argument("--threads", type=int, default=2,
+                   help="CPU threads; use 1 on a shared machine, where OpenMP barriers stall when a core is taken")
     args = p.parse_args(argv)
-    torch.set_num_threads(2)
-    # The wavefields' leading edges hold subnormal floats, which are ~100x slower on x86;
-    # this script owns its process, so it flushes them for its whole life.
-    torch.set_flush_denormal(True)
+    torch.set_num_threads(args.threads)
     dx, dt, f = 10.0, 0.001, 15.0
     t0 = time.time()
     train_data = make_data(args.train_models, 1000, args.size, args.nt, args.stride, dx, dt, f)

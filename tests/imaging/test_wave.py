@@ -173,3 +173,14 @@ def test_recorded_data_hold_no_subnormal_values(scene):
     tiny = torch.finfo(field.dtype).tiny
     assert not bool(((field != 0) & (field.abs() < tiny)).any())
     assert bool((field != 0).any())
+
+
+def test_nested_flush_denormals_blocks_keep_flushing_until_the_outermost_ends():
+    from wavefront.imaging.wave import flush_denormals
+
+    tiny = torch.tensor([1e-40], dtype=torch.float32)
+    with flush_denormals():
+        with flush_denormals():
+            pass
+        assert float(tiny * 1.0) == 0.0
+    assert float(tiny * 1.0) > 0.0
