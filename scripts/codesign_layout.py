@@ -1,0 +1,17 @@
+"""Layout co-design recipe: learned vs regular 16x16 sensor on the stripe-glyph task, 3 seeds.
+
+Same as ``wavefront codesign layout``; writes results.json, layout_seed*.png and
+checkpoint_seed*.pt under --out (default runs/layout_<layout>).
+
+    python scripts/codesign_layout.py --layout rectangular --epochs 30
+"""
+import sys
+
+from wavefront.cli import main
+
+if __name__ == "__main__":
+    args = sys.argv[1:]
+    if "--out" not in args:
+        layout = args[args.index("--layout") + 1] if "--layout" in args else "rectangular"
+        args += ["--out", f"runs/layout_{layout}"]
+    raise SystemExit(main(["codesign", "layout", *args]))

@@ -1,0 +1,68 @@
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from wavefront.errors import ConfigError
+from wavefront.imaging.compressed import (
+    CompressedConv2d, WaveSurrogate, compressed_kernel, compressed_param_count, conv_param_count,
+    full_param_count, full_rank,
+)
+
+
+@pytest.mark.parametrize("c_in,c_out,k,rank", [(3, 8, 3, 1), (16, 16, 5, 4), (7, 2, 7, 49)])
+def test_compressed_conv_has_the_closed_form_parameter_count(c_in, c_out, k, rank):
+    layer = CompressedConv2d(c_in, c_out, k, rank)
+    assert sum(p.numel() for p in layer.parameters()) == rank * (c_in * c_out + 2 * k) + c_out
+    assert compressed_param_count(c_in, c_out, k, rank) == rank * (c_in * c_out + 2 * k) + c_out
+    assert full_param_count(c_in, c_out, k) == sum(p.numel() for p in nn.Conv2d(c_in, c_out, k).parameters())
+
+
+def test_full_rank_compressed_conv_represents_a_given_full_kernel_exactly():
+    torch.manual_seed(0)
+    full = nn.Conv2d(4, 6, 5, padding=2).double()
+    layer = CompressedConv2d.from_full(full.weight.detach(), full.bias.detach())
+    assert layer.rank == full_rank(5) == 25
+    torch.testing.assert_close(layer.kernel(), full.weight.detach(), rtol=0, atol=0)
+    x = torch.randn(2, 4, 11, 9, dtype=torch.float64)
+    torch.testing.assert_close(layer(x), full(x), rtol=1e-12, atol=1e-12)
+
+
+def test_rank_one_kernel_is_separable_per_channel_pair():
+    mix = torch.randn(1, 2, 3, dtype=torch.float64)
+    col, row = torch.randn(1, 5, dtype=torch.float64), torch.randn(1, 5, dtype=torch.float64)
+    w = compressed_kernel(mix, col, row)
+    # Each k x k slice is the outer product col (x) row, scaled: matrix rank 1.
+    assert int(torch.linalg.matrix_rank(w.reshape(6, 5, 5)).max()) == 1
+    x = torch.randn(1, 3, 8, 8, dtype=torch.float64)
+    # Applying 1x1 mixing, then the k x 1 and 1 x k filters, equals the assembled conv.
+    y = F.conv2d(x, mix[0][:, :, None, None])
+    y = F.conv2d(y, col[0].reshape(1, 1, 5, 1).expand(2, 1, 5, 1), padding=(2, 0), groups=2)
+    y = F.conv2d(y, row[0].reshape(1, 1, 1, 5).expand(2, 1, 1, 5), padding=(0, 2), groups=2)
+    torch.testing.assert_close(F.conv2d(x, w, padding=2), y)
+
+
+def test_compressed_init_matches_the_variance_of_a_default_conv2d():
+    torch.manual_seed(1)
+    w = CompressedConv2d(64, 64, 5, 4).kernel().detach()
+    expected = 1 / (3 * 64 * 25)
+    assert float(w.var()) == pytest.approx(expected, rel=0.15)
+
+
+def test_compressed_surrogate_has_five_times_fewer_conv_parameters_than_the_full_one():
+    full = WaveSurrogate(channels=32, layers=4, kernel_size=5)
+    small = WaveSurrogate(channels=32, layers=4, kernel_size=5, rank=4)
+    widths = [3, 32, 32, 32, 1]
+    pairs = list(zip(widths[:-1], widths[1:]))
+    assert conv_param_count(full) == sum(full_param_count(a, b, 5) for a, b in pairs)
+    assert conv_param_count(small) == sum(compressed_param_count(a, b, 5, 4) for a, b in pairs)
+    assert conv_param_count(full) / conv_param_count(small) >= 5
+    u = torch.randn(2, 16, 16)
+    assert small(u, u, u).shape == (2, 16, 16)
+
+
+def test_even_kernel_or_zero_rank_is_a_config_error():
+    with pytest.raises(ConfigError, match="kernel_size"):
+        CompressedConv2d(2, 2, 4, 1)
+    with pytest.raises(ConfigError, match="rank"):
+        CompressedConv2d(2, 2, 3, 0)

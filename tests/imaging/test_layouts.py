@@ -1,0 +1,124 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+from wavefront.errors import ConfigError
+from wavefront.imaging.layouts import (
+    CurvilinearLayout, RectangularLayout, SensorSimulator, curvilinear_warp, rectangular_cell_means, rectangular_edges,
+    warped_cell_means,
+)
+
+
+def _images(shape, seed=0, dtype=torch.float32):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(shape, generator=g, dtype=dtype)
+
+
+@pytest.mark.parametrize("layout_cls", [RectangularLayout, CurvilinearLayout])
+def test_identity_layout_reproduces_avg_pool2d(layout_cls):
+    images = _images((3, 2, 32, 24))
+    sensor = SensorSimulator(layout_cls((8, 6), (32, 24)))
+    out = sensor(images)
+    assert out.shape == (3, 2, 8, 6)
+    torch.testing.assert_close(out, F.avg_pool2d(images, 4), rtol=0, atol=2e-6)
+
+
+def test_rectangular_cell_mean_with_fractional_edges_matches_hand_integral():
+    image = torch.arange(12, dtype=torch.float64).reshape(1, 1, 3, 4)
+    # One cell covering rows [0.5, 2.0] and columns [1.25, 3.0]:
+    # row weights 0.5, 1, 0 ; column weights 0, 0.75, 1, 0 ; area 1.5 * 1.75.
+    wy = torch.tensor([0.5, 1.0, 0.0], dtype=torch.float64)
+    wx = torch.tensor([0.0, 0.75, 1.0, 0.0], dtype=torch.float64)
+    expected = (wy[:, None] * wx[None, :] * image[0, 0]).sum() / (1.5 * 1.75)
+    out = rectangular_cell_means(image, torch.tensor([0.5, 2.0], dtype=torch.float64),
+                                 torch.tensor([1.25, 3.0], dtype=torch.float64))
+    assert out.shape == (1, 1, 1, 1)
+    assert out.item() == pytest.approx(expected.item(), rel=1e-12)
+
+
+def test_rectangular_layout_preserves_the_image_mean_for_any_parameters():
+    # Cell means weighted by cell areas integrate the whole image, whatever the edges.
+    images = _images((2, 1, 20, 16), dtype=torch.float64)
+    layout = RectangularLayout((5, 4), (20, 16)).double()
+    with torch.no_grad():
+        layout.logits_y.copy_(torch.randn(5) * 3)
+        layout.logits_x.copy_(torch.randn(4) * 3)
+    ey, ex = layout.edges()
+    area = (ey[1:] - ey[:-1])[:, None] * (ex[1:] - ex[:-1])[None, :]
+    total = (layout.sense(images) * area).sum((-2, -1))
+    torch.testing.assert_close(total, images.sum((-2, -1)), rtol=1e-12, atol=1e-10)
+
+
+def test_rectangular_layout_gradcheck_in_double():
+    images = _images((1, 1, 12, 10), dtype=torch.float64).requires_grad_()
+    g = torch.Generator().manual_seed(1)
+    ly = torch.randn(4, generator=g, dtype=torch.float64, requires_grad=True)
+    lx = torch.randn(3, generator=g, dtype=torch.float64, requires_grad=True)
+
+    def sense(ly, lx, img):  # the functional core behind RectangularLayout.sense
+        return rectangular_cell_means(img, rectangular_edges(ly, 12), rectangular_edges(lx, 10))
+
+    assert torch.autograd.gradcheck(sense, (ly, lx, images))
+
+
+def test_curvilinear_layout_gradcheck_in_double():
+    images = _images((1, 1, 12, 12), dtype=torch.float64)
+    params = (0.5 * torch.randn(2, 2, 2, generator=torch.Generator().manual_seed(2), dtype=torch.float64)).requires_grad_()
+    assert torch.autograd.gradcheck(lambda p: warped_cell_means(images, p, (4, 4), (3, 3)), (params,))
+    # The sensor is linear in the image; its image gradient is checked on a smaller image.
+    small = _images((1, 1, 6, 6), dtype=torch.float64).requires_grad_()
+    assert torch.autograd.gradcheck(lambda img: warped_cell_means(img, params.detach(), (2, 2), (3, 3)), (small,))
+
+
+@pytest.mark.parametrize("scale", [1.0, 30.0, 1e4])
+def test_rectangular_layout_stays_a_valid_grid_for_any_logits(scale):
+    layout = RectangularLayout((16, 12), (64, 48))
+    with torch.no_grad():
+        layout.logits_y.copy_(torch.randn(16) * scale)
+        layout.logits_x.copy_(torch.randn(12) * scale)
+    for edges, length in zip(layout.edges(), (64, 48)):
+        assert edges[0] == 0 and edges[-1] == length
+        widths = edges[1:] - edges[:-1]
+        # Every cell keeps at least a tenth of the regular width, however extreme the logits.
+        assert bool((widths >= 0.1 * length / len(widths) * (1 - 1e-5)).all())
+    assert bool(torch.isfinite(layout.sense(torch.rand(1, 1, 64, 48))).all())
+
+
+@pytest.mark.parametrize("scale", [1.0, 30.0, 1e4])
+def test_curvilinear_warp_is_a_bijection_of_the_square_for_any_parameters(scale):
+    params = torch.randn(2, 2, 3, dtype=torch.float64) * scale
+    t = torch.linspace(0, 1, 101, dtype=torch.float64)
+    u, v = torch.meshgrid(t, t, indexing="ij")
+    y, x, det = curvilinear_warp(u, v, params)
+    assert bool((det >= (1 - 0.9) ** 2 - 1e-12).all())
+    assert y.min() >= 0 and y.max() <= 1 and x.min() >= 0 and x.max() <= 1
+    # The edges of the square stay on the edges, so the grid covers the whole image.
+    torch.testing.assert_close(x[:, 0], torch.zeros(101, dtype=torch.float64))
+    torch.testing.assert_close(x[:, -1], torch.ones(101, dtype=torch.float64))
+    torch.testing.assert_close(y[0, :], torch.zeros(101, dtype=torch.float64), atol=1e-12, rtol=0)
+    torch.testing.assert_close(y[-1, :], torch.ones(101, dtype=torch.float64))
+    # Along each grid row the column coordinate strictly increases.
+    assert bool((x[:, 1:] > x[:, :-1]).all())
+
+
+def test_curvilinear_cell_areas_sum_to_the_image_area():
+    layout = CurvilinearLayout((8, 8), (32, 32)).double()
+    with torch.no_grad():
+        layout.params.copy_(torch.randn(2, 2, 2) * 2)
+    ones = torch.ones(1, 1, 32, 32, dtype=torch.float64)
+    torch.testing.assert_close(layout.sense(ones), torch.ones(1, 1, 8, 8, dtype=torch.float64))
+
+
+def test_layout_larger_than_the_image_is_a_config_error():
+    with pytest.raises(ConfigError, match="more pixels than the 16x16 image"):
+        RectangularLayout((32, 8), (16, 16))
+    with pytest.raises(ConfigError, match="pixels"):
+        CurvilinearLayout((8, 17), (16, 16))
+
+
+def test_images_of_the_wrong_shape_are_a_config_error():
+    sensor = SensorSimulator(RectangularLayout((4, 4), (16, 16)))
+    with pytest.raises(ConfigError, match=r"images=\(2, 16, 16\)"):
+        sensor(torch.zeros(2, 16, 16))
+    with pytest.raises(ConfigError, match=r"must be \[B, C, 16, 16\]"):
+        sensor(torch.zeros(1, 1, 16, 15))
