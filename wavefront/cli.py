@@ -30,7 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     """Returns the top-level parser with every available subcommand."""
     from wavefront import __version__
 
-    parser = _Parser(prog="wavefront", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="wavefront", description="Simulate waves, sense them and learn to estimate from them. "
+                     "Run `wavefront COMMAND --help` for a command's options.")
     parser.add_argument("--version", action="version", version=f"wavefront {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name in _COMMAND_MODULES:
