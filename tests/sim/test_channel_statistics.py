@@ -91,3 +91,16 @@ def test_frequency_response_equals_sionna_cir_to_ofdm_channel():
     ref = cir_to_ofdm_channel(freqs, a.reshape(8, 1, 1, 1, 1, 23, 14), tau.reshape(8, 1, 1, 23))
     ours = frequency_response(freqs, a, tau)
     assert torch.allclose(ours, ref.reshape(8, 14, -1).transpose(1, 2), atol=2e-5)
+
+
+def test_data_bits_are_fair_in_every_bit_position():
+    # bits are unpacked from 32-bit random words: each of the 32 positions must be fair
+    from wavefront.sim.frames import _random_bits
+
+    bits = _random_bits(4000, 64, make_generator(3), "cpu")
+    assert bits.shape == (4000, 64) and set(bits.unique().tolist()) == {0.0, 1.0}
+    per_position = bits.mean(0)
+    assert (per_position - 0.5).abs().max() < 5 * 0.5 / np.sqrt(4000)
+    # neighbouring positions uncorrelated
+    c = ((bits[:, :-1] - 0.5) * (bits[:, 1:] - 0.5)).mean(0) * 4
+    assert c.abs().max() < 5 / np.sqrt(4000)
