@@ -183,7 +183,7 @@ def tap_gains(profile: TDLProfile, doppler_hz: torch.Tensor, times_s: torch.Tens
     a = a * amp.reshape(1, L, 1)
     if profile.is_los:
         phi0 = (torch.rand(B, 1, generator=generator, device=dev) * 2 - 1) * math.pi
-        arg0 = w.reshape(B, 1) * profile.los_cos_aoa * times_s.to(dev, torch.float32).reshape(1, -1) + phi0
+        arg0 = w.reshape(B, 1) * profile.los_cos_aoa * t.reshape(1, -1) + phi0
         a[:, 0] += math.sqrt(profile.los_power) * torch.polar(torch.ones_like(arg0), arg0)
     return a
 

@@ -205,13 +205,13 @@ def genie_mse(config: SystemConfig | OFDMConfig, snr_db, delay_spread_s, doppler
             raise ConfigError("profile", None, "is required with an OFDMConfig")
     snr, ds, fd = torch.broadcast_tensors(*(torch.as_tensor(v, dtype=torch.float64) for v in (snr_db, delay_spread_s, doppler_hz)))
     shape = snr.shape
-    snr, ds, fd = snr.reshape(-1), ds.reshape(-1), fd.reshape(-1)
-    stats = _true_stats(ofdm, profile, ds, fd)
-    inv = _solve(stats, torch.pow(10.0, -snr / 10))
+    uniq, index = _unique_conditions(snr, ds, fd)  # frames with equal conditions share one solve
+    stats = _true_stats(ofdm, profile, uniq[:, 1], uniq[:, 2])
+    inv = _solve(stats, torch.pow(10.0, -uniq[:, 0] / 10))
     # R_ph R_hp = sum_{k,m} kron(F_k^H F_m, T_k^H T_m)
     terms = [(A.mH @ A2, C.mH @ C2) for A, C in zip(stats.f_hp, stats.t_hp) for A2, C2 in zip(stats.f_hp, stats.t_hp)]
     G = _kron_sum([a for a, _ in terms], [b for _, b in terms])
     F, T = ofdm.grid_shape
     # tr(R) / (F T) = 1 by the unit-power normalisation of the profile
     mse = 1.0 - torch.einsum("bij,bji->b", inv, G).real / (F * T)
-    return mse.reshape(shape)
+    return mse[index].reshape(shape)
