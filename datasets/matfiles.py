@@ -135,14 +135,11 @@ def _folder_config(files: list[Path], metas: list[dict], base: SystemConfig) -> 
             bad = next(f for f, m in zip(files, metas) if m[key] != metas[0][key])
             raise ConfigError("mat", str(bad), f"its {key} differs from that of {files[0].name} in the same "
                                                "folder; put one pilot spacing and profile per folder")
-    channel = base.channel.model_dump()
+    channel = {"profile": metas[0]["profile"]}
     for key in ("snr_db", "delay_spread_s", "doppler_hz"):
         lo, hi = min(m[key] for m in metas), max(m[key] for m in metas)
         channel[key] = lo if lo == hi else (lo, hi)
-    channel["profile"] = metas[0]["profile"]
-    ofdm = base.ofdm.model_dump()
-    ofdm["pilot_subcarrier_spacing"] = metas[0]["spacing"]
-    return SystemConfig.from_dict({"ofdm": ofdm, "channel": channel})
+    return base.updated(ofdm={"pilot_subcarrier_spacing": metas[0]["spacing"]}, channel=channel)
 
 
 def import_mat(root: str | Path, out: str | Path, base: SystemConfig, shard_frames: int = 10_000,

@@ -58,10 +58,7 @@ def suite_points(name: str, base: SystemConfig, frames_per_point: int, seed: int
     points = []
     for si, sw in enumerate(SUITES[name]):
         for pi, v in enumerate(sw.values):
-            channel = base.channel.model_dump()
-            channel.update(sw.fixed)
-            channel[sw.axis] = v
-            cfg = SystemConfig.from_dict({"ofdm": base.ofdm.model_dump(), "channel": channel})
+            cfg = base.updated(channel={**sw.fixed, sw.axis: v})
             label = f"{sw.prefix}_{round(v * sw.label_scale)}"
             extra = {"suite": {"name": name, "sweep": sw.folder, "axis": sw.axis, "value": v, "point": label,
                                "fixed": sw.fixed, "suite_seed": seed,

@@ -37,10 +37,7 @@ def _mse_db(est: torch.Tensor, h: torch.Tensor) -> float:
 
 
 def _point_config(base, snr_db, delay_spread_s, doppler_hz):
-    from wavefront.sim.config import SystemConfig
-
-    channel = {**base.channel.model_dump(), "snr_db": snr_db, "delay_spread_s": delay_spread_s, "doppler_hz": doppler_hz}
-    return SystemConfig.from_dict({"ofdm": base.ofdm.model_dump(), "channel": channel})
+    return base.updated(channel={"snr_db": snr_db, "delay_spread_s": delay_spread_s, "doppler_hz": doppler_hz})
 
 
 def _bound_db(config, snr_db, delay_spread_s, doppler_hz) -> float:

@@ -57,16 +57,11 @@ def build_spec(args):
     if len(axes) > 1:
         raise ConfigError("axes", ",".join(axes), "sweep one axis at a time: give a single value for the others")
     axis = next(iter(axes), "snr_db")
-    fixed = {"snr_db": snr[0], "doppler_hz": dop[0], "delay_spread_s": ds[0]}
-    fixed.pop(axis)
-    channel = base.channel.model_dump()
-    channel.update(fixed)
+    channel = {"snr_db": snr[0], "doppler_hz": dop[0], "delay_spread_s": ds[0]}
+    channel.pop(axis)
     if args.profile is not None:
         channel["profile"] = args.profile
-    ofdm = base.ofdm.model_dump()
-    if args.modulation:
-        ofdm["modulation"] = args.modulation
-    config = SystemConfig.from_dict({"ofdm": ofdm, "channel": channel})
+    config = base.updated(ofdm={"modulation": args.modulation} if args.modulation else None, channel=channel)
     names = [n.strip() for n in args.estimators.split(",") if n.strip()]
     return SweepSpec(config=config, axis=axis, values={"snr_db": snr, "doppler_hz": dop, "delay_spread_s": ds}[axis],
                      estimators=names, frames=args.frames, batch_size=args.batch_size, seed=args.seed,

@@ -252,6 +252,14 @@ class SystemConfig(_Model):
             raise ConfigError("config", str(path), f"not valid YAML ({exc.__class__.__name__})") from None
         return cls.from_dict(d)
 
+    def updated(self, ofdm: dict | None = None, channel: dict | None = None) -> "SystemConfig":
+        """Returns a validated copy with some ``ofdm`` and ``channel`` fields replaced.
+
+        Bad values raise :class:`ConfigError` naming ``ofdm.<field>`` or ``channel.<field>``.
+        """
+        return SystemConfig.from_dict({"ofdm": {**self.ofdm.model_dump(), **(ofdm or {})},
+                                       "channel": {**self.channel.model_dump(), **(channel or {})}})
+
     def to_json(self) -> str:
         """Returns the config as canonical JSON (sorted keys), as stored in shards and checkpoints."""
         return json.dumps(self.model_dump(mode="json"), sort_keys=True)
