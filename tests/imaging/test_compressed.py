@@ -61,6 +61,32 @@ def test_compressed_surrogate_has_five_times_fewer_conv_parameters_than_the_full
     assert small(u, u, u).shape == (2, 16, 16)
 
 
+def test_spatial_factor_scale_is_redundant_and_normalised_away():
+    torch.manual_seed(2)
+    layer = CompressedConv2d(3, 4, 5, 2).double()
+    x = torch.randn(1, 3, 9, 9, dtype=torch.float64)
+    before = layer(x)
+    with torch.no_grad():
+        layer.col.mul_(torch.tensor([[3.0], [0.1]], dtype=torch.float64))
+        layer.row.mul_(7.0)
+    torch.testing.assert_close(layer(x), before, rtol=1e-12, atol=1e-12)
+    # The kernel's scale lives in the mixing matrices alone: doubling them doubles the kernel.
+    w = layer.kernel()
+    with torch.no_grad():
+        layer.mix.mul_(2.0)
+    torch.testing.assert_close(layer.kernel(), 2 * w)
+
+
+def test_surrogate_takes_one_rank_per_layer():
+    small = WaveSurrogate(channels=24, layers=4, kernel_size=5, rank=(9, 4, 4, 9))
+    widths, ranks = [3, 24, 24, 24, 1], [9, 4, 4, 9]
+    expected = sum(compressed_param_count(a, b, 5, r) for a, b, r in zip(widths[:-1], widths[1:], ranks))
+    assert conv_param_count(small) == expected == 5805
+    assert conv_param_count(WaveSurrogate(channels=24, layers=4, kernel_size=5)) / expected >= 5
+    with pytest.raises(ConfigError, match="one rank per layer"):
+        WaveSurrogate(channels=24, layers=4, kernel_size=5, rank=(9, 4, 9))
+
+
 def test_even_kernel_or_zero_rank_is_a_config_error():
     with pytest.raises(ConfigError, match="kernel_size"):
         CompressedConv2d(2, 2, 4, 1)
