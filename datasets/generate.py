@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from wavefront.datasets.shards import (
-    COMPRESSIONS, FORMAT_VERSION, ShardArrays, ShardError, partial_name, read_attrs, shard_name,
+    COMPRESSIONS, FORMAT_VERSION, PROFILE_DTYPE, ShardArrays, ShardError, partial_name, read_attrs, shard_name,
     verify_content, versions, write_shard,
 )
 from wavefront.errors import ConfigError
@@ -135,7 +135,7 @@ def draw_shard(generator, spec: DatasetSpec, index: int, progress=None) -> Shard
             pilot_symbol_indices=np.asarray(o.pilot_symbols, dtype=np.int64),
             snr_db=fr.snr_db.cpu().numpy(), delay_spread_s=fr.delay_spread_s.cpu().numpy(),
             doppler_hz=fr.doppler_hz.cpu().numpy(), noise_var=fr.noise_var.cpu().numpy(),
-            profile=np.full(b, fr.profile.encode(), dtype="S1")))
+            profile=np.full(b, fr.profile.encode(), dtype=PROFILE_DTYPE)))
         done += b
         j += 1
         if progress is not None:

@@ -28,9 +28,9 @@ import numpy as np
 import scipy.io
 
 from wavefront.datasets.generate import MANIFEST, MANIFEST_FORMAT, _write_json_atomic, shard_counts
-from wavefront.datasets.shards import FORMAT_VERSION, ShardArrays, read_shard, shard_name, versions, write_shard
+from wavefront.datasets.shards import FORMAT_VERSION, PROFILE_DTYPE, ShardArrays, read_shard, shard_name, versions, write_shard
 from wavefront.errors import ConfigError
-from wavefront.sim.config import SystemConfig
+from wavefront.sim.config import SystemConfig, profile_label
 
 NAME_RE = re.compile(r"(\d+)_SNR-(\d+)_DS-(\d+)_DOP-(\d+)_N-(\d+)_([A-Z\-]+)\.mat")
 _INT_TOL = 1e-3
@@ -51,7 +51,7 @@ def mat_label(value: float, field: str, where: str, round_values: bool) -> int:
 
 def mat_name(n: int, snr: int, ds_ns: int, doppler: int, spacing: int, profile: str) -> str:
     """Returns the reference file name of frame ``n`` (1-based)."""
-    return f"{n}_SNR-{snr}_DS-{ds_ns}_DOP-{doppler}_N-{spacing}_TDL-{profile}.mat"
+    return f"{n}_SNR-{snr}_DS-{ds_ns}_DOP-{doppler}_N-{spacing}_{profile_label(profile)}.mat"
 
 
 def frame_to_mat(h: np.ndarray, pilots_ls: np.ndarray, pf: np.ndarray, pt: np.ndarray) -> np.ndarray:
@@ -205,7 +205,7 @@ def import_mat(root: str | Path, out: str | Path, base: SystemConfig, shard_fram
                 delay_spread_s=np.asarray([x["delay_spread_s"] for x in m], np.float32),
                 doppler_hz=np.asarray([x["doppler_hz"] for x in m], np.float32),
                 noise_var=np.power(10.0, -snr.astype(np.float64) / 10).astype(np.float32),
-                profile=np.asarray([x["profile"].encode() for x in m], dtype="S1"))
+                profile=np.asarray([x["profile"].encode() for x in m], dtype=PROFILE_DTYPE))
             attrs = {"config": cfg.to_json(), "seed": -1, "shard_index": si, "batch_size": 0,
                      "device": "none", "source": "import-mat", "versions": versions()}
             checksum = write_shard(dest / shard_name(si), arrays, attrs, compression)

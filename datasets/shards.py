@@ -9,7 +9,7 @@ A shard ``shard-{index:05d}.h5`` holds N frames (F subcarriers, T symbols, P_f x
 - ``pilot_subcarriers`` [P_f] int64, ``pilot_symbol_indices`` [P_t] int64: 0-based pilot positions.
 - ``snr_db`` [N] float32 (dB, per resource element), ``delay_spread_s`` [N] float32 (s, RMS),
   ``doppler_hz`` [N] float32 (Hz, maximum), ``noise_var`` [N] float32 (per complex RE),
-  ``profile`` [N] bytes ``S1`` (TDL letter).
+  ``profile`` [N] bytes ``S5``: the TDL letter (``A``..``E``) or ``CDL-A``..``CDL-E``.
 
 Root attributes: ``format`` ("wavefront-shard"), ``format_version``, ``config`` (canonical
 JSON of the SystemConfig), ``seed`` (the run's seed), ``shard_index``, ``shard_seed``
@@ -33,6 +33,7 @@ import numpy as np
 
 FORMAT = "wavefront-shard"
 FORMAT_VERSION = 1
+PROFILE_DTYPE = "S5"  # "A".."E" (TDL) or "CDL-A".."CDL-E"
 FRAME_ARRAYS = ("h_true", "pilots_ls", "pilots_rx")  # [N, ...] complex64, one chunk per frame
 META_ARRAYS = ("snr_db", "delay_spread_s", "doppler_hz", "noise_var")  # [N] float32
 STATIC_ARRAYS = ("pilot_symbols", "pilot_subcarriers", "pilot_symbol_indices")
@@ -81,7 +82,7 @@ class ShardArrays:
     delay_spread_s: np.ndarray
     doppler_hz: np.ndarray
     noise_var: np.ndarray
-    profile: np.ndarray  # [N] S1
+    profile: np.ndarray  # [N] S5
 
     def __len__(self) -> int:
         return self.h_true.shape[0]
@@ -147,7 +148,7 @@ def write_shard(path: str | Path, arrays: ShardArrays, attrs: dict, compression:
                 f.create_dataset(name, data=arr, chunks=(1,) + arr.shape[1:], track_times=False, **comp)
             for name in META_ARRAYS:
                 f.create_dataset(name, data=getattr(arrays, name).astype(np.float32), track_times=False)
-            f.create_dataset("profile", data=arrays.profile.astype("S1"), track_times=False)
+            f.create_dataset("profile", data=arrays.profile.astype(PROFILE_DTYPE), track_times=False)
             for name in STATIC_ARRAYS:
                 f.create_dataset(name, data=getattr(arrays, name), track_times=False)
             full = {"format": FORMAT, "format_version": FORMAT_VERSION, "num_frames": n,

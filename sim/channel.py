@@ -1,21 +1,31 @@
-"""3GPP TDL fading on the OFDM grid, with per-frame delay spread and Doppler, and its closed forms.
+"""3GPP TDL and CDL fading on the OFDM grid, with per-frame delay spread and Doppler, and its closed forms.
 
-The tap tables (normalised delays, powers, LoS K-factor) come from Sionna's
-``sionna.phy.channel.tr38901.TDL``; the frequency response is the sum of Sionna's
-``cir_to_ofdm_channel``, computed faster (see :func:`frequency_response`). What wavefront adds is a **per-frame, recorded** delay spread
-and maximum Doppler: Sionna's TDL takes one delay spread per instance and draws its
-Doppler internally without returning it, so the tap gains are drawn here with the same
-sum-of-sinusoids model (Zheng & Xiao), one Doppler per frame.
+The tables come from Sionna: normalised delays, powers and LoS K-factor of
+``sionna.phy.channel.tr38901.TDL``, and for CDL also the per-ray arrival angles of
+``tr38901.CDL`` (cluster angles plus the Table 7.5-3 offsets scaled by the cluster spread).
+The frequency response is the sum of Sionna's ``cir_to_ofdm_channel``, computed faster (see
+:func:`frequency_response`). What wavefront adds is a **per-frame, recorded** delay spread
+and maximum Doppler: Sionna's models take one delay spread per instance and draw their
+velocity internally without returning it, so the path gains are drawn here, one Doppler
+per frame:
+
+- a TDL tap is a sum of sinusoids (Zheng & Xiao) whose angles are drawn per frame, so its
+  Doppler spectrum is Jakes';
+- a CDL cluster is the sum of its 20 rays, each with a random phase and the Doppler
+  ``f_d cos(angle between its arrival direction and the travel direction)``; with SISO
+  omnidirectional antennas that is the whole of TR 38.901's CDL channel.
 
 Closed forms (tested in ``tests/sim/test_channel_statistics.py``):
 
 - frequency correlation ``E[H(f) H*(f + df)] = sum_l P_l exp(-j 2 pi tau_l df)``;
-- time correlation of a Rayleigh tap ``J0(2 pi f_d dt)``; a LoS tap adds
-  ``P_los exp(j 2 pi f_d cos(theta_los) dt)``.
+- time correlation of a TDL Rayleigh tap ``J0(2 pi f_d dt)``, of a CDL cluster
+  ``mean_m exp(j 2 pi f_d c_m dt)`` over its rays' Doppler cosines ``c_m``; a LoS path adds
+  ``P_los exp(j 2 pi f_d c_los dt)``.
 
 The covariance of the grid is therefore a sum of Kronecker products,
-``R = sum_k R_f^(k) (x) R_t^(k)``: one term for NLoS profiles (A, B, C), two for LoS
-profiles (D, E). :func:`covariance_terms` returns those terms; LMMSE and the bound use them.
+``R = sum_k R_f^(k) (x) R_t^(k)``: one term for TDL NLoS profiles (A, B, C), two for TDL
+LoS profiles (D, E), one per cluster (plus the LoS path) for CDL. :func:`covariance_terms`
+returns those terms; LMMSE and the bound use them.
 """
 from __future__ import annotations
 
@@ -35,11 +45,13 @@ _CHUNK = 128  # frames per block in the heavy loops: large enough to vectorise, 
 
 
 @dataclass(frozen=True)
-class TDLProfile:
-    """A TDL profile normalised to unit power and unit RMS delay spread.
+class ChannelProfile:
+    """A TDL or CDL profile normalised to unit power and unit RMS delay spread.
 
     ``norm_delays`` [L] (delays / delay_spread), ``nlos_powers`` [L] (Rayleigh part of each
-    tap), ``los_power`` (specular part of tap 0, 0 for NLoS), ``los_cos_aoa`` = cos(theta_los).
+    tap or cluster), ``los_power`` (specular part at delay ``norm_delays[0]``, 0 for NLoS),
+    ``los_cos_aoa`` (Doppler cosine of the LoS path). ``ray_doppler_cos`` [L, M]: for CDL,
+    the Doppler cosine of every ray; ``None`` for TDL taps, whose angles are drawn per frame.
     ``nlos_powers.sum() + los_power == 1``.
     """
 
@@ -48,6 +60,7 @@ class TDLProfile:
     nlos_powers: np.ndarray
     los_power: float
     los_cos_aoa: float
+    ray_doppler_cos: np.ndarray | None = None
 
     @property
     def is_los(self) -> bool:
@@ -55,7 +68,7 @@ class TDLProfile:
 
 
 @lru_cache(maxsize=None)
-def tdl_profile(name: str) -> TDLProfile:
+def tdl_profile(name: str) -> ChannelProfile:
     """Returns the TR 38.901 TDL profile ``name`` (A..E), read from Sionna's tables."""
     from sionna.phy.channel.tr38901 import TDL
 
@@ -68,7 +81,48 @@ def tdl_profile(name: str) -> TDLProfile:
     nlos[0] -= los  # mean_powers folds the specular power into tap 0
     cos_aoa = math.cos(LOS_ANGLE_OF_ARRIVAL) if model.los else 0.0
     total = nlos.sum() + los
-    return TDLProfile(name, delays, nlos / total, los / total, cos_aoa)
+    return ChannelProfile(name, delays, nlos / total, los / total, cos_aoa)
+
+
+def _doppler_cos(aoa_rad, zoa_rad, travel_azimuth_rad: float):
+    """Returns ``r_hat . v_hat`` for arrival angles (azimuth, zenith) and horizontal travel."""
+    return np.sin(zoa_rad) * np.cos(aoa_rad - travel_azimuth_rad)
+
+
+@lru_cache(maxsize=None)
+def cdl_profile(name: str, travel_azimuth_deg: float = 0.0) -> ChannelProfile:
+    """Returns the TR 38.901 CDL profile ``name`` (``CDL-A``..``CDL-E``) for SISO omni antennas.
+
+    Reads Sionna's ``CDL`` tables (Sionna 2.2.0, spec 19.2): normalised cluster delays and
+    powers, the K-factor, and the 20 ray arrival angles per cluster. The UT travels
+    horizontally at azimuth ``travel_azimuth_deg``; each ray gets the Doppler cosine
+    ``sin(ZoA) cos(AoA - azimuth)``. Angles at the UT are the tables' arrival angles in both
+    link directions (Sionna swaps the tables for uplink so that they stay at the UT).
+    """
+    from sionna.phy.channel.tr38901 import CDL, Antenna
+
+    omni = Antenna("single", "V", "omni", carrier_frequency=1e9, device="cpu", precision="double")
+    model = CDL(name.removeprefix("CDL-"), delay_spread=1.0, carrier_frequency=1e9, ut_array=omni, bs_array=omni,
+                device="cpu", precision="double")
+    delays = model._delays.cpu().numpy().astype(np.float64)
+    powers = model._powers.cpu().numpy().astype(np.float64)  # NLoS clusters, summing to 1
+    az = math.radians(travel_azimuth_deg)
+    ray_cos = _doppler_cos(model._aoa.cpu().numpy(), model._zoa.cpu().numpy(), az)
+    los, los_cos = 0.0, 0.0
+    if model._has_los:
+        if delays[0] != 0.0:
+            raise ValueError(f"{name}: the LoS path must share the first cluster's delay")
+        k = float(model._k_factor.cpu())
+        los, powers = k / (k + 1), powers / (k + 1)
+        los_cos = float(_doppler_cos(float(model._los_aoa), float(model._los_zoa), az))
+    return ChannelProfile(name, delays, powers / (powers.sum() + los), los / (powers.sum() + los), los_cos, ray_cos)
+
+
+def channel_profile(name: str, travel_azimuth_deg: float = 0.0) -> ChannelProfile:
+    """Returns the profile a :class:`ChannelConfig` names: TDL letters ``A``..``E`` or ``CDL-A``..``CDL-E``."""
+    if name.startswith("CDL-"):
+        return cdl_profile(name, float(travel_azimuth_deg))
+    return tdl_profile(name)
 
 
 def subcarrier_offsets_hz(ofdm: OFDMConfig) -> torch.Tensor:
@@ -87,7 +141,7 @@ def symbol_times_s(ofdm: OFDMConfig) -> torch.Tensor:
 # ---------------------------------------------------------------------------------------
 # Closed forms
 # ---------------------------------------------------------------------------------------
-def freq_correlation(profile: TDLProfile, delay_spread_s, df_hz, part: str = "all") -> torch.Tensor:
+def freq_correlation(profile: ChannelProfile, delay_spread_s, df_hz, part: str = "all") -> torch.Tensor:
     """Returns ``sum_l P_l exp(-j 2 pi tau_l df)`` complex128, broadcast over ``delay_spread_s`` and ``df_hz``.
 
     ``part``: ``"all"`` (total), ``"nlos"`` (Rayleigh part) or ``"los"`` (specular part of tap 0).
@@ -112,7 +166,7 @@ def time_correlation_jakes(doppler_hz, dt_s) -> torch.Tensor:
     return torch.from_numpy(j0(x.numpy()))
 
 
-def covariance_terms(ofdm: OFDMConfig, profile: TDLProfile, delay_spread_s, doppler_hz,
+def covariance_terms(ofdm: OFDMConfig, profile: ChannelProfile, delay_spread_s, doppler_hz,
                      rows_f=None, cols_f=None, rows_t=None, cols_t=None):
     """Returns the Kronecker terms ``[(R_f^(k), R_t^(k)), ...]`` of the channel covariance, complex128.
 
@@ -140,33 +194,45 @@ def covariance_terms(ofdm: OFDMConfig, profile: TDLProfile, delay_spread_s, dopp
     def on_grid(fun_f, fun_t):
         return (fun_f(df_u.reshape(1, 1, -1))[:, 0][:, df_i], fun_t(dt_u.reshape(1, 1, -1))[:, 0][:, dt_i])
 
-    jakes = lambda dt: time_correlation_jakes(fd, dt).to(torch.complex128)  # noqa: E731
-    if not profile.is_los:
-        return [on_grid(lambda df: freq_correlation(profile, ds, df), jakes)]
-    nlos = on_grid(lambda df: freq_correlation(profile, ds, df, "nlos"), jakes)
-    los = on_grid(lambda df: freq_correlation(profile, ds, df, "los"),
-                  lambda dt: torch.exp(2j * math.pi * profile.los_cos_aoa * fd * dt))
-    return [nlos, los]
+    los = [on_grid(lambda df: freq_correlation(profile, ds, df, "los"),
+                   lambda dt: torch.exp(2j * math.pi * profile.los_cos_aoa * fd * dt))] if profile.is_los else []
+    if profile.ray_doppler_cos is None:  # TDL: every tap has the Jakes time correlation
+        jakes = lambda dt: time_correlation_jakes(fd, dt).to(torch.complex128)  # noqa: E731
+        return [on_grid(lambda df: freq_correlation(profile, ds, df, "nlos"), jakes)] + los
+    # CDL: each cluster has its own Doppler spectrum, its rays' lines: one term per cluster.
+    rays = torch.as_tensor(profile.ray_doppler_cos, dtype=torch.float64)
+    clusters = []
+    for tau, power, cos_m in zip(profile.norm_delays.tolist(), profile.nlos_powers.tolist(), rays):
+        clusters.append(on_grid(lambda df, tau=tau, power=power: power * torch.exp(-2j * math.pi * tau * ds * df),
+                                lambda dt, c=cos_m: torch.exp(2j * math.pi * fd.unsqueeze(-1) * dt.unsqueeze(-1) * c).mean(-1)))
+    return clusters + los
 
 
 # ---------------------------------------------------------------------------------------
 # Simulation
 # ---------------------------------------------------------------------------------------
-def tap_gains(profile: TDLProfile, doppler_hz: torch.Tensor, times_s: torch.Tensor,
+def tap_gains(profile: ChannelProfile, doppler_hz: torch.Tensor, times_s: torch.Tensor,
               num_sinusoids: int, generator: torch.Generator) -> torch.Tensor:
     """Returns sum-of-sinusoids tap gains ``a`` [B, L, T] complex64 with ``E|a_l|^2 = P_l``.
 
     ``doppler_hz`` [B] float32 (one maximum Doppler per frame), ``times_s`` [T].
-    Each Rayleigh tap is ``sqrt(P_l/N) sum_n exp(j(2 pi f_d t cos(alpha_n) + phi_n))`` with
-    ``alpha_n = 2 pi n / N + theta_n``, ``theta_n ~ U(-pi/N, pi/N)``, ``phi_n ~ U(-pi, pi)``:
-    averaging over ``theta`` makes the autocorrelation exactly ``J0(2 pi f_d dt)``. A LoS tap 0
-    adds ``sqrt(P_los) exp(j(2 pi f_d t cos(theta_los) + phi_0))``.
+    Each tap is ``sqrt(P_l/N) sum_n exp(j(2 pi f_d t c_n + phi_n))``, ``phi_n ~ U(-pi, pi)``.
+    TDL: ``c_n = cos(alpha_n)``, ``alpha_n = 2 pi n / N + theta_n``, ``theta_n ~ U(-pi/N, pi/N)``
+    drawn per frame: averaging over ``theta`` makes the autocorrelation exactly
+    ``J0(2 pi f_d dt)``. CDL: ``c_n`` are the cluster's fixed ray Doppler cosines and ``N`` its
+    ray count (``num_sinusoids`` is not used). A LoS path at tap 0 adds
+    ``sqrt(P_los) exp(j(2 pi f_d t c_los + phi_0))``.
     """
     dev = doppler_hz.device
-    B, L, N = doppler_hz.shape[0], len(profile.norm_delays), num_sinusoids
-    n = torch.arange(1, N + 1, device=dev, dtype=torch.float32)
-    theta = (torch.rand(B, L, N, generator=generator, device=dev) * 2 - 1) * (math.pi / N)
-    alpha = 2 * math.pi * n / N + theta
+    B, L = doppler_hz.shape[0], len(profile.norm_delays)
+    if profile.ray_doppler_cos is None:
+        N = num_sinusoids
+        n = torch.arange(1, N + 1, device=dev, dtype=torch.float32)
+        theta = (torch.rand(B, L, N, generator=generator, device=dev) * 2 - 1) * (math.pi / N)
+        cosines = torch.cos(2 * math.pi * n / N + theta)
+    else:
+        N = profile.ray_doppler_cos.shape[1]
+        cosines = torch.as_tensor(profile.ray_doppler_cos, dtype=torch.float32, device=dev).expand(B, L, N)
     phi = (torch.rand(B, L, N, generator=generator, device=dev) * 2 - 1) * math.pi
     w = 2 * math.pi * doppler_hz.float().reshape(B, 1, 1, 1)  # rad/s
     t = times_s.to(dev, torch.float32).reshape(1, 1, 1, -1)
@@ -175,7 +241,7 @@ def tap_gains(profile: TDLProfile, doppler_hz: torch.Tensor, times_s: torch.Tens
     # Real cos/sin sums, then one complex tensor: about 3x faster on CPU than summing
     # torch.polar phasors. Chunks keep the [b, L, N, T] intermediates in cache; same numbers.
     for s in range(0, B, _CHUNK):
-        arg = (w[s:s + _CHUNK] * t) * torch.cos(alpha[s:s + _CHUNK]).unsqueeze(-1) + phi[s:s + _CHUNK].unsqueeze(-1)
+        arg = (w[s:s + _CHUNK] * t) * cosines[s:s + _CHUNK].unsqueeze(-1) + phi[s:s + _CHUNK].unsqueeze(-1)
         a_re[s:s + _CHUNK] = torch.cos(arg).sum(2)
         a_im[s:s + _CHUNK] = torch.sin(arg).sum(2)
     a = torch.complex(a_re, a_im)
@@ -188,7 +254,7 @@ def tap_gains(profile: TDLProfile, doppler_hz: torch.Tensor, times_s: torch.Tens
     return a
 
 
-def ofdm_channel(ofdm: OFDMConfig, profile: TDLProfile, delay_spread_s: torch.Tensor, doppler_hz: torch.Tensor,
+def ofdm_channel(ofdm: OFDMConfig, profile: ChannelProfile, delay_spread_s: torch.Tensor, doppler_hz: torch.Tensor,
                  num_sinusoids: int, generator: torch.Generator) -> torch.Tensor:
     """Returns the channel on the resource grid, H [B, F, T] complex64, ``E|H|^2 = 1``.
 

@@ -21,7 +21,7 @@ def add_commands(sub) -> None:
     p.add_argument("--snr-db", default="0:30:5", help="per-RE SNR in dB: v, a,b,c or start:stop:step")
     p.add_argument("--doppler-hz", default="1000", help="maximum Doppler in Hz: v, a,b,c or start:stop:step")
     p.add_argument("--delay-spread-ns", default="300", help="RMS delay spread in ns: v, a,b,c or start:stop:step")
-    p.add_argument("--profile", default=None, help="3GPP TDL profile A..E (default: the config's, A)")
+    p.add_argument("--profile", default=None, help="3GPP profile: TDL A..E or CDL-A..CDL-E (default: the config's, A)")
     p.add_argument("--config", default=None, help="YAML system config (ofdm:, channel:); CLI values override it")
     p.add_argument("--preset", default=None, help="named system config: default, adafortitran-paper")
     p.add_argument("--modulation", default=None, choices=["qpsk", "16qam", "64qam"], help="data modulation (default qpsk)")

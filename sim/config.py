@@ -24,6 +24,12 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, mo
 from wavefront.errors import ConfigError, from_pydantic
 
 TDL_PROFILES = ("A", "B", "C", "D", "E")
+CDL_PROFILES = tuple(f"CDL-{x}" for x in TDL_PROFILES)
+
+
+def profile_label(profile: str) -> str:
+    """Returns the full 3GPP name of a ``ChannelConfig.profile``: ``"A"`` -> ``"TDL-A"``, ``"CDL-A"`` unchanged."""
+    return profile if profile.startswith("CDL-") else f"TDL-{profile}"
 Value = Union[float, tuple[float, float]]
 
 
@@ -168,26 +174,45 @@ class OFDMConfig(_Model):
 class ChannelConfig(_Model):
     """The fading channel and noise, each a fixed value or a ``[low, high]`` range drawn per frame.
 
-    - ``profile``: 3GPP TR 38.901 TDL profile, ``A``..``E`` (D and E have a LoS tap).
+    - ``profile``: 3GPP TR 38.901 profile: TDL ``A``..``E`` (also written ``TDL-A``), or
+      ``CDL-A``..``CDL-E`` (SISO, omnidirectional antennas). D and E have a LoS path.
+    - ``travel_azimuth_deg``: CDL only: the UT moves horizontally in this azimuth [deg], in
+      the CDL tables' angle frame. Each ray's Doppler is ``doppler_hz`` times the cosine
+      between its arrival direction and the travel direction.
     - ``delay_spread_s``: RMS delay spread [s].
     - ``doppler_hz``: maximum Doppler frequency [Hz]; the generator converts it to speed.
     - ``snr_db``: per-resource-element SNR [dB], ``E|Hx|^2 / sigma^2``.
-    - ``num_sinusoids``: sinusoids per tap of the sum-of-sinusoids fading model.
+    - ``num_sinusoids``: sinusoids per tap of the sum-of-sinusoids fading model (TDL; a CDL
+      cluster has the 20 rays of its table).
     """
 
-    profile: Literal["A", "B", "C", "D", "E"] = "A"
+    profile: str = "A"
     delay_spread_s: Value = 300e-9
     doppler_hz: Value = 500.0
     snr_db: Value = 10.0
     num_sinusoids: int = 20  # Sionna's default; more makes each tap closer to Gaussian
+    travel_azimuth_deg: float = 0.0
 
     @field_validator("profile", mode="before")
     @classmethod
     def _profile(cls, v):
-        p = str(v).upper().removeprefix("TDL-").removeprefix("TDL")
-        if p not in TDL_PROFILES:
-            raise ValueError(f"unknown profile; choose one of TDL-{', TDL-'.join(TDL_PROFILES)}")
-        return p
+        p = str(v).upper()
+        if p.startswith("CDL"):
+            p = "CDL-" + p.removeprefix("CDL").removeprefix("-")
+            if p in CDL_PROFILES:
+                return p
+        else:
+            p = p.removeprefix("TDL").removeprefix("-")
+            if p in TDL_PROFILES:
+                return p
+        raise ValueError(f"unknown profile; choose one of TDL-{', TDL-'.join(TDL_PROFILES)}, {', '.join(CDL_PROFILES)}")
+
+    @field_validator("travel_azimuth_deg")
+    @classmethod
+    def _azimuth(cls, v):
+        if not math.isfinite(v):
+            raise ValueError("travel_azimuth_deg must be a finite angle in degrees")
+        return v
 
     @field_validator("delay_spread_s")
     @classmethod

@@ -16,7 +16,7 @@ from functools import cached_property
 import torch
 
 from wavefront.errors import ConfigError
-from wavefront.sim.channel import ofdm_channel, tdl_profile
+from wavefront.sim.channel import channel_profile, ofdm_channel
 from wavefront.sim.config import SystemConfig
 from wavefront.utils import make_generator, resolve_device
 
@@ -103,7 +103,7 @@ class FrameGenerator:
         self.config = config
         self.ofdm = config.ofdm
         self.device = resolve_device(device)
-        self.profile = tdl_profile(config.channel.profile)
+        self.profile = channel_profile(config.channel.profile, config.channel.travel_azimuth_deg)
         o = self.ofdm
         self.pilot_f = torch.tensor(o.pilot_subcarriers, device=self.device)
         self.pilot_t = torch.tensor(o.pilot_symbols, device=self.device)

@@ -21,7 +21,9 @@ import math
 import torch
 
 from wavefront.errors import ConfigError
-from wavefront.sim.channel import covariance_terms, subcarrier_offsets_hz, symbol_times_s, tdl_profile, time_correlation_jakes
+from wavefront.sim.channel import (
+    ChannelProfile, channel_profile, covariance_terms, subcarrier_offsets_hz, symbol_times_s, time_correlation_jakes,
+)
 from wavefront.sim.config import OFDMConfig, SystemConfig
 
 
@@ -46,8 +48,7 @@ class _Stats:
         self.r_pp = _kron_sum(f_pp, t_pp)
 
 
-def _true_stats(ofdm: OFDMConfig, profile_name: str, ds, fd) -> _Stats:
-    prof = tdl_profile(profile_name)
+def _true_stats(ofdm: OFDMConfig, prof: ChannelProfile, ds, fd) -> _Stats:
     pf, pt = ofdm.pilot_subcarriers, list(ofdm.pilot_symbols)
     hp = covariance_terms(ofdm, prof, ds, fd, cols_f=pf, cols_t=pt)
     pp = covariance_terms(ofdm, prof, ds, fd, rows_f=pf, cols_f=pf, rows_t=pt, cols_t=pt)
@@ -97,7 +98,7 @@ class GenieLMMSE:
 
     def __init__(self, config: SystemConfig):
         self.ofdm = config.ofdm
-        self.profile = config.channel.profile
+        self.profile = channel_profile(config.channel.profile, config.channel.travel_azimuth_deg)
 
     def estimate(self, pilots: torch.Tensor, meta: dict[str, torch.Tensor]) -> torch.Tensor:
         nv = _noise_var(meta)
@@ -191,18 +192,22 @@ class RobustLMMSE:
         return _apply(self.stats, _solve(self.stats, uniq[:, 0]), pilots, idx, torch.zeros_like(idx))
 
 
-def genie_mse(config: SystemConfig | OFDMConfig, snr_db, delay_spread_s, doppler_hz, profile: str | None = None) -> torch.Tensor:
+def genie_mse(config: SystemConfig | OFDMConfig, snr_db, delay_spread_s, doppler_hz,
+              profile: str | ChannelProfile | None = None) -> torch.Tensor:
     """Returns the closed-form MSE per resource element of the genie LMMSE, ``tr(R - W R_ph) / (F T)``.
 
-    Arguments broadcast to [B] (scalars give a 0-d result); ``profile`` defaults to the
-    config's. float64, linear scale (``10 log10`` for dB). This is the MMSE bound.
+    Arguments broadcast to [B] (scalars give a 0-d result); ``profile`` (a name or a
+    :class:`ChannelProfile`) defaults to the config's. float64, linear scale (``10 log10``
+    for dB). This is the MMSE bound.
     """
     if isinstance(config, SystemConfig):
-        ofdm, profile = config.ofdm, profile or config.channel.profile
+        ofdm, azimuth, profile = config.ofdm, config.channel.travel_azimuth_deg, profile or config.channel.profile
     else:
-        ofdm = config
+        ofdm, azimuth = config, 0.0
         if profile is None:
             raise ConfigError("profile", None, "is required with an OFDMConfig")
+    if not isinstance(profile, ChannelProfile):
+        profile = channel_profile(profile, azimuth)
     snr, ds, fd = torch.broadcast_tensors(*(torch.as_tensor(v, dtype=torch.float64) for v in (snr_db, delay_spread_s, doppler_hz)))
     shape = snr.shape
     uniq, index = _unique_conditions(snr, ds, fd)  # frames with equal conditions share one solve

@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 from wavefront.errors import ConfigError
-from wavefront.sim.config import SystemConfig
+from wavefront.sim.config import SystemConfig, profile_label
 from wavefront.sim.estimators import CLASSICAL, get_classical
 from wavefront.sim.frames import FrameGenerator
 from wavefront.sim.link import bit_errors, demap, equalize
@@ -285,7 +285,7 @@ def plot_result(result: SweepResult, out: Path) -> list[Path]:
         ax.set_ylabel(ylabel)
         ch = cfg["channel"]
         fixed = [f"{AXES[k][0]} {_fmt(ch[k], AXES[k][2])} {AXES[k][1]}" for k in AXES if k != axis]
-        ax.set_title(f"TDL-{ch['profile']}, {', '.join(fixed)}, {cfg['ofdm']['num_subcarriers']}x"
+        ax.set_title(f"{profile_label(ch['profile'])}, {', '.join(fixed)}, {cfg['ofdm']['num_subcarriers']}x"
                      f"{cfg['ofdm']['num_symbols']} grid, {result.spec['frames']} frames/point", fontsize=9)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from wavefront.sim.channel import freq_correlation, ofdm_channel, tdl_profile, time_correlation_jakes
+from wavefront.sim.channel import cdl_profile, freq_correlation, ofdm_channel, tdl_profile, time_correlation_jakes
 from wavefront.sim.config import OFDMConfig, SystemConfig
 from wavefront.sim.frames import FrameGenerator
 from wavefront.utils import make_generator
@@ -104,3 +104,49 @@ def test_data_bits_are_fair_in_every_bit_position():
     # neighbouring positions uncorrelated
     c = ((bits[:, :-1] - 0.5) * (bits[:, 1:] - 0.5)).mean(0) * 4
     assert c.abs().max() < 5 / np.sqrt(4000)
+
+
+def _lag_correlation(x: torch.Tensor) -> np.ndarray:
+    """Returns E[x(t + n) x*(t)] for n = 0..T-1 over frames [B, ..., T]."""
+    x = x.to(torch.complex128)
+    return np.array([complex((x[..., n:] * x[..., :x.shape[-1] - n].conj()).mean()) for n in range(x.shape[-1])])
+
+
+@pytest.mark.parametrize("letter,azimuth", [("C", 30.0), ("D", -45.0)])
+def test_cdl_time_correlation_matches_sionna_cdl_and_the_ray_closed_form(letter, azimuth):
+    # Sionna's CDL with SISO omni antennas and the UT moving horizontally at `azimuth`, against
+    # sum_l P_l mean_m exp(j 2 pi f_d c_lm dt) (+ the LoS line) and against wavefront's draws.
+    from sionna.phy.channel.tr38901 import CDL, Antenna
+
+    ofdm, fd, fc, n = OFDMConfig(num_subcarriers=12), 500.0, 3.5e9, 10_000
+    prof = cdl_profile(f"CDL-{letter}", azimuth)
+    dt = torch.arange(14, dtype=torch.float64) * ofdm.symbol_duration_s
+    theory = sum(P * torch.exp(2j * np.pi * fd * dt[:, None] * torch.as_tensor(c)).mean(-1)
+                 for P, c in zip(prof.nlos_powers, prof.ray_doppler_cos))
+    theory = (theory + prof.los_power * torch.exp(2j * np.pi * prof.los_cos_aoa * fd * dt)).numpy()
+
+    torch.manual_seed(0)
+    speed = fd * 299_792_458.0 / fc
+    az = np.radians(azimuth)
+    omni = Antenna("single", "V", "omni", carrier_frequency=fc, device="cpu", precision="double")
+    cdl = CDL(letter, 300e-9, fc, ut_array=omni, bs_array=omni, device="cpu", precision="double",
+              ut_velocity=torch.tensor([speed * np.cos(az), speed * np.sin(az), 0.0], dtype=torch.float64))
+    a, _ = cdl(n, 14, 1 / ofdm.symbol_duration_s)
+    sionna = _lag_correlation(a[:, 0, 0, 0, 0].sum(-2))  # sum of path gains: H at f = 0
+    ours = _lag_correlation(ofdm_channel(ofdm, prof, torch.full((n,), 300e-9), torch.full((n,), fd), 20,
+                                         make_generator(4)))
+    assert np.abs(sionna - theory).max() < 0.03
+    assert np.abs(ours - theory).max() < 0.03
+    # a CDL cluster's Doppler spectrum is lopsided: the correlation is far from real J0
+    assert np.abs(theory - time_correlation_jakes(fd, dt).numpy()).max() > 0.2
+
+
+def test_cdl_frequency_correlation_matches_its_cluster_delays():
+    ofdm = OFDMConfig(num_subcarriers=72)
+    prof = cdl_profile("CDL-A")
+    h = ofdm_channel(ofdm, prof, torch.full((20_000,), 300e-9), torch.zeros(20_000), 20, make_generator(6))[:, :, 0]
+    h = h.to(torch.complex128)
+    k = np.arange(1, 40, 3)
+    emp = np.array([complex((h[:, kk:] * h[:, :-kk].conj()).mean()) for kk in k])
+    theory = freq_correlation(prof, 300e-9, torch.tensor(k * SCS)).numpy()
+    assert np.abs(emp - theory).max() < 0.03
