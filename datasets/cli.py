@@ -13,7 +13,7 @@ _FMT = argparse.ArgumentDefaultsHelpFormatter
 
 def _common(p, frames_flag: str, frames_default, frames_help: str) -> None:
     p.add_argument("--config", default=None, help="YAML system config (ofdm:, channel:)")
-    p.add_argument("--preset", default=None, help="named system config: default, adafortitran-paper")
+    p.add_argument("--preset", default=None, help="named system config: default, adafortitran-paper, adafortitran-reference")
     p.add_argument(frames_flag, type=int, default=frames_default, required=frames_default is None, help=frames_help)
     p.add_argument("--shard-frames", type=int, default=10_000, help="frames per shard (the last shard holds the rest)")
     p.add_argument("--seed", type=int, default=0, help="run seed; shard i draws from derive_seed(seed, i)")
@@ -61,6 +61,10 @@ def add_commands(sub) -> None:
     p.add_argument("--preset", default=None, help="named system config for the grid")
     p.add_argument("--shard-frames", type=int, default=10_000)
     p.add_argument("--compression", default="none", choices=["none", "lzf", "gzip"])
+    p.add_argument("--snr-convention", default="pilot-grid", choices=["pilot-grid", "per-re"],
+                   help="how the names' SNR was meant: pilot-grid = the reference generator's (noise measured "
+                        "over a pilots-only grid, 13.2 dB below per-RE on the paper grid); per-re = files "
+                        "exported by wavefront from per-RE data")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run_import_mat)
 
@@ -176,7 +180,8 @@ def run_import_mat(args) -> int:
 
     bar = _bar(None, not args.no_progress, "import-mat")
     try:
-        n = import_mat(args.mat, args.out, _base_config(args), args.shard_frames, args.compression, progress=bar)
+        n = import_mat(args.mat, args.out, _base_config(args), args.shard_frames, args.compression, progress=bar,
+                       snr_convention=args.snr_convention)
     finally:
         bar.close()
     print(f"imported {n} frames into {args.out}", file=sys.stderr)

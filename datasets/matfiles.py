@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import scipy.io
+import torch
 
 from wavefront.datasets.generate import MANIFEST, MANIFEST_FORMAT, _write_json_atomic, shard_counts
 from wavefront.datasets.shards import FORMAT_VERSION, PROFILE_DTYPE, ShardArrays, read_shard, shard_name, versions, write_shard
@@ -128,14 +129,14 @@ def parse_mat_name(path: Path) -> dict:
             "spacing": int(spacing), "profile": profile}
 
 
-def _folder_config(files: list[Path], metas: list[dict], base: SystemConfig) -> SystemConfig:
+def _folder_config(files: list[Path], metas: list[dict], base: SystemConfig, snr_convention: str) -> SystemConfig:
     for key in ("spacing", "profile"):
         vals = {m[key] for m in metas}
         if len(vals) > 1:
             bad = next(f for f, m in zip(files, metas) if m[key] != metas[0][key])
             raise ConfigError("mat", str(bad), f"its {key} differs from that of {files[0].name} in the same "
                                                "folder; put one pilot spacing and profile per folder")
-    channel = {"profile": metas[0]["profile"]}
+    channel = {"profile": metas[0]["profile"], "snr_convention": snr_convention}
     for key in ("snr_db", "delay_spread_s", "doppler_hz"):
         lo, hi = min(m[key] for m in metas), max(m[key] for m in metas)
         channel[key] = lo if lo == hi else (lo, hi)
@@ -143,11 +144,13 @@ def _folder_config(files: list[Path], metas: list[dict], base: SystemConfig) -> 
 
 
 def import_mat(root: str | Path, out: str | Path, base: SystemConfig, shard_frames: int = 10_000,
-               compression: str = "none", progress=None) -> int:
+               compression: str = "none", progress=None, snr_convention: str = "pilot-grid") -> int:
     """Reads a tree of reference ``.mat`` files into shard folders (mirrored under ``out``).
 
     Metadata comes from the file names; the grid from ``base`` with the names' pilot spacing
-    and profile. Imported shards store ``pilot_symbols = 1`` and ``pilots_rx = pilots_ls``
+    and profile. ``snr_convention``: how to read the names' SNR; ``"pilot-grid"`` (default) is
+    the reference generator's, ``"per-re"`` that of files wavefront exported from per-RE data.
+    The stored ``noise_var`` follows it. Imported shards store ``pilot_symbols = 1`` and ``pilots_rx = pilots_ls``
     (the ``.mat`` layout keeps only the LS estimate). Returns the number of frames imported.
     """
     root, out = Path(root), Path(out)
@@ -166,7 +169,7 @@ def import_mat(root: str | Path, out: str | Path, base: SystemConfig, shard_fram
         for a, b in zip(metas, metas[1:]):
             if a["n"] == b["n"]:
                 raise ConfigError("mat", str(files[metas.index(b)]), f"frame number {b['n']} appears twice in the folder")
-        cfg = _folder_config(files, metas, base)
+        cfg = _folder_config(files, metas, base, snr_convention)
         o = cfg.ofdm
         pf = np.asarray(o.pilot_subcarriers, dtype=np.int64)
         pt = np.asarray(o.pilot_symbols, dtype=np.int64)
@@ -204,7 +207,7 @@ def import_mat(root: str | Path, out: str | Path, base: SystemConfig, shard_fram
                 pilot_subcarriers=pf, pilot_symbol_indices=pt, snr_db=snr,
                 delay_spread_s=np.asarray([x["delay_spread_s"] for x in m], np.float32),
                 doppler_hz=np.asarray([x["doppler_hz"] for x in m], np.float32),
-                noise_var=np.power(10.0, -snr.astype(np.float64) / 10).astype(np.float32),
+                noise_var=cfg.noise_variance(torch.from_numpy(snr).double()).float().numpy(),
                 profile=np.asarray([x["profile"].encode() for x in m], dtype=PROFILE_DTYPE))
             attrs = {"config": cfg.to_json(), "seed": -1, "shard_index": si, "batch_size": 0,
                      "device": "none", "source": "import-mat", "versions": versions()}
@@ -217,6 +220,6 @@ def import_mat(root: str | Path, out: str | Path, base: SystemConfig, shard_fram
             "imported_from": str(folder), "config": json.loads(cfg.to_json()), "seed": None,
             "frames": len(files), "shard_frames": shard_frames, "num_shards": len(counts),
             "compression": compression, "versions": versions(), "shards": shards, "complete": True,
-            "snr_convention": "as written in the file names",
+            "snr_convention": cfg.snr_convention_text,
             "note": "metadata from file names; pilot_symbols = 1 and pilots_rx = pilots_ls"})
     return total

@@ -6,8 +6,9 @@
 - ``DS_test_set/DS_{50,100,...,350}`` (ns) at SNR 10 dB and Doppler 600 Hz;
 - ``MDS_test_set/DOP_{200,400,...,1400}`` (Hz) at SNR 10 dB and delay spread 100 ns.
 
-SNR is wavefront's per-resource-element SNR (see :mod:`wavefront.sim.config`), not the
-reference generator's measured-pilot-power convention.
+SNR follows the base config's ``channel.snr_convention``: per resource element by default;
+the ``adafortitran-reference`` preset (``pilot-grid``) reproduces the reference generator's
+noise level (see :mod:`wavefront.sim.config`).
 """
 from __future__ import annotations
 

@@ -40,9 +40,12 @@ def _point_config(base, snr_db, delay_spread_s, doppler_hz):
     return base.updated(channel={"snr_db": snr_db, "delay_spread_s": delay_spread_s, "doppler_hz": doppler_hz})
 
 
-def _bound_db(config, snr_db, delay_spread_s, doppler_hz) -> float:
+def _bound_db(config, snr_db, delay_spread_s, doppler_hz, noise_var: float | None = None) -> float:
+    """The bound at the condition; ``noise_var`` (as stored with the frames) overrides the SNR's."""
     from wavefront.sim.lmmse import genie_mse
 
+    if noise_var is not None:  # back to the config's convention from the per-RE SNR the frames carry
+        snr_db = -10 * math.log10(noise_var) - config.snr_offset_db
     return 10 * math.log10(float(genie_mse(config, snr_db, delay_spread_s, doppler_hz)))
 
 
@@ -104,14 +107,16 @@ def evaluate(model_estimator, config, conditions: str = "paper", suite: str | No
             rows.append(_row(sweep, axis, snr, ds, fd, frames_per_point, mse, config, model_estimator.name))
     else:
         for sweep, axis, (snr, ds, fd), batch in groups:
-            meta = {k: batch[k] for k in ("snr_db", "delay_spread_s", "doppler_hz")}
+            # The stored noise variance is authoritative: the shards may use another SNR convention.
+            meta = {k: batch[k] for k in ("snr_db", "delay_spread_s", "doppler_hz", "noise_var") if k in batch}
             mse = evaluate_point(estimators, batch["pilots"], batch["h"], meta)
-            rows.append(_row(sweep, axis, snr, ds, fd, batch["h"].shape[0], mse, config, model_estimator.name))
+            nv = float(batch["noise_var"].double().mean()) if "noise_var" in batch else None
+            rows.append(_row(sweep, axis, snr, ds, fd, batch["h"].shape[0], mse, config, model_estimator.name, nv))
     return rows
 
 
-def _row(sweep, axis, snr, ds, fd, frames, mse, config, model_name) -> dict:
-    bound = _bound_db(config, snr, ds, fd)
+def _row(sweep, axis, snr, ds, fd, frames, mse, config, model_name, noise_var: float | None = None) -> dict:
+    bound = _bound_db(config, snr, ds, fd, noise_var)
     return {"sweep": sweep, "axis": axis, "snr_db": snr, "delay_spread_ns": round(ds * 1e9, 3), "doppler_hz": fd,
             "frames": frames, **{f"{k}_db": round(v, 3) for k, v in mse.items()}, "mmse_bound_db": round(bound, 3),
             "gap_to_bound_db": round(mse[model_name] - bound, 3)}

@@ -23,7 +23,7 @@ def add_commands(sub) -> None:
     p.add_argument("--delay-spread-ns", default="300", help="RMS delay spread in ns: v, a,b,c or start:stop:step")
     p.add_argument("--profile", default=None, help="3GPP profile: TDL A..E or CDL-A..CDL-E (default: the config's, A)")
     p.add_argument("--config", default=None, help="YAML system config (ofdm:, channel:); CLI values override it")
-    p.add_argument("--preset", default=None, help="named system config: default, adafortitran-paper")
+    p.add_argument("--preset", default=None, help="named system config: default, adafortitran-paper, adafortitran-reference")
     p.add_argument("--modulation", default=None, choices=["qpsk", "16qam", "64qam"], help="data modulation (default qpsk)")
     p.add_argument("--frames", type=int, default=1000, help="frames per point (the maximum, with --min-bit-errors)")
     p.add_argument("--min-bit-errors", type=int, default=None, help="stop a point once every estimator has this many bit errors")

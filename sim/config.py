@@ -18,6 +18,7 @@ import math
 import warnings
 from typing import Literal, Union
 
+import torch
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
@@ -181,7 +182,13 @@ class ChannelConfig(_Model):
       between its arrival direction and the travel direction.
     - ``delay_spread_s``: RMS delay spread [s].
     - ``doppler_hz``: maximum Doppler frequency [Hz]; the generator converts it to speed.
-    - ``snr_db``: per-resource-element SNR [dB], ``E|Hx|^2 / sigma^2``.
+    - ``snr_db``: SNR [dB], read as ``snr_convention`` says:
+      ``"per-re"`` (default): per resource element, ``E|Hx|^2 / sigma^2``;
+      ``"pilot-grid"``: the AdaFortiTran reference generator's, MATLAB ``awgn(..., 'measured')``
+      on a grid that holds only the P pilots, so ``sigma^2 = (P / (F T)) 10^(-snr/10)``: the
+      per-RE SNR is ``10 log10(F T / P)`` dB higher (13.2 dB on the paper grid, 18.5 dB on the
+      default one). MATLAB measures each frame's own pilot power; wavefront uses its
+      expectation, so that one SNR is one noise level.
     - ``num_sinusoids``: sinusoids per tap of the sum-of-sinusoids fading model (TDL; a CDL
       cluster has the 20 rays of its table).
     """
@@ -192,6 +199,7 @@ class ChannelConfig(_Model):
     snr_db: Value = 10.0
     num_sinusoids: int = 20  # Sionna's default; more makes each tap closer to Gaussian
     travel_azimuth_deg: float = 0.0
+    snr_convention: Literal["per-re", "pilot-grid"] = "per-re"
 
     @field_validator("profile", mode="before")
     @classmethod
@@ -285,6 +293,26 @@ class SystemConfig(_Model):
         return SystemConfig.from_dict({"ofdm": {**self.ofdm.model_dump(), **(ofdm or {})},
                                        "channel": {**self.channel.model_dump(), **(channel or {})}})
 
+    @property
+    def snr_offset_db(self) -> float:
+        """Returns per-RE SNR minus the configured SNR [dB]: 0, or ``10 log10(F T / P)`` for ``"pilot-grid"``."""
+        if self.channel.snr_convention == "per-re":
+            return 0.0
+        (f, t), (pf, pt) = self.ofdm.grid_shape, self.ofdm.pilot_shape
+        return 10 * math.log10(f * t / (pf * pt))
+
+    @property
+    def snr_convention_text(self) -> str:
+        """Returns the SNR convention in words, for result files and manifests."""
+        if self.channel.snr_convention == "per-re":
+            return "per-re: per resource element, E|Hx|^2 / sigma^2"
+        return (f"pilot-grid: measured over a pilots-only grid (the AdaFortiTran reference's); "
+                f"per-RE SNR = SNR + {self.snr_offset_db:.2f} dB")
+
+    def noise_variance(self, snr_db):
+        """Returns the per-RE noise variance ``10^(-(snr_db + snr_offset_db)/10)`` (tensor in, tensor out)."""
+        return torch.pow(10.0, -(torch.as_tensor(snr_db) + self.snr_offset_db) / 10)
+
     def to_json(self) -> str:
         """Returns the config as canonical JSON (sorted keys), as stored in shards and checkpoints."""
         return json.dumps(self.model_dump(mode="json"), sort_keys=True)
@@ -295,11 +323,13 @@ PRESETS: dict[str, dict] = {
     "default": {},
     # The AdaFortiTran author's MATLAB generator: every 3rd subcarrier, symbols 3 and 12 (1-based).
     "adafortitran-paper": {"ofdm": {"pilot_subcarrier_spacing": 3}},
+    # The same grid with the reference generator's SNR: noise measured over a pilots-only grid.
+    "adafortitran-reference": {"ofdm": {"pilot_subcarrier_spacing": 3}, "channel": {"snr_convention": "pilot-grid"}},
 }
 
 
 def preset(name: str) -> SystemConfig:
-    """Returns the named preset system config (``default`` or ``adafortitran-paper``)."""
+    """Returns the named preset system config (a key of :data:`PRESETS`)."""
     if name not in PRESETS:
         raise ConfigError("preset", name, f"unknown; choose one of {', '.join(PRESETS)}")
     return SystemConfig.from_dict(PRESETS[name])

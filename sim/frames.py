@@ -156,7 +156,7 @@ class FrameGenerator:
         snr_db = _draw(ch.snr_db, batch_size, g, dev)
         ds = _draw(ch.delay_spread_s, batch_size, g, dev)
         fd = _draw(ch.doppler_hz, batch_size, g, dev)
-        noise_var = torch.pow(10.0, -snr_db / 10)
+        noise_var = self.config.noise_variance(snr_db)
         h = ofdm_channel(o, self.profile, ds, fd, ch.num_sinusoids, g)  # [B, F, T]
         F, T = o.grid_shape
         noise = torch.randn(batch_size, F, T, 2, generator=g, device=dev)

@@ -97,20 +97,21 @@ class GenieLMMSE:
     name = "lmmse-genie"
 
     def __init__(self, config: SystemConfig):
-        self.ofdm = config.ofdm
+        self.config, self.ofdm = config, config.ofdm
         self.profile = channel_profile(config.channel.profile, config.channel.travel_azimuth_deg)
 
     def estimate(self, pilots: torch.Tensor, meta: dict[str, torch.Tensor]) -> torch.Tensor:
-        nv = _noise_var(meta)
+        nv = _noise_var(meta, self.config)
         uniq, idx = _unique_conditions(meta["delay_spread_s"], meta["doppler_hz"], nv)
         stats = _true_stats(self.ofdm, self.profile, uniq[:, 0], uniq[:, 1])
         return _apply(stats, _solve(stats, uniq[:, 2]), pilots, idx)
 
 
-def _noise_var(meta: dict[str, torch.Tensor]) -> torch.Tensor:
+def _noise_var(meta: dict[str, torch.Tensor], config: SystemConfig) -> torch.Tensor:
+    """Returns ``meta["noise_var"]``, else the noise variance of ``meta["snr_db"]`` under the config's SNR convention."""
     if "noise_var" in meta:
         return meta["noise_var"]
-    return torch.pow(10.0, -meta["snr_db"].float() / 10)
+    return config.noise_variance(meta["snr_db"].float())
 
 
 def assumed_freq_correlation(df_hz: torch.Tensor, pdp: str, rms_delay_spread_s: float) -> torch.Tensor:
@@ -173,6 +174,7 @@ class RobustLMMSE:
         if self.max_doppler_hz < 0:
             raise ConfigError("lmmse-robust.max_doppler_hz", self.max_doppler_hz, "must be >= 0")
         self.pdp, self.design_snr_db = pdp, design_snr_db
+        self.config = config
         o = self.ofdm = config.ofdm
         f, t = subcarrier_offsets_hz(o), symbol_times_s(o)
         pf, pt = o.pilot_subcarriers, list(o.pilot_symbols)
@@ -184,9 +186,9 @@ class RobustLMMSE:
     def estimate(self, pilots: torch.Tensor, meta: dict[str, torch.Tensor]) -> torch.Tensor:
         B = pilots.shape[0]
         if self.design_snr_db is not None:
-            nv = torch.full((B,), 10 ** (-self.design_snr_db / 10), device=pilots.device)
+            nv = self.config.noise_variance(torch.full((B,), float(self.design_snr_db), device=pilots.device))
         else:
-            nv = _noise_var(meta)
+            nv = _noise_var(meta, self.config)
         uniq, idx = _unique_conditions(nv)
         # one assumed covariance for every frame; only the noise level differs
         return _apply(self.stats, _solve(self.stats, uniq[:, 0]), pilots, idx, torch.zeros_like(idx))
@@ -197,11 +199,13 @@ def genie_mse(config: SystemConfig | OFDMConfig, snr_db, delay_spread_s, doppler
     """Returns the closed-form MSE per resource element of the genie LMMSE, ``tr(R - W R_ph) / (F T)``.
 
     Arguments broadcast to [B] (scalars give a 0-d result); ``profile`` (a name or a
-    :class:`ChannelProfile`) defaults to the config's. float64, linear scale (``10 log10``
+    :class:`ChannelProfile`) defaults to the config's. ``snr_db`` follows a SystemConfig's
+    ``snr_convention``; with an OFDMConfig it is per resource element. float64, linear scale (``10 log10``
     for dB). This is the MMSE bound.
     """
     if isinstance(config, SystemConfig):
         ofdm, azimuth, profile = config.ofdm, config.channel.travel_azimuth_deg, profile or config.channel.profile
+        snr_db = torch.as_tensor(snr_db, dtype=torch.float64) + config.snr_offset_db
     else:
         ofdm, azimuth = config, 0.0
         if profile is None:

@@ -146,7 +146,7 @@ def run_sweep(spec: SweepSpec, progress: bool = True) -> SweepResult:
                                "frames": spec.frames, "batch_size": spec.batch_size, "seed": spec.seed,
                                "min_bit_errors": spec.min_bit_errors, "equalizer": spec.equalizer, "ldpc_rate": spec.ldpc_rate,
                                "robust_options": spec.robust_options,
-                               "device": str(dev), "snr_convention": "per resource element, E|Hx|^2/sigma^2",
+                               "device": str(dev), "snr_convention": spec.config.snr_convention_text,
                                "config": json.loads(spec.config.to_json())})
     bar = tqdm(total=spec.frames * len(spec.values), unit="frame", disable=not progress, file=sys.stderr,
                desc="sweep", dynamic_ncols=True)
@@ -227,6 +227,7 @@ def format_table(result: SweepResult) -> str:
         line += f"{r.coded_ber:>11.3e}{r.bler:>9.3f}" if coded else ""
         line += "" if math.isinf(r.gap_db) else f"{r.gap_db:>8.2f}"
         lines.append(line)
+    lines.append(f"SNR convention: {result.spec.get('snr_convention', 'per-re')}")
     return "\n".join(lines)
 
 

@@ -63,7 +63,8 @@ def test_export_then_import_gives_back_the_same_arrays(suite, tmp_path):
     assert len(files) == 21 * 12 and all(NAME_RE.fullmatch(f.name) for f in files)
     assert (mat / "DS_test_set" / "DS_150" / "3_SNR-10_DS-150_DOP-600_N-3_TDL-A.mat").exists()
     back = tmp_path / "back"
-    assert main(["import-mat", "--mat", str(mat), "--out", str(back), "--shard-frames", "5", "--no-progress"]) == 0
+    assert main(["import-mat", "--mat", str(mat), "--out", str(back), "--shard-frames", "5", "--snr-convention", "per-re",
+                 "--no-progress"]) == 0
     for man in suite.rglob("manifest.json"):
         rel = man.parent.relative_to(suite)
         for i in range(3):
@@ -72,6 +73,12 @@ def test_export_then_import_gives_back_the_same_arrays(suite, tmp_path):
                          "pilot_subcarriers", "pilot_symbol_indices"):
                 np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=f"{rel} {name}")
     assert len(H5FrameDataset(back)) == 21 * 12
+    # By default the names' SNR is the reference generator's: noise over a pilots-only grid,
+    # 80 of 1680 REs on this grid, so the stored per-RE noise variance is 80/1680 of it.
+    ref = tmp_path / "ref"
+    assert main(["import-mat", "--mat", str(mat / "SNR_test_set" / "SNR_20"), "--out", str(ref), "--no-progress"]) == 0
+    a, b = read_shard(suite / "SNR_test_set" / "SNR_20" / shard_name(0)), read_shard(ref / shard_name(0))
+    np.testing.assert_allclose(b.noise_var[:5], a.noise_var[:5] * 80 / 1680, rtol=1e-6)
 
 
 def test_mat_file_read_with_plain_scipy_has_ls_only_at_the_pilots(suite, tmp_path):

@@ -50,6 +50,24 @@ def test_genie_lmmse_on_cdl_matches_closed_form(profile):
     assert db((tdl - fr.h).abs().square().mean()) > genie + 0.3
 
 
+def test_pilot_grid_snr_convention_is_the_reference_noise_level():
+    # The reference measures signal power over a pilots-only grid: 80 of 1680 REs on the paper
+    # grid, so its nominal SNR is 10 log10(1680/80) = 13.22 dB below the per-RE SNR.
+    cfg = preset("adafortitran-reference").updated(channel={"snr_db": 0.0, "delay_spread_s": 200e-9, "doppler_hz": 500.0})
+    assert cfg.snr_offset_db == pytest.approx(10 * math.log10(1680 / 80))
+    gen = FrameGenerator(cfg)
+    fr = gen.generate(2000, seed=21, with_data=False)
+    h_p = fr.h[:, gen.pilot_f[:, None], gen.pilot_t[None, :]]
+    assert abs(db((fr.pilots_ls - h_p).abs().square().mean()) - (-13.22)) < 0.1
+    # the genie (from snr_db alone) and the bound follow the convention
+    meta = {k: v for k, v in fr.meta.items() if k != "noise_var"}
+    h_hat = get_classical("lmmse-genie", cfg).estimate(fr.pilots_ls, meta)
+    per_re = cfg.updated(channel={"snr_convention": "per-re"})
+    bound = db(genie_mse(cfg, 0.0, 200e-9, 500.0))
+    assert bound == pytest.approx(db(genie_mse(per_re, 13.22, 200e-9, 500.0)), abs=0.01)
+    assert abs(db((h_hat - fr.h).abs().square().mean()) - bound) < 0.2
+
+
 def test_genie_handles_per_frame_conditions():
     # a batch with drawn conditions: each frame gets its own filter, so the MSE matches the
     # average of the per-frame closed forms
