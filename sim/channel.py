@@ -115,7 +115,8 @@ def cdl_profile(name: str, travel_azimuth_deg: float = 0.0) -> ChannelProfile:
         k = float(model._k_factor.cpu())
         los, powers = k / (k + 1), powers / (k + 1)
         los_cos = float(_doppler_cos(float(model._los_aoa), float(model._los_zoa), az))
-    return ChannelProfile(name, delays, powers / (powers.sum() + los), los / (powers.sum() + los), los_cos, ray_cos)
+    total = powers.sum() + los
+    return ChannelProfile(name, delays, powers / total, los / total, los_cos, ray_cos)
 
 
 def channel_profile(name: str, travel_azimuth_deg: float = 0.0) -> ChannelProfile:
