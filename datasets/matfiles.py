@@ -149,9 +149,10 @@ def import_mat(root: str | Path, out: str | Path, base: SystemConfig, shard_fram
 
     Metadata comes from the file names; the grid from ``base`` with the names' pilot spacing
     and profile. ``snr_convention``: how to read the names' SNR; ``"pilot-grid"`` (default) is
-    the reference generator's, ``"per-re"`` that of files wavefront exported from per-RE data.
-    The stored ``noise_var`` follows it. Imported shards store ``pilot_symbols = 1`` and ``pilots_rx = pilots_ls``
-    (the ``.mat`` layout keeps only the LS estimate). Returns the number of frames imported.
+    the reference generator's, ``"per-re"`` that of files wavefront exported from per-RE data;
+    the stored ``noise_var`` follows it. Imported shards store ``pilot_symbols = 1`` and
+    ``pilots_rx = pilots_ls`` (the ``.mat`` layout keeps only the LS estimate). Returns the
+    number of frames imported.
     """
     root, out = Path(root), Path(out)
     if not root.is_dir():

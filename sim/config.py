@@ -31,6 +31,8 @@ CDL_PROFILES = tuple(f"CDL-{x}" for x in TDL_PROFILES)
 def profile_label(profile: str) -> str:
     """Returns the full 3GPP name of a ``ChannelConfig.profile``: ``"A"`` -> ``"TDL-A"``, ``"CDL-A"`` unchanged."""
     return profile if profile.startswith("CDL-") else f"TDL-{profile}"
+
+
 Value = Union[float, tuple[float, float]]
 
 
