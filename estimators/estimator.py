@@ -79,3 +79,48 @@ def load_estimator(name_or_path: str, config, device="cpu") -> LearnedEstimator:
         label = ck.model_name if p.stem in ("best", "last") else p.stem
     return LearnedEstimator(model, name=label, device=device)
 
+
+
+class CudaGraphForward:
+    """Replays one captured CUDA graph of ``model(pilots, meta)`` for a fixed batch size (inference only).
+
+    At small batches a transformer's time is kernel launches, not arithmetic: one graph replay
+    launches them all at once. ``__call__(pilots [B, P_f, P_t] c64, meta)`` copies the inputs
+    into the captured buffers, replays, and returns ``[B, F, T]`` complex64 (a fresh tensor).
+    ``meta`` needs ``snr_db``, ``delay_spread_s`` and ``doppler_hz`` as ``[B]`` tensors.
+    ``amp``: run under bf16 autocast. Raises ConfigError off CUDA.
+    """
+
+    def __init__(self, model, batch_size: int, amp: bool = True, warmup: int = 3):
+        from wavefront.estimators.blocks import CONDITION_KEYS
+
+        device = next(model.parameters()).device
+        if device.type != "cuda":
+            raise ConfigError("device", str(device), "CUDA graphs need the model on a CUDA device")
+        self.model, self.amp = model.eval(), bool(amp)
+        pf, pt = model.pilot_shape
+        self.pilots = torch.zeros(batch_size, pf, pt, dtype=torch.complex64, device=device)
+        self.meta = {k: torch.ones(batch_size, device=device) for k in CONDITION_KEYS}
+        side = torch.cuda.Stream(device)
+        side.wait_stream(torch.cuda.current_stream(device))
+        with torch.cuda.stream(side):  # warm-up off the capture: cuBLAS/cuDNN pick their kernels here
+            for _ in range(warmup):
+                self._run()
+        torch.cuda.current_stream(device).wait_stream(side)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            self.out = self._run()
+
+    @torch.no_grad()
+    def _run(self):
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp):
+            return self.model(self.pilots, self.meta).to(torch.complex64)
+
+    def __call__(self, pilots: torch.Tensor, meta: dict) -> torch.Tensor:
+        if tuple(pilots.shape) != tuple(self.pilots.shape):
+            raise ConfigError("pilots", tuple(pilots.shape), f"this graph was captured for {tuple(self.pilots.shape)}")
+        self.pilots.copy_(pilots, non_blocking=True)
+        for k, buf in self.meta.items():
+            buf.copy_(torch.as_tensor(meta[k], device=buf.device).reshape(buf.shape), non_blocking=True)
+        self.graph.replay()
+        return self.out.clone()

@@ -10,6 +10,7 @@ parts, then imaginary parts: one batched pass through shared weights).
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
 import inspect
 import pkgutil
@@ -59,7 +60,28 @@ class EstimatorModel(nn.Module):
         cond = None
         if self.uses_conditions:
             cond = normalise_conditions(meta, b, pilots.device).repeat(2, 1)
-        return stacked_to_complex(self.forward_real(x, cond))
+        real_fn = self.__dict__.get("_compiled_real") or self.forward_real
+        return stacked_to_complex(real_fn(x, cond))
+
+    @contextlib.contextmanager
+    def eager(self):
+        """Context in which :meth:`forward` runs ``forward_real`` uncompiled (e.g. a short validation pass)."""
+        compiled = self.__dict__.pop("_compiled_real", None)
+        try:
+            yield self
+        finally:
+            if compiled is not None:
+                self.__dict__["_compiled_real"] = compiled
+
+    def compile_real(self, **options) -> "EstimatorModel":
+        """Compiles :meth:`forward_real` with ``torch.compile(**options)`` and returns the model.
+
+        Only the real-valued network is compiled: the complex <-> real conversion around it
+        stays eager, because Inductor does not generate code for complex operators.
+        ``options`` go to ``torch.compile`` (e.g. ``mode="reduce-overhead"``).
+        """
+        self.__dict__["_compiled_real"] = torch.compile(self.forward_real, **options)
+        return self
 
 
 def register_model(name: str) -> Callable[[type], type]:

@@ -41,7 +41,12 @@ from wavefront.sim.config import OFDMConfig
 
 # TR 38.901 7.7.2: the LoS Doppler peak sits at 0.7 of the maximum Doppler
 LOS_ANGLE_OF_ARRIVAL = math.acos(0.7)
-_CHUNK = 128  # frames per block in the heavy loops: large enough to vectorise, small enough for cache
+_CHUNK = 128  # frames per block in the heavy loops on CPU: large enough to vectorise, small enough for cache
+_CHUNK_GPU = 8192  # on a GPU the blocks only bound memory (about 0.2 GB of temporaries for TDL-A)
+
+
+def _chunk(device: torch.device) -> int:
+    return _CHUNK if device.type == "cpu" else _CHUNK_GPU
 
 
 @dataclass(frozen=True)
@@ -241,10 +246,11 @@ def tap_gains(profile: ChannelProfile, doppler_hz: torch.Tensor, times_s: torch.
     a_im = torch.empty_like(a_re)
     # Real cos/sin sums, then one complex tensor: about 3x faster on CPU than summing
     # torch.polar phasors. Chunks keep the [b, L, N, T] intermediates in cache; same numbers.
-    for s in range(0, B, _CHUNK):
-        arg = (w[s:s + _CHUNK] * t) * cosines[s:s + _CHUNK].unsqueeze(-1) + phi[s:s + _CHUNK].unsqueeze(-1)
-        a_re[s:s + _CHUNK] = torch.cos(arg).sum(2)
-        a_im[s:s + _CHUNK] = torch.sin(arg).sum(2)
+    c = _chunk(dev)
+    for s in range(0, B, c):
+        arg = (w[s:s + c] * t) * cosines[s:s + c].unsqueeze(-1) + phi[s:s + c].unsqueeze(-1)
+        a_re[s:s + c] = torch.cos(arg).sum(2)
+        a_im[s:s + c] = torch.sin(arg).sum(2)
     a = torch.complex(a_re, a_im)
     amp = torch.as_tensor(np.sqrt(profile.nlos_powers / N), dtype=torch.float32, device=dev)
     a = a * amp.reshape(1, L, 1)
@@ -264,9 +270,20 @@ def ofdm_channel(ofdm: OFDMConfig, profile: ChannelProfile, delay_spread_s: torc
     and make the channel non-Gaussian.
     """
     dev = doppler_hz.device
-    a = tap_gains(profile, doppler_hz, symbol_times_s(ofdm), num_sinusoids, generator)  # [B, L, T]
-    tau = delay_spread_s.float().reshape(-1, 1) * torch.as_tensor(profile.norm_delays, dtype=torch.float32, device=dev)
-    return frequency_response(subcarrier_offsets_hz(ofdm).to(dev, torch.float32), a, tau)
+    freqs, times, norm_delays = _grid_axes(ofdm, tuple(profile.norm_delays.tolist()), dev)
+    a = tap_gains(profile, doppler_hz, times, num_sinusoids, generator)  # [B, L, T]
+    tau = delay_spread_s.float().reshape(-1, 1) * norm_delays
+    return frequency_response(freqs, a, tau)
+
+
+@lru_cache(maxsize=64)
+def _grid_axes(ofdm: OFDMConfig, norm_delays: tuple[float, ...], device: torch.device):
+    """Returns (subcarrier offsets [F] float32 Hz, symbol times [T] float64 s, normalised delays [L] float32) on ``device``.
+
+    Cached, so a training loop that draws frames on a GPU every step makes no host-to-device copies.
+    """
+    return (subcarrier_offsets_hz(ofdm).to(device, torch.float32), symbol_times_s(ofdm).to(device),
+            torch.tensor(norm_delays, dtype=torch.float32, device=device))
 
 
 def frequency_response(freqs_hz: torch.Tensor, a: torch.Tensor, tau_s: torch.Tensor) -> torch.Tensor:
@@ -278,8 +295,9 @@ def frequency_response(freqs_hz: torch.Tensor, a: torch.Tensor, tau_s: torch.Ten
     """
     B = a.shape[0]
     h = torch.empty(B, freqs_hz.shape[0], a.shape[2], dtype=torch.complex64, device=a.device)
-    for s in range(0, B, _CHUNK):
-        theta = (2 * math.pi) * tau_s[s:s + _CHUNK].unsqueeze(-1) * freqs_hz  # [b, L, F]
+    c = _chunk(a.device)
+    for s in range(0, B, c):
+        theta = (2 * math.pi) * tau_s[s:s + c].unsqueeze(-1) * freqs_hz  # [b, L, F]
         e = torch.complex(torch.cos(theta), -torch.sin(theta))
-        h[s:s + _CHUNK] = torch.einsum("blf,blt->bft", e, a[s:s + _CHUNK])
+        h[s:s + c] = torch.einsum("blf,blt->bft", e, a[s:s + c])
     return h

@@ -72,12 +72,15 @@ def _apply(stats: _Stats, inv: torch.Tensor, pilots: torch.Tensor, inv_index: to
     B, Pf, Pt = pilots.shape
     dev = pilots.device
     index = inv_index if cov_index is None else cov_index
-    inv = inv.to(dev, torch.complex64)[inv_index]
-    z = (inv @ pilots.reshape(B, Pf * Pt, 1).to(torch.complex64)).reshape(B, Pf, Pt)
+    # complex128 throughout: at high SNR (R_p + sigma^2 I) is ill-conditioned, and its inverse
+    # rounded to complex64 costs up to 50 dB at 60 dB per RE; the products are small.
+    c128 = torch.complex128
+    inv = inv.to(dev, c128)[inv_index]
+    z = (inv @ pilots.reshape(B, Pf * Pt, 1).to(c128)).reshape(B, Pf, Pt)
     out = 0
     for A, C in zip(stats.f_hp, stats.t_hp):
-        out = out + A.to(dev, torch.complex64)[index] @ z @ C.to(dev, torch.complex64)[index].transpose(1, 2)
-    return out
+        out = out + A.to(dev, c128)[index] @ z @ C.to(dev, c128)[index].transpose(1, 2)
+    return out.to(torch.complex64)
 
 
 def _unique_conditions(*cols: torch.Tensor):
