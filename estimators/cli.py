@@ -70,11 +70,15 @@ def add_commands(subparsers) -> None:
                               description="Print and save MSE (dB) per test condition for a checkpoint, LS-linear, "
                                           "robust LMMSE and the MMSE bound, with plots against SNR, Doppler and delay spread.")
     e.add_argument("--checkpoint", required=True, help="checkpoint path, or a model name with a shipped checkpoint")
-    e.add_argument("--suite", metavar="DIR", help="folder of test shards (default: simulate --conditions)")
-    e.add_argument("--conditions", default="paper", help="simulated conditions when no --suite: paper (default)")
+    e.add_argument("--suite", metavar="DIR", help="folder of test shards (default: simulate --points)")
+    e.add_argument("--points", default="paper", help="simulated test points when no --suite: paper (default), the "
+                                                     "three AdaFortiTran test sweeps")
+    e.add_argument("--conditions", default="estimated", choices=["estimated", "true"],
+                   help="SNR, delay spread and Doppler given to the model: estimated from each frame's pilots "
+                        "(default; the model given the true ones is added as a second row) or true")
     e.add_argument("--frames-per-point", type=int, default=500)
     e.add_argument("--config", help="system config (YAML or preset; default: the checkpoint's grid with TDL-A)")
-    e.add_argument("--baselines", default="ls-linear,lmmse-robust", help="comma-separated classical estimators")
+    e.add_argument("--baselines", default="ls-linear,lmmse-robust,lmmse-genie", help="comma-separated classical estimators")
     e.add_argument("--device", default="auto")
     e.add_argument("--seed", type=int, default=1)
     e.add_argument("--out", default="eval", help="output folder (default eval/)")
@@ -123,11 +127,19 @@ def _evaluate(args) -> int:
         config = Checkpoint(path).system_config if path.is_file() else _system_config(None)
     est = load_estimator(args.checkpoint if not Path(args.checkpoint).exists() else str(path), config, device=args.device)
     baselines = [b.strip() for b in args.baselines.split(",") if b.strip()]
-    rows = evaluate(est, config, conditions=args.conditions, suite=args.suite, frames_per_point=args.frames_per_point,
-                    baselines=baselines, seed=args.seed, device=args.device, progress=sys.stderr.isatty())
+    long_rows: list = []
+    rows = evaluate(est, config, points=args.points, suite=args.suite, frames_per_point=args.frames_per_point,
+                    baselines=baselines, seed=args.seed, device=args.device, progress=sys.stderr.isatty(),
+                    conditions=args.conditions, long_rows=long_rows)
     out = Path(args.out)
     print(format_table(rows))
+    print("given:")
+    for name, given, trained in dict.fromkeys((r["estimator"], r["given"], r["trained_on"]) for r in long_rows):
+        print(f"  {name}: {given}" + (f"; trained on {trained}" if trained else ""))
     saved = [save_rows(rows, out)]
+    (out / "results.json").write_text(json.dumps({"checkpoint": str(args.checkpoint), "conditions": args.conditions,
+                                                  "rows": long_rows}, indent=1))
+    saved.append(out / "results.json")
     if not args.no_plots:
         saved += plot_rows(rows, out, est.name)
     print("saved " + ", ".join(str(p) for p in saved))

@@ -27,6 +27,9 @@ class LearnedEstimator:
         self.name = name or model.name
         self.amp = bool(amp) and self.device.type == "cuda"
         self.max_batch = int(max_batch)
+        # what the experiment engine passes it: the conditions for condition-aware models, else nothing
+        self.needs = "conditions" if getattr(model, "uses_conditions", False) else "none"
+        self.trained_on: str | None = None
 
     @torch.no_grad()
     def estimate(self, pilots: torch.Tensor, meta: dict | None = None) -> torch.Tensor:
@@ -77,7 +80,28 @@ def load_estimator(name_or_path: str, config, device="cpu") -> LearnedEstimator:
                       f"the config has {config.ofdm.subcarrier_spacing_hz:g} Hz", stacklevel=2)
     if label is None:  # a run's best/last checkpoint is named after its model, other files after themselves
         label = ck.model_name if p.stem in ("best", "last") else p.stem
-    return LearnedEstimator(model, name=label, device=device)
+    est = LearnedEstimator(model, name=label, device=device)
+    est.trained_on = trained_on_text(stored, path.with_suffix(".json"))
+    return est
+
+
+def trained_on_text(stored, card_path: Path) -> str:
+    """Returns a one-line description of the training data: profile and ranges, and frames and conditions from a card."""
+    from wavefront.sim.config import profile_label
+
+    ch = stored.channel
+    span = lambda v, s=1.0: f"{v[0] * s:g}-{v[1] * s:g}" if isinstance(v, tuple) else f"{v * s:g}"  # noqa: E731
+    text = (f"{profile_label(ch.profile)}, SNR {span(ch.snr_db)} dB, delay spread {span(ch.delay_spread_s, 1e9)} ns, "
+            f"Doppler {span(ch.doppler_hz)} Hz")
+    try:
+        import json
+
+        card = json.loads(card_path.read_text())
+        text += f", {card['frames_seen']:,} frames" if "frames_seen" in card else ""
+        text += f", {card['conditions_given']}" if "conditions_given" in card else ""
+    except (OSError, ValueError, TypeError):
+        pass
+    return text
 
 
 

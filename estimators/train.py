@@ -347,7 +347,15 @@ def train(cfg: TrainConfig, system_config, train_data=None, val_data=None, resum
             if step % check_every == 0 and step % 10 == 0:
                 bar.set_postfix(train_db=f"{to_db((window_loss + float(window_sum)) / window_n):.2f}")
 
-        if step % cfg.eval_every == 0 or step == total or out_of_time:
+        if out_of_time and step % cfg.eval_every and step != total:
+            # pause where a straight run would not evaluate: save and stop, so that the resumed
+            # run logs exactly the curve of an uninterrupted one
+            window_loss += float(window_sum)
+            window_sum.zero_()
+            save("last.safetensors", {"step": step})
+            stopped = "time-limit"
+            break
+        if step % cfg.eval_every == 0 or step == total:
             if not scaler.is_enabled() and not bool(finite):
                 raise TrainingDiverged(f"the loss or the gradient norm became non-finite before step {step} "
                                        f"(lr {lr:.3g}); the last good checkpoint is {out / 'last.safetensors'}; "

@@ -539,7 +539,8 @@ def part_f(args, dev, S) -> dict:
     dest = export(run_dir / "best.safetensors", Path(args.out) / "adafortitran-full.safetensors")
     est = load_estimator(str(dest), config, device=dev)
     est = LearnedEstimator(est.model, name="adafortitran", device=dev, amp=dev.type == "cuda")
-    rows = evaluate(est, config, conditions="paper", frames_per_point=S["suite_frames"],
+    # true conditions: the estimated-conditions rows need the condition estimator on the GPU machine too
+    rows = evaluate(est, config, points="paper", frames_per_point=S["suite_frames"], conditions="true",
                     baselines=("ls-linear", "lmmse-robust", "lmmse-genie"), seed=1, device=dev, chunk=S["suite_frames"])
     in_dist = [r for r in rows if r["snr_db"] <= 25 and r["delay_spread_ns"] <= 300 and r["doppler_hz"] <= 1000]
     card = {

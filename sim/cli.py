@@ -35,6 +35,10 @@ def add_commands(sub) -> None:
                    help="Doppler spectrum the robust LMMSE assumes, up to the top Doppler")
     p.add_argument("--ldpc-rate", type=float, default=None,
                    help="5G NR LDPC code rate: one codeword per frame, adds coded BER and BLER (slow on CPU)")
+    p.add_argument("--conditions", default="estimated", choices=["estimated", "true"],
+                   help="what estimators that read SNR, delay spread and Doppler (learned models; robust LMMSE reads "
+                        "the noise level) are given: estimated from each frame's pilots, or the true values. "
+                        "lmmse-genie and the bound always use the truth")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--out", default="results", help="folder for results.json/.csv and the plots")
@@ -66,21 +70,21 @@ def build_spec(args):
     return SweepSpec(config=config, axis=axis, values={"snr_db": snr, "doppler_hz": dop, "delay_spread_s": ds}[axis],
                      estimators=names, frames=args.frames, batch_size=args.batch_size, seed=args.seed,
                      min_bit_errors=args.min_bit_errors, equalizer=args.equalizer, device=args.device,
-                     ldpc_rate=args.ldpc_rate,
+                     ldpc_rate=args.ldpc_rate, conditions=args.conditions,
                      robust_options={"pdp": args.robust_pdp, "doppler_spectrum": args.robust_doppler_spectrum})
 
 
 def run(args) -> int:
+    from wavefront.resolve import learned_available, resolve_estimators
     from wavefront.sim.sweep import format_table, run_sweep, save_result
 
     spec = build_spec(args)
     if args.estimators == DEFAULT_ESTIMATORS:
-        try:  # the shipped learned model joins the default sweep when it is installed
-            from wavefront.estimators import load_estimator  # noqa: F401
-        except ImportError:
+        if not learned_available():  # the shipped learned model joins the default sweep when installed
             warnings.warn("no learned estimator is installed; sweeping the classical ones")
             spec.estimators = [n for n in spec.estimators if n != "adafortitran"]
-    result = run_sweep(spec, progress=not args.no_progress)
+    estimators = resolve_estimators(spec.estimators, spec.prior, device=args.device, robust_options=spec.robust_options)
+    result = run_sweep(spec, estimators, progress=not args.no_progress)
     print(format_table(result))
     paths = save_result(result, Path(args.out))
     print(f"\n{sum(r.frames for r in result.rows) // len(spec.estimators)} frames in {result.seconds:.1f} s; wrote "

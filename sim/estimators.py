@@ -1,6 +1,8 @@
 """Classical channel estimators behind one interface.
 
-Every estimator (classical here, learned in :mod:`wavefront.estimators`) has a ``name`` and
+Every estimator (classical here; learned ones live in the estimators package) has a ``name``,
+a ``needs`` attribute (what it reads from ``meta``: ``none``, ``noise``, ``conditions`` or
+``truth``; see :mod:`wavefront.sim.experiment`) and
 
     estimate(pilots, meta) -> H_hat
 
@@ -27,6 +29,7 @@ from wavefront.sim.config import SystemConfig
 
 class Estimator(Protocol):
     name: str
+    needs: str
 
     def estimate(self, pilots: torch.Tensor, meta: dict[str, torch.Tensor]) -> torch.Tensor: ...
 
@@ -65,6 +68,7 @@ class LSInterpolator:
             raise ConfigError("interpolation", kind, "must be nearest, linear or spline")
         o = config.ofdm
         self.name = f"ls-{kind}"
+        self.needs = "none"
         self.A_f = torch.as_tensor(interpolation_matrix(o.pilot_subcarriers, o.num_subcarriers, kind), dtype=torch.complex64)
         self.A_t = torch.as_tensor(interpolation_matrix(list(o.pilot_symbols), o.num_symbols, kind), dtype=torch.complex64)
 
@@ -76,6 +80,18 @@ class LSInterpolator:
 
 
 CLASSICAL = ("ls-nearest", "ls-linear", "ls-spline", "lmmse-robust", "lmmse-genie")
+
+
+class PerfectCSI:
+    """The true channel as the estimate: the BER reference (its MSE is 0)."""
+
+    name = "perfect"
+    needs = "truth"
+    given = "the true channel"
+    is_perfect = True
+
+    def estimate(self, pilots, meta):  # the engine substitutes the true channel
+        raise NotImplementedError("perfect CSI has no estimate; the experiment engine uses the true channel")
 
 
 def get_classical(name: str, config: SystemConfig, **options) -> Estimator:
@@ -91,3 +107,23 @@ def get_classical(name: str, config: SystemConfig, **options) -> Estimator:
 
         return RobustLMMSE(config, **options)
     raise ConfigError("estimator", name, f"unknown classical estimator; choose from {', '.join(CLASSICAL)}")
+
+
+def classical_estimators(names: list[str], config: SystemConfig, robust_options: dict | None = None) -> list:
+    """Returns classical estimators (and ``perfect``) for ``names``, designed with ``config``'s assumptions.
+
+    ``config``'s channel ranges are what designs may assume (robust LMMSE takes their top end).
+    A name that is not classical raises ConfigError; learned models are resolved above this
+    package (``wavefront.resolve``).
+    """
+    out = []
+    for name in names:
+        if name == "perfect":
+            out.append(PerfectCSI())
+        elif name == "lmmse-robust":
+            out.append(get_classical(name, config, **(robust_options or {})))
+        elif name in CLASSICAL:
+            out.append(get_classical(name, config))
+        else:
+            raise ConfigError("estimators", name, f"unknown classical estimator; choose from {', '.join(CLASSICAL)}, perfect")
+    return out

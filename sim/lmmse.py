@@ -98,6 +98,8 @@ class GenieLMMSE:
     """
 
     name = "lmmse-genie"
+    needs = "truth"
+    given = "true delay spread, Doppler and SNR (genie)"
 
     def __init__(self, config: SystemConfig):
         self.config, self.ofdm = config, config.ofdm
@@ -160,6 +162,7 @@ class RobustLMMSE:
     """
 
     name = "lmmse-robust"
+    needs = "noise"
 
     def __init__(self, config: SystemConfig, pdp: str = "uniform", max_delay_spread_s: float | None = None,
                  max_doppler_hz: float | None = None, design_snr_db: float | None = None,
@@ -177,6 +180,8 @@ class RobustLMMSE:
         if self.max_doppler_hz < 0:
             raise ConfigError("lmmse-robust.max_doppler_hz", self.max_doppler_hz, "must be >= 0")
         self.pdp, self.design_snr_db = pdp, design_snr_db
+        if design_snr_db is not None:
+            self.needs = "none"  # a fixed design noise level: it reads nothing from meta
         self.config = config
         o = self.ofdm = config.ofdm
         f, t = subcarrier_offsets_hz(o), symbol_times_s(o)

@@ -157,7 +157,10 @@ def test_early_stopping_when_validation_stops_improving(tmp_path):
     # lr so small that nothing improves after the first evaluation: patience 2 ends the run at the third.
     result = train(_cfg(tmp_path, "linear", model_overrides={}, steps=40, eval_every=2, lr=1e-12, warmup_steps=0,
                         patience=2), FIXED_SNR)
-    assert result["stopped"] == "early-stopped" and result["step"] < 40
+    # evaluations at steps 2 (the best), 4 and 6 (no progress): the second miss ends the run
+    assert result["stopped"] == "early-stopped" and result["step"] == 6
+    rows = (tmp_path / "linear" / "log.csv").read_text().splitlines()[1:]
+    assert [r.split(",")[0] for r in rows] == ["2", "4", "6"]
 
 
 def test_bad_training_options_are_config_errors(tmp_path):
@@ -185,9 +188,14 @@ def test_a_checkpoint_outlives_config_fields_that_were_renamed(linear_checkpoint
     assert est.estimate(torch.zeros(1, 12, 2, dtype=torch.complex64), {}).shape == (1, 120, 14)
 
 
-def test_time_limit_pauses_with_a_resumable_checkpoint(tmp_path):
-    cfg = _cfg(tmp_path, "linear", model_overrides={}, steps=50, eval_every=25, time_limit_min=1e-9)
+def test_time_limit_pauses_and_the_resumed_curve_equals_a_straight_run(tmp_path):
+    cfg = _cfg(tmp_path / "a", "linear", model_overrides={}, steps=50, eval_every=25, time_limit_min=1e-9)
     result = train(cfg, FIXED_SNR)
     assert result["stopped"] == "time-limit" and result["step"] == 1
     cfg.time_limit_min = None
     assert train(cfg, FIXED_SNR, resume=True)["step"] == 50
+    straight = _cfg(tmp_path / "b", "linear", model_overrides={}, steps=50, eval_every=25)
+    train(straight, FIXED_SNR)
+    cols = lambda p: [r.split(",")[:7] for r in p.read_text().splitlines()]  # noqa: E731  (timings differ)
+    paused, whole = cols(tmp_path / "a" / "linear" / "log.csv"), cols(tmp_path / "b" / "linear" / "log.csv")
+    assert paused == whole and [r[0] for r in whole[1:]] == ["25", "50"]

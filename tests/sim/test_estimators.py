@@ -106,14 +106,17 @@ def test_ordering_on_tdl_a_sweep_at_1000_hz():
     cfg = _cfg(doppler_hz=1000.0, delay_spread_s=300e-9)
     spec = SweepSpec(config=cfg, axis="snr_db", values=[0.0, 10.0, 20.0, 30.0],
                      estimators=["ls-linear", "lmmse-robust", "lmmse-genie"], frames=600, batch_size=300,
-                     seed=1, device="cpu")
+                     seed=1, device="cpu", conditions="true")
     rows = {(r.axis_value, r.estimator): r for r in run_sweep(spec, progress=False).rows}
     for snr in spec.values:
         ls, rob, gen = (rows[(snr, n)] for n in ("ls-linear", "lmmse-robust", "lmmse-genie"))
         # same frames for every estimator: the ordering holds frame-set by frame-set
         assert gen.mse_db <= rob.mse_db + 0.02 <= ls.mse_db + 0.02
-        for r in (ls, rob, gen):  # the bound is below every estimator, up to 3 standard errors
-            assert r.bound_db <= r.mse_db + 3 * r.mse_se_db + 1e-9
+        # the genie is the estimator the bound describes: its Monte-Carlo MSE is the closed form
+        # within 3 standard errors, on either side
+        assert abs(gen.mse_db - gen.bound_db) < 3 * gen.mse_se_db + 0.02, (snr, gen.mse_db, gen.bound_db)
+        # and the standard error is honest: a few hundred frames pin the MSE to a fraction of a dB
+        assert 0.01 < gen.mse_se_db < 0.5
 
 
 def test_interpolators_are_exact_on_their_function_class():
@@ -145,7 +148,8 @@ def test_robust_lmmse_in_a_doppler_sweep_designs_for_the_top_doppler():
     # point its assumed time statistics are the true ones, so only the PDP mismatch remains
     cfg = _cfg(snr_db=20.0, delay_spread_s=100e-9)
     spec = SweepSpec(config=cfg, axis="doppler_hz", values=[100.0, 1000.0],
-                     estimators=["lmmse-robust", "lmmse-genie"], frames=300, batch_size=300, seed=4, device="cpu")
+                     estimators=["lmmse-robust", "lmmse-genie"], frames=300, batch_size=300, seed=4, device="cpu",
+                     conditions="true")
     rows = {(r.axis_value, r.estimator): r for r in run_sweep(spec, progress=False).rows}
     assert rows[(1000.0, "lmmse-robust")].mse_db - rows[(1000.0, "lmmse-genie")].mse_db < 0.5
     # at 100 Hz it over-assumes the Doppler, which costs more than at its design point

@@ -1,0 +1,92 @@
+"""Frame sources for the experiment engine that read what ``wavefront generate`` (or ``import-mat``) wrote.
+
+:func:`folder_points` turns a folder of HDF5 shards, or a tree of them such as a
+``generate-suite`` folder, into :class:`wavefront.sim.experiment.Point` objects, one per
+distinct (SNR, delay spread, Doppler), for :func:`wavefront.sim.experiment.run_experiment`.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+
+from wavefront.datasets.torch_datasets import H5FrameDataset
+from wavefront.errors import ConfigError
+from wavefront.sim.config import SystemConfig
+from wavefront.sim.experiment import COND_FIELDS, Point
+from wavefront.sim.frames import Frames
+
+
+def _check_grid(ds: H5FrameDataset, config: SystemConfig, folder: Path) -> None:
+    """Raises ConfigError when the folder's grid or pilots differ from ``config``'s."""
+    from wavefront.datasets.shards import read_attrs
+
+    try:
+        stored = SystemConfig.from_dict(json.loads(read_attrs(ds.files[0])["config"]))
+    except (KeyError, IndexError, TypeError, ValueError):
+        return  # no recorded config: a shape mismatch still fails at the estimator
+    a, b = stored.ofdm, config.ofdm
+    for name in ("grid_shape", "pilot_subcarriers", "pilot_symbols"):
+        if tuple(getattr(a, name)) != tuple(getattr(b, name)):
+            raise ConfigError("data", str(folder), f"its frames have {name} {tuple(getattr(a, name))}, the estimators "
+                                                   f"were built for {tuple(getattr(b, name))}; pass the matching --config/--preset")
+
+
+def folder_points(path: str | Path, config: SystemConfig, batch_size: int = 4096) -> list[Point]:
+    """Returns one point per distinct (SNR, delay spread, Doppler) in a folder (or a tree) of HDF5 shards.
+
+    Sub-folders named as the AdaFortiTran suites (``SNR_test_set`` ...) become the sweeps
+    ``snr``, ``delay_spread``, ``doppler``; the varying condition of a folder is its axis.
+    """
+    root = Path(path)
+    if not root.is_dir():
+        raise ConfigError("data", str(path), "is not a folder")
+    folders = sorted(p for p in root.iterdir() if p.is_dir()) or [root]
+    named = {"SNR_test_set": "snr", "DS_test_set": "delay_spread", "MDS_test_set": "doppler"}
+    axis_sweep = {"snr_db": "snr", "delay_spread_s": "delay_spread", "doppler_hz": "doppler"}
+    points = []
+    for folder in folders:
+        ds = H5FrameDataset(folder)
+        _check_grid(ds, config, folder)
+        cat = {}
+        for b in DataLoader(ds, batch_size=batch_size, shuffle=False):
+            for k, v in b.items():
+                cat.setdefault(k, []).append(v)
+        cat = {k: torch.cat(v) for k, v in cat.items()}
+        keys = torch.stack([cat["snr_db"].double(), cat["delay_spread_s"].double() * 1e9, cat["doppler_hz"].double()], 1)
+        keys = torch.round(keys * 1000) / 1000
+        uniq, inv = torch.unique(keys, dim=0, return_inverse=True)
+        varying = [a for a, col in zip(COND_FIELDS, uniq.T) if col.unique().numel() > 1]
+        axis = varying[0] if len(varying) == 1 else ""
+        sweep = named.get(folder.name, axis_sweep.get(axis, folder.name))
+        profile = _folder_profile(ds)
+        for u in range(uniq.shape[0]):
+            sel = inv == u
+            snr, ds_ns, fd = (float(v) for v in uniq[u])
+            sub = {k: v[sel] for k, v in cat.items()}
+            cfg = config.updated(channel={"snr_db": snr, "delay_spread_s": ds_ns * 1e-9, "doppler_hz": fd,
+                                          **({"profile": profile} if profile else {})})
+
+            def batches(sub=sub, profile=profile or cfg.channel.profile):
+                n = sub["h"].shape[0]
+                for s in range(0, n, batch_size):
+                    sl = {k: v[s:s + batch_size] for k, v in sub.items()}
+                    yield Frames(h=sl["h"], y=None, pilots_rx=None, pilot_symbols=None, pilots_ls=sl["pilots"], bits=None,
+                                 codewords=None, snr_db=sl["snr_db"], delay_spread_s=sl["delay_spread_s"],
+                                 doppler_hz=sl["doppler_hz"], noise_var=sl["noise_var"], profile=profile, seed=-1)
+
+            points.append(Point(sweep, axis, snr, ds_ns * 1e-9, fd, cfg, batches, available=int(sel.sum())))
+    order = {"snr": 0, "delay_spread": 1, "doppler": 2}
+    return sorted(points, key=lambda p: (order.get(p.sweep, 9), p.sweep, p.axis_value))
+
+
+def _folder_profile(ds) -> str | None:
+    try:
+        import h5py
+
+        with h5py.File(ds.files[0], "r") as f:
+            return f["profile"][0].decode()
+    except (OSError, KeyError, IndexError):
+        return None

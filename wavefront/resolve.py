@@ -1,0 +1,42 @@
+"""Estimator names to estimator objects, above both ``wavefront.sim`` and ``wavefront.estimators``.
+
+The simulator knows the classical estimators; learned ones come from the estimators package.
+Commands resolve names here, so ``wavefront.sim`` never imports ``wavefront.estimators``.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from wavefront.errors import ConfigError
+
+
+def resolve_estimators(names: list[str], prior, device="cpu", robust_options: dict | None = None) -> list:
+    """Returns estimator objects for ``names``: classical, ``perfect``, a learned model name or a checkpoint path.
+
+    ``prior``: the SystemConfig whose grid the estimators serve and whose channel ranges they
+    may assume (see :func:`wavefront.sim.experiment.prior_config`).
+    """
+    from wavefront.sim.estimators import CLASSICAL, classical_estimators
+
+    out = []
+    for name in names:
+        if name in CLASSICAL or name == "perfect":
+            out += classical_estimators([name], prior, robust_options)
+            continue
+        try:
+            from wavefront.estimators import load_estimator
+            from wavefront.estimators.registry import list_models
+        except ImportError:
+            raise ConfigError("estimators", name, f"unknown estimator; choose from {', '.join(CLASSICAL)}, perfect") from None
+        if name not in list_models() and not (name.endswith(".safetensors") or Path(name).exists()):
+            raise ConfigError("estimators", name, f"unknown estimator; choose from {', '.join(CLASSICAL)}, perfect, "
+                              f"a learned model ({', '.join(list_models())}) or a checkpoint path")
+        out.append(load_estimator(name, prior, device=device))
+    return out
+
+
+def learned_available() -> bool:
+    """Returns whether the learned estimators (and their shipped checkpoints) are installed."""
+    import importlib.util
+
+    return importlib.util.find_spec("wavefront.estimators") is not None
