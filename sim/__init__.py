@@ -5,6 +5,7 @@
 - :mod:`~wavefront.sim.frames`: ``FrameGenerator`` -> ``Frames`` (true channel, pilots, data, metadata).
 - :mod:`~wavefront.sim.estimators`: the ``estimate(pilots, meta)`` interface, LS interpolators.
 - :mod:`~wavefront.sim.lmmse`: joint 2-D LMMSE (genie, robust) and ``genie_mse``, the MMSE bound.
+- :mod:`~wavefront.sim.conditions`: conditions estimated from the pilots, ``lmmse-estimated``, ``mmse-bayes``.
 - :mod:`~wavefront.sim.link`: equalisation, QAM demapping (Sionna), BER closed forms.
 - :mod:`~wavefront.sim.sweep`: the Monte-Carlo sweep engine behind ``wavefront sweep``.
 """

@@ -63,6 +63,8 @@ def interpolation_matrix(pilot_idx: list[int], n: int, kind: str) -> np.ndarray:
 class LSInterpolator:
     """LS at the pilots, then separable interpolation: ``H_hat = A_f @ P @ A_t^T``."""
 
+    given = "pilots only"
+
     def __init__(self, config: SystemConfig, kind: str = "linear"):
         if kind not in ("nearest", "linear", "spline"):
             raise ConfigError("interpolation", kind, "must be nearest, linear or spline")
@@ -79,7 +81,7 @@ class LSInterpolator:
         return A_f @ pilots @ A_t.T
 
 
-CLASSICAL = ("ls-nearest", "ls-linear", "ls-spline", "lmmse-robust", "lmmse-genie")
+CLASSICAL = ("ls-nearest", "ls-linear", "ls-spline", "lmmse-robust", "lmmse-genie", "lmmse-estimated", "mmse-bayes")
 
 
 class PerfectCSI:
@@ -95,7 +97,11 @@ class PerfectCSI:
 
 
 def get_classical(name: str, config: SystemConfig, **options) -> Estimator:
-    """Returns the classical estimator ``name`` (one of :data:`CLASSICAL`) for ``config``."""
+    """Returns the classical estimator ``name`` (one of :data:`CLASSICAL`) for ``config``.
+
+    ``lmmse-estimated`` and ``mmse-bayes`` take ``prior=ConditionPrior`` (default: the
+    config's ranges; see :mod:`wavefront.sim.conditions`) and read nothing from ``meta``.
+    """
     if name.startswith("ls-") and name in CLASSICAL:
         return LSInterpolator(config, name[3:])
     if name == "lmmse-genie":
@@ -106,6 +112,10 @@ def get_classical(name: str, config: SystemConfig, **options) -> Estimator:
         from wavefront.sim.lmmse import RobustLMMSE
 
         return RobustLMMSE(config, **options)
+    if name in ("lmmse-estimated", "mmse-bayes"):
+        from wavefront.sim.conditions import BayesMMSE, EstimatedLMMSE
+
+        return (EstimatedLMMSE if name == "lmmse-estimated" else BayesMMSE)(config, **options)
     raise ConfigError("estimator", name, f"unknown classical estimator; choose from {', '.join(CLASSICAL)}")
 
 

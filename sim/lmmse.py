@@ -24,7 +24,7 @@ from wavefront.errors import ConfigError
 from wavefront.sim.channel import (
     ChannelProfile, channel_profile, covariance_terms, subcarrier_offsets_hz, symbol_times_s, time_correlation_jakes,
 )
-from wavefront.sim.config import OFDMConfig, SystemConfig
+from wavefront.sim.config import OFDMConfig, SystemConfig, profile_label
 
 
 def _kron_sum(terms_f, terms_t) -> torch.Tensor:
@@ -99,7 +99,7 @@ class GenieLMMSE:
 
     name = "lmmse-genie"
     needs = "truth"
-    given = "true delay spread, Doppler and SNR (genie)"
+    given = "true profile, delay spread, Doppler and SNR (genie)"
 
     def __init__(self, config: SystemConfig):
         self.config, self.ofdm = config, config.ofdm
@@ -159,6 +159,12 @@ class RobustLMMSE:
     symbols apart, ``J0`` at the top Doppler changes sign between them (J0(4.0) = -0.40 at
     1000 Hz) and a ``jakes`` design then loses to LS-linear at lower Dopplers (500 Hz, 30 dB:
     -9.6 dB against -13.5 dB), where the flat design keeps -14.4 dB.
+
+    ``covariance="prior-average"`` replaces the assumed PDP and spectrum by the config
+    profile's covariance averaged over ``prior`` (a :class:`~wavefront.sim.conditions.ConditionPrior`,
+    default: the config's ranges on a 25 ns x 50 Hz grid): the fixed linear filter of least
+    MSE averaged over that prior, for a known noise level. ``given`` states the assumed
+    covariance and noise in words.
     """
 
     name = "lmmse-robust"
@@ -166,7 +172,9 @@ class RobustLMMSE:
 
     def __init__(self, config: SystemConfig, pdp: str = "uniform", max_delay_spread_s: float | None = None,
                  max_doppler_hz: float | None = None, design_snr_db: float | None = None,
-                 doppler_spectrum: str = "flat"):
+                 doppler_spectrum: str = "flat", covariance: str = "assumed", prior=None):
+        if covariance not in ("assumed", "prior-average"):
+            raise ConfigError("lmmse-robust.covariance", covariance, "must be assumed or prior-average")
         if pdp not in ("uniform", "exponential"):
             raise ConfigError("lmmse-robust.pdp", pdp, "must be uniform or exponential")
         if doppler_spectrum not in ("jakes", "flat"):
@@ -190,6 +198,16 @@ class RobustLMMSE:
         self.doppler_spectrum = doppler_spectrum
         rt = lambda a, b: assumed_time_correlation(a[:, None] - b[None, :], doppler_spectrum, self.max_doppler_hz)[None]  # noqa: E731
         self.stats = _Stats([rf(f, f[pf])], [rt(t, t[pt])], [rf(f[pf], f[pf])], [rt(t[pt], t[pt])])
+        noise = "variance as given" if design_snr_db is None else f"at design SNR {design_snr_db:g} dB"
+        self.given = (f"assumed covariance: {pdp} PDP at {self.max_delay_spread_s * 1e9:g} ns RMS, {doppler_spectrum} "
+                      f"Doppler spectrum to {self.max_doppler_hz:g} Hz; noise {noise}")
+        if covariance == "prior-average":
+            from wavefront.sim.conditions import ConditionPrior, prior_average_stats
+
+            self.prior = prior or ConditionPrior.from_config(config)
+            self.stats = prior_average_stats(config, self.prior)
+            self.given = (f"prior-average covariance: {profile_label(config.channel.profile)} averaged over "
+                          f"{self.prior.describe(snr=False)}; noise {noise}")
 
     def estimate(self, pilots: torch.Tensor, meta: dict[str, torch.Tensor]) -> torch.Tensor:
         B = pilots.shape[0]
