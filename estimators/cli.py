@@ -55,6 +55,9 @@ def add_commands(subparsers) -> None:
     p.add_argument("--patience", type=int, default=10, help="validations without improvement before stopping (0: never)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--conditions", default="estimated", choices=["estimated", "true"],
+                   help="SNR, delay spread and Doppler a condition-aware model is trained on: estimated from each "
+                        "frame's pilots within the config's ranges (default; what it gets at test time) or true")
     p.add_argument("--amp", action="store_true", help="bf16 autocast on GPU")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
     p.add_argument("--workers", type=int, default=0, help="DataLoader workers for --train")
@@ -100,7 +103,8 @@ def _train(args) -> int:
                       schedule=args.schedule, grad_clip=args.grad_clip, eval_every=args.eval_every,
                       val_frames=args.val_frames, patience=args.patience, seed=args.seed, device=args.device, amp=args.amp,
                       compile=args.compile, num_workers=args.workers, out_dir=args.out or f"runs/{args.model}",
-                      stop_after=args.stop_after, time_limit_min=args.time_limit_min, progress=not args.no_progress)
+                      stop_after=args.stop_after, time_limit_min=args.time_limit_min, progress=not args.no_progress,
+                      conditions=args.conditions)
     train_data = open_frame_folder(args.train, config) if args.train else None
     val_data = open_frame_folder(args.val, config) if args.val else None
     try:

@@ -70,6 +70,7 @@ class TrainConfig:
     stop_after: int | None = None
     time_limit_min: float | None = None
     progress: bool = True
+    conditions: str = "estimated"  # what a condition-aware model reads: estimated from the pilots | true
 
     def check(self) -> None:
         """Raises ConfigError for the first bad value."""
@@ -94,6 +95,8 @@ class TrainConfig:
             raise ConfigError("schedule", self.schedule, "choose cosine, plateau or constant")
         if self.amp_dtype not in ("bf16", "fp16"):
             raise ConfigError("amp_dtype", self.amp_dtype, "choose bf16 or fp16")
+        if self.conditions not in ("estimated", "true"):
+            raise ConfigError("conditions", self.conditions, "choose estimated or true")
 
 
 # ---- small pieces the loop is made of ---------------------------------------------------
@@ -212,6 +215,14 @@ LOG_COLUMNS = ["step", "epoch", "lr", "train_mse_db", "val_mse_db", "best_val_ms
                "elapsed_s"]
 
 
+def with_estimated_conditions(batch: dict, system_config) -> dict:
+    """Returns ``batch`` with ``snr_db``, ``delay_spread_s`` and ``doppler_hz`` replaced by estimates from its pilots."""
+    from wavefront.sim.conditions import estimate_conditions
+
+    est = estimate_conditions(batch["pilots"], system_config)
+    return {**batch, **{k: est[k].to(batch["pilots"].device) for k in ("snr_db", "delay_spread_s", "doppler_hz")}}
+
+
 # ---- the loop ---------------------------------------------------------------------------
 def train(cfg: TrainConfig, system_config, train_data=None, val_data=None, resume: str | bool | None = None) -> dict:
     """Trains ``cfg.model`` and returns a summary dict (steps, best and last validation MSE in dB, why it stopped).
@@ -248,6 +259,12 @@ def train(cfg: TrainConfig, system_config, train_data=None, val_data=None, resum
 
     torch.manual_seed(cfg.seed)
     model = create(cfg.model, system_config, **cfg.model_overrides).to(device)
+    # A receiver knows the pilots, not the conditions: by default a condition-aware model trains
+    # (and validates) on SNR, delay spread and Doppler estimated from each frame's pilots, within
+    # the ranges of the training config, so it learns what it will be given at test time.
+    estimated = cfg.conditions == "estimated" and model.uses_conditions
+    if estimated:
+        val = [with_estimated_conditions(b, system_config) for b in val]
     # fused AdamW: one kernel for the whole update on a GPU instead of a dozen per parameter
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
                                   fused=device.type == "cuda")
@@ -323,6 +340,8 @@ def train(cfg: TrainConfig, system_config, train_data=None, val_data=None, resum
         for g in optimizer.param_groups:
             g["lr"] = lr
         batch = source.batch(step)
+        if estimated:
+            batch = with_estimated_conditions(batch, system_config)
         loss = loss_and_backward(fwd, batch, amp_ctx(), scaler if scaler.is_enabled() else None)
         scaler.unscale_(optimizer)
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else math.inf)
