@@ -3,12 +3,14 @@
 - ``create(name, system_config, **overrides)`` builds a model (``list_models()`` names them);
 - ``load_estimator(name_or_path, system_config, device)`` returns a trained estimator with
   ``name`` and ``estimate(pilots [B,P_f,P_t] c64, meta) -> [B,F,T] c64``, as the sweep expects;
-- ``wavefront.estimators.train`` holds the training loop, ``.checkpoint`` the safetensors format.
+- ``wavefront.estimators.train`` holds the training loop, ``.checkpoint`` the safetensors format;
+- ``load_official(path_or_state_dict, system_config, model)`` converts a checkpoint of the official
+  AdaFortiTran code (``wavefront.estimators.official``).
 """
 from wavefront.estimators.registry import EstimatorModel, count_parameters, create, list_models, model_defaults, register_model
 
 __all__ = ["EstimatorModel", "count_parameters", "create", "list_models", "model_defaults", "register_model",
-           "load_estimator", "LearnedEstimator"]
+           "load_estimator", "LearnedEstimator", "load_official"]
 
 
 def __getattr__(name):  # keep `import wavefront.estimators` light: checkpoint code loads on demand
@@ -16,4 +18,8 @@ def __getattr__(name):  # keep `import wavefront.estimators` light: checkpoint c
         from wavefront.estimators import estimator
 
         return getattr(estimator, name)
+    if name == "load_official":
+        from wavefront.estimators.official import load_official
+
+        return load_official
     raise AttributeError(name)

@@ -20,6 +20,9 @@ Differences from the official code, none of which changes the function:
 - ``enhancer_channels`` (default 8, 32, 8, the paper's) and the transformer sizes are options,
   for small models on small machines; ``adaptive_token_length`` and ``condition_hidden``
   matter to AdaFortiTran only.
+
+:func:`wavefront.estimators.official.load_official` converts an official checkpoint into these
+classes; ``tests/estimators/test_est_official.py`` checks the outputs against the official computation.
 """
 from __future__ import annotations
 
