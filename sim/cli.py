@@ -7,7 +7,7 @@ import warnings
 from pathlib import Path
 
 from wavefront.errors import ConfigError
-from wavefront.utils import parse_values
+from wavefront.utils import check_output_folder, parse_values
 
 DEFAULT_ESTIMATORS = "ls-linear,lmmse-robust,lmmse-genie,adafortitran"
 
@@ -72,7 +72,7 @@ def build_spec(args):
 
 def run(args) -> int:
     from wavefront.sim.sweep import format_table, run_sweep, save_result
-
+    out = check_output_folder("out", args.out)  # before the sweep: a bad --out must not cost its results
     spec = build_spec(args)
     if args.estimators == DEFAULT_ESTIMATORS:
         try:  # the shipped learned model joins the default sweep when it is installed
@@ -82,7 +82,7 @@ def run(args) -> int:
             spec.estimators = [n for n in spec.estimators if n != "adafortitran"]
     result = run_sweep(spec, progress=not args.no_progress)
     print(format_table(result))
-    paths = save_result(result, Path(args.out))
+    paths = save_result(result, out)
     print(f"\n{sum(r.frames for r in result.rows) // len(spec.estimators)} frames in {result.seconds:.1f} s; wrote "
           + ", ".join(str(p) for p in paths), file=sys.stderr)
     return 0
