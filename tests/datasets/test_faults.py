@@ -270,3 +270,17 @@ def test_a_flipped_data_byte_is_caught_before_it_is_served(tmp_path, reference, 
     assert main([*GEN, "--out", str(out), "--repair"]) == 0
     assert main(["verify", "--data", str(out), "--no-progress"]) == 0
     assert _bytes(out) == reference[1]
+
+
+@pytest.mark.parametrize("signature", [b"HEAP", b"SNOD", b"TREE"])  # local heap, symbol table, group B-tree
+def test_damaged_group_structures_are_named_when_loading_and_when_reading(tmp_path, reference, signature):
+    # h5py raises RuntimeError here ("bad local heap signature", ...), not OSError.
+    out = tmp_path / "data"
+    shutil.copytree(reference[0], out)
+    victim = out / shard_name(1)
+    ds = H5FrameDataset(out)  # intact when loaded; damaged before its first read
+    _flip(victim, victim.read_bytes().index(signature), 5)
+    with pytest.raises(ShardError, match=r"shard-00001\.h5.*corrupt"):
+        ds[25]
+    with pytest.raises(ShardError, match=r"shard-00001\.h5.*corrupt"):
+        H5FrameDataset(out)
