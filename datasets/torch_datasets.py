@@ -31,6 +31,32 @@ _META = ("snr_db", "delay_spread_s", "doppler_hz", "noise_var")
 _ON_THE_FLY_STREAM = 0x0F1F
 
 
+class _FrameReader:
+    """Reads frame ``i`` of a [N, ...] HDF5 dataset as a tensor of shape ``shape[1:]``, fast.
+
+    Unfiltered one-frame chunks (format 1 shards) are read as raw bytes. Filtered ones
+    (Fletcher-32 in format 2) go through HDF5's filter pipeline, which checks each chunk;
+    the low-level read with reused dataspaces costs half of ``ds[i]`` (about 14 us a frame).
+    """
+
+    def __init__(self, ds: h5py.Dataset):
+        self.ds, self.frame_shape, self.dtype = ds, ds.shape[1:], ds.dtype
+        self.direct = (ds.compression is None and not ds.fletcher32 and not ds.shuffle and ds.scaleoffset is None
+                       and ds.chunks == (1,) + ds.shape[1:] and ds.dtype == np.dtype("<c8"))
+        self.zeros = (0,) * len(self.frame_shape)
+        self.file_space = ds.id.get_space()
+        self.mem_space = h5py.h5s.create_simple(self.frame_shape)
+
+    def __call__(self, i: int) -> torch.Tensor:
+        if self.direct:
+            _, raw = self.ds.id.read_direct_chunk((i,) + self.zeros)
+            return torch.from_numpy(np.frombuffer(raw, dtype=np.complex64).reshape(self.frame_shape).copy())
+        out = np.empty(self.frame_shape, dtype=self.dtype)
+        self.file_space.select_hyperslab((i,) + self.zeros, (1,) + self.frame_shape)
+        self.ds.id.read(self.mem_space, self.file_space, out)
+        return torch.from_numpy(out)
+
+
 class H5FrameDataset(Dataset):
     """Map-style dataset over HDF5 shards, read lazily (see the module docstring for samples).
 
@@ -72,14 +98,9 @@ class H5FrameDataset(Dataset):
         entry = self._handles.get(k)
         if entry is None:
             f = h5py.File(self.files[k], "r")
-            entry = {"file": f, "h": f["h_true"], "pilots": f["pilots_ls"],
+            entry = {"file": f, "h": _FrameReader(f["h_true"]), "pilots": _FrameReader(f["pilots_ls"]),
                      # [N] float32 each: small, so read once instead of once per sample
                      **{m: torch.from_numpy(f[m][()].astype(np.float32)) for m in _META}}
-            # Unfiltered one-frame chunks (format 1 shards) are read as raw bytes; filtered ones
-            # (Fletcher-32 in format 2) go through HDF5, which checks every chunk it reads.
-            entry["direct"] = all(entry[n].compression is None and not entry[n].fletcher32 and not entry[n].shuffle
-                                  and entry[n].scaleoffset is None and entry[n].chunks == (1,) + entry[n].shape[1:]
-                                  and entry[n].dtype == np.dtype("<c8") for n in ("h", "pilots"))
             self._handles[k] = entry
         return entry
 
@@ -92,18 +113,11 @@ class H5FrameDataset(Dataset):
         k = bisect.bisect_right(self.offsets, index) - 1
         return k, index - self.offsets[k]
 
-    @staticmethod
-    def _frame(ds: h5py.Dataset, i: int, direct: bool) -> torch.Tensor:
-        if direct:  # an uncompressed one-frame chunk is the frame's bytes: skip h5py's selection machinery
-            _, raw = ds.id.read_direct_chunk((i,) + (0,) * (ds.ndim - 1))
-            return torch.from_numpy(np.frombuffer(raw, dtype=np.complex64).reshape(ds.shape[1:]).copy())
-        return torch.from_numpy(ds[i])
-
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         k, i = self.locate(int(index))
         try:
             e = self._file(k)
-            sample = {"pilots": self._frame(e["pilots"], i, e["direct"]), "h": self._frame(e["h"], i, e["direct"])}
+            sample = {"pilots": e["pilots"](i), "h": e["h"](i)}
         except H5_ERRORS as exc:
             msg = " ".join(f"{exc.__class__.__name__}: {exc}".split())[:200]
             raise ShardError(self.files[k], f"cannot read frame {i} ({msg}); it is corrupt: "
