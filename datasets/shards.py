@@ -33,6 +33,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import shutil
 import time
 from dataclasses import dataclass
@@ -71,7 +72,13 @@ class ShardError(ConfigError):
     A :class:`ConfigError` naming the file, so the command line reports it on one line (exit 2).
     """
 
-    def __init__(self, path, reason: str):
+    def __init__(self, path, reason: str | None = None):
+        if reason is None:
+            # Re-raised by torch from a DataLoader worker: it passes one message, the worker's
+            # whole traceback, whose last line is ours. Keep that line, not the traceback.
+            last = str(path).rstrip().splitlines()[-1] if str(path).strip() else ""
+            m = re.search(r"ShardError: shard='(.*)': (.*)$", last)
+            path, reason = (m.group(1), m.group(2)) if m else ("?", last or "unreadable shard")
         self.path, self.reason = Path(path), reason
         super().__init__("shard", str(path), reason)
 

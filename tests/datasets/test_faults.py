@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import scipy.io
 import torch
+from torch.utils.data import DataLoader
 
 import wavefront.datasets.shards as shards
 from wavefront.cli import main
@@ -261,6 +262,9 @@ def test_a_flipped_data_byte_is_caught_before_it_is_served(tmp_path, reference, 
         ds[20 + frame]
     good = read_shard(out / shard_name(2))
     assert torch.equal(ds[45]["h"], torch.from_numpy(good.h_true[5]))  # the other shards still serve
+    with pytest.raises(ShardError, match=r"shard-00001\.h5") as exc:  # from a worker process too
+        list(DataLoader(ds, batch_size=10, num_workers=1))
+    assert "\n" not in str(exc.value) and "Traceback" not in str(exc.value)
     for argv in (["verify", "--data", str(out)],
                  ["export-mat", "--data", str(out), "--out", str(tmp_path / "mat"), "--no-progress"],
                  [*GEN, "--out", str(out)]):
