@@ -218,6 +218,7 @@ def _check_identity(out: Path, spec: DatasetSpec) -> dict | None:
     have = read_manifest(out)
     want = spec.header()
     if have is None:
+        foreign, matching = None, 0
         for i, p in shard_files(out).items():
             if i >= spec.num_shards:
                 raise ConfigError("out", str(out), f"holds {p.name}, beyond the {spec.num_shards} shard(s) of this run; "
@@ -228,11 +229,17 @@ def _check_identity(out: Path, spec: DatasetSpec) -> dict | None:
                 continue  # judged (and named) by the resume check, with the --repair hint
             expect = spec.expected_attrs(i)
             diffs = [k for k in IDENTITY if a.get(k) != expect.get(k)]
-            if diffs:
+            if not diffs:
+                matching += 1
+            elif foreign is None:
                 k = diffs[0]
-                raise ConfigError("out", str(out), f"{p.name} was written with a different {k} "
-                                                   f"({str(a.get(k))[:80]} there, {str(expect.get(k))[:80]} now) and "
-                                                   "the folder has no manifest; use a new --out folder or the same arguments")
+                foreign = (f"{p.name} was written with a different {k} ({str(a.get(k))[:80]} there, "
+                           f"{str(expect.get(k))[:80]} now) and the folder has no manifest; use a new --out folder "
+                           "or the same arguments")
+        # Shards that all disagree are another run's. One that disagrees with shards that agree
+        # is a damaged one of ours: the resume check names it and --repair regenerates it.
+        if foreign and not matching:
+            raise ConfigError("out", str(out), foreign)
         return None
     diffs = [k for k in IDENTITY if have.get(k) != want.get(k)]
     if diffs:

@@ -288,3 +288,17 @@ def test_damaged_group_structures_are_named_when_loading_and_when_reading(tmp_pa
         ds[25]
     with pytest.raises(ShardError, match=r"shard-00001\.h5.*corrupt"):
         H5FrameDataset(out)
+
+
+def test_a_damaged_identity_attribute_without_a_manifest_is_repaired_not_taken_for_another_run(
+        tmp_path, reference, capsys):
+    out = tmp_path / "data"
+    shutil.copytree(reference[0], out)
+    (out / "manifest.json").unlink()
+    victim = out / shard_name(1)
+    _flip(victim, victim.read_bytes().index(b'"num_sinusoids": 20') + 17, 0)  # 20 -> 21 in the config attribute
+    assert main([*GEN, "--out", str(out)]) == 2
+    line = _one_line(capsys)
+    assert "shard-00001.h5" in line and "attribute config" in line and "--repair" in line
+    assert main([*GEN, "--out", str(out), "--repair"]) == 0
+    assert _bytes(out) == reference[1]
