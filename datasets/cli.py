@@ -147,7 +147,7 @@ def run_generate(args) -> int:
         rep = generate_dataset(spec, args.out, device=device, indices=mine, repair=args.repair, progress=bar)
     man = rep.manifest
     tag = f"rank {rank}/{world}: " if world > 1 else ""
-    busy = f", {len(rep.busy)} being written by another process" if rep.busy else ""
+    busy = f", left {len(rep.busy)} to another process writing them" if rep.busy else ""
     stale = f", removed {len(rep.stale_removed)} stale .partial file(s)" if rep.stale_removed else ""
     print(f"{tag}wrote {len(rep.written)} shard(s) ({rep.frames_written} frames), skipped {len(rep.skipped)} complete, "
           f"repaired {len(rep.repaired)}{busy}{stale}; {args.out}: {len(man['shards'])}/{spec.num_shards} shards "

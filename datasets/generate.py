@@ -34,8 +34,8 @@ import numpy as np
 
 from wavefront.datasets.shards import (
     COMPRESSIONS, FORMAT_VERSION, PROFILE_DTYPE, DiskFullError, ShardArrays, ShardBusy, ShardError, ShardRecord,
-    ensure_free, estimate_shard_bytes, file_checksum, is_disk_full, probe_shard, read_attrs, remove_stale_partials,
-    shard_name,
+    ensure_free, estimate_shard_bytes, file_checksum, is_disk_full, partial_name, probe_shard, read_attrs,
+    remove_stale_partials, shard_name,
     verify_content, versions, write_file_atomic, write_shard,
 )
 from wavefront.errors import ConfigError
@@ -354,7 +354,7 @@ class RunReport:
     written: list[int] = field(default_factory=list)
     skipped: list[int] = field(default_factory=list)
     repaired: list[int] = field(default_factory=list)
-    busy: list[int] = field(default_factory=list)  # being written by another live process
+    busy: list[int] = field(default_factory=list)  # left to another live process writing them
     stale_removed: list[str] = field(default_factory=list)  # .partial files of killed runs
     frames_written: int = 0
     manifest: dict | None = None
@@ -435,6 +435,9 @@ def generate_dataset(spec: DatasetSpec, out: str | Path, device="cpu", indices: 
             per_frame = max(sizes) if sizes else estimate_shard_bytes(spec.bytes_per_frame, 1000) / 1000
             gen = FrameGenerator(spec.config, device=device)
             for k, i in enumerate(work):
+                if i not in plan.bad and ((out / shard_name(i)).exists() or (out / partial_name(i)).exists()):
+                    report.busy.append(i)  # another process wrote it, or is writing it, since our plan
+                    continue
                 if sizes or spec.compression == "none":
                     ensure_free(out, int(spec.counts[i] * per_frame) + 65536, shard_name(i),
                                 _remaining_bytes(spec, work[k:], per_frame))

@@ -4,7 +4,6 @@ from __future__ import annotations
 import argparse
 import sys
 import warnings
-from pathlib import Path
 
 from wavefront.errors import ConfigError
 from wavefront.utils import check_output_folder, parse_values
