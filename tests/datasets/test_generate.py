@@ -205,3 +205,21 @@ def test_drawn_metadata_is_uniform_over_the_requested_ranges(tmp_path):
     print("KS p-values", pvals)
     assert all(p > 0.01 for p in pvals.values()), pvals
     assert read_attrs(tmp_path / shard_name(0))["config"] == cfg.to_json()
+
+
+def test_a_shard_another_process_finishes_during_the_run_is_left_to_it(tmp_path, small_config, monkeypatch):
+    import wavefront.datasets.generate as gen
+
+    spec = DatasetSpec(small_config, 3, 200, 100, 100)
+    generate_dataset(spec, tmp_path / "ref")
+    real = gen.draw_shard
+
+    def draw(generator, spec_, index, progress=None):
+        if index == 0:  # meanwhile, another process renames shard 1 into place
+            shutil.copy(tmp_path / "ref" / shard_name(1), tmp_path / "run" / shard_name(1))
+        return real(generator, spec_, index, progress)
+
+    monkeypatch.setattr(gen, "draw_shard", draw)
+    rep = generate_dataset(spec, tmp_path / "run")
+    assert rep.written == [0] and rep.busy == [1] and rep.manifest["complete"]
+    assert _bytes(tmp_path / "run") == _bytes(tmp_path / "ref")
