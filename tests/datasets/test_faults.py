@@ -223,7 +223,7 @@ def test_bit_flips_without_a_manifest_are_regenerated_or_named_never_a_traceback
     meta, _ = _chunk_ranges(victim)
     positions = np.flatnonzero(meta)
     named = 0
-    for pos in positions[7:: len(positions) // 12]:
+    for pos in positions[7:: len(positions) // 8]:
         (out / "manifest.json").unlink()
         _flip(victim, int(pos), int(pos) % 8)
         rc = main([*GEN, "--out", str(out)])
