@@ -4,7 +4,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from pathlib import Path
 
 from wavefront.errors import ConfigError
 
@@ -24,7 +23,8 @@ def _common(p, frames_flag: str, frames_default, frames_help: str) -> None:
     p.add_argument("--shard-range", default=None,
                    help="a:b, only shards a..b-1 (half-open; for array jobs; for generate-suite it indexes the (point, shard) jobs in suite order). Under torchrun the selection is split across ranks")
     p.add_argument("--repair", action="store_true",
-                   help="check every existing shard's content checksum and regenerate bad ones from their seed")
+                   help="regenerate every existing shard that fails the resume check (attributes, SHA-256 against "
+                        "the manifest, or a full content check) from its seed, instead of refusing")
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (default: torch's; 1 is often faster on a busy machine, and torchrun sets 1)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -52,6 +52,14 @@ def add_commands(sub) -> None:
                    help="round non-integer SNR/DS(ns)/Doppler to the nearest integer (halves up) instead of refusing")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run_export_mat)
+
+    p = sub.add_parser("verify", help="check every shard of a dataset folder (or a tree) against its checksums",
+                       description="Reads every shard the manifests list: whole-file SHA-256 and size against the "
+                                   "manifest, attributes, every chunk's Fletcher-32 and the content checksum. Exit 0 "
+                                   "when all are intact; 2 naming the first bad shard.", formatter_class=_FMT)
+    p.add_argument("--data", required=True, help="a dataset folder or a tree of them (e.g. a suite)")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=run_verify)
 
     p = sub.add_parser("import-mat", help="read a tree of AdaFortiTran .mat files into shard folders",
                        formatter_class=_FMT)
@@ -93,10 +101,28 @@ def _device(name: str, threads: int | None = None):
 
 
 def _bar(total: int, show: bool, desc: str):
+    """Returns a tqdm progress bar on stderr, shown only on a terminal (``disable=None``)."""
     from tqdm import tqdm
 
-    return tqdm(total=total, unit="frame", unit_scale=True, desc=desc, disable=not show, dynamic_ncols=True,
-                smoothing=0.1)
+    return tqdm(total=total, unit="frame", unit_scale=True, desc=desc, disable=None if show else True,
+                dynamic_ncols=True, smoothing=0.1)
+
+
+class _progress:
+    """Context manager around :func:`_bar` that erases the bar when the command fails, so an
+    error stays the one line on stderr."""
+
+    def __init__(self, total, show: bool, desc: str):
+        self.bar = _bar(total, show, desc)
+
+    def __enter__(self):
+        return self.bar
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is not None:
+            self.bar.leave = False
+        self.bar.close()
+        return False
 
 
 def _jobs(all_jobs: list, args) -> list:
@@ -109,80 +135,99 @@ def _jobs(all_jobs: list, args) -> list:
 
 
 def run_generate(args) -> int:
-    from wavefront.datasets.generate import DatasetSpec, env_rank, generate_dataset
+    from wavefront.datasets.generate import DatasetSpec, check_folder, env_rank, generate_dataset
 
     spec = DatasetSpec(_base_config(args), args.seed, args.frames, args.shard_frames, args.batch_size, args.compression)
+    check_folder(args.out, spec)  # before any work: a bad --out or a foreign run costs nothing
     mine = _jobs(list(range(spec.num_shards)), args)
     rank, world = env_rank()
     device = _device(args.device, args.threads)
-    bar = _bar(sum(spec.counts[i] for i in mine), not args.no_progress and rank == 0, f"generate[{device.type}]")
-    try:
+    with _progress(sum(spec.counts[i] for i in mine), not args.no_progress and rank == 0,
+                   f"generate[{device.type}]") as bar:
         rep = generate_dataset(spec, args.out, device=device, indices=mine, repair=args.repair, progress=bar)
-    finally:
-        bar.close()
     man = rep.manifest
     tag = f"rank {rank}/{world}: " if world > 1 else ""
+    busy = f", left {len(rep.busy)} to another process writing them" if rep.busy else ""
+    stale = f", removed {len(rep.stale_removed)} stale .partial file(s)" if rep.stale_removed else ""
     print(f"{tag}wrote {len(rep.written)} shard(s) ({rep.frames_written} frames), skipped {len(rep.skipped)} complete, "
-          f"repaired {len(rep.repaired)}; {args.out}: {len(man['shards'])}/{spec.num_shards} shards "
+          f"repaired {len(rep.repaired)}{busy}{stale}; {args.out}: {len(man['shards'])}/{spec.num_shards} shards "
           f"({'complete' if man['complete'] else 'incomplete'})", file=sys.stderr)
     return 0
 
 
 def run_generate_suite(args) -> int:
-    from wavefront.datasets.generate import env_rank, generate_dataset, prepare_folder
+    from wavefront.datasets.generate import check_folder, env_rank, generate_dataset
     from wavefront.datasets.suites import SUITE_BASE_PRESET, suite_points, write_suite_index
+    from wavefront.utils import check_output_folder
 
     if args.suite not in SUITE_BASE_PRESET:
         raise ConfigError("suite", args.suite, f"unknown; choose one of {', '.join(SUITE_BASE_PRESET)}")
     base = _base_config(args, SUITE_BASE_PRESET[args.suite])
     points = suite_points(args.suite, base, args.frames_per_point, args.seed, args.shard_frames,
                           args.batch_size, args.compression)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = check_output_folder("out", args.out)
     for p in points:  # refuse a foreign run anywhere before writing anything
-        prepare_folder(out / p.folder, p.spec)
-    write_suite_index(out, args.suite, points, args.seed)
+        check_folder(out / p.folder, p.spec)
     # One job per (point, shard), so ranks and array jobs share the work evenly.
     jobs = [(k, i) for k, p in enumerate(points) for i in range(p.spec.num_shards)]
     mine = _jobs(jobs, args)
     rank, _ = env_rank()
     device = _device(args.device, args.threads)
-    bar = _bar(sum(points[k].spec.counts[i] for k, i in mine), not args.no_progress and rank == 0,
-               f"{args.suite}[{device.type}]")
+    out.mkdir(parents=True, exist_ok=True)
+    write_suite_index(out, args.suite, points, args.seed)
     written = 0
-    try:
+    with _progress(sum(points[k].spec.counts[i] for k, i in mine), not args.no_progress and rank == 0,
+                   f"{args.suite}[{device.type}]") as bar:
         for k, p in enumerate(points):
             idx = [i for kk, i in mine if kk == k]
             if idx:
                 rep = generate_dataset(p.spec, out / p.folder, device=device, indices=idx, repair=args.repair,
                                        progress=bar)
                 written += rep.frames_written
-    finally:
-        bar.close()
     print(f"{args.suite}: {len(points)} points under {out}, {written} frames written now", file=sys.stderr)
     return 0
 
 
 def run_export_mat(args) -> int:
+    from wavefront.datasets.generate import dataset_folders
     from wavefront.datasets.matfiles import export_mat
+    from wavefront.utils import check_output_folder
 
-    bar = _bar(None, not args.no_progress, "export-mat")
-    try:
+    check_output_folder("out", args.out)
+    dataset_folders(args.data, "data")
+    with _progress(None, not args.no_progress, "export-mat") as bar:
         n = export_mat(args.data, args.out, round_values=args.round, progress=bar)
-    finally:
-        bar.close()
     print(f"wrote {n} .mat files under {args.out}", file=sys.stderr)
     return 0
 
 
 def run_import_mat(args) -> int:
     from wavefront.datasets.matfiles import import_mat
+    from wavefront.utils import check_output_folder
 
-    bar = _bar(None, not args.no_progress, "import-mat")
-    try:
+    check_output_folder("out", args.out)
+    with _progress(None, not args.no_progress, "import-mat") as bar:
         n = import_mat(args.mat, args.out, _base_config(args), args.shard_frames, args.compression, progress=bar,
                        snr_convention=args.snr_convention)
-    finally:
-        bar.close()
     print(f"imported {n} frames into {args.out}", file=sys.stderr)
+    return 0
+
+
+def run_verify(args) -> int:
+    import time
+
+    from wavefront.datasets.generate import find_shards, verify_folder
+    from wavefront.datasets.shards import ShardError
+
+    total = sum(s.frames for s in find_shards(args.data, "data"))
+    t = time.perf_counter()
+    with _progress(total, not args.no_progress, "verify") as bar:
+        rep = verify_folder(args.data, progress=bar)
+    dt = time.perf_counter() - t
+    if rep.bad:
+        more = f" (and {len(rep.bad) - 1} more bad shard(s))" if len(rep.bad) > 1 else ""
+        raise ShardError(rep.bad[0].path, f"{rep.bad[0].reason}{more}; regenerate with the generating command "
+                                          "plus --repair")
+    print(f"verified {rep.shards} shard(s), {rep.frames} frames, {rep.bytes / 1e6:.1f} MB under {args.data} "
+          f"in {dt:.1f} s ({rep.bytes / 1e6 / max(dt, 1e-9):.0f} MB/s): all intact", file=sys.stderr)
     return 0

@@ -1,15 +1,31 @@
-"""Deterministic, atomic, resumable generation of sharded HDF5 datasets.
+"""Deterministic, atomic, resumable generation of sharded HDF5 datasets, and their folders.
 
 ``generate_dataset(spec, out)`` writes ``out/shard-00000.h5 ...`` and ``out/manifest.json``.
 Shard ``i`` is drawn from ``derive_seed(seed, i)`` (its generator batch ``j`` from
 ``derive_seed(seed, i, j)``), so any shard can be regenerated alone, and a run split across
 ranks, array jobs or restarts writes the same bytes as one uninterrupted run on the same
 device and library versions.
+
+The manifest is the folder's table of contents: the run's identity (config, seed, frame
+layout, batch size, compression) and, per complete shard, its file name, index, frame count,
+``content_sha256``, ``file_sha256`` and size in ``bytes``. Readers take the shard list and
+frame counts from it, never from a directory listing.
+
+Checks, from cheap to thorough:
+
+- resume (every ``generate``): each existing shard's attributes, and its whole-file SHA-256
+  against the manifest (a full read and content checksum when the manifest has no entry).
+  A bad shard is named and refused; ``repair=True`` regenerates it from its seed.
+- :func:`verify_folder` (``wavefront verify``): the same for every listed shard, plus every
+  chunk's Fletcher-32 and the content checksum.
+- reading (:class:`~wavefront.datasets.H5FrameDataset`, ``export-mat``): HDF5 checks the
+  Fletcher-32 of every chunk it serves, so a flipped data byte fails the read that hits it.
 """
 from __future__ import annotations
 
 import json
 import os
+import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,17 +33,21 @@ from pathlib import Path
 import numpy as np
 
 from wavefront.datasets.shards import (
-    COMPRESSIONS, FORMAT_VERSION, PROFILE_DTYPE, ShardArrays, ShardError, partial_name, read_attrs, shard_name,
-    verify_content, versions, write_shard,
+    COMPRESSIONS, FORMAT_VERSION, PROFILE_DTYPE, DiskFullError, ShardArrays, ShardBusy, ShardError, ShardRecord,
+    ensure_free, estimate_shard_bytes, file_checksum, is_disk_full, partial_name, probe_shard, read_attrs,
+    remove_stale_partials, shard_name,
+    verify_content, versions, write_file_atomic, write_shard,
 )
 from wavefront.errors import ConfigError
 from wavefront.sim.config import SystemConfig
-from wavefront.utils import derive_seed
+from wavefront.utils import check_output_folder, derive_seed
 
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = "wavefront-dataset"
 # Manifest fields that must match for a folder to be resumed rather than refused.
-IDENTITY = ("format_version", "config", "seed", "frames", "shard_frames", "batch_size")
+IDENTITY = ("format_version", "config", "seed", "frames", "shard_frames", "batch_size", "compression")
+SEED_LIMIT = 2 ** 63  # seeds are stored as HDF5 int64 attributes
+_SHARD_RE = re.compile(r"shard-(\d{5,})\.h5")
 
 
 def shard_counts(frames: int, shard_frames: int) -> list[int]:
@@ -89,8 +109,8 @@ class DatasetSpec:
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
-        if not isinstance(self.seed, int) or self.seed < 0:
-            raise ConfigError("seed", self.seed, "must be a non-negative integer")
+        if not isinstance(self.seed, int) or not 0 <= self.seed < SEED_LIMIT:
+            raise ConfigError("seed", self.seed, "must be an integer in [0, 2**63)")
         if not isinstance(self.batch_size, int) or self.batch_size < 1:
             raise ConfigError("batch_size", self.batch_size, "must be a positive integer")
         if self.compression not in COMPRESSIONS:
@@ -100,6 +120,13 @@ class DatasetSpec:
     @property
     def num_shards(self) -> int:
         return len(self.counts)
+
+    @property
+    def bytes_per_frame(self) -> int:
+        """Returns the array bytes of one frame: channel, LS and received pilots (complex64), metadata."""
+        o = self.config.ofdm
+        (f, t), (pf, pt) = o.grid_shape, o.pilot_shape
+        return 8 * (f * t + 2 * pf * pt) + 4 * 4 + 5
 
     def header(self) -> dict:
         """Returns the manifest fields that describe the run (everything but the shard list)."""
@@ -114,7 +141,14 @@ class DatasetSpec:
     def shard_attrs(self, index: int, device: str) -> dict:
         return {"config": self.config.to_json(), "seed": self.seed, "shard_index": index,
                 "shard_seed": derive_seed(self.seed, index), "batch_size": self.batch_size,
+                "frames": self.frames, "shard_frames": self.shard_frames, "compression": self.compression,
                 "device": device, "versions": versions()}
+
+    def expected_attrs(self, index: int) -> dict:
+        """Returns the attributes shard ``index`` of this run must carry."""
+        return {"format_version": FORMAT_VERSION, "config": self.config.to_json(), "seed": self.seed,
+                "shard_index": index, "num_frames": self.counts[index], "batch_size": self.batch_size,
+                "frames": self.frames, "shard_frames": self.shard_frames, "compression": self.compression}
 
 
 def draw_shard(generator, spec: DatasetSpec, index: int, progress=None) -> ShardArrays:
@@ -150,101 +184,168 @@ def read_manifest(out: Path) -> dict | None:
     if not p.exists():
         return None
     try:
-        return json.loads(p.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise ConfigError("out", str(out), f"{p} is not valid JSON; move it away or use a new --out folder") from None
+        man = json.loads(p.read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError("out", str(out), f"{p} is unreadable or not valid JSON ({exc.__class__.__name__}); "
+                                           "move it away and rerun the generating command to rebuild it") from None
+    if not isinstance(man, dict) or man.get("format") != MANIFEST_FORMAT:
+        raise ConfigError("out", str(out), f"{p} is not a wavefront dataset manifest; use a new --out folder")
+    return man
 
 
-def _write_json_atomic(path: Path, obj: dict) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj, indent=1, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+def write_json_atomic(path: Path, obj: dict) -> None:
+    # A per-process temporary name: ranks rebuilding the manifest at once never share one.
+    data = (json.dumps(obj, indent=1, sort_keys=True) + "\n").encode()
+    write_file_atomic(path, data, tmp_name=f".{path.name}.{os.getpid()}.partial")
 
 
-def _check_identity(out: Path, spec: DatasetSpec) -> None:
-    """Refuses a folder that holds a different run (config, seed or frame layout)."""
+def shard_files(out: Path) -> dict[int, Path]:
+    """Returns {index: path} of every ``shard-NNNNN.h5`` file in folder ``out``."""
+    found = {}
+    for p in Path(out).glob("shard-*.h5"):
+        m = _SHARD_RE.fullmatch(p.name)
+        if m:
+            found[int(m.group(1))] = p
+    return dict(sorted(found.items()))
+
+
+def _check_identity(out: Path, spec: DatasetSpec) -> dict | None:
+    """Refuses a folder that holds a different run; returns its manifest (None when it has none).
+
+    Without a manifest, the shards' own attributes identify the run, and a shard beyond this
+    run's count is refused too: a loader must never find more frames than the run has.
+    """
     have = read_manifest(out)
     want = spec.header()
     if have is None:
-        # No manifest: a shard left by a run killed before writing it still must match.
-        for i in range(spec.num_shards):
-            p = out / shard_name(i)
-            if p.exists():
-                try:
-                    a = read_attrs(p)
-                except ShardError:
-                    continue  # judged (and named) later, with the --repair hint
-                if a.get("config") != spec.config.to_json() or a.get("seed") != spec.seed:
-                    raise ConfigError("out", str(out), f"{p.name} was written with a different config or seed; "
-                                                       "use a new --out folder")
-                break
-        return
-    if have.get("format") != MANIFEST_FORMAT:
-        raise ConfigError("out", str(out), "holds a manifest.json that is not a wavefront dataset; use a new --out folder")
+        foreign, matching = None, 0
+        for i, p in shard_files(out).items():
+            if i >= spec.num_shards:
+                raise ConfigError("out", str(out), f"holds {p.name}, beyond the {spec.num_shards} shard(s) of this run; "
+                                                   "use a new --out folder or the arguments that wrote it")
+            try:
+                a = probe_shard(p)  # no manifest vouches for it: HDF5 reads it in a child process
+            except ShardError:
+                continue  # judged (and named) by the resume check, with the --repair hint
+            expect = spec.expected_attrs(i)
+            diffs = [k for k in IDENTITY if a.get(k) != expect.get(k)]
+            if not diffs:
+                matching += 1
+            elif foreign is None:
+                k = diffs[0]
+                foreign = (f"{p.name} was written with a different {k} ({str(a.get(k))[:80]} there, "
+                           f"{str(expect.get(k))[:80]} now) and the folder has no manifest; use a new --out folder "
+                           "or the same arguments")
+        # Shards that all disagree are another run's. One that disagrees with shards that agree
+        # is a damaged one of ours: the resume check names it and --repair regenerates it.
+        if foreign and not matching:
+            raise ConfigError("out", str(out), foreign)
+        return None
     diffs = [k for k in IDENTITY if have.get(k) != want.get(k)]
     if diffs:
         k = diffs[0]
         raise ConfigError("out", str(out), f"already holds a dataset with a different {k} "
                                            f"({json.dumps(have.get(k))[:120]} there, {json.dumps(want.get(k))[:120]} now); "
                                            "refusing to mix: use a new --out folder or the same arguments")
+    beyond = [p.name for i, p in shard_files(out).items() if i >= spec.num_shards]
+    if beyond:
+        raise ConfigError("out", str(out), f"holds {beyond[0]}, beyond the {spec.num_shards} shard(s) its manifest "
+                                           "lists; move it away")
     if have.get("versions") != want.get("versions"):
         warnings.warn(f"{out} was started with other library versions ({have.get('versions')}); "
                       "new shards may not be bit-identical to a single run", stacklevel=3)
+    return have
 
 
-def update_manifest(out: Path, spec: DatasetSpec) -> dict:
+def _entries(man: dict | None) -> dict[int, dict]:
+    return {e["index"]: e for e in (man or {}).get("shards", []) if isinstance(e, dict) and "index" in e}
+
+
+def update_manifest(out: Path, spec: DatasetSpec, known: dict[int, ShardRecord] | None = None) -> dict:
     """Rebuilds ``manifest.json`` from the complete shards on disk; returns it.
 
-    Each rank calls this when its shards are done; the last one to finish lists them all
-    (``complete: true``). Any rank can rebuild it, because every entry comes from a shard's
-    own attributes.
+    ``known``: records of shards this process wrote or checked. Each rank calls this when its
+    shards are done; the last one to finish lists them all (``complete: true``). Any rank can
+    rebuild it: a shard no record covers is read in full and checked first.
     """
+    out = Path(out)
     man = read_manifest(out) or {}
     header = spec.header()
     if man.get("versions"):
         header["versions"] = man["versions"]  # the versions the run started with
-    shards = _complete_shards(out, spec)
+    records = dict(known or {})
+    old = _entries(man)
+    shards = _complete_shards(out, spec, records, old)
     for _ in range(5):
         header["shards"] = shards
         header["complete"] = len(shards) == spec.num_shards
-        _write_json_atomic(out / MANIFEST, header)
+        write_json_atomic(out / MANIFEST, header)
         # Another rank may have renamed a shard between our scan and our write, and written
         # its own (shorter or longer) list; rescan until what we wrote is what is on disk.
-        again = _complete_shards(out, spec)
+        again = _complete_shards(out, spec, records, old)
         if again == shards:
             break
         shards = again
     return header
 
 
-def _complete_shards(out: Path, spec: DatasetSpec) -> list[dict]:
+def _complete_shards(out: Path, spec: DatasetSpec, records: dict[int, ShardRecord], old: dict[int, dict]) -> list[dict]:
     shards = []
     for i, n in enumerate(spec.counts):
         p = out / shard_name(i)
-        if not p.exists():
-            continue
         try:
-            a = read_attrs(p)
-        except ShardError:
+            rec = records.get(i)
+            if rec is None or p.stat().st_size != rec.bytes:  # not checked by this process, or replaced since
+                try:
+                    rec = check_shard(p, spec, i, old.get(i))
+                except ShardError:
+                    if not old.get(i):
+                        raise
+                    # Rewritten since the old manifest (another rank's --repair, say): the full
+                    # content check decides, and the new file's checksum is recorded.
+                    rec = check_shard(p, spec, i, None)
+                records[i] = rec
+        except (ShardError, FileNotFoundError):
             continue
-        if a.get("num_frames") != n:
-            continue
-        shards.append({"file": p.name, "index": i, "frames": n, "content_sha256": a["content_sha256"],
-                       "device": a.get("device")})
+        shards.append({"file": p.name, "index": i, "frames": n, "content_sha256": rec.content_sha256,
+                       "file_sha256": rec.file_sha256, "bytes": rec.bytes, "device": rec.device})
     return shards
 
 
-def check_shard(path: Path, spec: DatasetSpec, index: int, full: bool = False) -> None:
-    """Raises :class:`ShardError` unless ``path`` is shard ``index`` of ``spec``, complete.
+def _check_file(path: Path, entry: dict) -> str:
+    """Returns the file's SHA-256 after checking it and the size against a manifest ``entry``."""
+    size = path.stat().st_size
+    if size != entry.get("bytes"):
+        raise ShardError(path, f"{size} bytes, the manifest says {entry.get('bytes')}")
+    digest = file_checksum(path)
+    if digest != entry["file_sha256"]:
+        raise ShardError(path, "its SHA-256 differs from the manifest's: the file is corrupt")
+    return digest
 
-    ``full`` also reads every array and checks the content checksum.
+
+def check_shard(path: Path, spec: DatasetSpec, index: int, entry: dict | None = None) -> ShardRecord:
+    """Returns the record of ``path`` if it is shard ``index`` of ``spec``, complete and intact.
+
+    ``entry``: the shard's manifest entry. With a ``file_sha256`` there, the file's size and
+    SHA-256 must match it (one sequential read) before HDF5 opens it; without, HDF5 reads every
+    array in a child process (:func:`~wavefront.datasets.shards.probe_shard`: Fletcher-32 and
+    content checksum). Then every identity attribute must match. Raises :class:`ShardError`
+    naming the file otherwise.
     """
-    a = verify_content(path) if full else read_attrs(path)
-    expect = {"config": spec.config.to_json(), "seed": spec.seed, "shard_index": index,
-              "num_frames": spec.counts[index], "batch_size": spec.batch_size, "format_version": FORMAT_VERSION}
-    for k, v in expect.items():
+    if not path.exists():
+        raise ShardError(path, "missing")
+    if entry and entry.get("file_sha256"):
+        digest = _check_file(path, entry)
+        a = read_attrs(path)  # the bytes the manifest vouches for: safe to open in-process
+    else:
+        a = probe_shard(path, full=True)
+        digest = file_checksum(path)
+    for k, v in spec.expected_attrs(index).items():
         if a.get(k) != v:
-            raise ShardError(path, f"attribute {k}={a.get(k)!r}, expected {v!r}")
+            raise ShardError(path, f"attribute {k}={str(a.get(k))[:80]!r}, expected {str(v)[:80]!r}")
+    if entry and entry.get("content_sha256") not in (None, a["content_sha256"]):
+        raise ShardError(path, "its content checksum differs from the manifest's")
+    return ShardRecord(a["content_sha256"], digest, path.stat().st_size, a.get("device"))
 
 
 # ---- the run ----------------------------------------------------------------------------
@@ -253,65 +354,230 @@ class RunReport:
     written: list[int] = field(default_factory=list)
     skipped: list[int] = field(default_factory=list)
     repaired: list[int] = field(default_factory=list)
+    busy: list[int] = field(default_factory=list)  # left to another live process writing them
+    stale_removed: list[str] = field(default_factory=list)  # .partial files of killed runs
     frames_written: int = 0
     manifest: dict | None = None
 
 
-def prepare_folder(out: str | Path, spec: DatasetSpec) -> Path:
-    """Creates ``out`` if needed, refuses a foreign run there, and writes the manifest header."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    _check_identity(out, spec)
-    if read_manifest(out) is None:
-        _write_json_atomic(out / MANIFEST, {**spec.header(), "shards": [], "complete": False})
-    return out
+@dataclass
+class Plan:
+    todo: list[int]
+    skipped: dict[int, ShardRecord]
+    bad: list[int]
+    busy: list[int]
 
 
-def plan_work(out: Path, spec: DatasetSpec, indices: list[int], repair: bool = False) -> tuple[list[int], list[int], list[int]]:
-    """Returns (to_write, skipped, to_repair) for ``indices``; stale ``.partial`` files are removed.
+def check_folder(out: str | Path, spec: DatasetSpec) -> dict | None:
+    """Refuses an ``out`` that is not a folder or holds another run; writes nothing. Returns its manifest."""
+    out = check_output_folder("out", out)
+    return _check_identity(out, spec) if out.is_dir() else None
 
-    A complete shard is checked by attributes and frame count (``repair``: by full content
-    checksum too). A bad one raises :class:`ConfigError` naming the file, unless ``repair``.
+
+def plan_work(out: Path, spec: DatasetSpec, indices: list[int], repair: bool = False,
+              manifest: dict | None = None) -> Plan:
+    """Returns what to do with shards ``indices``: write, skip (intact), repair, or leave to a live writer.
+
+    Every existing shard gets :func:`check_shard`. A bad one raises :class:`ShardError`
+    naming the file, unless ``repair``. Call :func:`~wavefront.datasets.shards.remove_stale_partials` first.
     """
-    todo, skipped, bad = [], [], []
+    entries = _entries(manifest)
+    plan = Plan([], {}, [], [])
     for i in indices:
-        tmp = out / partial_name(i)
-        if tmp.exists():
-            tmp.unlink()  # a partial shard from an interrupted run: discard and redo
         p = out / shard_name(i)
         if not p.exists():
-            todo.append(i)
+            if (out / (p.name + ".partial")).exists():
+                plan.busy.append(i)  # stale ones are gone already: a live writer holds it
+            else:
+                plan.todo.append(i)
             continue
         try:
-            check_shard(p, spec, i, full=repair)
-            skipped.append(i)
+            plan.skipped[i] = check_shard(p, spec, i, entries.get(i))
         except ShardError as exc:
             if not repair:
-                raise ConfigError("shard", str(p), f"{exc.reason}; rerun the same command with --repair "
-                                                   "to regenerate it from its seed") from None
-            bad.append(i)
-    return todo, skipped, bad
+                raise ShardError(p, f"{exc.reason}; rerun the same command with --repair "
+                                    "to regenerate it from its seed") from None
+            plan.bad.append(i)
+    return plan
+
+
+def _remaining_bytes(spec: DatasetSpec, work: list[int], per_frame: float) -> int:
+    return int(sum(spec.counts[i] for i in work) * per_frame) + 65536 * len(work)
 
 
 def generate_dataset(spec: DatasetSpec, out: str | Path, device="cpu", indices: list[int] | None = None,
                      repair: bool = False, progress=None) -> RunReport:
     """Writes the shards ``indices`` (default all) of ``spec`` into ``out``; returns what it did.
 
+    Nothing is written before every check passed. Free space is checked before each shard;
+    a full disk raises :class:`~wavefront.datasets.shards.DiskFullError` (a ConfigError naming
+    the folder and the space needed) after listing the shards already complete in the manifest.
     ``progress``: a tqdm-like object updated with frames written, or None.
     """
     from wavefront.sim.frames import FrameGenerator
 
-    out = prepare_folder(out, spec)
+    out = check_output_folder("out", out)
     indices = list(range(spec.num_shards)) if indices is None else list(indices)
-    todo, skipped, bad = plan_work(out, spec, indices, repair)
-    report = RunReport(skipped=skipped, repaired=bad)
-    work = sorted(todo + bad)
-    if work:
-        gen = FrameGenerator(spec.config, device=device)
-        for i in work:
-            arrays = draw_shard(gen, spec, i, progress)
-            write_shard(out / shard_name(i), arrays, spec.shard_attrs(i, gen.device.type), spec.compression)
-            report.written.append(i)
-            report.frames_written += len(arrays)
-    report.manifest = update_manifest(out, spec)
+    manifest = check_folder(out, spec)
+    out.mkdir(parents=True, exist_ok=True)
+    report = RunReport(stale_removed=[p.name for p in remove_stale_partials(out)])
+    plan = plan_work(out, spec, indices, repair, manifest)
+    report.skipped, report.repaired, report.busy = sorted(plan.skipped), plan.bad, list(plan.busy)
+    known = dict(plan.skipped)
+    work = sorted(plan.todo + plan.bad)
+    try:
+        if manifest is None:
+            write_json_atomic(out / MANIFEST, {**spec.header(), "shards": [], "complete": False})
+        if work:
+            # Bytes per frame: what shards on disk took, else the uncompressed upper estimate
+            # (a compressed run without a shard yet relies on the exact check before its write).
+            sizes = [r.bytes / spec.counts[i] for i, r in known.items()]
+            per_frame = max(sizes) if sizes else estimate_shard_bytes(spec.bytes_per_frame, 1000) / 1000
+            gen = FrameGenerator(spec.config, device=device)
+            for k, i in enumerate(work):
+                if i not in plan.bad and ((out / shard_name(i)).exists() or (out / partial_name(i)).exists()):
+                    report.busy.append(i)  # another process wrote it, or is writing it, since our plan
+                    continue
+                if sizes or spec.compression == "none":
+                    ensure_free(out, int(spec.counts[i] * per_frame) + 65536, shard_name(i),
+                                _remaining_bytes(spec, work[k:], per_frame))
+                arrays = draw_shard(gen, spec, i, progress)
+                try:
+                    rec = write_shard(out / shard_name(i), arrays, spec.shard_attrs(i, gen.device.type),
+                                      spec.compression)
+                except ShardBusy:
+                    report.busy.append(i)
+                    continue
+                except DiskFullError as exc:  # the exact size did not fit, or the disk filled while writing
+                    per_frame = max(per_frame, exc.need_bytes / spec.counts[i])
+                    raise DiskFullError(out, shard_name(i), exc.need_bytes, exc.free_bytes,
+                                        _remaining_bytes(spec, work[k:], per_frame)) from None
+                known[i] = rec
+                sizes.append(rec.bytes / spec.counts[i])
+                per_frame = max(sizes)
+                report.written.append(i)
+                report.frames_written += len(arrays)
+    except DiskFullError:
+        try:  # list what is complete, so readers and the next run see it
+            update_manifest(out, spec, known)
+        except DiskFullError:
+            pass
+        raise
+    except OSError as exc:
+        if is_disk_full(exc):
+            raise DiskFullError(out, "the next write", 65536, 0) from None
+        raise
+    report.manifest = update_manifest(out, spec, known)
     return report
+
+
+# ---- reading folders --------------------------------------------------------------------
+@dataclass(frozen=True)
+class ShardEntry:
+    """One shard a reader should read: its ``path``, ``frames`` and manifest ``entry`` (None for a lone file)."""
+
+    path: Path
+    frames: int
+    entry: dict | None
+
+
+def dataset_folders(root: str | Path, field_name: str = "data") -> list[Path]:
+    """Returns the dataset folders (those with a manifest) at or under ``root``, sorted.
+
+    Refuses a folder that holds shards but no manifest: its frame count would be a guess.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise ConfigError(field_name, str(root), "no such folder" if not root.exists() else "is a file, not a folder")
+    if (root / MANIFEST).exists():
+        return [root]
+    dirs = sorted(p.parent for p in root.rglob(MANIFEST))
+    orphans = sorted({p.parent for p in root.rglob("shard-*.h5")} - set(dirs))
+    if orphans:
+        raise ConfigError(field_name, str(orphans[0]), f"holds shard files but no {MANIFEST}; rerun the generating "
+                                                       "command on it to rebuild the manifest")
+    if not dirs:
+        raise ConfigError(field_name, str(root), f"holds no dataset folder (no {MANIFEST} found)")
+    return dirs
+
+
+def manifest_shards(folder: str | Path, warn_incomplete: bool = True) -> list[ShardEntry]:
+    """Returns the shards the manifest of ``folder`` lists, in index order, with their frame counts."""
+    folder = Path(folder)
+    man = read_manifest(folder)
+    if man is None:
+        raise ConfigError("data", str(folder), f"has no {MANIFEST}")
+    if warn_incomplete and not man.get("complete", False):
+        warnings.warn(f"{folder}: the manifest says generation is not complete; reading the "
+                      f"{len(man.get('shards', []))} shard(s) it lists", stacklevel=3)
+    out = []
+    for e in sorted(_entries(man).values(), key=lambda e: e["index"]):
+        name = e.get("file", "")
+        if not isinstance(name, str) or Path(name).name != name or not name:
+            raise ConfigError("data", str(folder / MANIFEST), f"lists a bad shard file name {name!r}")
+        out.append(ShardEntry(folder / name, int(e["frames"]), e))
+    return out
+
+
+def find_shards(path: str | Path, field_name: str = "path") -> list[ShardEntry]:
+    """Returns the shards of one shard file, a dataset folder, or a tree of dataset folders."""
+    p = Path(path)
+    if not p.exists():
+        raise ConfigError(field_name, str(p), "no such file or folder")
+    if p.is_file():
+        return [ShardEntry(p, int(read_attrs(p)["num_frames"]), None)]
+    return [s for d in dataset_folders(p, field_name) for s in manifest_shards(d)]
+
+
+def check_listed(s: ShardEntry) -> dict:
+    """Returns the attrs of a listed shard after checking them against its manifest entry (cheap)."""
+    a = read_attrs(s.path)
+    if a["num_frames"] != s.frames:
+        raise ShardError(s.path, f"holds {a['num_frames']} frames, the manifest says {s.frames}")
+    if s.entry is not None:
+        if s.entry.get("content_sha256") not in (None, a.get("content_sha256")):
+            raise ShardError(s.path, "its content checksum differs from the manifest's")
+        if a.get("shard_index") not in (None, s.entry["index"]):
+            raise ShardError(s.path, f"is shard {a.get('shard_index')}, the manifest lists it as {s.entry['index']}")
+    return a
+
+
+def verify_listed(s: ShardEntry) -> dict:
+    """Returns the attrs of a listed shard after the full check: size and SHA-256 against the
+    manifest (before HDF5 opens it), attributes against the entry, every chunk's Fletcher-32
+    and the content checksum. Raises :class:`ShardError` naming the file."""
+    e = s.entry or {}
+    if e.get("file_sha256"):
+        _check_file(s.path, e)
+        verify_content(s.path)
+    else:  # nothing vouches for the bytes: HDF5 reads them in a child process
+        probe_shard(s.path, full=True)
+    return check_listed(s)
+
+
+@dataclass
+class VerifyReport:
+    shards: int = 0
+    frames: int = 0
+    bytes: int = 0
+    bad: list[ShardError] = field(default_factory=list)
+
+
+def verify_folder(root: str | Path, progress=None) -> VerifyReport:
+    """Checks every shard the manifests under ``root`` list with :func:`verify_listed`.
+
+    Returns the counts and the problems found (each a :class:`ShardError` naming its file).
+    ``progress``: a tqdm-like object updated with frames checked, or None.
+    """
+    rep = VerifyReport()
+    for s in find_shards(root, "data"):
+        try:
+            a = verify_listed(s)
+            rep.bytes += s.path.stat().st_size
+            rep.frames += a["num_frames"]
+        except ShardError as exc:
+            rep.bad.append(exc)
+        rep.shards += 1
+        if progress is not None:
+            progress.update(s.frames)
+    return rep

@@ -20,7 +20,6 @@ from __future__ import annotations
 import io
 import json
 import math
-import os
 import re
 from pathlib import Path
 
@@ -28,9 +27,16 @@ import numpy as np
 import scipy.io
 import torch
 
-from wavefront.datasets.generate import MANIFEST, MANIFEST_FORMAT, _write_json_atomic, shard_counts
-from wavefront.datasets.shards import FORMAT_VERSION, PROFILE_DTYPE, ShardArrays, read_shard, shard_name, versions, write_shard
+from wavefront.datasets.generate import (
+    MANIFEST, MANIFEST_FORMAT, dataset_folders, manifest_shards, read_manifest, shard_counts, verify_listed,
+    write_json_atomic,
+)
+from wavefront.datasets.shards import (
+    FORMAT_VERSION, PROFILE_DTYPE, DiskFullError, ShardArrays, ShardError, read_shard, shard_name, versions,
+    write_file_atomic, write_shard,
+)
 from wavefront.errors import ConfigError
+from wavefront.utils import check_output_folder
 from wavefront.sim.config import SystemConfig, profile_label
 
 NAME_RE = re.compile(r"(\d+)_SNR-(\d+)_DS-(\d+)_DOP-(\d+)_N-(\d+)_([A-Z\-]+)\.mat")
@@ -63,43 +69,44 @@ def frame_to_mat(h: np.ndarray, pilots_ls: np.ndarray, pf: np.ndarray, pt: np.nd
     return H
 
 
-def _dataset_dirs(root: Path) -> list[Path]:
-    root = Path(root)
-    if (root / MANIFEST).exists():
-        return [root]
-    dirs = sorted(p.parent for p in root.rglob(MANIFEST))
-    if not dirs:
-        raise ConfigError("data", str(root), f"holds no dataset folder (no {MANIFEST} found)")
-    return dirs
-
-
-def _write_mat(path: Path, H: np.ndarray) -> None:
+def _write_mat(path: Path, H: np.ndarray) -> int:
+    """Writes ``H`` as ``path`` atomically (a full disk raises DiskFullError); returns the bytes written."""
     buf = io.BytesIO()
     scipy.io.savemat(buf, {"H": H})
-    tmp = path.with_name(path.name + ".partial")
-    tmp.write_bytes(buf.getvalue())
-    os.replace(tmp, path)
+    write_file_atomic(path, buf.getbuffer())
+    return buf.getbuffer().nbytes
 
 
 def export_mat(data: str | Path, out: str | Path, round_values: bool = False, progress=None) -> int:
     """Writes every frame under ``data`` (a dataset folder or a tree, e.g. a suite) as ``.mat`` files.
 
-    The folder structure is mirrored under ``out``. Returns the number of files written.
+    The shards are those the manifests list; each is read in full and checked (Fletcher-32 and
+    content checksum) before any of its frames is written, so a corrupt shard is named, never
+    exported. The folder structure is mirrored under ``out``. Returns the number of files written.
+    Raises :class:`~wavefront.datasets.shards.DiskFullError` (naming ``out`` and the space
+    still needed) when the disk fills; the files already written stay complete.
     """
-    data, out = Path(data), Path(out)
+    data, out = Path(data), check_output_folder("out", out)
+    folders = [(d, manifest_shards(d)) for d in dataset_folders(data, "data")]
+    left = sum(s.frames for _, shards in folders for s in shards)
     total = 0
-    for d in _dataset_dirs(data):
-        man = json.loads((d / MANIFEST).read_text())
+    for d, shards in folders:
+        man = read_manifest(d)
         spacing = int(man["config"]["ofdm"]["pilot_subcarrier_spacing"])
         dest = out / d.relative_to(data)
         dest.mkdir(parents=True, exist_ok=True)
         n = 0
-        for shard in sorted(d.glob("shard-*.h5")):
-            a = read_shard(shard)
+        for s in shards:
+            try:
+                verify_listed(s)
+            except ShardError as exc:
+                raise ShardError(s.path, f"{exc.reason}; nothing of it was exported: regenerate it with the "
+                                         "generating command plus --repair") from None
+            a = read_shard(s.path)
             pf, pt = a.pilot_subcarriers, a.pilot_symbol_indices
             for i in range(len(a)):
                 n += 1
-                where = f"frame {i} of {shard}"
+                where = f"frame {i} of {s.path}"
                 if np.any(a.pilots_ls[i] == 0):
                     raise ConfigError("pilots_ls", 0, f"{where}: an LS pilot is exactly 0; the reference reader finds "
                                                       "pilots as the non-zero entries of H[:,:,1] and would lose it")
@@ -107,8 +114,12 @@ def export_mat(data: str | Path, out: str | Path, round_values: bool = False, pr
                                 mat_label(float(a.delay_spread_s[i]) * 1e9, "delay_spread_ns", where, round_values),
                                 mat_label(a.doppler_hz[i], "doppler_hz", where, round_values),
                                 spacing, a.profile[i].decode())
-                _write_mat(dest / name, frame_to_mat(a.h_true[i], a.pilots_ls[i], pf, pt))
+                try:
+                    _write_mat(dest / name, frame_to_mat(a.h_true[i], a.pilots_ls[i], pf, pt))
+                except DiskFullError as exc:
+                    raise DiskFullError(out, name, exc.need_bytes, exc.free_bytes, exc.need_bytes * left) from None
                 total += 1
+                left -= 1
                 if progress is not None:
                     progress.update(1)
     return total
@@ -154,7 +165,7 @@ def import_mat(root: str | Path, out: str | Path, base: SystemConfig, shard_fram
     ``pilots_rx = pilots_ls`` (the ``.mat`` layout keeps only the LS estimate). Returns the
     number of frames imported.
     """
-    root, out = Path(root), Path(out)
+    root, out = Path(root), check_output_folder("out", out)
     if not root.is_dir():
         raise ConfigError("mat", str(root), "no such folder")
     folders: dict[Path, list[Path]] = {}
@@ -211,12 +222,14 @@ def import_mat(root: str | Path, out: str | Path, base: SystemConfig, shard_fram
                 noise_var=cfg.noise_variance(torch.from_numpy(snr).double()).float().numpy(),
                 profile=np.asarray([x["profile"].encode() for x in m], dtype=PROFILE_DTYPE))
             attrs = {"config": cfg.to_json(), "seed": -1, "shard_index": si, "batch_size": 0,
+                     "frames": len(files), "shard_frames": shard_frames, "compression": compression,
                      "device": "none", "source": "import-mat", "versions": versions()}
-            checksum = write_shard(dest / shard_name(si), arrays, attrs, compression)
-            shards.append({"file": shard_name(si), "index": si, "frames": cnt, "content_sha256": checksum})
+            rec = write_shard(dest / shard_name(si), arrays, attrs, compression)
+            shards.append({"file": shard_name(si), "index": si, "frames": cnt, "content_sha256": rec.content_sha256,
+                           "file_sha256": rec.file_sha256, "bytes": rec.bytes})
             start += cnt
         total += len(files)
-        _write_json_atomic(dest / MANIFEST, {
+        write_json_atomic(dest / MANIFEST, {
             "format": MANIFEST_FORMAT, "format_version": FORMAT_VERSION, "source": "import-mat",
             "imported_from": str(folder), "config": json.loads(cfg.to_json()), "seed": None,
             "frames": len(files), "shard_frames": shard_frames, "num_shards": len(counts),

@@ -16,7 +16,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from wavefront.datasets.generate import DatasetSpec, _write_json_atomic
+from wavefront.datasets.generate import DatasetSpec, write_json_atomic
 from wavefront.errors import ConfigError
 from wavefront.sim.config import SystemConfig
 from wavefront.utils import derive_seed
@@ -77,6 +77,6 @@ def write_suite_index(out: Path, name: str, points: list[SuitePoint], seed: int)
         sweeps.append({"folder": sw.folder, "axis": sw.axis, "values": list(sw.values), "fixed": sw.fixed,
                        "points": [p.folder for p in points if p.folder.startswith(sw.folder + "/")]})
     base = json.loads(points[0].spec.config.to_json())
-    _write_json_atomic(Path(out) / "suite.json", {"suite": name, "seed": seed, "sweeps": sweeps,
+    write_json_atomic(Path(out) / "suite.json", {"suite": name, "seed": seed, "sweeps": sweeps,
                                                   "frames_per_point": points[0].spec.frames,
                                                   "ofdm": base["ofdm"], "profile": base["channel"]["profile"]})

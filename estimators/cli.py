@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from wavefront.errors import ConfigError
+from wavefront.utils import check_output_folder
 
 
 def _system_config(path: str | None):
@@ -14,7 +15,9 @@ def _system_config(path: str | None):
 
     if path is None:
         return preset("default")
-    if not Path(path).suffix and not Path(path).exists():
+    if not Path(path).suffix and not Path(path).is_file():
+        if Path(path).is_dir():
+            raise ConfigError("config", path, "is a folder; give a YAML file or a preset name")
         return preset(path)
     return SystemConfig.from_yaml(path)
 
@@ -97,6 +100,7 @@ def _train(args) -> int:
         raise ConfigError("train", None, "give --train DIR (HDF5 shards) or --on-the-fly CONFIG")
     if args.train is not None and args.val is None:
         raise ConfigError("val", None, "--train needs --val DIR")
+    check_output_folder("out", args.out or f"runs/{args.model}")
     config = _system_config(args.on_the_fly or args.config)
     cfg = TrainConfig(model=args.model, model_overrides=_overrides(args.set), steps=args.steps, epochs=args.epochs,
                       batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, warmup_steps=args.warmup_steps,
@@ -122,7 +126,11 @@ def _evaluate(args) -> int:
     from wavefront.estimators.estimator import load_estimator, pretrained_path
     from wavefront.estimators.evaluate import evaluate, format_table, plot_rows, save_rows
 
+    out = check_output_folder("out", args.out)
     path = Path(args.checkpoint)
+    if path.is_dir():
+        raise ConfigError("checkpoint", args.checkpoint, "is a folder; give a .safetensors file (e.g. "
+                                                         "RUN/best.safetensors) or a shipped model name")
     if not path.exists() and path.suffix != ".safetensors":
         path = pretrained_path(args.checkpoint)
     if args.config:
@@ -135,7 +143,6 @@ def _evaluate(args) -> int:
     rows = evaluate(est, config, points=args.points, suite=args.suite, frames_per_point=args.frames_per_point,
                     baselines=baselines, seed=args.seed, device=args.device, progress=sys.stderr.isatty(),
                     conditions=args.conditions, long_rows=long_rows)
-    out = Path(args.out)
     print(format_table(rows))
     print("given:")
     for name, given, trained in dict.fromkeys((r["estimator"], r["given"], r["trained_on"]) for r in long_rows):

@@ -129,6 +129,25 @@ def _lookup(name: str) -> type:
     return _REGISTRY[name]
 
 
+def _check_hparam(model: str, key: str, value, default) -> None:
+    """Raises ConfigError unless ``value`` has the kind of the default: int, number, bool, string or list."""
+    field = f"{model}.{key}"
+    if isinstance(default, bool):
+        ok, kind = isinstance(value, bool), "true or false"
+    elif isinstance(default, int):
+        ok, kind = isinstance(value, int) and not isinstance(value, bool), "an integer"
+    elif isinstance(default, float):
+        ok, kind = isinstance(value, (int, float)) and not isinstance(value, bool), "a number"
+    elif isinstance(default, str):
+        ok, kind = isinstance(value, str), "a string"
+    elif isinstance(default, (list, tuple)):
+        ok, kind = isinstance(value, (list, tuple)), "a list like [3, 2]"
+    else:  # None or another kind: the model checks it
+        return
+    if not ok:
+        raise ConfigError(field, value, f"must be {kind} (the default is {default!r})")
+
+
 def create(name: str, system_config, **overrides) -> EstimatorModel:
     """Returns a freshly initialised model ``name`` for ``system_config`` (a SystemConfig).
 
@@ -141,9 +160,21 @@ def create(name: str, system_config, **overrides) -> EstimatorModel:
     if unknown:
         raise ConfigError(f"{name}.{unknown[0]}", overrides[unknown[0]],
                           f"unknown hyper-parameter; allowed: {', '.join(sorted(defaults)) or 'none'}")
+    for k, v in overrides.items():
+        _check_hparam(name, k, v, defaults[k])
     hparams = {**defaults, **overrides}
     hparams = {k: (list(v) if isinstance(v, tuple) else v) for k, v in hparams.items()}
-    model = cls(system_config, **hparams)
+    try:
+        model = cls(system_config, **hparams)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError, RuntimeError, ZeroDivisionError) as exc:
+        if not overrides:
+            raise
+        k = sorted(overrides)[0] if len(overrides) == 1 else "hyper-parameters"
+        v = overrides[k] if len(overrides) == 1 else overrides
+        raise ConfigError(f"{name}.{k}", v, "the model cannot be built with this value ("
+                          + " ".join(f"{exc.__class__.__name__}: {exc}".split())[:160] + ")") from None
     model.name, model.hparams = name, hparams
     return model
 

@@ -5,6 +5,7 @@ import argparse
 from pathlib import Path
 
 from wavefront.errors import ConfigError
+from wavefront.utils import check_output_folder
 
 
 def _pixels(text: str) -> tuple[int, int]:
@@ -28,7 +29,13 @@ def _layout(args: argparse.Namespace) -> int:
     if args.task not in IMAGE_TASKS:
         raise ConfigError("task", args.task, f"must be one of {', '.join(IMAGE_TASKS)}")
     pixels = _pixels(args.pixels)
+    if min(pixels) < 1:
+        raise ConfigError("pixels", args.pixels, "both sides must be positive integers")
+    _positive("image_size", args.image_size)
     _positive("epochs", args.epochs)
+    _positive("train_images", args.train_images)
+    _positive("val_images", args.val_images)
+    check_output_folder("out", args.out)
     if args.image_size < max(pixels):
         raise ConfigError("pixels", args.pixels, f"the layout has more pixels than the {args.image_size}x{args.image_size} image")
     with flush_denormals():  # see wave.flush_denormals: subnormals make CPU training ~100x slower
@@ -49,8 +56,11 @@ def _receivers(args: argparse.Namespace) -> int:
         raise ConfigError("scene", args.scene, f"must be one of {', '.join(WAVE_TASKS)}")
     _positive("receivers", args.receivers)
     _positive("epochs", args.epochs)
-    if args.noise < 0:
+    _positive("train_shots", args.train_shots)
+    _positive("val_shots", args.val_shots)
+    if not args.noise >= 0:  # also refuses nan
         raise ConfigError("noise", args.noise, "must be >= 0")
+    check_output_folder("out", args.out)
     with flush_denormals():
         result = run_receiver_experiment(args.scene, args.receivers, args.epochs, args.seeds, args.out,
                                          noise=args.noise, num_train=args.train_shots, num_val=args.val_shots)

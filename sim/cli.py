@@ -4,10 +4,9 @@ from __future__ import annotations
 import argparse
 import sys
 import warnings
-from pathlib import Path
 
 from wavefront.errors import ConfigError
-from wavefront.utils import parse_values
+from wavefront.utils import check_output_folder, parse_values
 
 DEFAULT_ESTIMATORS = "ls-linear,lmmse-robust,lmmse-genie,adafortitran"
 
@@ -78,6 +77,7 @@ def run(args) -> int:
     from wavefront.resolve import learned_available, resolve_estimators
     from wavefront.sim.sweep import format_table, run_sweep, save_result
 
+    out = check_output_folder("out", args.out)  # before the sweep: a bad --out must not cost its results
     spec = build_spec(args)
     if args.estimators == DEFAULT_ESTIMATORS:
         if not learned_available():  # the shipped learned model joins the default sweep when installed
@@ -86,7 +86,7 @@ def run(args) -> int:
     estimators = resolve_estimators(spec.estimators, spec.prior, device=args.device, robust_options=spec.robust_options)
     result = run_sweep(spec, estimators, progress=not args.no_progress)
     print(format_table(result))
-    paths = save_result(result, Path(args.out))
+    paths = save_result(result, out)
     print(f"\n{sum(r.frames for r in result.rows) // len(spec.estimators)} frames in {result.seconds:.1f} s; wrote "
           + ", ".join(str(p) for p in paths), file=sys.stderr)
     return 0

@@ -271,20 +271,34 @@ class SystemConfig(_Model):
         unknown = set(d) - {"ofdm", "channel"}
         if unknown:
             raise ConfigError("config", sorted(unknown)[0], "unknown section; allowed: ofdm, channel")
+        for section in ("ofdm", "channel"):
+            if not isinstance(d.get(section) or {}, dict):
+                raise ConfigError(section, d[section], "must be a mapping of field: value")
         ofdm = OFDMConfig.build("ofdm", **(d.get("ofdm") or {}))
         channel = ChannelConfig.build("channel", **(d.get("channel") or {}))
         return cls.build(ofdm=ofdm, channel=channel)
 
     @classmethod
     def from_yaml(cls, path: str) -> "SystemConfig":
-        """Returns a validated config from a YAML file with ``ofdm:`` and ``channel:`` sections."""
+        """Returns a validated config from a YAML file with ``ofdm:`` and ``channel:`` sections.
+
+        An empty file is refused: a config that sets nothing is more likely a wrong file than a
+        wish for the defaults (which need no ``--config``).
+        """
         try:
             with open(path) as f:
-                d = yaml.safe_load(f) or {}
+                d = yaml.safe_load(f)
         except FileNotFoundError:
             raise ConfigError("config", str(path), "file not found") from None
+        except IsADirectoryError:
+            raise ConfigError("config", str(path), "is a folder; give a YAML file") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError("config", str(path), f"cannot be read ({exc.__class__.__name__})") from None
         except yaml.YAMLError as exc:
             raise ConfigError("config", str(path), f"not valid YAML ({exc.__class__.__name__})") from None
+        if d is None:
+            raise ConfigError("config", str(path), "is empty; give ofdm: and/or channel: settings, or leave out "
+                                                   "--config for the defaults")
         return cls.from_dict(d)
 
     def updated(self, ofdm: dict | None = None, channel: dict | None = None) -> "SystemConfig":

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import math
+import os
+from pathlib import Path
 
 import torch
 
@@ -82,3 +84,24 @@ def parse_values(field: str, text: str, max_points: int = 1000) -> list[float]:
     if any(not math.isfinite(v) for v in vals):
         raise ConfigError(field, text, "values must be finite")
     return vals
+
+
+def check_output_folder(field: str, path: str | Path) -> Path:
+    """Returns ``path`` as a Path if a folder can be written there; raises ConfigError otherwise.
+
+    Refuses an existing file, a path under a file, and a folder this user cannot write. Called
+    before any work starts, so a bad ``--out`` never costs a run its results.
+    """
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise ConfigError(field, str(path), "is a file, not a folder; give a folder path")
+    anc = p
+    while not anc.exists():
+        if anc.parent == anc:
+            break
+        anc = anc.parent
+    if anc.exists() and not anc.is_dir():
+        raise ConfigError(field, str(path), f"{anc} is a file, so no folder can be made under it")
+    if anc.exists() and not os.access(anc, os.W_OK | os.X_OK):
+        raise ConfigError(field, str(path), f"{anc} is not writable by this user")
+    return p

@@ -7,9 +7,9 @@ import scipy.io
 
 from wavefront.cli import main
 from wavefront.datasets import H5FrameDataset
-from wavefront.datasets.generate import DatasetSpec, generate_dataset
+from wavefront.datasets.generate import DatasetSpec, generate_dataset, update_manifest
 from wavefront.datasets.matfiles import NAME_RE, export_mat, import_mat
-from wavefront.datasets.shards import read_shard, shard_name
+from wavefront.datasets.shards import read_attrs, read_shard, shard_name, write_shard
 from wavefront.errors import ConfigError
 from wavefront.sim.config import SystemConfig, preset
 
@@ -110,11 +110,14 @@ def test_unnameable_values_are_refused_or_rounded_by_the_documented_rule(tmp_pat
 
 
 def test_zero_ls_pilot_is_refused(tmp_path):
-    generate_dataset(DatasetSpec(preset("default"), 1, 2, 2, 2), tmp_path / "d")
-    import h5py
-
-    with h5py.File(tmp_path / "d" / shard_name(0), "r+") as f:
-        f["pilots_ls"][1, 3, 0] = 0
+    spec = DatasetSpec(preset("default"), 1, 2, 2, 2)
+    generate_dataset(spec, tmp_path / "d")
+    p = tmp_path / "d" / shard_name(0)
+    a = read_shard(p)
+    a.pilots_ls[1, 3, 0] = 0  # a valid shard (checksums and all) that holds a zero pilot
+    write_shard(p, a, {k: v for k, v in read_attrs(p).items()
+                       if k not in ("format", "format_version", "num_frames", "content_sha256")})
+    update_manifest(tmp_path / "d", spec)
     with pytest.raises(ConfigError, match="exactly 0"):
         export_mat(tmp_path / "d", tmp_path / "m")
 

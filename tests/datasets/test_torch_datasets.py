@@ -1,11 +1,13 @@
 import hashlib
+import shutil
 
+import h5py
 import numpy as np
 import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from wavefront.datasets import H5FrameDataset, OnTheFlyDataset
+from wavefront.datasets import H5FrameDataset, OnTheFlyDataset, ShardError
 from wavefront.datasets.generate import DatasetSpec, generate_dataset
 from wavefront.datasets.shards import read_shard
 
@@ -53,6 +55,48 @@ def test_h5_dataset_sample_matches_the_shard_arrays(shards):
         ds[230]
 
 
+def test_loader_reads_the_shards_and_frame_counts_the_manifest_lists(shards, tmp_path):
+    import json
+    import shutil
+
+    from wavefront.errors import ConfigError
+
+    _, src = shards
+    out = tmp_path / "d"
+    shutil.copytree(src, out)
+    shutil.copy(out / "shard-00000.h5", out / "shard-00003.h5")  # on disk, not in the manifest
+    assert len(H5FrameDataset(out)) == 230
+    man = json.loads((out / "manifest.json").read_text())
+    man["shards"][1]["frames"] = 99
+    (out / "manifest.json").write_text(json.dumps(man))
+    with pytest.raises(ShardError, match=r"shard-00001\.h5.*100 frames, the manifest says 99"):
+        H5FrameDataset(out)
+    (out / "manifest.json").unlink()
+    with pytest.raises(ConfigError, match="no manifest.json"):
+        H5FrameDataset(out)
+
+
+def test_workers_open_the_file_on_disk_not_the_parents_handles(shards, tmp_path):
+    # A shard repaired (replaced on disk) while a training process holds the dataset: the next
+    # epoch's workers must read the repaired file, not the corrupt one the parent still has open.
+    cfg, src = shards
+    out = tmp_path / "d"
+    shutil.copytree(src, out)
+    good = [_key(h) for p in sorted(out.glob("shard-*.h5")) for h in torch.from_numpy(read_shard(p).h_true)]
+    victim = out / "shard-00001.h5"
+    with h5py.File(victim, "r") as f:
+        start = f["h_true"].id.get_chunk_info(5).byte_offset
+    raw = bytearray(victim.read_bytes())
+    raw[start + 40] ^= 0x10
+    victim.write_bytes(bytes(raw))
+    ds = H5FrameDataset(out)
+    ds[100]  # the parent opens shard 1
+    with pytest.raises(ShardError, match="shard-00001"):
+        ds[105]
+    assert generate_dataset(DatasetSpec(cfg, 21, 230, 100, 100), out, repair=True).repaired == [1]
+    assert _collect(DataLoader(ds, batch_size=23, num_workers=2)) == good
+
+
 def test_compressed_shards_read_the_same_samples(shards, tmp_path):
     cfg, out = shards
     generate_dataset(DatasetSpec(cfg, 21, 230, 100, 100, compression="lzf"), tmp_path)
@@ -71,6 +115,17 @@ def test_on_the_fly_workers_never_repeat_and_cover_the_epoch(shards):
     assert sorted(two) == sorted(one)  # the same frames whatever the worker count
     ds.set_epoch(1)
     assert not set(_collect(DataLoader(ds, batch_size=50))) & set(one)
+
+
+def test_set_epoch_reaches_persistent_workers(shards):
+    cfg, _ = shards
+    ds = OnTheFlyDataset(cfg, seed=4, frames_per_epoch=64, batch_size=16)
+    loader = DataLoader(ds, batch_size=16, num_workers=2, persistent_workers=True)
+    epoch0 = _collect(loader)
+    ds.set_epoch(1)
+    epoch1 = _collect(loader)  # the same two worker processes, told the new epoch
+    assert sorted(epoch1) == sorted(_collect(DataLoader(ds, batch_size=16)))
+    assert len(set(epoch1)) == 64 and not set(epoch0) & set(epoch1)
 
 
 def test_both_datasets_yield_the_same_structure_and_dtypes(shards):

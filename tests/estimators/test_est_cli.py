@@ -68,6 +68,33 @@ def test_bad_input_is_one_line_and_exit_2(argv, message, capsys):
     assert err.count("\n") == 1 and message in err
 
 
+@pytest.mark.parametrize("argv,field_value,rule", [
+    (["train", "--model", "adafortitran", "--on-the-fly", "default", "--steps", "1", "--set", "model_dim=abc"],
+     "adafortitran.model_dim='abc'", "must be an integer"),
+    (["train", "--model", "adafortitran", "--on-the-fly", "default", "--steps", "1", "--set", "patch_size=3"],
+     "adafortitran.patch_size=3", "must be a list"),
+    (["train", "--model", "adafortitran", "--on-the-fly", "default", "--steps", "1", "--set", "model_dim=-4"],
+     "adafortitran.model_dim=-4", "the model cannot be built"),
+    (["train", "--model", "linear", "--on-the-fly", "default", "--steps", "1", "--out", "{file}"],
+     "out='{file}'", "is a file, not a folder"),
+    (["train", "--model", "linear", "--on-the-fly", "{dir}", "--steps", "1"], "config='{dir}'", "is a folder"),
+    (["train", "--model", "linear", "--on-the-fly", "{empty}", "--steps", "1"], "config='{empty}'", "is empty"),
+    (["evaluate", "--checkpoint", "{dir}"], "checkpoint='{dir}'", "is a folder; give a .safetensors file"),
+    (["evaluate", "--checkpoint", "adafortitran", "--out", "{file}"], "out='{file}'", "is a file, not a folder"),
+])
+def test_bad_paths_and_hyper_parameters_are_one_line_and_exit_2(argv, field_value, rule, tmp_path, capsys):
+    names = {"dir": str(tmp_path), "file": str(tmp_path / "a_file"), "empty": str(tmp_path / "empty.yaml")}
+    (tmp_path / "a_file").write_text("keep me")
+    (tmp_path / "empty.yaml").write_text("")
+    if "--out" not in argv and argv[0] == "train":
+        argv = [*argv, "--out", str(tmp_path / "run")]
+    assert main([a.format(**names) for a in argv] + ["--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert field_value.format(**names) in err and rule in err
+    assert (tmp_path / "a_file").read_text() == "keep me" and not (tmp_path / "run").exists()
+
+
 def test_shipped_adafortitran_is_small_and_beats_ls_linear(default_config):
     from wavefront.sim.config import SystemConfig
     from wavefront.sim.estimators import get_classical

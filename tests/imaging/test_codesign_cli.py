@@ -14,11 +14,25 @@ from wavefront.imaging.tasks import stripe_glyph_scenes
     (["codesign", "layout", "--task", "mnist"], "task='mnist': must be one of stripe-glyph"),
     (["codesign", "receivers", "--receivers", "63"], "receivers=63: must be between 1 and the 62 cells"),
     (["codesign", "receivers", "--scene", "fwi"], "scene='fwi': must be one of source-localisation"),
+    (["codesign", "layout", "--image-size", "-4"], "image_size=-4: must be a positive integer"),
+    (["codesign", "layout", "--pixels", "0x16"], "pixels='0x16': both sides must be positive integers"),
+    (["codesign", "receivers", "--noise", "nan"], "noise=nan: must be >= 0"),
+    (["codesign", "receivers", "--train-shots", "0"], "train_shots=0: must be a positive integer"),
 ])
 def test_bad_codesign_input_is_one_line_and_exit_code_2(argv, message, capsys, tmp_out):
     assert main([*argv, "--out", str(tmp_out)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and message in err
+
+
+@pytest.mark.parametrize("what", ["layout", "receivers"])
+def test_codesign_out_that_is_a_file_is_refused_before_training(what, tmp_path, capsys):
+    f = tmp_path / "a_file"
+    f.write_text("keep me")
+    assert main(["codesign", what, "--epochs", "1", "--out", str(f)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"out={str(f)!r}: is a file, not a folder" in err
+    assert f.read_text() == "keep me"
 
 
 def test_codesign_layout_writes_metrics_plot_and_checkpoint_and_moves_the_layout(tmp_out, capsys):

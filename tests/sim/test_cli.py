@@ -57,6 +57,32 @@ def test_bad_input_is_one_line_and_exit_2(argv, field, rule, tmp_path, capsys):
     assert len(err.splitlines()) == 1 and field in err and rule in err and "Traceback" not in err
 
 
+PATH_BAD = [
+    (["--config", "{dir}"], "config='{dir}'", "is a folder; give a YAML file"),
+    (["--config", "{empty}"], "config='{empty}'", "is empty"),
+    (["--out", "{file}"], "out='{file}'", "is a file, not a folder"),
+    (["--out", "{file}/res"], "out='{file}/res'", "no folder can be made under it"),
+]
+
+
+@pytest.mark.parametrize("argv,field_value,rule", PATH_BAD)
+def test_bad_paths_fail_before_the_sweep_runs(argv, field_value, rule, tmp_path, capsys, monkeypatch):
+    import wavefront.sim.sweep as sweep
+
+    def never(*a, **k):
+        raise AssertionError("the sweep ran before its input was checked")
+
+    monkeypatch.setattr(sweep, "run_sweep", never)
+    names = {"dir": str(tmp_path), "file": str(tmp_path / "a_file"), "empty": str(tmp_path / "empty.yaml")}
+    (tmp_path / "a_file").write_text("keep me")
+    (tmp_path / "empty.yaml").write_text("")
+    rc = main(["sweep", "--no-progress", "--out", str(tmp_path / "res"), *[a.format(**names) for a in argv]])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and "Traceback" not in err
+    assert field_value.format(**names) in err and rule in err
+    assert (tmp_path / "a_file").read_text() == "keep me"
+
+
 def test_pilot_outside_grid_in_config_file(tmp_path, capsys):
     cfg = tmp_path / "bad.yaml"
     cfg.write_text("ofdm:\n  pilot_symbols: [2, 14]\n")
