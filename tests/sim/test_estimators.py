@@ -39,7 +39,7 @@ def test_genie_lmmse_on_los_profile_matches_closed_form():
 
 @pytest.mark.parametrize("profile", ["CDL-C", "CDL-E"])
 def test_genie_lmmse_on_cdl_matches_closed_form(profile):
-    # CDL: one Kronecker term per cluster (23 for CDL-C), each with its rays' Doppler lines
+    # CDL: one Kronecker term per cluster (24 for CDL-C), its Doppler spectrum averaged over the random ray coupling
     cfg = _cfg(profile=profile, snr_db=20, delay_spread_s=300e-9, doppler_hz=700.0, travel_azimuth_deg=20.0)
     fr = FrameGenerator(cfg).generate(3000, seed=8, with_data=False)
     h_hat = get_classical("lmmse-genie", cfg).estimate(fr.pilots_ls, fr.meta)
