@@ -32,6 +32,9 @@ def add_commands(sub) -> None:
                    help="power delay profile the robust LMMSE assumes (RMS = the top delay spread)")
     p.add_argument("--robust-doppler-spectrum", default="flat", choices=["flat", "jakes"],
                    help="Doppler spectrum the robust LMMSE assumes, up to the top Doppler")
+    p.add_argument("--robust-covariance", default="assumed", choices=["assumed", "prior-average"],
+                   help="robust LMMSE design: the assumed PDP and spectrum above, or the true profile's covariance "
+                        "averaged over the prior ranges (the paper's training ranges widened to the sweep)")
     p.add_argument("--ldpc-rate", type=float, default=None,
                    help="5G NR LDPC code rate: one codeword per frame, adds coded BER and BLER (slow on CPU)")
     p.add_argument("--conditions", default="estimated", choices=["estimated", "true"],
@@ -70,7 +73,8 @@ def build_spec(args):
                      estimators=names, frames=args.frames, batch_size=args.batch_size, seed=args.seed,
                      min_bit_errors=args.min_bit_errors, equalizer=args.equalizer, device=args.device,
                      ldpc_rate=args.ldpc_rate, conditions=args.conditions,
-                     robust_options={"pdp": args.robust_pdp, "doppler_spectrum": args.robust_doppler_spectrum})
+                     robust_options={"pdp": args.robust_pdp, "doppler_spectrum": args.robust_doppler_spectrum,
+                                     "covariance": args.robust_covariance})
 
 
 def run(args) -> int:

@@ -198,16 +198,16 @@ class RobustLMMSE:
         self.doppler_spectrum = doppler_spectrum
         rt = lambda a, b: assumed_time_correlation(a[:, None] - b[None, :], doppler_spectrum, self.max_doppler_hz)[None]  # noqa: E731
         self.stats = _Stats([rf(f, f[pf])], [rt(t, t[pt])], [rf(f[pf], f[pf])], [rt(t[pt], t[pt])])
-        noise = "variance as given" if design_snr_db is None else f"at design SNR {design_snr_db:g} dB"
+        noise = "" if design_snr_db is None else f"; noise at design SNR {design_snr_db:g} dB"
         self.given = (f"assumed covariance: {pdp} PDP at {self.max_delay_spread_s * 1e9:g} ns RMS, {doppler_spectrum} "
-                      f"Doppler spectrum to {self.max_doppler_hz:g} Hz; noise {noise}")
+                      f"Doppler spectrum to {self.max_doppler_hz:g} Hz{noise}")
         if covariance == "prior-average":
             from wavefront.sim.conditions import ConditionPrior, prior_average_stats
 
             self.prior = prior or ConditionPrior.from_config(config)
             self.stats = prior_average_stats(config, self.prior)
             self.given = (f"prior-average covariance: {profile_label(config.channel.profile)} averaged over "
-                          f"{self.prior.describe(snr=False)}; noise {noise}")
+                          f"{self.prior.describe(snr=False)}{noise}")
 
     def estimate(self, pilots: torch.Tensor, meta: dict[str, torch.Tensor]) -> torch.Tensor:
         B = pilots.shape[0]

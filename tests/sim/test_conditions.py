@@ -202,7 +202,7 @@ def test_priors_describe_what_each_estimator_knew_and_bad_input_is_refused():
     assert "ML over 25–300 ns x 50–1000 Hz" in get_classical("lmmse-estimated", cfg).given
     assert "uniform prior over 25–300 ns" in get_classical("mmse-bayes", cfg).given
     assert get_classical("lmmse-robust", cfg).given == ("assumed covariance: uniform PDP at 300 ns RMS, flat Doppler "
-                                                        "spectrum to 1000 Hz; noise variance as given")
+                                                        "spectrum to 1000 Hz")
     assert "averaged over 25–300 ns x 50–1000 Hz" in RobustLMMSE(cfg, covariance="prior-average").given
     p = torch.zeros(2, 12, 2, dtype=torch.complex64)
     bad = [
