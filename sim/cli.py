@@ -23,6 +23,7 @@ def add_commands(sub) -> None:
     p.add_argument("--profile", default=None, help="3GPP profile: TDL A..E or CDL-A..CDL-E (default: the config's, A)")
     p.add_argument("--config", default=None, help="YAML system config (ofdm:, channel:); CLI values override it")
     p.add_argument("--preset", default=None, help="named system config: default, adafortitran-paper, adafortitran-reference")
+    p.add_argument("--pilots", default=None, metavar="PRESET|FILE.json", help=_pilots_help())
     p.add_argument("--modulation", default=None, choices=["qpsk", "16qam", "64qam"], help="data modulation (default qpsk)")
     p.add_argument("--frames", type=int, default=1000, help="frames per point (the maximum, with --min-bit-errors)")
     p.add_argument("--min-bit-errors", type=int, default=None, help="stop a point once every estimator has this many bit errors")
@@ -48,6 +49,12 @@ def add_commands(sub) -> None:
     p.set_defaults(func=run)
 
 
+def _pilots_help() -> str:
+    from wavefront.sim.pilots import PILOTS_HELP
+
+    return PILOTS_HELP
+
+
 def build_spec(args):
     """Returns the validated SweepSpec for parsed arguments (raises ConfigError on bad input)."""
     from wavefront.sim.config import SystemConfig, preset
@@ -68,6 +75,10 @@ def build_spec(args):
     if args.profile is not None:
         channel["profile"] = args.profile
     config = base.updated(ofdm={"modulation": args.modulation} if args.modulation else None, channel=channel)
+    if getattr(args, "pilots", None) is not None:
+        from wavefront.sim.pilots import apply_pilots
+
+        config = apply_pilots(config, args.pilots)
     names = [n.strip() for n in args.estimators.split(",") if n.strip()]
     return SweepSpec(config=config, axis=axis, values={"snr_db": snr, "doppler_hz": dop, "delay_spread_s": ds}[axis],
                      estimators=names, frames=args.frames, batch_size=args.batch_size, seed=args.seed,

@@ -324,6 +324,8 @@ _POSITIONS = {
     **{f"nr-dmrs-type{c}-pos{a}": _nr_dmrs(c, a) for c in (1, 2) for a in range(4)},
 }
 PILOT_PRESETS: tuple[str, ...] = tuple(_KRON) + tuple(_POSITIONS)
+PILOTS_HELP = ("pilot layout: a preset (" + ", ".join(PILOT_PRESETS[:4]) + ", nr-dmrs-type{1,2}-pos{0..3}) or a "
+               'JSON file {"positions": [[subcarrier, symbol], ...]} (0-based); default: the config\'s')
 
 
 def preset_fields(name: str, grid_shape: tuple[int, int]) -> dict:
