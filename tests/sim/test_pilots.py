@@ -18,7 +18,7 @@ from wavefront.sim.pilots import (
     PILOT_PRESETS, PilotLayout, apply_pilots, flat_pilots, interpolation_weights, read_layout_file,
 )
 
-GOLDEN = Path(__file__).parent / "data" / "kronecker_golden.json"
+GOLDEN = Path(__file__).parent / "kronecker_golden.json"
 RANGES = {"snr_db": [0, 25], "delay_spread_s": [50e-9, 300e-9], "doppler_hz": [50, 1000]}
 
 
