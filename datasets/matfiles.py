@@ -176,7 +176,8 @@ def _folder_config(files: list[Path], metas: list[dict], base: SystemConfig, snr
     for key in ("snr_db", "delay_spread_s", "doppler_hz"):
         lo, hi = min(m[key] for m in metas), max(m[key] for m in metas)
         channel[key] = lo if lo == hi else (lo, hi)
-    return base.updated(ofdm={"pilot_subcarrier_spacing": metas[0]["spacing"]}, channel=channel)
+    # the names carry a Kronecker grid: any pilot_positions of the base config do not apply
+    return base.updated(ofdm={"pilot_subcarrier_spacing": metas[0]["spacing"], "pilot_positions": None}, channel=channel)
 
 
 def import_mat(root: str | Path, out: str | Path, base: SystemConfig, shard_frames: int = 10_000,
