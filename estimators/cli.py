@@ -82,6 +82,11 @@ def add_commands(subparsers) -> None:
     e.add_argument("--conditions", default="estimated", choices=["estimated", "true"],
                    help="SNR, delay spread and Doppler given to the model: estimated from each frame's pilots "
                         "(default; the model given the true ones is added as a second row) or true")
+    e.add_argument("--prior-snr-db", metavar="LOW:HIGH", help="SNR range a receiver may assume (default 0:25, "
+                   "widened to the points)")
+    e.add_argument("--prior-delay-spread-ns", metavar="LOW:HIGH", help="delay-spread range a receiver may assume (default 25:300)")
+    e.add_argument("--prior-doppler-hz", metavar="LOW:HIGH", help="Doppler range a receiver may assume (default 50:1000); "
+                   "beyond about 950 Hz the Doppler of 12x2 pilots turns ambiguous")
     e.add_argument("--frames-per-point", type=int, default=500)
     e.add_argument("--config", help="system config (YAML or preset; default: the checkpoint's grid with TDL-A)")
     e.add_argument("--baselines", default="ls-linear,lmmse-robust,lmmse-genie", help="comma-separated classical estimators")
@@ -125,6 +130,7 @@ def _evaluate(args) -> int:
     from wavefront.estimators.checkpoint import Checkpoint
     from wavefront.estimators.estimator import load_estimator, pretrained_path
     from wavefront.estimators.evaluate import evaluate, format_table, plot_rows, save_rows
+    from wavefront.sim.experiment import parse_prior_ranges
 
     out = check_output_folder("out", args.out)
     path = Path(args.checkpoint)
@@ -142,7 +148,8 @@ def _evaluate(args) -> int:
     long_rows: list = []
     rows = evaluate(est, config, points=args.points, suite=args.suite, frames_per_point=args.frames_per_point,
                     baselines=baselines, seed=args.seed, device=args.device, progress=sys.stderr.isatty(),
-                    conditions=args.conditions, long_rows=long_rows)
+                    conditions=args.conditions, long_rows=long_rows,
+                    prior_ranges=parse_prior_ranges(args.prior_snr_db, args.prior_delay_spread_ns, args.prior_doppler_hz))
     print(format_table(rows))
     print("given:")
     for name, given, trained in dict.fromkeys((r["estimator"], r["given"], r["trained_on"]) for r in long_rows):

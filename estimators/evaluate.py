@@ -58,14 +58,14 @@ class WithTrueConditions:
 def evaluate(model_estimator, config, points: str = "paper", suite: str | None = None, frames_per_point: int = 500,
              baselines=("ls-linear", "lmmse-robust", "lmmse-genie"), seed: int = 0, device="cpu", chunk: int = 500,
              progress: bool = False, conditions: str = "estimated", compare_true: bool = True,
-             long_rows: list | None = None) -> list[dict]:
+             long_rows: list | None = None, prior_ranges: dict | None = None) -> list[dict]:
     """Returns one row per test condition: the condition, frames, MSE [dB] of each estimator, the bound and the gap.
 
     ``model_estimator``: anything with ``name``, ``needs`` and ``estimate(pilots, meta)``;
     ``config``: the SystemConfig (grid, pilots, profile). ``suite``: a folder of test shards;
     else ``points="paper"`` simulates the paper's sweeps with ``frames_per_point`` frames each.
-    ``baselines``: classical estimator names, designed for the paper's training ranges widened
-    to the test points. ``long_rows``: a list that receives the engine's per-estimator rows
+    ``baselines``: classical estimator names, designed for ``prior_ranges`` (default: the paper's
+    training ranges; see :func:`wavefront.sim.experiment.prior_config`). ``long_rows``: a list that receives the engine's per-estimator rows
     (with what each estimator was given).
     """
     from dataclasses import asdict
@@ -85,7 +85,7 @@ def evaluate(model_estimator, config, points: str = "paper", suite: str | None =
             raise ConfigError("points", points, "only 'paper' (the three AdaFortiTran test sweeps) is defined")
         pts = simulated_points(config, paper_conditions(), frames_per_point, chunk, seed, device, with_data=False)
         frames = frames_per_point
-    prior = prior_config(config, pts)
+    prior = prior_config(config, pts, prior_ranges)
     estimators = [model_estimator]
     if compare_true and conditions == "estimated" and getattr(model_estimator, "needs", "none") == "conditions":
         estimators.append(WithTrueConditions(model_estimator))

@@ -41,6 +41,11 @@ def add_commands(sub) -> None:
                    help="what estimators that read SNR, delay spread and Doppler (learned models; robust LMMSE reads "
                         "the noise level) are given: estimated from each frame's pilots, or the true values. "
                         "lmmse-genie and the bound always use the truth")
+    p.add_argument("--prior-snr-db", metavar="LOW:HIGH", help="SNR range a receiver may assume (default 0:25, "
+                   "widened to the points)")
+    p.add_argument("--prior-delay-spread-ns", metavar="LOW:HIGH", help="delay-spread range a receiver may assume (default 25:300)")
+    p.add_argument("--prior-doppler-hz", metavar="LOW:HIGH", help="Doppler range a receiver may assume (default 50:1000); "
+                   "beyond about 950 Hz the Doppler of 12x2 pilots turns ambiguous")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--out", default="results", help="folder for results.json/.csv and the plots")
@@ -51,6 +56,7 @@ def add_commands(sub) -> None:
 def build_spec(args):
     """Returns the validated SweepSpec for parsed arguments (raises ConfigError on bad input)."""
     from wavefront.sim.config import SystemConfig, preset
+    from wavefront.sim.experiment import parse_prior_ranges
     from wavefront.sim.sweep import SweepSpec
 
     if args.config and args.preset:
@@ -73,6 +79,7 @@ def build_spec(args):
                      estimators=names, frames=args.frames, batch_size=args.batch_size, seed=args.seed,
                      min_bit_errors=args.min_bit_errors, equalizer=args.equalizer, device=args.device,
                      ldpc_rate=args.ldpc_rate, conditions=args.conditions,
+                     prior_ranges=parse_prior_ranges(args.prior_snr_db, args.prior_delay_spread_ns, args.prior_doppler_hz),
                      robust_options={"pdp": args.robust_pdp, "doppler_spectrum": args.robust_doppler_spectrum,
                                      "covariance": args.robust_covariance})
 

@@ -289,19 +289,42 @@ def _data_mask(config: SystemConfig, device) -> torch.Tensor:
 PAPER_TRAIN_RANGES = {"snr_db": (0.0, 25.0), "delay_spread_s": (25e-9, 300e-9), "doppler_hz": (50.0, 1000.0)}
 
 
-def prior_config(config: SystemConfig, points: list[Point] | None = None,
-                 ranges: dict | None = None) -> SystemConfig:
-    """Returns ``config`` with channel ranges spanning ``ranges`` (default: the paper's training ranges) and every point.
+def prior_config(config: SystemConfig, points: list | None = None, ranges: dict | None = None) -> SystemConfig:
+    """Returns ``config`` with the channel ranges a receiver designer may assume: the operating ranges, not each frame's truth.
 
-    This is what a receiver designer may assume: the operating ranges, not each frame's truth.
-    Robust LMMSE designs for its top end; condition estimates are searched within it.
+    ``ranges``: ``{field: (low, high)}`` for any of ``snr_db``, ``delay_spread_s``,
+    ``doppler_hz``; the others default to the paper's training ranges. The SNR range widens to
+    cover every point (``points``: objects or dicts with ``snr_db``), which costs nothing; delay
+    spread and Doppler do not, because a wider Doppler prior makes the Doppler ambiguous: with
+    the pilots 9 symbols apart only ``J0(2 pi f_d 9 T)`` is observed, and it turns back above
+    about 950 Hz at 15 kHz. Measured (TDL-A, 200 ns, 500 Hz, 20 dB): ``lmmse-estimated`` gives
+    -14.7 dB with a 50-1000 Hz prior and -9.3 dB with 50-1400 Hz. Robust LMMSE designs for the
+    top of these ranges; condition estimates are searched within them.
     """
-    ranges = dict(PAPER_TRAIN_RANGES if ranges is None else ranges)
+    out = {k: tuple(v) for k, v in PAPER_TRAIN_RANGES.items()}
+    out.update({k: tuple(v) for k, v in (ranges or {}).items()})
+    lo, hi = out["snr_db"]
+    for p in points or []:
+        v = p["snr_db"] if isinstance(p, dict) else p.snr_db
+        lo, hi = min(lo, v), max(hi, v)
+    out["snr_db"] = (lo, hi)
+    return config.updated(channel={k: list(v) for k, v in out.items()})
+
+
+def parse_prior_ranges(snr_db: str | None = None, delay_spread_ns: str | None = None,
+                       doppler_hz: str | None = None) -> dict:
+    """Returns ``{field: (low, high)}`` (SI units) from command-line ranges ``"low:high"``; None keeps the default."""
     out = {}
-    for k in COND_FIELDS:
-        lo, hi = ranges[k]
-        for p in points or []:
-            v = getattr(p, k)
-            lo, hi = min(lo, v), max(hi, v)
-        out[k] = [lo, hi]
-    return config.updated(channel=out)
+    for field_name, text, scale in (("snr_db", snr_db, 1.0), ("delay_spread_s", delay_spread_ns, 1e-9),
+                                     ("doppler_hz", doppler_hz, 1.0)):
+        if text is None:
+            continue
+        parts = str(text).split(":")
+        try:
+            lo, hi = (float(v) for v in parts)
+        except ValueError:
+            raise ConfigError(f"prior.{field_name}", text, "must be a range low:high") from None
+        if not (math.isfinite(lo) and math.isfinite(hi)) or lo > hi or (field_name != "snr_db" and lo < 0):
+            raise ConfigError(f"prior.{field_name}", text, "needs finite low <= high (and >= 0 for delay spread, Doppler)")
+        out[field_name] = (lo * scale, hi * scale)
+    return out

@@ -8,7 +8,8 @@ with ``ldpc_rate``, the genie-LMMSE bound averaged over the point's frames and t
 and what the estimator was given.
 
 What estimators may assume comes from :func:`wavefront.sim.experiment.prior_config`: the
-paper's training ranges widened to the sweep's points. Robust LMMSE designs for their top end;
+paper's training ranges (the SNR range widened to the sweep's points), or ``prior_ranges``.
+Robust LMMSE designs for their top end;
 with ``conditions="estimated"`` (default) the SNR, delay spread and Doppler that condition-aware
 estimators read are estimated from each frame's pilots within those ranges.
 
@@ -50,6 +51,7 @@ class SweepSpec:
     ldpc_rate: float | None = None
     robust_options: dict = field(default_factory=dict)  # RobustLMMSE keywords: pdp, doppler_spectrum, ...
     conditions: str = "estimated"  # what condition-aware estimators are given: estimated | true
+    prior_ranges: dict = field(default_factory=dict)  # {field: (low, high)} replacing the paper's training ranges
 
     def __post_init__(self):
         if self.axis not in AXES:
@@ -82,12 +84,8 @@ class SweepSpec:
 
     @property
     def prior(self) -> SystemConfig:
-        """The config whose channel ranges bound what estimators may assume (see the module docstring)."""
-        from wavefront.sim.experiment import PAPER_TRAIN_RANGES
-
-        ranges = {k: (min(lo, *(c[k] for c in self.conditions_list())), max(hi, *(c[k] for c in self.conditions_list())))
-                  for k, (lo, hi) in PAPER_TRAIN_RANGES.items()}
-        return prior_config(self.config, None, ranges)
+        """The config whose channel ranges bound what estimators may assume (see :func:`prior_config`)."""
+        return prior_config(self.config, self.conditions_list(), self.prior_ranges)
 
 
 @dataclass
