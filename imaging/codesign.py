@@ -136,7 +136,7 @@ def train_receivers(task: str, num_receivers: int, learnable: bool, epochs: int,
     return {"val_rmse_m": rmse, "receivers": receivers, "net": net, "positions": receivers.positions().detach()}
 
 
-def receiver_data(scene: WaveScene, num_train: int, num_val: int, kernel: str = "bilinear") -> dict:
+def receiver_data(scene: WaveScene, num_train: int, num_val: int, kernel: str = "sinc") -> dict:
     """Returns {"train": (field, sources), "val": (field, sources)} simulated once for all runs."""
     rec = LearnableReceivers(1, scene.candidate, scene.shape, kernel=kernel).recording
     sim = SourceScenes(scene)
