@@ -304,13 +304,50 @@ def regular_corners(pixels: tuple[int, int], image_size: tuple[int, int]) -> tor
     return torch.stack([gy, gx], dim=-1)
 
 
-def make_layout(kind: str, pixels: tuple[int, int], image_size: tuple[int, int]) -> nn.Module:
-    """Returns a layout module by name: ``rectangular`` or ``curvilinear``."""
+def foveated_widths(n: int, length: int, fovea: float) -> torch.Tensor:
+    """Returns n cell widths [n] (pixels, float64, summing to ``length``): a hand-made fovea.
+
+    The central ``fovea`` pixels get ``n - 2`` equal cells; one wide cell on each side covers
+    the rest. With n = 16 over 64 px and a 24 px fovea the central cells are 1.71 px wide,
+    fine enough to resolve period-4 stripes in any phase.
+    """
+    if n < 3 or not 0 < fovea < length:
+        raise ConfigError("fovea", fovea, f"needs n >= 3 cells (got {n}) and 0 < fovea < {length} px")
+    outer = (length - fovea) / 2
+    return torch.tensor([outer] + [fovea / (n - 2)] * (n - 2) + [outer], dtype=torch.float64)
+
+
+def widths_to_logits(widths: torch.Tensor, min_width_frac: float = _MIN_WIDTH_FRAC) -> torch.Tensor:
+    """Returns logits [n] for which :func:`rectangular_edges` gives cells of ``widths`` [n] (pixels).
+
+    Inverts ``width = length (m / n + (1 - m) softmax)``; every width must exceed ``m`` times
+    the regular width.
+    """
+    n, length = len(widths), float(widths.sum())
+    share = (widths / length - min_width_frac / n) / (1 - min_width_frac)
+    if bool((share <= 0).any()):
+        raise ConfigError("widths", widths.tolist(), f"every cell must be wider than {min_width_frac} x the regular width")
+    return share.log()
+
+
+def make_layout(kind: str, pixels: tuple[int, int], image_size: tuple[int, int], fovea: float | None = None) -> nn.Module:
+    """Returns a layout module by name: ``rectangular``, ``curvilinear`` or ``foveated``.
+
+    ``foveated`` is a :class:`RectangularLayout` set to :func:`foveated_widths` on both axes
+    (``fovea`` pixels, default 3/8 of the image); train it frozen, as a hand-made baseline.
+    """
     if kind == "rectangular":
         return RectangularLayout(pixels, image_size)
     if kind == "curvilinear":
         return CurvilinearLayout(pixels, image_size)
-    raise ConfigError("layout", kind, "must be rectangular or curvilinear")
+    if kind == "foveated":
+        layout = RectangularLayout(pixels, image_size)
+        with torch.no_grad():
+            for logits, n, length in ((layout.logits_y, pixels[0], image_size[0]), (layout.logits_x, pixels[1], image_size[1])):
+                f = fovea if fovea is not None else 3 * length / 8
+                logits.copy_(widths_to_logits(foveated_widths(n, length, f)).float())
+        return layout
+    raise ConfigError("layout", kind, "must be rectangular, curvilinear or foveated")
 
 
 class SensorSimulator(nn.Module):
