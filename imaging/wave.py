@@ -235,9 +235,10 @@ def flush_subnormals_(x: torch.Tensor) -> torch.Tensor:
     """Sets the subnormal entries of ``x`` to zero in place and returns ``x`` (any shape, float).
 
     The recorded data are later fed to networks, possibly on threads where
-    :func:`flush_denormals` does not apply. The pass runs over blocks of the leading
-    dimension, so its temporaries stay near ``_CHUNK_ELEMS`` elements. It runs outside
-    autograd: a flushed value is below 1.2e-38, and the gradient passes through unchanged.
+    :func:`flush_denormals` does not apply (deepwave's FFT time resampling on a second torch
+    thread leaves some). The pass runs over blocks of the dimension with the largest stride,
+    so its temporaries stay near ``_CHUNK_ELEMS`` elements. It runs outside autograd: a
+    flushed value is below 1.2e-38 (float32), and the gradient passes through unchanged.
     """
     if not x.is_floating_point() or x.numel() == 0:
         return x

@@ -19,6 +19,8 @@ so freed blocks go back to the system); on CUDA it is ``torch.cuda.max_memory_al
 
     python scripts/bench_wave.py --device cpu --shots 50 --threads 1 --json runs/bench_wave_cpu.json
     python scripts/bench_wave.py --device cuda --shots 50 500 --json runs/bench_wave_cuda.json
+
+A column that runs out of device memory is reported as null instead of ending the run.
 """
 from __future__ import annotations
 
@@ -53,10 +55,21 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def _time_round_robin(fns: dict, device: torch.device, repeats: int) -> dict:
-    """Returns the median seconds of each function, timed in turn so load swings hit all alike."""
-    for fn in fns.values():  # warm-up: deepwave loads kernels and plans on the first call
+def _out_of_memory(fn) -> bool:
+    """Runs ``fn`` once; returns True (and frees the cache) if the device ran out of memory."""
+    try:
         fn()
+        return False
+    except (torch.cuda.OutOfMemoryError, MemoryError):
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        return True
+
+
+def _time_round_robin(fns: dict, device: torch.device, repeats: int) -> dict:
+    """Returns the median seconds of each function (None if it ran out of memory), timed in turn."""
+    oom = [name for name, fn in fns.items() if _out_of_memory(fn)]  # warm-up: deepwave loads kernels first
+    fns = {name: fn for name, fn in fns.items() if name not in oom}
     times = {name: [] for name in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
@@ -65,7 +78,7 @@ def _time_round_robin(fns: dict, device: torch.device, repeats: int) -> dict:
             fn()
             _sync(device)
             times[name].append(time.perf_counter() - t)
-    return {name: statistics.median(ts) for name, ts in times.items()}
+    return {name: statistics.median(ts) for name, ts in times.items()} | {name: None for name in oom}
 
 
 def _rss_kib(key: str) -> int:
@@ -105,13 +118,15 @@ def _setup(region: str, shots: int, args, device: torch.device) -> dict:
     def deepwave_region():
         propagate(v, DX_M, DT_S, amp, src, region_rec, **kw)
 
+    spc = dict(shots_per_call=args.shots_per_call)
+
     def wavefront_fwd():
         with torch.no_grad():
-            rx(record_region(v, DX_M, DT_S, amp, src, rec, **kw))
+            rx(record_region(v, DX_M, DT_S, amp, src, rec, **spc, **kw))
 
     def wavefront_fwd_bwd():
         rx.zero_grad(set_to_none=True)
-        (rx(record_region(v, DX_M, DT_S, amp, src, rec, **kw)) * probe).sum().backward()
+        (rx(record_region(v, DX_M, DT_S, amp, src, rec, **spc, **kw)) * probe).sum().backward()
 
     fns = {"deepwave_int": deepwave_int, "deepwave_region": deepwave_region,
            "wavefront_fwd": wavefront_fwd, "wavefront_fwd_bwd": wavefront_fwd_bwd}
@@ -136,7 +151,9 @@ def _measure_memory(region: str, shots: int, args, device: torch.device) -> dict
         for name, fn in setup["fns"].items():
             if name.startswith("deepwave_hicks"):
                 continue
-            fn()  # warm-up, so one-off library allocations are not counted
+            if _out_of_memory(fn):  # warm-up, so one-off library allocations are not counted
+                out[name] = None
+                continue
             out[name] = _peak_bytes(fn, device)
     return out
 
@@ -160,6 +177,8 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=1, help="CPU threads; 1 on a shared machine")
     p.add_argument("--kernel", default="sinc", choices=["bilinear", "sinc"])
+    p.add_argument("--shots-per-call", type=int, default=None,
+                   help="record_region's shots per deepwave call; default: its memory-bounded choice")
     p.add_argument("--no-hicks", dest="hicks", action="store_false", help="skip the deepwave Hicks column")
     p.add_argument("--no-memory", dest="memory", action="store_false", help="skip the peak-memory measurement")
     p.add_argument("--json", type=Path, default=None, help="also write the rows to this JSON file")
@@ -181,19 +200,22 @@ def main(argv=None) -> int:
                 medians = _time_round_robin(setup["fns"], device, args.repeats)
             rec = setup["recording"]
             row = {"device": str(device), "threads": args.threads, "shots": shots, "region": region,
+                   "shots_per_call": args.shots_per_call,
                    "recorded_cells": rec.shape[0] * rec.shape[1], "receivers": args.receivers, "nt": args.nt,
                    "kernel": args.kernel, "field_MB": round(setup["field_bytes"] / 2 ** 20, 1), "seconds": {},
                    "time_over_deepwave_int": {}}
-            for name, seconds in medians.items():
-                row["seconds"][name] = round(seconds, 4)
-                row["time_over_deepwave_int"][name] = round(seconds / medians["deepwave_int"], 3)
+            for name, seconds in medians.items():  # None: out of memory
+                row["seconds"][name] = None if seconds is None else round(seconds, 4)
+                row["time_over_deepwave_int"][name] = (None if seconds is None or medians["deepwave_int"] is None
+                                                       else round(seconds / medians["deepwave_int"], 3))
             if args.memory:
                 if device.type == "cuda":
                     peaks = _measure_memory(region, shots, args, device)
                 else:
                     peaks = _memory_in_child(region, shots, parent_argv)
-                row["peak_MB"] = {k: round(b / 2 ** 20, 1) for k, b in peaks.items()}
-                row["peak_over_field"] = {k: round(b / setup["field_bytes"], 2) for k, b in peaks.items()}
+                row["peak_MB"] = {k: None if b is None else round(b / 2 ** 20, 1) for k, b in peaks.items()}
+                row["peak_over_field"] = {k: None if b is None else round(b / setup["field_bytes"], 2)
+                                          for k, b in peaks.items()}
             print(json.dumps(row), flush=True)
             rows.append(row)
             del setup
