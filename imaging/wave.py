@@ -87,7 +87,7 @@ def check_velocity(v: torch.Tensor, shape: tuple[int, int] | None = None) -> Non
     if shape is not None and tuple(v.shape[-2:]) != tuple(shape):
         raise ConfigError("velocity", tuple(v.shape), f"must have spatial shape {tuple(shape)}")
     if not bool((v > 0).all()):
-        raise ConfigError("velocity", float(v.min()), "must be positive everywhere")
+        raise ConfigError("velocity", float(v.detach().min()), "must be positive everywhere")
 
 
 # ----------------------------------------------------------------------------- sources, models
@@ -222,7 +222,7 @@ def propagate(v: torch.Tensor, dx_m: float, dt_s: float, source_amplitudes: torc
     import deepwave
 
     check_velocity(v)
-    check_stability(dt_s, dx_m, float(v.max()), float(v.min()), freq_hz, accuracy)
+    check_stability(dt_s, dx_m, float(v.detach().max()), float(v.detach().min()), freq_hz, accuracy)
     with flush_denormals():
         out = deepwave.scalar(
             v, dx_m, dt_s, source_amplitudes=source_amplitudes, source_locations=source_locations,
@@ -280,7 +280,7 @@ def record_region(v: torch.Tensor, dx_m: float, dt_s: float, source_amplitudes: 
         raise ConfigError("region", region, f"must be a non-empty part of the {ny}x{nx} model")
     shots, nt = source_amplitudes.shape[0], source_amplitudes.shape[-1]
     if shots_per_call is None:
-        ratio = deepwave_step_ratio(dx_m, dt_s, float(v.max()))
+        ratio = deepwave_step_ratio(dx_m, dt_s, float(v.detach().max()))
         transient = _DEEPWAVE_TRANSIENT[1] if ratio == 1 else _DEEPWAVE_TRANSIENT["resampled"]
         shots_per_call = max(1, int(0.5 * shots / transient))
     elif shots_per_call < 1:
