@@ -29,8 +29,8 @@ k x k kernel in one ``conv2d`` (``dense``), or k x 1, 1 x k and 1 x 1 convolutio
 for wide layers. Fewer multiply-adds is not less time or memory: on CPU the grouped
 convolutions run far below dense speed, and their R * C intermediate channels take 3.5x
 the activation memory of the dense path on the surrogate (imaging/RESULTS.md). ``auto``
-(the default) therefore takes a separable path only where it needs 16x fewer
-multiply-adds, i.e. at rank 1-ish; at the surrogate's ranks (9, 4, 4, 9) every layer runs
+(the default) therefore takes a separable path only where it needs 20x fewer
+multiply-adds (rank 1 on wide layers); at the surrogate's ranks (9, 4, 4, 9) every layer runs
 dense, and the compression saves parameters, not compute.
 """
 from __future__ import annotations
@@ -158,11 +158,12 @@ def path_macs(in_channels: int, out_channels: int, kernel_size: int, rank: int) 
 
 
 # A separable path must need this many times fewer multiply-adds than the dense one to be
-# faster. Measured on the 2-core CPU (torch 2.13, 1 thread, NCHW, scripts/bench_compressed.py
-# and the per-layer runs in imaging/RESULTS.md): at 4.4-5.8x fewer (rank 4, 24-128 channels)
-# the separable layer was 1.7-5x *slower*; at 18-23x fewer (rank 1) it was 2-7x faster
-# forward. Grouped convolutions with a channel multiplier run far below dense conv speed.
-SEPARABLE_MIN_MAC_RATIO = 16
+# faster. Measured on the 2-core CPU (torch 2.13, 1 thread, NCHW; scripts/bench_compressed.py
+# --single-layer, imaging/RESULTS.md): at 4.4-5.8x fewer (rank 4, 24-128 channels) the
+# separable layer ran 1.7-5x *slower*; at 17.6x (24 channels, rank 1) 0.5-1.4x the dense time
+# from run to run; at 21.6-23x (64-128 channels, rank 1) 0.15-0.26x. Grouped convolutions with
+# a channel multiplier run far below dense conv speed.
+SEPARABLE_MIN_MAC_RATIO = 20
 
 
 def cheapest_path(in_channels: int, out_channels: int, kernel_size: int, rank: int) -> str:

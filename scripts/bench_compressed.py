@@ -19,6 +19,7 @@ peak memory each adds (CPU: resident high-water mark in a child process; CUDA:
 
     python scripts/bench_compressed.py --device cpu --threads 1 --json runs/bench_compressed_cpu.json
     python scripts/bench_compressed.py --device cuda --batch 64 --size 32 128 --json runs/bench_compressed_cuda.json
+    python scripts/bench_compressed.py --device cpu --single-layer 64 64 1 --size 64 --no-memory
 """
 from __future__ import annotations
 
@@ -46,8 +47,18 @@ def _separable_path(layer: CompressedConv2d) -> str:
 
 
 def build(args, device: torch.device) -> dict[str, torch.nn.Module]:
-    """Returns the four networks; the compressed ones share one set of weights."""
+    """Returns the four networks (or, with ``--single-layer``, three forms of one layer); shared weights."""
     torch.manual_seed(0)
+    if args.single_layer:
+        c_in, c_out, rank = args.single_layer
+        base = CompressedConv2d(c_in, c_out, args.kernel, rank).to(device)
+        forms = {}
+        for form in ("dense", "separable", "auto"):
+            layer = CompressedConv2d(c_in, c_out, args.kernel, rank).to(device)
+            layer.load_state_dict(base.state_dict())
+            layer.path = {"dense": "dense", "separable": _separable_path(layer), "auto": "auto"}[form]
+            forms[form] = layer
+        return forms
     rank = args.rank[0] if len(args.rank) == 1 else tuple(args.rank)
     full = WaveSurrogate(args.channels, args.layers, args.kernel).to(device)
     compressed = WaveSurrogate(args.channels, args.layers, args.kernel, rank).to(device)
@@ -64,6 +75,8 @@ def build(args, device: torch.device) -> dict[str, torch.nn.Module]:
 
 def _inputs(args, size: int, device: torch.device):
     g = torch.Generator().manual_seed(1)
+    if args.single_layer:
+        return [torch.randn(args.batch, args.single_layer[0], size, size, generator=g).to(device)]
     return [torch.randn(args.batch, size, size, generator=g).to(device) for _ in range(3)]
 
 
@@ -145,6 +158,8 @@ def main(argv=None) -> int:
     p.add_argument("--layers", type=int, default=4)
     p.add_argument("--kernel", type=int, default=5)
     p.add_argument("--rank", type=int, nargs="+", default=[9, 4, 4, 9])
+    p.add_argument("--single-layer", type=int, nargs=3, default=None, metavar=("C_IN", "C_OUT", "RANK"),
+                   help="benchmark one CompressedConv2d layer (dense / separable / auto) instead of the surrogate")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--threads", type=int, default=1, help="CPU threads; 1 on a shared machine")
     p.add_argument("--no-memory", dest="memory", action="store_false")
@@ -161,12 +176,13 @@ def main(argv=None) -> int:
         nets = build(args, device)
         x = _inputs(args, size, device)
         with torch.no_grad():
-            ref = nets["dense"](*x)
+            ref = nets["dense"](*x).float()
             diffs = {f: float((nets[f](*x) - ref).abs().max() / ref.abs().max()) for f in ("separable", "auto")}
+        layers = [m for m in nets["dense"].modules() if isinstance(m, CompressedConv2d)]
         layers = [{"c_in": m.in_channels, "c_out": m.out_channels, "rank": m.rank,
                    "macs": path_macs(m.in_channels, m.out_channels, m.kernel_size, m.rank),
                    "auto_path": cheapest_path(m.in_channels, m.out_channels, m.kernel_size, m.rank)}
-                  for m in nets["dense"].modules() if isinstance(m, CompressedConv2d)]
+                  for m in layers]
         times = time_forms(nets, x, device, args.repeats)
         row = {"device": str(device), "threads": args.threads, "batch": args.batch, "size": size,
                "channels": args.channels, "kernel": args.kernel, "ranks": args.rank, "layers": layers,
