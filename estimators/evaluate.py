@@ -138,10 +138,11 @@ def merge_evaluation_partials(partials: list[dict]) -> list:
                                                            "files together)")
     first = partials[0]
     for q in partials[1:]:
-        diff = [k for k in sorted(set(q["output"]) | set(first["output"])) if q["output"].get(k) != first["output"].get(k)]
+        mine, theirs = q.get("output", {}), first.get("output", {})
+        diff = [k for k in sorted(set(mine) | set(theirs)) if mine.get(k) != theirs.get(k)]
         if diff:
-            raise ConfigError(diff[0], q["output"].get(diff[0]), f"differs between partial files (rank {q['rank']}: "
-                              f"{q['output'].get(diff[0])!r}, rank {first['rank']}: {first['output'].get(diff[0])!r}): "
+            raise ConfigError(diff[0], mine.get(diff[0]), f"differs between partial files (rank {q['rank']}: "
+                              f"{mine.get(diff[0])!r}, rank {first['rank']}: {theirs.get(diff[0])!r}): "
                               "they come from different evaluations")
     return merge_partials(partials)
 
