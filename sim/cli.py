@@ -1,4 +1,11 @@
-"""``wavefront sweep``: Monte-Carlo MSE/BER sweeps of channel estimators against the MMSE bound."""
+"""``wavefront sweep``: Monte-Carlo MSE/BER sweeps of channel estimators against the MMSE bound.
+
+Under ``torchrun --nproc_per_node N -m wavefront sweep ...`` the ranks split every point's
+batches (batch i on rank i % N) and rank 0 writes the results; with ``--rank R --world W``
+(array jobs, no torchrun) each job writes ``partial-R-of-W.json`` into ``--out`` and
+``wavefront merge-results OUT PARTIAL...`` combines them. Either way the results are those of
+one process.
+"""
 from __future__ import annotations
 
 import argparse
@@ -50,7 +57,16 @@ def add_commands(sub) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--out", default="results", help="folder for results.json/.csv and the plots")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add_rank_arguments(p)
     p.set_defaults(func=run)
+
+
+def add_rank_arguments(p) -> None:
+    """Adds ``--rank`` and ``--world`` (array jobs that write partial results) to a command's parser."""
+    p.add_argument("--rank", type=int, default=None,
+                   help="array job index 0..world-1 (without torchrun): compute batches i with i %% world == rank and "
+                        "write partial-RANK-of-WORLD.json into --out for `wavefront merge-results`")
+    p.add_argument("--world", type=int, default=None, help="number of array jobs (with --rank)")
 
 
 def build_spec(args):
@@ -86,18 +102,40 @@ def build_spec(args):
 
 def run(args) -> int:
     from wavefront.resolve import learned_available, resolve_estimators
-    from wavefront.sim.sweep import format_table, run_sweep, save_result
+    from wavefront.sim.experiment import write_partial
+    from wavefront.sim.sweep import run_sweep, run_sweep_partial
+    from wavefront.utils import job_ranks, process_group
 
+    rank, world, array_job = job_ranks(args.rank, args.world)
     out = check_output_folder("out", args.out)  # before the sweep: a bad --out must not cost its results
     spec = build_spec(args)
     if args.estimators == DEFAULT_ESTIMATORS:
         if not learned_available():  # the shipped learned model joins the default sweep when installed
-            warnings.warn("no learned estimator is installed; sweeping the classical ones")
+            if rank == 0:
+                warnings.warn("no learned estimator is installed; sweeping the classical ones")
             spec.estimators = [n for n in spec.estimators if n != "adafortitran"]
-    estimators = resolve_estimators(spec.estimators, spec.prior, device=args.device, robust_options=spec.robust_options)
-    result = run_sweep(spec, estimators, progress=not args.no_progress)
+    if array_job:
+        estimators = resolve_estimators(spec.estimators, spec.prior, device=args.device, robust_options=spec.robust_options)
+        part = run_sweep_partial(spec, estimators, progress=not args.no_progress, rank=rank, world=world)
+        path = write_partial(part, out)
+        print(f"rank {rank} of {world}: {part['seconds']:.1f} s; wrote {path} (combine with `wavefront merge-results`)",
+              file=sys.stderr)
+        return 0
+    with process_group(args.device) as (rank, world, device):
+        spec.device = device
+        estimators = resolve_estimators(spec.estimators, spec.prior, device=device, robust_options=spec.robust_options)
+        result = run_sweep(spec, estimators, progress=not args.no_progress, rank=rank, world=world)
+    if rank == 0:
+        report_sweep(result, out)
+    return 0
+
+
+def report_sweep(result, out) -> None:
+    """Prints the sweep's table and writes its results and plots into ``out``."""
+    from wavefront.sim.sweep import format_table, save_result
+
     print(format_table(result))
     paths = save_result(result, out)
-    print(f"\n{sum(r.frames for r in result.rows) // len(spec.estimators)} frames in {result.seconds:.1f} s; wrote "
-          + ", ".join(str(p) for p in paths), file=sys.stderr)
-    return 0
+    ranks = f" on {result.spec['world_size']} ranks" if result.spec.get("world_size", 1) > 1 else ""
+    frames = sum(r.frames for r in result.rows) // max(1, len(result.spec["estimators"]))
+    print(f"\n{frames} frames in {result.seconds:.1f} s{ranks}; wrote " + ", ".join(str(p) for p in paths), file=sys.stderr)

@@ -18,6 +18,7 @@ _COMMAND_MODULES = (
     "wavefront.datasets.cli",
     "wavefront.estimators.cli",
     "wavefront.imaging.cli",
+    "wavefront.merge",
 )
 
 
