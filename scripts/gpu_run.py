@@ -161,7 +161,7 @@ def _sizes(args) -> dict:
     # show) without Inductor's code generation, which takes minutes on 2 CPU cores
     if args.smoke:
         return {"compile": {"backend": "eager"}, "train_steps": 30, "gen_batches": [64, 256], "train_batches": [8, 16], "infer_batch": 16, "dims": {"model_dim": 16, "num_layers": 1, "num_heads": 2},
-                "min_s": 0.2, "h5_frames": 200, "mat_frames": 100, "workers": [0, 2], "suite_frames": 100,
+                "min_s": 0.2, "h5_frames": 200, "mat_frames": 100, "workers": [0, 2], "suite_frames": 60,
                 "eval_every": 10, "val_frames": 64, "train_batch": 16,
                 "wave": ["--shots", "1", "--nt", "100", "--repeats", "1", "--regions", "line", "--no-memory"],
                 "compressed": ["--batch", "2", "--size", "16", "--repeats", "1", "--no-memory"]}
