@@ -28,6 +28,9 @@ def _common(p, frames_flag: str, frames_default, frames_help: str) -> None:
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (default: torch's; 1 is often faster on a busy machine, and torchrun sets 1)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument("--ici", action="store_true",
+                   help="model inter-carrier interference (channel.ici: true): the channel varies within each symbol, "
+                        "pilots carry ICI from the data around them, and h is each symbol's average channel")
 
 
 def add_commands(sub) -> None:
@@ -82,7 +85,8 @@ def _base_config(args, default_preset: str = "default"):
 
     if args.config and args.preset:
         raise ConfigError("config", args.config, "give --config or --preset, not both")
-    return SystemConfig.from_yaml(args.config) if args.config else preset(args.preset or default_preset)
+    config = SystemConfig.from_yaml(args.config) if args.config else preset(args.preset or default_preset)
+    return config.updated(channel={"ici": True}) if getattr(args, "ici", False) else config
 
 
 def _device(name: str, threads: int | None = None):

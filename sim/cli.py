@@ -31,6 +31,9 @@ def add_commands(sub) -> None:
     p.add_argument("--config", default=None, help="YAML system config (ofdm:, channel:); CLI values override it")
     p.add_argument("--preset", default=None, help="named system config: default, adafortitran-paper, adafortitran-reference")
     p.add_argument("--modulation", default=None, choices=["qpsk", "16qam", "64qam"], help="data modulation (default qpsk)")
+    p.add_argument("--ici", action="store_true",
+                   help="model inter-carrier interference: the channel varies within each symbol (time-domain path); "
+                        "the label is each symbol's average channel, and the genie LMMSE and the bound treat ICI as noise")
     p.add_argument("--frames", type=int, default=1000, help="frames per point (the maximum, with --min-bit-errors)")
     p.add_argument("--min-bit-errors", type=int, default=None, help="stop a point once every estimator has this many bit errors")
     p.add_argument("--batch-size", type=int, default=500)
@@ -89,6 +92,8 @@ def build_spec(args):
     channel.pop(axis)
     if args.profile is not None:
         channel["profile"] = args.profile
+    if args.ici:
+        channel["ici"] = True
     config = base.updated(ofdm={"modulation": args.modulation} if args.modulation else None, channel=channel)
     names = [n.strip() for n in args.estimators.split(",") if n.strip()]
     return SweepSpec(config=config, axis=axis, values={"snr_db": snr, "doppler_hz": dop, "delay_spread_s": ds}[axis],

@@ -6,6 +6,13 @@ of unit average power (Sionna's Gray-labelled constellations). The receiver sees
 ``y = H x + n`` with ``n ~ CN(0, sigma^2)``, ``sigma^2 = 10^(-snr_db/10)``: the SNR is per
 resource element, ``E|H x|^2 / sigma^2``, because ``E|H|^2 = E|x|^2 = 1``.
 
+With ``channel.ici`` the channel changes within each symbol and the grid goes through the
+time-domain path (:class:`~wavefront.sim.channel.TimeVaryingChannel`): ``y = H_avg x + ICI + n``,
+``H`` (the label) is each symbol's average channel, and the same seed draws the same channel,
+noise and bits as without it. ICI needs the data around the pilots, so frames drawn without
+data still carry it in their pilots. Without ``channel.ici``, a warning says when the ICI left
+out exceeds the noise.
+
 Determinism: the same (config, seed, batch size, device) gives bit-identical frames.
 """
 from __future__ import annotations
@@ -16,7 +23,7 @@ from functools import cached_property
 import torch
 
 from wavefront.errors import ConfigError
-from wavefront.sim.channel import channel_profile, ofdm_channel
+from wavefront.sim.channel import TimeVaryingChannel, channel_profile, ofdm_channel, warn_unmodelled_ici
 from wavefront.sim.config import SystemConfig
 from wavefront.utils import make_generator, resolve_device
 
@@ -113,6 +120,8 @@ class FrameGenerator:
         g = make_generator(_PILOT_SEED)
         q = torch.randint(0, 4, o.pilot_shape, generator=g).double()
         self.pilot_symbols = torch.polar(torch.ones_like(q), (2 * q + 1) * torch.pi / 4).to(torch.complex64).to(self.device)
+        if not config.channel.ici:
+            warn_unmodelled_ici(config, self.profile)
 
     @cached_property
     def mapper(self):
@@ -157,21 +166,30 @@ class FrameGenerator:
         ds = _draw(ch.delay_spread_s, batch_size, g, dev)
         fd = _draw(ch.doppler_hz, batch_size, g, dev)
         noise_var = self.config.noise_variance(snr_db)
-        h = ofdm_channel(o, self.profile, ds, fd, ch.num_sinusoids, g)  # [B, F, T]
+        if ch.ici:  # the same draws; the label and y come from the time-domain path below
+            channel = TimeVaryingChannel.draw(o, self.profile, ds, fd, ch.num_sinusoids, g)
+        else:
+            h = ofdm_channel(o, self.profile, ds, fd, ch.num_sinusoids, g)  # [B, F, T]
         F, T = o.grid_shape
         noise = torch.randn(batch_size, F, T, 2, generator=g, device=dev)
         noise = torch.view_as_complex(noise) * torch.sqrt(noise_var / 2).reshape(-1, 1, 1)
 
         pf, pt = self.pilot_f, self.pilot_t
         bits = codewords = y = None
-        if with_data:
+        if with_data or ch.ici:
             bits = _random_bits(batch_size, self.info_bits, g, dev)
             codewords = bits if self.ldpc_rate is None else self.encoder(bits)
             x = torch.zeros(batch_size, F, T, dtype=torch.complex64, device=dev)
             x[:, ~self.pilot_mask] = self.mapper(codewords).to(torch.complex64)
             x[:, pf[:, None], pt[None, :]] = self.pilot_symbols
-            y = h * x + noise
+            if ch.ici:
+                h, hx = channel.propagate(x)
+                y = hx + noise
+            else:
+                y = h * x + noise
             pilots_rx = y[:, pf[:, None], pt[None, :]]
+            if not with_data:
+                bits = codewords = y = None
         else:
             h_p = h[:, pf[:, None], pt[None, :]]
             pilots_rx = h_p * self.pilot_symbols + noise[:, pf[:, None], pt[None, :]]

@@ -13,6 +13,14 @@ The covariance is a sum of Kronecker products ``R = sum_k R_f^(k) (x) R_t^(k)``
 (:func:`wavefront.sim.channel.covariance_terms`), so ``W p`` is applied as
 ``sum_k R_f,hp^(k) Z R_t,hp^(k)T`` with ``Z = (R_pp)^-1 p`` reshaped to [P_f, P_t]: the
 [F*T, P] matrix ``W`` is never formed. Frames with equal conditions share one solve.
+
+With ``channel.ici`` (a channel that changes within each symbol), the received pilots are
+``H_avg x + ICI + n``: the genie LMMSE and the bound treat the ICI as extra white noise,
+``sigma^2 + P_ICI(f_d)`` (:func:`~wavefront.sim.channel.ici_power`), and use the covariance
+of the label ``H_avg``, each symbol's average channel (``covariance_terms(...,
+symbol_average=True)``). The ICI is neither Gaussian nor exactly white (ICI at pilots a few
+subcarriers apart is slightly correlated), so the bound is the MSE of that ICI-as-noise
+LMMSE, not a bound on every estimator.
 """
 from __future__ import annotations
 
@@ -22,7 +30,8 @@ import torch
 
 from wavefront.errors import ConfigError
 from wavefront.sim.channel import (
-    ChannelProfile, channel_profile, covariance_terms, subcarrier_offsets_hz, symbol_times_s, time_correlation_jakes,
+    ChannelProfile, channel_profile, covariance_terms, ici_power, subcarrier_offsets_hz, symbol_times_s,
+    time_correlation_jakes,
 )
 from wavefront.sim.config import OFDMConfig, SystemConfig, profile_label
 
@@ -48,10 +57,11 @@ class _Stats:
         self.r_pp = _kron_sum(f_pp, t_pp)
 
 
-def _true_stats(ofdm: OFDMConfig, prof: ChannelProfile, ds, fd) -> _Stats:
+def _true_stats(ofdm: OFDMConfig, prof: ChannelProfile, ds, fd, symbol_average: bool = False) -> _Stats:
+    """Returns the true covariance blocks; ``symbol_average``: of the per-symbol average channel (``channel.ici``)."""
     pf, pt = ofdm.pilot_subcarriers, list(ofdm.pilot_symbols)
-    hp = covariance_terms(ofdm, prof, ds, fd, cols_f=pf, cols_t=pt)
-    pp = covariance_terms(ofdm, prof, ds, fd, rows_f=pf, cols_f=pf, rows_t=pt, cols_t=pt)
+    hp = covariance_terms(ofdm, prof, ds, fd, cols_f=pf, cols_t=pt, symbol_average=symbol_average)
+    pp = covariance_terms(ofdm, prof, ds, fd, rows_f=pf, cols_f=pf, rows_t=pt, cols_t=pt, symbol_average=symbol_average)
     return _Stats([a for a, _ in hp], [b for _, b in hp], [a for a, _ in pp], [b for _, b in pp])
 
 
@@ -94,22 +104,26 @@ class GenieLMMSE:
     """Joint 2-D LMMSE with each frame's true profile, delay spread, Doppler and SNR.
 
     ``estimate(pilots [B, P_f, P_t] c64, meta) -> [B, F, T] c64``; ``meta`` needs
-    ``delay_spread_s``, ``doppler_hz`` and ``noise_var`` (or ``snr_db``).
+    ``delay_spread_s``, ``doppler_hz`` and ``noise_var`` (or ``snr_db``). With
+    ``config.channel.ici`` it estimates the per-symbol average channel and adds the ICI power
+    of each frame's Doppler to its noise variance (see the module docstring).
     """
 
     name = "lmmse-genie"
     needs = "truth"
-    given = "true profile, delay spread, Doppler and SNR (genie)"
 
     def __init__(self, config: SystemConfig):
         self.config, self.ofdm = config, config.ofdm
         self.profile = channel_profile(config.channel.profile, config.channel.travel_azimuth_deg)
+        self.ici = config.channel.ici
+        self.given = "true profile, delay spread, Doppler and SNR (genie)" + ("; ICI as extra noise" if self.ici else "")
 
     def estimate(self, pilots: torch.Tensor, meta: dict[str, torch.Tensor]) -> torch.Tensor:
         nv = _noise_var(meta, self.config)
         uniq, idx = _unique_conditions(meta["delay_spread_s"], meta["doppler_hz"], nv)
-        stats = _true_stats(self.ofdm, self.profile, uniq[:, 0], uniq[:, 1])
-        return _apply(stats, _solve(stats, uniq[:, 2]), pilots, idx)
+        stats = _true_stats(self.ofdm, self.profile, uniq[:, 0], uniq[:, 1], symbol_average=self.ici)
+        noise = uniq[:, 2] + ici_power(self.ofdm, self.profile, uniq[:, 1]) if self.ici else uniq[:, 2]
+        return _apply(stats, _solve(stats, noise), pilots, idx)
 
 
 def _noise_var(meta: dict[str, torch.Tensor], config: SystemConfig) -> torch.Tensor:
@@ -227,11 +241,15 @@ def genie_mse(config: SystemConfig | OFDMConfig, snr_db, delay_spread_s, doppler
     Arguments broadcast to [B] (scalars give a 0-d result); ``profile`` (a name or a
     :class:`ChannelProfile`) defaults to the config's. ``snr_db`` follows a SystemConfig's
     ``snr_convention``; with an OFDMConfig it is per resource element. float64, linear scale (``10 log10``
-    for dB). This is the MMSE bound.
+    for dB). This is the MMSE bound. With a SystemConfig whose ``channel.ici`` is on, it is the
+    MSE of the LMMSE of the per-symbol average channel that treats the ICI as extra white noise
+    (``sigma^2 + ici_power(f_d)``); see the module docstring.
     """
+    ici = False
     if isinstance(config, SystemConfig):
         ofdm, azimuth, profile = config.ofdm, config.channel.travel_azimuth_deg, profile or config.channel.profile
         snr_db = torch.as_tensor(snr_db, dtype=torch.float64) + config.snr_offset_db
+        ici = config.channel.ici
     else:
         ofdm, azimuth = config, 0.0
         if profile is None:
@@ -241,12 +259,14 @@ def genie_mse(config: SystemConfig | OFDMConfig, snr_db, delay_spread_s, doppler
     snr, ds, fd = torch.broadcast_tensors(*(torch.as_tensor(v, dtype=torch.float64) for v in (snr_db, delay_spread_s, doppler_hz)))
     shape = snr.shape
     uniq, index = _unique_conditions(snr, ds, fd)  # frames with equal conditions share one solve
-    stats = _true_stats(ofdm, profile, uniq[:, 1], uniq[:, 2])
-    inv = _solve(stats, torch.pow(10.0, -uniq[:, 0] / 10))
+    stats = _true_stats(ofdm, profile, uniq[:, 1], uniq[:, 2], symbol_average=ici)
+    noise = torch.pow(10.0, -uniq[:, 0] / 10)
+    inv = _solve(stats, noise + ici_power(ofdm, profile, uniq[:, 2]) if ici else noise)
     # R_ph R_hp = sum_{k,m} kron(F_k^H F_m, T_k^H T_m)
     terms = [(A.mH @ A2, C.mH @ C2) for A, C in zip(stats.f_hp, stats.t_hp) for A2, C2 in zip(stats.f_hp, stats.t_hp)]
     G = _kron_sum([a for a, _ in terms], [b for _, b in terms])
     F, T = ofdm.grid_shape
-    # tr(R) / (F T) = 1 by the unit-power normalisation of the profile
-    mse = 1.0 - torch.einsum("bij,bji->b", inv, G).real / (F * T)
+    # tr(R) / (F T) = 1 by the unit-power normalisation of the profile; 1 - P_ICI for the per-symbol average
+    power = 1.0 - ici_power(ofdm, profile, uniq[:, 2]) if ici else 1.0
+    mse = power - torch.einsum("bij,bji->b", inv, G).real / (F * T)
     return mse[index].reshape(shape)

@@ -5,7 +5,9 @@ one experiment engine (:mod:`wavefront.sim.experiment`): every estimator sees th
 and each row reports ``mse_db`` with its Monte-Carlo standard error, ``nmse_db``, BER after
 one-tap equalisation and hard demapping (``perfect`` uses the true channel), coded BER and BLER
 with ``ldpc_rate``, the genie-LMMSE bound averaged over the point's frames and the gap to it,
-and what the estimator was given.
+and what the estimator was given. With ``channel.ici`` the frames carry inter-carrier
+interference, the label is each symbol's average channel, and the genie LMMSE and the bound
+treat the ICI as extra noise; the result's spec says which (``ici``).
 
 What estimators may assume comes from :func:`wavefront.sim.experiment.prior_config`: the
 paper's training ranges (the SNR range widened to the sweep's points), or ``prior_ranges``.
@@ -180,6 +182,7 @@ def _setup(spec: SweepSpec, estimators: list | None):
                  "robust_options": spec.robust_options, "conditions": spec.conditions,
                  "prior": {"snr_db": pr.snr_db, "delay_spread_s": pr.delay_spread_s, "doppler_hz": pr.doppler_hz},
                  "device": str(dev.type), "snr_convention": spec.config.snr_convention_text,
+                 "ici": spec.config.ici_text,
                  "config": json.loads(spec.config.to_json())}
     return points, estimators, kwargs, spec_dict
 
@@ -211,6 +214,7 @@ def format_table(result: SweepResult) -> str:
         lines.append(f"  {est}: {given}" + (f"; trained on {trained}" if trained else ""))
     if result.rows:
         lines.append(f"pilots: {result.rows[0].pilots}; SNR convention: {result.spec.get('snr_convention', 'per-re')}")
+        lines.append(f"ICI: {result.spec.get('ici', 'not modelled')}")
     return "\n".join(lines)
 
 
