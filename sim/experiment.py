@@ -68,6 +68,7 @@ class Point:
     config: SystemConfig            # the point's system config (generator, bound, profile)
     batches: Callable[[], Iterator[Frames]]
     available: int | None = None    # frames a folder holds; None: as many as asked
+    realization: str | None = None  # how the frames' fading realizations were drawn; None: from ``config``
 
     @property
     def axis_value(self) -> float:
@@ -126,6 +127,7 @@ class Row:
     bler: float | None = None
     pilots: str = ""
     trained_on: str | None = None
+    realization: str = ""  # how the test frames' fading realizations were drawn (per-condition ones leak)
 
 
 def given_text(est, conditions: str) -> str:
@@ -256,7 +258,8 @@ def run_experiment(points: list[Point], estimators: list, frames: int | None = N
                             given_text(est, conditions), done, mse_db, se_db, nmse_db, bound_db, mse_db - bound_db,
                             a.err / a.bits if has_bits else None, a.err if has_bits else None, a.bits if has_bits else None,
                             a.cerr / a.cbits if a.cbits else None, a.blk / done if a.cbits else None,
-                            pilot_text(p.config), getattr(est, "trained_on", None)))
+                            pilot_text(p.config), getattr(est, "trained_on", None),
+                            p.realization or p.config.realization_text))
     bar.close()
     return rows
 

@@ -129,6 +129,7 @@ def run_sweep(spec: SweepSpec, estimators: list | None = None, progress: bool = 
                                "robust_options": spec.robust_options, "conditions": spec.conditions,
                                "prior": {"snr_db": pr.snr_db, "delay_spread_s": pr.delay_spread_s, "doppler_hz": pr.doppler_hz},
                                "device": str(dev), "snr_convention": spec.config.snr_convention_text,
+                               "channel_realization": spec.config.realization_text,
                                "config": json.loads(spec.config.to_json())}, rows=rows)
     result.seconds = time.time() - t0
     return result
@@ -161,6 +162,7 @@ def format_table(result: SweepResult) -> str:
         lines.append(f"  {est}: {given}" + (f"; trained on {trained}" if trained else ""))
     if result.rows:
         lines.append(f"pilots: {result.rows[0].pilots}; SNR convention: {result.spec.get('snr_convention', 'per-re')}")
+        lines.append(f"channel realization: {result.rows[0].realization}")
     return "\n".join(lines)
 
 
