@@ -136,6 +136,7 @@ class DatasetSpec:
                 "batch_size": self.batch_size, "compression": self.compression,
                 "seeding": "shard i uses derive_seed(seed, i); its generator batch j uses derive_seed(seed, i, j)",
                 "snr_convention": self.config.snr_convention_text, "ici": self.config.ici_text,
+                "channel_realization": self.config.realization_text,
                 "versions": versions(), **self.extra}
 
     def shard_attrs(self, index: int, device: str) -> dict:

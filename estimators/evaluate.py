@@ -176,7 +176,7 @@ def wide_rows(rows, model_name: str) -> list[dict]:
         key = (r.sweep, r.snr_db, r.delay_spread_ns, r.doppler_hz)
         if key not in index:
             index[key] = {"sweep": r.sweep, "axis": r.axis, "snr_db": r.snr_db, "delay_spread_ns": round(r.delay_spread_ns, 3),
-                          "doppler_hz": r.doppler_hz, "frames": r.frames}
+                          "doppler_hz": r.doppler_hz, "frames": r.frames, "realization": r.realization.split(":")[0]}
             out.append(index[key])
         index[key][f"{r.estimator}_db"] = round(r.mse_db, 3)
         index[key]["mmse_bound_db"] = round(r.bound_db, 3)

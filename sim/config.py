@@ -33,6 +33,13 @@ def profile_label(profile: str) -> str:
 
 
 Value = Union[float, tuple[float, float]]
+# Range fields and the optional step that makes their draws discrete.
+GRID_STEPS = {"snr_db": "snr_step_db", "delay_spread_s": "delay_spread_step_s", "doppler_hz": "doppler_step_hz"}
+# Channel fields added after datasets and checkpoints were first written: left out of the
+# canonical JSON while at their default, so a config that does not use them keeps the identity
+# (and the frames) it had before they existed.
+_ADDED_CHANNEL_DEFAULTS = {"ici": False, "snr_step_db": None, "delay_spread_step_s": None, "doppler_step_hz": None,
+                           "realization": "independent"}
 
 
 def _check_value(name: str, v, lo: float | None, hi: float | None = None):
@@ -217,6 +224,16 @@ class ChannelConfig(_Model):
       received grid carries ICI; the label ``h`` is then each symbol's average channel, and the
       genie LMMSE and the bound treat the ICI as extra noise. About ``(2 pi f_d / scs)^2 / 24``
       per RE for Jakes fading: -21.4 dB at 1000 Hz and 15 kHz.
+    - ``snr_step_db``, ``delay_spread_step_s``, ``doppler_step_hz``: ``None`` (default) draws a
+      ``[low, high]`` range uniformly; a step draws uniformly from the discrete grid
+      ``low:step:high`` instead (MATLAB colon, both ends included), as the reference
+      generator's training grid (SNR 0:5:25 dB, delay spread 25:25:300 ns, Doppler 50:50:1000 Hz).
+    - ``realization``: ``"independent"`` (default): every frame draws its own fading
+      realization. ``"per-condition"`` reproduces the AdaFortiTran reference generator, which
+      builds a new ``nrTDLChannel`` per frame with the default ``Seed``: the realization is
+      seeded by the frame's (delay spread, Doppler) alone, so frames with equal conditions
+      share one channel, in every run and every split; noise still differs per frame. Such
+      data leak between training and test sets (see ``wavefront audit``).
     """
 
     profile: str = "A"
@@ -227,6 +244,10 @@ class ChannelConfig(_Model):
     travel_azimuth_deg: float = 0.0
     snr_convention: Literal["per-re", "pilot-grid"] = "per-re"
     ici: bool = False
+    snr_step_db: float | None = None
+    delay_spread_step_s: float | None = None
+    doppler_step_hz: float | None = None
+    realization: Literal["independent", "per-condition"] = "independent"
 
     @field_validator("profile", mode="before")
     @classmethod
@@ -271,6 +292,30 @@ class ChannelConfig(_Model):
             raise ValueError("num_sinusoids must be >= 4")
         return v
 
+    @model_validator(mode="after")
+    def _steps_divide_ranges(self):
+        for value_name, step_name in GRID_STEPS.items():
+            step = getattr(self, step_name)
+            if step is None:
+                continue
+            if not (math.isfinite(step) and step > 0):
+                raise ConfigError(f"channel.{step_name}", step, "must be a positive number (or null for uniform draws)")
+            value = getattr(self, value_name)
+            if isinstance(value, tuple):
+                n = (value[1] - value[0]) / step
+                if abs(n - round(n)) > 1e-6:
+                    raise ConfigError(f"channel.{step_name}", step, f"must divide the {value_name} range "
+                                      f"[{value[0]:g}, {value[1]:g}] into whole steps")
+        return self
+
+    def grid_points(self, name: str) -> list[float] | None:
+        """Returns the discrete values ``low:step:high`` of range field ``name``, or None when drawn uniformly."""
+        step, value = getattr(self, GRID_STEPS[name]), getattr(self, name)
+        if step is None or not isinstance(value, tuple):
+            return None
+        lo, hi = value
+        return [lo + k * step for k in range(int(round((hi - lo) / step)) + 1)]
+
 
 class SystemConfig(_Model):
     """The OFDM grid and the channel together: what a frame generator needs."""
@@ -282,6 +327,9 @@ class SystemConfig(_Model):
     def _ici_sampling(self):
         if self.channel.ici:
             self.ofdm.time_sampling()  # a CP that is no whole number of samples fails here, not mid-run
+            if self.channel.realization != "independent":
+                raise ConfigError("channel.realization", self.channel.realization,
+                                  "the reference protocol (per-condition) is not available with channel.ici: true")
         return self
 
     @classmethod
@@ -353,12 +401,13 @@ class SystemConfig(_Model):
     def to_json(self) -> str:
         """Returns the config as canonical JSON (sorted keys), as stored in shards and checkpoints.
 
-        ``channel.ici`` appears only when on, so a config without ICI keeps the identity of the
-        folders and checkpoints written before the field existed.
+        Channel fields added later (``ici``, grid steps, ``realization``) appear only when set, so a
+        config that leaves them at their defaults keeps the JSON, and the dataset identity, it had before.
         """
         d = self.model_dump(mode="json")
-        if not d["channel"]["ici"]:
-            del d["channel"]["ici"]
+        for k, default in _ADDED_CHANNEL_DEFAULTS.items():
+            if d["channel"].get(k) == default:
+                del d["channel"][k]
         return json.dumps(d, sort_keys=True)
 
     @property
@@ -368,6 +417,14 @@ class SystemConfig(_Model):
             return ("modelled: the channel varies within each symbol; label = per-symbol average channel; "
                     "genie LMMSE and bound add the ICI power to the noise variance")
         return "not modelled: one channel value per resource element (at the symbol start)"
+
+    @property
+    def realization_text(self) -> str:
+        """Returns how fading realizations are drawn, in words, for manifests and result files."""
+        if self.channel.realization == "independent":
+            return "independent: every frame draws its own fading realization"
+        return ("per-condition: the realization is seeded by (delay spread, Doppler) alone, as the AdaFortiTran "
+                "reference generator; frames with equal conditions share one channel in every split (leaky)")
 
 
 # Named presets that match published setups.

@@ -91,6 +91,7 @@ class Point:
     batches: Callable[[], Iterator[Frames]]
     available: int | None = None    # frames a folder holds; None: as many as asked
     batch_size: int | None = None   # frames per batch (the last may hold fewer) when batches(start, step) is supported
+    realization: str | None = None  # how the frames' fading realizations were drawn; None: from ``config``
 
     @property
     def axis_value(self) -> float:
@@ -150,6 +151,7 @@ class Row:
     bler: float | None = None
     pilots: str = ""
     trained_on: str | None = None
+    realization: str = ""  # how the test frames' fading realizations were drawn (per-condition ones leak)
 
 
 def given_text(est, conditions: str) -> str:
@@ -388,7 +390,8 @@ def _wanted(p: Point, frames: int | None) -> int:
 def point_meta(p: Point) -> dict:
     """Returns what a :class:`Row` records of point ``p`` (JSON-ready)."""
     return {"sweep": p.sweep, "axis": p.axis, "axis_value": p.axis_value, "snr_db": p.snr_db,
-            "delay_spread_ns": round(p.delay_spread_s * 1e9, 6), "doppler_hz": p.doppler_hz, "pilots": pilot_text(p.config)}
+            "delay_spread_ns": round(p.delay_spread_s * 1e9, 6), "doppler_hz": p.doppler_hz, "pilots": pilot_text(p.config),
+            "realization": p.realization or p.config.realization_text}
 
 
 def estimator_meta(est, conditions: str) -> dict:
@@ -415,7 +418,8 @@ def _rows(meta: dict, ests: list[dict], tally: _Tally) -> list[Row]:
                         meta["doppler_hz"], e["estimator"], e["given"], done, mse_db, se_db, nmse_db, bound_db,
                         mse_db - bound_db, a["err"] / a["bits"] if has_bits else None, a["err"] if has_bits else None,
                         a["bits"] if has_bits else None, a["cerr"] / a["cbits"] if a["cbits"] else None,
-                        a["blk"] / done if a["cbits"] else None, meta["pilots"], e["trained_on"]))
+                        a["blk"] / done if a["cbits"] else None, meta["pilots"], e["trained_on"],
+                        meta.get("realization", "")))
     return rows
 
 

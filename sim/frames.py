@@ -25,6 +25,7 @@ import torch
 from wavefront.errors import ConfigError
 from wavefront.sim.channel import TimeVaryingChannel, channel_profile, ofdm_channel, warn_unmodelled_ici
 from wavefront.sim.config import SystemConfig
+from wavefront.sim.realizations import per_condition_channel
 from wavefront.utils import make_generator, resolve_device
 
 _PILOT_SEED = 0x5EED  # the pilot sequence is part of the system, not of a frame
@@ -76,8 +77,11 @@ class Frames:
         return Frames(**{k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in kw.items()})
 
 
-def _draw(value, n: int, g: torch.Generator, device) -> torch.Tensor:
-    """Returns [n] float32: ``value`` repeated, or uniform draws in ``(low, high)``."""
+def _draw(value, n: int, g: torch.Generator, device, points: list[float] | None = None) -> torch.Tensor:
+    """Returns [n] float32: ``value`` repeated, uniform draws in ``(low, high)``, or uniform picks from ``points``."""
+    if points is not None:
+        idx = torch.randint(0, len(points), (n,), generator=g, device=device)
+        return torch.tensor(points, dtype=torch.float64, device=device)[idx].float()
     if isinstance(value, tuple):
         lo, hi = value
         return torch.rand(n, generator=g, device=device, dtype=torch.float64).mul_(hi - lo).add_(lo).float()
@@ -98,7 +102,9 @@ class FrameGenerator:
     """Draws batches of OFDM frames for a :class:`SystemConfig` on any device.
 
     ``generate(batch_size, seed, with_data=True) -> Frames``. Delay spread, Doppler and SNR
-    are drawn per frame from ``config.channel`` (fixed values or uniform ranges).
+    are drawn per frame from ``config.channel`` (fixed values, uniform ranges or discrete grids);
+    the fading realization per frame, or per (delay spread, Doppler) with
+    ``channel.realization = "per-condition"`` (the AdaFortiTran reference protocol).
     ``ldpc_rate``: encode each frame's data as one 5G NR LDPC codeword of that rate (Sionna's
     encoder, rate-matched to the frame's data capacity); ``None`` sends uncoded bits.
     """
@@ -162,12 +168,14 @@ class FrameGenerator:
             raise ConfigError("batch_size", batch_size, "must be a positive integer")
         dev, o, ch = self.device, self.ofdm, self.config.channel
         g = make_generator(seed, dev)
-        snr_db = _draw(ch.snr_db, batch_size, g, dev)
-        ds = _draw(ch.delay_spread_s, batch_size, g, dev)
-        fd = _draw(ch.doppler_hz, batch_size, g, dev)
+        snr_db = _draw(ch.snr_db, batch_size, g, dev, ch.grid_points("snr_db"))
+        ds = _draw(ch.delay_spread_s, batch_size, g, dev, ch.grid_points("delay_spread_s"))
+        fd = _draw(ch.doppler_hz, batch_size, g, dev, ch.grid_points("doppler_hz"))
         noise_var = self.config.noise_variance(snr_db)
         if ch.ici:  # the same draws; the label and y come from the time-domain path below
             channel = TimeVaryingChannel.draw(o, self.profile, ds, fd, ch.num_sinusoids, g)
+        elif ch.realization == "per-condition":  # the reference protocol: one channel per (delay spread, Doppler)
+            h = per_condition_channel(o, self.profile, ds, fd, ch.num_sinusoids)
         else:
             h = ofdm_channel(o, self.profile, ds, fd, ch.num_sinusoids, g)  # [B, F, T]
         F, T = o.grid_shape

@@ -182,7 +182,7 @@ def _setup(spec: SweepSpec, estimators: list | None):
                  "robust_options": spec.robust_options, "conditions": spec.conditions,
                  "prior": {"snr_db": pr.snr_db, "delay_spread_s": pr.delay_spread_s, "doppler_hz": pr.doppler_hz},
                  "device": str(dev.type), "snr_convention": spec.config.snr_convention_text,
-                 "ici": spec.config.ici_text,
+                 "ici": spec.config.ici_text, "channel_realization": spec.config.realization_text,
                  "config": json.loads(spec.config.to_json())}
     return points, estimators, kwargs, spec_dict
 
@@ -215,6 +215,7 @@ def format_table(result: SweepResult) -> str:
     if result.rows:
         lines.append(f"pilots: {result.rows[0].pilots}; SNR convention: {result.spec.get('snr_convention', 'per-re')}")
         lines.append(f"ICI: {result.spec.get('ici', 'not modelled')}")
+        lines.append(f"channel realization: {result.rows[0].realization}")
     return "\n".join(lines)
 
 
