@@ -234,6 +234,17 @@ def save_result(result: SweepResult, out: Path) -> list[Path]:
     return [js, cs, *plot_result(result, out)]
 
 
+def _knows(given: str) -> str:
+    """Returns a legend tag for what an estimator was given: ``" (est. cond.)"``, ``" (true cond.)"`` or nothing."""
+    if given.startswith("SNR, delay spread and Doppler estimated"):
+        return " (est. cond.)"
+    if given.startswith("SNR, delay spread and Doppler true"):
+        return " (true cond.)"
+    if given.startswith("noise variance estimated"):
+        return " (est. noise)"
+    return ""
+
+
 def _fmt(value, scale: float) -> str:
     if isinstance(value, (list, tuple)):
         return f"{value[0] * scale:g}-{value[1] * scale:g}"
@@ -266,7 +277,7 @@ def plot_result(result: SweepResult, out: Path) -> list[Path]:
                 continue
             if metric != "mse_db":
                 ys = [y if y else float("nan") for y in ys]
-            ax.plot([x * scale for x in xs], ys, marker="o", label=e)
+            ax.plot([x * scale for x in xs], ys, marker="o", label=e + _knows(by[(e, xs[0])].given))
         if metric == "mse_db":
             ax.plot([x * scale for x in xs], [by[(ests[0], x)].bound_db for x in xs], "k--", label="MMSE bound")
         else:
