@@ -29,6 +29,9 @@ def _common(p, frames_flag: str, frames_default, frames_help: str) -> None:
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (default: torch's; 1 is often faster on a busy machine, and torchrun sets 1)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument("--ici", action="store_true",
+                   help="model inter-carrier interference (channel.ici: true): the channel varies within each symbol, "
+                        "pilots carry ICI from the data around them, and h is each symbol's average channel")
 
 
 def add_commands(sub) -> None:
@@ -74,8 +77,29 @@ def add_commands(sub) -> None:
                    help="how the names' SNR was meant: pilot-grid = the reference generator's (noise measured "
                         "over a pilots-only grid, 13.2 dB below per-RE on the paper grid); per-re = files "
                         "exported by wavefront from per-RE data")
+    p.add_argument("--no-audit", action="store_true",
+                   help="skip the check for repeated channel realizations within and across the imported folders")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run_import_mat)
+
+    p = sub.add_parser("audit", help="find repeated channel realizations within and across dataset folders",
+                       description="Frames hold the same realization when their channels, scaled to unit energy, "
+                                   "match after removing a common phase and a linear phase ramp across subcarriers "
+                                   "(a timing offset). Reports the distinct realizations and the repeating frames "
+                                   "of each folder, the overlap between folders (train against test) and the "
+                                   "largest groups. Exit 0; with --strict, 1 when folders share a realization.",
+                       formatter_class=_FMT)
+    p.add_argument("dirs", nargs="+", metavar="DIR",
+                   help="dataset folder (or tree, or one shard) of HDF5 shards, or a folder (tree) of .mat files")
+    p.add_argument("--tolerance-db", type=float, default=-60.0,
+                   help="largest aligned residual, in dB of one frame's energy, still counted as the same "
+                        "realization (copies differ by rounding, < -120 dB; distinct TDL-A realizations on the "
+                        "paper's grid stay above about -47 dB)")
+    p.add_argument("--strict", action="store_true", help="exit 1 when any two folders share a realization")
+    p.add_argument("--groups", type=int, default=10, help="largest duplicate groups to list")
+    p.add_argument("--json", default=None, help="also write the report to this JSON file")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=run_audit)
 
 
 def _pilots_help() -> str:
@@ -90,8 +114,9 @@ def _base_config(args, default_preset: str = "default"):
 
     if args.config and args.preset:
         raise ConfigError("config", args.config, "give --config or --preset, not both")
-    base = SystemConfig.from_yaml(args.config) if args.config else preset(args.preset or default_preset)
-    return apply_pilots(base, getattr(args, "pilots", None))
+    config = SystemConfig.from_yaml(args.config) if args.config else preset(args.preset or default_preset)
+    config = config.updated(channel={"ici": True}) if getattr(args, "ici", False) else config
+    return apply_pilots(config, getattr(args, "pilots", None))
 
 
 def _device(name: str, threads: int | None = None):
@@ -217,7 +242,7 @@ def run_import_mat(args) -> int:
     check_output_folder("out", args.out)
     with _progress(None, not args.no_progress, "import-mat") as bar:
         n = import_mat(args.mat, args.out, _base_config(args), args.shard_frames, args.compression, progress=bar,
-                       snr_convention=args.snr_convention)
+                       snr_convention=args.snr_convention, audit=not args.no_audit)
     print(f"imported {n} frames into {args.out}", file=sys.stderr)
     return 0
 
@@ -239,4 +264,29 @@ def run_verify(args) -> int:
                                           "plus --repair")
     print(f"verified {rep.shards} shard(s), {rep.frames} frames, {rep.bytes / 1e6:.1f} MB under {args.data} "
           f"in {dt:.1f} s ({rep.bytes / 1e6 / max(dt, 1e-9):.0f} MB/s): all intact", file=sys.stderr)
+    return 0
+
+
+def run_audit(args) -> int:
+    import json
+    from pathlib import Path
+
+    from wavefront.datasets.audit import audit, format_report
+
+    if args.groups < 0:
+        raise ConfigError("groups", args.groups, "must be >= 0")
+    if args.json:
+        from wavefront.utils import check_output_folder
+
+        check_output_folder("json", Path(args.json).parent)
+    with _progress(None, not args.no_progress, "audit") as bar:
+        rep = audit(args.dirs, args.tolerance_db, max_groups=args.groups, progress=bar)
+    print(format_report(rep))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(rep.to_dict(), indent=1) + "\n")
+    if args.strict and rep.has_overlap:
+        print(f"wavefront: audit --strict: {len(rep.overlaps)} pair(s) of folders share channel realizations",
+              file=sys.stderr)
+        return 1
     return 0

@@ -135,7 +135,8 @@ class DatasetSpec:
                 "shard_frames": self.shard_frames, "num_shards": self.num_shards,
                 "batch_size": self.batch_size, "compression": self.compression,
                 "seeding": "shard i uses derive_seed(seed, i); its generator batch j uses derive_seed(seed, i, j)",
-                "snr_convention": self.config.snr_convention_text,
+                "snr_convention": self.config.snr_convention_text, "ici": self.config.ici_text,
+                "channel_realization": self.config.realization_text,
                 "versions": versions(), **self.extra}
 
     def shard_attrs(self, index: int, device: str) -> dict:

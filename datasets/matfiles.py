@@ -180,8 +180,44 @@ def _folder_config(files: list[Path], metas: list[dict], base: SystemConfig, snr
     return base.updated(ofdm={"pilot_subcarrier_spacing": metas[0]["spacing"], "pilot_positions": None}, channel=channel)
 
 
+def mat_folders(root: str | Path) -> dict[Path, list[Path]]:
+    """Returns {folder: its ``.mat`` files in frame-number order} for every folder under ``root`` that holds some.
+
+    Raises ConfigError naming the file for a malformed name or a frame number that repeats.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise ConfigError("mat", str(root), "no such folder")
+    folders: dict[Path, list[Path]] = {}
+    for f in sorted(root.rglob("*.mat")):
+        folders.setdefault(f.parent, []).append(f)
+    if not folders:
+        raise ConfigError("mat", str(root), "holds no .mat files")
+    out = {}
+    for folder, files in sorted(folders.items()):
+        numbers = [parse_mat_name(f)["n"] for f in files]
+        order = sorted(range(len(files)), key=lambda k: numbers[k])
+        for a, b in zip(order, order[1:]):
+            if numbers[a] == numbers[b]:
+                raise ConfigError("mat", str(files[b]), f"frame number {numbers[b]} appears twice in the folder")
+        out[folder] = [files[k] for k in order]
+    return out
+
+
+def read_mat_h(path: Path) -> np.ndarray:
+    """Returns variable ``H`` [F, T, 2] complex of a reference ``.mat`` file; ConfigError naming the file otherwise."""
+    try:
+        H = scipy.io.loadmat(path)["H"]
+    except (KeyError, ValueError, OSError) as exc:
+        raise ConfigError("mat", str(path), f"cannot read variable H ({exc.__class__.__name__}: {exc})") from None
+    if H.ndim != 3 or H.shape[2] != 2 or not np.iscomplexobj(H):
+        raise ConfigError("mat", str(path), f"H has shape {list(H.shape)} {H.dtype}, expected [F, T, 2] complex")
+    return H
+
+
 def import_mat(root: str | Path, out: str | Path, base: SystemConfig, shard_frames: int = 10_000,
-               compression: str = "none", progress=None, snr_convention: str = "pilot-grid") -> int:
+               compression: str = "none", progress=None, snr_convention: str = "pilot-grid",
+               audit: bool = True) -> int:
     """Reads a tree of reference ``.mat`` files into shard folders (mirrored under ``out``).
 
     Metadata comes from the file names; the grid from ``base`` with the names' pilot spacing
@@ -190,23 +226,16 @@ def import_mat(root: str | Path, out: str | Path, base: SystemConfig, shard_fram
     the stored ``noise_var`` follows it. Imported shards store ``pilot_symbols = 1`` and
     ``pilots_rx = pilots_ls`` (the ``.mat`` layout keeps only the LS estimate). Returns the
     number of frames imported.
+
+    ``audit``: afterwards, look for repeated channel realizations within and across the
+    imported folders (:func:`wavefront.datasets.audit.audit`), warn with the figures when there
+    are any, and record the findings under ``realization_audit`` in each folder's manifest.
     """
     root, out = Path(root), check_output_folder("out", out)
-    if not root.is_dir():
-        raise ConfigError("mat", str(root), "no such folder")
-    folders: dict[Path, list[Path]] = {}
-    for f in sorted(root.rglob("*.mat")):
-        folders.setdefault(f.parent, []).append(f)
-    if not folders:
-        raise ConfigError("mat", str(root), "holds no .mat files")
-    total = 0
-    for folder, files in sorted(folders.items()):
+    folders = mat_folders(root)
+    total, written = 0, []
+    for folder, files in folders.items():
         metas = [parse_mat_name(f) for f in files]
-        order = sorted(range(len(files)), key=lambda k: metas[k]["n"])
-        files, metas = [files[k] for k in order], [metas[k] for k in order]
-        for a, b in zip(metas, metas[1:]):
-            if a["n"] == b["n"]:
-                raise ConfigError("mat", str(files[metas.index(b)]), f"frame number {b['n']} appears twice in the folder")
         cfg = _folder_config(files, metas, base, snr_convention)
         o = cfg.ofdm
         pf = np.asarray(o.pilot_subcarriers, dtype=np.int64)
@@ -222,11 +251,8 @@ def import_mat(root: str | Path, out: str | Path, base: SystemConfig, shard_fram
             ls = np.empty((cnt,) + o.pilot_shape, np.complex64)
             for j in range(cnt):
                 f = files[start + j]
-                try:
-                    H = scipy.io.loadmat(f)["H"]
-                except (KeyError, ValueError, OSError) as exc:
-                    raise ConfigError("mat", str(f), f"cannot read variable H ({exc.__class__.__name__}: {exc})") from None
-                if H.shape != o.grid_shape + (2,) or not np.iscomplexobj(H):
+                H = read_mat_h(f)
+                if H.shape != o.grid_shape + (2,):
                     raise ConfigError("mat", str(f), f"H has shape {list(H.shape)} {H.dtype}, expected "
                                                      f"{list(o.grid_shape) + [2]} complex")
                 nz = H[:, :, 1] != 0
@@ -261,5 +287,37 @@ def import_mat(root: str | Path, out: str | Path, base: SystemConfig, shard_fram
             "frames": len(files), "shard_frames": shard_frames, "num_shards": len(counts),
             "compression": compression, "versions": versions(), "shards": shards, "complete": True,
             "snr_convention": cfg.snr_convention_text,
+            "channel_realization": "unknown: imported frames; see realization_audit",
             "note": "metadata from file names; pilot_symbols = 1 and pilots_rx = pilots_ls"})
+        written.append(dest)
+    if audit:
+        audit_imported(out, written, progress)
     return total
+
+
+def audit_imported(out: Path, folders: list[Path], progress=None):
+    """Audits the imported ``folders`` together; warns with the figures and records them in each manifest.
+
+    Returns the :class:`~wavefront.datasets.audit.AuditReport`.
+    """
+    import warnings
+
+    from wavefront.datasets.audit import audit, warning_lines
+
+    names = [str(d.relative_to(out)) if d != out else d.name for d in folders]
+    if progress is not None and hasattr(progress, "set_description"):
+        progress.set_description("audit")
+    rep = audit(folders, names=names, progress=progress)
+    for k, (d, s) in enumerate(zip(folders, rep.sets)):
+        man = read_manifest(d)
+        shared = [{"with": o.b if o.a == s.name else o.a, "shared_realizations": o.shared_realizations,
+                   "frames_here": o.frames_a if o.a == s.name else o.frames_b}
+                  for o in rep.overlaps if s.name in (o.a, o.b)]
+        man["realization_audit"] = {"tolerance_db": rep.tolerance_db, "frames": s.frames,
+                                    "realizations": s.realizations, "repeating_frames": s.repeating_frames,
+                                    "repeat_fraction": s.repeat_fraction, "shared_with_imported_folders": shared,
+                                    "method": rep.method}
+        write_json_atomic(d / MANIFEST, man)
+    for line in warning_lines(rep):
+        warnings.warn(f"import-mat: {line}", stacklevel=2)
+    return rep

@@ -19,13 +19,33 @@ from wavefront.sim.experiment import COND_FIELDS, Point
 from wavefront.sim.frames import Frames
 
 
-def _check_grid(ds: H5FrameDataset, config: SystemConfig, folder: Path) -> None:
-    """Raises ConfigError when the folder's grid or pilots differ from ``config``'s."""
+def _stored_config(ds: H5FrameDataset) -> SystemConfig | None:
     from wavefront.datasets.shards import read_attrs
 
     try:
-        stored = SystemConfig.from_dict(json.loads(read_attrs(ds.files[0])["config"]))
+        return SystemConfig.from_dict(json.loads(read_attrs(ds.files[0])["config"]))
     except (KeyError, IndexError, TypeError, ValueError):
+        return None
+
+
+def realization_label(folder: Path, stored: SystemConfig | None) -> str:
+    """Returns how a folder's fading realizations were drawn: its config's, or what ``import-mat``'s audit found."""
+    from wavefront.datasets.generate import read_manifest
+
+    try:
+        found = (read_manifest(folder) or {}).get("realization_audit")
+    except ConfigError:
+        found = None
+    if isinstance(found, dict) and "realizations" in found:
+        return (f"imported ({found['realizations']} distinct realization(s) in {found.get('frames')} frames, "
+                "by import-mat's audit)")
+    return stored.realization_text if stored is not None else "unknown"
+
+
+def _check_grid(ds: H5FrameDataset, config: SystemConfig, folder: Path) -> None:
+    """Raises ConfigError when the folder's grid or pilots differ from ``config``'s."""
+    stored = _stored_config(ds)
+    if stored is None:
         return  # no recorded config: a shape mismatch still fails at the estimator
     a, b = stored.ofdm, config.ofdm
     if tuple(a.grid_shape) != tuple(b.grid_shape):
@@ -65,6 +85,7 @@ def folder_points(path: str | Path, config: SystemConfig, batch_size: int = 4096
         axis = varying[0] if len(varying) == 1 else ""
         sweep = named.get(folder.name, axis_sweep.get(axis, folder.name))
         profile = _folder_profile(ds)
+        realization = realization_label(folder, _stored_config(ds))
         for u in range(uniq.shape[0]):
             sel = inv == u
             snr, ds_ns, fd = (float(v) for v in uniq[u])
@@ -80,7 +101,8 @@ def folder_points(path: str | Path, config: SystemConfig, batch_size: int = 4096
                                  codewords=None, snr_db=sl["snr_db"], delay_spread_s=sl["delay_spread_s"],
                                  doppler_hz=sl["doppler_hz"], noise_var=sl["noise_var"], profile=profile, seed=-1)
 
-            points.append(Point(sweep, axis, snr, ds_ns * 1e-9, fd, cfg, batches, available=int(sel.sum())))
+            points.append(Point(sweep, axis, snr, ds_ns * 1e-9, fd, cfg, batches, available=int(sel.sum()),
+                                realization=realization))
     order = {"snr": 0, "delay_spread": 1, "doppler": 2}
     return sorted(points, key=lambda p: (order.get(p.sweep, 9), p.sweep, p.axis_value))
 

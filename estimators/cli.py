@@ -89,6 +89,11 @@ def add_commands(subparsers) -> None:
     e.add_argument("--conditions", default="estimated", choices=["estimated", "true"],
                    help="SNR, delay spread and Doppler given to the model: estimated from each frame's pilots "
                         "(default; the model given the true ones is added as a second row) or true")
+    e.add_argument("--prior-snr-db", metavar="LOW:HIGH", help="SNR range a receiver may assume (default 0:25, "
+                   "widened to the points)")
+    e.add_argument("--prior-delay-spread-ns", metavar="LOW:HIGH", help="delay-spread range a receiver may assume (default 25:300)")
+    e.add_argument("--prior-doppler-hz", metavar="LOW:HIGH", help="Doppler range a receiver may assume (default 50:1000); "
+                   "beyond about 950 Hz the Doppler of 12x2 pilots turns ambiguous")
     e.add_argument("--frames-per-point", type=int, default=500)
     e.add_argument("--config", help="system config (YAML or preset; default: the checkpoint's grid with TDL-A)")
     e.add_argument("--pilots", metavar="PRESET|FILE.json",
@@ -98,6 +103,9 @@ def add_commands(subparsers) -> None:
     e.add_argument("--seed", type=int, default=1)
     e.add_argument("--out", default="eval", help="output folder (default eval/)")
     e.add_argument("--no-plots", action="store_true")
+    from wavefront.sim.cli import add_rank_arguments
+
+    add_rank_arguments(e)
     e.set_defaults(func=_evaluate)
 
 
@@ -133,10 +141,14 @@ def _train(args) -> int:
 
 
 def _evaluate(args) -> int:
+    """Runs ``evaluate``: in one process, across torchrun's ranks (rank 0 writes), or as array job --rank of --world."""
     from wavefront.estimators.checkpoint import Checkpoint
     from wavefront.estimators.estimator import load_estimator, pretrained_path
-    from wavefront.estimators.evaluate import evaluate, format_table, plot_rows, save_rows
+    from wavefront.estimators.evaluate import evaluate, evaluate_partial
+    from wavefront.sim.experiment import parse_prior_ranges, write_partial
+    from wavefront.utils import job_ranks, process_group
 
+    rank, world, array_job = job_ranks(args.rank, args.world)
     out = check_output_folder("out", args.out)
     path = Path(args.checkpoint)
     if path.is_dir():
@@ -152,21 +164,49 @@ def _evaluate(args) -> int:
         from wavefront.sim.pilots import apply_pilots
 
         config = apply_pilots(config, args.pilots)
-    est = load_estimator(args.checkpoint if not Path(args.checkpoint).exists() else str(path), config, device=args.device)
     baselines = [b.strip() for b in args.baselines.split(",") if b.strip()]
+    name = args.checkpoint if not Path(args.checkpoint).exists() else str(path)
+
+    def run_on(device, **ranks):
+        est = load_estimator(name, config, device=device)
+        kwargs = dict(points=args.points, suite=args.suite, frames_per_point=args.frames_per_point, baselines=baselines,
+                      seed=args.seed, device=device, progress=sys.stderr.isatty(), conditions=args.conditions,
+                      prior_ranges=parse_prior_ranges(args.prior_snr_db, args.prior_delay_spread_ns, args.prior_doppler_hz),
+                      **ranks)
+        return est, kwargs
+
+    if array_job:
+        from wavefront.utils import resolve_device
+
+        est, kwargs = run_on(args.device, rank=rank, world=world)
+        part = evaluate_partial(est, config, **kwargs)
+        part["output"] = {"model_name": est.name, "checkpoint": str(args.checkpoint), "conditions": args.conditions,
+                          "plots": not args.no_plots, "points": args.points, "suite": args.suite,
+                          "frames_per_point": args.frames_per_point, "baselines": baselines, "seed": args.seed,
+                          "device": resolve_device(args.device).type}
+        saved = write_partial(part, out)
+        print(f"rank {rank} of {world}: wrote {saved} (combine with `wavefront merge-results`)", file=sys.stderr)
+        return 0
     long_rows: list = []
-    rows = evaluate(est, config, points=args.points, suite=args.suite, frames_per_point=args.frames_per_point,
-                    baselines=baselines, seed=args.seed, device=args.device, progress=sys.stderr.isatty(),
-                    conditions=args.conditions, long_rows=long_rows)
-    print(format_table(rows))
-    print("given:")
-    for name, given, trained in dict.fromkeys((r["estimator"], r["given"], r["trained_on"]) for r in long_rows):
-        print(f"  {name}: {given}" + (f"; trained on {trained}" if trained else ""))
-    saved = [save_rows(rows, out)]
-    (out / "results.json").write_text(json.dumps({"checkpoint": str(args.checkpoint), "conditions": args.conditions,
-                                                  "rows": long_rows}, indent=1))
-    saved.append(out / "results.json")
-    if not args.no_plots:
-        saved += plot_rows(rows, out, est.name)
-    print("saved " + ", ".join(str(p) for p in saved))
+    with process_group(args.device) as (rank, world, device):
+        est, kwargs = run_on(device, rank=rank, world=world)
+        evaluate(est, config, long_rows=long_rows, **kwargs)
+    if rank == 0:
+        from wavefront.sim.experiment import Row
+
+        report_evaluation([Row(**r) for r in long_rows], out, est.name, str(args.checkpoint), args.conditions, world,
+                          plots=not args.no_plots)
     return 0
+
+
+def report_evaluation(rows: list, out: Path, model_name: str, checkpoint: str, conditions: str, world_size: int = 1,
+                      plots: bool = True) -> None:
+    """Prints the evaluation's table and what each estimator was given; writes its results and plots into ``out``."""
+    from wavefront.estimators.evaluate import format_table, save_evaluation, wide_rows
+
+    print(format_table(wide_rows(rows, model_name)))
+    print("given:")
+    for name, given, trained in dict.fromkeys((r.estimator, r.given, r.trained_on) for r in rows):
+        print(f"  {name}: {given}" + (f"; trained on {trained}" if trained else ""))
+    saved = save_evaluation(rows, out, model_name, checkpoint, conditions, world_size, plots)
+    print("saved " + ", ".join(str(p) for p in saved))

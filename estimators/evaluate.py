@@ -58,20 +58,52 @@ class WithTrueConditions:
 def evaluate(model_estimator, config, points: str = "paper", suite: str | None = None, frames_per_point: int = 500,
              baselines=("ls-linear", "lmmse-robust", "lmmse-genie"), seed: int = 0, device="cpu", chunk: int = 500,
              progress: bool = False, conditions: str = "estimated", compare_true: bool = True,
-             long_rows: list | None = None) -> list[dict]:
+             long_rows: list | None = None, rank: int = 0, world: int = 1,
+             prior_ranges: dict | None = None) -> list[dict]:
     """Returns one row per test condition: the condition, frames, MSE [dB] of each estimator, the bound and the gap.
 
     ``model_estimator``: anything with ``name``, ``needs`` and ``estimate(pilots, meta)``;
     ``config``: the SystemConfig (grid, pilots, profile). ``suite``: a folder of test shards;
     else ``points="paper"`` simulates the paper's sweeps with ``frames_per_point`` frames each.
-    ``baselines``: classical estimator names, designed for the paper's training ranges widened
-    to the test points. ``long_rows``: a list that receives the engine's per-estimator rows
-    (with what each estimator was given).
+    ``baselines``: classical estimator names, designed for ``prior_ranges`` (default: the paper's
+    training ranges; see :func:`wavefront.sim.experiment.prior_config`). ``long_rows``: a list
+    that receives the engine's per-estimator rows (with what each estimator was given).
+    ``rank``, ``world``: this process's place in a running ``torch.distributed`` group; the
+    ranks split each point's batches and all return the rows of one process.
     """
     from dataclasses import asdict
 
+    from wavefront.sim.experiment import run_experiment
+
+    pts, estimators, kwargs = _plan(model_estimator, config, points, suite, frames_per_point, baselines, seed, device,
+                                    chunk, conditions, compare_true, prior_ranges)
+    rows = run_experiment(pts, estimators, progress=progress, rank=rank, world=world, **kwargs)
+    if long_rows is not None:
+        long_rows.extend(asdict(r) for r in rows)
+    return wide_rows(rows, model_estimator.name)
+
+
+def evaluate_partial(model_estimator, config, points: str = "paper", suite: str | None = None,
+                     frames_per_point: int = 500, baselines=("ls-linear", "lmmse-robust", "lmmse-genie"), seed: int = 0,
+                     device="cpu", chunk: int = 500, progress: bool = False, conditions: str = "estimated",
+                     compare_true: bool = True, rank: int = 0, world: int = 1, prior_ranges: dict | None = None) -> dict:
+    """Returns array job ``rank`` of ``world``'s per-batch counts (:func:`wavefront.sim.experiment.run_partial`).
+
+    Arguments as :func:`evaluate`; :func:`merge_evaluation_partials` turns all jobs' records
+    into the rows of one process.
+    """
+    from wavefront.sim.experiment import run_partial
+
+    pts, estimators, kwargs = _plan(model_estimator, config, points, suite, frames_per_point, baselines, seed, device,
+                                    chunk, conditions, compare_true, prior_ranges)
+    return {**run_partial(pts, estimators, progress=progress, rank=rank, world=world, **kwargs), "command": "evaluate"}
+
+
+def _plan(model_estimator, config, points, suite, frames_per_point, baselines, seed, device, chunk, conditions,
+          compare_true, prior_ranges=None):
+    """Returns the evaluation's points, estimators and the engine's keywords."""
     from wavefront.sim.estimators import classical_estimators
-    from wavefront.sim.experiment import prior_config, run_experiment, simulated_points
+    from wavefront.sim.experiment import prior_config, simulated_points
 
     if frames_per_point < 1:
         raise ConfigError("frames_per_point", frames_per_point, "must be >= 1")
@@ -85,15 +117,56 @@ def evaluate(model_estimator, config, points: str = "paper", suite: str | None =
             raise ConfigError("points", points, "only 'paper' (the three AdaFortiTran test sweeps) is defined")
         pts = simulated_points(config, paper_conditions(), frames_per_point, chunk, seed, device, with_data=False)
         frames = frames_per_point
-    prior = prior_config(config, pts)
+    prior = prior_config(config, pts, prior_ranges)
     estimators = [model_estimator]
     if compare_true and conditions == "estimated" and getattr(model_estimator, "needs", "none") == "conditions":
         estimators.append(WithTrueConditions(model_estimator))
     estimators += classical_estimators(list(baselines), prior)
-    rows = run_experiment(pts, estimators, frames=frames, conditions=conditions, condition_prior=prior, progress=progress)
-    if long_rows is not None:
-        long_rows.extend(asdict(r) for r in rows)
-    return wide_rows(rows, model_estimator.name)
+    return pts, estimators, dict(frames=frames, conditions=conditions, condition_prior=prior)
+
+
+def merge_evaluation_partials(partials: list[dict]) -> list:
+    """Returns the engine rows (:class:`wavefront.sim.experiment.Row`) of one process from an evaluation's array jobs.
+
+    Raises ConfigError when the records are not an evaluation's, come from different runs
+    (checkpoint, conditions, points), or a rank is missing or repeated.
+    """
+    from wavefront.sim.experiment import merge_partials
+
+    for q in partials:
+        if q.get("command") != "evaluate":
+            raise ConfigError("partials", q.get("command"), "not an evaluation's partial file (merge an evaluation's "
+                                                           "files together)")
+    first = partials[0]
+    for q in partials[1:]:
+        mine, theirs = q.get("output", {}), first.get("output", {})
+        diff = [k for k in sorted(set(mine) | set(theirs)) if mine.get(k) != theirs.get(k)]
+        if diff:
+            raise ConfigError(diff[0], mine.get(diff[0]), f"differs between partial files (rank {q['rank']}: "
+                              f"{mine.get(diff[0])!r}, rank {first['rank']}: {theirs.get(diff[0])!r}): "
+                              "they come from different evaluations")
+    return merge_partials(partials)
+
+
+def save_evaluation(rows: list, out: Path, model_name: str, checkpoint: str, conditions: str, world_size: int = 1,
+                    plots: bool = True) -> list[Path]:
+    """Writes ``results.csv`` (one row per condition), ``results.json`` (engine rows) and the plots; returns the paths.
+
+    ``rows``: the engine's :class:`wavefront.sim.experiment.Row` list; ``world_size``: the
+    processes that computed them (recorded in ``results.json``).
+    """
+    import json
+    from dataclasses import asdict
+
+    long_rows = [asdict(r) for r in rows]
+    wide = wide_rows(rows, model_name)
+    saved = [save_rows(wide, out)]
+    (out / "results.json").write_text(json.dumps({"checkpoint": checkpoint, "conditions": conditions,
+                                                  "world_size": world_size, "rows": long_rows}, indent=1))
+    saved.append(out / "results.json")
+    if plots:
+        saved += plot_rows(wide, out, model_name)
+    return saved
 
 
 def wide_rows(rows, model_name: str) -> list[dict]:
@@ -103,7 +176,7 @@ def wide_rows(rows, model_name: str) -> list[dict]:
         key = (r.sweep, r.snr_db, r.delay_spread_ns, r.doppler_hz)
         if key not in index:
             index[key] = {"sweep": r.sweep, "axis": r.axis, "snr_db": r.snr_db, "delay_spread_ns": round(r.delay_spread_ns, 3),
-                          "doppler_hz": r.doppler_hz, "frames": r.frames}
+                          "doppler_hz": r.doppler_hz, "frames": r.frames, "realization": r.realization.split(":")[0]}
             out.append(index[key])
         index[key][f"{r.estimator}_db"] = round(r.mse_db, 3)
         index[key]["mmse_bound_db"] = round(r.bound_db, 3)

@@ -23,9 +23,15 @@ gradient steps on three factors badly conditioned. Measured on the wave surrogat
 1500 steps, peak rate 3e-2, seed 0), validation error unnormalised -> normalised: 0.0327 ->
 0.0295 at rank 4, 0.0289 -> 0.0251 at ranks (9, 4, 4, 9). It adds no parameter.
 
-The forward pass assembles the k x k kernel (one einsum, tiny beside the convolution) and
-calls ``conv2d``: the compression is in the parameters, which is what the paper targets,
-and one dense conv is faster on CPU than 3R thin ones.
+The forward pass runs one of three equivalent paths (:func:`path_macs`): the assembled
+k x k kernel in one ``conv2d`` (``dense``), or k x 1, 1 x k and 1 x 1 convolutions
+(``spatial-first`` / ``mix-first``), which need about ``k^2 / R`` times fewer multiply-adds
+for wide layers. Fewer multiply-adds is not less time or memory: on CPU the grouped
+convolutions run far below dense speed, and their R * C intermediate channels take 3.5x
+the activation memory of the dense path on the surrogate (imaging/RESULTS.md). ``auto``
+(the default) therefore takes a separable path only where it needs 20x fewer
+multiply-adds (rank 1 on wide layers); at the surrogate's ranks (9, 4, 4, 9) every layer runs
+dense, and the compression saves parameters, not compute.
 """
 from __future__ import annotations
 
@@ -69,12 +75,19 @@ class CompressedConv2d(nn.Module):
 
     Args:
         in_channels, out_channels, kernel_size (odd k), rank (1 <= R), bias.
+        path: how ``forward`` runs it (see :func:`path_macs`): ``"auto"`` picks by
+            multiply-adds, ``"dense"`` assembles the k x k kernel, ``"spatial-first"`` /
+            ``"mix-first"`` run k x 1, 1 x k and 1 x 1 convolutions.
     Input [B, C_in, H, W] -> output [B, C_out, H, W] ("same" zero padding).
     Initialised so the assembled kernel has the variance of ``nn.Conv2d``'s default.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, rank: int, bias: bool = True):
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, rank: int, bias: bool = True,
+                 path: str = "auto"):
         super().__init__()
+        if path not in PATHS:
+            raise ConfigError("path", path, f"must be one of {PATHS}")
+        self.path = path
         if kernel_size < 1 or kernel_size % 2 == 0:
             raise ConfigError("kernel_size", kernel_size, "must be a positive odd integer")
         if rank < 1:
@@ -111,7 +124,82 @@ class CompressedConv2d(nn.Module):
         return compressed_kernel(self.mix, F.normalize(self.col, dim=1), F.normalize(self.row, dim=1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(x, self.kernel(), self.bias, padding=self.kernel_size // 2)
+        """Returns the convolution [B, C_out, H, W] of ``x`` [B, C_in, H, W], by ``self.path``.
+
+        ``path`` is ``"auto"`` (default: :func:`cheapest_path`), ``"dense"``, ``"spatial-first"``
+        or ``"mix-first"``; every path computes the same function (to float round-off).
+        """
+        path = cheapest_path(self.in_channels, self.out_channels, self.kernel_size, self.rank) \
+            if self.path == "auto" else self.path
+        if path == "dense":
+            return F.conv2d(x, self.kernel(), self.bias, padding=self.kernel_size // 2)
+        col, row = F.normalize(self.col, dim=1), F.normalize(self.row, dim=1)
+        if path == "spatial-first":
+            return separable_spatial_first(x, self.mix, col, row, self.bias)
+        if path == "mix-first":
+            return separable_mix_first(x, self.mix, col, row, self.bias)
+        raise ConfigError("path", path, f"must be one of {PATHS}")
+
+
+PATHS = ("auto", "dense", "spatial-first", "mix-first")
+
+
+def path_macs(in_channels: int, out_channels: int, kernel_size: int, rank: int) -> dict[str, int]:
+    """Returns multiply-adds per output pixel of each way to run a rank-R factorised k x k conv.
+
+    ``dense``: C_in C_out k^2 (the assembled kernel). ``spatial-first``: k x 1 and 1 x k
+    filters on each input channel (R C_in channels), then a 1 x 1 mix: R C_in (2k + C_out).
+    ``mix-first``: a 1 x 1 mix to R C_out channels, then the k x 1 and 1 x k filters summed
+    per output channel: R C_out (C_in + 2k).
+    """
+    c_in, c_out, k, r = in_channels, out_channels, kernel_size, rank
+    return {"dense": c_in * c_out * k * k, "spatial-first": r * c_in * (2 * k + c_out),
+            "mix-first": r * c_out * (c_in + 2 * k)}
+
+
+# A separable path must need this many times fewer multiply-adds than the dense one to be
+# faster. Measured on the 2-core CPU (torch 2.13, 1 thread, NCHW; scripts/bench_compressed.py
+# --single-layer, imaging/RESULTS.md): at 4.4-5.8x fewer (rank 4, 24-128 channels) the
+# separable layer ran 1.7-5x *slower*; at 17.6x (24 channels, rank 1) 0.5-1.4x the dense time
+# from run to run; at 21.6-23x (64-128 channels, rank 1) 0.15-0.26x. Grouped convolutions with
+# a channel multiplier run far below dense conv speed.
+SEPARABLE_MIN_MAC_RATIO = 20
+
+
+def cheapest_path(in_channels: int, out_channels: int, kernel_size: int, rank: int) -> str:
+    """Returns the separable path with fewer multiply-adds if it needs ``SEPARABLE_MIN_MAC_RATIO``
+    times fewer than the dense one, else ``"dense"``."""
+    macs = path_macs(in_channels, out_channels, kernel_size, rank)
+    best = min(("spatial-first", "mix-first"), key=macs.get)
+    return best if SEPARABLE_MIN_MAC_RATIO * macs[best] <= macs["dense"] else "dense"
+
+
+def separable_spatial_first(x: torch.Tensor, mix: torch.Tensor, col: torch.Tensor, row: torch.Tensor,
+                            bias: torch.Tensor | None) -> torch.Tensor:
+    """Returns sum_r M_r (b_r * (a_r * x)) + bias: [B, C_out, H, W] from x [B, C_in, H, W].
+
+    Args: mix [R, C_out, C_in], col / row [R, k] (the k x 1 and 1 x k filters), bias [C_out].
+    Channel ``c R + r`` of the two grouped convolutions holds filter r applied to input c.
+    """
+    r, c_out, c_in = mix.shape
+    k = col.shape[-1]
+    z = F.conv2d(x, col.repeat(c_in, 1).view(c_in * r, 1, k, 1), padding=(k // 2, 0), groups=c_in)
+    z = F.conv2d(z, row.repeat(c_in, 1).view(c_in * r, 1, 1, k), padding=(0, k // 2), groups=c_in * r)
+    return F.conv2d(z, mix.permute(1, 2, 0).reshape(c_out, c_in * r, 1, 1), bias)
+
+
+def separable_mix_first(x: torch.Tensor, mix: torch.Tensor, col: torch.Tensor, row: torch.Tensor,
+                        bias: torch.Tensor | None) -> torch.Tensor:
+    """Returns sum_r b_r * (a_r * (M_r x)) + bias: [B, C_out, H, W] from x [B, C_in, H, W].
+
+    Args as :func:`separable_spatial_first`. The 1 x 1 mix writes channel ``o R + r``; the last
+    grouped 1 x k convolution sums the R channels of each output.
+    """
+    r, c_out, c_in = mix.shape
+    k = col.shape[-1]
+    z = F.conv2d(x, mix.permute(1, 0, 2).reshape(c_out * r, c_in, 1, 1))
+    z = F.conv2d(z, col.repeat(c_out, 1).view(c_out * r, 1, k, 1), padding=(k // 2, 0), groups=c_out * r)
+    return F.conv2d(z, row.repeat(c_out, 1).view(c_out, r, 1, k), bias, padding=(0, k // 2), groups=c_out)
 
 
 def conv_param_count(module: nn.Module) -> int:
@@ -134,10 +222,11 @@ class WaveSurrogate(nn.Module):
             :class:`CompressedConv2d` layer; or one rank per layer (``layers`` ints). The
             first (3 -> C) and last (C -> 1) layers cost R (3C + 2k) and R (C + 2k), so a
             higher rank there is cheap beside the C x C layers' R (C^2 + 2k).
+        path: how compressed layers run (:class:`CompressedConv2d`); ignored for full ones.
     """
 
     def __init__(self, channels: int = 32, layers: int = 4, kernel_size: int = 5,
-                 rank: int | Sequence[int] | None = None):
+                 rank: int | Sequence[int] | None = None, path: str = "auto"):
         super().__init__()
         if layers < 2:
             raise ConfigError("layers", layers, "must be at least 2")
@@ -151,7 +240,7 @@ class WaveSurrogate(nn.Module):
         def conv(c_in: int, c_out: int, r: int | None) -> nn.Module:
             if r is None:
                 return nn.Conv2d(c_in, c_out, kernel_size, padding=kernel_size // 2)
-            return CompressedConv2d(c_in, c_out, kernel_size, r)
+            return CompressedConv2d(c_in, c_out, kernel_size, r, path=path)
 
         widths = [3] + [channels] * (layers - 1) + [1]
         blocks: list[nn.Module] = []

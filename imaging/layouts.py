@@ -77,15 +77,27 @@ def rectangular_edges(logits: torch.Tensor, length: int, min_width_frac: float =
     return torch.cat([zero, inner.clamp(0, length), end])
 
 
-def _interp_along(table: torch.Tensor, pos: torch.Tensor, dim: int) -> torch.Tensor:
-    """Linearly interpolates ``table`` along ``dim`` at fractional indices ``pos`` [n]."""
-    size = table.shape[dim]
-    i0 = pos.detach().floor().long().clamp(0, size - 2)
+def _lerp_on_segment(table: torch.Tensor, pos: torch.Tensor, i0: torch.Tensor, dim: int) -> torch.Tensor:
+    """Linear interpolation of ``table`` along ``dim`` at ``pos`` [n], on the segments [i0, i0 + 1]."""
     frac = (pos - i0.to(pos.dtype)).to(table.dtype)
     shape = [1] * table.ndim
     shape[dim] = -1
     frac = frac.reshape(shape)
     return table.index_select(dim, i0) * (1 - frac) + table.index_select(dim, i0 + 1) * frac
+
+
+def _interp_along(table: torch.Tensor, pos: torch.Tensor, dim: int) -> torch.Tensor:
+    """Linearly interpolates ``table`` along ``dim`` at fractional indices ``pos`` [n].
+
+    At an integer ``pos`` the interpolant has a kink. The value is exact either way; the
+    derivative is the mean of the two one-sided slopes, i.e. what a central finite difference
+    gives, not the right-hand slope alone. The regular grid puts every edge on an integer, so
+    this is the gradient the layout starts its training from.
+    """
+    size = table.shape[dim]
+    below = pos.detach().floor().long().clamp(0, size - 2)  # the segment to the right of a knot
+    above = (pos.detach().ceil().long() - 1).clamp(0, size - 2)  # the segment to its left
+    return 0.5 * (_lerp_on_segment(table, pos, below, dim) + _lerp_on_segment(table, pos, above, dim))
 
 
 def rectangular_cell_means(images: torch.Tensor, edges_y: torch.Tensor, edges_x: torch.Tensor) -> torch.Tensor:
@@ -184,6 +196,46 @@ def curvilinear_warp(u: torch.Tensor, v: torch.Tensor, params: torch.Tensor) -> 
     return y, x, dx * dy
 
 
+# Points this close to a pixel centre (in pixels) count as on it: the warp's arithmetic puts the
+# identity layout's samples within ~1e-15 of the centres, on either side at random.
+_KNOT_TOL = 1e-9
+
+
+def _segment(p: torch.Tensor, n: int, side: int) -> torch.Tensor:
+    """Returns the left node of the interpolation segment of ``p`` (int64): right of a knot (side 0) or left (1)."""
+    i = (p + _KNOT_TOL).floor() if side == 0 else (p - _KNOT_TOL).ceil() - 1
+    return i.long().clamp(0, n - 2)
+
+
+def _bilinear_symmetric(images: torch.Tensor, py: torch.Tensor, px: torch.Tensor) -> torch.Tensor:
+    """Returns ``images`` [B, C, H, W] interpolated bilinearly at pixel coordinates (py, px) [P, Q]: [B, C, P, Q].
+
+    Pixel centre ``i`` is at coordinate ``i``; outside [0, H-1] x [0, W-1] the border pixels
+    extend (grid_sample's ``border`` padding, here a one-pixel replicate pad, which is all
+    the warp's samples reach). The interpolant has kinks at pixel centres, where the identity
+    layout samples; there the derivative is the mean of the two one-sided slopes (a central
+    difference), taken by evaluating on the segments right and left of the knot and averaging.
+    Elsewhere both are the same segment.
+    """
+    b, c = images.shape[:2]
+    padded = F.pad(images, (1, 1, 1, 1), mode="replicate")
+    h, w = padded.shape[-2:]
+    py, px = (py + 1).clamp(0, h - 1), (px + 1).clamp(0, w - 1)
+    flat = padded.flatten(-2)
+    out = 0
+    for side in (0, 1):
+        iy, ix = _segment(py.detach(), h, side), _segment(px.detach(), w, side)
+        fy, fx = (py - iy.to(py.dtype)).to(images.dtype), (px - ix.to(px.dtype)).to(images.dtype)
+
+        def at(rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+            return flat[..., (rows * w + cols).reshape(-1)].view(b, c, *py.shape)
+
+        top = at(iy, ix) * (1 - fx) + at(iy, ix + 1) * fx
+        bottom = at(iy + 1, ix) * (1 - fx) + at(iy + 1, ix + 1) * fx
+        out = out + 0.5 * (top * (1 - fy) + bottom * fy)
+    return out
+
+
 def warped_cell_means(images: torch.Tensor, params: torch.Tensor, pixels: tuple[int, int],
                       samples: tuple[int, int]) -> torch.Tensor:
     """Returns the mean of ``images`` over each curvilinear cell, [B, C, h, w].
@@ -202,9 +254,8 @@ def warped_cell_means(images: torch.Tensor, params: torch.Tensor, pixels: tuple[
     v = (torch.arange(w * sx, dtype=dtype, device=images.device) + 0.5) / (w * sx)
     gu, gv = torch.meshgrid(u, v, indexing="ij")
     y, x, det = curvilinear_warp(gu, gv, params.to(dtype))
-    # grid_sample with align_corners=False maps -1..1 onto the outer pixel edges, i.e. our [0, 1].
-    grid = torch.stack([2 * x - 1, 2 * y - 1], dim=-1).unsqueeze(0).expand(images.shape[0], -1, -1, -1)
-    values = F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    # Normalised [0, 1] spans the outer pixel edges, so pixel centre i is at y * H - 0.5 = i.
+    values = _bilinear_symmetric(images, y * big_h - 0.5, x * big_w - 0.5)
     weighted = F.avg_pool2d(values * det, (sy, sx))
     return weighted / F.avg_pool2d(det[None, None], (sy, sx))
 
@@ -253,13 +304,50 @@ def regular_corners(pixels: tuple[int, int], image_size: tuple[int, int]) -> tor
     return torch.stack([gy, gx], dim=-1)
 
 
-def make_layout(kind: str, pixels: tuple[int, int], image_size: tuple[int, int]) -> nn.Module:
-    """Returns a layout module by name: ``rectangular`` or ``curvilinear``."""
+def foveated_widths(n: int, length: int, fovea: float) -> torch.Tensor:
+    """Returns n cell widths [n] (pixels, float64, summing to ``length``): a hand-made fovea.
+
+    The central ``fovea`` pixels get ``n - 2`` equal cells; one wide cell on each side covers
+    the rest. With n = 16 over 64 px and a 24 px fovea the central cells are 1.71 px wide,
+    fine enough to resolve period-4 stripes in any phase.
+    """
+    if n < 3 or not 0 < fovea < length:
+        raise ConfigError("fovea", fovea, f"needs n >= 3 cells (got {n}) and 0 < fovea < {length} px")
+    outer = (length - fovea) / 2
+    return torch.tensor([outer] + [fovea / (n - 2)] * (n - 2) + [outer], dtype=torch.float64)
+
+
+def widths_to_logits(widths: torch.Tensor, min_width_frac: float = _MIN_WIDTH_FRAC) -> torch.Tensor:
+    """Returns logits [n] for which :func:`rectangular_edges` gives cells of ``widths`` [n] (pixels).
+
+    Inverts ``width = length (m / n + (1 - m) softmax)``; every width must exceed ``m`` times
+    the regular width.
+    """
+    n, length = len(widths), float(widths.sum())
+    share = (widths / length - min_width_frac / n) / (1 - min_width_frac)
+    if bool((share <= 0).any()):
+        raise ConfigError("widths", widths.tolist(), f"every cell must be wider than {min_width_frac} x the regular width")
+    return share.log()
+
+
+def make_layout(kind: str, pixels: tuple[int, int], image_size: tuple[int, int], fovea: float | None = None) -> nn.Module:
+    """Returns a layout module by name: ``rectangular``, ``curvilinear`` or ``foveated``.
+
+    ``foveated`` is a :class:`RectangularLayout` set to :func:`foveated_widths` on both axes
+    (``fovea`` pixels, default 3/8 of the image); train it frozen, as a hand-made baseline.
+    """
     if kind == "rectangular":
         return RectangularLayout(pixels, image_size)
     if kind == "curvilinear":
         return CurvilinearLayout(pixels, image_size)
-    raise ConfigError("layout", kind, "must be rectangular or curvilinear")
+    if kind == "foveated":
+        layout = RectangularLayout(pixels, image_size)
+        with torch.no_grad():
+            for logits, n, length in ((layout.logits_y, pixels[0], image_size[0]), (layout.logits_x, pixels[1], image_size[1])):
+                f = fovea if fovea is not None else 3 * length / 8
+                logits.copy_(widths_to_logits(foveated_widths(n, length, f)).float())
+        return layout
+    raise ConfigError("layout", kind, "must be rectangular, curvilinear or foveated")
 
 
 class SensorSimulator(nn.Module):

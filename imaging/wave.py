@@ -2,17 +2,25 @@
 
 deepwave's fast path records at integer grid cells. wavefront records the wavefield on every
 cell of a *recording region* (the candidate region plus the interpolation support) with
-integer receivers, then samples it at continuous receiver positions in one batched
-contraction whose gradients flow to the positions. The wavefield does not depend on where
-passive receivers sit, so a co-design loop can simulate once and move receivers for free.
+integer receivers, then samples it at continuous receiver positions by gathering the few
+cells around each one, with gradients to the positions. The wavefield does not depend on
+where passive receivers sit, so a co-design loop can simulate once and move receivers for
+free. The recorded field stays in deepwave's memory layout (time fastest) and is never
+copied; see :func:`record_region` for how its peak memory is bounded.
 
 Units: velocities in m/s, grid spacing ``dx_m`` in m, time step ``dt_s`` in s, frequencies
 in Hz. Grid coordinates are (row, column) = (depth, lateral) cell indices, deepwave's order.
 Interpolation kernels:
 
-- ``"bilinear"``: weights ``max(0, 1 - |j - p|)``; exact for fields linear between cells.
-- ``"sinc"``: Kaiser-windowed sinc of half-width 4 and beta 4.14, the Hicks (2002) weights
-  deepwave uses for its own off-grid receivers, so the two agree to round-off.
+- ``"sinc"`` (the default): Kaiser-windowed sinc of half-width 4 and beta 4.14, the Hicks
+  (2002) weights deepwave uses for its own off-grid receivers. Data and position gradients
+  agree with deepwave's float ``receiver_locations`` path to float round-off
+  (tests/imaging/test_wave.py).
+- ``"bilinear"``: weights ``max(0, 1 - |j - p|)``; exact only for fields linear between
+  cells. Against the Hicks path, on a 15 Hz wavefield at 10 m cells and over 100 random
+  receiver sets, its data are up to 3.4 % off and its position gradients 11 % (median),
+  22 % (90th percentile) and 57 % (max) off: a cheaper, different receiver, not an
+  approximation of deepwave's.
 """
 from __future__ import annotations
 
@@ -79,7 +87,7 @@ def check_velocity(v: torch.Tensor, shape: tuple[int, int] | None = None) -> Non
     if shape is not None and tuple(v.shape[-2:]) != tuple(shape):
         raise ConfigError("velocity", tuple(v.shape), f"must have spatial shape {tuple(shape)}")
     if not bool((v > 0).all()):
-        raise ConfigError("velocity", float(v.min()), "must be positive everywhere")
+        raise ConfigError("velocity", float(v.detach().min()), "must be positive everywhere")
 
 
 # ----------------------------------------------------------------------------- sources, models
@@ -157,13 +165,17 @@ _FLUSH_DEPTH = 0  # nesting depth of flush_denormals blocks (the setting is proc
 def flush_denormals():
     """Flushes subnormal floats to zero on CPU inside the block; the outermost block restores off.
 
-    Why: the leading edge of a wave and the field decaying in the PML pass through subnormal
-    values, which x86 CPUs process ~100x slower. Measured on the 2-core CPU with deepwave
-    0.1.0, 5 shots of 70 x 70 (PML 20) for 100 steps: 4.1 s without, 0.011 s with. Values
-    below ~1e-38 of the field's unit change; the recorded data do not, at float32 precision.
-    Blocks nest: wrap a whole script or training loop in one, and the ``propagate`` calls
-    inside keep it on. Backward passes through deepwave run after ``propagate`` returns, so
-    wrap them too. The flag is per CPU thread; torch sets it on the calling thread.
+    Why, and how much it matters: deepwave 0.1's own CPU kernels already run with
+    flush-to-zero (its ``common_cpu.h``); measured on the 2-core CPU they return no subnormal
+    values, flag or not. Subnormals appear when deepwave resamples the receiver data in time
+    (``dt`` above its CFL target, e.g. 1 ms with 4500 m/s at 10 m), because that FFT runs in
+    torch: 58k of 2.45M values at 70 x 70, 5 shots, 100 steps without the flag, none with it
+    on one thread. The speed cost is small, not the 100x once claimed here: 5 shots of
+    70 x 70, 1000 steps, 0.98 s without against 0.90 s with (the first deepwave call costs
+    about 1-2 s of start-up either way, which is what the old figure measured). A torch
+    multiply over subnormal values runs about 3x slower, so the block stays around network
+    training as a cheap guard. Blocks nest; the flag is per CPU thread and torch sets it on
+    the calling thread only.
     """
     global _FLUSH_DEPTH
     torch.set_flush_denormal(True)
@@ -174,6 +186,23 @@ def flush_denormals():
         _FLUSH_DEPTH -= 1
         if _FLUSH_DEPTH == 0:
             torch.set_flush_denormal(False)
+
+
+# Elements handled per step by the in-place flush and by the receiver gather: 4M floats
+# (16 MB in float32), so their temporaries stay a small, fixed size whatever the field.
+_CHUNK_ELEMS = 1 << 22
+# Peak memory deepwave 0.1 adds per byte of recorded data, measured on CPU (50 shots, 70 x 70,
+# 1000 steps, an 800-cell box; scripts/bench_wave.py): 2.85 when it records at the user's dt,
+# 6.0 when it runs a finer internal step and resamples the receiver data with FFTs
+# (step_ratio > 1): twice as many samples, their spectrum, and the result.
+_DEEPWAVE_TRANSIENT = {1: 2.9, "resampled": 6.0}
+
+
+def deepwave_step_ratio(dx_m: float, dt_s: float, v_max: float) -> int:
+    """Returns deepwave's internal step ratio: how many solver steps it takes per ``dt_s`` (int >= 1)."""
+    from deepwave.discretisation import cfl_condition
+
+    return int(cfl_condition(dx_m, dx_m, dt_s, v_max)[1])
 
 
 def propagate(v: torch.Tensor, dx_m: float, dt_s: float, source_amplitudes: torch.Tensor,
@@ -187,52 +216,113 @@ def propagate(v: torch.Tensor, dx_m: float, dt_s: float, source_amplitudes: torc
         receiver_locations: [S, R, 2] int64 cells, or float (deepwave's Hicks path).
         freq_hz: the source peak frequency, for the dispersion check and deepwave's PML.
     CFL and dispersion are checked here, before deepwave is called. The forward pass runs
-    inside :func:`flush_denormals`.
+    inside :func:`flush_denormals`; the data are deepwave's own tensor (possibly a
+    time-major view), with subnormal values set to zero in place.
     """
     import deepwave
 
     check_velocity(v)
-    check_stability(dt_s, dx_m, float(v.max()), float(v.min()), freq_hz, accuracy)
+    check_stability(dt_s, dx_m, float(v.detach().max()), float(v.detach().min()), freq_hz, accuracy)
     with flush_denormals():
         out = deepwave.scalar(
             v, dx_m, dt_s, source_amplitudes=source_amplitudes, source_locations=source_locations,
             receiver_locations=receiver_locations, pml_width=pml_width, accuracy=accuracy,
             pml_freq=freq_hz if freq_hz is not None else 25.0,
         )
-    return flush_subnormal_values(out.receiver_amplitudes)
+    return flush_subnormals_(out.receiver_amplitudes)
 
 
-def flush_subnormal_values(x: torch.Tensor) -> torch.Tensor:
-    """Returns ``x`` with subnormal entries set to zero (same shape and dtype).
+def flush_subnormals_(x: torch.Tensor) -> torch.Tensor:
+    """Sets the subnormal entries of ``x`` to zero in place and returns ``x`` (any shape, float).
 
     The recorded data are later fed to networks, possibly on threads where
-    :func:`flush_denormals` does not apply; zeros keep them at full speed there.
+    :func:`flush_denormals` does not apply (deepwave's FFT time resampling on a second torch
+    thread leaves some). The pass runs over blocks of the dimension with the largest stride,
+    so its temporaries stay near ``_CHUNK_ELEMS`` elements. It runs outside autograd: a
+    flushed value is below 1.2e-38 (float32), and the gradient passes through unchanged.
     """
-    if not x.is_floating_point():
+    if not x.is_floating_point() or x.numel() == 0:
         return x
-    return torch.where(x.abs() < torch.finfo(x.dtype).tiny, torch.zeros_like(x), x)
+    tiny = torch.finfo(x.dtype).tiny
+    # deepwave returns a view whose storage may be time-major; walk the dimension with the
+    # largest stride so each block is one contiguous stretch of memory.
+    dim = max(range(x.ndim), key=lambda d: x.stride(d)) if x.ndim else 0
+    blocks = x.movedim(dim, 0) if x.ndim else x.reshape(1)
+    step = max(1, _CHUNK_ELEMS // max(1, blocks[0].numel()))
+    with torch.no_grad():
+        for i in range(0, blocks.shape[0], step):
+            b = blocks[i:i + step]
+            b.masked_fill_(b.abs() < tiny, 0)
+    return x
 
 
 def record_region(v: torch.Tensor, dx_m: float, dt_s: float, source_amplitudes: torch.Tensor,
-                  source_locations: torch.Tensor, region: Region, **kwargs) -> torch.Tensor:
-    """Returns the wavefield on every cell of ``region``, [S, nt, Hr, Wr], via integer receivers."""
+                  source_locations: torch.Tensor, region: Region, shots_per_call: int | None = None,
+                  pml_width: int = 20, accuracy: int = 4, freq_hz: float | None = None) -> torch.Tensor:
+    """Returns the wavefield on every cell of ``region``, [S, nt, Hr, Wr] (solver units), via integer receivers.
+
+    The result is a view with time as the *fastest* dimension in memory (storage
+    [S, Hr, Wr, nt], or deepwave's own layout when it is one call): it is never copied into
+    another layout. :func:`sample_field` reads any layout without a copy.
+
+    Args:
+        v: velocity [ny, nx] (or [S, ny, nx]), m/s.
+        source_amplitudes: [S, n_src, nt]. source_locations: [S, n_src, 2] int64 cells.
+        region: the cells to record.
+        shots_per_call: shots per deepwave call. ``None`` chooses it so the memory deepwave
+            needs beyond the recorded field stays below half the field: deepwave's own
+            transient is about 2.9x the data it records, 6x when it resamples in time, so
+            the shots run in chunks of S/6 or S/12. Chunks are written into one preallocated
+            field, or concatenated when gradients to ``v`` or the sources are needed.
+    """
     ny, nx = v.shape[-2:]
     if region.y0 < 0 or region.x0 < 0 or region.y1 > ny or region.x1 > nx or region.y1 <= region.y0 or region.x1 <= region.x0:
         raise ConfigError("region", region, f"must be a non-empty part of the {ny}x{nx} model")
-    shots = source_amplitudes.shape[0]
-    cells = region.cells().to(source_locations.device).unsqueeze(0).expand(shots, -1, -1).contiguous()
-    data = propagate(v, dx_m, dt_s, source_amplitudes, source_locations, cells, **kwargs)
-    return data.reshape(shots, *region.shape, -1).permute(0, 3, 1, 2)
+    shots, nt = source_amplitudes.shape[0], source_amplitudes.shape[-1]
+    if shots_per_call is None:
+        ratio = deepwave_step_ratio(dx_m, dt_s, float(v.detach().max()))
+        transient = _DEEPWAVE_TRANSIENT[1] if ratio == 1 else _DEEPWAVE_TRANSIENT["resampled"]
+        shots_per_call = max(1, int(0.5 * shots / transient))
+    elif shots_per_call < 1:
+        raise ConfigError("shots_per_call", shots_per_call, "must be a positive integer or None")
+    hr, wr = region.shape
+    cells = region.cells().to(source_locations.device)
+    kwargs = dict(pml_width=pml_width, accuracy=accuracy, freq_hz=freq_hz)
+
+    def run(s0: int, s1: int) -> torch.Tensor:
+        v_part = v[s0:s1] if v.ndim == 3 else v
+        rec = cells.unsqueeze(0).expand(s1 - s0, -1, -1).contiguous()
+        return propagate(v_part, dx_m, dt_s, source_amplitudes[s0:s1], source_locations[s0:s1], rec, **kwargs)
+
+    if shots_per_call >= shots:
+        data = run(0, shots)  # [S, R, nt], a view of deepwave's storage
+    elif torch.is_grad_enabled() and (v.requires_grad or source_amplitudes.requires_grad):
+        data = torch.cat([run(s, min(s + shots_per_call, shots)) for s in range(0, shots, shots_per_call)])
+    else:
+        data = torch.empty(shots, hr * wr, nt, dtype=source_amplitudes.dtype, device=source_amplitudes.device)
+        for s in range(0, shots, shots_per_call):
+            s1 = min(s + shots_per_call, shots)
+            data[s:s1].copy_(run(s, s1))
+    return data.reshape(shots, hr, wr, nt).permute(0, 3, 1, 2)
 
 
 # ----------------------------------------------------------------------------- interpolation
-def interpolation_weights(positions: torch.Tensor, n: int, kernel: str = "bilinear") -> torch.Tensor:
-    """Returns dense 1-D interpolation weights [K, n] for fractional indices ``positions`` [K].
+def _halfwidth(kernel: str) -> int:
+    """Returns the kernel's half-width in cells: weights vanish for |j - p| >= it."""
+    if kernel == "bilinear":
+        return 1
+    if kernel == "sinc":
+        return SINC_HALFWIDTH
+    raise ConfigError("kernel", kernel, f"must be one of {KERNELS}")
 
-    Node ``j`` gets ``k(j - p)``: ``max(0, 1 - |d|)`` (bilinear) or the Kaiser-windowed sinc
-    of half-width 4 (sinc). The weights are differentiable in ``positions``.
+
+def kernel_weights(d: torch.Tensor, kernel: str = "sinc") -> torch.Tensor:
+    """Returns the 1-D kernel ``k(d)`` at offsets ``d = j - p`` (cells), same shape and dtype.
+
+    ``max(0, 1 - |d|)`` (bilinear) or ``sinc(d) I0(b sqrt(1 - (d/4)^2)) / I0(b)`` for
+    ``|d| < 4``, else 0 (sinc, b = 4.14): the Hicks (2002) weights, written as deepwave
+    writes them. Differentiable in ``d``.
     """
-    d = torch.arange(n, dtype=positions.dtype, device=positions.device)[None, :] - positions[:, None]
     if kernel == "bilinear":
         return torch.clamp(1 - d.abs(), min=0)
     if kernel == "sinc":
@@ -246,19 +336,142 @@ def interpolation_weights(positions: torch.Tensor, n: int, kernel: str = "biline
     raise ConfigError("kernel", kernel, f"must be one of {KERNELS}")
 
 
-def sample_field(field: torch.Tensor, positions: torch.Tensor, kernel: str = "bilinear") -> torch.Tensor:
-    """Returns the field sampled at continuous positions, [S, K, nt].
+def interpolation_weights(positions: torch.Tensor, n: int, kernel: str = "sinc") -> torch.Tensor:
+    """Returns dense 1-D interpolation weights [K, n]: node ``j`` gets ``k(j - p)`` for ``positions`` [K].
+
+    For inspection and tests; :func:`sample_field` uses only the ``2 * halfwidth`` nodes
+    around each position.
+    """
+    d = torch.arange(n, dtype=positions.dtype, device=positions.device)[None, :] - positions[:, None]
+    return kernel_weights(d, kernel)
+
+
+def _axis_support(p: torch.Tensor, n: int, kernel: str, axis: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Returns (node indices [K, L] int64, weights [K, L]) of positions ``p`` [K] on an axis of ``n`` cells.
+
+    An axis of one cell is fixed: one node, weight ``k(0 - p)``, and ``p`` must be 0. On a
+    longer axis the ``L = 2 h`` nodes ``floor(p) - h + 1 .. floor(p) + h`` hold every
+    non-zero weight; ``p`` must keep them inside the axis: ``h - 1 <= p <= n - h``.
+    """
+    h = _halfwidth(kernel)
+    if n == 1:
+        if bool((p != 0).any()):
+            raise ConfigError("positions", float(p.detach().abs().max()), f"must be 0 on the {axis} axis of a one-cell region")
+        return torch.zeros_like(p, dtype=torch.long)[:, None], kernel_weights(-p, kernel)[:, None]
+    lo, hi = float(p.detach().min()), float(p.detach().max())
+    if lo < h - 1 - 1e-4 or hi > n - h + 1e-4:
+        raise ConfigError("positions", (lo, hi),
+                          f"{axis} positions must lie in [{h - 1}, {n - h}] of a {n}-cell region: the {kernel} "
+                          f"kernel reads {h - 1} cell(s) beyond them")
+    steps = torch.arange(1 - h, h + 1, device=p.device)
+    nodes = p.detach().floor().long()[:, None] + steps[None, :]
+    w = kernel_weights(nodes.to(p.dtype) - p[:, None], kernel)
+    # A node past the edge only occurs where its weight is exactly zero; clamp its index.
+    return nodes.clamp(0, n - 1), w
+
+
+def _field_as_cells_by_time(field: torch.Tensor) -> torch.Tensor:
+    """Returns ``field`` [S, nt, Hr, Wr] as [S, Hr*Wr, nt], a view whenever the strides allow."""
+    s, nt, hr, wr = field.shape
+    return field.permute(0, 2, 3, 1).reshape(s, hr * wr, nt)
+
+
+def _chunks(shots: int, nt: int, per_shot_step: int, budget: int):
+    """Yields (s0, s1, t0, t1) blocks of at most ``budget`` gathered elements (one step at least)."""
+    per_step = max(1, per_shot_step)
+    tc = min(nt, max(1, budget // per_step))
+    sc = max(1, budget // (per_step * tc))
+    for s0 in range(0, shots, sc):
+        for t0 in range(0, nt, tc):
+            yield s0, min(s0 + sc, shots), t0, min(t0 + tc, nt)
+
+
+class _GatherSample(torch.autograd.Function):
+    """data[s, k, t] = sum_m w[k, m] F[s, idx[k, m], t], in blocks; backward recomputes the gathers.
+
+    The gathered block (K*M values per shot and step, e.g. 512 for 8 sinc receivers) is
+    bounded by ``_gather_budget``: a fixed 16 MB at most and an eighth of the field at most,
+    so thin regions (a line of 68 cells) do not pay more for the gather than for the field.
+    One block buffer is reused for every block.
+    """
+
+    @staticmethod
+    def forward(ctx, field, index, weights):
+        cells = _field_as_cells_by_time(field)
+        shots, _, nt = cells.shape
+        k, m = weights.shape
+        out = torch.empty(shots, k, nt, dtype=field.dtype, device=field.device)
+        flat = index.reshape(-1)
+        w = weights[None, :, :, None]
+        buf = None
+        for s0, s1, t0, t1 in _chunks(shots, nt, k * m, _gather_budget(field)):
+            g, buf = _gather(cells[s0:s1, :, t0:t1], flat, buf)
+            out[s0:s1, :, t0:t1] = g.view(s1 - s0, k, m, t1 - t0).mul_(w).sum(2)
+        ctx.save_for_backward(field, index, weights)
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_out):
+        field, index, weights = ctx.saved_tensors
+        cells = _field_as_cells_by_time(field)
+        shots, _, nt = cells.shape
+        k, m = weights.shape
+        flat = index.reshape(-1)
+        grad_w = torch.zeros_like(weights) if ctx.needs_input_grad[2] else None
+        grad_field = torch.zeros_like(field) if ctx.needs_input_grad[0] else None
+        grad_cells = _field_as_cells_by_time(grad_field) if grad_field is not None else None
+        buf = None
+        for s0, s1, t0, t1 in _chunks(shots, nt, k * m, _gather_budget(field)):
+            go = grad_out[s0:s1, :, t0:t1]
+            if grad_w is not None:
+                g, buf = _gather(cells[s0:s1, :, t0:t1], flat, buf)
+                grad_w += torch.einsum("skt,skmt->km", go, g.view(s1 - s0, k, m, t1 - t0))
+            if grad_cells is not None:
+                spread = (go[:, :, None, :] * weights[None, :, :, None]).reshape(s1 - s0, k * m, t1 - t0)
+                grad_cells[s0:s1, :, t0:t1].index_add_(1, flat, spread)
+        return grad_field, None, grad_w
+
+
+def _gather_budget(field: torch.Tensor) -> int:
+    """Returns the gathered elements per block: at most ``_CHUNK_ELEMS`` and an eighth of the field."""
+    return max(1 << 12, min(_CHUNK_ELEMS, field.numel() // 8))
+
+
+def _gather(block: torch.Tensor, flat: torch.Tensor, buf: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Returns (block.index_select(1, flat), the buffer it was written into), reusing ``buf``."""
+    n = block.shape[0] * flat.numel() * block.shape[2]
+    if buf is None or buf.numel() < n:
+        buf = torch.empty(n, dtype=block.dtype, device=block.device)
+    out = buf[:n].view(block.shape[0], flat.numel(), block.shape[2])
+    torch.index_select(block, 1, flat, out=out)
+    return out, buf
+
+
+def sample_field(field: torch.Tensor, positions: torch.Tensor, kernel: str = "sinc") -> torch.Tensor:
+    """Returns the field sampled at continuous positions, [S, K, nt] (field's dtype and unit).
 
     Args:
-        field: [S, nt, Hr, Wr] wavefield on a recording region.
-        positions: [K, 2] (row, col) in the region's own fractional cell indices.
-    One contraction ``data[s,k,t] = sum_ij wy[k,i] wx[k,j] field[s,t,i,j]``; the cost is
-    S*K*nt*Hr*Wr multiply-adds, small beside the propagation for thin regions.
+        field: [S, nt, Hr, Wr] wavefield on a recording region, any strides (the
+            time-fastest views of :func:`record_region` are read without a copy).
+        positions: [K, 2] (row, col) in the region's own fractional cell indices; on an
+            axis longer than one cell they must keep the kernel's support inside the region.
+        kernel: ``"sinc"`` (default, deepwave's Hicks weights) or ``"bilinear"``.
+    ``data[s,k,t] = sum_ij wy[k,i] wx[k,j] field[s,t,i,j]`` over the ``(2h)^2`` nodes around
+    each position only (64 for the sinc, 4 for bilinear): S*K*nt*(2h)^2 multiply-adds, in
+    blocks of fixed size; gradients flow to ``positions`` and to ``field``.
     """
-    wy = interpolation_weights(positions[:, 0], field.shape[-2], kernel).to(field.dtype)
-    wx = interpolation_weights(positions[:, 1], field.shape[-1], kernel).to(field.dtype)
-    rows = torch.einsum("stij,ki->sktj", field, wy)  # [S, K, nt, Wr]
-    return torch.einsum("sktj,kj->skt", rows, wx)
+    if field.ndim != 4:
+        raise ConfigError("field", tuple(field.shape), "must be [shots, nt, rows, cols]")
+    if positions.ndim != 2 or positions.shape[-1] != 2:
+        raise ConfigError("positions", tuple(positions.shape), "must be [K, 2] (row, col)")
+    hr, wr = field.shape[-2:]
+    pos = positions.to(field.dtype)
+    iy, wy = _axis_support(pos[:, 0], hr, kernel, "row")
+    ix, wx = _axis_support(pos[:, 1], wr, kernel, "column")
+    index = (iy[:, :, None] * wr + ix[:, None, :]).reshape(len(pos), -1)
+    weights = (wy[:, :, None] * wx[:, None, :]).reshape(len(pos), -1)
+    return _GatherSample.apply(field, index, weights)
 
 
 def _support(kernel: str) -> int:
@@ -267,7 +480,27 @@ def _support(kernel: str) -> int:
     Bilinear weights vanish beyond the two neighbours, which lie in [lo, hi]; the sinc
     reads nodes with |j - p| < 4, i.e. up to 3 cells beyond either end.
     """
-    return 0 if kernel == "bilinear" else SINC_HALFWIDTH - 1
+    return _halfwidth(kernel) - 1
+
+
+def regular_positions(num_receivers: int, candidate: Region, span: tuple[float, float] | None = None) -> torch.Tensor:
+    """Returns K evenly spaced positions [K, 2] (row, col) in model cells, float64.
+
+    The points are the centres of K equal segments of ``span`` (first and last cell along the
+    candidate's longer axis; default the whole axis), on the middle row or column of the
+    other axis: the regular-array baseline, or an array spread over a sub-range.
+    """
+    hr, wr = candidate.shape
+    long_axis = 1 if wr >= hr else 0
+    lo = (candidate.y0, candidate.x0)
+    hi = (candidate.y1 - 1, candidate.x1 - 1)
+    a, b = span if span is not None else (lo[long_axis], hi[long_axis])
+    if not (lo[long_axis] <= a <= b <= hi[long_axis]):
+        raise ConfigError("span", (a, b), f"must be an increasing range inside [{lo[long_axis]}, {hi[long_axis]}]")
+    pos = torch.empty(num_receivers, 2, dtype=torch.float64)
+    pos[:, 1 - long_axis] = (lo[1 - long_axis] + hi[1 - long_axis]) / 2
+    pos[:, long_axis] = a + (b - a) * (torch.arange(num_receivers, dtype=torch.float64) + 0.5) / num_receivers
+    return pos
 
 
 class LearnableReceivers(nn.Module):
@@ -277,17 +510,17 @@ class LearnableReceivers(nn.Module):
         num_receivers: K.
         candidate: the cells receivers may sit on (a one-row region is a line: depth fixed).
         model_shape: (ny, nx) of the velocity model, to check that the support fits.
-        kernel: ``"bilinear"`` or ``"sinc"``.
-        learnable: False fixes the positions (the regular-array baseline).
+        kernel: ``"sinc"`` (default; deepwave's Hicks receivers) or ``"bilinear"``.
+        learnable: False fixes the positions (a baseline array).
+        initial_positions: [K, 2] (row, col) model cells to start from; default
+            :func:`regular_positions` over the whole candidate region.
 
     Positions are ``lo + sigmoid(raw) * (hi - lo)`` per axis, with ``[lo, hi]`` the first
     and last candidate cell, so they stay inside the candidate region for any parameters.
-    They start as a regular array: K evenly spaced points along the longer axis (centres
-    of K equal segments), on the middle row or column of the other axis.
     """
 
     def __init__(self, num_receivers: int, candidate: Region, model_shape: tuple[int, int],
-                 kernel: str = "bilinear", learnable: bool = True):
+                 kernel: str = "sinc", learnable: bool = True, initial_positions: torch.Tensor | None = None):
         super().__init__()
         if kernel not in KERNELS:
             raise ConfigError("kernel", kernel, f"must be one of {KERNELS}")
@@ -311,9 +544,16 @@ class LearnableReceivers(nn.Module):
         hi = torch.tensor([candidate.y1 - 1, candidate.x1 - 1], dtype=torch.float64)
         self.register_buffer("lo", lo.float())
         self.register_buffer("hi", hi.float())
-        long_axis = 1 if wr >= hr else 0
-        frac = torch.full((num_receivers, 2), 0.5, dtype=torch.float64)
-        frac[:, long_axis] = (torch.arange(num_receivers, dtype=torch.float64) + 0.5) / num_receivers
+        if initial_positions is None:
+            initial_positions = regular_positions(num_receivers, candidate)
+        init = torch.as_tensor(initial_positions, dtype=torch.float64)
+        if tuple(init.shape) != (num_receivers, 2):
+            raise ConfigError("initial_positions", tuple(init.shape), f"must be [{num_receivers}, 2] (row, col)")
+        if bool((init < lo).any() or (init > hi).any()):
+            raise ConfigError("initial_positions", init.tolist(),
+                              f"must lie in rows [{candidate.y0}, {candidate.y1 - 1}] and columns "
+                              f"[{candidate.x0}, {candidate.x1 - 1}] of the candidate region")
+        frac = torch.where(hi > lo, (init - lo) / (hi - lo).clamp(min=1), torch.full_like(init, 0.5))
         raw = torch.logit(frac.clamp(1e-4, 1 - 1e-4))
         self.raw = nn.Parameter(raw.float(), requires_grad=learnable)
 

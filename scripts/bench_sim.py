@@ -11,12 +11,17 @@ Measured side by side in one run, on the same device:
   builds a Sionna TDL for each frame's own Doppler and delay spread and runs the chain on
   batch 1.
 
-Usage: ``python scripts/bench_sim.py [--device cpu|cuda] [--seconds 2]``.
+- ``ici / frequency``: the generation cost of ``channel.ici: true`` (the time-domain path,
+  :class:`~wavefront.sim.channel.TimeVaryingChannel`) against the frequency-domain path,
+  ``FrameGenerator.generate`` alone, TDL-A at 1000 Hz, with data.
+
+Usage: ``python scripts/bench_sim.py [--device cpu|cuda] [--seconds 2] [--ici-only]``.
 """
 from __future__ import annotations
 
 import argparse
 import time
+import warnings
 
 import numpy as np
 import torch
@@ -77,14 +82,33 @@ class SionnaChain:
         return self.ls(y, self.no)[0]
 
 
+def ici_cost(dev, seconds: float, batches=(100, 1000)) -> None:
+    """Prints frames/s of generation with and without ``channel.ici`` and their ratio."""
+    cfg = SystemConfig.from_dict({"channel": {"delay_spread_s": DS, "doppler_hz": 1000.0, "snr_db": SNR}})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the unmodelled-ICI warning is the point of the comparison
+        freq = FrameGenerator(cfg, dev)
+    ici = FrameGenerator(cfg.updated(channel={"ici": True}), dev)
+    print(f"generation alone, TDL-A, 1000 Hz, QPSK data, {dev} ({torch.get_num_threads()} threads)")
+    print(f"{'batch':>6} {'frequency':>12} {'ici':>12} {'cost ratio':>11}")
+    for b in batches:
+        f = timeit(lambda: freq.generate(b, seed=3), b, seconds)
+        i = timeit(lambda: ici.generate(b, seed=3), b, seconds)
+        print(f"{b:>6} {f:>12,.0f} {i:>12,.0f} {f / i:>10.1f}x")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--seconds", type=float, default=2.0, help="minimum timing window per measurement")
     ap.add_argument("--loop-frames", type=int, default=30, help="frames timed for the per-frame loop")
+    ap.add_argument("--ici-only", action="store_true", help="only the ICI / frequency-domain generation cost")
     args = ap.parse_args()
     dev = resolve_device(args.device)
     torch.manual_seed(0)
+    if args.ici_only:
+        ici_cost(dev, args.seconds)
+        return
     cfg = SystemConfig.from_dict({"channel": {"delay_spread_s": DS, "doppler_hz": FD, "snr_db": SNR}})
     gen = FrameGenerator(cfg, dev)
     ls = get_classical("ls-linear", cfg)
@@ -120,6 +144,8 @@ def main():
         s = timeit(lambda: sionna(b), b, args.seconds)
         print(f"{b:>6} {w:>12,.0f} {wd:>16,.0f} {s:>14,.0f} {w / s:>9.2f}x {wd / loop_fps:>8.0f}x")
     print("frames/s; 'vs loop' compares per-frame drawn conditions, batched, with the per-frame loop")
+    print()
+    ici_cost(dev, args.seconds)
 
 
 if __name__ == "__main__":

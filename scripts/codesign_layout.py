@@ -1,4 +1,4 @@
-"""Layout co-design recipe: learned vs regular 16x16 sensor on the stripe-glyph task, 3 seeds.
+"""Layout co-design recipe: learned vs regular and foveated 16x16 sensors on the stripe-glyph task, 5 seeds.
 
 Same as ``wavefront codesign layout``; writes results.json, layout_seed*.png and
 checkpoint_seed*.pt under --out (default runs/layout_<layout>).

@@ -1,4 +1,4 @@
-"""Receiver co-design recipe: learned vs regular K=8 surface array for source localisation, 3 seeds.
+"""Receiver co-design recipe: learned vs fixed K-receiver arrays (line, source patch) for source localisation, 5 seeds.
 
 Same as ``wavefront codesign receivers``; writes results.json, receivers_seed*.png and
 checkpoint_seed*.pt under --out (default runs/receivers).

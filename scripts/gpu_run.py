@@ -45,8 +45,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 PART_NAMES = {"a": "generation", "b": "data path", "c": "training", "d": "inference", "e": "wave", "f": "full-size training"}
 # Seconds per part on the GPU (f takes what is left of --budget-s, at least its entry here).
-TIME_BOX = {"a": 40, "b": 45, "c": 130, "d": 70, "e": 45, "f": 150}
-TIME_BOX_SMOKE = {"a": 40, "b": 40, "c": 90, "d": 60, "e": 40, "f": 90}
+TIME_BOX = {"a": 40, "b": 45, "c": 130, "d": 90, "e": 70, "f": 150}
+TIME_BOX_SMOKE = {"a": 40, "b": 40, "c": 90, "d": 60, "e": 70, "f": 90}
 
 
 # ---------------------------------------------------------------------------------------
@@ -161,12 +161,15 @@ def _sizes(args) -> dict:
     # show) without Inductor's code generation, which takes minutes on 2 CPU cores
     if args.smoke:
         return {"compile": {"backend": "eager"}, "train_steps": 30, "gen_batches": [64, 256], "train_batches": [8, 16], "infer_batch": 16, "dims": {"model_dim": 16, "num_layers": 1, "num_heads": 2},
-                "min_s": 0.2, "h5_frames": 200, "mat_frames": 100, "workers": [0, 2], "suite_frames": 100,
-                "eval_every": 10, "val_frames": 64, "train_batch": 16, "wave": ["--shots", "1", "--nt", "100", "--repeats", "1"]}
+                "min_s": 0.2, "h5_frames": 200, "mat_frames": 100, "workers": [0, 2], "suite_frames": 60,
+                "eval_every": 10, "val_frames": 64, "train_batch": 16,
+                "wave": ["--shots", "1", "--nt", "100", "--repeats", "1", "--regions", "line", "--no-memory"],
+                "compressed": ["--batch", "2", "--size", "16", "--repeats", "1", "--no-memory"]}
     return {"compile": {}, "train_steps": None, "gen_batches": [1000, 10000, 50000], "train_batches": [128, 1024], "infer_batch": 1024,
             "dims": {"model_dim": 128, "num_layers": 6, "num_heads": 4}, "min_s": 1.5, "h5_frames": 20000,
             "mat_frames": 20000, "workers": [0, 4, 8, 16], "suite_frames": 2000, "eval_every": 250, "val_frames": 4096,
-            "train_batch": 1024, "wave": ["--shots", "5", "20", "--repeats", "2", "--threads", "8"]}
+            "train_batch": 1024, "wave": ["--shots", "50", "--repeats", "3", "--threads", "8"],
+            "compressed": ["--batch", "64", "--size", "32", "128", "--repeats", "10"]}
 
 
 # ---------------------------------------------------------------------------------------
@@ -466,6 +469,13 @@ def part_d(args, dev, S) -> dict:
                 mc(pilots, meta)
         measure(f"wavefront {'bf16 ' if cuda else ''}compiled ({mode or 'default'}{', CUDA graphs' if cuda else ''})", b,
                 compiled, warmup=3)
+        if cuda:  # Inductor's fused kernels, with the eager wrapper, all captured in one graph
+            try:
+                mg = _wavefront_model(dev, dims, dict(S["compile"])).eval()
+                graphed_c = CudaGraphForward(mg, b, amp=True)
+                measure("wavefront bf16 compiled (default), whole call in one CUDA graph", b, lambda: graphed_c(pilots, meta))
+            except Exception as exc:  # noqa: BLE001
+                rows.append({"variant": "wavefront compiled + CUDA graph", "batch": b, "error": f"{type(exc).__name__}: {exc}"[:400]})
         del m, mc
     best = {}
     for r in rows:
@@ -478,13 +488,28 @@ def part_d(args, dev, S) -> dict:
 
 
 def part_e(args, dev, S) -> dict:
-    """Wave: scripts/bench_wave.py on this device."""
-    cmd = [sys.executable, str(REPO / "scripts" / "bench_wave.py"), "--device", dev.type, *S["wave"]]
-    p = subprocess.run(cmd, capture_output=True, text=True, timeout=max(5, args.part_timeout - 5))
-    rows = [json.loads(line) for line in p.stdout.splitlines() if line.startswith("{")]
-    if p.returncode != 0:
-        raise RuntimeError(f"bench_wave exited {p.returncode}: {p.stderr[-800:]}")
-    return {"command": " ".join(cmd[1:]), "rows": rows}
+    """Wave: scripts/bench_wave.py (learnable receivers against deepwave) and scripts/bench_compressed.py, on this device."""
+    out = {}
+    deadline = time.perf_counter() + args.part_timeout - 5
+    for name, script, extra in (("wave", "bench_wave.py", S["wave"]), ("compressed", "bench_compressed.py", S["compressed"])):
+        cmd = [sys.executable, str(REPO / "scripts" / script), "--device", dev.type, *extra]
+        left = deadline - time.perf_counter()
+        if left < 5:
+            out[name] = {"command": " ".join(cmd[1:]), "error": "no time left in the part's box"}
+            continue
+        try:
+            p = subprocess.run(cmd, capture_output=True, text=True, timeout=left)
+            rows = [json.loads(line) for line in p.stdout.splitlines() if line.startswith("{")]
+            out[name] = {"command": " ".join(cmd[1:]), "rows": rows}
+            if p.returncode != 0:
+                out[name]["error"] = f"exit {p.returncode}: {p.stderr[-600:]}"
+        except subprocess.TimeoutExpired as exc:
+            rows = [json.loads(line) for line in (exc.stdout or b"").decode(errors="replace").splitlines() if line.startswith("{")]
+            out[name] = {"command": " ".join(cmd[1:]), "rows": rows, "error": f"timed out after {left:.0f} s"}
+        _save_partial(args, out)
+    if not out.get("wave", {}).get("rows"):
+        raise RuntimeError(f"bench_wave gave no rows: {out.get('wave')}")
+    return out
 
 
 def part_f(args, dev, S) -> dict:
@@ -678,8 +703,9 @@ def summary_md(results: dict) -> str:
                       if "error" not in x else f"| {x['variant']} | {x.get('batch')} | error: {x['error'][:80]} | |"
                       for x in r["rows"]]
         elif p["part"] == "e" and r:
-            lines.append(f"`{r['command']}`")
-            lines += ["", "```"] + [json.dumps(x) for x in r["rows"]] + ["```"]
+            for sub in r.values():
+                lines.append(f"`{sub['command']}`" + (f" ({sub['error'][:120]})" if sub.get("error") else ""))
+                lines += ["", "```"] + [json.dumps(x) for x in sub.get("rows", [])] + ["```", ""]
         elif p["part"] == "f" and r:
             lines.append(f"{r['steps']} steps x {r['batch_size']} = {r['frames_seen']:,} frames in {r['train_minutes']} min "
                          f"({r['stopped']}); val {r['val_mse_db']} dB (LS-linear {r['val_ls_linear_mse_db']} dB); "

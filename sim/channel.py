@@ -33,6 +33,7 @@ returns those terms; LMMSE and the bound use them.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -41,7 +42,7 @@ import torch
 from scipy.special import j0, jv
 
 from wavefront.errors import ConfigError
-from wavefront.sim.config import OFDMConfig
+from wavefront.sim.config import OFDMConfig, SystemConfig
 
 # TR 38.901 7.7.2: the LoS Doppler peak sits at 0.7 of the maximum Doppler
 LOS_ANGLE_OF_ARRIVAL = math.acos(0.7)
@@ -226,8 +227,25 @@ def cdl_time_correlation(profile: ChannelProfile, doppler_hz, dt_s) -> torch.Ten
     return torch.where((x < 0).unsqueeze(-1), rho.conj(), rho)
 
 
+def symbol_average_lags(ofdm: OFDMConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """Returns (lags [2N-1] float64 in s, weights [2N-1] float64) of the per-symbol average's correlation.
+
+    The average of a stationary process over the N samples of a useful symbol (period
+    ``Ts = 1 / (N scs)``, N from :meth:`OFDMConfig.time_sampling`) has the correlation
+    ``rho_avg(dt) = sum_d w_d rho(dt + d Ts)``, ``w_d = (N - |d|) / N^2``, ``|d| < N``.
+    Where ``time_sampling`` refuses the CP, N is the smallest power of two >= F (the warning
+    about unmodelled ICI needs a level, not a simulator).
+    """
+    try:
+        n = ofdm.time_sampling()[0]
+    except ConfigError:
+        n = 1 << max(ofdm.num_subcarriers - 1, 1).bit_length()
+    d = torch.arange(-(n - 1), n, dtype=torch.float64)
+    return d / (n * ofdm.subcarrier_spacing_hz), (n - d.abs()) / n ** 2
+
+
 def covariance_terms(ofdm: OFDMConfig, profile: ChannelProfile, delay_spread_s, doppler_hz,
-                     rows_f=None, cols_f=None, rows_t=None, cols_t=None):
+                     rows_f=None, cols_f=None, rows_t=None, cols_t=None, symbol_average: bool = False):
     """Returns the Kronecker terms ``[(R_f^(k), R_t^(k)), ...]`` of the channel covariance, complex128.
 
     ``R[(f1,t1),(f2,t2)] = E[H(f1,t1) H*(f2,t2)] = sum_k R_f^(k)[f1,f2] R_t^(k)[t1,t2]``.
@@ -235,6 +253,10 @@ def covariance_terms(ofdm: OFDMConfig, profile: ChannelProfile, delay_spread_s, 
     ``delay_spread_s``, ``doppler_hz``: [B] (or scalars, giving B = 1). ``rows_*``/``cols_*``
     select subcarrier / symbol indices (default: all). Output blocks are
     ``R_f`` [B, len(rows_f), len(cols_f)] and ``R_t`` [B, len(rows_t), len(cols_t)].
+    ``symbol_average``: the covariance of each symbol's average channel over its useful samples
+    (the label of ``channel.ici``) rather than of its value at one instant: every time
+    correlation becomes ``sum_d w_d rho(dt + d Ts)`` (:func:`symbol_average_lags`); its value at
+    ``dt = 0`` is ``1 - `` the ICI power (:func:`ici_power`).
     """
     ds = torch.as_tensor(delay_spread_s, dtype=torch.float64).reshape(-1, 1, 1)
     fd = torch.as_tensor(doppler_hz, dtype=torch.float64).reshape(-1, 1, 1)
@@ -250,9 +272,18 @@ def covariance_terms(ofdm: OFDMConfig, profile: ChannelProfile, delay_spread_s, 
     dt_u, dt_i = torch.unique(rt[:, None] - ct[None, :], return_inverse=True)
     B = max(ds.shape[0], fd.shape[0])
     ds, fd = ds.expand(B, 1, 1), fd.expand(B, 1, 1)
+    U = dt_u.numel()
+    if symbol_average:
+        lags, weights = symbol_average_lags(ofdm)
+        dt_eval = (dt_u[:, None] + lags).reshape(-1)  # [U * K]
+
+        def average(v):  # [..., U * K] -> [..., U]
+            return (v.reshape(*v.shape[:-1], U, -1) * weights).sum(-1)
+    else:
+        dt_eval, average = dt_u, (lambda v: v)
 
     def on_grid(fun_f, fun_t):
-        return (fun_f(df_u.reshape(1, 1, -1))[:, 0][:, df_i], fun_t(dt_u.reshape(1, 1, -1))[:, 0][:, dt_i])
+        return (fun_f(df_u.reshape(1, 1, -1))[:, 0][:, df_i], average(fun_t(dt_eval.reshape(1, 1, -1)))[:, 0][:, dt_i])
 
     los = [on_grid(lambda df: freq_correlation(profile, ds, df, "los"),
                    lambda dt: torch.exp(2j * math.pi * profile.los_cos_aoa * fd * dt))] if profile.is_los else []
@@ -261,7 +292,7 @@ def covariance_terms(ofdm: OFDMConfig, profile: ChannelProfile, delay_spread_s, 
         return [on_grid(lambda df: freq_correlation(profile, ds, df, "nlos"), jakes)] + los
     # CDL: each cluster has its own Doppler spectrum (averaged over the random ray coupling):
     # one term per cluster.
-    rho = cdl_time_correlation(profile, fd, dt_u.reshape(1, 1, -1))  # [B, 1, lags, L]
+    rho = cdl_time_correlation(profile, fd, dt_eval.reshape(1, 1, -1))  # [B, 1, lags, L]
     clusters = []
     for l, (tau, power) in enumerate(zip(profile.norm_delays.tolist(), profile.nlos_powers.tolist())):
         clusters.append(on_grid(lambda df, tau=tau, power=power: power * torch.exp(-2j * math.pi * tau * ds * df),
@@ -269,9 +300,88 @@ def covariance_terms(ofdm: OFDMConfig, profile: ChannelProfile, delay_spread_s, 
     return clusters + los
 
 
+def ici_power(ofdm: OFDMConfig, profile: ChannelProfile, doppler_hz) -> torch.Tensor:
+    """Returns the inter-carrier interference power per resource element, float64, broadcast over ``doppler_hz`` (Hz).
+
+    With unit-power symbols on every subcarrier, the FFT of a symbol received through a channel
+    that changes within it gives ``Y_k = H_avg,k X_k + ICI_k``, ``H_avg`` the channel averaged
+    over the symbol's N useful samples; since ``E|H|^2 = 1``, ``E|ICI|^2 = 1 - E|H_avg|^2``
+    = ``1 - sum_d w_d rho(d Ts)`` (:func:`symbol_average_lags`), for any profile. For Jakes fading
+    (TDL) this is Russell & Stueber's ``1 - sum_d w_d J0(2 pi f_d d Ts)``, about
+    ``(2 pi f_d / scs)^2 / 24`` at small ``f_d / scs``. Guard bins without symbols lower the
+    edge subcarriers' share (-0.08 dB in the average at 120 of 128 bins); this ignores that.
+    Independent of the delay spread.
+    """
+    fd = torch.as_tensor(doppler_hz, dtype=torch.float64)
+    terms = covariance_terms(ofdm, profile, 0.0, fd.reshape(-1), rows_f=[0], cols_f=[0], rows_t=[0], cols_t=[0],
+                             symbol_average=True)
+    kept = sum(a[:, 0, 0] * b[:, 0, 0] for a, b in terms).real
+    return (1.0 - kept).clamp_min(0.0).reshape(fd.shape)
+
+
+def warn_unmodelled_ici(config: SystemConfig, profile: ChannelProfile) -> None:
+    """Warns when the ICI that ``channel.ici: false`` leaves out exceeds the noise per RE.
+
+    Compares :func:`ici_power` at the config's top Doppler with the noise variance at its top
+    SNR (the worst frame the config can draw), and names both levels.
+    """
+    ch = config.channel
+    fd, snr = (v[1] if isinstance(v, tuple) else v for v in (ch.doppler_hz, ch.snr_db))
+    if fd <= 0:
+        return
+    ici = float(ici_power(config.ofdm, profile, fd))
+    noise = float(config.noise_variance(torch.tensor(float(snr), dtype=torch.float64)))
+    if ici > noise:
+        warnings.warn(f"inter-carrier interference is not modelled: at doppler_hz={fd:g} it would be "
+                      f"{10 * math.log10(ici):.1f} dB per RE, above the noise at snr_db={snr:g} "
+                      f"({10 * math.log10(noise):.1f} dB per RE); set channel.ici: true (--ici) to model it",
+                      stacklevel=3)
+
+
 # ---------------------------------------------------------------------------------------
 # Simulation
 # ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SinusoidDraws:
+    """The random part of a batch of sum-of-sinusoids channels, drawn once and evaluable at any times.
+
+    ``doppler_hz`` [B] float32 (maximum Doppler per frame, Hz); ``cosines`` [B, L, N] float32
+    (each sinusoid's Doppler cosine, so its frequency is ``doppler_hz * cosine``);
+    ``phases_rad`` [B, L, N] float32; ``los_phase_rad`` [B, 1] float32 for a LoS profile, else ``None``.
+    """
+
+    doppler_hz: torch.Tensor
+    cosines: torch.Tensor
+    phases_rad: torch.Tensor
+    los_phase_rad: torch.Tensor | None
+
+
+def draw_sinusoids(profile: ChannelProfile, doppler_hz: torch.Tensor, num_sinusoids: int,
+                   generator: torch.Generator) -> SinusoidDraws:
+    """Returns the per-frame random draws of :func:`tap_gains` (see there for the model), in its order.
+
+    ``doppler_hz`` [B]; the draws are on its device. The frequency-domain path
+    (:func:`ofdm_channel`) and the time-domain one (:class:`TimeVaryingChannel`) both start
+    here, so one seed gives the same channel realisation, and the same generator state after it.
+    """
+    dev = doppler_hz.device
+    B, L = doppler_hz.shape[0], len(profile.norm_delays)
+    if not profile.is_cdl:
+        N = num_sinusoids
+        n = torch.arange(1, N + 1, device=dev, dtype=torch.float32)
+        theta = (torch.rand(B, L, N, generator=generator, device=dev) * 2 - 1) * (math.pi / N)
+        cosines = torch.cos(2 * math.pi * n / N + theta)
+    else:
+        N = profile.ray_aoa_rad.shape[1]
+        cos_az, sin_ze = (torch.as_tensor(v, dtype=torch.float32, device=dev).expand(B, L, N)
+                          for v in profile.ray_direction_factors())
+        cosines = (cos_az.gather(2, _random_permutations(B, L, N, generator, dev))
+                   * sin_ze.gather(2, _random_permutations(B, L, N, generator, dev)))
+    phi = (torch.rand(B, L, N, generator=generator, device=dev) * 2 - 1) * math.pi
+    phi0 = (torch.rand(B, 1, generator=generator, device=dev) * 2 - 1) * math.pi if profile.is_los else None
+    return SinusoidDraws(doppler_hz, cosines, phi, phi0)
+
+
 def tap_gains(profile: ChannelProfile, doppler_hz: torch.Tensor, times_s: torch.Tensor,
               num_sinusoids: int, generator: torch.Generator) -> torch.Tensor:
     """Returns sum-of-sinusoids tap gains ``a`` [B, L, T] complex64 with ``E|a_l|^2 = P_l``.
@@ -289,20 +399,14 @@ def tap_gains(profile: ChannelProfile, doppler_hz: torch.Tensor, times_s: torch.
     cluster's time correlation is then :func:`cdl_time_correlation`. A LoS path at tap 0 adds
     ``sqrt(P_los) exp(j(2 pi f_d t c_los + phi_0))``; its angles are fixed.
     """
+    return evaluate_tap_gains(profile, draw_sinusoids(profile, doppler_hz, num_sinusoids, generator), times_s)
+
+
+def evaluate_tap_gains(profile: ChannelProfile, draws: SinusoidDraws, times_s: torch.Tensor) -> torch.Tensor:
+    """Returns the tap gains ``a`` [B, L, T] complex64 of ``draws`` at ``times_s`` [T] (s); see :func:`tap_gains`."""
+    doppler_hz, cosines, phi = draws.doppler_hz, draws.cosines, draws.phases_rad
     dev = doppler_hz.device
-    B, L = doppler_hz.shape[0], len(profile.norm_delays)
-    if not profile.is_cdl:
-        N = num_sinusoids
-        n = torch.arange(1, N + 1, device=dev, dtype=torch.float32)
-        theta = (torch.rand(B, L, N, generator=generator, device=dev) * 2 - 1) * (math.pi / N)
-        cosines = torch.cos(2 * math.pi * n / N + theta)
-    else:
-        N = profile.ray_aoa_rad.shape[1]
-        cos_az, sin_ze = (torch.as_tensor(v, dtype=torch.float32, device=dev).expand(B, L, N)
-                          for v in profile.ray_direction_factors())
-        cosines = (cos_az.gather(2, _random_permutations(B, L, N, generator, dev))
-                   * sin_ze.gather(2, _random_permutations(B, L, N, generator, dev)))
-    phi = (torch.rand(B, L, N, generator=generator, device=dev) * 2 - 1) * math.pi
+    B, L, N = cosines.shape
     w = 2 * math.pi * doppler_hz.float().reshape(B, 1, 1, 1)  # rad/s
     t = times_s.to(dev, torch.float32).reshape(1, 1, 1, -1)
     a_re = torch.empty(B, L, t.shape[-1], device=dev)
@@ -318,8 +422,7 @@ def tap_gains(profile: ChannelProfile, doppler_hz: torch.Tensor, times_s: torch.
     amp = torch.as_tensor(np.sqrt(profile.nlos_powers / N), dtype=torch.float32, device=dev)
     a = a * amp.reshape(1, L, 1)
     if profile.is_los:
-        phi0 = (torch.rand(B, 1, generator=generator, device=dev) * 2 - 1) * math.pi
-        arg0 = w.reshape(B, 1) * profile.los_cos_aoa * t.reshape(1, -1) + phi0
+        arg0 = w.reshape(B, 1) * profile.los_cos_aoa * t.reshape(1, -1) + draws.los_phase_rad
         a[:, 0] += math.sqrt(profile.los_power) * torch.polar(torch.ones_like(arg0), arg0)
     return a
 
@@ -369,3 +472,156 @@ def frequency_response(freqs_hz: torch.Tensor, a: torch.Tensor, tau_s: torch.Ten
         e = torch.complex(torch.cos(theta), -torch.sin(theta))
         h[s:s + c] = torch.einsum("blf,blt->bft", e, a[s:s + c])
     return h
+
+
+_CHUNK_ICI_GPU = 2048  # frames per block of the time-domain path on a GPU (its [b, P, T, N] FFT blocks)
+_TAYLOR_TOL = 1e-10  # series remainder bound, well below float32 round-off (6e-8)
+
+
+class TimeVaryingChannel:
+    """A batch of channels that change within each OFDM symbol: the time-domain (ICI) path of ``channel.ici``.
+
+    Holds the draws of :func:`draw_sinusoids` (the same as the frequency-domain path's for the
+    same generator state) and the tap delays ``tau_s`` [B, L] float32 (s). :meth:`propagate`
+    sends a grid through it as a time-domain simulator does, per frame and symbol:
+
+    1. the grid's F subcarriers go on their bins of an N-point IFFT (N and the CP from
+       :meth:`OFDMConfig.time_sampling`: 128 and 9 samples for 120 subcarriers and NR's CP);
+    2. tap ``l`` delays the symbol by ``tau_l`` exactly: its signal is the IFFT of
+       ``X_k exp(-j 2 pi f_k tau_l)``, the band-limited symbol with its cyclic prefix evaluated
+       at ``t - tau_l`` (the ideal, untruncated form of the sinc interpolation of Sionna's
+       ``cir_to_time_channel``; a test holds the two equal at whole-sample delays, where
+       Sionna's is exact);
+    3. the taps are weighted by their gains ``a_l(t)`` at each sample time
+       ``t = m T_sym + (N_cp + n) Ts`` of the useful part (the receiver drops the CP samples),
+       summed, and demodulated by an N-point FFT.
+
+    The gains are the sums of sinusoids of :func:`tap_gains`, evaluated at the samples through a
+    Taylor series in time about each symbol's centre, ``exp(j w c (t_c + u T_u)) = exp(j w c t_c)
+    sum_p (j w c T_u u)^p / p!``, ``|u| < 1/2``, cut where the remainder bound
+    ``(pi f_d / scs)^p / p!`` falls below 1e-10 (8 terms at 1000 Hz, 15 kHz; 1 at 0 Hz).
+    Then ``sum_l a_l(t) IFFT(E_l X)(t) = sum_p u^p IFFT(H_p X)``, with ``H_p`` the frequency
+    response of the taps' p-th coefficients: P IFFTs per symbol instead of one per tap, and the
+    same numbers as the direct sum (a test holds the gains to :func:`evaluate_tap_gains` at every
+    sample time).
+
+    Intersymbol interference is not modelled: a tap delayed beyond the CP reads the current
+    symbol's cyclic extension, as the frequency-domain path assumes (TDL-A at 300 ns ends at
+    2.9 us, inside the 4.7 us CP).
+
+    **Label.** ``Y_k = H_avg,k X_k + ICI_k`` exactly, with ``H_avg`` the channel averaged over the
+    symbol's N useful samples: the coefficient a one-tap equaliser after the FFT sees. That average
+    is the label ``h``: perfect-CSI equalisation then leaves ICI and noise only, and the split
+    ``E|H_avg|^2 + E|ICI|^2 = 1`` is exact (:func:`ici_power`); the value at the symbol's centre
+    misses that coefficient by a second-order term (about -47 dB at 1000 Hz) and its covariance
+    with the received pilots has no Kronecker closed form of its own. The frequency-domain path's
+    label is the value at the symbol start; the two agree at 0 Hz.
+    """
+
+    def __init__(self, ofdm: OFDMConfig, profile: ChannelProfile, draws: SinusoidDraws, tau_s: torch.Tensor):
+        self.ofdm, self.profile, self.draws, self.tau_s = ofdm, profile, draws, tau_s
+        self.fft_size, self.cp_samples = ofdm.time_sampling()
+
+    @classmethod
+    def draw(cls, ofdm: OFDMConfig, profile: ChannelProfile, delay_spread_s: torch.Tensor, doppler_hz: torch.Tensor,
+             num_sinusoids: int, generator: torch.Generator) -> "TimeVaryingChannel":
+        """Returns channels drawn as :func:`ofdm_channel` draws them (same arguments, same generator use)."""
+        norm_delays = _grid_axes(ofdm, tuple(profile.norm_delays.tolist()), doppler_hz.device)[2]
+        draws = draw_sinusoids(profile, doppler_hz, num_sinusoids, generator)
+        return cls(ofdm, profile, draws, delay_spread_s.float().reshape(-1, 1) * norm_delays)
+
+    def __len__(self) -> int:
+        return self.tau_s.shape[0]
+
+    def sample_offsets(self, device=None) -> torch.Tensor:
+        """Returns ``u`` [N] float32: each useful sample's time from the symbol centre in units of ``T_u = 1/scs``."""
+        n = self.fft_size
+        return (torch.arange(n, device=device, dtype=torch.float64) - (n - 1) / 2).div(n).float()
+
+    def sample_times_s(self) -> torch.Tensor:
+        """Returns the time [T, N] float64 (s) of every useful sample: ``m T_sym + (N_cp + n) Ts``."""
+        ts = 1.0 / (self.fft_size * self.ofdm.subcarrier_spacing_hz)
+        return symbol_times_s(self.ofdm)[:, None] + (self.cp_samples + torch.arange(self.fft_size)) * ts
+
+    def propagate(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Returns ``(h, y)``: the label ``h`` [B, F, T] complex64 and the received grid ``y`` [B, F, T] complex64, noise-free.
+
+        ``x`` [B, F, T] complex64: the transmitted grid. ``y - h x`` is the ICI.
+        """
+        B = len(self)
+        F, T = self.ofdm.grid_shape
+        h = torch.empty(B, F, T, dtype=torch.complex64, device=x.device)
+        y = torch.empty_like(h)
+        c = _CHUNK if x.device.type == "cpu" else _CHUNK_ICI_GPU
+        for s in range(0, B, c):
+            h[s:s + c], y[s:s + c] = self._propagate(x[s:s + c], slice(s, s + c))
+        return h, y
+
+    def gains_at_samples(self) -> torch.Tensor:
+        """Returns the tap gains [B, L, T, N] complex64 at every useful sample (:meth:`sample_times_s`), from the series."""
+        d = self._taylor_coefficients(slice(0, len(self)))  # [B, L, P, T]
+        u = self.sample_offsets(d.device)
+        powers = u.unsqueeze(0) ** torch.arange(d.shape[2], device=d.device).unsqueeze(1)  # [P, N]
+        return torch.einsum("blpt,pn->bltn", d, powers.to(d.dtype))
+
+    def _taylor_coefficients(self, rows: slice) -> torch.Tensor:
+        """Returns ``D`` [b, L, P, T] complex64 with ``a_l(t_c,m + u T_u) = sum_p D[l, p, m] u^p`` for ``|u| < 1/2``."""
+        o, prof, dr = self.ofdm, self.profile, self.draws
+        cos_, phi, fd = dr.cosines[rows], dr.phases_rad[rows], dr.doppler_hz[rows].float()
+        b, L, S = cos_.shape
+        dev = cos_.device
+        t_u = 1.0 / o.subcarrier_spacing_hz
+        # |w c T_u u| <= pi f_d / scs: the series' argument bound
+        x_max = math.pi * float(fd.max()) / o.subcarrier_spacing_hz if b else 0.0
+        P, term = 1, x_max
+        while term >= _TAYLOR_TOL:
+            P += 1
+            term *= x_max / P
+        w = 2 * math.pi * fd.reshape(b, 1, 1, 1)
+        t_c = (symbol_times_s(o) + (self.cp_samples + (self.fft_size - 1) / 2) / (self.fft_size * o.subcarrier_spacing_hz))
+        t_c = t_c.to(dev, torch.float32)  # [T] centre of each symbol's useful part
+        T = t_c.numel()
+        arg = (w * t_c) * cos_.unsqueeze(-1) + phi.unsqueeze(-1)  # [b, L, S, T]
+        base = torch.stack([torch.cos(arg), torch.sin(arg)], -1).reshape(b * L, S, 2 * T)
+        # (j y)^p / p! = j^p y^p / p! with y = w c T_u real: real powers by recurrence, then j^p
+        y_s = (w.reshape(b, 1, 1) * t_u * cos_).reshape(b * L, 1, S)
+        real = torch.ones(b * L, P, S, device=dev)
+        for q in range(1, P):
+            real[:, q] = real[:, q - 1] * y_s[:, 0] / q
+        amp = torch.as_tensor(np.sqrt(prof.nlos_powers / S), dtype=torch.float32, device=dev)
+        d = (real @ base).reshape(b, L, P, T, 2) * amp.reshape(1, L, 1, 1, 1)
+        d = torch.view_as_complex(d) * _j_powers(P, dev).reshape(1, 1, P, 1)  # [b, L, P, T]
+        if prof.is_los:
+            arg0 = w.reshape(b, 1) * prof.los_cos_aoa * t_c + dr.los_phase_rad[rows]  # [b, T]
+            y0 = (2 * math.pi * t_u * prof.los_cos_aoa) * fd  # [b]
+            real0 = torch.ones(b, P, device=dev)
+            for q in range(1, P):
+                real0[:, q] = real0[:, q - 1] * y0 / q
+            coef0 = real0 * _j_powers(P, dev)  # [b, P]
+            d[:, 0] += math.sqrt(prof.los_power) * coef0.unsqueeze(-1) * torch.polar(torch.ones_like(arg0), arg0).unsqueeze(1)
+        return d
+
+    def _propagate(self, x: torch.Tensor, rows: slice):
+        o, n_fft = self.ofdm, self.fft_size
+        dev = x.device
+        freqs = _grid_axes(o, tuple(self.profile.norm_delays.tolist()), dev)[0]  # [F] Hz
+        d = self._taylor_coefficients(rows)  # [b, L, P, T]
+        b, L, P, T = d.shape
+        theta = (2 * math.pi) * self.tau_s[rows].unsqueeze(-1) * freqs  # [b, L, F]
+        e = torch.complex(torch.cos(theta), -torch.sin(theta))
+        h_p = (e.transpose(1, 2) @ d.reshape(b, L, P * T)).reshape(b, -1, P, T)  # [b, F, P, T]
+        powers = self.sample_offsets(dev).unsqueeze(0) ** torch.arange(P, device=dev).unsqueeze(1)  # [P, N]
+        h = (h_p * powers.mean(1).reshape(1, 1, P, 1)).sum(2)  # the per-symbol average (the label)
+        # Subcarrier i sits on bin i rather than on its offset's bin: a shift by whole bins multiplies
+        # the time signal by exp(j 2 pi k0 n / N), which commutes with the weighting in time and is
+        # undone by the FFT, so y is the same, without a scatter and a gather.
+        z = (h_p * x.unsqueeze(2)).permute(0, 2, 3, 1)  # [b, P, T, F]
+        r = torch.einsum("bptn,pn->btn", torch.fft.ifft(z, n=n_fft, dim=-1), powers.to(torch.complex64))
+        y = torch.fft.fft(r, dim=-1)[..., :x.shape[1]].transpose(1, 2)
+        return h, y
+
+
+@lru_cache(maxsize=16)
+def _j_powers(n: int, device: torch.device) -> torch.Tensor:
+    """Returns ``j^p`` [n] complex64 for ``p = 0..n-1``."""
+    return torch.tensor([1, 1j, -1, -1j], dtype=torch.complex64)[torch.arange(n) % 4].to(device)

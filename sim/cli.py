@@ -1,4 +1,11 @@
-"""``wavefront sweep``: Monte-Carlo MSE/BER sweeps of channel estimators against the MMSE bound."""
+"""``wavefront sweep``: Monte-Carlo MSE/BER sweeps of channel estimators against the MMSE bound.
+
+Under ``torchrun --nproc_per_node N -m wavefront sweep ...`` the ranks split every point's
+batches (batch i on rank i % N) and rank 0 writes the results; with ``--rank R --world W``
+(array jobs, no torchrun) each job writes ``partial-R-of-W.json`` into ``--out`` and
+``wavefront merge-results OUT PARTIAL...`` combines them. Either way the results are those of
+one process.
+"""
 from __future__ import annotations
 
 import argparse
@@ -25,6 +32,9 @@ def add_commands(sub) -> None:
     p.add_argument("--preset", default=None, help="named system config: default, adafortitran-paper, adafortitran-reference")
     p.add_argument("--pilots", default=None, metavar="PRESET|FILE.json", help=_pilots_help())
     p.add_argument("--modulation", default=None, choices=["qpsk", "16qam", "64qam"], help="data modulation (default qpsk)")
+    p.add_argument("--ici", action="store_true",
+                   help="model inter-carrier interference: the channel varies within each symbol (time-domain path); "
+                        "the label is each symbol's average channel, and the genie LMMSE and the bound treat ICI as noise")
     p.add_argument("--frames", type=int, default=1000, help="frames per point (the maximum, with --min-bit-errors)")
     p.add_argument("--min-bit-errors", type=int, default=None, help="stop a point once every estimator has this many bit errors")
     p.add_argument("--batch-size", type=int, default=500)
@@ -42,10 +52,16 @@ def add_commands(sub) -> None:
                    help="what estimators that read SNR, delay spread and Doppler (learned models; robust LMMSE reads "
                         "the noise level) are given: estimated from each frame's pilots, or the true values. "
                         "lmmse-genie and the bound always use the truth")
+    p.add_argument("--prior-snr-db", metavar="LOW:HIGH", help="SNR range a receiver may assume (default 0:25, "
+                   "widened to the points)")
+    p.add_argument("--prior-delay-spread-ns", metavar="LOW:HIGH", help="delay-spread range a receiver may assume (default 25:300)")
+    p.add_argument("--prior-doppler-hz", metavar="LOW:HIGH", help="Doppler range a receiver may assume (default 50:1000); "
+                   "beyond about 950 Hz the Doppler of 12x2 pilots turns ambiguous")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--out", default="results", help="folder for results.json/.csv and the plots")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add_rank_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -55,9 +71,18 @@ def _pilots_help() -> str:
     return PILOTS_HELP
 
 
+def add_rank_arguments(p) -> None:
+    """Adds ``--rank`` and ``--world`` (array jobs that write partial results) to a command's parser."""
+    p.add_argument("--rank", type=int, default=None,
+                   help="array job index 0..world-1 (without torchrun): compute batches i with i %% world == rank and "
+                        "write partial-RANK-of-WORLD.json into --out for `wavefront merge-results`")
+    p.add_argument("--world", type=int, default=None, help="number of array jobs (with --rank)")
+
+
 def build_spec(args):
     """Returns the validated SweepSpec for parsed arguments (raises ConfigError on bad input)."""
     from wavefront.sim.config import SystemConfig, preset
+    from wavefront.sim.experiment import parse_prior_ranges
     from wavefront.sim.sweep import SweepSpec
 
     if args.config and args.preset:
@@ -74,6 +99,8 @@ def build_spec(args):
     channel.pop(axis)
     if args.profile is not None:
         channel["profile"] = args.profile
+    if args.ici:
+        channel["ici"] = True
     config = base.updated(ofdm={"modulation": args.modulation} if args.modulation else None, channel=channel)
     if getattr(args, "pilots", None) is not None:
         from wavefront.sim.pilots import apply_pilots
@@ -84,24 +111,47 @@ def build_spec(args):
                      estimators=names, frames=args.frames, batch_size=args.batch_size, seed=args.seed,
                      min_bit_errors=args.min_bit_errors, equalizer=args.equalizer, device=args.device,
                      ldpc_rate=args.ldpc_rate, conditions=args.conditions,
+                     prior_ranges=parse_prior_ranges(args.prior_snr_db, args.prior_delay_spread_ns, args.prior_doppler_hz),
                      robust_options={"pdp": args.robust_pdp, "doppler_spectrum": args.robust_doppler_spectrum,
                                      "covariance": args.robust_covariance})
 
 
 def run(args) -> int:
     from wavefront.resolve import learned_available, resolve_estimators
-    from wavefront.sim.sweep import format_table, run_sweep, save_result
+    from wavefront.sim.experiment import write_partial
+    from wavefront.sim.sweep import run_sweep, run_sweep_partial
+    from wavefront.utils import job_ranks, process_group
 
+    rank, world, array_job = job_ranks(args.rank, args.world)
     out = check_output_folder("out", args.out)  # before the sweep: a bad --out must not cost its results
     spec = build_spec(args)
     if args.estimators == DEFAULT_ESTIMATORS:
         if not learned_available():  # the shipped learned model joins the default sweep when installed
-            warnings.warn("no learned estimator is installed; sweeping the classical ones")
+            if rank == 0:
+                warnings.warn("no learned estimator is installed; sweeping the classical ones")
             spec.estimators = [n for n in spec.estimators if n != "adafortitran"]
-    estimators = resolve_estimators(spec.estimators, spec.prior, device=args.device, robust_options=spec.robust_options)
-    result = run_sweep(spec, estimators, progress=not args.no_progress)
+    if array_job:
+        estimators = resolve_estimators(spec.estimators, spec.prior, device=args.device, robust_options=spec.robust_options)
+        part = run_sweep_partial(spec, estimators, progress=not args.no_progress, rank=rank, world=world)
+        path = write_partial(part, out)
+        print(f"rank {rank} of {world}: {part['seconds']:.1f} s; wrote {path} (combine with `wavefront merge-results`)",
+              file=sys.stderr)
+        return 0
+    with process_group(args.device) as (rank, world, device):
+        spec.device = device
+        estimators = resolve_estimators(spec.estimators, spec.prior, device=device, robust_options=spec.robust_options)
+        result = run_sweep(spec, estimators, progress=not args.no_progress, rank=rank, world=world)
+    if rank == 0:
+        report_sweep(result, out)
+    return 0
+
+
+def report_sweep(result, out) -> None:
+    """Prints the sweep's table and writes its results and plots into ``out``."""
+    from wavefront.sim.sweep import format_table, save_result
+
     print(format_table(result))
     paths = save_result(result, out)
-    print(f"\n{sum(r.frames for r in result.rows) // len(spec.estimators)} frames in {result.seconds:.1f} s; wrote "
-          + ", ".join(str(p) for p in paths), file=sys.stderr)
-    return 0
+    ranks = f" on {result.spec['world_size']} ranks" if result.spec.get("world_size", 1) > 1 else ""
+    frames = sum(r.frames for r in result.rows) // max(1, len(result.spec["estimators"]))
+    print(f"\n{frames} frames in {result.seconds:.1f} s{ranks}; wrote " + ", ".join(str(p) for p in paths), file=sys.stderr)

@@ -37,6 +37,13 @@ def profile_label(profile: str) -> str:
 
 
 Value = Union[float, tuple[float, float]]
+# Range fields and the optional step that makes their draws discrete.
+GRID_STEPS = {"snr_db": "snr_step_db", "delay_spread_s": "delay_spread_step_s", "doppler_hz": "doppler_step_hz"}
+# Channel fields added after datasets and checkpoints were first written: left out of the
+# canonical JSON while at their default, so a config that does not use them keeps the identity
+# (and the frames) it had before they existed.
+_ADDED_CHANNEL_DEFAULTS = {"ici": False, "snr_step_db": None, "delay_spread_step_s": None, "doppler_step_hz": None,
+                           "realization": "independent"}
 
 
 def _check_value(name: str, v, lo: float | None, hi: float | None = None):
@@ -216,6 +223,25 @@ class OFDMConfig(_Model):
         """OFDM symbol duration with cyclic prefix [s]: ``(1 + cp_ratio) / scs`` (71.35 us at 15 kHz)."""
         return (1.0 + self.cyclic_prefix_ratio) / self.subcarrier_spacing_hz
 
+    def time_sampling(self) -> tuple[int, int]:
+        """Returns ``(fft_size, cp_samples)`` of the time-domain (ICI) path: samples per useful symbol and per CP.
+
+        ``fft_size`` is the smallest power of two ``N >= num_subcarriers`` for which the cyclic
+        prefix ``cyclic_prefix_ratio * N`` is a whole number of samples, so that the sampled
+        symbol lasts exactly :attr:`symbol_duration_s` (NR's 144/2048 at 120 subcarriers:
+        N = 128, 9 CP samples, sample period 1/(128 scs) = 520.8 ns at 15 kHz). Raises
+        :class:`ConfigError` when no such N up to 2**16 exists.
+        """
+        n = 1 << max(self.num_subcarriers - 1, 1).bit_length()
+        while n <= 1 << 16:
+            cp = self.cyclic_prefix_ratio * n
+            if abs(cp - round(cp)) < 1e-9:
+                return n, int(round(cp))
+            n *= 2
+        raise ConfigError("ofdm.cyclic_prefix_ratio", self.cyclic_prefix_ratio,
+                          "channel.ici needs cyclic_prefix_ratio x FFT size to be a whole number of samples "
+                          "for a power-of-two FFT size up to 65536 (e.g. 144/2048)")
+
 
 @lru_cache(maxsize=256)
 def _layout(positions, offset: int, spacing: int, symbols: tuple, grid_shape: tuple):
@@ -245,6 +271,22 @@ class ChannelConfig(_Model):
       expectation, so that one SNR is one noise level.
     - ``num_sinusoids``: sinusoids per tap of the sum-of-sinusoids fading model (TDL; a CDL
       cluster has the 20 rays of its table).
+    - ``ici``: ``False`` (default): one channel value per resource element, the value at the
+      symbol's start; no inter-carrier interference (ICI). ``True``: the channel varies within
+      each symbol (time-domain path, :class:`~wavefront.sim.channel.TimeVaryingChannel`), so the
+      received grid carries ICI; the label ``h`` is then each symbol's average channel, and the
+      genie LMMSE and the bound treat the ICI as extra noise. About ``(2 pi f_d / scs)^2 / 24``
+      per RE for Jakes fading: -21.4 dB at 1000 Hz and 15 kHz.
+    - ``snr_step_db``, ``delay_spread_step_s``, ``doppler_step_hz``: ``None`` (default) draws a
+      ``[low, high]`` range uniformly; a step draws uniformly from the discrete grid
+      ``low:step:high`` instead (MATLAB colon, both ends included), as the reference
+      generator's training grid (SNR 0:5:25 dB, delay spread 25:25:300 ns, Doppler 50:50:1000 Hz).
+    - ``realization``: ``"independent"`` (default): every frame draws its own fading
+      realization. ``"per-condition"`` reproduces the AdaFortiTran reference generator, which
+      builds a new ``nrTDLChannel`` per frame with the default ``Seed``: the realization is
+      seeded by the frame's (delay spread, Doppler) alone, so frames with equal conditions
+      share one channel, in every run and every split; noise still differs per frame. Such
+      data leak between training and test sets (see ``wavefront audit``).
     """
 
     profile: str = "A"
@@ -254,6 +296,11 @@ class ChannelConfig(_Model):
     num_sinusoids: int = 20  # Sionna's default; more makes each tap closer to Gaussian
     travel_azimuth_deg: float = 0.0
     snr_convention: Literal["per-re", "pilot-grid"] = "per-re"
+    ici: bool = False
+    snr_step_db: float | None = None
+    delay_spread_step_s: float | None = None
+    doppler_step_hz: float | None = None
+    realization: Literal["independent", "per-condition"] = "independent"
 
     @field_validator("profile", mode="before")
     @classmethod
@@ -298,6 +345,30 @@ class ChannelConfig(_Model):
             raise ValueError("num_sinusoids must be >= 4")
         return v
 
+    @model_validator(mode="after")
+    def _steps_divide_ranges(self):
+        for value_name, step_name in GRID_STEPS.items():
+            step = getattr(self, step_name)
+            if step is None:
+                continue
+            if not (math.isfinite(step) and step > 0):
+                raise ConfigError(f"channel.{step_name}", step, "must be a positive number (or null for uniform draws)")
+            value = getattr(self, value_name)
+            if isinstance(value, tuple):
+                n = (value[1] - value[0]) / step
+                if abs(n - round(n)) > 1e-6:
+                    raise ConfigError(f"channel.{step_name}", step, f"must divide the {value_name} range "
+                                      f"[{value[0]:g}, {value[1]:g}] into whole steps")
+        return self
+
+    def grid_points(self, name: str) -> list[float] | None:
+        """Returns the discrete values ``low:step:high`` of range field ``name``, or None when drawn uniformly."""
+        step, value = getattr(self, GRID_STEPS[name]), getattr(self, name)
+        if step is None or not isinstance(value, tuple):
+            return None
+        lo, hi = value
+        return [lo + k * step for k in range(int(round((hi - lo) / step)) + 1)]
+
 
 class SystemConfig(_Model):
     """The OFDM grid and the channel together: what a frame generator needs."""
@@ -306,13 +377,12 @@ class SystemConfig(_Model):
     channel: ChannelConfig = ChannelConfig()
 
     @model_validator(mode="after")
-    def _doppler_vs_spacing(self):
-        top = self.channel.doppler_hz
-        top = top[1] if isinstance(top, tuple) else top
-        if top > 0.1 * self.ofdm.subcarrier_spacing_hz:
-            warnings.warn(f"doppler_hz={top:g} is more than 10% of the subcarrier spacing "
-                          f"({self.ofdm.subcarrier_spacing_hz:g} Hz): inter-carrier interference is not modelled",
-                          stacklevel=2)
+    def _ici_sampling(self):
+        if self.channel.ici:
+            self.ofdm.time_sampling()  # a CP that is no whole number of samples fails here, not mid-run
+            if self.channel.realization != "independent":
+                raise ConfigError("channel.realization", self.channel.realization,
+                                  "the reference protocol (per-condition) is not available with channel.ici: true")
         return self
 
     @classmethod
@@ -382,8 +452,32 @@ class SystemConfig(_Model):
         return torch.pow(10.0, -(torch.as_tensor(snr_db) + self.snr_offset_db) / 10)
 
     def to_json(self) -> str:
-        """Returns the config as canonical JSON (sorted keys), as stored in shards and checkpoints."""
-        return json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        """Returns the config as canonical JSON (sorted keys), as stored in shards and checkpoints.
+
+        Channel fields added later (``ici``, grid steps, ``realization``) appear only when set, so a
+        config that leaves them at their defaults keeps the JSON, and the dataset identity, it had before.
+        """
+        d = self.model_dump(mode="json")
+        for k, default in _ADDED_CHANNEL_DEFAULTS.items():
+            if d["channel"].get(k) == default:
+                del d["channel"][k]
+        return json.dumps(d, sort_keys=True)
+
+    @property
+    def ici_text(self) -> str:
+        """Returns how inter-carrier interference is treated, in words, for result files and manifests."""
+        if self.channel.ici:
+            return ("modelled: the channel varies within each symbol; label = per-symbol average channel; "
+                    "genie LMMSE and bound add the ICI power to the noise variance")
+        return "not modelled: one channel value per resource element (at the symbol start)"
+
+    @property
+    def realization_text(self) -> str:
+        """Returns how fading realizations are drawn, in words, for manifests and result files."""
+        if self.channel.realization == "independent":
+            return "independent: every frame draws its own fading realization"
+        return ("per-condition: the realization is seeded by (delay spread, Doppler) alone, as the AdaFortiTran "
+                "reference generator; frames with equal conditions share one channel in every split (leaky)")
 
 
 # Named presets that match published setups.

@@ -8,6 +8,13 @@ of unit average power (Sionna's Gray-labelled constellations). The receiver sees
 ``y = H x + n`` with ``n ~ CN(0, sigma^2)``, ``sigma^2 = 10^(-snr_db/10)``: the SNR is per
 resource element, ``E|H x|^2 / sigma^2``, because ``E|H|^2 = E|x|^2 = 1``.
 
+With ``channel.ici`` the channel changes within each symbol and the grid goes through the
+time-domain path (:class:`~wavefront.sim.channel.TimeVaryingChannel`): ``y = H_avg x + ICI + n``,
+``H`` (the label) is each symbol's average channel, and the same seed draws the same channel,
+noise and bits as without it. ICI needs the data around the pilots, so frames drawn without
+data still carry it in their pilots. Without ``channel.ici``, a warning says when the ICI left
+out exceeds the noise.
+
 Determinism: the same (config, seed, batch size, device) gives bit-identical frames.
 """
 from __future__ import annotations
@@ -18,8 +25,9 @@ from functools import cached_property
 import torch
 
 from wavefront.errors import ConfigError
-from wavefront.sim.channel import channel_profile, ofdm_channel
+from wavefront.sim.channel import TimeVaryingChannel, channel_profile, ofdm_channel, warn_unmodelled_ici
 from wavefront.sim.config import SystemConfig
+from wavefront.sim.realizations import per_condition_channel
 from wavefront.utils import make_generator, resolve_device
 
 _PILOT_SEED = 0x5EED  # the pilot sequence is part of the system, not of a frame
@@ -73,8 +81,11 @@ class Frames:
         return Frames(**{k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in kw.items()})
 
 
-def _draw(value, n: int, g: torch.Generator, device) -> torch.Tensor:
-    """Returns [n] float32: ``value`` repeated, or uniform draws in ``(low, high)``."""
+def _draw(value, n: int, g: torch.Generator, device, points: list[float] | None = None) -> torch.Tensor:
+    """Returns [n] float32: ``value`` repeated, uniform draws in ``(low, high)``, or uniform picks from ``points``."""
+    if points is not None:
+        idx = torch.randint(0, len(points), (n,), generator=g, device=device)
+        return torch.tensor(points, dtype=torch.float64, device=device)[idx].float()
     if isinstance(value, tuple):
         lo, hi = value
         return torch.rand(n, generator=g, device=device, dtype=torch.float64).mul_(hi - lo).add_(lo).float()
@@ -95,7 +106,9 @@ class FrameGenerator:
     """Draws batches of OFDM frames for a :class:`SystemConfig` on any device.
 
     ``generate(batch_size, seed, with_data=True) -> Frames``. Delay spread, Doppler and SNR
-    are drawn per frame from ``config.channel`` (fixed values or uniform ranges).
+    are drawn per frame from ``config.channel`` (fixed values, uniform ranges or discrete grids);
+    the fading realization per frame, or per (delay spread, Doppler) with
+    ``channel.realization = "per-condition"`` (the AdaFortiTran reference protocol).
     ``ldpc_rate``: encode each frame's data as one 5G NR LDPC codeword of that rate (Sionna's
     encoder, rate-matched to the frame's data capacity); ``None`` sends uncoded bits.
     """
@@ -126,6 +139,8 @@ class FrameGenerator:
         g = make_generator(_PILOT_SEED)
         q = torch.randint(0, 4, o.pilot_shape, generator=g).double()
         self.pilot_symbols = torch.polar(torch.ones_like(q), (2 * q + 1) * torch.pi / 4).to(torch.complex64).to(self.device)
+        if not config.channel.ici:
+            warn_unmodelled_ici(config, self.profile)
 
     @cached_property
     def mapper(self):
@@ -166,25 +181,36 @@ class FrameGenerator:
             raise ConfigError("batch_size", batch_size, "must be a positive integer")
         dev, o, ch = self.device, self.ofdm, self.config.channel
         g = make_generator(seed, dev)
-        snr_db = _draw(ch.snr_db, batch_size, g, dev)
-        ds = _draw(ch.delay_spread_s, batch_size, g, dev)
-        fd = _draw(ch.doppler_hz, batch_size, g, dev)
+        snr_db = _draw(ch.snr_db, batch_size, g, dev, ch.grid_points("snr_db"))
+        ds = _draw(ch.delay_spread_s, batch_size, g, dev, ch.grid_points("delay_spread_s"))
+        fd = _draw(ch.doppler_hz, batch_size, g, dev, ch.grid_points("doppler_hz"))
         noise_var = self.config.noise_variance(snr_db)
-        h = ofdm_channel(o, self.profile, ds, fd, ch.num_sinusoids, g)  # [B, F, T]
+        if ch.ici:  # the same draws; the label and y come from the time-domain path below
+            channel = TimeVaryingChannel.draw(o, self.profile, ds, fd, ch.num_sinusoids, g)
+        elif ch.realization == "per-condition":  # the reference protocol: one channel per (delay spread, Doppler)
+            h = per_condition_channel(o, self.profile, ds, fd, ch.num_sinusoids)
+        else:
+            h = ofdm_channel(o, self.profile, ds, fd, ch.num_sinusoids, g)  # [B, F, T]
         F, T = o.grid_shape
         noise = torch.randn(batch_size, F, T, 2, generator=g, device=dev)
         noise = torch.view_as_complex(noise) * torch.sqrt(noise_var / 2).reshape(-1, 1, 1)
 
         pf, pt = self.pilot_index
         bits = codewords = y = None
-        if with_data:
+        if with_data or ch.ici:
             bits = _random_bits(batch_size, self.info_bits, g, dev)
             codewords = bits if self.ldpc_rate is None else self.encoder(bits)
             x = torch.zeros(batch_size, F, T, dtype=torch.complex64, device=dev)
             x[:, ~self.pilot_mask] = self.mapper(codewords).to(torch.complex64)
             x[:, pf, pt] = self.pilot_symbols
-            y = h * x + noise
+            if ch.ici:
+                h, hx = channel.propagate(x)
+                y = hx + noise
+            else:
+                y = h * x + noise
             pilots_rx = y[:, pf, pt]
+            if not with_data:
+                bits = codewords = y = None
         else:
             h_p = h[:, pf, pt]
             pilots_rx = h_p * self.pilot_symbols + noise[:, pf, pt]

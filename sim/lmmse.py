@@ -20,6 +20,14 @@ pilot side. Its blocks are evaluated at each pilot's own subcarrier and symbol,
 ``R_p[i, j] = sum_k R_f^(k)[f_i, f_j] R_t^(k)[t_i, t_j]`` and
 ``(W p)[f, t] = sum_k sum_i R_f^(k)[f, f_i] R_t^(k)[t, t_i] z_i``: the dense filter ``W``,
 applied term by term. A Kronecker layout keeps the Kronecker path, bit for bit.
+
+With ``channel.ici`` (a channel that changes within each symbol), the received pilots are
+``H_avg x + ICI + n``: the genie LMMSE and the bound treat the ICI as extra white noise,
+``sigma^2 + P_ICI(f_d)`` (:func:`~wavefront.sim.channel.ici_power`), and use the covariance
+of the label ``H_avg``, each symbol's average channel (``covariance_terms(...,
+symbol_average=True)``). The ICI is neither Gaussian nor exactly white (ICI at pilots a few
+subcarriers apart is slightly correlated), so the bound is the MSE of that ICI-as-noise
+LMMSE, not a bound on every estimator.
 """
 from __future__ import annotations
 
@@ -29,7 +37,8 @@ import torch
 
 from wavefront.errors import ConfigError
 from wavefront.sim.channel import (
-    ChannelProfile, channel_profile, covariance_terms, subcarrier_offsets_hz, symbol_times_s, time_correlation_jakes,
+    ChannelProfile, channel_profile, covariance_terms, ici_power, subcarrier_offsets_hz, symbol_times_s,
+    time_correlation_jakes,
 )
 from wavefront.sim.config import OFDMConfig, SystemConfig, profile_label
 
@@ -70,13 +79,15 @@ class _Stats:
         self.r_pp = combine_terms(f_pp, t_pp, kron)
 
 
-def _true_stats(ofdm: OFDMConfig, prof: ChannelProfile, ds, fd, dense: bool = False) -> _Stats:
-    """Returns the true blocks; ``dense``: the scattered (per-position) form even for a Kronecker layout."""
+def _true_stats(ofdm: OFDMConfig, prof: ChannelProfile, ds, fd, dense: bool = False,
+                symbol_average: bool = False) -> _Stats:
+    """Returns the true blocks; ``dense``: the scattered (per-position) form even for a Kronecker layout;
+    ``symbol_average``: of the per-symbol average channel (``channel.ici``)."""
     layout = ofdm.pilot_layout
     kron = layout.is_kronecker and not dense
     pf, pt = layout.covariance_columns() if kron else (layout.subcarrier_indices.tolist(), layout.symbol_indices.tolist())
-    hp = covariance_terms(ofdm, prof, ds, fd, cols_f=pf, cols_t=pt)
-    pp = covariance_terms(ofdm, prof, ds, fd, rows_f=pf, cols_f=pf, rows_t=pt, cols_t=pt)
+    hp = covariance_terms(ofdm, prof, ds, fd, cols_f=pf, cols_t=pt, symbol_average=symbol_average)
+    pp = covariance_terms(ofdm, prof, ds, fd, rows_f=pf, cols_f=pf, rows_t=pt, cols_t=pt, symbol_average=symbol_average)
     return _Stats([a for a, _ in hp], [b for _, b in hp], [a for a, _ in pp], [b for _, b in pp], kron)
 
 
@@ -127,22 +138,26 @@ class GenieLMMSE:
     """Joint 2-D LMMSE with each frame's true profile, delay spread, Doppler and SNR.
 
     ``estimate(pilots [B, P_f, P_t] or [B, P] c64, meta) -> [B, F, T] c64``; ``meta`` needs
-    ``delay_spread_s``, ``doppler_hz`` and ``noise_var`` (or ``snr_db``).
+    ``delay_spread_s``, ``doppler_hz`` and ``noise_var`` (or ``snr_db``). With
+    ``config.channel.ici`` it estimates the per-symbol average channel and adds the ICI power
+    of each frame's Doppler to its noise variance (see the module docstring).
     """
 
     name = "lmmse-genie"
     needs = "truth"
-    given = "true profile, delay spread, Doppler and SNR (genie)"
 
     def __init__(self, config: SystemConfig, dense: bool = False):
         self.config, self.ofdm, self.dense = config, config.ofdm, dense  # dense: the scattered path, as a cross-check
         self.profile = channel_profile(config.channel.profile, config.channel.travel_azimuth_deg)
+        self.ici = config.channel.ici
+        self.given = "true profile, delay spread, Doppler and SNR (genie)" + ("; ICI as extra noise" if self.ici else "")
 
     def estimate(self, pilots: torch.Tensor, meta: dict[str, torch.Tensor]) -> torch.Tensor:
         nv = _noise_var(meta, self.config)
         uniq, idx = _unique_conditions(meta["delay_spread_s"], meta["doppler_hz"], nv)
-        stats = _true_stats(self.ofdm, self.profile, uniq[:, 0], uniq[:, 1], self.dense)
-        return _apply(stats, _solve(stats, uniq[:, 2]), pilots, idx)
+        stats = _true_stats(self.ofdm, self.profile, uniq[:, 0], uniq[:, 1], self.dense, symbol_average=self.ici)
+        noise = uniq[:, 2] + ici_power(self.ofdm, self.profile, uniq[:, 1]) if self.ici else uniq[:, 2]
+        return _apply(stats, _solve(stats, noise), pilots, idx)
 
 
 def _noise_var(meta: dict[str, torch.Tensor], config: SystemConfig) -> torch.Tensor:
@@ -263,10 +278,15 @@ def genie_mse(config: SystemConfig | OFDMConfig, snr_db, delay_spread_s, doppler
     ``snr_convention``; with an OFDMConfig it is per resource element. float64, linear scale (``10 log10``
     for dB). This is the MMSE bound, for any pilot layout of the config. ``dense``: evaluate a
     Kronecker layout by the scattered (dense-W) path too; the two agree (a test holds them to 1e-10).
+    With a SystemConfig whose ``channel.ici`` is on, it is the MSE of the LMMSE of the per-symbol
+    average channel that treats the ICI as extra white noise (``sigma^2 + ici_power(f_d)``); see
+    the module docstring.
     """
+    ici = False
     if isinstance(config, SystemConfig):
         ofdm, azimuth, profile = config.ofdm, config.channel.travel_azimuth_deg, profile or config.channel.profile
         snr_db = torch.as_tensor(snr_db, dtype=torch.float64) + config.snr_offset_db
+        ici = config.channel.ici
     else:
         ofdm, azimuth = config, 0.0
         if profile is None:
@@ -276,12 +296,14 @@ def genie_mse(config: SystemConfig | OFDMConfig, snr_db, delay_spread_s, doppler
     snr, ds, fd = torch.broadcast_tensors(*(torch.as_tensor(v, dtype=torch.float64) for v in (snr_db, delay_spread_s, doppler_hz)))
     shape = snr.shape
     uniq, index = _unique_conditions(snr, ds, fd)  # frames with equal conditions share one solve
-    stats = _true_stats(ofdm, profile, uniq[:, 1], uniq[:, 2], dense)
-    inv = _solve(stats, torch.pow(10.0, -uniq[:, 0] / 10))
+    stats = _true_stats(ofdm, profile, uniq[:, 1], uniq[:, 2], dense, symbol_average=ici)
+    noise = torch.pow(10.0, -uniq[:, 0] / 10)
+    inv = _solve(stats, noise + ici_power(ofdm, profile, uniq[:, 2]) if ici else noise)
     # R_ph R_hp = sum_{k,m} kron(F_k^H F_m, T_k^H T_m) (Kronecker layout; elementwise for a scattered one)
     terms = [(A.mH @ A2, C.mH @ C2) for A, C in zip(stats.f_hp, stats.t_hp) for A2, C2 in zip(stats.f_hp, stats.t_hp)]
     G = combine_terms([a for a, _ in terms], [b for _, b in terms], stats.kron)
     F, T = ofdm.grid_shape
-    # tr(R) / (F T) = 1 by the unit-power normalisation of the profile
-    mse = 1.0 - torch.einsum("bij,bji->b", inv, G).real / (F * T)
+    # tr(R) / (F T) = 1 by the unit-power normalisation of the profile; 1 - P_ICI for the per-symbol average
+    power = 1.0 - ici_power(ofdm, profile, uniq[:, 2]) if ici else 1.0
+    mse = power - torch.einsum("bij,bji->b", inv, G).real / (F * T)
     return mse[index].reshape(shape)

@@ -5,14 +5,23 @@ one experiment engine (:mod:`wavefront.sim.experiment`): every estimator sees th
 and each row reports ``mse_db`` with its Monte-Carlo standard error, ``nmse_db``, BER after
 one-tap equalisation and hard demapping (``perfect`` uses the true channel), coded BER and BLER
 with ``ldpc_rate``, the genie-LMMSE bound averaged over the point's frames and the gap to it,
-and what the estimator was given.
+and what the estimator was given. With ``channel.ici`` the frames carry inter-carrier
+interference, the label is each symbol's average channel, and the genie LMMSE and the bound
+treat the ICI as extra noise; the result's spec says which (``ici``).
 
 What estimators may assume comes from :func:`wavefront.sim.experiment.prior_config`: the
-paper's training ranges widened to the sweep's points. Robust LMMSE designs for their top end;
+paper's training ranges (the SNR range widened to the sweep's points), or ``prior_ranges``.
+Robust LMMSE designs for their top end;
 with ``conditions="estimated"`` (default) the SNR, delay spread and Doppler that condition-aware
 estimators read are estimated from each frame's pilots within those ranges.
 
 A point stops early once every estimator has ``min_bit_errors`` bit errors, or at ``frames``.
+
+A sweep scales out over processes, GPUs or nodes with the same frames as one process:
+``run_sweep(spec, rank=r, world=w)`` in each rank of a ``torch.distributed`` group (torchrun),
+or :func:`run_sweep_partial` in each of ``w`` array jobs followed by :func:`merge_sweep_partials`.
+Batch ``i`` of every point belongs to rank ``i % w``; the counts, and where a point stops,
+are those of one process (see :mod:`wavefront.sim.experiment`).
 """
 from __future__ import annotations
 
@@ -26,7 +35,8 @@ from pathlib import Path
 from wavefront.errors import ConfigError
 from wavefront.sim.config import SystemConfig, profile_label
 from wavefront.sim.estimators import classical_estimators
-from wavefront.sim.experiment import CONDITION_MODES, Row, prior_config, run_experiment, simulated_points
+from wavefront.sim.experiment import (CONDITION_MODES, Row, merge_partials, prior_config, run_experiment, run_partial,
+                                      simulated_points)
 from wavefront.utils import resolve_device
 
 AXES = {"snr_db": ("SNR", "dB", 1.0), "doppler_hz": ("Doppler", "Hz", 1.0), "delay_spread_s": ("delay spread", "ns", 1e9)}
@@ -50,6 +60,7 @@ class SweepSpec:
     ldpc_rate: float | None = None
     robust_options: dict = field(default_factory=dict)  # RobustLMMSE keywords: pdp, doppler_spectrum, ...
     conditions: str = "estimated"  # what condition-aware estimators are given: estimated | true
+    prior_ranges: dict = field(default_factory=dict)  # {field: (low, high)} replacing the paper's training ranges
 
     def __post_init__(self):
         if self.axis not in AXES:
@@ -82,12 +93,8 @@ class SweepSpec:
 
     @property
     def prior(self) -> SystemConfig:
-        """The config whose channel ranges bound what estimators may assume (see the module docstring)."""
-        from wavefront.sim.experiment import PAPER_TRAIN_RANGES
-
-        ranges = {k: (min(lo, *(c[k] for c in self.conditions_list())), max(hi, *(c[k] for c in self.conditions_list())))
-                  for k, (lo, hi) in PAPER_TRAIN_RANGES.items()}
-        return prior_config(self.config, None, ranges)
+        """The config whose channel ranges bound what estimators may assume (see :func:`prior_config`)."""
+        return prior_config(self.config, self.conditions_list(), self.prior_ranges)
 
 
 @dataclass
@@ -101,15 +108,61 @@ def _point_config(base: SystemConfig, axis: str, value) -> SystemConfig:
     return base.updated(channel={axis: value})
 
 
-def run_sweep(spec: SweepSpec, estimators: list | None = None, progress: bool = True) -> SweepResult:
+def run_sweep(spec: SweepSpec, estimators: list | None = None, progress: bool = True, rank: int = 0,
+              world: int = 1) -> SweepResult:
     """Runs the sweep and returns its rows (see the module docstring for the metrics).
 
     ``estimators``: estimator objects (learned ones resolved by the caller, e.g.
     :func:`wavefront.resolve.resolve_estimators`); default: ``spec.estimators`` resolved as
-    classical estimators and ``perfect``.
+    classical estimators and ``perfect``. ``rank``, ``world``: this process's place in a
+    running ``torch.distributed`` group; every rank returns the same result, that of one
+    process, with ``spec["world_size"] = world``.
     """
-    dev = resolve_device(spec.device)
     t0 = time.time()
+    points, estimators, kwargs, spec_dict = _setup(spec, estimators)
+    rows = run_experiment(points, estimators, progress=progress, rank=rank, world=world, **kwargs)
+    return SweepResult(spec={**spec_dict, "world_size": world}, rows=rows, seconds=time.time() - t0)
+
+
+def run_sweep_partial(spec: SweepSpec, estimators: list | None = None, progress: bool = True, rank: int = 0,
+                      world: int = 1) -> dict:
+    """Returns array job ``rank`` of ``world``'s share of the sweep: per-batch counts for :func:`merge_sweep_partials`.
+
+    No process group is needed. A job cannot see the others' bit errors, so it runs every
+    batch it owns up to ``spec.frames``; the merge stops each point where one process would.
+    The record (JSON-ready) is :func:`wavefront.sim.experiment.run_partial`'s plus
+    ``command: "sweep"``, ``spec`` and ``seconds``.
+    """
+    t0 = time.time()
+    points, estimators, kwargs, spec_dict = _setup(spec, estimators)
+    part = run_partial(points, estimators, progress=progress, rank=rank, world=world, **kwargs)
+    return {**part, "command": "sweep", "spec": spec_dict, "seconds": time.time() - t0}
+
+
+def merge_sweep_partials(partials: list[dict]) -> SweepResult:
+    """Returns the one-process result of a sweep from its array jobs' records (see :func:`run_sweep_partial`).
+
+    ``seconds`` is the jobs' summed compute time. Raises ConfigError when the records come from
+    different sweeps, or a rank is missing or repeated.
+    """
+    for q in partials:
+        if q.get("command") != "sweep":
+            raise ConfigError("partials", q.get("command"), "not a sweep's partial file (merge a sweep's files together)")
+    first = partials[0]
+    for q in partials[1:]:
+        diff = [k for k in sorted(set(q["spec"]) | set(first["spec"])) if q["spec"].get(k) != first["spec"].get(k)]
+        if diff:
+            raise ConfigError(f"spec.{diff[0]}", q["spec"].get(diff[0]), f"differs between partial files (rank "
+                              f"{q['rank']}: {q['spec'].get(diff[0])!r}, rank {first['rank']}: "
+                              f"{first['spec'].get(diff[0])!r}): they come from different sweeps")
+    rows = merge_partials(partials)
+    return SweepResult(spec={**first["spec"], "world_size": first["world"]}, rows=rows,
+                       seconds=sum(q["seconds"] for q in partials))
+
+
+def _setup(spec: SweepSpec, estimators: list | None):
+    """Returns the sweep's points, estimators, the engine's keywords and the spec as recorded in results."""
+    dev = resolve_device(spec.device)
     prior = spec.prior
     if estimators is None:
         estimators = classical_estimators(spec.estimators, prior, spec.robust_options)
@@ -120,18 +173,18 @@ def run_sweep(spec: SweepSpec, estimators: list | None = None, progress: bool = 
         from wavefront.sim.frames import FrameGenerator
 
         decoder = FrameGenerator(spec.point_configs[0], dev, ldpc_rate=spec.ldpc_rate).decoder
-    rows = run_experiment(points, estimators, frames=spec.frames, conditions=spec.conditions, condition_prior=prior,
-                          equalizer=spec.equalizer, min_bit_errors=spec.min_bit_errors, decoder=decoder, progress=progress)
+    kwargs = dict(frames=spec.frames, conditions=spec.conditions, condition_prior=prior, equalizer=spec.equalizer,
+                  min_bit_errors=spec.min_bit_errors, decoder=decoder)
     pr = prior.channel
-    result = SweepResult(spec={"axis": spec.axis, "values": spec.values, "estimators": [e.name for e in estimators],
-                               "frames": spec.frames, "batch_size": spec.batch_size, "seed": spec.seed,
-                               "min_bit_errors": spec.min_bit_errors, "equalizer": spec.equalizer, "ldpc_rate": spec.ldpc_rate,
-                               "robust_options": spec.robust_options, "conditions": spec.conditions,
-                               "prior": {"snr_db": pr.snr_db, "delay_spread_s": pr.delay_spread_s, "doppler_hz": pr.doppler_hz},
-                               "device": str(dev), "snr_convention": spec.config.snr_convention_text,
-                               "config": json.loads(spec.config.to_json())}, rows=rows)
-    result.seconds = time.time() - t0
-    return result
+    spec_dict = {"axis": spec.axis, "values": spec.values, "estimators": [e.name for e in estimators],
+                 "frames": spec.frames, "batch_size": spec.batch_size, "seed": spec.seed,
+                 "min_bit_errors": spec.min_bit_errors, "equalizer": spec.equalizer, "ldpc_rate": spec.ldpc_rate,
+                 "robust_options": spec.robust_options, "conditions": spec.conditions,
+                 "prior": {"snr_db": pr.snr_db, "delay_spread_s": pr.delay_spread_s, "doppler_hz": pr.doppler_hz},
+                 "device": str(dev.type), "snr_convention": spec.config.snr_convention_text,
+                 "ici": spec.config.ici_text, "channel_realization": spec.config.realization_text,
+                 "config": json.loads(spec.config.to_json())}
+    return points, estimators, kwargs, spec_dict
 
 
 def format_table(result: SweepResult) -> str:
@@ -161,6 +214,8 @@ def format_table(result: SweepResult) -> str:
         lines.append(f"  {est}: {given}" + (f"; trained on {trained}" if trained else ""))
     if result.rows:
         lines.append(f"pilots: {result.rows[0].pilots}; SNR convention: {result.spec.get('snr_convention', 'per-re')}")
+        lines.append(f"ICI: {result.spec.get('ici', 'not modelled')}")
+        lines.append(f"channel realization: {result.rows[0].realization}")
     return "\n".join(lines)
 
 
@@ -177,6 +232,17 @@ def save_result(result: SweepResult, out: Path) -> list[Path]:
         w.writeheader()
         w.writerows(rows)
     return [js, cs, *plot_result(result, out)]
+
+
+def _knows(given: str) -> str:
+    """Returns a legend tag for what an estimator was given: ``" (est. cond.)"``, ``" (true cond.)"`` or nothing."""
+    if given.startswith("SNR, delay spread and Doppler estimated"):
+        return " (est. cond.)"
+    if given.startswith("SNR, delay spread and Doppler true"):
+        return " (true cond.)"
+    if given.startswith("noise variance estimated"):
+        return " (est. noise)"
+    return ""
 
 
 def _fmt(value, scale: float) -> str:
@@ -211,7 +277,7 @@ def plot_result(result: SweepResult, out: Path) -> list[Path]:
                 continue
             if metric != "mse_db":
                 ys = [y if y else float("nan") for y in ys]
-            ax.plot([x * scale for x in xs], ys, marker="o", label=e)
+            ax.plot([x * scale for x in xs], ys, marker="o", label=e + _knows(by[(e, xs[0])].given))
         if metric == "mse_db":
             ax.plot([x * scale for x in xs], [by[(ests[0], x)].bound_db for x in xs], "k--", label="MMSE bound")
         else:

@@ -35,7 +35,8 @@ def test_smoke_runs_every_part_and_measures_positive_rates(smoke):
     assert rates and all(math.isfinite(v) and v > 0 for v in rates)
     # the compiled training variant ran (Dynamo traced forward_real without error)
     assert any(r["key"] == "wavefront-bf16-compiled" and r.get("samples_per_s") for r in by["c"]["rows"])
-    assert by["e"]["rows"] and by["e"]["rows"][0]["deepwave_int_fwd"]["s"] > 0
+    assert by["e"]["wave"]["rows"] and "error" not in by["e"]["wave"] and "error" not in by["e"]["compressed"]
+    assert by["e"]["compressed"]["rows"]
     assert (out / "summary.md").read_text().count("## (") == 6
 
 
@@ -47,10 +48,14 @@ def test_smoke_full_size_part_writes_a_loadable_checkpoint_with_its_suite_card(s
     card = json.loads((out / "adafortitran-full.json").read_text())
     rows = card["suite_results"]
     assert len(rows) == 21  # 7 SNR + 7 delay-spread + 7 Doppler points
-    # the genie LMMSE is the MMSE estimator: no estimator sits far below the closed-form bound
-    for r in rows:
-        for key in ("adafortitran_db", "ls-linear_db", "lmmse-robust_db", "lmmse-genie_db"):
-            assert r[key] > r["mmse_bound_db"] - 1.0, (key, r)
+    # The genie LMMSE is the estimator the bound describes: over the 21 points its Monte-Carlo MSE
+    # averages to the closed form (60 frames a point scatter each point by a few tenths of a dB),
+    # and no estimator sits clearly below the bound on average.
+    gap = lambda key: sum(r[key] - r["mmse_bound_db"] for r in rows) / len(rows)  # noqa: E731
+    assert abs(gap("lmmse-genie_db")) < 0.4
+    for key in ("adafortitran_db", "ls-linear_db", "lmmse-robust_db", "lmmse-estimated_db", "mmse-bayes_db"):
+        assert gap(key) > -0.4, key
+    assert gap("ls-linear_db") > 1.0  # LS is far from the bound on these points
     est = load_estimator(str(out / "adafortitran-full.safetensors"), preset("default"))
     assert est.model.hparams["model_dim"] == card["model_options"]["model_dim"]
 

@@ -19,6 +19,7 @@ _COMMAND_MODULES = (
     "wavefront.datasets.cli",
     "wavefront.estimators.cli",
     "wavefront.imaging.cli",
+    "wavefront.merge",
 )
 
 

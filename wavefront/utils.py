@@ -105,3 +105,65 @@ def check_output_folder(field: str, path: str | Path) -> Path:
     if anc.exists() and not os.access(anc, os.W_OK | os.X_OK):
         raise ConfigError(field, str(path), f"{anc} is not writable by this user")
     return p
+
+
+def job_ranks(rank: int | None = None, world: int | None = None) -> tuple[int, int, bool]:
+    """Returns ``(rank, world_size, array_job)`` for a command's ``--rank``/``--world`` flags or torchrun's environment.
+
+    Given both flags, this process is array job ``rank`` of ``world`` (no process group;
+    ``array_job`` is True). Without them, torchrun's ``RANK``/``WORLD_SIZE`` (``(0, 1)``
+    outside torchrun). Raises ConfigError for one flag alone, ``world < 1``, ``rank`` outside
+    ``0 .. world-1``, or the flags under torchrun.
+    """
+    try:
+        env_rank, env_world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    except ValueError:
+        raise ConfigError("RANK/WORLD_SIZE", os.environ.get("RANK"), "must be integers") from None
+    if rank is None and world is None:
+        return env_rank, env_world, False
+    if world is None:
+        raise ConfigError("world", None, "--rank needs --world (the number of array jobs)")
+    if rank is None:
+        raise ConfigError("rank", None, "--world needs --rank (this job's index, 0 .. world-1)")
+    if world < 1:
+        raise ConfigError("world", world, "must be a positive integer")
+    if not 0 <= rank < world:
+        raise ConfigError("rank", rank, f"must satisfy 0 <= rank < world={world}")
+    if env_world > 1:
+        raise ConfigError("world", world, f"--rank/--world are for array jobs; under torchrun (WORLD_SIZE={env_world}) "
+                                          "the ranks come from torchrun")
+    return rank, world, True
+
+
+class process_group:
+    """Context manager: under torchrun (``WORLD_SIZE > 1``), runs its process group; yields ``(rank, world_size, device)``.
+
+    The backend follows the device: ``nccl`` for CUDA (each rank on ``cuda:LOCAL_RANK`` unless
+    ``device`` names an index), ``gloo`` for CPU. The group is destroyed on exit if it was
+    started here. Outside torchrun: ``(0, 1, device)`` and no group.
+    """
+
+    def __init__(self, device: str = "auto"):
+        self.device, self.started = device, False
+
+    def __enter__(self) -> tuple[int, int, str]:
+        rank, world, _ = job_ranks()
+        if world == 1:
+            return 0, 1, self.device
+        import torch.distributed as dist
+
+        dev = resolve_device(self.device)
+        if dev.type == "cuda" and (self.device in ("auto", "cuda") or self.device is None):
+            dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        if dev.type == "cuda":
+            torch.cuda.set_device(dev)
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+            self.started = True
+        return dist.get_rank(), dist.get_world_size(), str(dev)
+
+    def __exit__(self, *exc) -> None:
+        if self.started:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()

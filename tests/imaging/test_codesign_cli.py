@@ -3,9 +3,12 @@ import json
 import pytest
 import torch
 
+from scipy import stats
+
 from wavefront.cli import main
-from wavefront.imaging.layouts import regular_corners
-from wavefront.imaging.tasks import stripe_glyph_scenes
+from wavefront.imaging.codesign import accuracy, layout_splits, paired_difference, summarise
+from wavefront.imaging.layouts import SensorSimulator, make_layout, regular_corners
+from wavefront.imaging.tasks import GlyphNet, stripe_glyph_scenes
 
 
 @pytest.mark.parametrize("argv,message", [
@@ -35,18 +38,51 @@ def test_codesign_out_that_is_a_file_is_refused_before_training(what, tmp_path, 
     assert f.read_text() == "keep me"
 
 
-def test_codesign_layout_writes_metrics_plot_and_checkpoint_and_moves_the_layout(tmp_out, capsys):
+def test_codesign_layout_reports_the_test_accuracy_its_checkpoints_achieve(tmp_out, capsys):
     rc = main(["codesign", "layout", "--pixels", "8x8", "--image-size", "32", "--epochs", "1", "--seeds", "0",
-               "--train-images", "64", "--val-images", "32", "--out", str(tmp_out)])
+               "--train-images", "64", "--val-images", "32", "--test-images", "48", "--out", str(tmp_out)])
     assert rc == 0
     result = json.loads((tmp_out / "results.json").read_text())
-    acc = result["per_seed"][0]
-    assert 0 <= acc["learned"]["val_accuracy"] <= 1 and 0 <= acc["regular"]["val_accuracy"] <= 1
-    assert (tmp_out / "layout_seed0.png").stat().st_size > 0
+    row = result["per_seed"][0]
     ckpt = torch.load(tmp_out / "checkpoint_seed0.pt")
-    logits = ckpt["learned_sensor"]["layout.logits_y"]
-    assert float(logits.abs().max()) > 0  # the layout was trained, not left regular
-    assert "learned" in capsys.readouterr().out
+    assert float(ckpt["learned_sensor"]["layout.logits_y"].abs().max()) > 0  # the layout was trained, not left regular
+    learned = SensorSimulator(make_layout("rectangular", (8, 8), (32, 32)))
+    learned.load_state_dict(ckpt["learned_sensor"])
+    sensors = {"learned": learned, "regular": SensorSimulator(make_layout("rectangular", (8, 8), (32, 32))),
+               "foveated": SensorSimulator(make_layout("foveated", (8, 8), (32, 32)))}
+    images, labels = layout_splits(0, 64, 32, 48, 32)["test"]
+    for arm, sensor in sensors.items():
+        net = GlyphNet()
+        net.load_state_dict(ckpt[f"{arm}_net"])
+        assert row[arm]["test_accuracy"] == accuracy(sensor, net, images, labels), arm
+        with torch.no_grad():  # the loss tells apart networks that a 1-epoch accuracy may not
+            loss = float(torch.nn.functional.cross_entropy(net(sensor(images)), labels))
+        assert row[arm]["test_loss"] == pytest.approx(loss, rel=1e-6), arm
+    diff = result["summary"]["learned_minus_regular"]
+    assert diff["mean"] == pytest.approx(row["learned"]["test_accuracy"] - row["regular"]["test_accuracy"])
+    assert (tmp_out / "layout_seed0.png").stat().st_size > 0
+    assert "learned - foveated" in capsys.readouterr().out
+
+
+def test_paired_difference_is_the_paired_t_interval():
+    a = [0.91, 0.95, 0.88, 0.97, 0.93, 0.90]
+    b = [0.85, 0.96, 0.80, 0.90, 0.92, 0.84]
+    d = paired_difference(a, b)
+    ref = stats.ttest_rel(a, b)
+    lo, hi = ref.confidence_interval(0.95)
+    assert d["mean"] == pytest.approx(sum(a) / 6 - sum(b) / 6)
+    assert d["ci95"] == pytest.approx([lo, hi]) and d["p_value"] == pytest.approx(ref.pvalue)
+    assert paired_difference([1.0], [0.5])["ci95"] is None
+
+
+def test_summary_calls_a_result_better_only_when_its_interval_excludes_zero():
+    rows = [{"learned": {"m": x}, "base": {"m": y}} for x, y in [(10.0, 11.0), (10.5, 11.2), (9.8, 11.1), (10.1, 10.9)]]
+    assert summarise(rows, "m", higher_is_better=False, baselines=("base",))["learned_minus_base"]["better"]
+    assert not summarise(rows, "m", higher_is_better=True, baselines=("base",))["learned_minus_base"]["better"]
+    # One bad seed: the mean stays on the good side (-0.26) but the interval now spans zero.
+    noisy = rows + [{"learned": {"m": 12.5}, "base": {"m": 10.0}}]
+    d = summarise(noisy, "m", higher_is_better=False, baselines=("base",))["learned_minus_base"]
+    assert d["mean"] < 0 and d["ci95"][0] < 0 < d["ci95"][1] and not d["better"] and d["wins"] == "4/5"
 
 
 def test_stripe_glyph_scenes_are_balanced_images_in_the_unit_range():
@@ -65,3 +101,15 @@ def test_regular_sensor_cannot_see_period_four_stripes_inside_the_glyph():
     spread = cells.amax((-2, -1)) - cells.amin((-2, -1))
     assert float(spread.max()) < 1e-6
     assert regular_corners((16, 16), (64, 64))[6, 6].tolist() == [24.0, 24.0]
+
+
+def test_foveated_layout_resolves_period_four_stripes_at_every_glyph_offset():
+    # The hand-made baseline: 1.71 px cells over the central 24 px see the stripes wherever
+    # the jitter puts them; the regular 4 px cells see flat grey (test above).
+    sensor = SensorSimulator(make_layout("foveated", (16, 16), (64, 64)))
+    for seed in range(8):
+        images, labels = stripe_glyph_scenes(64, torch.Generator().manual_seed(seed), size=64, periods=(4,))
+        with torch.no_grad():
+            rows = sensor(images[labels == 0])[:, 0, 5:11, 5:11]  # horizontal stripes; cells inside the glyph
+        spread = rows.amax(-2) - rows.amin(-2)  # down each column of cells
+        assert float(spread.min()) > 0.1

@@ -5,17 +5,66 @@ from torch import nn
 
 from wavefront.errors import ConfigError
 from wavefront.imaging.compressed import (
-    CompressedConv2d, WaveSurrogate, compressed_kernel, compressed_param_count, conv_param_count,
-    full_param_count, full_rank,
+    CompressedConv2d, WaveSurrogate, cheapest_path, compressed_kernel, compressed_param_count, conv_param_count,
+    full_param_count, full_rank, path_macs,
 )
 
 
-@pytest.mark.parametrize("c_in,c_out,k,rank", [(3, 8, 3, 1), (16, 16, 5, 4), (7, 2, 7, 49)])
-def test_compressed_conv_has_the_closed_form_parameter_count(c_in, c_out, k, rank):
+@pytest.mark.parametrize("c_in,c_out,k,rank,count", [(3, 8, 3, 1, 38), (16, 16, 5, 4, 1080), (7, 2, 7, 49, 1374)])
+def test_compressed_param_count_is_what_the_layer_holds(c_in, c_out, k, rank, count):
+    # count worked by hand: R (C_in C_out + 2k) + C_out, e.g. 4 (256 + 10) + 16 = 1080
     layer = CompressedConv2d(c_in, c_out, k, rank)
-    assert sum(p.numel() for p in layer.parameters()) == rank * (c_in * c_out + 2 * k) + c_out
-    assert compressed_param_count(c_in, c_out, k, rank) == rank * (c_in * c_out + 2 * k) + c_out
-    assert full_param_count(c_in, c_out, k) == sum(p.numel() for p in nn.Conv2d(c_in, c_out, k).parameters())
+    assert sum(p.numel() for p in layer.parameters()) == compressed_param_count(c_in, c_out, k, rank) == count
+    assert conv_param_count(layer) == count
+    full = nn.Conv2d(c_in, c_out, k)
+    assert full_param_count(c_in, c_out, k) == sum(p.numel() for p in full.parameters()) == conv_param_count(full)
+
+
+@pytest.mark.parametrize("c_in,c_out,rank", [(3, 24, 9), (24, 24, 4), (24, 1, 9), (6, 6, 1)])
+@pytest.mark.parametrize("path", ["spatial-first", "mix-first"])
+def test_separable_paths_compute_the_assembled_convolution_and_its_gradients(c_in, c_out, rank, path):
+    torch.manual_seed(3)
+    layer = CompressedConv2d(c_in, c_out, 5, rank, path="dense").double()
+    x = torch.randn(2, c_in, 11, 9, dtype=torch.float64, requires_grad=True)
+    probe = torch.randn(2, c_out, 11, 9, dtype=torch.float64)
+    ref = F.conv2d(x, layer.kernel(), layer.bias, padding=2)
+    grads_ref = torch.autograd.grad((ref * probe).sum(), [x, *layer.parameters()])
+    layer.path = path
+    out = layer(x)
+    grads = torch.autograd.grad((out * probe).sum(), [x, *layer.parameters()])
+    torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
+    for g, g_ref in zip(grads, grads_ref):
+        torch.testing.assert_close(g, g_ref, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("c_in,c_out,rank", [(3, 24, 9), (24, 24, 4), (24, 1, 9)])
+def test_path_macs_count_the_multiply_adds_the_paths_execute(c_in, c_out, rank, monkeypatch):
+    # Every conv2d call costs C_out_call * (C_in_call / groups) * kh * kw multiply-adds per pixel.
+    import wavefront.imaging.compressed as compressed
+
+    calls, conv2d = [], F.conv2d
+
+    def counting_conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+        calls.append(weight.shape[0] * weight.shape[1] * weight.shape[2] * weight.shape[3])
+        return conv2d(x, weight, bias, stride, padding, dilation, groups)
+
+    monkeypatch.setattr(compressed.F, "conv2d", counting_conv2d)
+    layer = CompressedConv2d(c_in, c_out, 5, rank)
+    x = torch.randn(1, c_in, 7, 7)
+    macs = path_macs(c_in, c_out, 5, rank)
+    for path in ("dense", "spatial-first", "mix-first"):
+        calls.clear()
+        layer.path = path
+        layer(x)
+        assert sum(calls) == macs[path], path
+
+
+def test_auto_path_runs_the_surrogate_dense_and_a_wide_rank_one_layer_separably():
+    # The measured break-even is 20x fewer multiply-adds (see SEPARABLE_MIN_MAC_RATIO).
+    assert [cheapest_path(a, b, 5, r) for a, b, r in [(3, 24, 9), (24, 24, 4), (24, 24, 4), (24, 1, 9)]] == ["dense"] * 4
+    assert cheapest_path(24, 24, 5, 1) == "dense"  # 17.6x fewer: measured 0.5-1.4x the dense time
+    assert cheapest_path(64, 64, 5, 1) == "spatial-first"  # 1600 / 74: 21.6x fewer
+    assert cheapest_path(64, 2, 5, 1) == "mix-first"
 
 
 def test_full_rank_compressed_conv_represents_a_given_full_kernel_exactly():
@@ -92,3 +141,5 @@ def test_even_kernel_or_zero_rank_is_a_config_error():
         CompressedConv2d(2, 2, 4, 1)
     with pytest.raises(ConfigError, match="rank"):
         CompressedConv2d(2, 2, 3, 0)
+    with pytest.raises(ConfigError, match=r"path='fast': must be one of"):
+        CompressedConv2d(2, 2, 3, 1, path="fast")

@@ -101,12 +101,80 @@ def test_curvilinear_warp_is_a_bijection_of_the_square_for_any_parameters(scale)
     assert bool((x[:, 1:] > x[:, :-1]).all())
 
 
-def test_curvilinear_cell_areas_sum_to_the_image_area():
-    layout = CurvilinearLayout((8, 8), (32, 32)).double()
-    with torch.no_grad():
-        layout.params.copy_(torch.randn(2, 2, 2) * 2)
-    ones = torch.ones(1, 1, 32, 32, dtype=torch.float64)
-    torch.testing.assert_close(layout.sense(ones), torch.ones(1, 1, 8, 8, dtype=torch.float64))
+def _warped_cell_centroid_x(params, cell, pixels, image_size, n=400):
+    """Returns the x centroid (pixel units) of a warped cell from its boundary (shoelace), no Jacobian used."""
+    (i, j), (h, w), (big_h, big_w) = cell, pixels, image_size
+    t = torch.linspace(0, 1, n + 1, dtype=torch.float64)[:-1]
+    u0, u1, v0, v1 = i / h, (i + 1) / h, j / w, (j + 1) / w
+    us = torch.cat([torch.full_like(t, u0), u0 + (u1 - u0) * t, torch.full_like(t, u1), u1 - (u1 - u0) * t])
+    vs = torch.cat([v0 + (v1 - v0) * t, torch.full_like(t, v1), v1 - (v1 - v0) * t, torch.full_like(t, v0)])
+    y, x, _ = curvilinear_warp(us, vs, params)
+    y, x = y * big_h, x * big_w
+    cross = x * y.roll(-1) - x.roll(-1) * y
+    return float(((x + x.roll(-1)) * cross).sum() / (3 * cross.sum()))
+
+
+def test_curvilinear_cell_mean_of_a_ramp_is_the_warped_cell_centroid():
+    # The mean of f = x over a cell is the cell's x centroid, which its boundary alone fixes
+    # (Green's theorem). The sensor gets it from the Jacobian-weighted quadrature: a wrong or
+    # missing Jacobian moves it by 0.02-0.14 px here. Interior cells: no border clamping.
+    params = torch.randn(2, 2, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 2
+    pixels, size = (8, 8), (32, 32)
+    ramp = torch.arange(32, dtype=torch.float64).expand(1, 1, 32, 32)  # pixel j (centre at j + 0.5) holds j
+    means = warped_cell_means(ramp, params, pixels, (16, 16))[0, 0]
+    for i in range(1, 7):
+        for j in range(1, 7):
+            expected = _warped_cell_centroid_x(params, (i, j), pixels, size) - 0.5
+            assert abs(float(means[i, j]) - expected) < 3e-3
+
+
+def test_curvilinear_det_is_the_jacobian_determinant_of_the_warp():
+    params = torch.randn(2, 2, 3, generator=torch.Generator().manual_seed(1), dtype=torch.float64) * 2
+    for u, v in [(0.1, 0.7), (0.5, 0.5), (0.93, 0.02)]:
+        point = torch.tensor([u, v], dtype=torch.float64)
+        jac = torch.autograd.functional.jacobian(lambda p: torch.stack(curvilinear_warp(p[0], p[1], params)[:2]), point)
+        det = curvilinear_warp(point[0], point[1], params)[2]
+        assert float(det) == pytest.approx(float(torch.linalg.det(jac)), rel=1e-10)
+
+
+def _central_differences(loss, params, eps=1e-6):
+    fd = torch.zeros_like(params)
+    flat = fd.view(-1)
+    for i in range(params.numel()):
+        up, down = params.detach().clone(), params.detach().clone()
+        up.view(-1)[i] += eps
+        down.view(-1)[i] -= eps
+        flat[i] = (loss(up) - loss(down)) / (2 * eps)
+    return fd
+
+
+def test_rectangular_layout_gradient_at_the_regular_grid_start_matches_central_differences():
+    # Zero logits put every edge on a pixel boundary, a kink of the cell means: the gradient
+    # there must be the central difference, not one one-sided slope.
+    images = _images((1, 1, 16, 16), seed=5, dtype=torch.float64)
+    probe = _images((1, 1, 4, 4), seed=6, dtype=torch.float64) - 0.5
+    zeros = torch.zeros(4, dtype=torch.float64)
+
+    def loss(ly, lx=zeros):
+        return (rectangular_cell_means(images, rectangular_edges(ly, 16), rectangular_edges(lx, 16)) * probe).sum()
+
+    ly = zeros.clone().requires_grad_()
+    (grad,) = torch.autograd.grad(loss(ly), ly)
+    torch.testing.assert_close(grad, _central_differences(lambda p: float(loss(p)), zeros), rtol=1e-5, atol=1e-7)
+
+
+def test_curvilinear_layout_gradient_at_the_regular_grid_start_matches_central_differences():
+    # Zero warp puts every quadrature point on a pixel centre, a kink of the bilinear interpolant.
+    images = _images((1, 1, 16, 16), seed=5, dtype=torch.float64)
+    probe = _images((1, 1, 4, 4), seed=6, dtype=torch.float64) - 0.5
+
+    def loss(p):
+        return (warped_cell_means(images, p, (4, 4), (4, 4)) * probe).sum()
+
+    params = torch.zeros(2, 2, 2, dtype=torch.float64, requires_grad=True)
+    (grad,) = torch.autograd.grad(loss(params), params)
+    # Either side of the kink has its own curvature, so the difference itself is only O(eps) accurate.
+    torch.testing.assert_close(grad, _central_differences(lambda p: float(loss(p)), params), rtol=1e-5, atol=1e-7)
 
 
 def test_layout_larger_than_the_image_is_a_config_error():

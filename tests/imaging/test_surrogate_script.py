@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 _SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "surrogate_compression.py"
 _spec = importlib.util.spec_from_file_location("surrogate_compression", _SCRIPT)
@@ -14,16 +15,33 @@ _spec.loader.exec_module(surrogate_compression)
 def test_full_and_compressed_surrogates_both_beat_linear_extrapolation(tmp_path):
     out = tmp_path / "surrogate"
     assert surrogate_compression.main(["--out", str(out), "--steps", "100", "--seeds", "0", "--train-models", "6",
-                                       "--val-models", "2"]) == 0
+                                       "--val-models", "2", "--horizons", "1", "5", "20"]) == 0
     res = json.loads((out / "surrogate.json").read_text())
-    linear = res["linear_extrapolation_test_rel_l2"]
-    runs = {r["model"]: r for r in res["runs"]}
+    split = res["splits"][0]
+    linear = split["linear_extrapolation_test_rel_l2"]
+    runs = {r["model"]: r for r in split["runs"]}
     # 100 steps already take both well below the network's starting point (linear extrapolation)
     assert runs["full"]["test_rel_l2"] < 0.5 * linear
     assert runs["compressed"]["test_rel_l2"] < 0.5 * linear
+    # The separable path is the same network: the same test error
+    assert runs["compressed"]["test_rel_l2_separable"] == pytest.approx(runs["compressed"]["test_rel_l2"], rel=1e-4)
+    # Fed on its own predictions the error grows with the horizon
+    for r in runs.values():
+        roll = r["test_rollout_rel_l2"]
+        assert roll["1"] < roll["5"] < roll["20"]
     # ranks (9, 4, 4, 9) on 24 channels, k = 5: the closed-form counts and their ratio
     assert (runs["full"]["conv_params"], runs["compressed"]["conv_params"]) == (31_273, 5_805)
     assert res["summary"]["param_ratio"] == pytest.approx(31_273 / 5_805)
+
+
+def test_rollout_of_linear_extrapolation_on_a_quadratic_in_time_has_the_closed_form_error():
+    # u_t = c t^2: extrapolating from (0, c) gives u_{h+1} = (h + 1) c against (h + 1)^2 c,
+    # a relative error of h / (h + 1) after h steps.
+    t = torch.arange(12, dtype=torch.float64)
+    pattern = torch.randn(2, 1, 5, 5, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    snaps = pattern * t.reshape(1, -1, 1, 1) ** 2
+    errors = surrogate_compression.rollout_rel_l2(None, (snaps, torch.ones(2, 5, 5)), 1.0, [1, 2, 5, 10])
+    assert errors == pytest.approx({"1": 1 / 2, "2": 2 / 3, "5": 5 / 6, "10": 10 / 11}, rel=1e-12)
 
 
 def test_rank_list_of_the_wrong_length_is_refused(tmp_path, capsys):

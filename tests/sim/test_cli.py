@@ -2,6 +2,7 @@
 import json
 import subprocess
 import sys
+import warnings
 
 import pytest
 
@@ -91,11 +92,21 @@ def test_pilot_outside_grid_in_config_file(tmp_path, capsys):
     assert rc == 2 and "ofdm.pilot_symbols=[2, 14]" in err and "outside the grid" in err
 
 
-def test_doppler_near_subcarrier_spacing_warns(tmp_path, capsys):
-    with pytest.warns(UserWarning, match="inter-carrier interference is not modelled"):
-        rc = main(["sweep", "--estimators", "ls-linear", "--snr-db", "10", "--doppler-hz", "3000", "--frames", "10",
-                   "--out", str(tmp_path), "--no-progress"])
+def test_unmodelled_ici_above_the_noise_warns_and_ici_flag_silences_it(tmp_path, capsys):
+    # 1000 Hz: ICI -21.4 dB per RE, above the noise at 25 dB; --ici models it and says so in the results
+    with pytest.warns(UserWarning, match=r"inter-carrier interference is not modelled: at doppler_hz=1000 it would be "
+                                         r"-21\.4 dB per RE, above the noise at snr_db=25"):
+        rc = main(["sweep", "--estimators", "ls-linear", "--snr-db", "25", "--doppler-hz", "1000", "--frames", "10",
+                   "--out", str(tmp_path / "a"), "--no-progress"])
     assert rc == 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        rc = main(["sweep", "--estimators", "ls-linear,lmmse-genie", "--snr-db", "25", "--doppler-hz", "1000",
+                   "--frames", "10", "--ici", "--out", str(tmp_path / "b"), "--no-progress"])
+    assert rc == 0
+    spec = json.loads((tmp_path / "b" / "results.json").read_text())["spec"]
+    assert spec["config"]["channel"]["ici"] is True and spec["ici"].startswith("modelled")
+    assert "ICI: modelled" in capsys.readouterr().out
 
 
 def test_console_script_exit_code_without_traceback(tmp_path):
