@@ -13,6 +13,7 @@ _FMT = argparse.ArgumentDefaultsHelpFormatter
 def _common(p, frames_flag: str, frames_default, frames_help: str) -> None:
     p.add_argument("--config", default=None, help="YAML system config (ofdm:, channel:)")
     p.add_argument("--preset", default=None, help="named system config: default, adafortitran-paper, adafortitran-reference")
+    p.add_argument("--pilots", default=None, metavar="PRESET|FILE.json", help=_pilots_help())
     p.add_argument(frames_flag, type=int, default=frames_default, required=frames_default is None, help=frames_help)
     p.add_argument("--shard-frames", type=int, default=10_000, help="frames per shard (the last shard holds the rest)")
     p.add_argument("--seed", type=int, default=0, help="run seed; shard i draws from derive_seed(seed, i)")
@@ -101,13 +102,21 @@ def add_commands(sub) -> None:
     p.set_defaults(func=run_audit)
 
 
+def _pilots_help() -> str:
+    from wavefront.sim.pilots import PILOTS_HELP
+
+    return PILOTS_HELP
+
+
 def _base_config(args, default_preset: str = "default"):
     from wavefront.sim.config import SystemConfig, preset
+    from wavefront.sim.pilots import apply_pilots
 
     if args.config and args.preset:
         raise ConfigError("config", args.config, "give --config or --preset, not both")
     config = SystemConfig.from_yaml(args.config) if args.config else preset(args.preset or default_preset)
-    return config.updated(channel={"ici": True}) if getattr(args, "ici", False) else config
+    config = config.updated(channel={"ici": True}) if getattr(args, "ici", False) else config
+    return apply_pilots(config, getattr(args, "pilots", None))
 
 
 def _device(name: str, threads: int | None = None):

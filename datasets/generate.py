@@ -125,8 +125,8 @@ class DatasetSpec:
     def bytes_per_frame(self) -> int:
         """Returns the array bytes of one frame: channel, LS and received pilots (complex64), metadata."""
         o = self.config.ofdm
-        (f, t), (pf, pt) = o.grid_shape, o.pilot_shape
-        return 8 * (f * t + 2 * pf * pt) + 4 * 4 + 5
+        f, t = o.grid_shape
+        return 8 * (f * t + 2 * o.num_pilots) + 4 * 4 + 5
 
     def header(self) -> dict:
         """Returns the manifest fields that describe the run (everything but the shard list)."""
@@ -158,6 +158,12 @@ def draw_shard(generator, spec: DatasetSpec, index: int, progress=None) -> Shard
     ``progress``: a tqdm-like object updated per generator batch, or None.
     """
     o = spec.config.ofdm
+    layout = o.pilot_layout
+    if layout.is_kronecker:  # the axes, as shards have always stored them
+        sub, sym, positions = o.pilot_subcarriers, o.pilot_symbol_indices, None
+    else:  # each pilot's subcarrier and symbol, and the positions themselves
+        sub, sym = layout.subcarrier_indices, layout.symbol_indices
+        positions = np.stack([sub, sym], 1).astype(np.int64)
     n = spec.counts[index]
     parts, done, j = [], 0, 0
     while done < n:
@@ -166,11 +172,11 @@ def draw_shard(generator, spec: DatasetSpec, index: int, progress=None) -> Shard
         parts.append(ShardArrays(
             h_true=fr.h.cpu().numpy(), pilots_ls=fr.pilots_ls.cpu().numpy(), pilots_rx=fr.pilots_rx.cpu().numpy(),
             pilot_symbols=fr.pilot_symbols.cpu().numpy(),
-            pilot_subcarriers=np.asarray(o.pilot_subcarriers, dtype=np.int64),
-            pilot_symbol_indices=np.asarray(o.pilot_symbols, dtype=np.int64),
+            pilot_subcarriers=np.asarray(sub, dtype=np.int64),
+            pilot_symbol_indices=np.asarray(sym, dtype=np.int64),
             snr_db=fr.snr_db.cpu().numpy(), delay_spread_s=fr.delay_spread_s.cpu().numpy(),
             doppler_hz=fr.doppler_hz.cpu().numpy(), noise_var=fr.noise_var.cpu().numpy(),
-            profile=np.full(b, fr.profile.encode(), dtype=PROFILE_DTYPE)))
+            profile=np.full(b, fr.profile.encode(), dtype=PROFILE_DTYPE), pilot_positions=positions))
         done += b
         j += 1
         if progress is not None:

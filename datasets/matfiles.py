@@ -14,6 +14,9 @@ Rules, because the reference name pattern holds only non-negative integers:
 - A negative value is always refused (the pattern cannot name it).
 - An LS pilot exactly 0 is refused: the reference reader would lose that pilot.
 - SNR in the name is wavefront's per-resource-element SNR.
+- Only Kronecker pilot layouts (``P_f x P_t``) whose subcarriers are equally spaced can be
+  exported: the reader reshapes the pilots to ``[P_f, P_t]`` and the name's ``N-`` is that
+  spacing. A scattered layout (:mod:`wavefront.sim.pilots`) is refused before anything is written.
 """
 from __future__ import annotations
 
@@ -88,11 +91,11 @@ def export_mat(data: str | Path, out: str | Path, round_values: bool = False, pr
     """
     data, out = Path(data), check_output_folder("out", out)
     folders = [(d, manifest_shards(d)) for d in dataset_folders(data, "data")]
+    spacings = {d: _mat_spacing(d) for d, _ in folders}  # every folder checked before any file is written
     left = sum(s.frames for _, shards in folders for s in shards)
     total = 0
     for d, shards in folders:
-        man = read_manifest(d)
-        spacing = int(man["config"]["ofdm"]["pilot_subcarrier_spacing"])
+        spacing = spacings[d]
         dest = out / d.relative_to(data)
         dest.mkdir(parents=True, exist_ok=True)
         n = 0
@@ -125,6 +128,28 @@ def export_mat(data: str | Path, out: str | Path, round_values: bool = False, pr
     return total
 
 
+def _mat_spacing(folder: Path) -> int:
+    """Returns the ``N-`` spacing of a dataset folder's pilots, or raises ConfigError if ``.mat`` cannot hold its layout."""
+    from wavefront.sim.pilots import is_arithmetic
+
+    man = read_manifest(folder)
+    try:
+        cfg = SystemConfig.from_dict(man["config"])
+    except (KeyError, TypeError, ConfigError):
+        return int(man["config"]["ofdm"]["pilot_subcarrier_spacing"])
+    layout = cfg.ofdm.pilot_layout
+    if not layout.is_kronecker:
+        raise ConfigError("data", str(folder), f"its pilot layout is {layout.describe()}: .mat export covers Kronecker "
+                                               "layouts only (the reference reader reshapes the pilots to [P_f, P_t])")
+    sub = cfg.ofdm.pilot_subcarriers
+    if cfg.ofdm.pilot_positions is None:
+        return cfg.ofdm.pilot_subcarrier_spacing
+    if not is_arithmetic(sub):
+        raise ConfigError("data", str(folder), f"its pilot subcarriers ({layout.describe()}) are not equally spaced; "
+                                               "a .mat name's N-{spacing} cannot name them")
+    return sub[1] - sub[0] if len(sub) > 1 else cfg.ofdm.num_subcarriers
+
+
 def parse_mat_name(path: Path) -> dict:
     """Returns the metadata in a reference file name; raises ConfigError naming the file if malformed."""
     m = NAME_RE.fullmatch(path.name)
@@ -151,7 +176,8 @@ def _folder_config(files: list[Path], metas: list[dict], base: SystemConfig, snr
     for key in ("snr_db", "delay_spread_s", "doppler_hz"):
         lo, hi = min(m[key] for m in metas), max(m[key] for m in metas)
         channel[key] = lo if lo == hi else (lo, hi)
-    return base.updated(ofdm={"pilot_subcarrier_spacing": metas[0]["spacing"]}, channel=channel)
+    # the names carry a Kronecker grid: any pilot_positions of the base config do not apply
+    return base.updated(ofdm={"pilot_subcarrier_spacing": metas[0]["spacing"], "pilot_positions": None}, channel=channel)
 
 
 def mat_folders(root: str | Path) -> dict[Path, list[Path]]:

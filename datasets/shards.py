@@ -7,6 +7,13 @@ A shard ``shard-{index:05d}.h5`` holds N frames (F subcarriers, T symbols, P_f x
 - ``pilots_rx`` [N, P_f, P_t] complex64: received pilots.
 - ``pilot_symbols`` [P_f, P_t] complex64: the known transmitted pilots (unit modulus).
 - ``pilot_subcarriers`` [P_f] int64, ``pilot_symbol_indices`` [P_t] int64: 0-based pilot positions.
+
+A scattered pilot layout (:mod:`wavefront.sim.pilots`) stores its pilots as ``[N, P]`` in
+position order (``pilots_ls``, ``pilots_rx``; ``pilot_symbols`` [P]), ``pilot_subcarriers`` and
+``pilot_symbol_indices`` [P] (each pilot's subcarrier and symbol), and one more dataset,
+``pilot_positions`` [P, 2] int64 ``(subcarrier, symbol)``, which a Kronecker shard does not
+carry (its bytes are those of shards written before layouts existed). Either way the root
+attribute ``config`` names the layout.
 - ``snr_db`` [N] float32 (dB, per resource element), ``delay_spread_s`` [N] float32 (s, RMS),
   ``doppler_hz`` [N] float32 (Hz, maximum), ``noise_var`` [N] float32 (per complex RE),
   ``profile`` [N] bytes ``S5``: the TDL letter (``A``..``E``) or ``CDL-A``..``CDL-E``.
@@ -55,6 +62,7 @@ PROFILE_DTYPE = "S5"  # "A".."E" (TDL) or "CDL-A".."CDL-E"
 FRAME_ARRAYS = ("h_true", "pilots_ls", "pilots_rx")  # [N, ...] complex64, one chunk per frame
 META_ARRAYS = ("snr_db", "delay_spread_s", "doppler_hz", "noise_var")  # [N] float32
 STATIC_ARRAYS = ("pilot_symbols", "pilot_subcarriers", "pilot_symbol_indices")
+OPTIONAL_STATIC = ("pilot_positions",)  # [P, 2] int64, scattered layouts only
 COMPRESSIONS = ("none", "lzf", "gzip")
 # What h5py raises on a damaged file, by where the damage sits: OSError (truncation, bad
 # signatures, checksum failures), RuntimeError ("bad object header version number", local
@@ -158,6 +166,7 @@ class ShardArrays:
     doppler_hz: np.ndarray
     noise_var: np.ndarray
     profile: np.ndarray  # [N] S5
+    pilot_positions: np.ndarray | None = None  # [P, 2] int64: scattered layouts only
 
     def __len__(self) -> int:
         return self.h_true.shape[0]
@@ -168,7 +177,7 @@ class ShardArrays:
         first = parts[0]
         kw = {}
         for name in cls.__dataclass_fields__:
-            if name in STATIC_ARRAYS:
+            if name in STATIC_ARRAYS + OPTIONAL_STATIC:
                 kw[name] = getattr(first, name)
             else:
                 kw[name] = np.concatenate([getattr(p, name) for p in parts])
@@ -190,7 +199,8 @@ class ShardRecord:
 def content_checksum(a: ShardArrays) -> str:
     """Returns the SHA-256 hex digest of a shard's arrays (bytes, in a fixed order)."""
     h = hashlib.sha256()
-    for name in FRAME_ARRAYS + META_ARRAYS + STATIC_ARRAYS + ("profile",):
+    optional = tuple(n for n in OPTIONAL_STATIC if getattr(a, n) is not None)
+    for name in FRAME_ARRAYS + META_ARRAYS + STATIC_ARRAYS + ("profile",) + optional:
         arr = np.ascontiguousarray(getattr(a, name))
         h.update(name.encode())
         h.update(str(arr.dtype.str).encode())
@@ -234,7 +244,7 @@ def shard_image(arrays: ShardArrays, attrs: dict, compression: str = "none") -> 
         for name in META_ARRAYS:
             f.create_dataset(name, data=getattr(arrays, name).astype(np.float32), **opts)
         f.create_dataset("profile", data=arrays.profile.astype(PROFILE_DTYPE), **opts)
-        for name in STATIC_ARRAYS:
+        for name in STATIC_ARRAYS + tuple(n for n in OPTIONAL_STATIC if getattr(arrays, n) is not None):
             f.create_dataset(name, data=getattr(arrays, name), **opts)
         full = {"format": FORMAT, "format_version": FORMAT_VERSION, "num_frames": len(arrays),
                 "content_sha256": checksum, **attrs}
@@ -409,7 +419,8 @@ def read_shard(path: str | Path) -> ShardArrays:
     path = Path(path)
     try:
         with h5py.File(path, "r") as f:
-            return ShardArrays(**{k: f[k][()] for k in ShardArrays.__dataclass_fields__})
+            return ShardArrays(**{k: f[k][()] for k in ShardArrays.__dataclass_fields__ if k in f
+                                  or k not in OPTIONAL_STATIC})
     except H5_ERRORS as exc:
         raise _damaged(path, "cannot read its arrays", exc) from None
 

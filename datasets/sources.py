@@ -48,10 +48,13 @@ def _check_grid(ds: H5FrameDataset, config: SystemConfig, folder: Path) -> None:
     if stored is None:
         return  # no recorded config: a shape mismatch still fails at the estimator
     a, b = stored.ofdm, config.ofdm
-    for name in ("grid_shape", "pilot_subcarriers", "pilot_symbols"):
-        if tuple(getattr(a, name)) != tuple(getattr(b, name)):
-            raise ConfigError("data", str(folder), f"its frames have {name} {tuple(getattr(a, name))}, the estimators "
-                                                   f"were built for {tuple(getattr(b, name))}; pass the matching --config/--preset")
+    if tuple(a.grid_shape) != tuple(b.grid_shape):
+        raise ConfigError("data", str(folder), f"its frames have grid_shape {tuple(a.grid_shape)}, the estimators "
+                                               f"were built for {tuple(b.grid_shape)}; pass the matching --config/--preset")
+    if a.pilot_layout.positions != b.pilot_layout.positions:
+        raise ConfigError("data", str(folder), f"its frames have pilots {a.pilot_layout.describe()}, the estimators "
+                                               f"were built for {b.pilot_layout.describe()}; pass the matching "
+                                               "--config/--preset/--pilots")
 
 
 def folder_points(path: str | Path, config: SystemConfig, batch_size: int = 4096) -> list[Point]:

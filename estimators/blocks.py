@@ -86,20 +86,34 @@ def linear_interp_matrix(positions: list[int], size: int) -> np.ndarray:
 
 
 class PilotInterpolator(nn.Module):
-    """Maps a pilot grid ``[N, P_f, P_t]`` to the full grid ``[N, F, T]`` by separable linear interpolation.
+    """Maps pilots to the full grid ``[N, F, T]`` by fixed linear interpolation.
 
+    A Kronecker layout: pilot grid ``[N, P_f, P_t]``, separable linear interpolation. A
+    scattered layout: pilots ``[N, P]``, linear over the layout's Delaunay triangulation
+    (:func:`wavefront.sim.pilots.interpolation_weights`, the ``ls-linear`` weights).
     The weights are fixed (a buffer that is not saved): the classical LS-linear front end
-    that ChannelNet, InterpolateNet and the ConvNeXt estimator refine.
+    that ChannelNet and the ConvNeXt estimator refine.
     """
 
     def __init__(self, ofdm):
         super().__init__()
+        layout = ofdm.pilot_layout
+        self.separable = layout.is_kronecker
+        self.grid_shape = tuple(ofdm.grid_shape)
+        if not self.separable:
+            from wavefront.sim.pilots import interpolation_weights
+
+            w = interpolation_weights(layout, "linear")  # [F*T, P]
+            self.register_buffer("w", torch.tensor(w, dtype=torch.float32), persistent=False)
+            return
         w_f = linear_interp_matrix(ofdm.pilot_subcarriers, ofdm.num_subcarriers)
-        w_t = linear_interp_matrix(list(ofdm.pilot_symbols), ofdm.num_symbols)
+        w_t = linear_interp_matrix(ofdm.pilot_symbol_indices, ofdm.num_symbols)
         self.register_buffer("w_f", torch.tensor(w_f, dtype=torch.float32), persistent=False)
         self.register_buffer("w_t", torch.tensor(w_t, dtype=torch.float32), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.separable:
+            return (x @ self.w.to(x.dtype).T).reshape(x.shape[0], *self.grid_shape)
         return self.w_f.to(x.dtype) @ x @ self.w_t.to(x.dtype).T
 
 
@@ -208,9 +222,19 @@ class ResidualBlock(nn.Module):
         return x + self.body(x)
 
 
+def require_pilot_grid(ofdm, model: str) -> tuple[int, int]:
+    """Returns ``(P_f, P_t)``, or raises ConfigError when the layout is scattered (no pilot grid to convolve)."""
+    layout = ofdm.pilot_layout
+    if not layout.is_kronecker:
+        raise ConfigError("model", model, f"convolves the [P_f, P_t] pilot grid, and the pilot layout is "
+                                          f"{layout.describe()}; use linear, fortitran, adafortitran (any P) or "
+                                          "channelnet, convnext (on the LS-interpolated grid)")
+    return layout.pilot_shape
+
+
 def integer_upsampling(ofdm, model: str) -> tuple[int, int]:
     """Returns ``(F / P_f, T / P_t)``, or raises ConfigError when the pilot grid does not divide the full grid."""
-    (f, t), (pf, pt) = ofdm.grid_shape, ofdm.pilot_shape
+    (f, t), (pf, pt) = ofdm.grid_shape, require_pilot_grid(ofdm, model)
     if f % pf or t % pt:
         raise ConfigError("model", model, f"needs the pilot grid {pf}x{pt} to divide the {f}x{t} grid by whole factors "
                                           f"(learned upsampling by integer strides); use interpolatenet or convnext")

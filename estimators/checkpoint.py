@@ -174,12 +174,19 @@ class Checkpoint:
 def check_grid_matches(stored, wanted, path, what: str = "checkpoint") -> None:
     """Raises ConfigError if ``stored`` (a checkpoint's or dataset's SystemConfig) and ``wanted`` differ in grid or pilots."""
     a, b = stored.ofdm, wanted.ofdm
-    for field, va, vb in (("grid_shape", a.grid_shape, b.grid_shape),
-                          ("pilot_subcarriers", a.pilot_subcarriers, b.pilot_subcarriers),
-                          ("pilot_symbols", list(a.pilot_symbols), list(b.pilot_symbols))):
-        if list(va) != list(vb):
-            raise ConfigError(what, str(path), f"is for ofdm.{field}={list(va)}, but the config has {list(vb)}; "
-                                               f"use a {what} made for this grid and pilot pattern")
+    if list(a.grid_shape) != list(b.grid_shape):
+        raise ConfigError(what, str(path), f"is for ofdm.grid_shape={list(a.grid_shape)}, but the config has "
+                                           f"{list(b.grid_shape)}; use a {what} made for this grid and pilot pattern")
+    la, lb = a.pilot_layout, b.pilot_layout
+    if la.positions != lb.positions:
+        if la.is_kronecker and lb.is_kronecker:  # name the axis that differs, as before layouts existed
+            for field, va, vb in (("pilot_subcarriers", a.pilot_subcarriers, b.pilot_subcarriers),
+                                  ("pilot_symbols", a.pilot_symbol_indices, b.pilot_symbol_indices)):
+                if list(va) != list(vb):
+                    raise ConfigError(what, str(path), f"is for ofdm.{field}={list(va)}, but the config has {list(vb)}; "
+                                                       f"use a {what} made for this grid and pilot pattern")
+        raise ConfigError(what, str(path), f"is for pilots {la.describe()}, but the config has {lb.describe()}; "
+                                           f"use a {what} made for this grid and pilot layout (--pilots)")
 
 
 def export(src: str | Path, dst: str | Path) -> Path:

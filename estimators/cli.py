@@ -34,6 +34,12 @@ def _overrides(items: list[str]) -> dict:
     return out
 
 
+def _pilots_help() -> str:
+    from wavefront.sim.pilots import PILOTS_HELP
+
+    return PILOTS_HELP
+
+
 def add_commands(subparsers) -> None:
     """Adds ``train`` and ``evaluate`` to the ``wavefront`` command line."""
     p = subparsers.add_parser("train", help="train a learned channel estimator",
@@ -45,6 +51,7 @@ def add_commands(subparsers) -> None:
     src.add_argument("--train", metavar="DIR", help="folder of HDF5 training shards")
     p.add_argument("--val", metavar="DIR", help="folder of HDF5 validation shards (default: simulated held-out frames)")
     p.add_argument("--config", metavar="CONFIG", help="system config for --train data (YAML or preset; default: default)")
+    p.add_argument("--pilots", metavar="PRESET|FILE.json", help=_pilots_help())
     p.add_argument("--steps", type=int, help="optimiser steps (on-the-fly data)")
     p.add_argument("--epochs", type=int, help="epochs over --train")
     p.add_argument("--batch-size", type=int, default=64, help="global batch, split over DDP ranks (default 64)")
@@ -89,6 +96,8 @@ def add_commands(subparsers) -> None:
                    "beyond about 950 Hz the Doppler of 12x2 pilots turns ambiguous")
     e.add_argument("--frames-per-point", type=int, default=500)
     e.add_argument("--config", help="system config (YAML or preset; default: the checkpoint's grid with TDL-A)")
+    e.add_argument("--pilots", metavar="PRESET|FILE.json",
+                   help=_pilots_help().replace("default: the config's", "default: the checkpoint's; must match it"))
     e.add_argument("--baselines", default="ls-linear,lmmse-robust,lmmse-genie", help="comma-separated classical estimators")
     e.add_argument("--device", default="auto")
     e.add_argument("--seed", type=int, default=1)
@@ -109,7 +118,9 @@ def _train(args) -> int:
     if args.train is not None and args.val is None:
         raise ConfigError("val", None, "--train needs --val DIR")
     check_output_folder("out", args.out or f"runs/{args.model}")
-    config = _system_config(args.on_the_fly or args.config)
+    from wavefront.sim.pilots import apply_pilots
+
+    config = apply_pilots(_system_config(args.on_the_fly or args.config), args.pilots)
     cfg = TrainConfig(model=args.model, model_overrides=_overrides(args.set), steps=args.steps, epochs=args.epochs,
                       batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, warmup_steps=args.warmup_steps,
                       schedule=args.schedule, grad_clip=args.grad_clip, eval_every=args.eval_every,
@@ -149,6 +160,10 @@ def _evaluate(args) -> int:
         config = _system_config(args.config)
     else:  # the checkpoint's grid and pilots; its channel ranges do not matter, every point sets them
         config = Checkpoint(path).system_config if path.is_file() else _system_config(None)
+    if args.pilots is not None:
+        from wavefront.sim.pilots import apply_pilots
+
+        config = apply_pilots(config, args.pilots)
     baselines = [b.strip() for b in args.baselines.split(",") if b.strip()]
     name = args.checkpoint if not Path(args.checkpoint).exists() else str(path)
 

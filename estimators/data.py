@@ -2,7 +2,7 @@
 
 A **sample** is a dict (a DataLoader batches it):
 
-    ``pilots``          [P_f, P_t] complex64  LS estimate at the pilots
+    ``pilots``          [P_f, P_t] complex64  LS estimate at the pilots ([P] for a scattered pilot layout)
     ``h``               [F, T] complex64      true channel
     ``snr_db``          float [dB]; ``delay_spread_s`` float [s]; ``doppler_hz`` float [Hz]
 

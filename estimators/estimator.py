@@ -122,8 +122,7 @@ class CudaGraphForward:
         if device.type != "cuda":
             raise ConfigError("device", str(device), "CUDA graphs need the model on a CUDA device")
         self.model, self.amp = model.eval(), bool(amp)
-        pf, pt = model.pilot_shape
-        self.pilots = torch.zeros(batch_size, pf, pt, dtype=torch.complex64, device=device)
+        self.pilots = torch.zeros(batch_size, *model.pilot_shape, dtype=torch.complex64, device=device)
         self.meta = {k: torch.ones(batch_size, device=device) for k in CONDITION_KEYS}
         side = torch.cuda.Stream(device)
         side.wait_stream(torch.cuda.current_stream(device))

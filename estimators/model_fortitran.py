@@ -2,7 +2,7 @@
 
 Pipeline, per real-valued plane ``[N, P_f, P_t]``:
 
-1. a linear upsampler from the ``P_f*P_t`` pilots to the ``F*T`` grid;
+1. a linear upsampler from the ``P`` pilots (``P_f*P_t`` on a Kronecker grid; any pilot layout) to the ``F*T`` grid;
 2. a conv enhancer (3x3, 1 -> 8 -> 32 -> 8 -> 1, ReLU between);
 3. non-overlapping ``p_f x p_t`` patches (3x2), each a token;
 4. AdaFortiTran only: SNR, delay spread and Doppler, each through an MLP ``1 -> 7 -> 42 -> 2L``,
@@ -46,7 +46,7 @@ class FortiTran(EstimatorModel):
         num_patches = n_f * n_t
         patch_len = self.patch_size[0] * self.patch_size[1]
         f, t = self.grid_shape
-        self.upsampler = nn.Linear(self.pilot_shape[0] * self.pilot_shape[1], f * t)
+        self.upsampler = nn.Linear(self.num_pilots, f * t)  # any layout: P inputs
         conv = (1, *enhancer_channels, 1)
         self.enhancer_in = ConvEnhancer(conv)
         token_len = adaptive_token_length if self.uses_conditions else 0

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from wavefront.estimators.blocks import ResidualBlock, integer_upsampling
+from wavefront.estimators.blocks import ResidualBlock, integer_upsampling, require_pilot_grid
 from wavefront.estimators.registry import EstimatorModel, register_model
 
 
@@ -49,6 +49,7 @@ class InterpolateNet(EstimatorModel):
 
     def __init__(self, system_config, channels=16, num_blocks=4):
         super().__init__(system_config)
+        require_pilot_grid(self.ofdm, "interpolatenet")
         self.trunk = ResidualTrunk(channels, num_blocks)
         self.out = nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1), nn.ReLU(), nn.Conv2d(channels, 1, 3, padding=1))
 

@@ -90,6 +90,9 @@ def load_official(path_or_state_dict, system_config, model: str = "adafortitran"
 
     if model not in OFFICIAL_MODELS:
         raise ConfigError("model", model, f"the official code has {', '.join(OFFICIAL_MODELS)}")
+    if not system_config.ofdm.pilot_layout.is_kronecker:
+        raise ConfigError("pilots", system_config.ofdm.pilot_layout.describe(),
+                          "official checkpoints take a Kronecker [P_f, P_t] pilot grid")
     state, stored = read_official_checkpoint(path_or_state_dict)
     _check_stored_config(stored, system_config, model)
     if model == "linear":

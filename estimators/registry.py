@@ -3,10 +3,15 @@
 Every model file in this folder is named ``model_*.py`` and is imported on first use, so
 adding a model is one file and one decorator; the trainer never changes.
 
-A registered model is an :class:`EstimatorModel`: it takes complex pilots ``[B, P_f, P_t]``
-and the channel conditions and returns the complex grid ``[B, F, T]``. Subclasses write only
-:meth:`EstimatorModel.forward_real`, which sees real tensors ``[2B, P_f, P_t]`` (real
-parts, then imaginary parts: one batched pass through shared weights).
+A registered model is an :class:`EstimatorModel`: it takes complex pilots ``[B, P]`` (any pilot
+layout, in position order; a Kronecker layout also as ``[B, P_f, P_t]``) and the channel
+conditions and returns the complex grid ``[B, F, T]``. Subclasses write only
+:meth:`EstimatorModel.forward_real`, which sees real tensors ``[2B, *pilot_shape]`` (real
+parts, then imaginary parts: one batched pass through shared weights); ``pilot_shape`` is
+``(P_f, P_t)`` for a Kronecker layout and ``(P,)`` for a scattered one. Models that need the
+pilots on a grid (convolutions on ``[P_f, P_t]``) refuse a scattered layout at construction
+(:func:`~wavefront.estimators.blocks.require_pilot_grid`); those that refine an interpolated
+grid take any layout (:class:`~wavefront.estimators.blocks.PilotInterpolator`).
 """
 from __future__ import annotations
 
@@ -41,20 +46,24 @@ class EstimatorModel(nn.Module):
         self.ofdm = system_config.ofdm
         self.grid_shape = tuple(self.ofdm.grid_shape)
         self.pilot_shape = tuple(self.ofdm.pilot_shape)
+        self.num_pilots = self.ofdm.num_pilots
 
     def forward_real(self, x: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
-        """Returns ``[N, F, T]`` real from real pilots ``[N, P_f, P_t]`` and conditions ``[N, 3]`` (or None)."""
+        """Returns ``[N, F, T]`` real from real pilots ``[N, *pilot_shape]`` and conditions ``[N, 3]`` (or None)."""
         raise NotImplementedError
 
     def forward(self, pilots: torch.Tensor, meta: dict | None = None) -> torch.Tensor:
         """Returns the channel estimate ``[B, F, T]`` complex64.
 
-        ``pilots``: ``[B, P_f, P_t]`` complex, the LS estimates at the pilots.
+        ``pilots``: ``[B, P]`` or ``[B, *pilot_shape]`` complex, the LS estimates at the pilots.
         ``meta``: ``{"snr_db" [dB], "delay_spread_s" [s], "doppler_hz" [Hz]}``, each ``[B]``;
         needed only by conditioned models.
         """
-        if pilots.dim() != 3 or tuple(pilots.shape[1:]) != self.pilot_shape:
-            raise ConfigError("pilots", tuple(pilots.shape), f"expected [B, {self.pilot_shape[0]}, {self.pilot_shape[1]}]")
+        if tuple(pilots.shape[1:]) != self.pilot_shape:
+            if tuple(pilots.shape[1:]) != (self.num_pilots,):
+                want = ", ".join(map(str, self.pilot_shape))
+                raise ConfigError("pilots", tuple(pilots.shape), f"expected [B, {want}] or [B, {self.num_pilots}]")
+            pilots = pilots.reshape(pilots.shape[0], *self.pilot_shape)
         b = pilots.shape[0]
         x = complex_to_stacked(pilots.to(torch.complex64))
         cond = None

@@ -2,6 +2,8 @@
 
 - :mod:`~wavefront.sim.config`: ``SystemConfig`` (``OFDMConfig`` grid + ``ChannelConfig``), presets.
 - :mod:`~wavefront.sim.channel`: TDL profiles (Sionna tables), per-frame fading, closed-form correlations.
+- :mod:`~wavefront.sim.pilots`: ``PilotLayout`` (any set of pilot positions), presets (NR DM-RS, lattices), ``--pilots`` files.
+- :mod:`~wavefront.sim.pilot_design`: the bound of any layout, fast; the local search behind ``wavefront pilots optimise``.
 - :mod:`~wavefront.sim.frames`: ``FrameGenerator`` -> ``Frames`` (true channel, pilots, data, metadata).
 - :mod:`~wavefront.sim.estimators`: the ``estimate(pilots, meta)`` interface, LS interpolators.
 - :mod:`~wavefront.sim.lmmse`: joint 2-D LMMSE (genie, robust) and ``genie_mse``, the MMSE bound.
@@ -13,6 +15,7 @@ from wavefront.sim.config import ChannelConfig, OFDMConfig, SystemConfig, preset
 from wavefront.sim.estimators import get_classical
 from wavefront.sim.frames import FrameGenerator, Frames
 from wavefront.sim.lmmse import genie_mse
+from wavefront.sim.pilots import PilotLayout, apply_pilots
 
 __all__ = ["ChannelConfig", "OFDMConfig", "SystemConfig", "preset", "FrameGenerator", "Frames",
-           "get_classical", "genie_mse"]
+           "get_classical", "genie_mse", "PilotLayout", "apply_pilots"]

@@ -30,6 +30,7 @@ def add_commands(sub) -> None:
     p.add_argument("--profile", default=None, help="3GPP profile: TDL A..E or CDL-A..CDL-E (default: the config's, A)")
     p.add_argument("--config", default=None, help="YAML system config (ofdm:, channel:); CLI values override it")
     p.add_argument("--preset", default=None, help="named system config: default, adafortitran-paper, adafortitran-reference")
+    p.add_argument("--pilots", default=None, metavar="PRESET|FILE.json", help=_pilots_help())
     p.add_argument("--modulation", default=None, choices=["qpsk", "16qam", "64qam"], help="data modulation (default qpsk)")
     p.add_argument("--ici", action="store_true",
                    help="model inter-carrier interference: the channel varies within each symbol (time-domain path); "
@@ -64,6 +65,12 @@ def add_commands(sub) -> None:
     p.set_defaults(func=run)
 
 
+def _pilots_help() -> str:
+    from wavefront.sim.pilots import PILOTS_HELP
+
+    return PILOTS_HELP
+
+
 def add_rank_arguments(p) -> None:
     """Adds ``--rank`` and ``--world`` (array jobs that write partial results) to a command's parser."""
     p.add_argument("--rank", type=int, default=None,
@@ -95,6 +102,10 @@ def build_spec(args):
     if args.ici:
         channel["ici"] = True
     config = base.updated(ofdm={"modulation": args.modulation} if args.modulation else None, channel=channel)
+    if getattr(args, "pilots", None) is not None:
+        from wavefront.sim.pilots import apply_pilots
+
+        config = apply_pilots(config, args.pilots)
     names = [n.strip() for n in args.estimators.split(",") if n.strip()]
     return SweepSpec(config=config, axis=axis, values={"snr_db": snr, "doppler_hz": dop, "delay_spread_s": ds}[axis],
                      estimators=names, frames=args.frames, batch_size=args.batch_size, seed=args.seed,

@@ -1,6 +1,7 @@
 """What a receiver can know about the channel conditions, and the estimators that use it.
 
-A receiver sees the LS pilots ``p`` [P] (``P = P_f P_t``, row-major), not the delay spread,
+A receiver sees the LS pilots ``p`` [P] (``P = P_f P_t`` row-major for a Kronecker layout; the
+positions' order for any :class:`~wavefront.sim.pilots.PilotLayout`), not the delay spread,
 the Doppler or the noise level. Under the hypothesis ``(ds, fd, sigma^2)`` the pilots are
 ``p ~ CN(0, R_p(ds, fd) + sigma^2 I)``. With one eigendecomposition
 ``R_p = U diag(lam) U^H`` per ``(ds, fd)`` and ``e = |U^H p|^2``, every noise level costs
@@ -38,7 +39,8 @@ from wavefront.errors import ConfigError
 from wavefront.sim.channel import channel_profile, covariance_terms
 from wavefront.sim.config import SystemConfig
 from wavefront.sim.config import profile_label
-from wavefront.sim.lmmse import GenieLMMSE, _kron_sum, _Stats
+from wavefront.sim.lmmse import GenieLMMSE, _Stats, combine_terms
+from wavefront.sim.pilots import flat_pilots
 
 _BUDGET_CPU = 1 << 21  # float64 elements of per-chunk temporaries: about 16 MB, cache-friendly
 _BUDGET_GPU = 1 << 26  # on a GPU the chunks only bound memory (about 0.5 GB)
@@ -147,11 +149,12 @@ def separable_blocks(config: SystemConfig, prior: ConditionPrior):
 
     Term ``j`` of the covariance at ``(ds_d, fd_f)`` is ``f_*[j][d] (x) t_*[j][f]``:
     ``f_hp[j]`` [N_ds, F, P_f], ``t_hp[j]`` [N_fd, T, P_t], ``f_pp[j]`` [N_ds, P_f, P_f],
-    ``t_pp[j]`` [N_fd, P_t, P_t].
+    ``t_pp[j]`` [N_fd, P_t, P_t]. For a scattered layout ``P_f = P_t = P`` (each pilot's own
+    subcarrier and symbol) and the pilot blocks combine elementwise instead of by ``kron``.
     """
     o = config.ofdm
     prof = channel_profile(config.channel.profile, config.channel.travel_azimuth_deg)
-    pf, pt = o.pilot_subcarriers, list(o.pilot_symbols)
+    pf, pt = o.pilot_layout.covariance_columns()
     ds = torch.tensor(prior.delay_spreads_s, dtype=torch.float64)
     fd = torch.tensor(prior.dopplers_hz, dtype=torch.float64)
     # frequency blocks vary with the delay spread only, time blocks with the Doppler only
@@ -167,7 +170,8 @@ def _bank(config: SystemConfig, prior: ConditionPrior, device: torch.device) -> 
     f_hp, t_hp, f_pp, t_pp = separable_blocks(config, prior)
     nd, nf = len(prior.delay_spreads_s), len(prior.dopplers_hz)
     # R_p for every (d, f) pair, d major
-    r_pp = _kron_sum([a.repeat_interleave(nf, 0) for a in f_pp], [b.repeat(nd, 1, 1) for b in t_pp])
+    r_pp = combine_terms([a.repeat_interleave(nf, 0) for a in f_pp], [b.repeat(nd, 1, 1) for b in t_pp],
+                         config.ofdm.pilot_layout.is_kronecker)
     lam, evec = torch.linalg.eigh(r_pp)
     lam = lam.clamp_min(0.0)  # R_p is PSD; rounding leaves tiny negative eigenvalues
     snr = torch.tensor(prior.snrs_db, dtype=torch.float64)
@@ -180,14 +184,11 @@ def _bank(config: SystemConfig, prior: ConditionPrior, device: torch.device) -> 
 
 
 def _check_pilots(pilots: torch.Tensor, config: SystemConfig) -> torch.Tensor:
-    """Returns the pilots as [B, P] complex128, or raises ConfigError naming the rule."""
-    shape = tuple(config.ofdm.pilot_shape)
-    if not torch.is_tensor(pilots) or pilots.dim() != 3 or tuple(pilots.shape[1:]) != shape:
-        got = tuple(pilots.shape) if torch.is_tensor(pilots) else type(pilots).__name__
-        raise ConfigError("pilots", got, f"must be a [B, {shape[0]}, {shape[1]}] tensor (the config's pilot grid)")
+    """Returns the pilots as [B, P] complex128 (from [B, P_f, P_t] or [B, P]), or raises ConfigError naming the rule."""
+    p = flat_pilots(pilots, config.ofdm.pilot_layout)
     if not pilots.is_complex():
         raise ConfigError("pilots.dtype", str(pilots.dtype), "must be complex (LS pilots)")
-    return pilots.reshape(pilots.shape[0], -1).to(torch.complex128)
+    return p.to(torch.complex128)
 
 
 def _chunks(bank: _Bank, n: int, per_frame: int):
@@ -208,7 +209,7 @@ def _log_likelihood(bank: _Bank, p: torch.Tensor):
 def log_likelihood(pilots: torch.Tensor, config: SystemConfig, prior: ConditionPrior | None = None) -> torch.Tensor:
     """Returns the pilots' log-likelihood [B, N_ds, N_fd, N_snr] float64 on the prior's grid.
 
-    ``pilots`` [B, P_f, P_t] complex: LS pilots. Up to the constant ``-P log(pi)``, entry
+    ``pilots`` [B, P_f, P_t] or [B, P] complex: LS pilots. Up to the constant ``-P log(pi)``, entry
     ``[b, d, f, s]`` is ``log CN(p_b; 0, R_p(ds_d, fd_f) + sigma_s^2 I)``. Not chunked: for
     inspection and tests; :func:`estimate_conditions` reduces chunk by chunk.
     """
@@ -222,7 +223,7 @@ def estimate_conditions(pilots: torch.Tensor, config: SystemConfig, prior: Condi
                         method: str = "ml") -> dict[str, torch.Tensor]:
     """Returns per-frame conditions estimated from the pilots: a dict of [B] float32 tensors.
 
-    ``pilots`` [B, P_f, P_t] complex64: LS pilots, on any device. ``prior`` defaults to
+    ``pilots`` [B, P_f, P_t] or [B, P] complex64: LS pilots, on any device. ``prior`` defaults to
     :meth:`ConditionPrior.from_config` (25 ns x 50 Hz x 0.5 dB grid over the config's ranges).
     ``method``: ``"ml"`` (the grid point of largest likelihood; with the uniform prior also
     the MAP estimate) or ``"posterior-mean"`` (the prior-weighted mean of each axis; SNR in dB).
@@ -255,7 +256,7 @@ def estimate_conditions(pilots: torch.Tensor, config: SystemConfig, prior: Condi
 class EstimatedLMMSE:
     """Joint 2-D LMMSE at each frame's conditions estimated from its pilots (``lmmse-estimated``).
 
-    ``estimate(pilots [B, P_f, P_t] c64, meta) -> [B, F, T] c64``; ``meta`` is not read.
+    ``estimate(pilots [B, P_f, P_t] or [B, P] c64, meta) -> [B, F, T] c64``; ``meta`` is not read.
     The conditions come from :func:`estimate_conditions` (ML on ``prior``); frames with equal
     estimates share one filter.
     """
@@ -272,7 +273,7 @@ class EstimatedLMMSE:
                       f"from pilots ({label} over {self.prior.describe()})")
 
     def estimate(self, pilots: torch.Tensor, meta: dict | None = None) -> torch.Tensor:
-        """Returns H_hat [B, F, T] complex64 from LS pilots [B, P_f, P_t]."""
+        """Returns H_hat [B, F, T] complex64 from LS pilots [B, P_f, P_t] or [B, P]."""
         cond = estimate_conditions(pilots, self.config, self.prior, self.method)
         return self.genie.estimate(pilots, cond)
 
@@ -297,22 +298,29 @@ class BayesMMSE:
                       "posterior-weighted LMMSE bank")
 
     def estimate(self, pilots: torch.Tensor, meta: dict | None = None) -> torch.Tensor:
-        """Returns H_hat [B, F, T] complex64 from LS pilots [B, P_f, P_t]."""
+        """Returns H_hat [B, F, T] complex64 from LS pilots [B, P_f, P_t] or [B, P]."""
         p = _check_pilots(pilots, self.config)
         bank = _bank(self.config, self.prior, p.device)
         nd, nf, ns = self.prior.shape
-        (F, T), (Pf, Pt) = self.config.ofdm.grid_shape, self.config.ofdm.pilot_shape
+        layout = self.config.ofdm.pilot_layout
+        kron = layout.is_kronecker
+        (F, T), (Pf, Pt) = self.config.ofdm.grid_shape, (layout.pilot_shape if kron else (layout.num_pilots, 1))
         K, P = bank.evec.shape[0], p.shape[1]
         out = torch.empty(p.shape[0], F, T, dtype=torch.complex64, device=p.device)
-        for sl in _chunks(bank, p.shape[0], K * (ns + 6 * P) + 2 * nd * Pf * T + 2 * F * T):
+        per_frame = K * (ns + 6 * P) + 2 * nd * Pf * T + 2 * F * T + (0 if kron else 2 * nd * P * T)
+        for sl in _chunks(bank, p.shape[0], per_frame):
             ll, y = _log_likelihood(bank, p[sl])
             w = torch.softmax(ll.flatten(1), 1).reshape(ll.shape)
             c = torch.einsum("bks,ksp->bkp", w, bank.inv_eig)
-            z = torch.einsum("kqp,bkp->bkq", bank.evec, c * y).reshape(-1, nd, nf, Pf, Pt)
+            z = torch.einsum("kqp,bkp->bkq", bank.evec, c * y)
             h = 0
             for A, C in zip(bank.f_hp, bank.t_hp):
-                x = torch.einsum("bdfpq,ftq->bdpt", z, C)  # the Doppler sum first: N_fd time blocks
-                h = h + torch.einsum("dkp,bdpt->bkt", A, x)
+                if kron:  # the Doppler sum first: N_fd time blocks
+                    x = torch.einsum("bdfpq,ftq->bdpt", z.reshape(-1, nd, nf, Pf, Pt), C)
+                    h = h + torch.einsum("dkp,bdpt->bkt", A, x)
+                else:  # scattered: pilot i sits at (f_i, t_i); sum over i last
+                    x = torch.einsum("bdfi,fti->bdti", z.reshape(-1, nd, nf, P), C)
+                    h = h + torch.einsum("dki,bdti->bkt", A, x)
             out[sl] = h
         return out
 
@@ -325,4 +333,6 @@ def prior_average_stats(config: SystemConfig, prior: ConditionPrior) -> _Stats:
     """
     f_hp, t_hp, f_pp, t_pp = separable_blocks(config, prior)
     mean = lambda blocks: [b.mean(0, keepdim=True) for b in blocks]  # noqa: E731
-    return _Stats(mean(f_hp), mean(t_hp), mean(f_pp), mean(t_pp))
+    # the frequency and time blocks are independent under the product prior, so the mean of
+    # their elementwise product (a scattered layout) is the product of their means too
+    return _Stats(mean(f_hp), mean(t_hp), mean(f_pp), mean(t_pp), config.ofdm.pilot_layout.is_kronecker)

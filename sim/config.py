@@ -4,7 +4,9 @@ Conventions used everywhere in wavefront:
 
 - The resource grid is ``[F, T]`` = ``[num_subcarriers, num_symbols]``; tensors on the
   public API are ``[batch, F, T]`` complex64.
-- Pilots sit on the Kronecker grid ``pilot_subcarriers x pilot_symbols`` (``[P_f, P_t]``).
+- Pilots sit on a :class:`~wavefront.sim.pilots.PilotLayout` (``OFDMConfig.pilot_layout``):
+  the Kronecker grid ``pilot_subcarriers x pilot_symbols`` (``[P_f, P_t]``), or any set of
+  ``P`` positions (``pilot_positions``; pilots ``[P]``).
 - **SNR is per resource element**: ``SNR = E|H x|^2 / sigma^2`` with unit-power pilots and
   data (``E|x|^2 = 1``) and a channel normalised to ``E|H|^2 = 1``; the noise variance
   per complex resource element is therefore ``sigma^2 = 10^(-snr_db/10)``.
@@ -15,11 +17,13 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
+from functools import lru_cache
 from typing import Literal, Union
 
 import torch
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_serializer, model_validator
 
 from wavefront.errors import ConfigError, from_pydantic
 
@@ -85,6 +89,11 @@ class OFDMConfig(_Model):
     Defaults are the AdaFortiTran reference grid: 120 subcarriers x 14 symbols at 15 kHz,
     pilots on every 10th subcarrier (12 of them) and on OFDM symbols 3 and 12 (1-based;
     indices 2 and 11), 12 x 2 pilots in all.
+
+    ``pilot_positions``: ``((subcarrier, symbol), ...)`` 0-based, any set of distinct positions
+    in the grid; when set it replaces ``pilot_subcarrier_offset/spacing`` and ``pilot_symbols``
+    (which are then ignored). ``None`` (default): the Kronecker grid of those three fields.
+    Serialised only when set, so configs without it keep their JSON (and shards their bytes).
     """
 
     num_subcarriers: int = 120
@@ -97,6 +106,14 @@ class OFDMConfig(_Model):
     pilot_subcarrier_offset: int = 0
     pilot_symbols: tuple[int, ...] = (2, 11)  # 0-based OFDM symbol indices
     modulation: Literal["qpsk", "16qam", "64qam"] = "qpsk"  # data symbols; pilots are unit-modulus QPSK
+    pilot_positions: tuple[tuple[int, int], ...] | None = None  # any layout; overrides the three fields above
+
+    @model_serializer(mode="wrap")
+    def _omit_unset_positions(self, handler):
+        d = handler(self)
+        if d.get("pilot_positions", 0) is None:
+            del d["pilot_positions"]
+        return d
 
     @field_validator("num_subcarriers", "num_symbols")
     @classmethod
@@ -139,13 +156,35 @@ class OFDMConfig(_Model):
                                   f"index {s} is outside the grid, 0..{self.num_symbols - 1} (0-based)")
         if len(set(self.pilot_symbols)) != len(self.pilot_symbols) or list(self.pilot_symbols) != sorted(self.pilot_symbols):
             raise ConfigError("ofdm.pilot_symbols", list(self.pilot_symbols), "must be strictly increasing")
+        if self.pilot_positions is not None:
+            from wavefront.sim.pilots import PilotLayout
+
+            PilotLayout.from_positions(self.pilot_positions, self.grid_shape, "ofdm.pilot_positions")
         return self
 
     # ---- derived quantities -------------------------------------------------------
     @property
+    def pilot_layout(self):
+        """The :class:`~wavefront.sim.pilots.PilotLayout` of these fields (cached per config)."""
+        return _layout(self.pilot_positions, self.pilot_subcarrier_offset, self.pilot_subcarrier_spacing,
+                       self.pilot_symbols, self.grid_shape)
+
+    @property
     def pilot_subcarriers(self) -> list[int]:
-        """0-based subcarrier indices of the pilots, ``[P_f]``."""
-        return list(range(self.pilot_subcarrier_offset, self.num_subcarriers, self.pilot_subcarrier_spacing))
+        """0-based subcarrier indices of the pilots, ``[P_f]`` (Kronecker layouts; ConfigError otherwise)."""
+        if self.pilot_positions is None:
+            return list(range(self.pilot_subcarrier_offset, self.num_subcarriers, self.pilot_subcarrier_spacing))
+        return self.pilot_layout.kron_subcarriers
+
+    @property
+    def pilot_symbol_indices(self) -> list[int]:
+        """0-based OFDM symbols of the pilots, ``[P_t]`` (Kronecker layouts; ConfigError otherwise).
+
+        Equals ``pilot_symbols`` unless ``pilot_positions`` is set.
+        """
+        if self.pilot_positions is None:
+            return list(self.pilot_symbols)
+        return self.pilot_layout.kron_symbols
 
     @property
     def num_pilot_subcarriers(self) -> int:
@@ -153,12 +192,17 @@ class OFDMConfig(_Model):
 
     @property
     def num_pilot_symbols(self) -> int:
-        return len(self.pilot_symbols)
+        return len(self.pilot_symbol_indices)
 
     @property
-    def pilot_shape(self) -> tuple[int, int]:
-        """``(P_f, P_t)``."""
-        return (self.num_pilot_subcarriers, self.num_pilot_symbols)
+    def num_pilots(self) -> int:
+        """``P``: pilot resource elements per frame."""
+        return self.pilot_layout.num_pilots
+
+    @property
+    def pilot_shape(self) -> tuple[int, ...]:
+        """``(P_f, P_t)`` for a Kronecker layout, ``(P,)`` for a scattered one."""
+        return self.pilot_layout.pilot_shape
 
     @property
     def grid_shape(self) -> tuple[int, int]:
@@ -168,7 +212,7 @@ class OFDMConfig(_Model):
     @property
     def num_data_res(self) -> int:
         """Resource elements that carry data (all but the pilots)."""
-        return self.num_subcarriers * self.num_symbols - self.num_pilot_subcarriers * self.num_pilot_symbols
+        return self.num_subcarriers * self.num_symbols - self.num_pilots
 
     @property
     def bits_per_symbol(self) -> int:
@@ -197,6 +241,15 @@ class OFDMConfig(_Model):
         raise ConfigError("ofdm.cyclic_prefix_ratio", self.cyclic_prefix_ratio,
                           "channel.ici needs cyclic_prefix_ratio x FFT size to be a whole number of samples "
                           "for a power-of-two FFT size up to 65536 (e.g. 144/2048)")
+
+
+@lru_cache(maxsize=256)
+def _layout(positions, offset: int, spacing: int, symbols: tuple, grid_shape: tuple):
+    from wavefront.sim.pilots import PilotLayout
+
+    if positions is None:
+        return PilotLayout.kronecker(range(offset, grid_shape[0], spacing), symbols, grid_shape)
+    return PilotLayout.from_positions(positions, grid_shape, "ofdm.pilot_positions")
 
 
 class ChannelConfig(_Model):
@@ -383,8 +436,8 @@ class SystemConfig(_Model):
         """Returns per-RE SNR minus the configured SNR [dB]: 0, or ``10 log10(F T / P)`` for ``"pilot-grid"``."""
         if self.channel.snr_convention == "per-re":
             return 0.0
-        (f, t), (pf, pt) = self.ofdm.grid_shape, self.ofdm.pilot_shape
-        return 10 * math.log10(f * t / (pf * pt))
+        f, t = self.ofdm.grid_shape
+        return 10 * math.log10(f * t / self.ofdm.num_pilots)
 
     @property
     def snr_convention_text(self) -> str:

@@ -6,14 +6,18 @@ a ``needs`` attribute (what it reads from ``meta``: ``none``, ``noise``, ``condi
 
     estimate(pilots, meta) -> H_hat
 
-- ``pilots`` [B, P_f, P_t] complex64: LS estimate at the pilot positions.
+- ``pilots`` [B, P_f, P_t] complex64 (a Kronecker layout) or [B, P] (any layout, in position
+  order; see :mod:`wavefront.sim.pilots`): LS estimate at the pilot positions.
 - ``meta``: dict of [B] float32 tensors ``snr_db``, ``delay_spread_s``, ``doppler_hz``,
   ``noise_var`` (per-RE noise variance, ``10^(-snr_db/10)``).
 - ``H_hat`` [B, F, T] complex64.
 
 LS with interpolation is separable: ``H_hat = A_f @ P @ A_t^T`` with interpolation matrices
 ``A_f`` [F, P_f] and ``A_t`` [T, P_t]; nearest, (bi)linear and cubic-spline differ only in
-those matrices. The LMMSE estimators are joint over time and frequency: see
+those matrices. A scattered layout has no separable form: LS interpolates with one weight
+matrix ``A`` [F*T, P] over the layout's Delaunay triangulation
+(:func:`wavefront.sim.pilots.interpolation_weights`), computed once per layout; a cubic spline
+needs a Kronecker layout. The LMMSE estimators are joint over time and frequency: see
 :mod:`wavefront.sim.lmmse`.
 """
 from __future__ import annotations
@@ -61,7 +65,8 @@ def interpolation_matrix(pilot_idx: list[int], n: int, kind: str) -> np.ndarray:
 
 
 class LSInterpolator:
-    """LS at the pilots, then separable interpolation: ``H_hat = A_f @ P @ A_t^T``."""
+    """LS at the pilots, then interpolation: separable ``H_hat = A_f @ P @ A_t^T`` on a Kronecker
+    layout, ``H_hat = A p`` over the triangulation of a scattered one."""
 
     given = "pilots only"
 
@@ -71,11 +76,27 @@ class LSInterpolator:
         o = config.ofdm
         self.name = f"ls-{kind}"
         self.needs = "none"
-        self.A_f = torch.as_tensor(interpolation_matrix(o.pilot_subcarriers, o.num_subcarriers, kind), dtype=torch.complex64)
-        self.A_t = torch.as_tensor(interpolation_matrix(list(o.pilot_symbols), o.num_symbols, kind), dtype=torch.complex64)
+        self.layout = o.pilot_layout
+        if self.layout.is_kronecker:
+            self.A_f = torch.as_tensor(interpolation_matrix(o.pilot_subcarriers, o.num_subcarriers, kind), dtype=torch.complex64)
+            self.A_t = torch.as_tensor(interpolation_matrix(o.pilot_symbol_indices, o.num_symbols, kind), dtype=torch.complex64)
+            return
+        if kind == "spline":
+            raise ConfigError("estimators", self.name, f"a cubic spline needs a Kronecker pilot layout; this one is "
+                                                       f"{self.layout.describe()}: use ls-linear or ls-nearest")
+        from wavefront.sim.pilots import interpolation_weights
+
+        self.A = torch.as_tensor(interpolation_weights(self.layout, kind), dtype=torch.complex64)  # [F*T, P]
 
     def estimate(self, pilots: torch.Tensor, meta: dict | None = None) -> torch.Tensor:
-        """Returns H_hat [B, F, T] complex64 from LS pilots [B, P_f, P_t]."""
+        """Returns H_hat [B, F, T] complex64 from LS pilots [B, P_f, P_t] (Kronecker) or [B, P]."""
+        if not self.layout.is_kronecker:
+            from wavefront.sim.pilots import flat_pilots
+
+            p = flat_pilots(pilots, self.layout)
+            return (p @ self.A.to(pilots.device).T).reshape(p.shape[0], *self.layout.grid_shape)
+        if pilots.dim() == 2:
+            pilots = pilots.reshape(pilots.shape[0], *self.layout.pilot_shape)
         A_f = self.A_f.to(pilots.device)
         A_t = self.A_t.to(pilots.device)
         return A_f @ pilots @ A_t.T

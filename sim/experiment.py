@@ -169,10 +169,8 @@ def given_text(est, conditions: str) -> str:
 
 
 def pilot_text(config: SystemConfig) -> str:
-    o = config.ofdm
-    pf, pt = o.pilot_shape
-    return (f"{pf}x{pt}: subcarriers {o.pilot_subcarrier_offset}::{o.pilot_subcarrier_spacing}, "
-            f"symbols {','.join(str(s) for s in o.pilot_symbols)}")
+    """Returns the pilot layout in words, e.g. ``12x2: subcarriers 0::10, symbols 2,11``."""
+    return config.ofdm.pilot_layout.describe()
 
 
 # The counts one batch adds to its point. floats [1 + 3 E] float64: the bound summed over the
@@ -520,12 +518,10 @@ _MASKS: dict = {}
 
 def _data_mask(config: SystemConfig, device) -> torch.Tensor:
     """Returns the pilot mask [F, T] bool of ``config`` on ``device`` (cached)."""
-    o = config.ofdm
-    key = (tuple(o.pilot_subcarriers), tuple(o.pilot_symbols), o.grid_shape, str(device))
+    layout = config.ofdm.pilot_layout
+    key = (layout, str(device))
     if key not in _MASKS:
-        m = torch.zeros(o.grid_shape, dtype=torch.bool)
-        m[torch.tensor(o.pilot_subcarriers)[:, None], torch.tensor(o.pilot_symbols)[None, :]] = True
-        _MASKS[key] = m.to(device)
+        _MASKS[key] = torch.from_numpy(layout.mask()).to(device)
     return _MASKS[key]
 
 

@@ -1,7 +1,9 @@
 """Batched, seeded OFDM frames over TDL fading: the true channel, received pilots and data.
 
-A frame is one resource grid ``[F, T]``. Pilots are unit-modulus QPSK on the Kronecker
-grid ``pilot_subcarriers x pilot_symbols``; every other resource element carries QAM data
+A frame is one resource grid ``[F, T]``. Pilots are unit-modulus QPSK at the config's pilot
+layout (:class:`~wavefront.sim.pilots.PilotLayout`): the Kronecker grid ``pilot_subcarriers x
+pilot_symbols`` (pilot tensors ``[B, P_f, P_t]``) or any set of ``P`` positions (``[B, P]``, in
+position order); every other resource element carries QAM data
 of unit average power (Sionna's Gray-labelled constellations). The receiver sees
 ``y = H x + n`` with ``n ~ CN(0, sigma^2)``, ``sigma^2 = 10^(-snr_db/10)``: the SNR is per
 resource element, ``E|H x|^2 / sigma^2``, because ``E|H|^2 = E|x|^2 = 1``.
@@ -34,6 +36,8 @@ _PILOT_SEED = 0x5EED  # the pilot sequence is part of the system, not of a frame
 @dataclass
 class Frames:
     """A batch of frames. Shapes: B frames, F subcarriers, T symbols, P_f x P_t pilots.
+
+    With a scattered layout every ``[.., P_f, P_t]`` below is ``[.., P]`` (position order).
 
     - ``h`` [B, F, T] complex64: true channel.
     - ``y`` [B, F, T] complex64: received grid (pilots and data); ``None`` without data.
@@ -118,10 +122,19 @@ class FrameGenerator:
         self.device = resolve_device(device)
         self.profile = channel_profile(config.channel.profile, config.channel.travel_azimuth_deg)
         o = self.ofdm
-        self.pilot_f = torch.tensor(o.pilot_subcarriers, device=self.device)
-        self.pilot_t = torch.tensor(o.pilot_symbols, device=self.device)
-        mask = torch.zeros(o.grid_shape, dtype=torch.bool)
-        mask[torch.tensor(o.pilot_subcarriers)[:, None], torch.tensor(o.pilot_symbols)[None, :]] = True
+        self.layout = o.pilot_layout
+        if self.layout.is_kronecker:
+            self.pilot_f = torch.tensor(o.pilot_subcarriers, device=self.device)
+            self.pilot_t = torch.tensor(o.pilot_symbol_indices, device=self.device)
+            mask = torch.zeros(o.grid_shape, dtype=torch.bool)
+            mask[torch.tensor(o.pilot_subcarriers)[:, None], torch.tensor(o.pilot_symbol_indices)[None, :]] = True
+            # [P_f, 1] x [1, P_t] indexes the [P_f, P_t] pilot grid
+            self.pilot_index = (self.pilot_f[:, None], self.pilot_t[None, :])
+        else:
+            self.pilot_f = torch.as_tensor(self.layout.subcarrier_indices, device=self.device)
+            self.pilot_t = torch.as_tensor(self.layout.symbol_indices, device=self.device)
+            mask = torch.from_numpy(self.layout.mask())
+            self.pilot_index = (self.pilot_f, self.pilot_t)  # [P] pairs: the positions, in order
         self.pilot_mask = mask.to(self.device)  # [F, T]
         g = make_generator(_PILOT_SEED)
         q = torch.randint(0, 4, o.pilot_shape, generator=g).double()
@@ -182,25 +195,25 @@ class FrameGenerator:
         noise = torch.randn(batch_size, F, T, 2, generator=g, device=dev)
         noise = torch.view_as_complex(noise) * torch.sqrt(noise_var / 2).reshape(-1, 1, 1)
 
-        pf, pt = self.pilot_f, self.pilot_t
+        pf, pt = self.pilot_index
         bits = codewords = y = None
         if with_data or ch.ici:
             bits = _random_bits(batch_size, self.info_bits, g, dev)
             codewords = bits if self.ldpc_rate is None else self.encoder(bits)
             x = torch.zeros(batch_size, F, T, dtype=torch.complex64, device=dev)
             x[:, ~self.pilot_mask] = self.mapper(codewords).to(torch.complex64)
-            x[:, pf[:, None], pt[None, :]] = self.pilot_symbols
+            x[:, pf, pt] = self.pilot_symbols
             if ch.ici:
                 h, hx = channel.propagate(x)
                 y = hx + noise
             else:
                 y = h * x + noise
-            pilots_rx = y[:, pf[:, None], pt[None, :]]
+            pilots_rx = y[:, pf, pt]
             if not with_data:
                 bits = codewords = y = None
         else:
-            h_p = h[:, pf[:, None], pt[None, :]]
-            pilots_rx = h_p * self.pilot_symbols + noise[:, pf[:, None], pt[None, :]]
+            h_p = h[:, pf, pt]
+            pilots_rx = h_p * self.pilot_symbols + noise[:, pf, pt]
         return Frames(h=h, y=y, pilots_rx=pilots_rx, pilot_symbols=self.pilot_symbols,
                       pilots_ls=pilots_rx / self.pilot_symbols, bits=bits, codewords=codewords, snr_db=snr_db,
                       delay_spread_s=ds, doppler_hz=fd, noise_var=noise_var,

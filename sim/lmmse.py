@@ -14,6 +14,13 @@ The covariance is a sum of Kronecker products ``R = sum_k R_f^(k) (x) R_t^(k)``
 ``sum_k R_f,hp^(k) Z R_t,hp^(k)T`` with ``Z = (R_pp)^-1 p`` reshaped to [P_f, P_t]: the
 [F*T, P] matrix ``W`` is never formed. Frames with equal conditions share one solve.
 
+A scattered pilot layout (:mod:`wavefront.sim.pilots`) has no Kronecker structure on the
+pilot side. Its blocks are evaluated at each pilot's own subcarrier and symbol,
+``f_hp[k]`` [B, F, P], ``t_hp[k]`` [B, T, P], and combine elementwise:
+``R_p[i, j] = sum_k R_f^(k)[f_i, f_j] R_t^(k)[t_i, t_j]`` and
+``(W p)[f, t] = sum_k sum_i R_f^(k)[f, f_i] R_t^(k)[t, t_i] z_i``: the dense filter ``W``,
+applied term by term. A Kronecker layout keeps the Kronecker path, bit for bit.
+
 With ``channel.ici`` (a channel that changes within each symbol), the received pilots are
 ``H_avg x + ICI + n``: the genie LMMSE and the bound treat the ICI as extra white noise,
 ``sigma^2 + P_ICI(f_d)`` (:func:`~wavefront.sim.channel.ici_power`), and use the covariance
@@ -46,23 +53,42 @@ def _kron_sum(terms_f, terms_t) -> torch.Tensor:
     return out
 
 
+def _hadamard_sum(terms_f, terms_t) -> torch.Tensor:
+    """Returns ``sum_k A_k * B_k`` (elementwise; batch dims broadcast): the scattered-layout counterpart of :func:`_kron_sum`."""
+    out = 0
+    for A, Bt in zip(terms_f, terms_t):
+        out = out + A * Bt
+    return out
+
+
+def combine_terms(terms_f, terms_t, kron: bool) -> torch.Tensor:
+    """Returns ``sum_k A_k (x) B_k`` (Kronecker layout) or ``sum_k A_k * B_k`` (scattered layout)."""
+    return _kron_sum(terms_f, terms_t) if kron else _hadamard_sum(terms_f, terms_t)
+
+
 class _Stats:
     """Pilot/grid covariance blocks for a batch of conditions, complex128.
 
-    ``f_hp[k]`` [B, F, P_f], ``t_hp[k]`` [B, T, P_t], ``r_pp`` [B, P, P] (noise excluded).
+    Kronecker layout (``kron``): ``f_hp[k]`` [B, F, P_f], ``t_hp[k]`` [B, T, P_t]. Scattered:
+    ``f_hp[k]`` [B, F, P], ``t_hp[k]`` [B, T, P] (columns at each pilot's subcarrier and
+    symbol). ``r_pp`` [B, P, P] (noise excluded) either way.
     """
 
-    def __init__(self, f_hp, t_hp, f_pp, t_pp):
-        self.f_hp, self.t_hp = f_hp, t_hp
-        self.r_pp = _kron_sum(f_pp, t_pp)
+    def __init__(self, f_hp, t_hp, f_pp, t_pp, kron: bool = True):
+        self.f_hp, self.t_hp, self.kron = f_hp, t_hp, kron
+        self.r_pp = combine_terms(f_pp, t_pp, kron)
 
 
-def _true_stats(ofdm: OFDMConfig, prof: ChannelProfile, ds, fd, symbol_average: bool = False) -> _Stats:
-    """Returns the true covariance blocks; ``symbol_average``: of the per-symbol average channel (``channel.ici``)."""
-    pf, pt = ofdm.pilot_subcarriers, list(ofdm.pilot_symbols)
+def _true_stats(ofdm: OFDMConfig, prof: ChannelProfile, ds, fd, dense: bool = False,
+                symbol_average: bool = False) -> _Stats:
+    """Returns the true blocks; ``dense``: the scattered (per-position) form even for a Kronecker layout;
+    ``symbol_average``: of the per-symbol average channel (``channel.ici``)."""
+    layout = ofdm.pilot_layout
+    kron = layout.is_kronecker and not dense
+    pf, pt = layout.covariance_columns() if kron else (layout.subcarrier_indices.tolist(), layout.symbol_indices.tolist())
     hp = covariance_terms(ofdm, prof, ds, fd, cols_f=pf, cols_t=pt, symbol_average=symbol_average)
     pp = covariance_terms(ofdm, prof, ds, fd, rows_f=pf, cols_f=pf, rows_t=pt, cols_t=pt, symbol_average=symbol_average)
-    return _Stats([a for a, _ in hp], [b for _, b in hp], [a for a, _ in pp], [b for _, b in pp])
+    return _Stats([a for a, _ in hp], [b for _, b in hp], [a for a, _ in pp], [b for _, b in pp], kron)
 
 
 def _solve(stats: _Stats, noise_var: torch.Tensor) -> torch.Tensor:
@@ -74,22 +100,30 @@ def _solve(stats: _Stats, noise_var: torch.Tensor) -> torch.Tensor:
 
 def _apply(stats: _Stats, inv: torch.Tensor, pilots: torch.Tensor, inv_index: torch.Tensor,
            cov_index: torch.Tensor | None = None) -> torch.Tensor:
-    """Returns ``W p`` [B, F, T] complex64 for pilots [B, P_f, P_t].
+    """Returns ``W p`` [B, F, T] complex64 for pilots [B, P_f, P_t] (Kronecker) or [B, P] (any layout).
 
     ``inv_index`` [B] picks each frame's row of ``inv``; ``cov_index`` [B] its covariance
     blocks (default: the same).
     """
-    B, Pf, Pt = pilots.shape
+    B = pilots.shape[0]
+    Pf, Pt = stats.f_hp[0].shape[-1], stats.t_hp[0].shape[-1]
+    P = Pf * Pt if stats.kron else Pf
     dev = pilots.device
     index = inv_index if cov_index is None else cov_index
     # complex128 throughout: at high SNR (R_p + sigma^2 I) is ill-conditioned, and its inverse
     # rounded to complex64 costs up to 50 dB at 60 dB per RE; the products are small.
     c128 = torch.complex128
     inv = inv.to(dev, c128)[inv_index]
-    z = (inv @ pilots.reshape(B, Pf * Pt, 1).to(c128)).reshape(B, Pf, Pt)
+    z = inv @ pilots.reshape(B, P, 1).to(c128)
     out = 0
-    for A, C in zip(stats.f_hp, stats.t_hp):
-        out = out + A.to(dev, c128)[index] @ z @ C.to(dev, c128)[index].transpose(1, 2)
+    if stats.kron:
+        z = z.reshape(B, Pf, Pt)
+        for A, C in zip(stats.f_hp, stats.t_hp):
+            out = out + A.to(dev, c128)[index] @ z @ C.to(dev, c128)[index].transpose(1, 2)
+    else:
+        z = z.reshape(B, 1, P)
+        for A, C in zip(stats.f_hp, stats.t_hp):
+            out = out + (A.to(dev, c128)[index] * z) @ C.to(dev, c128)[index].transpose(1, 2)
     return out.to(torch.complex64)
 
 
@@ -103,7 +137,7 @@ def _unique_conditions(*cols: torch.Tensor):
 class GenieLMMSE:
     """Joint 2-D LMMSE with each frame's true profile, delay spread, Doppler and SNR.
 
-    ``estimate(pilots [B, P_f, P_t] c64, meta) -> [B, F, T] c64``; ``meta`` needs
+    ``estimate(pilots [B, P_f, P_t] or [B, P] c64, meta) -> [B, F, T] c64``; ``meta`` needs
     ``delay_spread_s``, ``doppler_hz`` and ``noise_var`` (or ``snr_db``). With
     ``config.channel.ici`` it estimates the per-symbol average channel and adds the ICI power
     of each frame's Doppler to its noise variance (see the module docstring).
@@ -112,8 +146,8 @@ class GenieLMMSE:
     name = "lmmse-genie"
     needs = "truth"
 
-    def __init__(self, config: SystemConfig):
-        self.config, self.ofdm = config, config.ofdm
+    def __init__(self, config: SystemConfig, dense: bool = False):
+        self.config, self.ofdm, self.dense = config, config.ofdm, dense  # dense: the scattered path, as a cross-check
         self.profile = channel_profile(config.channel.profile, config.channel.travel_azimuth_deg)
         self.ici = config.channel.ici
         self.given = "true profile, delay spread, Doppler and SNR (genie)" + ("; ICI as extra noise" if self.ici else "")
@@ -121,7 +155,7 @@ class GenieLMMSE:
     def estimate(self, pilots: torch.Tensor, meta: dict[str, torch.Tensor]) -> torch.Tensor:
         nv = _noise_var(meta, self.config)
         uniq, idx = _unique_conditions(meta["delay_spread_s"], meta["doppler_hz"], nv)
-        stats = _true_stats(self.ofdm, self.profile, uniq[:, 0], uniq[:, 1], symbol_average=self.ici)
+        stats = _true_stats(self.ofdm, self.profile, uniq[:, 0], uniq[:, 1], self.dense, symbol_average=self.ici)
         noise = uniq[:, 2] + ici_power(self.ofdm, self.profile, uniq[:, 1]) if self.ici else uniq[:, 2]
         return _apply(stats, _solve(stats, noise), pilots, idx)
 
@@ -207,11 +241,12 @@ class RobustLMMSE:
         self.config = config
         o = self.ofdm = config.ofdm
         f, t = subcarrier_offsets_hz(o), symbol_times_s(o)
-        pf, pt = o.pilot_subcarriers, list(o.pilot_symbols)
+        pf, pt = o.pilot_layout.covariance_columns()
         rf = lambda a, b: assumed_freq_correlation(a[:, None] - b[None, :], pdp, self.max_delay_spread_s)[None]  # noqa: E731
         self.doppler_spectrum = doppler_spectrum
         rt = lambda a, b: assumed_time_correlation(a[:, None] - b[None, :], doppler_spectrum, self.max_doppler_hz)[None]  # noqa: E731
-        self.stats = _Stats([rf(f, f[pf])], [rt(t, t[pt])], [rf(f[pf], f[pf])], [rt(t[pt], t[pt])])
+        self.stats = _Stats([rf(f, f[pf])], [rt(t, t[pt])], [rf(f[pf], f[pf])], [rt(t[pt], t[pt])],
+                            o.pilot_layout.is_kronecker)
         noise = "" if design_snr_db is None else f"; noise at design SNR {design_snr_db:g} dB"
         self.given = (f"assumed covariance: {pdp} PDP at {self.max_delay_spread_s * 1e9:g} ns RMS, {doppler_spectrum} "
                       f"Doppler spectrum to {self.max_doppler_hz:g} Hz{noise}")
@@ -235,15 +270,17 @@ class RobustLMMSE:
 
 
 def genie_mse(config: SystemConfig | OFDMConfig, snr_db, delay_spread_s, doppler_hz,
-              profile: str | ChannelProfile | None = None) -> torch.Tensor:
+              profile: str | ChannelProfile | None = None, dense: bool = False) -> torch.Tensor:
     """Returns the closed-form MSE per resource element of the genie LMMSE, ``tr(R - W R_ph) / (F T)``.
 
     Arguments broadcast to [B] (scalars give a 0-d result); ``profile`` (a name or a
     :class:`ChannelProfile`) defaults to the config's. ``snr_db`` follows a SystemConfig's
     ``snr_convention``; with an OFDMConfig it is per resource element. float64, linear scale (``10 log10``
-    for dB). This is the MMSE bound. With a SystemConfig whose ``channel.ici`` is on, it is the
-    MSE of the LMMSE of the per-symbol average channel that treats the ICI as extra white noise
-    (``sigma^2 + ici_power(f_d)``); see the module docstring.
+    for dB). This is the MMSE bound, for any pilot layout of the config. ``dense``: evaluate a
+    Kronecker layout by the scattered (dense-W) path too; the two agree (a test holds them to 1e-10).
+    With a SystemConfig whose ``channel.ici`` is on, it is the MSE of the LMMSE of the per-symbol
+    average channel that treats the ICI as extra white noise (``sigma^2 + ici_power(f_d)``); see
+    the module docstring.
     """
     ici = False
     if isinstance(config, SystemConfig):
@@ -259,12 +296,12 @@ def genie_mse(config: SystemConfig | OFDMConfig, snr_db, delay_spread_s, doppler
     snr, ds, fd = torch.broadcast_tensors(*(torch.as_tensor(v, dtype=torch.float64) for v in (snr_db, delay_spread_s, doppler_hz)))
     shape = snr.shape
     uniq, index = _unique_conditions(snr, ds, fd)  # frames with equal conditions share one solve
-    stats = _true_stats(ofdm, profile, uniq[:, 1], uniq[:, 2], symbol_average=ici)
+    stats = _true_stats(ofdm, profile, uniq[:, 1], uniq[:, 2], dense, symbol_average=ici)
     noise = torch.pow(10.0, -uniq[:, 0] / 10)
     inv = _solve(stats, noise + ici_power(ofdm, profile, uniq[:, 2]) if ici else noise)
-    # R_ph R_hp = sum_{k,m} kron(F_k^H F_m, T_k^H T_m)
+    # R_ph R_hp = sum_{k,m} kron(F_k^H F_m, T_k^H T_m) (Kronecker layout; elementwise for a scattered one)
     terms = [(A.mH @ A2, C.mH @ C2) for A, C in zip(stats.f_hp, stats.t_hp) for A2, C2 in zip(stats.f_hp, stats.t_hp)]
-    G = _kron_sum([a for a, _ in terms], [b for _, b in terms])
+    G = combine_terms([a for a, _ in terms], [b for _, b in terms], stats.kron)
     F, T = ofdm.grid_shape
     # tr(R) / (F T) = 1 by the unit-power normalisation of the profile; 1 - P_ICI for the per-symbol average
     power = 1.0 - ici_power(ofdm, profile, uniq[:, 2]) if ici else 1.0

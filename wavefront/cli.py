@@ -15,6 +15,7 @@ from wavefront.errors import ConfigError
 
 _COMMAND_MODULES = (
     "wavefront.sim.cli",
+    "wavefront.sim.pilot_cli",
     "wavefront.datasets.cli",
     "wavefront.estimators.cli",
     "wavefront.imaging.cli",

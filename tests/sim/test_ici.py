@@ -219,6 +219,23 @@ def test_genie_lmmse_with_ici_as_noise_reaches_its_bound_and_beats_the_ici_blind
     assert "ICI as extra noise" in GenieLMMSE(cfg).given
 
 
+def test_ici_on_a_scattered_layout_genie_reaches_its_dense_bound():
+    # the ICI path (time domain, per-symbol average label, ICI power added to the noise) and the
+    # scattered path (pilots [B, P], dense filter) together: 1000 Hz, 30 dB, ICI above the noise
+    from wavefront.sim.pilots import apply_pilots
+
+    cfg = apply_pilots(SystemConfig.from_dict({"channel": {"doppler_hz": 1000.0, "snr_db": 30.0, "ici": True}}),
+                       "lattice-4x6")
+    fr = FrameGenerator(cfg).generate(500, seed=13, with_data=False)
+    assert fr.pilots_ls.shape == (500, 24)
+    per_frame = (GenieLMMSE(cfg).estimate(fr.pilots_ls, fr.meta) - fr.h).abs().square().mean((1, 2)).double()
+    se_db = 10 / math.log(10) * float(per_frame.std() / per_frame.mean()) / math.sqrt(len(per_frame))
+    mc, bound = 10 * math.log10(float(per_frame.mean())), 10 * math.log10(float(genie_mse(cfg, 30.0, 300e-9, 1000.0)))
+    assert abs(mc - bound) < max(3 * se_db, 0.1), (mc, bound, se_db)
+    blind = 10 * math.log10(float(genie_mse(cfg.updated(channel={"ici": False}), 30.0, 300e-9, 1000.0)))
+    assert bound > blind + 3  # the ICI, not the noise, sets the error here (4.5 dB apart)
+
+
 def test_bound_with_ici_equals_the_bound_without_at_0_hz():
     cfg = SystemConfig.from_dict({"channel": {"doppler_hz": 0.0, "ici": True}})
     with_ici = genie_mse(cfg, [10.0, 30.0], 300e-9, 0.0)

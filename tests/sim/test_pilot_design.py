@@ -1,0 +1,114 @@
+"""The bound of any layout, the local search, and ``wavefront pilots optimise``."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from wavefront.cli import main
+from wavefront.errors import ConfigError
+from wavefront.sim.config import OFDMConfig, preset
+from wavefront.sim.lmmse import genie_mse
+from wavefront.sim.pilot_design import BoundEvaluator, optimise_layout, staggered_lattice
+from wavefront.sim.pilots import apply_pilots, read_layout_file
+
+SMALL = OFDMConfig(num_subcarriers=36, num_symbols=14)
+
+
+def _positions(layout):
+    return np.stack([layout.subcarrier_indices, layout.symbol_indices], 1)
+
+
+@pytest.fixture(scope="module")
+def small_evaluator():
+    return BoundEvaluator(SMALL, "A", (100e-9, 300e-9), (200.0, 1000.0), (0.0, 10.0, 20.0))
+
+
+@pytest.mark.parametrize("profile", ["A", "D"])
+def test_evaluator_bound_equals_genie_mse_for_any_layout(profile):
+    ev = BoundEvaluator(SMALL, profile, (50e-9, 300e-9), (100.0, 900.0), (0.0, 25.0))
+    rng = np.random.default_rng(1)
+    flat = rng.choice(36 * 14, 10, replace=False)
+    layouts = [[(int(i // 14), int(i % 14)) for i in flat], [(f, t) for f in (0, 12, 24) for t in (2, 11)]]
+    for pos in layouts:
+        o = SMALL.model_copy(update={"pilot_positions": tuple(sorted(pos))})
+        ref = genie_mse(o, ev.snr_db[None, None, :], ev.ds[:, None, None], ev.fd[None, :, None], profile=profile)
+        got = ev.bound(np.asarray(sorted(pos)))[0]
+        assert torch.allclose(got, ref, rtol=0, atol=1e-10)
+
+
+def test_fast_move_scores_equal_the_direct_objective(small_evaluator):
+    start = staggered_lattice(8, 4, (36, 14), 0.5)
+    occupied = {tuple(p) for p in start.tolist()}
+    targets = np.asarray([(f, t) for f in range(0, 36, 5) for t in range(0, 14, 3) if (f, t) not in occupied])
+    fast = small_evaluator.move_objectives(start, 3, targets)
+    trial = np.repeat(start[None], len(targets), 0)
+    trial[:, 3] = targets
+    assert torch.allclose(fast, small_evaluator.objective(trial), rtol=0, atol=1e-8)
+
+
+def test_local_search_lowers_the_objective_below_every_start(small_evaluator):
+    res = optimise_layout(small_evaluator, 8, radius_f=4, radius_t=2, max_passes=3, seed=0)
+    assert res.layout.num_pilots == 8 and res.moves > 0
+    assert res.objective_db < res.start_objective_db - 0.05
+    assert res.objective_db == pytest.approx(float(small_evaluator.objective(_positions(res.layout)[None])[0]), abs=1e-9)
+    for n_t in (2, 4, 8):
+        lat = staggered_lattice(8, n_t, (36, 14), 0.5)
+        assert res.objective_db < float(small_evaluator.objective(lat[None])[0])
+
+
+def test_num_pilots_outside_the_grid_is_refused(small_evaluator):
+    with pytest.raises(ConfigError, match=r"num_pilots=0: must be an integer in 1\.\.504"):
+        optimise_layout(small_evaluator, 0)
+
+
+def test_pilots_optimise_writes_a_layout_that_sweep_reads(tmp_path, capsys):
+    cfg = tmp_path / "grid.yaml"
+    cfg.write_text("ofdm:\n  num_subcarriers: 36\n")
+    out = tmp_path / "opt"
+    rc = main(["pilots", "optimise", "--num-pilots", "8", "--config", str(cfg), "--doppler-hz", "200:1000:400",
+               "--delay-spread-ns", "300", "--snr-db", "10:20:10", "--max-passes", "2", "--out", str(out),
+               "--no-progress"])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "optimised" in printed and "block-12x2" in printed and "paper suites" in printed
+    data = json.loads((out / "layout.json").read_text())
+    assert len(data["positions"]) == 8 and data["objective"]["doppler_hz"] == [200.0, 600.0, 1000.0]
+    rows = {r["condition"]: r for r in data["bound_db"]}
+    assert rows["objective (mean over ranges)"]["optimised"] <= rows["objective (mean over ranges)"]["block-12x2"]
+    assert (out / "layout.png").stat().st_size > 0
+    layout = read_layout_file(out / "layout.json", (36, 14))
+    assert layout.num_pilots == 8
+    rc = main(["sweep", "--config", str(cfg), "--pilots", str(out / "layout.json"), "--estimators", "lmmse-genie",
+               "--snr-db", "20", "--doppler-hz", "1000", "--delay-spread-ns", "300", "--frames", "20", "--out",
+               str(tmp_path / "sweep"), "--no-progress", "--device", "cpu"])
+    assert rc == 0
+    res = json.loads((tmp_path / "sweep" / "results.json").read_text())
+    assert res["rows"][0]["pilots"] == layout.describe()
+
+
+def test_optimised_bound_row_matches_genie_mse_of_the_written_layout(tmp_path, capsys):
+    out = tmp_path / "opt"
+    assert main(["pilots", "optimise", "--num-pilots", "24", "--doppler-hz", "1000", "--delay-spread-ns", "300",
+                 "--snr-db", "20", "--max-passes", "1", "--radius-f", "2", "--radius-t", "1", "--out", str(out),
+                 "--no-progress"]) == 0
+    capsys.readouterr()
+    data = json.loads((out / "layout.json").read_text())
+    cfg = apply_pilots(preset("default"), str(out / "layout.json"))
+    row = next(r for r in data["bound_db"] if r["condition"] == "300 ns, 1000 Hz, 20 dB")
+    assert row["optimised"] == pytest.approx(10 * np.log10(float(genie_mse(cfg, 20, 300e-9, 1000.0))), abs=1e-3)
+    assert row["lattice-4x6"] == pytest.approx(-19.96, abs=0.01) and row["block-12x2"] == pytest.approx(-4.75, abs=0.01)
+    assert row["optimised"] <= row["lattice-4x6"]  # it starts at the best lattice and only moves downhill
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--num-pilots", "0"], "num_pilots=0: must be in 1..1680"),
+    (["--num-pilots", "4", "--doppler-hz", "a:b"], "doppler_hz='a:b': must be v, a:b or a:b:step"),
+    (["--num-pilots", "4", "--snr-db", "20:10"], "snr_db=(20.0, 10.0): must be a finite value or a low:high range"),
+    (["--num-pilots", "4", "--profile", "Z"], "channel.profile='Z': unknown profile"),
+])
+def test_bad_optimise_input_is_one_line_exit_2(tmp_path, capsys, argv, message):
+    rc = main(["pilots", "optimise", *argv, "--out", str(tmp_path / "o"), "--no-progress"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and message in err and err.count("\n") == 0
+    assert not (tmp_path / "o").exists()
