@@ -22,17 +22,13 @@ from pathlib import Path
 
 import torch
 
+from pilot_learn import CHANNEL, evaluate, markdown_table  # scripts/pilot_learn.py: the same points and table
 from wavefront.estimators import load_estimator
-from wavefront.estimators.evaluate import paper_conditions
 from wavefront.estimators.train import TrainConfig, train
 from wavefront.sim.config import preset
-from wavefront.sim.estimators import classical_estimators
-from wavefront.sim.experiment import prior_config, run_experiment, simulated_points
 from wavefront.sim.pilots import apply_pilots
 
 MODEL_OPTIONS = {"model_dim": 32, "num_layers": 2, "num_heads": 2}
-CHANNEL = {"snr_db": [0.0, 25.0], "delay_spread_s": [25e-9, 300e-9], "doppler_hz": [50.0, 1000.0], "profile": "A"}
-HEADLINE = {"sweep": "headline", "axis": "", "snr_db": 20.0, "delay_spread_s": 300e-9, "doppler_hz": 1000.0}
 
 
 def main() -> int:
@@ -62,34 +58,16 @@ def main() -> int:
                                     progress=False, out_dir=str(run_dir)), config)
         train_s = time.perf_counter() - t0
         est = load_estimator(str(run_dir / "best.safetensors"), config)
-        points = simulated_points(config, paper_conditions() + [HEADLINE], args.frames_per_point, 300, seed=1,
-                                  with_data=False)
-        prior = prior_config(config, points)
-        engine = run_experiment(points, [est] + classical_estimators(["ls-linear", "lmmse-genie"], prior),
-                                frames=args.frames_per_point, conditions="true", condition_prior=prior, progress=False)
+        rows += evaluate([est], config, name, args.frames_per_point, baselines=("ls-linear", "lmmse-genie"))
         runs[name] = {"layout": spec, "pilots": config.ofdm.pilot_layout.describe(), "train_seconds": round(train_s, 1),
                       "train": summary}
-        for estimator in dict.fromkeys(r.estimator for r in engine):
-            mine = [r for r in engine if r.estimator == estimator]
-            suite = [r for r in mine if r.sweep != "headline"]
-            head = next(r for r in mine if r.sweep == "headline")
-            mean = lambda k: sum(getattr(r, k) for r in suite) / len(suite)  # noqa: E731
-            rows.append({"estimator": estimator, "layout": name, "mse_db_300ns_1000hz_20db": head.mse_db,
-                         "bound_db_300ns_1000hz_20db": head.bound_db, "gap_db_300ns_1000hz_20db": head.gap_db,
-                         "mse_db_suite_mean": mean("mse_db"), "bound_db_suite_mean": mean("bound_db"),
-                         "gap_db_suite_mean": mean("gap_db")})
         print(f"{name}: trained {args.steps} steps in {train_s:.0f} s", flush=True)
     (out / "codesign.json").write_text(json.dumps({"runs": runs, "rows": rows, "steps": args.steps,
                                                    "batch_size": args.batch_size, "model": MODEL_OPTIONS,
                                                    "frames_per_point": args.frames_per_point}, indent=1))
-    lines = ["| estimator | layout | MSE dB (300 ns, 1000 Hz, 20 dB) | bound | gap | MSE dB (suite mean) | bound | gap |",
-             "|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        lines.append(f"| {r['estimator']} | {r['layout']} | {r['mse_db_300ns_1000hz_20db']:.2f} | "
-                     f"{r['bound_db_300ns_1000hz_20db']:.2f} | {r['gap_db_300ns_1000hz_20db']:.2f} | "
-                     f"{r['mse_db_suite_mean']:.2f} | {r['bound_db_suite_mean']:.2f} | {r['gap_db_suite_mean']:.2f} |")
-    (out / "codesign.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    table = markdown_table(rows)
+    (out / "codesign.md").write_text(table + "\n")
+    print(table)
     return 0
 
 

@@ -336,15 +336,18 @@ def closed_form_bounds(config: SystemConfig, conditions: list[dict]) -> dict:
     return {"bound_db_300ns_1000hz_20db": float(db[head].mean()), "bound_db_suite_mean": float(db[suite].mean())}
 
 
-def evaluate(estimators: list[LinearEstimator], config: SystemConfig, layout_name: str, frames: int) -> list[dict]:
-    """Returns table rows for ``estimators`` and the genie LMMSE on fresh frames of ``config`` (their layout).
+def evaluate(estimators: list, config: SystemConfig, layout_name: str, frames: int,
+             baselines: tuple[str, ...] = ("lmmse-genie",)) -> list[dict]:
+    """Returns table rows for ``estimators`` and the classical ``baselines`` on fresh frames of ``config`` (their layout).
 
     Frames come from the project's frame generator (seed 1, the channel and noise of
-    :func:`simulated_points`), at the paper's 21 test points and 300 ns / 1000 Hz / 20 dB.
+    :func:`simulated_points`), at the paper's 21 test points and 300 ns / 1000 Hz / 20 dB;
+    estimators that take conditions are given the true ones. One row per estimator: MSE, the
+    layout's bound and the gap (dB) at 300 ns / 1000 Hz / 20 dB and averaged over the 21 points.
     """
     points = simulated_points(config, paper_conditions() + [HEADLINE], frames, 300, seed=1, with_data=False)
     prior = prior_config(config, points)
-    rows = run_experiment(points, list(estimators) + classical_estimators(["lmmse-genie"], prior), frames=frames,
+    rows = run_experiment(points, list(estimators) + classical_estimators(list(baselines), prior), frames=frames,
                           conditions="true", condition_prior=prior, progress=False)
     out = []
     for name in dict.fromkeys(r.estimator for r in rows):
