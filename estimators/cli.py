@@ -89,11 +89,9 @@ def add_commands(subparsers) -> None:
     e.add_argument("--conditions", default="estimated", choices=["estimated", "true"],
                    help="SNR, delay spread and Doppler given to the model: estimated from each frame's pilots "
                         "(default; the model given the true ones is added as a second row) or true")
-    e.add_argument("--prior-snr-db", metavar="LOW:HIGH", help="SNR range a receiver may assume (default 0:25, "
-                   "widened to the points)")
-    e.add_argument("--prior-delay-spread-ns", metavar="LOW:HIGH", help="delay-spread range a receiver may assume (default 25:300)")
-    e.add_argument("--prior-doppler-hz", metavar="LOW:HIGH", help="Doppler range a receiver may assume (default 50:1000); "
-                   "beyond about 950 Hz the Doppler of 12x2 pilots turns ambiguous")
+    from wavefront.sim.cli import add_prior_arguments, add_rank_arguments
+
+    add_prior_arguments(e)
     e.add_argument("--frames-per-point", type=int, default=500)
     e.add_argument("--config", help="system config (YAML or preset; default: the checkpoint's grid with TDL-A)")
     e.add_argument("--pilots", metavar="PRESET|FILE.json",
@@ -103,7 +101,6 @@ def add_commands(subparsers) -> None:
     e.add_argument("--seed", type=int, default=1)
     e.add_argument("--out", default="eval", help="output folder (default eval/)")
     e.add_argument("--no-plots", action="store_true")
-    from wavefront.sim.cli import add_rank_arguments
 
     add_rank_arguments(e)
     e.set_defaults(func=_evaluate)

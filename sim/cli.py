@@ -52,11 +52,7 @@ def add_commands(sub) -> None:
                    help="what estimators that read SNR, delay spread and Doppler (learned models; robust LMMSE reads "
                         "the noise level) are given: estimated from each frame's pilots, or the true values. "
                         "lmmse-genie and the bound always use the truth")
-    p.add_argument("--prior-snr-db", metavar="LOW:HIGH", help="SNR range a receiver may assume (default 0:25, "
-                   "widened to the points)")
-    p.add_argument("--prior-delay-spread-ns", metavar="LOW:HIGH", help="delay-spread range a receiver may assume (default 25:300)")
-    p.add_argument("--prior-doppler-hz", metavar="LOW:HIGH", help="Doppler range a receiver may assume (default 50:1000); "
-                   "beyond about 950 Hz the Doppler of 12x2 pilots turns ambiguous")
+    add_prior_arguments(p)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--out", default="results", help="folder for results.json/.csv and the plots")
@@ -69,6 +65,16 @@ def _pilots_help() -> str:
     from wavefront.sim.pilots import PILOTS_HELP
 
     return PILOTS_HELP
+
+
+def add_prior_arguments(p) -> None:
+    """Adds ``--prior-snr-db``, ``--prior-delay-spread-ns`` and ``--prior-doppler-hz`` (read by
+    :func:`~wavefront.sim.experiment.parse_prior_ranges`) to a command's parser."""
+    p.add_argument("--prior-snr-db", metavar="LOW:HIGH", help="SNR range a receiver may assume (default 0:25, "
+                   "widened to the points)")
+    p.add_argument("--prior-delay-spread-ns", metavar="LOW:HIGH", help="delay-spread range a receiver may assume (default 25:300)")
+    p.add_argument("--prior-doppler-hz", metavar="LOW:HIGH", help="Doppler range a receiver may assume (default 50:1000); "
+                   "beyond about 950 Hz the Doppler of 12x2 pilots turns ambiguous")
 
 
 def add_rank_arguments(p) -> None:
