@@ -7,6 +7,15 @@ import torch
 torch.set_num_threads(1)
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Every test starts on one thread, and a command under test that sets ``--threads`` does not leak it."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture
 def tmp_out(tmp_path):
     """A not-yet-existing output folder inside the test's temporary directory."""

@@ -20,14 +20,6 @@ from wavefront.sim.pilots import apply_pilots
 GEN = ["--threads", "1", "--no-progress", "--device", "cpu", "--batch-size", "8"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def test_scattered_shards_store_positions_and_pilots_as_n_by_p(tmp_path):
     out = tmp_path / "lat"
     assert main(["generate", "--frames", "12", "--shard-frames", "8", "--pilots", "lattice-4x6", "--out", str(out), *GEN]) == 0

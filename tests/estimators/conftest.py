@@ -1,17 +1,6 @@
 import pytest
-import torch
 
 from wavefront.sim.config import SystemConfig, preset
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    # On a shared 2-core machine two torch threads per process spend most time waiting on each
-    # other (measured 12x slower for small conv/transformer steps); one thread, then restore.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")
