@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import math
-import warnings
 from functools import lru_cache
 from typing import Literal, Union
 
@@ -26,6 +25,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_serializer, model_validator
 
 from wavefront.errors import ConfigError, from_pydantic
+from wavefront.utils import read_text_file
 
 TDL_PROFILES = ("A", "B", "C", "D", "E")
 CDL_PROFILES = tuple(f"CDL-{x}" for x in TDL_PROFILES)
@@ -407,15 +407,9 @@ class SystemConfig(_Model):
         An empty file is refused: a config that sets nothing is more likely a wrong file than a
         wish for the defaults (which need no ``--config``).
         """
+        text = read_text_file("config", path, "file not found", "is a folder; give a YAML file")
         try:
-            with open(path) as f:
-                d = yaml.safe_load(f)
-        except FileNotFoundError:
-            raise ConfigError("config", str(path), "file not found") from None
-        except IsADirectoryError:
-            raise ConfigError("config", str(path), "is a folder; give a YAML file") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError("config", str(path), f"cannot be read ({exc.__class__.__name__})") from None
+            d = yaml.safe_load(text)
         except yaml.YAMLError as exc:
             raise ConfigError("config", str(path), f"not valid YAML ({exc.__class__.__name__})") from None
         if d is None:

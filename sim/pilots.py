@@ -50,6 +50,7 @@ import numpy as np
 import torch
 
 from wavefront.errors import ConfigError
+from wavefront.utils import read_text_file
 
 
 @dataclass(frozen=True)
@@ -344,14 +345,10 @@ def read_layout_file(path: str | Path, grid_shape: tuple[int, int]) -> PilotLayo
     files raise a one-line ConfigError naming ``pilots``, the file and the rule.
     """
     path = Path(path)
+    text = read_text_file("pilots", path, "file not found (give a preset name or a .json layout file)",
+                          "is a folder; give a .json layout file (e.g. DIR/layout.json)")
     try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError("pilots", str(path), "file not found (give a preset name or a .json layout file)") from None
-    except IsADirectoryError:
-        raise ConfigError("pilots", str(path), "is a folder; give a .json layout file (e.g. DIR/layout.json)") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError("pilots", str(path), f"cannot be read ({exc.__class__.__name__})") from None
+        data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ConfigError("pilots", str(path), f"not valid JSON (line {exc.lineno}: {exc.msg})") from None
     if not isinstance(data, dict) or "positions" not in data:

@@ -86,6 +86,22 @@ def parse_values(field: str, text: str, max_points: int = 1000) -> list[float]:
     return vals
 
 
+def read_text_file(field: str, path: str | Path, not_found: str, is_folder: str) -> str:
+    """Returns the text of the file ``path``, or raises a one-line ConfigError naming ``field`` and the path.
+
+    ``not_found`` and ``is_folder`` are the rules stated when the file is missing or is a folder;
+    any other read failure (permissions, not UTF-8) is named by its exception class.
+    """
+    try:
+        return Path(path).read_text()
+    except FileNotFoundError:
+        raise ConfigError(field, str(path), not_found) from None
+    except IsADirectoryError:
+        raise ConfigError(field, str(path), is_folder) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(field, str(path), f"cannot be read ({exc.__class__.__name__})") from None
+
+
 def check_output_folder(field: str, path: str | Path) -> Path:
     """Returns ``path`` as a Path if a folder can be written there; raises ConfigError otherwise.
 
