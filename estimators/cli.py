@@ -1,7 +1,6 @@
 """``wavefront train`` and ``wavefront evaluate``."""
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path

@@ -2,7 +2,6 @@ import hashlib
 import shutil
 
 import h5py
-import numpy as np
 import pytest
 import torch
 from torch.utils.data import DataLoader
