@@ -1,7 +1,9 @@
 """Inter-carrier interference (``channel.ici``): the time-domain path against its closed forms and Sionna's."""
-import hashlib
+import json
 import math
+import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -37,17 +39,17 @@ def _quiet(cfg):
         return FrameGenerator(cfg)
 
 
-# ---- ici: false is today's simulator, bit for bit --------------------------------------------
-# SHA-256 of (h, y, pilots_rx, bits, noise_var, doppler_hz) of generate(n, seed=5), recorded at
-# commit 851e570 (before the ICI path) on CPU with torch 2.13.0. Bit identity holds per device and
-# library versions (DESIGN.md), so the check runs where those match.
-RECORDED = {
-    "tdl-a": "60d139aa5c55d3cb879b04ff99627651af3dad90d39508ff7e2656f3f9039e79",
-    "tdl-d-16qam": "ca32305ae31c8fc82fa1a3681d45fece521e9225f15953cb93ef93b7dceff42f",
-    "cdl-c": "cd84cf2774cc66ff6ce86b936e1d48008bc734dfa3b32c3531538d8fc9736687",
-    "tdl-a-300": "d01691b7b1718ea337c9108a12d2adba443209f31cfab7dc92d453af47ec8694",
-    "tdl-a-pilots": "ecaaa2dac02bb08bd9b68bee5a0d41c39f56c5850d4ab72b8bf274d94140a582",
-}
+# ---- ici: false is today's simulator, to float rounding ---------------------------------------
+# Numbers of generate(n, seed=5) recorded at commit 851e570 (before the ICI path), re-recorded on
+# another CPU after checking that 851e570 and this code give bit-identical frames there
+# (`tests/sim/ici_off_golden.json`, written by `python tests/sim/test_ici.py --record`). Bit
+# identity is a claim about one machine: another CPU's SIMD sin/cos/exp differ in the last bits,
+# so the values are compared with tolerances. The channel has unit average power; float32
+# rounding moves a value by ~1e-6 relative (a few ulp through the 20-sinusoid tap sums), while a
+# change of physics (another draw, tap, Doppler or noise) moves it by O(1): rtol 1e-4 with atol
+# 1e-5 separates the two by two orders of magnitude either way. Integers (bits) are exact: they
+# come from torch's integer RNG, which is the same on every CPU.
+GOLDEN_ICI_OFF = Path(__file__).parent / "ici_off_golden.json"
 CASES = {
     "tdl-a": ({"channel": {"profile": "A", "doppler_hz": [0, 1000], "snr_db": [0, 30],
                            "delay_spread_s": [50e-9, 300e-9]}}, 37, True),
@@ -58,16 +60,31 @@ CASES = {
 }
 
 
-@pytest.mark.skipif(torch.__version__.split("+")[0] != "2.13.0", reason="digests recorded with torch 2.13.0")
-@pytest.mark.parametrize("name", list(CASES))
-def test_ici_off_frames_are_bit_identical_to_before_the_ici_path(name):
+def _ici_off_numbers(name: str) -> dict:
+    """Returns the recorded numbers of one case: a strided sample of every tensor, its energy, and the bits."""
     d, n, with_data = CASES[name]
     fr = _quiet(SystemConfig.from_dict(d)).generate(n, seed=5, with_data=with_data)
-    m = hashlib.sha256()
-    for t in (fr.h, fr.y, fr.pilots_rx, fr.bits, fr.noise_var, fr.doppler_hz):
-        if t is not None:
-            m.update(t.contiguous().numpy().tobytes())
-    assert m.hexdigest() == RECORDED[name]
+
+    def c(t):
+        return [float(f"{v:.8g}") for v in torch.view_as_real(t.contiguous()).reshape(-1).tolist()]
+
+    out = {"h": c(fr.h[::6, ::17, ::3]), "h_energy": [float(fr.h.abs().square().double().sum())],
+           "pilots_rx": c(fr.pilots_rx[::5].reshape(-1)[::3]),
+           "noise_var": fr.noise_var.tolist(), "doppler_hz": fr.doppler_hz.tolist()}
+    if fr.y is not None:
+        out.update(y=c(fr.y[::6, ::17, ::3]), y_energy=[float(fr.y.abs().square().double().sum())],
+                   bits=[int(fr.bits.sum()), *fr.bits.reshape(-1)[::997].tolist()])
+    return out
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_ici_off_frames_equal_the_numbers_of_before_the_ici_path(name):
+    want = json.loads(GOLDEN_ICI_OFF.read_text())[name]
+    got = _ici_off_numbers(name)
+    assert set(got) == set(want)
+    assert got.pop("bits", None) == want.pop("bits", None)
+    for key, ref in want.items():
+        np.testing.assert_allclose(np.asarray(got[key]), np.asarray(ref), rtol=1e-4, atol=1e-5, err_msg=key)
 
 
 # ---- the time-domain path --------------------------------------------------------------------
@@ -294,3 +311,7 @@ def test_ici_flag_on_sweep_and_generate(tmp_path):
     assert rc == 0
     manifest = (tmp_path / "g" / "manifest.json").read_text()
     assert '"ici": true' in manifest and "modelled: the channel varies within each symbol" in manifest
+
+
+if __name__ == "__main__" and sys.argv[1:] == ["--record"]:
+    GOLDEN_ICI_OFF.write_text(json.dumps({k: _ici_off_numbers(k) for k in CASES}) + "\n")
