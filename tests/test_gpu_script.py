@@ -23,6 +23,7 @@ def smoke(tmp_path_factory):
     return out, p, json.loads((out / "results.json").read_text())
 
 
+@pytest.mark.slow
 def test_smoke_runs_every_part_and_measures_positive_rates(smoke):
     out, p, res = smoke
     status = {x["part"]: x["status"] for x in res["parts"]}
@@ -40,6 +41,7 @@ def test_smoke_runs_every_part_and_measures_positive_rates(smoke):
     assert (out / "summary.md").read_text().count("## (") == 6
 
 
+@pytest.mark.slow
 def test_smoke_full_size_part_writes_a_loadable_checkpoint_with_its_suite_card(smoke):
     from wavefront.estimators.estimator import load_estimator
     from wavefront.sim.config import preset
@@ -60,6 +62,7 @@ def test_smoke_full_size_part_writes_a_loadable_checkpoint_with_its_suite_card(s
     assert est.model.hparams["model_dim"] == card["model_options"]["model_dim"]
 
 
+@pytest.mark.slow
 def test_a_failing_part_is_recorded_and_the_next_part_still_runs(tmp_path):
     p = _run(tmp_path, "--parts", "ae", "--inject-failure", "a")
     res = json.loads((tmp_path / "results.json").read_text())

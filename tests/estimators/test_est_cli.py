@@ -34,6 +34,7 @@ def test_train_then_evaluate_from_the_command_line(tmp_path, capsys):
     assert "gap_to_bound_db" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_train_on_shards_and_evaluate_on_the_generated_test_suite(tmp_path):
     gen = ["--preset", "default", "--threads", "1", "--no-progress", "--device", "cpu"]
     assert main(["generate", "--frames", "32", "--out", str(tmp_path / "train"), *gen]) == 0

@@ -32,6 +32,7 @@ def frame_dataset(n, seed, poison=False):
 ZERO_DB = SystemConfig.from_dict({"channel": {"snr_db": 0.0, "delay_spread_s": 100e-9, "doppler_hz": 100.0}})
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["fortitran", "adafortitran"])
 def test_a_short_cpu_run_beats_ls_linear_on_held_out_frames(name, tmp_path):
     # 150 steps x 16 on-the-fly frames at a fixed 0 dB SNR, tiny widths (the architecture is unchanged);

@@ -12,6 +12,7 @@ surrogate_compression = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(surrogate_compression)
 
 
+@pytest.mark.slow
 def test_full_and_compressed_surrogates_both_beat_linear_extrapolation(tmp_path):
     out = tmp_path / "surrogate"
     assert surrogate_compression.main(["--out", str(out), "--steps", "100", "--seeds", "0", "--train-models", "6",
