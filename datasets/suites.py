@@ -1,6 +1,7 @@
 """The standard test suites: fixed-condition sweeps written as one dataset folder per point.
 
-``adafortitran``: the AdaFortiTran paper's three test sweeps (TDL-A, 120 x 14 grid):
+``adafortitran``: the AdaFortiTran paper's three test sweeps (TDL-A, 120 x 14 grid;
+:data:`wavefront.paper.TEST_SWEEPS`):
 
 - ``SNR_test_set/SNR_{0,5,...,30}`` at delay spread 200 ns and Doppler 500 Hz;
 - ``DS_test_set/DS_{50,100,...,350}`` (ns) at SNR 10 dB and Doppler 600 Hz;
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from wavefront.datasets.generate import DatasetSpec, write_json_atomic
+from wavefront import paper
 from wavefront.errors import ConfigError
 from wavefront.sim.config import SystemConfig
 from wavefront.utils import derive_seed
@@ -32,15 +34,12 @@ class Sweep:
     label_scale: float   # value * label_scale is the integer in the folder name (ns for delay spread)
 
 
+# folder, point prefix and label scale of each paper sweep in the reference data's layout
+_PAPER_FOLDERS = {"snr": ("SNR_test_set", "SNR", 1.0), "delay_spread": ("DS_test_set", "DS", 1e9),
+                  "doppler": ("MDS_test_set", "DOP", 1.0)}
 SUITES: dict[str, tuple[Sweep, ...]] = {
-    "adafortitran": (
-        Sweep("SNR_test_set", "SNR", "snr_db", tuple(float(v) for v in range(0, 31, 5)),
-              {"delay_spread_s": 200e-9, "doppler_hz": 500.0}, 1.0),
-        Sweep("DS_test_set", "DS", "delay_spread_s", tuple(v * 1e-9 for v in range(50, 351, 50)),
-              {"snr_db": 10.0, "doppler_hz": 600.0}, 1e9),
-        Sweep("MDS_test_set", "DOP", "doppler_hz", tuple(float(v) for v in range(200, 1401, 200)),
-              {"snr_db": 10.0, "delay_spread_s": 100e-9}, 1.0),
-    ),
+    "adafortitran": tuple(Sweep(*_PAPER_FOLDERS[sw.name][:2], sw.axis, sw.values, sw.fixed, _PAPER_FOLDERS[sw.name][2])
+                          for sw in paper.TEST_SWEEPS),
 }
 SUITE_BASE_PRESET = {"adafortitran": "adafortitran-paper"}
 

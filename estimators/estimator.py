@@ -8,11 +8,12 @@ import torch
 
 from wavefront.errors import ConfigError
 from wavefront.estimators.checkpoint import Checkpoint
+from wavefront.sim.estimators import Estimator
 
 PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
 
 
-class LearnedEstimator:
+class LearnedEstimator(Estimator):
     """A trained model with the estimator interface: ``name`` and ``estimate(pilots, meta)``.
 
     ``estimate`` runs without gradients in eval mode, on the model's device, with bf16

@@ -22,26 +22,14 @@ from pathlib import Path
 
 import numpy as np
 
+from wavefront import paper
 from wavefront.errors import ConfigError
+from wavefront.sim.estimators import Estimator
 
-PAPER_SWEEPS = {
-    "snr": ("snr_db", [0.0, 5.0, 10.0, 15.0, 20.0, 25.0, 30.0], {"delay_spread_s": 200e-9, "doppler_hz": 500.0}),
-    "delay_spread": ("delay_spread_s", [v * 1e-9 for v in range(50, 351, 50)], {"snr_db": 10.0, "doppler_hz": 600.0}),
-    "doppler": ("doppler_hz", [float(v) for v in range(200, 1401, 200)], {"snr_db": 10.0, "delay_spread_s": 100e-9}),
-}
 AXIS_LABEL = {"snr_db": "SNR [dB]", "delay_spread_s": "delay spread [ns]", "doppler_hz": "Doppler [Hz]"}
 
 
-def paper_conditions() -> list[dict]:
-    """Returns the three paper sweeps' points as dicts of ``sweep``, ``axis``, ``snr_db``, ``delay_spread_s``, ``doppler_hz``."""
-    out = []
-    for sweep, (axis, values, fixed) in PAPER_SWEEPS.items():
-        for v in values:
-            out.append({"sweep": sweep, "axis": axis, **fixed, axis: v})
-    return out
-
-
-class WithTrueConditions:
+class WithTrueConditions(Estimator):
     """``est`` given the true SNR, delay spread and Doppler, under the name ``"<name> (true cond.)"``."""
 
     needs = "truth"
@@ -115,7 +103,7 @@ def _plan(model_estimator, config, points, suite, frames_per_point, baselines, s
     else:
         if points != "paper":
             raise ConfigError("points", points, "only 'paper' (the three AdaFortiTran test sweeps) is defined")
-        pts = simulated_points(config, paper_conditions(), frames_per_point, chunk, seed, device, with_data=False)
+        pts = simulated_points(config, paper.points(), frames_per_point, chunk, seed, device, with_data=False)
         frames = frames_per_point
     prior = prior_config(config, pts, prior_ranges)
     estimators = [model_estimator]
@@ -219,7 +207,7 @@ def plot_rows(rows: list[dict], out: Path, model_name: str) -> list[Path]:
     import matplotlib.pyplot as plt
 
     paths = []
-    for sweep, (axis, _, _) in PAPER_SWEEPS.items():
+    for sweep, axis in ((sw.name, sw.axis) for sw in paper.TEST_SWEEPS):
         sel = [r for r in rows if r["sweep"] == sweep]
         if not sel:
             continue

@@ -523,7 +523,9 @@ def part_f(args, dev, S) -> dict:
 
     t_start = time.perf_counter()
     budget = args.part_timeout or 0.0  # smoke: no time box; the steps are fixed by _sizes
-    channel = {"snr_db": [0.0, 25.0], "delay_spread_s": [25e-9, 300e-9], "doppler_hz": [50.0, 1000.0], "profile": "A"}
+    from wavefront import paper
+
+    channel = {**{k: list(v) for k, v in paper.TRAIN_RANGES.items()}, "profile": "A"}
     config = SystemConfig.from_dict({"ofdm": preset("default").ofdm.model_dump(), "channel": channel})
     bsz = S["train_batch"]
     # size the cosine schedule from part c's measured throughput (less for drawing frames and validation)

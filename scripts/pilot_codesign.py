@@ -22,10 +22,10 @@ from pathlib import Path
 
 import torch
 
-from pilot_learn import CHANNEL, evaluate, markdown_table  # scripts/pilot_learn.py: the same points and table
 from wavefront.estimators import load_estimator
 from wavefront.estimators.train import TrainConfig, train
 from wavefront.sim.config import preset
+from wavefront.sim.pilot_learn import CHANNEL, evaluate, markdown_table  # the same points and table
 from wavefront.sim.pilots import apply_pilots
 
 MODEL_OPTIONS = {"model_dim": 32, "num_layers": 2, "num_heads": 2}

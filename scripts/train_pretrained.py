@@ -21,12 +21,13 @@ from pathlib import Path
 
 import torch
 
+from wavefront import paper
 from wavefront.estimators.checkpoint import export
 from wavefront.estimators.train import TrainConfig, train
 from wavefront.sim.config import SystemConfig, preset
 
 MODEL_OPTIONS = {"model_dim": 32, "num_layers": 2, "num_heads": 2}
-CHANNEL = {"snr_db": [0.0, 25.0], "delay_spread_s": [25e-9, 300e-9], "doppler_hz": [50.0, 1000.0], "profile": "A"}
+CHANNEL = {**{k: list(v) for k, v in paper.TRAIN_RANGES.items()}, "profile": "A"}
 REPO = Path(__file__).resolve().parents[1]
 
 

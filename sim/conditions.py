@@ -37,6 +37,7 @@ import torch
 
 from wavefront.errors import ConfigError
 from wavefront.sim.channel import channel_profile, covariance_terms
+from wavefront.sim.estimators import Estimator
 from wavefront.sim.config import SystemConfig
 from wavefront.sim.config import profile_label
 from wavefront.sim.lmmse import GenieLMMSE, _Stats, combine_terms
@@ -253,7 +254,7 @@ def estimate_conditions(pilots: torch.Tensor, config: SystemConfig, prior: Condi
             "noise_var": config.noise_variance(snr).float()}
 
 
-class EstimatedLMMSE:
+class EstimatedLMMSE(Estimator):
     """Joint 2-D LMMSE at each frame's conditions estimated from its pilots (``lmmse-estimated``).
 
     ``estimate(pilots [B, P_f, P_t] or [B, P] c64, meta) -> [B, F, T] c64``; ``meta`` is not read.
@@ -278,7 +279,7 @@ class EstimatedLMMSE:
         return self.genie.estimate(pilots, cond)
 
 
-class BayesMMSE:
+class BayesMMSE(Estimator):
     """The MMSE estimator given the prior: ``E[h | p] = sum_k w_k(p) W_k p`` (``mmse-bayes``).
 
     ``w_k(p)`` is the posterior of hypothesis ``k = (ds, fd, sigma^2)`` under the uniform

@@ -22,7 +22,7 @@ needs a Kronecker layout. The LMMSE estimators are joint over time and frequency
 """
 from __future__ import annotations
 
-from typing import Protocol
+from abc import ABC, abstractmethod
 
 import numpy as np
 import torch
@@ -30,12 +30,58 @@ import torch
 from wavefront.errors import ConfigError
 from wavefront.sim.config import SystemConfig
 
+# What an estimator may read from ``meta`` (see :func:`meta_for`).
+NEEDS = ("none", "noise", "conditions", "truth")
+_NOISE_KEYS = ("snr_db", "noise_var")
 
-class Estimator(Protocol):
+
+class Estimator(ABC):
+    """A channel estimator: ``name``, ``needs`` and ``estimate(pilots, meta) -> H_hat``.
+
+    ``needs`` (required, one of :data:`NEEDS`; a class attribute, or set in ``__init__``) says
+    what the experiment engine hands it in ``meta`` (:func:`meta_for`): ``"none"`` an empty
+    dict, ``"noise"`` only ``snr_db`` and ``noise_var``, ``"conditions"`` SNR, delay spread and
+    Doppler (estimated from the pilots or true, as the run says), ``"truth"`` the frames' true
+    conditions. ``given`` (optional) says in words what it assumes; rows print it.
+    """
+
     name: str
     needs: str
+    given: str | None = None
 
-    def estimate(self, pilots: torch.Tensor, meta: dict[str, torch.Tensor]) -> torch.Tensor: ...
+    @abstractmethod
+    def estimate(self, pilots: torch.Tensor, meta: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Returns H_hat [B, F, T] complex64 from LS pilots [B, P_f, P_t] or [B, P] complex64 and ``meta``
+        (a dict of [B] float32 tensors: ``snr_db`` [dB], ``delay_spread_s`` [s], ``doppler_hz`` [Hz],
+        ``noise_var``), holding only what ``needs`` allows."""
+
+
+def check_estimator(est) -> None:
+    """Raises ConfigError unless ``est`` is an :class:`Estimator` whose ``needs`` is one of :data:`NEEDS`."""
+    name = getattr(est, "name", type(est).__name__)
+    if not isinstance(est, Estimator):
+        raise ConfigError("estimators", name, "must be a wavefront.sim.estimators.Estimator (estimate(pilots, meta), "
+                                              "name, needs)")
+    needs = getattr(est, "needs", None)
+    if needs not in NEEDS:
+        raise ConfigError(f"{name}.needs", needs, f"must be one of {', '.join(NEEDS)}")
+
+
+def meta_for(needs: str, true_meta: dict, estimated_meta: dict | None) -> dict:
+    """Returns what an estimator that ``needs`` this may see of a batch's conditions.
+
+    ``true_meta``: the frames' recorded conditions; ``estimated_meta``: the conditions estimated
+    from the pilots, or None when the run gives true ones. A ``"none"`` estimator gets nothing,
+    so one that reads a condition fails loudly instead of being told the truth.
+    """
+    if needs == "truth":
+        return true_meta
+    if needs == "none":
+        return {}
+    told = true_meta if estimated_meta is None else estimated_meta
+    if needs == "noise":
+        return {k: told[k] for k in _NOISE_KEYS if k in told}
+    return told
 
 
 def interpolation_matrix(pilot_idx: list[int], n: int, kind: str) -> np.ndarray:
@@ -64,7 +110,7 @@ def interpolation_matrix(pilot_idx: list[int], n: int, kind: str) -> np.ndarray:
     return A
 
 
-class LSInterpolator:
+class LSInterpolator(Estimator):
     """LS at the pilots, then interpolation: separable ``H_hat = A_f @ P @ A_t^T`` on a Kronecker
     layout, ``H_hat = A p`` over the triangulation of a scattered one."""
 
@@ -105,7 +151,7 @@ class LSInterpolator:
 CLASSICAL = ("ls-nearest", "ls-linear", "ls-spline", "lmmse-robust", "lmmse-genie", "lmmse-estimated", "mmse-bayes")
 
 
-class PerfectCSI:
+class PerfectCSI(Estimator):
     """The true channel as the estimate: the BER reference (its MSE is 0)."""
 
     name = "perfect"

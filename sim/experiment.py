@@ -13,11 +13,13 @@ in which points they ask for and how they print them.
   (``wavefront generate``, ``generate-suite``, or ``import-mat`` of the reference ``.mat``
   data), grouped by condition. Such frames carry no data symbols: MSE, no BER.
 
-**Estimators** are objects with ``name`` and ``estimate(pilots [B, P_f, P_t] c64, meta) ->
-[B, F, T] c64``. Their attribute ``needs`` says what they read from ``meta``:
+**Estimators** are :class:`wavefront.sim.estimators.Estimator` objects with ``name`` and
+``estimate(pilots [B, P_f, P_t] c64, meta) -> [B, F, T] c64``. Their required attribute
+``needs`` says what they are handed in ``meta`` (:func:`wavefront.sim.estimators.meta_for`);
+an estimator without a valid ``needs`` is refused before any frame is drawn:
 
-- ``"none"``: the pilots only (LS, and estimators that infer the conditions themselves);
-- ``"noise"``: the noise variance (robust LMMSE: its covariance is assumed);
+- ``"none"``: the pilots only, ``meta`` is empty (LS, and estimators that infer the conditions themselves);
+- ``"noise"``: the noise variance and SNR only (robust LMMSE: its covariance is assumed);
 - ``"conditions"``: SNR, delay spread and Doppler (condition-aware learned models);
 - ``"truth"``: the true statistics by definition (genie LMMSE, perfect CSI).
 
@@ -55,8 +57,11 @@ from typing import Callable, Iterator
 
 import torch
 
+from wavefront import paper
 from wavefront.errors import ConfigError
+from wavefront.sim.conditions import estimate_conditions
 from wavefront.sim.config import SystemConfig
+from wavefront.sim.estimators import check_estimator, meta_for
 from wavefront.sim.frames import FrameGenerator, Frames
 from wavefront.sim.link import bit_errors, demap, equalize
 from wavefront.sim.lmmse import genie_mse
@@ -156,7 +161,7 @@ class Row:
 
 def given_text(est, conditions: str) -> str:
     """Returns what ``est`` was told: the truth, estimated or true conditions, or the pilots alone."""
-    needs = getattr(est, "needs", "conditions")
+    needs = est.needs
     told = "estimated from the pilots" if conditions == "estimated" else "true"
     own = getattr(est, "given", None)
     if needs == "truth":
@@ -226,11 +231,12 @@ def _plan(estimators, conditions, condition_prior, equalizer, decoder) -> _Plan:
         raise ConfigError("conditions", conditions, f"choose {' or '.join(CONDITION_MODES)}")
     if not estimators:
         raise ConfigError("estimators", "", "name at least one estimator")
+    for e in estimators:
+        check_estimator(e)  # the engine never guesses what an estimator reads
     names = [e.name for e in estimators]
     if len(set(names)) != len(names):
         raise ConfigError("estimators", ",".join(names), "names must not repeat")
-    wants_estimates = conditions == "estimated" and any(getattr(e, "needs", "conditions") in ("noise", "conditions")
-                                                         for e in estimators)
+    wants_estimates = conditions == "estimated" and any(e.needs in ("noise", "conditions") for e in estimators)
     if wants_estimates and condition_prior is None:
         raise ConfigError("condition_prior", None, "estimated conditions need a prior (the config's ranges)")
     return _Plan(list(estimators), conditions, condition_prior, equalizer, decoder, wants_estimates)
@@ -239,14 +245,7 @@ def _plan(estimators, conditions, condition_prior, equalizer, decoder) -> _Plan:
 def _batch_counts(p: Point, fr: Frames, plan: _Plan) -> tuple[list[float], list[int]]:
     """Returns one batch's counts (see ``_FLOATS``/``_INTS``): every estimator on the batch's frames."""
     true_meta = fr.meta
-    meta_for = {"truth": true_meta, "none": true_meta}
-    if plan.wants_estimates:
-        from wavefront.sim.conditions import estimate_conditions
-
-        est_meta = estimate_conditions(fr.pilots_ls, plan.condition_prior)
-        meta_for.update(noise=est_meta, conditions=est_meta)
-    else:
-        meta_for.update(noise=true_meta, conditions=true_meta)
+    est_meta = estimate_conditions(fr.pilots_ls, plan.condition_prior) if plan.wants_estimates else None
     nv = fr.noise_var.double().cpu()
     snr_cfg = -10 * torch.log10(nv) - p.config.snr_offset_db  # the bound in the config's SNR convention
     bound_sum = float(genie_mse(p.config, snr_cfg, fr.delay_spread_s.double().cpu(), fr.doppler_hz.double().cpu(),
@@ -259,8 +258,7 @@ def _batch_counts(p: Point, fr: Frames, plan: _Plan) -> tuple[list[float], list[
         bps = p.config.ofdm.bits_per_symbol
     floats, ints = [bound_sum], [len(fr)]
     for est in plan.estimators:
-        needs = getattr(est, "needs", "conditions")
-        h_hat = fr.h if getattr(est, "is_perfect", False) else est.estimate(fr.pilots_ls, meta_for.get(needs, true_meta))
+        h_hat = fr.h if getattr(est, "is_perfect", False) else est.estimate(fr.pilots_ls, meta_for(est.needs, true_meta, est_meta))
         err = (h_hat - fr.h).abs().square()
         per_frame = err.mean((1, 2)).double()
         n_err = n_bits = c_err = c_bits = blocks = 0
@@ -525,15 +523,11 @@ def _data_mask(config: SystemConfig, device) -> torch.Tensor:
     return _MASKS[key]
 
 
-# The AdaFortiTran paper's training ranges: the default prior of what a receiver may meet.
-PAPER_TRAIN_RANGES = {"snr_db": (0.0, 25.0), "delay_spread_s": (25e-9, 300e-9), "doppler_hz": (50.0, 1000.0)}
-
-
 def prior_config(config: SystemConfig, points: list | None = None, ranges: dict | None = None) -> SystemConfig:
     """Returns ``config`` with the channel ranges a receiver designer may assume: the operating ranges, not each frame's truth.
 
     ``ranges``: ``{field: (low, high)}`` for any of ``snr_db``, ``delay_spread_s``,
-    ``doppler_hz``; the others default to the paper's training ranges. The SNR range widens to
+    ``doppler_hz``; the others default to the paper's training ranges (:data:`wavefront.paper.TRAIN_RANGES`). The SNR range widens to
     cover every point (``points``: objects or dicts with ``snr_db``), which costs nothing; delay
     spread and Doppler do not, because a wider Doppler prior makes the Doppler ambiguous: with
     the pilots 9 symbols apart only ``J0(2 pi f_d 9 T)`` is observed, and it turns back above
@@ -541,7 +535,7 @@ def prior_config(config: SystemConfig, points: list | None = None, ranges: dict 
     -14.7 dB with a 50-1000 Hz prior and -9.3 dB with 50-1400 Hz. Robust LMMSE designs for the
     top of these ranges; condition estimates are searched within them.
     """
-    out = {k: tuple(v) for k, v in PAPER_TRAIN_RANGES.items()}
+    out = {k: tuple(v) for k, v in paper.TRAIN_RANGES.items()}
     out.update({k: tuple(v) for k, v in (ranges or {}).items()})
     lo, hi = out["snr_db"]
     for p in points or []:

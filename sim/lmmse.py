@@ -40,6 +40,7 @@ from wavefront.sim.channel import (
     ChannelProfile, channel_profile, covariance_terms, ici_power, subcarrier_offsets_hz, symbol_times_s,
     time_correlation_jakes,
 )
+from wavefront.sim.estimators import Estimator
 from wavefront.sim.config import OFDMConfig, SystemConfig, profile_label
 
 
@@ -134,7 +135,7 @@ def _unique_conditions(*cols: torch.Tensor):
     return uniq, inverse.to(cols[0].device)
 
 
-class GenieLMMSE:
+class GenieLMMSE(Estimator):
     """Joint 2-D LMMSE with each frame's true profile, delay spread, Doppler and SNR.
 
     ``estimate(pilots [B, P_f, P_t] or [B, P] c64, meta) -> [B, F, T] c64``; ``meta`` needs
@@ -194,7 +195,7 @@ def assumed_time_correlation(dt_s: torch.Tensor, spectrum: str, max_doppler_hz: 
     return time_correlation_jakes(max_doppler_hz, dt).to(torch.complex128)
 
 
-class RobustLMMSE:
+class RobustLMMSE(Estimator):
     """Joint 2-D LMMSE with assumed statistics, the classic robust design.
 
     The channel is assumed to have a ``pdp`` (``uniform`` or ``exponential``) power delay

@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+from wavefront import paper
 from wavefront.errors import ConfigError
 
 # Table rows: (delay spread [s], Doppler [Hz], SNR [dB]) where the acceptance of issue 11 looks.
@@ -63,14 +64,7 @@ def parse_range(field: str, text: str, step: float, scale: float = 1.0):
 
 def paper_suite_points() -> list[tuple[float, float, float]]:
     """Returns the 21 (delay spread [s], Doppler [Hz], SNR [dB]) points of the AdaFortiTran paper's three test sweeps."""
-    from wavefront.datasets.suites import SUITES
-
-    pts = []
-    for sw in SUITES["adafortitran"]:
-        for v in sw.values:
-            c = {**sw.fixed, sw.axis: v}
-            pts.append((c["delay_spread_s"], c["doppler_hz"], c["snr_db"]))
-    return pts
+    return [(c["delay_spread_s"], c["doppler_hz"], c["snr_db"]) for c in paper.points()]
 
 
 def bound_table(ofdm, profile: str, layouts: dict, points) -> dict:

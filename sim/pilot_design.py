@@ -36,16 +36,14 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from wavefront import paper
 from wavefront.errors import ConfigError
 from wavefront.sim.channel import channel_profile, covariance_terms
 from wavefront.sim.config import OFDMConfig
 from wavefront.sim.pilots import PILOT_PRESETS, PilotLayout, preset_fields
 
-# The AdaFortiTran paper's training ranges and the objective's grid steps
-PAPER_DELAY_SPREAD_S = (25e-9, 300e-9)
-PAPER_DOPPLER_HZ = (50.0, 1000.0)
-PAPER_SNR_DB = (0.0, 25.0)
-DEFAULT_STEPS = {"delay_spread_s": 25e-9, "doppler_hz": 50.0, "snr_db": 5.0}
+# The objective's grid steps: the paper's training grid
+DEFAULT_STEPS = dict(paper.TRAIN_STEPS)
 
 
 def axis_values(field: str, value, step: float) -> tuple[float, ...]:

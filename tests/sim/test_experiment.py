@@ -3,7 +3,8 @@ import pytest
 
 from wavefront.estimators.evaluate import evaluate
 from wavefront.sim.config import SystemConfig
-from wavefront.sim.estimators import get_classical
+from wavefront.errors import ConfigError
+from wavefront.sim.estimators import NEEDS, Estimator, get_classical
 from wavefront.sim.experiment import prior_config
 from wavefront.sim.sweep import SweepSpec, run_sweep
 
@@ -36,20 +37,57 @@ def test_the_prior_is_the_operating_range_not_the_test_point():
     assert rob.max_doppler_hz == 1400.0 and "1400 Hz" in rob.given
 
 
-def test_estimated_conditions_reach_condition_aware_estimators_and_rows_say_so():
-    class Spy:
-        name, needs = "spy", "conditions"
+class Spy(Estimator):
+    """LS-linear that records the ``meta`` the engine hands it."""
 
-        def __init__(self):
-            self.seen = []
+    def __init__(self, cfg, needs="conditions", name="spy"):
+        self.name, self.needs, self.seen = name, needs, []
+        self.ls = get_classical("ls-linear", cfg)
+
+    def estimate(self, pilots, meta):
+        self.seen.append({k: v.clone() for k, v in meta.items()})
+        return self.ls.estimate(pilots, meta)
+
+
+@pytest.mark.parametrize("mode", ["estimated", "true"])
+def test_each_estimator_sees_only_what_its_needs_allow(mode):
+    cfg = SystemConfig.from_dict({"channel": {"snr_db": 20.0, "delay_spread_s": 200e-9, "doppler_hz": 300.0}})
+    spies = [Spy(cfg, needs, f"spy-{needs}") for needs in NEEDS]
+    spec = SweepSpec(config=cfg, axis="snr_db", values=[20.0], estimators=["ls-linear"], frames=20, batch_size=20,
+                     seed=1, device="cpu", conditions=mode)
+    rows = run_sweep(spec, spies, progress=False).rows
+    seen = {s.needs: s.seen[0] for s in spies}
+    assert seen["none"] == {}  # a pilots-only estimator is told nothing, not even the truth
+    assert set(seen["noise"]) == {"snr_db", "noise_var"}
+    assert {"snr_db", "delay_spread_s", "doppler_hz"} <= set(seen["conditions"])
+    assert bool((seen["truth"]["doppler_hz"] == 300.0).all())  # the genie's side is always the truth
+    told = seen["conditions"]["doppler_hz"]
+    assert bool((told == 300.0).all()) == (mode == "true")
+    assert [r.given for r in rows][0] == "pilots only"
+
+
+def test_an_estimator_without_a_valid_needs_is_refused_before_any_frame():
+    cfg = SystemConfig.from_dict({"channel": {"snr_db": 20.0}})
+    spec = SweepSpec(config=cfg, axis="snr_db", values=[20.0], estimators=["ls-linear"], frames=20, batch_size=20,
+                     seed=1, device="cpu")
+    with pytest.raises(ConfigError, match="spy.needs"):
+        run_sweep(spec, [Spy(cfg, needs="everything")], progress=False)
+
+    class Duck:  # the estimate interface without the base class: the engine does not guess
+        name, needs = "duck", "none"
 
         def estimate(self, pilots, meta):
-            self.seen.append({k: v.clone() for k, v in meta.items()})
-            return get_classical("ls-linear", cfg).estimate(pilots, meta)
+            return pilots
+
+    with pytest.raises(ConfigError, match="duck"):
+        run_sweep(spec, [Duck()], progress=False)
+
+
+def test_estimated_conditions_reach_condition_aware_estimators_and_rows_say_so():
 
     cfg = SystemConfig.from_dict({"channel": {"snr_db": 20.0, "delay_spread_s": 200e-9, "doppler_hz": 300.0}})
     for mode in ("estimated", "true"):
-        spy = Spy()
+        spy = Spy(cfg)
         spec = SweepSpec(config=cfg, axis="snr_db", values=[20.0], estimators=["ls-linear"], frames=40, batch_size=40,
                          seed=1, device="cpu", conditions=mode)
         (row,) = run_sweep(spec, [spy], progress=False).rows
