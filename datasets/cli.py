@@ -6,6 +6,7 @@ import os
 import sys
 
 from wavefront.errors import ConfigError
+from wavefront.utils import job_ranks
 
 _FMT = argparse.ArgumentDefaultsHelpFormatter
 
@@ -161,20 +162,20 @@ class _progress:
 
 def _jobs(all_jobs: list, args) -> list:
     """Returns this process's share: the --shard-range slice, then every WORLD_SIZE-th from RANK."""
-    from wavefront.datasets.generate import env_rank, parse_shard_range, rank_split
+    from wavefront.datasets.generate import parse_shard_range, rank_split
 
     sel = [all_jobs[k] for k in parse_shard_range(args.shard_range, len(all_jobs))]
-    rank, world = env_rank()
+    rank, world, _ = job_ranks()
     return rank_split(sel, rank, world)
 
 
 def run_generate(args) -> int:
-    from wavefront.datasets.generate import DatasetSpec, check_folder, env_rank, generate_dataset
+    from wavefront.datasets.generate import DatasetSpec, check_folder, generate_dataset
 
     spec = DatasetSpec(_base_config(args), args.seed, args.frames, args.shard_frames, args.batch_size, args.compression)
     check_folder(args.out, spec)  # before any work: a bad --out or a foreign run costs nothing
     mine = _jobs(list(range(spec.num_shards)), args)
-    rank, world = env_rank()
+    rank, world, _ = job_ranks()
     device = _device(args.device, args.threads)
     with _progress(sum(spec.counts[i] for i in mine), not args.no_progress and rank == 0,
                    f"generate[{device.type}]") as bar:
@@ -190,7 +191,7 @@ def run_generate(args) -> int:
 
 
 def run_generate_suite(args) -> int:
-    from wavefront.datasets.generate import check_folder, env_rank, generate_dataset
+    from wavefront.datasets.generate import check_folder, generate_dataset
     from wavefront.datasets.suites import SUITE_BASE_PRESET, suite_points, write_suite_index
     from wavefront.utils import check_output_folder
 
@@ -205,7 +206,7 @@ def run_generate_suite(args) -> int:
     # One job per (point, shard), so ranks and array jobs share the work evenly.
     jobs = [(k, i) for k, p in enumerate(points) for i in range(p.spec.num_shards)]
     mine = _jobs(jobs, args)
-    rank, _ = env_rank()
+    rank, _, _ = job_ranks()
     device = _device(args.device, args.threads)
     out.mkdir(parents=True, exist_ok=True)
     write_suite_index(out, args.suite, points, args.seed)

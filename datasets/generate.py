@@ -84,14 +84,6 @@ def rank_split(items: list, rank: int, world_size: int) -> list:
     return list(items)[rank::world_size]
 
 
-def env_rank() -> tuple[int, int]:
-    """Returns (rank, world_size) from torchrun's ``RANK``/``WORLD_SIZE`` (0, 1 when absent)."""
-    try:
-        return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-    except ValueError:
-        raise ConfigError("RANK/WORLD_SIZE", os.environ.get("RANK"), "must be integers") from None
-
-
 @dataclass
 class DatasetSpec:
     """What a dataset folder holds: config, seed, frame counts and the generator batch size.

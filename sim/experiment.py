@@ -65,7 +65,7 @@ from wavefront.sim.estimators import check_estimator, meta_for
 from wavefront.sim.frames import FrameGenerator, Frames
 from wavefront.sim.link import bit_errors, demap, equalize
 from wavefront.sim.lmmse import genie_mse
-from wavefront.utils import derive_seed, resolve_device
+from wavefront.utils import derive_seed, parse_range, resolve_device
 
 CONDITION_MODES = ("estimated", "true")
 COND_FIELDS = ("snr_db", "delay_spread_s", "doppler_hz")
@@ -551,16 +551,9 @@ def parse_prior_ranges(snr_db: str | None = None, delay_spread_ns: str | None = 
     out = {}
     for field_name, text, scale in (("snr_db", snr_db, 1.0), ("delay_spread_s", delay_spread_ns, 1e-9),
                                      ("doppler_hz", doppler_hz, 1.0)):
-        if text is None:
-            continue
-        parts = str(text).split(":")
-        try:
-            lo, hi = (float(v) for v in parts)
-        except ValueError:
-            raise ConfigError(f"prior.{field_name}", text, "must be a range low:high") from None
-        if not (math.isfinite(lo) and math.isfinite(hi)) or lo > hi or (field_name != "snr_db" and lo < 0):
-            raise ConfigError(f"prior.{field_name}", text, "needs finite low <= high (and >= 0 for delay spread, Doppler)")
-        out[field_name] = (lo * scale, hi * scale)
+        if text is not None:
+            lo, hi, _ = parse_range(f"prior.{field_name}", text, "a:b", scale, None if field_name == "snr_db" else 0.0)
+            out[field_name] = (lo, hi)
     return out
 
 

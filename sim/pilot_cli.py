@@ -15,6 +15,7 @@ from pathlib import Path
 
 from wavefront import paper
 from wavefront.errors import ConfigError
+from wavefront.utils import parse_range
 
 # Table rows: (delay spread [s], Doppler [Hz], SNR [dB]) where the acceptance of issue 11 looks.
 TABLE_POINTS = ((300e-9, 1000.0, 20.0), (300e-9, 500.0, 20.0), (100e-9, 200.0, 20.0), (100e-9, 200.0, 10.0),
@@ -46,20 +47,10 @@ def add_commands(sub) -> None:
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
 
 
-def parse_range(field: str, text: str, step: float, scale: float = 1.0):
-    """Returns a fixed value or ``(low, high)`` (and a step) from ``v``, ``a:b`` or ``a:b:step``, times ``scale``."""
-    parts = str(text).split(":")
-    try:
-        vals = [float(v) * scale for v in parts]
-    except ValueError:
-        raise ConfigError(field, text, "must be v, a:b or a:b:step (numbers)") from None
-    if len(vals) == 1:
-        return vals[0], step
-    if len(vals) == 2:
-        return (vals[0], vals[1]), step
-    if len(vals) == 3 and vals[2] > 0:
-        return (vals[0], vals[1]), vals[2]
-    raise ConfigError(field, text, "must be v, a:b or a:b:step with step > 0")
+def parse_axis(field: str, text: str, step: float, scale: float = 1.0):
+    """Returns a fixed value or ``(low, high)``, and a step, from ``v``, ``a:b`` or ``a:b:step``, times ``scale``."""
+    lo, hi, given_step = parse_range(field, text, "v,a:b,a:b:step", scale)
+    return (lo if len(str(text).split(":")) == 1 else (lo, hi)), (given_step or step)
 
 
 def paper_suite_points() -> list[tuple[float, float, float]]:
@@ -126,9 +117,9 @@ def run_optimise(args) -> int:
     for name in ("radius_f", "radius_t", "max_passes"):
         if getattr(args, name) < 1:
             raise ConfigError(name, getattr(args, name), "must be >= 1")
-    ds, ds_step = parse_range("delay_spread_ns", args.delay_spread_ns, DEFAULT_STEPS["delay_spread_s"], 1e-9)
-    fd, fd_step = parse_range("doppler_hz", args.doppler_hz, DEFAULT_STEPS["doppler_hz"])
-    snr, snr_step = parse_range("snr_db", args.snr_db, DEFAULT_STEPS["snr_db"])
+    ds, ds_step = parse_axis("delay_spread_ns", args.delay_spread_ns, DEFAULT_STEPS["delay_spread_s"], 1e-9)
+    fd, fd_step = parse_axis("doppler_hz", args.doppler_hz, DEFAULT_STEPS["doppler_hz"])
+    snr, snr_step = parse_axis("snr_db", args.snr_db, DEFAULT_STEPS["snr_db"])
     axes = (axis_values("delay_spread_s", ds, ds_step), axis_values("doppler_hz", fd, fd_step),
             axis_values("snr_db", snr, snr_step))
     if math.prod(len(a) for a in axes) > 20000:

@@ -55,30 +55,55 @@ def derive_seed(*parts: int) -> int:
     return z & ((1 << 63) - 1)
 
 
+def parse_range(field: str, text: str, forms: str = "v,a:b,a:b:step", scale: float = 1.0,
+                minimum: float | None = None) -> tuple[float, float, float | None]:
+    """Returns ``(low, high, step)`` from ``"v"``, ``"low:high"`` or ``"low:high:step"``, each number times ``scale``.
+
+    The one parser of ranges on the command line. ``forms`` lists the accepted forms
+    (``"v"``: a fixed value, returned as ``(v, v, None)``; ``"a:b"``: a range, step None;
+    ``"a:b:step"``). Every number must be finite, ``low <= high``, ``step > 0``, and at least
+    ``minimum`` (in the scaled unit) when given. Anything else raises :class:`ConfigError`
+    naming ``field``, the text and the accepted forms.
+    """
+    allowed = forms.split(",")
+    rule = "must be " + (", ".join(allowed[:-1]) + " or " if len(allowed) > 1 else "") + allowed[-1] + " (numbers)"
+    parts = str(text).strip().split(":")
+    form = {1: "v", 2: "a:b", 3: "a:b:step"}.get(len(parts))
+    try:
+        vals = [float(v) for v in parts]
+    except ValueError:
+        raise ConfigError(field, text, rule) from None
+    if form not in allowed:
+        raise ConfigError(field, text, rule)
+    if not all(math.isfinite(v) for v in vals):
+        raise ConfigError(field, text, "values must be finite")
+    low, high = vals[0] * scale, vals[min(1, len(vals) - 1)] * scale
+    step = vals[2] * scale if len(vals) == 3 else None
+    if low > high:
+        raise ConfigError(field, text, "needs low <= high")
+    if step is not None and not step > 0:
+        raise ConfigError(field, text, "the step must be > 0")
+    if minimum is not None and low < minimum:
+        raise ConfigError(field, text, f"must be >= {minimum / scale:g}")
+    return low, high, step
+
+
 def parse_values(field: str, text: str, max_points: int = 1000) -> list[float]:
     """Returns the points of ``text``: ``"v"``, ``"a,b,c"`` or an inclusive range ``"start:stop:step"``.
 
     ``"0:30:5"`` gives 0, 5, ..., 30. A malformed value raises :class:`ConfigError` naming ``field``.
     """
     text = str(text).strip()
-    try:
-        parts = [float(p) for p in text.split(":" if ":" in text else ",") if p.strip()]
-    except ValueError:
-        raise ConfigError(field, text, "must be a number, a list a,b,c or a range start:stop:step") from None
     if ":" in text:
-        if len(parts) != 3:
-            raise ConfigError(field, text, "a range is start:stop:step")
-        start, stop, step = parts
-        if not step > 0:
-            raise ConfigError(field, text, "range step must be > 0 (write start:stop:step with start <= stop)")
-        if stop < start:
-            raise ConfigError(field, text, "range stop must be >= start")
+        start, stop, step = parse_range(field, text, "a:b:step")
         n = int(math.floor((stop - start) / step + 1e-9)) + 1
         if n > max_points:
             raise ConfigError(field, text, f"at most {max_points} points")
-        vals = [round(start + i * step, 12) for i in range(n)]
-    else:
-        vals = parts
+        return [round(start + i * step, 12) for i in range(n)]
+    try:
+        vals = [float(p) for p in text.split(",") if p.strip()]
+    except ValueError:
+        raise ConfigError(field, text, "must be a number, a list a,b,c or a range start:stop:step") from None
     if not vals:
         raise ConfigError(field, text, "needs at least one value")
     if any(not math.isfinite(v) for v in vals):

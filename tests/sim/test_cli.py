@@ -113,4 +113,4 @@ def test_console_script_exit_code_without_traceback(tmp_path):
     r = subprocess.run([sys.executable, "-m", "wavefront", "sweep", "--snr-db", "0:30:-5", "--out", str(tmp_path)],
                        capture_output=True, text=True)
     assert r.returncode == 2
-    assert r.stderr.strip() == "wavefront: error: snr_db='0:30:-5': range step must be > 0 (write start:stop:step with start <= stop)"
+    assert r.stderr.strip() == "wavefront: error: snr_db='0:30:-5': the step must be > 0"

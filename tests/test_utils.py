@@ -1,0 +1,40 @@
+"""The one range parser of the command line (wavefront.utils.parse_range) and the point lists built on it."""
+import pytest
+
+from wavefront.errors import ConfigError
+from wavefront.utils import parse_range, parse_values
+
+
+def test_each_form_gives_low_high_and_step_in_the_scaled_unit():
+    assert parse_range("f", "7") == (7.0, 7.0, None)
+    assert parse_range("f", "25:300", scale=1e-9) == pytest.approx((25e-9, 300e-9, None))
+    assert parse_range("f", "0:25:0.5") == (0.0, 25.0, 0.5)
+    assert parse_values("snr_db", "0:30:5") == [0.0, 5.0, 10.0, 15.0, 20.0, 25.0, 30.0]
+    assert parse_values("snr_db", "0:1:0.1")[-1] == 1.0  # the end is kept despite float steps
+    assert parse_values("snr_db", "3,1,2") == [3.0, 1.0, 2.0]
+
+
+@pytest.mark.parametrize("text,forms,minimum,rule", [
+    ("a:b", "v,a:b", None, "must be v or a:b (numbers)"),
+    ("x", "v,a:b,a:b:step", None, "must be v, a:b or a:b:step (numbers)"),
+    ("1:2:3", "a:b", None, "must be a:b (numbers)"),
+    ("5", "a:b", None, "must be a:b (numbers)"),
+    ("nan:3", "a:b", None, "values must be finite"),
+    ("1:inf", "a:b", None, "values must be finite"),
+    ("30:0", "a:b", None, "needs low <= high"),
+    ("0:30:0", "a:b:step", None, "the step must be > 0"),
+    ("0:30:-5", "a:b:step", None, "the step must be > 0"),
+    ("-50:100", "a:b", 0.0, "must be >= 0"),
+])
+def test_bad_ranges_name_the_field_the_text_and_the_rule(text, forms, minimum, rule):
+    with pytest.raises(ConfigError) as exc:
+        parse_range("prior.doppler_hz", text, forms, minimum=minimum)
+    msg = str(exc.value)
+    assert "prior.doppler_hz" in msg and text in msg and rule in msg
+
+
+def test_point_lists_refuse_too_many_points_and_empty_lists():
+    with pytest.raises(ConfigError, match="at most 1000 points"):
+        parse_values("snr_db", "0:1000:0.5")
+    with pytest.raises(ConfigError, match="at least one value"):
+        parse_values("snr_db", ",")
