@@ -5,7 +5,7 @@
   ``name`` and ``estimate(pilots [B,P_f,P_t] c64, meta) -> [B,F,T] c64``, as the sweep expects;
 - ``wavefront.estimators.train`` holds the training loop, ``.checkpoint`` the safetensors format;
 - ``load_official(path_or_state_dict, system_config, model)`` converts a checkpoint of the official
-  AdaFortiTran code (``wavefront.estimators.official``).
+  AdaFortiTran code (``wavefront.estimators.official_weights``).
 """
 from wavefront.estimators.registry import EstimatorModel, count_parameters, create, list_models, model_defaults, register_model
 
@@ -19,7 +19,7 @@ def __getattr__(name):  # keep `import wavefront.estimators` light: checkpoint c
 
         return getattr(estimator, name)
     if name == "load_official":
-        from wavefront.estimators.official import load_official
+        from wavefront.estimators.official_weights import load_official
 
         return load_official
     raise AttributeError(name)

@@ -21,7 +21,7 @@ Differences from the official code, none of which changes the function:
   for small models on small machines; ``adaptive_token_length`` and ``condition_hidden``
   matter to AdaFortiTran only.
 
-:func:`wavefront.estimators.official.load_official` converts an official checkpoint into these
+:func:`wavefront.estimators.official_weights.load_official` converts an official checkpoint into these
 classes; ``tests/estimators/test_est_official.py`` checks the outputs against the official computation.
 """
 from __future__ import annotations

@@ -24,7 +24,7 @@ def _positive(field: str, value: int) -> int:
 
 def _layout(args: argparse.Namespace) -> int:
     from wavefront.imaging.codesign import IMAGE_TASKS, format_difference, run_layout_experiment
-    from wavefront.imaging.wave import flush_denormals
+    from wavefront.imaging.wave import cpu_flush_to_zero
 
     if args.task not in IMAGE_TASKS:
         raise ConfigError("task", args.task, f"must be one of {', '.join(IMAGE_TASKS)}")
@@ -39,7 +39,7 @@ def _layout(args: argparse.Namespace) -> int:
     if args.image_size < max(pixels):
         raise ConfigError("pixels", args.pixels, f"the layout has more pixels than the {args.image_size}x{args.image_size} image")
     _positive("test_images", args.test_images)
-    with flush_denormals():  # see wave.flush_denormals: a cheap guard against slow subnormal arithmetic
+    with cpu_flush_to_zero():  # see wave.cpu_flush_to_zero: a cheap guard against slow subnormal arithmetic
         result = run_layout_experiment(args.task, pixels, args.layout, args.epochs, args.seeds, args.out,
                                        image_size=args.image_size, num_train=args.train_images,
                                        num_val=args.val_images, num_test=args.test_images)
@@ -55,7 +55,7 @@ def _layout(args: argparse.Namespace) -> int:
 
 def _receivers(args: argparse.Namespace) -> int:
     from wavefront.imaging.codesign import WAVE_TASKS, format_difference, run_receiver_experiment
-    from wavefront.imaging.wave import flush_denormals
+    from wavefront.imaging.wave import cpu_flush_to_zero
 
     if args.scene not in WAVE_TASKS:
         raise ConfigError("scene", args.scene, f"must be one of {', '.join(WAVE_TASKS)}")
@@ -67,7 +67,7 @@ def _receivers(args: argparse.Namespace) -> int:
         raise ConfigError("noise", args.noise, "must be >= 0")
     check_output_folder("out", args.out)
     _positive("test_shots", args.test_shots)
-    with flush_denormals():
+    with cpu_flush_to_zero():
         result = run_receiver_experiment(args.scene, args.receivers, args.epochs, args.seeds, args.out,
                                          noise=args.noise, num_train=args.train_shots, num_val=args.val_shots,
                                          num_test=args.test_shots)

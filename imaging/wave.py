@@ -158,11 +158,11 @@ class Region:
         return torch.stack([yy.reshape(-1), xx.reshape(-1)], dim=-1)
 
 
-_FLUSH_DEPTH = 0  # nesting depth of flush_denormals blocks (the setting is process-wide)
+_FLUSH_DEPTH = 0  # nesting depth of cpu_flush_to_zero blocks (the setting is process-wide)
 
 
 @contextlib.contextmanager
-def flush_denormals():
+def cpu_flush_to_zero():
     """Flushes subnormal floats to zero on CPU inside the block; the outermost block restores off.
 
     Why, and how much it matters: deepwave 0.1's own CPU kernels already run with
@@ -216,27 +216,27 @@ def propagate(v: torch.Tensor, dx_m: float, dt_s: float, source_amplitudes: torc
         receiver_locations: [S, R, 2] int64 cells, or float (deepwave's Hicks path).
         freq_hz: the source peak frequency, for the dispersion check and deepwave's PML.
     CFL and dispersion are checked here, before deepwave is called. The forward pass runs
-    inside :func:`flush_denormals`; the data are deepwave's own tensor (possibly a
+    inside :func:`cpu_flush_to_zero`; the data are deepwave's own tensor (possibly a
     time-major view), with subnormal values set to zero in place.
     """
     import deepwave
 
     check_velocity(v)
     check_stability(dt_s, dx_m, float(v.detach().max()), float(v.detach().min()), freq_hz, accuracy)
-    with flush_denormals():
+    with cpu_flush_to_zero():
         out = deepwave.scalar(
             v, dx_m, dt_s, source_amplitudes=source_amplitudes, source_locations=source_locations,
             receiver_locations=receiver_locations, pml_width=pml_width, accuracy=accuracy,
             pml_freq=freq_hz if freq_hz is not None else 25.0,
         )
-    return flush_subnormals_(out.receiver_amplitudes)
+    return zero_subnormals_(out.receiver_amplitudes)
 
 
-def flush_subnormals_(x: torch.Tensor) -> torch.Tensor:
+def zero_subnormals_(x: torch.Tensor) -> torch.Tensor:
     """Sets the subnormal entries of ``x`` to zero in place and returns ``x`` (any shape, float).
 
     The recorded data are later fed to networks, possibly on threads where
-    :func:`flush_denormals` does not apply (deepwave's FFT time resampling on a second torch
+    :func:`cpu_flush_to_zero` does not apply (deepwave's FFT time resampling on a second torch
     thread leaves some). The pass runs over blocks of the dimension with the largest stride,
     so its temporaries stay near ``_CHUNK_ELEMS`` elements. It runs outside autograd: a
     flushed value is below 1.2e-38 (float32), and the gradient passes through unchanged.

@@ -37,7 +37,7 @@ from pathlib import Path
 
 import torch
 
-from wavefront.imaging.wave import LearnableReceivers, Region, flush_denormals, propagate, record_region, ricker
+from wavefront.imaging.wave import LearnableReceivers, Region, cpu_flush_to_zero, propagate, record_region, ricker
 from wavefront.utils import resolve_device
 
 NY = NX = 70
@@ -147,7 +147,7 @@ def _measure_memory(region: str, shots: int, args, device: torch.device) -> dict
     """Returns {name: peak bytes} for the forward functions (and fwd+bwd) of one region."""
     setup = _setup(region, shots, args, device)
     out = {}
-    with flush_denormals():
+    with cpu_flush_to_zero():
         for name, fn in setup["fns"].items():
             if name.startswith("deepwave_hicks"):
                 continue
@@ -198,7 +198,7 @@ def main(argv=None) -> int:
     for shots in args.shots:
         for region in args.regions:
             setup = _setup(region, shots, args, device)
-            with flush_denormals():  # backward passes run outside propagate(); keep every column alike
+            with cpu_flush_to_zero():  # backward passes run outside propagate(); keep every column alike
                 medians = _time_round_robin(setup["fns"], device, args.repeats)
             rec = setup["recording"]
             row = {"device": str(device), "threads": args.threads, "shots": shots, "region": region,

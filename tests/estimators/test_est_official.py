@@ -18,7 +18,7 @@ from official_spec import build_spec, perturb_
 from wavefront.errors import ConfigError
 from wavefront.estimators import count_parameters
 from wavefront.estimators.blocks import complex_to_stacked, normalise_conditions
-from wavefront.estimators.official import load_official
+from wavefront.estimators.official_weights import load_official
 from wavefront.sim.config import preset
 
 MODELS = ["adafortitran", "fortitran", "linear"]

@@ -8,7 +8,7 @@ from scipy.optimize import brentq
 import wavefront.imaging.wave as wave
 from wavefront.errors import ConfigError
 from wavefront.imaging.wave import (
-    LearnableReceivers, Region, WaveFrontEnd, add_inclusion, check_stability, flush_subnormals_,
+    LearnableReceivers, Region, WaveFrontEnd, add_inclusion, check_stability, zero_subnormals_,
     interpolation_weights, layered_velocity, propagate, record_region, regular_positions, ricker, sample_field,
 )
 
@@ -180,7 +180,7 @@ def test_flush_subnormals_zeroes_subnormals_in_place_on_a_time_major_view(monkey
     storage = torch.tensor([1e-39, 2.0, -3e-40, 1e-37, 0.0, -1e-45] * 10, dtype=torch.float32).reshape(6, 2, 5)
     view = storage.permute(1, 2, 0)  # [2, 5, 6], time-major storage like deepwave's output
     expected = torch.where(view.abs() < torch.finfo(torch.float32).tiny, torch.zeros_like(view), view)
-    out = flush_subnormals_(view)
+    out = zero_subnormals_(view)
     assert out.data_ptr() == storage.data_ptr()
     torch.testing.assert_close(storage.permute(1, 2, 0), expected, rtol=0, atol=0)
 
@@ -311,10 +311,10 @@ def test_wrongly_shaped_scene_is_a_config_error(scene):
 
 
 def test_flush_denormals_flushes_inside_the_block_and_restores_the_default_after():
-    from wavefront.imaging.wave import flush_denormals
+    from wavefront.imaging.wave import cpu_flush_to_zero
 
     tiny = torch.tensor([1e-40], dtype=torch.float32)  # subnormal in float32
-    with flush_denormals():
+    with cpu_flush_to_zero():
         assert float(tiny * 1.0) == 0.0
     assert float(tiny * 1.0) > 0.0
 
@@ -329,11 +329,11 @@ def test_recorded_data_hold_no_subnormal_values(scene):
 
 
 def test_nested_flush_denormals_blocks_keep_flushing_until_the_outermost_ends():
-    from wavefront.imaging.wave import flush_denormals
+    from wavefront.imaging.wave import cpu_flush_to_zero
 
     tiny = torch.tensor([1e-40], dtype=torch.float32)
-    with flush_denormals():
-        with flush_denormals():
+    with cpu_flush_to_zero():
+        with cpu_flush_to_zero():
             pass
         assert float(tiny * 1.0) == 0.0
     assert float(tiny * 1.0) > 0.0
