@@ -82,7 +82,7 @@ class FrameSet:
 def _hdf5_set(path: Path, name: str) -> FrameSet:
     import h5py
 
-    from wavefront.datasets.generate import check_listed, find_shards
+    from wavefront.datasets.folders import check_listed, find_shards
     from wavefront.datasets.shards import H5_ERRORS, ShardError
 
     shards = find_shards(path, "dir")

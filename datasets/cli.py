@@ -224,7 +224,7 @@ def run_generate_suite(args) -> int:
 
 
 def run_export_mat(args) -> int:
-    from wavefront.datasets.generate import dataset_folders
+    from wavefront.datasets.folders import dataset_folders
     from wavefront.datasets.matfiles import export_mat
     from wavefront.utils import check_output_folder
 
@@ -251,7 +251,7 @@ def run_import_mat(args) -> int:
 def run_verify(args) -> int:
     import time
 
-    from wavefront.datasets.generate import find_shards, verify_folder
+    from wavefront.datasets.folders import find_shards, verify_folder
     from wavefront.datasets.shards import ShardError
 
     total = sum(s.frames for s in find_shards(args.data, "data"))

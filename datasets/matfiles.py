@@ -30,10 +30,10 @@ import numpy as np
 import scipy.io
 import torch
 
-from wavefront.datasets.generate import (
-    MANIFEST, MANIFEST_FORMAT, dataset_folders, manifest_shards, read_manifest, shard_counts, verify_listed,
-    write_json_atomic,
+from wavefront.datasets.folders import (
+    MANIFEST, MANIFEST_FORMAT, dataset_folders, manifest_shards, read_manifest, verify_listed,
 )
+from wavefront.datasets.generate import shard_counts, write_json_atomic
 from wavefront.datasets.shards import (
     FORMAT_VERSION, PROFILE_DTYPE, DiskFullError, ShardArrays, ShardError, read_shard, shard_name, versions,
     write_file_atomic, write_shard,

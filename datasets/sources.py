@@ -30,7 +30,7 @@ def _stored_config(ds: H5FrameDataset) -> SystemConfig | None:
 
 def realization_label(folder: Path, stored: SystemConfig | None) -> str:
     """Returns how a folder's fading realizations were drawn: its config's, or what ``import-mat``'s audit found."""
-    from wavefront.datasets.generate import read_manifest
+    from wavefront.datasets.folders import read_manifest
 
     try:
         found = (read_manifest(folder) or {}).get("realization_audit")

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
-from wavefront.datasets.generate import check_listed, find_shards
+from wavefront.datasets.folders import check_listed, find_shards
 from wavefront.datasets.shards import H5_ERRORS, ShardError
 from wavefront.errors import ConfigError
 from wavefront.utils import derive_seed
