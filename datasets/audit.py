@@ -46,6 +46,8 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
 
 from wavefront.errors import ConfigError
 
@@ -297,8 +299,38 @@ def audit(paths: list, tolerance_db: float = DEFAULT_TOLERANCE_DB, names: list[s
     ``tolerance_db``: largest aligned residual [dB] still counted as the same realization (see
     the module docstring). ``names``: how the report calls each path (default: the path).
     ``progress``: a tqdm-like object updated with frames processed (two passes), or None.
+
+    Three steps: signatures hashed into buckets (:func:`_bucket_frames`, one pass), the exact
+    aligned check inside buckets (:class:`_Matcher`, a second pass over the candidates only),
+    and realizations as connected components of the match graph (:func:`_realizations`).
     """
     tol = tolerance_linear(tolerance_db)
+    t0 = time.perf_counter()
+    sets = _open_sets(paths, names)
+    offsets = np.cumsum([0] + [len(s) for s in sets])
+    total = int(offsets[-1])
+    if progress is not None:
+        progress.reset(total=2 * total)
+    bucket, sizes = _bucket_frames(sets, offsets, tol, progress)
+    shared = np.zeros(total, bool)
+    for s_t in sizes:
+        shared |= s_t > 1
+    candidates = np.nonzero(shared)[0]
+    if progress is not None:
+        progress.update(total - len(candidates))
+    matcher = _Matcher(tol)
+    matcher.match(sets, offsets, candidates, bucket, sizes, progress)
+    n_real, labels = _realizations(matcher, total)
+    report = _summarise(sets, offsets, labels, n_real, tolerance_db, max_groups)
+    report.candidates, report.comparisons = int(len(candidates)), matcher.comparisons
+    report.max_match_db = _db(matcher.max_match) if matcher.max_match >= 0 else None
+    report.min_nonmatch_db = _db(matcher.min_nonmatch) if math.isfinite(matcher.min_nonmatch) else None
+    report.seconds = time.perf_counter() - t0
+    return report
+
+
+def _open_sets(paths: list, names: list[str] | None) -> list[FrameSet]:
+    """Returns the frame sets of ``paths``, refusing none, a folder given twice or inside another, and mixed grids."""
     if not paths:
         raise ConfigError("dir", "", "give at least one folder")
     resolved = [Path(p).resolve() for p in paths]
@@ -307,19 +339,18 @@ def audit(paths: list, tolerance_db: float = DEFAULT_TOLERANCE_DB, names: list[s
             if i != j and (a == b or b in a.parents):
                 raise ConfigError("dir", str(paths[j]), f"is {'the same as' if a == b else 'inside'} {paths[i]}; "
                                                           "give each folder once, none inside another")
-    t0 = time.perf_counter()
     sets = [open_frame_set(p, n) for p, n in zip(paths, names or [str(p) for p in paths])]
     grids = {s.grid for s in sets}
     if len(grids) > 1:
         raise ConfigError("dir", ", ".join(map(str, paths)), f"the folders have different grids {sorted(grids)}; "
                                                                "audit folders of one grid together")
-    grid = sets[0].grid
-    offsets = np.cumsum([0] + [len(s) for s in sets])
-    total = int(offsets[-1])
-    if progress is not None:
-        progress.reset(total=2 * total)
+    return sets
 
-    # 1. signatures -> bucket keys, one pass over the frames
+
+def _bucket_frames(sets: list[FrameSet], offsets: np.ndarray, tol: float, progress) -> tuple[list, list]:
+    """Returns ``(bucket, sizes)``: per hash table, each frame's bucket id [N] and its bucket's size [N] (one pass)."""
+    grid = sets[0].grid
+    total = int(offsets[-1])
     proj = _projection(grid[0] * grid[1])
     step = 4.0 * math.sqrt(tol)
     shift = np.random.default_rng(_SIGNATURE_SEED + 1).uniform(0.0, step, TABLES * DIMS)
@@ -336,75 +367,78 @@ def audit(paths: list, tolerance_db: float = DEFAULT_TOLERANCE_DB, names: list[s
         _, inv, cnt = np.unique(keys[:, t * DIMS:(t + 1) * DIMS], axis=0, return_inverse=True, return_counts=True)
         bucket.append(inv.reshape(-1))
         sizes.append(cnt[inv.reshape(-1)])
-    shared = np.zeros(total, bool)
-    for s_t in sizes:
-        shared |= s_t > 1
-    candidates = np.nonzero(shared)[0]
-    if progress is not None:
-        progress.update(total - len(candidates))
+    return bucket, sizes
 
-    # 2. exact check inside buckets: greedy leaders, streaming over the candidates in order
-    leaders: list[dict[int, list[int]]] = [dict() for _ in range(TABLES)]
-    leader_frames: dict[int, np.ndarray] = {}
-    edges_a, edges_b = [], []
-    stats = {"comparisons": 0, "max_match": -1.0, "min_nonmatch": math.inf}
 
-    def check(leader: int, members: np.ndarray, frames: np.ndarray) -> np.ndarray:
-        res = np.concatenate([aligned_residual(leader_frames[leader], frames[s:s + _CHECK_BLOCK])
+class _Matcher:
+    """The exact check inside buckets: greedy leaders, streaming over the candidates in frame order.
+
+    Collects the match edges (``edges_a[i]`` matches ``edges_b[i]``, global frame indices) and
+    the residual statistics the report states (comparisons, largest match, smallest non-match).
+    """
+
+    def __init__(self, tol: float):
+        self.tol = tol
+        self.leader_frames: dict[int, np.ndarray] = {}
+        self.edges_a: list[np.ndarray] = []
+        self.edges_b: list[np.ndarray] = []
+        self.comparisons, self.max_match, self.min_nonmatch = 0, -1.0, math.inf
+
+    def check(self, leader: int, members: np.ndarray, frames: np.ndarray) -> np.ndarray:
+        """Returns which of ``frames`` (global indices ``members``) match ``leader``; records the edges."""
+        res = np.concatenate([aligned_residual(self.leader_frames[leader], frames[s:s + _CHECK_BLOCK])
                               for s in range(0, len(frames), _CHECK_BLOCK)])
-        hit = res <= tol
-        stats["comparisons"] += len(res)
+        hit = res <= self.tol
+        self.comparisons += len(res)
         if hit.any():
-            edges_a.append(np.full(int(hit.sum()), leader))
-            edges_b.append(members[hit])
-            stats["max_match"] = max(stats["max_match"], float(res[hit].max()))
+            self.edges_a.append(np.full(int(hit.sum()), leader))
+            self.edges_b.append(members[hit])
+            self.max_match = max(self.max_match, float(res[hit].max()))
         if (~hit).any():
-            stats["min_nonmatch"] = min(stats["min_nonmatch"], float(res[~hit].min()))
+            self.min_nonmatch = min(self.min_nonmatch, float(res[~hit].min()))
         return hit
 
-    for lo in range(0, len(candidates), _CHUNK):
-        gidx = candidates[lo:lo + _CHUNK]
-        k_of = np.searchsorted(offsets, gidx, side="right") - 1
-        frames = np.empty((len(gidx),) + grid, np.complex128)
-        for k in np.unique(k_of):
-            sel = np.nonzero(k_of == k)[0]
-            frames[sel] = unit_energy(sets[k].read(gidx[sel] - offsets[k]))
-        for t in range(TABLES):
-            live = sizes[t][gidx] > 1
-            b_ids = bucket[t][gidx[live]]
-            pos_live = np.nonzero(live)[0]
-            order = np.argsort(b_ids, kind="stable")
-            uniq, starts = np.unique(b_ids[order], return_index=True)
-            for u, (s, e) in zip(uniq.tolist(), zip(starts, list(starts[1:]) + [len(order)])):
-                pos = pos_live[order[s:e]]  # positions in this chunk, in frame order
-                for leader in leaders[t].get(u, []):
-                    if len(pos) == 0:
-                        break
-                    pos = pos[~check(leader, gidx[pos], frames[pos])]
-                while len(pos):
-                    new = int(gidx[pos[0]])
-                    leader_frames.setdefault(new, frames[pos[0]].copy())
-                    leaders[t].setdefault(u, []).append(new)
-                    pos = pos[1:]
-                    if len(pos):
-                        pos = pos[~check(new, gidx[pos], frames[pos])]
-        if progress is not None:
-            progress.update(len(gidx))
+    def match(self, sets, offsets, candidates, bucket, sizes, progress) -> None:
+        """Checks every candidate against its buckets' leaders; an unmatched one leads its bucket from then on."""
+        grid = sets[0].grid
+        leaders: list[dict[int, list[int]]] = [dict() for _ in range(TABLES)]
+        for lo in range(0, len(candidates), _CHUNK):
+            gidx = candidates[lo:lo + _CHUNK]
+            k_of = np.searchsorted(offsets, gidx, side="right") - 1
+            frames = np.empty((len(gidx),) + grid, np.complex128)
+            for k in np.unique(k_of):
+                sel = np.nonzero(k_of == k)[0]
+                frames[sel] = unit_energy(sets[k].read(gidx[sel] - offsets[k]))
+            for t in range(TABLES):
+                live = sizes[t][gidx] > 1
+                b_ids = bucket[t][gidx[live]]
+                pos_live = np.nonzero(live)[0]
+                order = np.argsort(b_ids, kind="stable")
+                uniq, starts = np.unique(b_ids[order], return_index=True)
+                for u, (s, e) in zip(uniq.tolist(), zip(starts, list(starts[1:]) + [len(order)])):
+                    pos = pos_live[order[s:e]]  # positions in this chunk, in frame order
+                    for leader in leaders[t].get(u, []):
+                        if len(pos) == 0:
+                            break
+                        pos = pos[~self.check(leader, gidx[pos], frames[pos])]
+                    while len(pos):
+                        new = int(gidx[pos[0]])
+                        self.leader_frames.setdefault(new, frames[pos[0]].copy())
+                        leaders[t].setdefault(u, []).append(new)
+                        pos = pos[1:]
+                        if len(pos):
+                            pos = pos[~self.check(new, gidx[pos], frames[pos])]
+            if progress is not None:
+                progress.update(len(gidx))
 
-    # 3. realizations = connected components of the match graph
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
 
-    a = np.concatenate(edges_a) if edges_a else np.zeros(0, np.int64)
-    b = np.concatenate(edges_b) if edges_b else np.zeros(0, np.int64)
+def _realizations(matcher: _Matcher, total: int) -> tuple[int, np.ndarray]:
+    """Returns ``(number of realizations, label [total] int64)``: connected components of the match graph."""
+    a = np.concatenate(matcher.edges_a) if matcher.edges_a else np.zeros(0, np.int64)
+    b = np.concatenate(matcher.edges_b) if matcher.edges_b else np.zeros(0, np.int64)
     graph = coo_matrix((np.ones(len(a), np.int8), (a, b)), shape=(total, total))
     n_real, labels = connected_components(graph, directed=False)
-    report = _summarise(sets, offsets, labels.astype(np.int64), n_real, tolerance_db, max_groups)
-    report.candidates, report.comparisons = int(len(candidates)), stats["comparisons"]
-    report.max_match_db = _db(stats["max_match"]) if stats["max_match"] >= 0 else None
-    report.min_nonmatch_db = _db(stats["min_nonmatch"]) if math.isfinite(stats["min_nonmatch"]) else None
-    report.seconds = time.perf_counter() - t0
-    return report
+    return int(n_real), labels.astype(np.int64)
 
 
 def _pct(fraction: float) -> str:
