@@ -12,7 +12,7 @@ Measured side by side in one run, on the same device:
   batch 1.
 
 - ``ici / frequency``: the generation cost of ``channel.ici: true`` (the time-domain path,
-  :class:`~wavefront.sim.channel.TimeVaryingChannel`) against the frequency-domain path,
+  :class:`~wavefront.sim.fading.TimeVaryingChannel`) against the frequency-domain path,
   ``FrameGenerator.generate`` alone, TDL-A at 1000 Hz, with data.
 
 Usage: ``python scripts/bench_sim.py [--device cpu|cuda] [--seconds 2] [--ici-only]``.

@@ -178,7 +178,8 @@ def part_a(args, dev, S) -> dict:
     """Generation: wavefront's channel and frames (per-frame conditions) against Sionna's GenerateOFDMChannel."""
     import torch
 
-    from wavefront.sim.channel import channel_profile, ofdm_channel
+    from wavefront.sim.fading import ofdm_channel
+    from wavefront.sim.profiles import channel_profile
     from wavefront.sim.config import SystemConfig
     from wavefront.sim.frames import FrameGenerator
     from wavefront.utils import make_generator

@@ -20,9 +20,11 @@ import warnings
 
 import torch
 
-from wavefront.sim.channel import TimeVaryingChannel, ici_power, tdl_profile
 from wavefront.sim.config import SystemConfig
+from wavefront.sim.fading import TimeVaryingChannel
 from wavefront.sim.link import ber_rayleigh_qpsk
+from wavefront.sim.profiles import tdl_profile
+from wavefront.sim.statistics import ici_power
 from wavefront.sim.sweep import SweepSpec, run_sweep
 from wavefront.utils import make_generator
 

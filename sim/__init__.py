@@ -1,7 +1,9 @@
 """wavefront.sim: OFDM over 3GPP TDL fading, classical estimators, the MMSE bound, sweeps.
 
 - :mod:`~wavefront.sim.config`: ``SystemConfig`` (``OFDMConfig`` grid + ``ChannelConfig``), presets.
-- :mod:`~wavefront.sim.channel`: TDL profiles (Sionna tables), per-frame fading, closed-form correlations.
+- :mod:`~wavefront.sim.profiles`: TDL/CDL profiles (Sionna tables) and the grid's axes.
+- :mod:`~wavefront.sim.statistics`: closed-form correlations, covariance terms, ICI power.
+- :mod:`~wavefront.sim.fading`: per-frame fading realizations (sum of sinusoids) and the time-domain (ICI) path.
 - :mod:`~wavefront.sim.pilots`: ``PilotLayout`` (any set of pilot positions), presets (NR DM-RS, lattices), ``--pilots`` files.
 - :mod:`~wavefront.sim.pilot_design`: the bound of any layout, fast; the local search behind ``wavefront pilots optimise``.
 - :mod:`~wavefront.sim.frames`: ``FrameGenerator`` -> ``Frames`` (true channel, pilots, data, metadata).

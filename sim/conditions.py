@@ -21,7 +21,7 @@ value gives a one-point axis). On it:
   bank of LMMSE filters. The channel given the prior is a Gaussian mixture, and this is its
   MMSE estimator: no estimator that knows only the prior does better on average.
 
-The covariance terms of :func:`~wavefront.sim.channel.covariance_terms` are separable: the
+The covariance terms of :func:`~wavefront.sim.statistics.covariance_terms` are separable: the
 frequency block of every Kronecker term depends on the delay spread alone and the time block
 on the Doppler alone. The grid's filters are therefore kept as ``N_ds`` frequency blocks and
 ``N_fd`` time blocks, not ``N_ds N_fd`` full ones.
@@ -36,12 +36,13 @@ import numpy as np
 import torch
 
 from wavefront.errors import ConfigError
-from wavefront.sim.channel import channel_profile, covariance_terms
 from wavefront.sim.estimators import Estimator
 from wavefront.sim.config import SystemConfig
 from wavefront.sim.config import profile_label
 from wavefront.sim.lmmse import GenieLMMSE, _Stats, combine_terms
 from wavefront.sim.pilots import flat_pilots
+from wavefront.sim.profiles import channel_profile
+from wavefront.sim.statistics import covariance_terms
 
 _BUDGET_CPU = 1 << 21  # float64 elements of per-chunk temporaries: about 16 MB, cache-friendly
 _BUDGET_GPU = 1 << 26  # on a GPU the chunks only bound memory (about 0.5 GB)

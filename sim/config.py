@@ -273,7 +273,7 @@ class ChannelConfig(_Model):
       cluster has the 20 rays of its table).
     - ``ici``: ``False`` (default): one channel value per resource element, the value at the
       symbol's start; no inter-carrier interference (ICI). ``True``: the channel varies within
-      each symbol (time-domain path, :class:`~wavefront.sim.channel.TimeVaryingChannel`), so the
+      each symbol (time-domain path, :class:`~wavefront.sim.fading.TimeVaryingChannel`), so the
       received grid carries ICI; the label ``h`` is then each symbol's average channel, and the
       genie LMMSE and the bound treat the ICI as extra noise. About ``(2 pi f_d / scs)^2 / 24``
       per RE for Jakes fading: -21.4 dB at 1000 Hz and 15 kHz.

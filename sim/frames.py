@@ -9,7 +9,7 @@ of unit average power (Sionna's Gray-labelled constellations). The receiver sees
 resource element, ``E|H x|^2 / sigma^2``, because ``E|H|^2 = E|x|^2 = 1``.
 
 With ``channel.ici`` the channel changes within each symbol and the grid goes through the
-time-domain path (:class:`~wavefront.sim.channel.TimeVaryingChannel`): ``y = H_avg x + ICI + n``,
+time-domain path (:class:`~wavefront.sim.fading.TimeVaryingChannel`): ``y = H_avg x + ICI + n``,
 ``H`` (the label) is each symbol's average channel, and the same seed draws the same channel,
 noise and bits as without it. ICI needs the data around the pilots, so frames drawn without
 data still carry it in their pilots. Without ``channel.ici``, a warning says when the ICI left
@@ -25,9 +25,11 @@ from functools import cached_property
 import torch
 
 from wavefront.errors import ConfigError
-from wavefront.sim.channel import TimeVaryingChannel, channel_profile, ofdm_channel, warn_unmodelled_ici
 from wavefront.sim.config import SystemConfig
+from wavefront.sim.fading import TimeVaryingChannel, ofdm_channel
+from wavefront.sim.profiles import channel_profile
 from wavefront.sim.realizations import per_condition_channel
+from wavefront.sim.statistics import warn_unmodelled_ici
 from wavefront.utils import make_generator, resolve_device
 
 _PILOT_SEED = 0x5EED  # the pilot sequence is part of the system, not of a frame

@@ -10,7 +10,7 @@ and its MSE per resource element is ``tr(R - W R_ph) / (F T)``. With the true st
 beats it, and no linear estimator beats it whatever the channel's distribution.
 
 The covariance is a sum of Kronecker products ``R = sum_k R_f^(k) (x) R_t^(k)``
-(:func:`wavefront.sim.channel.covariance_terms`), so ``W p`` is applied as
+(:func:`wavefront.sim.statistics.covariance_terms`), so ``W p`` is applied as
 ``sum_k R_f,hp^(k) Z R_t,hp^(k)T`` with ``Z = (R_pp)^-1 p`` reshaped to [P_f, P_t]: the
 [F*T, P] matrix ``W`` is never formed. Frames with equal conditions share one solve.
 
@@ -23,7 +23,7 @@ applied term by term. A Kronecker layout keeps the Kronecker path, bit for bit.
 
 With ``channel.ici`` (a channel that changes within each symbol), the received pilots are
 ``H_avg x + ICI + n``: the genie LMMSE and the bound treat the ICI as extra white noise,
-``sigma^2 + P_ICI(f_d)`` (:func:`~wavefront.sim.channel.ici_power`), and use the covariance
+``sigma^2 + P_ICI(f_d)`` (:func:`~wavefront.sim.statistics.ici_power`), and use the covariance
 of the label ``H_avg``, each symbol's average channel (``covariance_terms(...,
 symbol_average=True)``). The ICI is neither Gaussian nor exactly white (ICI at pilots a few
 subcarriers apart is slightly correlated), so the bound is the MSE of that ICI-as-noise
@@ -36,12 +36,10 @@ import math
 import torch
 
 from wavefront.errors import ConfigError
-from wavefront.sim.channel import (
-    ChannelProfile, channel_profile, covariance_terms, ici_power, subcarrier_offsets_hz, symbol_times_s,
-    time_correlation_jakes,
-)
 from wavefront.sim.estimators import Estimator
 from wavefront.sim.config import OFDMConfig, SystemConfig, profile_label
+from wavefront.sim.profiles import ChannelProfile, channel_profile, subcarrier_offsets_hz, symbol_times_s
+from wavefront.sim.statistics import covariance_terms, ici_power, time_correlation_jakes
 
 
 def _kron_sum(terms_f, terms_t) -> torch.Tensor:

@@ -8,7 +8,7 @@ MSE per resource element is (see :mod:`wavefront.sim.lmmse`)
     G[i, j]   = sum_{k,m} (R_f^(k)H R_f^(m))[f_i, f_j] (R_t^(k)H R_t^(m))[t_i, t_j],
 
 with ``R_f^(k)`` [F, F] and ``R_t^(k)`` [T, T] the Kronecker terms of the channel covariance
-on the whole grid (:func:`wavefront.sim.channel.covariance_terms`). :class:`BoundEvaluator`
+on the whole grid (:func:`wavefront.sim.statistics.covariance_terms`). :class:`BoundEvaluator`
 computes those full-grid blocks and their Gram products once per condition grid, so a
 layout costs gathers, one eigendecomposition ``R_p = U diag(lam) U^H`` per (delay spread,
 Doppler) and, for every SNR at once, ``mse = 1 - sum_i (U^H G U)_ii / (lam_i + sigma^2) / (F T)``.
@@ -38,9 +38,10 @@ import torch
 
 from wavefront import paper
 from wavefront.errors import ConfigError
-from wavefront.sim.channel import channel_profile, covariance_terms
 from wavefront.sim.config import OFDMConfig
 from wavefront.sim.pilots import PILOT_PRESETS, PilotLayout, preset_fields
+from wavefront.sim.profiles import channel_profile
+from wavefront.sim.statistics import covariance_terms
 
 # The objective's grid steps: the paper's training grid
 DEFAULT_STEPS = dict(paper.TRAIN_STEPS)

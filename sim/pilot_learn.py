@@ -1,14 +1,14 @@
 """Learned pilot positions: P continuous pilot positions trained end to end with a complex linear estimator.
 
 The channel is a sum of sinusoids, ``H(f, t) = sum_l a_l(t) exp(-j 2 pi f tau_l)`` with
-``a_l(t) = sqrt(P_l / N) sum_n exp(j (2 pi f_d c_n t + phi_n))`` (:mod:`wavefront.sim.channel`),
+``a_l(t) = sqrt(P_l / N) sum_n exp(j (2 pi f_d c_n t + phi_n))`` (:mod:`wavefront.sim.fading`),
 analytic in continuous frequency and time. So a pilot may sit at a continuous position
 ``u = (subcarrier, symbol)`` in ``[0, F-1] x [0, T-1]`` (frequency ``f_0 + u_0 scs``, time
 ``u_1 T_sym``), and the gradient of the grid MSE flows into the positions through ``H``.
 
 Each step draws B frames over the paper's training ranges (TDL-A, delay spread 25-300 ns,
 Doppler 50-1000 Hz, SNR 0-25 dB per resource element, uniform per frame), evaluates from the
-*same* sinusoid draws the grid ``H`` [B, F, T] (exactly :func:`~wavefront.sim.channel.ofdm_channel`)
+*same* sinusoid draws the grid ``H`` [B, F, T] (exactly :func:`~wavefront.sim.fading.ofdm_channel`)
 and the pilots ``H(u_i)`` [B, P], adds complex Gaussian noise of variance ``10^(-SNR/10)`` to the
 pilots (the LS estimate at unit-modulus pilots), and takes one Adam step on the estimator and the
 positions (their own learning rate) on the grid MSE. The estimator is one complex linear map
@@ -28,7 +28,7 @@ runs it (the command lives in ``scripts/pilot_learn.py``).
 Why it keeps its own channel sampler and loop: :class:`~wavefront.sim.frames.FrameGenerator`
 samples the channel on the grid, while the positions need ``H`` at continuous (f, t) with
 gradients to them; :func:`pilot_channel` evaluates the generator's own sinusoid draws there, and
-:func:`grid_channel` equals :func:`~wavefront.sim.channel.ofdm_channel` bit for bit (a test holds
+:func:`grid_channel` equals :func:`~wavefront.sim.fading.ofdm_channel` bit for bit (a test holds
 it). The one training loop (:mod:`wavefront.estimators.train`) trains registry models on frames
 with fixed pilots; here two parameter groups (the map and the positions) move together, then the
 positions are rounded and frozen, which that loop has no notion of; and ``sim`` may not import
@@ -45,15 +45,13 @@ from torch import nn
 
 from wavefront import paper
 from wavefront.errors import ConfigError
-from wavefront.sim.channel import (
-    ChannelProfile, SinusoidDraws, channel_profile, draw_sinusoids, evaluate_tap_gains, frequency_response,
-    subcarrier_offsets_hz, symbol_times_s,
-)
 from wavefront.sim.config import OFDMConfig, SystemConfig
 from wavefront.sim.estimators import Estimator, classical_estimators
 from wavefront.sim.experiment import prior_config, run_experiment, simulated_points
 from wavefront.sim.lmmse import genie_mse
+from wavefront.sim.fading import SinusoidDraws, draw_sinusoids, evaluate_tap_gains, frequency_response
 from wavefront.sim.pilots import PilotLayout, flat_pilots
+from wavefront.sim.profiles import ChannelProfile, channel_profile, subcarrier_offsets_hz, symbol_times_s
 
 CHANNEL = {**{k: list(v) for k, v in paper.TRAIN_RANGES.items()}, "profile": "A"}
 HEADLINE = {"sweep": "headline", "axis": "", "snr_db": 20.0, "delay_spread_s": 300e-9, "doppler_hz": 1000.0}
@@ -79,7 +77,7 @@ def pilot_channel(ofdm: OFDMConfig, profile: ChannelProfile, draws: SinusoidDraw
     ``draws``: the frames' sinusoids (:func:`draw_sinusoids`, TDL; NLoS taps plus an optional LoS
     path at tap 0). ``tau_s`` [B, L] tap delays (s). ``positions`` [P, 2] float32 or float64:
     ``(subcarrier, symbol)`` in grid units, 0-based, not necessarily integer. At integer positions
-    this is :func:`~wavefront.sim.channel.ofdm_channel` of the same draws at those grid points.
+    this is :func:`~wavefront.sim.fading.ofdm_channel` of the same draws at those grid points.
     Built from real cos/sin (no complex autograd) so that float64 gives exact finite differences.
     """
     if profile.is_cdl:

@@ -11,7 +11,7 @@ on the ``F x T`` grid, kept sorted subcarrier-major: ``(f, t)`` before ``(f, t')
 - **scattered**: anything else. Pilots are ``[B, P]`` in position order; LS interpolates over
   the layout's Delaunay triangulation (:func:`interpolation_weights`) and the LMMSE uses a
   dense ``[F T, P]`` filter whose covariances are the Kronecker terms of
-  :func:`wavefront.sim.channel.covariance_terms` evaluated at the positions' own rows and
+  :func:`wavefront.sim.statistics.covariance_terms` evaluated at the positions' own rows and
   columns and multiplied elementwise.
 
 Where a layout comes from:

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import torch
 
-from wavefront.sim.channel import ChannelProfile, ofdm_channel
 from wavefront.sim.config import OFDMConfig
+from wavefront.sim.fading import ofdm_channel
+from wavefront.sim.profiles import ChannelProfile
 from wavefront.utils import derive_seed, make_generator
 
 # The realization stream of the per-condition protocol (the reference's role of nrTDLChannel's Seed = 73).
@@ -32,7 +33,7 @@ def per_condition_channel(ofdm: OFDMConfig, profile: ChannelProfile, delay_sprea
     """Returns H [B, F, T] complex64 with one realization per distinct (delay spread, Doppler).
 
     ``delay_spread_s`` [B] (s) and ``doppler_hz`` [B] (Hz), float32. Each distinct pair draws its
-    channel with :func:`~wavefront.sim.channel.ofdm_channel` from a generator seeded by
+    channel with :func:`~wavefront.sim.fading.ofdm_channel` from a generator seeded by
     :func:`condition_seed`, so frames with equal conditions get bit-identical channels whatever
     the batch, the run seed or the split (on one device and library version).
     """

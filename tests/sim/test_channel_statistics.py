@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from wavefront.sim.channel import (
-    cdl_profile, cdl_time_correlation, freq_correlation, ofdm_channel, tap_gains, tdl_profile, time_correlation_jakes,
-)
 from wavefront.sim.config import OFDMConfig, SystemConfig
+from wavefront.sim.fading import ofdm_channel, tap_gains
 from wavefront.sim.frames import FrameGenerator
+from wavefront.sim.profiles import cdl_profile, tdl_profile
+from wavefront.sim.statistics import cdl_time_correlation, freq_correlation, time_correlation_jakes
 from wavefront.utils import make_generator
 
 SCS = 15e3
@@ -112,7 +112,8 @@ def test_same_seed_gives_bit_identical_frames(profile):
 def test_frequency_response_equals_sionna_cir_to_ofdm_channel():
     from sionna.phy.channel import cir_to_ofdm_channel
 
-    from wavefront.sim.channel import frequency_response, subcarrier_offsets_hz
+    from wavefront.sim.fading import frequency_response
+    from wavefront.sim.profiles import subcarrier_offsets_hz
 
     g = make_generator(0)
     a = torch.view_as_complex(torch.randn(8, 23, 14, 2, generator=g))

@@ -10,13 +10,12 @@ import pytest
 import torch
 
 from wavefront.errors import ConfigError
-from wavefront.sim.channel import (
-    ChannelProfile, TimeVaryingChannel, channel_profile, covariance_terms, evaluate_tap_gains, ici_power, ofdm_channel,
-    tdl_profile,
-)
 from wavefront.sim.config import OFDMConfig, SystemConfig
+from wavefront.sim.fading import TimeVaryingChannel, evaluate_tap_gains, ofdm_channel
 from wavefront.sim.frames import FrameGenerator
 from wavefront.sim.lmmse import GenieLMMSE, genie_mse
+from wavefront.sim.profiles import ChannelProfile, channel_profile, tdl_profile
+from wavefront.sim.statistics import covariance_terms, ici_power
 from wavefront.utils import make_generator
 
 SCS = 15e3
@@ -184,7 +183,7 @@ def test_measured_ici_power_matches_closed_form_for_a_cdl_profile():
 def test_label_is_the_coefficient_the_fft_sees_on_each_resource_element():
     # A grid with one symbol at (k, m) and nothing else receives exactly h[k, m] there (no ICI without
     # neighbours): the label is the one-tap channel of the demodulated grid, the symbol's average.
-    from wavefront.sim.channel import SinusoidDraws
+    from wavefront.sim.fading import SinusoidDraws
 
     prof, (F, T) = tdl_profile("D"), OFDM.grid_shape
     tv = TimeVaryingChannel.draw(OFDM, prof, torch.full((3,), 300e-9), torch.full((3,), 1400.0), 20, make_generator(6))

@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from wavefront.sim.channel import channel_profile, draw_sinusoids, ofdm_channel
 from wavefront.sim import pilot_learn
 from wavefront.sim.config import preset
+from wavefront.sim.fading import draw_sinusoids, ofdm_channel
 from wavefront.sim.lmmse import genie_mse
 from wavefront.sim.pilots import apply_pilots
+from wavefront.sim.profiles import channel_profile
 
 torch.set_num_threads(1)
 

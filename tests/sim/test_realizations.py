@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from wavefront.errors import ConfigError
-from wavefront.sim.channel import ofdm_channel
 from wavefront.sim.config import SystemConfig
+from wavefront.sim.fading import ofdm_channel
 from wavefront.sim.frames import FrameGenerator
 from wavefront.utils import make_generator
 
