@@ -230,8 +230,7 @@ def check_sweep_memory(spec: SweepSpec, device) -> None:
 
     frames = min(spec.batch_size, spec.frames)
     check_memory("batch_size", spec.batch_size, batch_bytes(spec.config, frames), device,
-                 f"a batch of {frames} frames of {'x'.join(map(str, spec.config.ofdm.grid_shape))}; lower --batch-size "
-                 "(the results do not depend on it beyond the frames' seeds)")
+                 f"a batch of {frames} frames of {'x'.join(map(str, spec.config.ofdm.grid_shape))}; lower --batch-size")
 
 
 def format_table(result: SweepResult) -> str:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import decimal
 import errno
 import io
 import json
@@ -131,9 +132,10 @@ def check_output_folder(field: str, path: str | Path, need_bytes: int = 0) -> Pa
         raise ConfigError(field, str(path), f"{anc} is not writable by this user")
     probe = anc / f".wavefront-probe-{os.getpid()}"
     try:
+        # An empty file: it proves a file can be made there; the space is asked of statvfs below, so a
+        # full disk is told apart from an unwritable place (and a resumable job may still finish there).
         fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
-            os.write(fd, b"wavefront write probe\n")
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -311,10 +313,11 @@ def _integer(text: str) -> int:
         return int(text)
     except (TypeError, ValueError):
         pass
-    v = _number(text)  # "1e6" is a count too, if it is a whole number
-    if v != int(v):
+    _number(text)  # "1e6" is a count too, if it is a whole number (NaN and inf are not)
+    exact = decimal.Decimal(str(text).strip())
+    if exact != exact.to_integral_value():
         raise argparse.ArgumentTypeError(f"must be a whole number, got {text.strip()}")
-    return int(v)
+    return int(exact)
 
 
 def positive_int(text: str) -> int:
