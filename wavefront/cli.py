@@ -7,6 +7,7 @@ Bad input anywhere becomes one line on stderr and exit code 2.
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import re
 import sys
@@ -78,6 +79,16 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except ConfigError as exc:
         print(f"wavefront: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        # A disk that fills during a write this command did not route through an atomic writer:
+        # still one line; whatever was written atomically before stays whole.
+        from wavefront.utils import os_reason
+
+        where = f"save={exc.filename!r}: " if exc.filename else ""
+        print(f"wavefront: error: {where}cannot be written: {os_reason(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("wavefront: interrupted", file=sys.stderr)
