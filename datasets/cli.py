@@ -6,7 +6,7 @@ import os
 import sys
 
 from wavefront.errors import ConfigError
-from wavefront.utils import job_ranks
+from wavefront.utils import any_int, finite_float, job_ranks, nonnegative_int, positive_int
 
 _FMT = argparse.ArgumentDefaultsHelpFormatter
 
@@ -15,11 +15,11 @@ def _common(p, frames_flag: str, frames_default, frames_help: str) -> None:
     p.add_argument("--config", default=None, help="YAML system config (ofdm:, channel:)")
     p.add_argument("--preset", default=None, help="named system config: default, adafortitran-paper, adafortitran-reference")
     p.add_argument("--pilots", default=None, metavar="PRESET|FILE.json", help=_pilots_help())
-    p.add_argument(frames_flag, type=int, default=frames_default, required=frames_default is None, help=frames_help)
-    p.add_argument("--shard-frames", type=int, default=10_000, help="frames per shard (the last shard holds the rest)")
-    p.add_argument("--seed", type=int, default=0, help="run seed; shard i draws from derive_seed(seed, i)")
+    p.add_argument(frames_flag, type=positive_int, default=frames_default, required=frames_default is None, help=frames_help)
+    p.add_argument("--shard-frames", type=positive_int, default=10_000, help="frames per shard (the last shard holds the rest)")
+    p.add_argument("--seed", type=any_int, default=0, help="run seed; shard i draws from derive_seed(seed, i)")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--batch-size", type=int, default=1000, help="generator batch (part of the bit-exact identity)")
+    p.add_argument("--batch-size", type=positive_int, default=1000, help="generator batch (part of the bit-exact identity)")
     p.add_argument("--compression", default="none", choices=["none", "lzf", "gzip"])
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (auto: cuda:LOCAL_RANK under torchrun)")
     p.add_argument("--shard-range", default=None,
@@ -27,7 +27,7 @@ def _common(p, frames_flag: str, frames_default, frames_help: str) -> None:
     p.add_argument("--repair", action="store_true",
                    help="regenerate every existing shard that fails the resume check (attributes, SHA-256 against "
                         "the manifest, or a full content check) from its seed, instead of refusing")
-    p.add_argument("--threads", type=int, default=None,
+    p.add_argument("--threads", type=positive_int, default=None,
                    help="torch CPU threads (default: torch's; 1 is often faster on a busy machine, and torchrun sets 1)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.add_argument("--ici", action="store_true",
@@ -72,7 +72,7 @@ def add_commands(sub) -> None:
     p.add_argument("--out", required=True, help="output folder (the tree is mirrored)")
     p.add_argument("--config", default=None, help="YAML system config for the grid (pilot spacing comes from the names)")
     p.add_argument("--preset", default=None, help="named system config for the grid")
-    p.add_argument("--shard-frames", type=int, default=10_000)
+    p.add_argument("--shard-frames", type=positive_int, default=10_000)
     p.add_argument("--compression", default="none", choices=["none", "lzf", "gzip"])
     p.add_argument("--snr-convention", default="pilot-grid", choices=["pilot-grid", "per-re"],
                    help="how the names' SNR was meant: pilot-grid = the reference generator's (noise measured "
@@ -92,12 +92,12 @@ def add_commands(sub) -> None:
                        formatter_class=_FMT)
     p.add_argument("dirs", nargs="+", metavar="DIR",
                    help="dataset folder (or tree, or one shard) of HDF5 shards, or a folder (tree) of .mat files")
-    p.add_argument("--tolerance-db", type=float, default=-60.0,
+    p.add_argument("--tolerance-db", type=finite_float, default=-60.0,
                    help="largest aligned residual, in dB of one frame's energy, still counted as the same "
                         "realization (copies differ by rounding, < -120 dB; distinct TDL-A realizations on the "
                         "paper's grid stay above about -47 dB)")
     p.add_argument("--strict", action="store_true", help="exit 1 when any two folders share a realization")
-    p.add_argument("--groups", type=int, default=10, help="largest duplicate groups to list")
+    p.add_argument("--groups", type=nonnegative_int, default=10, help="largest duplicate groups to list")
     p.add_argument("--json", default=None, help="also write the report to this JSON file")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run_audit)
@@ -169,10 +169,37 @@ def _jobs(all_jobs: list, args) -> list:
     return rank_split(sel, rank, world)
 
 
+# A folder of more shards than this is a typo, not a dataset: planning it alone would take minutes.
+MAX_SHARDS = 1_000_000
+# Grid-sized complex64 tensors the generator holds per frame of a batch (an upper estimate).
+_GENERATOR_GRIDS_PER_FRAME = 12
+
+
+def check_sizes(config, frames: int, shard_frames: int, batch_size: int, device, frames_field: str = "frames") -> None:
+    """Refuses, in microseconds and before any work, sizes that cannot run: too many shards, or a shard or a
+    generator batch that would not fit ``device``'s free memory (one line naming the field and the estimate)."""
+    from wavefront.utils import check_memory
+
+    shards = -(-frames // shard_frames)
+    if shards > MAX_SHARDS:
+        raise ConfigError(frames_field, frames, f"makes {shards} shards of {shard_frames} frames, more than "
+                                                f"{MAX_SHARDS}; raise --shard-frames or lower the frame count")
+    f, t = config.ofdm.grid_shape
+    grid = 8 * f * t
+    per_frame = grid + 16 * config.ofdm.num_pilots + 64  # stored bytes of a frame (h, both pilot arrays, metadata)
+    # A shard is assembled in memory (its batches, then their concatenation) before it is written.
+    check_memory("shard_frames", shard_frames, 2 * min(shard_frames, frames) * per_frame, "cpu",
+                 "lower --shard-frames")
+    check_memory("batch_size", batch_size, min(batch_size, frames) * grid * _GENERATOR_GRIDS_PER_FRAME
+                 * (4 if config.channel.ici else 1), device, "lower --batch-size")
+
+
 def run_generate(args) -> int:
     from wavefront.datasets.generate import DatasetSpec, check_folder, generate_dataset
 
-    spec = DatasetSpec(_base_config(args), args.seed, args.frames, args.shard_frames, args.batch_size, args.compression)
+    config = _base_config(args)
+    check_sizes(config, args.frames, args.shard_frames, args.batch_size, _device(args.device, args.threads))
+    spec = DatasetSpec(config, args.seed, args.frames, args.shard_frames, args.batch_size, args.compression)
     check_folder(args.out, spec)  # before any work: a bad --out or a foreign run costs nothing
     mine = _jobs(list(range(spec.num_shards)), args)
     rank, world, _ = job_ranks()
@@ -198,6 +225,8 @@ def run_generate_suite(args) -> int:
     if args.suite not in SUITE_BASE_PRESET:
         raise ConfigError("suite", args.suite, f"unknown; choose one of {', '.join(SUITE_BASE_PRESET)}")
     base = _base_config(args, SUITE_BASE_PRESET[args.suite])
+    check_sizes(base, args.frames_per_point, args.shard_frames, args.batch_size, _device(args.device, args.threads),
+                "frames_per_point")
     points = suite_points(args.suite, base, args.frames_per_point, args.seed, args.shard_frames,
                           args.batch_size, args.compression)
     out = check_output_folder("out", args.out)
@@ -269,23 +298,25 @@ def run_verify(args) -> int:
 
 
 def run_audit(args) -> int:
-    import json
     from pathlib import Path
 
     from wavefront.datasets.audit import audit, format_report
 
     if args.groups < 0:
         raise ConfigError("groups", args.groups, "must be >= 0")
-    if args.json:
+    if args.json:  # before the audit: a bad --json must not cost its report
         from wavefront.utils import check_output_folder
 
+        if Path(args.json).is_dir():
+            raise ConfigError("json", args.json, "is a folder; give a file path for the JSON report")
         check_output_folder("json", Path(args.json).parent)
     with _progress(None, not args.no_progress, "audit") as bar:
         rep = audit(args.dirs, args.tolerance_db, max_groups=args.groups, progress=bar)
     print(format_report(rep))
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(rep.to_dict(), indent=1) + "\n")
+        from wavefront.utils import atomic_write_json
+
+        atomic_write_json(args.json, rep.to_dict(), indent=1)
     if args.strict and rep.has_overlap:
         print(f"wavefront: audit --strict: {len(rep.overlaps)} pair(s) of folders share channel realizations",
               file=sys.stderr)

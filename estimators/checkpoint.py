@@ -18,7 +18,6 @@ A weights-only checkpoint (``export``) holds the ``model.*`` tensors and the hea
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import torch
@@ -34,10 +33,11 @@ def save(path: str | Path, model, system_config, *, step: int = 0, optimizer=Non
 
     ``model`` is an EstimatorModel (unwrapped from DDP/compile); ``trainer_state`` a JSON-able dict.
     """
-    from safetensors.torch import save_file
+    from safetensors.torch import save as save_bytes
+
+    from wavefront.utils import atomic_write_bytes
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {f"model.{k}": v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     meta = {"format": FORMAT, "model": model.name, "hparams": json.dumps(model.hparams, sort_keys=True),
             "system_config": system_config.to_json(), "step": str(int(step))}
@@ -59,11 +59,9 @@ def save(path: str | Path, model, system_config, *, step: int = 0, optimizer=Non
                 tensors[f"rng.cuda.{i}"] = s
     if trainer_state is not None:
         meta["trainer"] = json.dumps(trainer_state)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata=meta)
-    os.chmod(tmp, 0o644)  # a shareable artefact, not a private temporary file
-    os.replace(tmp, path)
-    return path
+    # Serialised in memory, then written atomically: a full disk is a SaveError naming the file (one
+    # line, exit 2) and leaves the previous checkpoint as it was.
+    return atomic_write_bytes(path, save_bytes(tensors, metadata=meta))
 
 
 class Checkpoint:

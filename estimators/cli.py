@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from wavefront.errors import ConfigError
-from wavefront.utils import check_output_folder
+from wavefront.utils import check_output_folder, nonnegative_float, nonnegative_int, positive_float, positive_int
 
 
 def _system_config(path: str | None):
@@ -51,30 +51,30 @@ def add_commands(subparsers) -> None:
     p.add_argument("--val", metavar="DIR", help="folder of HDF5 validation shards (default: simulated held-out frames)")
     p.add_argument("--config", metavar="CONFIG", help="system config for --train data (YAML or preset; default: default)")
     p.add_argument("--pilots", metavar="PRESET|FILE.json", help=_pilots_help())
-    p.add_argument("--steps", type=int, help="optimiser steps (on-the-fly data)")
-    p.add_argument("--epochs", type=int, help="epochs over --train")
-    p.add_argument("--batch-size", type=int, default=64, help="global batch, split over DDP ranks (default 64)")
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--weight-decay", type=float, default=1e-4)
-    p.add_argument("--warmup-steps", type=int, default=200)
+    p.add_argument("--steps", type=positive_int, help="optimiser steps (on-the-fly data)")
+    p.add_argument("--epochs", type=positive_int, help="epochs over --train")
+    p.add_argument("--batch-size", type=positive_int, default=64, help="global batch, split over DDP ranks (default 64)")
+    p.add_argument("--lr", type=positive_float, default=1e-3)
+    p.add_argument("--weight-decay", type=nonnegative_float, default=1e-4)
+    p.add_argument("--warmup-steps", type=nonnegative_int, default=200)
     p.add_argument("--schedule", choices=["cosine", "plateau", "constant"], default="cosine")
-    p.add_argument("--grad-clip", type=float, default=1.0, help="max gradient norm (0: off)")
-    p.add_argument("--eval-every", type=int, default=500, help="steps between validations and checkpoints")
-    p.add_argument("--val-frames", type=int, default=2048, help="simulated validation frames")
-    p.add_argument("--patience", type=int, default=10, help="validations without improvement before stopping (0: never)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--grad-clip", type=nonnegative_float, default=1.0, help="max gradient norm (0: off)")
+    p.add_argument("--eval-every", type=positive_int, default=500, help="steps between validations and checkpoints")
+    p.add_argument("--val-frames", type=positive_int, default=2048, help="simulated validation frames")
+    p.add_argument("--patience", type=nonnegative_int, default=10, help="validations without improvement before stopping (0: never)")
+    p.add_argument("--seed", type=nonnegative_int, default=0)
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--conditions", default="estimated", choices=["estimated", "true"],
                    help="SNR, delay spread and Doppler a condition-aware model is trained on: estimated from each "
                         "frame's pilots within the config's ranges (default; what it gets at test time) or true")
     p.add_argument("--amp", action="store_true", help="bf16 autocast on GPU")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
-    p.add_argument("--workers", type=int, default=0, help="DataLoader workers for --train")
+    p.add_argument("--workers", type=nonnegative_int, default=0, help="DataLoader workers for --train")
     p.add_argument("--out", help="run folder (default runs/<model>)")
     p.add_argument("--resume", nargs="?", const=True, metavar="CHECKPOINT",
                    help="continue from <out>/last.safetensors, or from CHECKPOINT")
-    p.add_argument("--stop-after", type=int, metavar="STEP", help="pause at this step (continue later with --resume)")
-    p.add_argument("--time-limit-min", type=float, help="pause after this many minutes (continue later with --resume)")
+    p.add_argument("--stop-after", type=positive_int, metavar="STEP", help="pause at this step (continue later with --resume)")
+    p.add_argument("--time-limit-min", type=positive_float, help="pause after this many minutes (continue later with --resume)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_train)
 
@@ -91,14 +91,17 @@ def add_commands(subparsers) -> None:
     from wavefront.sim.cli import add_prior_arguments, add_rank_arguments
 
     add_prior_arguments(e)
-    e.add_argument("--frames-per-point", type=int, default=500)
+    e.add_argument("--frames-per-point", type=positive_int, default=500)
     e.add_argument("--config", help="system config (YAML or preset; default: the checkpoint's grid with TDL-A)")
     e.add_argument("--pilots", metavar="PRESET|FILE.json",
                    help=_pilots_help().replace("default: the config's", "default: the checkpoint's; must match it"))
     e.add_argument("--baselines", default="ls-linear,lmmse-robust,lmmse-genie", help="comma-separated classical estimators")
     e.add_argument("--device", default="auto")
-    e.add_argument("--seed", type=int, default=1)
-    e.add_argument("--out", default="eval", help="output folder (default eval/)")
+    e.add_argument("--seed", type=nonnegative_int, default=1)
+    e.add_argument("--out", default="eval", help="output folder (default eval/); its progress/ keeps every finished "
+                   "batch, so rerunning the same command after a kill resumes")
+    e.add_argument("--overwrite", action="store_true",
+                   help="discard the progress of a different evaluation in --out/progress instead of refusing")
     e.add_argument("--no-plots", action="store_true")
 
     add_rank_arguments(e)
@@ -171,27 +174,46 @@ def _evaluate(args) -> int:
                       **ranks)
         return est, kwargs
 
-    if array_job:
+    def output(est, device):
         from wavefront.utils import resolve_device
 
+        return {"model_name": est.name, "checkpoint": str(args.checkpoint), "conditions": args.conditions,
+                "plots": not args.no_plots, "points": args.points, "suite": args.suite,
+                "frames_per_point": args.frames_per_point, "baselines": baselines, "seed": args.seed,
+                "device": resolve_device(device).type}
+
+    def store_for(est, device):
+        """The progress store in --out: keyed by everything that changes a batch's counts (not by --no-plots)."""
+        import torch
+
+        from wavefront import __version__
+        from wavefront.sim.cli import PROGRESS_DIR
+        from wavefront.sim.progress import open_progress
+
+        key = {k: v for k, v in output(est, device).items() if k != "plots"}
+        fingerprint = {"command": "evaluate", "output": key, "config": json.loads(config.to_json()),
+                       "prior": [args.prior_snr_db, args.prior_delay_spread_ns, args.prior_doppler_hz],
+                       "versions": {"wavefront": __version__, "torch": torch.__version__}}
+        return open_progress(out / PROGRESS_DIR, fingerprint, args.overwrite)
+
+    from wavefront.sim.cli import kept_progress
+
+    if array_job:
         est, kwargs = run_on(args.device, rank=rank, world=world)
-        part = evaluate_partial(est, config, **kwargs)
-        part["output"] = {"model_name": est.name, "checkpoint": str(args.checkpoint), "conditions": args.conditions,
-                          "plots": not args.no_plots, "points": args.points, "suite": args.suite,
-                          "frames_per_point": args.frames_per_point, "baselines": baselines, "seed": args.seed,
-                          "device": resolve_device(args.device).type}
-        saved = write_partial(part, out)
+        part = evaluate_partial(est, config, store=store_for(est, args.device), **kwargs)
+        part["output"] = output(est, args.device)
+        saved = kept_progress(lambda: write_partial(part, out), out)
         print(f"rank {rank} of {world}: wrote {saved} (combine with `wavefront merge-results`)", file=sys.stderr)
         return 0
     long_rows: list = []
     with process_group(args.device) as (rank, world, device):
         est, kwargs = run_on(device, rank=rank, world=world)
-        evaluate(est, config, long_rows=long_rows, **kwargs)
+        evaluate(est, config, long_rows=long_rows, store=store_for(est, device) if rank == 0 else None, **kwargs)
     if rank == 0:
         from wavefront.sim.experiment import Row
 
-        report_evaluation([Row(**r) for r in long_rows], out, est.name, str(args.checkpoint), args.conditions, world,
-                          plots=not args.no_plots)
+        kept_progress(lambda: report_evaluation([Row(**r) for r in long_rows], out, est.name, str(args.checkpoint),
+                                                args.conditions, world, plots=not args.no_plots), out)
     return 0
 
 

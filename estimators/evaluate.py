@@ -17,7 +17,6 @@ LMMSE MSE in closed form, and the gap is model minus bound. With ``conditions="e
 """
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import numpy as np
@@ -47,7 +46,7 @@ def evaluate(model_estimator, config, points: str = "paper", suite: str | None =
              baselines=("ls-linear", "lmmse-robust", "lmmse-genie"), seed: int = 0, device="cpu", chunk: int = 500,
              progress: bool = False, conditions: str = "estimated", compare_true: bool = True,
              long_rows: list | None = None, rank: int = 0, world: int = 1,
-             prior_ranges: dict | None = None) -> list[dict]:
+             prior_ranges: dict | None = None, store=None) -> list[dict]:
     """Returns one row per test condition: the condition, frames, MSE [dB] of each estimator, the bound and the gap.
 
     ``model_estimator``: anything with ``name``, ``needs`` and ``estimate(pilots, meta)``;
@@ -57,7 +56,8 @@ def evaluate(model_estimator, config, points: str = "paper", suite: str | None =
     training ranges; see :func:`wavefront.sim.experiment.prior_config`). ``long_rows``: a list
     that receives the engine's per-estimator rows (with what each estimator was given).
     ``rank``, ``world``: this process's place in a running ``torch.distributed`` group; the
-    ranks split each point's batches and all return the rows of one process.
+    ranks split each point's batches and all return the rows of one process. ``store``: a
+    :class:`wavefront.sim.progress.ProgressStore` that keeps every batch's counts, so a rerun resumes.
     """
     from dataclasses import asdict
 
@@ -65,7 +65,7 @@ def evaluate(model_estimator, config, points: str = "paper", suite: str | None =
 
     pts, estimators, kwargs = _plan(model_estimator, config, points, suite, frames_per_point, baselines, seed, device,
                                     chunk, conditions, compare_true, prior_ranges)
-    rows = run_experiment(pts, estimators, progress=progress, rank=rank, world=world, **kwargs)
+    rows = run_experiment(pts, estimators, progress=progress, rank=rank, world=world, store=store, **kwargs)
     if long_rows is not None:
         long_rows.extend(asdict(r) for r in rows)
     return wide_rows(rows, model_estimator.name)
@@ -74,7 +74,8 @@ def evaluate(model_estimator, config, points: str = "paper", suite: str | None =
 def evaluate_partial(model_estimator, config, points: str = "paper", suite: str | None = None,
                      frames_per_point: int = 500, baselines=("ls-linear", "lmmse-robust", "lmmse-genie"), seed: int = 0,
                      device="cpu", chunk: int = 500, progress: bool = False, conditions: str = "estimated",
-                     compare_true: bool = True, rank: int = 0, world: int = 1, prior_ranges: dict | None = None) -> dict:
+                     compare_true: bool = True, rank: int = 0, world: int = 1, prior_ranges: dict | None = None,
+                     store=None) -> dict:
     """Returns array job ``rank`` of ``world``'s per-batch counts (:func:`wavefront.sim.experiment.run_partial`).
 
     Arguments as :func:`evaluate`; :func:`merge_evaluation_partials` turns all jobs' records
@@ -84,7 +85,8 @@ def evaluate_partial(model_estimator, config, points: str = "paper", suite: str 
 
     pts, estimators, kwargs = _plan(model_estimator, config, points, suite, frames_per_point, baselines, seed, device,
                                     chunk, conditions, compare_true, prior_ranges)
-    return {**run_partial(pts, estimators, progress=progress, rank=rank, world=world, **kwargs), "command": "evaluate"}
+    return {**run_partial(pts, estimators, progress=progress, rank=rank, world=world, store=store, **kwargs),
+            "command": "evaluate"}
 
 
 def _plan(model_estimator, config, points, suite, frames_per_point, baselines, seed, device, chunk, conditions,
@@ -143,17 +145,18 @@ def save_evaluation(rows: list, out: Path, model_name: str, checkpoint: str, con
     ``rows``: the engine's :class:`wavefront.sim.experiment.Row` list; ``world_size``: the
     processes that computed them (recorded in ``results.json``).
     """
-    import json
     from dataclasses import asdict
 
+    from wavefront.utils import atomic_write_json
+
+    # Every file whole or absent; results.json last, so its presence means the whole result was saved.
     long_rows = [asdict(r) for r in rows]
     wide = wide_rows(rows, model_name)
     saved = [save_rows(wide, out)]
-    (out / "results.json").write_text(json.dumps({"checkpoint": checkpoint, "conditions": conditions,
-                                                  "world_size": world_size, "rows": long_rows}, indent=1))
-    saved.append(out / "results.json")
     if plots:
         saved += plot_rows(wide, out, model_name)
+    saved.insert(1, atomic_write_json(out / "results.json", {"checkpoint": checkpoint, "conditions": conditions,
+                                                             "world_size": world_size, "rows": long_rows}, indent=1))
     return saved
 
 
@@ -190,13 +193,9 @@ def format_table(rows: list[dict]) -> str:
 
 def save_rows(rows: list[dict], out: Path) -> Path:
     """Writes ``results.csv`` in ``out`` and returns its path."""
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / "results.csv"
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-    return path
+    from wavefront.utils import atomic_write_csv
+
+    return atomic_write_csv(out / "results.csv", rows)
 
 
 def plot_rows(rows: list[dict], out: Path, model_name: str) -> list[Path]:
@@ -205,6 +204,8 @@ def plot_rows(rows: list[dict], out: Path, model_name: str) -> list[Path]:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    from wavefront.utils import atomic_savefig
 
     paths = []
     for sweep, axis in ((sw.name, sw.axis) for sw in paper.TEST_SWEEPS):
@@ -223,7 +224,9 @@ def plot_rows(rows: list[dict], out: Path, model_name: str) -> list[Path]:
         ax.legend(fontsize=8)
         fig.tight_layout()
         path = out / f"mse_vs_{sweep}.png"
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
+        try:
+            atomic_savefig(fig, path, dpi=120)
+        finally:
+            plt.close(fig)
         paths.append(path)
     return paths

@@ -5,7 +5,7 @@ import argparse
 from pathlib import Path
 
 from wavefront.errors import ConfigError
-from wavefront.utils import check_output_folder
+from wavefront.utils import any_int, check_output_folder, finite_float, positive_int
 
 
 def _pixels(text: str) -> tuple[int, int]:
@@ -91,25 +91,25 @@ def add_commands(subparsers) -> None:
     lay.add_argument("--task", default="stripe-glyph", help="image task (stripe-glyph)")
     lay.add_argument("--pixels", default="16x16", help="sensor pixels HxW")
     lay.add_argument("--layout", default="rectangular", choices=["rectangular", "curvilinear"])
-    lay.add_argument("--epochs", type=int, default=30)
-    lay.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
-    lay.add_argument("--image-size", type=int, default=64, help="high-resolution scene size in pixels")
-    lay.add_argument("--train-images", type=int, default=2048)
-    lay.add_argument("--val-images", type=int, default=1024)
-    lay.add_argument("--test-images", type=int, default=1024, help="held-out images the results are reported on")
+    lay.add_argument("--epochs", type=positive_int, default=30)
+    lay.add_argument("--seeds", type=any_int, nargs="+", default=[0, 1, 2, 3, 4])
+    lay.add_argument("--image-size", type=positive_int, default=64, help="high-resolution scene size in pixels")
+    lay.add_argument("--train-images", type=positive_int, default=2048)
+    lay.add_argument("--val-images", type=positive_int, default=1024)
+    lay.add_argument("--test-images", type=positive_int, default=1024, help="held-out images the results are reported on")
     lay.add_argument("--out", type=Path, default=Path("runs/layout"))
     lay.set_defaults(func=_layout)
 
     rec = sub.add_parser("receivers", help="learn K receiver positions jointly with a network; compare with regular "
                                            "arrays over the line and over the source patch")
     rec.add_argument("--scene", default="source-localisation", help="wave task (source-localisation)")
-    rec.add_argument("--receivers", type=int, default=8, help="K, the number of receivers")
-    rec.add_argument("--epochs", type=int, default=30)
-    rec.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
-    rec.add_argument("--noise", type=float, default=3.0, help="trace noise std, in units of the field's RMS")
-    rec.add_argument("--train-shots", type=int, default=768)
-    rec.add_argument("--val-shots", type=int, default=256)
-    rec.add_argument("--test-shots", type=int, default=256, help="held-out shots the results are reported on")
+    rec.add_argument("--receivers", type=positive_int, default=8, help="K, the number of receivers")
+    rec.add_argument("--epochs", type=positive_int, default=30)
+    rec.add_argument("--seeds", type=any_int, nargs="+", default=[0, 1, 2, 3, 4])
+    rec.add_argument("--noise", type=finite_float, default=3.0, help="trace noise std, in units of the field's RMS")
+    rec.add_argument("--train-shots", type=positive_int, default=768)
+    rec.add_argument("--val-shots", type=positive_int, default=256)
+    rec.add_argument("--test-shots", type=positive_int, default=256, help="held-out shots the results are reported on")
     rec.add_argument("--out", type=Path, default=Path("runs/receivers"))
     rec.set_defaults(func=_receivers)
 

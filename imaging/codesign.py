@@ -9,7 +9,6 @@ the mean difference with its 95 % Student-t interval (:func:`paired_difference`)
 """
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from wavefront.errors import ConfigError
 from wavefront.imaging.layouts import SensorSimulator, make_layout, regular_corners
 from wavefront.imaging.tasks import GlyphNet, SourceScenes, TraceNet, WaveScene, stripe_glyph_scenes
 from wavefront.imaging.wave import LearnableReceivers, regular_positions
+from wavefront.utils import atomic_savefig, atomic_write_json
 
 IMAGE_TASKS = ("stripe-glyph",)
 WAVE_TASKS = ("source-localisation",)
@@ -136,8 +136,10 @@ def plot_layouts(example: torch.Tensor, corners: dict[str, torch.Tensor], path: 
         ax.set_axis_off()
     fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    try:
+        atomic_savefig(fig, path, dpi=110)
+    finally:
+        plt.close(fig)
 
 
 # ----------------------------------------------------------------------------- receivers
@@ -240,8 +242,10 @@ def plot_receivers(scene: WaveScene, positions: dict[str, torch.Tensor], path: P
     ax.legend(loc="lower right", fontsize=8)
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    try:
+        atomic_savefig(fig, path, dpi=110)
+    finally:
+        plt.close(fig)
 
 
 # ----------------------------------------------------------------------------- experiments
@@ -310,7 +314,7 @@ def run_layout_experiment(task: str, pixels: tuple[int, int], layout: str, epoch
     result = {"task": task, "pixels": list(pixels), "layout": layout, "epochs": epochs, "seeds": list(seeds),
               "config": {k: v for k, v in kwargs.items()}, "per_seed": per_seed,
               "summary": summarise(per_seed, "test_accuracy", True, ("regular", "foveated"))}
-    (out / "results.json").write_text(json.dumps(result, indent=2))
+    atomic_write_json(out / "results.json", result, indent=2)
     return result
 
 
@@ -350,5 +354,5 @@ def run_receiver_experiment(task: str, num_receivers: int, epochs: int, seeds: l
     result = {"task": task, "num_receivers": num_receivers, "epochs": epochs, "seeds": list(seeds),
               "config": {"num_train": num_train, "num_val": num_val, "num_test": num_test} | kwargs,
               "per_seed": per_seed, "summary": summarise(per_seed, "test_rmse_m", False, ("regular", "patch"))}
-    (out / "results.json").write_text(json.dumps(result, indent=2))
+    atomic_write_json(out / "results.json", result, indent=2)
     return result

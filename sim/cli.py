@@ -13,7 +13,8 @@ import sys
 import warnings
 
 from wavefront.errors import ConfigError
-from wavefront.utils import check_output_folder, parse_values
+from wavefront.utils import (any_int, check_output_folder, nonnegative_int, parse_values, positive_float,
+                             positive_int)
 
 DEFAULT_ESTIMATORS = "ls-linear,lmmse-robust,lmmse-genie,adafortitran"
 
@@ -35,9 +36,10 @@ def add_commands(sub) -> None:
     p.add_argument("--ici", action="store_true",
                    help="model inter-carrier interference: the channel varies within each symbol (time-domain path); "
                         "the label is each symbol's average channel, and the genie LMMSE and the bound treat ICI as noise")
-    p.add_argument("--frames", type=int, default=1000, help="frames per point (the maximum, with --min-bit-errors)")
-    p.add_argument("--min-bit-errors", type=int, default=None, help="stop a point once every estimator has this many bit errors")
-    p.add_argument("--batch-size", type=int, default=500)
+    p.add_argument("--frames", type=positive_int, default=1000, help="frames per point (the maximum, with --min-bit-errors)")
+    p.add_argument("--min-bit-errors", type=positive_int, default=None,
+                   help="stop a point once every estimator has this many bit errors")
+    p.add_argument("--batch-size", type=positive_int, default=500)
     p.add_argument("--equalizer", default="zf", choices=["zf", "mmse"])
     p.add_argument("--robust-pdp", default="uniform", choices=["uniform", "exponential"],
                    help="power delay profile the robust LMMSE assumes (RMS = the top delay spread)")
@@ -46,16 +48,19 @@ def add_commands(sub) -> None:
     p.add_argument("--robust-covariance", default="assumed", choices=["assumed", "prior-average"],
                    help="robust LMMSE design: the assumed PDP and spectrum above, or the true profile's covariance "
                         "averaged over the prior ranges (the paper's training ranges widened to the sweep)")
-    p.add_argument("--ldpc-rate", type=float, default=None,
+    p.add_argument("--ldpc-rate", type=positive_float, default=None,
                    help="5G NR LDPC code rate: one codeword per frame, adds coded BER and BLER (slow on CPU)")
     p.add_argument("--conditions", default="estimated", choices=["estimated", "true"],
                    help="what estimators that read SNR, delay spread and Doppler (learned models; robust LMMSE reads "
                         "the noise level) are given: estimated from each frame's pilots, or the true values. "
                         "lmmse-genie and the bound always use the truth")
     add_prior_arguments(p)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=nonnegative_int, default=0)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    p.add_argument("--out", default="results", help="folder for results.json/.csv and the plots")
+    p.add_argument("--out", default="results", help="folder for results.json/.csv and the plots; its progress/ "
+                   "keeps every finished batch, so rerunning the same command after a kill resumes")
+    p.add_argument("--overwrite", action="store_true",
+                   help="discard the progress of a different sweep in --out/progress instead of refusing")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     add_rank_arguments(p)
     p.set_defaults(func=run)
@@ -79,10 +84,10 @@ def add_prior_arguments(p) -> None:
 
 def add_rank_arguments(p) -> None:
     """Adds ``--rank`` and ``--world`` (array jobs that write partial results) to a command's parser."""
-    p.add_argument("--rank", type=int, default=None,
+    p.add_argument("--rank", type=any_int, default=None,
                    help="array job index 0..world-1 (without torchrun): compute batches i with i %% world == rank and "
                         "write partial-RANK-of-WORLD.json into --out for `wavefront merge-results`")
-    p.add_argument("--world", type=int, default=None, help="number of array jobs (with --rank)")
+    p.add_argument("--world", type=any_int, default=None, help="number of array jobs (with --rank)")
 
 
 def build_spec(args):
@@ -129,8 +134,9 @@ def run(args) -> int:
     from wavefront.utils import job_ranks, process_group
 
     rank, world, array_job = job_ranks(args.rank, args.world)
-    out = check_output_folder("out", args.out)  # before the sweep: a bad --out must not cost its results
     spec = build_spec(args)
+    # Before the sweep, with a real probe file: a bad --out must not cost its results.
+    out = check_output_folder("out", args.out, sweep_output_bytes(spec))
     if args.estimators == DEFAULT_ESTIMATORS:
         if not learned_available():  # the shipped learned model joins the default sweep when installed
             if rank == 0:
@@ -138,18 +144,41 @@ def run(args) -> int:
             spec.estimators = [n for n in spec.estimators if n != "adafortitran"]
     if array_job:
         estimators = resolve_estimators(spec.estimators, spec.prior, device=args.device, robust_options=spec.robust_options)
-        part = run_sweep_partial(spec, estimators, progress=not args.no_progress, rank=rank, world=world)
-        path = write_partial(part, out)
+        part = run_sweep_partial(spec, estimators, progress=not args.no_progress, rank=rank, world=world,
+                                 progress_folder=out / PROGRESS_DIR, overwrite=args.overwrite)
+        path = kept_progress(lambda: write_partial(part, out), out)
         print(f"rank {rank} of {world}: {part['seconds']:.1f} s; wrote {path} (combine with `wavefront merge-results`)",
               file=sys.stderr)
         return 0
     with process_group(args.device) as (rank, world, device):
         spec.device = device
         estimators = resolve_estimators(spec.estimators, spec.prior, device=device, robust_options=spec.robust_options)
-        result = run_sweep(spec, estimators, progress=not args.no_progress, rank=rank, world=world)
+        result = run_sweep(spec, estimators, progress=not args.no_progress, rank=rank, world=world,
+                           progress_folder=out / PROGRESS_DIR, overwrite=args.overwrite)
     if rank == 0:
-        report_sweep(result, out)
+        kept_progress(lambda: report_sweep(result, out), out)
     return 0
+
+
+PROGRESS_DIR = "progress"
+
+
+def kept_progress(save, out):
+    """Returns ``save()``; a SaveError gains the hint that the progress in ``out`` is kept (one line, exit 2)."""
+    from wavefront.utils import SaveError
+
+    try:
+        return save()
+    except SaveError as exc:
+        raise SaveError(exc.path, exc.exc, f"the computed batches are kept in {out / PROGRESS_DIR}: make room and "
+                                           "rerun the same command to save without recomputing") from None
+
+
+def sweep_output_bytes(spec) -> int:
+    """Returns about the disk space [bytes] a sweep will fill in --out: a 4 kB block per batch record, results, plots."""
+    batches = len(spec.values) * -(-spec.frames // spec.batch_size)
+    rows = len(spec.values) * len(spec.estimators)
+    return 4096 * (batches + 4) + 2048 * rows + 3 * 80_000
 
 
 def report_sweep(result, out) -> None:

@@ -273,12 +273,17 @@ def _batch_counts(p: Point, fr: Frames, plan: _Plan) -> tuple[list[float], list[
     return floats, ints
 
 
-def _owned_batches(p: Point, want: int, rank: int, world: int) -> Iterator[tuple[int, Frames]]:
-    """Yields ``(batch index, frames)`` for the batches of ``p`` that ``rank`` owns (index % world), cut at ``want`` frames."""
+def _owned_batches(p: Point, want: int, rank: int, world: int, start: int = 0) -> Iterator[tuple[int, Frames]]:
+    """Yields ``(batch index, frames)`` for the batches of ``p`` that ``rank`` owns (index % world), cut at ``want`` frames.
+
+    ``start``: the first batch index wanted (those below are stored already): a simulated point
+    draws nothing before it.
+    """
     if p.batch_size is not None:  # each batch drawn alone from its seed
-        pairs = ((i, i * p.batch_size, fr) for i, fr in zip(itertools.count(rank, world), p.batches(rank, world)))
+        first = start + (rank - start) % world
+        pairs = ((i, i * p.batch_size, fr) for i, fr in zip(itertools.count(first, world), p.batches(first, world)))
     else:  # any other source: walk every batch, keep ours
-        pairs = _walk(p.batches(), rank, world)
+        pairs = ((i, b, fr) for i, b, fr in _walk(p.batches(), rank, world) if i >= start)
     for i, before, fr in pairs:
         if before >= want:
             return
@@ -318,9 +323,18 @@ def _check_ranks(rank: int, world: int, group: bool) -> None:
                                               "of that size (torchrun); array jobs use run_partial and merge_partials")
 
 
+def _stored_prefix(store, k: int) -> tuple[int, dict]:
+    """Returns ``(n, batches)``: point ``k``'s stored batches and how many of them run unbroken from batch 0."""
+    stored = store.batches(k) if store is not None else {}
+    n = 0
+    while n in stored:
+        n += 1
+    return n, stored
+
+
 def run_experiment(points: list[Point], estimators: list, frames: int | None = None, conditions: str = "estimated",
                    condition_prior: SystemConfig | None = None, equalizer: str = "zf", min_bit_errors: int | None = None,
-                   decoder=None, progress: bool = True, rank: int = 0, world: int = 1) -> list[Row]:
+                   decoder=None, progress: bool = True, rank: int = 0, world: int = 1, store=None) -> list[Row]:
     """Runs every estimator on every point's frames and returns one :class:`Row` per (point, estimator).
 
     ``frames``: frames per point (default: all a folder holds; required for simulated points).
@@ -331,6 +345,9 @@ def run_experiment(points: list[Point], estimators: list, frames: int | None = N
     ``rank``, ``world``: this process's place in a running ``torch.distributed`` group (torchrun);
     the ranks split each point's batches (see the module docstring) and all return the same rows,
     those of one process. Only rank 0 shows progress.
+    ``store``: a :class:`wavefront.sim.progress.ProgressStore` (read and written by rank 0 only):
+    each point's stored batches are replayed instead of drawn and computed, and every batch
+    counted is stored as it finishes, so a killed run resumes where it stopped with the same result.
     """
     from tqdm.auto import tqdm
 
@@ -341,15 +358,23 @@ def run_experiment(points: list[Point], estimators: list, frames: int | None = N
                dynamic_ncols=True)
     n_f, n_i = 1 + len(_FLOATS) * len(estimators), 1 + len(_INTS) * len(estimators)
     rows = []
-    for p in points:
+    for k, p in enumerate(points):
         want = _wanted(p, frames)
         tally = _Tally(len(estimators))
         bar.set_postfix_str(f"{p.sweep} {p.axis} {p.axis_value:g}".strip())
-        mine = _owned_batches(p, want, rank, world)
+        # Batches 0 .. stored_n - 1 are on disk (rank 0 reads them; the others learn how many).
+        stored_n, stored = _stored_prefix(store if rank == 0 else None, k)
+        if world > 1:
+            stored_n = int(_all_sum(torch.tensor([stored_n], dtype=torch.int64))[0])
+        mine = _owned_batches(p, want, rank, world, start=stored_n)
         for rnd in itertools.count():
             floats = torch.zeros(world, n_f, dtype=torch.float64)
             ints = torch.zeros(world, n_i, dtype=torch.int64)
-            item = next(mine, None)
+            for row in range(world):  # stored batches of this round: rank 0 fills them in, nobody computes them
+                if rnd * world + row < stored_n and rank == 0:
+                    f, i = stored[rnd * world + row]
+                    floats[row], ints[row] = torch.tensor(f, dtype=torch.float64), torch.tensor(i, dtype=torch.int64)
+            item = next(mine, None) if rnd * world + rank >= stored_n else None
             if item is not None:
                 index, fr = item
                 assert index == rnd * world + rank, (index, rnd, rank)
@@ -363,6 +388,9 @@ def run_experiment(points: list[Point], estimators: list, frames: int | None = N
                     stop = True
                     break
                 tally.add(floats[row].tolist(), ints[row].tolist())
+                index = rnd * world + row
+                if store is not None and rank == 0 and index >= stored_n:
+                    store.put(k, index, floats[row].tolist(), ints[row].tolist())
                 if tally.frames >= want or tally.enough_bit_errors(min_bit_errors):
                     stop = True
                     break
@@ -424,7 +452,7 @@ PARTIAL_FORMAT = "wavefront-partial-counts/1"
 
 def run_partial(points: list[Point], estimators: list, frames: int | None = None, conditions: str = "estimated",
                 condition_prior: SystemConfig | None = None, equalizer: str = "zf", min_bit_errors: int | None = None,
-                decoder=None, progress: bool = True, rank: int = 0, world: int = 1) -> dict:
+                decoder=None, progress: bool = True, rank: int = 0, world: int = 1, store=None) -> dict:
     """Returns the per-batch counts of the batches ``rank`` owns (batch ``i`` with ``i % world == rank``), JSON-ready.
 
     For array jobs without a process group: nothing is exchanged, so a job cannot know when a
@@ -433,6 +461,8 @@ def run_partial(points: list[Point], estimators: list, frames: int | None = None
     process would. Arguments as :func:`run_experiment`. The record holds, per point, its
     ``meta``, ``want`` (frames asked) and ``batches``: ``[index, floats, ints]`` per batch (see
     ``_FLOATS``/``_INTS``; floats are float64 and JSON keeps them exactly).
+    ``store``: a :class:`wavefront.sim.progress.ProgressStore` the jobs may share: a job takes
+    its batches found there and stores each batch it computes, so a killed job resumes.
     """
     from tqdm.auto import tqdm
 
@@ -442,11 +472,18 @@ def run_partial(points: list[Point], estimators: list, frames: int | None = None
     total = sum(_wanted(p, frames) for p in points)
     with tqdm(total=total, unit="frame", disable=not progress, file=sys.stderr, desc=f"frames (rank {rank}/{world})",
               dynamic_ncols=True) as bar:
-        for p in points:
+        for k, p in enumerate(points):
             want = _wanted(p, frames)
-            batches = []
-            for index, fr in _owned_batches(p, want, rank, world):
+            stored = store.batches(k) if store is not None else {}
+            batches, start = [], rank
+            while start in stored:  # this job's stored batches, unbroken from its first
+                batches.append([start, *stored[start]])
+                bar.update(stored[start][1][0])
+                start += world
+            for index, fr in _owned_batches(p, want, rank, world, start=start):
                 f, i = _batch_counts(p, fr, plan)
+                if store is not None:
+                    store.put(k, index, f, i)
                 batches.append([index, f, i])
                 bar.update(len(fr))
             bar.update(max(0, want - sum(b[2][0] for b in batches)))  # the other jobs' share of the point
@@ -559,16 +596,12 @@ def parse_prior_ranges(snr_db: str | None = None, delay_spread_ns: str | None = 
 
 def write_partial(record: dict, folder) -> "Path":
     """Writes a partial record (:func:`run_partial` and its command's keys) to ``folder/partial-R-of-W.json``; returns the path."""
-    import json
     from pathlib import Path
 
-    out = Path(folder)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"partial-{record['rank']}-of-{record['world']}.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(record))
-    tmp.replace(path)  # a job killed mid-write leaves no half file under the real name
-    return path
+    from wavefront.utils import atomic_write_json
+
+    # Atomic: a job killed mid-write leaves no half file under the real name.
+    return atomic_write_json(Path(folder) / f"partial-{record['rank']}-of-{record['world']}.json", record)
 
 
 def read_partials(paths: list) -> list[dict]:

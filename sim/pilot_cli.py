@@ -15,7 +15,7 @@ from pathlib import Path
 
 from wavefront import paper
 from wavefront.errors import ConfigError
-from wavefront.utils import parse_range
+from wavefront.utils import any_int, nonnegative_int, parse_range
 
 # Table rows: (delay spread [s], Doppler [Hz], SNR [dB]) where the acceptance of issue 11 looks.
 TABLE_POINTS = ((300e-9, 1000.0, 20.0), (300e-9, 500.0, 20.0), (100e-9, 200.0, 20.0), (100e-9, 200.0, 10.0),
@@ -31,16 +31,16 @@ def add_commands(sub) -> None:
                                   "Doppler x SNR (per RE), by a local search from the best staggered lattice. "
                                   "Ranges: v (fixed), a:b (default steps 25 ns, 50 Hz, 5 dB) or a:b:step.",
                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    o.add_argument("--num-pilots", type=int, required=True, help="P, pilots per frame")
+    o.add_argument("--num-pilots", type=any_int, required=True, help="P, pilots per frame")
     o.add_argument("--doppler-hz", default="50:1000", help="maximum Doppler [Hz] (the paper's training range)")
     o.add_argument("--delay-spread-ns", default="25:300", help="RMS delay spread [ns] (the paper's training range)")
     o.add_argument("--snr-db", default="0:25", help="SNR per resource element [dB] (the paper's training range)")
     o.add_argument("--profile", default="A", help="3GPP profile: TDL A..E or CDL-A..CDL-E")
     o.add_argument("--config", default=None, help="YAML system config for the grid (default: 120 x 14, 15 kHz)")
-    o.add_argument("--radius-f", type=int, default=8, help="a move reaches this many subcarriers away")
-    o.add_argument("--radius-t", type=int, default=3, help="a move reaches this many symbols away")
-    o.add_argument("--max-passes", type=int, default=8, help="passes over the pilots at most")
-    o.add_argument("--seed", type=int, default=0, help="seed of the order the pilots are visited in")
+    o.add_argument("--radius-f", type=any_int, default=8, help="a move reaches this many subcarriers away")
+    o.add_argument("--radius-t", type=any_int, default=3, help="a move reaches this many symbols away")
+    o.add_argument("--max-passes", type=any_int, default=8, help="passes over the pilots at most")
+    o.add_argument("--seed", type=nonnegative_int, default=0, help="seed of the order the pilots are visited in")
     o.add_argument("--out", required=True, help="output folder")
     o.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     o.set_defaults(func=run_optimise)
@@ -79,6 +79,8 @@ def plot_layouts(layouts: dict, grid_shape, path: Path, title: str) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from wavefront.utils import atomic_savefig
+
     F, T = grid_shape
     fig, axes = plt.subplots(1, len(layouts), figsize=(2.3 * len(layouts) + 0.6, 6.2), squeeze=False)
     for ax, (name, lay) in zip(axes[0], layouts.items()):
@@ -92,9 +94,10 @@ def plot_layouts(layouts: dict, grid_shape, path: Path, title: str) -> Path:
     axes[0][0].set_ylabel("subcarrier")
     fig.suptitle(title, fontsize=8, wrap=True)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    try:
+        return atomic_savefig(fig, path, dpi=110)
+    finally:
+        plt.close(fig)
 
 
 def run_optimise(args) -> int:

@@ -361,9 +361,9 @@ def read_layout_file(path: str | Path, grid_shape: tuple[int, int]) -> PilotLayo
 
 def write_layout_file(path: str | Path, layout: PilotLayout, **extra) -> Path:
     """Writes ``{"positions": ..., **extra}`` to ``path`` and returns it."""
-    path = Path(path)
-    path.write_text(json.dumps({**layout.to_json(), **extra}, indent=1) + "\n")
-    return path
+    from wavefront.utils import atomic_write_json
+
+    return atomic_write_json(path, {**layout.to_json(), **extra}, indent=1)
 
 
 def pilot_fields(spec: str, grid_shape: tuple[int, int]) -> dict:

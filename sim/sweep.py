@@ -25,7 +25,6 @@ are those of one process (see :mod:`wavefront.sim.experiment`).
 """
 from __future__ import annotations
 
-import csv
 import json
 import math
 import time
@@ -108,34 +107,56 @@ def _point_config(base: SystemConfig, axis: str, value) -> SystemConfig:
     return base.updated(channel={axis: value})
 
 
+def sweep_fingerprint(spec_dict: dict) -> dict:
+    """Returns what a sweep's progress store is keyed by: the recorded spec (every field that changes a batch's counts)."""
+    import torch
+
+    from wavefront import __version__
+
+    return {"command": "sweep", "spec": spec_dict, "versions": {"wavefront": __version__, "torch": torch.__version__}}
+
+
 def run_sweep(spec: SweepSpec, estimators: list | None = None, progress: bool = True, rank: int = 0,
-              world: int = 1) -> SweepResult:
+              world: int = 1, progress_folder: Path | None = None, overwrite: bool = False) -> SweepResult:
     """Runs the sweep and returns its rows (see the module docstring for the metrics).
 
     ``estimators``: estimator objects (learned ones resolved by the caller, e.g.
     :func:`wavefront.resolve.resolve_estimators`); default: ``spec.estimators`` resolved as
     classical estimators and ``perfect``. ``rank``, ``world``: this process's place in a
     running ``torch.distributed`` group; every rank returns the same result, that of one
-    process, with ``spec["world_size"] = world``.
+    process, with ``spec["world_size"] = world``. ``progress_folder``: where rank 0 keeps every
+    batch's counts (:mod:`wavefront.sim.progress`); a rerun with the same spec resumes there and
+    gives the same result, another spec is refused unless ``overwrite``.
     """
     t0 = time.time()
     points, estimators, kwargs, spec_dict = _setup(spec, estimators)
-    rows = run_experiment(points, estimators, progress=progress, rank=rank, world=world, **kwargs)
+    store = None
+    if progress_folder is not None and rank == 0:
+        from wavefront.sim.progress import open_progress
+
+        store = open_progress(progress_folder, sweep_fingerprint(spec_dict), overwrite)
+    rows = run_experiment(points, estimators, progress=progress, rank=rank, world=world, store=store, **kwargs)
     return SweepResult(spec={**spec_dict, "world_size": world}, rows=rows, seconds=time.time() - t0)
 
 
 def run_sweep_partial(spec: SweepSpec, estimators: list | None = None, progress: bool = True, rank: int = 0,
-                      world: int = 1) -> dict:
+                      world: int = 1, progress_folder: Path | None = None, overwrite: bool = False) -> dict:
     """Returns array job ``rank`` of ``world``'s share of the sweep: per-batch counts for :func:`merge_sweep_partials`.
 
     No process group is needed. A job cannot see the others' bit errors, so it runs every
     batch it owns up to ``spec.frames``; the merge stops each point where one process would.
     The record (JSON-ready) is :func:`wavefront.sim.experiment.run_partial`'s plus
-    ``command: "sweep"``, ``spec`` and ``seconds``.
+    ``command: "sweep"``, ``spec`` and ``seconds``. ``progress_folder``, ``overwrite``: as
+    :func:`run_sweep` (the jobs may share one folder: each stores its own batches).
     """
     t0 = time.time()
     points, estimators, kwargs, spec_dict = _setup(spec, estimators)
-    part = run_partial(points, estimators, progress=progress, rank=rank, world=world, **kwargs)
+    store = None
+    if progress_folder is not None:
+        from wavefront.sim.progress import open_progress
+
+        store = open_progress(progress_folder, sweep_fingerprint(spec_dict), overwrite)
+    part = run_partial(points, estimators, progress=progress, rank=rank, world=world, store=store, **kwargs)
     return {**part, "command": "sweep", "spec": spec_dict, "seconds": time.time() - t0}
 
 
@@ -163,6 +184,7 @@ def merge_sweep_partials(partials: list[dict]) -> SweepResult:
 def _setup(spec: SweepSpec, estimators: list | None):
     """Returns the sweep's points, estimators, the engine's keywords and the spec as recorded in results."""
     dev = resolve_device(spec.device)
+    check_sweep_memory(spec, dev)
     prior = spec.prior
     if estimators is None:
         estimators = classical_estimators(spec.estimators, prior, spec.robust_options)
@@ -185,6 +207,30 @@ def _setup(spec: SweepSpec, estimators: list | None):
                  "ici": spec.config.ici_text, "channel_realization": spec.config.realization_text,
                  "config": json.loads(spec.config.to_json())}
     return points, estimators, kwargs, spec_dict
+
+
+# Grid-sized complex64 tensors alive per frame while a batch is measured (frames, pilots,
+# received grid, each estimate and its error, LMMSE and equaliser temporaries): an upper
+# estimate, so a batch refused here would surely not have fit.
+_GRID_TENSORS_PER_FRAME = 16
+
+
+def batch_bytes(config: SystemConfig, batch_frames: int) -> int:
+    """Returns about the memory [bytes] one batch of ``batch_frames`` frames of ``config`` takes while measured."""
+    f, t = config.ofdm.grid_shape
+    per_frame = 8 * f * t * _GRID_TENSORS_PER_FRAME
+    if config.channel.ici:  # the time-domain path holds every sample of every symbol, per tap
+        per_frame *= 4
+    return int(batch_frames) * per_frame
+
+
+def check_sweep_memory(spec: SweepSpec, device) -> None:
+    """Refuses, before anything is allocated, a batch whose tensors would not fit ``device``'s free memory."""
+    from wavefront.utils import check_memory
+
+    frames = min(spec.batch_size, spec.frames)
+    check_memory("batch_size", spec.batch_size, batch_bytes(spec.config, frames), device,
+                 f"a batch of {frames} frames of {'x'.join(map(str, spec.config.ofdm.grid_shape))}; lower --batch-size")
 
 
 def format_table(result: SweepResult) -> str:
@@ -221,17 +267,16 @@ def format_table(result: SweepResult) -> str:
 
 def save_result(result: SweepResult, out: Path) -> list[Path]:
     """Writes results.json, results.csv and the MSE and BER plots into ``out``; returns the paths."""
-    out.mkdir(parents=True, exist_ok=True)
+    from wavefront.utils import atomic_write_csv, atomic_write_json
+
+    # Each file whole or absent (temporary file, fsync, rename); plots and CSV first, results.json
+    # last, so a results.json on disk means the whole result was saved.
     rows = [asdict(r) for r in result.rows]
-    js = out / "results.json"
-    js.write_text(json.dumps({"spec": result.spec, "seconds": result.seconds, "rows": rows}, indent=2,
-                             default=lambda v: None))
-    cs = out / "results.csv"
-    with cs.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-    return [js, cs, *plot_result(result, out)]
+    cs = atomic_write_csv(out / "results.csv", rows)
+    plots = plot_result(result, out)
+    js = atomic_write_json(out / "results.json", {"spec": result.spec, "seconds": result.seconds, "rows": rows},
+                           indent=2, default=lambda v: None)
+    return [js, cs, *plots]
 
 
 def _knows(given: str) -> str:
@@ -257,6 +302,8 @@ def plot_result(result: SweepResult, out: Path) -> list[Path]:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    from wavefront.utils import atomic_savefig
 
     axis = result.spec["axis"]
     name, unit, scale = AXES[axis]
@@ -293,7 +340,9 @@ def plot_result(result: SweepResult, out: Path) -> list[Path]:
         ax.legend(fontsize=8)
         fig.tight_layout()
         p = out / f"{fname}_vs_{PLOT_NAMES[axis]}.png"
-        fig.savefig(p, dpi=110)
-        plt.close(fig)
+        try:
+            atomic_savefig(fig, p, dpi=110)
+        finally:
+            plt.close(fig)
         paths.append(p)
     return paths

@@ -7,7 +7,9 @@ Bad input anywhere becomes one line on stderr and exit code 2.
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
+import re
 import sys
 import warnings
 
@@ -23,9 +25,17 @@ _COMMAND_MODULES = (
 )
 
 
+# argparse's words for a bad value of a number type of wavefront.utils: "argument --grad-clip: must be a
+# finite number, got nan"; said as every other bad input is: "grad_clip=nan: must be a finite number".
+_TYPE_ERROR = re.compile(r"^argument (?:-\w/)?--([\w-]+): (.*), got (\S+)$")
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # one line, exit 2, as for every other bad input
-        self.exit(2, f"wavefront: error: {message}\n")
+        m = _TYPE_ERROR.match(message)
+        if m:
+            message = f"{m.group(1).replace('-', '_')}={m.group(3)}: {m.group(2)}"
+        self.exit(2, f"wavefront: error: {' '.join(message.split())}\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -55,7 +65,13 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``wavefront`` console script; returns the exit code."""
     warnings.formatwarning = _format_warning
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, or one line on stderr for bad arguments: its exit code
+        return int(exc.code or 0) if not isinstance(exc.code, str) else 2
+    except ValueError as exc:  # a type's ValueError argparse did not turn into an error (defensive)
+        print(f"wavefront: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 2
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
@@ -63,6 +79,16 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except ConfigError as exc:
         print(f"wavefront: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        # A disk that fills during a write this command did not route through an atomic writer:
+        # still one line; whatever was written atomically before stays whole.
+        from wavefront.utils import os_reason
+
+        where = f"save={exc.filename!r}: " if exc.filename else ""
+        print(f"wavefront: error: {where}cannot be written: {os_reason(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("wavefront: interrupted", file=sys.stderr)

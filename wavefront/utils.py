@@ -1,8 +1,15 @@
 """Device and seed helpers shared by every subsystem."""
 from __future__ import annotations
 
+import argparse
+import csv
+import decimal
+import errno
+import io
+import json
 import math
 import os
+import shutil
 from pathlib import Path
 
 import torch
@@ -127,11 +134,14 @@ def read_text_file(field: str, path: str | Path, not_found: str, is_folder: str)
         raise ConfigError(field, str(path), f"cannot be read ({exc.__class__.__name__})") from None
 
 
-def check_output_folder(field: str, path: str | Path) -> Path:
+def check_output_folder(field: str, path: str | Path, need_bytes: int = 0) -> Path:
     """Returns ``path`` as a Path if a folder can be written there; raises ConfigError otherwise.
 
-    Refuses an existing file, a path under a file, and a folder this user cannot write. Called
-    before any work starts, so a bad ``--out`` never costs a run its results.
+    Refuses an existing file, a path under a file, and a place where no file can be created:
+    a real probe file is written (and removed) in ``path`` or, when it does not exist yet, in
+    its nearest existing ancestor, since permission bits lie (root, read-only mounts, /proc).
+    ``need_bytes``: free space the command will need there (0: no check). Called before any
+    work starts, so a bad ``--out`` never costs a run its results.
     """
     p = Path(path)
     if p.exists() and not p.is_dir():
@@ -145,7 +155,215 @@ def check_output_folder(field: str, path: str | Path) -> Path:
         raise ConfigError(field, str(path), f"{anc} is a file, so no folder can be made under it")
     if anc.exists() and not os.access(anc, os.W_OK | os.X_OK):
         raise ConfigError(field, str(path), f"{anc} is not writable by this user")
+    probe = anc / f".wavefront-probe-{os.getpid()}"
+    try:
+        # An empty file: it proves a file can be made there; the space is asked of statvfs below, so a
+        # full disk is told apart from an unwritable place (and a resumable job may still finish there).
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+            probe.unlink(missing_ok=True)
+    except OSError as exc:
+        where = "" if anc == p else f" (its existing parent {anc})"
+        raise ConfigError(field, str(path), f"cannot be written{where}: {os_reason(exc)}") from None
+    if need_bytes > 0:
+        free = shutil.disk_usage(anc).free
+        if free < need_bytes:
+            raise ConfigError(field, str(path), f"not enough free space: about {need_bytes / 1e6:.1f} MB needed, "
+                                                f"{free / 1e6:.1f} MB free")
     return p
+
+
+def os_reason(exc: BaseException) -> str:
+    """Returns an OS error in words with its code, e.g. ``No space left on device (ENOSPC)``."""
+    if isinstance(exc, OSError) and exc.errno is not None:
+        return f"{os.strerror(exc.errno)} ({errno.errorcode.get(exc.errno, exc.errno)})"
+    return f"{type(exc).__name__}: {exc}"
+
+
+class SaveError(ConfigError):
+    """A result file could not be written: names the file and the OS's reason (one line, exit 2)."""
+
+    def __init__(self, path: str | Path, exc: BaseException, hint: str = ""):
+        self.path, self.exc = Path(path), exc
+        super().__init__("save", str(path), f"cannot be written: {os_reason(exc)}" + (f"; {hint}" if hint else ""))
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some file systems cannot fsync a folder; the rename is still atomic
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    """Writes ``data`` to ``path`` all or nothing: a temporary file in the same folder, fsync, rename; returns ``path``.
+
+    A crash leaves the old file (or none) and at most a hidden ``.NAME.PID.tmp``; never a
+    truncated file under the real name. Any OS failure (full disk, permissions) removes the
+    temporary file and raises :class:`SaveError` naming ``path``.
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except OSError as exc:
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
+        raise SaveError(path, exc) from None
+    _fsync_dir(path.parent)
+    return path
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """Writes ``text`` (UTF-8) to ``path`` atomically (see :func:`atomic_write_bytes`); returns ``path``."""
+    return atomic_write_bytes(path, text.encode())
+
+
+def atomic_write_json(path: str | Path, obj, **dumps_kwargs) -> Path:
+    """Writes ``obj`` as JSON (``json.dumps`` keywords) plus a newline to ``path`` atomically; returns ``path``."""
+    return atomic_write_text(path, json.dumps(obj, **dumps_kwargs) + "\n")
+
+
+def atomic_write_csv(path: str | Path, rows: list[dict]) -> Path:
+    """Writes ``rows`` (dicts sharing the first row's keys) as CSV with a header to ``path`` atomically."""
+    buf = io.StringIO(newline="")
+    w = csv.DictWriter(buf, fieldnames=list(rows[0]))
+    w.writeheader()
+    w.writerows(rows)
+    return atomic_write_text(path, buf.getvalue())
+
+
+def atomic_savefig(fig, path: str | Path, **savefig_kwargs) -> Path:
+    """Saves a matplotlib figure to ``path`` atomically (rendered in memory, then written); returns ``path``.
+
+    The format follows the suffix (``.png``, ``.pdf``, ``.svg``).
+    """
+    path = Path(path)
+    buf = io.BytesIO()
+    fig.savefig(buf, format=path.suffix.lstrip(".") or "png", **savefig_kwargs)
+    return atomic_write_bytes(path, buf.getvalue())
+
+
+def available_memory_bytes(device: torch.device | str = "cpu") -> int | None:
+    """Returns the bytes free for new tensors on ``device`` (CUDA: free device memory; CPU: MemAvailable), None if unknown."""
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        try:
+            return int(torch.cuda.mem_get_info(dev)[0])
+        except (RuntimeError, AssertionError):
+            return None
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_memory(field: str, value, need_bytes: float, device: torch.device | str = "cpu",
+                 hint: str = "lower it") -> None:
+    """Raises ConfigError naming ``field`` when tensors of about ``need_bytes`` would not fit ``device``'s free memory.
+
+    Called before allocating, so an absurd size is one line instead of an allocator traceback.
+    """
+    free = available_memory_bytes(device)
+    if free is not None and need_bytes > free:
+        raise ConfigError(field, value, f"needs about {need_bytes / 1e9:.3g} GB of {torch.device(device).type} memory "
+                                        f"at once, {free / 1e9:.3g} GB available; {hint}")
+
+
+# argparse types: every number is checked at the door (NaN and inf included), one line, exit 2.
+def _number(text: str) -> float:
+    try:
+        v = float(text)
+    except (TypeError, ValueError):
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+    if not math.isfinite(v):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text.strip()}")
+    return v
+
+
+def finite_float(text: str) -> float:
+    """argparse type: a finite float (NaN and inf refused)."""
+    return _number(text)
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a finite float > 0."""
+    v = _number(text)
+    if not v > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {_shown(v)}")
+    return v
+
+
+def nonnegative_float(text: str) -> float:
+    """argparse type: a finite float >= 0."""
+    v = _number(text)
+    if not v >= 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {_shown(v)}")
+    return v
+
+
+def _shown(v: float) -> str:
+    return str(int(v)) if v == int(v) and abs(v) < 1e15 else repr(v)
+
+
+def _integer(text: str) -> int:
+    try:
+        return int(text)
+    except (TypeError, ValueError):
+        pass
+    _number(text)  # "1e6" is a count too, if it is a whole number (NaN and inf are not)
+    exact = decimal.Decimal(str(text).strip())
+    if exact != exact.to_integral_value():
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {text.strip()}")
+    return int(exact)
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (``1e6`` accepted as 1000000; NaN, inf and fractions refused)."""
+    v = _integer(text)
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {v}")
+    return v
+
+
+def nonnegative_int(text: str) -> int:
+    """argparse type: an integer >= 0 (``1e6`` accepted)."""
+    v = _integer(text)
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {v}")
+    return v
+
+
+def any_int(text: str) -> int:
+    """argparse type: any integer (``1e6`` accepted; NaN, inf and fractions refused)."""
+    return _integer(text)
 
 
 def job_ranks(rank: int | None = None, world: int | None = None) -> tuple[int, int, bool]:

@@ -19,7 +19,7 @@ from wavefront.imaging.tasks import GlyphNet, stripe_glyph_scenes
     (["codesign", "receivers", "--scene", "fwi"], "scene='fwi': must be one of source-localisation"),
     (["codesign", "layout", "--image-size", "-4"], "image_size=-4: must be a positive integer"),
     (["codesign", "layout", "--pixels", "0x16"], "pixels='0x16': both sides must be positive integers"),
-    (["codesign", "receivers", "--noise", "nan"], "noise=nan: must be >= 0"),
+    (["codesign", "receivers", "--noise", "nan"], "noise=nan: must be a finite number"),
     (["codesign", "receivers", "--train-shots", "0"], "train_shots=0: must be a positive integer"),
 ])
 def test_bad_codesign_input_is_one_line_and_exit_code_2(argv, message, capsys, tmp_out):
