@@ -49,6 +49,7 @@ import numpy as np
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
+from wavefront.datasets.matfiles import mat_folders, parse_mat_name, read_mat_h
 from wavefront.errors import ConfigError
 
 DEFAULT_TOLERANCE_DB = -60.0
@@ -129,8 +130,6 @@ def _hdf5_set(path: Path, name: str) -> FrameSet:
 
 
 def _mat_set(path: Path, name: str) -> FrameSet:
-    from wavefront.datasets.matfiles import mat_folders, parse_mat_name, read_mat_h
-
     files = [f for group in mat_folders(path).values() for f in group]
     metas = [parse_mat_name(f) for f in files]
     grid = read_mat_h(files[0]).shape[:2]

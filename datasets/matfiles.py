@@ -24,6 +24,7 @@ import io
 import json
 import math
 import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +42,7 @@ from wavefront.datasets.shards import (
 from wavefront.errors import ConfigError
 from wavefront.utils import check_output_folder
 from wavefront.sim.config import SystemConfig, profile_label
+from wavefront.sim.pilots import is_arithmetic
 
 NAME_RE = re.compile(r"(\d+)_SNR-(\d+)_DS-(\d+)_DOP-(\d+)_N-(\d+)_([A-Z\-]+)\.mat")
 _INT_TOL = 1e-3
@@ -130,8 +132,6 @@ def export_mat(data: str | Path, out: str | Path, round_values: bool = False, pr
 
 def _mat_spacing(folder: Path) -> int:
     """Returns the ``N-`` spacing of a dataset folder's pilots, or raises ConfigError if ``.mat`` cannot hold its layout."""
-    from wavefront.sim.pilots import is_arithmetic
-
     man = read_manifest(folder)
     try:
         cfg = SystemConfig.from_dict(man["config"])
@@ -300,8 +300,7 @@ def audit_imported(out: Path, folders: list[Path], progress=None):
 
     Returns the :class:`~wavefront.datasets.audit.AuditReport`.
     """
-    import warnings
-
+    # audit reads .mat folders through this module, so it is imported here, not at the top
     from wavefront.datasets.audit import audit, warning_lines
 
     names = [str(d.relative_to(out)) if d != out else d.name for d in folders]

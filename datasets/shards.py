@@ -36,9 +36,11 @@ happens inside HDF5 and never leaves a file under the shard's name that is not c
 from __future__ import annotations
 
 import errno
+import faulthandler
 import hashlib
 import io
 import json
+import multiprocessing as mp
 import os
 import re
 import shutil
@@ -48,7 +50,9 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+import torch
 
+from wavefront import __version__
 from wavefront.errors import ConfigError
 
 try:  # POSIX advisory locks tell a live writer's ``.partial`` from one a killed run left
@@ -143,10 +147,6 @@ def partial_name(index: int) -> str:
 
 def versions() -> dict[str, str]:
     """Returns the library versions that determine the bytes of a shard."""
-    import torch
-
-    from wavefront import __version__
-
     return {"wavefront": __version__, "torch": torch.__version__, "numpy": np.__version__,
             "h5py": h5py.__version__, "hdf5": h5py.version.hdf5_version}
 
@@ -437,7 +437,6 @@ def verify_content(path: str | Path) -> dict:
 def _probe_child(path: str, full: bool, conn) -> None:
     # What the C library prints when HDF5 corrupts its heap ("free(): invalid size") must not
     # reach the user's terminal: the parent reports the crash on its one line.
-    import faulthandler
 
     faulthandler.disable()  # a Python traceback of the crash would be just as unwelcome
     devnull = os.open(os.devnull, os.O_WRONLY)
@@ -458,8 +457,6 @@ def probe_shard(path: str | Path, full: bool = False) -> dict:
     in a forked child; a crash there becomes a :class:`ShardError` naming the file. Files whose
     SHA-256 matched their manifest entry are safe to read in-process.
     """
-    import multiprocessing as mp
-
     path = Path(path)
     if "fork" not in mp.get_all_start_methods():  # pragma: no cover - no fork: read in-process
         return verify_content(path) if full else read_attrs(path)

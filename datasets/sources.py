@@ -9,9 +9,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import h5py
 import torch
 from torch.utils.data import DataLoader
 
+from wavefront.datasets.folders import read_manifest
+from wavefront.datasets.shards import read_attrs
 from wavefront.datasets.torch_datasets import H5FrameDataset
 from wavefront.errors import ConfigError
 from wavefront.sim.config import SystemConfig
@@ -20,8 +23,6 @@ from wavefront.sim.frames import Frames
 
 
 def _stored_config(ds: H5FrameDataset) -> SystemConfig | None:
-    from wavefront.datasets.shards import read_attrs
-
     try:
         return SystemConfig.from_dict(json.loads(read_attrs(ds.files[0])["config"]))
     except (KeyError, IndexError, TypeError, ValueError):
@@ -30,8 +31,6 @@ def _stored_config(ds: H5FrameDataset) -> SystemConfig | None:
 
 def realization_label(folder: Path, stored: SystemConfig | None) -> str:
     """Returns how a folder's fading realizations were drawn: its config's, or what ``import-mat``'s audit found."""
-    from wavefront.datasets.folders import read_manifest
-
     try:
         found = (read_manifest(folder) or {}).get("realization_audit")
     except ConfigError:
@@ -109,8 +108,6 @@ def folder_points(path: str | Path, config: SystemConfig, batch_size: int = 4096
 
 def _folder_profile(ds) -> str | None:
     try:
-        import h5py
-
         with h5py.File(ds.files[0], "r") as f:
             return f["profile"][0].decode()
     except (OSError, KeyError, IndexError):

@@ -22,6 +22,7 @@ from torch.utils.data import Dataset, IterableDataset, get_worker_info
 from wavefront.datasets.folders import check_listed, find_shards
 from wavefront.datasets.shards import H5_ERRORS, ShardError
 from wavefront.errors import ConfigError
+from wavefront.sim.frames import FrameGenerator
 from wavefront.utils import derive_seed
 
 SAMPLE_KEYS = ("pilots", "h", "snr_db", "delay_spread_s", "doppler_hz", "noise_var")
@@ -201,8 +202,6 @@ class OnTheFlyDataset(IterableDataset):
             yield k, sizes[k]
 
     def __iter__(self):
-        from wavefront.sim.frames import FrameGenerator
-
         if self._gen is None:
             self._gen = FrameGenerator(self.config, device=self.device)
         epoch = self.epoch  # read once: the whole pass is one epoch

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from scipy import stats
 from torch import nn
 
 from wavefront.errors import ConfigError
@@ -39,8 +40,6 @@ def paired_difference(a: list[float], b: list[float]) -> dict:
     ``ci95`` is ``mean -+ t_{0.975, n-1} std / sqrt(n)``; ``p_value`` is the paired t-test's.
     With n = 1 the interval is undefined (None) and so is p.
     """
-    from scipy import stats
-
     if len(a) != len(b) or not a:
         raise ConfigError("pairs", (len(a), len(b)), "need two equally long, non-empty lists")
     d = [x - y for x, y in zip(a, b)]

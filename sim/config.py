@@ -25,6 +25,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_serializer, model_validator
 
 from wavefront.errors import ConfigError, from_pydantic
+from wavefront.sim.pilots import PilotLayout
 from wavefront.utils import read_text_file
 
 TDL_PROFILES = ("A", "B", "C", "D", "E")
@@ -157,8 +158,6 @@ class OFDMConfig(_Model):
         if len(set(self.pilot_symbols)) != len(self.pilot_symbols) or list(self.pilot_symbols) != sorted(self.pilot_symbols):
             raise ConfigError("ofdm.pilot_symbols", list(self.pilot_symbols), "must be strictly increasing")
         if self.pilot_positions is not None:
-            from wavefront.sim.pilots import PilotLayout
-
             PilotLayout.from_positions(self.pilot_positions, self.grid_shape, "ofdm.pilot_positions")
         return self
 
@@ -245,8 +244,6 @@ class OFDMConfig(_Model):
 
 @lru_cache(maxsize=256)
 def _layout(positions, offset: int, spacing: int, symbols: tuple, grid_shape: tuple):
-    from wavefront.sim.pilots import PilotLayout
-
     if positions is None:
         return PilotLayout.kronecker(range(offset, grid_shape[0], spacing), symbols, grid_shape)
     return PilotLayout.from_positions(positions, grid_shape, "ofdm.pilot_positions")

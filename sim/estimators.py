@@ -26,9 +26,11 @@ from abc import ABC, abstractmethod
 
 import numpy as np
 import torch
+from scipy.interpolate import CubicSpline
 
 from wavefront.errors import ConfigError
 from wavefront.sim.config import SystemConfig
+from wavefront.sim.pilots import flat_pilots, interpolation_weights
 
 # What an estimator may read from ``meta`` (see :func:`meta_for`).
 NEEDS = ("none", "noise", "conditions", "truth")
@@ -98,8 +100,6 @@ def interpolation_matrix(pilot_idx: list[int], n: int, kind: str) -> np.ndarray:
         nearest = np.abs(x[:, None] - p[None, :]).argmin(1)
         return np.eye(m)[nearest]
     if kind == "spline" and m >= 4:
-        from scipy.interpolate import CubicSpline
-
         return CubicSpline(p, np.eye(m), axis=0, bc_type="not-a-knot", extrapolate=True)(x)
     # linear, with the end segments extended
     j = np.clip(np.searchsorted(p, x, side="right") - 1, 0, m - 2)
@@ -130,15 +130,12 @@ class LSInterpolator(Estimator):
         if kind == "spline":
             raise ConfigError("estimators", self.name, f"a cubic spline needs a Kronecker pilot layout; this one is "
                                                        f"{self.layout.describe()}: use ls-linear or ls-nearest")
-        from wavefront.sim.pilots import interpolation_weights
 
         self.A = torch.as_tensor(interpolation_weights(self.layout, kind), dtype=torch.complex64)  # [F*T, P]
 
     def estimate(self, pilots: torch.Tensor, meta: dict | None = None) -> torch.Tensor:
         """Returns H_hat [B, F, T] complex64 from LS pilots [B, P_f, P_t] (Kronecker) or [B, P]."""
         if not self.layout.is_kronecker:
-            from wavefront.sim.pilots import flat_pilots
-
             p = flat_pilots(pilots, self.layout)
             return (p @ self.A.to(pilots.device).T).reshape(p.shape[0], *self.layout.grid_shape)
         if pilots.dim() == 2:
@@ -171,6 +168,7 @@ def get_classical(name: str, config: SystemConfig, **options) -> Estimator:
     """
     if name.startswith("ls-") and name in CLASSICAL:
         return LSInterpolator(config, name[3:])
+    # lmmse and conditions subclass Estimator from this module, so they are imported here, not at the top
     if name == "lmmse-genie":
         from wavefront.sim.lmmse import GenieLMMSE
 

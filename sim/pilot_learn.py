@@ -42,6 +42,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from wavefront import paper
 from wavefront.errors import ConfigError
@@ -229,8 +230,6 @@ def train(config: SystemConfig, model: ComplexLinear, positions: PilotPositions,
     seed see the same channels and noise. The log holds the mean training MSE (linear, per
     resource element) every ``max(steps // 20, 1)`` steps.
     """
-    from tqdm.auto import tqdm
-
     profile = channel_profile(config.channel.profile)
     gen = torch.Generator().manual_seed(seed)
     params = [{"params": model.parameters(), "lr": lr}]

@@ -48,9 +48,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from scipy.spatial import Delaunay
 
 from wavefront.errors import ConfigError
-from wavefront.utils import read_text_file
+from wavefront.utils import atomic_write_json, read_text_file
 
 
 @dataclass(frozen=True)
@@ -248,7 +249,6 @@ def interpolation_weights(layout: PilotLayout, kind: str = "linear") -> np.ndarr
         A[np.arange(N), order[j]] = 1 - w
         A[np.arange(N), order[j + 1]] += w
         return A
-    from scipy.spatial import Delaunay
 
     tri = Delaunay(pts)
     simplex = tri.find_simplex(grid)
@@ -361,8 +361,6 @@ def read_layout_file(path: str | Path, grid_shape: tuple[int, int]) -> PilotLayo
 
 def write_layout_file(path: str | Path, layout: PilotLayout, **extra) -> Path:
     """Writes ``{"positions": ..., **extra}`` to ``path`` and returns it."""
-    from wavefront.utils import atomic_write_json
-
     return atomic_write_json(path, {**layout.to_json(), **extra}, indent=1)
 
 
