@@ -22,11 +22,11 @@ Two conventions live here and nowhere else:
 """
 from __future__ import annotations
 
-import numpy as np
 import torch
 from torch import nn
 
 from wavefront.errors import ConfigError
+from wavefront.sim.interpolation import interpolation_matrix, interpolation_weights
 
 # One documented place for the scales of the condition inputs (see the module docstring).
 SNR_SCALE_DB = 10.0
@@ -68,29 +68,12 @@ def stacked_to_complex(y: torch.Tensor) -> torch.Tensor:
 
 
 # ---- fixed interpolation from the pilot grid to the full grid ------------------------------
-def linear_interp_matrix(positions: list[int], size: int) -> np.ndarray:
-    """Returns ``[size, len(positions)]``: 1-D linear interpolation, linear extrapolation at the edges.
-
-    With one position the matrix repeats it (nearest).
-    """
-    pos = np.asarray(positions, dtype=np.float64)
-    w = np.zeros((size, len(pos)))
-    if len(pos) == 1:
-        w[:, 0] = 1.0
-        return w
-    for i in range(size):
-        k = int(np.clip(np.searchsorted(pos, i) - 1, 0, len(pos) - 2))
-        t = (i - pos[k]) / (pos[k + 1] - pos[k])
-        w[i, k], w[i, k + 1] = 1.0 - t, t
-    return w
-
-
 class PilotInterpolator(nn.Module):
     """Maps pilots to the full grid ``[N, F, T]`` by fixed linear interpolation.
 
     A Kronecker layout: pilot grid ``[N, P_f, P_t]``, separable linear interpolation. A
     scattered layout: pilots ``[N, P]``, linear over the layout's Delaunay triangulation
-    (:func:`wavefront.sim.pilots.interpolation_weights`, the ``ls-linear`` weights).
+    (:func:`wavefront.sim.interpolation.interpolation_weights`, the ``ls-linear`` weights).
     The weights are fixed (a buffer that is not saved): the classical LS-linear front end
     that ChannelNet and the ConvNeXt estimator refine.
     """
@@ -101,13 +84,11 @@ class PilotInterpolator(nn.Module):
         self.separable = layout.is_kronecker
         self.grid_shape = tuple(ofdm.grid_shape)
         if not self.separable:
-            from wavefront.sim.pilots import interpolation_weights
-
             w = interpolation_weights(layout, "linear")  # [F*T, P]
             self.register_buffer("w", torch.tensor(w, dtype=torch.float32), persistent=False)
             return
-        w_f = linear_interp_matrix(ofdm.pilot_subcarriers, ofdm.num_subcarriers)
-        w_t = linear_interp_matrix(ofdm.pilot_symbol_indices, ofdm.num_symbols)
+        w_f = interpolation_matrix(ofdm.pilot_subcarriers, ofdm.num_subcarriers, "linear")
+        w_t = interpolation_matrix(ofdm.pilot_symbol_indices, ofdm.num_symbols, "linear")
         self.register_buffer("w_f", torch.tensor(w_f, dtype=torch.float32), persistent=False)
         self.register_buffer("w_t", torch.tensor(w_t, dtype=torch.float32), persistent=False)
 

@@ -16,7 +16,7 @@ LS with interpolation is separable: ``H_hat = A_f @ P @ A_t^T`` with interpolati
 ``A_f`` [F, P_f] and ``A_t`` [T, P_t]; nearest, (bi)linear and cubic-spline differ only in
 those matrices. A scattered layout has no separable form: LS interpolates with one weight
 matrix ``A`` [F*T, P] over the layout's Delaunay triangulation
-(:func:`wavefront.sim.pilots.interpolation_weights`), computed once per layout; a cubic spline
+(:func:`wavefront.sim.interpolation.interpolation_weights`), computed once per layout; a cubic spline
 needs a Kronecker layout. The LMMSE estimators are joint over time and frequency: see
 :mod:`wavefront.sim.lmmse`.
 """
@@ -24,13 +24,12 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 
-import numpy as np
 import torch
-from scipy.interpolate import CubicSpline
 
 from wavefront.errors import ConfigError
 from wavefront.sim.config import SystemConfig
-from wavefront.sim.pilots import flat_pilots, interpolation_weights
+from wavefront.sim.interpolation import interpolation_matrix, interpolation_weights
+from wavefront.sim.pilots import flat_pilots
 
 # What an estimator may read from ``meta`` (see :func:`meta_for`).
 NEEDS = ("none", "noise", "conditions", "truth")
@@ -84,30 +83,6 @@ def meta_for(needs: str, true_meta: dict, estimated_meta: dict | None) -> dict:
     if needs == "noise":
         return {k: told[k] for k in _NOISE_KEYS if k in told}
     return told
-
-
-def interpolation_matrix(pilot_idx: list[int], n: int, kind: str) -> np.ndarray:
-    """Returns ``A`` [n, len(pilot_idx)] float64 mapping values at ``pilot_idx`` to all ``n`` positions.
-
-    ``kind``: ``nearest``; ``linear`` (linear extrapolation beyond the outer pilots);
-    ``spline`` (not-a-knot cubic spline with extrapolation; falls back to linear with fewer
-    than 4 pilots, to nearest with one).
-    """
-    p = np.asarray(pilot_idx, dtype=np.float64)
-    x = np.arange(n, dtype=np.float64)
-    m = len(p)
-    if m == 1 or kind == "nearest":
-        nearest = np.abs(x[:, None] - p[None, :]).argmin(1)
-        return np.eye(m)[nearest]
-    if kind == "spline" and m >= 4:
-        return CubicSpline(p, np.eye(m), axis=0, bc_type="not-a-knot", extrapolate=True)(x)
-    # linear, with the end segments extended
-    j = np.clip(np.searchsorted(p, x, side="right") - 1, 0, m - 2)
-    w = (x - p[j]) / (p[j + 1] - p[j])
-    A = np.zeros((n, m))
-    A[np.arange(n), j] = 1 - w
-    A[np.arange(n), j + 1] = w
-    return A
 
 
 class LSInterpolator(Estimator):

@@ -9,7 +9,7 @@ on the ``F x T`` grid, kept sorted subcarrier-major: ``(f, t)`` before ``(f, t')
   flattening is ``[B, P]``, the same order as the positions. Estimators stay separable
   (LS ``A_f P A_t^T``, LMMSE by Kronecker terms), bit for bit as before layouts existed.
 - **scattered**: anything else. Pilots are ``[B, P]`` in position order; LS interpolates over
-  the layout's Delaunay triangulation (:func:`interpolation_weights`) and the LMMSE uses a
+  the layout's Delaunay triangulation (:mod:`wavefront.sim.interpolation`) and the LMMSE uses a
   dense ``[F T, P]`` filter whose covariances are the Kronecker terms of
   :func:`wavefront.sim.statistics.covariance_terms` evaluated at the positions' own rows and
   columns and multiplied elementwise.
@@ -48,7 +48,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from scipy.spatial import Delaunay
 
 from wavefront.errors import ConfigError
 from wavefront.utils import atomic_write_json, read_text_file
@@ -209,74 +208,6 @@ def shaped_pilots(pilots: torch.Tensor, layout: PilotLayout, field: str = "pilot
 
 
 # ---------------------------------------------------------------------------------------
-# LS interpolation for any layout
-# ---------------------------------------------------------------------------------------
-@lru_cache(maxsize=32)
-def interpolation_weights(layout: PilotLayout, kind: str = "linear") -> np.ndarray:
-    """Returns ``A`` [F*T, P] float64: ``H_hat.flatten() = A @ p`` maps pilot values to the grid.
-
-    Coordinates are (subcarrier index, symbol index), one unit each. Rows sum to 1.
-
-    - ``nearest``: the nearest pilot (Euclidean; ties go to the first in position order).
-    - ``linear``: inside the convex hull of the pilots, linear over the Delaunay triangle
-      that holds the point (scipy's Qhull), so affine channels are reproduced exactly; outside
-      the hull, the value at the nearest point of the hull boundary (linear along that edge):
-      continuous, and never extrapolated beyond the pilots' range of values. Pilots on one
-      line: linear along the line, constant beyond its ends; one pilot: constant.
-
-    Computed once per layout (cached).
-    """
-    if kind not in ("nearest", "linear"):
-        raise ConfigError("interpolation", kind, "a scattered layout supports nearest or linear")
-    F, T = layout.grid_shape
-    pts = np.stack([layout.subcarrier_indices, layout.symbol_indices], 1).astype(np.float64)  # [P, 2]
-    grid = np.stack(np.meshgrid(np.arange(F), np.arange(T), indexing="ij"), -1).reshape(-1, 2).astype(np.float64)
-    P, N = len(pts), len(grid)
-    A = np.zeros((N, P))
-    if kind == "nearest" or P == 1:
-        d = ((grid[:, None, :] - pts[None]) ** 2).sum(-1)
-        A[np.arange(N), d.argmin(1)] = 1.0
-        return A
-    centred = pts - pts.mean(0)
-    if np.linalg.matrix_rank(centred, tol=1e-9) < 2:  # collinear: 1-D linear along the line
-        u = centred[np.argmax(np.abs(centred).sum(1))]
-        u = u / np.linalg.norm(u)
-        s_p = centred @ u
-        order = np.argsort(s_p)
-        s_g = np.clip((grid - pts.mean(0)) @ u, s_p[order[0]], s_p[order[-1]])
-        j = np.clip(np.searchsorted(s_p[order], s_g, side="right") - 1, 0, P - 2)
-        w = (s_g - s_p[order][j]) / (s_p[order][j + 1] - s_p[order][j])
-        A[np.arange(N), order[j]] = 1 - w
-        A[np.arange(N), order[j + 1]] += w
-        return A
-
-    tri = Delaunay(pts)
-    simplex = tri.find_simplex(grid)
-    inside = simplex >= 0
-    s = simplex[inside]
-    X = tri.transform[s]  # [n, 3, 2]: affine map to barycentric coordinates
-    b = np.einsum("nij,nj->ni", X[:, :2], grid[inside] - X[:, 2])
-    bary = np.concatenate([b, 1 - b.sum(1, keepdims=True)], 1)
-    rows = np.nonzero(inside)[0]
-    for k in range(3):
-        np.add.at(A, (rows, tri.simplices[s, k]), bary[:, k])
-    out = np.nonzero(~inside)[0]
-    if len(out):
-        e = tri.convex_hull  # [E, 2] vertex pairs of the boundary edges
-        a, c = pts[e[:, 0]], pts[e[:, 1]]
-        g = grid[out][:, None, :]  # [n, 1, 2]
-        ac = c - a
-        t = np.clip(((g - a) * ac).sum(-1) / (ac * ac).sum(-1), 0.0, 1.0)  # [n, E]
-        dist = (((a + t[..., None] * ac) - g) ** 2).sum(-1)
-        best = dist.argmin(1)
-        tb = t[np.arange(len(out)), best]
-        np.add.at(A, (out, e[best, 0]), 1 - tb)
-        np.add.at(A, (out, e[best, 1]), tb)
-    A[np.abs(A) < 1e-15] = 0.0  # barycentric round-off
-    return A
-
-
-# ---------------------------------------------------------------------------------------
 # Presets and files
 # ---------------------------------------------------------------------------------------
 def _lattice(symbols, offsets, spacing, count):
@@ -391,5 +322,5 @@ def is_arithmetic(values: list[int]) -> bool:
     return len({b - a for a, b in zip(values, values[1:])}) <= 1
 
 
-__all__ = ["PilotLayout", "PILOT_PRESETS", "apply_pilots", "flat_pilots", "shaped_pilots", "interpolation_weights",
+__all__ = ["PilotLayout", "PILOT_PRESETS", "apply_pilots", "flat_pilots", "shaped_pilots", 
            "read_layout_file", "write_layout_file", "pilot_fields", "preset_fields", "nr_dmrs_mask", "layouts_equal"]

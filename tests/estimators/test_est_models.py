@@ -85,3 +85,19 @@ def test_condition_tokens_are_the_papers_mlp_1_7_42_560(default_config):
     shapes = [tuple(m.weight.shape) for m in model.conditions.mlps[0] if isinstance(m, torch.nn.Linear)]
     assert shapes == [(7, 1), (42, 7), (560, 42)]
     assert len(model.transformer.encoder.layers) == 6 and model.transformer.linear_in.in_features == 6 + 6
+
+
+@pytest.mark.parametrize("name", ["default", "adafortitran-paper"])
+def test_the_interpolated_grid_models_refine_is_ls_linear_on_kronecker_layouts(name):
+    # one home for LS weights (wavefront.sim.interpolation): the learned front end and ls-linear agree,
+    # extrapolation beyond the outer pilots included
+    from wavefront.estimators.blocks import PilotInterpolator
+    from wavefront.sim.config import preset
+    from wavefront.sim.estimators import get_classical
+    from wavefront.sim.frames import FrameGenerator
+
+    cfg = preset(name)
+    fr = FrameGenerator(cfg).generate(3, seed=2, with_data=False)
+    interp = PilotInterpolator(cfg.ofdm)
+    ls = get_classical("ls-linear", cfg).estimate(fr.pilots_ls, fr.meta)
+    assert torch.allclose(torch.complex(interp(fr.pilots_ls.real), interp(fr.pilots_ls.imag)), ls, atol=1e-5)

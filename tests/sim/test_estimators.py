@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from wavefront.sim.config import SystemConfig, preset
-from wavefront.sim.estimators import get_classical, interpolation_matrix
+from wavefront.sim.estimators import get_classical
+from wavefront.sim.interpolation import interpolation_matrix
 from wavefront.sim.frames import FrameGenerator
 from wavefront.sim.lmmse import genie_mse
 from wavefront.sim.sweep import SweepSpec, run_sweep

@@ -14,8 +14,9 @@ from wavefront.sim.config import SystemConfig, preset
 from wavefront.sim.estimators import get_classical
 from wavefront.sim.frames import FrameGenerator
 from wavefront.sim.lmmse import GenieLMMSE, genie_mse
+from wavefront.sim.interpolation import interpolation_weights
 from wavefront.sim.pilots import (
-    PILOT_PRESETS, PilotLayout, apply_pilots, flat_pilots, interpolation_weights, read_layout_file,
+    PILOT_PRESETS, PilotLayout, apply_pilots, flat_pilots, read_layout_file,
 )
 
 GOLDEN = Path(__file__).parent / "kronecker_golden.json"
