@@ -39,6 +39,11 @@ def _pilots_help() -> str:
     return PILOTS_HELP
 
 
+# The learned estimator `evaluate` (and the README's first sweep) uses unless told otherwise:
+# pilots only, near the Bayes risk at several times the genie LMMSE's CPU throughput.
+DEFAULT_LEARNED = "gated-lmmse"
+
+
 def add_commands(subparsers) -> None:
     """Adds ``train`` and ``evaluate`` to the ``wavefront`` command line."""
     p = subparsers.add_parser("train", help="train a learned channel estimator",
@@ -64,9 +69,10 @@ def add_commands(subparsers) -> None:
     p.add_argument("--patience", type=int, default=10, help="validations without improvement before stopping (0: never)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    p.add_argument("--conditions", default="estimated", choices=["estimated", "true"],
+    p.add_argument("--conditions", default="estimated", choices=["estimated", "true", "none"],
                    help="SNR, delay spread and Doppler a condition-aware model is trained on: estimated from each "
-                        "frame's pilots within the config's ranges (default; what it gets at test time) or true")
+                        "frame's pilots within the config's ranges (default; what it gets at test time), true, or "
+                        "none (pilots only: the model learns without them and needs none at test time)")
     p.add_argument("--amp", action="store_true", help="bf16 autocast on GPU")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
     p.add_argument("--workers", type=int, default=0, help="DataLoader workers for --train")
@@ -81,13 +87,16 @@ def add_commands(subparsers) -> None:
     e = subparsers.add_parser("evaluate", help="compare a trained estimator with LS, LMMSE and the MMSE bound",
                               description="Print and save MSE (dB) per test condition for a checkpoint, LS-linear, "
                                           "robust LMMSE and the MMSE bound, with plots against SNR, Doppler and delay spread.")
-    e.add_argument("--checkpoint", required=True, help="checkpoint path, or a model name with a shipped checkpoint")
+    e.add_argument("--checkpoint", default=DEFAULT_LEARNED,
+                   help=f"checkpoint path, or a model name with a shipped checkpoint (default {DEFAULT_LEARNED}: "
+                        "the shipped pilots-only gated LMMSE; adafortitran: the shipped full-size AdaFortiTran)")
     e.add_argument("--suite", metavar="DIR", help="folder of test shards (default: simulate --points)")
     e.add_argument("--points", default="paper", help="simulated test points when no --suite: paper (default), the "
                                                      "three AdaFortiTran test sweeps")
-    e.add_argument("--conditions", default="estimated", choices=["estimated", "true"],
+    e.add_argument("--conditions", default="estimated", choices=["estimated", "true", "none"],
                    help="SNR, delay spread and Doppler given to the model: estimated from each frame's pilots "
-                        "(default; the model given the true ones is added as a second row) or true")
+                        "(default; the model given the true ones is added as a second row), true, or none (pilots "
+                        "only; refused for a checkpoint trained with conditions)")
     from wavefront.sim.cli import add_prior_arguments, add_rank_arguments
 
     add_prior_arguments(e)
@@ -164,9 +173,11 @@ def _evaluate(args) -> int:
     name = args.checkpoint if not Path(args.checkpoint).exists() else str(path)
 
     def run_on(device, **ranks):
-        est = load_estimator(name, config, device=device)
+        est = load_estimator(name, config, device=device, conditions=args.conditions)
+        # pilots only: the model reads nothing, and the baselines that read conditions get estimates
+        engine_conditions = "estimated" if args.conditions == "none" else args.conditions
         kwargs = dict(points=args.points, suite=args.suite, frames_per_point=args.frames_per_point, baselines=baselines,
-                      seed=args.seed, device=device, progress=sys.stderr.isatty(), conditions=args.conditions,
+                      seed=args.seed, device=device, progress=sys.stderr.isatty(), conditions=engine_conditions,
                       prior_ranges=parse_prior_ranges(args.prior_snr_db, args.prior_delay_spread_ns, args.prior_doppler_hz),
                       **ranks)
         return est, kwargs
