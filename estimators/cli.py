@@ -113,6 +113,29 @@ def add_commands(subparsers) -> None:
     add_rank_arguments(e)
     e.set_defaults(func=_evaluate)
 
+    lb = subparsers.add_parser("leaderboard", help="train every registered model under one budget and rank them "
+                                                   "beside the classical estimators",
+                               description="Train each model on frames drawn on the fly from the prior (the same frames "
+                                           "and seeds for every model), then rank all rows by the Bayes risk (MSE over "
+                                           "frames drawn from the prior) with the paper suites and CPU cost beside. "
+                                           "Rerunning the same command continues where it stopped.")
+    lb.add_argument("--models", help="comma-separated registry names (default: every registered model)")
+    lb.add_argument("--budget", default=None, choices=["cpu-small", "cpu-medium", "gpu-full"],
+                    help="named budget (default cpu-small: 300 steps x batch 32, small model sizes)")
+    lb.add_argument("--steps", type=int, help="optimiser steps per model (overrides the budget's)")
+    lb.add_argument("--batch-size", type=int, help="batch per step (overrides the budget's)")
+    lb.add_argument("--seeds", type=int, default=1, help="training seeds per model (rows give each)")
+    lb.add_argument("--conditions", default="estimated", choices=["estimated", "true", "none"],
+                    help="SNR, delay spread and Doppler given to condition-aware models in training and test")
+    lb.add_argument("--config", help="system config whose channel ranges are the prior (YAML with ranges, e.g. "
+                                     "configs/prior-12x2.yaml; default: the default grid over the paper's training "
+                                     "ranges, SNR 0-25 dB, 25-300 ns, 50-1000 Hz)")
+    lb.add_argument("--bayes-frames", type=int, help="prior frames of the Bayes risk (default: the budget's)")
+    lb.add_argument("--frames-per-point", type=int, help="frames per paper-suite point (default: the budget's)")
+    lb.add_argument("--out", default="leaderboard", help="output folder; rerunning continues from it (default leaderboard/)")
+    lb.add_argument("--no-progress", action="store_true")
+    lb.set_defaults(func=_leaderboard)
+
 
 def _train(args) -> int:
     from wavefront.estimators.data import open_frame_folder
@@ -142,6 +165,35 @@ def _train(args) -> int:
         return 1
     if int(__import__("os").environ.get("RANK", "0")) == 0:
         print(json.dumps(result))
+    return 0
+
+
+def _leaderboard(args) -> int:
+    import time
+
+    from wavefront.estimators.leaderboard import make_spec, run_leaderboard
+
+    if args.config is None:
+        from wavefront.sim.experiment import prior_config
+
+        config = prior_config(_system_config(None))
+    else:
+        config = _system_config(args.config)
+    if not all(isinstance(getattr(config.channel, k), tuple) for k in ("snr_db", "delay_spread_s", "doppler_hz")):
+        raise ConfigError("config", args.config, "the prior needs ranges of SNR, delay spread and Doppler (e.g. "
+                                                 "configs/prior-12x2.yaml), not fixed values")
+    models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
+    extra = {k: getattr(args, k) for k in ("bayes_frames", "frames_per_point") if getattr(args, k) is not None}
+    budget = args.budget or ("cpu-small" if args.steps is None and args.batch_size is None else None)
+    spec = make_spec(models, budget, args.steps, args.batch_size, seeds=args.seeds, conditions=args.conditions)
+    for k, v in extra.items():
+        setattr(spec, k, v)
+    spec.check()
+    out = check_output_folder("out", args.out)
+    t0 = time.perf_counter()
+    run_leaderboard(spec, config, out, progress=not args.no_progress)
+    print((out / "leaderboard.md").read_text())
+    print(f"wrote {out}/leaderboard.md, .json, .csv, pareto.png, suite_*.png in {time.perf_counter() - t0:.0f} s")
     return 0
 
 

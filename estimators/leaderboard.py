@@ -10,7 +10,8 @@ so rerunning the same command continues where it stopped. Each row is evaluated 
   ``mmse-bayes`` (the MMSE estimator given the prior: the optimum averaged over it);
 - (b) the three paper suites point by point (:func:`wavefront.estimators.evaluate.evaluate`);
 - (c) parameters, FLOPs per frame (``torch.utils.flop_counter.FlopCounterMode``: the matmuls and
-  convolutions torch counts), CPU throughput at batch 200 on one thread on prior frames (with the
+  convolutions torch counts, a complex matmul as one real one, so complex work is counted 4x low),
+  CPU throughput at batch 200 on one thread on prior frames (with the
   per-frame condition estimate where a row reads conditions) beside ``lmmse-genie``'s measured in
   the same run, and batch-1 latency.
 
@@ -109,10 +110,10 @@ def make_spec(models: list | None = None, budget: str | None = "cpu-small", step
         base["steps"] = steps
     if batch_size is not None:
         base["batch_size"] = batch_size
-    label = budget if steps is None and batch_size is None else f"{base['steps']} steps x batch {base['batch_size']}"
+    label = budget if steps is None and batch_size is None else (f"{budget} with overrides" if budget else "custom")
+    sizes = {"sizes": base["sizes"], "bayes_frames": base["bayes_frames"], "frames_per_point": base["frames_per_point"]}
     spec = LeaderboardSpec(models=list(models) if models else list_models(), budget=label, steps=base["steps"],
-                           batch_size=base["batch_size"], sizes=base["sizes"], bayes_frames=base["bayes_frames"],
-                           frames_per_point=base["frames_per_point"], **kw)
+                           batch_size=base["batch_size"], **{**sizes, **kw})
     spec.check()
     return spec
 
@@ -147,15 +148,16 @@ def paired_gap_db(estimate: torch.Tensor, reference: torch.Tensor, h: torch.Tens
 
 
 def _meta_for(est, frames, config, conditions: str):
-    """Returns the ``meta`` a row gets (and whether it includes a per-frame condition estimate)."""
+    """Returns ``meta(p, sl)``: what a row gets for pilots ``p`` = frames ``sl`` (a per-frame condition estimate, timed with it)."""
     from wavefront.sim.conditions import estimate_conditions
 
     needs = getattr(est, "needs", "conditions")
     if needs == "truth" or (needs in ("noise", "conditions") and conditions == "true"):
-        return lambda p: frames.meta
+        true_meta = frames.meta
+        return lambda p, sl: {k: v[sl] for k, v in true_meta.items()}
     if needs in ("noise", "conditions"):
-        return lambda p: estimate_conditions(p, config)
-    return lambda p: None
+        return lambda p, sl: estimate_conditions(p, config)
+    return lambda p, sl: None
 
 
 def throughput(est, frames, config, conditions: str, batch: int = THROUGHPUT_BATCH, repeats: int = 3) -> dict:
@@ -165,27 +167,22 @@ def throughput(est, frames, config, conditions: str, batch: int = THROUGHPUT_BAT
     try:
         meta = _meta_for(est, frames, config, conditions)
         p = frames.pilots_ls[:batch]
-        sub = {k: v[:batch] for k, v in frames.meta.items()}
 
-        def run(pp, m_sub):
-            m = meta(pp)
-            if m is frames.meta:
-                m = m_sub
-            return est.estimate(pp, m)
+        def run(n):
+            return est.estimate(p[:n], meta(p[:n], slice(0, n)))
 
         with torch.no_grad():
-            run(p, sub)  # warm-up: caches (filter banks, eigendecompositions) are built here
+            run(len(p))  # warm-up: caches (filter banks, eigendecompositions) are built here
             best = math.inf
-            for _ in range(repeats):
+            for _ in range(repeats):  # the best of a few: the least disturbed by other processes
                 t = time.perf_counter()
-                run(p, sub)
+                run(len(p))
                 best = min(best, time.perf_counter() - t)
-            one = {k: v[:1] for k, v in sub.items()}
-            run(p[:1], one)
+            run(1)
             lat = math.inf
             for _ in range(5):
                 t = time.perf_counter()
-                run(p[:1], one)
+                run(1)
                 lat = min(lat, time.perf_counter() - t)
         return {"frames_per_s": p.shape[0] / best, "latency_ms": 1e3 * lat}
     finally:
@@ -239,29 +236,17 @@ def evaluate_row(est, config, frames, reference_mse: torch.Tensor, spec: Leaderb
         chunks = []
         for s in range(0, len(frames), 500):
             p = frames.pilots_ls[s:s + 500]
-            m = meta(p)
-            if m is frames.meta:
-                m = {k: v[s:s + 500] for k, v in frames.meta.items()}
-            chunks.append(est.estimate(p, m))
+            chunks.append(est.estimate(p, meta(p, slice(s, s + 500))))
         e = per_frame_mse(torch.cat(chunks), frames.h)
     gap, se = paired_gap(e, reference_mse)
     cost = throughput(est, frames, config, conditions)
-    return {"name": est.name, "given": getattr(est, "given", None) or _given(est, conditions),
+    from wavefront.sim.experiment import given_text
+
+    return {"name": est.name, "given": given_text(est, "true" if conditions == "true" else "estimated"),
             "bayes_risk_db": 10 * math.log10(float(e.mean())), "gap_to_mmse_bayes_db": gap, "gap_se_db": se,
             "parameters": sum(p.numel() for p in model.parameters()) if model is not None else 0,
             "flops_per_frame": flops_per_frame(model, config) if model is not None else None,
             **cost, "suites": _suite_rows(est, config, spec, conditions)}
-
-
-def _given(est, conditions):
-    needs = getattr(est, "needs", "conditions")
-    if needs == "truth":
-        return "true channel statistics (genie)"
-    if needs == "noise":
-        return "noise variance " + ("true" if conditions == "true" else "estimated from the pilots")
-    if needs == "conditions":
-        return _GIVEN[conditions]
-    return "pilots only"
 
 
 # ---- the run ----------------------------------------------------------------------------
@@ -333,7 +318,9 @@ def run_leaderboard(spec: LeaderboardSpec, config, out: str | Path, progress: bo
         est = load_estimator(str(run_dir / "last.safetensors"), config, conditions=spec.conditions)
         est.name = model_name if spec.seeds == 1 else f"{model_name} (seed {s})"
         row = evaluate_row(est, config, frames, ref, spec, spec.conditions, model=est.model)
-        row.update({"model": model_name, "seed": s, "trained_on": est.trained_on, "train_steps": summary["step"],
+        row.update({"model": model_name, "seed": s, "train_steps": summary["step"],
+                    "trained_on": f"{est.trained_on}, {summary['step'] * spec.batch_size:,} frames on the fly, seed "
+                                  f"{spec.seed + s}, {spec.budget} budget",
                     "train_seconds_this_run": round(time.perf_counter() - t0, 1),
                     "hparams": est.model.hparams, "spec": fp})
         _write_json(eval_path, row)
