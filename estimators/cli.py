@@ -54,7 +54,9 @@ def add_commands(subparsers) -> None:
     src.add_argument("--on-the-fly", metavar="CONFIG", help="simulate training frames from this system config (YAML or preset name)")
     src.add_argument("--train", metavar="DIR", help="folder of HDF5 training shards")
     p.add_argument("--val", metavar="DIR", help="folder of HDF5 validation shards (default: simulated held-out frames)")
-    p.add_argument("--config", metavar="CONFIG", help="system config for --train data (YAML or preset; default: default)")
+    p.add_argument("--config", metavar="CONFIG", help="system config for --train data (YAML or preset; default: the one "
+                                                      "recorded in the shards, else default); refused if it conflicts "
+                                                      "with the shards'")
     p.add_argument("--pilots", metavar="PRESET|FILE.json", help=_pilots_help())
     p.add_argument("--steps", type=int, help="optimiser steps (on-the-fly data)")
     p.add_argument("--epochs", type=int, help="epochs over --train")
@@ -148,7 +150,12 @@ def _train(args) -> int:
     check_output_folder("out", args.out or f"runs/{args.model}")
     from wavefront.sim.pilots import apply_pilots
 
-    config = apply_pilots(_system_config(args.on_the_fly or args.config), args.pilots)
+    from wavefront.estimators.data import recorded_config
+
+    # Shards record the system config they were generated with: train on it unless --config
+    # names one explicitly (a conflicting explicit one is refused below, by open_frame_folder).
+    recorded = recorded_config(args.train) if args.train and args.config is None else None
+    config = apply_pilots(recorded or _system_config(args.on_the_fly or args.config), args.pilots)
     cfg = TrainConfig(model=args.model, model_overrides=_overrides(args.set), steps=args.steps, epochs=args.epochs,
                       batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, warmup_steps=args.warmup_steps,
                       schedule=args.schedule, grad_clip=args.grad_clip, eval_every=args.eval_every,
@@ -213,8 +220,13 @@ def _evaluate(args) -> int:
                                                          "RUN/best.safetensors) or a shipped model name")
     if not path.exists() and path.suffix != ".safetensors":
         path = pretrained_path(args.checkpoint)
+    from wavefront.estimators.data import recorded_config
+
+    recorded = recorded_config(args.suite) if args.suite and not args.config else None
     if args.config:
         config = _system_config(args.config)
+    elif recorded is not None:  # the suite's recorded grid; a checkpoint built for another is refused at load
+        config = recorded
     else:  # the checkpoint's grid and pilots; its channel ranges do not matter, every point sets them
         config = Checkpoint(path).system_config if path.is_file() else _system_config(None)
     if args.pilots is not None:
