@@ -135,6 +135,8 @@ def add_commands(subparsers) -> None:
     lb.add_argument("--bayes-frames", type=int, help="prior frames of the Bayes risk (default: the budget's)")
     lb.add_argument("--frames-per-point", type=int, help="frames per paper-suite point (default: the budget's)")
     lb.add_argument("--out", default="leaderboard", help="output folder; rerunning continues from it (default leaderboard/)")
+    lb.add_argument("--device", default="cpu", help="where the models train: cpu (default), auto or cuda; the "
+                                                    "measurements run on the CPU")
     lb.add_argument("--no-progress", action="store_true")
     lb.set_defaults(func=_leaderboard)
 
@@ -192,7 +194,8 @@ def _leaderboard(args) -> int:
     models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
     extra = {k: getattr(args, k) for k in ("bayes_frames", "frames_per_point") if getattr(args, k) is not None}
     budget = args.budget or ("cpu-small" if args.steps is None and args.batch_size is None else None)
-    spec = make_spec(models, budget, args.steps, args.batch_size, seeds=args.seeds, conditions=args.conditions)
+    spec = make_spec(models, budget, args.steps, args.batch_size, seeds=args.seeds, conditions=args.conditions,
+                     device=args.device)
     for k, v in extra.items():
         setattr(spec, k, v)
     spec.check()

@@ -80,6 +80,7 @@ class LeaderboardSpec:
     frames_per_point: int = 200
     lr: float = 1e-3
     seed: int = 0
+    device: str = "cpu"  # where models train (auto: the GPU when present); every measurement runs on the CPU
 
     def check(self) -> None:
         """Raises ConfigError for the first bad value."""
@@ -310,7 +311,7 @@ def run_leaderboard(spec: LeaderboardSpec, config, out: str | Path, progress: bo
         cfg = TrainConfig(model=model_name, model_overrides=dict(spec.sizes.get(model_name, {})), steps=spec.steps,
                           batch_size=spec.batch_size, lr=spec.lr, warmup_steps=min(200, spec.steps // 10),
                           eval_every=max(1, spec.steps // 4), val_frames=512, patience=0, seed=spec.seed + s,
-                          device="cpu", out_dir=str(run_dir), progress=progress, conditions=spec.conditions)
+                          device=spec.device, out_dir=str(run_dir), progress=progress, conditions=spec.conditions)
         resume = (run_dir / "last.safetensors").exists()
         t0 = time.perf_counter()
         summary = train(cfg, config, resume=resume or None)
