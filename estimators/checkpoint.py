@@ -41,6 +41,8 @@ def save(path: str | Path, model, system_config, *, step: int = 0, optimizer=Non
     tensors = {f"model.{k}": v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     meta = {"format": FORMAT, "model": model.name, "hparams": json.dumps(model.hparams, sort_keys=True),
             "system_config": system_config.to_json(), "step": str(int(step))}
+    if getattr(model, "trained_conditions", None):
+        meta["conditions"] = model.trained_conditions  # estimated | true | none: what it may be given at test time
     if optimizer is not None:
         sd = optimizer.state_dict()
         plain = {}
@@ -91,6 +93,8 @@ class Checkpoint:
             self.step = int(meta["step"])
             self.optim = json.loads(meta["optim"]) if "optim" in meta else None
             self.trainer = json.loads(meta["trainer"]) if "trainer" in meta else None
+            # older checkpoints name it only in the trainer's config
+            self.conditions = meta.get("conditions") or ((self.trainer or {}).get("config") or {}).get("conditions")
         except (KeyError, ValueError) as exc:
             raise ConfigError("checkpoint", str(path), f"header is damaged ({exc.__class__.__name__}: {exc})") from None
 
@@ -130,6 +134,8 @@ class Checkpoint:
             check_grid_matches(stored, system_config, self.path)
         model = create(self.model_name, system_config or stored, **self.hparams)
         self.load_model_state(model)
+        model.trained_conditions = self.conditions
+        model.pilots_only = model.uses_conditions and self.conditions == "none"
         return model
 
     def load_model_state(self, model) -> None:

@@ -39,6 +39,11 @@ def _pilots_help() -> str:
     return PILOTS_HELP
 
 
+# The learned estimator `evaluate` (and the README's first sweep) uses unless told otherwise:
+# pilots only, near the Bayes risk at several times the genie LMMSE's CPU throughput.
+DEFAULT_LEARNED = "gated-lmmse"
+
+
 def add_commands(subparsers) -> None:
     """Adds ``train`` and ``evaluate`` to the ``wavefront`` command line."""
     p = subparsers.add_parser("train", help="train a learned channel estimator",
@@ -49,7 +54,9 @@ def add_commands(subparsers) -> None:
     src.add_argument("--on-the-fly", metavar="CONFIG", help="simulate training frames from this system config (YAML or preset name)")
     src.add_argument("--train", metavar="DIR", help="folder of HDF5 training shards")
     p.add_argument("--val", metavar="DIR", help="folder of HDF5 validation shards (default: simulated held-out frames)")
-    p.add_argument("--config", metavar="CONFIG", help="system config for --train data (YAML or preset; default: default)")
+    p.add_argument("--config", metavar="CONFIG", help="system config for --train data (YAML or preset; default: the one "
+                                                      "recorded in the shards, else default); refused if it conflicts "
+                                                      "with the shards'")
     p.add_argument("--pilots", metavar="PRESET|FILE.json", help=_pilots_help())
     p.add_argument("--steps", type=positive_int, help="optimiser steps (on-the-fly data)")
     p.add_argument("--epochs", type=positive_int, help="epochs over --train")
@@ -64,9 +71,10 @@ def add_commands(subparsers) -> None:
     p.add_argument("--patience", type=nonnegative_int, default=10, help="validations without improvement before stopping (0: never)")
     p.add_argument("--seed", type=nonnegative_int, default=0)
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    p.add_argument("--conditions", default="estimated", choices=["estimated", "true"],
+    p.add_argument("--conditions", default="estimated", choices=["estimated", "true", "none"],
                    help="SNR, delay spread and Doppler a condition-aware model is trained on: estimated from each "
-                        "frame's pilots within the config's ranges (default; what it gets at test time) or true")
+                        "frame's pilots within the config's ranges (default; what it gets at test time), true, or "
+                        "none (pilots only: the model learns without them and needs none at test time)")
     p.add_argument("--amp", action="store_true", help="bf16 autocast on GPU")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
     p.add_argument("--workers", type=nonnegative_int, default=0, help="DataLoader workers for --train")
@@ -81,13 +89,16 @@ def add_commands(subparsers) -> None:
     e = subparsers.add_parser("evaluate", help="compare a trained estimator with LS, LMMSE and the MMSE bound",
                               description="Print and save MSE (dB) per test condition for a checkpoint, LS-linear, "
                                           "robust LMMSE and the MMSE bound, with plots against SNR, Doppler and delay spread.")
-    e.add_argument("--checkpoint", required=True, help="checkpoint path, or a model name with a shipped checkpoint")
+    e.add_argument("--checkpoint", default=DEFAULT_LEARNED,
+                   help=f"checkpoint path, or a model name with a shipped checkpoint (default {DEFAULT_LEARNED}: "
+                        "the shipped pilots-only gated LMMSE; adafortitran: the shipped full-size AdaFortiTran)")
     e.add_argument("--suite", metavar="DIR", help="folder of test shards (default: simulate --points)")
     e.add_argument("--points", default="paper", help="simulated test points when no --suite: paper (default), the "
                                                      "three AdaFortiTran test sweeps")
-    e.add_argument("--conditions", default="estimated", choices=["estimated", "true"],
+    e.add_argument("--conditions", default="estimated", choices=["estimated", "true", "none"],
                    help="SNR, delay spread and Doppler given to the model: estimated from each frame's pilots "
-                        "(default; the model given the true ones is added as a second row) or true")
+                        "(default; the model given the true ones is added as a second row), true, or none (pilots "
+                        "only; refused for a checkpoint trained with conditions)")
     from wavefront.sim.cli import add_prior_arguments, add_rank_arguments
 
     add_prior_arguments(e)
@@ -107,6 +118,31 @@ def add_commands(subparsers) -> None:
     add_rank_arguments(e)
     e.set_defaults(func=_evaluate)
 
+    lb = subparsers.add_parser("leaderboard", help="train every registered model under one budget and rank them "
+                                                   "beside the classical estimators",
+                               description="Train each model on frames drawn on the fly from the prior (the same frames "
+                                           "and seeds for every model), then rank all rows by the Bayes risk (MSE over "
+                                           "frames drawn from the prior) with the paper suites and CPU cost beside. "
+                                           "Rerunning the same command continues where it stopped.")
+    lb.add_argument("--models", help="comma-separated registry names (default: every registered model)")
+    lb.add_argument("--budget", default=None, choices=["cpu-small", "cpu-medium", "gpu-full"],
+                    help="named budget (default cpu-small: 300 steps x batch 32, small model sizes)")
+    lb.add_argument("--steps", type=int, help="optimiser steps per model (overrides the budget's)")
+    lb.add_argument("--batch-size", type=int, help="batch per step (overrides the budget's)")
+    lb.add_argument("--seeds", type=int, default=1, help="training seeds per model (rows give each)")
+    lb.add_argument("--conditions", default="estimated", choices=["estimated", "true", "none"],
+                    help="SNR, delay spread and Doppler given to condition-aware models in training and test")
+    lb.add_argument("--config", help="system config whose channel ranges are the prior (YAML with ranges, e.g. "
+                                     "configs/prior-12x2.yaml; default: the default grid over the paper's training "
+                                     "ranges, SNR 0-25 dB, 25-300 ns, 50-1000 Hz)")
+    lb.add_argument("--bayes-frames", type=int, help="prior frames of the Bayes risk (default: the budget's)")
+    lb.add_argument("--frames-per-point", type=int, help="frames per paper-suite point (default: the budget's)")
+    lb.add_argument("--out", default="leaderboard", help="output folder; rerunning continues from it (default leaderboard/)")
+    lb.add_argument("--device", default="cpu", help="where the models train: cpu (default), auto or cuda; the "
+                                                    "measurements run on the CPU")
+    lb.add_argument("--no-progress", action="store_true")
+    lb.set_defaults(func=_leaderboard)
+
 
 def _train(args) -> int:
     from wavefront.estimators.data import open_frame_folder
@@ -119,7 +155,12 @@ def _train(args) -> int:
     check_output_folder("out", args.out or f"runs/{args.model}")
     from wavefront.sim.pilots import apply_pilots
 
-    config = apply_pilots(_system_config(args.on_the_fly or args.config), args.pilots)
+    from wavefront.estimators.data import recorded_config
+
+    # Shards record the system config they were generated with: train on it unless --config
+    # names one explicitly (a conflicting explicit one is refused below, by open_frame_folder).
+    recorded = recorded_config(args.train) if args.train and args.config is None else None
+    config = apply_pilots(recorded or _system_config(args.on_the_fly or args.config), args.pilots)
     cfg = TrainConfig(model=args.model, model_overrides=_overrides(args.set), steps=args.steps, epochs=args.epochs,
                       batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, warmup_steps=args.warmup_steps,
                       schedule=args.schedule, grad_clip=args.grad_clip, eval_every=args.eval_every,
@@ -139,6 +180,36 @@ def _train(args) -> int:
     return 0
 
 
+def _leaderboard(args) -> int:
+    import time
+
+    from wavefront.estimators.leaderboard import make_spec, run_leaderboard
+
+    if args.config is None:
+        from wavefront.sim.experiment import prior_config
+
+        config = prior_config(_system_config(None))
+    else:
+        config = _system_config(args.config)
+    if not all(isinstance(getattr(config.channel, k), tuple) for k in ("snr_db", "delay_spread_s", "doppler_hz")):
+        raise ConfigError("config", args.config, "the prior needs ranges of SNR, delay spread and Doppler (e.g. "
+                                                 "configs/prior-12x2.yaml), not fixed values")
+    models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
+    extra = {k: getattr(args, k) for k in ("bayes_frames", "frames_per_point") if getattr(args, k) is not None}
+    budget = args.budget or ("cpu-small" if args.steps is None and args.batch_size is None else None)
+    spec = make_spec(models, budget, args.steps, args.batch_size, seeds=args.seeds, conditions=args.conditions,
+                     device=args.device)
+    for k, v in extra.items():
+        setattr(spec, k, v)
+    spec.check()
+    out = check_output_folder("out", args.out)
+    t0 = time.perf_counter()
+    run_leaderboard(spec, config, out, progress=not args.no_progress)
+    print((out / "leaderboard.md").read_text())
+    print(f"wrote {out}/leaderboard.md, .json, .csv, pareto.png, suite_*.png in {time.perf_counter() - t0:.0f} s")
+    return 0
+
+
 def _evaluate(args) -> int:
     """Runs ``evaluate``: in one process, across torchrun's ranks (rank 0 writes), or as array job --rank of --world."""
     from wavefront.estimators.checkpoint import Checkpoint
@@ -155,8 +226,13 @@ def _evaluate(args) -> int:
                                                          "RUN/best.safetensors) or a shipped model name")
     if not path.exists() and path.suffix != ".safetensors":
         path = pretrained_path(args.checkpoint)
+    from wavefront.estimators.data import recorded_config
+
+    recorded = recorded_config(args.suite) if args.suite and not args.config else None
     if args.config:
         config = _system_config(args.config)
+    elif recorded is not None:  # the suite's recorded grid; a checkpoint built for another is refused at load
+        config = recorded
     else:  # the checkpoint's grid and pilots; its channel ranges do not matter, every point sets them
         config = Checkpoint(path).system_config if path.is_file() else _system_config(None)
     if args.pilots is not None:
@@ -167,9 +243,11 @@ def _evaluate(args) -> int:
     name = args.checkpoint if not Path(args.checkpoint).exists() else str(path)
 
     def run_on(device, **ranks):
-        est = load_estimator(name, config, device=device)
+        est = load_estimator(name, config, device=device, conditions=args.conditions)
+        # pilots only: the model reads nothing, and the baselines that read conditions get estimates
+        engine_conditions = "estimated" if args.conditions == "none" else args.conditions
         kwargs = dict(points=args.points, suite=args.suite, frames_per_point=args.frames_per_point, baselines=baselines,
-                      seed=args.seed, device=device, progress=sys.stderr.isatty(), conditions=args.conditions,
+                      seed=args.seed, device=device, progress=sys.stderr.isatty(), conditions=engine_conditions,
                       prior_ranges=parse_prior_ranges(args.prior_snr_db, args.prior_delay_spread_ns, args.prior_doppler_hz),
                       **ranks)
         return est, kwargs

@@ -119,6 +119,28 @@ def dataset_validation(dataset: Dataset, batch_size: int = 1024) -> list[dict]:
     return list(DataLoader(dataset, batch_size=batch_size, shuffle=False))
 
 
+def recorded_config(path: str):
+    """Returns the SystemConfig recorded in the HDF5 shards of folder ``path`` (or of its first sub-folder with
+    shards, as a ``generate-suite`` tree), or None when none is recorded or readable."""
+    from pathlib import Path
+
+    try:
+        import json
+
+        from wavefront.datasets import H5FrameDataset
+        from wavefront.datasets.shards import read_attrs
+        from wavefront.sim.config import SystemConfig
+    except ImportError:
+        return None
+    root = Path(path)
+    for folder in [root] + sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []:
+        try:
+            return SystemConfig.from_dict(json.loads(read_attrs(H5FrameDataset(folder).files[0])["config"]))
+        except (ConfigError, AttributeError, IndexError, KeyError, TypeError, ValueError, OSError):
+            continue
+    return None
+
+
 def open_frame_folder(path: str, config) -> Dataset:
     """Returns the HDF5-shard dataset in folder ``path`` (``wavefront.datasets.H5FrameDataset``)."""
     try:

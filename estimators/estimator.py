@@ -29,7 +29,7 @@ class LearnedEstimator(Estimator):
         self.amp = bool(amp) and self.device.type == "cuda"
         self.max_batch = int(max_batch)
         # what the experiment engine passes it: the conditions for condition-aware models, else nothing
-        self.needs = "conditions" if getattr(model, "uses_conditions", False) else "none"
+        self.needs = "conditions" if getattr(model, "reads_conditions", getattr(model, "uses_conditions", False)) else "none"
         self.trained_on: str | None = None
 
     @torch.no_grad()
@@ -52,12 +52,13 @@ def pretrained_path(name: str) -> Path:
     return PRETRAINED_DIR / f"{name}-default.safetensors"
 
 
-def load_estimator(name_or_path: str, config, device="cpu") -> LearnedEstimator:
+def load_estimator(name_or_path: str, config, device="cpu", conditions: str | None = None) -> LearnedEstimator:
     """Returns a trained estimator for ``config`` (a SystemConfig) from a registry name or a checkpoint path.
 
     A registry name (e.g. ``adafortitran``) loads the shipped checkpoint
     ``estimators/pretrained/<name>-default.safetensors``. Raises ConfigError for an unknown name,
-    a missing, corrupt or foreign checkpoint, or one trained for another grid or pilot pattern.
+    a missing, corrupt or foreign checkpoint, or one trained for another grid or pilot pattern;
+    and, with ``conditions="none"`` (pilots only), for a model that was trained with conditions.
     """
     from wavefront.estimators.registry import list_models
 
@@ -81,12 +82,16 @@ def load_estimator(name_or_path: str, config, device="cpu") -> LearnedEstimator:
                       f"the config has {config.ofdm.subcarrier_spacing_hz:g} Hz", stacklevel=2)
     if label is None:  # a run's best/last checkpoint is named after its model, other files after themselves
         label = ck.model_name if p.stem in ("best", "last") else p.stem
+    if conditions == "none" and getattr(model, "reads_conditions", False):
+        raise ConfigError("conditions", "none", f"{path.name} was trained with {ck.conditions or 'the'} conditions "
+                          "(SNR, delay spread, Doppler) and cannot run on pilots only; give estimated or true "
+                          "conditions, or train it with --conditions none")
     est = LearnedEstimator(model, name=label, device=device)
-    est.trained_on = trained_on_text(stored, path.with_suffix(".json"))
+    est.trained_on = trained_on_text(stored, path.with_suffix(".json"), ck.conditions)
     return est
 
 
-def trained_on_text(stored, card_path: Path) -> str:
+def trained_on_text(stored, card_path: Path, conditions: str | None = None) -> str:
     """Returns a one-line description of the training data: profile and ranges, and frames and conditions from a card."""
     from wavefront.sim.config import profile_label
 
@@ -100,8 +105,11 @@ def trained_on_text(stored, card_path: Path) -> str:
         card = json.loads(card_path.read_text())
         text += f", {card['frames_seen']:,} frames" if "frames_seen" in card else ""
         text += f", {card['conditions_given']}" if "conditions_given" in card else ""
+        conditions = None if "conditions_given" in card else conditions
     except (OSError, ValueError, TypeError):
         pass
+    if conditions:
+        text += ", pilots only" if conditions == "none" else f", {conditions} conditions"
     return text
 
 

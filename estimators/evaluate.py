@@ -61,11 +61,12 @@ def evaluate(model_estimator, config, points: str = "paper", suite: str | None =
     """
     from dataclasses import asdict
 
-    from wavefront.sim.experiment import run_experiment
+    from wavefront.sim.experiment import mark_in_prior, run_experiment
 
     pts, estimators, kwargs = _plan(model_estimator, config, points, suite, frames_per_point, baselines, seed, device,
                                     chunk, conditions, compare_true, prior_ranges)
-    rows = run_experiment(pts, estimators, progress=progress, rank=rank, world=world, store=store, **kwargs)
+    rows = mark_in_prior(run_experiment(pts, estimators, progress=progress, rank=rank, world=world, store=store,
+                                        **kwargs), prior_ranges)
     if long_rows is not None:
         long_rows.extend(asdict(r) for r in rows)
     return wide_rows(rows, model_estimator.name)
@@ -167,7 +168,8 @@ def wide_rows(rows, model_name: str) -> list[dict]:
         key = (r.sweep, r.snr_db, r.delay_spread_ns, r.doppler_hz)
         if key not in index:
             index[key] = {"sweep": r.sweep, "axis": r.axis, "snr_db": r.snr_db, "delay_spread_ns": round(r.delay_spread_ns, 3),
-                          "doppler_hz": r.doppler_hz, "frames": r.frames, "realization": r.realization.split(":")[0]}
+                          "doppler_hz": r.doppler_hz, "frames": r.frames, "realization": r.realization.split(":")[0],
+                          "in_prior": r.in_prior}
             out.append(index[key])
         index[key][f"{r.estimator}_db"] = round(r.mse_db, 3)
         index[key]["mmse_bound_db"] = round(r.bound_db, 3)
@@ -217,8 +219,13 @@ def plot_rows(rows: list[dict], out: Path, model_name: str) -> list[Path]:
         fig, ax = plt.subplots(figsize=(5, 3.6))
         for col in [c for c in sel[0] if c.endswith("_db") and c not in ("snr_db", "gap_to_bound_db")]:
             style = "k--" if col == "mmse_bound_db" else ("o-" if col == f"{model_name}_db" else "s-")
-            ax.plot(x, [r[col] for r in sel], style, label=col.removesuffix("_db").replace("mmse_bound", "MMSE bound"))
-        ax.set_xlabel(AXIS_LABEL[axis])
+            line, = ax.plot(x, [r[col] for r in sel], style,
+                            label=col.removesuffix("_db").replace("mmse_bound", "MMSE bound"))
+            if col == f"{model_name}_db":  # the model's points outside the prior: a white fill
+                outside = [i for i, r in enumerate(sel) if r.get("in_prior") is False]
+                ax.plot(x[outside], [sel[i][col] for i in outside], "o", mfc="white", color=line.get_color())
+        ax.set_xlabel(AXIS_LABEL[axis] + (" (white: outside the prior)" if any(r.get("in_prior") is False for r in sel)
+                                          else ""))
         ax.set_ylabel("MSE [dB]")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)

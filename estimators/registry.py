@@ -37,9 +37,20 @@ class EstimatorModel(nn.Module):
     Attributes set by :func:`create`: ``name`` (registry name), ``hparams`` (the keyword
     arguments that rebuild it), ``ofdm`` (the grid it was built for).
     ``uses_conditions``: whether the model reads SNR / delay spread / Doppler.
+    ``pilots_only``: a condition-aware model trained without them (``--conditions none``): its
+    condition input is a constant zero, so it needs nothing but the pilots.
+    ``trained_conditions``: what it was trained on (``estimated``, ``true`` or ``none``), set by
+    the trainer and a checkpoint; None for a fresh model.
     """
 
     uses_conditions = False
+    pilots_only = False
+    trained_conditions: str | None = None
+
+    @property
+    def reads_conditions(self) -> bool:
+        """Whether :meth:`forward` needs ``snr_db``, ``delay_spread_s`` and ``doppler_hz`` in ``meta``."""
+        return self.uses_conditions and not self.pilots_only
 
     def __init__(self, system_config):
         super().__init__()
@@ -67,8 +78,10 @@ class EstimatorModel(nn.Module):
         b = pilots.shape[0]
         x = complex_to_stacked(pilots.to(torch.complex64))
         cond = None
-        if self.uses_conditions:
+        if self.reads_conditions:
             cond = normalise_conditions(meta, b, pilots.device).repeat(2, 1)
+        elif self.uses_conditions:  # pilots only: a constant input the network learned to do without
+            cond = torch.zeros(2 * b, 3, device=pilots.device)
         real_fn = self.__dict__.get("_compiled_real") or self.forward_real
         return stacked_to_complex(real_fn(x, cond))
 

@@ -29,6 +29,11 @@ from wavefront.estimators.data import DatasetSource, OnTheFlySource, dataset_val
 from wavefront.estimators.registry import count_parameters, create
 
 
+# What a condition-aware model is trained on: SNR, delay spread and Doppler estimated from each
+# frame's pilots, the true ones, or none (pilots only: a constant condition input).
+CONDITIONS = ("estimated", "true", "none")
+
+
 class TrainingDiverged(RuntimeError):
     """The loss or the gradient norm became NaN or infinite; training stopped."""
 
@@ -70,7 +75,7 @@ class TrainConfig:
     stop_after: int | None = None
     time_limit_min: float | None = None
     progress: bool = True
-    conditions: str = "estimated"  # what a condition-aware model reads: estimated from the pilots | true
+    conditions: str = "estimated"  # what a condition-aware model reads: estimated from the pilots | true | none
 
     def check(self) -> None:
         """Raises ConfigError for the first bad value."""
@@ -95,8 +100,8 @@ class TrainConfig:
             raise ConfigError("schedule", self.schedule, "choose cosine, plateau or constant")
         if self.amp_dtype not in ("bf16", "fp16"):
             raise ConfigError("amp_dtype", self.amp_dtype, "choose bf16 or fp16")
-        if self.conditions not in ("estimated", "true"):
-            raise ConfigError("conditions", self.conditions, "choose estimated or true")
+        if self.conditions not in CONDITIONS:
+            raise ConfigError("conditions", self.conditions, "choose " + ", ".join(CONDITIONS))
 
 
 # ---- small pieces the loop is made of ---------------------------------------------------
@@ -263,6 +268,8 @@ def train(cfg: TrainConfig, system_config, train_data=None, val_data=None, resum
     # (and validates) on SNR, delay spread and Doppler estimated from each frame's pilots, within
     # the ranges of the training config, so it learns what it will be given at test time.
     estimated = cfg.conditions == "estimated" and model.uses_conditions
+    model.pilots_only = model.uses_conditions and cfg.conditions == "none"
+    model.trained_conditions = cfg.conditions if model.uses_conditions else "none"
     if estimated:
         val = [with_estimated_conditions(b, system_config) for b in val]
     # fused AdamW: one kernel for the whole update on a GPU instead of a dozen per parameter

@@ -16,7 +16,9 @@ from wavefront.errors import ConfigError
 from wavefront.utils import (any_int, check_output_folder, nonnegative_int, parse_values, positive_float,
                              positive_int)
 
-DEFAULT_ESTIMATORS = "ls-linear,lmmse-robust,lmmse-genie,adafortitran"
+# the shipped learned model is the pilots-only gated LMMSE (the full-size AdaFortiTran loads by name)
+DEFAULT_LEARNED = "gated-lmmse"
+DEFAULT_ESTIMATORS = f"ls-linear,lmmse-robust,lmmse-estimated,mmse-bayes,{DEFAULT_LEARNED},lmmse-genie"
 
 
 def add_commands(sub) -> None:
@@ -24,7 +26,7 @@ def add_commands(sub) -> None:
                        description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--estimators", default=DEFAULT_ESTIMATORS,
                    help="comma list: ls-nearest, ls-linear, ls-spline, lmmse-robust, lmmse-genie, perfect, "
-                        "a learned model with a shipped checkpoint (adafortitran) or a checkpoint path")
+                        "a learned model with a shipped checkpoint (gated-lmmse, adafortitran) or a checkpoint path")
     p.add_argument("--snr-db", default="0:30:5", help="per-RE SNR in dB: v, a,b,c or start:stop:step")
     p.add_argument("--doppler-hz", default="1000", help="maximum Doppler in Hz: v, a,b,c or start:stop:step")
     p.add_argument("--delay-spread-ns", default="300", help="RMS delay spread in ns: v, a,b,c or start:stop:step")
@@ -141,7 +143,7 @@ def run(args) -> int:
         if not learned_available():  # the shipped learned model joins the default sweep when installed
             if rank == 0:
                 warnings.warn("no learned estimator is installed; sweeping the classical ones")
-            spec.estimators = [n for n in spec.estimators if n != "adafortitran"]
+            spec.estimators = [n for n in spec.estimators if n != DEFAULT_LEARNED]
     if array_job:
         estimators = resolve_estimators(spec.estimators, spec.prior, device=args.device, robust_options=spec.robust_options)
         part = run_sweep_partial(spec, estimators, progress=not args.no_progress, rank=rank, world=world,

@@ -157,6 +157,7 @@ class Row:
     pilots: str = ""
     trained_on: str | None = None
     realization: str = ""  # how the test frames' fading realizations were drawn (per-condition ones leak)
+    in_prior: bool | None = None  # inside the prior's ranges (see mark_in_prior); None: not checked
 
 
 def given_text(est, conditions: str) -> str:
@@ -580,6 +581,26 @@ def prior_config(config: SystemConfig, points: list | None = None, ranges: dict 
         lo, hi = min(lo, v), max(hi, v)
     out["snr_db"] = (lo, hi)
     return config.updated(channel={k: list(v) for k, v in out.items()})
+
+
+def in_prior(snr_db: float, delay_spread_s: float, doppler_hz: float, ranges: dict | None = None) -> bool:
+    """Returns whether a point (dB, s, Hz) lies inside the prior: the paper's training ranges, or ``ranges`` where given.
+
+    Unlike :func:`prior_config` the SNR range does not widen to the points: a model trained on
+    the prior has never seen an SNR above it (the paper's out-of-distribution points: 30 dB,
+    350 ns, 1200 and 1400 Hz).
+    """
+    r = {**paper.TRAIN_RANGES, **(ranges or {})}
+    value = {"snr_db": snr_db, "delay_spread_s": delay_spread_s, "doppler_hz": doppler_hz}
+    # relative slack: table values in ns or rounded dB must not fall out at the range's ends
+    return all(lo - 1e-6 * max(abs(lo), 1e-9) <= value[k] <= hi + 1e-6 * max(abs(hi), 1e-9) for k, (lo, hi) in r.items())
+
+
+def mark_in_prior(rows: list, ranges: dict | None = None) -> list:
+    """Sets ``in_prior`` on each :class:`Row` (see :func:`in_prior`) and returns the rows."""
+    for r in rows:
+        r.in_prior = in_prior(r.snr_db, r.delay_spread_ns * 1e-9, r.doppler_hz, ranges)
+    return rows
 
 
 def parse_prior_ranges(snr_db: str | None = None, delay_spread_ns: str | None = None,

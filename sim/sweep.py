@@ -34,8 +34,8 @@ from pathlib import Path
 from wavefront.errors import ConfigError
 from wavefront.sim.config import SystemConfig, profile_label
 from wavefront.sim.estimators import classical_estimators
-from wavefront.sim.experiment import (CONDITION_MODES, Row, merge_partials, prior_config, run_experiment, run_partial,
-                                      simulated_points)
+from wavefront.sim.experiment import (CONDITION_MODES, Row, mark_in_prior, merge_partials, prior_config, run_experiment,
+                                      run_partial, simulated_points)
 from wavefront.utils import resolve_device
 
 AXES = {"snr_db": ("SNR", "dB", 1.0), "doppler_hz": ("Doppler", "Hz", 1.0), "delay_spread_s": ("delay spread", "ns", 1e9)}
@@ -135,7 +135,8 @@ def run_sweep(spec: SweepSpec, estimators: list | None = None, progress: bool = 
         from wavefront.sim.progress import open_progress
 
         store = open_progress(progress_folder, sweep_fingerprint(spec_dict), overwrite)
-    rows = run_experiment(points, estimators, progress=progress, rank=rank, world=world, store=store, **kwargs)
+    rows = mark_in_prior(run_experiment(points, estimators, progress=progress, rank=rank, world=world, store=store,
+                                        **kwargs), spec.prior_ranges)
     return SweepResult(spec={**spec_dict, "world_size": world}, rows=rows, seconds=time.time() - t0)
 
 
@@ -245,7 +246,8 @@ def format_table(result: SweepResult) -> str:
     last = None
     for r in result.rows:
         if r.axis_value != last:
-            lines.append(f"{r.axis_value * scale:>16g}  {'MMSE bound':<16}{r.bound_db:>9.2f}")
+            outside = "   (outside the prior)" if r.in_prior is False else ""
+            lines.append(f"{r.axis_value * scale:>16g}  {'MMSE bound':<16}{r.bound_db:>9.2f}{outside}")
             last = r.axis_value
         mse = "     -inf" if math.isinf(r.mse_db) else f"{r.mse_db:>9.2f}"
         nmse = "     -inf" if math.isinf(r.nmse_db) else f"{r.nmse_db:>9.2f}"
