@@ -207,16 +207,10 @@ def flops_per_frame(model, config) -> int | None:
 
 # ---- one row ----------------------------------------------------------------------------
 def _classical(names, prior):
-    from wavefront.resolve import resolve_estimators
+    """Returns the classical estimators of ``names`` that this version of ``wavefront.sim`` has (lmmse-bank may not)."""
+    from wavefront.sim.estimators import CLASSICAL, classical_estimators
 
-    out = []
-    for n in names:
-        try:
-            out += resolve_estimators([n], prior)
-        except ConfigError:
-            if n != "lmmse-bank":  # lmmse-bank joins the table where this version has it
-                raise
-    return out
+    return classical_estimators([n for n in names if n in CLASSICAL], prior)
 
 
 def _suite_rows(est, config, spec: LeaderboardSpec, conditions: str) -> list[dict]:
