@@ -208,10 +208,10 @@ def flops_per_frame(model, config) -> int | None:
 
 # ---- one row ----------------------------------------------------------------------------
 def _classical(names, prior):
-    """Returns the classical rows' estimators (lmmse-bank joins where this version has it)."""
+    """Returns the classical estimators of ``names`` that this version of ``wavefront.sim`` has (lmmse-bank may not)."""
     from wavefront.sim.estimators import CLASSICAL, classical_estimators
 
-    return classical_estimators([n for n in names if n in CLASSICAL or n != "lmmse-bank"], prior)
+    return classical_estimators([n for n in names if n in CLASSICAL], prior)
 
 
 def _suite_rows(est, config, spec: LeaderboardSpec, conditions: str) -> list[dict]:
@@ -250,6 +250,25 @@ def _fingerprint(spec: LeaderboardSpec, model: str, seed: int) -> dict:
     return {"model": model, "seed": seed, "steps": spec.steps, "batch_size": spec.batch_size, "lr": spec.lr,
             "sizes": spec.sizes.get(model, {}), "conditions": spec.conditions, "bayes_frames": spec.bayes_frames,
             "frames_per_point": spec.frames_per_point}
+
+
+def _check_same_run(run_dir: Path, fp: dict) -> None:
+    """Records the run's spec in ``run_dir/spec.json``, or raises ConfigError if the folder holds another spec's run.
+
+    Continuing a checkpoint under other settings would mix two runs in one row: a model trained
+    with estimated conditions is not a pilots-only model after a few more steps without them.
+    """
+    path = run_dir / "spec.json"
+    if path.exists():
+        old = json.loads(path.read_text())
+        if old != fp:
+            key = next(k for k in sorted(set(old) | set(fp)) if old.get(k) != fp.get(k))
+            what = (f"was trained with {old.get(key)} conditions and cannot continue with {fp.get(key)}"
+                    if key == "conditions" else f"holds a run with {key}={old.get(key)!r}, this one has {fp.get(key)!r}")
+            raise ConfigError("out", str(run_dir.parent.parent), f"{run_dir.name} {what}; use a fresh --out")
+        return
+    run_dir.mkdir(parents=True, exist_ok=True)
+    _write_json(path, fp)
 
 
 def _write_json(path: Path, data) -> None:
@@ -303,6 +322,8 @@ def run_leaderboard(spec: LeaderboardSpec, config, out: str | Path, progress: bo
             continue
         if stop_after_models is not None and finished >= stop_after_models:
             break
+        # what training depends on; the evaluation settings may change without retraining
+        _check_same_run(run_dir, {k: fp[k] for k in ("model", "seed", "steps", "batch_size", "lr", "sizes", "conditions")})
         cfg = TrainConfig(model=model_name, model_overrides=dict(spec.sizes.get(model_name, {})), steps=spec.steps,
                           batch_size=spec.batch_size, lr=spec.lr, warmup_steps=min(200, spec.steps // 10),
                           eval_every=max(1, spec.steps // 4), val_frames=512, patience=0, seed=spec.seed + s,
@@ -343,7 +364,6 @@ def build_table(classical: list[dict], learned: list[dict], genie_fps: float, sp
 def write_outputs(table: dict, out: Path, spec: LeaderboardSpec) -> list[Path]:
     """Writes ``leaderboard.md``, ``.json``, ``.csv``, ``pareto.png`` and ``suite_<sweep>.png``; returns the paths."""
     rows = table["rows"]
-    _write_json(out / "leaderboard.json", table)
     cols = ["rank", "name", "kind", "bayes_risk_db", "gap_to_mmse_bayes_db", "gap_se_db", "worst_in_prior_suite_gap_db",
             "parameters", "flops_per_frame", "frames_per_s", "throughput_vs_genie", "latency_ms", "given", "trained_on"]
     suite_ref = {(r["sweep"], r["snr_db"], r["delay_spread_ns"], r["doppler_hz"]): r["mse_db"]
@@ -355,6 +375,7 @@ def write_outputs(table: dict, out: Path, spec: LeaderboardSpec) -> list[Path]:
                                                                s["doppler_hz"]) in suite_ref]
         r["worst_in_prior_suite_gap_db"] = max(gaps) if gaps else None
         flat.append({"rank": i, **{c: r.get(c) for c in cols[1:]}})
+    _write_json(out / "leaderboard.json", table)
     with open(out / "leaderboard.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=cols)
         w.writeheader()

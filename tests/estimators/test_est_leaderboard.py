@@ -135,3 +135,13 @@ def test_interrupted_leaderboard_reruns_to_the_same_table(prior, tmp_path):
     md = (resumed / "leaderboard.md").read_text()
     assert "pilots only" in md and "frames on the fly" in md
     assert all(math.isfinite(r["bayes_risk_db"]) for r in a)
+
+
+def test_leaderboard_refuses_to_continue_a_run_under_other_conditions(capsys, tmp_out):
+    tiny = ["leaderboard", "--models", "linear", "--steps", "2", "--batch-size", "4", "--bayes-frames", "16",
+            "--frames-per-point", "2", "--out", str(tmp_out), "--no-progress"]
+    assert main(tiny) == 0
+    capsys.readouterr()
+    assert main(tiny + ["--conditions", "none"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "trained with estimated conditions" in err and "fresh --out" in err
