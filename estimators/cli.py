@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from wavefront.errors import ConfigError
+from wavefront.estimators.registry import DEFAULT_LEARNED
 from wavefront.utils import check_output_folder, nonnegative_float, nonnegative_int, positive_float, positive_int
 
 
@@ -41,7 +42,6 @@ def _pilots_help() -> str:
 
 # The learned estimator `evaluate` (and the README's first sweep) uses unless told otherwise:
 # pilots only, near the Bayes risk at several times the genie LMMSE's CPU throughput.
-DEFAULT_LEARNED = "gated-lmmse"
 
 
 def add_commands(subparsers) -> None:

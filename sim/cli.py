@@ -13,11 +13,11 @@ import sys
 import warnings
 
 from wavefront.errors import ConfigError
+from wavefront.estimators.registry import DEFAULT_LEARNED
 from wavefront.utils import (any_int, check_output_folder, nonnegative_int, parse_values, positive_float,
                              positive_int)
 
 # the shipped learned model is the pilots-only gated LMMSE (the full-size AdaFortiTran loads by name)
-DEFAULT_LEARNED = "gated-lmmse"
 DEFAULT_ESTIMATORS = f"ls-linear,lmmse-robust,lmmse-estimated,mmse-bayes,{DEFAULT_LEARNED},lmmse-genie"
 
 
