@@ -15,18 +15,19 @@ import contextlib
 import csv
 import dataclasses
 import math
-import os
 import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from tqdm import tqdm
 
 from wavefront.errors import ConfigError
 from wavefront.estimators import checkpoint as ckpt
 from wavefront.estimators.data import DatasetSource, OnTheFlySource, dataset_validation, simulated_validation
 from wavefront.estimators.registry import count_parameters, create
+from wavefront.utils import process_group, resolve_device
 
 
 # What a condition-aware model is trained on: SNR, delay spread and Doppler estimated from each
@@ -126,22 +127,6 @@ def lr_at(step: int, cfg: TrainConfig, total_steps: int, plateau_scale: float = 
     return cfg.lr * plateau_scale
 
 
-def distributed_context():
-    """Returns ``(rank, world_size, local_rank)``, starting the process group under ``torchrun`` when needed."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world == 1:
-        return 0, 1, 0
-    import torch.distributed as dist
-
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-        _STARTED_GROUP.append(True)
-    return dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0"))
-
-
-_STARTED_GROUP: list = []  # non-empty when train() started the process group, so it also ends it
-
-
 def wrap_ddp(model, device):
     """Returns ``model`` wrapped in DistributedDataParallel when a process group runs, else ``model``."""
     import torch.distributed as dist
@@ -236,22 +221,26 @@ def train(cfg: TrainConfig, system_config, train_data=None, val_data=None, resum
     simulate frames on the fly from ``system_config``. ``val_data``: a Dataset, or None for
     ``cfg.val_frames`` simulated held-out frames. ``resume``: True (``<out_dir>/last.safetensors``)
     or a checkpoint path. Raises :class:`TrainingDiverged` on a NaN/inf loss or gradient.
-    """
-    from wavefront.utils import resolve_device
 
+    Under ``torchrun`` the process group runs for the length of the call
+    (:class:`wavefront.utils.process_group`). The steps: :func:`_prepare` (device, data, model,
+    optimiser), :meth:`_Run.restore` (resume), then the loop of :meth:`_Run.step` with
+    :meth:`_Run.evaluate` every ``eval_every`` steps, which logs and checkpoints.
+    """
     cfg.check()
-    rank, world, local_rank = distributed_context()
-    device = resolve_device(cfg.device)
-    if device.type == "cuda" and world > 1:
-        device = torch.device("cuda", local_rank)
-        torch.cuda.set_device(device)
+    with process_group(cfg.device) as (rank, world, device):
+        run = _prepare(cfg, system_config, train_data, val_data, rank, world, resolve_device(device))
+        if resume:
+            run.restore(Path(cfg.out_dir) / "last.safetensors" if resume is True else Path(resume))
+        return run.loop()
+
+
+def _prepare(cfg: TrainConfig, system_config, train_data, val_data, rank: int, world: int, device) -> "_Run":
+    """Returns a run ready to start: data sources, the model (and its condition flags), optimiser, AMP."""
     if cfg.batch_size % world:
         raise ConfigError("batch_size", cfg.batch_size, f"must split evenly over {world} ranks")
     if train_data is None and cfg.epochs is not None:
         raise ConfigError("epochs", cfg.epochs, "on-the-fly data has no epochs; give steps")
-    out = Path(cfg.out_dir)
-    is_main = rank == 0
-
     # Data: indexed by global step so that resume and DDP see the batches a straight run would.
     if train_data is None:
         source = OnTheFlySource(system_config, cfg.batch_size, cfg.seed, device, rank, world)
@@ -260,8 +249,6 @@ def train(cfg: TrainConfig, system_config, train_data=None, val_data=None, resum
         source = DatasetSource(train_data, cfg.batch_size, cfg.seed, device, rank, world, cfg.num_workers)
         val = dataset_validation(val_data) if val_data is not None else \
             simulated_validation(system_config, cfg.val_frames, cfg.seed, device)
-    total = cfg.steps if cfg.steps is not None else cfg.epochs * source.steps_per_epoch
-
     torch.manual_seed(cfg.seed)
     model = create(cfg.model, system_config, **cfg.model_overrides).to(device)
     # A receiver knows the pilots, not the conditions: by default a condition-aware model trains
@@ -277,165 +264,196 @@ def train(cfg: TrainConfig, system_config, train_data=None, val_data=None, resum
                                   fused=device.type == "cuda")
     use_amp = cfg.amp and device.type == "cuda"
     if cfg.amp and not use_amp:
-        warnings.warn("--amp needs a GPU; training in float32 on CPU", stacklevel=2)
+        warnings.warn("--amp needs a GPU; training in float32 on CPU", stacklevel=3)
     amp_dtype = torch.bfloat16 if cfg.amp_dtype == "bf16" else torch.float16
     scaler = torch.amp.GradScaler(device.type, enabled=use_amp and amp_dtype == torch.float16)
+    return _Run(cfg, system_config, rank, world, device, source, val, model, estimated, optimizer, scaler,
+                lambda: torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp))
 
-    def amp_ctx():
-        return torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp)
 
-    state = {"plateau_scale": 1.0, "plateau_bad": 0, "best_val": math.inf, "evals_since_best": 0}
-    start = 0
-    if resume:
-        path = out / "last.safetensors" if resume is True else Path(resume)
+class _Run:
+    """One training run's state between steps: model, optimiser, schedule state, the logged window."""
+
+    def __init__(self, cfg, system_config, rank, world, device, source, val, model, estimated, optimizer, scaler,
+                 amp_ctx):
+        self.cfg, self.system_config, self.rank, self.world, self.device = cfg, system_config, rank, world, device
+        self.source, self.val, self.model, self.estimated = source, val, model, estimated
+        self.optimizer, self.scaler, self.amp_ctx = optimizer, scaler, amp_ctx
+        self.out, self.is_main = Path(cfg.out_dir), rank == 0
+        self.total = cfg.steps if cfg.steps is not None else cfg.epochs * source.steps_per_epoch
+        self.state = {"plateau_scale": 1.0, "plateau_bad": 0, "best_val": math.inf, "evals_since_best": 0}
+        self.start = self.step_count = 0
+        self.resumed = False
+        self.window_loss, self.window_n = 0.0, 0  # the logged train MSE's running sum since the last evaluation
+
+    def restore(self, path: Path) -> None:
+        """Continues from checkpoint ``path``: weights, optimiser, schedule state, RNG and the log's window."""
         ck = ckpt.Checkpoint(path)
-        if ck.model_name != cfg.model or ck.hparams != model.hparams:
-            raise ConfigError("resume", str(path), f"holds {ck.model_name} {ck.hparams}, this run builds {cfg.model} "
-                                                   f"{model.hparams}; resume with the same model options")
-        ckpt.check_grid_matches(ck.system_config, system_config, path)
-        ck.load_model_state(model)
-        ck.load_optimizer_state(optimizer)
+        if ck.model_name != self.cfg.model or ck.hparams != self.model.hparams:
+            raise ConfigError("resume", str(path), f"holds {ck.model_name} {ck.hparams}, this run builds {self.cfg.model} "
+                                                   f"{self.model.hparams}; resume with the same model options")
+        ckpt.check_grid_matches(ck.system_config, self.system_config, path)
+        ck.load_model_state(self.model)
+        ck.load_optimizer_state(self.optimizer)
         if ck.trainer:
-            state.update(ck.trainer.get("state", {}))
+            self.state.update(ck.trainer.get("state", {}))
             if ck.trainer.get("scaler"):
-                scaler.load_state_dict(ck.trainer["scaler"])
-        start = ck.step
-        resumed_window = tuple((ck.trainer or {}).get("window") or (0.0, 0))
+                self.scaler.load_state_dict(ck.trainer["scaler"])
+        self.start = self.step_count = ck.step
+        self.window_loss, self.window_n = tuple((ck.trainer or {}).get("window") or (0.0, 0))
+        self.resumed = True
         ck.restore_rng()
-        if is_main:
-            _truncate_log(out / "log.csv", start)
+        if self.is_main:
+            _truncate_log(self.out / "log.csv", self.start)
 
-    if cfg.compile:
-        model.compile_real(dynamic=False)  # the real-valued network only: Inductor has no complex kernels
-    fwd = wrap_ddp(model, device)
-    val_ls = ls_linear_mse(system_config, val) if is_main else None
+    def save(self, name: str, metrics: dict) -> None:
+        """Writes checkpoint ``out_dir/name`` (rank 0 only) with everything a resume needs."""
+        if self.is_main:
+            ckpt.save(self.out / name, self.model, self.system_config, step=self.step_count, optimizer=self.optimizer,
+                      trainer_state={"state": self.state, "window": [self.window_loss, self.window_n],
+                                     "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
+                                     "config": dataclasses.asdict(self.cfg), "metrics": metrics})
 
-    def save(name: str, metrics: dict) -> None:
-        if is_main:
-            ckpt.save(out / name, model, system_config, step=step, optimizer=optimizer,
-                      trainer_state={"state": state, "window": [window_loss, window_n],  # the logged train MSE's running sum
-                                     "scaler": scaler.state_dict() if scaler.is_enabled() else None,
-                                     "config": dataclasses.asdict(cfg), "metrics": metrics})
-
-    log_path = out / "log.csv"
-    if is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        if not resume or not log_path.exists():  # a fresh run starts a fresh log
-            with open(log_path, "w", newline="") as f:
+    def _start_log(self) -> None:
+        self.log_path = self.out / "log.csv"
+        if not self.is_main:
+            return
+        self.out.mkdir(parents=True, exist_ok=True)
+        if not self.resumed or not self.log_path.exists():  # a fresh run starts a fresh log
+            with open(self.log_path, "w", newline="") as f:
                 csv.writer(f).writerow(LOG_COLUMNS)
-        print(f"training {cfg.model} ({count_parameters(model):,} parameters) on {device}"
-              f"{f' x{world} ranks' if world > 1 else ''}, steps {start} -> {total}, batch {cfg.batch_size}")
-    bar = None
-    if is_main and cfg.progress:
-        from tqdm import tqdm
+        print(f"training {self.cfg.model} ({count_parameters(self.model):,} parameters) on {self.device}"
+              f"{f' x{self.world} ranks' if self.world > 1 else ''}, steps {self.start} -> {self.total}, "
+              f"batch {self.cfg.batch_size}")
 
-        bar = tqdm(total=total, initial=start, unit="step", dynamic_ncols=True, leave=False)
+    def _check_finite(self, lr: float, loss=None, grad_norm=None, every: int = 1) -> None:
+        """Raises TrainingDiverged naming the non-finite quantity and the last good checkpoint."""
+        if loss is None:
+            raise TrainingDiverged(f"the loss or the gradient norm became non-finite before step {self.step_count} "
+                                   f"(lr {lr:.3g}); the last good checkpoint is {self.out / 'last.safetensors'}; "
+                                   f"lower --lr or --grad-clip")
+        bad_loss = not bool(torch.isfinite(loss))
+        what, value = ("loss", float(loss)) if bad_loss else ("gradient norm", float(grad_norm))
+        when = f"at step {self.step_count}" if every == 1 else f"by step {self.step_count} (checked every {every} steps)"
+        raise TrainingDiverged(f"the {what} became {value} {when} (lr {lr:.3g}); the last good checkpoint is "
+                               f"{self.out / 'last.safetensors'}; lower --lr or --grad-clip")
 
-    end = min(total, cfg.stop_after) if cfg.stop_after is not None else total
-    step, stopped = start, "finished"
-    window_loss, window_n = (resumed_window if resume else (0.0, 0))
-    # On a GPU the loop never waits for the device between steps: the loss sum and the
-    # finiteness flag stay on the device and are read every `check_every` steps (and at each
-    # evaluation). On CPU reading them costs nothing, so every step is checked.
-    check_every = 1 if device.type == "cpu" else 50
-    window_sum = torch.zeros((), device=device, dtype=torch.float64)
-    finite = torch.ones((), device=device, dtype=torch.bool)
-    last_val, t0, t_window = None, time.perf_counter(), time.perf_counter()
-    model.train()
-    while step < end:
-        lr = lr_at(step, cfg, total, state["plateau_scale"])
-        for g in optimizer.param_groups:
-            g["lr"] = lr
-        batch = source.batch(step)
-        if estimated:
-            batch = with_estimated_conditions(batch, system_config)
-        loss = loss_and_backward(fwd, batch, amp_ctx(), scaler if scaler.is_enabled() else None)
-        scaler.unscale_(optimizer)
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else math.inf)
-        loss = _all_mean(loss.float(), world)
-        if not scaler.is_enabled():  # a GradScaler skips non-finite steps itself
-            finite &= torch.isfinite(loss) & torch.isfinite(grad_norm)
-            if step % check_every == 0 and not bool(finite):
-                bad_loss = not bool(torch.isfinite(loss))
-                what, value = ("loss", float(loss)) if bad_loss else ("gradient norm", float(grad_norm))
-                when = f"at step {step}" if check_every == 1 else f"by step {step} (checked every {check_every} steps)"
-                raise TrainingDiverged(f"the {what} became {value} {when} (lr {lr:.3g}); the last good checkpoint is "
-                                       f"{out / 'last.safetensors'}; lower --lr or --grad-clip")
-        scaler.step(optimizer)
-        scaler.update()
-        optimizer.zero_grad(set_to_none=True)
-        step += 1
-        out_of_time = cfg.time_limit_min is not None and time.perf_counter() - t0 > 60 * cfg.time_limit_min
-        window_sum += loss.detach()
-        window_n += 1
-        if bar is not None:
-            bar.update(1)
-            if step % check_every == 0 and step % 10 == 0:
-                bar.set_postfix(train_db=f"{to_db((window_loss + float(window_sum)) / window_n):.2f}")
+    def evaluate(self, fwd, val_ls, lr: float, t0: float, t_window: float) -> tuple[dict, bool]:
+        """Returns (metrics, improved) after validating, updating the schedule state and logging a row."""
+        cfg, state = self.cfg, self.state
+        with self.model.eager():  # a few batches: not worth a second compilation for eval mode
+            val_mse = validation_mse(fwd, self.val, self.device, self.amp_ctx())
+        self.last_val = val_mse
+        improved = val_mse < state["best_val"] * (1 - 1e-4)  # at least 0.0004 dB better counts as progress
+        if improved:
+            state["best_val"], state["evals_since_best"], state["plateau_bad"] = val_mse, 0, 0
+        else:
+            state["evals_since_best"] += 1
+            state["plateau_bad"] += 1
+            if cfg.schedule == "plateau" and state["plateau_bad"] >= cfg.plateau_patience:
+                state["plateau_scale"] *= cfg.plateau_factor
+                state["plateau_bad"] = 0
+        now = time.perf_counter()
+        metrics = {"step": self.step_count, "train_mse_db": to_db(self.window_loss / self.window_n),
+                   "val_mse_db": to_db(val_mse), "best_val_mse_db": to_db(state["best_val"]),
+                   "val_ls_linear_db": to_db(val_ls) if val_ls else None}
+        if self.is_main:
+            spe = self.source.steps_per_epoch
+            epoch = self.step_count / spe if spe else ""
+            with open(self.log_path, "a", newline="") as f:
+                csv.writer(f).writerow([self.step_count, f"{epoch:.3f}" if epoch != "" else "", f"{lr:.4g}",
+                                        f"{metrics['train_mse_db']:.3f}", f"{metrics['val_mse_db']:.3f}",
+                                        f"{metrics['best_val_mse_db']:.3f}",
+                                        f"{metrics['val_ls_linear_db']:.3f}" if val_ls else "",
+                                        f"{self.window_n * cfg.batch_size / (now - t_window):.1f}", f"{now - t0:.1f}"])
+            if self.bar is not None:
+                self.bar.write(f"step {self.step_count}: train {metrics['train_mse_db']:.2f} dB, val "
+                               f"{metrics['val_mse_db']:.2f} dB"
+                               + (f" (LS-linear {metrics['val_ls_linear_db']:.2f} dB)" if val_ls else ""))
+        return metrics, improved
 
-        if out_of_time and step % cfg.eval_every and step != total:
-            # pause where a straight run would not evaluate: save and stop, so that the resumed
-            # run logs exactly the curve of an uninterrupted one
-            window_loss += float(window_sum)
-            window_sum.zero_()
-            save("last.safetensors", {"step": step})
-            stopped = "time-limit"
-            break
-        if step % cfg.eval_every == 0 or step == total:
-            if not scaler.is_enabled() and not bool(finite):
-                raise TrainingDiverged(f"the loss or the gradient norm became non-finite before step {step} "
-                                       f"(lr {lr:.3g}); the last good checkpoint is {out / 'last.safetensors'}; "
-                                       f"lower --lr or --grad-clip")
-            window_loss += float(window_sum)
-            window_sum.zero_()
-            with model.eager():  # a few batches: not worth a second compilation for eval mode
-                val_mse = validation_mse(fwd, val, device, amp_ctx())
-            last_val = val_mse
-            improved = val_mse < state["best_val"] * (1 - 1e-4)  # at least 0.0004 dB better counts as progress
-            if improved:
-                state["best_val"], state["evals_since_best"], state["plateau_bad"] = val_mse, 0, 0
-            else:
-                state["evals_since_best"] += 1
-                state["plateau_bad"] += 1
-                if cfg.schedule == "plateau" and state["plateau_bad"] >= cfg.plateau_patience:
-                    state["plateau_scale"] *= cfg.plateau_factor
-                    state["plateau_bad"] = 0
-            now = time.perf_counter()
-            metrics = {"step": step, "train_mse_db": to_db(window_loss / window_n), "val_mse_db": to_db(val_mse),
-                       "best_val_mse_db": to_db(state["best_val"]), "val_ls_linear_db": to_db(val_ls) if val_ls else None}
-            if is_main:
-                epoch = step / source.steps_per_epoch if source.steps_per_epoch else ""
-                with open(log_path, "a", newline="") as f:
-                    csv.writer(f).writerow([step, f"{epoch:.3f}" if epoch != "" else "", f"{lr:.4g}",
-                                            f"{metrics['train_mse_db']:.3f}", f"{metrics['val_mse_db']:.3f}",
-                                            f"{metrics['best_val_mse_db']:.3f}",
-                                            f"{metrics['val_ls_linear_db']:.3f}" if val_ls else "",
-                                            f"{window_n * cfg.batch_size / (now - t_window):.1f}", f"{now - t0:.1f}"])
-                if bar is not None:
-                    bar.write(f"step {step}: train {metrics['train_mse_db']:.2f} dB, val {metrics['val_mse_db']:.2f} dB"
-                              + (f" (LS-linear {metrics['val_ls_linear_db']:.2f} dB)" if val_ls else ""))
-            window_loss, window_n, t_window = 0.0, 0, time.perf_counter()
-            save("last.safetensors", metrics)
-            if improved:
-                save("best.safetensors", metrics)
-            if cfg.patience and state["evals_since_best"] >= cfg.patience:
-                stopped = "early-stopped"
+    def loop(self) -> dict:
+        """Runs the steps from the start (or the resumed step) to the end; returns the summary."""
+        cfg, model, optimizer, scaler, device = self.cfg, self.model, self.optimizer, self.scaler, self.device
+        if cfg.compile:
+            model.compile_real(dynamic=False)  # the real-valued network only: Inductor has no complex kernels
+        fwd = wrap_ddp(model, device)
+        val_ls = ls_linear_mse(self.system_config, self.val) if self.is_main else None
+        self._start_log()
+        self.bar = None
+        if self.is_main and cfg.progress:
+            self.bar = tqdm(total=self.total, initial=self.start, unit="step", dynamic_ncols=True, leave=False)
+        total = self.total
+        end = min(total, cfg.stop_after) if cfg.stop_after is not None else total
+        stopped = "finished"
+        # On a GPU the loop never waits for the device between steps: the loss sum and the
+        # finiteness flag stay on the device and are read every `check_every` steps (and at each
+        # evaluation). On CPU reading them costs nothing, so every step is checked.
+        check_every = 1 if device.type == "cpu" else 50
+        window_sum = torch.zeros((), device=device, dtype=torch.float64)
+        finite = torch.ones((), device=device, dtype=torch.bool)
+        self.last_val, t0, t_window = None, time.perf_counter(), time.perf_counter()
+        model.train()
+        while self.step_count < end:
+            lr = lr_at(self.step_count, cfg, total, self.state["plateau_scale"])
+            for g in optimizer.param_groups:
+                g["lr"] = lr
+            batch = self.source.batch(self.step_count)
+            if self.estimated:
+                batch = with_estimated_conditions(batch, self.system_config)
+            loss = loss_and_backward(fwd, batch, self.amp_ctx(), scaler if scaler.is_enabled() else None)
+            scaler.unscale_(optimizer)
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else math.inf)
+            loss = _all_mean(loss.float(), self.world)
+            if not scaler.is_enabled():  # a GradScaler skips non-finite steps itself
+                finite &= torch.isfinite(loss) & torch.isfinite(grad_norm)
+                if self.step_count % check_every == 0 and not bool(finite):
+                    self._check_finite(lr, loss, grad_norm, check_every)
+            scaler.step(optimizer)
+            scaler.update()
+            optimizer.zero_grad(set_to_none=True)
+            self.step_count += 1
+            step = self.step_count
+            out_of_time = cfg.time_limit_min is not None and time.perf_counter() - t0 > 60 * cfg.time_limit_min
+            window_sum += loss.detach()
+            self.window_n += 1
+            if self.bar is not None:
+                self.bar.update(1)
+                if step % check_every == 0 and step % 10 == 0:
+                    self.bar.set_postfix(train_db=f"{to_db((self.window_loss + float(window_sum)) / self.window_n):.2f}")
+
+            if out_of_time and step % cfg.eval_every and step != total:
+                # pause where a straight run would not evaluate: save and stop, so that the resumed
+                # run logs exactly the curve of an uninterrupted one
+                self.window_loss += float(window_sum)
+                window_sum.zero_()
+                self.save("last.safetensors", {"step": step})
+                stopped = "time-limit"
                 break
-            if out_of_time and step < total:
-                stopped = "time-limit"  # evaluated and saved above: resumable
-                break
-    window_loss += float(window_sum)
-    if step < total and stopped == "finished":
-        stopped = "paused"  # stop_after: keep the state for --resume; no extra evaluation, so the curve is unchanged
-        save("last.safetensors", {"step": step})
-    if bar is not None:
-        bar.close()
-    if _STARTED_GROUP:
-        import torch.distributed as dist
-
-        dist.destroy_process_group()
-        _STARTED_GROUP.clear()
-    return {"step": step, "total_steps": total, "stopped": stopped,
-            "best_val_mse_db": to_db(state["best_val"]), "val_mse_db": to_db(last_val) if last_val else None,
-            "val_ls_linear_db": to_db(val_ls) if val_ls else None, "checkpoint": str(out / "best.safetensors"),
-            "parameters": count_parameters(model)}
+            if step % cfg.eval_every == 0 or step == total:
+                if not scaler.is_enabled() and not bool(finite):
+                    self._check_finite(lr)
+                self.window_loss += float(window_sum)
+                window_sum.zero_()
+                metrics, improved = self.evaluate(fwd, val_ls, lr, t0, t_window)
+                self.window_loss, self.window_n, t_window = 0.0, 0, time.perf_counter()
+                self.save("last.safetensors", metrics)
+                if improved:
+                    self.save("best.safetensors", metrics)
+                if cfg.patience and self.state["evals_since_best"] >= cfg.patience:
+                    stopped = "early-stopped"
+                    break
+                if out_of_time and step < total:
+                    stopped = "time-limit"  # evaluated and saved above: resumable
+                    break
+        self.window_loss += float(window_sum)
+        if self.step_count < total and stopped == "finished":
+            stopped = "paused"  # stop_after: keep the state for --resume; no extra evaluation, so the curve is unchanged
+            self.save("last.safetensors", {"step": self.step_count})
+        if self.bar is not None:
+            self.bar.close()
+        return {"step": self.step_count, "total_steps": total, "stopped": stopped,
+                "best_val_mse_db": to_db(self.state["best_val"]),
+                "val_mse_db": to_db(self.last_val) if self.last_val else None,
+                "val_ls_linear_db": to_db(val_ls) if val_ls else None, "checkpoint": str(self.out / "best.safetensors"),
+                "parameters": count_parameters(model)}
