@@ -139,8 +139,24 @@ class H5FrameDataset(Dataset):
             pass
 
 
+def frames_to_samples(frames) -> dict[str, torch.Tensor]:
+    """Returns a batch of samples from simulator ``Frames``: ``pilots`` [B, P_f, P_t] (or [B, P]) c64,
+    ``h`` [B, F, T] c64, ``snr_db`` [dB], ``delay_spread_s`` [s], ``doppler_hz`` [Hz], ``noise_var`` ([B] f32 each)."""
+    return {"pilots": frames.pilots_ls, "h": frames.h, "snr_db": frames.snr_db,
+            "delay_spread_s": frames.delay_spread_s, "doppler_hz": frames.doppler_hz, "noise_var": frames.noise_var}
+
+
 class OnTheFlyDataset(IterableDataset):
-    """Iterable dataset that draws frames from a config on demand (same samples as H5FrameDataset).
+    """The one source of frames drawn from a config on demand (same samples as H5FrameDataset).
+
+    Two views of it:
+
+    - **iteration** (a DataLoader's dataset): frames in generator batches, split across
+      workers and ranks as below, epoch by epoch;
+    - **step-indexed** (:meth:`batch`, the training loop's source): ``batch(step)`` is the
+      global batch of optimiser step ``step``, drawn from ``derive_seed(seed, step)`` whatever
+      came before, so a resumed run sees exactly the batches a straight run would; each rank
+      takes its contiguous slice, so averaged DDP gradients equal one process's.
 
     Frames come in generator batches of ``batch_size``; batch ``k`` of epoch ``e`` is drawn
     from ``derive_seed(seed, 0x0F1F, e, k)`` (a stream apart from ``wavefront generate``'s)
@@ -201,13 +217,27 @@ class OnTheFlyDataset(IterableDataset):
         for k in range(consumer, len(sizes), consumers):
             yield k, sizes[k]
 
-    def __iter__(self):
+    def _generator(self) -> FrameGenerator:
         if self._gen is None:
             self._gen = FrameGenerator(self.config, device=self.device)
+        return self._gen
+
+    def __iter__(self):
         epoch = self.epoch  # read once: the whole pass is one epoch
         for k, b in self._batches():
-            fr = self._gen.generate(b, derive_seed(self.seed, _ON_THE_FLY_STREAM, epoch, k), with_data=False)
+            samples = frames_to_samples(self._generator().generate(
+                b, derive_seed(self.seed, _ON_THE_FLY_STREAM, epoch, k), with_data=False))
             for i in range(b):
-                yield {"pilots": fr.pilots_ls[i], "h": fr.h[i], "snr_db": fr.snr_db[i],
-                       "delay_spread_s": fr.delay_spread_s[i], "doppler_hz": fr.doppler_hz[i],
-                       "noise_var": fr.noise_var[i]}
+                yield {key: v[i] for key, v in samples.items()}
+
+    def batch(self, step: int) -> dict[str, torch.Tensor]:
+        """Returns this rank's slice of the global batch of optimiser step ``step`` ([batch_size / world_size, ...]).
+
+        ``batch_size`` is the global batch; it must split evenly over the ranks (the trainer checks).
+        """
+        samples = frames_to_samples(self._generator().generate(self.batch_size, seed=derive_seed(self.seed, step),
+                                                               with_data=False))
+        if self.world_size == 1:
+            return samples
+        n = self.batch_size // self.world_size
+        return {k: v[self.rank * n:(self.rank + 1) * n] for k, v in samples.items()}

@@ -16,17 +16,13 @@ from __future__ import annotations
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from wavefront.datasets.torch_datasets import OnTheFlyDataset, frames_to_samples
 from wavefront.errors import ConfigError
+from wavefront.sim.frames import FrameGenerator
 from wavefront.utils import derive_seed
 
 SAMPLE_KEYS = ("pilots", "h", "snr_db", "delay_spread_s", "doppler_hz")
 _VAL_STREAM = 0x5EED_0FA1  # separates validation seeds from training seeds
-
-
-def frames_to_batch(frames) -> dict[str, torch.Tensor]:
-    """Returns a batch dict (see module docstring) from a simulator ``Frames``."""
-    return {"pilots": frames.pilots_ls, "h": frames.h, "snr_db": frames.snr_db,
-            "delay_spread_s": frames.delay_spread_s, "doppler_hz": frames.doppler_hz}
 
 
 def shard(batch: dict, rank: int, world: int) -> dict:
@@ -41,38 +37,30 @@ def to_device(batch: dict, device) -> dict:
     return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
 
 
-def _frame_generator(config, device):
-    try:
-        from wavefront.sim.frames import FrameGenerator
-    except ImportError as exc:
-        raise ConfigError("data", "on-the-fly", f"the frame simulator is not available ({exc})") from None
-    return FrameGenerator(config, device=device)
-
-
 class OnTheFlySource:
-    """Frames simulated per step: ``batch(step)`` draws ``generate(global_batch, seed=derive_seed(seed, step))``.
+    """Frames simulated per step for the trainer: :meth:`~wavefront.datasets.OnTheFlyDataset.batch` on ``device``.
 
-    Generation runs on ``device`` (the GPU when training there). ``steps_per_epoch`` is None.
+    ``batch(step)`` is rank ``rank``'s slice of ``generate(global_batch, seed=derive_seed(seed, step))``,
+    moved to ``device``. ``steps_per_epoch`` is None.
     """
 
     steps_per_epoch = None
 
     def __init__(self, config, batch_size: int, seed: int, device="cpu", rank: int = 0, world: int = 1):
-        self.gen = _frame_generator(config, device)
-        self.batch_size, self.seed, self.rank, self.world, self.device = batch_size, seed, rank, world, device
+        self.frames = OnTheFlyDataset(config, seed, batch_size=batch_size, device=device, rank=rank, world_size=world)
+        self.device = device
 
     def batch(self, step: int) -> dict:
-        frames = self.gen.generate(self.batch_size, seed=derive_seed(self.seed, step), with_data=False)
-        return to_device(shard(frames_to_batch(frames), self.rank, self.world), self.device)
+        return to_device(self.frames.batch(step), self.device)
 
 
 def simulated_validation(config, num_frames: int, seed: int, device="cpu", chunk: int = 1024) -> list[dict]:
     """Returns held-out frames as a list of batch dicts, drawn from a seed stream that training never uses."""
-    gen = _frame_generator(config, device)
+    gen = FrameGenerator(config, device=device)
     out = []
     for i, start in enumerate(range(0, num_frames, chunk)):
         n = min(chunk, num_frames - start)
-        out.append(frames_to_batch(gen.generate(n, seed=derive_seed(seed, _VAL_STREAM, i), with_data=False)))
+        out.append(frames_to_samples(gen.generate(n, seed=derive_seed(seed, _VAL_STREAM, i), with_data=False)))
     return out
 
 
