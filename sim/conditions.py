@@ -176,7 +176,10 @@ class _Fast:
     over the frequency factor's ``P_f``. ``keep`` [R] int64: the kept ``(d, i)`` rows of the
     ``[N_ds P_f]`` frequency directions; ``g`` [F, R] c64: their ``A_d u_(d,i)`` (``A_d`` the
     frequency block of ``R_hp``); ``h_t`` [T, N_fd P_t] c64: column ``(f, j)`` is ``C_f u_(f,j)``
-    (``C_f`` the time block of ``R_hp``).
+    (``C_f`` the time block of ``R_hp``). ``uf_h`` [N_ds P_f, P_f] c64: the stacked ``U_f,d^H``;
+    ``ut_c`` [N_fd P_t, P_t] c64: row ``(f, j)`` is ``conj(U_t,f[:, j])``; together they project.
+    ``uf_h64`` [N_ds P_f, P_f] and ``ut_conj64`` [N_fd, P_t, P_t] c128: the same in double precision,
+    for the ML re-check.
 
     A frequency direction ``(d, i)`` is dropped when ``a_(d,i) max_(f,j) b_(f,j) <= 1e-9 sigma_min^2``:
     its pilot signal power is then below 1e-9 of the smallest noise level, and its term
@@ -188,10 +191,15 @@ class _Fast:
     keep: torch.Tensor
     g: torch.Tensor
     h_t: torch.Tensor
+    uf_h: torch.Tensor
+    ut_c: torch.Tensor
+    uf_h64: torch.Tensor
+    ut_conj64: torch.Tensor
 
     @property
     def memory_bytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in (self.keep, self.g, self.h_t))
+        return sum(t.numel() * t.element_size() for t in (self.keep, self.g, self.h_t, self.uf_h, self.ut_c,
+                                                          self.uf_h64, self.ut_conj64))
 
 
 def separable_blocks(config: SystemConfig, prior: ConditionPrior):
@@ -237,7 +245,10 @@ def _build_bank(f_hp, t_hp, f_pp, t_pp, kron: bool, noise_var: torch.Tensor, ds,
         keep = torch.nonzero((a * b.max()).reshape(-1) > _DROP_REL * float(noise_var.min())).reshape(-1)
         g = torch.einsum("dfp,dpi->dfi", f_hp[0], uf).permute(1, 0, 2).reshape(f_hp[0].shape[1], nd * Pf)[:, keep]
         h = torch.einsum("ftq,fqj->fjt", t_hp[0], ut).reshape(nf * Pt, -1)
-        fast = _Fast(keep.to(device), g.to(device, torch.complex64), h.T.contiguous().to(device, torch.complex64))
+        c64 = torch.complex64
+        fast = _Fast(keep.to(device), g.to(device, c64), h.T.contiguous().to(device, c64),
+                     uf.mH.reshape(nd * Pf, Pf).to(device, c64), ut.conj().transpose(1, 2).reshape(nf * Pt, Pt).to(device, c64),
+                     uf.mH.reshape(nd * Pf, Pf).to(device), ut.conj().to(device))
     else:
         # R_p for every (d, f) pair, d major
         r_pp = combine_terms([x.repeat_interleave(nf, 0) for x in f_pp], [y.repeat(nd, 1, 1) for y in t_pp], kron)
@@ -289,8 +300,17 @@ def _project(bank: _Bank, p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     :func:`_ml_index` accounts for. The trailing row of ones carries ``logdet`` in :func:`_screen`.
     """
     K, P, b = bank.inv_eig.shape[0], p.shape[1], p.shape[0]
-    y = (bank.rows32 @ p.T.to(torch.complex64)).reshape(K, P, b)
-    ext = torch.ones(K, P + 1, b, dtype=torch.float32, device=p.device)
+    if bank.fast is None:
+        y = (bank.rows32 @ p.T.to(torch.complex64)).reshape(K, P, b)
+    else:  # U_f,d^H P conj(U_t,f) for every (d, f): ~10x fewer products than the dense [K P, P] one
+        uf_h, ut_c = bank.fast.uf_h, bank.fast.ut_c
+        nd, Pf = uf_h.shape[0] // uf_h.shape[1], uf_h.shape[1]
+        Pt = P // Pf
+        x = uf_h @ p.reshape(b, Pf, Pt).permute(1, 2, 0).reshape(Pf, Pt * b).to(torch.complex64)  # [(d, i), (t, b)]
+        x = x.reshape(nd, Pf, Pt, b).transpose(1, 2).reshape(nd, Pt, Pf * b)
+        y = (ut_c @ x).reshape(K, P, b)  # [d, (f, j), (i, b)] = [K, P, b] with p = (j, i)
+    ext = torch.empty(K, P + 1, b, dtype=torch.float32, device=p.device)
+    ext[:, P] = 1.0
     r = torch.view_as_real(y)  # one fused pass: abs() or a sum over the last axis of 2 is several times slower
     torch.addcmul(r[..., 0].square(), r[..., 1], r[..., 1], out=ext[:, :P])
     return y, ext
@@ -351,7 +371,17 @@ def _ml_index(bank: _Bank, p: torch.Tensor) -> torch.Tensor:
     bound = (m + delta + 1e-6 * (m.abs() + 1.0)).float()  # rounded to float32 with room to spare
     ki, bi = torch.nonzero(nll_k <= bound, as_tuple=True)  # candidate pairs, then their candidate levels:
     row, si = torch.nonzero(nll[ki, :, bi] <= bound[bi][:, None], as_tuple=True)
-    y = torch.bmm(bank.evec[ki].mH, p[bi][:, :, None]).squeeze(-1)  # float64 from here on
+    if bank.fast is None:
+        y = (bank.evec[ki].conj() * p[bi][:, :, None]).sum(1)  # float64 from here on
+    else:  # the same through the factors: U_f,d^H P for every d (cheap), then conj(U_t,f) per candidate
+        uf_h, ut_conj = bank.fast.uf_h64, bank.fast.ut_conj64
+        nd, Pf = uf_h.shape[0] // uf_h.shape[1], uf_h.shape[1]
+        Pt = P // Pf
+        x = (uf_h @ p.reshape(b, Pf, Pt).permute(1, 2, 0).reshape(Pf, Pt * b)).reshape(nd, Pf, Pt, b)
+        nf = K // nd
+        # [n, P_f, P_t] x [n, P_t, P_t] by broadcasting: a batched product of tiny matrices costs
+        # microseconds per matrix in overhead
+        y = (x[ki // nf, :, :, bi, None] * ut_conj[ki % nf][:, None]).sum(2).transpose(1, 2).reshape(-1, P)
     k, bi = ki[row], bi[row]
     exact = -bank.logdet[k, si] - (_energy(y)[row] * bank.inv_eig[k, si]).sum(-1)
     flat = k * S + si
@@ -497,6 +527,8 @@ class BayesMMSE:
         K, P = bank.evec.shape[0], p.shape[1]
         out = torch.empty(p.shape[0], F, T, dtype=torch.complex64, device=p.device)
         per_frame = K * (ns + 6 * P) + 2 * nd * Pf * T + 2 * F * T + (0 if kron else 2 * nd * P * T)
+        if bank.fast is not None:  # single precision: y, c y [K, P] c64, [e; 1], c [K, P], -log L [K, S] f32
+            per_frame = K * (3 * P + ns) // 2 + 2 * nd * Pf * T + F * T
         fast = bank.fast
         for sl in _chunks(bank, p.shape[0], per_frame):
             if fast is not None:
@@ -537,7 +569,7 @@ class BayesMMSE:
         c = torch.bmm(bank.inv32_t, w) / w.sum((0, 1))  # [K, P, b]: sum_s w_s / (lam + sigma_s^2)
         (K, P, _), (T, nfPt), nd = y.shape, fast.h_t.shape, bank.f_hp[0].shape[0]
         Pf = P // (nfPt // (K // nd))  # P = P_t P_f, nfPt = N_fd P_t
-        m = (c * y).reshape(nd, nfPt, Pf * b)  # [d, (f, j), (i, b)]
+        m = torch.view_as_complex(torch.view_as_real(y) * c[..., None]).reshape(nd, nfPt, Pf * b)  # [d, (f, j), (i, b)]
         x = (fast.h_t @ m).reshape(nd, T, Pf, b).transpose(1, 2).reshape(nd * Pf, T * b)  # the Doppler sum
         out = fast.g @ x[fast.keep]  # [F, T b]: the delay-spread sum over the kept directions
         return out.reshape(-1, T, b).permute(2, 0, 1)
