@@ -294,9 +294,7 @@ def _chunks(bank: _Bank, n: int, per_frame: int):
 def _project(bank: _Bank, p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Returns (``U^H p`` [K, P, b] complex64, ``[|U^H p|^2; 1]`` [K, P + 1, b] float32) for pilots [b, P] c128.
 
-    One [K P, P] x [P, b] single-precision product. Each entry of ``U^H p`` is then within
-    ``eps = 2 (P + 8) u ||p||`` of the exact one (``u = 2^-24``; rounding ``p``, ``U`` and a
-    complex dot product of ``P`` terms, ``sum_q |U_qp| |p_q| <= ||p||`` for unit columns), which
+    Each entry of ``U^H p`` is within ``eps`` (:func:`_projection_error`) of the exact one, which
     :func:`_ml_index` accounts for. The trailing row of ones carries ``logdet`` in :func:`_screen`.
     """
     K, P, b = bank.inv_eig.shape[0], p.shape[1], p.shape[0]
@@ -306,14 +304,27 @@ def _project(bank: _Bank, p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         uf_h, ut_c = bank.fast.uf_h, bank.fast.ut_c
         nd, Pf = uf_h.shape[0] // uf_h.shape[1], uf_h.shape[1]
         Pt = P // Pf
-        x = uf_h @ p.reshape(b, Pf, Pt).permute(1, 2, 0).reshape(Pf, Pt * b).to(torch.complex64)  # [(d, i), (t, b)]
-        x = x.reshape(nd, Pf, Pt, b).transpose(1, 2).reshape(nd, Pt, Pf * b)
+        # the first factor in double precision (it is cheap), so only the short second sum rounds
+        x = bank.fast.uf_h64 @ p.reshape(b, Pf, Pt).permute(1, 2, 0).reshape(Pf, Pt * b)  # [(d, i), (t, b)]
+        x = x.reshape(nd, Pf, Pt, b).transpose(1, 2).reshape(nd, Pt, Pf * b).to(torch.complex64)
         y = (ut_c @ x).reshape(K, P, b)  # [d, (f, j), (i, b)] = [K, P, b] with p = (j, i)
     ext = torch.empty(K, P + 1, b, dtype=torch.float32, device=p.device)
     ext[:, P] = 1.0
     r = torch.view_as_real(y)  # one fused pass: abs() or a sum over the last axis of 2 is several times slower
     torch.addcmul(r[..., 0].square(), r[..., 1], r[..., 1], out=ext[:, :P])
     return y, ext
+
+
+def _projection_error(bank: _Bank, p: torch.Tensor) -> torch.Tensor:
+    """Returns ``eps`` [b] float64: a bound on ``|y32 - y|`` for every entry of :func:`_project`'s ``y``.
+
+    ``u = 2^-24``. Dense: one complex64 dot product of ``P`` terms with ``p`` and ``U`` rounded,
+    at most ``(P + 4) sqrt(2) u sum_q |U_qp| |p_q| <= (P + 4) sqrt(2) u ||p||`` (unit columns).
+    Separable: ``x = U_f^H P`` is float64, so only its rounding and the ``P_t``-term second
+    product count: ``(P_t + 4) sqrt(2) u ||x_(d,i)|| <= (P_t + 4) sqrt(2) u ||p||``. Both doubled.
+    """
+    n = p.shape[1] if bank.fast is None else bank.fast.ut_c.shape[1]
+    return 2.0 * (n + 4) * math.sqrt(2.0) * 2.0 ** -24 * torch.linalg.vector_norm(p, dim=1)
 
 
 def _energy(y: torch.Tensor) -> torch.Tensor:
@@ -363,7 +374,7 @@ def _ml_index(bank: _Bank, p: torch.Tensor) -> torch.Tensor:
     nll = _screen(bank, _project(bank, p)[1])
     nll_k = nll.amin(1)  # [K, b]: the best noise level per pair
     m = nll_k.amin(0).double()
-    eps = 2.0 * (P + 8) * 2.0 ** -24 * torch.linalg.vector_norm(p, dim=1)
+    eps = _projection_error(bank, p)
     delta = torch.ones_like(m)
     for _ in range(3):  # a fixed point: the bound uses |nll| <= |m| + Delta
         big = m.abs() + delta + 2.0 * bank.logdet_max
