@@ -539,61 +539,65 @@ class BayesMMSE:
     def estimate(self, pilots: torch.Tensor, meta: dict | None = None) -> torch.Tensor:
         """Returns H_hat [B, F, T] complex64 from LS pilots [B, P_f, P_t] or [B, P]."""
         p = _check_pilots(pilots, self.config)
-        bank = _bank(self.config, self.prior, p.device)
-        nd, nf, ns = self.prior.shape
-        layout = self.config.ofdm.pilot_layout
-        kron = layout.is_kronecker
-        (F, T), (Pf, Pt) = self.config.ofdm.grid_shape, (layout.pilot_shape if kron else (layout.num_pilots, 1))
-        K, P = bank.evec.shape[0], p.shape[1]
-        out = torch.empty(p.shape[0], F, T, dtype=torch.complex64, device=p.device)
-        per_frame = K * (ns + 6 * P) + 2 * nd * Pf * T + 2 * F * T + (0 if kron else 2 * nd * P * T)
-        if bank.fast is not None:  # single precision: y, c y [K, P] c64, [e; 1], c [K, P], -log L [K, S] f32
-            per_frame = K * (3 * P + ns) // 2 + 2 * nd * Pf * T + F * T
-        fast = bank.fast
-        for sl in _chunks(bank, p.shape[0], per_frame):
-            if fast is not None:
-                out[sl] = self._separable(bank, p[sl])
-                continue
-            ll, y = _log_likelihood(bank, p[sl])
-            w = torch.softmax(ll.flatten(1), 1).reshape(ll.shape)
-            c = torch.einsum("bks,ksp->bkp", w, bank.inv_eig)
-            z = torch.einsum("kqp,bkp->bkq", bank.evec, c * y)
-            h = 0
-            for A, C in zip(bank.f_hp, bank.t_hp):
-                if kron:  # the Doppler sum first: N_fd time blocks
-                    x = torch.einsum("bdfpq,ftq->bdpt", z.reshape(-1, nd, nf, Pf, Pt), C)
-                    h = h + torch.einsum("dkp,bdpt->bkt", A, x)
-                else:  # scattered: pilot i sits at (f_i, t_i); sum over i last
-                    x = torch.einsum("bdfi,fti->bdti", z.reshape(-1, nd, nf, P), C)
-                    h = h + torch.einsum("dki,bdti->bkt", A, x)
-            out[sl] = h
-        return out
+        return _posterior_mean(_bank(self.config, self.prior, p.device), p, self.config)
 
-    @staticmethod
-    def _separable(bank: _Bank, p: torch.Tensor) -> torch.Tensor:
-        """Returns ``E[h | p]`` [b, F, T] complex64 for pilots [b, P] c128 on a one-term Kronecker bank.
 
-        The posterior weights come from the float32 likelihood (:func:`_screen`: errors of at
-        most ~1e-4 nats, so relative weight errors of that order, far below 0.01 dB of MSE), and
-        the filters are applied in complex64 in the eigenbasis, where nothing is inverted:
-        ``sum_d G_d sum_f (c * Y)_(d,f) H_f^T`` with ``G_d = A_d U_f,d`` (negligible directions
-        dropped, see :class:`_Fast`) and ``H_f = C_f U_t,f``.
-        """
-        fast, b = bank.fast, p.shape[0]
-        y, ext = _project(bank, p)  # [K, P, b], K = (d, f), P = (j, i)
-        nll = _screen(bank, ext)  # [K, S, b]
-        # unnormalised posterior, max 1; floored at e^-80 (above float32's smallest normal number):
-        # subnormal weights slow every later product many times over, and the floor adds at most
-        # K S e^-80 < 1e-30 of mass
-        # (reductions axis by axis: one pass each, several times faster than over two axes at once)
-        w = torch.sub(nll.amin(1).amin(0), nll, out=nll).clamp_min_(-80.0).exp_()
-        c = torch.bmm(bank.inv32_t, w)  # [K, P, b]: sum_s w_s / (lam + sigma_s^2), unnormalised
-        (K, P, _), (T, nfPt), nd = y.shape, fast.h_t.shape, bank.f_hp[0].shape[0]
-        Pf = P // (nfPt // (K // nd))  # P = P_t P_f, nfPt = N_fd P_t
-        m = (y * c).reshape(nd, nfPt, Pf * b)  # [d, (f, j), (i, b)]
-        x = (fast.h_t @ m).reshape(nd, T, Pf, b).transpose(1, 2).reshape(nd * Pf, T * b)  # the Doppler sum
-        out = fast.q @ (fast.gam @ x[fast.keep])  # [F, T b]: the delay-spread sum over the kept directions
-        return (out.reshape(-1, T, b) / w.sum(1).sum(0)).permute(2, 0, 1)  # normalised by the posterior's mass
+def _posterior_mean(bank: _Bank, p: torch.Tensor, config: SystemConfig) -> torch.Tensor:
+    """Returns ``sum_(k,s) w_ks(p) W_ks p`` [B, F, T] complex64 over ``bank``'s hypotheses, for pilots [B, P] c128."""
+    nd, nf, ns = bank.f_hp[0].shape[0], bank.t_hp[0].shape[0], bank.logdet.shape[1]
+    layout = config.ofdm.pilot_layout
+    kron = layout.is_kronecker
+    (F, T), (Pf, Pt) = config.ofdm.grid_shape, (layout.pilot_shape if kron else (layout.num_pilots, 1))
+    K, P = bank.evec.shape[0], p.shape[1]
+    out = torch.empty(p.shape[0], F, T, dtype=torch.complex64, device=p.device)
+    per_frame = K * (ns + 6 * P) + 2 * nd * Pf * T + 2 * F * T + (0 if kron else 2 * nd * P * T)
+    if bank.fast is not None:  # single precision: y, c y [K, P] c64, [e; 1], c [K, P], -log L [K, S] f32
+        per_frame = K * (3 * P + ns) // 2 + 2 * nd * Pf * T + F * T
+    fast = bank.fast
+    for sl in _chunks(bank, p.shape[0], per_frame):
+        if fast is not None:
+            out[sl] = _separable(bank, p[sl])
+            continue
+        ll, y = _log_likelihood(bank, p[sl])
+        w = torch.softmax(ll.flatten(1), 1).reshape(ll.shape)
+        c = torch.einsum("bks,ksp->bkp", w, bank.inv_eig)
+        z = torch.einsum("kqp,bkp->bkq", bank.evec, c * y)
+        h = 0
+        for A, C in zip(bank.f_hp, bank.t_hp):
+            if kron:  # the Doppler sum first: N_fd time blocks
+                x = torch.einsum("bdfpq,ftq->bdpt", z.reshape(-1, nd, nf, Pf, Pt), C)
+                h = h + torch.einsum("dkp,bdpt->bkt", A, x)
+            else:  # scattered: pilot i sits at (f_i, t_i); sum over i last
+                x = torch.einsum("bdfi,fti->bdti", z.reshape(-1, nd, nf, P), C)
+                h = h + torch.einsum("dki,bdti->bkt", A, x)
+        out[sl] = h
+    return out
+
+
+def _separable(bank: _Bank, p: torch.Tensor) -> torch.Tensor:
+    """Returns ``E[h | p]`` [b, F, T] complex64 for pilots [b, P] c128 on a one-term Kronecker bank.
+
+    The posterior weights come from the float32 likelihood (:func:`_screen`: errors of at
+    most ~1e-4 nats, so relative weight errors of that order, far below 0.01 dB of MSE), and
+    the filters are applied in complex64 in the eigenbasis, where nothing is inverted:
+    ``sum_d G_d sum_f (c * Y)_(d,f) H_f^T`` with ``G_d = A_d U_f,d`` (negligible directions
+    dropped, see :class:`_Fast`) and ``H_f = C_f U_t,f``.
+    """
+    fast, b = bank.fast, p.shape[0]
+    y, ext = _project(bank, p)  # [K, P, b], K = (d, f), P = (j, i)
+    nll = _screen(bank, ext)  # [K, S, b]
+    # unnormalised posterior, max 1; floored at e^-80 (above float32's smallest normal number):
+    # subnormal weights slow every later product many times over, and the floor adds at most
+    # K S e^-80 < 1e-30 of mass
+    # (reductions axis by axis: one pass each, several times faster than over two axes at once)
+    w = torch.sub(nll.amin(1).amin(0), nll, out=nll).clamp_min_(-80.0).exp_()
+    c = torch.bmm(bank.inv32_t, w)  # [K, P, b]: sum_s w_s / (lam + sigma_s^2), unnormalised
+    (K, P, _), (T, nfPt), nd = y.shape, fast.h_t.shape, bank.f_hp[0].shape[0]
+    Pf = P // (nfPt // (K // nd))  # P = P_t P_f, nfPt = N_fd P_t
+    m = (y * c).reshape(nd, nfPt, Pf * b)  # [d, (f, j), (i, b)]
+    x = (fast.h_t @ m).reshape(nd, T, Pf, b).transpose(1, 2).reshape(nd * Pf, T * b)  # the Doppler sum
+    out = fast.q @ (fast.gam @ x[fast.keep])  # [F, T b]: the delay-spread sum over the kept directions
+    return (out.reshape(-1, T, b) / w.sum(1).sum(0)).permute(2, 0, 1)  # normalised by the posterior's mass
 
 
 def prior_average_stats(config: SystemConfig, prior: ConditionPrior) -> _Stats:
@@ -607,3 +611,103 @@ def prior_average_stats(config: SystemConfig, prior: ConditionPrior) -> _Stats:
     # the frequency and time blocks are independent under the product prior, so the mean of
     # their elementwise product (a scattered layout) is the product of their means too
     return _Stats(mean(f_hp), mean(t_hp), mean(f_pp), mean(t_pp), config.ofdm.pilot_layout.is_kronecker)
+
+
+def _cluster_bank(config: SystemConfig, prior: ConditionPrior, ds_groups: tuple, fd_groups: tuple,
+                  device: torch.device) -> _Bank:
+    """Returns a :class:`_Bank` over clusters of the prior's ``(ds, fd)`` grid, each with its moment-matched covariance.
+
+    ``ds_groups`` / ``fd_groups``: tuples of ``(start, stop)`` index ranges that tile each axis.
+    Cluster ``(g, h)`` is the product set ``ds[g] x fd[h]``; its covariance, the mean of the
+    members' (the Gaussian closest to their mixture), is ``sum_j mean_g F_j (x) mean_h T_j``,
+    still separable. Its prior mass (the member count over ``N_ds N_fd``) enters ``logdet``
+    as ``-log mass``, so the screen scores ``-log L - log prior``. The noise levels are the
+    prior's own ``S``.
+    """
+    f_hp, t_hp, f_pp, t_pp = separable_blocks(config, prior)
+    mean = lambda blocks, groups: [torch.stack([x[a:b].mean(0) for a, b in groups]) for x in blocks]  # noqa: E731
+    snr = torch.tensor(prior.snrs_db, dtype=torch.float64)
+    nv = config.noise_variance(snr).to(torch.float64)
+    ds = torch.tensor(prior.delay_spreads_s, dtype=torch.float64)
+    fd = torch.tensor(prior.dopplers_hz, dtype=torch.float64)
+    bank = _build_bank(mean(f_hp, ds_groups), mean(t_hp, fd_groups), mean(f_pp, ds_groups), mean(t_pp, fd_groups),
+                       config.ofdm.pilot_layout.is_kronecker, nv, torch.stack([ds[a:b].mean() for a, b in ds_groups]),
+                       torch.stack([fd[a:b].mean() for a, b in fd_groups]), snr, torch.device("cpu"))
+    nd, nf = prior.shape[:2]
+    mass = torch.tensor([(b1 - a1) * (b2 - a2) / (nd * nf) for a1, b1 in ds_groups for a2, b2 in fd_groups],
+                        dtype=torch.float64)
+    bank.logdet = bank.logdet - torch.log(mass)[:, None]
+    bank.screen32[..., -1] = bank.logdet.float()
+    bank.logdet_max = float(bank.logdet.abs().max())
+    return _move(bank, device)
+
+
+def _move(bank: _Bank, device: torch.device) -> _Bank:
+    """Returns ``bank`` with every tensor on ``device``."""
+    import dataclasses
+
+    def mv(v):
+        if torch.is_tensor(v):
+            return v.to(device)
+        if isinstance(v, list):
+            return [mv(x) for x in v]
+        if dataclasses.is_dataclass(v):
+            return type(v)(**{f.name: mv(getattr(v, f.name)) for f in dataclasses.fields(v)})
+        return v
+
+    return mv(bank)
+
+
+def _equal_groups(n: int, k: int) -> tuple:
+    """Returns ``k`` contiguous index ranges of near-equal size tiling ``range(n)``."""
+    edges = np.linspace(0, n, min(k, n) + 1).round().astype(int)
+    return tuple((int(a), int(b)) for a, b in zip(edges[:-1], edges[1:]))
+
+
+class LMMSEBank:
+    """A bank of ``K`` LMMSE filters weighted by a cheap posterior over them (``lmmse-bank``).
+
+    The prior's ``(ds, fd)`` grid is tiled into ``K = n_ds x n_fd`` clusters (contiguous
+    ranges of each axis, chosen by :func:`fit_bank_groups` to minimise the prior-averaged MSE);
+    each cluster has one covariance, the mean of its members'. Given the pilots, the weight of
+    cluster ``c`` at noise level ``s`` is its posterior under that Gaussian and the cluster's
+    prior mass, and the estimate is ``sum_(c,s) w_cs W_cs p``: :class:`BayesMMSE`'s computation
+    on ``K`` hypotheses instead of ``N_ds N_fd`` (paper prior: 16 instead of 240; the noise levels
+    stay the prior's, since weighing them is cheap in each cluster's eigenbasis).
+
+    ``estimate(pilots [B, P_f, P_t] or [B, P] c64, meta) -> [B, F, T] c64``; ``meta`` is not read.
+    """
+
+    name = "lmmse-bank"
+    needs = "none"  # it reads only the pilots
+
+    def __init__(self, config: SystemConfig, prior: ConditionPrior | None = None, filters: int = 16):
+        if not (isinstance(filters, int) and filters >= 1):
+            raise ConfigError("lmmse-bank.filters", filters, "must be a positive integer")
+        self.config = config
+        self.prior = prior or ConditionPrior.from_config(config)
+        self.ds_groups, self.fd_groups = fit_bank_groups(config, self.prior, filters)
+        k = len(self.ds_groups) * len(self.fd_groups)
+        self.given = (f"{profile_label(config.channel.profile)} shape; uniform prior over {self.prior.describe()}; "
+                      f"bank of {k} LMMSE filters ({len(self.ds_groups)} delay-spread x {len(self.fd_groups)} Doppler "
+                      f"clusters) weighted by their posterior from the pilots")
+
+    def estimate(self, pilots: torch.Tensor, meta: dict | None = None) -> torch.Tensor:
+        """Returns H_hat [B, F, T] complex64 from LS pilots [B, P_f, P_t] or [B, P]."""
+        p = _check_pilots(pilots, self.config)
+        bank = _cluster_bank_cached(self.config, self.prior, self.ds_groups, self.fd_groups, p.device)
+        return _posterior_mean(bank, p, self.config)
+
+
+@lru_cache(maxsize=8)
+def _cluster_bank_cached(config, prior, ds_groups, fd_groups, device) -> _Bank:
+    """:func:`_cluster_bank`, cached by (config, prior, groups, device): ``memory_bytes`` each (paper prior, K = 16: ~0.5 MB)."""
+    return _cluster_bank(config, prior, ds_groups, fd_groups, device)
+
+
+@lru_cache(maxsize=8)
+def fit_bank_groups(config: SystemConfig, prior: ConditionPrior, filters: int = 16) -> tuple[tuple, tuple]:
+    """Returns ``(ds_groups, fd_groups)``: contiguous ranges of each prior axis, at most ``filters`` clusters in all."""
+    nd, nf = prior.shape[:2]
+    a = max(1, min(nd, round(math.sqrt(filters))))
+    return _equal_groups(nd, a), _equal_groups(nf, max(1, min(nf, filters // a)))
