@@ -169,3 +169,36 @@ def test_lmmse_bank_is_fitted_deterministically_and_says_what_it_knows():
     with pytest.raises(ConfigError) as exc:
         LMMSEBank(cfg, filters=0)
     assert exc.value.field == "lmmse-bank.filters"
+
+
+def test_ml_conditions_resolve_near_ties_as_float64_does():
+    # Scaling the pilots by a moves each hypothesis's log-likelihood as -logdet - a^2 q, so two
+    # hypotheses can be made to tie; a gap of ~1e-8 nats is far below single precision's
+    # resolution (~1e-5 nats here) and far above double's (~1e-13). On such frames only a
+    # float64 decision among every entry the float32 screen cannot tell apart gives the argmax.
+    cfg, prior, fr = _case("kronecker-A")
+    p = fr.pilots_ls.reshape(fr.pilots_ls.shape[0], -1)[:60].to(torch.complex128)
+    ll, y, _, inv = _reference(cfg, prior, p)
+    ld, q = -(ll + torch.einsum("bkp,ksp->bks", y.abs().square(), inv)), torch.einsum("bkp,ksp->bks", y.abs().square(), inv)
+    tied, flips = [], 0
+    for b in range(p.shape[0]):
+        order = ll[b].flatten().argsort(descending=True)
+        i = order[0]
+        for j in order[1:6]:
+            a2 = (ld[b].flatten()[j] - ld[b].flatten()[i]) / (q[b].flatten()[i] - q[b].flatten()[j])
+            if not (0.5 < a2 < 2.0):
+                continue
+            for sign in (1.0, -1.0):  # just either side of the tie
+                a = math.sqrt(a2) * (1 + sign * 1e-9)
+                l2 = _reference(cfg, prior, p[b:b + 1] * a)[0].flatten()
+                top = l2.argsort(descending=True)[:2]
+                if set(top.tolist()) == {int(i), int(j)} and 0 < float(l2[top[0]] - l2[top[1]]) < 1e-6:
+                    tied.append(p[b] * a)
+                    flips += 1
+            break
+    assert len(tied) >= 10, len(tied)
+    tied = torch.stack(tied).to(torch.complex64).to(torch.complex128)  # as pilots arrive: complex64
+    got = _indices(estimate_conditions(tied.to(torch.complex64), cfg, prior), prior)
+    ref = _reference_ml(cfg, prior, tied.to(torch.complex64))
+    for a, b in zip(got, ref):
+        assert torch.equal(a, b), (a != b).nonzero().reshape(-1)
