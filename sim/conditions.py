@@ -296,6 +296,7 @@ def _chunks(bank: _Bank, n: int, per_frame: int):
     """Yields frame slices whose temporaries fit the device's budget."""
     budget = _BUDGET_CPU if bank.evec.device.type == "cpu" else _BUDGET_GPU
     c = max(1, budget // max(per_frame, 1))
+    c = max(1, -(-n // max(1, -(-n // c))))  # as many chunks as needed, of equal size: a small tail chunk costs a whole call's overhead
     for s in range(0, n, c):
         yield slice(s, min(n, s + c))
 
