@@ -180,7 +180,10 @@ class _Fast:
     (``C_f`` the time block of ``R_hp``). ``uf_h`` [N_ds P_f, P_f] c64: the stacked ``U_f,d^H``;
     ``ut_c`` [N_fd P_t, P_t] c64: row ``(f, j)`` is ``conj(U_t,f[:, j])``; together they project.
     ``uf_h64`` [N_ds P_f, P_f] and ``ut_conj64`` [N_fd, P_t, P_t] c128: the same in double precision,
-    for the ML re-check.
+    for the ML re-check. ``energy_map`` [N_fd P_t, P_t^2] f32: ``|sum_t u_t x_t|^2`` as a linear
+    map of ``x``'s second moments ``|x_t|^2, Re and Im of x_t conj(x_t')`` (see :func:`_ml_screen`);
+    ``inv32`` [K, S, P] and ``ld32`` [K, S, 1] f32: the screen's two parts; ``tj_max`` ``= max_(k, s, i)
+    sum_j inv_eig`` for its error bound.
 
     A frequency direction ``(d, i)`` is dropped when ``a_(d,i) max_(f,j) b_(f,j) <= 1e-9 sigma_min^2``:
     its pilot signal power is then below 1e-9 of the smallest noise level, and its term
@@ -197,11 +200,16 @@ class _Fast:
     ut_c: torch.Tensor
     uf_h64: torch.Tensor
     ut_conj64: torch.Tensor
+    energy_map: torch.Tensor
+    inv32: torch.Tensor
+    ld32: torch.Tensor
+    tj_max: float
 
     @property
     def memory_bytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in (self.keep, self.q, self.gam, self.h_t, self.uf_h, self.ut_c,
-                                                          self.uf_h64, self.ut_conj64))
+                                                          self.uf_h64, self.ut_conj64, self.energy_map,
+                                                          self.inv32, self.ld32))
 
 
 def separable_blocks(config: SystemConfig, prior: ConditionPrior):
@@ -257,7 +265,8 @@ def _build_bank(f_hp, t_hp, f_pp, t_pp, kron: bool, noise_var: torch.Tensor, ds,
         c64 = torch.complex64
         fast = _Fast(keep.to(device), q.to(device, c64), gam.to(device, c64), h.T.contiguous().to(device, c64),
                      uf.mH.reshape(nd * Pf, Pf).to(device, c64), ut.conj().transpose(1, 2).reshape(nf * Pt, Pt).to(device, c64),
-                     uf.mH.reshape(nd * Pf, Pf).to(device), ut.conj().to(device))
+                     uf.mH.reshape(nd * Pf, Pf).to(device), ut.conj().to(device),
+                     _energy_map(ut.conj().transpose(1, 2).reshape(nf * Pt, Pt)).to(device), None, None, 0.0)
     else:
         # R_p for every (d, f) pair, d major
         r_pp = combine_terms([x.repeat_interleave(nf, 0) for x in f_pp], [y.repeat(nd, 1, 1) for y in t_pp], kron)
@@ -267,6 +276,10 @@ def _build_bank(f_hp, t_hp, f_pp, t_pp, kron: bool, noise_var: torch.Tensor, ds,
     inv, logdet = 1.0 / denom, torch.log(denom).sum(-1)
     dev = lambda x: x.to(device)  # noqa: E731
     screen = torch.cat([inv, logdet[..., None]], -1).float()  # [K, S, P + 1]
+    if fast is not None:
+        Pt = fast.ut_conj64.shape[-1]
+        fast.inv32, fast.ld32 = inv.float().to(device), logdet[..., None].float().to(device)
+        fast.tj_max = float(inv.reshape(inv.shape[0], inv.shape[1], Pt, -1).sum(2).max())
     return _Bank(dev(ds), dev(fd), dev(snr_db), dev(noise_var), dev(evec), dev(evec.mH.reshape(-1, evec.shape[-1]).to(torch.complex64)),
                  dev(inv), dev(logdet),
                  [dev(x) for x in f_hp], [dev(y) for y in t_hp], dev(screen), dev(screen[..., :-1].mT.contiguous()),
@@ -366,6 +379,51 @@ def _gamma(P: int) -> float:
     return 2.0 * (P + 4) * 2.0 ** -24
 
 
+def _energy_map(u: torch.Tensor) -> torch.Tensor:
+    """Returns ``A`` [R, n^2] float32 with ``|u_r . x|^2 = A_r . z(x)`` for ``u`` [R, n] complex (see :func:`_moments`)."""
+    n = u.shape[1]
+    cols = [u[:, t].abs().square() for t in range(n)]
+    for t in range(n):
+        for t2 in range(t + 1, n):
+            c = u[:, t] * u[:, t2].conj()  # 2 Re(u_t x_t conj(u_t' x_t')) = 2 Re(c) Re(z) - 2 Im(c) Im(z)
+            cols += [2 * c.real, -2 * c.imag]
+    return torch.stack(cols, 1).float()
+
+
+def _moments(x: torch.Tensor) -> torch.Tensor:
+    """Returns ``z(x)`` [.., n^2, m] float32 for ``x`` [.., n, m] complex128: ``|x_t|^2``, then ``Re, Im of x_t conj(x_t')``, ``t < t'``."""
+    n = x.shape[-2]
+    rows = [x[..., t, :].abs().square() for t in range(n)]
+    for t in range(n):
+        for t2 in range(t + 1, n):
+            c = x[..., t, :] * x[..., t2, :].conj()
+            rows += [c.real, c.imag]
+    return torch.stack(rows, -2).float()
+
+
+def _ml_screen(bank: _Bank, p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Returns (``-log L`` [K, S, b] f32, a bound ``delta_e`` [b] f64 on its energy rounding, ``x`` [N_ds, P_f, P_t, b] c128).
+
+    A one-term Kronecker bank: ``x = U_f,d^H P`` in float64 (cheap), then every energy
+    ``|y_(f,j),(d,i)|^2 = |sum_t conj(U_t,f[t, j]) x_(d,i),t|^2`` at once as one real product of
+    :func:`_energy_map` with ``x``'s second moments (no complex ``y``), then ``logdet + inv @ e``.
+    Each energy is within ``c u ||x_(d,i)||^2`` of the exact one, ``c = 2 (P_t^2 + 4)``: the
+    float32 product of ``P_t^2`` terms with ``sum |A| |z| <= (sum_t |u_t| |x_t|)^2 <= ||x_(d,i)||^2``
+    (``|Re a Re z| + |Im a Im z| <= |a| |z|``), doubled. Over ``p``:
+    ``sum_(j,i) inv_(j,i) c u ||x_(d,i)||^2 <= c u tj_max ||p||^2``, since ``sum_i ||x_(d,i)||^2 = ||p||^2``.
+    """
+    fast, (b, P) = bank.fast, p.shape
+    K = bank.logdet.shape[0]
+    Pt = fast.ut_conj64.shape[-1]
+    Pf = P // Pt
+    nd = fast.uf_h64.shape[0] // Pf
+    x = (fast.uf_h64 @ p.reshape(b, Pf, Pt).permute(1, 2, 0).reshape(Pf, Pt * b)).reshape(nd, Pf, Pt, b)
+    z = _moments(x.transpose(1, 2).reshape(nd, Pt, Pf * b))  # [d, moments, (i, b)]
+    e = (fast.energy_map @ z).reshape(K, P, b)  # [d, (f, j), (i, b)] = [K, P, b]
+    nll = torch.baddbmm(fast.ld32, fast.inv32, e)
+    return nll, 2.0 * (Pt * Pt + 4) * 2.0 ** -24 * fast.tj_max * torch.linalg.vector_norm(p, dim=1).square(), x
+
+
 def _ml_index(bank: _Bank, p: torch.Tensor) -> torch.Tensor:
     """Returns the flat index ``k S + s`` [b] int64 of each frame's largest log-likelihood (first on ties).
 
@@ -381,24 +439,26 @@ def _ml_index(bank: _Bank, p: torch.Tensor) -> torch.Tensor:
     """
     b, P = p.shape
     K, S = bank.logdet.shape
-    nll = _screen(bank, _project(bank, p)[1])
+    if bank.fast is None:
+        nll, eps, delta_e = _screen(bank, _project(bank, p)[1]), _projection_error(bank, p), 0.0
+    else:
+        (nll, delta_e, x), eps = _ml_screen(bank, p), 0.0
     nll_k = nll.amin(1)  # [K, b]: the best noise level per pair
     m = nll_k.amin(0).double()
-    eps = _projection_error(bank, p)
     delta = torch.ones_like(m)
     for _ in range(3):  # a fixed point: the bound uses |nll| <= |m| + Delta
         big = m.abs() + delta + 2.0 * bank.logdet_max
-        delta = 2.0 * (_gamma(P) * big + 2.0 * eps * torch.sqrt(bank.trace_max * big) + eps * eps * bank.trace_max)
+        delta = 2.0 * (_gamma(P) * big + 2.0 * eps * torch.sqrt(bank.trace_max * big) + eps * eps * bank.trace_max
+                       + delta_e)
     bound = (m + delta + 1e-6 * (m.abs() + 1.0)).float()  # rounded to float32 with room to spare
     ki, bi = torch.nonzero(nll_k <= bound, as_tuple=True)  # candidate pairs, then their candidate levels:
     row, si = torch.nonzero(nll[ki, :, bi] <= bound[bi][:, None], as_tuple=True)
     if bank.fast is None:
         y = (bank.evec[ki].conj() * p[bi][:, :, None]).sum(1)  # float64 from here on
-    else:  # the same through the factors: U_f,d^H P for every d (cheap), then conj(U_t,f) per candidate
+    else:  # the same through the factors: x = U_f,d^H P from the screen, then conj(U_t,f) per candidate
         uf_h, ut_conj = bank.fast.uf_h64, bank.fast.ut_conj64
         nd, Pf = uf_h.shape[0] // uf_h.shape[1], uf_h.shape[1]
         Pt = P // Pf
-        x = (uf_h @ p.reshape(b, Pf, Pt).permute(1, 2, 0).reshape(Pf, Pt * b)).reshape(nd, Pf, Pt, b)
         nf = K // nd
         # [n, P_f, P_t] x [n, P_t, P_t] by broadcasting: a batched product of tiny matrices costs
         # microseconds per matrix in overhead
