@@ -645,16 +645,16 @@ def _separable(bank: _Bank, p: torch.Tensor) -> torch.Tensor:
     dropped, see :class:`_Fast`) and ``H_f = C_f U_t,f``.
     """
     fast, b = bank.fast, p.shape[0]
-    y, ext = _project(bank, p)  # [K, P, b], K = (d, f), P = (j, i)
-    nll = _screen(bank, ext)  # [K, S, b]
+    nll, _, x = _ml_screen(bank, p)  # [K, S, b]; x = U_f,d^H P [N_ds, P_f, P_t, b] c128
+    nd, Pf, Pt = x.shape[:3]
+    y = (fast.ut_c @ x.transpose(1, 2).reshape(nd, Pt, Pf * b).to(torch.complex64)).reshape(nll.shape[0], -1, b)
     # unnormalised posterior, max 1; floored at e^-80 (above float32's smallest normal number):
     # subnormal weights slow every later product many times over, and the floor adds at most
     # K S e^-80 < 1e-30 of mass
     # (reductions axis by axis: one pass each, several times faster than over two axes at once)
     w = torch.sub(nll.amin(1).amin(0), nll, out=nll).clamp_min_(-80.0).exp_()
     c = torch.bmm(bank.inv32_t, w)  # [K, P, b]: sum_s w_s / (lam + sigma_s^2), unnormalised
-    (K, P, _), (T, nfPt), nd = y.shape, fast.h_t.shape, bank.f_hp[0].shape[0]
-    Pf = P // (nfPt // (K // nd))  # P = P_t P_f, nfPt = N_fd P_t
+    (K, P, _), (T, nfPt) = y.shape, fast.h_t.shape  # y [K, P, b], K = (d, f), P = (j, i)
     m = (y * c).reshape(nd, nfPt, Pf * b)  # [d, (f, j), (i, b)]
     x = (fast.h_t @ m).reshape(nd, T, Pf, b).transpose(1, 2).reshape(nd * Pf, T * b)  # the Doppler sum
     out = fast.q @ (fast.gam @ x[fast.keep])  # [F, T b]: the delay-spread sum over the kept directions
