@@ -657,8 +657,10 @@ def _separable(bank: _Bank, p: torch.Tensor) -> torch.Tensor:
     (K, P, _), (T, nfPt) = y.shape, fast.h_t.shape  # y [K, P, b], K = (d, f), P = (j, i)
     m = (y * c).reshape(nd, nfPt, Pf * b)  # [d, (f, j), (i, b)]
     x = (fast.h_t @ m).reshape(nd, T, Pf, b).transpose(1, 2).reshape(nd * Pf, T * b)  # the Doppler sum
-    out = fast.q @ (fast.gam @ x[fast.keep])  # [F, T b]: the delay-spread sum over the kept directions
-    return (out.reshape(-1, T, b) / w.sum(1).sum(0)).permute(2, 0, 1)  # normalised by the posterior's mass
+    # the delay-spread sum over the kept directions, through the rank-r basis: [r, T, b], normalised
+    # by the posterior's mass while it is small, then laid out [b, r, T] so that q gives [b, F, T]
+    g = (fast.gam @ x[fast.keep]).reshape(-1, T, b) / w.sum(1).sum(0)
+    return torch.bmm(fast.q.expand(b, -1, -1), g.permute(2, 0, 1).contiguous())
 
 
 def prior_average_stats(config: SystemConfig, prior: ConditionPrior) -> _Stats:
