@@ -521,8 +521,10 @@ def _ml_grid_index(bank: _Bank, p: torch.Tensor, shape) -> tuple[torch.Tensor, t
     """Returns each frame's ML grid point as indices ``(d, f, s)`` [B] int64, for pilots [B, P] c128, chunk by chunk."""
     (K, S), P = bank.logdet.shape, p.shape[1]
     nd, nf, ns = shape
-    # per frame: y [K, P] c64, [e; 1] [K, P + 1] f32 and -log L [K, S] f32, counted in float64 elements
-    best = torch.cat([_ml_index(bank, p[sl]) for sl in _chunks(bank, p.shape[0], K * (2 * P + S + 1) // 2)])
+    # per frame, in float64 elements: y [K, P] c64, [e; 1] [K, P + 1] f32 and -log L [K, S] f32; the
+    # separable screen holds only e [K, P] and -log L [K, S] f32
+    per_frame = K * (2 * P + S + 1) // 2 if bank.fast is None else K * (P + S) // 2
+    best = torch.cat([_ml_index(bank, p[sl]) for sl in _chunks(bank, p.shape[0], per_frame)])
     return best // (nf * ns), (best // ns) % nf, best % ns
 
 
