@@ -393,11 +393,12 @@ def _energy_map(u: torch.Tensor) -> torch.Tensor:
 def _moments(x: torch.Tensor) -> torch.Tensor:
     """Returns ``z(x)`` [.., n^2, m] float32 for ``x`` [.., n, m] complex128: ``|x_t|^2``, then ``Re, Im of x_t conj(x_t')``, ``t < t'``."""
     n = x.shape[-2]
-    rows = [x[..., t, :].abs().square() for t in range(n)]
+    re, im = x.real, x.imag  # real arithmetic: abs() takes a square root, a product with conj() a copy
+    rows = [re[..., t, :].square() + im[..., t, :].square() for t in range(n)]
     for t in range(n):
         for t2 in range(t + 1, n):
-            c = x[..., t, :] * x[..., t2, :].conj()
-            rows += [c.real, c.imag]
+            rows += [re[..., t, :] * re[..., t2, :] + im[..., t, :] * im[..., t2, :],
+                     im[..., t, :] * re[..., t2, :] - re[..., t, :] * im[..., t2, :]]
     return torch.stack(rows, -2).float()
 
 
