@@ -140,7 +140,7 @@ class _Bank:
     """The prior's hypotheses, precomputed on one device (cached per config, prior and device).
 
     ``k = d N_fd + f`` indexes the ``(ds_d, fd_f)`` pairs, ``s`` the noise levels.
-    ``evec`` [K, P, P] c128 and ``lam`` [K, P] f64: eigendecomposition of ``R_p``;
+    ``evec`` [K, P, P] c128: eigenvectors of ``R_p`` (eigenvalues ``lam`` enter through ``inv_eig``);
     ``inv_eig`` [K, S, P] f64: ``1 / (lam + sigma_s^2)``; ``logdet`` [K, S] f64;
     ``f_hp[j]`` [N_ds, F, P_f] and ``t_hp[j]`` [N_fd, T, P_t] c128: term ``j`` of ``R_hp``.
     ``rows32`` [K P, P] c64: the rows of every ``U^H``, so ``U^H p`` for a batch is one product;
@@ -188,8 +188,8 @@ class _Fast:
     over the frequency factor's ``P_f``. ``keep`` [R] int64: the kept ``(d, i)`` rows of the
     ``[N_ds P_f]`` frequency directions; ``g = q @ gam`` (``q`` [F, r], ``gam`` [r, R] c64): their
     ``A_d u_(d,i)`` (``A_d`` the frequency block of ``R_hp``), truncated to rank ``r`` at 1e-8 of
-    its largest singular value (paper prior, TDL-A: r = 14 of 120, so ``|error| <= 1e-8 |g| |x|``); ``h_t`` [T, N_fd P_t] c64: column ``(f, j)`` is ``C_f u_(f,j)``
-    (``C_f`` the time block of ``R_hp``). ``uf_h`` [N_ds P_f, P_f] c64: the stacked ``U_f,d^H``;
+    its largest singular value (paper prior, TDL-A: r = 14 of 120, so ``|error| <= 1e-8 |g| |x|``);
+    ``h_t`` [T, N_fd P_t] c64: column ``(f, j)`` is ``C_f u_(f,j)`` (``C_f`` the time block of ``R_hp``). ``uf_h`` [N_ds P_f, P_f] c64: the stacked ``U_f,d^H``;
     ``ut_c`` [N_fd P_t, P_t] c64: row ``(f, j)`` is ``conj(U_t,f[:, j])``; together they project.
     ``uf_h64`` [N_ds P_f, P_f] and ``ut_conj64`` [N_fd, P_t, P_t] c128: the same in double precision,
     for the ML re-check. ``energy_map`` [N_fd P_t, P_t^2] f32: ``|sum_t u_t x_t|^2`` as a linear
