@@ -217,11 +217,15 @@ class _Fast:
     ld32: torch.Tensor
     tj_max: float
 
+    def __post_init__(self):
+        # the real [[Re, -Im], [Im, Re]] forms that mmse-bayes multiplies (re; im) planes with
+        self.ut_c2, self.h_t2, self.gam2 = (_real_block(a) for a in (self.ut_c, self.h_t, self.gam))
+
     @property
     def memory_bytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in (self.keep, self.q, self.gam, self.h_t, self.uf_h, self.ut_c,
                                                           self.uf_h64, self.ut_conj64, self.energy_map,
-                                                          self.inv32, self.ld32))
+                                                          self.inv32, self.ld32, self.ut_c2, self.h_t2, self.gam2))
 
 
 def separable_blocks(config: SystemConfig, prior: ConditionPrior):
@@ -662,20 +666,30 @@ def _separable(bank: _Bank, p: torch.Tensor) -> torch.Tensor:
     fast, b = bank.fast, p.shape[0]
     nll, _, x = _ml_screen(bank, p)  # [K, S, b]; x = U_f,d^H P [N_ds, P_f, P_t, b] c128
     nd, Pf, Pt = x.shape[:3]
-    y = (fast.ut_c @ x.transpose(1, 2).reshape(nd, Pt, Pf * b).to(torch.complex64)).reshape(nll.shape[0], -1, b)
+    # planar (real, imaginary) arithmetic from here on: real products with the blocks
+    # [[Re, -Im], [Im, Re]], and the real weights c scale both planes without a complex copy
+    xt = x.transpose(1, 2).reshape(nd, Pt, Pf * b)
+    y = fast.ut_c2 @ torch.cat([xt.real, xt.imag], 1).float()  # [d, (re/im, f, j), (i, b)]
     # unnormalised posterior, max 1; floored at e^-80 (above float32's smallest normal number):
     # subnormal weights slow every later product many times over, and the floor adds at most
     # K S e^-80 < 1e-30 of mass
     # (reductions axis by axis: one pass each, several times faster than over two axes at once)
     w = torch.sub(nll.amin(1).amin(0), nll, out=nll).clamp_min_(-80.0).exp_()
     c = torch.bmm(bank.inv32_t, w)  # [K, P, b]: sum_s w_s / (lam + sigma_s^2), unnormalised
-    (K, P, _), (T, nfPt) = y.shape, fast.h_t.shape  # y [K, P, b], K = (d, f), P = (j, i)
-    m = (y * c).reshape(nd, nfPt, Pf * b)  # [d, (f, j), (i, b)]
-    x = (fast.h_t @ m).reshape(nd, T, Pf, b).transpose(1, 2).reshape(nd * Pf, T * b)  # the Doppler sum
+    (T, nfPt), r = fast.h_t.shape, fast.gam.shape[0]  # c [K, P, b] = [d, (f, j), (i, b)]
+    m = (y.reshape(nd, 2, nfPt, Pf * b) * c.reshape(nd, 1, nfPt, Pf * b)).reshape(nd, 2 * nfPt, Pf * b)
+    x = fast.h_t2 @ m  # the Doppler sum: [d, (re/im, t), (i, b)]
+    x = x.reshape(nd, 2, T, Pf, b).permute(1, 0, 3, 2, 4).reshape(2, nd * Pf, T * b)[:, fast.keep]
     # the delay-spread sum over the kept directions, through the rank-r basis: [r, T, b], normalised
     # by the posterior's mass while it is small, then laid out [b, r, T] so that q gives [b, F, T]
-    g = (fast.gam @ x[fast.keep]).reshape(-1, T, b) / w.sum(1).sum(0)
+    g = (fast.gam2 @ x.reshape(-1, T * b)).reshape(2, r, T, b) / w.sum(1).sum(0)
+    g = torch.complex(g[0], g[1])
     return torch.bmm(fast.q.expand(b, -1, -1), g.permute(2, 0, 1).contiguous())
+
+
+def _real_block(a: torch.Tensor) -> torch.Tensor:
+    """Returns ``[[Re a, -Im a], [Im a, Re a]]`` [2m, 2n] float32 for ``a`` [m, n] complex: ``a`` acting on (re; im) planes."""
+    return torch.cat([torch.cat([a.real, -a.imag], 1), torch.cat([a.imag, a.real], 1)], 0).float()
 
 
 def prior_average_stats(config: SystemConfig, prior: ConditionPrior) -> _Stats:
