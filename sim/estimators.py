@@ -120,7 +120,8 @@ class LSInterpolator(Estimator):
         return A_f @ pilots @ A_t.T
 
 
-CLASSICAL = ("ls-nearest", "ls-linear", "ls-spline", "lmmse-robust", "lmmse-genie", "lmmse-estimated", "mmse-bayes")
+CLASSICAL = ("ls-nearest", "ls-linear", "ls-spline", "lmmse-robust", "lmmse-genie", "lmmse-estimated", "mmse-bayes",
+             "lmmse-bank")
 
 
 class PerfectCSI(Estimator):
@@ -138,8 +139,9 @@ class PerfectCSI(Estimator):
 def get_classical(name: str, config: SystemConfig, **options) -> Estimator:
     """Returns the classical estimator ``name`` (one of :data:`CLASSICAL`) for ``config``.
 
-    ``lmmse-estimated`` and ``mmse-bayes`` take ``prior=ConditionPrior`` (default: the
-    config's ranges; see :mod:`wavefront.sim.conditions`) and read nothing from ``meta``.
+    ``lmmse-estimated``, ``mmse-bayes`` and ``lmmse-bank`` take ``prior=ConditionPrior`` (default:
+    the config's ranges; see :mod:`wavefront.sim.conditions`) and read nothing from ``meta``;
+    ``lmmse-bank`` also ``filters`` (default 16).
     """
     if name.startswith("ls-") and name in CLASSICAL:
         return LSInterpolator(config, name[3:])
@@ -152,10 +154,11 @@ def get_classical(name: str, config: SystemConfig, **options) -> Estimator:
         from wavefront.sim.lmmse import RobustLMMSE
 
         return RobustLMMSE(config, **options)
-    if name in ("lmmse-estimated", "mmse-bayes"):
-        from wavefront.sim.conditions import BayesMMSE, EstimatedLMMSE
+    if name in ("lmmse-estimated", "mmse-bayes", "lmmse-bank"):
+        from wavefront.sim.conditions import BayesMMSE, EstimatedLMMSE, LMMSEBank
 
-        return (EstimatedLMMSE if name == "lmmse-estimated" else BayesMMSE)(config, **options)
+        cls = {"lmmse-estimated": EstimatedLMMSE, "mmse-bayes": BayesMMSE, "lmmse-bank": LMMSEBank}[name]
+        return cls(config, **options)
     raise ConfigError("estimator", name, f"unknown classical estimator; choose from {', '.join(CLASSICAL)}")
 
 

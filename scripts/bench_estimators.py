@@ -1,0 +1,145 @@
+"""Benchmark: CPU frames/s and Bayes risk of the classical estimators, before and after issue 24.3 / 22.3.
+
+Side by side in one run, on one thread (``torch.set_num_threads(1)``), TDL-A, the default
+120 x 14 grid with 12 x 2 pilots, the paper prior (SNR 0-25 dB, 25-300 ns, 50-1000 Hz; the
+estimators' grid 25 ns x 50 Hz x 0.5 dB):
+
+- frames/s at batch ``--batch`` (200) on frames drawn over the prior (each frame its own
+  conditions) and on frames of one condition (``--one``: 200 ns, 500 Hz, 20 dB), for
+  ``estimate_conditions``, ``lmmse-estimated``, ``mmse-bayes``, ``lmmse-bank``, ``lmmse-genie``,
+  ``lmmse-robust`` and ``ls-linear``;
+- "before": the same estimators from ``sim/conditions.py`` as it was at ``--base`` (default
+  9778769, the commit before the fast paths), loaded from git into this process, so both run
+  on the same frames, interleaved, in one run. ``lmmse-genie``, ``lmmse-robust`` and
+  ``ls-linear`` did not change; their "before" is the same code (a check on the timing noise);
+- timing: the best of ``--repeats`` calls of each, interleaved before/after, measured in the
+  thread's CPU time (``time.thread_time``), which a loaded machine disturbs far less than the
+  wall clock;
+- Bayes risk: the MSE (dB) of each estimator over ``--frames`` (1000) frames drawn over the
+  prior, the same frames for every row, with the paired difference to ``mmse-bayes`` and its
+  standard error; before and after for the three that changed.
+
+Usage: ``python scripts/bench_estimators.py [--frames 1000] [--batch 200] [--repeats 7] [--base REV]``.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import subprocess
+import sys
+import time
+import types
+import warnings
+from pathlib import Path
+
+import torch
+
+from wavefront.sim import conditions as after
+from wavefront.sim.config import SystemConfig
+from wavefront.sim.estimators import get_classical
+from wavefront.sim.frames import FrameGenerator
+
+PAPER = {"snr_db": [0.0, 25.0], "delay_spread_s": [25e-9, 300e-9], "doppler_hz": [50.0, 1000.0]}
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_before(rev: str) -> types.ModuleType:
+    """Returns ``sim/conditions.py`` at git revision ``rev`` as a module (it imports today's sim otherwise)."""
+    src = subprocess.run(["git", "show", f"{rev}:sim/conditions.py"], cwd=ROOT, capture_output=True, text=True,
+                         check=True).stdout
+    mod = types.ModuleType("wavefront.sim._conditions_before")
+    mod.__package__ = "wavefront.sim"
+    sys.modules[mod.__name__] = mod  # dataclasses look their module up
+    exec(compile(src, f"{rev}:sim/conditions.py", "exec"), mod.__dict__)
+    return mod
+
+
+class _Conditions:
+    """``estimate_conditions`` behind the estimator interface, for timing."""
+
+    name, needs = "estimate_conditions", "none"
+
+    def __init__(self, module, config):
+        self.module, self.config = module, config
+
+    def estimate(self, pilots, meta):
+        return self.module.estimate_conditions(pilots, self.config)
+
+
+def meta_for(est, meta: dict) -> dict:
+    """What ``est`` may read: nothing, the noise level, or everything (the genie)."""
+    if est.needs == "none":
+        return {}
+    if est.needs == "noise":
+        return {k: meta[k] for k in ("noise_var", "snr_db")}
+    return meta
+
+
+def fps(fn, batch: int, repeats: int) -> float:
+    best = math.inf
+    for _ in range(repeats):
+        t0 = time.thread_time()
+        fn()
+        best = min(best, time.thread_time() - t0)
+    return batch / best
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--frames", type=int, default=1000, help="prior frames for the Bayes risk")
+    ap.add_argument("--batch", type=int, default=200)
+    ap.add_argument("--repeats", type=int, default=7, help="timed calls per estimator and side (best taken)")
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds of --repeats calls")
+    ap.add_argument("--base", default="9778769", help="git revision of 'before'")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    warnings.filterwarnings("ignore", message="inter-carrier interference")
+    cfg = SystemConfig.from_dict({"channel": PAPER})
+    one = cfg.updated(channel={"snr_db": 20.0, "delay_spread_s": 200e-9, "doppler_hz": 500.0})
+    before = load_before(args.base)
+    names = ["estimate_conditions", "lmmse-estimated", "mmse-bayes", "lmmse-bank", "lmmse-genie", "lmmse-robust",
+             "ls-linear"]
+    new = {n: (_Conditions(after, cfg) if n == "estimate_conditions" else get_classical(n, cfg)) for n in names}
+    old = {"estimate_conditions": _Conditions(before, cfg), "lmmse-estimated": before.EstimatedLMMSE(cfg),
+           "mmse-bayes": before.BayesMMSE(cfg)}
+    sets = {"prior": FrameGenerator(cfg).generate(args.batch, seed=1, with_data=False),
+            "one condition": FrameGenerator(one).generate(args.batch, seed=1, with_data=False)}
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread, batch {args.batch}, TDL-A, "
+          f"{cfg.ofdm.num_subcarriers}x{cfg.ofdm.num_symbols}, 12x2 pilots; before = {args.base}; "
+          f"frames/s from thread CPU time, best of {args.rounds} x {args.repeats}")
+    for label, fr in sets.items():
+        for est in list(new.values()) + list(old.values()):  # warm the caches (banks, cluster fit)
+            est.estimate(fr.pilots_ls, meta_for(est, fr.meta))
+        rate = {}
+        for _ in range(args.rounds):
+            for n in names:
+                for side, table in (("after", new), ("before", old)):
+                    est = table.get(n) or (new[n] if side == "before" else None)
+                    m = meta_for(est, fr.meta)
+                    r = fps(lambda: est.estimate(fr.pilots_ls, m), args.batch, args.repeats)
+                    rate[n, side] = max(rate.get((n, side), 0.0), r)
+        genie = rate["lmmse-genie", "after"]
+        print(f"\n{label} frames: {'estimator':<20} {'before':>10} {'after':>10} {'ratio':>7} {'/ genie':>8}")
+        for n in names:
+            b, a = rate[n, "before"], rate[n, "after"]
+            print(f"{'':<{len(label) + 8}} {n:<20} {b:>10,.0f} {a:>10,.0f} {a / b:>6.2f}x {a / genie:>7.2f}x")
+    # Bayes risk over the prior, the same frames for every row
+    fr = FrameGenerator(cfg).generate(args.frames, seed=11, with_data=False)
+    mse = {}
+    for n in names[1:]:
+        h = new[n].estimate(fr.pilots_ls, meta_for(new[n], fr.meta))
+        mse[n] = (h - fr.h).abs().square().mean((1, 2)).double()
+    for n in ("lmmse-estimated", "mmse-bayes"):
+        h = old[n].estimate(fr.pilots_ls, {})
+        mse[n + " (before)"] = (h - fr.h).abs().square().mean((1, 2)).double()
+    ref = mse["mmse-bayes"]
+    print(f"\nBayes risk over {args.frames} prior frames (seed 11): MSE dB, and the paired difference to mmse-bayes")
+    for n, m in mse.items():
+        d = m - ref
+        se = 10 / math.log(10) * float(d.std() / ref.mean()) / math.sqrt(len(d))
+        print(f"  {n:<26} {10 * math.log10(float(m.mean())):>8.3f} dB   {10 * math.log10(float(m.mean() / ref.mean())):+.4f}"
+              f" +- {se:.4f} dB")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,204 @@
+"""The fast condition estimator, mmse-bayes and lmmse-bank against brute force over the whole grid.
+
+The reference below is the full-grid computation as it stood before the fast paths (issue 24):
+one eigendecomposition of the dense ``R_p`` per ``(ds, fd)`` pair, the float64 log-likelihood
+of every hypothesis, ``argmax`` over all of them, and the posterior-weighted bank in float64.
+"""
+import math
+
+import pytest
+import torch
+
+from wavefront.errors import ConfigError
+from wavefront.sim.conditions import (
+    BayesMMSE, ConditionPrior, EstimatedLMMSE, LMMSEBank, _bank, _cluster_bank_cached, estimate_conditions,
+    separable_blocks,
+)
+from wavefront.sim.config import SystemConfig, preset
+from wavefront.sim.estimators import get_classical
+from wavefront.sim.frames import FrameGenerator
+from wavefront.sim.lmmse import combine_terms
+from wavefront.sim.pilots import apply_pilots
+
+PAPER = dict(snr_db=[0.0, 25.0], delay_spread_s=[25e-9, 300e-9], doppler_hz=[50.0, 1000.0])
+
+
+def _cfg(**channel):
+    return SystemConfig.from_dict({"channel": {**PAPER, **channel}})
+
+
+def _reference(config, prior, pilots):
+    """Returns (log-likelihood [B, K, S] f64, U^H p [B, K, P] c128, eigvecs, 1/(lam+sigma^2) [K, S, P]) by brute force."""
+    f_hp, t_hp, f_pp, t_pp = separable_blocks(config, prior)
+    nd, nf, _ = prior.shape
+    r_pp = combine_terms([a.repeat_interleave(nf, 0) for a in f_pp], [b.repeat(nd, 1, 1) for b in t_pp],
+                         config.ofdm.pilot_layout.is_kronecker)
+    lam, evec = torch.linalg.eigh(r_pp)
+    nv = config.noise_variance(torch.tensor(prior.snrs_db, dtype=torch.float64)).to(torch.float64)
+    denom = lam.clamp_min(0.0)[:, None, :] + nv[None, :, None]
+    p = pilots.reshape(pilots.shape[0], -1).to(torch.complex128)
+    y = torch.einsum("kqp,bq->bkp", evec.conj(), p)
+    ll = -torch.log(denom).sum(-1) - torch.einsum("bkp,ksp->bks", y.abs().square(), 1.0 / denom)
+    return ll, y, evec, 1.0 / denom
+
+
+def _reference_ml(config, prior, pilots):
+    ll = _reference(config, prior, pilots)[0]
+    nd, nf, ns = prior.shape
+    best = ll.flatten(1).argmax(1)
+    return best // (nf * ns), (best // ns) % nf, best % ns
+
+
+def _reference_bayes(config, prior, pilots):
+    """Returns E[h | p] [B, F, T] c128: the float64 bank, as mmse-bayes computed it before."""
+    ll, y, evec, inv = _reference(config, prior, pilots)
+    f_hp, t_hp, _, _ = separable_blocks(config, prior)
+    nd, nf, _ = prior.shape
+    layout = config.ofdm.pilot_layout
+    w = torch.softmax(ll.flatten(1), 1).reshape(ll.shape)
+    z = torch.einsum("kqp,bkp->bkq", evec, torch.einsum("bks,ksp->bkp", w, inv) * y)
+    h = 0
+    for A, C in zip(f_hp, t_hp):
+        if layout.is_kronecker:
+            Pf, Pt = layout.pilot_shape
+            h = h + torch.einsum("dkp,bdfpq,ftq->bkt", A, z.reshape(-1, nd, nf, Pf, Pt), C)
+        else:
+            h = h + torch.einsum("dki,bdfi,fti->bkt", A, z.reshape(-1, nd, nf, layout.num_pilots), C)
+    return h
+
+
+def _indices(cond, prior):
+    """Grid indices (d, f, s) of estimate_conditions' float32 output."""
+    def idx(vals, axis):
+        grid = torch.tensor(axis, dtype=torch.float32)
+        return (vals[:, None] - grid[None]).abs().argmin(1)
+    return (idx(cond["delay_spread_s"], prior.delay_spreads_s), idx(cond["doppler_hz"], prior.dopplers_hz),
+            idx(cond["snr_db"], prior.snrs_db))
+
+
+CASES = {
+    # the paper's prior on the default 12 x 2 Kronecker layout (the separable fast path)
+    "kronecker-A": (lambda: _cfg(), None, 400),
+    # two Kronecker terms (LOS + diffuse): the dense eigenbasis path
+    "kronecker-D": (lambda: _cfg(profile="D"), (50e-9, 100.0, 1.0), 200),
+    # a scattered layout: 24 pilots on a 4 x 6 lattice, elementwise covariance terms
+    "scattered": (lambda: apply_pilots(preset("default").updated(channel=PAPER), "lattice-4x6"), (50e-9, 100.0, 1.0), 200),
+}
+
+
+def _case(name):
+    make, steps, n = CASES[name]
+    cfg = make()
+    prior = ConditionPrior.from_config(cfg) if steps is None else ConditionPrior.from_config(
+        cfg, delay_spread_step_s=steps[0], doppler_step_hz=steps[1], snr_step_db=steps[2])
+    fr = FrameGenerator(cfg).generate(n, seed=21, with_data=False)
+    return cfg, prior, fr
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_ml_conditions_are_the_brute_force_argmax(name):
+    cfg, prior, fr = _case(name)
+    got = _indices(estimate_conditions(fr.pilots_ls, cfg, prior), prior)
+    ref = _reference_ml(cfg, prior, fr.pilots_ls)
+    for a, b in zip(got, ref):
+        assert torch.equal(a, b), (a != b).nonzero().reshape(-1)[:10]
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_mmse_bayes_is_the_brute_force_bank(name):
+    # the fast bank works in single precision with negligible directions dropped; its distance to
+    # the float64 bank must be far below the estimation error: 1e-5 of the MSE is 4e-5 dB
+    cfg, prior, fr = _case(name)
+    got = BayesMMSE(cfg, prior).estimate(fr.pilots_ls, {}).to(torch.complex128)
+    ref = _reference_bayes(cfg, prior, fr.pilots_ls)
+    err = (ref - fr.h.to(torch.complex128)).abs().square().mean((1, 2))
+    dist = (got - ref).abs().square().mean((1, 2))
+    assert float((dist / err).max()) < 1e-5, float((dist / err).max())
+    mse_got = (got - fr.h).abs().square().mean()
+    assert abs(10 * math.log10(float(mse_got / err.mean()))) < 1e-3
+
+
+def test_lmmse_estimated_is_the_genie_at_the_ml_conditions_bit_for_bit():
+    cfg, prior, fr = _case("kronecker-A")
+    cond = estimate_conditions(fr.pilots_ls, cfg, prior)
+    genie = get_classical("lmmse-genie", cfg).estimate(fr.pilots_ls, cond)
+    assert torch.equal(EstimatedLMMSE(cfg, prior).estimate(fr.pilots_ls, {}), genie)
+
+
+def _paired_db(a, b):
+    """Returns (10 log10(mean a / mean b), its standard error in dB) for paired per-frame MSEs."""
+    d = a - b
+    return 10 * math.log10(float(a.mean() / b.mean())), 10 / math.log(10) * float(d.std() / b.mean()) / math.sqrt(len(d))
+
+
+def test_lmmse_bank_is_within_a_tenth_of_a_db_of_mmse_bayes_and_never_beats_the_genie():
+    # 600 frames drawn over the paper prior. Measured on 1,000 (seed 11): the 16-filter bank is
+    # 0.017 +- 0.005 dB above mmse-bayes, which is 0.23 dB above the genie. The assertion allows
+    # the bank's gap plus 3 paired SE to reach 0.1 dB, and the bank to sit below the genie by
+    # no more than 3 SE (it cannot beat the MMSE estimator that knows the conditions).
+    cfg = _cfg()
+    fr = FrameGenerator(cfg).generate(600, seed=5, with_data=False)
+    secret = {k: torch.full_like(v, float("nan")) for k, v in fr.meta.items()}  # pilots only
+
+    def mse(h):
+        return (h - fr.h).abs().square().mean((1, 2)).double()
+
+    bank = mse(get_classical("lmmse-bank", cfg).estimate(fr.pilots_ls, secret))
+    bayes = mse(get_classical("mmse-bayes", cfg).estimate(fr.pilots_ls, secret))
+    genie = mse(get_classical("lmmse-genie", cfg).estimate(fr.pilots_ls, fr.meta))
+    gap, se = _paired_db(bank, bayes)
+    assert gap + 3 * se < 0.1, (gap, se)
+    below, se_g = _paired_db(bank, genie)
+    assert below > -3 * se_g, (below, se_g)
+
+
+def test_lmmse_bank_is_fitted_deterministically_and_says_what_it_knows():
+    cfg = _cfg()
+    a, b = LMMSEBank(cfg), LMMSEBank(cfg)
+    assert (a.ds_groups, a.fd_groups) == (b.ds_groups, b.fd_groups)
+    k = len(a.ds_groups) * len(a.fd_groups)
+    assert 2 <= k <= 16 and a.needs == "none"
+    assert "bank of" in a.given and "posterior from the pilots" in a.given
+    prior = ConditionPrior.from_config(cfg)
+    for groups, n in ((a.ds_groups, prior.shape[0]), (a.fd_groups, prior.shape[1])):  # contiguous tilings
+        assert groups[0][0] == 0 and groups[-1][1] == n and all(x[1] == y[0] for x, y in zip(groups, groups[1:]))
+    # the caches say what they hold: the full grid's bank and the 16-cluster one
+    full = _bank(cfg, prior, torch.device("cpu")).memory_bytes
+    small = _cluster_bank_cached(cfg, prior, a.ds_groups, a.fd_groups, torch.device("cpu")).memory_bytes
+    assert 1e6 < full < 3e7 and small < full / 5
+    with pytest.raises(ConfigError) as exc:
+        LMMSEBank(cfg, filters=0)
+    assert exc.value.field == "lmmse-bank.filters"
+
+
+def test_ml_conditions_resolve_near_ties_as_float64_does():
+    # Scaling the pilots by a moves each hypothesis's log-likelihood as -logdet - a^2 q, so two
+    # hypotheses can be made to tie; a gap of ~1e-8 nats is far below single precision's
+    # resolution (~1e-5 nats here) and far above double's (~1e-13). On such frames only a
+    # float64 decision among every entry the float32 screen cannot tell apart gives the argmax.
+    cfg, prior, fr = _case("kronecker-A")
+    p = fr.pilots_ls.reshape(fr.pilots_ls.shape[0], -1)[:60].to(torch.complex128)
+    ll, y, _, inv = _reference(cfg, prior, p)
+    ld, q = -(ll + torch.einsum("bkp,ksp->bks", y.abs().square(), inv)), torch.einsum("bkp,ksp->bks", y.abs().square(), inv)
+    tied, flips = [], 0
+    for b in range(p.shape[0]):
+        order = ll[b].flatten().argsort(descending=True)
+        i = order[0]
+        for j in order[1:6]:
+            a2 = (ld[b].flatten()[j] - ld[b].flatten()[i]) / (q[b].flatten()[i] - q[b].flatten()[j])
+            if not (0.5 < a2 < 2.0):
+                continue
+            for sign in (1.0, -1.0):  # just either side of the tie
+                a = math.sqrt(a2) * (1 + sign * 1e-9)
+                l2 = _reference(cfg, prior, p[b:b + 1] * a)[0].flatten()
+                top = l2.argsort(descending=True)[:2]
+                if set(top.tolist()) == {int(i), int(j)} and 0 < float(l2[top[0]] - l2[top[1]]) < 1e-6:
+                    tied.append(p[b] * a)
+                    flips += 1
+            break
+    assert len(tied) >= 10, len(tied)
+    tied = torch.stack(tied).to(torch.complex64).to(torch.complex128)  # as pilots arrive: complex64
+    got = _indices(estimate_conditions(tied.to(torch.complex64), cfg, prior), prior)
+    ref = _reference_ml(cfg, prior, tied.to(torch.complex64))
+    for a, b in zip(got, ref):
+        assert torch.equal(a, b), (a != b).nonzero().reshape(-1)
