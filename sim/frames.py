@@ -175,6 +175,8 @@ class FrameGenerator:
         T = o.num_symbols
         self._pilot_flat = (self.pilot_index[0] * T + self.pilot_index[1]).reshape(-1)
         self._data_flat = (~self.pilot_mask).reshape(-1).nonzero().squeeze(1)
+        # The grid's sizes, read once: the config computes them on every access.
+        self._num_data_res, self._grid_shape, self._pilot_shape = o.num_data_res, o.grid_shape, o.pilot_shape
         g = make_generator(_PILOT_SEED)
         q = torch.randint(0, 4, o.pilot_shape, generator=g).double()
         self.pilot_symbols = torch.polar(torch.ones_like(q), (2 * q + 1) * torch.pi / 4).to(torch.complex64).to(self.device)
@@ -211,12 +213,12 @@ class FrameGenerator:
         """Returns the constellation points [B, N] complex64 of ``labels`` [B, N] int64."""
         return self._constellation[0].index_select(0, labels.reshape(-1)).reshape(labels.shape)
 
-    @property
+    @cached_property
     def codeword_length(self) -> int:
         """Bits mapped per frame: data resource elements x bits per symbol."""
         return self.ofdm.num_data_res * self.ofdm.bits_per_symbol
 
-    @property
+    @cached_property
     def info_bits(self) -> int:
         """Information bits per frame (``codeword_length`` when uncoded)."""
         n = self.codeword_length
@@ -254,7 +256,7 @@ class FrameGenerator:
             h = per_condition_channel(o, self.profile, ds, fd, ch.num_sinusoids)
         else:
             h = ofdm_channel(o, self.profile, ds, fd, ch.num_sinusoids, g)  # [B, F, T]
-        F, T = o.grid_shape
+        F, T = self._grid_shape
         noise = torch.randn(batch_size, F, T, 2, generator=g, device=dev)
         noise = torch.view_as_complex(noise).mul_(torch.sqrt(noise_var / 2).reshape(-1, 1, 1))
 
@@ -267,7 +269,7 @@ class FrameGenerator:
             if self.ldpc_rate is None and 8 % k == 0:  # uncoded: the labels straight from the bytes
                 codewords = bits
                 labels = _label_table(k, dev).index_select(0, byte_values.reshape(-1)).reshape(batch_size, -1)
-                data = self._symbols(labels[:, :o.num_data_res])
+                data = self._symbols(labels[:, :self._num_data_res])
             else:
                 codewords = bits if self.ldpc_rate is None else self.encoder(bits)
                 data = self._map(codewords)
@@ -280,7 +282,7 @@ class FrameGenerator:
                 y = hx.add_(noise)
             else:
                 y = torch.mul(h, x, out=x).add_(noise)
-            pilots_rx = y.view(batch_size, -1).index_select(1, self._pilot_flat).view(batch_size, *o.pilot_shape)
+            pilots_rx = y.view(batch_size, -1).index_select(1, self._pilot_flat).view(batch_size, *self._pilot_shape)
             if not with_data:
                 bits = codewords = y = None
         else:
