@@ -180,16 +180,32 @@ def uniform_tap_gains(profile: ChannelProfile, draws: SinusoidDraws, start_s: fl
     once: each value is at most four float32 products from ``q_n`` (relative error below 1e-6;
     the direct float32 evaluation is off by ``ulp(w c t + phi)``, about 1e-6 at 10 rad).
     """
+    B, L, N = draws.cosines.shape
+    g = _sinusoid_phasors(draws, start_s, step_s, num_times)  # [T, N, B, L]
+    a = (g.sum(1) * _amplitudes(tuple(profile.nlos_powers.tolist()), N, g.device)).permute(1, 2, 0)  # [B, L, T]
+    if profile.is_los:  # B x T values: evaluated directly, in float64
+        t = start_s + step_s * torch.arange(num_times, dtype=torch.float64, device=g.device)
+        w = (2 * math.pi) * draws.doppler_hz.double().reshape(B, 1)
+        arg0 = w * profile.los_cos_aoa * t + draws.los_phase_rad.double()
+        a = a.contiguous()
+        a[:, 0] += (math.sqrt(profile.los_power) * _phasor(arg0)).to(torch.complex64)
+    return a
+
+
+def _sinusoid_phasors(draws: SinusoidDraws, start_s: float, step_s: float, num_times: int) -> torch.Tensor:
+    """Returns ``exp(j(w c_n t_m + phi_n))`` [T, N, B, L] complex64 at ``t_m = start_s + m step_s``: every NLoS sinusoid.
+
+    Sinusoids before frames and taps, so that a sum over them adds whole [B, L] blocks. The
+    phase recurrence of :func:`uniform_tap_gains` (see there for its accuracy).
+    """
     cosines, phi, fd = draws.cosines, draws.phases_rad, draws.doppler_hz
     B, L, N = cosines.shape
-    dev = cosines.device
-    w = (2 * math.pi) * fd.double().reshape(B, 1, 1)  # rad/s
-    # [N, B, L]: sinusoids outermost, so that the sum over them adds whole [B, L] blocks.
-    nu = w.reshape(1, B, 1) * cosines.permute(2, 0, 1).double()  # [N, B, L] rad/s: each sinusoid's angular frequency
+    w = (2 * math.pi) * fd.double().reshape(1, B, 1)  # rad/s
+    nu = w * cosines.permute(2, 0, 1).double()  # [N, B, L] rad/s: each sinusoid's angular frequency
     phi_t = phi.permute(2, 0, 1)
     q = _phasor(phi_t) if start_s == 0.0 else _phasor((nu * start_s + phi_t.double()).float())  # start phases
     z = _phasor(nu * step_s)  # complex128 [N, B, L]
-    g = torch.empty(num_times, N, B, L, dtype=torch.complex64, device=dev)
+    g = torch.empty(num_times, N, B, L, dtype=torch.complex64, device=cosines.device)
     g[0] = q
     n = 1
     while n < num_times:  # g[n : 2n] = g[0 : n] z^n
@@ -198,13 +214,7 @@ def uniform_tap_gains(profile: ChannelProfile, draws: SinusoidDraws, start_s: fl
         n += k
         if n < num_times:
             z = z * z  # z^n -> z^(2n), in float64: each anchor is rounded to float32 once
-    a = (g.sum(1) * _amplitudes(tuple(profile.nlos_powers.tolist()), N, dev)).permute(1, 2, 0)  # [B, L, T]
-    if profile.is_los:  # B x T values: evaluated directly, in float64
-        t = start_s + step_s * torch.arange(num_times, dtype=torch.float64, device=dev)
-        arg0 = w.reshape(B, 1) * profile.los_cos_aoa * t + draws.los_phase_rad.double()
-        a = a.contiguous()
-        a[:, 0] += (math.sqrt(profile.los_power) * _phasor(arg0)).to(torch.complex64)
-    return a
+    return g
 
 
 @lru_cache(maxsize=64)
@@ -348,9 +358,12 @@ class TimeVaryingChannel:
         F, T = self.ofdm.grid_shape
         h = torch.empty(B, F, T, dtype=torch.complex64, device=x.device)
         y = torch.empty_like(h)
-        c = _CHUNK if x.device.type == "cpu" else _CHUNK_ICI_GPU
+        c = _CHUNK_GAINS if x.device.type == "cpu" else _CHUNK_ICI_GPU
+        P = self._series_terms(slice(0, B))
+        # The p >= 1 terms' grids, zero-padded to the FFT size once: each block writes the first F bins.
+        padded = torch.zeros(min(c, B), max(P - 1, 0), T, self.fft_size, dtype=torch.complex64, device=x.device)
         for s in range(0, B, c):
-            h[s:s + c], y[s:s + c] = self._propagate(x[s:s + c], slice(s, s + c))
+            h[s:s + c], y[s:s + c] = self._propagate(x[s:s + c], slice(s, s + c), P, padded)
         return h, y
 
     def gains_at_samples(self) -> torch.Tensor:
@@ -360,61 +373,88 @@ class TimeVaryingChannel:
         powers = u.unsqueeze(0) ** torch.arange(d.shape[2], device=d.device).unsqueeze(1)  # [P, N]
         return torch.einsum("blpt,pn->bltn", d, powers.to(d.dtype))
 
-    def _taylor_coefficients(self, rows: slice) -> torch.Tensor:
-        """Returns ``D`` [b, L, P, T] complex64 with ``a_l(t_c,m + u T_u) = sum_p D[l, p, m] u^p`` for ``|u| < 1/2``."""
-        o, prof, dr = self.ofdm, self.profile, self.draws
-        cos_, phi, fd = dr.cosines[rows], dr.phases_rad[rows], dr.doppler_hz[rows].float()
-        b, L, S = cos_.shape
-        dev = cos_.device
-        t_u = 1.0 / o.subcarrier_spacing_hz
+    def _series_terms(self, rows: slice) -> int:
+        """Returns P, the Taylor terms the frames ``rows`` need: the remainder ``x^P / P!`` below 1e-10, ``x = pi f_d / scs``."""
+        fd = self.draws.doppler_hz[rows]
         # |w c T_u u| <= pi f_d / scs: the series' argument bound
-        x_max = math.pi * float(fd.max()) / o.subcarrier_spacing_hz if b else 0.0
+        x_max = math.pi * float(fd.max()) / self.ofdm.subcarrier_spacing_hz if fd.numel() else 0.0
         P, term = 1, x_max
         while term >= _TAYLOR_TOL:
             P += 1
             term *= x_max / P
+        return P
+
+    def _taylor_coefficients(self, rows: slice, P: int | None = None) -> torch.Tensor:
+        """Returns ``D`` [b, L, P, T] complex64 with ``a_l(t_c,m + u T_u) = sum_p D[l, p, m] u^p`` for ``|u| < 1/2``.
+
+        ``P`` defaults to :meth:`_series_terms` of ``rows``.
+        """
+        o, prof, dr = self.ofdm, self.profile, self.draws.rows(rows)
+        P = self._series_terms(rows) if P is None else P
+        cos_, fd = dr.cosines, dr.doppler_hz.float()
+        b, L, S = cos_.shape
+        dev = cos_.device
+        t_u = 1.0 / o.subcarrier_spacing_hz
         w = 2 * math.pi * fd.reshape(b, 1, 1, 1)
-        t_c = (symbol_times_s(o) + (self.cp_samples + (self.fft_size - 1) / 2) / (self.fft_size * o.subcarrier_spacing_hz))
-        t_c = t_c.to(dev, torch.float32)  # [T] centre of each symbol's useful part
-        T = t_c.numel()
-        arg = (w * t_c) * cos_.unsqueeze(-1) + phi.unsqueeze(-1)  # [b, L, S, T]
-        base = torch.stack([torch.cos(arg), torch.sin(arg)], -1).reshape(b * L, S, 2 * T)
+        # centre of symbol m's useful part: t_c0 + m T_sym, an equally spaced grid
+        t_c0 = (self.cp_samples + (self.fft_size - 1) / 2) / (self.fft_size * o.subcarrier_spacing_hz)
+        T = o.num_symbols
+        g = _sinusoid_phasors(dr, t_c0, o.symbol_duration_s, T)  # [T, S, b, L]
+        base = torch.view_as_real(g.permute(2, 3, 1, 0)).reshape(b * L, S, 2 * T)
         # (j y)^p / p! = j^p y^p / p! with y = w c T_u real: real powers by recurrence, then j^p
         y_s = (w.reshape(b, 1, 1) * t_u * cos_).reshape(b * L, 1, S)
         real = torch.ones(b * L, P, S, device=dev)
         for q in range(1, P):
             real[:, q] = real[:, q - 1] * y_s[:, 0] / q
-        amp = torch.as_tensor(np.sqrt(prof.nlos_powers / S), dtype=torch.float32, device=dev)
+        amp = _amplitudes(tuple(prof.nlos_powers.tolist()), S, dev)
         d = (real @ base).reshape(b, L, P, T, 2) * amp.reshape(1, L, 1, 1, 1)
         d = torch.view_as_complex(d) * _j_powers(P, dev).reshape(1, 1, P, 1)  # [b, L, P, T]
         if prof.is_los:
-            arg0 = w.reshape(b, 1) * prof.los_cos_aoa * t_c + dr.los_phase_rad[rows]  # [b, T]
+            t_c = t_c0 + symbol_times_s(o).to(dev)  # [T] float64
+            arg0 = w.reshape(b, 1).double() * prof.los_cos_aoa * t_c + dr.los_phase_rad.double()  # [b, T]
             y0 = (2 * math.pi * t_u * prof.los_cos_aoa) * fd  # [b]
             real0 = torch.ones(b, P, device=dev)
             for q in range(1, P):
                 real0[:, q] = real0[:, q - 1] * y0 / q
             coef0 = real0 * _j_powers(P, dev)  # [b, P]
-            d[:, 0] += math.sqrt(prof.los_power) * coef0.unsqueeze(-1) * torch.polar(torch.ones_like(arg0), arg0).unsqueeze(1)
+            d[:, 0] += math.sqrt(prof.los_power) * coef0.unsqueeze(-1) * _phasor(arg0).to(torch.complex64).unsqueeze(1)
         return d
 
-    def _propagate(self, x: torch.Tensor, rows: slice):
+    def _propagate(self, x: torch.Tensor, rows: slice, P: int, padded: torch.Tensor):
         o, n_fft = self.ofdm, self.fft_size
-        dev = x.device
-        freqs = _grid_axes(o, tuple(self.profile.norm_delays.tolist()), dev)[0]  # [F] Hz
-        d = self._taylor_coefficients(rows)  # [b, L, P, T]
+        F = x.shape[1]
+        d = self._taylor_coefficients(rows, P)  # [b, L, P, T]
         b, L, P, T = d.shape
-        theta = (2 * math.pi) * self.tau_s[rows].unsqueeze(-1) * freqs  # [b, L, F]
-        e = torch.complex(torch.cos(theta), -torch.sin(theta))
-        h_p = (e.transpose(1, 2) @ d.reshape(b, L, P * T)).reshape(b, -1, P, T)  # [b, F, P, T]
-        powers = self.sample_offsets(dev).unsqueeze(0) ** torch.arange(P, device=dev).unsqueeze(1)  # [P, N]
-        h = (h_p * powers.mean(1).reshape(1, 1, P, 1)).sum(2)  # the per-symbol average (the label)
-        # Subcarrier i sits on bin i rather than on its offset's bin: a shift by whole bins multiplies
-        # the time signal by exp(j 2 pi k0 n / N), which commutes with the weighting in time and is
-        # undone by the FFT, so y is the same, without a scatter and a gather.
-        z = (h_p * x.unsqueeze(2)).permute(0, 2, 3, 1)  # [b, P, T, F]
-        r = torch.einsum("bptn,pn->btn", torch.fft.ifft(z, n=n_fft, dim=-1), powers.to(torch.complex64))
-        y = torch.fft.fft(r, dim=-1)[..., :x.shape[1]].transpose(1, 2)
-        return h, y
+        e = delay_phasors(self.tau_s[rows], *_subcarrier_grid(o), F)  # [b, F, L]
+        # [b, P, T, F]: subcarriers innermost, where the FFTs run
+        h_p = torch.bmm(d.reshape(b, L, P * T).transpose(1, 2), e.transpose(1, 2)).reshape(b, P, T, F)
+        powers, mean_powers = _sample_powers(P, n_fft, x.device)  # u^p [P, N] and its mean over the symbol [P, 1, 1]
+        h = (h_p * mean_powers).sum(1)  # [b, T, F]: the per-symbol average (the label)
+        xt = x.transpose(1, 2)  # [b, T, F]
+        # p = 0 weighs every sample by u^0 = 1, so its IFFT and FFT cancel: h_0 x, without either.
+        y = h_p[:, 0] * xt
+        if P > 1:
+            # Subcarrier i sits on bin i rather than on its offset's bin: a shift by whole bins multiplies
+            # the time signal by exp(j 2 pi k0 n / N), which commutes with the weighting in time and is
+            # undone by the FFT, so y is the same, without a scatter and a gather.
+            z = padded[:b]
+            torch.mul(h_p[:, 1:], xt.unsqueeze(1), out=z[..., :F])
+            r = (torch.fft.ifft(z, dim=-1) * powers[1:, None, :]).sum(1)  # [b, T, N]
+            y += torch.fft.fft(r, dim=-1)[..., :F]
+        return h.transpose(1, 2), y.transpose(1, 2)
+
+
+@lru_cache(maxsize=64)
+def _sample_powers(num_terms: int, fft_size: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Returns (``u^p`` [P, N] float32, its mean over the N samples [P, 1, 1] float32) for ``p < P``.
+
+    ``u`` [N]: each useful sample's time from the symbol centre in units of ``T_u``, as
+    :meth:`TimeVaryingChannel.sample_offsets`.
+    """
+    n = fft_size
+    u = (torch.arange(n, dtype=torch.float64) - (n - 1) / 2).div(n).float()
+    powers = u.unsqueeze(0) ** torch.arange(num_terms).unsqueeze(1)
+    return powers.to(device), powers.mean(1).reshape(-1, 1, 1).to(device)
 
 
 @lru_cache(maxsize=16)
