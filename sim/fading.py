@@ -34,6 +34,11 @@ _CHUNK_GPU = 8192  # on a GPU the blocks only bound memory (about 0.2 GB of temp
 _CHUNK_GAINS = 32  # frames per block of the phase recurrence on CPU: its [T, N, b, L] powers fit in L2
 
 
+def _blocks(batch: int, most: int) -> int:
+    """Returns the block size that splits ``batch`` frames into the fewest blocks of at most ``most``, evenly."""
+    return -(-batch // -(-batch // most)) if batch else most
+
+
 def _chunk(device: torch.device) -> int:
     return _CHUNK if device.type == "cpu" else _CHUNK_GPU
 
@@ -152,7 +157,7 @@ def ofdm_channel(ofdm: OFDMConfig, profile: ChannelProfile, delay_spread_s: torc
     F, T = ofdm.grid_shape
     B = tau.shape[0]
     h = torch.empty(B, F, T, dtype=torch.complex64, device=dev)
-    c = _CHUNK_GAINS if dev.type == "cpu" else _CHUNK_GPU
+    c = _blocks(B, _CHUNK_GAINS if dev.type == "cpu" else _CHUNK_GPU)
     # A block of frames at a time through gains, phasors and their product: on CPU every
     # intermediate then stays in cache, where whole-batch temporaries would stream through memory.
     for s in range(0, B, c):
@@ -358,7 +363,7 @@ class TimeVaryingChannel:
         F, T = self.ofdm.grid_shape
         h = torch.empty(B, F, T, dtype=torch.complex64, device=x.device)
         y = torch.empty_like(h)
-        c = _CHUNK_GAINS if x.device.type == "cpu" else _CHUNK_ICI_GPU
+        c = _blocks(B, _CHUNK_GAINS if x.device.type == "cpu" else _CHUNK_ICI_GPU)
         P = self._series_terms(slice(0, B))
         # The p >= 1 terms' grids, zero-padded to the FFT size once: each block writes the first F bins.
         padded = torch.zeros(min(c, B), max(P - 1, 0), T, self.fft_size, dtype=torch.complex64, device=x.device)
@@ -429,7 +434,8 @@ class TimeVaryingChannel:
         # [b, P, T, F]: subcarriers innermost, where the FFTs run
         h_p = torch.bmm(d.reshape(b, L, P * T).transpose(1, 2), e.transpose(1, 2)).reshape(b, P, T, F)
         powers, mean_powers = _sample_powers(P, n_fft, x.device)  # u^p [P, N] and its mean over the symbol [P, 1, 1]
-        h = (h_p * mean_powers).sum(1)  # [b, T, F]: the per-symbol average (the label)
+        # the per-symbol average (the label), summed over p on the taps' coefficients: [b, T, F]
+        h = torch.bmm((d * mean_powers.reshape(1, 1, P, 1)).sum(2).transpose(1, 2), e.transpose(1, 2))
         xt = x.transpose(1, 2)  # [b, T, F]
         # p = 0 weighs every sample by u^0 = 1, so its IFFT and FFT cancel: h_0 x, without either.
         y = h_p[:, 0] * xt
