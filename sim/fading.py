@@ -182,8 +182,9 @@ def uniform_tap_gains(profile: ChannelProfile, draws: SinusoidDraws, start_s: fl
     and time: on an equally spaced grid each sinusoid is ``q_n z_n^m``, with
     ``q_n = exp(j(w c_n t_0 + phi_n))`` and ``z_n = exp(j w c_n step)``. The powers are built by
     doubling, ``g[k:2k] = g[0:k] z^k``, from anchors ``z^(2^i)`` squared in float64 and rounded
-    once: each value is at most four float32 products from ``q_n`` (relative error below 1e-6;
-    the direct float32 evaluation is off by ``ulp(w c t + phi)``, about 1e-6 at 10 rad).
+    once: each value is at most ``1 + 2 ceil(log2 T)`` float32 roundings from exact (below 1.1e-6
+    relative for T <= 16; the direct float32 evaluation is off by ``ulp(w c t + phi)``, about 1e-6
+    at 10 rad). ``tests/sim/test_fading_recurrence.py`` holds it to that bound.
     """
     B, L, N = draws.cosines.shape
     g = _sinusoid_phasors(draws, start_s, step_s, num_times)  # [T, N, B, L]
@@ -208,7 +209,10 @@ def _sinusoid_phasors(draws: SinusoidDraws, start_s: float, step_s: float, num_t
     w = (2 * math.pi) * fd.double().reshape(1, B, 1)  # rad/s
     nu = w * cosines.permute(2, 0, 1).double()  # [N, B, L] rad/s: each sinusoid's angular frequency
     phi_t = phi.permute(2, 0, 1)
-    q = _phasor(phi_t) if start_s == 0.0 else _phasor((nu * start_s + phi_t.double()).float())  # start phases
+    if start_s == 0.0:  # the start phases are the drawn ones, exactly
+        q = _phasor(phi_t)
+    else:  # reduced to [0, 2 pi) in float64 before the one rounding, whatever the start time
+        q = _phasor(torch.remainder(nu * start_s + phi_t.double(), 2 * math.pi).float())
     z = _phasor(nu * step_s)  # complex128 [N, B, L]
     g = torch.empty(num_times, N, B, L, dtype=torch.complex64, device=cosines.device)
     g[0] = q
