@@ -196,6 +196,12 @@ class FrameGenerator:
         points = self.mapper.constellation().to(torch.complex64)
         return points, 2.0 ** torch.arange(k - 1, -1, -1, dtype=torch.float32, device=self.device)
 
+    @cached_property
+    def _byte_symbols(self) -> torch.Tensor:
+        """Returns [256, 8 / k] complex64: the constellation points of the k-bit labels a byte's bits make, in stream order."""
+        labels = _label_table(self.ofdm.bits_per_symbol, self.device)
+        return self._symbols(labels)
+
     def _labels(self, codewords: torch.Tensor) -> torch.Tensor:
         """Returns the constellation labels [B, N_data] int64 of ``codewords`` [B, N_data * k] (0/1 float32), MSB first."""
         weights = self._constellation[1]
@@ -266,10 +272,10 @@ class FrameGenerator:
             byte_values = _random_bytes(batch_size, self.info_bits, g, dev)
             bits = _unpack(byte_values, self.info_bits)
             k = o.bits_per_symbol
-            if self.ldpc_rate is None and 8 % k == 0:  # uncoded: the labels straight from the bytes
+            if self.ldpc_rate is None and 8 % k == 0:  # uncoded: the symbols straight from the bytes
                 codewords = bits
-                labels = _label_table(k, dev).index_select(0, byte_values.reshape(-1)).reshape(batch_size, -1)
-                data = self._symbols(labels[:, :self._num_data_res])
+                data = self._byte_symbols.index_select(0, byte_values.reshape(-1)).reshape(batch_size, -1)
+                data = data[:, :self._num_data_res]
             else:
                 codewords = bits if self.ldpc_rate is None else self.encoder(bits)
                 data = self._map(codewords)
