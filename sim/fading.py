@@ -149,20 +149,27 @@ def ofdm_channel(ofdm: OFDMConfig, profile: ChannelProfile, delay_spread_s: torc
     (:func:`uniform_tap_gains`) nor the delay phasors (:func:`delay_phasors`) take a sin/cos
     per grid point; the sum over taps is one matrix product per frame.
     """
-    dev = doppler_hz.device
-    norm_delays = _grid_axes(ofdm, tuple(profile.norm_delays.tolist()), dev)[2]
+    norm_delays = _grid_axes(ofdm, tuple(profile.norm_delays.tolist()), doppler_hz.device)[2]
     draws = draw_sinusoids(profile, doppler_hz, num_sinusoids, generator)
-    tau = delay_spread_s.float().reshape(-1, 1) * norm_delays  # [B, L] s
+    return grid_channel(ofdm, profile, draws, delay_spread_s.float().reshape(-1, 1) * norm_delays)
+
+
+def grid_channel(ofdm: OFDMConfig, profile: ChannelProfile, draws: SinusoidDraws, tau_s: torch.Tensor) -> torch.Tensor:
+    """Returns H [B, F, T] complex64 on the resource grid of ``draws`` and the tap delays ``tau_s`` [B, L] float32 (s).
+
+    What :func:`ofdm_channel` returns after its draws, bit for bit.
+    """
+    dev = tau_s.device
     first_hz, spacing_hz = _subcarrier_grid(ofdm)
     F, T = ofdm.grid_shape
-    B = tau.shape[0]
+    B = tau_s.shape[0]
     h = torch.empty(B, F, T, dtype=torch.complex64, device=dev)
     c = _blocks(B, _CHUNK_GAINS if dev.type == "cpu" else _CHUNK_GPU)
     # A block of frames at a time through gains, phasors and their product: on CPU every
     # intermediate then stays in cache, where whole-batch temporaries would stream through memory.
     for s in range(0, B, c):
         a = uniform_tap_gains(profile, draws.rows(slice(s, s + c)), 0.0, ofdm.symbol_duration_s, T)
-        torch.bmm(delay_phasors(tau[s:s + c], first_hz, spacing_hz, F), a, out=h[s:s + c])
+        torch.bmm(delay_phasors(tau_s[s:s + c], first_hz, spacing_hz, F), a, out=h[s:s + c])
     return h
 
 
