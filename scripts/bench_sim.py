@@ -19,8 +19,11 @@ its best round: :func:`wavefront.bench.best_seconds_per_call`), on one device:
 temporary folder and imported from there in a subprocess, timed by this script's loop), and
 prints both runs and each ratio before and after.
 
+On CPU the clock is the process's CPU time (``--clock cpu``): on a machine shared with other
+jobs it leaves out the time spent waiting for a core; ``--clock wall`` times elapsed time.
+
 Usage: ``OMP_NUM_THREADS=1 python scripts/bench_sim.py [--device cpu|cuda] [--seconds 2] [--rounds 3]
-[--before REV] [--ici-only]``.
+[--clock cpu|wall] [--before REV] [--ici-only]``.
 """
 from __future__ import annotations
 
@@ -87,12 +90,12 @@ class SionnaChain:
         return self.ls(y, self.no)[0]
 
 
-def measure(dev: torch.device, seconds: float, rounds: int, loop_frames: int, ici_only: bool) -> dict:
+def measure(dev: torch.device, seconds: float, rounds: int, loop_frames: int, ici_only: bool, clock: str) -> dict:
     """Returns frames/s of every measurement: ``{"generation": {batch: {...}}, "loop": fps, "ici": {batch: {...}}}``."""
     import wavefront
 
-    out: dict = {"machine": machine_description(dev), "library": str(Path(wavefront.__file__).parent.parent),
-                 "generation": {}, "ici": {}}
+    out: dict = {"machine": f"{machine_description(dev)}; {clock} clock",
+                 "library": str(Path(wavefront.__file__).parent.parent), "generation": {}, "ici": {}}
     cfg_ici = SystemConfig.from_dict({"channel": {"delay_spread_s": DS, "doppler_hz": 1000.0, "snr_db": SNR}})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the unmodelled-ICI warning is the point of the comparison
@@ -100,7 +103,7 @@ def measure(dev: torch.device, seconds: float, rounds: int, loop_frames: int, ic
     ici = FrameGenerator(cfg_ici.updated(channel={"ici": True}), dev)
     for b in ICI_BATCHES:
         t = best_seconds_per_call({"frequency": lambda: freq.generate(b, seed=3), "ici": lambda: ici.generate(b, seed=3)},
-                                  seconds, rounds, device=dev)
+                                  seconds, rounds, device=dev, clock=clock)
         out["ici"][b] = {k: b / v for k, v in t.items()}
     if ici_only:
         return out
@@ -118,7 +121,7 @@ def measure(dev: torch.device, seconds: float, rounds: int, loop_frames: int, ic
 
     for b in BATCHES:
         t = best_seconds_per_call({"wavefront": lambda: chain(gen, b, 1), "per-frame draws": lambda: chain(gen_draw, b, 2),
-                                   "sionna direct": lambda: sionna(b)}, seconds, rounds, device=dev)
+                                   "sionna direct": lambda: sionna(b)}, seconds, rounds, device=dev, clock=clock)
         out["generation"][b] = {k: b / v for k, v in t.items()}
     # per-frame loop: each frame has its own (delay spread, Doppler), so each needs its own TDL
     rng = np.random.default_rng(0)
@@ -127,7 +130,7 @@ def measure(dev: torch.device, seconds: float, rounds: int, loop_frames: int, ic
         for _ in range(loop_frames):
             SionnaChain(cfg, str(dev), ds=rng.uniform(25e-9, 300e-9), fd=rng.uniform(50, 1000))(1)
 
-    out["loop"] = loop_frames / best_seconds_per_call({"loop": loop}, seconds, 1, device=dev)["loop"]
+    out["loop"] = loop_frames / best_seconds_per_call({"loop": loop}, seconds, 1, device=dev, clock=clock)["loop"]
     return out
 
 
@@ -177,7 +180,8 @@ def measure_revision(rev: str, args) -> dict:
         pkg = export_revision(rev, Path(tmp))
         env = {**os.environ, "PYTHONPATH": str(pkg)}
         cmd = [sys.executable, __file__, "--worker", "--device", args.device, "--seconds", str(args.seconds),
-               "--rounds", str(args.rounds), "--loop-frames", str(args.loop_frames)] + (["--ici-only"] if args.ici_only else [])
+               "--rounds", str(args.rounds), "--loop-frames", str(args.loop_frames), "--clock", args.clock]
+        cmd += ["--ici-only"] if args.ici_only else []
         proc = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True, cwd=tmp)
     res = json.loads(proc.stdout.strip().splitlines()[-1])
     for key in ("generation", "ici"):
@@ -192,16 +196,19 @@ def main():
     ap.add_argument("--rounds", type=int, default=3, help="rounds of side-by-side timing; each keeps its best")
     ap.add_argument("--loop-frames", type=int, default=30, help="frames timed for the per-frame loop")
     ap.add_argument("--ici-only", action="store_true", help="only the ICI / frequency-domain generation cost")
+    ap.add_argument("--clock", choices=["wall", "cpu"], default=None,
+                    help="wall time, or the process's CPU time (default on CPU: holds ratios on a loaded machine)")
     ap.add_argument("--before", metavar="REV", help="also measure the library at git revision REV, and compare")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # one run, as JSON on stdout
     args = ap.parse_args()
     dev = resolve_device(args.device)
+    args.clock = args.clock or ("cpu" if dev.type == "cpu" else "wall")
     torch.manual_seed(0)
     if args.worker:
-        print(json.dumps(measure(dev, args.seconds, args.rounds, args.loop_frames, args.ici_only)))
+        print(json.dumps(measure(dev, args.seconds, args.rounds, args.loop_frames, args.ici_only, args.clock)))
         return
     before = measure_revision(args.before, args) if args.before else None
-    now = measure(dev, args.seconds, args.rounds, args.loop_frames, args.ici_only)
+    now = measure(dev, args.seconds, args.rounds, args.loop_frames, args.ici_only, args.clock)
     if before is not None:
         print_report(f"before ({args.before})", before)
         print()

@@ -21,28 +21,36 @@ def synchronize(device: torch.device | str | None) -> None:
         torch.mps.synchronize()
 
 
-def seconds_per_call(fn: Callable[[], object], seconds: float = 2.0, min_calls: int = 3, warmup: int = 1,
-                     device: torch.device | str | None = None) -> float:
-    """Returns the wall seconds per call of ``fn``: ``warmup`` calls, then calls until both ``min_calls`` and ``seconds``.
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
 
-    The device is synchronised before the clock starts and before it is read, so queued GPU work counts.
+
+def seconds_per_call(fn: Callable[[], object], seconds: float = 2.0, min_calls: int = 3, warmup: int = 1,
+                     device: torch.device | str | None = None, clock: str = "wall") -> float:
+    """Returns the seconds per call of ``fn``: ``warmup`` calls, then calls until both ``min_calls`` and ``seconds``.
+
+    ``clock``: ``"wall"`` (elapsed time) or ``"cpu"`` (this process's CPU time, all threads: on a
+    CPU shared with other jobs it leaves out the time the process waits for a core, so ratios
+    hold under load; meaningless for GPU work). The device is synchronised before the clock
+    starts and before it is read, so queued GPU work counts.
     """
+    now = CLOCKS[clock]
     for _ in range(warmup):
         fn()
     synchronize(device)
-    n, t0 = 0, time.perf_counter()
+    n, t0 = 0, now()
     while True:
         fn()
         n += 1
         if n >= min_calls:
             synchronize(device)
-            elapsed = time.perf_counter() - t0
+            elapsed = now() - t0
             if elapsed >= seconds:
                 return elapsed / n
 
 
 def best_seconds_per_call(fns: dict[str, Callable[[], object]], seconds: float = 2.0, rounds: int = 3,
-                          min_calls: int = 3, device: torch.device | str | None = None) -> dict[str, float]:
+                          min_calls: int = 3, device: torch.device | str | None = None,
+                          clock: str = "wall") -> dict[str, float]:
     """Returns each function's best :func:`seconds_per_call` over ``rounds`` rounds, timed in turn within each round.
 
     Side by side: on a machine shared with other jobs, load comes and goes; timing the
@@ -53,7 +61,7 @@ def best_seconds_per_call(fns: dict[str, Callable[[], object]], seconds: float =
     for r in range(rounds):
         for name, fn in fns.items():
             best[name] = min(best[name], seconds_per_call(fn, seconds, min_calls, warmup=1 if r == 0 else 0,
-                                                          device=device))
+                                                          device=device, clock=clock))
     return best
 
 
