@@ -12,8 +12,9 @@ without returning it, so the path gains are drawn here, one Doppler per frame:
   coupling, as Sionna's ``CDL`` does). With SISO omnidirectional antennas that is the whole of
   TR 38.901's CDL channel.
 
-The frequency response is the sum of Sionna's ``cir_to_ofdm_channel``, computed faster (see
-:func:`frequency_response`). The second-order statistics of these realizations are in
+The frequency response is the sum of Sionna's ``cir_to_ofdm_channel`` (:func:`frequency_response`, at any
+subcarriers and times; a test holds the two equal). On the resource grid, whose symbols and subcarriers are
+equally spaced, :func:`grid_channel` computes it by phase recurrences instead of a sin/cos per grid point. The second-order statistics of these realizations are in
 :mod:`~wavefront.sim.statistics`; which random stream a frame's realization comes from (per
 frame or per condition) is :mod:`~wavefront.sim.realizations`.
 """
