@@ -14,9 +14,10 @@ without returning it, so the path gains are drawn here, one Doppler per frame:
 
 The frequency response is the sum of Sionna's ``cir_to_ofdm_channel`` (:func:`frequency_response`, at any
 subcarriers and times; a test holds the two equal). On the resource grid, whose symbols and subcarriers are
-equally spaced, :func:`grid_channel` computes it by phase recurrences instead of a sin/cos per grid point. The second-order statistics of these realizations are in
-:mod:`~wavefront.sim.statistics`; which random stream a frame's realization comes from (per
-frame or per condition) is :mod:`~wavefront.sim.realizations`.
+equally spaced, :func:`grid_channel` computes it by phase recurrences instead of a sin/cos per grid point.
+The second-order statistics of these realizations are in :mod:`~wavefront.sim.statistics`; which
+random stream a frame's realization comes from (per frame or per condition) is
+:mod:`~wavefront.sim.realizations`.
 """
 from __future__ import annotations
 
