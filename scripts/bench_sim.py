@@ -1,48 +1,56 @@
-"""Benchmark: frames/s of frame generation + LS-linear, against Sionna called directly and a per-frame loop.
+"""Benchmark: every generation ratio in one run: wavefront against Sionna called directly, and the ICI path's cost.
 
-Measured side by side in one run, on the same device:
+Measured side by side (the functions of one row timed in turn, round after round, each keeping
+its best round: :func:`wavefront.bench.best_seconds_per_call`), on one device:
 
 - ``wavefront``: ``FrameGenerator.generate`` (TDL-A channel, QPSK data, pilots, noise) then
-  ``ls-linear`` on the pilots;
+  ``ls-linear`` on the pilots, at batch 1, 100 and 1000;
+- ``per-frame draws``: the same with a delay spread and Doppler drawn per frame;
 - ``sionna direct``: the same chain built from Sionna blocks (TDL, GenerateOFDMChannel,
   BinarySource, Mapper, ResourceGridMapper, ApplyOFDMChannel, LSChannelEstimator with linear
   interpolation), one fixed Doppler and delay spread per instance;
 - ``per-frame loop``: what per-frame conditions cost without wavefront: a Python loop that
-  builds a Sionna TDL for each frame's own Doppler and delay spread and runs the chain on
-  batch 1.
-
+  builds a Sionna TDL for each frame's own Doppler and delay spread and runs the chain on batch 1;
 - ``ici / frequency``: the generation cost of ``channel.ici: true`` (the time-domain path,
   :class:`~wavefront.sim.fading.TimeVaryingChannel`) against the frequency-domain path,
-  ``FrameGenerator.generate`` alone, TDL-A at 1000 Hz, with data.
+  ``FrameGenerator.generate`` alone, TDL-A at 1000 Hz, with data, at batch 100 and 1000.
 
-Usage: ``python scripts/bench_sim.py [--device cpu|cuda] [--seconds 2] [--ici-only]``.
+``--before REV`` also measures the library as it was at git revision ``REV`` (exported to a
+temporary folder and imported from there in a subprocess, timed by this script's loop), and
+prints both runs and each ratio before and after.
+
+On CPU the clock is the process's CPU time (``--clock cpu``): on a machine shared with other
+jobs it leaves out the time spent waiting for a core; ``--clock wall`` times elapsed time.
+
+Usage: ``OMP_NUM_THREADS=1 python scripts/bench_sim.py [--device cpu|cuda] [--seconds 2] [--rounds 3]
+[--clock cpu|wall] [--before REV] [--ici-only]``.
 """
 from __future__ import annotations
 
 import argparse
-import time
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import tomllib
 import warnings
+from pathlib import Path
 
 import numpy as np
 import torch
 
+from wavefront.bench import best_seconds_per_call, machine_description
 from wavefront.sim.config import SystemConfig
 from wavefront.sim.estimators import get_classical
 from wavefront.sim.frames import FrameGenerator
 from wavefront.utils import resolve_device
 
 DS, FD, SNR = 300e-9, 500.0, 10.0
-
-
-def timeit(fn, batch, seconds):
-    fn()  # warm-up
-    n, t0 = 0, time.perf_counter()
-    while True:
-        fn()
-        n += 1
-        el = time.perf_counter() - t0
-        if el > seconds and n >= 3:
-            return n * batch / el
+BATCHES = (1, 100, 1000)
+ICI_BATCHES = (100, 1000)
+REPO = Path(__file__).resolve().parents[1]
 
 
 class SionnaChain:
@@ -82,70 +90,136 @@ class SionnaChain:
         return self.ls(y, self.no)[0]
 
 
-def ici_cost(dev, seconds: float, batches=(100, 1000)) -> None:
-    """Prints frames/s of generation with and without ``channel.ici`` and their ratio."""
-    cfg = SystemConfig.from_dict({"channel": {"delay_spread_s": DS, "doppler_hz": 1000.0, "snr_db": SNR}})
+def measure(dev: torch.device, seconds: float, rounds: int, loop_frames: int, ici_only: bool, clock: str) -> dict:
+    """Returns frames/s of every measurement: ``{"generation": {batch: {...}}, "loop": fps, "ici": {batch: {...}}}``."""
+    import wavefront
+
+    out: dict = {"machine": f"{machine_description(dev)}; {clock} clock",
+                 "library": str(Path(wavefront.__file__).parent.parent), "generation": {}, "ici": {}}
+    cfg_ici = SystemConfig.from_dict({"channel": {"delay_spread_s": DS, "doppler_hz": 1000.0, "snr_db": SNR}})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the unmodelled-ICI warning is the point of the comparison
-        freq = FrameGenerator(cfg, dev)
-    ici = FrameGenerator(cfg.updated(channel={"ici": True}), dev)
-    print(f"generation alone, TDL-A, 1000 Hz, QPSK data, {dev} ({torch.get_num_threads()} threads)")
-    print(f"{'batch':>6} {'frequency':>12} {'ici':>12} {'cost ratio':>11}")
-    for b in batches:
-        f = timeit(lambda: freq.generate(b, seed=3), b, seconds)
-        i = timeit(lambda: ici.generate(b, seed=3), b, seconds)
-        print(f"{b:>6} {f:>12,.0f} {i:>12,.0f} {f / i:>10.1f}x")
+        freq = FrameGenerator(cfg_ici, dev)
+    ici = FrameGenerator(cfg_ici.updated(channel={"ici": True}), dev)
+    for b in ICI_BATCHES:
+        t = best_seconds_per_call({"frequency": lambda: freq.generate(b, seed=3), "ici": lambda: ici.generate(b, seed=3)},
+                                  seconds, rounds, device=dev, clock=clock)
+        out["ici"][b] = {k: b / v for k, v in t.items()}
+    if ici_only:
+        return out
+    cfg = SystemConfig.from_dict({"channel": {"delay_spread_s": DS, "doppler_hz": FD, "snr_db": SNR}})
+    gen = FrameGenerator(cfg, dev)
+    ls = get_classical("ls-linear", cfg)
+    sionna = SionnaChain(cfg, str(dev))
+    cfg_draw = SystemConfig.from_dict({"channel": {"delay_spread_s": [25e-9, 300e-9], "doppler_hz": [50, 1000],
+                                                   "snr_db": SNR}})
+    gen_draw = FrameGenerator(cfg_draw, dev)
+
+    def chain(g, b, seed):
+        fr = g.generate(b, seed=seed)
+        return ls.estimate(fr.pilots_ls, fr.meta)
+
+    for b in BATCHES:
+        t = best_seconds_per_call({"wavefront": lambda: chain(gen, b, 1), "per-frame draws": lambda: chain(gen_draw, b, 2),
+                                   "sionna direct": lambda: sionna(b)}, seconds, rounds, device=dev, clock=clock)
+        out["generation"][b] = {k: b / v for k, v in t.items()}
+    # per-frame loop: each frame has its own (delay spread, Doppler), so each needs its own TDL
+    rng = np.random.default_rng(0)
+
+    def loop():
+        for _ in range(loop_frames):
+            SionnaChain(cfg, str(dev), ds=rng.uniform(25e-9, 300e-9), fd=rng.uniform(50, 1000))(1)
+
+    out["loop"] = loop_frames / best_seconds_per_call({"loop": loop}, seconds, 1, device=dev, clock=clock)["loop"]
+    return out
+
+
+def print_report(label: str, res: dict) -> None:
+    """Prints one run's tables: frames/s and the ratios."""
+    print(f"== {label}: {res['machine']}; library at {res['library']}")
+    if res["generation"]:
+        print(f"TDL-A, 120x14 grid, QPSK data, generation + LS-linear; per-frame loop (Sionna TDL per frame, batch 1): "
+              f"{res['loop']:,.0f} frames/s")
+        print(f"{'batch':>6} {'wavefront':>12} {'per-frame draws':>16} {'sionna direct':>14} {'vs sionna':>10} {'vs loop':>9}")
+        for b, r in res["generation"].items():
+            print(f"{b:>6} {r['wavefront']:>12,.0f} {r['per-frame draws']:>16,.0f} {r['sionna direct']:>14,.0f} "
+                  f"{r['wavefront'] / r['sionna direct']:>9.2f}x {r['per-frame draws'] / res['loop']:>8.0f}x")
+    print("generation alone, TDL-A, 1000 Hz, QPSK data: frequency-domain path against the time-domain (ICI) path")
+    print(f"{'batch':>6} {'frequency':>12} {'ici':>12} {'ici cost':>9}")
+    for b, r in res["ici"].items():
+        print(f"{b:>6} {r['frequency']:>12,.0f} {r['ici']:>12,.0f} {r['frequency'] / r['ici']:>8.2f}x")
+
+
+def ratios(res: dict) -> dict[str, float]:
+    """Returns the headline ratios of one run by name."""
+    out = {f"generation vs sionna, batch {b}": r["wavefront"] / r["sionna direct"] for b, r in res["generation"].items()}
+    out.update({f"ici cost over frequency path, batch {b}": r["frequency"] / r["ici"] for b, r in res["ici"].items()})
+    return out
+
+
+def export_revision(rev: str, folder: Path) -> Path:
+    """Returns an importable copy of the library at git revision ``rev``, laid out as ``pyproject.toml`` maps it.
+
+    Today's :mod:`wavefront.bench` is copied in, so both runs are timed by the same loop.
+    """
+    src = folder / "src"
+    src.mkdir()
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", rev], check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(src)], input=archive, check=True)
+    mapping = tomllib.loads((src / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"]
+    pkg = folder / "pkg"
+    for name, where in sorted(mapping.items(), key=lambda kv: kv[0].count(".")):
+        shutil.copytree(src / where, pkg.joinpath(*name.split(".")), dirs_exist_ok=True)
+    shutil.copy(REPO / "wavefront" / "bench.py", pkg / "wavefront" / "bench.py")
+    return pkg
+
+
+def measure_revision(rev: str, args) -> dict:
+    """Returns :func:`measure` of the library at ``rev``, run in a subprocess that imports it."""
+    with tempfile.TemporaryDirectory(prefix="bench-sim-") as tmp:
+        pkg = export_revision(rev, Path(tmp))
+        env = {**os.environ, "PYTHONPATH": str(pkg)}
+        cmd = [sys.executable, __file__, "--worker", "--device", args.device, "--seconds", str(args.seconds),
+               "--rounds", str(args.rounds), "--loop-frames", str(args.loop_frames), "--clock", args.clock]
+        cmd += ["--ici-only"] if args.ici_only else []
+        proc = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True, cwd=tmp)
+    res = json.loads(proc.stdout.strip().splitlines()[-1])
+    for key in ("generation", "ici"):
+        res[key] = {int(b): r for b, r in res[key].items()}
+    return res
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--seconds", type=float, default=2.0, help="minimum timing window per measurement")
+    ap.add_argument("--seconds", type=float, default=2.0, help="minimum timing window per measurement and round")
+    ap.add_argument("--rounds", type=int, default=3, help="rounds of side-by-side timing; each keeps its best")
     ap.add_argument("--loop-frames", type=int, default=30, help="frames timed for the per-frame loop")
     ap.add_argument("--ici-only", action="store_true", help="only the ICI / frequency-domain generation cost")
+    ap.add_argument("--clock", choices=["wall", "cpu"], default=None,
+                    help="wall time, or the process's CPU time (default on CPU: holds ratios on a loaded machine)")
+    ap.add_argument("--before", metavar="REV", help="also measure the library at git revision REV, and compare")
+    ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # one run, as JSON on stdout
     args = ap.parse_args()
     dev = resolve_device(args.device)
+    args.clock = args.clock or ("cpu" if dev.type == "cpu" else "wall")
     torch.manual_seed(0)
-    if args.ici_only:
-        ici_cost(dev, args.seconds)
+    if args.worker:
+        print(json.dumps(measure(dev, args.seconds, args.rounds, args.loop_frames, args.ici_only, args.clock)))
         return
-    cfg = SystemConfig.from_dict({"channel": {"delay_spread_s": DS, "doppler_hz": FD, "snr_db": SNR}})
-    gen = FrameGenerator(cfg, dev)
-    ls = get_classical("ls-linear", cfg)
-    sionna = SionnaChain(cfg, str(dev))
-
-    def ours(b):
-        fr = gen.generate(b, seed=1)
-        return ls.estimate(fr.pilots_ls, fr.meta)
-
-    # per-frame loop: each frame has its own (delay spread, Doppler), so each needs its own TDL
-    rng = np.random.default_rng(0)
-
-    def loop():
-        for _ in range(args.loop_frames):
-            SionnaChain(cfg, str(dev), ds=rng.uniform(25e-9, 300e-9), fd=rng.uniform(50, 1000))(1)
-
-    loop_fps = timeit(loop, args.loop_frames, args.seconds)
-    # wavefront with per-frame drawn conditions, for the same comparison
-    cfg_draw = SystemConfig.from_dict({"channel": {"delay_spread_s": [25e-9, 300e-9], "doppler_hz": [50, 1000], "snr_db": SNR}})
-    gen_draw = FrameGenerator(cfg_draw, dev)
-
-    def ours_draw(b):
-        fr = gen_draw.generate(b, seed=2)
-        return ls.estimate(fr.pilots_ls, fr.meta)
-
-    print(f"device: {dev} ({torch.get_num_threads()} threads), TDL-{cfg.channel.profile}, "
-          f"{cfg.ofdm.num_subcarriers}x{cfg.ofdm.num_symbols} grid, QPSK data, generation + LS-linear")
-    print(f"per-frame loop (Sionna TDL per frame, batch 1): {loop_fps:,.0f} frames/s")
-    print(f"{'batch':>6} {'wavefront':>12} {'per-frame draws':>16} {'sionna direct':>14} {'vs sionna':>10} {'vs loop':>9}")
-    for b in (1, 100, 1000):
-        w = timeit(lambda: ours(b), b, args.seconds)
-        wd = timeit(lambda: ours_draw(b), b, args.seconds)
-        s = timeit(lambda: sionna(b), b, args.seconds)
-        print(f"{b:>6} {w:>12,.0f} {wd:>16,.0f} {s:>14,.0f} {w / s:>9.2f}x {wd / loop_fps:>8.0f}x")
-    print("frames/s; 'vs loop' compares per-frame drawn conditions, batched, with the per-frame loop")
-    print()
-    ici_cost(dev, args.seconds)
+    before = measure_revision(args.before, args) if args.before else None
+    now = measure(dev, args.seconds, args.rounds, args.loop_frames, args.ici_only, args.clock)
+    if before is not None:
+        print_report(f"before ({args.before})", before)
+        print()
+    print_report("now" if before is not None else "wavefront", now)
+    if before is not None:
+        print()
+        print(f"{'ratio':<42} {'before':>8} {'now':>8}")
+        r0, r1 = ratios(before), ratios(now)
+        for k in r1:
+            print(f"{k:<42} {r0[k]:>7.2f}x {r1[k]:>7.2f}x")
+    print("frames/s; 'vs sionna' > 1 is faster than Sionna; 'ici cost' is frequency-path frames/s over ICI-path frames/s")
 
 
 if __name__ == "__main__":

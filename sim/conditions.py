@@ -475,7 +475,7 @@ def _ml_index(bank: _Bank, p: torch.Tensor) -> torch.Tensor:
         y = (bank.evec[ki].conj() * p[bi][:, :, None]).sum(1)  # float64 from here on
     else:  # the same through the factors: x = U_f,d^H P from the screen, then conj(U_t,f) per candidate
         uf_h, ut_conj = bank.fast.uf_h64, bank.fast.ut_conj64
-        nd, Pf = uf_h.shape[0] // uf_h.shape[1], uf_h.shape[1]
+        nd = uf_h.shape[0] // uf_h.shape[1]
         nf = K // nd
         # [n, P_f, P_t] x [n, P_t, P_t] by broadcasting: a batched product of tiny matrices costs
         # microseconds per matrix in overhead

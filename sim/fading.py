@@ -12,10 +12,12 @@ without returning it, so the path gains are drawn here, one Doppler per frame:
   coupling, as Sionna's ``CDL`` does). With SISO omnidirectional antennas that is the whole of
   TR 38.901's CDL channel.
 
-The frequency response is the sum of Sionna's ``cir_to_ofdm_channel``, computed faster (see
-:func:`frequency_response`). The second-order statistics of these realizations are in
-:mod:`~wavefront.sim.statistics`; which random stream a frame's realization comes from (per
-frame or per condition) is :mod:`~wavefront.sim.realizations`.
+The frequency response is the sum of Sionna's ``cir_to_ofdm_channel`` (:func:`frequency_response`, at any
+subcarriers and times; a test holds the two equal). On the resource grid, whose symbols and subcarriers are
+equally spaced, :func:`grid_channel` computes it by phase recurrences instead of a sin/cos per grid point.
+The second-order statistics of these realizations are in :mod:`~wavefront.sim.statistics`; which
+random stream a frame's realization comes from (per frame or per condition) is
+:mod:`~wavefront.sim.realizations`.
 """
 from __future__ import annotations
 
@@ -31,6 +33,12 @@ from wavefront.sim.profiles import ChannelProfile, subcarrier_offsets_hz, symbol
 
 _CHUNK = 128  # frames per block in the heavy loops on CPU: large enough to vectorise, small enough for cache
 _CHUNK_GPU = 8192  # on a GPU the blocks only bound memory (about 0.2 GB of temporaries for TDL-A)
+_CHUNK_GAINS = 32  # frames per block of the phase recurrence on CPU: its [T, N, b, L] powers fit in L2
+
+
+def _blocks(batch: int, most: int) -> int:
+    """Returns the block size that splits ``batch`` frames into the fewest blocks of at most ``most``, evenly."""
+    return -(-batch // -(-batch // most)) if batch else most
 
 
 def _chunk(device: torch.device) -> int:
@@ -50,6 +58,11 @@ class SinusoidDraws:
     cosines: torch.Tensor
     phases_rad: torch.Tensor
     los_phase_rad: torch.Tensor | None
+
+    def rows(self, rows: slice) -> "SinusoidDraws":
+        """Returns the draws of the frames ``rows`` (views, no copies)."""
+        los = None if self.los_phase_rad is None else self.los_phase_rad[rows]
+        return SinusoidDraws(self.doppler_hz[rows], self.cosines[rows], self.phases_rad[rows], los)
 
 
 def draw_sinusoids(profile: ChannelProfile, doppler_hz: torch.Tensor, num_sinusoids: int,
@@ -134,13 +147,128 @@ def ofdm_channel(ofdm: OFDMConfig, profile: ChannelProfile, delay_spread_s: torc
 
     ``delay_spread_s`` [B] RMS delay spread in s and ``doppler_hz`` [B] maximum Doppler in Hz,
     one per frame. No per-frame energy normalisation: that would bias the time correlation
-    and make the channel non-Gaussian.
+    and make the channel non-Gaussian. Both grids are equally spaced, so neither the tap gains
+    (:func:`uniform_tap_gains`) nor the delay phasors (:func:`delay_phasors`) take a sin/cos
+    per grid point; the sum over taps is one matrix product per frame.
     """
-    dev = doppler_hz.device
-    freqs, times, norm_delays = _grid_axes(ofdm, tuple(profile.norm_delays.tolist()), dev)
-    a = tap_gains(profile, doppler_hz, times, num_sinusoids, generator)  # [B, L, T]
-    tau = delay_spread_s.float().reshape(-1, 1) * norm_delays
-    return frequency_response(freqs, a, tau)
+    norm_delays = _grid_axes(ofdm, tuple(profile.norm_delays.tolist()), doppler_hz.device)[2]
+    draws = draw_sinusoids(profile, doppler_hz, num_sinusoids, generator)
+    return grid_channel(ofdm, profile, draws, delay_spread_s.float().reshape(-1, 1) * norm_delays)
+
+
+def grid_channel(ofdm: OFDMConfig, profile: ChannelProfile, draws: SinusoidDraws, tau_s: torch.Tensor) -> torch.Tensor:
+    """Returns H [B, F, T] complex64 on the resource grid of ``draws`` and the tap delays ``tau_s`` [B, L] float32 (s).
+
+    What :func:`ofdm_channel` returns after its draws, bit for bit.
+    """
+    dev = tau_s.device
+    first_hz, spacing_hz = _subcarrier_grid(ofdm)
+    F, T = ofdm.grid_shape
+    B = tau_s.shape[0]
+    h = torch.empty(B, F, T, dtype=torch.complex64, device=dev)
+    c = _blocks(B, _CHUNK_GAINS if dev.type == "cpu" else _CHUNK_GPU)
+    # A block of frames at a time through gains, phasors and their product: on CPU every
+    # intermediate then stays in cache, where whole-batch temporaries would stream through memory.
+    for s in range(0, B, c):
+        a = uniform_tap_gains(profile, draws.rows(slice(s, s + c)), 0.0, ofdm.symbol_duration_s, T)
+        torch.bmm(delay_phasors(tau_s[s:s + c], first_hz, spacing_hz, F), a, out=h[s:s + c])
+    return h
+
+
+@lru_cache(maxsize=64)
+def _subcarrier_grid(ofdm: OFDMConfig) -> tuple[float, float]:
+    """Returns (the first subcarrier's offset, the spacing), both Hz: the grid of :func:`subcarrier_offsets_hz`."""
+    f = subcarrier_offsets_hz(ofdm)
+    return float(f[0]), float(ofdm.subcarrier_spacing_hz)
+
+
+def uniform_tap_gains(profile: ChannelProfile, draws: SinusoidDraws, start_s: float, step_s: float,
+                      num_times: int) -> torch.Tensor:
+    """Returns the tap gains ``a`` [B, L, T] complex64 of ``draws`` at ``t_m = start_s + m step_s`` (s), ``m < num_times``.
+
+    The numbers of :func:`evaluate_tap_gains` at those times, within float32 round-off (a test
+    holds both to a float64 evaluation), by a phase recurrence instead of a sin/cos per sinusoid
+    and time: on an equally spaced grid each sinusoid is ``q_n z_n^m``, with
+    ``q_n = exp(j(w c_n t_0 + phi_n))`` and ``z_n = exp(j w c_n step)``. The powers are built by
+    doubling, ``g[k:2k] = g[0:k] z^k``, from anchors ``z^(2^i)`` squared in float64 and rounded
+    once: each value is at most ``1 + 2 ceil(log2 T)`` float32 roundings from exact (below 1.1e-6
+    relative for T <= 16; the direct float32 evaluation is off by ``ulp(w c t + phi)``, about 1e-6
+    at 10 rad). ``tests/sim/test_fading_recurrence.py`` holds it to that bound.
+    """
+    B, L, N = draws.cosines.shape
+    g = _sinusoid_phasors(draws, start_s, step_s, num_times)  # [T, N, B, L]
+    a = (g.sum(1) * _amplitudes(tuple(profile.nlos_powers.tolist()), N, g.device)).permute(1, 2, 0)  # [B, L, T]
+    if profile.is_los:  # B x T values: evaluated directly, in float64
+        t = start_s + step_s * torch.arange(num_times, dtype=torch.float64, device=g.device)
+        w = (2 * math.pi) * draws.doppler_hz.double().reshape(B, 1)
+        arg0 = w * profile.los_cos_aoa * t + draws.los_phase_rad.double()
+        a = a.contiguous()
+        a[:, 0] += (math.sqrt(profile.los_power) * _phasor(arg0)).to(torch.complex64)
+    return a
+
+
+def _sinusoid_phasors(draws: SinusoidDraws, start_s: float, step_s: float, num_times: int) -> torch.Tensor:
+    """Returns ``exp(j(w c_n t_m + phi_n))`` [T, N, B, L] complex64 at ``t_m = start_s + m step_s``: every NLoS sinusoid.
+
+    Sinusoids before frames and taps, so that a sum over them adds whole [B, L] blocks. The
+    phase recurrence of :func:`uniform_tap_gains` (see there for its accuracy).
+    """
+    cosines, phi, fd = draws.cosines, draws.phases_rad, draws.doppler_hz
+    B, L, N = cosines.shape
+    w = (2 * math.pi) * fd.double().reshape(1, B, 1)  # rad/s
+    nu = w * cosines.permute(2, 0, 1).double()  # [N, B, L] rad/s: each sinusoid's angular frequency
+    phi_t = phi.permute(2, 0, 1)
+    if start_s == 0.0:  # the start phases are the drawn ones, exactly
+        q = _phasor(phi_t)
+    else:  # reduced to [0, 2 pi) in float64 before the one rounding, whatever the start time
+        q = _phasor(torch.remainder(nu * start_s + phi_t.double(), 2 * math.pi).float())
+    z = _phasor(nu * step_s)  # complex128 [N, B, L]
+    g = torch.empty(num_times, N, B, L, dtype=torch.complex64, device=cosines.device)
+    g[0] = q
+    n = 1
+    while n < num_times:  # g[n : 2n] = g[0 : n] z^n
+        k = min(n, num_times - n)
+        torch.mul(g[:k], z.to(torch.complex64), out=g[n:n + k])
+        n += k
+        if n < num_times:
+            z = z * z  # z^n -> z^(2n), in float64: each anchor is rounded to float32 once
+    return g
+
+
+@lru_cache(maxsize=64)
+def _amplitudes(nlos_powers: tuple[float, ...], num_sinusoids: int, device: torch.device) -> torch.Tensor:
+    """Returns ``sqrt(P_l / N)`` [L] float32: each sinusoid's amplitude in tap ``l``."""
+    return torch.as_tensor(np.sqrt(np.array(nlos_powers) / num_sinusoids), dtype=torch.float32, device=device)
+
+
+def _phasor(angle_rad: torch.Tensor) -> torch.Tensor:
+    """Returns ``exp(j angle)``, complex of ``angle``'s precision; several times faster on CPU than ``torch.polar``."""
+    return torch.complex(torch.cos(angle_rad), torch.sin(angle_rad))
+
+
+def delay_phasors(tau_s: torch.Tensor, first_hz: float, spacing_hz: float, num_freqs: int) -> torch.Tensor:
+    """Returns ``exp(-j 2 pi f_k tau[b, l])`` [B, F, L] complex64 at ``f_k = first_hz + k spacing_hz`` (Hz), ``k < num_freqs``.
+
+    ``tau_s`` [B, L] (s). A geometric sequence in ``k``: with ``k = K i + j``, it is the product of
+    ``exp(-j 2 pi tau (first + K i spacing))`` and ``exp(-j 2 pi tau j spacing)``, each evaluated in
+    float64 and rounded once, ``K ~ sqrt(F)``: about 2 sqrt(F) sin/cos per tap instead of F, and
+    every value within two float32 roundings of exact.
+    """
+    B, L = tau_s.shape
+    freqs, I, K = _coarse_and_fine_hz(first_hz, spacing_hz, num_freqs, tau_s.device)
+    e = _phasor((-2 * math.pi) * freqs * tau_s.double().reshape(B, 1, L)).to(torch.complex64)  # [B, I + K, L]
+    e = e[:, :I].unsqueeze(2) * e[:, I:].unsqueeze(1)  # [B, I, K, L]
+    return e.reshape(B, I * K, L)[:, :num_freqs]
+
+
+@lru_cache(maxsize=64)
+def _coarse_and_fine_hz(first_hz: float, spacing_hz: float, num_freqs: int, device: torch.device):
+    """Returns ([I + K, 1] float64 Hz: ``first + K i spacing`` for ``i < I``, then ``j spacing`` for ``j < K``; I; K)."""
+    K = math.isqrt(max(num_freqs - 1, 0)) + 1
+    I = -(-num_freqs // K)
+    f = torch.cat([first_hz + K * spacing_hz * torch.arange(I, dtype=torch.float64),
+                   spacing_hz * torch.arange(K, dtype=torch.float64)])
+    return f.reshape(-1, 1).to(device), I, K
 
 
 @lru_cache(maxsize=64)
@@ -171,7 +299,7 @@ def frequency_response(freqs_hz: torch.Tensor, a: torch.Tensor, tau_s: torch.Ten
 
 
 _CHUNK_ICI_GPU = 2048  # frames per block of the time-domain path on a GPU (its [b, P, T, N] FFT blocks)
-_TAYLOR_TOL = 1e-10  # series remainder bound, well below float32 round-off (6e-8)
+_TAYLOR_TOL = 1e-8  # series remainder bound, below float32 round-off (6e-8 of a unit gain)
 
 
 class TimeVaryingChannel:
@@ -195,7 +323,7 @@ class TimeVaryingChannel:
     The gains are the sums of sinusoids of :func:`tap_gains`, evaluated at the samples through a
     Taylor series in time about each symbol's centre, ``exp(j w c (t_c + u T_u)) = exp(j w c t_c)
     sum_p (j w c T_u u)^p / p!``, ``|u| < 1/2``, cut where the remainder bound
-    ``(pi f_d / scs)^p / p!`` falls below 1e-10 (8 terms at 1000 Hz, 15 kHz; 1 at 0 Hz).
+    ``(pi f_d / scs)^p / p!`` falls below 1e-8 (7 terms at 1000 Hz, 15 kHz; 1 at 0 Hz), under float32 round-off.
     Then ``sum_l a_l(t) IFFT(E_l X)(t) = sum_p u^p IFFT(H_p X)``, with ``H_p`` the frequency
     response of the taps' p-th coefficients: P IFFTs per symbol instead of one per tap, and the
     same numbers as the direct sum (a test holds the gains to :func:`evaluate_tap_gains` at every
@@ -248,9 +376,12 @@ class TimeVaryingChannel:
         F, T = self.ofdm.grid_shape
         h = torch.empty(B, F, T, dtype=torch.complex64, device=x.device)
         y = torch.empty_like(h)
-        c = _CHUNK if x.device.type == "cpu" else _CHUNK_ICI_GPU
+        c = _blocks(B, _CHUNK_GAINS if x.device.type == "cpu" else _CHUNK_ICI_GPU)
+        P = self._series_terms(slice(0, B))
+        # The p >= 1 terms' grids, zero-padded to the FFT size once: each block writes the first F bins.
+        padded = torch.zeros(min(c, B), max(P - 1, 0), T, self.fft_size, dtype=torch.complex64, device=x.device)
         for s in range(0, B, c):
-            h[s:s + c], y[s:s + c] = self._propagate(x[s:s + c], slice(s, s + c))
+            h[s:s + c], y[s:s + c] = self._propagate(x[s:s + c], slice(s, s + c), P, padded)
         return h, y
 
     def gains_at_samples(self) -> torch.Tensor:
@@ -260,61 +391,89 @@ class TimeVaryingChannel:
         powers = u.unsqueeze(0) ** torch.arange(d.shape[2], device=d.device).unsqueeze(1)  # [P, N]
         return torch.einsum("blpt,pn->bltn", d, powers.to(d.dtype))
 
-    def _taylor_coefficients(self, rows: slice) -> torch.Tensor:
-        """Returns ``D`` [b, L, P, T] complex64 with ``a_l(t_c,m + u T_u) = sum_p D[l, p, m] u^p`` for ``|u| < 1/2``."""
-        o, prof, dr = self.ofdm, self.profile, self.draws
-        cos_, phi, fd = dr.cosines[rows], dr.phases_rad[rows], dr.doppler_hz[rows].float()
-        b, L, S = cos_.shape
-        dev = cos_.device
-        t_u = 1.0 / o.subcarrier_spacing_hz
+    def _series_terms(self, rows: slice) -> int:
+        """Returns P, the Taylor terms the frames ``rows`` need: the remainder ``x^P / P!`` below 1e-8, ``x = pi f_d / scs``."""
+        fd = self.draws.doppler_hz[rows]
         # |w c T_u u| <= pi f_d / scs: the series' argument bound
-        x_max = math.pi * float(fd.max()) / o.subcarrier_spacing_hz if b else 0.0
+        x_max = math.pi * float(fd.max()) / self.ofdm.subcarrier_spacing_hz if fd.numel() else 0.0
         P, term = 1, x_max
         while term >= _TAYLOR_TOL:
             P += 1
             term *= x_max / P
+        return P
+
+    def _taylor_coefficients(self, rows: slice, P: int | None = None) -> torch.Tensor:
+        """Returns ``D`` [b, L, P, T] complex64 with ``a_l(t_c,m + u T_u) = sum_p D[l, p, m] u^p`` for ``|u| < 1/2``.
+
+        ``P`` defaults to :meth:`_series_terms` of ``rows``.
+        """
+        o, prof, dr = self.ofdm, self.profile, self.draws.rows(rows)
+        P = self._series_terms(rows) if P is None else P
+        cos_, fd = dr.cosines, dr.doppler_hz.float()
+        b, L, S = cos_.shape
+        dev = cos_.device
+        t_u = 1.0 / o.subcarrier_spacing_hz
         w = 2 * math.pi * fd.reshape(b, 1, 1, 1)
-        t_c = (symbol_times_s(o) + (self.cp_samples + (self.fft_size - 1) / 2) / (self.fft_size * o.subcarrier_spacing_hz))
-        t_c = t_c.to(dev, torch.float32)  # [T] centre of each symbol's useful part
-        T = t_c.numel()
-        arg = (w * t_c) * cos_.unsqueeze(-1) + phi.unsqueeze(-1)  # [b, L, S, T]
-        base = torch.stack([torch.cos(arg), torch.sin(arg)], -1).reshape(b * L, S, 2 * T)
+        # centre of symbol m's useful part: t_c0 + m T_sym, an equally spaced grid
+        t_c0 = (self.cp_samples + (self.fft_size - 1) / 2) / (self.fft_size * o.subcarrier_spacing_hz)
+        T = o.num_symbols
+        g = _sinusoid_phasors(dr, t_c0, o.symbol_duration_s, T)  # [T, S, b, L]
+        base = torch.view_as_real(g.permute(2, 3, 1, 0)).reshape(b * L, S, 2 * T)
         # (j y)^p / p! = j^p y^p / p! with y = w c T_u real: real powers by recurrence, then j^p
         y_s = (w.reshape(b, 1, 1) * t_u * cos_).reshape(b * L, 1, S)
         real = torch.ones(b * L, P, S, device=dev)
         for q in range(1, P):
             real[:, q] = real[:, q - 1] * y_s[:, 0] / q
-        amp = torch.as_tensor(np.sqrt(prof.nlos_powers / S), dtype=torch.float32, device=dev)
+        amp = _amplitudes(tuple(prof.nlos_powers.tolist()), S, dev)
         d = (real @ base).reshape(b, L, P, T, 2) * amp.reshape(1, L, 1, 1, 1)
         d = torch.view_as_complex(d) * _j_powers(P, dev).reshape(1, 1, P, 1)  # [b, L, P, T]
         if prof.is_los:
-            arg0 = w.reshape(b, 1) * prof.los_cos_aoa * t_c + dr.los_phase_rad[rows]  # [b, T]
+            t_c = t_c0 + symbol_times_s(o).to(dev)  # [T] float64
+            arg0 = w.reshape(b, 1).double() * prof.los_cos_aoa * t_c + dr.los_phase_rad.double()  # [b, T]
             y0 = (2 * math.pi * t_u * prof.los_cos_aoa) * fd  # [b]
             real0 = torch.ones(b, P, device=dev)
             for q in range(1, P):
                 real0[:, q] = real0[:, q - 1] * y0 / q
             coef0 = real0 * _j_powers(P, dev)  # [b, P]
-            d[:, 0] += math.sqrt(prof.los_power) * coef0.unsqueeze(-1) * torch.polar(torch.ones_like(arg0), arg0).unsqueeze(1)
+            d[:, 0] += math.sqrt(prof.los_power) * coef0.unsqueeze(-1) * _phasor(arg0).to(torch.complex64).unsqueeze(1)
         return d
 
-    def _propagate(self, x: torch.Tensor, rows: slice):
+    def _propagate(self, x: torch.Tensor, rows: slice, P: int, padded: torch.Tensor):
         o, n_fft = self.ofdm, self.fft_size
-        dev = x.device
-        freqs = _grid_axes(o, tuple(self.profile.norm_delays.tolist()), dev)[0]  # [F] Hz
-        d = self._taylor_coefficients(rows)  # [b, L, P, T]
+        F = x.shape[1]
+        d = self._taylor_coefficients(rows, P)  # [b, L, P, T]
         b, L, P, T = d.shape
-        theta = (2 * math.pi) * self.tau_s[rows].unsqueeze(-1) * freqs  # [b, L, F]
-        e = torch.complex(torch.cos(theta), -torch.sin(theta))
-        h_p = (e.transpose(1, 2) @ d.reshape(b, L, P * T)).reshape(b, -1, P, T)  # [b, F, P, T]
-        powers = self.sample_offsets(dev).unsqueeze(0) ** torch.arange(P, device=dev).unsqueeze(1)  # [P, N]
-        h = (h_p * powers.mean(1).reshape(1, 1, P, 1)).sum(2)  # the per-symbol average (the label)
-        # Subcarrier i sits on bin i rather than on its offset's bin: a shift by whole bins multiplies
-        # the time signal by exp(j 2 pi k0 n / N), which commutes with the weighting in time and is
-        # undone by the FFT, so y is the same, without a scatter and a gather.
-        z = (h_p * x.unsqueeze(2)).permute(0, 2, 3, 1)  # [b, P, T, F]
-        r = torch.einsum("bptn,pn->btn", torch.fft.ifft(z, n=n_fft, dim=-1), powers.to(torch.complex64))
-        y = torch.fft.fft(r, dim=-1)[..., :x.shape[1]].transpose(1, 2)
-        return h, y
+        e = delay_phasors(self.tau_s[rows], *_subcarrier_grid(o), F)  # [b, F, L]
+        # [b, P, T, F]: subcarriers innermost, where the FFTs run
+        h_p = torch.bmm(d.reshape(b, L, P * T).transpose(1, 2), e.transpose(1, 2)).reshape(b, P, T, F)
+        powers, mean_powers = _sample_powers(P, n_fft, x.device)  # u^p [P, N] and its mean over the symbol [P, 1, 1]
+        # the per-symbol average (the label), summed over p on the taps' coefficients: [b, T, F]
+        h = torch.bmm((d * mean_powers.reshape(1, 1, P, 1)).sum(2).transpose(1, 2), e.transpose(1, 2))
+        xt = x.transpose(1, 2)  # [b, T, F]
+        # p = 0 weighs every sample by u^0 = 1, so its IFFT and FFT cancel: h_0 x, without either.
+        y = h_p[:, 0] * xt
+        if P > 1:
+            # Subcarrier i sits on bin i rather than on its offset's bin: a shift by whole bins multiplies
+            # the time signal by exp(j 2 pi k0 n / N), which commutes with the weighting in time and is
+            # undone by the FFT, so y is the same, without a scatter and a gather.
+            z = padded[:b]
+            torch.mul(h_p[:, 1:], xt.unsqueeze(1), out=z[..., :F])
+            r = (torch.fft.ifft(z, dim=-1) * powers[1:, None, :]).sum(1)  # [b, T, N]
+            y += torch.fft.fft(r, dim=-1)[..., :F]
+        return h.transpose(1, 2), y.transpose(1, 2)
+
+
+@lru_cache(maxsize=64)
+def _sample_powers(num_terms: int, fft_size: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Returns (``u^p`` [P, N] float32, its mean over the N samples [P, 1, 1] float32) for ``p < P``.
+
+    ``u`` [N]: each useful sample's time from the symbol centre in units of ``T_u``, as
+    :meth:`TimeVaryingChannel.sample_offsets`.
+    """
+    n = fft_size
+    u = (torch.arange(n, dtype=torch.float64) - (n - 1) / 2).div(n).float()
+    powers = u.unsqueeze(0) ** torch.arange(num_terms).unsqueeze(1)
+    return powers.to(device), powers.mean(1).reshape(-1, 1, 1).to(device)
 
 
 @lru_cache(maxsize=16)

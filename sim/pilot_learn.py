@@ -50,9 +50,10 @@ from wavefront.sim.config import OFDMConfig, SystemConfig
 from wavefront.sim.estimators import Estimator, classical_estimators
 from wavefront.sim.experiment import prior_config, run_experiment, simulated_points
 from wavefront.sim.lmmse import genie_mse
-from wavefront.sim.fading import SinusoidDraws, draw_sinusoids, evaluate_tap_gains, frequency_response
+from wavefront.sim import fading
+from wavefront.sim.fading import SinusoidDraws, draw_sinusoids
 from wavefront.sim.pilots import PilotLayout, flat_pilots
-from wavefront.sim.profiles import ChannelProfile, channel_profile, subcarrier_offsets_hz, symbol_times_s
+from wavefront.sim.profiles import ChannelProfile, channel_profile, subcarrier_offsets_hz
 
 CHANNEL = {**{k: list(v) for k, v in paper.TRAIN_RANGES.items()}, "profile": "A"}
 HEADLINE = {"sweep": "headline", "axis": "", "snr_db": 20.0, "delay_spread_s": 300e-9, "doppler_hz": 1000.0}
@@ -108,8 +109,7 @@ def pilot_channel(ofdm: OFDMConfig, profile: ChannelProfile, draws: SinusoidDraw
 
 def grid_channel(ofdm: OFDMConfig, profile: ChannelProfile, draws: SinusoidDraws, tau_s: torch.Tensor) -> torch.Tensor:
     """Returns ``H`` [B, F, T] complex64 on the grid from ``draws`` and ``tau_s`` [B, L] (s): what ``ofdm_channel`` computes."""
-    a = evaluate_tap_gains(profile, draws, symbol_times_s(ofdm))
-    return frequency_response(subcarrier_offsets_hz(ofdm).float(), a, tau_s.float())
+    return fading.grid_channel(ofdm, profile, draws, tau_s.float())
 
 
 def draw_training_frames(config: SystemConfig, profile: ChannelProfile, batch: int, generator: torch.Generator):
