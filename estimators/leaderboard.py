@@ -290,7 +290,7 @@ def run_leaderboard(spec: LeaderboardSpec, config, out: str | Path, progress: bo
 
     from wavefront.estimators.estimator import load_estimator
     from wavefront.estimators.train import TrainConfig, train
-    from wavefront.sim.conditions import BayesMMSE
+    from wavefront.sim.prior_lmmse import BayesMMSE
 
     spec.check()
     out = Path(out)

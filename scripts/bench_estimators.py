@@ -35,8 +35,9 @@ from pathlib import Path
 import torch
 
 from wavefront.sim import conditions as after
+from wavefront.sim import fading, profiles, statistics
 from wavefront.sim.config import SystemConfig
-from wavefront.sim.estimators import get_classical
+from wavefront.sim.estimators import get_classical, meta_for
 from wavefront.sim.frames import FrameGenerator
 
 PAPER = {"snr_db": [0.0, 25.0], "delay_spread_s": [25e-9, 300e-9], "doppler_hz": [50.0, 1000.0]}
@@ -50,7 +51,19 @@ def load_before(rev: str) -> types.ModuleType:
     mod = types.ModuleType("wavefront.sim._conditions_before")
     mod.__package__ = "wavefront.sim"
     sys.modules[mod.__name__] = mod  # dataclasses look their module up
-    exec(compile(src, f"{rev}:sim/conditions.py", "exec"), mod.__dict__)
+    # revisions before the split of sim/channel.py import it: give them its old names from the new modules
+    old_channel = types.ModuleType("wavefront.sim.channel")
+    for new in (profiles, statistics, fading):
+        old_channel.__dict__.update({k: v for k, v in vars(new).items() if not k.startswith("__")})
+    saved = sys.modules.get("wavefront.sim.channel")
+    sys.modules["wavefront.sim.channel"] = old_channel
+    try:
+        exec(compile(src, f"{rev}:sim/conditions.py", "exec"), mod.__dict__)
+    finally:
+        if saved is None:
+            sys.modules.pop("wavefront.sim.channel")
+        else:
+            sys.modules["wavefront.sim.channel"] = saved
     return mod
 
 
@@ -66,13 +79,9 @@ class _Conditions:
         return self.module.estimate_conditions(pilots, self.config)
 
 
-def meta_for(est, meta: dict) -> dict:
-    """What ``est`` may read: nothing, the noise level, or everything (the genie)."""
-    if est.needs == "none":
-        return {}
-    if est.needs == "noise":
-        return {k: meta[k] for k in ("noise_var", "snr_db")}
-    return meta
+def told(est, meta: dict) -> dict:
+    """What ``est`` may read of the true ``meta`` (the engine's rule, :func:`wavefront.sim.estimators.meta_for`)."""
+    return meta_for(est.needs, meta, None)
 
 
 def fps(fn, batch: int, repeats: int) -> float:
@@ -109,13 +118,13 @@ def main() -> None:
           f"frames/s from thread CPU time, best of {args.rounds} x {args.repeats}")
     for label, fr in sets.items():
         for est in list(new.values()) + list(old.values()):  # warm the caches (banks, cluster fit)
-            est.estimate(fr.pilots_ls, meta_for(est, fr.meta))
+            est.estimate(fr.pilots_ls, told(est, fr.meta))
         rate = {}
         for _ in range(args.rounds):
             for n in names:
                 for side, table in (("after", new), ("before", old)):
                     est = table.get(n) or (new[n] if side == "before" else None)
-                    m = meta_for(est, fr.meta)
+                    m = told(est, fr.meta)
                     r = fps(lambda: est.estimate(fr.pilots_ls, m), args.batch, args.repeats)
                     rate[n, side] = max(rate.get((n, side), 0.0), r)
         genie = rate["lmmse-genie", "after"]
@@ -127,7 +136,7 @@ def main() -> None:
     fr = FrameGenerator(cfg).generate(args.frames, seed=11, with_data=False)
     mse = {}
     for n in names[1:]:
-        h = new[n].estimate(fr.pilots_ls, meta_for(new[n], fr.meta))
+        h = new[n].estimate(fr.pilots_ls, told(new[n], fr.meta))
         mse[n] = (h - fr.h).abs().square().mean((1, 2)).double()
     for n in ("lmmse-estimated", "mmse-bayes"):
         h = old[n].estimate(fr.pilots_ls, {})

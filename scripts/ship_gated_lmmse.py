@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 import sys
 from pathlib import Path
 
@@ -27,7 +26,7 @@ def main(run: str) -> None:
     from wavefront.estimators import checkpoint as ckpt
     from wavefront.estimators.estimator import PRETRAINED_DIR
     from wavefront.estimators.leaderboard import bayes_risk_frames, paired_gap_db
-    from wavefront.sim.conditions import BayesMMSE
+    from wavefront.sim.prior_lmmse import BayesMMSE
 
     torch.set_num_threads(1)
     ck = ckpt.Checkpoint(Path(run) / "last.safetensors")

@@ -155,7 +155,7 @@ def get_classical(name: str, config: SystemConfig, **options) -> Estimator:
 
         return RobustLMMSE(config, **options)
     if name in ("lmmse-estimated", "mmse-bayes", "lmmse-bank"):
-        from wavefront.sim.conditions import BayesMMSE, EstimatedLMMSE, LMMSEBank
+        from wavefront.sim.prior_lmmse import BayesMMSE, EstimatedLMMSE, LMMSEBank
 
         cls = {"lmmse-estimated": EstimatedLMMSE, "mmse-bayes": BayesMMSE, "lmmse-bank": LMMSEBank}[name]
         return cls(config, **options)

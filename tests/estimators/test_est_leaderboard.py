@@ -33,7 +33,7 @@ def _mse(model, frames):
 
 
 def test_gated_lmmse_starts_at_the_bayes_risk_of_the_prior(prior, prior_frames):
-    from wavefront.sim.conditions import BayesMMSE
+    from wavefront.sim.prior_lmmse import BayesMMSE
 
     init = _mse(create("gated-lmmse", prior), prior_frames)
     with torch.no_grad():

@@ -5,13 +5,12 @@ import pytest
 import torch
 
 from wavefront.errors import ConfigError
-from wavefront.sim.conditions import (
-    BayesMMSE, ConditionPrior, EstimatedLMMSE, estimate_conditions, log_likelihood, prior_average_stats,
-)
+from wavefront.sim.conditions import ConditionPrior, estimate_conditions, log_likelihood, prior_average_stats
 from wavefront.sim.config import SystemConfig, preset
 from wavefront.sim.estimators import get_classical
 from wavefront.sim.frames import FrameGenerator
 from wavefront.sim.lmmse import RobustLMMSE, _true_stats
+from wavefront.sim.prior_lmmse import BayesMMSE, EstimatedLMMSE
 from wavefront.sim.profiles import channel_profile
 
 PAPER_RANGES = dict(snr_db=[0.0, 25.0], delay_spread_s=[25e-9, 300e-9], doppler_hz=[50.0, 1000.0])

@@ -10,14 +10,12 @@ import pytest
 import torch
 
 from wavefront.errors import ConfigError
-from wavefront.sim.conditions import (
-    BayesMMSE, ConditionPrior, EstimatedLMMSE, LMMSEBank, _bank, _cluster_bank_cached, estimate_conditions,
-    separable_blocks,
-)
+from wavefront.sim.conditions import ConditionPrior, _bank, estimate_conditions, separable_blocks
 from wavefront.sim.config import SystemConfig, preset
 from wavefront.sim.estimators import get_classical
 from wavefront.sim.frames import FrameGenerator
 from wavefront.sim.lmmse import combine_terms
+from wavefront.sim.prior_lmmse import BayesMMSE, EstimatedLMMSE, LMMSEBank, _cluster_bank_cached
 from wavefront.sim.pilots import apply_pilots
 
 PAPER = dict(snr_db=[0.0, 25.0], delay_spread_s=[25e-9, 300e-9], doppler_hz=[50.0, 1000.0])

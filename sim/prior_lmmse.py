@@ -1,0 +1,309 @@
+"""LMMSE estimators that know the prior, not the conditions: they read the pilots alone.
+
+- :class:`EstimatedLMMSE` (``lmmse-estimated``): the joint 2-D LMMSE at each frame's
+  conditions estimated from its pilots (:func:`~wavefront.sim.conditions.estimate_conditions`),
+  the practical receiver.
+- :class:`BayesMMSE` (``mmse-bayes``): ``E[h | p] = sum_k w_k(p) W_k p``, the posterior-weighted
+  bank of LMMSE filters over the prior's grid. The channel given the prior is a Gaussian
+  mixture, and this is its MMSE estimator: no estimator that knows only the prior does better
+  on average over the prior (at a given point another may: the README shows where).
+- :class:`LMMSEBank` (``lmmse-bank``): the same on ``K`` clusters of the ``(ds, fd)`` grid (16
+  by default, fitted against ``mmse-bayes``), each with its mean covariance: within a few
+  hundredths of a dB of ``mmse-bayes``'s Bayes risk on the paper prior at several times its speed.
+
+The hypothesis bank, the likelihood and its fast paths are :mod:`wavefront.sim.conditions`'s.
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+
+import torch
+
+from wavefront.errors import ConfigError
+from wavefront.sim.conditions import (
+    ConditionPrior, _Bank, _bank, _build_bank, _check_pilots, _chunks, _log_likelihood, _ml_grid_index, _ml_screen,
+    estimate_conditions, separable_blocks,
+)
+from wavefront.sim.config import SystemConfig, profile_label
+from wavefront.sim.estimators import Estimator
+from wavefront.sim.lmmse import GenieLMMSE, _apply, _solve, _Stats
+
+
+class EstimatedLMMSE(Estimator):
+    """Joint 2-D LMMSE at each frame's conditions estimated from its pilots (``lmmse-estimated``).
+
+    ``estimate(pilots [B, P_f, P_t] or [B, P] c64, meta) -> [B, F, T] c64``; ``meta`` is not read.
+    The conditions come from :func:`estimate_conditions` (ML on ``prior``); frames with equal
+    estimates share one filter.
+    """
+
+    name = "lmmse-estimated"
+    needs = "none"  # it estimates the conditions itself
+
+    def __init__(self, config: SystemConfig, prior: ConditionPrior | None = None, method: str = "ml"):
+        self.config, self.method = config, method
+        self.prior = prior or ConditionPrior.from_config(config)
+        self.genie = GenieLMMSE(config)
+        label = "ML" if method == "ml" else method
+        self.given = (f"{profile_label(config.channel.profile)} shape; delay spread, Doppler and SNR estimated "
+                      f"from pilots ({label} over {self.prior.describe()})")
+
+    def estimate(self, pilots: torch.Tensor, meta: dict | None = None) -> torch.Tensor:
+        """Returns H_hat [B, F, T] complex64 from LS pilots [B, P_f, P_t] or [B, P]."""
+        if self.method != "ml" or self.config.channel.ici or self.genie.dense:
+            cond = estimate_conditions(pilots, self.config, self.prior, self.method)
+            return self.genie.estimate(pilots, cond)
+        # the genie's own solve and apply, with the covariance blocks of the grid point each frame
+        # landed on taken from a cache instead of evaluated per frame (most of the genie's time)
+        p = _check_pilots(pilots, self.config)
+        d, f, s = _ml_grid_index(_bank(self.config, self.prior, p.device), p, self.prior.shape)
+        (du, fu, su), idx = torch.unique(torch.stack([d, f, s]).cpu(), dim=1, return_inverse=True)
+        f_hp, t_hp, f_pp, t_pp = _genie_blocks(self.config, self.prior)
+        stats = _Stats([a[du] for a in f_hp], [b[fu] for b in t_hp], [a[du] for a in f_pp], [b[fu] for b in t_pp],
+                       self.config.ofdm.pilot_layout.is_kronecker)
+        snr = torch.tensor(self.prior.snrs_db, dtype=torch.float64)[su].float()
+        nv = self.config.noise_variance(snr).float()  # as estimate_conditions hands it to the genie
+        return _apply(stats, _solve(stats, nv.to(torch.float64)), pilots, idx.to(p.device))
+
+
+@lru_cache(maxsize=8)
+def _genie_blocks(config: SystemConfig, prior: ConditionPrior):
+    """Returns :func:`separable_blocks` at the grid's values rounded to float32, on the CPU (cached).
+
+    The genie receives conditions as float32 ``meta``; with the blocks at the same values,
+    ``lmmse-estimated`` gives the genie's output at the ML conditions bit for bit. Memory per
+    entry: ``16 (N_ds F P_f + N_fd T P_t + N_ds P_f^2 + N_fd P_t^2)`` bytes per covariance term
+    (paper prior, TDL-A, 12 x 2: 0.3 MB).
+    """
+    rounded = ConditionPrior(tuple(float(torch.tensor(v, dtype=torch.float32)) for v in prior.delay_spreads_s),
+                             tuple(float(torch.tensor(v, dtype=torch.float32)) for v in prior.dopplers_hz),
+                             prior.snrs_db)
+    return separable_blocks(config, rounded)
+
+
+class BayesMMSE(Estimator):
+    """The MMSE estimator given the prior: ``E[h | p] = sum_k w_k(p) W_k p`` (``mmse-bayes``).
+
+    ``w_k(p)`` is the posterior of hypothesis ``k = (ds, fd, sigma^2)`` under the uniform
+    ``prior``, ``W_k`` its joint 2-D LMMSE filter. ``estimate(pilots [B, P_f, P_t] c64, meta)
+    -> [B, F, T] c64``; ``meta`` is not read. Computed in the eigenbasis of each ``R_p``:
+    ``sum_s w_ks W_ks p = R_hp,k U_k (c_k * U_k^H p)`` with ``c_k = sum_s w_ks / (lam_k + sigma_s^2)``,
+    chunked over frames so memory stays bounded.
+    """
+
+    name = "mmse-bayes"
+    needs = "none"  # it weighs the prior's hypotheses itself
+
+    def __init__(self, config: SystemConfig, prior: ConditionPrior | None = None):
+        self.config = config
+        self.prior = prior or ConditionPrior.from_config(config)
+        self.given = (f"{profile_label(config.channel.profile)} shape; uniform prior over {self.prior.describe()}; "
+                      "posterior-weighted LMMSE bank")
+
+    def estimate(self, pilots: torch.Tensor, meta: dict | None = None) -> torch.Tensor:
+        """Returns H_hat [B, F, T] complex64 from LS pilots [B, P_f, P_t] or [B, P]."""
+        p = _check_pilots(pilots, self.config)
+        return _posterior_mean(_bank(self.config, self.prior, p.device), p, self.config)
+
+
+def _posterior_mean(bank: _Bank, p: torch.Tensor, config: SystemConfig) -> torch.Tensor:
+    """Returns ``sum_(k,s) w_ks(p) W_ks p`` [B, F, T] complex64 over ``bank``'s hypotheses, for pilots [B, P] c128."""
+    nd, nf, ns = bank.f_hp[0].shape[0], bank.t_hp[0].shape[0], bank.logdet.shape[1]
+    layout = config.ofdm.pilot_layout
+    kron = layout.is_kronecker
+    (F, T), (Pf, Pt) = config.ofdm.grid_shape, (layout.pilot_shape if kron else (layout.num_pilots, 1))
+    K, P = bank.evec.shape[0], p.shape[1]
+    out = torch.empty(p.shape[0], F, T, dtype=torch.complex64, device=p.device)
+    per_frame = K * (ns + 6 * P) + 2 * nd * Pf * T + 2 * F * T + (0 if kron else 2 * nd * P * T)
+    if bank.fast is not None:  # single precision: y, c y [K, P] c64, [e; 1], c [K, P], -log L [K, S] f32
+        per_frame = K * (3 * P + ns) // 2 + 2 * nd * Pf * T + F * T
+    fast = bank.fast
+    for sl in _chunks(bank, p.shape[0], per_frame):
+        if fast is not None:
+            out[sl] = _separable(bank, p[sl])
+            continue
+        ll, y = _log_likelihood(bank, p[sl])
+        w = torch.softmax(ll.flatten(1), 1).reshape(ll.shape)
+        c = torch.einsum("bks,ksp->bkp", w, bank.inv_eig)
+        z = torch.einsum("kqp,bkp->bkq", bank.evec, c * y)
+        h = 0
+        for A, C in zip(bank.f_hp, bank.t_hp):
+            if kron:  # the Doppler sum first: N_fd time blocks
+                x = torch.einsum("bdfpq,ftq->bdpt", z.reshape(-1, nd, nf, Pf, Pt), C)
+                h = h + torch.einsum("dkp,bdpt->bkt", A, x)
+            else:  # scattered: pilot i sits at (f_i, t_i); sum over i last
+                x = torch.einsum("bdfi,fti->bdti", z.reshape(-1, nd, nf, P), C)
+                h = h + torch.einsum("dki,bdti->bkt", A, x)
+        out[sl] = h
+    return out
+
+
+def _separable(bank: _Bank, p: torch.Tensor) -> torch.Tensor:
+    """Returns ``E[h | p]`` [b, F, T] complex64 for pilots [b, P] c128 on a one-term Kronecker bank.
+
+    The posterior weights come from the float32 likelihood (:func:`_screen`: errors of at
+    most ~1e-4 nats, so relative weight errors of that order, far below 0.01 dB of MSE), and
+    the filters are applied in complex64 in the eigenbasis, where nothing is inverted:
+    ``sum_d G_d sum_f (c * Y)_(d,f) H_f^T`` with ``G_d = A_d U_f,d`` (negligible directions
+    dropped, see :class:`_Fast`) and ``H_f = C_f U_t,f``.
+    """
+    fast, b = bank.fast, p.shape[0]
+    nll, _, x = _ml_screen(bank, p)  # [K, S, b]; x = U_f,d^H P [N_ds, P_f, P_t, b] c128
+    nd, Pf, Pt = x.shape[:3]
+    # planar (real, imaginary) arithmetic from here on: real products with the blocks
+    # [[Re, -Im], [Im, Re]], and the real weights c scale both planes without a complex copy
+    xt = x.transpose(1, 2).reshape(nd, Pt, Pf * b)
+    y = fast.ut_c2 @ torch.cat([xt.real, xt.imag], 1).float()  # [d, (re/im, f, j), (i, b)]
+    # unnormalised posterior, max 1; floored at e^-80 (above float32's smallest normal number):
+    # subnormal weights slow every later product many times over, and the floor adds at most
+    # K S e^-80 < 1e-30 of mass
+    # (reductions axis by axis: one pass each, several times faster than over two axes at once)
+    w = torch.sub(nll.amin(1).amin(0), nll, out=nll).clamp_min_(-80.0).exp_()
+    c = torch.bmm(bank.inv32_t, w)  # [K, P, b]: sum_s w_s / (lam + sigma_s^2), unnormalised
+    (T, nfPt), r = fast.h_t.shape, fast.gam.shape[0]  # c [K, P, b] = [d, (f, j), (i, b)]
+    m = (y.reshape(nd, 2, nfPt, Pf * b) * c.reshape(nd, 1, nfPt, Pf * b)).reshape(nd, 2 * nfPt, Pf * b)
+    x = fast.h_t2 @ m  # the Doppler sum: [d, (re/im, t), (i, b)]
+    x = x.reshape(nd, 2, T, Pf, b).permute(1, 0, 3, 2, 4).reshape(2, nd * Pf, T * b)[:, fast.keep]
+    # the delay-spread sum over the kept directions, through the rank-r basis: [r, T, b], normalised
+    # by the posterior's mass while it is small, then laid out [b, r, T] so that q gives [b, F, T]
+    g = (fast.gam2 @ x.reshape(-1, T * b)).reshape(2, r, T, b) / w.sum(1).sum(0)
+    g = torch.complex(g[0], g[1])
+    return torch.bmm(fast.q.expand(b, -1, -1), g.permute(2, 0, 1).contiguous())
+
+
+def _cluster_bank(config: SystemConfig, prior: ConditionPrior, ds_groups: tuple, fd_groups: tuple,
+                  device: torch.device, blocks=None) -> _Bank:
+    """Returns a :class:`_Bank` over clusters of the prior's ``(ds, fd)`` grid, each with its moment-matched covariance.
+
+    ``ds_groups`` / ``fd_groups``: tuples of ``(start, stop)`` index ranges that tile each axis.
+    Cluster ``(g, h)`` is the product set ``ds[g] x fd[h]``; its covariance, the mean of the
+    members' (the Gaussian closest to their mixture), is ``sum_j mean_g F_j (x) mean_h T_j``,
+    still separable. Its prior mass (the member count over ``N_ds N_fd``) enters ``logdet``
+    as ``-log mass``, so the screen scores ``-log L - log prior``. The noise levels are the
+    prior's own ``S``.
+    """
+    f_hp, t_hp, f_pp, t_pp = blocks or separable_blocks(config, prior)
+    mean = lambda blocks, groups: [torch.stack([x[a:b].mean(0) for a, b in groups]) for x in blocks]  # noqa: E731
+    snr = torch.tensor(prior.snrs_db, dtype=torch.float64)
+    nv = config.noise_variance(snr).to(torch.float64)
+    ds = torch.tensor(prior.delay_spreads_s, dtype=torch.float64)
+    fd = torch.tensor(prior.dopplers_hz, dtype=torch.float64)
+    bank = _build_bank(mean(f_hp, ds_groups), mean(t_hp, fd_groups), mean(f_pp, ds_groups), mean(t_pp, fd_groups),
+                       config.ofdm.pilot_layout.is_kronecker, nv, torch.stack([ds[a:b].mean() for a, b in ds_groups]),
+                       torch.stack([fd[a:b].mean() for a, b in fd_groups]), snr, torch.device("cpu"))
+    nd, nf = prior.shape[:2]
+    mass = torch.tensor([(b1 - a1) * (b2 - a2) / (nd * nf) for a1, b1 in ds_groups for a2, b2 in fd_groups],
+                        dtype=torch.float64)
+    bank.logdet = bank.logdet - torch.log(mass)[:, None]
+    bank.screen32[..., -1] = bank.logdet.float()
+    bank.logdet_max = float(bank.logdet.abs().max())
+    return _move(bank, device)
+
+
+def _move(bank: _Bank, device: torch.device) -> _Bank:
+    """Returns ``bank`` with every tensor on ``device``."""
+    import dataclasses
+
+    def mv(v):
+        if torch.is_tensor(v):
+            return v.to(device)
+        if isinstance(v, list):
+            return [mv(x) for x in v]
+        if dataclasses.is_dataclass(v):
+            return type(v)(**{f.name: mv(getattr(v, f.name)) for f in dataclasses.fields(v)})
+        return v
+
+    return mv(bank)
+
+
+class LMMSEBank(Estimator):
+    """A bank of ``K`` LMMSE filters weighted by a cheap posterior over them (``lmmse-bank``).
+
+    The prior's ``(ds, fd)`` grid is tiled into ``K = n_ds x n_fd`` clusters (contiguous
+    ranges of each axis, chosen by :func:`fit_bank_groups` to minimise the prior-averaged MSE);
+    each cluster has one covariance, the mean of its members'. Given the pilots, the weight of
+    cluster ``c`` at noise level ``s`` is its posterior under that Gaussian and the cluster's
+    prior mass, and the estimate is ``sum_(c,s) w_cs W_cs p``: :class:`BayesMMSE`'s computation
+    on ``K`` hypotheses instead of ``N_ds N_fd`` (paper prior: 16 instead of 240; the noise levels
+    stay the prior's, since weighing them is cheap in each cluster's eigenbasis).
+
+    ``estimate(pilots [B, P_f, P_t] or [B, P] c64, meta) -> [B, F, T] c64``; ``meta`` is not read.
+    """
+
+    name = "lmmse-bank"
+    needs = "none"  # it reads only the pilots
+
+    def __init__(self, config: SystemConfig, prior: ConditionPrior | None = None, filters: int = 16):
+        if not (isinstance(filters, int) and filters >= 1):
+            raise ConfigError("lmmse-bank.filters", filters, "must be a positive integer")
+        self.config = config
+        self.prior = prior or ConditionPrior.from_config(config)
+        self.ds_groups, self.fd_groups = fit_bank_groups(config, self.prior, filters)
+        k = len(self.ds_groups) * len(self.fd_groups)
+        self.given = (f"{profile_label(config.channel.profile)} shape; uniform prior over {self.prior.describe()}; "
+                      f"bank of {k} LMMSE filters ({len(self.ds_groups)} delay-spread x {len(self.fd_groups)} Doppler "
+                      f"clusters) weighted by their posterior from the pilots")
+
+    def estimate(self, pilots: torch.Tensor, meta: dict | None = None) -> torch.Tensor:
+        """Returns H_hat [B, F, T] complex64 from LS pilots [B, P_f, P_t] or [B, P]."""
+        p = _check_pilots(pilots, self.config)
+        bank = _cluster_bank_cached(self.config, self.prior, self.ds_groups, self.fd_groups, p.device)
+        return _posterior_mean(bank, p, self.config)
+
+
+@lru_cache(maxsize=8)
+def _cluster_bank_cached(config, prior, ds_groups, fd_groups, device) -> _Bank:
+    """:func:`_cluster_bank`, cached by (config, prior, groups, device): ``memory_bytes`` each (paper prior, K = 16: about 0.75 MB)."""
+    return _cluster_bank(config, prior, ds_groups, fd_groups, device)
+
+
+# lmmse-bank's clusters are fitted on this many pilot vectors drawn from the prior's model, with a fixed seed
+_FIT_FRAMES, _FIT_SEED = 256, 20261206
+
+
+@lru_cache(maxsize=8)
+def fit_bank_groups(config: SystemConfig, prior: ConditionPrior, filters: int = 16) -> tuple[tuple, tuple]:
+    """Returns ``(ds_groups, fd_groups)``: contiguous ranges of each prior axis, at most ``filters`` clusters in all.
+
+    Greedy splitting: starting from one cluster, each step cuts one range of either axis in
+    two (Doppler cuts on every other grid point) wherever that lowers the objective most, until
+    the next cut would exceed ``filters`` clusters or no cut helps. The objective is the bank's
+    mean squared distance to ``mmse-bayes`` on :data:`_FIT_FRAMES` pilot vectors drawn from the
+    prior's Gaussian model (a uniform grid hypothesis, then ``p ~ CN(0, R_p + sigma^2 I)``) with the
+    fixed seed :data:`_FIT_SEED`. For frames from that model ``E|h - h_bank|^2 = E|h - h_bayes|^2
+    + E|h_bayes - h_bank|^2`` (``h_bayes = E[h | p]``), so this is the bank's excess Bayes risk,
+    without drawing a channel. Deterministic, from the config and prior alone; paper prior,
+    TDL-A, 12 x 2, 16 filters: about a second on one thread, once per (config, prior, filters).
+    """
+    nd, nf = prior.shape[:2]
+    full = _bank(config, prior, torch.device("cpu"))
+    g = torch.Generator().manual_seed(_FIT_SEED)
+    K, S, P = full.inv_eig.shape
+    k = torch.randint(K, (_FIT_FRAMES,), generator=g)
+    s = torch.randint(S, (_FIT_FRAMES,), generator=g)
+    z = torch.randn(_FIT_FRAMES, P, dtype=torch.complex128, generator=g)
+    p = (full.evec[k] @ (z / full.inv_eig[k, s].sqrt())[..., None]).squeeze(-1)  # [N, P] c128
+    target = _posterior_mean(full, p, config)
+    blocks = separable_blocks(config, prior)
+
+    def excess(dg, fg) -> float:
+        bank = _cluster_bank(config, prior, dg, fg, torch.device("cpu"), blocks)
+        return float((_posterior_mean(bank, p, config) - target).abs().square().mean())
+
+    dg, fg = ((0, nd),), ((0, nf),)
+    best = excess(dg, fg)
+    while True:
+        cands = []
+        for axis, groups, other in ((0, dg, len(fg)), (1, fg, len(dg))):
+            if (len(groups) + 1) * other > filters:
+                continue
+            for gi, (a, b) in enumerate(groups):
+                for cut in range(a + 1, b):
+                    if axis == 1 and cut % 2:
+                        continue
+                    new = groups[:gi] + ((a, cut), (cut, b)) + groups[gi + 1:]
+                    cands.append((new, fg) if axis == 0 else (dg, new))
+        scored = [(excess(*c), c) for c in cands]
+        if not scored or min(scored, key=lambda x: x[0])[0] >= best:
+            return dg, fg
+        best, (dg, fg) = min(scored, key=lambda x: x[0])
