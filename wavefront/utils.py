@@ -72,6 +72,8 @@ def parse_values(field: str, text: str, max_points: int = 1000) -> list[float]:
         parts = [float(p) for p in text.split(":" if ":" in text else ",") if p.strip()]
     except ValueError:
         raise ConfigError(field, text, "must be a number, a list a,b,c or a range start:stop:step") from None
+    if any(not math.isfinite(v) for v in parts):  # before any range arithmetic: inf would overflow it
+        raise ConfigError(field, text, "values must be finite")
     if ":" in text:
         if len(parts) != 3:
             raise ConfigError(field, text, "a range is start:stop:step")
