@@ -219,7 +219,8 @@ def _evaluate(args) -> int:
     from wavefront.utils import job_ranks, process_group
 
     rank, world, array_job = job_ranks(args.rank, args.world)
-    out = check_output_folder("out", args.out)
+    # A 4 kB block per stored batch (21 paper points; a suite may hold more), results and plots.
+    out = check_output_folder("out", args.out, 4096 * (21 * -(-args.frames_per_point // 500) + 8) + 300_000)
     path = Path(args.checkpoint)
     if path.is_dir():
         raise ConfigError("checkpoint", args.checkpoint, "is a folder; give a .safetensors file (e.g. "

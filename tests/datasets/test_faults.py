@@ -302,3 +302,17 @@ def test_a_damaged_identity_attribute_without_a_manifest_is_repaired_not_taken_f
     assert "shard-00001.h5" in line and "attribute config" in line and "--repair" in line
     assert main([*GEN, "--out", str(out), "--repair"]) == 0
     assert _bytes(out) == reference[1]
+
+
+def test_a_manifest_listing_shards_under_swapped_indices_is_named_when_loading(tmp_path, small_config):
+    # Each entry keeps its own file and checksums, only the indices are swapped: every other
+    # check passes, and without the shard_index check a reader would serve shard 1's frames as
+    # frames 0..99, shard 0's as 100..199.
+    out = tmp_path / "data"
+    generate_dataset(DatasetSpec(small_config, 1, 200, 100, 100), out)
+    man = json.loads((out / "manifest.json").read_text())
+    a, b = man["shards"]
+    a["index"], b["index"] = b["index"], a["index"]
+    (out / "manifest.json").write_text(json.dumps(man))
+    with pytest.raises(ShardError, match=r"is shard 1, the manifest lists it as 0"):
+        H5FrameDataset(out)

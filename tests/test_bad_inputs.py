@@ -1,0 +1,121 @@
+"""Every number of every command is checked at the door: NaN, inf, words and fractions are one line, exit 2.
+
+A table over all commands (sweep, evaluate, train, generate, generate-suite, import-mat,
+export-mat, audit, pilots, codesign, merge-results): each bad value must give exit code 2,
+exactly one line on stderr naming the option, no traceback, and nothing written.
+"""
+import pytest
+
+from wavefront.cli import main
+
+# command prefix (the required arguments, {tmp} = the test's folder) -> its number options
+NUMBER_OPTIONS = {
+    ("sweep", "--out", "{tmp}/o"): {
+        "float": ["--ldpc-rate"],
+        "int": ["--frames", "--min-bit-errors", "--batch-size", "--seed"],
+        "values": ["--snr-db", "--doppler-hz", "--delay-spread-ns"],
+        "range": ["--prior-snr-db", "--prior-delay-spread-ns", "--prior-doppler-hz"],
+    },
+    ("evaluate", "--checkpoint", "adafortitran", "--device", "cpu", "--out", "{tmp}/o"): {
+        "int": ["--frames-per-point", "--seed"],
+        "range": ["--prior-snr-db", "--prior-delay-spread-ns", "--prior-doppler-hz"],
+    },
+    ("train", "--on-the-fly", "default", "--out", "{tmp}/o"): {
+        "float": ["--lr", "--weight-decay", "--grad-clip", "--time-limit-min"],
+        "int": ["--steps", "--epochs", "--batch-size", "--warmup-steps", "--eval-every", "--val-frames", "--patience",
+                "--seed", "--workers", "--stop-after"],
+    },
+    ("generate", "--frames", "10", "--out", "{tmp}/o"): {
+        "int": ["--frames", "--shard-frames", "--seed", "--batch-size", "--threads"],
+    },
+    ("generate-suite", "adafortitran", "--out", "{tmp}/o"): {
+        "int": ["--frames-per-point", "--shard-frames", "--seed", "--batch-size", "--threads"],
+    },
+    ("import-mat", "--mat", "{tmp}", "--out", "{tmp}/o"): {"int": ["--shard-frames"]},
+    ("audit", "{tmp}"): {"float": ["--tolerance-db"], "int": ["--groups"]},
+    ("pilots", "optimise", "--num-pilots", "24", "--out", "{tmp}/o"): {
+        "int": ["--num-pilots", "--radius-f", "--radius-t", "--max-passes", "--seed"],
+        "range": ["--doppler-hz", "--delay-spread-ns", "--snr-db"],
+    },
+    ("codesign", "layout", "--out", "{tmp}/o"): {
+        "int": ["--epochs", "--seeds", "--image-size", "--train-images", "--val-images", "--test-images"],
+    },
+    ("codesign", "receivers", "--out", "{tmp}/o"): {
+        "float": ["--noise"],
+        "int": ["--receivers", "--epochs", "--seeds", "--train-shots", "--val-shots", "--test-shots"],
+    },
+}
+BAD_VALUES = {
+    "float": ["nan", "inf", "-inf", "1e400", "abc"],
+    "int": ["nan", "inf", "abc", "1.5"],
+    "values": ["nan", "inf", "0:inf:5", "nan,1"],
+    "range": ["nan:1", "0:inf", "abc"],
+}
+
+
+def _number_cases():
+    for prefix, kinds in NUMBER_OPTIONS.items():
+        for kind, options in kinds.items():
+            for option in options:
+                for value in BAD_VALUES[kind]:
+                    yield pytest.param([*prefix, option, value], option.lstrip("-").replace("-", "_"),
+                                       id=f"{' '.join(prefix[:2])} {option} {value}")
+
+
+# Bad input beyond one number: (argv, what the one line must say).
+SPECIAL = [
+    (["train", "--on-the-fly", "default", "--grad-clip", "nan", "--out", "{tmp}/o"], "grad_clip=nan"),
+    (["train", "--on-the-fly", "default", "--time-limit-min", "nan", "--out", "{tmp}/o"], "time_limit_min=nan"),
+    (["train", "--on-the-fly", "default", "--weight-decay", "nan", "--out", "{tmp}/o"], "weight_decay=nan"),
+    (["train", "--on-the-fly", "default", "--grad-clip", "-1", "--out", "{tmp}/o"], "grad_clip=-1"),
+    (["train", "--on-the-fly", "default", "--lr", "0", "--out", "{tmp}/o"], "lr=0"),
+    (["sweep", "--batch-size", "1e8", "--frames", "1e8", "--out", "{tmp}/o"], "batch_size=100000000: needs about"),
+    (["generate", "--frames", "1e12", "--batch-size", "1e9", "--out", "{tmp}/o"], "shards"),
+    (["generate", "--frames", "1e7", "--batch-size", "1e9", "--out", "{tmp}/o"], "batch_size=1000000000: needs about"),
+    (["generate", "--frames", "1e9", "--shard-frames", "1e9", "--out", "{tmp}/o"], "shard_frames=1000000000"),
+    (["generate-suite", "adafortitran", "--frames-per-point", "0", "--out", "{tmp}/o"], "frames_per_point=0"),
+    (["generate-suite", "adafortitran", "--frames-per-point", "1e12", "--out", "{tmp}/o"], "frames_per_point="),
+    (["audit", "{tmp}", "--json", "{tmp}"], "json='{tmp}': is a folder"),
+    (["sweep", "--frames", "10", "--out", "/proc/x"], "out='/proc/x': cannot be written"),
+    (["evaluate", "--checkpoint", "adafortitran", "--out", "/proc/x"], "out='/proc/x': cannot be written"),
+    (["train", "--on-the-fly", "default", "--steps", "1", "--out", "/proc/x"], "out='/proc/x': cannot be written"),
+    (["generate", "--frames", "10", "--out", "/proc/x"], "out='/proc/x': cannot be written"),
+    (["generate-suite", "adafortitran", "--out", "/proc/x"], "out='/proc/x': cannot be written"),
+    (["export-mat", "--data", "{tmp}", "--out", "/proc/x"], "out='/proc/x': cannot be written"),
+    (["import-mat", "--mat", "{tmp}", "--out", "/proc/x"], "out='/proc/x': cannot be written"),
+    (["pilots", "optimise", "--num-pilots", "24", "--out", "/proc/x"], "out='/proc/x': cannot be written"),
+    (["codesign", "layout", "--out", "/proc/x"], "out='/proc/x': cannot be written"),
+    (["codesign", "receivers", "--out", "/proc/x"], "out='/proc/x': cannot be written"),
+    (["merge-results", "/proc/x", "{tmp}"], "out='/proc/x': cannot be written"),
+    (["audit", "{tmp}", "--json", "/proc/x/report.json"], "json='/proc/x': cannot be written"),
+    (["sweep", "--rank", "nan", "--world", "2", "--out", "{tmp}/o"], "rank=nan"),
+    (["sweep", "--rank", "0", "--world", "inf", "--out", "{tmp}/o"], "world=inf"),
+]
+
+
+def _run(argv, tmp_path, capsys):
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    before = sorted(tmp_path.rglob("*"))
+    rc = main([*argv, "--no-progress"] if argv[0] not in ("codesign", "merge-results", "evaluate") else argv)
+    err = capsys.readouterr().err
+    assert rc == 2, (rc, err)
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    assert sorted(tmp_path.rglob("*")) == before  # refused before anything was written
+    return err
+
+
+@pytest.mark.parametrize("argv,field", list(_number_cases()))
+def test_a_bad_number_is_one_line_naming_the_option_and_exit_2(argv, field, tmp_path, capsys):
+    err = _run(argv, tmp_path, capsys)
+    assert field in err or field.split("_")[0] in err, err
+
+
+@pytest.mark.parametrize("argv,says", SPECIAL, ids=[" ".join(a[:1] + a[a.index(a[-2]):]) if len(a) > 2 else a[0]
+                                                    for a, _ in SPECIAL])
+def test_bad_input_beyond_numbers_is_one_line_and_exit_2(argv, says, tmp_path, capsys):
+    err = _run(argv, tmp_path, capsys)
+    assert says.replace("{tmp}", str(tmp_path)) in err, err
+
+
+def test_the_table_covers_at_least_150_cases():
+    assert len(list(_number_cases())) + len(SPECIAL) >= 150
