@@ -250,15 +250,21 @@ def delay_phasors(tau_s: torch.Tensor, first_hz: float, spacing_hz: float, num_f
     """Returns ``exp(-j 2 pi f_k tau[b, l])`` [B, F, L] complex64 at ``f_k = first_hz + k spacing_hz`` (Hz), ``k < num_freqs``.
 
     ``tau_s`` [B, L] (s). A geometric sequence in ``k``: with ``k = K i + j``, it is the product of
-    ``exp(-j 2 pi tau (first + K i spacing))`` and ``exp(-j 2 pi tau j spacing)``, each evaluated in
-    float64 and rounded once, ``K ~ sqrt(F)``: about 2 sqrt(F) sin/cos per tap instead of F, and
-    every value within two float32 roundings of exact.
+    ``exp(-j 2 pi tau (first + K i spacing))`` and ``exp(-j 2 pi tau j spacing)``, both and their
+    product in float64, rounded once to complex64, ``K ~ sqrt(F)``: about 2 sqrt(F) sin/cos per tap
+    instead of F, every value within one float32 rounding of exact, and the same bits whatever
+    the thread count.
     """
     B, L = tau_s.shape
     freqs, I, K = _coarse_and_fine_hz(first_hz, spacing_hz, num_freqs, tau_s.device)
-    e = _phasor((-2 * math.pi) * freqs * tau_s.double().reshape(B, 1, L)).to(torch.complex64)  # [B, I + K, L]
-    e = e[:, :I].unsqueeze(2) * e[:, I:].unsqueeze(1)  # [B, I, K, L]
-    return e.reshape(B, I * K, L)[:, :num_freqs]
+    angle = (-2 * math.pi) * freqs * tau_s.double().reshape(B, 1, L)  # [B, I + K, L]
+    c, s = torch.cos(angle), torch.sin(angle)
+    c_i, s_i, c_k, s_k = c[:, :I].unsqueeze(2), s[:, :I].unsqueeze(2), c[:, I:].unsqueeze(1), s[:, I:].unsqueeze(1)
+    # The product in real float64 arithmetic, rounded once: a complex multiply on CPU takes a
+    # vectorised or a scalar path depending on where the threads split the tensor, and the two
+    # round differently, so the frames would depend on the thread count.
+    re, im = c_i * c_k - s_i * s_k, c_i * s_k + s_i * c_k  # [B, I, K, L]
+    return torch.complex(re.float(), im.float()).reshape(B, I * K, L)[:, :num_freqs]
 
 
 @lru_cache(maxsize=64)
