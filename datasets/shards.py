@@ -54,6 +54,7 @@ import torch
 
 from wavefront import __version__
 from wavefront.errors import ConfigError
+from wavefront.utils import fsync_dir
 
 try:  # POSIX advisory locks tell a live writer's ``.partial`` from one a killed run left
     import fcntl
@@ -255,19 +256,6 @@ def shard_image(arrays: ShardArrays, attrs: dict, compression: str = "none") -> 
 
 
 # ---- files on disk ----------------------------------------------------------------------
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def _try_lock(fd: int) -> bool:
     if fcntl is None:
         return True
@@ -350,7 +338,7 @@ def write_file_atomic(path: str | Path, data: bytes, lock: bool = False, tmp_nam
             os.replace(tmp, path)
         finally:
             os.close(fd)
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
     except BaseException as exc:
         try:
             tmp.unlink()

@@ -17,33 +17,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 
 import torch
 
+from wavefront.bench import seconds_per_call
 from wavefront.estimators import count_parameters, create
 from wavefront.estimators.train import channel_mse
 from wavefront.sim.config import preset
 from wavefront.utils import resolve_device
 
 
-def _sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def _timeit(fn, device, max_seconds: float, min_iters: int = 3) -> float:
-    """Returns seconds per call: one warm-up call, then calls until ``min_iters`` or ``max_seconds`` is reached."""
-    fn()
-    _sync(device)
-    n, t0 = 0, time.perf_counter()
-    while True:
-        fn()
-        n += 1
-        _sync(device)
-        elapsed = time.perf_counter() - t0
-        if elapsed > max_seconds or (n >= min_iters and elapsed > 0.2 * max_seconds):
-            return elapsed / n
+    """Returns seconds per call: one warm-up call, then at least ``min_iters`` calls over at least a fifth of ``max_seconds``."""
+    return seconds_per_call(fn, 0.2 * max_seconds, min_iters, warmup=1, device=device)
 
 
 def bench(batch: int, variant: str, device, args, config, overrides) -> dict:

@@ -59,27 +59,11 @@ def _device(args):
     return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
 
 
-def _sync(dev):
-    import torch
-
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
-
-
 def _seconds_per_call(fn, dev, min_s: float, min_calls: int = 3, warmup: int = 1) -> float:
-    """Returns wall seconds per call of ``fn``: ``warmup`` calls, then calls until ``min_calls`` and ``min_s``."""
-    for _ in range(warmup):
-        fn()
-    _sync(dev)
-    n, t0 = 0, time.perf_counter()
-    while True:
-        fn()
-        n += 1
-        if n >= min_calls:
-            _sync(dev)
-            el = time.perf_counter() - t0
-            if el >= min_s:
-                return el / n
+    """Returns wall seconds per call of ``fn`` on ``dev`` (:func:`wavefront.bench.seconds_per_call`)."""
+    from wavefront.bench import seconds_per_call
+
+    return seconds_per_call(fn, min_s, min_calls, warmup, device=dev)
 
 
 def _card(dev) -> str:

@@ -191,7 +191,8 @@ class SaveError(ConfigError):
         super().__init__("save", str(path), f"cannot be written: {os_reason(exc)}" + (f"; {hint}" if hint else ""))
 
 
-def _fsync_dir(folder: Path) -> None:
+def fsync_dir(folder: Path) -> None:
+    """Flushes ``folder``'s entries (a rename inside it) to disk where the file system allows."""
     try:
         fd = os.open(folder, os.O_RDONLY)
     except OSError:
@@ -230,7 +231,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
         except OSError:
             pass
         raise SaveError(path, exc) from None
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
     return path
 
 

@@ -96,6 +96,7 @@ def test_bad_paths_and_hyper_parameters_are_one_line_and_exit_2(argv, field_valu
     assert (tmp_path / "a_file").read_text() == "keep me" and not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow
 def test_shipped_adafortitran_is_small_and_beats_ls_linear(default_config):
     from wavefront.sim.config import SystemConfig
     from wavefront.sim.estimators import get_classical

@@ -1,6 +1,7 @@
 """DDP on CPU: two gloo processes give the gradients (and the training run) of one process on the merged batch."""
 import os
 
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -44,6 +45,7 @@ def _worker(rank, world, tmp):
         dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_two_gloo_ranks_match_one_process_on_the_merged_batch(tmp_path):
     from safetensors.torch import load_file
 

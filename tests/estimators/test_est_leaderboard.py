@@ -113,6 +113,7 @@ def _table(out):
     return [{k: v for k, v in r.items() if k not in clock} for r in rows]
 
 
+@pytest.mark.slow
 def test_interrupted_leaderboard_reruns_to_the_same_table(prior, tmp_path):
     spec = lambda: make_spec(["linear", "gated-lmmse"], None, steps=3, batch_size=8, bayes_frames=48,  # noqa: E731
                              frames_per_point=4)

@@ -171,6 +171,7 @@ def test_joint_training_moves_the_pilots_and_keeps_them_inside_the_grid():
     assert np.abs(u - init)[:, 1].max() > 0.5  # two pilot symbols cannot track 1000 Hz: pilots leave them
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("argv, message", [
     (["--steps", "0"], "--steps must be a positive integer"),
     (["--lr", "nan"], "--lr must be a positive number"),
