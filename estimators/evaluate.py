@@ -24,6 +24,7 @@ import numpy as np
 from wavefront import paper
 from wavefront.errors import ConfigError
 from wavefront.sim.estimators import Estimator
+from wavefront.utils import atomic_write_csv, atomic_write_json, finish_figure
 
 AXIS_LABEL = {"snr_db": "SNR [dB]", "delay_spread_s": "delay spread [ns]", "doppler_hz": "Doppler [Hz]"}
 
@@ -148,8 +149,6 @@ def save_evaluation(rows: list, out: Path, model_name: str, checkpoint: str, con
     """
     from dataclasses import asdict
 
-    from wavefront.utils import atomic_write_json
-
     # Every file whole or absent; results.json last, so its presence means the whole result was saved.
     long_rows = [asdict(r) for r in rows]
     wide = wide_rows(rows, model_name)
@@ -195,8 +194,6 @@ def format_table(rows: list[dict]) -> str:
 
 def save_rows(rows: list[dict], out: Path) -> Path:
     """Writes ``results.csv`` in ``out`` and returns its path."""
-    from wavefront.utils import atomic_write_csv
-
     return atomic_write_csv(out / "results.csv", rows)
 
 
@@ -206,8 +203,6 @@ def plot_rows(rows: list[dict], out: Path, model_name: str) -> list[Path]:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from wavefront.utils import atomic_savefig
 
     paths = []
     for sweep, axis in ((sw.name, sw.axis) for sw in paper.TEST_SWEEPS):
@@ -229,11 +224,5 @@ def plot_rows(rows: list[dict], out: Path, model_name: str) -> list[Path]:
         ax.set_ylabel("MSE [dB]")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-        fig.tight_layout()
-        path = out / f"mse_vs_{sweep}.png"
-        try:
-            atomic_savefig(fig, path, dpi=120)
-        finally:
-            plt.close(fig)
-        paths.append(path)
+        paths.append(finish_figure(fig, out / f"mse_vs_{sweep}.png"))
     return paths

@@ -21,7 +21,6 @@ MSE is ``mean |H_hat - H|^2`` per resource element, in dB. Outputs: ``leaderboar
 """
 from __future__ import annotations
 
-import csv
 import json
 import math
 import time
@@ -32,6 +31,8 @@ import torch
 
 from wavefront import paper
 from wavefront.errors import ConfigError
+from wavefront.sim.experiment import in_prior
+from wavefront.utils import atomic_write_csv, atomic_write_json, atomic_write_text, finish_figure
 
 # Budgets: steps x batch, and the model sizes that train in minutes on 2 CPU cores (full-size
 # FortiTran runs at about 8 samples/s there, so cpu-small shrinks every model; gpu-full keeps
@@ -272,9 +273,7 @@ def _check_same_run(run_dir: Path, fp: dict) -> None:
 
 
 def _write_json(path: Path, data) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    tmp.replace(path)  # atomic: an interrupted run never leaves half a file behind
+    atomic_write_json(path, data, indent=1)  # an interrupted run never leaves half a file behind
 
 
 def run_leaderboard(spec: LeaderboardSpec, config, out: str | Path, progress: bool = True, stop_after_models:
@@ -376,17 +375,14 @@ def write_outputs(table: dict, out: Path, spec: LeaderboardSpec) -> list[Path]:
         r["worst_in_prior_suite_gap_db"] = max(gaps) if gaps else None
         flat.append({"rank": i, **{c: r.get(c) for c in cols[1:]}})
     _write_json(out / "leaderboard.json", table)
-    with open(out / "leaderboard.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=cols)
-        w.writeheader()
-        w.writerows(flat)
-    (out / "leaderboard.md").write_text(format_markdown(flat, spec))
+    atomic_write_csv(out / "leaderboard.csv", flat)
+    atomic_write_text(out / "leaderboard.md", format_markdown(flat, spec))
     return [out / "leaderboard.json", out / "leaderboard.csv", out / "leaderboard.md"] + plot_leaderboard(rows, out)
 
 
 def in_paper_prior(point: dict) -> bool:
-    """Returns whether a suite point lies inside the paper's training prior (SNR 0-25 dB, 25-300 ns, 50-1000 Hz)."""
-    return 0 <= point["snr_db"] <= 25 and 25 <= point["delay_spread_ns"] <= 300 and 50 <= point["doppler_hz"] <= 1000
+    """Returns whether a suite point lies inside the paper's training prior (:func:`wavefront.sim.experiment.in_prior`)."""
+    return in_prior(point["snr_db"], point["delay_spread_ns"] * 1e-9, point["doppler_hz"])
 
 
 def format_markdown(flat: list[dict], spec: LeaderboardSpec) -> str:
@@ -427,10 +423,7 @@ def plot_leaderboard(rows: list[dict], out: Path) -> list[Path]:
     ax.set_xlabel(f"CPU frames/s (1 thread, batch {THROUGHPUT_BATCH})")
     ax.set_ylabel("gap to mmse-bayes's Bayes risk [dB]")
     ax.grid(alpha=0.3, which="both")
-    fig.tight_layout()
-    paths.append(out / "pareto.png")
-    fig.savefig(paths[-1], dpi=120)
-    plt.close(fig)
+    paths.append(finish_figure(fig, out / "pareto.png"))
     for sweep, axis in ((sw.name, sw.axis) for sw in paper.TEST_SWEEPS):
         fig, ax = plt.subplots(figsize=(5.5, 4))
         key = "delay_spread_ns" if axis == "delay_spread_s" else axis
@@ -445,8 +438,5 @@ def plot_leaderboard(rows: list[dict], out: Path) -> list[Path]:
         ax.set_ylabel("MSE [dB]")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=6)
-        fig.tight_layout()
-        paths.append(out / f"suite_{sweep}.png")
-        fig.savefig(paths[-1], dpi=120)
-        plt.close(fig)
+        paths.append(finish_figure(fig, out / f"suite_{sweep}.png"))
     return paths

@@ -36,7 +36,7 @@ from wavefront.sim.config import SystemConfig, profile_label
 from wavefront.sim.estimators import classical_estimators
 from wavefront.sim.experiment import (CONDITION_MODES, Row, mark_in_prior, merge_partials, prior_config, run_experiment,
                                       run_partial, simulated_points)
-from wavefront.utils import resolve_device
+from wavefront.utils import atomic_write_csv, atomic_write_json, check_memory, finish_figure, resolve_device
 
 AXES = {"snr_db": ("SNR", "dB", 1.0), "doppler_hz": ("Doppler", "Hz", 1.0), "delay_spread_s": ("delay spread", "ns", 1e9)}
 PLOT_NAMES = {"snr_db": "snr", "doppler_hz": "doppler", "delay_spread_s": "delay_spread"}
@@ -227,8 +227,6 @@ def batch_bytes(config: SystemConfig, batch_frames: int) -> int:
 
 def check_sweep_memory(spec: SweepSpec, device) -> None:
     """Refuses, before anything is allocated, a batch whose tensors would not fit ``device``'s free memory."""
-    from wavefront.utils import check_memory
-
     frames = min(spec.batch_size, spec.frames)
     check_memory("batch_size", spec.batch_size, batch_bytes(spec.config, frames), device,
                  f"a batch of {frames} frames of {'x'.join(map(str, spec.config.ofdm.grid_shape))}; lower --batch-size")
@@ -269,8 +267,6 @@ def format_table(result: SweepResult) -> str:
 
 def save_result(result: SweepResult, out: Path) -> list[Path]:
     """Writes results.json, results.csv and the MSE and BER plots into ``out``; returns the paths."""
-    from wavefront.utils import atomic_write_csv, atomic_write_json
-
     # Each file whole or absent (temporary file, fsync, rename); plots and CSV first, results.json
     # last, so a results.json on disk means the whole result was saved.
     rows = [asdict(r) for r in result.rows]
@@ -305,8 +301,6 @@ def plot_result(result: SweepResult, out: Path) -> list[Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from wavefront.utils import atomic_savefig
-
     axis = result.spec["axis"]
     name, unit, scale = AXES[axis]
     ests = list(dict.fromkeys(r.estimator for r in result.rows))
@@ -340,11 +334,5 @@ def plot_result(result: SweepResult, out: Path) -> list[Path]:
                      f"{cfg['ofdm']['num_symbols']} grid, {result.spec['frames']} frames/point", fontsize=9)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
-        fig.tight_layout()
-        p = out / f"{fname}_vs_{PLOT_NAMES[axis]}.png"
-        try:
-            atomic_savefig(fig, p, dpi=110)
-        finally:
-            plt.close(fig)
-        paths.append(p)
+        paths.append(finish_figure(fig, out / f"{fname}_vs_{PLOT_NAMES[axis]}.png", dpi=110))
     return paths

@@ -265,6 +265,17 @@ def atomic_savefig(fig, path: str | Path, **savefig_kwargs) -> Path:
     return atomic_write_bytes(path, buf.getvalue())
 
 
+def finish_figure(fig, path: str | Path, dpi: int = 120) -> Path:
+    """Lays ``fig`` out, saves it to ``path`` atomically (:func:`atomic_savefig`) and closes it; returns ``path``."""
+    import matplotlib.pyplot as plt
+
+    try:
+        fig.tight_layout()
+        return atomic_savefig(fig, path, dpi=dpi)
+    finally:
+        plt.close(fig)
+
+
 def available_memory_bytes(device: torch.device | str = "cpu") -> int | None:
     """Returns the bytes free for new tensors on ``device`` (CUDA: free device memory; CPU: MemAvailable), None if unknown."""
     dev = torch.device(device)
