@@ -32,15 +32,15 @@ from pathlib import Path
 
 import numpy as np
 
-from wavefront.datasets.shards import (
-    COMPRESSIONS, FORMAT_VERSION, PROFILE_DTYPE, DiskFullError, ShardArrays, ShardBusy, ShardError, ShardRecord,
-    ensure_free, estimate_shard_bytes, file_checksum, is_disk_full, partial_name, probe_shard, read_attrs,
-    remove_stale_partials, shard_name,
-    versions, write_file_atomic, write_shard,
-)
 from wavefront.datasets.folders import MANIFEST, MANIFEST_FORMAT, check_file, manifest_entries, read_manifest
+from wavefront.datasets.shards import (
+    COMPRESSIONS, DiskFullError, FORMAT_VERSION, PROFILE_DTYPE, ShardArrays, ShardBusy, ShardError, ShardRecord,
+    ensure_free, estimate_shard_bytes, file_checksum, is_disk_full, partial_name, probe_shard, read_attrs,
+    remove_stale_partials, shard_name, versions, write_file_atomic, write_shard,
+)
 from wavefront.errors import ConfigError
 from wavefront.sim.config import SystemConfig
+from wavefront.sim.frames import FrameGenerator
 from wavefront.utils import check_output_folder, derive_seed
 
 # Manifest fields that must match for a folder to be resumed rather than refused.
@@ -382,8 +382,6 @@ def generate_dataset(spec: DatasetSpec, out: str | Path, device="cpu", indices: 
     the folder and the space needed) after listing the shards already complete in the manifest.
     ``progress``: a tqdm-like object updated with frames written, or None.
     """
-    from wavefront.sim.frames import FrameGenerator
-
     out = check_output_folder("out", out)
     indices = list(range(spec.num_shards)) if indices is None else list(indices)
     manifest = check_folder(out, spec)

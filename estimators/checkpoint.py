@@ -23,6 +23,9 @@ from pathlib import Path
 import torch
 
 from wavefront.errors import ConfigError
+from wavefront.estimators.registry import create
+from wavefront.sim.config import ChannelConfig, OFDMConfig, SystemConfig
+from wavefront.utils import atomic_write_bytes
 
 FORMAT = "wavefront-estimator/1"
 
@@ -35,7 +38,6 @@ def save(path: str | Path, model, system_config, *, step: int = 0, optimizer=Non
     """
     from safetensors.torch import save as save_bytes
 
-    from wavefront.utils import atomic_write_bytes
 
     path = Path(path)
     tensors = {f"model.{k}": v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
@@ -107,7 +109,6 @@ class Checkpoint:
         """
         import warnings
 
-        from wavefront.sim.config import ChannelConfig, OFDMConfig, SystemConfig
 
         stored = json.loads(self.system_config_json)
         try:
@@ -127,8 +128,6 @@ class Checkpoint:
 
         Raises ConfigError if ``system_config``'s grid or pilots differ from the checkpoint's.
         """
-        from wavefront.estimators.registry import create
-
         stored = self.system_config
         if system_config is not None:
             check_grid_matches(stored, system_config, self.path)

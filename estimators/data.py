@@ -16,8 +16,12 @@ from __future__ import annotations
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from wavefront.datasets import H5FrameDataset
+from wavefront.datasets.shards import read_attrs
 from wavefront.datasets.torch_datasets import OnTheFlyDataset, frames_to_samples
 from wavefront.errors import ConfigError
+from wavefront.estimators.checkpoint import check_grid_matches
+from wavefront.sim.config import SystemConfig
 from wavefront.sim.frames import FrameGenerator
 from wavefront.utils import derive_seed
 
@@ -115,9 +119,6 @@ def recorded_config(path: str):
     try:
         import json
 
-        from wavefront.datasets import H5FrameDataset
-        from wavefront.datasets.shards import read_attrs
-        from wavefront.sim.config import SystemConfig
     except ImportError:
         return None
     root = Path(path)
@@ -141,14 +142,10 @@ def open_frame_folder(path: str, config) -> Dataset:
     try:  # shards record their SystemConfig as JSON in the root attributes
         import json
 
-        from wavefront.datasets.shards import read_attrs
-        from wavefront.sim.config import SystemConfig
 
         stored = SystemConfig.from_dict(json.loads(read_attrs(ds.files[0])["config"]))
     except (ImportError, AttributeError, IndexError, KeyError, TypeError, ValueError):
         pass  # no recorded config: a grid mismatch still fails at the model's shape check
     if stored is not None:
-        from wavefront.estimators.checkpoint import check_grid_matches
-
         check_grid_matches(stored, config, path, what="dataset")
     return ds

@@ -7,8 +7,12 @@ from pathlib import Path
 import torch
 
 from wavefront.errors import ConfigError
+from wavefront.estimators.blocks import CONDITION_KEYS
 from wavefront.estimators.checkpoint import Checkpoint
+from wavefront.estimators.registry import list_models
+from wavefront.sim.config import profile_label
 from wavefront.sim.estimators import Estimator
+from wavefront.utils import resolve_device
 
 PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
 
@@ -21,8 +25,6 @@ class LearnedEstimator(Estimator):
     """
 
     def __init__(self, model, name: str | None = None, device="cpu", amp: bool = False, max_batch: int = 4096):
-        from wavefront.utils import resolve_device
-
         self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
         self.name = name or model.name
@@ -60,8 +62,6 @@ def load_estimator(name_or_path: str, config, device="cpu", conditions: str | No
     a missing, corrupt or foreign checkpoint, or one trained for another grid or pilot pattern;
     and, with ``conditions="none"`` (pilots only), for a model that was trained with conditions.
     """
-    from wavefront.estimators.registry import list_models
-
     p = Path(str(name_or_path))
     if p.suffix == ".safetensors" or p.exists():
         path, label = p, None
@@ -93,8 +93,6 @@ def load_estimator(name_or_path: str, config, device="cpu", conditions: str | No
 
 def trained_on_text(stored, card_path: Path, conditions: str | None = None) -> str:
     """Returns a one-line description of the training data: profile and ranges, and frames and conditions from a card."""
-    from wavefront.sim.config import profile_label
-
     ch = stored.channel
     span = lambda v, s=1.0: f"{v[0] * s:g}-{v[1] * s:g}" if isinstance(v, tuple) else f"{v * s:g}"  # noqa: E731
     text = (f"{profile_label(ch.profile)}, SNR {span(ch.snr_db)} dB, delay spread {span(ch.delay_spread_s, 1e9)} ns, "
@@ -125,8 +123,6 @@ class CudaGraphForward:
     """
 
     def __init__(self, model, batch_size: int, amp: bool = True, warmup: int = 3):
-        from wavefront.estimators.blocks import CONDITION_KEYS
-
         device = next(model.parameters()).device
         if device.type != "cuda":
             raise ConfigError("device", str(device), "CUDA graphs need the model on a CUDA device")

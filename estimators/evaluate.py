@@ -22,8 +22,12 @@ from pathlib import Path
 import numpy as np
 
 from wavefront import paper
+from wavefront.datasets.sources import folder_points
 from wavefront.errors import ConfigError
-from wavefront.sim.estimators import Estimator
+from wavefront.sim.estimators import Estimator, classical_estimators
+from wavefront.sim.experiment import (
+    mark_in_prior, merge_partials, prior_config, run_experiment, run_partial, simulated_points,
+)
 from wavefront.utils import atomic_write_csv, atomic_write_json, finish_figure
 
 AXIS_LABEL = {"snr_db": "SNR [dB]", "delay_spread_s": "delay spread [ns]", "doppler_hz": "Doppler [Hz]"}
@@ -62,7 +66,6 @@ def evaluate(model_estimator, config, points: str = "paper", suite: str | None =
     """
     from dataclasses import asdict
 
-    from wavefront.sim.experiment import mark_in_prior, run_experiment
 
     pts, estimators, kwargs = _plan(model_estimator, config, points, suite, frames_per_point, baselines, seed, device,
                                     chunk, conditions, compare_true, prior_ranges)
@@ -83,8 +86,6 @@ def evaluate_partial(model_estimator, config, points: str = "paper", suite: str 
     Arguments as :func:`evaluate`; :func:`merge_evaluation_partials` turns all jobs' records
     into the rows of one process.
     """
-    from wavefront.sim.experiment import run_partial
-
     pts, estimators, kwargs = _plan(model_estimator, config, points, suite, frames_per_point, baselines, seed, device,
                                     chunk, conditions, compare_true, prior_ranges)
     return {**run_partial(pts, estimators, progress=progress, rank=rank, world=world, store=store, **kwargs),
@@ -94,14 +95,9 @@ def evaluate_partial(model_estimator, config, points: str = "paper", suite: str 
 def _plan(model_estimator, config, points, suite, frames_per_point, baselines, seed, device, chunk, conditions,
           compare_true, prior_ranges=None):
     """Returns the evaluation's points, estimators and the engine's keywords."""
-    from wavefront.sim.estimators import classical_estimators
-    from wavefront.sim.experiment import prior_config, simulated_points
-
     if frames_per_point < 1:
         raise ConfigError("frames_per_point", frames_per_point, "must be >= 1")
     if suite is not None:
-        from wavefront.datasets.sources import folder_points
-
         pts = folder_points(suite, config)
         frames = None
     else:
@@ -123,8 +119,6 @@ def merge_evaluation_partials(partials: list[dict]) -> list:
     Raises ConfigError when the records are not an evaluation's, come from different runs
     (checkpoint, conditions, points), or a rank is missing or repeated.
     """
-    from wavefront.sim.experiment import merge_partials
-
     for q in partials:
         if q.get("command") != "evaluate":
             raise ConfigError("partials", q.get("command"), "not an evaluation's partial file (merge an evaluation's "

@@ -31,7 +31,15 @@ import torch
 
 from wavefront import paper
 from wavefront.errors import ConfigError
-from wavefront.sim.experiment import in_prior
+from wavefront.estimators.estimator import load_estimator
+from wavefront.estimators.evaluate import AXIS_LABEL, evaluate
+from wavefront.estimators.registry import list_models
+from wavefront.estimators.train import TrainConfig, train
+from wavefront.sim.conditions import estimate_conditions
+from wavefront.sim.estimators import CLASSICAL, classical_estimators
+from wavefront.sim.experiment import given_text, in_prior
+from wavefront.sim.frames import FrameGenerator
+from wavefront.sim.prior_lmmse import BayesMMSE
 from wavefront.utils import atomic_write_csv, atomic_write_json, atomic_write_text, finish_figure
 
 # Budgets: steps x batch, and the model sizes that train in minutes on 2 CPU cores (full-size
@@ -86,8 +94,6 @@ class LeaderboardSpec:
 
     def check(self) -> None:
         """Raises ConfigError for the first bad value."""
-        from wavefront.estimators.registry import list_models
-
         known = list_models()
         for m in self.models:
             if m not in known:
@@ -104,8 +110,6 @@ class LeaderboardSpec:
 def make_spec(models: list | None = None, budget: str | None = "cpu-small", steps: int | None = None,
               batch_size: int | None = None, **kw) -> LeaderboardSpec:
     """Returns a checked spec: a named ``budget``, with ``steps``/``batch_size`` overriding it when given."""
-    from wavefront.estimators.registry import list_models
-
     if budget is not None and budget not in BUDGETS:
         raise ConfigError("budget", budget, f"choose one of {', '.join(BUDGETS)}")
     base = dict(BUDGETS[budget or "cpu-small"])
@@ -124,8 +128,6 @@ def make_spec(models: list | None = None, budget: str | None = "cpu-small", step
 # ---- measurements ------------------------------------------------------------------------
 def bayes_risk_frames(config, n: int, seed: int = 7):
     """Returns ``n`` frames drawn over ``config``'s channel ranges (the prior), without data symbols."""
-    from wavefront.sim.frames import FrameGenerator
-
     return FrameGenerator(config).generate(n, seed=seed, with_data=False)
 
 
@@ -152,8 +154,6 @@ def paired_gap_db(estimate: torch.Tensor, reference: torch.Tensor, h: torch.Tens
 
 def _meta_for(est, frames, config, conditions: str):
     """Returns ``meta(p, sl)``: what a row gets for pilots ``p`` = frames ``sl`` (a per-frame condition estimate, timed with it)."""
-    from wavefront.sim.conditions import estimate_conditions
-
     needs = getattr(est, "needs", "conditions")
     if needs == "truth" or (needs in ("noise", "conditions") and conditions == "true"):
         true_meta = frames.meta
@@ -210,14 +210,10 @@ def flops_per_frame(model, config) -> int | None:
 # ---- one row ----------------------------------------------------------------------------
 def _classical(names, prior):
     """Returns the classical estimators of ``names`` that this version of ``wavefront.sim`` has (lmmse-bank may not)."""
-    from wavefront.sim.estimators import CLASSICAL, classical_estimators
-
     return classical_estimators([n for n in names if n in CLASSICAL], prior)
 
 
 def _suite_rows(est, config, spec: LeaderboardSpec, conditions: str) -> list[dict]:
-    from wavefront.estimators.evaluate import evaluate
-
     long_rows: list = []
     evaluate(est, config, frames_per_point=spec.frames_per_point, baselines=(), seed=1, compare_true=False,
              conditions="estimated" if conditions == "none" else conditions, long_rows=long_rows)
@@ -237,7 +233,6 @@ def evaluate_row(est, config, frames, reference_mse: torch.Tensor, spec: Leaderb
         e = per_frame_mse(torch.cat(chunks), frames.h)
     gap, se = paired_gap(e, reference_mse)
     cost = throughput(est, frames, config, conditions)
-    from wavefront.sim.experiment import given_text
 
     return {"name": est.name, "given": given_text(est, "true" if conditions == "true" else "estimated"),
             "bayes_risk_db": 10 * math.log10(float(e.mean())), "gap_to_mmse_bayes_db": gap, "gap_se_db": se,
@@ -287,9 +282,6 @@ def run_leaderboard(spec: LeaderboardSpec, config, out: str | Path, progress: bo
     """
     from tqdm import tqdm
 
-    from wavefront.estimators.estimator import load_estimator
-    from wavefront.estimators.train import TrainConfig, train
-    from wavefront.sim.prior_lmmse import BayesMMSE
 
     spec.check()
     out = Path(out)
@@ -410,7 +402,6 @@ def plot_leaderboard(rows: list[dict], out: Path) -> list[Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from wavefront.estimators.evaluate import AXIS_LABEL
 
     paths = []
     fig, ax = plt.subplots(figsize=(6, 4.2))

@@ -32,6 +32,8 @@ from torch import nn
 
 from wavefront.errors import ConfigError
 from wavefront.estimators.registry import EstimatorModel, register_model
+from wavefront.sim.profiles import channel_profile
+from wavefront.sim.statistics import covariance_terms
 
 
 def _cells(lo: float, hi: float, step: float, n: int) -> list[np.ndarray]:
@@ -50,9 +52,6 @@ def prior_bank(system_config, delay_spread_s: tuple, doppler_hz: tuple, n_ds: in
     ``log_prior`` is the log of its share of the fine grid (a uniform prior over the box).
     Pilots are in the layout's position order, the grid row-major ``(f, t)``.
     """
-    from wavefront.sim.profiles import channel_profile
-    from wavefront.sim.statistics import covariance_terms
-
     o = system_config.ofdm
     layout = o.pilot_layout
     prof = channel_profile(system_config.channel.profile, system_config.channel.travel_azimuth_deg)

@@ -27,6 +27,7 @@ from wavefront.errors import ConfigError
 from wavefront.estimators import checkpoint as ckpt
 from wavefront.estimators.data import DatasetSource, OnTheFlySource, dataset_validation, simulated_validation
 from wavefront.estimators.registry import count_parameters, create
+from wavefront.sim.conditions import estimate_conditions
 from wavefront.utils import process_group, resolve_device
 
 
@@ -207,8 +208,6 @@ LOG_COLUMNS = ["step", "epoch", "lr", "train_mse_db", "val_mse_db", "best_val_ms
 
 def with_estimated_conditions(batch: dict, system_config) -> dict:
     """Returns ``batch`` with ``snr_db``, ``delay_spread_s`` and ``doppler_hz`` replaced by estimates from its pilots."""
-    from wavefront.sim.conditions import estimate_conditions
-
     est = estimate_conditions(batch["pilots"], system_config)
     return {**batch, **{k: est[k].to(batch["pilots"].device) for k in ("snr_db", "delay_spread_s", "doppler_hz")}}
 

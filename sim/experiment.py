@@ -65,7 +65,7 @@ from wavefront.sim.estimators import check_estimator, meta_for
 from wavefront.sim.frames import FrameGenerator, Frames
 from wavefront.sim.link import bit_errors, demap, equalize
 from wavefront.sim.lmmse import genie_mse
-from wavefront.utils import derive_seed, parse_range, resolve_device
+from wavefront.utils import atomic_write_json, derive_seed, parse_range, resolve_device
 
 CONDITION_MODES = ("estimated", "true")
 COND_FIELDS = ("snr_db", "delay_spread_s", "doppler_hz")
@@ -621,7 +621,6 @@ def write_partial(record: dict, folder) -> "Path":
     """Writes a partial record (:func:`run_partial` and its command's keys) to ``folder/partial-R-of-W.json``; returns the path."""
     from pathlib import Path
 
-    from wavefront.utils import atomic_write_json
 
     # Atomic: a job killed mid-write leaves no half file under the real name.
     return atomic_write_json(Path(folder) / f"partial-{record['rank']}-of-{record['world']}.json", record)

@@ -31,11 +31,15 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from wavefront import __version__
 from wavefront.errors import ConfigError
 from wavefront.sim.config import SystemConfig, profile_label
 from wavefront.sim.estimators import classical_estimators
-from wavefront.sim.experiment import (CONDITION_MODES, Row, mark_in_prior, merge_partials, prior_config, run_experiment,
-                                      run_partial, simulated_points)
+from wavefront.sim.experiment import (
+    CONDITION_MODES, Row, mark_in_prior, merge_partials, prior_config, run_experiment, run_partial, simulated_points,
+)
+from wavefront.sim.frames import FrameGenerator
+from wavefront.sim.progress import open_progress
 from wavefront.utils import atomic_write_csv, atomic_write_json, check_memory, finish_figure, resolve_device
 
 AXES = {"snr_db": ("SNR", "dB", 1.0), "doppler_hz": ("Doppler", "Hz", 1.0), "delay_spread_s": ("delay spread", "ns", 1e9)}
@@ -111,7 +115,6 @@ def sweep_fingerprint(spec_dict: dict) -> dict:
     """Returns what a sweep's progress store is keyed by: the recorded spec (every field that changes a batch's counts)."""
     import torch
 
-    from wavefront import __version__
 
     return {"command": "sweep", "spec": spec_dict, "versions": {"wavefront": __version__, "torch": torch.__version__}}
 
@@ -132,8 +135,6 @@ def run_sweep(spec: SweepSpec, estimators: list | None = None, progress: bool = 
     points, estimators, kwargs, spec_dict = _setup(spec, estimators)
     store = None
     if progress_folder is not None and rank == 0:
-        from wavefront.sim.progress import open_progress
-
         store = open_progress(progress_folder, sweep_fingerprint(spec_dict), overwrite)
     rows = mark_in_prior(run_experiment(points, estimators, progress=progress, rank=rank, world=world, store=store,
                                         **kwargs), spec.prior_ranges)
@@ -154,8 +155,6 @@ def run_sweep_partial(spec: SweepSpec, estimators: list | None = None, progress:
     points, estimators, kwargs, spec_dict = _setup(spec, estimators)
     store = None
     if progress_folder is not None:
-        from wavefront.sim.progress import open_progress
-
         store = open_progress(progress_folder, sweep_fingerprint(spec_dict), overwrite)
     part = run_partial(points, estimators, progress=progress, rank=rank, world=world, store=store, **kwargs)
     return {**part, "command": "sweep", "spec": spec_dict, "seconds": time.time() - t0}
@@ -193,8 +192,6 @@ def _setup(spec: SweepSpec, estimators: list | None):
                               with_data=True, ldpc_rate=spec.ldpc_rate, sweep=PLOT_NAMES[spec.axis], axis=spec.axis)
     decoder = None
     if spec.ldpc_rate is not None:
-        from wavefront.sim.frames import FrameGenerator
-
         decoder = FrameGenerator(spec.point_configs[0], dev, ldpc_rate=spec.ldpc_rate).decoder
     kwargs = dict(frames=spec.frames, conditions=spec.conditions, condition_prior=prior, equalizer=spec.equalizer,
                   min_bit_errors=spec.min_bit_errors, decoder=decoder)
