@@ -322,8 +322,12 @@ def plot_result(result: SweepResult, out: Path) -> list[Path]:
             ax.plot([x * scale for x in xs], [by[(ests[0], x)].bound_db for x in xs], "k--", label="MMSE bound")
         else:
             ax.set_yscale("log")
+        outside = [x for x in xs if by[(ests[0], x)].in_prior is False]
+        half = 0.5 * min((b - a for a, b in zip(xs, xs[1:])), default=1.0) * scale
+        for x in outside:  # points a model trained on the prior never saw
+            ax.axvspan(x * scale - half, x * scale + half, color="0.9", zorder=0)
         cfg = result.spec["config"]
-        ax.set_xlabel(f"{name} ({unit})")
+        ax.set_xlabel(f"{name} ({unit})" + (" (shaded: outside the prior)" if outside else ""))
         ax.set_ylabel(ylabel)
         ch = cfg["channel"]
         fixed = [f"{AXES[k][0]} {_fmt(ch[k], AXES[k][2])} {AXES[k][1]}" for k in AXES if k != axis]
