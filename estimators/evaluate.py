@@ -107,7 +107,7 @@ def _plan(model_estimator, config, points, suite, frames_per_point, baselines, s
         frames = frames_per_point
     prior = prior_config(config, pts, prior_ranges)
     estimators = [model_estimator]
-    if compare_true and conditions == "estimated" and getattr(model_estimator, "needs", "none") == "conditions":
+    if compare_true and conditions == "estimated" and model_estimator.needs == "conditions":
         estimators.append(WithTrueConditions(model_estimator))
     estimators += classical_estimators(list(baselines), prior)
     return pts, estimators, dict(frames=frames, conditions=conditions, condition_prior=prior)

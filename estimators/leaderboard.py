@@ -36,7 +36,7 @@ from wavefront.estimators.evaluate import AXIS_LABEL, evaluate
 from wavefront.estimators.registry import list_models
 from wavefront.estimators.train import TrainConfig, train
 from wavefront.sim.conditions import estimate_conditions
-from wavefront.sim.estimators import CLASSICAL, classical_estimators
+from wavefront.sim.estimators import CLASSICAL, classical_estimators, meta_for
 from wavefront.sim.experiment import given_text, in_prior
 from wavefront.sim.frames import FrameGenerator
 from wavefront.sim.prior_lmmse import BayesMMSE
@@ -153,14 +153,12 @@ def paired_gap_db(estimate: torch.Tensor, reference: torch.Tensor, h: torch.Tens
 
 
 def _meta_for(est, frames, config, conditions: str):
-    """Returns ``meta(p, sl)``: what a row gets for pilots ``p`` = frames ``sl`` (a per-frame condition estimate, timed with it)."""
-    needs = getattr(est, "needs", "conditions")
-    if needs == "truth" or (needs in ("noise", "conditions") and conditions == "true"):
-        true_meta = frames.meta
-        return lambda p, sl: {k: v[sl] for k, v in true_meta.items()}
-    if needs in ("noise", "conditions"):
-        return lambda p, sl: estimate_conditions(p, config)
-    return lambda p, sl: None
+    """Returns ``meta(p, sl)``: what a row gets for pilots ``p`` = frames ``sl`` under the engine's rule
+    (:func:`wavefront.sim.estimators.meta_for`); an estimated condition is computed inside, so it is timed with the row."""
+    if est.needs in ("noise", "conditions") and conditions != "true":
+        return lambda p, sl: meta_for(est.needs, {}, estimate_conditions(p, config))
+    true_meta = frames.meta
+    return lambda p, sl: meta_for(est.needs, {k: v[sl] for k, v in true_meta.items()}, None)
 
 
 def throughput(est, frames, config, conditions: str, batch: int = THROUGHPUT_BATCH, repeats: int = 3) -> dict:

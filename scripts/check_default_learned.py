@@ -26,10 +26,11 @@ import torch
 
 def main() -> None:
     from wavefront import paper
-    from wavefront.estimators.leaderboard import bayes_risk_frames, paired_gap, per_frame_mse, throughput
+    from wavefront.estimators.leaderboard import paired_gap, per_frame_mse, throughput
     from wavefront.resolve import resolve_estimators
     from wavefront.sim.config import preset
     from wavefront.sim.conditions import estimate_conditions
+    from wavefront.sim.estimators import meta_for
     from wavefront.sim.experiment import in_prior, prior_config
     from wavefront.sim.frames import FrameGenerator
 
@@ -52,8 +53,7 @@ def main() -> None:
         out = {}
         with torch.no_grad():
             for e in ests:
-                meta = fr.meta if e.needs == "truth" else cond
-                out[e.name] = per_frame_mse(e.estimate(fr.pilots_ls, meta), fr.h)
+                out[e.name] = per_frame_mse(e.estimate(fr.pilots_ls, meta_for(e.needs, fr.meta, cond)), fr.h)
         return out, ests, fr
 
     prior = prior_config(base)
