@@ -38,6 +38,7 @@ def add_commands(sub) -> None:
     p.add_argument("--ici", action="store_true",
                    help="model inter-carrier interference: the channel varies within each symbol (time-domain path); "
                         "the label is each symbol's average channel, and the genie LMMSE and the bound treat ICI as noise")
+    add_mimo_arguments(p)
     p.add_argument("--frames", type=positive_int, default=1000, help="frames per point (the maximum, with --min-bit-errors)")
     p.add_argument("--min-bit-errors", type=positive_int, default=None,
                    help="stop a point once every estimator has this many bit errors")
@@ -84,6 +85,24 @@ def add_prior_arguments(p) -> None:
                    "beyond about 950 Hz the Doppler of 12x2 pilots turns ambiguous")
 
 
+def add_mimo_arguments(p) -> None:
+    """Adds ``--rx-antennas``, ``--users`` and ``--rx-correlation`` (read by :func:`mimo_overrides`) to a command's parser."""
+    p.add_argument("--rx-antennas", type=positive_int, default=None,
+                   help="receive antennas R of the base station (uplink MIMO; default 1)")
+    p.add_argument("--users", type=positive_int, default=None,
+                   help="single-antenna users U, pilots orthogonal (Kronecker pattern; default 1)")
+    p.add_argument("--rx-correlation", type=float, default=None, metavar="RHO",
+                   help="exponential receive correlation rho^|i-j| across a uniform linear array, in [0, 1) (default 0)")
+
+
+def mimo_overrides(args) -> dict | None:
+    """Returns the ``mimo`` fields the command line sets (None when it sets none)."""
+    out = {k: v for k, v in (("num_rx_antennas", getattr(args, "rx_antennas", None)),
+                             ("num_users", getattr(args, "users", None)),
+                             ("rx_correlation", getattr(args, "rx_correlation", None))) if v is not None}
+    return out or None
+
+
 def add_rank_arguments(p) -> None:
     """Adds ``--rank`` and ``--world`` (array jobs that write partial results) to a command's parser."""
     p.add_argument("--rank", type=any_int, default=None,
@@ -114,7 +133,8 @@ def build_spec(args):
         channel["profile"] = args.profile
     if args.ici:
         channel["ici"] = True
-    config = base.updated(ofdm={"modulation": args.modulation} if args.modulation else None, channel=channel)
+    config = base.updated(ofdm={"modulation": args.modulation} if args.modulation else None, channel=channel,
+                          mimo=mimo_overrides(args))
     if getattr(args, "pilots", None) is not None:
         from wavefront.sim.pilots import apply_pilots
 

@@ -367,11 +367,83 @@ class ChannelConfig(_Model):
         return [lo + k * step for k in range(int(round((hi - lo) / step)) + 1)]
 
 
+class MimoConfig(_Model):
+    """Antennas and users: ``num_users`` single-antenna users send to ``num_rx_antennas`` receive antennas (uplink).
+
+    - ``num_rx_antennas`` (R) and ``num_users`` (U): R = U = 1 (default) is the SISO system,
+      bit for bit: its frames, numbers and JSON are those of a config without this section.
+    - ``rx_correlation``: rho in [0, 1): the receive antennas form a uniform linear array with
+      exponential correlation ``R_rx[i, j] = rho^|i - j|``, the same for every user and every
+      resource element, so each user's channel covariance is ``R_rx (x) R_f (x) R_t`` (the
+      Kronecker model; for CDL profiles too, whose cluster angles it does not follow).
+    - ``array``: ``"ula"``, the only geometry so far.
+    - ``pilots``: ``"kronecker"``, Sionna's ``KroneckerPilotPattern``: the SISO layout's pilot
+      subcarriers are dealt to the users in turn (user u takes pilot subcarriers u, u + U, ...
+      on every pilot symbol) and the other users are silent there, so the users' pilots are
+      orthogonal. The layout must be a Kronecker one whose pilot subcarriers U divides.
+
+    Delay spread, Doppler and SNR are drawn per frame and shared by every user and antenna; each
+    (antenna, user) pair draws its own fading before the antennas are correlated.
+    """
+
+    num_rx_antennas: int = 1
+    num_users: int = 1
+    rx_correlation: float = 0.0
+    array: Literal["ula"] = "ula"
+    pilots: Literal["kronecker"] = "kronecker"
+
+    @field_validator("num_rx_antennas", "num_users")
+    @classmethod
+    def _count(cls, v, info):
+        if not 1 <= v <= 64:
+            raise ValueError(f"{info.field_name} must be an integer in 1..64")
+        return v
+
+    @field_validator("rx_correlation")
+    @classmethod
+    def _rho(cls, v):
+        if not (math.isfinite(v) and 0.0 <= v < 1.0):
+            raise ValueError("rx_correlation must be in [0, 1): exponential correlation rho^|i-j| of a ULA")
+        return v
+
+    @property
+    def is_mimo(self) -> bool:
+        """Whether there is more than one antenna or user (else the SISO path runs, unchanged)."""
+        return self.num_rx_antennas > 1 or self.num_users > 1
+
+    def rx_covariance(self) -> torch.Tensor:
+        """Returns ``R_rx`` [R, R] float64: ``rho^|i - j|``."""
+        i = torch.arange(self.num_rx_antennas, dtype=torch.float64)
+        return torch.tensor(self.rx_correlation, dtype=torch.float64).pow((i[:, None] - i[None, :]).abs())
+
+
 class SystemConfig(_Model):
-    """The OFDM grid and the channel together: what a frame generator needs."""
+    """The OFDM grid, the channel and the antennas together: what a frame generator needs."""
 
     ofdm: OFDMConfig = OFDMConfig()
     channel: ChannelConfig = ChannelConfig()
+    mimo: MimoConfig = MimoConfig()
+
+    @model_validator(mode="after")
+    def _mimo_supported(self):
+        m = self.mimo
+        if not m.is_mimo:
+            return self
+        if self.channel.ici:
+            raise ConfigError("channel.ici", True, "the time-domain (ICI) path is SISO only so far; "
+                                                   "leave it off with several antennas or users")
+        if self.channel.realization != "independent":
+            raise ConfigError("channel.realization", self.channel.realization,
+                              "the reference protocol (per-condition) is SISO only")
+        layout = self.ofdm.pilot_layout
+        if not layout.is_kronecker:
+            raise ConfigError("ofdm.pilot_positions", "scattered", "MIMO pilots (Kronecker pattern) need a Kronecker "
+                                                                   "layout: subcarrier spacing and pilot symbols")
+        n = self.ofdm.num_pilot_subcarriers
+        if n % m.num_users:
+            raise ConfigError("mimo.num_users", m.num_users, f"must divide the {n} pilot subcarriers, which are dealt "
+                                                             "to the users in turn")
+        return self
 
     @model_validator(mode="after")
     def _ici_sampling(self):
@@ -387,15 +459,16 @@ class SystemConfig(_Model):
         """Returns a validated config from a nested dict (as loaded from YAML or JSON)."""
         if not isinstance(d, dict):
             raise ConfigError("config", type(d).__name__, "must be a mapping with 'ofdm' and 'channel'")
-        unknown = set(d) - {"ofdm", "channel"}
+        unknown = set(d) - {"ofdm", "channel", "mimo"}
         if unknown:
-            raise ConfigError("config", sorted(unknown)[0], "unknown section; allowed: ofdm, channel")
-        for section in ("ofdm", "channel"):
+            raise ConfigError("config", sorted(unknown)[0], "unknown section; allowed: ofdm, channel, mimo")
+        for section in ("ofdm", "channel", "mimo"):
             if not isinstance(d.get(section) or {}, dict):
                 raise ConfigError(section, d[section], "must be a mapping of field: value")
         ofdm = OFDMConfig.build("ofdm", **(d.get("ofdm") or {}))
         channel = ChannelConfig.build("channel", **(d.get("channel") or {}))
-        return cls.build(ofdm=ofdm, channel=channel)
+        mimo = MimoConfig.build("mimo", **(d.get("mimo") or {}))
+        return cls.build(ofdm=ofdm, channel=channel, mimo=mimo)
 
     @classmethod
     def from_yaml(cls, path: str) -> "SystemConfig":
@@ -414,13 +487,14 @@ class SystemConfig(_Model):
                                                    "--config for the defaults")
         return cls.from_dict(d)
 
-    def updated(self, ofdm: dict | None = None, channel: dict | None = None) -> "SystemConfig":
-        """Returns a validated copy with some ``ofdm`` and ``channel`` fields replaced.
+    def updated(self, ofdm: dict | None = None, channel: dict | None = None, mimo: dict | None = None) -> "SystemConfig":
+        """Returns a validated copy with some ``ofdm``, ``channel`` and ``mimo`` fields replaced.
 
-        Bad values raise :class:`ConfigError` naming ``ofdm.<field>`` or ``channel.<field>``.
+        Bad values raise :class:`ConfigError` naming ``ofdm.<field>``, ``channel.<field>`` or ``mimo.<field>``.
         """
         return SystemConfig.from_dict({"ofdm": {**self.ofdm.model_dump(), **(ofdm or {})},
-                                       "channel": {**self.channel.model_dump(), **(channel or {})}})
+                                       "channel": {**self.channel.model_dump(), **(channel or {})},
+                                       "mimo": {**self.mimo.model_dump(), **(mimo or {})}})
 
     @property
     def snr_offset_db(self) -> float:
@@ -452,6 +526,8 @@ class SystemConfig(_Model):
         for k, default in _ADDED_CHANNEL_DEFAULTS.items():
             if d["channel"].get(k) == default:
                 del d["channel"][k]
+        if not self.mimo.is_mimo:  # one antenna, one user: the SISO JSON, as before the section existed
+            del d["mimo"]
         return json.dumps(d, sort_keys=True)
 
     @property

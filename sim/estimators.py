@@ -169,6 +169,10 @@ def classical_estimators(names: list[str], config: SystemConfig, robust_options:
     A name that is not classical raises ConfigError; learned models are resolved above this
     package (``wavefront.resolve``).
     """
+    if config.mimo.is_mimo:  # several antennas or users: the MIMO versions (sim/mimo imports this module)
+        from wavefront.sim.mimo import mimo_estimators
+
+        return mimo_estimators(names, config, robust_options)
     out = []
     for name in names:
         if name == "perfect":

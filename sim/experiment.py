@@ -62,9 +62,10 @@ from wavefront.errors import ConfigError
 from wavefront.sim.conditions import estimate_conditions
 from wavefront.sim.config import SystemConfig
 from wavefront.sim.estimators import check_estimator, meta_for
-from wavefront.sim.frames import FrameGenerator, Frames
+from wavefront.sim.frames import Frames
 from wavefront.sim.link import bit_errors, demap, equalize
 from wavefront.sim.lmmse import genie_mse
+from wavefront.sim.mimo import describe_pilots, error_variance, frame_generator, lmmse_detect, mimo_genie_mse
 from wavefront.utils import atomic_write_json, derive_seed, parse_range, resolve_device
 
 CONDITION_MODES = ("estimated", "true")
@@ -118,7 +119,7 @@ def simulated_points(config: SystemConfig, conditions: list[dict], frames: int, 
         key = condition_key(c["snr_db"], c["delay_spread_s"], c["doppler_hz"])
 
         def batches(start=0, step=1, cfg=cfg, key=key):
-            gen = FrameGenerator(cfg, dev, ldpc_rate=ldpc_rate)
+            gen = frame_generator(cfg, dev, ldpc_rate=ldpc_rate)
             for ib in itertools.count(start, step):
                 b = min(batch_size, frames - ib * batch_size)
                 if b <= 0:
@@ -177,7 +178,9 @@ def given_text(est, conditions: str) -> str:
 
 
 def pilot_text(config: SystemConfig) -> str:
-    """Returns the pilot layout in words, e.g. ``12x2: subcarriers 0::10, symbols 2,11``."""
+    """Returns the pilot layout in words, e.g. ``12x2: subcarriers 0::10, symbols 2,11`` (and how users share it)."""
+    if config.mimo.is_mimo:
+        return describe_pilots(config)
     return config.ofdm.pilot_layout.describe()
 
 
@@ -251,21 +254,33 @@ def _batch_counts(p: Point, fr: Frames, plan: _Plan) -> tuple[list[float], list[
     est_meta = estimate_conditions(fr.pilots_ls, plan.condition_prior) if plan.wants_estimates else None
     nv = fr.noise_var.double().cpu()
     snr_cfg = -10 * torch.log10(nv) - p.config.snr_offset_db  # the bound in the config's SNR convention
-    bound_sum = float(genie_mse(p.config, snr_cfg, fr.delay_spread_s.double().cpu(), fr.doppler_hz.double().cpu(),
-                                profile=fr.profile).sum())
+    mimo = p.config.mimo.is_mimo
+    if mimo:
+        bound = mimo_genie_mse(p.config, snr_cfg, fr.delay_spread_s.double().cpu(), fr.doppler_hz.double().cpu())
+    else:
+        bound = genie_mse(p.config, snr_cfg, fr.delay_spread_s.double().cpu(), fr.doppler_hz.double().cpu(),
+                          profile=fr.profile)
+    bound_sum = float(bound.sum())
     h_energy = float(fr.h.abs().square().sum())
     data = None
     if fr.y is not None:
         data = ~_data_mask(p.config, fr.h.device)
-        y_d, cw = fr.y[:, data], fr.codewords
+        y_d, cw = fr.y[..., data], fr.codewords
         bps = p.config.ofdm.bits_per_symbol
+        if mimo:  # every user's codewords, one row each
+            cw = cw.reshape(-1, cw.shape[-1])
     floats, ints = [bound_sum], [len(fr)]
     for est in plan.estimators:
         h_hat = fr.h if getattr(est, "is_perfect", False) else est.estimate(fr.pilots_ls, meta_for(est.needs, true_meta, est_meta))
         err = (h_hat - fr.h).abs().square()
-        per_frame = err.mean((1, 2)).double()
+        per_frame = err.mean(tuple(range(1, err.dim()))).double()
         n_err = n_bits = c_err = c_bits = blocks = 0
-        if data is not None:
+        if data is not None and mimo:
+            x_hat, no = lmmse_detect(y_d, h_hat[..., data], fr.noise_var,
+                                     error_variance(est, fr.noise_var, bound.to(fr.noise_var.device)))
+            x_hat, no = x_hat.reshape(-1, x_hat.shape[-1]), no.reshape(-1, no.shape[-1])
+            n_err, n_bits = bit_errors(cw, demap(x_hat, no, bps, hard=True)), cw.numel()
+        elif data is not None:
             x_hat, no = equalize(y_d, h_hat[:, data], fr.noise_var, plan.equalizer)
             n_err, n_bits = bit_errors(cw, demap(x_hat, no, bps, hard=True)), cw.numel()
             if plan.decoder is not None:
@@ -274,6 +289,22 @@ def _batch_counts(p: Point, fr: Frames, plan: _Plan) -> tuple[list[float], list[
         floats += [float(err.sum()), float(per_frame.square().sum()), h_energy]
         ints += [err.numel(), int(n_err), n_bits, c_err, c_bits, blocks]
     return floats, ints
+
+
+def _check_mimo(points: list[Point], plan: _Plan) -> None:
+    """Refuses SISO-only estimators, estimated conditions and LDPC on points with several antennas or users."""
+    if not any(p.config.mimo.is_mimo for p in points):
+        return
+    for e in plan.estimators:
+        if not (getattr(e, "mimo", False) or getattr(e, "is_perfect", False)):
+            raise ConfigError("estimators", e.name, "is a SISO estimator; with several antennas or users build it for "
+                                                    "the MIMO config (wavefront.sim.mimo.mimo_estimators)")
+    if plan.wants_estimates:
+        names = [e.name for e in plan.estimators if e.needs in ("noise", "conditions")]
+        raise ConfigError("conditions", plan.conditions, f"estimated conditions are SISO only so far ({', '.join(names)} "
+                                                         "read them): use --conditions true with several antennas or users")
+    if plan.decoder is not None:
+        raise ConfigError("ldpc_rate", "set", "coded MIMO frames are not built yet; leave out --ldpc-rate")
 
 
 def _owned_batches(p: Point, want: int, rank: int, world: int, start: int = 0) -> Iterator[tuple[int, Frames]]:
@@ -356,6 +387,7 @@ def run_experiment(points: list[Point], estimators: list, frames: int | None = N
 
     _check_ranks(rank, world, group=True)
     plan = _plan(estimators, conditions, condition_prior, equalizer, decoder)
+    _check_mimo(points, plan)
     total = sum(frames if frames is not None else (p.available or 0) for p in points)
     bar = tqdm(total=total, unit="frame", disable=not progress or rank != 0, file=sys.stderr, desc="frames",
                dynamic_ncols=True)
@@ -471,6 +503,7 @@ def run_partial(points: list[Point], estimators: list, frames: int | None = None
 
     _check_ranks(rank, world, group=False)
     plan = _plan(estimators, conditions, condition_prior, equalizer, decoder)
+    _check_mimo(points, plan)
     out_points = []
     total = sum(_wanted(p, frames) for p in points)
     with tqdm(total=total, unit="frame", disable=not progress, file=sys.stderr, desc=f"frames (rank {rank}/{world})",

@@ -35,6 +35,7 @@ from wavefront import __version__
 from wavefront.errors import ConfigError
 from wavefront.sim.config import SystemConfig, profile_label
 from wavefront.sim.estimators import classical_estimators
+from wavefront.sim.mimo import pilots_per_user
 from wavefront.sim.experiment import (
     CONDITION_MODES, Row, mark_in_prior, merge_partials, prior_config, run_experiment, run_partial, simulated_points,
 )
@@ -84,6 +85,8 @@ class SweepSpec:
             raise ConfigError("ldpc_rate", self.ldpc_rate, "must be in (0, 1)")
         if self.conditions not in CONDITION_MODES:
             raise ConfigError("conditions", self.conditions, f"choose {' or '.join(CONDITION_MODES)}")
+        if self.config.mimo.is_mimo and self.ldpc_rate is not None:
+            raise ConfigError("ldpc_rate", self.ldpc_rate, "coded MIMO frames are not built yet; leave out --ldpc-rate")
         self.point_configs = [_point_config(self.config, self.axis, v) for v in self.values]  # validates every point
 
     def conditions_list(self) -> list[dict]:
@@ -204,6 +207,15 @@ def _setup(spec: SweepSpec, estimators: list | None):
                  "device": str(dev.type), "snr_convention": spec.config.snr_convention_text,
                  "ici": spec.config.ici_text, "channel_realization": spec.config.realization_text,
                  "config": json.loads(spec.config.to_json())}
+    if spec.config.mimo.is_mimo:  # SISO specs (and their progress fingerprints) stay as they were
+        m = spec.config.mimo
+        spec_dict.update({"mimo": {"rx_antennas": m.num_rx_antennas, "users": m.num_users,
+                                   "rx_correlation": m.rx_correlation, "array": m.array,
+                                   "pilots": "Kronecker pattern: the pilot subcarriers dealt to the users in turn",
+                                   "detector": "LMMSE per resource element with each estimate's error variance "
+                                               "(Sionna LinearDetector 'lmmse' semantics); --equalizer is unused",
+                                   "conditions": "delay spread, Doppler and SNR drawn per frame, shared by every user"},
+                          "pilots_per_user": pilots_per_user(spec.config)})
     return points, estimators, kwargs, spec_dict
 
 
@@ -219,6 +231,8 @@ def batch_bytes(config: SystemConfig, batch_frames: int) -> int:
     per_frame = 8 * f * t * _GRID_TENSORS_PER_FRAME
     if config.channel.ici:  # the time-domain path holds every sample of every symbol, per tap
         per_frame *= 4
+    m = config.mimo
+    per_frame *= m.num_rx_antennas * m.num_users  # h and every estimate hold R U grids
     return int(batch_frames) * per_frame
 
 

@@ -23,6 +23,9 @@ def resolve_estimators(names: list[str], prior, device="cpu", robust_options: di
         if name in CLASSICAL or name == "perfect":
             out += classical_estimators([name], prior, robust_options)
             continue
+        if prior.mimo.is_mimo:
+            raise ConfigError("estimators", name, "learned models are SISO only so far; with several antennas or users "
+                                                  "choose classical estimators or perfect")
         try:
             from wavefront.estimators import load_estimator
             from wavefront.estimators.registry import list_models

@@ -1,0 +1,305 @@
+"""Multi-user MIMO-OFDM uplink: U single-antenna users, R receive antennas, orthogonal pilots.
+
+Shapes (B frames, R antennas, U users, F subcarriers, T symbols, each user's pilots
+``P_f' x P_t`` with ``P_f' = P_f / U``):
+
+- ``h`` [B, R, U, F, T] complex64: user u's channel at antenna r;
+- ``y`` [B, R, F, T] complex64: ``sum_u h[:, :, u] x_u + n``, ``n ~ CN(0, sigma^2)`` per antenna;
+- ``pilots_ls`` [B, R, U, P_f', P_t]: LS at user u's own pilots, ``y / x_u``;
+- ``bits`` [B, U, K], ``codewords`` [B, U, N_data k]; conditions [B] as in SISO.
+
+**Channel.** Each (antenna, user) pair draws an independent SISO channel with the frame's
+delay spread and Doppler (:func:`~wavefront.sim.fading.ofdm_channel`); the antennas are then
+correlated by ``R_rx^(1/2)`` (symmetric square root of ``R_rx[i, j] = rho^|i-j|``), so each
+user's covariance is ``R_rx (x) R_f (x) R_t`` (the Kronecker model). The SNR is per user, per
+resource element and antenna: ``E|h_u x_u|^2 / sigma^2 = 1 / sigma^2``, as Sionna's per-stream
+convention.
+
+**Pilots.** Sionna's ``KroneckerPilotPattern``: the SISO layout's pilot subcarriers are dealt
+to the users in turn, and a user is silent on the others' pilots. Data fill every other resource
+element for every user, so the data positions are the SISO layout's.
+
+**Estimation.** The users' pilots are orthogonal, so each user is estimated alone. With
+``R_rx = V diag(lambda) V^T``, the rotated pilots ``V^T p`` are independent across the
+eigen-index k, each a 2-D problem with covariance ``lambda_k R_ft`` and noise ``sigma^2``: the
+2-D LMMSE at noise ``sigma^2 / lambda_k``. So the genie over time, frequency and space costs R
+2-D solves instead of one (R P)^2 one, and its MSE per resource element is
+
+    mse = (1 / R) sum_k lambda_k mse_2D(sigma^2 / lambda_k),
+
+the bound :func:`mimo_genie_mse` returns. ``tests/sim/test_mimo.py`` holds it to a dense
+evaluation of ``tr(R - R_hp R_pp^-1 R_ph)`` over all antennas.
+
+**Detection** (:func:`lmmse_detect`): per resource element, the LMMSE equaliser of Sionna's
+``LinearDetector`` ("lmmse") with the estimate's error variance added to the noise,
+``S = (sigma^2 + sum_u err_var_u) I``, unbiased outputs and their effective noise.
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+
+import torch
+
+from wavefront.errors import ConfigError
+from wavefront.sim.config import SystemConfig
+from wavefront.sim.estimators import CLASSICAL, Estimator, PerfectCSI, get_classical
+from wavefront.sim.fading import ofdm_channel
+from wavefront.sim.frames import _PILOT_SEED, FrameGenerator, Frames, _draw, _random_bits
+from wavefront.sim.lmmse import GenieLMMSE, genie_mse
+from wavefront.sim.profiles import channel_profile
+from wavefront.utils import make_generator, resolve_device
+
+
+@lru_cache(maxsize=64)
+def user_configs(config: SystemConfig) -> tuple[SystemConfig, ...]:
+    """Returns one SISO config per user: the grid and channel of ``config`` with user u's pilots only.
+
+    User u takes the pilot subcarriers ``u, u + U, ...`` of the SISO layout (offset
+    ``o + u s``, spacing ``U s``) on every pilot symbol.
+    """
+    o, U = config.ofdm, config.mimo.num_users
+    siso = {"num_rx_antennas": 1, "num_users": 1}
+    return tuple(config.updated(ofdm={"pilot_subcarrier_offset": o.pilot_subcarrier_offset + u * o.pilot_subcarrier_spacing,
+                                      "pilot_subcarrier_spacing": U * o.pilot_subcarrier_spacing}, mimo=siso)
+                 for u in range(U))
+
+
+def pilots_per_user(config: SystemConfig) -> list[dict]:
+    """Returns every user's pilots for result files: ``[{"positions": [[f, t], ...], "cover": [1]}, ...]``."""
+    out = []
+    for c in user_configs(config):
+        o = c.ofdm
+        out.append({"positions": [[f, t] for f in o.pilot_subcarriers for t in o.pilot_symbol_indices], "cover": [1]})
+    return out
+
+
+def describe_pilots(config: SystemConfig) -> str:
+    """Returns the users' pilots in words, e.g. ``12x2: ... dealt to 2 users in turn (6x2 each)``."""
+    U = config.mimo.num_users
+    each = user_configs(config)[0].ofdm.pilot_shape
+    return f"{config.ofdm.pilot_layout.describe()}, dealt to {U} users in turn ({'x'.join(map(str, each))} each)"
+
+
+@lru_cache(maxsize=32)
+def rx_eigen(rho: float, R: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Returns ``(lambda [R], V [R, R])`` float64 with ``R_rx = V diag(lambda) V^T``, ``lambda >= 0`` ascending."""
+    i = torch.arange(R, dtype=torch.float64)
+    rx = torch.tensor(rho, dtype=torch.float64).pow((i[:, None] - i[None, :]).abs())
+    lam, V = torch.linalg.eigh(rx)
+    return lam.clamp_min(0.0), V
+
+
+def rx_sqrt(rho: float, R: int) -> torch.Tensor:
+    """Returns ``R_rx^(1/2)`` [R, R] float64, the symmetric square root."""
+    lam, V = rx_eigen(rho, R)
+    return (V * lam.sqrt()) @ V.T
+
+
+class MimoFrameGenerator:
+    """Draws batches of multi-user MIMO frames (see the module docstring for shapes) for a MIMO :class:`SystemConfig`.
+
+    ``generate(batch_size, seed, with_data=True) -> Frames``. The random draws in order: SNR,
+    delay spread, Doppler per frame; the B R U channels; the noise; the bits of every user.
+    """
+
+    def __init__(self, config: SystemConfig, device: str | torch.device = "cpu", ldpc_rate: float | None = None):
+        if ldpc_rate is not None:
+            raise ConfigError("ldpc_rate", ldpc_rate, "coded MIMO frames are not built yet; leave out --ldpc-rate")
+        if not config.mimo.is_mimo:
+            raise ConfigError("mimo", "1x1", "one antenna and one user is the SISO FrameGenerator")
+        self.config, self.device = config, resolve_device(device)
+        self.R, self.U = config.mimo.num_rx_antennas, config.mimo.num_users
+        self.profile = channel_profile(config.channel.profile, config.channel.travel_azimuth_deg)
+        self.siso = FrameGenerator(config, self.device)  # grid, data mask and QAM tables
+        self.users = user_configs(config)
+        o = config.ofdm
+        T = o.num_symbols
+        self.pilot_f = [torch.tensor(c.ofdm.pilot_subcarriers, device=self.device) for c in self.users]
+        self.pilot_t = torch.tensor(o.pilot_symbol_indices, device=self.device)
+        self._pilot_flat = torch.stack([(f[:, None] * T + self.pilot_t[None, :]).reshape(-1) for f in self.pilot_f])  # [U, P']
+        g = make_generator(_PILOT_SEED)
+        q = torch.randint(0, 4, (self.U, *self.users[0].ofdm.pilot_shape), generator=g).double()
+        self.pilot_symbols = torch.polar(torch.ones_like(q), (2 * q + 1) * torch.pi / 4).to(torch.complex64).to(self.device)
+        rho = config.mimo.rx_correlation
+        self.mix = None if rho == 0.0 else rx_sqrt(rho, self.R).to(torch.complex64).to(self.device)
+
+    def generate(self, batch_size: int, seed: int, with_data: bool = True) -> Frames:
+        """Returns ``batch_size`` frames drawn from ``seed``."""
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ConfigError("batch_size", batch_size, "must be a positive integer")
+        dev, o, ch, B, R, U = self.device, self.config.ofdm, self.config.channel, batch_size, self.R, self.U
+        g = make_generator(seed, dev)
+        snr_db = _draw(ch.snr_db, B, g, dev, ch.grid_points("snr_db"))
+        ds = _draw(ch.delay_spread_s, B, g, dev, ch.grid_points("delay_spread_s"))
+        fd = _draw(ch.doppler_hz, B, g, dev, ch.grid_points("doppler_hz"))
+        noise_var = self.config.noise_variance(snr_db)
+        F, T = o.grid_shape
+        h = ofdm_channel(o, self.profile, ds.repeat_interleave(R * U), fd.repeat_interleave(R * U), ch.num_sinusoids, g)
+        h = h.view(B, R, U, F, T)
+        if self.mix is not None:
+            h = torch.einsum("rs,bsuft->bruft", self.mix, h)
+        noise = torch.view_as_complex(torch.randn(B, R, F, T, 2, generator=g, device=dev))
+        noise = noise.mul_(torch.sqrt(noise_var / 2).reshape(-1, 1, 1, 1))
+        bits = codewords = y = None
+        gen = self.siso
+        # x [B, U, F*T]: every user's data on the data positions, its pilots on its own, zero on the others'
+        x = torch.zeros(B, U, F * T, dtype=torch.complex64, device=dev)
+        if with_data:
+            bits = _random_bits(B * U, gen.info_bits, g, dev)
+            codewords = bits
+            x[:, :, gen._data_flat] = gen._map(bits).view(B, U, -1)
+            bits, codewords = bits.view(B, U, -1), codewords.view(B, U, -1)
+        for u in range(U):
+            x[:, u, self._pilot_flat[u]] = self.pilot_symbols[u].reshape(-1)
+        y = torch.einsum("bruk,buk->brk", h.reshape(B, R, U, F * T), x).add_(noise.view(B, R, F * T))
+        P_shape = self.users[0].ofdm.pilot_shape
+        pilots_rx = torch.stack([y[:, :, self._pilot_flat[u]] for u in range(U)], 2).view(B, R, U, *P_shape)
+        return Frames(h=h, y=y.view(B, R, F, T) if with_data else None, pilots_rx=pilots_rx,
+                      pilot_symbols=self.pilot_symbols, pilots_ls=pilots_rx / self.pilot_symbols,
+                      bits=bits, codewords=codewords, snr_db=snr_db, delay_spread_s=ds, doppler_hz=fd,
+                      noise_var=noise_var, profile=ch.profile, seed=int(seed))
+
+
+def frame_generator(config: SystemConfig, device="cpu", ldpc_rate: float | None = None):
+    """Returns the frame generator of ``config``: :class:`MimoFrameGenerator` with several antennas or users, else SISO."""
+    if config.mimo.is_mimo:
+        return MimoFrameGenerator(config, device, ldpc_rate)
+    return FrameGenerator(config, device, ldpc_rate=ldpc_rate)
+
+
+class PerUser(Estimator):
+    """A SISO estimator applied to every (antenna, user) pair with that user's pilots: ``[B, R, U, P_f', P_t] -> [B, R, U, F, T]``.
+
+    The receive correlation is not used: each antenna is estimated alone (for the genie over
+    space, see :class:`MimoGenieLMMSE`). Estimators that read conditions get each frame's for
+    every antenna and user; those that estimate them do so per (antenna, user).
+    """
+
+    mimo = True
+
+    def __init__(self, name: str, config: SystemConfig, **options):
+        self.per_user = [get_classical(name, c, **options) for c in user_configs(config)]
+        first = self.per_user[0]
+        self.name, self.needs = first.name, first.needs
+        self.given = (getattr(first, "given", None) or "pilots only") + "; per antenna and user"
+
+    def estimate(self, pilots: torch.Tensor, meta: dict[str, torch.Tensor]) -> torch.Tensor:
+        B, R, U = pilots.shape[:3]
+        rep = {k: v.repeat_interleave(R) for k, v in meta.items()}
+        out = [est.estimate(pilots[:, :, u].reshape(B * R, *pilots.shape[3:]), rep) for u, est in enumerate(self.per_user)]
+        return torch.stack([o.view(B, R, *o.shape[1:]) for o in out], 2)
+
+
+class MimoGenieLMMSE(Estimator):
+    """The genie LMMSE over space, time and frequency with each frame's true statistics and ``R_rx``.
+
+    ``estimate(pilots [B, R, U, P_f', P_t] c64, meta) -> [B, R, U, F, T] c64``: per user, the
+    pilots rotated by ``V^T`` (``R_rx = V diag(lambda) V^T``), a 2-D genie LMMSE per eigen-index
+    at noise ``sigma^2 / lambda_k``, rotated back by ``V``. Exact: the same filter as the dense
+    (R P)^2 one, at the cost of R 2-D solves.
+    """
+
+    name = "lmmse-genie"
+    needs = "truth"
+    mimo = True
+
+    def __init__(self, config: SystemConfig):
+        self.config = config
+        self.per_user = [GenieLMMSE(c) for c in user_configs(config)]
+        m = config.mimo
+        lam, V = rx_eigen(m.rx_correlation, m.num_rx_antennas)
+        self.lam, self.V = lam, V
+        self.given = (f"true profile, delay spread, Doppler and SNR, and the receive correlation rho = "
+                      f"{m.rx_correlation:g} (genie over space, time and frequency)")
+
+    def estimate(self, pilots: torch.Tensor, meta: dict[str, torch.Tensor]) -> torch.Tensor:
+        B, R, U = pilots.shape[:3]
+        dev = pilots.device
+        V = self.V.to(dev, torch.complex64)
+        nv = meta["noise_var"].to(dev, torch.float64) if "noise_var" in meta else self.config.noise_variance(meta["snr_db"].double())
+        # sigma^2 / lambda_k per (frame, eigen-index); an eigenvalue of 0 leaves nothing to estimate
+        nv_k = (nv.reshape(-1, 1) / self.lam.to(dev).clamp_min(1e-12)).reshape(-1)
+        rep = {"delay_spread_s": meta["delay_spread_s"].repeat_interleave(R),
+               "doppler_hz": meta["doppler_hz"].repeat_interleave(R), "noise_var": nv_k}
+        z = torch.einsum("rk,bru...->bku...", V, pilots)  # V^T p (V is real)
+        out = []
+        for u, est in enumerate(self.per_user):
+            hz = est.estimate(z[:, :, u].reshape(B * R, *pilots.shape[3:]), rep)
+            out.append(hz.view(B, R, *hz.shape[1:]))
+        return torch.einsum("rk,bku...->bru...", V, torch.stack(out, 2))
+
+
+def mimo_genie_mse(config: SystemConfig, snr_db, delay_spread_s, doppler_hz, per_user: bool = False) -> torch.Tensor:
+    """Returns the genie LMMSE's MSE per resource element, averaged over antennas (and users), float64 linear.
+
+    Arguments broadcast to [B]; ``per_user``: [B, U] instead of the users' mean [B]. Per user:
+    ``(1 / R) sum_k lambda_k genie_mse(user config, SNR + 10 log10 lambda_k)``.
+    """
+    m = config.mimo
+    lam, _ = rx_eigen(m.rx_correlation, m.num_rx_antennas)
+    snr = torch.as_tensor(snr_db, dtype=torch.float64)
+    out = []
+    for c in user_configs(config):
+        total = 0.0
+        for lk in lam.tolist():
+            if lk > 1e-12:
+                total = total + lk * genie_mse(c, snr + 10 * torch.log10(torch.tensor(lk, dtype=torch.float64)),
+                                               delay_spread_s, doppler_hz)
+        out.append(total / m.num_rx_antennas)
+    out = torch.stack(list(torch.broadcast_tensors(*[torch.as_tensor(o, dtype=torch.float64) for o in out])), -1)
+    return out if per_user else out.mean(-1)
+
+
+def lmmse_detect(y: torch.Tensor, h_hat: torch.Tensor, noise_var: torch.Tensor, err_var: torch.Tensor):
+    """Returns ``(x_hat [B, U, N] c64, no_eff [B, U, N] f32)``: LMMSE detection per resource element.
+
+    ``y`` [B, R, N], ``h_hat`` [B, R, U, N] complex64; ``noise_var`` [B]; ``err_var`` [B] the
+    estimate's error variance per element. With ``s = sigma^2 + U err_var``:
+    ``G = (H^H H + s I)^-1 H^H``, ``x_hat = (G y) / d``, ``no_eff = 1 / d - 1``,
+    ``d = diag(G H)`` (Sionna's ``lmmse_equalizer`` with a white noise covariance).
+    """
+    B, R, U, N = h_hat.shape
+    H = h_hat.permute(0, 3, 1, 2).to(torch.complex128)  # [B, N, R, U]
+    s = (noise_var.double() + U * err_var.double()).reshape(B, 1, 1, 1)
+    A = H.mH @ H + s * torch.eye(U, dtype=torch.complex128, device=H.device)
+    rhs = torch.cat([H.mH @ y.permute(0, 2, 1).unsqueeze(-1).to(torch.complex128), H.mH @ H], -1)  # [B, N, U, 1 + U]
+    sol = torch.linalg.solve(A, rhs)
+    gy, gh = sol[..., 0], sol[..., 1:]
+    d = torch.diagonal(gh, dim1=-2, dim2=-1).real.clamp_min(1e-12)  # [B, N, U]
+    x_hat = (gy / d).permute(0, 2, 1)
+    no_eff = (1.0 / d - 1.0).clamp_min(1e-12).permute(0, 2, 1)
+    return x_hat.to(torch.complex64), no_eff.float()
+
+
+def error_variance(est, noise_var: torch.Tensor, bound: torch.Tensor) -> torch.Tensor:
+    """Returns the error variance [B] an estimator states to the detector.
+
+    Perfect CSI 0; the genie its closed-form MSE per frame (``bound``); any other estimator the
+    noise variance, the LS error at the pilots (Sionna's ``LSChannelEstimator`` convention).
+    """
+    if getattr(est, "is_perfect", False):
+        return torch.zeros_like(noise_var, dtype=torch.float64)
+    if isinstance(est, MimoGenieLMMSE):
+        return bound
+    return noise_var.double()
+
+
+MIMO_CLASSICAL = ("ls-nearest", "ls-linear", "ls-spline", "lmmse-robust", "lmmse-genie", "lmmse-estimated", "mmse-bayes")
+
+
+def mimo_estimators(names: list[str], config: SystemConfig, robust_options: dict | None = None) -> list:
+    """Returns MIMO estimators for ``names``: the genie over space (``lmmse-genie``), perfect CSI, and the
+    other classical ones per (antenna, user) (:class:`PerUser`)."""
+    out = []
+    for name in names:
+        if name == "perfect":
+            out.append(PerfectCSI())
+        elif name == "lmmse-genie":
+            out.append(MimoGenieLMMSE(config))
+        elif name in MIMO_CLASSICAL:
+            out.append(PerUser(name, config, **((robust_options or {}) if name == "lmmse-robust" else {})))
+        else:
+            known = ", ".join(MIMO_CLASSICAL + ("perfect",))
+            why = "is SISO only so far" if name in CLASSICAL else "is not a classical estimator (learned models are SISO only so far)"
+            raise ConfigError("estimators", name, f"{why}; with several antennas or users choose from {known}")
+    return out

@@ -1,0 +1,190 @@
+"""Multi-user MIMO: spatial statistics, orthogonal pilots, the genie over space against a dense
+evaluation, the bound against Monte Carlo, LMMSE detection against Sionna's, and the command line."""
+import json
+import math
+
+import pytest
+import torch
+
+from wavefront.cli import main
+from wavefront.errors import ConfigError
+from wavefront.sim.config import SystemConfig
+from wavefront.sim.frames import FrameGenerator
+from wavefront.sim.lmmse import genie_mse
+from wavefront.sim.mimo import (MimoFrameGenerator, MimoGenieLMMSE, frame_generator, lmmse_detect, mimo_estimators,
+                                mimo_genie_mse, rx_eigen, user_configs)
+from wavefront.sim.profiles import channel_profile
+from wavefront.sim.statistics import covariance_terms
+
+# A small grid keeps the dense (R P)^2 reference cheap: 24 subcarriers, pilots every 2nd (12), 2 symbols.
+SMALL = {"ofdm": {"num_subcarriers": 24, "num_symbols": 14, "pilot_subcarrier_spacing": 2},
+         "channel": {"delay_spread_s": 300e-9, "doppler_hz": 400.0, "snr_db": 10.0}}
+
+
+def small(R=3, U=2, rho=0.6, **channel) -> SystemConfig:
+    d = {**SMALL, "channel": {**SMALL["channel"], **channel},
+         "mimo": {"num_rx_antennas": R, "num_users": U, "rx_correlation": rho}}
+    return SystemConfig.from_dict(d)
+
+
+def test_one_antenna_one_user_is_the_siso_system():
+    siso = SystemConfig()
+    same = siso.updated(mimo={"num_rx_antennas": 1, "num_users": 1, "rx_correlation": 0.7})
+    assert same.to_json() == siso.to_json() and "mimo" not in json.loads(siso.to_json())
+    assert type(frame_generator(same)) is FrameGenerator
+    a, b = FrameGenerator(siso).generate(4, seed=3), frame_generator(same).generate(4, seed=3)
+    assert torch.equal(a.h, b.h) and torch.equal(a.y, b.y)
+
+
+def test_users_get_disjoint_pilots_that_cover_the_siso_layout():
+    cfg = small(U=3)
+    users = user_configs(cfg)
+    sets = [set(c.ofdm.pilot_subcarriers) for c in users]
+    assert all(len(s) == 4 for s in sets) and set().union(*sets) == set(cfg.ofdm.pilot_subcarriers)
+    assert sum(len(s) for s in sets) == len(cfg.ofdm.pilot_subcarriers)
+
+
+def test_noiseless_ls_pilots_are_each_users_own_channel():
+    """The other users are silent on a user's pilots: at a very high SNR the LS pilots equal its channel there."""
+    cfg = small(snr_db=100.0)
+    fr = MimoFrameGenerator(cfg).generate(3, seed=1)
+    for u, c in enumerate(user_configs(cfg)):
+        pf = torch.tensor(c.ofdm.pilot_subcarriers)
+        pt = torch.tensor(c.ofdm.pilot_symbol_indices)
+        want = fr.h[:, :, u][:, :, pf[:, None], pt[None, :]]
+        # noise std at 100 dB is 1e-5 per element: 1e-4 is 10 sigma; another user's leak would be O(1)
+        torch.testing.assert_close(fr.pilots_ls[:, :, u], want, rtol=0, atol=1e-4)
+
+
+def test_spatial_correlation_is_exponential_and_users_independent():
+    """E[h_r h_s^*] = rho^|r-s| per user (unit power per element); users uncorrelated (Monte Carlo, 3 sigma)."""
+    rho, R, U = 0.7, 4, 2
+    cfg = small(R=R, U=U, rho=rho)
+    fr = MimoFrameGenerator(cfg).generate(1500, seed=7, with_data=False)
+    h = fr.h[..., ::6, ::7]  # [B, R, U, 4, 2]: elements far enough apart to add information
+    x = h.permute(0, 3, 4, 2, 1).reshape(-1, U, R).to(torch.complex128)  # samples of the [U, R] matrix
+    cov = torch.einsum("nur,nus->urs", x, x.conj()) / x.shape[0]  # [U, R, R]
+    i = torch.arange(R, dtype=torch.float64)
+    want = rho ** (i[:, None] - i[None, :]).abs()
+    # each sample is a product of two unit-power complex Gaussians: std of a mean over n is <= 1/sqrt(n),
+    # and the 8 grid samples of one frame are correlated, so count frames only
+    tol = 3 / math.sqrt(1500)
+    assert (cov.real - want).abs().max() < tol and cov.imag.abs().max() < tol
+    cross = torch.einsum("nr,nr->", x[:, 0], x[:, 1].conj()) / x.numel() * U
+    assert abs(cross) < tol
+
+
+def _dense_user_mse_and_filter(cfg: SystemConfig, u: int, ds: float, fd: float, nv: float):
+    """Returns (MSE per element, W [R F T, R P]) of the LMMSE of user u from a dense R_rx (x) R_ft, float64."""
+    c = user_configs(cfg)[u]
+    o = c.ofdm
+    prof = channel_profile(cfg.channel.profile)
+    terms = covariance_terms(o, prof, ds, fd)  # [(R_f [1, F, F], R_t [1, T, T])]
+    F, T = o.grid_shape
+    r_ft = sum(torch.kron(a[0], b[0]) for a, b in terms)  # [F T, F T], row-major (f, t)
+    rx = torch.tensor(cfg.mimo.rx_correlation, dtype=torch.float64).pow(
+        (torch.arange(cfg.mimo.num_rx_antennas)[:, None] - torch.arange(cfg.mimo.num_rx_antennas)[None, :]).abs().double())
+    full = torch.kron(rx.to(torch.complex128), r_ft)  # [R F T, R F T]
+    pos = torch.tensor([f * T + t for f in o.pilot_subcarriers for t in o.pilot_symbol_indices])
+    R = rx.shape[0]
+    cols = torch.cat([r * F * T + pos for r in range(R)])
+    r_hp, r_pp = full[:, cols], full[cols][:, cols]
+    W = r_hp @ torch.linalg.inv(r_pp + nv * torch.eye(len(cols), dtype=torch.complex128))
+    mse = (torch.trace(full).real - torch.trace(W @ r_hp.mH).real) / full.shape[0]
+    return float(mse), W
+
+
+@pytest.mark.parametrize("rho,snr_db", [(0.0, 10.0), (0.6, 0.0), (0.9, 20.0)])
+def test_bound_equals_dense_evaluation_over_space(rho, snr_db):
+    """The eigenvalue-weighted sum of 2-D bounds equals tr(R - W R_ph) / (R F T) of the dense covariance."""
+    cfg = small(R=3, U=2, rho=rho)
+    ds, fd = 300e-9, 400.0
+    nv = 10 ** (-snr_db / 10)
+    got = mimo_genie_mse(cfg, snr_db, ds, fd, per_user=True)
+    for u in range(2):
+        want, _ = _dense_user_mse_and_filter(cfg, u, ds, fd, nv)
+        assert abs(float(got[u]) - want) < 1e-9 * max(want, 1e-3)
+    if rho == 0.0:  # uncorrelated antennas: each is the SISO problem of its user
+        siso = [float(genie_mse(c, snr_db, ds, fd)) for c in user_configs(cfg)]
+        assert abs(float(got.mean()) - sum(siso) / 2) < 1e-12
+
+
+def test_receive_correlation_lowers_the_bound():
+    """Correlated antennas share information: the bound falls as rho grows (fixed SNR and statistics)."""
+    vals = [float(mimo_genie_mse(small(rho=r), 5.0, 300e-9, 400.0)) for r in (0.0, 0.5, 0.9)]
+    assert vals[0] > vals[1] > vals[2]
+
+
+def test_genie_applies_the_dense_filter():
+    """The eigen-rotated 2-D genie gives the dense (R P)^2 LMMSE's estimate on the same pilots."""
+    cfg = small(R=3, U=2, rho=0.8)
+    fr = MimoFrameGenerator(cfg).generate(2, seed=5)
+    est = MimoGenieLMMSE(cfg).estimate(fr.pilots_ls, fr.meta)  # [B, R, U, F, T]
+    F, T = cfg.ofdm.grid_shape
+    for u in range(2):
+        _, W = _dense_user_mse_and_filter(cfg, u, 300e-9, 400.0, float(fr.noise_var[0]))
+        p = fr.pilots_ls[:, :, u].reshape(2, -1).to(torch.complex128)  # [B, R P] (antenna, then pilot)
+        want = (p @ W.T).reshape(2, 3, F, T)
+        torch.testing.assert_close(est[:, :, u].to(torch.complex128), want, rtol=0, atol=2e-5)
+
+
+def test_lmmse_detection_equals_sionnas_equalizer():
+    from sionna.phy.mimo import lmmse_equalizer
+
+    g = torch.Generator().manual_seed(0)
+    B, R, U, N = 3, 4, 2, 5
+    h = torch.randn(B, R, U, N, dtype=torch.complex64, generator=g)
+    y = torch.randn(B, R, N, dtype=torch.complex64, generator=g)
+    nv, ev = torch.tensor([0.1, 0.5, 1.0]), torch.tensor([0.0, 0.05, 0.2])
+    x, no = lmmse_detect(y, h, nv, ev)
+    s = (nv + U * ev).reshape(B, 1, 1, 1).to(torch.complex64) * torch.eye(R, dtype=torch.complex64)
+    xs, nos = lmmse_equalizer(y.permute(0, 2, 1), h.permute(0, 3, 1, 2), s.expand(B, N, R, R), precision="double")
+    torch.testing.assert_close(x, xs.permute(0, 2, 1).to(torch.complex64), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(no, nos.permute(0, 2, 1).float(), rtol=1e-4, atol=1e-6)
+
+
+def test_genie_sweep_sits_on_the_bound_through_the_cli(tmp_path, capsys):
+    """The issue's command (fewer frames): the genie within 3 standard errors of the bound, per-user pilots recorded."""
+    out = tmp_path / "mimo"
+    rc = main(["sweep", "--rx-antennas", "4", "--users", "2", "--rx-correlation", "0.7", "--estimators",
+               "ls-linear,lmmse-genie,perfect", "--snr-db", "0:30:10", "--doppler-hz", "300", "--frames", "300",
+               "--batch-size", "150", "--out", str(out), "--no-progress"])
+    assert rc == 0
+    res = json.loads((out / "results.json").read_text())
+    assert res["spec"]["mimo"]["rx_antennas"] == 4 and len(res["spec"]["pilots_per_user"]) == 2
+    assert len(res["spec"]["pilots_per_user"][0]["positions"]) == 12
+    genie = [r for r in res["rows"] if r["estimator"] == "lmmse-genie"]
+    ls = [r for r in res["rows"] if r["estimator"] == "ls-linear"]
+    assert len(genie) == 4
+    for g, l in zip(genie, ls):
+        assert abs(g["gap_db"]) < 3 * g["mse_se_db"] + 0.02, g
+        assert l["mse_db"] > g["mse_db"]
+    perfect = [r for r in res["rows"] if r["estimator"] == "perfect"]
+    assert perfect[-1]["ber"] < perfect[0]["ber"] and perfect[-1]["ber"] <= genie[-1]["ber"]
+
+
+@pytest.mark.parametrize("args,field", [
+    (["--rx-correlation", "1.0"], "mimo.rx_correlation"),
+    (["--users", "5"], "mimo.num_users"),
+    (["--users", "2", "--estimators", "gated-lmmse"], "estimators"),
+    (["--users", "2", "--estimators", "lmmse-robust"], "conditions"),
+    (["--users", "2", "--ici"], "channel.ici"),
+])
+def test_bad_mimo_input_is_one_line(tmp_path, capsys, args, field):
+    base = ["sweep", "--snr-db", "10", "--frames", "10", "--out", str(tmp_path / "o"), "--no-progress"]
+    if "--estimators" not in args:
+        base += ["--estimators", "ls-linear"]
+    rc = main(base + args)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and err and field in err[-1], err
+
+
+def test_mimo_estimators_refuse_siso_only_names():
+    with pytest.raises(ConfigError, match="SISO only"):
+        mimo_estimators(["lmmse-bank"], small())
+
+
+def test_rx_eigen_reconstructs_the_correlation():
+    lam, V = rx_eigen(0.7, 5)
+    i = torch.arange(5, dtype=torch.float64)
+    torch.testing.assert_close((V * lam) @ V.T, 0.7 ** (i[:, None] - i[None, :]).abs(), rtol=0, atol=1e-12)
