@@ -28,11 +28,14 @@ def add_commands(sub) -> None:
                    help="comma list: ls-nearest, ls-linear, ls-spline, lmmse-robust, lmmse-genie, perfect, "
                         "a learned model with a shipped checkpoint (gated-lmmse, adafortitran) or a checkpoint path")
     p.add_argument("--snr-db", default="0:30:5", help="per-RE SNR in dB: v, a,b,c or start:stop:step")
-    p.add_argument("--doppler-hz", default="1000", help="maximum Doppler in Hz: v, a,b,c or start:stop:step")
-    p.add_argument("--delay-spread-ns", default="300", help="RMS delay spread in ns: v, a,b,c or start:stop:step")
+    p.add_argument("--doppler-hz", default=None, help="maximum Doppler in Hz: v, a,b,c or start:stop:step "
+                   "(default 1000, or the preset's)")
+    p.add_argument("--delay-spread-ns", default=None, help="RMS delay spread in ns: v, a,b,c or start:stop:step "
+                   "(default 300, or the preset's)")
     p.add_argument("--profile", default=None, help="3GPP profile: TDL A..E or CDL-A..CDL-E (default: the config's, A)")
     p.add_argument("--config", default=None, help="YAML system config (ofdm:, channel:); CLI values override it")
-    p.add_argument("--preset", default=None, help="named system config: default, adafortitran-paper, adafortitran-reference")
+    p.add_argument("--preset", default=None, help="named system config: default, adafortitran-paper, "
+                   "adafortitran-reference, mimo-chest (16 antennas, 4 users, 14 x 624)")
     p.add_argument("--pilots", default=None, metavar="PRESET|FILE.json", help=_pilots_help())
     p.add_argument("--modulation", default=None, choices=["qpsk", "16qam", "64qam"], help="data modulation (default qpsk)")
     p.add_argument("--ici", action="store_true",
@@ -113,16 +116,20 @@ def add_rank_arguments(p) -> None:
 
 def build_spec(args):
     """Returns the validated SweepSpec for parsed arguments (raises ConfigError on bad input)."""
-    from wavefront.sim.config import SystemConfig, preset
+    from wavefront.sim.config import PRESETS, SystemConfig, preset
     from wavefront.sim.experiment import parse_prior_ranges
     from wavefront.sim.sweep import SweepSpec
 
     if args.config and args.preset:
         raise ConfigError("config", args.config, "give --config or --preset, not both")
     base = SystemConfig.from_yaml(args.config) if args.config else preset(args.preset or "default")
+    # a preset that names its channel (mimo-chest) gives the defaults; otherwise 1000 Hz and 300 ns, as always
+    named = {} if args.config else PRESETS.get(args.preset or "default", {}).get("channel", {})
+    dop_text = args.doppler_hz or f"{named.get('doppler_hz', 1000):g}"
+    ds_text = args.delay_spread_ns or f"{named.get('delay_spread_s', 300e-9) * 1e9:g}"
     snr = parse_values("snr_db", args.snr_db)
-    dop = parse_values("doppler_hz", args.doppler_hz)
-    ds = [v * 1e-9 for v in parse_values("delay_spread_ns", args.delay_spread_ns)]
+    dop = parse_values("doppler_hz", dop_text)
+    ds = [v * 1e-9 for v in parse_values("delay_spread_ns", ds_text)]
     axes = {k: v for k, v in (("snr_db", snr), ("doppler_hz", dop), ("delay_spread_s", ds)) if len(v) > 1}
     if len(axes) > 1:
         raise ConfigError("axes", ",".join(axes), "sweep one axis at a time: give a single value for the others")

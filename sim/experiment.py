@@ -280,6 +280,9 @@ def _batch_counts(p: Point, fr: Frames, plan: _Plan) -> tuple[list[float], list[
                                      error_variance(est, fr.noise_var, bound.to(fr.noise_var.device)))
             x_hat, no = x_hat.reshape(-1, x_hat.shape[-1]), no.reshape(-1, no.shape[-1])
             n_err, n_bits = bit_errors(cw, demap(x_hat, no, bps, hard=True)), cw.numel()
+            if plan.decoder is not None:  # one codeword per user: blocks count codewords
+                wrong = plan.decoder(demap(x_hat, no, bps, hard=False)) != fr.bits.reshape(x_hat.shape[0], -1)
+                c_err, c_bits, blocks = int(wrong.sum()), wrong.numel(), int(wrong.any(1).sum())
         elif data is not None:
             x_hat, no = equalize(y_d, h_hat[:, data], fr.noise_var, plan.equalizer)
             n_err, n_bits = bit_errors(cw, demap(x_hat, no, bps, hard=True)), cw.numel()
@@ -303,8 +306,6 @@ def _check_mimo(points: list[Point], plan: _Plan) -> None:
         names = [e.name for e in plan.estimators if e.needs in ("noise", "conditions")]
         raise ConfigError("conditions", plan.conditions, f"estimated conditions are SISO only so far ({', '.join(names)} "
                                                          "read them): use --conditions true with several antennas or users")
-    if plan.decoder is not None:
-        raise ConfigError("ldpc_rate", "set", "coded MIMO frames are not built yet; leave out --ldpc-rate")
 
 
 def _owned_batches(p: Point, want: int, rank: int, world: int, start: int = 0) -> Iterator[tuple[int, Frames]]:
@@ -450,7 +451,8 @@ def point_meta(p: Point) -> dict:
     """Returns what a :class:`Row` records of point ``p`` (JSON-ready)."""
     return {"sweep": p.sweep, "axis": p.axis, "axis_value": p.axis_value, "snr_db": p.snr_db,
             "delay_spread_ns": round(p.delay_spread_s * 1e9, 6), "doppler_hz": p.doppler_hz, "pilots": pilot_text(p.config),
-            "realization": p.realization or p.config.realization_text}
+            "realization": p.realization or p.config.realization_text,
+            **({"users": p.config.mimo.num_users} if p.config.mimo.is_mimo else {})}
 
 
 def estimator_meta(est, conditions: str) -> dict:
@@ -477,7 +479,7 @@ def _rows(meta: dict, ests: list[dict], tally: _Tally) -> list[Row]:
                         meta["doppler_hz"], e["estimator"], e["given"], done, mse_db, se_db, nmse_db, bound_db,
                         mse_db - bound_db, a["err"] / a["bits"] if has_bits else None, a["err"] if has_bits else None,
                         a["bits"] if has_bits else None, a["cerr"] / a["cbits"] if a["cbits"] else None,
-                        a["blk"] / done if a["cbits"] else None, meta["pilots"], e["trained_on"],
+                        a["blk"] / (done * meta.get("users", 1)) if a["cbits"] else None, meta["pilots"], e["trained_on"],
                         meta.get("realization", "")))
     return rows
 

@@ -6,7 +6,8 @@ Shapes (B frames, R antennas, U users, F subcarriers, T symbols, each user's pil
 - ``h`` [B, R, U, F, T] complex64: user u's channel at antenna r;
 - ``y`` [B, R, F, T] complex64: ``sum_u h[:, :, u] x_u + n``, ``n ~ CN(0, sigma^2)`` per antenna;
 - ``pilots_ls`` [B, R, U, P_f', P_t]: LS at user u's own pilots, ``y / x_u``;
-- ``bits`` [B, U, K], ``codewords`` [B, U, N_data k]; conditions [B] as in SISO.
+- ``bits`` [B, U, K], ``codewords`` [B, U, N_data k]: one codeword per user and frame (5G LDPC
+  with ``ldpc_rate``, as in SISO); conditions [B] as in SISO.
 
 **Channel.** Each (antenna, user) pair draws an independent SISO channel with the frame's
 delay spread and Doppler (:func:`~wavefront.sim.fading.ofdm_channel`); the antennas are then
@@ -80,6 +81,13 @@ def describe_pilots(config: SystemConfig) -> str:
     return f"{config.ofdm.pilot_layout.describe()}, dealt to {U} users in turn ({'x'.join(map(str, each))} each)"
 
 
+def mimo_pilot_symbols(config: SystemConfig) -> torch.Tensor:
+    """Returns every user's pilots [U, P_f', P_t] complex64: unit-modulus QPSK, fixed by the system (not by a frame's seed)."""
+    g = make_generator(_PILOT_SEED)
+    q = torch.randint(0, 4, (config.mimo.num_users, *user_configs(config)[0].ofdm.pilot_shape), generator=g).double()
+    return torch.polar(torch.ones_like(q), (2 * q + 1) * torch.pi / 4).to(torch.complex64)
+
+
 @lru_cache(maxsize=32)
 def rx_eigen(rho: float, R: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Returns ``(lambda [R], V [R, R])`` float64 with ``R_rx = V diag(lambda) V^T``, ``lambda >= 0`` ascending."""
@@ -103,23 +111,20 @@ class MimoFrameGenerator:
     """
 
     def __init__(self, config: SystemConfig, device: str | torch.device = "cpu", ldpc_rate: float | None = None):
-        if ldpc_rate is not None:
-            raise ConfigError("ldpc_rate", ldpc_rate, "coded MIMO frames are not built yet; leave out --ldpc-rate")
         if not config.mimo.is_mimo:
             raise ConfigError("mimo", "1x1", "one antenna and one user is the SISO FrameGenerator")
         self.config, self.device = config, resolve_device(device)
         self.R, self.U = config.mimo.num_rx_antennas, config.mimo.num_users
         self.profile = channel_profile(config.channel.profile, config.channel.travel_azimuth_deg)
-        self.siso = FrameGenerator(config, self.device)  # grid, data mask and QAM tables
+        self.siso = FrameGenerator(config, self.device, ldpc_rate=ldpc_rate)  # grid, data mask, QAM tables, LDPC code
+        self.ldpc_rate = ldpc_rate
         self.users = user_configs(config)
         o = config.ofdm
         T = o.num_symbols
         self.pilot_f = [torch.tensor(c.ofdm.pilot_subcarriers, device=self.device) for c in self.users]
         self.pilot_t = torch.tensor(o.pilot_symbol_indices, device=self.device)
         self._pilot_flat = torch.stack([(f[:, None] * T + self.pilot_t[None, :]).reshape(-1) for f in self.pilot_f])  # [U, P']
-        g = make_generator(_PILOT_SEED)
-        q = torch.randint(0, 4, (self.U, *self.users[0].ofdm.pilot_shape), generator=g).double()
-        self.pilot_symbols = torch.polar(torch.ones_like(q), (2 * q + 1) * torch.pi / 4).to(torch.complex64).to(self.device)
+        self.pilot_symbols = mimo_pilot_symbols(config).to(self.device)
         rho = config.mimo.rx_correlation
         self.mix = None if rho == 0.0 else rx_sqrt(rho, self.R).to(torch.complex64).to(self.device)
 
@@ -145,9 +150,9 @@ class MimoFrameGenerator:
         # x [B, U, F*T]: every user's data on the data positions, its pilots on its own, zero on the others'
         x = torch.zeros(B, U, F * T, dtype=torch.complex64, device=dev)
         if with_data:
-            bits = _random_bits(B * U, gen.info_bits, g, dev)
-            codewords = bits
-            x[:, :, gen._data_flat] = gen._map(bits).view(B, U, -1)
+            bits = _random_bits(B * U, gen.info_bits, g, dev)  # one codeword per user
+            codewords = bits if self.ldpc_rate is None else gen.encoder(bits)
+            x[:, :, gen._data_flat] = gen._map(codewords).view(B, U, -1)
             bits, codewords = bits.view(B, U, -1), codewords.view(B, U, -1)
         for u in range(U):
             x[:, u, self._pilot_flat[u]] = self.pilot_symbols[u].reshape(-1)
@@ -237,16 +242,14 @@ def mimo_genie_mse(config: SystemConfig, snr_db, delay_spread_s, doppler_hz, per
     """
     m = config.mimo
     lam, _ = rx_eigen(m.rx_correlation, m.num_rx_antennas)
-    snr = torch.as_tensor(snr_db, dtype=torch.float64)
-    out = []
-    for c in user_configs(config):
-        total = 0.0
-        for lk in lam.tolist():
-            if lk > 1e-12:
-                total = total + lk * genie_mse(c, snr + 10 * torch.log10(torch.tensor(lk, dtype=torch.float64)),
-                                               delay_spread_s, doppler_hz)
-        out.append(total / m.num_rx_antennas)
-    out = torch.stack(list(torch.broadcast_tensors(*[torch.as_tensor(o, dtype=torch.float64) for o in out])), -1)
+    lam = lam[lam > 1e-12]  # an eigenvalue of 0 carries no channel and adds nothing
+    snr, ds, fd = torch.broadcast_tensors(*(torch.as_tensor(v, dtype=torch.float64)
+                                            for v in (snr_db, delay_spread_s, doppler_hz)))
+    # every (frame, eigen-index) as one 2-D problem at SNR + 10 log10 lambda_k: one call per user
+    snr_k = snr[..., None] + 10 * torch.log10(lam)
+    out = [(lam * genie_mse(c, snr_k, ds[..., None], fd[..., None])).sum(-1) / m.num_rx_antennas
+           for c in user_configs(config)]
+    out = torch.stack(out, -1)
     return out if per_user else out.mean(-1)
 
 
@@ -284,6 +287,8 @@ def error_variance(est, noise_var: torch.Tensor, bound: torch.Tensor) -> torch.T
     return noise_var.double()
 
 
+# Sionna's OFDM estimators on the same pilots (wavefront.sim.sionna_ref)
+SIONNA = ("sionna-ls", "sionna-lmmse-tf", "sionna-lmmse-tfs")
 MIMO_CLASSICAL = ("ls-nearest", "ls-linear", "ls-spline", "lmmse-robust", "lmmse-genie", "lmmse-estimated", "mmse-bayes")
 
 
@@ -296,10 +301,14 @@ def mimo_estimators(names: list[str], config: SystemConfig, robust_options: dict
             out.append(PerfectCSI())
         elif name == "lmmse-genie":
             out.append(MimoGenieLMMSE(config))
+        elif name in SIONNA:
+            from wavefront.sim.sionna_ref import SionnaEstimator  # it builds on this module
+
+            out.append(SionnaEstimator(name, config))
         elif name in MIMO_CLASSICAL:
             out.append(PerUser(name, config, **((robust_options or {}) if name == "lmmse-robust" else {})))
         else:
-            known = ", ".join(MIMO_CLASSICAL + ("perfect",))
+            known = ", ".join(MIMO_CLASSICAL + SIONNA + ("perfect",))
             why = "is SISO only so far" if name in CLASSICAL else "is not a classical estimator (learned models are SISO only so far)"
             raise ConfigError("estimators", name, f"{why}; with several antennas or users choose from {known}")
     return out

@@ -85,8 +85,6 @@ class SweepSpec:
             raise ConfigError("ldpc_rate", self.ldpc_rate, "must be in (0, 1)")
         if self.conditions not in CONDITION_MODES:
             raise ConfigError("conditions", self.conditions, f"choose {' or '.join(CONDITION_MODES)}")
-        if self.config.mimo.is_mimo and self.ldpc_rate is not None:
-            raise ConfigError("ldpc_rate", self.ldpc_rate, "coded MIMO frames are not built yet; leave out --ldpc-rate")
         self.point_configs = [_point_config(self.config, self.axis, v) for v in self.values]  # validates every point
 
     def conditions_list(self) -> list[dict]:

@@ -20,12 +20,9 @@ def resolve_estimators(names: list[str], prior, device="cpu", robust_options: di
 
     out = []
     for name in names:
-        if name in CLASSICAL or name == "perfect":
+        if name in CLASSICAL or name == "perfect" or prior.mimo.is_mimo:  # MIMO: classical ones, Sionna's, perfect
             out += classical_estimators([name], prior, robust_options)
             continue
-        if prior.mimo.is_mimo:
-            raise ConfigError("estimators", name, "learned models are SISO only so far; with several antennas or users "
-                                                  "choose classical estimators or perfect")
         try:
             from wavefront.estimators import load_estimator
             from wavefront.estimators.registry import list_models
