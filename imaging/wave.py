@@ -207,7 +207,8 @@ def deepwave_step_ratio(dx_m: float, dt_s: float, v_max: float) -> int:
 
 def propagate(v: torch.Tensor, dx_m: float, dt_s: float, source_amplitudes: torch.Tensor,
               source_locations: torch.Tensor, receiver_locations: torch.Tensor,
-              pml_width: int = 20, accuracy: int = 4, freq_hz: float | None = None) -> torch.Tensor:
+              pml_width: int = 20, accuracy: int = 4, freq_hz: float | None = None,
+              check_dispersion: bool = True) -> torch.Tensor:
     """Returns receiver data [S, R, nt] from deepwave's scalar propagator (m/s, m, s).
 
     Args:
@@ -215,6 +216,7 @@ def propagate(v: torch.Tensor, dx_m: float, dt_s: float, source_amplitudes: torc
         source_amplitudes: [S, n_src, nt]. source_locations: [S, n_src, 2] int64 cells.
         receiver_locations: [S, R, 2] int64 cells, or float (deepwave's Hicks path).
         freq_hz: the source peak frequency, for the dispersion check and deepwave's PML.
+        check_dispersion: False skips the dispersion rule (the caller warns instead); CFL is always checked.
     CFL and dispersion are checked here, before deepwave is called. The forward pass runs
     inside :func:`cpu_flush_to_zero`; the data are deepwave's own tensor (possibly a
     time-major view), with subnormal values set to zero in place.
@@ -222,7 +224,8 @@ def propagate(v: torch.Tensor, dx_m: float, dt_s: float, source_amplitudes: torc
     import deepwave
 
     check_velocity(v)
-    check_stability(dt_s, dx_m, float(v.detach().max()), float(v.detach().min()), freq_hz, accuracy)
+    check_stability(dt_s, dx_m, float(v.detach().max()), float(v.detach().min()),
+                    freq_hz if check_dispersion else None, accuracy)
     with cpu_flush_to_zero():
         out = deepwave.scalar(
             v, dx_m, dt_s, source_amplitudes=source_amplitudes, source_locations=source_locations,
