@@ -21,7 +21,8 @@ baseline's.
 A loss is any callable ``loss(data, batch) -> scalar`` (lower is better) with ``data`` the
 traces [S, K, nt] of the chosen cells in the background model and ``batch`` a dict:
 ``"positions"`` [K, 2] int64 (row, col), ``"perturbed"`` [S, K, nt] (the traces in the
-perturbed model, or None), ``"source_positions"`` [S, 2] int64, ``"dt_s"``, ``"dx_m"``.
+perturbed model, or None), ``"source_positions"`` [S, 2] int64, ``"dt_s"``, ``"dx_m"``. Greedy selection also calls it on
+partial layouts (1 to K receivers), so it must accept any K.
 """
 from __future__ import annotations
 

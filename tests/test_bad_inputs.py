@@ -42,7 +42,11 @@ NUMBER_OPTIONS = {
     },
     ("codesign", "receivers", "--out", "{tmp}/o"): {
         "float": ["--noise"],
-        "int": ["--receivers", "--epochs", "--seeds", "--train-shots", "--val-shots", "--test-shots"],
+        "int": ["--receivers", "--epochs", "--seeds", "--train-shots", "--val-shots", "--test-shots", "--threads"],
+    },
+    ("codesign", "receivers", "--velocity", "{tmp}/v.npy", "--out", "{tmp}/o"): {
+        "float": ["--dx", "--dt", "--min-spacing"],
+        "int": ["--nt", "--num-receivers", "--seed", "--threads"],
     },
 }
 BAD_VALUES = {
