@@ -247,3 +247,21 @@ def test_capacity_on_a_line_is_exact():
     with pytest.raises(ConfigError, match="hold at most 4 receivers 3 cells apart"):
         check_capacity(cells, 5, 3.0)
     assert math.isclose(len(regular_layout(cells, 4, 3.0)), 4)
+
+
+def test_the_readme_recipe_runs_and_places_receivers_on_its_mask(capsys):
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    block = readme.split("<!-- recipe: scene receivers -->")[1].split("<!-- end recipe -->")[0]
+    code = block.split("```python")[1].split("```")[0]
+    assert len(code.strip().splitlines()) <= 25
+    ns: dict = {}
+    exec(compile(code, "README.md recipe", "exec"), ns)
+    learned = ns["result"]["learned"]
+    pos = torch.tensor(learned["positions"])
+    assert len(pos) == 4 and bool(ns["mask"][pos[:, 0], pos[:, 1]].all())
+    assert float((torch.cdist(pos.double(), pos.double()) + torch.eye(4) * 1e9).min()) >= 3
+    assert learned["loss"] <= min(b["loss"] for b in ns["result"]["baselines"].values())
+    assert ns["n_sub"] == 2  # 2 ms at 3500 m/s and 10 m: sub-stepped
+    assert str(learned["positions"]) in capsys.readouterr().out
