@@ -5,7 +5,8 @@ import argparse
 from pathlib import Path
 
 from wavefront.errors import ConfigError
-from wavefront.utils import any_int, check_output_folder, finite_float, positive_float, positive_int
+from wavefront.utils import (any_int, check_output_folder, finite_float, nonnegative_int, positive_float,
+                             positive_int)
 
 
 def _pixels(text: str) -> tuple[int, int]:
@@ -56,7 +57,7 @@ def _layout(args: argparse.Namespace) -> int:
 # Options of the user-scene path (--velocity ...) and of the built-in scene (--scene ...): neither takes the other's.
 _SCENE_REQUIRED = ("dx", "dt", "nt", "sources", "candidates", "num_receivers")
 _SCENE_ONLY = ("dx", "dt", "nt", "sources", "candidates", "num_receivers", "min_spacing", "task", "perturbation", "loss",
-               "seed")
+               "seed", "restarts")
 _BUILTIN_ONLY = ("scene", "receivers", "epochs", "seeds", "noise", "train_shots", "val_shots", "test_shots")
 
 
@@ -92,7 +93,8 @@ def _scene_receivers(args: argparse.Namespace) -> int:
     seed = 0 if args.seed is None else args.seed
     start = time.perf_counter()
     result = run_scene_codesign(v, args.dx, args.dt, args.nt, sources, freq_hz, mask, args.num_receivers, min_spacing,
-                                loss, task, args.out, perturbation=dv, seed=seed)
+                                loss, task, args.out, perturbation=dv, seed=seed,
+                                restarts=8 if args.restarts is None else args.restarts)
     seconds = time.perf_counter() - start
     bl = result["baselines"]
     print(f"{task}: loss learned {result['learned']['loss']:.6g} ({result['learned']['method']}), "
@@ -177,7 +179,9 @@ def add_commands(subparsers) -> None:
     scene.add_argument("--task", help="built-in loss: sensitivity (needs --perturbation) or localisation")
     scene.add_argument("--perturbation", help="velocity perturbation .npy (m/s, added to the model) for --task sensitivity")
     scene.add_argument("--loss", help="your loss, module:function or file.py:function, called as loss(data [S, K, nt], batch)")
-    scene.add_argument("--seed", type=any_int, help="seed of the random baseline (default 0)")
+    scene.add_argument("--seed", type=any_int, help="seed of the random baseline and the random restarts (default 0)")
+    scene.add_argument("--restarts", type=nonnegative_int, help="seeded random starts for the swap search, besides "
+                                                               "greedy and the best baseline (default 8)")
     builtin = rec.add_argument_group("built-in scene (source-localisation with a network)")
     builtin.add_argument("--scene", help="wave task (source-localisation)")
     builtin.add_argument("--receivers", type=positive_int, help="K, the number of receivers (default 8)")

@@ -15,8 +15,8 @@ Selectors: ``regular`` (evenly spread along the candidates' principal axis), ``r
 (seeded), ``greedy`` (forward selection on the loss) and :func:`swap_refine` (pairwise swaps
 of one receiver for one candidate cell, accepted only when they lower the loss).
 :func:`select_receivers` runs them all and returns the learned layout: swap refinement
-started from greedy and from the best baseline, so its loss is never above the best
-baseline's.
+started from greedy, from the best baseline and from seeded random layouts, the best of
+them; its loss is never above the best baseline's.
 
 A loss is any callable ``loss(data, batch) -> scalar`` (lower is better) with ``data`` the
 traces [S, K, nt] of the chosen cells in the background model and ``batch`` a dict:
@@ -32,6 +32,7 @@ from typing import Callable
 import torch
 
 from wavefront.errors import ConfigError
+from wavefront.utils import derive_seed
 
 Loss = Callable[[torch.Tensor, dict], torch.Tensor | float]
 BASELINES = ("regular", "random", "greedy")
@@ -307,14 +308,17 @@ def swap_refine(layout_loss: LayoutLoss, start: list[int], min_spacing: float, m
 
 
 def select_receivers(layout_loss: LayoutLoss, num_receivers: int, min_spacing: float, seed: int = 0,
-                     max_passes: int = 20) -> dict:
+                     max_passes: int = 20, restarts: int = 8) -> dict:
     """Returns the learned layout and the baselines: ``{"learned": {...}, "baselines": {name: {...}}}``.
 
     Each entry holds ``"indices"`` (into the candidate cells), ``"positions"`` [[row, col], ...]
-    and ``"loss"``. ``learned`` is :func:`swap_refine` from greedy and from the best baseline
-    (the better of the two), so ``learned.loss <= min(baseline losses)``; ``learned.start``
-    names where it started.
+    and ``"loss"``. ``learned`` is the best :func:`swap_refine` result over these starts:
+    greedy, the best baseline, and ``restarts`` seeded random spaced layouts (seeds
+    ``derive_seed(seed, r)``). So ``learned.loss <= min(baseline losses)``;
+    ``learned.start`` names the winning start. Ties keep the earlier start.
     """
+    if restarts < 0:
+        raise ConfigError("restarts", restarts, "must be >= 0")
     cells = layout_loss.cells
     check_capacity(cells, num_receivers, min_spacing, seed)
     layouts = {"regular": regular_layout(cells, num_receivers, min_spacing),
@@ -325,12 +329,15 @@ def select_receivers(layout_loss: LayoutLoss, num_receivers: int, min_spacing: f
         check_layout(cells, idx, min_spacing)
         baselines[name] = {"indices": idx, "positions": cells[torch.tensor(idx)].tolist(), "loss": layout_loss(idx)}
     best_base = min(BASELINES, key=lambda n: (baselines[n]["loss"], BASELINES.index(n)))
-    starts = ["greedy"] + ([best_base] if best_base != "greedy" else [])
+    starts = {"greedy": baselines["greedy"]["indices"]}
+    starts.setdefault(best_base, baselines[best_base]["indices"])
+    for r in range(restarts):
+        starts[f"random restart {r}"] = random_layout(cells, num_receivers, min_spacing, derive_seed(seed, r))
     learned = None
-    for start in starts:
-        idx, value = swap_refine(layout_loss, baselines[start]["indices"], min_spacing, max_passes)
+    for start, idx0 in starts.items():
+        idx, value = swap_refine(layout_loss, idx0, min_spacing, max_passes)
         if learned is None or value < learned["loss"]:
             learned = {"indices": idx, "positions": cells[torch.tensor(idx)].tolist(), "loss": value,
-                       "start": start, "method": "greedy + pairwise swaps" if start == "greedy" else f"{start} + pairwise swaps"}
+                       "start": start, "method": f"{start} + pairwise swaps (best of {len(starts)} starts)"}
     check_layout(cells, learned["indices"], min_spacing)
     return {"learned": learned, "baselines": baselines}

@@ -251,7 +251,8 @@ def plot_scene(v: torch.Tensor, mask: torch.Tensor, source_cells: torch.Tensor, 
 
 def run_scene_codesign(v: torch.Tensor, dx_m: float, dt_s: float, nt: int, source_cells: torch.Tensor, freq_hz: float,
                        mask: torch.Tensor, num_receivers: int, min_spacing: float, loss: Loss, task: str,
-                       out: Path, perturbation: torch.Tensor | None = None, seed: int = 0, log=print) -> dict:
+                       out: Path, perturbation: torch.Tensor | None = None, seed: int = 0, restarts: int = 8,
+                       log=print) -> dict:
     """Records once, selects K receivers on the mask, writes receivers.json, results.json and receivers.png; returns results.
 
     ``loss`` sees the background traces and, when ``perturbation`` [ny, nx] (m/s) is given,
@@ -269,12 +270,12 @@ def run_scene_codesign(v: torch.Tensor, dx_m: float, dt_s: float, nt: int, sourc
         f"({n_sub} solver step(s) of {dt_s / n_sub:.4g} s each)")
     layout_loss = LayoutLoss(field, cells, loss, perturbed, source_cells, dt_s, dx_m,
                              name="loss" if task not in BUILTIN_LOSSES else "task")
-    sel = select_receivers(layout_loss, num_receivers, min_spacing, seed)
+    sel = select_receivers(layout_loss, num_receivers, min_spacing, seed, restarts=restarts)
     learned = sel["learned"]
     result = {
         "learned": {"loss": learned["loss"], "positions": learned["positions"], "method": learned["method"]},
         "baselines": {name: {"loss": b["loss"], "positions": b["positions"]} for name, b in sel["baselines"].items()},
-        "task": task, "num_receivers": num_receivers, "min_spacing": min_spacing, "seed": seed,
+        "task": task, "num_receivers": num_receivers, "min_spacing": min_spacing, "seed": seed, "restarts": restarts,
         "candidates": len(cells), "shots": len(source_cells), "nt": nt, "dt_s": dt_s, "dx_m": dx_m,
         "substeps": n_sub, "solver_dt_s": dt_s / n_sub, "loss_evaluations": layout_loss.calls,
     }

@@ -46,7 +46,7 @@ NUMBER_OPTIONS = {
     },
     ("codesign", "receivers", "--velocity", "{tmp}/v.npy", "--out", "{tmp}/o"): {
         "float": ["--dx", "--dt", "--min-spacing"],
-        "int": ["--nt", "--num-receivers", "--seed", "--threads"],
+        "int": ["--nt", "--num-receivers", "--seed", "--threads", "--restarts"],
     },
 }
 BAD_VALUES = {
