@@ -86,7 +86,7 @@ def _scene_receivers(args: argparse.Namespace) -> int:
         raise ConfigError("perturbation", None, "--task sensitivity needs --perturbation P.npy (m/s, added to the model)")
     v = load_velocity(args.velocity)
     shape = tuple(v.shape)
-    sources, freq_hz = load_sources(args.sources, shape)
+    sources, freq_hz, wavelet = load_sources(args.sources, shape, args.nt)
     mask = load_candidates(args.candidates, shape)
     dv = load_perturbation(args.perturbation, v) if args.perturbation is not None else None
     check_output_folder("out", args.out)
@@ -94,7 +94,7 @@ def _scene_receivers(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     result = run_scene_codesign(v, args.dx, args.dt, args.nt, sources, freq_hz, mask, args.num_receivers, min_spacing,
                                 loss, task, args.out, perturbation=dv, seed=seed,
-                                restarts=8 if args.restarts is None else args.restarts)
+                                restarts=8 if args.restarts is None else args.restarts, wavelet=wavelet)
     seconds = time.perf_counter() - start
     bl = result["baselines"]
     print(f"{task}: loss learned {result['learned']['loss']:.6g} ({result['learned']['method']}), "
@@ -172,7 +172,8 @@ def add_commands(subparsers) -> None:
     scene.add_argument("--dx", type=positive_float, help="cell size in m")
     scene.add_argument("--dt", type=positive_float, help="sample interval in s (above the CFL limit: sub-stepped)")
     scene.add_argument("--nt", type=positive_int, help="time samples")
-    scene.add_argument("--sources", help='JSON {"positions": [[row, col], ...], "frequency_hz": f}: one Ricker shot each')
+    scene.add_argument("--sources", help='JSON {"positions": [[row, col], ...], "frequency_hz": f}: one Ricker shot each '
+                                               '(or add "wavelet": "w.npy", nt samples at --dt)')
     scene.add_argument("--candidates", help="allowed cells: a boolean mask .npy of the model's shape, or r0:r1,c0:c1")
     scene.add_argument("--num-receivers", type=positive_int, help="K receivers to place")
     scene.add_argument("--min-spacing", type=finite_float, help="minimum distance between receivers, in cells (default 0)")

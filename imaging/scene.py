@@ -99,8 +99,15 @@ def load_perturbation(path: str | Path, velocity: torch.Tensor) -> torch.Tensor:
     return dv
 
 
-def load_sources(path: str | Path, shape: tuple[int, int]) -> tuple[torch.Tensor, float]:
-    """Returns (source cells [S, 2] int64 (row, col), Ricker peak frequency in Hz) from the sources JSON."""
+def load_sources(path: str | Path, shape: tuple[int, int], nt: int | None = None
+                 ) -> tuple[torch.Tensor, float, torch.Tensor | None]:
+    """Returns (source cells [S, 2] int64 (row, col), peak frequency in Hz, wavelet [nt] float32 or None).
+
+    The JSON is ``{"positions": [[row, col], ...], "frequency_hz": f}`` (a Ricker of peak
+    ``f``), optionally with ``"wavelet": "w.npy"``: a 1-D array of ``nt`` samples at ``dt``
+    (relative paths from the JSON's folder), fired at every position; ``f`` then sets the
+    absorbing layer's frequency and the dispersion check.
+    """
     p = Path(path)
     if not p.is_file():
         raise ConfigError("sources", str(path), "no such file" if not p.exists() else "is a folder, not a JSON file")
@@ -122,7 +129,18 @@ def load_sources(path: str | Path, shape: tuple[int, int]) -> tuple[torch.Tensor
     f = spec["frequency_hz"]
     if isinstance(f, bool) or not isinstance(f, (int, float)) or not math.isfinite(f) or f <= 0:
         raise ConfigError("sources.frequency_hz", f, "must be a positive number (Hz)")
-    return torch.tensor(pos, dtype=torch.long), float(f)
+    wavelet = None
+    if spec.get("wavelet") is not None:
+        if not isinstance(spec["wavelet"], str):
+            raise ConfigError("sources.wavelet", spec["wavelet"], "must be the path of a 1-D .npy file")
+        wpath = Path(spec["wavelet"]) if Path(spec["wavelet"]).is_absolute() else p.parent / spec["wavelet"]
+        w = _load_array("sources.wavelet", wpath)
+        if w.ndim != 1 or (nt is not None and len(w) != nt):
+            raise ConfigError("sources.wavelet", str(wpath), f"must be a 1-D array of nt={nt} samples, got shape {list(w.shape)}")
+        if not np.issubdtype(w.dtype, np.number) or np.iscomplexobj(w) or not np.isfinite(w).all():
+            raise ConfigError("sources.wavelet", str(wpath), "must hold finite real numbers")
+        wavelet = torch.from_numpy(w.astype(np.float32))
+    return torch.tensor(pos, dtype=torch.long), float(f), wavelet
 
 
 _RECT = re.compile(r"^\s*(-?\d+)\s*:\s*(-?\d+)\s*,\s*(-?\d+)\s*:\s*(-?\d+)\s*$")
@@ -190,14 +208,38 @@ def substeps(dt_s: float, dx_m: float, v_max: float) -> int:
     return max(1, math.ceil(ratio - 1e-12))
 
 
-def record_cells(v: torch.Tensor, dx_m: float, dt_s: float, nt: int, freq_hz: float, source_cells: torch.Tensor,
-                 cells: torch.Tensor, pml_width: int = 20, accuracy: int = 4) -> tuple[torch.Tensor, int]:
-    """Returns (traces [S, N, nt] float32 on ``cells`` [N, 2] for one Ricker shot per ``source_cells`` [S, 2], n_sub).
+def upsample_wavelet(wavelet: torch.Tensor, n_sub: int) -> torch.Tensor:
+    """Returns ``wavelet`` [nt] band-limited-interpolated to [nt * n_sub] (same units); sample ``i * n_sub`` is sample ``i``.
 
-    Samples ``i`` are at time ``i * dt_s`` (s); the solver steps at ``dt_s / n_sub``
-    (:func:`substeps`). A model too coarse for the wavelet's shortest wavelength is run
-    with a warning, not refused (deepwave runs it).
+    Zero-padding of the spectrum (as deepwave resamples): exact for a wavelet without energy
+    at or above the original Nyquist frequency that has tapered to zero by its last sample
+    (the FFT treats it as periodic).
     """
+    if n_sub == 1:
+        return wavelet
+    nt = wavelet.shape[-1]
+    spec = torch.fft.rfft(wavelet.double(), n=nt)
+    if nt % 2 == 0:  # the Nyquist bin is shared by +-f: split it so the interpolant stays real and exact on the samples
+        spec[..., -1] = spec[..., -1] / 2
+    full = torch.zeros(*spec.shape[:-1], nt * n_sub // 2 + 1, dtype=spec.dtype)
+    full[..., :spec.shape[-1]] = spec
+    return (torch.fft.irfft(full, n=nt * n_sub) * n_sub).to(wavelet.dtype)
+
+
+def record_cells(v: torch.Tensor, dx_m: float, dt_s: float, nt: int, freq_hz: float, source_cells: torch.Tensor,
+                 cells: torch.Tensor, pml_width: int = 20, accuracy: int = 4,
+                 wavelet: torch.Tensor | None = None) -> tuple[torch.Tensor, int]:
+    """Returns (traces [S, N, nt] float32 on ``cells`` [N, 2], one shot per ``source_cells`` [S, 2], n_sub).
+
+    Each shot fires a Ricker of peak ``freq_hz`` (evaluated at the solver's step), or
+    ``wavelet`` [nt] given at ``dt_s`` (interpolated by :func:`upsample_wavelet`). Samples
+    ``i`` are at time ``i * dt_s`` (s); the solver steps at ``dt_s / n_sub`` (:func:`substeps`).
+    A model too coarse for the wavelet's shortest wavelength is run with a warning, not
+    refused (deepwave runs it). The memory the run needs (the fine-step traces and deepwave's
+    transient, about 4x them) is checked first.
+    """
+    from wavefront.utils import check_memory
+
     v_max, v_min = float(v.max()), float(v.min())
     n_sub = substeps(dt_s, dx_m, v_max)
     dt_fine = dt_s / n_sub
@@ -207,8 +249,15 @@ def record_cells(v: torch.Tensor, dx_m: float, dt_s: float, nt: int, freq_hz: fl
     except ConfigError as exc:
         warnings.warn(f"{exc} (run anyway: expect grid dispersion)", stacklevel=2)
     shots = len(source_cells)
-    wavelet = ricker(freq_hz, nt * n_sub, dt_fine)
-    amp = wavelet.reshape(1, 1, -1).expand(shots, 1, -1).contiguous()
+    check_memory("candidates", len(cells), 4.0 * 4 * shots * len(cells) * nt * n_sub,
+                 hint=f"record fewer candidate cells, shots or samples ({n_sub} solver steps per sample)")
+    if wavelet is None:
+        fine = ricker(freq_hz, nt * n_sub, dt_fine)
+    else:
+        if tuple(wavelet.shape) != (nt,):
+            raise ConfigError("wavelet", tuple(wavelet.shape), f"must be [nt={nt}] samples at dt={dt_s} s")
+        fine = upsample_wavelet(wavelet.float(), n_sub)
+    amp = fine.reshape(1, 1, -1).expand(shots, 1, -1).contiguous()
     rec = cells.reshape(1, -1, 2).expand(shots, -1, -1).contiguous()
     data = propagate(v, dx_m, dt_fine, amp, source_cells.reshape(shots, 1, 2), rec, pml_width=pml_width,
                      accuracy=accuracy, freq_hz=freq_hz, check_dispersion=False)
@@ -252,7 +301,7 @@ def plot_scene(v: torch.Tensor, mask: torch.Tensor, source_cells: torch.Tensor, 
 def run_scene_codesign(v: torch.Tensor, dx_m: float, dt_s: float, nt: int, source_cells: torch.Tensor, freq_hz: float,
                        mask: torch.Tensor, num_receivers: int, min_spacing: float, loss: Loss, task: str,
                        out: Path, perturbation: torch.Tensor | None = None, seed: int = 0, restarts: int = 8,
-                       log=print) -> dict:
+                       wavelet: torch.Tensor | None = None, log=print) -> dict:
     """Records once, selects K receivers on the mask, writes receivers.json, results.json and receivers.png; returns results.
 
     ``loss`` sees the background traces and, when ``perturbation`` [ny, nx] (m/s) is given,
@@ -262,10 +311,10 @@ def run_scene_codesign(v: torch.Tensor, dx_m: float, dt_s: float, nt: int, sourc
 
     cells = mask_cells(mask)
     check_capacity(cells, num_receivers, min_spacing, seed)  # before minutes of simulation
-    field, n_sub = record_cells(v, dx_m, dt_s, nt, freq_hz, source_cells, cells)
+    field, n_sub = record_cells(v, dx_m, dt_s, nt, freq_hz, source_cells, cells, wavelet=wavelet)
     perturbed = None
     if perturbation is not None:
-        perturbed, _ = record_cells(v + perturbation, dx_m, dt_s, nt, freq_hz, source_cells, cells)
+        perturbed, _ = record_cells(v + perturbation, dx_m, dt_s, nt, freq_hz, source_cells, cells, wavelet=wavelet)
     log(f"recorded {len(source_cells)} shot(s) on {len(cells)} candidate cells, {nt} samples of {dt_s:g} s "
         f"({n_sub} solver step(s) of {dt_s / n_sub:.4g} s each)")
     layout_loss = LayoutLoss(field, cells, loss, perturbed, source_cells, dt_s, dx_m,
