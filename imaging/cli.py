@@ -82,8 +82,8 @@ def _scene_receivers(args: argparse.Namespace) -> int:
     if not min_spacing >= 0:
         raise ConfigError("min_spacing", min_spacing, "must be >= 0 (cells)")
     task, loss = resolve_task(args.task, args.loss)
-    if args.perturbation is None and args.task == "sensitivity":
-        raise ConfigError("perturbation", None, "--task sensitivity needs --perturbation P.npy (m/s, added to the model)")
+    if args.perturbation is None and args.task in ("sensitivity", "inversion"):
+        raise ConfigError("perturbation", None, f"--task {args.task} needs --perturbation P.npy (m/s, added to the model)")
     v = load_velocity(args.velocity)
     shape = tuple(v.shape)
     sources, freq_hz, wavelet = load_sources(args.sources, shape, args.nt)
@@ -177,8 +177,9 @@ def add_commands(subparsers) -> None:
     scene.add_argument("--candidates", help="allowed cells: a boolean mask .npy of the model's shape, or r0:r1,c0:c1")
     scene.add_argument("--num-receivers", type=positive_int, help="K receivers to place")
     scene.add_argument("--min-spacing", type=finite_float, help="minimum distance between receivers, in cells (default 0)")
-    scene.add_argument("--task", help="built-in loss: sensitivity (needs --perturbation) or localisation")
-    scene.add_argument("--perturbation", help="velocity perturbation .npy (m/s, added to the model) for --task sensitivity")
+    scene.add_argument("--task", help="built-in loss: sensitivity or inversion (need --perturbation), or localisation")
+    scene.add_argument("--perturbation", help="velocity perturbation .npy (m/s, added to the model), [rows, cols]; "
+                                              "[M, rows, cols] for --task inversion (one Jacobian column each)")
     scene.add_argument("--loss", help="your loss, module:function or file.py:function, called as loss(data [S, K, nt], batch)")
     scene.add_argument("--seed", type=any_int, help="seed of the random baseline and the random restarts (default 0)")
     scene.add_argument("--restarts", type=nonnegative_int, help="seeded random starts for the swap search, besides "

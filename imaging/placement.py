@@ -21,7 +21,7 @@ them; its loss is never above the best baseline's.
 A loss is any callable ``loss(data, batch) -> scalar`` (lower is better) with ``data`` the
 traces [S, K, nt] of the chosen cells in the background model and ``batch`` a dict:
 ``"positions"`` [K, 2] int64 (row, col), ``"perturbed"`` [S, K, nt] (the traces in the
-perturbed model, or None), ``"source_positions"`` [S, 2] int64, ``"dt_s"``, ``"dx_m"``. Greedy selection also calls it on
+perturbed model; [M, S, K, nt] for M perturbations; or None), ``"source_positions"`` [S, 2] int64, ``"dt_s"``, ``"dx_m"``. Greedy selection also calls it on
 partial layouts (1 to K receivers), so it must accept any K.
 """
 from __future__ import annotations
@@ -36,7 +36,7 @@ from wavefront.utils import derive_seed
 
 Loss = Callable[[torch.Tensor, dict], torch.Tensor | float]
 BASELINES = ("regular", "random", "greedy")
-TASKS = ("sensitivity", "localisation")
+TASKS = ("sensitivity", "localisation", "inversion")
 
 
 # ----------------------------------------------------------------------------- built-in losses
@@ -72,7 +72,30 @@ def localisation_loss(data: torch.Tensor, batch: dict) -> torch.Tensor:
     return -dist[iu[0], iu[1]].min() / scale
 
 
-BUILTIN_LOSSES: dict[str, Loss] = {"sensitivity": sensitivity_loss, "localisation": localisation_loss}
+INVERSION_RIDGE = 1e-6  # added to the normalised Gram matrix's diagonal: resolution below it counts as none
+
+
+def inversion_loss(data: torch.Tensor, batch: dict) -> torch.Tensor:
+    """Returns ``-logdet(J^T J / ||d||^2 + 1e-6 I)`` (float64 scalar): D-optimal design for M model perturbations.
+
+    ``J`` [S*K*nt, M] holds one column per perturbation, ``d(v + dv_m) - d(v)`` at the chosen
+    traces (``batch["perturbed"]`` [M, S, K, nt], or [S, K, nt] for M = 1). This is a
+    linearised inversion proxy: the log-volume of the Gauss-Newton information about the M
+    perturbation amplitudes, relative to the data energy. The 1e-6 ridge keeps it finite
+    when a perturbation is unseen.
+    """
+    perturbed = batch.get("perturbed")
+    if perturbed is None:
+        raise ConfigError("task", "inversion", "needs the traces of the perturbed models (--perturbation)")
+    d = data.double()
+    p = perturbed.double().reshape(-1, *d.shape)
+    jac = (p - d).reshape(len(p), -1)  # [M, S*K*nt]
+    gram = jac @ jac.T / d.pow(2).sum().clamp(min=torch.finfo(torch.float64).tiny)
+    return -torch.logdet(gram + INVERSION_RIDGE * torch.eye(len(p), dtype=gram.dtype))
+
+
+BUILTIN_LOSSES: dict[str, Loss] = {"sensitivity": sensitivity_loss, "localisation": localisation_loss,
+                                   "inversion": inversion_loss}
 
 
 # ----------------------------------------------------------------------------- candidate sites
@@ -187,7 +210,7 @@ class LayoutLoss:
         field: background traces on every candidate cell [S, N, nt].
         cells: the candidate cells [N, 2] int64 (row, col).
         loss: ``loss(data [S, K, nt], batch) -> scalar`` (see the module docstring).
-        perturbed: traces in the perturbed model [S, N, nt], or None.
+        perturbed: traces in the perturbed model [S, N, nt] (or in M perturbed models, [M, S, N, nt]), or None.
         source_positions: [S, 2] int64; dt_s, dx_m: the recording's sample interval and cell size.
     Counts evaluations in ``self.calls``; a non-finite or non-scalar loss raises ConfigError.
     """
@@ -197,15 +220,15 @@ class LayoutLoss:
                  name: str = "loss"):
         if field.ndim != 3 or field.shape[1] != len(cells):
             raise ConfigError("field", tuple(field.shape), f"must be [shots, {len(cells)} cells, nt]")
-        if perturbed is not None and perturbed.shape != field.shape:
-            raise ConfigError("perturbed", tuple(perturbed.shape), f"must match the field {tuple(field.shape)}")
+        if perturbed is not None and (perturbed.ndim not in (3, 4) or perturbed.shape[-3:] != field.shape):
+            raise ConfigError("perturbed", tuple(perturbed.shape), f"must be {tuple(field.shape)} or [M, *that]")
         self.field, self.cells, self.loss, self.perturbed = field, cells, loss, perturbed
         self.source_positions, self.dt_s, self.dx_m, self.name = source_positions, dt_s, dx_m, name
         self.calls = 0
 
     def __call__(self, indices: list[int]) -> float:
         idx = torch.tensor(indices, dtype=torch.long)
-        batch = {"positions": self.cells[idx], "perturbed": None if self.perturbed is None else self.perturbed[:, idx],
+        batch = {"positions": self.cells[idx], "perturbed": None if self.perturbed is None else self.perturbed[..., idx, :],
                  "source_positions": self.source_positions, "dt_s": self.dt_s, "dx_m": self.dx_m}
         with torch.no_grad():
             value = self.loss(self.field[:, idx], batch)

@@ -83,19 +83,27 @@ def load_velocity(path: str | Path) -> torch.Tensor:
 
 
 def load_perturbation(path: str | Path, velocity: torch.Tensor) -> torch.Tensor:
-    """Returns the velocity perturbation [ny, nx] float32 (m/s), finite, of the model's shape, keeping ``v + dv > 0``."""
+    """Returns the velocity perturbation(s), [ny, nx] or [M, ny, nx] float32 (m/s), finite, each keeping ``v + dv > 0``.
+
+    Several perturbations (a 3-D array) are for ``--task inversion``: one column of the
+    linearised inversion's Jacobian each.
+    """
     a = _load_array("perturbation", path)
     shape = tuple(velocity.shape)
-    if tuple(a.shape) != shape:
-        raise ConfigError("perturbation", str(path), f"must have the velocity model's shape {list(shape)}, got {list(a.shape)}")
+    if a.ndim not in (2, 3) or tuple(a.shape[-2:]) != shape or (a.ndim == 3 and a.shape[0] < 1):
+        raise ConfigError("perturbation", str(path), f"must have the velocity model's shape {list(shape)} "
+                                                     f"(or [M, {shape[0]}, {shape[1]}]), got {list(a.shape)}")
     a = a.astype(np.float64)
     if not np.isfinite(a).all():
         raise ConfigError("perturbation", str(path), "must be finite everywhere")
     dv = torch.from_numpy(a).float()
     if not bool(((velocity + dv) > 0).all()):
         raise ConfigError("perturbation", str(path), "velocity + perturbation must stay positive everywhere")
-    if not bool((dv != 0).any()):
-        raise ConfigError("perturbation", str(path), "is zero everywhere: nothing to be sensitive to")
+    flat = dv.reshape(-1, *shape)
+    zero = [i for i in range(len(flat)) if not bool((flat[i] != 0).any())]
+    if zero:
+        raise ConfigError("perturbation", str(path), f"is zero everywhere{'' if dv.ndim == 2 else f' in {zero}'}: "
+                                                     "nothing to be sensitive to")
     return dv
 
 
@@ -283,8 +291,9 @@ def plot_scene(v: torch.Tensor, mask: torch.Tensor, source_cells: torch.Tensor, 
     overlay[mask.numpy()] = (1.0, 1.0, 1.0, 0.45)
     ax.imshow(overlay, extent=ext)
     if perturbation is not None:
-        ax.contour(np.arange(nx), np.arange(ny), (perturbation != 0).numpy().astype(float), levels=[0.5],
-                   colors="red", linewidths=1.2)
+        support = (perturbation.reshape(-1, ny, nx) != 0).any(0)  # every perturbation's outline
+        ax.contour(np.arange(nx), np.arange(ny), support.numpy().astype(float), levels=[0.5], colors="red",
+                   linewidths=1.2)
     ax.plot(source_cells[:, 1], source_cells[:, 0], "r*", ms=14, mec="k", label="sources")
     styles = {"learned": ("^", "#ff00ff", 11), "regular": ("s", "orange", 6), "random": ("X", "white", 8), "greedy": ("o", "cyan", 6)}
     for name, pos in layouts.items():
@@ -313,8 +322,10 @@ def run_scene_codesign(v: torch.Tensor, dx_m: float, dt_s: float, nt: int, sourc
     check_capacity(cells, num_receivers, min_spacing, seed)  # before minutes of simulation
     field, n_sub = record_cells(v, dx_m, dt_s, nt, freq_hz, source_cells, cells, wavelet=wavelet)
     perturbed = None
-    if perturbation is not None:
-        perturbed, _ = record_cells(v + perturbation, dx_m, dt_s, nt, freq_hz, source_cells, cells, wavelet=wavelet)
+    if perturbation is not None:  # one recording per perturbation: [S, N, nt], or [M, S, N, nt]
+        runs = [record_cells(v + dv, dx_m, dt_s, nt, freq_hz, source_cells, cells, wavelet=wavelet)[0]
+                for dv in perturbation.reshape(-1, *v.shape)]
+        perturbed = runs[0] if perturbation.ndim == 2 else torch.stack(runs)
     log(f"recorded {len(source_cells)} shot(s) on {len(cells)} candidate cells, {nt} samples of {dt_s:g} s "
         f"({n_sub} solver step(s) of {dt_s / n_sub:.4g} s each)")
     layout_loss = LayoutLoss(field, cells, loss, perturbed, source_cells, dt_s, dx_m,

@@ -182,7 +182,7 @@ def test_a_user_loss_from_a_file_gets_data_s_k_nt_and_the_batch(scene, tmp_path,
     ({"--min-spacing": "-1"}, "min_spacing=-1.0: must be >= 0 (cells)"),
     ({"--task": None, "--perturbation": None, "--loss": "no_such_module_xyz:f"},
      "loss='no_such_module_xyz:f': cannot import no_such_module_xyz (ModuleNotFoundError"),
-    ({"--task": "fwi"}, "task='fwi': must be one of sensitivity, localisation"),
+    ({"--task": "fwi"}, "task='fwi': must be one of sensitivity, localisation, inversion"),
     ({"--perturbation": None}, "--task sensitivity needs --perturbation"),
     ({"--sources": "{d}/bad.json"}, "sources.positions=[1, 99]: must lie inside the 30x40 model"),
     ({"--epochs": "3"}, "epochs=3: belongs to the built-in scene"),
@@ -300,3 +300,23 @@ def test_a_wavelet_of_the_wrong_length_is_one_line(scene, tmp_path, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "must be a 1-D array of nt=200 samples, got shape [50]" in err
+
+
+def test_inversion_task_is_the_d_optimal_logdet_over_several_perturbations(scene, tmp_path):
+    """Two inclusions, two Jacobian columns: the reported loss is -logdet(J^T J / ||d||^2 + 1e-6 I) at the layout."""
+    p = np.zeros((2, NY, NX), np.float32)
+    p[0, 16:19, 24:27] = 300.0
+    p[1, 6:9, 10:13] = -200.0
+    np.save(tmp_path / "p2.npy", p)
+    out = tmp_path / "o"
+    argv = _argv(scene, out, "--perturbation", str(tmp_path / "p2.npy"), task=("--task", "inversion"))
+    assert main(argv) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert res["learned"]["loss"] <= min(b["loss"] for b in res["baselines"].values())
+    v = torch.from_numpy(_velocity())
+    src, cells = torch.tensor([[1, 5], [1, 20]]), torch.tensor(res["learned"]["positions"])
+    d0 = record_cells(v, 10.0, 0.002, 200, 15.0, src, cells)[0].double()
+    jac = torch.stack([(record_cells(v + torch.from_numpy(p[m]), 10.0, 0.002, 200, 15.0, src, cells)[0].double() - d0)
+                       .reshape(-1) for m in range(2)])
+    gram = jac @ jac.T / d0.pow(2).sum()
+    assert res["learned"]["loss"] == pytest.approx(-float(torch.logdet(gram + 1e-6 * torch.eye(2))), rel=1e-6)
