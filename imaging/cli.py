@@ -27,6 +27,10 @@ def _layout(args: argparse.Namespace) -> int:
     from wavefront.imaging.codesign import IMAGE_TASKS, format_difference, run_layout_experiment
     from wavefront.imaging.wave import cpu_flush_to_zero
 
+    if args.threads is not None:  # results depend on the thread count (reduction order): fix it to reproduce them
+        import torch
+
+        torch.set_num_threads(args.threads)
     if args.task not in IMAGE_TASKS:
         raise ConfigError("task", args.task, f"must be one of {', '.join(IMAGE_TASKS)}")
     pixels = _pixels(args.pixels)
@@ -162,6 +166,7 @@ def add_commands(subparsers) -> None:
     lay.add_argument("--train-images", type=positive_int, default=2048)
     lay.add_argument("--val-images", type=positive_int, default=1024)
     lay.add_argument("--test-images", type=positive_int, default=1024, help="held-out images the results are reported on")
+    lay.add_argument("--threads", type=positive_int, help="torch CPU threads (default: torch's choice)")
     lay.add_argument("--out", type=Path, default=Path("runs/layout"))
     lay.set_defaults(func=_layout)
 

@@ -38,7 +38,7 @@ NUMBER_OPTIONS = {
         "range": ["--doppler-hz", "--delay-spread-ns", "--snr-db"],
     },
     ("codesign", "layout", "--out", "{tmp}/o"): {
-        "int": ["--epochs", "--seeds", "--image-size", "--train-images", "--val-images", "--test-images"],
+        "int": ["--epochs", "--seeds", "--image-size", "--train-images", "--val-images", "--test-images", "--threads"],
     },
     ("codesign", "receivers", "--out", "{tmp}/o"): {
         "float": ["--noise"],
