@@ -78,7 +78,7 @@ def _scene_receivers(args: argparse.Namespace) -> int:
 
     for name in _BUILTIN_ONLY:
         if getattr(args, name) is not None:
-            raise ConfigError(name, getattr(args, name), f"belongs to the built-in scene; it cannot be combined with --velocity")
+            raise ConfigError(name, getattr(args, name), "belongs to the built-in scene; it cannot be combined with --velocity")
     for name in _SCENE_REQUIRED:
         if getattr(args, name) is None:
             raise ConfigError(name, None, f"{_option(name)} is required with --velocity")

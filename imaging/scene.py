@@ -35,9 +35,10 @@ import numpy as np
 import torch
 
 from wavefront.errors import ConfigError
-from wavefront.imaging.placement import BUILTIN_LOSSES, TASKS, Loss, LayoutLoss, select_receivers
+from wavefront.imaging.placement import (BUILTIN_LOSSES, TASKS, LayoutLoss, Loss, check_capacity, mask_cells,
+                                         select_receivers)
 from wavefront.imaging.wave import check_stability, propagate, ricker
-from wavefront.utils import atomic_write_json, finish_figure
+from wavefront.utils import atomic_write_json, check_memory, finish_figure
 
 DEEPWAVE_COURANT = 0.6  # deepwave's default target Courant number (deepwave.discretisation.cfl_condition)
 
@@ -246,8 +247,6 @@ def record_cells(v: torch.Tensor, dx_m: float, dt_s: float, nt: int, freq_hz: fl
     refused (deepwave runs it). The memory the run needs (the fine-step traces and deepwave's
     transient, about 4x them) is checked first.
     """
-    from wavefront.utils import check_memory
-
     v_max, v_min = float(v.max()), float(v.min())
     n_sub = substeps(dt_s, dx_m, v_max)
     dt_fine = dt_s / n_sub
@@ -316,8 +315,6 @@ def run_scene_codesign(v: torch.Tensor, dx_m: float, dt_s: float, nt: int, sourc
     ``loss`` sees the background traces and, when ``perturbation`` [ny, nx] (m/s) is given,
     the traces in ``v + perturbation`` as ``batch["perturbed"]``.
     """
-    from wavefront.imaging.placement import check_capacity, mask_cells
-
     cells = mask_cells(mask)
     check_capacity(cells, num_receivers, min_spacing, seed)  # before minutes of simulation
     field, n_sub = record_cells(v, dx_m, dt_s, nt, freq_hz, source_cells, cells, wavelet=wavelet)
