@@ -320,3 +320,22 @@ def test_inversion_task_is_the_d_optimal_logdet_over_several_perturbations(scene
                        .reshape(-1) for m in range(2)])
     gram = jac @ jac.T / d0.pow(2).sum()
     assert res["learned"]["loss"] == pytest.approx(-float(torch.logdet(gram + 1e-6 * torch.eye(2))), rel=1e-6)
+
+
+@pytest.mark.parametrize("body,message", [
+    ("return float('nan')", "loss=nan: must return a finite number"),
+    ("return data.sum(-1)", "loss='Tensor': must return a scalar"),
+])
+def test_a_user_loss_that_returns_no_finite_scalar_is_one_line(scene, tmp_path, capsys, body, message):
+    (tmp_path / "bad_loss.py").write_text(f"def f(data, batch):\n    {body}\n")
+    argv = _argv(scene, tmp_path / "o", "--loss", f"{tmp_path / 'bad_loss.py'}:f", task=())
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err, err
+
+
+def test_a_loss_file_that_does_not_exist_is_one_line(scene, tmp_path, capsys):
+    argv = _argv(scene, tmp_path / "o", "--loss", f"{tmp_path / 'nope.py'}:f", task=())
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"no such file {tmp_path / 'nope.py'}" in err, err
