@@ -91,6 +91,8 @@ def _scene_receivers(args: argparse.Namespace) -> int:
     v = load_velocity(args.velocity)
     shape = tuple(v.shape)
     sources, freq_hz, wavelet = load_sources(args.sources, shape, args.nt)
+    if args.task == "localisation" and len(sources) < 2:
+        raise ConfigError("sources.positions", sources.tolist(), "--task localisation needs at least two sources to tell apart")
     mask = load_candidates(args.candidates, shape)
     dv = load_perturbation(args.perturbation, v) if args.perturbation is not None else None
     check_output_folder("out", args.out)

@@ -186,6 +186,8 @@ def test_a_user_loss_from_a_file_gets_data_s_k_nt_and_the_batch(scene, tmp_path,
     ({"--perturbation": None}, "--task sensitivity needs --perturbation"),
     ({"--sources": "{d}/bad.json"}, "sources.positions=[1, 99]: must lie inside the 30x40 model"),
     ({"--epochs": "3"}, "epochs=3: belongs to the built-in scene"),
+    ({"--task": "localisation", "--perturbation": None, "--sources": "{d}/one.json"},
+     "sources.positions=[[1, 5]]: --task localisation needs at least two sources"),
 ])
 def test_bad_scene_input_is_one_line_and_exit_code_2(scene, tmp_path, capsys, change, message):
     d = scene
@@ -198,6 +200,7 @@ def test_bad_scene_input_is_one_line_and_exit_code_2(scene, tmp_path, capsys, ch
     np.save(d / "mshape.npy", np.ones((NY, NX + 1), bool))
     np.save(d / "mempty.npy", np.zeros((NY, NX), bool))
     (d / "bad.json").write_text(json.dumps({"positions": [[1, 99]], "frequency_hz": 15}))
+    (d / "one.json").write_text(json.dumps({"positions": [[1, 5]], "frequency_hz": 15}))
     argv = _argv(scene, tmp_path / "o")
     for opt, value in change.items():
         if opt in argv:
