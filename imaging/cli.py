@@ -5,7 +5,8 @@ import argparse
 from pathlib import Path
 
 from wavefront.errors import ConfigError
-from wavefront.utils import any_int, check_output_folder, finite_float, positive_int
+from wavefront.utils import (any_int, check_output_folder, finite_float, nonnegative_int, positive_float,
+                             positive_int)
 
 
 def _pixels(text: str) -> tuple[int, int]:
@@ -26,6 +27,10 @@ def _layout(args: argparse.Namespace) -> int:
     from wavefront.imaging.codesign import IMAGE_TASKS, format_difference, run_layout_experiment
     from wavefront.imaging.wave import cpu_flush_to_zero
 
+    if args.threads is not None:  # results depend on the thread count (reduction order): fix it to reproduce them
+        import torch
+
+        torch.set_num_threads(args.threads)
     if args.task not in IMAGE_TASKS:
         raise ConfigError("task", args.task, f"must be one of {', '.join(IMAGE_TASKS)}")
     pixels = _pixels(args.pixels)
@@ -53,10 +58,76 @@ def _layout(args: argparse.Namespace) -> int:
     return 0
 
 
+# Options of the user-scene path (--velocity ...) and of the built-in scene (--scene ...): neither takes the other's.
+_SCENE_REQUIRED = ("dx", "dt", "nt", "sources", "candidates", "num_receivers")
+_SCENE_ONLY = ("dx", "dt", "nt", "sources", "candidates", "num_receivers", "min_spacing", "task", "perturbation", "loss",
+               "seed", "restarts")
+_BUILTIN_ONLY = ("scene", "receivers", "epochs", "seeds", "noise", "train_shots", "val_shots", "test_shots")
+
+
+def _option(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _scene_receivers(args: argparse.Namespace) -> int:
+    """``codesign receivers --velocity ...``: K of the candidate cells for the user's own scene, recorded once."""
+    import time
+
+    from wavefront.imaging.scene import (load_candidates, load_perturbation, load_sources, load_velocity,
+                                         resolve_task, run_scene_codesign)
+
+    for name in _BUILTIN_ONLY:
+        if getattr(args, name) is not None:
+            raise ConfigError(name, getattr(args, name), "belongs to the built-in scene; it cannot be combined with --velocity")
+    for name in _SCENE_REQUIRED:
+        if getattr(args, name) is None:
+            raise ConfigError(name, None, f"{_option(name)} is required with --velocity")
+    min_spacing = 0.0 if args.min_spacing is None else args.min_spacing
+    if not min_spacing >= 0:
+        raise ConfigError("min_spacing", min_spacing, "must be >= 0 (cells)")
+    task, loss = resolve_task(args.task, args.loss)
+    if args.perturbation is None and args.task in ("sensitivity", "inversion"):
+        raise ConfigError("perturbation", None, f"--task {args.task} needs --perturbation P.npy (m/s, added to the model)")
+    v = load_velocity(args.velocity)
+    shape = tuple(v.shape)
+    sources, freq_hz, wavelet = load_sources(args.sources, shape, args.nt)
+    if args.task == "localisation" and len(sources) < 2:
+        raise ConfigError("sources.positions", sources.tolist(), "--task localisation needs at least two sources to tell apart")
+    mask = load_candidates(args.candidates, shape)
+    dv = load_perturbation(args.perturbation, v) if args.perturbation is not None else None
+    check_output_folder("out", args.out)
+    seed = 0 if args.seed is None else args.seed
+    start = time.perf_counter()
+    result = run_scene_codesign(v, args.dx, args.dt, args.nt, sources, freq_hz, mask, args.num_receivers, min_spacing,
+                                loss, task, args.out, perturbation=dv, seed=seed,
+                                restarts=8 if args.restarts is None else args.restarts, wavelet=wavelet)
+    seconds = time.perf_counter() - start
+    bl = result["baselines"]
+    print(f"{task}: loss learned {result['learned']['loss']:.6g} ({result['learned']['method']}), "
+          + ", ".join(f"{n} {b['loss']:.6g}" for n, b in bl.items()))
+    print(f"learned receivers (row, col): {result['learned']['positions']}")
+    print(f"{result['loss_evaluations']} loss evaluations, {seconds:.1f} s; results in {args.out}")
+    return 0
+
+
 def _receivers(args: argparse.Namespace) -> int:
     from wavefront.imaging.codesign import WAVE_TASKS, format_difference, run_receiver_experiment
     from wavefront.imaging.wave import cpu_flush_to_zero
 
+    if args.threads is not None:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    if args.velocity is not None:
+        return _scene_receivers(args)
+    for name in _SCENE_ONLY:
+        if getattr(args, name) is not None:
+            raise ConfigError(name, getattr(args, name), "needs --velocity (the user-scene path)")
+    defaults = {"scene": "source-localisation", "receivers": 8, "epochs": 30, "seeds": [0, 1, 2, 3, 4], "noise": 3.0,
+                "train_shots": 768, "val_shots": 256, "test_shots": 256}
+    for name, value in defaults.items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
     if args.scene not in WAVE_TASKS:
         raise ConfigError("scene", args.scene, f"must be one of {', '.join(WAVE_TASKS)}")
     _positive("receivers", args.receivers)
@@ -97,19 +168,39 @@ def add_commands(subparsers) -> None:
     lay.add_argument("--train-images", type=positive_int, default=2048)
     lay.add_argument("--val-images", type=positive_int, default=1024)
     lay.add_argument("--test-images", type=positive_int, default=1024, help="held-out images the results are reported on")
+    lay.add_argument("--threads", type=positive_int, help="torch CPU threads (default: torch's choice)")
     lay.add_argument("--out", type=Path, default=Path("runs/layout"))
     lay.set_defaults(func=_layout)
 
-    rec = sub.add_parser("receivers", help="learn K receiver positions jointly with a network; compare with regular "
-                                           "arrays over the line and over the source patch")
-    rec.add_argument("--scene", default="source-localisation", help="wave task (source-localisation)")
-    rec.add_argument("--receivers", type=positive_int, default=8, help="K, the number of receivers")
-    rec.add_argument("--epochs", type=positive_int, default=30)
-    rec.add_argument("--seeds", type=any_int, nargs="+", default=[0, 1, 2, 3, 4])
-    rec.add_argument("--noise", type=finite_float, default=3.0, help="trace noise std, in units of the field's RMS")
-    rec.add_argument("--train-shots", type=positive_int, default=768)
-    rec.add_argument("--val-shots", type=positive_int, default=256)
-    rec.add_argument("--test-shots", type=positive_int, default=256, help="held-out shots the results are reported on")
+    rec = sub.add_parser("receivers", help="place K receivers: on your own scene (--velocity ...: record once, choose K "
+                                           "of the candidate cells), or learn them with a network on the built-in scene")
+    scene = rec.add_argument_group("your own scene (--velocity)")
+    scene.add_argument("--velocity", help="velocity model, a 2-D array in m/s (.npy, or .h5 with one dataset)")
+    scene.add_argument("--dx", type=positive_float, help="cell size in m")
+    scene.add_argument("--dt", type=positive_float, help="sample interval in s (above the CFL limit: sub-stepped)")
+    scene.add_argument("--nt", type=positive_int, help="time samples")
+    scene.add_argument("--sources", help='JSON {"positions": [[row, col], ...], "frequency_hz": f}: one Ricker shot each '
+                                               '(or add "wavelet": "w.npy", nt samples at --dt)')
+    scene.add_argument("--candidates", help="allowed cells: a boolean mask .npy of the model's shape, or r0:r1,c0:c1")
+    scene.add_argument("--num-receivers", type=positive_int, help="K receivers to place")
+    scene.add_argument("--min-spacing", type=finite_float, help="minimum distance between receivers, in cells (default 0)")
+    scene.add_argument("--task", help="built-in loss: sensitivity or inversion (need --perturbation), or localisation")
+    scene.add_argument("--perturbation", help="velocity perturbation .npy (m/s, added to the model), [rows, cols]; "
+                                              "[M, rows, cols] for --task inversion (one Jacobian column each)")
+    scene.add_argument("--loss", help="your loss, module:function or file.py:function, called as loss(data [S, K, nt], batch)")
+    scene.add_argument("--seed", type=any_int, help="seed of the random baseline and the random restarts (default 0)")
+    scene.add_argument("--restarts", type=nonnegative_int, help="seeded random starts for the swap search, besides "
+                                                               "greedy and the best baseline (default 8)")
+    builtin = rec.add_argument_group("built-in scene (source-localisation with a network)")
+    builtin.add_argument("--scene", help="wave task (source-localisation)")
+    builtin.add_argument("--receivers", type=positive_int, help="K, the number of receivers (default 8)")
+    builtin.add_argument("--epochs", type=positive_int, help="default 30")
+    builtin.add_argument("--seeds", type=any_int, nargs="+", help="default 0 1 2 3 4")
+    builtin.add_argument("--noise", type=finite_float, help="trace noise std, in units of the field's RMS (default 3)")
+    builtin.add_argument("--train-shots", type=positive_int, help="default 768")
+    builtin.add_argument("--val-shots", type=positive_int, help="default 256")
+    builtin.add_argument("--test-shots", type=positive_int, help="held-out shots the results are reported on (default 256)")
+    rec.add_argument("--threads", type=positive_int, help="torch CPU threads (default: torch's choice)")
     rec.add_argument("--out", type=Path, default=Path("runs/receivers"))
     rec.set_defaults(func=_receivers)
 

@@ -207,7 +207,8 @@ def deepwave_step_ratio(dx_m: float, dt_s: float, v_max: float) -> int:
 
 def propagate(v: torch.Tensor, dx_m: float, dt_s: float, source_amplitudes: torch.Tensor,
               source_locations: torch.Tensor, receiver_locations: torch.Tensor,
-              pml_width: int = 20, accuracy: int = 4, freq_hz: float | None = None) -> torch.Tensor:
+              pml_width: int = 20, accuracy: int = 4, freq_hz: float | None = None,
+              check_dispersion: bool = True) -> torch.Tensor:
     """Returns receiver data [S, R, nt] from deepwave's scalar propagator (m/s, m, s).
 
     Args:
@@ -215,6 +216,7 @@ def propagate(v: torch.Tensor, dx_m: float, dt_s: float, source_amplitudes: torc
         source_amplitudes: [S, n_src, nt]. source_locations: [S, n_src, 2] int64 cells.
         receiver_locations: [S, R, 2] int64 cells, or float (deepwave's Hicks path).
         freq_hz: the source peak frequency, for the dispersion check and deepwave's PML.
+        check_dispersion: False skips the dispersion rule (the caller warns instead); CFL is always checked.
     CFL and dispersion are checked here, before deepwave is called. The forward pass runs
     inside :func:`cpu_flush_to_zero`; the data are deepwave's own tensor (possibly a
     time-major view), with subnormal values set to zero in place.
@@ -222,7 +224,8 @@ def propagate(v: torch.Tensor, dx_m: float, dt_s: float, source_amplitudes: torc
     import deepwave
 
     check_velocity(v)
-    check_stability(dt_s, dx_m, float(v.detach().max()), float(v.detach().min()), freq_hz, accuracy)
+    check_stability(dt_s, dx_m, float(v.detach().max()), float(v.detach().min()),
+                    freq_hz if check_dispersion else None, accuracy)
     with cpu_flush_to_zero():
         out = deepwave.scalar(
             v, dx_m, dt_s, source_amplitudes=source_amplitudes, source_locations=source_locations,
@@ -256,6 +259,31 @@ def zero_subnormals_(x: torch.Tensor) -> torch.Tensor:
     return x
 
 
+# How far a recording region may reach beyond the model: the sinc kernel's support (3 cells)
+# around a receiver on the model's edge, with a cell to spare.
+MAX_EDGE_PAD = SINC_HALFWIDTH
+
+
+def _pad_for_region(v: torch.Tensor, source_locations: torch.Tensor, region: Region
+                    ) -> tuple[torch.Tensor, torch.Tensor, Region]:
+    """Returns (v, sources, region) with the model extended by its edge values so that ``region`` lies inside it.
+
+    Extending by edge values is what deepwave does itself to build its absorbing layer, which
+    then starts that many cells further out; sources and the region shift with the padding.
+    No copy when the region is already inside. Differentiable in ``v``.
+    """
+    ny, nx = v.shape[-2:]
+    top, left = max(0, -region.y0), max(0, -region.x0)
+    bottom, right = max(0, region.y1 - ny), max(0, region.x1 - nx)
+    if not (top or left or bottom or right):
+        return v, source_locations, region
+    v4 = v.reshape(-1, 1, ny, nx)
+    padded = torch.nn.functional.pad(v4, (left, right, top, bottom), mode="replicate")
+    padded = padded.reshape(*v.shape[:-2], ny + top + bottom, nx + left + right)
+    shift = torch.tensor([top, left], dtype=source_locations.dtype, device=source_locations.device)
+    return padded, source_locations + shift, Region(region.y0 + top, region.y1 + top, region.x0 + left, region.x1 + left)
+
+
 def record_region(v: torch.Tensor, dx_m: float, dt_s: float, source_amplitudes: torch.Tensor,
                   source_locations: torch.Tensor, region: Region, shots_per_call: int | None = None,
                   pml_width: int = 20, accuracy: int = 4, freq_hz: float | None = None) -> torch.Tensor:
@@ -268,7 +296,8 @@ def record_region(v: torch.Tensor, dx_m: float, dt_s: float, source_amplitudes: 
     Args:
         v: velocity [ny, nx] (or [S, ny, nx]), m/s.
         source_amplitudes: [S, n_src, nt]. source_locations: [S, n_src, 2] int64 cells.
-        region: the cells to record.
+        region: the cells to record; it may reach up to ``MAX_EDGE_PAD`` cells beyond the model, which is
+            then extended by its edge values there (:func:`_pad_for_region`).
         shots_per_call: shots per deepwave call. ``None`` chooses it so the memory deepwave
             needs beyond the recorded field stays below half the field: deepwave's own
             transient is about 2.9x the data it records, 6x when it resamples in time, so
@@ -276,8 +305,12 @@ def record_region(v: torch.Tensor, dx_m: float, dt_s: float, source_amplitudes: 
             field, or concatenated when gradients to ``v`` or the sources are needed.
     """
     ny, nx = v.shape[-2:]
-    if region.y0 < 0 or region.x0 < 0 or region.y1 > ny or region.x1 > nx or region.y1 <= region.y0 or region.x1 <= region.x0:
-        raise ConfigError("region", region, f"must be a non-empty part of the {ny}x{nx} model")
+    m = MAX_EDGE_PAD
+    if (region.y0 < -m or region.x0 < -m or region.y1 > ny + m or region.x1 > nx + m or region.y1 <= region.y0
+            or region.x1 <= region.x0):
+        raise ConfigError("region", region, f"must be a non-empty part of the {ny}x{nx} model, reaching at most {m} "
+                                            f"cells beyond its edges")
+    v, source_locations, region = _pad_for_region(v, source_locations, region)
     shots, nt = source_amplitudes.shape[0], source_amplitudes.shape[-1]
     if shots_per_call is None:
         ratio = deepwave_step_ratio(dx_m, dt_s, float(v.detach().max()))
@@ -535,9 +568,9 @@ class LearnableReceivers(nn.Module):
         mx = _support(kernel) if wr > 1 else 0
         rec = Region(candidate.y0 - my, candidate.y1 + my, candidate.x0 - mx, candidate.x1 + mx)
         ny, nx = model_shape
-        if rec.y0 < 0 or rec.x0 < 0 or rec.y1 > ny or rec.x1 > nx:
-            raise ConfigError("candidate", candidate,
-                              f"with the {kernel} support it needs cells {rec}, outside the {ny}x{nx} model")
+        if candidate.y0 < 0 or candidate.x0 < 0 or candidate.y1 > ny or candidate.x1 > nx:
+            raise ConfigError("candidate", candidate, f"must lie inside the {ny}x{nx} model")
+        # The kernel's support may reach beyond the model: record_region extends the model by its edge values there.
         self.kernel, self.candidate, self.recording = kernel, candidate, rec
         self.num_receivers = num_receivers
         lo = torch.tensor([candidate.y0, candidate.x0], dtype=torch.float64)

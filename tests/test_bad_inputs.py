@@ -38,11 +38,15 @@ NUMBER_OPTIONS = {
         "range": ["--doppler-hz", "--delay-spread-ns", "--snr-db"],
     },
     ("codesign", "layout", "--out", "{tmp}/o"): {
-        "int": ["--epochs", "--seeds", "--image-size", "--train-images", "--val-images", "--test-images"],
+        "int": ["--epochs", "--seeds", "--image-size", "--train-images", "--val-images", "--test-images", "--threads"],
     },
     ("codesign", "receivers", "--out", "{tmp}/o"): {
         "float": ["--noise"],
-        "int": ["--receivers", "--epochs", "--seeds", "--train-shots", "--val-shots", "--test-shots"],
+        "int": ["--receivers", "--epochs", "--seeds", "--train-shots", "--val-shots", "--test-shots", "--threads"],
+    },
+    ("codesign", "receivers", "--velocity", "{tmp}/v.npy", "--out", "{tmp}/o"): {
+        "float": ["--dx", "--dt", "--min-spacing"],
+        "int": ["--nt", "--num-receivers", "--seed", "--threads", "--restarts"],
     },
 }
 BAD_VALUES = {
