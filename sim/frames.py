@@ -151,6 +151,10 @@ class FrameGenerator:
         if ldpc_rate is not None and not (0.0 < ldpc_rate < 1.0):
             raise ConfigError("ldpc_rate", ldpc_rate, "must be in (0, 1)")
         self.ldpc_rate = ldpc_rate
+        if config.mimo.is_mimo:
+            raise ConfigError("mimo", f"{config.mimo.num_rx_antennas} antennas x {config.mimo.num_users} users",
+                              "this path is single-antenna: MIMO frames come from wavefront.sim.mimo.frame_generator "
+                              "(sweep); datasets, training and evaluation are SISO only so far")
         self.config = config
         self.ofdm = config.ofdm
         self.device = resolve_device(device)

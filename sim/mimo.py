@@ -116,7 +116,8 @@ class MimoFrameGenerator:
         self.config, self.device = config, resolve_device(device)
         self.R, self.U = config.mimo.num_rx_antennas, config.mimo.num_users
         self.profile = channel_profile(config.channel.profile, config.channel.travel_azimuth_deg)
-        self.siso = FrameGenerator(config, self.device, ldpc_rate=ldpc_rate)  # grid, data mask, QAM tables, LDPC code
+        siso = config.updated(mimo={"num_rx_antennas": 1, "num_users": 1})
+        self.siso = FrameGenerator(siso, self.device, ldpc_rate=ldpc_rate)  # grid, data mask, QAM tables, LDPC code
         self.ldpc_rate = ldpc_rate
         self.users = user_configs(config)
         o = config.ofdm
@@ -127,6 +128,11 @@ class MimoFrameGenerator:
         self.pilot_symbols = mimo_pilot_symbols(config).to(self.device)
         rho = config.mimo.rx_correlation
         self.mix = None if rho == 0.0 else rx_sqrt(rho, self.R).to(torch.complex64).to(self.device)
+
+    @property
+    def decoder(self):
+        """The LDPC decoder of each user's codeword (Sionna's, as in SISO)."""
+        return self.siso.decoder
 
     def generate(self, batch_size: int, seed: int, with_data: bool = True) -> Frames:
         """Returns ``batch_size`` frames drawn from ``seed``."""

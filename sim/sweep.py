@@ -35,11 +35,10 @@ from wavefront import __version__
 from wavefront.errors import ConfigError
 from wavefront.sim.config import SystemConfig, profile_label
 from wavefront.sim.estimators import classical_estimators
-from wavefront.sim.mimo import pilots_per_user
+from wavefront.sim.mimo import frame_generator, pilots_per_user
 from wavefront.sim.experiment import (
     CONDITION_MODES, Row, mark_in_prior, merge_partials, prior_config, run_experiment, run_partial, simulated_points,
 )
-from wavefront.sim.frames import FrameGenerator
 from wavefront.sim.progress import open_progress
 from wavefront.utils import atomic_write_csv, atomic_write_json, check_memory, finish_figure, resolve_device
 
@@ -193,7 +192,7 @@ def _setup(spec: SweepSpec, estimators: list | None):
                               with_data=True, ldpc_rate=spec.ldpc_rate, sweep=PLOT_NAMES[spec.axis], axis=spec.axis)
     decoder = None
     if spec.ldpc_rate is not None:
-        decoder = FrameGenerator(spec.point_configs[0], dev, ldpc_rate=spec.ldpc_rate).decoder
+        decoder = frame_generator(spec.point_configs[0], dev, ldpc_rate=spec.ldpc_rate).decoder
     kwargs = dict(frames=spec.frames, conditions=spec.conditions, condition_prior=prior, equalizer=spec.equalizer,
                   min_bit_errors=spec.min_bit_errors, decoder=decoder)
     pr = prior.channel

@@ -188,3 +188,14 @@ def test_rx_eigen_reconstructs_the_correlation():
     lam, V = rx_eigen(0.7, 5)
     i = torch.arange(5, dtype=torch.float64)
     torch.testing.assert_close((V * lam) @ V.T, 0.7 ** (i[:, None] - i[None, :]).abs(), rtol=0, atol=1e-12)
+
+
+def test_siso_paths_refuse_a_mimo_config_instead_of_dropping_its_antennas(tmp_path, capsys):
+    """A MIMO config given to dataset generation must not quietly make single-antenna frames."""
+    cfg = tmp_path / "mimo.yaml"
+    cfg.write_text("mimo:\n  num_rx_antennas: 2\n  num_users: 2\n")
+    rc = main(["generate", "--config", str(cfg), "--frames", "4", "--out", str(tmp_path / "d")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and err[-1].startswith("wavefront: error: mimo=") and "SISO only" in err[-1]
+    with pytest.raises(ConfigError, match="single-antenna"):
+        FrameGenerator(small())
