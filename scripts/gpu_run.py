@@ -43,9 +43,10 @@ import traceback
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-PART_NAMES = {"a": "generation", "b": "data path", "c": "training", "d": "inference", "e": "wave", "f": "full-size training"}
+PART_NAMES = {"a": "generation", "b": "data path", "c": "training", "d": "inference", "e": "wave", "f": "full-size training",
+              "g": "MIMO generation"}
 # Seconds per part on the GPU (f takes what is left of --budget-s, at least its entry here).
-TIME_BOX = {"a": 40, "b": 45, "c": 130, "d": 90, "e": 70, "f": 150}
+TIME_BOX = {"a": 40, "b": 45, "c": 130, "d": 90, "e": 70, "f": 150, "g": 30}
 
 
 # ---------------------------------------------------------------------------------------
@@ -147,12 +148,14 @@ def _sizes(args) -> dict:
                 "min_s": 0.2, "h5_frames": 200, "mat_frames": 100, "workers": [0, 2], "suite_frames": 60,
                 "eval_every": 10, "val_frames": 64, "train_batch": 16,
                 "wave": ["--shots", "1", "--nt", "100", "--repeats", "1", "--regions", "line", "--no-memory"],
-                "compressed": ["--batch", "2", "--size", "16", "--repeats", "1", "--no-memory"]}
+                "compressed": ["--batch", "2", "--size", "16", "--repeats", "1", "--no-memory"],
+                "mimo_preset": None, "mimo_batches": [2]}
     return {"compile": {}, "train_steps": None, "gen_batches": [1000, 10000, 50000], "train_batches": [128, 1024], "infer_batch": 1024,
             "dims": {"model_dim": 128, "num_layers": 6, "num_heads": 4}, "min_s": 1.5, "h5_frames": 20000,
             "mat_frames": 20000, "workers": [0, 4, 8, 16], "suite_frames": 2000, "eval_every": 250, "val_frames": 4096,
             "train_batch": 1024, "wave": ["--shots", "50", "--repeats", "3", "--threads", "8"],
-            "compressed": ["--batch", "64", "--size", "32", "128", "--repeats", "10"]}
+            "compressed": ["--batch", "64", "--size", "32", "128", "--repeats", "10"],
+            "mimo_preset": "mimo-chest", "mimo_batches": [8, 64]}
 
 
 # ---------------------------------------------------------------------------------------
@@ -577,7 +580,45 @@ def part_f(args, dev, S) -> dict:
     return card
 
 
-PARTS = {"a": part_a, "b": part_b, "c": part_c, "d": part_d, "e": part_e, "f": part_f}
+def part_g(args, dev, S) -> dict:
+    """MIMO generation at the mimo-chest preset: wavefront's frames against Sionna's TDL with R antennas and the
+    same exponential receive correlation, then GenerateOFDMChannel (users as Sionna's batch)."""
+    import sionna.phy
+    from sionna.phy import SPEED_OF_LIGHT
+    from sionna.phy.channel import GenerateOFDMChannel, exp_corr_mat
+    from sionna.phy.channel.tr38901 import TDL
+    from sionna.phy.ofdm import ResourceGrid
+
+    from wavefront.sim.config import SystemConfig, preset
+    from wavefront.sim.mimo import MimoFrameGenerator
+
+    cfg = preset(S["mimo_preset"]) if S["mimo_preset"] else SystemConfig.from_dict(
+        {"ofdm": {"num_subcarriers": 48, "pilot_subcarrier_spacing": 2},
+         "mimo": {"num_rx_antennas": 4, "num_users": 2, "rx_correlation": 0.7}})
+    o, ch, m = cfg.ofdm, cfg.channel, cfg.mimo
+    sdev = f"cuda:{dev.index or 0}" if dev.type == "cuda" else "cpu"
+    sionna.phy.config.device = sdev
+    rg = ResourceGrid(num_ofdm_symbols=o.num_symbols, fft_size=o.num_subcarriers, subcarrier_spacing=o.subcarrier_spacing_hz,
+                      device=sdev)
+    speed = float(ch.doppler_hz) * SPEED_OF_LIGHT / o.carrier_frequency_hz
+    tdl = TDL(ch.profile, float(ch.delay_spread_s), o.carrier_frequency_hz, min_speed=speed, max_speed=speed,
+              num_rx_ant=m.num_rx_antennas, rx_corr_mat=exp_corr_mat(m.rx_correlation, m.num_rx_antennas).to(sdev),
+              device=sdev)
+    sionna_gen = GenerateOFDMChannel(tdl, rg, normalize_channel=False, device=sdev)
+    gen = MimoFrameGenerator(cfg, dev)
+    rows = []
+    for b in S["mimo_batches"]:
+        t_fr = _seconds_per_call(lambda: gen.generate(b, seed=2), dev, S["min_s"])
+        t_si = _seconds_per_call(lambda: sionna_gen(b * m.num_users), dev, S["min_s"])
+        rows.append({"batch": b, "wavefront_frames_fps": b / t_fr, "sionna_channel_fps": b / t_si,
+                     "ratio_vs_sionna": t_si / t_fr})
+        print(json.dumps(rows[-1]), flush=True)
+    return {"what": f"{S['mimo_preset'] or 'small MIMO'}: {m.num_rx_antennas} antennas (rho {m.rx_correlation:g}) x "
+                    f"{m.num_users} users, {o.num_subcarriers}x{o.num_symbols}; wavefront frames (channel, pilots, data, "
+                    "noise) against Sionna's channel alone", "rows": rows}
+
+
+PARTS = {"a": part_a, "b": part_b, "c": part_c, "d": part_d, "e": part_e, "f": part_f, "g": part_g}
 
 
 # ---------------------------------------------------------------------------------------
@@ -703,6 +744,10 @@ def summary_md(results: dict) -> str:
             lines += ["", "| sweep | SNR | DS ns | Dop Hz | " + " | ".join(cols) + " |", "|---" * (4 + len(cols)) + "|"]
             lines += [f"| {x['sweep']} | {x['snr_db']:g} | {x['delay_spread_ns']:g} | {x['doppler_hz']:g} | "
                       + " | ".join(f"{x[c]:.2f}" for c in cols) + " |" for x in r["suite_results"]]
+        elif p["part"] == "g" and r:
+            lines += [r["what"], "", "| batch | wavefront frames/s | Sionna channel/s | ratio |", "|---|---|---|---|"]
+            lines += [f"| {x['batch']} | {_fmt(x['wavefront_frames_fps'], 1)} | {_fmt(x['sionna_channel_fps'], 1)} | "
+                      f"{x['ratio_vs_sionna']:.2f}x |" for x in r["rows"]]
         if p.get("log_tail"):
             lines += ["", "```", p["log_tail"][-600:], "```"]
         lines.append("")
@@ -713,7 +758,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", required=True, help="output folder (JSON, logs, checkpoint)")
     ap.add_argument("--smoke", action="store_true", help="tiny sizes, CPU allowed: checks the script end to end in minutes")
-    ap.add_argument("--parts", default="abcdef", help="which parts to run, e.g. 'acf' (default: all)")
+    ap.add_argument("--parts", default="abcdefg", help="which parts to run, e.g. 'acf' (default: all)")
     ap.add_argument("--budget-s", type=float, help="wall-clock budget of the whole run [s] (default 530; --smoke runs without time boxes)")
     ap.add_argument("--setup", help="folder with whl/*.whl, deepwave.tar.xz and official/ to install first")
     ap.add_argument("--official", help="a copy of the official AdaFortiTran repository (holding src/)")

@@ -27,7 +27,7 @@ def smoke(tmp_path_factory):
 def test_smoke_runs_every_part_and_measures_positive_rates(smoke):
     out, p, res = smoke
     status = {x["part"]: x["status"] for x in res["parts"]}
-    assert status == dict.fromkeys("abcdef", "ok"), (status, p.stdout[-3000:])
+    assert status == dict.fromkeys("abcdefg", "ok"), (status, p.stdout[-3000:])
     by = {x["part"]: x["result"] for x in res["parts"]}
     rates = [r[k] for r in by["a"]["rows"] for k in ("wavefront_channel_fps", "sionna_generate_ofdm_channel_fps")]
     rates += [r["fps"] for r in by["b"]["loaders"]] + [by["b"]["on_the_fly_fps"]]
