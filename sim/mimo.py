@@ -46,7 +46,7 @@ from wavefront.sim.config import SystemConfig
 from wavefront.sim.estimators import CLASSICAL, Estimator, PerfectCSI, get_classical
 from wavefront.sim.fading import ofdm_channel
 from wavefront.sim.frames import _PILOT_SEED, FrameGenerator, Frames, _draw, _random_bits
-from wavefront.sim.lmmse import GenieLMMSE, genie_mse
+from wavefront.sim.lmmse import _true_stats, combine_terms
 from wavefront.sim.profiles import channel_profile
 from wavefront.utils import make_generator, resolve_device
 
@@ -201,13 +201,39 @@ class PerUser(Estimator):
         return torch.stack([o.view(B, R, *o.shape[1:]) for o in out], 2)
 
 
+@lru_cache(maxsize=128)
+def _user_eig(user: SystemConfig, delay_spread_s: float, doppler_hz: float):
+    """Returns one user's 2-D statistics at one condition, factored once for every noise level, complex128:
+
+    ``(A [F, P_f] per term, C [T, P_t] per term, mu [P], Q [P, P], D [P])`` with ``R_p = Q diag(mu) Q^H`` and
+    ``D = diag(Q^H G Q)``, ``G = R_ph R_hp``: then ``(R_p + s I)^-1 = Q diag(1 / (mu + s)) Q^H`` and the
+    2-D MSE at noise ``s`` is ``1 - sum_i D_i / (mu_i + s) / (F T)``. About ``16 (F P_f + T P_t + P^2)``
+    bytes an entry (1.6 MB at mimo-chest); 128 entries are kept.
+    """
+    prof = channel_profile(user.channel.profile, user.channel.travel_azimuth_deg)
+    st = _true_stats(user.ofdm, prof, torch.tensor([delay_spread_s], dtype=torch.float64),
+                     torch.tensor([doppler_hz], dtype=torch.float64))
+    mu, Q = torch.linalg.eigh(st.r_pp[0])
+    terms = [(A.mH @ A2, C.mH @ C2) for A, C in zip(st.f_hp, st.t_hp) for A2, C2 in zip(st.f_hp, st.t_hp)]
+    G = combine_terms([a for a, _ in terms], [b for _, b in terms], True)[0]
+    D = torch.einsum("pi,pq,qi->i", Q.conj(), G, Q).real
+    return [A[0] for A in st.f_hp], [C[0] for C in st.t_hp], mu.clamp_min(0.0), Q, D
+
+
+def _conditions(ds: torch.Tensor, fd: torch.Tensor):
+    """Returns ``[((delay spread, Doppler), frame indices [n]), ...]``: the frames grouped by condition."""
+    uniq, inverse = torch.unique(torch.stack([ds.double().cpu(), fd.double().cpu()], 1), dim=0, return_inverse=True)
+    return [((float(a), float(b)), (inverse == i).nonzero().squeeze(1)) for i, (a, b) in enumerate(uniq.tolist())]
+
+
 class MimoGenieLMMSE(Estimator):
     """The genie LMMSE over space, time and frequency with each frame's true statistics and ``R_rx``.
 
     ``estimate(pilots [B, R, U, P_f', P_t] c64, meta) -> [B, R, U, F, T] c64``: per user, the
     pilots rotated by ``V^T`` (``R_rx = V diag(lambda) V^T``), a 2-D genie LMMSE per eigen-index
     at noise ``sigma^2 / lambda_k``, rotated back by ``V``. Exact: the same filter as the dense
-    (R P)^2 one, at the cost of R 2-D solves.
+    (R P)^2 one. The R noise levels share one eigendecomposition of the pilots' covariance per
+    user and condition (:func:`_user_eig`), so a filter costs two P x P products, not a solve.
     """
 
     name = "lmmse-genie"
@@ -216,46 +242,56 @@ class MimoGenieLMMSE(Estimator):
 
     def __init__(self, config: SystemConfig):
         self.config = config
-        self.per_user = [GenieLMMSE(c) for c in user_configs(config)]
+        self.users = user_configs(config)
         m = config.mimo
         lam, V = rx_eigen(m.rx_correlation, m.num_rx_antennas)
-        self.lam, self.V = lam, V
+        self.lam, self.V = lam.clamp_min(1e-12), V  # an eigenvalue of 0 leaves nothing to estimate
         self.given = (f"true profile, delay spread, Doppler and SNR, and the receive correlation rho = "
                       f"{m.rx_correlation:g} (genie over space, time and frequency)")
 
     def estimate(self, pilots: torch.Tensor, meta: dict[str, torch.Tensor]) -> torch.Tensor:
-        B, R, U = pilots.shape[:3]
-        dev = pilots.device
-        V = self.V.to(dev, torch.complex64)
-        nv = meta["noise_var"].to(dev, torch.float64) if "noise_var" in meta else self.config.noise_variance(meta["snr_db"].double())
-        # sigma^2 / lambda_k per (frame, eigen-index); an eigenvalue of 0 leaves nothing to estimate
-        nv_k = (nv.reshape(-1, 1) / self.lam.to(dev).clamp_min(1e-12)).reshape(-1)
-        rep = {"delay_spread_s": meta["delay_spread_s"].repeat_interleave(R),
-               "doppler_hz": meta["doppler_hz"].repeat_interleave(R), "noise_var": nv_k}
-        z = torch.einsum("rk,bru...->bku...", V, pilots)  # V^T p (V is real)
-        out = []
-        for u, est in enumerate(self.per_user):
-            hz = est.estimate(z[:, :, u].reshape(B * R, *pilots.shape[3:]), rep)
-            out.append(hz.view(B, R, *hz.shape[1:]))
-        return torch.einsum("rk,bku...->bru...", V, torch.stack(out, 2))
+        B, R, U, Pf, Pt = pilots.shape
+        dev, c128 = pilots.device, torch.complex128
+        F, T = self.config.ofdm.grid_shape
+        nv = meta["noise_var"].double() if "noise_var" in meta else self.config.noise_variance(meta["snr_db"].double())
+        z = torch.einsum("rk,bru...->bku...", self.V.to(dev, c128), pilots.to(c128))  # V^T p (V is real)
+        out = torch.empty(B, R, U, F, T, dtype=c128, device=dev)
+        for (ds, fd), rows in _conditions(meta["delay_spread_s"], meta["doppler_hz"]):
+            rows = rows.to(dev)
+            s = (nv.to(dev)[rows, None] / self.lam.to(dev)).reshape(-1, 1)  # [n R, 1]: sigma^2 / lambda_k
+            for u, user in enumerate(self.users):
+                A, C, mu, Q, _ = (x.to(dev) if isinstance(x, torch.Tensor) else [y.to(dev) for y in x]
+                                  for x in _user_eig(user, ds, fd))
+                w = (z[rows, :, u].reshape(-1, Pf * Pt) @ Q.conj()) / (mu + s)  # Q^H z / (mu + s), as rows
+                v = (w @ Q.T).reshape(-1, Pf, Pt)  # (R_p + s I)^-1 z
+                out[rows, :, u] = sum(a @ v @ c.T for a, c in zip(A, C)).reshape(-1, R, F, T)
+        return torch.einsum("rk,bku...->bru...", self.V.to(dev, c128), out).to(torch.complex64)
 
 
 def mimo_genie_mse(config: SystemConfig, snr_db, delay_spread_s, doppler_hz, per_user: bool = False) -> torch.Tensor:
     """Returns the genie LMMSE's MSE per resource element, averaged over antennas (and users), float64 linear.
 
     Arguments broadcast to [B]; ``per_user``: [B, U] instead of the users' mean [B]. Per user:
-    ``(1 / R) sum_k lambda_k genie_mse(user config, SNR + 10 log10 lambda_k)``.
+    ``(1 / R) sum_k lambda_k mse_2D(sigma^2 / lambda_k)``, each 2-D MSE from one eigendecomposition
+    per user and condition (:func:`_user_eig`; ``lmmse.genie_mse`` gives the same, a test holds them together).
     """
     m = config.mimo
     lam, _ = rx_eigen(m.rx_correlation, m.num_rx_antennas)
     lam = lam[lam > 1e-12]  # an eigenvalue of 0 carries no channel and adds nothing
     snr, ds, fd = torch.broadcast_tensors(*(torch.as_tensor(v, dtype=torch.float64)
                                             for v in (snr_db, delay_spread_s, doppler_hz)))
-    # every (frame, eigen-index) as one 2-D problem at SNR + 10 log10 lambda_k: one call per user
-    snr_k = snr[..., None] + 10 * torch.log10(lam)
-    out = [(lam * genie_mse(c, snr_k, ds[..., None], fd[..., None])).sum(-1) / m.num_rx_antennas
-           for c in user_configs(config)]
-    out = torch.stack(out, -1)
+    shape = snr.shape
+    snr, ds, fd = snr.reshape(-1), ds.reshape(-1), fd.reshape(-1)
+    nv = torch.pow(10.0, -(snr + config.snr_offset_db) / 10)
+    F, T = config.ofdm.grid_shape
+    out = torch.empty(snr.numel(), m.num_users, dtype=torch.float64)
+    for (d, f), rows in _conditions(ds, fd):
+        s = nv[rows, None, None] / lam[None, :, None]  # [n, K, 1]
+        for u, user in enumerate(user_configs(config)):
+            *_, mu, _, D = _user_eig(user, d, f)
+            mse_k = 1.0 - (D / (mu + s)).sum(-1) / (F * T)  # [n, K]
+            out[rows, u] = (lam * mse_k).sum(-1) / m.num_rx_antennas
+    out = out.reshape(*shape, m.num_users)
     return out if per_user else out.mean(-1)
 
 

@@ -104,6 +104,11 @@ def test_bound_equals_dense_evaluation_over_space(rho, snr_db):
     for u in range(2):
         want, _ = _dense_user_mse_and_filter(cfg, u, ds, fd, nv)
         assert abs(float(got[u]) - want) < 1e-9 * max(want, 1e-3)
+    # and to the eigenvalue-weighted sum of 2-D bounds through the SISO closed form (lmmse.genie_mse)
+    lam, _ = rx_eigen(rho, 3)
+    for u, c in enumerate(user_configs(cfg)):
+        via_2d = sum(float(lk * genie_mse(c, snr_db + 10 * math.log10(lk), ds, fd)) for lk in lam.tolist()) / 3
+        assert abs(float(got[u]) - via_2d) < 1e-9 * max(via_2d, 1e-3)
     if rho == 0.0:  # uncorrelated antennas: each is the SISO problem of its user
         siso = [float(genie_mse(c, snr_db, ds, fd)) for c in user_configs(cfg)]
         assert abs(float(got.mean()) - sum(siso) / 2) < 1e-12
