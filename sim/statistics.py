@@ -11,7 +11,9 @@ Closed forms (tested in ``tests/sim/test_channel_statistics.py`` against the sim
 
 The covariance of the grid is therefore a sum of Kronecker products,
 ``R = sum_k R_f^(k) (x) R_t^(k)``: one term for TDL NLoS profiles (A, B, C), two for TDL
-LoS profiles (D, E), one per cluster (plus the LoS path) for CDL. :func:`covariance_terms`
+LoS profiles (D, E), one per cluster (plus the LoS path) for CDL, one for ``sparse``
+(:func:`~wavefront.sim.sparse.sparse_freq_correlation` times ``J0``, the expectation over
+each frame's random paths). :func:`covariance_terms`
 returns those terms; LMMSE and the bound use them.
 """
 from __future__ import annotations
@@ -26,6 +28,7 @@ from scipy.special import j0, jv
 from wavefront.errors import ConfigError
 from wavefront.sim.config import OFDMConfig, SystemConfig
 from wavefront.sim.profiles import ChannelProfile, subcarrier_offsets_hz, symbol_times_s
+from wavefront.sim.sparse import sparse_freq_correlation
 
 def freq_correlation(profile: ChannelProfile, delay_spread_s, df_hz, part: str = "all") -> torch.Tensor:
     """Returns ``sum_l P_l exp(-j 2 pi tau_l df)`` complex128, broadcast over ``delay_spread_s`` and ``df_hz``.
@@ -33,6 +36,8 @@ def freq_correlation(profile: ChannelProfile, delay_spread_s, df_hz, part: str =
     ``part``: ``"all"`` (total), ``"nlos"`` (Rayleigh part) or ``"los"`` (specular part of tap 0).
     Shapes: ``delay_spread_s`` [...], ``df_hz`` [...]; broadcast together.
     """
+    if profile.is_sparse:  # paths drawn per frame: the closed form of the expectation over them (no LoS part)
+        return sparse_freq_correlation(delay_spread_s, df_hz)
     ds = torch.as_tensor(delay_spread_s, dtype=torch.float64)
     df = torch.as_tensor(df_hz, dtype=torch.float64)
     if part == "los":
