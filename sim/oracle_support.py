@@ -45,7 +45,6 @@ def _posterior(config: SystemConfig, meta: dict, noise_var: torch.Tensor):
     fi = torch.as_tensor(layout.subcarrier_indices, device=tau.device)
     ti = torch.as_tensor(layout.symbol_indices, device=tau.device)
     a_p = e_f[:, fi] * e_t[:, ti]  # [B, P, N], pilots in position order
-    N = p.shape[1]
     m = a_p.mH @ a_p + torch.diag_embed((noise_var.double().reshape(-1, 1) / p).to(torch.complex128))
     return a_p, torch.linalg.inv(m), e_f, e_t
 
