@@ -12,8 +12,8 @@ from wavefront.sim.frames import FrameGenerator
 from wavefront.sim.lmmse import genie_mse
 from wavefront.sim.oracle_support import oracle_support_mse
 from wavefront.sim.profiles import channel_profile
-from wavefront.sim.sparse import (SPARSE_PDP_DECAY, path_matrices, sparse_delay_scales, sparse_freq_correlation,
-                                  truncated_exponential_rms)
+from wavefront.sim.sparse import (SPARSE_PDP_DECAY, path_matrices, sparse_delay_scales, sparse_fourth_moment_ratio,
+                                  sparse_freq_correlation, truncated_exponential_rms)
 from wavefront.sim.statistics import covariance_terms
 
 
@@ -58,6 +58,10 @@ def test_empirical_covariance_of_20000_frames_equals_the_closed_form(num_paths):
     terms = covariance_terms(config.ofdm, channel_profile("sparse"), 300e-9, 800.0)
     assert len(terms) == 1
     r_f, r_t = terms[0][0][0], terms[0][1][0]  # [F, F], [T, T]
+    # what second-order statistics cannot see: E|H|^4 / (E|H|^2)^2 at one resource element, vs 2 for a Gaussian
+    m4 = h[:, 37, 5].abs().pow(4)
+    assert abs(float(m4.mean()) - sparse_fourth_moment_ratio(num_paths)) < 3 * float(m4.std()) / math.sqrt(len(m4))
+    assert sparse_fourth_moment_ratio(num_paths) > 2.3
     F, T = config.ofdm.grid_shape
     for k, m in [(0, 0), (1, 0), (4, 0), (20, 0), (60, 0), (0, 1), (0, 6), (0, 13), (5, 9)]:
         x = (h[:, k:, m:] * h[:, :F - k, :T - m].conj()).mean((1, 2))  # [B] per-frame lag averages
