@@ -32,7 +32,10 @@ def add_commands(sub) -> None:
                    "(default 1000, or the preset's)")
     p.add_argument("--delay-spread-ns", default=None, help="RMS delay spread in ns: v, a,b,c or start:stop:step "
                    "(default 300, or the preset's)")
-    p.add_argument("--profile", default=None, help="3GPP profile: TDL A..E or CDL-A..CDL-E (default: the config's, A)")
+    p.add_argument("--profile", default=None, help="3GPP profile: TDL A..E or CDL-A..CDL-E, or sparse (a few paths per "
+                   "frame; default: the config's, A)")
+    p.add_argument("--sparse-paths", type=any_int, default=None, metavar="N",
+                   help="paths per frame of --profile sparse (channel.sparse_num_paths, 1..64; default 4)")
     p.add_argument("--config", default=None, help="YAML system config (ofdm:, channel:); CLI values override it")
     p.add_argument("--preset", default=None, help="named system config: default, adafortitran-paper, "
                    "adafortitran-reference, mimo-chest (16 antennas, 4 users, 14 x 624)")
@@ -140,6 +143,8 @@ def build_spec(args):
         channel["profile"] = args.profile
     if args.ici:
         channel["ici"] = True
+    if args.sparse_paths is not None:
+        channel["sparse_num_paths"] = args.sparse_paths
     config = base.updated(ofdm={"modulation": args.modulation} if args.modulation else None, channel=channel,
                           mimo=mimo_overrides(args))
     if getattr(args, "pilots", None) is not None:

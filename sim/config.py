@@ -30,11 +30,12 @@ from wavefront.utils import read_text_file
 
 TDL_PROFILES = ("A", "B", "C", "D", "E")
 CDL_PROFILES = tuple(f"CDL-{x}" for x in TDL_PROFILES)
+SPARSE_PROFILE = "sparse"  # a few discrete paths drawn per frame (wavefront.sim.sparse)
 
 
 def profile_label(profile: str) -> str:
-    """Returns the full 3GPP name of a ``ChannelConfig.profile``: ``"A"`` -> ``"TDL-A"``, ``"CDL-A"`` unchanged."""
-    return profile if profile.startswith("CDL-") else f"TDL-{profile}"
+    """Returns the full name of a ``ChannelConfig.profile``: ``"A"`` -> ``"TDL-A"``; ``"CDL-A"`` and ``"sparse"`` unchanged."""
+    return profile if profile.startswith("CDL-") or profile == SPARSE_PROFILE else f"TDL-{profile}"
 
 
 Value = Union[float, tuple[float, float]]
@@ -44,7 +45,7 @@ GRID_STEPS = {"snr_db": "snr_step_db", "delay_spread_s": "delay_spread_step_s", 
 # canonical JSON while at their default, so a config that does not use them keeps the identity
 # (and the frames) it had before they existed.
 _ADDED_CHANNEL_DEFAULTS = {"ici": False, "snr_step_db": None, "delay_spread_step_s": None, "doppler_step_hz": None,
-                           "realization": "independent"}
+                           "realization": "independent", "sparse_num_paths": 4}
 
 
 def _check_value(name: str, v, lo: float | None, hi: float | None = None):
@@ -284,6 +285,9 @@ class ChannelConfig(_Model):
       seeded by the frame's (delay spread, Doppler) alone, so frames with equal conditions
       share one channel, in every run and every split; noise still differs per frame. Such
       data leak between training and test sets (see ``wavefront audit``).
+    - ``sparse_num_paths``: ``profile: sparse`` only: the number of discrete paths each frame
+      draws (1..64, default 4), with uniform delays, Jakes-angle Dopplers and an exponential
+      power-delay profile whose expected RMS is ``delay_spread_s`` (:mod:`wavefront.sim.sparse`).
     """
 
     profile: str = "A"
@@ -298,11 +302,14 @@ class ChannelConfig(_Model):
     delay_spread_step_s: float | None = None
     doppler_step_hz: float | None = None
     realization: Literal["independent", "per-condition"] = "independent"
+    sparse_num_paths: int = 4
 
     @field_validator("profile", mode="before")
     @classmethod
     def _profile(cls, v):
         p = str(v).upper()
+        if p == "SPARSE":
+            return SPARSE_PROFILE
         if p.startswith("CDL"):
             p = "CDL-" + p.removeprefix("CDL").removeprefix("-")
             if p in CDL_PROFILES:
@@ -311,7 +318,8 @@ class ChannelConfig(_Model):
             p = p.removeprefix("TDL").removeprefix("-")
             if p in TDL_PROFILES:
                 return p
-        raise ValueError(f"unknown profile; choose one of TDL-{', TDL-'.join(TDL_PROFILES)}, {', '.join(CDL_PROFILES)}")
+        raise ValueError(f"unknown profile; choose one of TDL-{', TDL-'.join(TDL_PROFILES)}, {', '.join(CDL_PROFILES)}, "
+                         f"{SPARSE_PROFILE}")
 
     @field_validator("travel_azimuth_deg")
     @classmethod
@@ -341,6 +349,26 @@ class ChannelConfig(_Model):
         if v < 4:
             raise ValueError("num_sinusoids must be >= 4")
         return v
+
+    @field_validator("sparse_num_paths")
+    @classmethod
+    def _num_paths(cls, v):
+        if not 1 <= v <= 64:
+            raise ValueError("sparse_num_paths must be an integer in 1..64 (paths per frame of profile sparse)")
+        return v
+
+    @model_validator(mode="after")
+    def _sparse_only_options(self):
+        if self.profile != SPARSE_PROFILE:
+            if self.sparse_num_paths != _ADDED_CHANNEL_DEFAULTS["sparse_num_paths"]:
+                raise ConfigError("channel.sparse_num_paths", self.sparse_num_paths, "applies to profile sparse only")
+            return self
+        if self.ici:
+            raise ConfigError("channel.ici", True, "the time-domain (ICI) path does not draw sparse paths yet; "
+                                                   "leave it off with profile sparse")
+        if self.realization != "independent":
+            raise ConfigError("channel.realization", self.realization, "profile sparse draws its paths per frame")
+        return self
 
     @model_validator(mode="after")
     def _steps_divide_ranges(self):
@@ -435,6 +463,8 @@ class SystemConfig(_Model):
         if self.channel.realization != "independent":
             raise ConfigError("channel.realization", self.channel.realization,
                               "the reference protocol (per-condition) is SISO only")
+        if self.channel.profile == SPARSE_PROFILE:
+            raise ConfigError("channel.profile", SPARSE_PROFILE, "is SISO only so far")
         layout = self.ofdm.pilot_layout
         if not layout.is_kronecker:
             raise ConfigError("ofdm.pilot_positions", "scattered", "MIMO pilots (Kronecker pattern) need a Kronecker "

@@ -121,7 +121,7 @@ class LSInterpolator(Estimator):
 
 
 CLASSICAL = ("ls-nearest", "ls-linear", "ls-spline", "lmmse-robust", "lmmse-genie", "lmmse-estimated", "mmse-bayes",
-             "lmmse-bank")
+             "lmmse-bank", "lmmse-oracle-support")
 
 
 class PerfectCSI(Estimator):
@@ -141,7 +141,8 @@ def get_classical(name: str, config: SystemConfig, **options) -> Estimator:
 
     ``lmmse-estimated``, ``mmse-bayes`` and ``lmmse-bank`` take ``prior=ConditionPrior`` (default:
     the config's ranges; see :mod:`wavefront.sim.conditions`) and read nothing from ``meta``;
-    ``lmmse-bank`` also ``filters`` (default 16).
+    ``lmmse-bank`` also ``filters`` (default 16). ``lmmse-oracle-support`` needs ``profile: sparse``
+    (it reads each frame's true paths; :mod:`wavefront.sim.oracle_support`).
     """
     if name.startswith("ls-") and name in CLASSICAL:
         return LSInterpolator(config, name[3:])
@@ -154,6 +155,10 @@ def get_classical(name: str, config: SystemConfig, **options) -> Estimator:
         from wavefront.sim.lmmse import RobustLMMSE
 
         return RobustLMMSE(config, **options)
+    if name == "lmmse-oracle-support":
+        from wavefront.sim.oracle_support import OracleSupportLMMSE
+
+        return OracleSupportLMMSE(config)
     if name in ("lmmse-estimated", "mmse-bayes", "lmmse-bank"):
         from wavefront.sim.prior_lmmse import BayesMMSE, EstimatedLMMSE, LMMSEBank
 

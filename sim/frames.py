@@ -29,6 +29,7 @@ from wavefront.sim.config import SystemConfig
 from wavefront.sim.fading import TimeVaryingChannel, ofdm_channel
 from wavefront.sim.profiles import channel_profile
 from wavefront.sim.realizations import per_condition_channel
+from wavefront.sim.sparse import sparse_channel
 from wavefront.sim.statistics import warn_unmodelled_ici
 from wavefront.utils import make_generator, resolve_device
 
@@ -52,6 +53,9 @@ class Frames:
       ``bits`` itself when uncoded); ``None`` without data.
     - ``snr_db``, ``delay_spread_s``, ``doppler_hz``, ``noise_var`` [B] float32: per-frame conditions.
     - ``profile``: TDL profile letter; ``seed``: the seed the batch was drawn from.
+    - ``path_delays_s``, ``path_doppler_hz``, ``path_powers`` [B, N] float32: ``profile: sparse``
+      only, each frame's paths (the support; :func:`~wavefront.sim.sparse.sparse_channel`);
+      ``None`` otherwise. ``meta`` carries them when set.
     """
 
     h: torch.Tensor
@@ -67,12 +71,18 @@ class Frames:
     noise_var: torch.Tensor
     profile: str
     seed: int
+    path_delays_s: torch.Tensor | None = None
+    path_doppler_hz: torch.Tensor | None = None
+    path_powers: torch.Tensor | None = None
 
     @property
     def meta(self) -> dict[str, torch.Tensor]:
-        """Per-frame conditions as a dict of [B] float32 tensors (what estimators receive)."""
-        return {"snr_db": self.snr_db, "delay_spread_s": self.delay_spread_s,
+        """Per-frame conditions as a dict of [B] float32 tensors (what estimators receive), and the sparse support [B, N] when set."""
+        meta = {"snr_db": self.snr_db, "delay_spread_s": self.delay_spread_s,
                 "doppler_hz": self.doppler_hz, "noise_var": self.noise_var}
+        if self.path_delays_s is not None:
+            meta.update(path_delays_s=self.path_delays_s, path_doppler_hz=self.path_doppler_hz, path_powers=self.path_powers)
+        return meta
 
     def __len__(self) -> int:
         return self.h.shape[0]
@@ -260,7 +270,10 @@ class FrameGenerator:
         ds = _draw(ch.delay_spread_s, batch_size, g, dev, ch.grid_points("delay_spread_s"))
         fd = _draw(ch.doppler_hz, batch_size, g, dev, ch.grid_points("doppler_hz"))
         noise_var = self.config.noise_variance(snr_db)
-        if ch.ici:  # the same draws; the label and y come from the time-domain path below
+        support = {}
+        if self.profile.is_sparse:  # a few paths per frame (no ICI, per-condition or MIMO: the config refuses them)
+            h, support = sparse_channel(o, ch.sparse_num_paths, ds, fd, g)
+        elif ch.ici:  # the same draws; the label and y come from the time-domain path below
             channel = TimeVaryingChannel.draw(o, self.profile, ds, fd, ch.num_sinusoids, g)
         elif ch.realization == "per-condition":  # the reference protocol: one channel per (delay spread, Doppler)
             h = per_condition_channel(o, self.profile, ds, fd, ch.num_sinusoids)
@@ -301,4 +314,4 @@ class FrameGenerator:
         return Frames(h=h, y=y, pilots_rx=pilots_rx, pilot_symbols=self.pilot_symbols,
                       pilots_ls=pilots_rx / self.pilot_symbols, bits=bits, codewords=codewords, snr_db=snr_db,
                       delay_spread_s=ds, doppler_hz=fd, noise_var=noise_var,
-                      profile=ch.profile, seed=int(seed))
+                      profile=ch.profile, seed=int(seed), **support)

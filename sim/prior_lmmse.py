@@ -7,6 +7,9 @@
   bank of LMMSE filters over the prior's grid. The channel given the prior is a Gaussian
   mixture, and this is its MMSE estimator: no estimator that knows only the prior does better
   on average over the prior (at a given point another may: the README shows where).
+  For ``profile: sparse`` the channel given its conditions is not Gaussian (a mixture over each
+  frame's random paths): both then use its closed-form second-order statistics
+  (:mod:`~wavefront.sim.sparse`) and are second-order yardsticks, not the MMSE.
 - :class:`LMMSEBank` (``lmmse-bank``): the same on ``K`` clusters of the ``(ds, fd)`` grid (16
   by default, fitted against ``mmse-bayes``), each with its mean covariance: within a few
   hundredths of a dB of ``mmse-bayes``'s Bayes risk on the paper prior at several times its speed.

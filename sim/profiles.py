@@ -52,6 +52,11 @@ class ChannelProfile:
     def is_cdl(self) -> bool:
         return self.ray_aoa_rad is not None
 
+    @property
+    def is_sparse(self) -> bool:
+        """Whether this is ``profile: sparse`` (:mod:`~wavefront.sim.sparse`): paths drawn per frame, closed-form covariance."""
+        return self.name == "sparse"
+
     def ray_direction_factors(self) -> tuple[np.ndarray, np.ndarray]:
         """Returns (``cos(AoA - travel azimuth)``, ``sin(ZoA)``), each [L, M] float64, CDL only.
 
@@ -116,7 +121,11 @@ def cdl_profile(name: str, travel_azimuth_deg: float = 0.0) -> ChannelProfile:
 
 
 def channel_profile(name: str, travel_azimuth_deg: float = 0.0) -> ChannelProfile:
-    """Returns the profile a :class:`ChannelConfig` names: TDL letters ``A``..``E`` or ``CDL-A``..``CDL-E``."""
+    """Returns the profile a :class:`ChannelConfig` names: TDL letters ``A``..``E``, ``CDL-A``..``CDL-E`` or ``sparse``."""
+    if name == "sparse":
+        from wavefront.sim.sparse import sparse_profile  # sparse builds on this module's ChannelProfile
+
+        return sparse_profile()
     if name.startswith("CDL-"):
         return cdl_profile(name, float(travel_azimuth_deg))
     return tdl_profile(name)

@@ -11,8 +11,21 @@ Closed forms (tested in ``tests/sim/test_channel_statistics.py`` against the sim
 
 The covariance of the grid is therefore a sum of Kronecker products,
 ``R = sum_k R_f^(k) (x) R_t^(k)``: one term for TDL NLoS profiles (A, B, C), two for TDL
-LoS profiles (D, E), one per cluster (plus the LoS path) for CDL. :func:`covariance_terms`
+LoS profiles (D, E), one per cluster (plus the LoS path) for CDL, one for ``sparse``
+(:func:`~wavefront.sim.sparse.sparse_freq_correlation` times ``J0``, the expectation over
+each frame's random paths). :func:`covariance_terms`
 returns those terms; LMMSE and the bound use them.
+
+**The LoS path is not Gaussian.** TDL-D/E's (and CDL-D/E's) LoS path has a deterministic
+Doppler ``f_d c_los`` (``c_los = 0.7`` for TDL) and a phase drawn uniformly per frame
+(:func:`~wavefront.sim.fading.draw_sinusoids`): a random-phase sinusoid, whose covariance
+``P_los exp(j 2 pi f_d c_los dt)`` is the term above. The second-order model (the genie LMMSE,
+``mmse-bayes`` and the bound) treats it as if it were Gaussian with that covariance. It is far
+from it: the normalised fourth moment ``E|H|^4 / (E|H|^2)^2`` of a resource element is 2 for a
+complex Gaussian (1.99 for TDL-A's 20-sinusoid taps) and, by :func:`fourth_moment_ratio`, 1.21
+for TDL-D and 1.20 for TDL-E (K = 7.9 and 8.5 over the whole channel), 1.09 and 1.01 for their
+first tap alone, where the LoS path sits (1 would be a constant modulus).
+``tests/sim/test_los.py`` holds these to Monte Carlo.
 """
 from __future__ import annotations
 
@@ -26,6 +39,7 @@ from scipy.special import j0, jv
 from wavefront.errors import ConfigError
 from wavefront.sim.config import OFDMConfig, SystemConfig
 from wavefront.sim.profiles import ChannelProfile, subcarrier_offsets_hz, symbol_times_s
+from wavefront.sim.sparse import sparse_freq_correlation
 
 def freq_correlation(profile: ChannelProfile, delay_spread_s, df_hz, part: str = "all") -> torch.Tensor:
     """Returns ``sum_l P_l exp(-j 2 pi tau_l df)`` complex128, broadcast over ``delay_spread_s`` and ``df_hz``.
@@ -33,6 +47,8 @@ def freq_correlation(profile: ChannelProfile, delay_spread_s, df_hz, part: str =
     ``part``: ``"all"`` (total), ``"nlos"`` (Rayleigh part) or ``"los"`` (specular part of tap 0).
     Shapes: ``delay_spread_s`` [...], ``df_hz`` [...]; broadcast together.
     """
+    if profile.is_sparse:  # paths drawn per frame: the closed form of the expectation over them (no LoS part)
+        return sparse_freq_correlation(delay_spread_s, df_hz)
     ds = torch.as_tensor(delay_spread_s, dtype=torch.float64)
     df = torch.as_tensor(df_hz, dtype=torch.float64)
     if part == "los":
@@ -44,6 +60,25 @@ def freq_correlation(profile: ChannelProfile, delay_spread_s, df_hz, part: str =
     tau = torch.as_tensor(profile.norm_delays, dtype=torch.float64)
     phase = -2 * math.pi * (ds * df).unsqueeze(-1) * tau
     return (p * torch.exp(1j * phase)).sum(-1)
+
+
+def fourth_moment_ratio(profile: ChannelProfile, num_sinusoids: int = 20, tap: int | None = None) -> float:
+    """Returns ``E|a|^4 / (E|a|^2)^2`` (2 for a complex Gaussian): of one resource element, or of tap ``tap`` alone.
+
+    ``a = sqrt(P_los) exp(j phi_0) + sum_l x_l``, ``phi_0`` uniform, ``x_l`` independent sums of
+    ``N = num_sinusoids`` equal-amplitude, uniform-phase sinusoids of power ``P_l`` (TDL): with
+    ``s = P_los``, ``S = sum_l P_l``, ``E|a|^4 = s^2 + 4 s S + 2 S^2 - sum_l P_l^2 / N`` (a sum of N
+    sinusoids has ``E|x|^4 = (2 - 1/N) P^2``), ``E|a|^2 = s + S``. Delays and Dopplers multiply each
+    term by a unit phasor at a given (f, t) and leave this unchanged. ``tap``: only that tap's
+    powers (the LoS sits on tap 0). For CDL clusters, ``N`` is the ray count.
+    """
+    p = np.asarray(profile.nlos_powers, dtype=np.float64)
+    if tap is not None:
+        p = p[tap:tap + 1]
+    s = profile.los_power if tap in (None, 0) else 0.0
+    n = profile.ray_aoa_rad.shape[1] if profile.is_cdl else num_sinusoids
+    total = p.sum()
+    return float((s * s + 4 * s * total + 2 * total ** 2 - (p ** 2).sum() / n) / (s + total) ** 2)
 
 
 def time_correlation_jakes(doppler_hz, dt_s) -> torch.Tensor:

@@ -245,7 +245,9 @@ def format_table(result: SweepResult) -> str:
     axis = result.spec["axis"]
     name, unit, scale = AXES[axis]
     coded = result.spec.get("ldpc_rate") is not None
-    head = f"{name + ' ' + unit:>16}  {'estimator':<16}{'MSE dB':>9}{'+-SE':>6}{'NMSE dB':>9}{'BER':>11}"
+    # 16 columns for the names, wider only when one needs it (lmmse-oracle-support), so other tables keep their layout
+    w = max([16] + [len(r.estimator) + 1 for r in result.rows])
+    head = f"{name + ' ' + unit:>16}  {'estimator':<{w}}{'MSE dB':>9}{'+-SE':>6}{'NMSE dB':>9}{'BER':>11}"
     head += f"{'coded BER':>11}{'BLER':>9}" if coded else ""
     head += f"{'gap dB':>8}"
     lines = [head, "-" * len(head)]
@@ -253,12 +255,12 @@ def format_table(result: SweepResult) -> str:
     for r in result.rows:
         if r.axis_value != last:
             outside = "   (outside the prior)" if r.in_prior is False else ""
-            lines.append(f"{r.axis_value * scale:>16g}  {'MMSE bound':<16}{r.bound_db:>9.2f}{outside}")
+            lines.append(f"{r.axis_value * scale:>16g}  {'MMSE bound':<{w}}{r.bound_db:>9.2f}{outside}")
             last = r.axis_value
         mse = "     -inf" if math.isinf(r.mse_db) else f"{r.mse_db:>9.2f}"
         nmse = "     -inf" if math.isinf(r.nmse_db) else f"{r.nmse_db:>9.2f}"
         ber = f"{r.ber:>11.3e}" if r.ber is not None else f"{'-':>11}"
-        line = f"{'':>16}  {r.estimator:<16}{mse}{r.mse_se_db:>6.2f}{nmse}{ber}"
+        line = f"{'':>16}  {r.estimator:<{w}}{mse}{r.mse_se_db:>6.2f}{nmse}{ber}"
         line += f"{r.coded_ber:>11.3e}{r.bler:>9.3f}" if coded else ""
         line += "" if math.isinf(r.gap_db) else f"{r.gap_db:>8.2f}"
         lines.append(line)
