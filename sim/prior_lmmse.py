@@ -21,7 +21,7 @@ import torch
 
 from wavefront.errors import ConfigError
 from wavefront.sim.conditions import (
-    ConditionPrior, _Bank, _bank, _build_bank, _check_pilots, _chunks, _log_likelihood, _ml_grid_index, _ml_screen,
+    ConditionPrior, _Bank, _bank, _build_bank, _check_pilots, _chunks, _freq_directions, _log_likelihood, _ml_grid_index,
     estimate_conditions, separable_blocks,
 )
 from wavefront.sim.config import SystemConfig, profile_label
@@ -141,32 +141,42 @@ def _posterior_mean(bank: _Bank, p: torch.Tensor, config: SystemConfig) -> torch
 def _separable(bank: _Bank, p: torch.Tensor) -> torch.Tensor:
     """Returns ``E[h | p]`` [b, F, T] complex64 for pilots [b, P] c128 on a one-term Kronecker bank.
 
-    The posterior weights come from the float32 likelihood (:func:`_screen`: errors of at
-    most ~1e-4 nats, so relative weight errors of that order, far below 0.01 dB of MSE), and
-    the filters are applied in complex64 in the eigenbasis, where nothing is inverted:
-    ``sum_d G_d sum_f (c * Y)_(d,f) H_f^T`` with ``G_d = A_d U_f,d`` (negligible directions
-    dropped, see :class:`_Fast`) and ``H_f = C_f U_t,f``.
+    Single precision from the projection on, in the eigenbasis, where nothing is inverted:
+    ``y = U^H p`` (its frequency factor in float64, :func:`_freq_directions`), the energies
+    ``|y|^2``, ``-log2 L = log2(e) (logdet + inv @ |y|^2)`` for every hypothesis (one batched
+    product), the unnormalised posterior ``w = 2^(min - (-log2 L))``, ``c = sum_s w_s / (lam +
+    sigma_s^2)`` and the mass ``sum w`` (one product), then the filters factor by factor:
+    ``sum_d G_d sum_f (c * y)_(d,f) H_f^T`` with ``G_d = A_d U_f,d`` (negligible directions
+    dropped, see :class:`_Fast`) and ``H_f = C_f U_t,f``. The weights' log-likelihoods carry
+    float32 rounding of about ``1e-7 (q + |logdet|)`` (``q = sum_p e_p / (lam_p + sigma^2)``),
+    a few 1e-5 nats at the likely hypotheses: relative weight errors of that order, far below
+    0.01 dB of MSE (the tests hold the output to 1e-5 of the MSE of the float64 bank).
     """
     fast, b = bank.fast, p.shape[0]
-    nll, _, x = _ml_screen(bank, p)  # [K, S, b]; x = U_f,d^H P [N_ds, P_f, P_t, b] c128
+    x = _freq_directions(fast, p)  # [N_ds, P_f, P_t, b] c128
     nd, Pf, Pt = x.shape[:3]
+    K, P = bank.logdet.shape[0], Pf * Pt
     # planar (real, imaginary) arithmetic from here on: real products with the blocks
     # [[Re, -Im], [Im, Re]], and the real weights c scale both planes without a complex copy
     xt = x.transpose(1, 2).reshape(nd, Pt, Pf * b)
     y = fast.ut_c2 @ torch.cat([xt.real, xt.imag], 1).float()  # [d, (re/im, f, j), (i, b)]
-    # unnormalised posterior, max 1; floored at e^-80 (above float32's smallest normal number):
-    # subnormal weights slow every later product many times over, and the floor adds at most
-    # K S e^-80 < 1e-30 of mass
+    planes = y.reshape(nd, 2, -1)
+    e = torch.addcmul(planes[:, 0].square(), planes[:, 1], planes[:, 1]).reshape(K, P, b)  # |y|^2, [K, P, b]
+    nll = torch.baddbmm(fast.ld_bits, fast.inv_bits, e)  # -log2 L [K, S, b]
+    # unnormalised posterior, max 1; floored at 2^-115 (about e^-80, above float32's smallest
+    # normal number): subnormal weights slow every later product many times over, and the
+    # floor adds at most K S 2^-115 < 1e-30 of mass
     # (reductions axis by axis: one pass each, several times faster than over two axes at once)
-    w = torch.sub(nll.amin(1).amin(0), nll, out=nll).clamp_min_(-80.0).exp_()
-    c = torch.bmm(bank.inv32_t, w)  # [K, P, b]: sum_s w_s / (lam + sigma_s^2), unnormalised
-    (T, nfPt), r = fast.h_t.shape, fast.gam.shape[0]  # c [K, P, b] = [d, (f, j), (i, b)]
-    m = (y.reshape(nd, 2, nfPt, Pf * b) * c.reshape(nd, 1, nfPt, Pf * b)).reshape(nd, 2 * nfPt, Pf * b)
+    w = torch.sub(nll.amin(1).amin(0), nll, out=nll).clamp_min_(-115.0).exp2_()
+    c = torch.bmm(bank.inv32_t, w)  # [K, P + 1, b]: sum_s w_s / (lam + sigma_s^2), and in row P sum_s w_s
+    mass = c[:, P].sum(0)
+    (T, nfPt), r = fast.h_t.shape, fast.gam.shape[0]  # c [K, P, b] = [d, f, (j, (i, b))]
+    m = (y.reshape(nd, 2, -1, Pt, Pf * b) * c[:, :P].reshape(nd, 1, -1, Pt, Pf * b)).reshape(nd, 2 * nfPt, Pf * b)
     x = fast.h_t2 @ m  # the Doppler sum: [d, (re/im, t), (i, b)]
     x = x.reshape(nd, 2, T, Pf, b).permute(1, 0, 3, 2, 4).reshape(2, nd * Pf, T * b)[:, fast.keep]
     # the delay-spread sum over the kept directions, through the rank-r basis: [r, T, b], normalised
     # by the posterior's mass while it is small, then laid out [b, r, T] so that q gives [b, F, T]
-    g = (fast.gam2 @ x.reshape(-1, T * b)).reshape(2, r, T, b) / w.sum(1).sum(0)
+    g = (fast.gam2 @ x.reshape(-1, T * b)).reshape(2, r, T, b) / mass
     g = torch.complex(g[0], g[1])
     return torch.bmm(fast.q.expand(b, -1, -1), g.permute(2, 0, 1).contiguous())
 
