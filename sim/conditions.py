@@ -185,7 +185,10 @@ class _Fast:
     ``[N_ds P_f]`` frequency directions; ``g = q @ gam`` (``q`` [F, r], ``gam`` [r, R] c64): their
     ``A_d u_(d,i)`` (``A_d`` the frequency block of ``R_hp``), truncated to rank ``r`` at 1e-8 of
     its largest singular value (paper prior, TDL-A: r = 14 of 120, so ``|error| <= 1e-8 |g| |x|``);
-    ``h_t`` [T, N_fd P_t] c64: column ``(f, j)`` is ``C_f u_(f,j)`` (``C_f`` the time block of ``R_hp``). ``uf_h`` [N_ds P_f, P_f] c64: the stacked ``U_f,d^H``;
+    ``q_t @ h_t`` (``q_t`` [T, r_t], ``h_t`` [r_t, N_fd P_t] c64): column ``(f, j)`` is ``C_f u_(f,j)``
+    (``C_f`` the time block of ``R_hp``), truncated the same way (paper prior, TDL-A: r_t = 10 of
+    14, so the Doppler sum of ``mmse-bayes`` has 10 outputs per direction instead of 14).
+    ``uf_h`` [N_ds P_f, P_f] c64: the stacked ``U_f,d^H``;
     ``ut_c`` [N_fd P_t, P_t] c64: row ``(f, j)`` is ``conj(U_t,f[:, j])``; together they project.
     ``uf_h64`` [N_ds P_f, P_f] and ``ut_conj64`` [N_fd, P_t, P_t] c128: the same in double precision,
     for the ML re-check. ``energy_map`` [N_fd P_t, P_t^2] f32: ``|sum_t u_t x_t|^2`` as a linear
@@ -217,6 +220,7 @@ class _Fast:
     tj_max: float
     inv_bits: torch.Tensor | None = None
     ld_bits: torch.Tensor | None = None
+    q_t: torch.Tensor | None = None
 
     def __post_init__(self):
         # the real [[Re, -Im], [Im, Re]] forms that mmse-bayes multiplies (re; im) planes with
@@ -224,7 +228,7 @@ class _Fast:
 
     @property
     def memory_bytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in (self.keep, self.q, self.gam, self.h_t, self.uf_h, self.ut_c,
+        return sum(t.numel() * t.element_size() for t in (self.keep, self.q, self.gam, self.h_t, self.q_t, self.uf_h, self.ut_c,
                                                           self.uf_h64, self.ut_conj64, self.energy_map,
                                                           self.inv32, self.ld32, self.inv_bits, self.ld_bits,
                                                           self.ut_c2, self.h_t2, self.gam2) if t is not None)
@@ -281,11 +285,15 @@ def _build_bank(f_hp, t_hp, f_pp, t_pp, kron: bool, noise_var: torch.Tensor, ds,
         r = int((sv > _RANK_REL * sv[0]).sum())
         q, gam = q[:, :r], sv[:r, None] * vh[:r]
         h = torch.einsum("ftq,fqj->fjt", t_hp[0], ut).reshape(nf * Pt, -1)
+        # the time responses C_f u_(f,j) too: [T, N_fd P_t] = Q_t H_t to 1e-8 of the largest singular value
+        q_t, sv, vh = torch.linalg.svd(h.T, full_matrices=False)
+        r_t = int((sv > _RANK_REL * sv[0]).sum())
         c64 = torch.complex64
-        fast = _Fast(keep.to(device), q.to(device, c64), gam.to(device, c64), h.T.contiguous().to(device, c64),
+        fast = _Fast(keep.to(device), q.to(device, c64), gam.to(device, c64), (sv[:r_t, None] * vh[:r_t]).to(device, c64),
                      uf.mH.reshape(nd * Pf, Pf).to(device, c64), ut.conj().transpose(1, 2).reshape(nf * Pt, Pt).to(device, c64),
                      uf.mH.reshape(nd * Pf, Pf).to(device), ut.conj().to(device),
-                     _energy_map(ut.conj().transpose(1, 2).reshape(nf * Pt, Pt)).to(device), None, None, 0.0)
+                     _energy_map(ut.conj().transpose(1, 2).reshape(nf * Pt, Pt)).to(device), None, None, 0.0,
+                     q_t=q_t[:, :r_t].to(device, c64))
     else:
         # R_p for every (d, f) pair, d major
         r_pp = combine_terms([x.repeat_interleave(nf, 0) for x in f_pp], [y.repeat(nd, 1, 1) for y in t_pp], kron)

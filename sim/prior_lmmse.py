@@ -170,14 +170,14 @@ def _separable(bank: _Bank, p: torch.Tensor) -> torch.Tensor:
     w = torch.sub(nll.amin(1).amin(0), nll, out=nll).clamp_min_(-115.0).exp2_()
     c = torch.bmm(bank.inv32_t, w)  # [K, P + 1, b]: sum_s w_s / (lam + sigma_s^2), and in row P sum_s w_s
     mass = c[:, P].sum(0)
-    (T, nfPt), r = fast.h_t.shape, fast.gam.shape[0]  # c [K, P, b] = [d, f, (j, (i, b))]
+    (rt, nfPt), r = fast.h_t.shape, fast.gam.shape[0]  # c [K, P, b] = [d, f, (j, (i, b))]
     m = (y.reshape(nd, 2, -1, Pt, Pf * b) * c[:, :P].reshape(nd, 1, -1, Pt, Pf * b)).reshape(nd, 2 * nfPt, Pf * b)
-    x = fast.h_t2 @ m  # the Doppler sum: [d, (re/im, t), (i, b)]
-    x = x.reshape(nd, 2, T, Pf, b).permute(1, 0, 3, 2, 4).reshape(2, nd * Pf, T * b)[:, fast.keep]
-    # the delay-spread sum over the kept directions, through the rank-r basis: [r, T, b], normalised
-    # by the posterior's mass while it is small, then laid out [b, r, T] so that q gives [b, F, T]
-    g = (fast.gam2 @ x.reshape(-1, T * b)).reshape(2, r, T, b) / mass
-    g = torch.complex(g[0], g[1])
+    x = fast.h_t2 @ m  # the Doppler sum in the rank-r_t time basis: [d, (re/im, t'), (i, b)]
+    x = x.reshape(nd, 2, rt, Pf, b).permute(1, 0, 3, 2, 4).reshape(2, nd * Pf, rt * b)[:, fast.keep]
+    # the delay-spread sum over the kept directions, through the rank-r basis: [r, r_t, b], normalised
+    # by the posterior's mass while it is small; then the time basis, laid out [b, r, T] so that q gives [b, F, T]
+    g = (fast.gam2 @ x.reshape(-1, rt * b)).reshape(2, r, rt, b) / mass
+    g = fast.q_t @ torch.complex(g[0], g[1])  # [r, T, b]
     return torch.bmm(fast.q.expand(b, -1, -1), g.permute(2, 0, 1).contiguous())
 
 
