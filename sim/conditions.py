@@ -335,9 +335,9 @@ def _check_pilots(pilots: torch.Tensor, config: SystemConfig) -> torch.Tensor:
     return p.to(torch.complex128)
 
 
-def _chunks(bank: _Bank, n: int, per_frame: int):
-    """Yields frame slices whose temporaries fit the device's budget."""
-    budget = _BUDGET_CPU if bank.evec.device.type == "cpu" else _BUDGET_GPU
+def _chunks(bank: _Bank, n: int, per_frame: int, budget_cpu: int = _BUDGET_CPU):
+    """Yields frame slices whose temporaries (``per_frame`` float64 elements a frame) fit the device's budget."""
+    budget = budget_cpu if bank.evec.device.type == "cpu" else _BUDGET_GPU
     c = max(1, budget // max(per_frame, 1))
     c = max(1, -(-n // max(1, -(-n // c))))  # as many chunks as needed, of equal size: a small tail chunk costs a whole call's overhead
     for s in range(0, n, c):
