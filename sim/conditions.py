@@ -21,10 +21,12 @@ value gives a one-point axis). On it:
 Speed (issue 24). The ML estimate screens the whole grid in single precision with a proven
 error bound and decides among the few hypotheses the bound cannot separate in double
 precision, so its argmax is the float64 one (:func:`_ml_index`); a one-term Kronecker bank
-(TDL-A/B/C on a Kronecker layout) is handled factor by factor (:class:`_Fast`).
+(TDL-A/B/C on a Kronecker layout) is handled factor by factor (:class:`_Fast`); ``mmse-bayes`` on
+it weighs the hypotheses in powers of two (``exp2``) and sums over the Dopplers in a truncated
+basis of the time responses (:func:`~wavefront.sim.prior_lmmse._separable`).
 ``lmmse-estimated`` takes the genie's covariance blocks at the grid points from a cache, so its
 output is the genie's at the ML conditions bit for bit. Caches: :func:`_bank` (per config, prior
-and device; ``_Bank.memory_bytes``, paper prior: about 10 MB), :func:`_genie_blocks` (0.3 MB),
+and device; ``_Bank.memory_bytes``, paper prior: about 11 MB), :func:`_genie_blocks` (0.3 MB),
 :func:`_cluster_bank_cached` and :func:`fit_bank_groups` (``lmmse-bank``: under 1 MB), 8 entries each.
 
 The covariance terms of :func:`~wavefront.sim.statistics.covariance_terms` are separable: the
@@ -169,7 +171,8 @@ class _Bank:
 
     @property
     def memory_bytes(self) -> int:
-        """Bytes held by the bank's tensors (paper prior, TDL-A, 12 x 2 pilots: about 10 MB)."""
+        """Bytes held by the bank's tensors (paper prior, TDL-A, 12 x 2 pilots: about 11 MB, of which ``mmse-bayes``'s
+        own ``inv_bits`` and ``inv32_t`` take 2.4 MB)."""
         tensors = [self.ds, self.fd, self.snr_db, self.noise_var, self.evec, self.rows32, self.inv_eig, self.logdet,
                    self.screen32, self.inv32_t, *self.f_hp, *self.t_hp]
         total = sum(t.numel() * t.element_size() for t in tensors if t is not None)
@@ -228,10 +231,10 @@ class _Fast:
 
     @property
     def memory_bytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in (self.keep, self.q, self.gam, self.h_t, self.q_t, self.uf_h, self.ut_c,
-                                                          self.uf_h64, self.ut_conj64, self.energy_map,
-                                                          self.inv32, self.ld32, self.inv_bits, self.ld_bits,
-                                                          self.ut_c2, self.h_t2, self.gam2) if t is not None)
+        tensors = (self.keep, self.q, self.gam, self.h_t, self.q_t, self.uf_h, self.ut_c, self.uf_h64, self.ut_conj64,
+                   self.energy_map, self.inv32, self.ld32, self.inv_bits, self.ld_bits,
+                   self.ut_c2, self.h_t2, self.gam2)
+        return sum(t.numel() * t.element_size() for t in tensors if t is not None)
 
 
 def separable_blocks(config: SystemConfig, prior: ConditionPrior):
@@ -289,7 +292,8 @@ def _build_bank(f_hp, t_hp, f_pp, t_pp, kron: bool, noise_var: torch.Tensor, ds,
         q_t, sv, vh = torch.linalg.svd(h.T, full_matrices=False)
         r_t = int((sv > _RANK_REL * sv[0]).sum())
         c64 = torch.complex64
-        fast = _Fast(keep.to(device), q.to(device, c64), gam.to(device, c64), (sv[:r_t, None] * vh[:r_t]).to(device, c64),
+        h_t = (sv[:r_t, None] * vh[:r_t]).to(device, c64)
+        fast = _Fast(keep.to(device), q.to(device, c64), gam.to(device, c64), h_t,
                      uf.mH.reshape(nd * Pf, Pf).to(device, c64), ut.conj().transpose(1, 2).reshape(nf * Pt, Pt).to(device, c64),
                      uf.mH.reshape(nd * Pf, Pf).to(device), ut.conj().to(device),
                      _energy_map(ut.conj().transpose(1, 2).reshape(nf * Pt, Pt)).to(device), None, None, 0.0,
@@ -312,7 +316,8 @@ def _build_bank(f_hp, t_hp, f_pp, t_pp, kron: bool, noise_var: torch.Tensor, ds,
     ones = torch.ones(inv.shape[0], 1, inv.shape[1], dtype=torch.float32)
     return _Bank(dev(ds), dev(fd), dev(snr_db), dev(noise_var), dev(evec), dev(evec.mH.reshape(-1, evec.shape[-1]).to(torch.complex64)),
                  dev(inv), dev(logdet),
-                 [dev(x) for x in f_hp], [dev(y) for y in t_hp], dev(screen), dev(torch.cat([screen[..., :-1].mT, ones], 1)),
+                 [dev(x) for x in f_hp], [dev(y) for y in t_hp], dev(screen),
+                 dev(torch.cat([screen[..., :-1].mT, ones], 1)),
                  float(logdet.abs().max()), float(inv.sum(-1).max()), fast)
 
 

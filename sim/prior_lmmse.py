@@ -21,8 +21,8 @@ import torch
 
 from wavefront.errors import ConfigError
 from wavefront.sim.conditions import (
-    _BUDGET_CPU, ConditionPrior, _Bank, _bank, _build_bank, _check_pilots, _chunks, _freq_directions, _log_likelihood, _ml_grid_index,
-    estimate_conditions, separable_blocks,
+    _BUDGET_CPU, ConditionPrior, _Bank, _bank, _build_bank, _check_pilots, _chunks, _freq_directions, _log_likelihood,
+    _ml_grid_index, estimate_conditions, separable_blocks,
 )
 from wavefront.sim.config import SystemConfig, profile_label
 from wavefront.sim.estimators import Estimator
@@ -268,7 +268,10 @@ class LMMSEBank(Estimator):
 
 @lru_cache(maxsize=8)
 def _cluster_bank_cached(config, prior, ds_groups, fd_groups, device) -> _Bank:
-    """:func:`_cluster_bank`, cached by (config, prior, groups, device): ``memory_bytes`` each (paper prior, K = 16: about 0.75 MB)."""
+    """:func:`_cluster_bank`, cached by (config, prior, groups, device): ``memory_bytes`` each.
+
+    Paper prior, K = 16: about 0.85 MB.
+    """
     return _cluster_bank(config, prior, ds_groups, fd_groups, device)
 
 
