@@ -14,7 +14,8 @@ estimators' grid 25 ns x 50 Hz x 0.5 dB):
   ``ls-linear`` did not change; their "before" is the same code (a check on the timing noise);
 - timing: the best of ``--repeats`` calls of each, interleaved before/after, measured in the
   thread's CPU time (``time.thread_time``), which a loaded machine disturbs far less than the
-  wall clock;
+  wall clock (not wholly: other jobs still share the caches and the memory bus, so the load
+  average at the start and the end is printed with the rates);
 - Bayes risk: the MSE (dB) of each estimator over ``--frames`` (1000) frames drawn over the
   prior, the same frames for every row, with the paired difference to ``mmse-bayes`` and its
   standard error; before and after for the three that changed.
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import subprocess
 import sys
 import time
@@ -118,7 +120,8 @@ def main() -> None:
             "one condition": FrameGenerator(one).generate(args.batch, seed=1, with_data=False)}
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread, batch {args.batch}, TDL-A, "
           f"{cfg.ofdm.num_subcarriers}x{cfg.ofdm.num_symbols}, 12x2 pilots; before = {args.base}; "
-          f"frames/s from thread CPU time, best of {args.rounds} x {args.repeats}")
+          f"frames/s from thread CPU time, best of {args.rounds} x {args.repeats}; "
+          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     for label, fr in sets.items():
         for est in list(new.values()) + list(old.values()):  # warm the caches (banks, cluster fit)
             est.estimate(fr.pilots_ls, told(est, fr.meta))
@@ -140,6 +143,7 @@ def main() -> None:
         cost = sum(1 / rate[c, "after"] for c in classical)
         print(f"{'':<{len(label) + 8}} {DEFAULT_LEARNED} costs {(1 / rate[DEFAULT_LEARNED, 'after']) / cost:.2f}x "
               f"the classical rows of the README sweep together ({', '.join(classical)})")
+    print(f"\nload average {os.getloadavg()[0]:.1f} at the end of the timing")
     # Bayes risk over the prior, the same frames for every row
     fr = FrameGenerator(cfg).generate(args.frames, seed=11, with_data=False)
     mse = {}
