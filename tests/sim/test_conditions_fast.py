@@ -148,6 +148,35 @@ def test_mmse_bayes_weighs_each_frame_by_its_own_posterior_whatever_the_batch():
         assert float((pair[0 if b == low else 1] - batch[b]).abs().max()) <= 1e-5 * float(batch[b].abs().max())
 
 
+def test_mmse_bayes_reuses_its_workspace_without_carrying_anything_between_calls_or_threads():
+    # the fast path's temporaries are per-thread buffers reused from call to call (no page
+    # faults): a call's output is the same bits whatever ran before it, in this thread or beside it
+    import threading
+
+    cfg, prior, fr = _case("kronecker-A")
+    est = BayesMMSE(cfg, prior)
+    first = est.estimate(fr.pilots_ls[:100], {})
+    est.estimate(fr.pilots_ls[300:307], {})  # a smaller batch, then another bank through the same path
+    LMMSEBank(cfg, prior).estimate(fr.pilots_ls[200:250], {})
+    assert torch.equal(est.estimate(fr.pilots_ls[:100], {}), first)
+    alone = {i: est.estimate(fr.pilots_ls[i * 50:(i + 1) * 50], {}) for i in range(4)}
+    got, errors = {}, []
+
+    def work(i):
+        try:
+            for _ in range(5):
+                got[i] = est.estimate(fr.pilots_ls[i * 50:(i + 1) * 50], {})
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and all(torch.equal(got[i], alone[i]) for i in range(4))
+
+
 def test_lmmse_estimated_is_the_genie_at_the_ml_conditions_bit_for_bit():
     cfg, prior, fr = _case("kronecker-A")
     cond = estimate_conditions(fr.pilots_ls, cfg, prior)
