@@ -151,14 +151,14 @@ class _Workspace(threading.local):
     Freshly allocated, each chunk's few MB of temporaries came from the operating system page by
     page (thousands of page faults a call, as much kernel time as arithmetic on a loaded machine);
     reused, they cost nothing after the first call. One set per thread, grown to the largest
-    chunk seen: paper prior, 34-frame chunks, about 6.5 MB (``nbytes``).
+    chunk seen: paper prior, 34-frame chunks, about 6 MB (``nbytes``).
     """
 
     def __init__(self):
         self.buffers: dict = {}
 
     def take(self, role: str, shape: tuple, device: torch.device) -> torch.Tensor:
-        """Returns a float32 tensor of ``shape`` on ``device`` (uninitialised), backed by this thread's buffer ``role``."""
+        """Returns a float32 tensor of ``shape`` on ``device`` (uninitialised) backed by this thread's buffer ``role``."""
         n = math.prod(shape)
         buf = self.buffers.get(role)
         if buf is None or buf.numel() < n or buf.device != device:
@@ -209,7 +209,8 @@ def _separable(bank: _Bank, p: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
     # floor adds at most K S 2^-115 < 1e-30 of mass. The maximum over the hypothesis axis
     # first: a reduction over the middle axis runs scalar unless b is a multiple of 16
     w = torch.sub(nll.amin(0).amin(0), nll, out=nll).clamp_min_(-115.0).exp2_()
-    c = torch.bmm(bank.inv32_t, w, out=take("c", (K, P + 1, b), dev))  # sum_s w_s / (lam + sigma_s^2); row P: sum_s w_s
+    # c [K, P + 1, b]: sum_s w_s / (lam + sigma_s^2), and in row P sum_s w_s
+    c = torch.bmm(bank.inv32_t, w, out=take("c", (K, P + 1, b), dev))
     mass = c[:, P].sum(0)
     # c y in place of y: c [K, P, b] = [d, f, (j, (i, b))]
     y.view(nd, 2, -1, Pt, Pf * b).mul_(c[:, :P].reshape(nd, 1, -1, Pt, Pf * b))
