@@ -158,7 +158,7 @@ class _Workspace(threading.local):
         self.buffers: dict = {}
 
     def take(self, role: str, shape: tuple, device: torch.device) -> torch.Tensor:
-        """Returns a float32 tensor of ``shape`` on ``device`` (uninitialised) backed by this thread's buffer ``role``."""
+        """Returns an uninitialised float32 tensor of ``shape`` on ``device`` in this thread's ``role`` buffer."""
         n = math.prod(shape)
         buf = self.buffers.get(role)
         if buf is None or buf.numel() < n or buf.device != device:
@@ -214,7 +214,8 @@ def _separable(bank: _Bank, p: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
     mass = c[:, P].sum(0)
     # c y in place of y: c [K, P, b] = [d, f, (j, (i, b))]
     y.view(nd, 2, -1, Pt, Pf * b).mul_(c[:, :P].reshape(nd, 1, -1, Pt, Pf * b))
-    xd = torch.matmul(fast.h_t2, y, out=take("xd", (nd, 2 * rt, Pf * b), dev))  # the Doppler sum: [d, (re/im, t'), (i, b)]
+    # the Doppler sum: [d, (re/im, t'), (i, b)]
+    xd = torch.matmul(fast.h_t2, y, out=take("xd", (nd, 2 * rt, Pf * b), dev))
     xp = take("xp", (2, nd, Pf, rt, b), dev)
     xp.copy_(xd.view(nd, 2, rt, Pf, b).permute(1, 0, 3, 2, 4))
     xk = torch.index_select(xp.view(2, nd * Pf, rt * b), 1, fast.keep, out=take("xk", (2, R, rt * b), dev))
