@@ -8,13 +8,15 @@ estimators' grid 25 ns x 50 Hz x 0.5 dB):
   conditions) and on frames of one condition (``--one``: 200 ns, 500 Hz, 20 dB), for
   ``estimate_conditions``, ``lmmse-estimated``, ``mmse-bayes``, ``lmmse-bank``, ``lmmse-genie``,
   ``lmmse-robust`` and ``ls-linear``;
-- "before": the same estimators from ``sim/conditions.py`` as it was at ``--base`` (default
-  9778769, the commit before the fast paths), loaded from git into this process, so both run
-  on the same frames, interleaved, in one run. ``lmmse-genie``, ``lmmse-robust`` and
+- "before": the same estimators from ``sim/conditions.py`` (and ``sim/prior_lmmse.py``, once
+  they moved there) as they were at ``--base`` (default 9778769, the commit before the fast
+  paths; ``--base 8f237c3`` times this round's ``mmse-bayes`` changes alone), loaded from git
+  into this process, so both run on the same frames, interleaved, in one run. ``lmmse-genie``, ``lmmse-robust`` and
   ``ls-linear`` did not change; their "before" is the same code (a check on the timing noise);
 - timing: the best of ``--repeats`` calls of each, interleaved before/after, measured in the
   thread's CPU time (``time.thread_time``), which a loaded machine disturbs far less than the
-  wall clock;
+  wall clock (not wholly: other jobs still share the caches and the memory bus, so the load
+  average at the start and the end is printed with the rates);
 - Bayes risk: the MSE (dB) of each estimator over ``--frames`` (1000) frames drawn over the
   prior, the same frames for every row, with the paired difference to ``mmse-bayes`` and its
   standard error; before and after for the three that changed.
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import subprocess
 import sys
 import time
@@ -46,27 +49,48 @@ PAPER = {"snr_db": [0.0, 25.0], "delay_spread_s": [25e-9, 300e-9], "doppler_hz":
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def load_before(rev: str) -> types.ModuleType:
-    """Returns ``sim/conditions.py`` at git revision ``rev`` as a module (it imports today's sim otherwise)."""
-    src = subprocess.run(["git", "show", f"{rev}:sim/conditions.py"], cwd=ROOT, capture_output=True, text=True,
-                         check=True).stdout
-    mod = types.ModuleType("wavefront.sim._conditions_before")
+def _git_show(rev: str, path: str) -> str | None:
+    """Returns ``path`` at git revision ``rev``, or None where the revision has no such file."""
+    res = subprocess.run(["git", "show", f"{rev}:{path}"], cwd=ROOT, capture_output=True, text=True)
+    return res.stdout if res.returncode == 0 else None
+
+
+def _exec_module(src: str, name: str, origin: str, swap: dict) -> types.ModuleType:
+    """Returns ``src`` run as module ``name``, with ``swap``'s modules standing in for those names while it imports."""
+    mod = types.ModuleType(name)
     mod.__package__ = "wavefront.sim"
     sys.modules[mod.__name__] = mod  # dataclasses look their module up
-    # revisions before the split of sim/channel.py import it: give them its old names from the new modules
+    saved = {k: sys.modules.get(k) for k in swap}
+    sys.modules.update(swap)
+    try:
+        exec(compile(src, origin, "exec"), mod.__dict__)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                sys.modules.pop(k)
+            else:
+                sys.modules[k] = v
+    return mod
+
+
+def load_before(rev: str) -> types.SimpleNamespace:
+    """Returns ``estimate_conditions``, ``EstimatedLMMSE`` and ``BayesMMSE`` as they were at git revision ``rev``.
+
+    They come from ``sim/conditions.py`` and, from the revision that moved the estimators out of
+    it on, ``sim/prior_lmmse.py`` (made to import the old ``conditions``); everything else they
+    import is today's. Revisions before the split of ``sim/channel.py`` import it: they get its
+    old names from the new modules.
+    """
     old_channel = types.ModuleType("wavefront.sim.channel")
     for new in (profiles, statistics, fading):
         old_channel.__dict__.update({k: v for k, v in vars(new).items() if not k.startswith("__")})
-    saved = sys.modules.get("wavefront.sim.channel")
-    sys.modules["wavefront.sim.channel"] = old_channel
-    try:
-        exec(compile(src, f"{rev}:sim/conditions.py", "exec"), mod.__dict__)
-    finally:
-        if saved is None:
-            sys.modules.pop("wavefront.sim.channel")
-        else:
-            sys.modules["wavefront.sim.channel"] = saved
-    return mod
+    cond = _exec_module(_git_show(rev, "sim/conditions.py"), "wavefront.sim._conditions_before",
+                        f"{rev}:sim/conditions.py", {"wavefront.sim.channel": old_channel})
+    src = _git_show(rev, "sim/prior_lmmse.py")
+    est = cond if src is None else _exec_module(src, "wavefront.sim._prior_lmmse_before", f"{rev}:sim/prior_lmmse.py",
+                                                {"wavefront.sim.conditions": cond})
+    return types.SimpleNamespace(estimate_conditions=cond.estimate_conditions, EstimatedLMMSE=est.EstimatedLMMSE,
+                                 BayesMMSE=est.BayesMMSE)
 
 
 class _Conditions:
@@ -118,7 +142,8 @@ def main() -> None:
             "one condition": FrameGenerator(one).generate(args.batch, seed=1, with_data=False)}
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread, batch {args.batch}, TDL-A, "
           f"{cfg.ofdm.num_subcarriers}x{cfg.ofdm.num_symbols}, 12x2 pilots; before = {args.base}; "
-          f"frames/s from thread CPU time, best of {args.rounds} x {args.repeats}")
+          f"frames/s from thread CPU time, best of {args.rounds} x {args.repeats}; "
+          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     for label, fr in sets.items():
         for est in list(new.values()) + list(old.values()):  # warm the caches (banks, cluster fit)
             est.estimate(fr.pilots_ls, told(est, fr.meta))
@@ -140,6 +165,7 @@ def main() -> None:
         cost = sum(1 / rate[c, "after"] for c in classical)
         print(f"{'':<{len(label) + 8}} {DEFAULT_LEARNED} costs {(1 / rate[DEFAULT_LEARNED, 'after']) / cost:.2f}x "
               f"the classical rows of the README sweep together ({', '.join(classical)})")
+    print(f"\nload average {os.getloadavg()[0]:.1f} at the end of the timing")
     # Bayes risk over the prior, the same frames for every row
     fr = FrameGenerator(cfg).generate(args.frames, seed=11, with_data=False)
     mse = {}

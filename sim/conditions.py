@@ -21,10 +21,12 @@ value gives a one-point axis). On it:
 Speed (issue 24). The ML estimate screens the whole grid in single precision with a proven
 error bound and decides among the few hypotheses the bound cannot separate in double
 precision, so its argmax is the float64 one (:func:`_ml_index`); a one-term Kronecker bank
-(TDL-A/B/C on a Kronecker layout) is handled factor by factor (:class:`_Fast`).
+(TDL-A/B/C on a Kronecker layout) is handled factor by factor (:class:`_Fast`); ``mmse-bayes`` on
+it weighs the hypotheses in powers of two (``exp2``) and sums over the Dopplers in a truncated
+basis of the time responses (:func:`~wavefront.sim.prior_lmmse._separable`).
 ``lmmse-estimated`` takes the genie's covariance blocks at the grid points from a cache, so its
 output is the genie's at the ML conditions bit for bit. Caches: :func:`_bank` (per config, prior
-and device; ``_Bank.memory_bytes``, paper prior: about 10 MB), :func:`_genie_blocks` (0.3 MB),
+and device; ``_Bank.memory_bytes``, paper prior: about 11 MB), :func:`_genie_blocks` (0.3 MB),
 :func:`_cluster_bank_cached` and :func:`fit_bank_groups` (``lmmse-bank``: under 1 MB), 8 entries each.
 
 The covariance terms of :func:`~wavefront.sim.statistics.covariance_terms` are separable: the
@@ -138,10 +140,12 @@ class _Bank:
     ``inv_eig`` [K, S, P] f64: ``1 / (lam + sigma_s^2)``; ``logdet`` [K, S] f64;
     ``f_hp[j]`` [N_ds, F, P_f] and ``t_hp[j]`` [N_fd, T, P_t] c128: term ``j`` of ``R_hp``.
     ``rows32`` [K P, P] c64: the rows of every ``U^H``, so ``U^H p`` for a batch is one product;
-    ``screen32`` [K, S, P + 1] f32: ``[inv_eig, logdet]`` in single precision, ``inv32_t``
-    [K, P, S] f32 its transposed first ``P`` columns, and ``logdet_max = max |logdet|``: for the
-    likelihood screen (:func:`_screen`, :func:`_ml_index`) and the posterior weights;
-    ``trace_max = max sum_p inv_eig`` for the screen's error bound.
+    ``screen32`` [K, S, P + 1] f32: ``[inv_eig, logdet]`` in single precision, and
+    ``logdet_max = max |logdet|``: for the likelihood screen (:func:`_screen`, :func:`_ml_index`);
+    ``inv32_t`` [K, P + 1, S] f32: the transposed ``inv_eig`` and a row of ones, so that one
+    product with the posterior weights ``w`` [K, S, b] gives ``sum_s w_s / (lam + sigma_s^2)`` and,
+    in row ``P``, the weights' mass (``mmse-bayes``); ``trace_max = max sum_p inv_eig`` for the
+    screen's error bound.
 
     A Kronecker layout whose covariance is one Kronecker term (TDL-A/B/C, no LOS term) also has
     ``fast``: ``R_p(d, f) = F_d (x) T_f``, so its eigenvectors are ``U_f,d (x) U_t,f`` and its
@@ -167,7 +171,8 @@ class _Bank:
 
     @property
     def memory_bytes(self) -> int:
-        """Bytes held by the bank's tensors (paper prior, TDL-A, 12 x 2 pilots: about 10 MB)."""
+        """Bytes held by the bank's tensors (paper prior, TDL-A, 12 x 2 pilots: about 11 MB, of which ``mmse-bayes``'s
+        own ``inv_bits`` and ``inv32_t`` take 2.4 MB)."""
         tensors = [self.ds, self.fd, self.snr_db, self.noise_var, self.evec, self.rows32, self.inv_eig, self.logdet,
                    self.screen32, self.inv32_t, *self.f_hp, *self.t_hp]
         total = sum(t.numel() * t.element_size() for t in tensors if t is not None)
@@ -183,13 +188,19 @@ class _Fast:
     ``[N_ds P_f]`` frequency directions; ``g = q @ gam`` (``q`` [F, r], ``gam`` [r, R] c64): their
     ``A_d u_(d,i)`` (``A_d`` the frequency block of ``R_hp``), truncated to rank ``r`` at 1e-8 of
     its largest singular value (paper prior, TDL-A: r = 14 of 120, so ``|error| <= 1e-8 |g| |x|``);
-    ``h_t`` [T, N_fd P_t] c64: column ``(f, j)`` is ``C_f u_(f,j)`` (``C_f`` the time block of ``R_hp``). ``uf_h`` [N_ds P_f, P_f] c64: the stacked ``U_f,d^H``;
+    ``q_t @ h_t`` (``q_t`` [T, r_t], ``h_t`` [r_t, N_fd P_t] c64): column ``(f, j)`` is ``C_f u_(f,j)``
+    (``C_f`` the time block of ``R_hp``), truncated the same way (paper prior, TDL-A: r_t = 10 of
+    14, so the Doppler sum of ``mmse-bayes`` has 10 outputs per direction instead of 14).
+    ``uf_h`` [N_ds P_f, P_f] c64: the stacked ``U_f,d^H``;
     ``ut_c`` [N_fd P_t, P_t] c64: row ``(f, j)`` is ``conj(U_t,f[:, j])``; together they project.
     ``uf_h64`` [N_ds P_f, P_f] and ``ut_conj64`` [N_fd, P_t, P_t] c128: the same in double precision,
     for the ML re-check. ``energy_map`` [N_fd P_t, P_t^2] f32: ``|sum_t u_t x_t|^2`` as a linear
     map of ``x``'s second moments ``|x_t|^2, Re and Im of x_t conj(x_t')`` (see :func:`_ml_screen`);
     ``inv32`` [K, S, P] and ``ld32`` [K, S, 1] f32: the screen's two parts; ``tj_max`` ``= max_(k, s, i)
-    sum_j inv_eig`` for its error bound.
+    sum_j inv_eig`` for its error bound. ``inv_bits`` [K, S, P] and ``ld_bits`` [K, S, 1] f32: the
+    same parts times ``log2(e)``, so that ``mmse-bayes``'s screen gives ``-log2 L`` and its weights
+    are powers of two (``exp2`` is several times faster than ``exp`` on a CPU; rounding the scaled
+    parts costs the same relative ``2^-24`` as rounding the unscaled ones).
 
     A frequency direction ``(d, i)`` is dropped when ``a_(d,i) max_(f,j) b_(f,j) <= 1e-9 sigma_min^2``:
     its pilot signal power is then below 1e-9 of the smallest noise level, and its term
@@ -210,6 +221,9 @@ class _Fast:
     inv32: torch.Tensor
     ld32: torch.Tensor
     tj_max: float
+    inv_bits: torch.Tensor | None = None
+    ld_bits: torch.Tensor | None = None
+    q_t: torch.Tensor | None = None
 
     def __post_init__(self):
         # the real [[Re, -Im], [Im, Re]] forms that mmse-bayes multiplies (re; im) planes with
@@ -217,9 +231,10 @@ class _Fast:
 
     @property
     def memory_bytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in (self.keep, self.q, self.gam, self.h_t, self.uf_h, self.ut_c,
-                                                          self.uf_h64, self.ut_conj64, self.energy_map,
-                                                          self.inv32, self.ld32, self.ut_c2, self.h_t2, self.gam2))
+        tensors = (self.keep, self.q, self.gam, self.h_t, self.q_t, self.uf_h, self.ut_c, self.uf_h64, self.ut_conj64,
+                   self.energy_map, self.inv32, self.ld32, self.inv_bits, self.ld_bits,
+                   self.ut_c2, self.h_t2, self.gam2)
+        return sum(t.numel() * t.element_size() for t in tensors if t is not None)
 
 
 def separable_blocks(config: SystemConfig, prior: ConditionPrior):
@@ -247,6 +262,7 @@ def separable_blocks(config: SystemConfig, prior: ConditionPrior):
 _DROP_REL = 1e-9
 # and their frequency responses are kept to this fraction of the largest singular value
 _RANK_REL = 1e-8
+_LOG2_E = 1.0 / math.log(2.0)
 
 
 def _build_bank(f_hp, t_hp, f_pp, t_pp, kron: bool, noise_var: torch.Tensor, ds, fd, snr_db,
@@ -272,11 +288,16 @@ def _build_bank(f_hp, t_hp, f_pp, t_pp, kron: bool, noise_var: torch.Tensor, ds,
         r = int((sv > _RANK_REL * sv[0]).sum())
         q, gam = q[:, :r], sv[:r, None] * vh[:r]
         h = torch.einsum("ftq,fqj->fjt", t_hp[0], ut).reshape(nf * Pt, -1)
+        # the time responses C_f u_(f,j) too: [T, N_fd P_t] = Q_t H_t to 1e-8 of the largest singular value
+        q_t, sv, vh = torch.linalg.svd(h.T, full_matrices=False)
+        r_t = int((sv > _RANK_REL * sv[0]).sum())
         c64 = torch.complex64
-        fast = _Fast(keep.to(device), q.to(device, c64), gam.to(device, c64), h.T.contiguous().to(device, c64),
+        h_t = (sv[:r_t, None] * vh[:r_t]).to(device, c64)
+        fast = _Fast(keep.to(device), q.to(device, c64), gam.to(device, c64), h_t,
                      uf.mH.reshape(nd * Pf, Pf).to(device, c64), ut.conj().transpose(1, 2).reshape(nf * Pt, Pt).to(device, c64),
                      uf.mH.reshape(nd * Pf, Pf).to(device), ut.conj().to(device),
-                     _energy_map(ut.conj().transpose(1, 2).reshape(nf * Pt, Pt)).to(device), None, None, 0.0)
+                     _energy_map(ut.conj().transpose(1, 2).reshape(nf * Pt, Pt)).to(device), None, None, 0.0,
+                     q_t=q_t[:, :r_t].to(device, c64))
     else:
         # R_p for every (d, f) pair, d major
         r_pp = combine_terms([x.repeat_interleave(nf, 0) for x in f_pp], [y.repeat(nd, 1, 1) for y in t_pp], kron)
@@ -289,10 +310,14 @@ def _build_bank(f_hp, t_hp, f_pp, t_pp, kron: bool, noise_var: torch.Tensor, ds,
     if fast is not None:
         Pt = fast.ut_conj64.shape[-1]
         fast.inv32, fast.ld32 = inv.float().to(device), logdet[..., None].float().to(device)
+        fast.inv_bits = (inv * _LOG2_E).float().to(device)
+        fast.ld_bits = (logdet[..., None] * _LOG2_E).float().to(device)
         fast.tj_max = float(inv.reshape(inv.shape[0], inv.shape[1], Pt, -1).sum(2).max())
+    ones = torch.ones(inv.shape[0], 1, inv.shape[1], dtype=torch.float32)
     return _Bank(dev(ds), dev(fd), dev(snr_db), dev(noise_var), dev(evec), dev(evec.mH.reshape(-1, evec.shape[-1]).to(torch.complex64)),
                  dev(inv), dev(logdet),
-                 [dev(x) for x in f_hp], [dev(y) for y in t_hp], dev(screen), dev(screen[..., :-1].mT.contiguous()),
+                 [dev(x) for x in f_hp], [dev(y) for y in t_hp], dev(screen),
+                 dev(torch.cat([screen[..., :-1].mT, ones], 1)),
                  float(logdet.abs().max()), float(inv.sum(-1).max()), fast)
 
 
@@ -315,9 +340,9 @@ def _check_pilots(pilots: torch.Tensor, config: SystemConfig) -> torch.Tensor:
     return p.to(torch.complex128)
 
 
-def _chunks(bank: _Bank, n: int, per_frame: int):
-    """Yields frame slices whose temporaries fit the device's budget."""
-    budget = _BUDGET_CPU if bank.evec.device.type == "cpu" else _BUDGET_GPU
+def _chunks(bank: _Bank, n: int, per_frame: int, budget_cpu: int = _BUDGET_CPU):
+    """Yields frame slices whose temporaries (``per_frame`` float64 elements a frame) fit the device's budget."""
+    budget = budget_cpu if bank.evec.device.type == "cpu" else _BUDGET_GPU
     c = max(1, budget // max(per_frame, 1))
     c = max(1, -(-n // max(1, -(-n // c))))  # as many chunks as needed, of equal size: a small tail chunk costs a whole call's overhead
     for s in range(0, n, c):
@@ -412,6 +437,19 @@ def _moments(x: torch.Tensor) -> torch.Tensor:
     return torch.stack(rows, -2).float()
 
 
+def _freq_directions(fast: _Fast, p: torch.Tensor) -> torch.Tensor:
+    """Returns ``x = U_f,d^H P`` [N_ds, P_f, P_t, b] complex128 for pilots [b, P] c128 (``P`` [P_f, P_t] per frame).
+
+    The first, frequency factor of every projection ``U^H p`` of a one-term Kronecker bank, in
+    double precision (it is cheap); the time factor follows per Doppler.
+    """
+    b, P = p.shape
+    Pt = fast.ut_conj64.shape[-1]
+    Pf = P // Pt
+    nd = fast.uf_h64.shape[0] // Pf
+    return (fast.uf_h64 @ p.reshape(b, Pf, Pt).permute(1, 2, 0).reshape(Pf, Pt * b)).reshape(nd, Pf, Pt, b)
+
+
 def _ml_screen(bank: _Bank, p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Returns (``-log L`` [K, S, b] f32, a bound ``delta_e`` [b] f64 on its energy rounding, ``x`` [N_ds, P_f, P_t, b] c128).
 
@@ -425,10 +463,8 @@ def _ml_screen(bank: _Bank, p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor
     """
     fast, (b, P) = bank.fast, p.shape
     K = bank.logdet.shape[0]
-    Pt = fast.ut_conj64.shape[-1]
-    Pf = P // Pt
-    nd = fast.uf_h64.shape[0] // Pf
-    x = (fast.uf_h64 @ p.reshape(b, Pf, Pt).permute(1, 2, 0).reshape(Pf, Pt * b)).reshape(nd, Pf, Pt, b)
+    x = _freq_directions(fast, p)
+    nd, Pf, Pt = x.shape[:3]
     z = _moments(x.transpose(1, 2).reshape(nd, Pt, Pf * b))  # [d, moments, (i, b)]
     e = (fast.energy_map @ z).reshape(K, P, b)  # [d, (f, j), (i, b)] = [K, P, b]
     nll = torch.baddbmm(fast.ld32, fast.inv32, e)

@@ -116,6 +116,67 @@ def test_mmse_bayes_is_the_brute_force_bank(name):
     assert abs(10 * math.log10(float(mse_got / err.mean()))) < 1e-3
 
 
+def test_mmse_bayes_time_basis_reproduces_the_time_responses_to_float32_rounding():
+    # the fast bank's Doppler sum runs in a rank-r_t basis of the time responses C_f u_(f,j)
+    # [T, N_fd P_t], truncated at 1e-8 of the largest singular value (sim/conditions.py, _Fast):
+    # the dropped singular values bound the truncation's error, 1e-8 of the largest; the factors
+    # are stored in complex64, whose rounding (~6e-8 an entry) dominates. On the paper prior the
+    # basis is smaller than the T = 14 symbols it replaces.
+    cfg = _cfg()
+    prior = ConditionPrior.from_config(cfg)
+    fast = _bank(cfg, prior, torch.device("cpu")).fast
+    _, t_hp, _, t_pp = separable_blocks(cfg, prior)
+    _, ut = torch.linalg.eigh(t_pp[0])
+    exact = torch.einsum("ftq,fqj->tfj", t_hp[0], ut).reshape(t_hp[0].shape[1], -1)  # column (f, j): C_f u_(f,j)
+    approx = fast.q_t.to(torch.complex128) @ fast.h_t.to(torch.complex128)
+    assert fast.q_t.shape[1] < exact.shape[0], fast.q_t.shape
+    err = torch.linalg.matrix_norm(approx - exact, ord=2) / torch.linalg.matrix_norm(exact, ord=2)
+    assert float(err) < 1e-6, float(err)
+
+
+def test_mmse_bayes_weighs_each_frame_by_its_own_posterior_whatever_the_batch():
+    # the weights are normalised per frame (2^(min - (-log2 L)) with each frame's own minimum):
+    # a frame's estimate does not depend on which frames share its chunk, up to float32 rounding
+    cfg, prior, fr = _case("kronecker-A")
+    est = BayesMMSE(cfg, prior)
+    batch = est.estimate(fr.pilots_ls, {}).to(torch.complex128)
+    low, high = fr.meta["snr_db"].argmin(), fr.meta["snr_db"].argmax()  # the two ends of the prior's SNR range
+    for b in (low, high):
+        alone = est.estimate(fr.pilots_ls[b:b + 1], {}).to(torch.complex128)[0]
+        assert float((alone - batch[b]).abs().max()) <= 1e-5 * float(batch[b].abs().max())
+        pair = est.estimate(fr.pilots_ls[torch.stack([low, high])], {}).to(torch.complex128)
+        assert float((pair[0 if b == low else 1] - batch[b]).abs().max()) <= 1e-5 * float(batch[b].abs().max())
+
+
+def test_mmse_bayes_reuses_its_workspace_without_carrying_anything_between_calls_or_threads():
+    # the fast path's temporaries are per-thread buffers reused from call to call (no page
+    # faults): a call's output is the same bits whatever ran before it, in this thread or beside it
+    import threading
+
+    cfg, prior, fr = _case("kronecker-A")
+    est = BayesMMSE(cfg, prior)
+    first = est.estimate(fr.pilots_ls[:100], {})
+    est.estimate(fr.pilots_ls[300:307], {})  # a smaller batch, then another bank through the same path
+    LMMSEBank(cfg, prior).estimate(fr.pilots_ls[200:250], {})
+    assert torch.equal(est.estimate(fr.pilots_ls[:100], {}), first)
+    alone = {i: est.estimate(fr.pilots_ls[i * 50:(i + 1) * 50], {}) for i in range(4)}
+    got, errors = {}, []
+
+    def work(i):
+        try:
+            for _ in range(5):
+                got[i] = est.estimate(fr.pilots_ls[i * 50:(i + 1) * 50], {})
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and all(torch.equal(got[i], alone[i]) for i in range(4))
+
+
 def test_lmmse_estimated_is_the_genie_at_the_ml_conditions_bit_for_bit():
     cfg, prior, fr = _case("kronecker-A")
     cond = estimate_conditions(fr.pilots_ls, cfg, prior)
