@@ -110,6 +110,7 @@ def main() -> None:
     p.add_argument("--snr-db", default="0,10,20")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--generation", action="store_true", help="also time MIMO generation against Sionna's")
+    p.add_argument("--generation-only", action="store_true", help="time generation only (no estimator comparison)")
     p.add_argument("--batches", default="1,8")
     p.add_argument("--seconds", type=float, default=2.0)
     p.add_argument("--rounds", type=int, default=2)
@@ -119,8 +120,9 @@ def main() -> None:
     print(f"{args.preset or 'small'}: {m.num_rx_antennas} antennas (rho {m.rx_correlation:g}), {m.num_users} users, "
           f"{'x'.join(map(str, o.grid_shape))}, TDL-{cfg.channel.profile} {float(cfg.channel.delay_spread_s) * 1e9:g} ns, "
           f"{float(cfg.channel.doppler_hz):g} Hz, {args.frames} frames a point, NMSE in dB")
-    compare(cfg, [float(s) for s in args.snr_db.split(",")], args.frames, args.seed)
-    if args.generation:
+    if not args.generation_only:
+        compare(cfg, [float(s) for s in args.snr_db.split(",")], args.frames, args.seed)
+    if args.generation or args.generation_only:
         generation(cfg, [int(b) for b in args.batches.split(",")], args.seconds, args.rounds)
 
 
