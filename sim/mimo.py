@@ -147,8 +147,8 @@ class MimoFrameGenerator:
         F, T = o.grid_shape
         h = ofdm_channel(o, self.profile, ds.repeat_interleave(R * U), fd.repeat_interleave(R * U), ch.num_sinusoids, g)
         h = h.view(B, R, U, F, T)
-        if self.mix is not None:
-            h = torch.einsum("rs,bsuft->bruft", self.mix, h)
+        if self.mix is not None:  # R_rx^(1/2) across the antennas, one matmul
+            h = torch.matmul(self.mix, h.reshape(B, R, U * F * T)).view(B, R, U, F, T)
         noise = torch.view_as_complex(torch.randn(B, R, F, T, 2, generator=g, device=dev))
         noise = noise.mul_(torch.sqrt(noise_var / 2).reshape(-1, 1, 1, 1))
         bits = codewords = y = None
@@ -162,7 +162,7 @@ class MimoFrameGenerator:
             bits, codewords = bits.view(B, U, -1), codewords.view(B, U, -1)
         for u in range(U):
             x[:, u, self._pilot_flat[u]] = self.pilot_symbols[u].reshape(-1)
-        y = torch.einsum("bruk,buk->brk", h.reshape(B, R, U, F * T), x).add_(noise.view(B, R, F * T))
+        y = (h.reshape(B, R, U, F * T) * x[:, None]).sum(2).add_(noise.view(B, R, F * T))
         P_shape = self.users[0].ofdm.pilot_shape
         pilots_rx = torch.stack([y[:, :, self._pilot_flat[u]] for u in range(U)], 2).view(B, R, U, *P_shape)
         return Frames(h=h, y=y.view(B, R, F, T) if with_data else None, pilots_rx=pilots_rx,
