@@ -335,7 +335,9 @@ def plot_result(result: SweepResult, out: Path) -> list[Path]:
             ax.plot([x * scale for x in xs], [by[(ests[0], x)].bound_db for x in xs], "k--", label="MMSE bound")
         else:
             ax.set_yscale("log")
-        outside = [x for x in xs if by[(ests[0], x)].in_prior is False]
+        # shaded only where a learned row is shown: classical rows assume no training prior
+        learned = any(r.trained_on for r in result.rows)
+        outside = [x for x in xs if learned and by[(ests[0], x)].in_prior is False]
         half = 0.5 * min((b - a for a, b in zip(xs, xs[1:])), default=1.0) * scale
         for x in outside:  # points a model trained on the prior never saw
             ax.axvspan(x * scale - half, x * scale + half, color="0.9", zorder=0)
@@ -344,7 +346,9 @@ def plot_result(result: SweepResult, out: Path) -> list[Path]:
         ax.set_ylabel(ylabel)
         ch = cfg["channel"]
         fixed = [f"{AXES[k][0]} {_fmt(ch[k], AXES[k][2])} {AXES[k][1]}" for k in AXES if k != axis]
-        ax.set_title(f"{profile_label(ch['profile'])}, {', '.join(fixed)}, {cfg['ofdm']['num_subcarriers']}x"
+        m = result.spec.get("mimo")
+        antennas = f"{m['rx_antennas']} antennas (rho {m['rx_correlation']:g}) x {m['users']} users, " if m else ""
+        ax.set_title(f"{profile_label(ch['profile'])}, {', '.join(fixed)}, {antennas}{cfg['ofdm']['num_subcarriers']}x"
                      f"{cfg['ofdm']['num_symbols']} grid, {result.spec['frames']} frames/point", fontsize=9)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
