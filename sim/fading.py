@@ -34,6 +34,9 @@ from wavefront.sim.profiles import ChannelProfile, subcarrier_offsets_hz, symbol
 _CHUNK = 128  # frames per block in the heavy loops on CPU: large enough to vectorise, small enough for cache
 _CHUNK_GPU = 8192  # on a GPU the blocks only bound memory (about 0.2 GB of temporaries for TDL-A)
 _CHUNK_GAINS = 32  # frames per block of the phase recurrence on CPU: its [T, N, b, L] powers fit in L2
+# torch's at::internal::GRAIN_SIZE: an elementwise op on fewer elements runs on one thread
+# (tests/sim/test_threads.py goes red if that stops holding)
+_SERIAL_ELEMENTS = 32768
 
 
 def _blocks(batch: int, most: int) -> int:
@@ -250,21 +253,31 @@ def delay_phasors(tau_s: torch.Tensor, first_hz: float, spacing_hz: float, num_f
     """Returns ``exp(-j 2 pi f_k tau[b, l])`` [B, F, L] complex64 at ``f_k = first_hz + k spacing_hz`` (Hz), ``k < num_freqs``.
 
     ``tau_s`` [B, L] (s). A geometric sequence in ``k``: with ``k = K i + j``, it is the product of
-    ``exp(-j 2 pi tau (first + K i spacing))`` and ``exp(-j 2 pi tau j spacing)``, both and their
-    product in float64, rounded once to complex64, ``K ~ sqrt(F)``: about 2 sqrt(F) sin/cos per tap
-    instead of F, every value within one float32 rounding of exact, and the same bits whatever
-    the thread count.
+    ``exp(-j 2 pi tau (first + K i spacing))`` and ``exp(-j 2 pi tau j spacing)``, each evaluated in
+    float64 and rounded once to complex64, ``K ~ sqrt(F)``: about 2 sqrt(F) sin/cos per tap instead
+    of F, every value within three complex64 roundings of exact (below 4e-7; a test holds it there),
+    far below what a tap's sum of sinusoids carries already.
     """
     B, L = tau_s.shape
     freqs, I, K = _coarse_and_fine_hz(first_hz, spacing_hz, num_freqs, tau_s.device)
     angle = (-2 * math.pi) * freqs * tau_s.double().reshape(B, 1, L)  # [B, I + K, L]
-    c, s = torch.cos(angle), torch.sin(angle)
-    c_i, s_i, c_k, s_k = c[:, :I].unsqueeze(2), s[:, :I].unsqueeze(2), c[:, I:].unsqueeze(1), s[:, I:].unsqueeze(1)
-    # The product in real float64 arithmetic, rounded once: a complex multiply on CPU takes a
-    # vectorised or a scalar path depending on where the threads split the tensor, and the two
-    # round differently, so the frames would depend on the thread count.
-    re, im = c_i * c_k - s_i * s_k, c_i * s_k + s_i * c_k  # [B, I, K, L]
-    return torch.complex(re.float(), im.float()).reshape(B, I * K, L)[:, :num_freqs]
+    e = torch.complex(torch.cos(angle).float(), torch.sin(angle).float())
+    coarse, fine = e[:, :I].unsqueeze(2), e[:, I:].unsqueeze(1)  # [B, I, 1, L], [B, 1, K, L]
+    out = torch.empty(B, I, K, L, dtype=torch.complex64, device=tau_s.device)
+    # One complex64 product per value (the float64 product rounded once cost twice the whole
+    # function), in pieces that torch runs on one thread: a complex product on CPU rounds
+    # differently in its vectorised and scalar code, and a split across threads moves the
+    # boundary between them, so a larger product would make the frames depend on the thread count.
+    rows = max(1, _SERIAL_ELEMENTS // (K * L))  # (frame, coarse frequency) rows per piece
+    if rows >= I or tau_s.device.type != "cpu":
+        step = B if tau_s.device.type != "cpu" else rows // I
+        for s in range(0, B, step):
+            torch.mul(coarse[s:s + step], fine[s:s + step], out=out[s:s + step])
+    else:
+        for b in range(B):
+            for r in range(0, I, rows):
+                torch.mul(coarse[b, r:r + rows], fine[b], out=out[b, r:r + rows])
+    return out.reshape(B, I * K, L)[:, :num_freqs]
 
 
 @lru_cache(maxsize=64)
