@@ -48,6 +48,26 @@ def _chunk(device: torch.device) -> int:
     return _CHUNK if device.type == "cpu" else _CHUNK_GPU
 
 
+class _Scratch:
+    """Temporaries reused by the blocks of one call: ``take(name, shape, dtype, device)`` returns a tensor, uninitialised.
+
+    A block's temporaries are large (a TDL-A block's sinusoid phasors are 1.3 MB); allocated
+    afresh for every block, they come back from the allocator as new pages, and on CPU the page
+    faults cost more than the arithmetic. One buffer per name, as large as the largest request;
+    a buffer taken again is overwritten, so a caller keeps nothing it took past its next take.
+    """
+
+    def __init__(self):
+        self._buffers: dict[str, torch.Tensor] = {}
+
+    def take(self, name: str, shape: tuple[int, ...], dtype: torch.dtype, device) -> torch.Tensor:
+        n = math.prod(shape)
+        buf = self._buffers.get(name)
+        if buf is None or buf.numel() < n or buf.dtype != dtype or buf.device != torch.device(device):
+            buf = self._buffers[name] = torch.empty(n, dtype=dtype, device=device)
+        return buf[:n].view(shape)
+
+
 @dataclass(frozen=True)
 class SinusoidDraws:
     """The random part of a batch of sum-of-sinusoids channels, drawn once and evaluable at any times.
@@ -170,10 +190,11 @@ def grid_channel(ofdm: OFDMConfig, profile: ChannelProfile, draws: SinusoidDraws
     B = tau_s.shape[0]
     h = torch.empty(B, F, T, dtype=torch.complex64, device=dev)
     c = _blocks(B, _CHUNK_GAINS if dev.type == "cpu" else _CHUNK_GPU)
+    scratch = _Scratch()
     # A block of frames at a time through gains, phasors and their product: on CPU every
     # intermediate then stays in cache, where whole-batch temporaries would stream through memory.
     for s in range(0, B, c):
-        a = uniform_tap_gains(profile, draws.rows(slice(s, s + c)), 0.0, ofdm.symbol_duration_s, T)
+        a = _uniform_tap_gains(profile, draws.rows(slice(s, s + c)), 0.0, ofdm.symbol_duration_s, T, scratch)
         torch.bmm(delay_phasors(tau_s[s:s + c], first_hz, spacing_hz, F), a, out=h[s:s + c])
     return h
 
@@ -198,8 +219,14 @@ def uniform_tap_gains(profile: ChannelProfile, draws: SinusoidDraws, start_s: fl
     relative for T <= 16; the direct float32 evaluation is off by ``ulp(w c t + phi)``, about 1e-6
     at 10 rad). ``tests/sim/test_fading_recurrence.py`` holds it to that bound.
     """
+    return _uniform_tap_gains(profile, draws, start_s, step_s, num_times)
+
+
+def _uniform_tap_gains(profile: ChannelProfile, draws: SinusoidDraws, start_s: float, step_s: float, num_times: int,
+                       scratch: _Scratch | None = None) -> torch.Tensor:
+    """:func:`uniform_tap_gains`, its sinusoid phasors in ``scratch`` when given."""
     B, L, N = draws.cosines.shape
-    g = _sinusoid_phasors(draws, start_s, step_s, num_times)  # [T, N, B, L]
+    g = _sinusoid_phasors(draws, start_s, step_s, num_times, scratch)  # [T, N, B, L]
     a = (g.sum(1) * _amplitudes(tuple(profile.nlos_powers.tolist()), N, g.device)).permute(1, 2, 0)  # [B, L, T]
     if profile.is_los:  # B x T values: evaluated directly, in float64
         t = start_s + step_s * torch.arange(num_times, dtype=torch.float64, device=g.device)
@@ -210,11 +237,13 @@ def uniform_tap_gains(profile: ChannelProfile, draws: SinusoidDraws, start_s: fl
     return a
 
 
-def _sinusoid_phasors(draws: SinusoidDraws, start_s: float, step_s: float, num_times: int) -> torch.Tensor:
+def _sinusoid_phasors(draws: SinusoidDraws, start_s: float, step_s: float, num_times: int,
+                      scratch: _Scratch | None = None) -> torch.Tensor:
     """Returns ``exp(j(w c_n t_m + phi_n))`` [T, N, B, L] complex64 at ``t_m = start_s + m step_s``: every NLoS sinusoid.
 
     Sinusoids before frames and taps, so that a sum over them adds whole [B, L] blocks. The
-    phase recurrence of :func:`uniform_tap_gains` (see there for its accuracy).
+    phase recurrence of :func:`uniform_tap_gains` (see there for its accuracy). Written into
+    ``scratch``'s ``"phasors"`` when given.
     """
     cosines, phi, fd = draws.cosines, draws.phases_rad, draws.doppler_hz
     B, L, N = cosines.shape
@@ -226,7 +255,9 @@ def _sinusoid_phasors(draws: SinusoidDraws, start_s: float, step_s: float, num_t
     else:  # reduced to [0, 2 pi) in float64 before the one rounding, whatever the start time
         q = _phasor(torch.remainder(nu * start_s + phi_t.double(), 2 * math.pi).float())
     z = _phasor(nu * step_s)  # complex128 [N, B, L]
-    g = torch.empty(num_times, N, B, L, dtype=torch.complex64, device=cosines.device)
+    shape = (num_times, N, B, L)
+    g = (torch.empty(shape, dtype=torch.complex64, device=cosines.device) if scratch is None
+         else scratch.take("phasors", shape, torch.complex64, cosines.device))
     g[0] = q
     n = 1
     while n < num_times:  # g[n : 2n] = g[0 : n] z^n
@@ -399,8 +430,9 @@ class TimeVaryingChannel:
         P = self._series_terms(slice(0, B))
         # The p >= 1 terms' grids, zero-padded to the FFT size once: each block writes the first F bins.
         padded = torch.zeros(min(c, B), max(P - 1, 0), T, self.fft_size, dtype=torch.complex64, device=x.device)
+        scratch = _Scratch()
         for s in range(0, B, c):
-            h[s:s + c], y[s:s + c] = self._propagate(x[s:s + c], slice(s, s + c), P, padded)
+            h[s:s + c], y[s:s + c] = self._propagate(x[s:s + c], slice(s, s + c), P, padded, scratch)
         return h, y
 
     def gains_at_samples(self) -> torch.Tensor:
@@ -421,10 +453,10 @@ class TimeVaryingChannel:
             term *= x_max / P
         return P
 
-    def _taylor_coefficients(self, rows: slice, P: int | None = None) -> torch.Tensor:
+    def _taylor_coefficients(self, rows: slice, P: int | None = None, scratch: _Scratch | None = None) -> torch.Tensor:
         """Returns ``D`` [b, L, P, T] complex64 with ``a_l(t_c,m + u T_u) = sum_p D[l, p, m] u^p`` for ``|u| < 1/2``.
 
-        ``P`` defaults to :meth:`_series_terms` of ``rows``.
+        ``P`` defaults to :meth:`_series_terms` of ``rows``; ``scratch`` holds the temporaries when given.
         """
         o, prof, dr = self.ofdm, self.profile, self.draws.rows(rows)
         P = self._series_terms(rows) if P is None else P
@@ -436,15 +468,19 @@ class TimeVaryingChannel:
         # centre of symbol m's useful part: t_c0 + m T_sym, an equally spaced grid
         t_c0 = (self.cp_samples + (self.fft_size - 1) / 2) / (self.fft_size * o.subcarrier_spacing_hz)
         T = o.num_symbols
-        g = _sinusoid_phasors(dr, t_c0, o.symbol_duration_s, T)  # [T, S, b, L]
-        base = torch.view_as_real(g.permute(2, 3, 1, 0)).reshape(b * L, S, 2 * T)
+        g = _sinusoid_phasors(dr, t_c0, o.symbol_duration_s, T, scratch)  # [T, S, b, L]
+        # Time innermost, [S, b L, T], by one 2-D transpose, read as the [b L] matrices [S, 2 T] it
+        # holds (batch stride 2 T): about half the cost of permuting straight to [b, L, S, T].
+        flat = g.view(T, S * b * L).t()
+        flat = flat.contiguous() if scratch is None else scratch.take("base", flat.shape, g.dtype, dev).copy_(flat)
+        base = torch.view_as_real(flat).view(S, b * L, 2 * T).transpose(0, 1)  # [b L, S, 2 T]
         # (j y)^p / p! = j^p y^p / p! with y = w c T_u real: real powers by recurrence, then j^p
         y_s = (w.reshape(b, 1, 1) * t_u * cos_).reshape(b * L, 1, S)
         real = torch.ones(b * L, P, S, device=dev)
         for q in range(1, P):
             real[:, q] = real[:, q - 1] * y_s[:, 0] / q
         amp = _amplitudes(tuple(prof.nlos_powers.tolist()), S, dev)
-        d = (real @ base).reshape(b, L, P, T, 2) * amp.reshape(1, L, 1, 1, 1)
+        d = torch.bmm(real, base).reshape(b, L, P, T, 2) * amp.reshape(1, L, 1, 1, 1)
         d = torch.view_as_complex(d) * _j_powers(P, dev).reshape(1, 1, P, 1)  # [b, L, P, T]
         if prof.is_los:
             t_c = t_c0 + symbol_times_s(o).to(dev)  # [T] float64
@@ -457,14 +493,15 @@ class TimeVaryingChannel:
             d[:, 0] += math.sqrt(prof.los_power) * coef0.unsqueeze(-1) * _phasor(arg0).to(torch.complex64).unsqueeze(1)
         return d
 
-    def _propagate(self, x: torch.Tensor, rows: slice, P: int, padded: torch.Tensor):
+    def _propagate(self, x: torch.Tensor, rows: slice, P: int, padded: torch.Tensor, scratch: _Scratch):
         o, n_fft = self.ofdm, self.fft_size
         F = x.shape[1]
-        d = self._taylor_coefficients(rows, P)  # [b, L, P, T]
+        d = self._taylor_coefficients(rows, P, scratch)  # [b, L, P, T]
         b, L, P, T = d.shape
         e = delay_phasors(self.tau_s[rows], *_subcarrier_grid(o), F)  # [b, F, L]
         # [b, P, T, F]: subcarriers innermost, where the FFTs run
-        h_p = torch.bmm(d.reshape(b, L, P * T).transpose(1, 2), e.transpose(1, 2)).reshape(b, P, T, F)
+        h_p = torch.bmm(d.reshape(b, L, P * T).transpose(1, 2), e.transpose(1, 2),
+                        out=scratch.take("h_p", (b, P * T, F), torch.complex64, x.device)).reshape(b, P, T, F)
         powers, mean_powers = _sample_powers(P, n_fft, x.device)  # u^p [P, N] and its mean over the symbol [P, 1, 1]
         # the per-symbol average (the label), summed over p on the taps' coefficients: [b, T, F]
         h = torch.bmm((d * mean_powers.reshape(1, 1, P, 1)).sum(2).transpose(1, 2), e.transpose(1, 2))
@@ -477,7 +514,8 @@ class TimeVaryingChannel:
             # undone by the FFT, so y is the same, without a scatter and a gather.
             z = padded[:b]
             torch.mul(h_p[:, 1:], xt.unsqueeze(1), out=z[..., :F])
-            r = (torch.fft.ifft(z, dim=-1) * powers[1:, None, :]).sum(1)  # [b, T, N]
+            signal = torch.fft.ifft(z, dim=-1, out=scratch.take("signal", z.shape, torch.complex64, x.device))
+            r = signal.mul_(powers[1:, None, :]).sum(1)  # [b, T, N]
             y += torch.fft.fft(r, dim=-1)[..., :F]
         return h.transpose(1, 2), y.transpose(1, 2)
 
