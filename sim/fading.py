@@ -349,7 +349,7 @@ def frequency_response(freqs_hz: torch.Tensor, a: torch.Tensor, tau_s: torch.Ten
 
 
 _CHUNK_ICI_GPU = 2048  # frames per block of the time-domain path on a GPU (its [b, P, T, N] FFT blocks)
-_TAYLOR_TOL = 1e-8  # series remainder bound, below float32 round-off (6e-8 of a unit gain)
+_SERIES_TOL = 1e-8  # bound on a sinusoid's series error in time, below float32 round-off (6e-8 of a unit gain)
 
 
 class TimeVaryingChannel:
@@ -371,13 +371,20 @@ class TimeVaryingChannel:
        summed, and demodulated by an N-point FFT.
 
     The gains are the sums of sinusoids of :func:`tap_gains`, evaluated at the samples through a
-    Taylor series in time about each symbol's centre, ``exp(j w c (t_c + u T_u)) = exp(j w c t_c)
-    sum_p (j w c T_u u)^p / p!``, ``|u| < 1/2``, cut where the remainder bound
-    ``(pi f_d / scs)^p / p!`` falls below 1e-8 (7 terms at 1000 Hz, 15 kHz; 1 at 0 Hz), under float32 round-off.
-    Then ``sum_l a_l(t) IFFT(E_l X)(t) = sum_p u^p IFFT(H_p X)``, with ``H_p`` the frequency
-    response of the taps' p-th coefficients: P IFFTs per symbol instead of one per tap, and the
-    same numbers as the direct sum (a test holds the gains to :func:`evaluate_tap_gains` at every
-    sample time).
+    Chebyshev series in time about each symbol's centre: with ``u`` the time from the centre in
+    units of ``T_u = 1/scs`` (``|u| <= 1/2``) and ``y = w c T_u``,
+    ``exp(j w c (t_c + u T_u)) = exp(j w c t_c) sum_p j^p eps_p J_p(y / 2) T_p(2 u)`` (Jacobi-Anger;
+    ``eps_0 = 1``, ``eps_p = 2``). Its coefficients are those of the Taylor polynomial
+    ``sum_{q < Q} (j y u)^q / q!`` re-expanded on ``T_p(2 u)`` by a fixed matrix; a sinusoid's
+    error is at most the Taylor remainder and its Chebyshev coefficients, ``2 e^x x^Q / Q!``
+    together, plus the Chebyshev terms left out (``|J_p(z)| <= (z/2)^p / p!``), at most
+    ``2 e^(x/2) (x/2)^P / P!``, with ``x = pi f_d / scs``
+    (:meth:`_series_terms` takes the fewest terms that keep the sum below 1e-8, under float32
+    round-off: P = 6 Chebyshev terms at 1000 Hz and 15 kHz where the Taylor series needs 7;
+    1 at 0 Hz). Then ``sum_l a_l(t) IFFT(E_l X)(t) = sum_p T_p(2u) IFFT(H_p X)``, with ``H_p`` the
+    frequency response of the taps' p-th coefficients: P - 1 IFFTs per symbol instead of one per
+    tap, and the same numbers as the direct sum (a test holds the gains to the float64 sum of
+    sinusoids at every sample time).
 
     Intersymbol interference is not modelled: a tap delayed beyond the CP reads the current
     symbol's cyclic extension, as the frequency-domain path assumes (TDL-A at 300 ns ends at
@@ -427,39 +434,47 @@ class TimeVaryingChannel:
         h = torch.empty(B, F, T, dtype=torch.complex64, device=x.device)
         y = torch.empty_like(h)
         c = _blocks(B, _CHUNK_GAINS if x.device.type == "cpu" else _CHUNK_ICI_GPU)
-        P = self._series_terms(slice(0, B))
+        P = self._series_terms(slice(0, B))[0]
         # The p >= 1 terms' grids, zero-padded to the FFT size once: each block writes the first F bins.
         padded = torch.zeros(min(c, B), max(P - 1, 0), T, self.fft_size, dtype=torch.complex64, device=x.device)
         scratch = _Scratch()
         for s in range(0, B, c):
-            h[s:s + c], y[s:s + c] = self._propagate(x[s:s + c], slice(s, s + c), P, padded, scratch)
+            # each block takes the terms its own largest Doppler needs
+            h[s:s + c], y[s:s + c] = self._propagate(x[s:s + c], slice(s, s + c), padded, scratch)
         return h, y
 
     def gains_at_samples(self) -> torch.Tensor:
         """Returns the tap gains [B, L, T, N] complex64 at every useful sample (:meth:`sample_times_s`), from the series."""
-        d = self._taylor_coefficients(slice(0, len(self)))  # [B, L, P, T]
-        u = self.sample_offsets(d.device)
-        powers = u.unsqueeze(0) ** torch.arange(d.shape[2], device=d.device).unsqueeze(1)  # [P, N]
-        return torch.einsum("blpt,pn->bltn", d, powers.to(d.dtype))
+        d = self._series_coefficients(slice(0, len(self)))  # [B, L, P, T]
+        basis = _sample_basis(d.shape[2], self.fft_size, d.device)[0]  # T_p(2 u) [P, N]
+        return torch.einsum("blpt,pn->bltn", d, basis.to(d.dtype))
 
-    def _series_terms(self, rows: slice) -> int:
-        """Returns P, the Taylor terms the frames ``rows`` need: the remainder ``x^P / P!`` below 1e-8, ``x = pi f_d / scs``."""
+    def _series_terms(self, rows: slice) -> tuple[int, int]:
+        """Returns (P, Q): the Chebyshev terms and the Taylor terms they come from for the frames ``rows``.
+
+        The fewest with ``2 e^(x/2) (x/2)^P / P! + 2 e^x x^Q / Q!`` below 1e-8 (half each),
+        ``x = pi f_d / scs`` at the rows' largest Doppler: ``|y u| <= x`` (see the class docstring).
+        """
         fd = self.draws.doppler_hz[rows]
-        # |w c T_u u| <= pi f_d / scs: the series' argument bound
-        x_max = math.pi * float(fd.max()) / self.ofdm.subcarrier_spacing_hz if fd.numel() else 0.0
-        P, term = 1, x_max
-        while term >= _TAYLOR_TOL:
+        x = math.pi * float(fd.max()) / self.ofdm.subcarrier_spacing_hz if fd.numel() else 0.0
+        P, term = 1, 2 * math.exp(x / 2) * (x / 2)
+        while term >= _SERIES_TOL / 2:
             P += 1
-            term *= x_max / P
-        return P
+            term *= (x / 2) / P
+        Q, term = 1, 2 * math.exp(x) * x
+        while term >= _SERIES_TOL / 2:
+            Q += 1
+            term *= x / Q
+        return P, max(P, Q)
 
-    def _taylor_coefficients(self, rows: slice, P: int | None = None, scratch: _Scratch | None = None) -> torch.Tensor:
-        """Returns ``D`` [b, L, P, T] complex64 with ``a_l(t_c,m + u T_u) = sum_p D[l, p, m] u^p`` for ``|u| < 1/2``.
+    def _series_coefficients(self, rows: slice, terms: tuple[int, int] | None = None,
+                             scratch: _Scratch | None = None) -> torch.Tensor:
+        """Returns ``D`` [b, L, P, T] complex64 with ``a_l(t_c,m + u T_u) = sum_p D[l, p, m] T_p(2 u)`` for ``|u| <= 1/2``.
 
-        ``P`` defaults to :meth:`_series_terms` of ``rows``; ``scratch`` holds the temporaries when given.
+        ``terms`` (P, Q) defaults to :meth:`_series_terms` of ``rows``; ``scratch`` holds the temporaries when given.
         """
         o, prof, dr = self.ofdm, self.profile, self.draws.rows(rows)
-        P = self._series_terms(rows) if P is None else P
+        P, Q = self._series_terms(rows) if terms is None else terms
         cos_, fd = dr.cosines, dr.doppler_hz.float()
         b, L, S = cos_.shape
         dev = cos_.device
@@ -474,11 +489,14 @@ class TimeVaryingChannel:
         flat = g.view(T, S * b * L).t()
         flat = flat.contiguous() if scratch is None else scratch.take("base", flat.shape, g.dtype, dev).copy_(flat)
         base = torch.view_as_real(flat).view(S, b * L, 2 * T).transpose(0, 1)  # [b L, S, 2 T]
-        # (j y)^p / p! = j^p y^p / p! with y = w c T_u real: real powers by recurrence, then j^p
+        # Taylor: (j y)^q / q! = j^q y^q / q! with y = w c T_u real, real powers by recurrence; on
+        # T_p(2u) the coefficient of j^q y^q / q! u^q is j^p times a real number (q - p is even)
         y_s = (w.reshape(b, 1, 1) * t_u * cos_).reshape(b * L, 1, S)
-        real = torch.ones(b * L, P, S, device=dev)
-        for q in range(1, P):
-            real[:, q] = real[:, q - 1] * y_s[:, 0] / q
+        powers = torch.ones(b * L, Q, S, device=dev)
+        for q in range(1, Q):
+            powers[:, q] = powers[:, q - 1] * y_s[:, 0] / q
+        to_chebyshev = _monomials_to_chebyshev(P, Q, dev)  # [P, Q]
+        real = torch.matmul(to_chebyshev, powers)  # [b L, P, S]
         amp = _amplitudes(tuple(prof.nlos_powers.tolist()), S, dev)
         d = torch.bmm(real, base).reshape(b, L, P, T, 2) * amp.reshape(1, L, 1, 1, 1)
         d = torch.view_as_complex(d) * _j_powers(P, dev).reshape(1, 1, P, 1)  # [b, L, P, T]
@@ -486,51 +504,72 @@ class TimeVaryingChannel:
             t_c = t_c0 + symbol_times_s(o).to(dev)  # [T] float64
             arg0 = w.reshape(b, 1).double() * prof.los_cos_aoa * t_c + dr.los_phase_rad.double()  # [b, T]
             y0 = (2 * math.pi * t_u * prof.los_cos_aoa) * fd  # [b]
-            real0 = torch.ones(b, P, device=dev)
-            for q in range(1, P):
+            real0 = torch.ones(b, Q, device=dev)
+            for q in range(1, Q):
                 real0[:, q] = real0[:, q - 1] * y0 / q
-            coef0 = real0 * _j_powers(P, dev)  # [b, P]
+            coef0 = (real0 @ _monomials_to_chebyshev(P, Q, dev).T) * _j_powers(P, dev)  # [b, P]
             d[:, 0] += math.sqrt(prof.los_power) * coef0.unsqueeze(-1) * _phasor(arg0).to(torch.complex64).unsqueeze(1)
         return d
 
-    def _propagate(self, x: torch.Tensor, rows: slice, P: int, padded: torch.Tensor, scratch: _Scratch):
+    def _propagate(self, x: torch.Tensor, rows: slice, padded: torch.Tensor, scratch: _Scratch):
         o, n_fft = self.ofdm, self.fft_size
         F = x.shape[1]
-        d = self._taylor_coefficients(rows, P, scratch)  # [b, L, P, T]
+        d = self._series_coefficients(rows, self._series_terms(rows), scratch)  # [b, L, P, T]
         b, L, P, T = d.shape
         e = delay_phasors(self.tau_s[rows], *_subcarrier_grid(o), F)  # [b, F, L]
         # [b, P, T, F]: subcarriers innermost, where the FFTs run
         h_p = torch.bmm(d.reshape(b, L, P * T).transpose(1, 2), e.transpose(1, 2),
                         out=scratch.take("h_p", (b, P * T, F), torch.complex64, x.device)).reshape(b, P, T, F)
-        powers, mean_powers = _sample_powers(P, n_fft, x.device)  # u^p [P, N] and its mean over the symbol [P, 1, 1]
-        # the per-symbol average (the label), summed over p on the taps' coefficients: [b, T, F]
-        h = torch.bmm((d * mean_powers.reshape(1, 1, P, 1)).sum(2).transpose(1, 2), e.transpose(1, 2))
+        basis, means = _sample_basis(P, n_fft, x.device)  # T_p(2u) [P, N] and its means over the symbol
+        # the per-symbol average (the label): sum_p mean(T_p) H_p, over the even p (the odd means are 0)
+        h = h_p[:, 0].clone()
+        for q in range(2, P, 2):
+            h.add_(h_p[:, q], alpha=means[q])
         xt = x.transpose(1, 2)  # [b, T, F]
-        # p = 0 weighs every sample by u^0 = 1, so its IFFT and FFT cancel: h_0 x, without either.
+        # p = 0 weighs every sample by T_0 = 1, so its IFFT and FFT cancel: h_0 x, without either.
         y = h_p[:, 0] * xt
         if P > 1:
             # Subcarrier i sits on bin i rather than on its offset's bin: a shift by whole bins multiplies
             # the time signal by exp(j 2 pi k0 n / N), which commutes with the weighting in time and is
             # undone by the FFT, so y is the same, without a scatter and a gather.
-            z = padded[:b]
+            z = padded[:b, :P - 1]
             torch.mul(h_p[:, 1:], xt.unsqueeze(1), out=z[..., :F])
             signal = torch.fft.ifft(z, dim=-1, out=scratch.take("signal", z.shape, torch.complex64, x.device))
-            r = signal.mul_(powers[1:, None, :]).sum(1)  # [b, T, N]
+            r = signal.mul_(basis[1:, None, :]).sum(1)  # [b, T, N]
             y += torch.fft.fft(r, dim=-1)[..., :F]
         return h.transpose(1, 2), y.transpose(1, 2)
 
 
 @lru_cache(maxsize=64)
-def _sample_powers(num_terms: int, fft_size: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Returns (``u^p`` [P, N] float32, its mean over the N samples [P, 1, 1] float32) for ``p < P``.
+def _sample_basis(num_terms: int, fft_size: int, device: torch.device) -> tuple[torch.Tensor, list[float]]:
+    """Returns (``T_p(2 u)`` [P, N] float32, its means over the N samples, P floats) for ``p < P``.
 
     ``u`` [N]: each useful sample's time from the symbol centre in units of ``T_u``, as
-    :meth:`TimeVaryingChannel.sample_offsets`.
+    :meth:`TimeVaryingChannel.sample_offsets`; ``T_p`` the Chebyshev polynomials, by their recurrence in float64.
     """
     n = fft_size
-    u = (torch.arange(n, dtype=torch.float64) - (n - 1) / 2).div(n).float()
-    powers = u.unsqueeze(0) ** torch.arange(num_terms).unsqueeze(1)
-    return powers.to(device), powers.mean(1).reshape(-1, 1, 1).to(device)
+    v = 2 * (torch.arange(n, dtype=torch.float64) - (n - 1) / 2) / n
+    basis = [torch.ones_like(v), v]
+    while len(basis) < num_terms:
+        basis.append(2 * v * basis[-1] - basis[-2])
+    basis = torch.stack(basis[:num_terms])
+    return basis.float().to(device), basis.mean(1).tolist()
+
+
+@lru_cache(maxsize=64)
+def _monomials_to_chebyshev(num_terms: int, num_powers: int, device: torch.device) -> torch.Tensor:
+    """Returns ``M`` [P, Q] float32: ``j^q u^q = sum_p j^p M[p, q] T_p(2 u)`` for ``q < Q``, cut at ``p < P``.
+
+    ``u^q = 2^-q (2u)^q`` on the Chebyshev basis (numpy's ``poly2cheb``) has terms of the parity of
+    ``q`` only, so ``j^(q - p) = (-1)^((q - p) / 2)`` is real.
+    """
+    m = np.zeros((num_terms, num_powers))
+    for q in range(num_powers):
+        cheb = np.polynomial.chebyshev.poly2cheb(np.eye(num_powers)[q]) / 2.0 ** q
+        for p in range(min(num_terms, q + 1)):
+            if (q - p) % 2 == 0:
+                m[p, q] = cheb[p] * (-1) ** ((q - p) // 2)
+    return torch.as_tensor(m, dtype=torch.float32, device=device)
 
 
 @lru_cache(maxsize=16)
