@@ -22,6 +22,7 @@ random stream a frame's realization comes from (per frame or per condition) is
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -66,6 +67,20 @@ class _Scratch:
         if buf is None or buf.numel() < n or buf.dtype != dtype or buf.device != torch.device(device):
             buf = self._buffers[name] = torch.empty(n, dtype=dtype, device=device)
         return buf[:n].view(shape)
+
+
+_THREAD_SCRATCH = threading.local()
+
+
+def _block_scratch(device: torch.device) -> _Scratch:
+    """Returns the scratch for one call's blocks: on CPU this thread's, kept between calls (its buffers are
+    block-sized, about 3 MB for TDL-A, and new pages for them on every call cost page faults); elsewhere a new one."""
+    if device.type != "cpu":
+        return _Scratch()
+    scratch = getattr(_THREAD_SCRATCH, "scratch", None)
+    if scratch is None:
+        scratch = _THREAD_SCRATCH.scratch = _Scratch()
+    return scratch
 
 
 @dataclass(frozen=True)
@@ -190,7 +205,7 @@ def grid_channel(ofdm: OFDMConfig, profile: ChannelProfile, draws: SinusoidDraws
     B = tau_s.shape[0]
     h = torch.empty(B, F, T, dtype=torch.complex64, device=dev)
     c = _blocks(B, _CHUNK_GAINS if dev.type == "cpu" else _CHUNK_GPU)
-    scratch = _Scratch()
+    scratch = _block_scratch(dev)
     # A block of frames at a time through gains, phasors and their product: on CPU every
     # intermediate then stays in cache, where whole-batch temporaries would stream through memory.
     for s in range(0, B, c):
@@ -437,7 +452,7 @@ class TimeVaryingChannel:
         P = self._series_terms(slice(0, B))[0]
         # The p >= 1 terms' grids, zero-padded to the FFT size once: each block writes the first F bins.
         padded = torch.zeros(min(c, B), max(P - 1, 0), T, self.fft_size, dtype=torch.complex64, device=x.device)
-        scratch = _Scratch()
+        scratch = _block_scratch(x.device)
         for s in range(0, B, c):
             # each block takes the terms its own largest Doppler needs
             h[s:s + c], y[s:s + c] = self._propagate(x[s:s + c], slice(s, s + c), padded, scratch)

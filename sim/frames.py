@@ -19,6 +19,7 @@ Determinism: the same (config, seed, batch size, device) gives bit-identical fra
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields
 from functools import cached_property, lru_cache
 
@@ -26,13 +27,14 @@ import torch
 
 from wavefront.errors import ConfigError
 from wavefront.sim.config import SystemConfig
-from wavefront.sim.fading import TimeVaryingChannel, ofdm_channel
+from wavefront.sim.fading import TimeVaryingChannel, _block_scratch, ofdm_channel
 from wavefront.sim.profiles import channel_profile
 from wavefront.sim.realizations import per_condition_channel
 from wavefront.sim.statistics import warn_unmodelled_ici
 from wavefront.utils import make_generator, resolve_device
 
 _PILOT_SEED = 0x5EED  # the pilot sequence is part of the system, not of a frame
+_NOISE_BUFFER_MAX = 1 << 22  # floats (16 MB): larger batches draw their noise into a new tensor
 _PLACE_BLOCK = 32  # frames per block when the grid is gathered from bytes: the [b, F*T] codes stay in cache
 
 
@@ -93,6 +95,15 @@ def _draw(value, n: int, g: torch.Generator, device, points: list[float] | None 
         lo, hi = value
         return torch.rand(n, generator=g, device=device, dtype=torch.float64).mul_(hi - lo).add_(lo).float()
     return torch.full((n,), float(value), device=device, dtype=torch.float32)
+
+
+def _noise_buffer(shape: tuple[int, ...], device: torch.device) -> torch.Tensor | None:
+    """Returns where to draw a batch's noise: on CPU this thread's buffer, kept between calls up to
+    :data:`_NOISE_BUFFER_MAX` floats (new pages for a grid-sized temporary on every call cost page
+    faults); otherwise ``None``, a new tensor."""
+    if device.type != "cpu" or math.prod(shape) > _NOISE_BUFFER_MAX:
+        return None
+    return _block_scratch(device).take("noise", shape, torch.float32, device)
 
 
 def _random_bytes(n_frames: int, n_bits: int, g: torch.Generator, device) -> torch.Tensor:
@@ -303,7 +314,7 @@ class FrameGenerator:
         else:
             h = ofdm_channel(o, self.profile, ds, fd, ch.num_sinusoids, g)  # [B, F, T]
         F, T = self._grid_shape
-        noise = torch.randn(batch_size, F, T, 2, generator=g, device=dev)
+        noise = torch.randn(batch_size, F, T, 2, generator=g, device=dev, out=_noise_buffer((batch_size, F, T, 2), dev))
         # scaled as real pairs: the numbers of a complex-by-real product, without promoting the scale to complex
         noise = torch.view_as_complex(noise.mul_(torch.sqrt(noise_var / 2).reshape(-1, 1, 1, 1)))
 
