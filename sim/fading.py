@@ -115,18 +115,25 @@ def draw_sinusoids(profile: ChannelProfile, doppler_hz: torch.Tensor, num_sinuso
     B, L = doppler_hz.shape[0], len(profile.norm_delays)
     if not profile.is_cdl:
         N = num_sinusoids
-        n = torch.arange(1, N + 1, device=dev, dtype=torch.float32)
-        theta = (torch.rand(B, L, N, generator=generator, device=dev) * 2 - 1) * (math.pi / N)
-        cosines = torch.cos(2 * math.pi * n / N + theta)
+        # (r * 2 - 1) * (pi / N) + 2 pi n / N, in place: the numbers of the expression, fewer tensors
+        theta = torch.rand(B, L, N, generator=generator, device=dev).mul_(2).sub_(1).mul_(math.pi / N)
+        cosines = theta.add_(_sinusoid_angles(N, dev)).cos_()
     else:
         N = profile.ray_aoa_rad.shape[1]
         cos_az, sin_ze = (torch.as_tensor(v, dtype=torch.float32, device=dev).expand(B, L, N)
                           for v in profile.ray_direction_factors())
         cosines = (cos_az.gather(2, _random_permutations(B, L, N, generator, dev))
                    * sin_ze.gather(2, _random_permutations(B, L, N, generator, dev)))
-    phi = (torch.rand(B, L, N, generator=generator, device=dev) * 2 - 1) * math.pi
-    phi0 = (torch.rand(B, 1, generator=generator, device=dev) * 2 - 1) * math.pi if profile.is_los else None
+    phi = torch.rand(B, L, N, generator=generator, device=dev).mul_(2).sub_(1).mul_(math.pi)
+    phi0 = torch.rand(B, 1, generator=generator, device=dev).mul_(2).sub_(1).mul_(math.pi) if profile.is_los else None
     return SinusoidDraws(doppler_hz, cosines, phi, phi0)
+
+
+@lru_cache(maxsize=16)
+def _sinusoid_angles(num_sinusoids: int, device: torch.device) -> torch.Tensor:
+    """Returns ``2 pi n / N`` [N] float32 for ``n = 1..N``: the TDL sinusoids' angles before their per-frame offset."""
+    n = torch.arange(1, num_sinusoids + 1, device=device, dtype=torch.float32)
+    return 2 * math.pi * n / num_sinusoids
 
 
 def tap_gains(profile: ChannelProfile, doppler_hz: torch.Tensor, times_s: torch.Tensor,
