@@ -457,9 +457,10 @@ class TimeVaryingChannel:
         y = torch.empty_like(h)
         c = _blocks(B, _CHUNK_GAINS if x.device.type == "cpu" else _CHUNK_ICI_GPU)
         P = self._series_terms(slice(0, B))[0]
-        # The p >= 1 terms' grids, zero-padded to the FFT size once: each block writes the first F bins.
-        padded = torch.zeros(min(c, B), max(P - 1, 0), T, self.fft_size, dtype=torch.complex64, device=x.device)
         scratch = _block_scratch(x.device)
+        # The p >= 1 terms' grids, zero-padded to the FFT size once: each block writes the first F bins.
+        padded = scratch.take("padded", (min(c, B), max(P - 1, 0), T, self.fft_size), torch.complex64, x.device)
+        padded[..., F:].zero_()
         for s in range(0, B, c):
             # each block takes the terms its own largest Doppler needs
             h[s:s + c], y[s:s + c] = self._propagate(x[s:s + c], slice(s, s + c), padded, scratch)
@@ -511,17 +512,17 @@ class TimeVaryingChannel:
         flat = g.view(T, S * b * L).t()
         flat = flat.contiguous() if scratch is None else scratch.take("base", flat.shape, g.dtype, dev).copy_(flat)
         base = torch.view_as_real(flat).view(S, b * L, 2 * T).transpose(0, 1)  # [b L, S, 2 T]
-        # Taylor: (j y)^q / q! = j^q y^q / q! with y = w c T_u real, real powers by recurrence; on
-        # T_p(2u) the coefficient of j^q y^q / q! u^q is j^p times a real number (q - p is even)
+        # Taylor: (j y)^q / q! = j^q y^q / q! with y = w c T_u real; on T_p(2u) the coefficient of
+        # j^q y^q / q! u^q is j^p times a real number (q - p is even), the 1 / q! in the matrix
         y_s = (w.reshape(b, 1, 1) * t_u * cos_).reshape(b * L, 1, S)
         powers = torch.ones(b * L, Q, S, device=dev)
-        for q in range(1, Q):
-            powers[:, q] = powers[:, q - 1] * y_s[:, 0] / q
-        to_chebyshev = _monomials_to_chebyshev(P, Q, dev)  # [P, Q]
-        real = torch.matmul(to_chebyshev, powers)  # [b L, P, S]
+        if Q > 1:
+            torch.cumprod(y_s.expand(b * L, Q - 1, S), 1, out=powers[:, 1:])  # y^q
+        to_chebyshev = _monomials_to_chebyshev(P, Q, dev) * _inverse_factorials(Q, dev)  # [P, Q]
         amp = _amplitudes(tuple(prof.nlos_powers.tolist()), S, dev)
-        d = torch.bmm(real, base).reshape(b, L, P, T, 2) * amp.reshape(1, L, 1, 1, 1)
-        d = torch.view_as_complex(d) * _j_powers(P, dev).reshape(1, 1, P, 1)  # [b, L, P, T]
+        real = torch.matmul(to_chebyshev, powers).mul_(amp.repeat(b).reshape(b * L, 1, 1))  # [b L, P, S]
+        d = torch.view_as_complex(torch.bmm(real, base).reshape(b, L, P, T, 2))
+        d = d * _j_powers(P, dev).reshape(1, 1, P, 1)  # [b, L, P, T]
         if prof.is_los:
             t_c = t_c0 + symbol_times_s(o).to(dev)  # [T] float64
             arg0 = w.reshape(b, 1).double() * prof.los_cos_aoa * t_c + dr.los_phase_rad.double()  # [b, T]
@@ -576,6 +577,12 @@ def _sample_basis(num_terms: int, fft_size: int, device: torch.device) -> tuple[
         basis.append(2 * v * basis[-1] - basis[-2])
     basis = torch.stack(basis[:num_terms])
     return basis.float().to(device), basis.mean(1).tolist()
+
+
+@lru_cache(maxsize=16)
+def _inverse_factorials(n: int, device: torch.device) -> torch.Tensor:
+    """Returns ``1 / q!`` [n] float32 for ``q < n``."""
+    return torch.tensor([1 / math.factorial(q) for q in range(n)], dtype=torch.float32, device=device)
 
 
 @lru_cache(maxsize=64)
