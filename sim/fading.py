@@ -216,7 +216,8 @@ def grid_channel(ofdm: OFDMConfig, profile: ChannelProfile, draws: SinusoidDraws
     # A block of frames at a time through gains, phasors and their product: on CPU every
     # intermediate then stays in cache, where whole-batch temporaries would stream through memory.
     for s in range(0, B, c):
-        a = _uniform_tap_gains(profile, draws.rows(slice(s, s + c)), 0.0, ofdm.symbol_duration_s, T, scratch)
+        rows = draws if c >= B else draws.rows(slice(s, s + c))  # one block: no slices (batch 1 pays per tensor)
+        a = _uniform_tap_gains(profile, rows, 0.0, ofdm.symbol_duration_s, T, scratch)
         torch.bmm(delay_phasors(tau_s[s:s + c], first_hz, spacing_hz, F), a, out=h[s:s + c])
     return h
 
