@@ -317,6 +317,8 @@ def delay_phasors(tau_s: torch.Tensor, first_hz: float, spacing_hz: float, num_f
     angle = (-2 * math.pi) * freqs * tau_s.double().reshape(B, 1, L)  # [B, I + K, L]
     e = torch.complex(torch.cos(angle).float(), torch.sin(angle).float())
     coarse, fine = e[:, :I].unsqueeze(2), e[:, I:].unsqueeze(1)  # [B, I, 1, L], [B, 1, K, L]
+    if e.requires_grad:  # differentiated: one product (out= does not record gradients)
+        return (coarse * fine).reshape(B, I * K, L)[:, :num_freqs]
     out = torch.empty(B, I, K, L, dtype=torch.complex64, device=tau_s.device)
     # One complex64 product per value (the float64 product rounded once cost twice the whole
     # function), in pieces that torch runs on one thread: a complex product on CPU rounds
