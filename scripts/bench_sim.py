@@ -22,7 +22,10 @@ prints both runs and each ratio before and after.
 On CPU the clock is the process's CPU time (``--clock cpu``): on a machine shared with other
 jobs it leaves out the time spent waiting for a core; ``--clock wall`` times elapsed time.
 
-Usage: ``OMP_NUM_THREADS=1 python scripts/bench_sim.py [--device cpu|cuda] [--seconds 2] [--rounds 3]
+``--threads`` (default 1) sets torch's thread count in this process and in the ``--before`` one,
+so the README's one-thread figures need no environment variable.
+
+Usage: ``python scripts/bench_sim.py [--device cpu|cuda] [--threads 1] [--seconds 2] [--rounds 3]
 [--clock cpu|wall] [--before REV] [--ici-only]``.
 """
 from __future__ import annotations
@@ -150,6 +153,12 @@ def print_report(label: str, res: dict) -> None:
         print(f"{b:>6} {r['frequency']:>12,.0f} {r['ici']:>12,.0f} {r['frequency'] / r['ici']:>8.2f}x")
 
 
+# issue 24's targets: the generation ratios at least these, the ICI cost at most these
+TARGETS = {"generation vs sionna, batch 1": (">=", 3.0), "generation vs sionna, batch 100": (">=", 5.0),
+           "generation vs sionna, batch 1000": (">=", 5.0), "ici cost over frequency path, batch 100": ("<=", 2.0),
+           "ici cost over frequency path, batch 1000": ("<=", 2.0)}
+
+
 def ratios(res: dict) -> dict[str, float]:
     """Returns the headline ratios of one run by name."""
     out = {f"generation vs sionna, batch {b}": r["wavefront"] / r["sionna direct"] for b, r in res["generation"].items()}
@@ -180,7 +189,8 @@ def measure_revision(rev: str, args) -> dict:
         pkg = export_revision(rev, Path(tmp))
         env = {**os.environ, "PYTHONPATH": str(pkg)}
         cmd = [sys.executable, __file__, "--worker", "--device", args.device, "--seconds", str(args.seconds),
-               "--rounds", str(args.rounds), "--loop-frames", str(args.loop_frames), "--clock", args.clock]
+               "--rounds", str(args.rounds), "--loop-frames", str(args.loop_frames), "--clock", args.clock,
+               "--threads", str(args.threads)]
         cmd += ["--ici-only"] if args.ici_only else []
         proc = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True, cwd=tmp)
     res = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -192,6 +202,7 @@ def measure_revision(rev: str, args) -> dict:
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (torch.set_num_threads), both runs")
     ap.add_argument("--seconds", type=float, default=2.0, help="minimum timing window per measurement and round")
     ap.add_argument("--rounds", type=int, default=3, help="rounds of side-by-side timing; each keeps its best")
     ap.add_argument("--loop-frames", type=int, default=30, help="frames timed for the per-frame loop")
@@ -201,6 +212,7 @@ def main():
     ap.add_argument("--before", metavar="REV", help="also measure the library at git revision REV, and compare")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # one run, as JSON on stdout
     args = ap.parse_args()
+    torch.set_num_threads(args.threads)
     dev = resolve_device(args.device)
     args.clock = args.clock or ("cpu" if dev.type == "cpu" else "wall")
     torch.manual_seed(0)
@@ -213,12 +225,14 @@ def main():
         print_report(f"before ({args.before})", before)
         print()
     print_report("now" if before is not None else "wavefront", now)
-    if before is not None:
-        print()
-        print(f"{'ratio':<42} {'before':>8} {'now':>8}")
-        r0, r1 = ratios(before), ratios(now)
-        for k in r1:
-            print(f"{k:<42} {r0[k]:>7.2f}x {r1[k]:>7.2f}x")
+    print()
+    r0, r1 = (ratios(before) if before is not None else {}), ratios(now)
+    print(f"{'ratio':<42} {'before':>8} {'now':>8}  target")
+    for k in r1:
+        was = f"{r0[k]:>7.2f}x" if k in r0 else f"{'-':>8}"
+        op, goal = TARGETS.get(k, (None, None))
+        met = "" if op is None else f"  {op} {goal:g}x: {'met' if (r1[k] >= goal if op == '>=' else r1[k] <= goal) else 'not met'}"
+        print(f"{k:<42} {was} {r1[k]:>7.2f}x{met}")
     print("frames/s; 'vs sionna' > 1 is faster than Sionna; 'ici cost' is frequency-path frames/s over ICI-path frames/s")
 
 

@@ -22,6 +22,7 @@ random stream a frame's realization comes from (per frame or per condition) is
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -34,6 +35,9 @@ from wavefront.sim.profiles import ChannelProfile, subcarrier_offsets_hz, symbol
 _CHUNK = 128  # frames per block in the heavy loops on CPU: large enough to vectorise, small enough for cache
 _CHUNK_GPU = 8192  # on a GPU the blocks only bound memory (about 0.2 GB of temporaries for TDL-A)
 _CHUNK_GAINS = 32  # frames per block of the phase recurrence on CPU: its [T, N, b, L] powers fit in L2
+# torch's at::internal::GRAIN_SIZE: an elementwise op on fewer elements runs on one thread
+# (tests/sim/test_threads.py goes red if that stops holding)
+_SERIAL_ELEMENTS = 32768
 
 
 def _blocks(batch: int, most: int) -> int:
@@ -43,6 +47,40 @@ def _blocks(batch: int, most: int) -> int:
 
 def _chunk(device: torch.device) -> int:
     return _CHUNK if device.type == "cpu" else _CHUNK_GPU
+
+
+class _Scratch:
+    """Temporaries reused by the blocks of one call: ``take(name, shape, dtype, device)`` returns a tensor, uninitialised.
+
+    A block's temporaries are large (a TDL-A block's sinusoid phasors are 1.3 MB); allocated
+    afresh for every block, they come back from the allocator as new pages, and on CPU the page
+    faults cost more than the arithmetic. One buffer per name, as large as the largest request;
+    a buffer taken again is overwritten, so a caller keeps nothing it took past its next take.
+    """
+
+    def __init__(self):
+        self._buffers: dict[str, torch.Tensor] = {}
+
+    def take(self, name: str, shape: tuple[int, ...], dtype: torch.dtype, device) -> torch.Tensor:
+        n = math.prod(shape)
+        buf = self._buffers.get(name)
+        if buf is None or buf.numel() < n or buf.dtype != dtype or buf.device != torch.device(device):
+            buf = self._buffers[name] = torch.empty(n, dtype=dtype, device=device)
+        return buf[:n].view(shape)
+
+
+_THREAD_SCRATCH = threading.local()
+
+
+def _block_scratch(device: torch.device) -> _Scratch:
+    """Returns the scratch for one call's blocks: on CPU this thread's, kept between calls (its buffers are
+    block-sized, about 3 MB for TDL-A, and new pages for them on every call cost page faults); elsewhere a new one."""
+    if device.type != "cpu":
+        return _Scratch()
+    scratch = getattr(_THREAD_SCRATCH, "scratch", None)
+    if scratch is None:
+        scratch = _THREAD_SCRATCH.scratch = _Scratch()
+    return scratch
 
 
 @dataclass(frozen=True)
@@ -77,18 +115,25 @@ def draw_sinusoids(profile: ChannelProfile, doppler_hz: torch.Tensor, num_sinuso
     B, L = doppler_hz.shape[0], len(profile.norm_delays)
     if not profile.is_cdl:
         N = num_sinusoids
-        n = torch.arange(1, N + 1, device=dev, dtype=torch.float32)
-        theta = (torch.rand(B, L, N, generator=generator, device=dev) * 2 - 1) * (math.pi / N)
-        cosines = torch.cos(2 * math.pi * n / N + theta)
+        # (r * 2 - 1) * (pi / N) + 2 pi n / N, in place: the numbers of the expression, fewer tensors
+        theta = torch.rand(B, L, N, generator=generator, device=dev).mul_(2).sub_(1).mul_(math.pi / N)
+        cosines = theta.add_(_sinusoid_angles(N, dev)).cos_()
     else:
         N = profile.ray_aoa_rad.shape[1]
         cos_az, sin_ze = (torch.as_tensor(v, dtype=torch.float32, device=dev).expand(B, L, N)
                           for v in profile.ray_direction_factors())
         cosines = (cos_az.gather(2, _random_permutations(B, L, N, generator, dev))
                    * sin_ze.gather(2, _random_permutations(B, L, N, generator, dev)))
-    phi = (torch.rand(B, L, N, generator=generator, device=dev) * 2 - 1) * math.pi
-    phi0 = (torch.rand(B, 1, generator=generator, device=dev) * 2 - 1) * math.pi if profile.is_los else None
+    phi = torch.rand(B, L, N, generator=generator, device=dev).mul_(2).sub_(1).mul_(math.pi)
+    phi0 = torch.rand(B, 1, generator=generator, device=dev).mul_(2).sub_(1).mul_(math.pi) if profile.is_los else None
     return SinusoidDraws(doppler_hz, cosines, phi, phi0)
+
+
+@lru_cache(maxsize=16)
+def _sinusoid_angles(num_sinusoids: int, device: torch.device) -> torch.Tensor:
+    """Returns ``2 pi n / N`` [N] float32 for ``n = 1..N``: the TDL sinusoids' angles before their per-frame offset."""
+    n = torch.arange(1, num_sinusoids + 1, device=device, dtype=torch.float32)
+    return 2 * math.pi * n / num_sinusoids
 
 
 def tap_gains(profile: ChannelProfile, doppler_hz: torch.Tensor, times_s: torch.Tensor,
@@ -167,10 +212,12 @@ def grid_channel(ofdm: OFDMConfig, profile: ChannelProfile, draws: SinusoidDraws
     B = tau_s.shape[0]
     h = torch.empty(B, F, T, dtype=torch.complex64, device=dev)
     c = _blocks(B, _CHUNK_GAINS if dev.type == "cpu" else _CHUNK_GPU)
+    scratch = _block_scratch(dev)
     # A block of frames at a time through gains, phasors and their product: on CPU every
     # intermediate then stays in cache, where whole-batch temporaries would stream through memory.
     for s in range(0, B, c):
-        a = uniform_tap_gains(profile, draws.rows(slice(s, s + c)), 0.0, ofdm.symbol_duration_s, T)
+        rows = draws if c >= B else draws.rows(slice(s, s + c))  # one block: no slices (batch 1 pays per tensor)
+        a = _uniform_tap_gains(profile, rows, 0.0, ofdm.symbol_duration_s, T, scratch)
         torch.bmm(delay_phasors(tau_s[s:s + c], first_hz, spacing_hz, F), a, out=h[s:s + c])
     return h
 
@@ -195,8 +242,14 @@ def uniform_tap_gains(profile: ChannelProfile, draws: SinusoidDraws, start_s: fl
     relative for T <= 16; the direct float32 evaluation is off by ``ulp(w c t + phi)``, about 1e-6
     at 10 rad). ``tests/sim/test_fading_recurrence.py`` holds it to that bound.
     """
+    return _uniform_tap_gains(profile, draws, start_s, step_s, num_times)
+
+
+def _uniform_tap_gains(profile: ChannelProfile, draws: SinusoidDraws, start_s: float, step_s: float, num_times: int,
+                       scratch: _Scratch | None = None) -> torch.Tensor:
+    """:func:`uniform_tap_gains`, its sinusoid phasors in ``scratch`` when given."""
     B, L, N = draws.cosines.shape
-    g = _sinusoid_phasors(draws, start_s, step_s, num_times)  # [T, N, B, L]
+    g = _sinusoid_phasors(draws, start_s, step_s, num_times, scratch)  # [T, N, B, L]
     a = (g.sum(1) * _amplitudes(tuple(profile.nlos_powers.tolist()), N, g.device)).permute(1, 2, 0)  # [B, L, T]
     if profile.is_los:  # B x T values: evaluated directly, in float64
         t = start_s + step_s * torch.arange(num_times, dtype=torch.float64, device=g.device)
@@ -207,11 +260,13 @@ def uniform_tap_gains(profile: ChannelProfile, draws: SinusoidDraws, start_s: fl
     return a
 
 
-def _sinusoid_phasors(draws: SinusoidDraws, start_s: float, step_s: float, num_times: int) -> torch.Tensor:
+def _sinusoid_phasors(draws: SinusoidDraws, start_s: float, step_s: float, num_times: int,
+                      scratch: _Scratch | None = None) -> torch.Tensor:
     """Returns ``exp(j(w c_n t_m + phi_n))`` [T, N, B, L] complex64 at ``t_m = start_s + m step_s``: every NLoS sinusoid.
 
     Sinusoids before frames and taps, so that a sum over them adds whole [B, L] blocks. The
-    phase recurrence of :func:`uniform_tap_gains` (see there for its accuracy).
+    phase recurrence of :func:`uniform_tap_gains` (see there for its accuracy). Written into
+    ``scratch``'s ``"phasors"`` when given.
     """
     cosines, phi, fd = draws.cosines, draws.phases_rad, draws.doppler_hz
     B, L, N = cosines.shape
@@ -223,7 +278,9 @@ def _sinusoid_phasors(draws: SinusoidDraws, start_s: float, step_s: float, num_t
     else:  # reduced to [0, 2 pi) in float64 before the one rounding, whatever the start time
         q = _phasor(torch.remainder(nu * start_s + phi_t.double(), 2 * math.pi).float())
     z = _phasor(nu * step_s)  # complex128 [N, B, L]
-    g = torch.empty(num_times, N, B, L, dtype=torch.complex64, device=cosines.device)
+    shape = (num_times, N, B, L)
+    g = (torch.empty(shape, dtype=torch.complex64, device=cosines.device) if scratch is None
+         else scratch.take("phasors", shape, torch.complex64, cosines.device))
     g[0] = q
     n = 1
     while n < num_times:  # g[n : 2n] = g[0 : n] z^n
@@ -250,21 +307,33 @@ def delay_phasors(tau_s: torch.Tensor, first_hz: float, spacing_hz: float, num_f
     """Returns ``exp(-j 2 pi f_k tau[b, l])`` [B, F, L] complex64 at ``f_k = first_hz + k spacing_hz`` (Hz), ``k < num_freqs``.
 
     ``tau_s`` [B, L] (s). A geometric sequence in ``k``: with ``k = K i + j``, it is the product of
-    ``exp(-j 2 pi tau (first + K i spacing))`` and ``exp(-j 2 pi tau j spacing)``, both and their
-    product in float64, rounded once to complex64, ``K ~ sqrt(F)``: about 2 sqrt(F) sin/cos per tap
-    instead of F, every value within one float32 rounding of exact, and the same bits whatever
-    the thread count.
+    ``exp(-j 2 pi tau (first + K i spacing))`` and ``exp(-j 2 pi tau j spacing)``, each evaluated in
+    float64 and rounded once to complex64, ``K ~ sqrt(F)``: about 2 sqrt(F) sin/cos per tap instead
+    of F, every value within three complex64 roundings of exact (below 4e-7; a test holds it there),
+    far below what a tap's sum of sinusoids carries already.
     """
     B, L = tau_s.shape
     freqs, I, K = _coarse_and_fine_hz(first_hz, spacing_hz, num_freqs, tau_s.device)
     angle = (-2 * math.pi) * freqs * tau_s.double().reshape(B, 1, L)  # [B, I + K, L]
-    c, s = torch.cos(angle), torch.sin(angle)
-    c_i, s_i, c_k, s_k = c[:, :I].unsqueeze(2), s[:, :I].unsqueeze(2), c[:, I:].unsqueeze(1), s[:, I:].unsqueeze(1)
-    # The product in real float64 arithmetic, rounded once: a complex multiply on CPU takes a
-    # vectorised or a scalar path depending on where the threads split the tensor, and the two
-    # round differently, so the frames would depend on the thread count.
-    re, im = c_i * c_k - s_i * s_k, c_i * s_k + s_i * c_k  # [B, I, K, L]
-    return torch.complex(re.float(), im.float()).reshape(B, I * K, L)[:, :num_freqs]
+    e = torch.complex(torch.cos(angle).float(), torch.sin(angle).float())
+    coarse, fine = e[:, :I].unsqueeze(2), e[:, I:].unsqueeze(1)  # [B, I, 1, L], [B, 1, K, L]
+    if e.requires_grad:  # differentiated: one product (out= does not record gradients)
+        return (coarse * fine).reshape(B, I * K, L)[:, :num_freqs]
+    out = torch.empty(B, I, K, L, dtype=torch.complex64, device=tau_s.device)
+    # One complex64 product per value (the float64 product rounded once cost twice the whole
+    # function), in pieces that torch runs on one thread: a complex product on CPU rounds
+    # differently in its vectorised and scalar code, and a split across threads moves the
+    # boundary between them, so a larger product would make the frames depend on the thread count.
+    rows = max(1, _SERIAL_ELEMENTS // (K * L))  # (frame, coarse frequency) rows per piece
+    if rows >= I or tau_s.device.type != "cpu":
+        step = B if tau_s.device.type != "cpu" else rows // I
+        for s in range(0, B, step):
+            torch.mul(coarse[s:s + step], fine[s:s + step], out=out[s:s + step])
+    else:
+        for b in range(B):
+            for r in range(0, I, rows):
+                torch.mul(coarse[b, r:r + rows], fine[b], out=out[b, r:r + rows])
+    return out.reshape(B, I * K, L)[:, :num_freqs]
 
 
 @lru_cache(maxsize=64)
@@ -305,7 +374,7 @@ def frequency_response(freqs_hz: torch.Tensor, a: torch.Tensor, tau_s: torch.Ten
 
 
 _CHUNK_ICI_GPU = 2048  # frames per block of the time-domain path on a GPU (its [b, P, T, N] FFT blocks)
-_TAYLOR_TOL = 1e-8  # series remainder bound, below float32 round-off (6e-8 of a unit gain)
+_SERIES_TOL = 1e-8  # bound on a sinusoid's series error in time, below float32 round-off (6e-8 of a unit gain)
 
 
 class TimeVaryingChannel:
@@ -327,13 +396,20 @@ class TimeVaryingChannel:
        summed, and demodulated by an N-point FFT.
 
     The gains are the sums of sinusoids of :func:`tap_gains`, evaluated at the samples through a
-    Taylor series in time about each symbol's centre, ``exp(j w c (t_c + u T_u)) = exp(j w c t_c)
-    sum_p (j w c T_u u)^p / p!``, ``|u| < 1/2``, cut where the remainder bound
-    ``(pi f_d / scs)^p / p!`` falls below 1e-8 (7 terms at 1000 Hz, 15 kHz; 1 at 0 Hz), under float32 round-off.
-    Then ``sum_l a_l(t) IFFT(E_l X)(t) = sum_p u^p IFFT(H_p X)``, with ``H_p`` the frequency
-    response of the taps' p-th coefficients: P IFFTs per symbol instead of one per tap, and the
-    same numbers as the direct sum (a test holds the gains to :func:`evaluate_tap_gains` at every
-    sample time).
+    Chebyshev series in time about each symbol's centre: with ``u`` the time from the centre in
+    units of ``T_u = 1/scs`` (``|u| <= 1/2``) and ``y = w c T_u``,
+    ``exp(j w c (t_c + u T_u)) = exp(j w c t_c) sum_p j^p eps_p J_p(y / 2) T_p(2 u)`` (Jacobi-Anger;
+    ``eps_0 = 1``, ``eps_p = 2``). Its coefficients are those of the Taylor polynomial
+    ``sum_{q < Q} (j y u)^q / q!`` re-expanded on ``T_p(2 u)`` by a fixed matrix; a sinusoid's
+    error is at most the Taylor remainder and its Chebyshev coefficients, ``2 e^x x^Q / Q!``
+    together, plus the Chebyshev terms left out (``|J_p(z)| <= (z/2)^p / p!``), at most
+    ``2 e^(x/2) (x/2)^P / P!``, with ``x = pi f_d / scs``
+    (:meth:`_series_terms` takes the fewest terms that keep the sum below 1e-8, under float32
+    round-off: P = 6 Chebyshev terms at 1000 Hz and 15 kHz where the Taylor series needs 7;
+    1 at 0 Hz). Then ``sum_l a_l(t) IFFT(E_l X)(t) = sum_p T_p(2u) IFFT(H_p X)``, with ``H_p`` the
+    frequency response of the taps' p-th coefficients: P - 1 IFFTs per symbol instead of one per
+    tap, and the same numbers as the direct sum (a test holds the gains to the float64 sum of
+    sinusoids at every sample time).
 
     Intersymbol interference is not modelled: a tap delayed beyond the CP reads the current
     symbol's cyclic extension, as the frequency-domain path assumes (TDL-A at 300 ns ends at
@@ -383,38 +459,48 @@ class TimeVaryingChannel:
         h = torch.empty(B, F, T, dtype=torch.complex64, device=x.device)
         y = torch.empty_like(h)
         c = _blocks(B, _CHUNK_GAINS if x.device.type == "cpu" else _CHUNK_ICI_GPU)
-        P = self._series_terms(slice(0, B))
+        P = self._series_terms(slice(0, B))[0]
+        scratch = _block_scratch(x.device)
         # The p >= 1 terms' grids, zero-padded to the FFT size once: each block writes the first F bins.
-        padded = torch.zeros(min(c, B), max(P - 1, 0), T, self.fft_size, dtype=torch.complex64, device=x.device)
+        padded = scratch.take("padded", (min(c, B), max(P - 1, 0), T, self.fft_size), torch.complex64, x.device)
+        padded[..., F:].zero_()
         for s in range(0, B, c):
-            h[s:s + c], y[s:s + c] = self._propagate(x[s:s + c], slice(s, s + c), P, padded)
+            # each block takes the terms its own largest Doppler needs
+            h[s:s + c], y[s:s + c] = self._propagate(x[s:s + c], slice(s, s + c), padded, scratch)
         return h, y
 
     def gains_at_samples(self) -> torch.Tensor:
         """Returns the tap gains [B, L, T, N] complex64 at every useful sample (:meth:`sample_times_s`), from the series."""
-        d = self._taylor_coefficients(slice(0, len(self)))  # [B, L, P, T]
-        u = self.sample_offsets(d.device)
-        powers = u.unsqueeze(0) ** torch.arange(d.shape[2], device=d.device).unsqueeze(1)  # [P, N]
-        return torch.einsum("blpt,pn->bltn", d, powers.to(d.dtype))
+        d = self._series_coefficients(slice(0, len(self)))  # [B, L, P, T]
+        basis = _sample_basis(d.shape[2], self.fft_size, d.device)[0]  # T_p(2 u) [P, N]
+        return torch.einsum("blpt,pn->bltn", d, basis.to(d.dtype))
 
-    def _series_terms(self, rows: slice) -> int:
-        """Returns P, the Taylor terms the frames ``rows`` need: the remainder ``x^P / P!`` below 1e-8, ``x = pi f_d / scs``."""
+    def _series_terms(self, rows: slice) -> tuple[int, int]:
+        """Returns (P, Q): the Chebyshev terms and the Taylor terms they come from for the frames ``rows``.
+
+        The fewest with ``2 e^(x/2) (x/2)^P / P! + 2 e^x x^Q / Q!`` below 1e-8 (half each),
+        ``x = pi f_d / scs`` at the rows' largest Doppler: ``|y u| <= x`` (see the class docstring).
+        """
         fd = self.draws.doppler_hz[rows]
-        # |w c T_u u| <= pi f_d / scs: the series' argument bound
-        x_max = math.pi * float(fd.max()) / self.ofdm.subcarrier_spacing_hz if fd.numel() else 0.0
-        P, term = 1, x_max
-        while term >= _TAYLOR_TOL:
+        x = math.pi * float(fd.max()) / self.ofdm.subcarrier_spacing_hz if fd.numel() else 0.0
+        P, term = 1, 2 * math.exp(x / 2) * (x / 2)
+        while term >= _SERIES_TOL / 2:
             P += 1
-            term *= x_max / P
-        return P
+            term *= (x / 2) / P
+        Q, term = 1, 2 * math.exp(x) * x
+        while term >= _SERIES_TOL / 2:
+            Q += 1
+            term *= x / Q
+        return P, max(P, Q)
 
-    def _taylor_coefficients(self, rows: slice, P: int | None = None) -> torch.Tensor:
-        """Returns ``D`` [b, L, P, T] complex64 with ``a_l(t_c,m + u T_u) = sum_p D[l, p, m] u^p`` for ``|u| < 1/2``.
+    def _series_coefficients(self, rows: slice, terms: tuple[int, int] | None = None,
+                             scratch: _Scratch | None = None) -> torch.Tensor:
+        """Returns ``D`` [b, L, P, T] complex64 with ``a_l(t_c,m + u T_u) = sum_p D[l, p, m] T_p(2 u)`` for ``|u| <= 1/2``.
 
-        ``P`` defaults to :meth:`_series_terms` of ``rows``.
+        ``terms`` (P, Q) defaults to :meth:`_series_terms` of ``rows``; ``scratch`` holds the temporaries when given.
         """
         o, prof, dr = self.ofdm, self.profile, self.draws.rows(rows)
-        P = self._series_terms(rows) if P is None else P
+        P, Q = self._series_terms(rows) if terms is None else terms
         cos_, fd = dr.cosines, dr.doppler_hz.float()
         b, L, S = cos_.shape
         dev = cos_.device
@@ -423,63 +509,99 @@ class TimeVaryingChannel:
         # centre of symbol m's useful part: t_c0 + m T_sym, an equally spaced grid
         t_c0 = (self.cp_samples + (self.fft_size - 1) / 2) / (self.fft_size * o.subcarrier_spacing_hz)
         T = o.num_symbols
-        g = _sinusoid_phasors(dr, t_c0, o.symbol_duration_s, T)  # [T, S, b, L]
-        base = torch.view_as_real(g.permute(2, 3, 1, 0)).reshape(b * L, S, 2 * T)
-        # (j y)^p / p! = j^p y^p / p! with y = w c T_u real: real powers by recurrence, then j^p
+        g = _sinusoid_phasors(dr, t_c0, o.symbol_duration_s, T, scratch)  # [T, S, b, L]
+        # Time innermost, [S, b L, T], by one 2-D transpose, read as the [b L] matrices [S, 2 T] it
+        # holds (batch stride 2 T): about half the cost of permuting straight to [b, L, S, T].
+        flat = g.view(T, S * b * L).t()
+        flat = flat.contiguous() if scratch is None else scratch.take("base", flat.shape, g.dtype, dev).copy_(flat)
+        base = torch.view_as_real(flat).view(S, b * L, 2 * T).transpose(0, 1)  # [b L, S, 2 T]
+        # Taylor: (j y)^q / q! = j^q y^q / q! with y = w c T_u real; on T_p(2u) the coefficient of
+        # j^q y^q / q! u^q is j^p times a real number (q - p is even), the 1 / q! in the matrix
         y_s = (w.reshape(b, 1, 1) * t_u * cos_).reshape(b * L, 1, S)
-        real = torch.ones(b * L, P, S, device=dev)
-        for q in range(1, P):
-            real[:, q] = real[:, q - 1] * y_s[:, 0] / q
+        powers = torch.ones(b * L, Q, S, device=dev)
+        if Q > 1:
+            torch.cumprod(y_s.expand(b * L, Q - 1, S), 1, out=powers[:, 1:])  # y^q
+        to_chebyshev = _monomials_to_chebyshev(P, Q, dev) * _inverse_factorials(Q, dev)  # [P, Q]
         amp = _amplitudes(tuple(prof.nlos_powers.tolist()), S, dev)
-        d = (real @ base).reshape(b, L, P, T, 2) * amp.reshape(1, L, 1, 1, 1)
-        d = torch.view_as_complex(d) * _j_powers(P, dev).reshape(1, 1, P, 1)  # [b, L, P, T]
+        real = torch.matmul(to_chebyshev, powers).mul_(amp.repeat(b).reshape(b * L, 1, 1))  # [b L, P, S]
+        d = torch.view_as_complex(torch.bmm(real, base).reshape(b, L, P, T, 2))
+        d = d * _j_powers(P, dev).reshape(1, 1, P, 1)  # [b, L, P, T]
         if prof.is_los:
             t_c = t_c0 + symbol_times_s(o).to(dev)  # [T] float64
             arg0 = w.reshape(b, 1).double() * prof.los_cos_aoa * t_c + dr.los_phase_rad.double()  # [b, T]
             y0 = (2 * math.pi * t_u * prof.los_cos_aoa) * fd  # [b]
-            real0 = torch.ones(b, P, device=dev)
-            for q in range(1, P):
+            real0 = torch.ones(b, Q, device=dev)
+            for q in range(1, Q):
                 real0[:, q] = real0[:, q - 1] * y0 / q
-            coef0 = real0 * _j_powers(P, dev)  # [b, P]
+            coef0 = (real0 @ _monomials_to_chebyshev(P, Q, dev).T) * _j_powers(P, dev)  # [b, P]
             d[:, 0] += math.sqrt(prof.los_power) * coef0.unsqueeze(-1) * _phasor(arg0).to(torch.complex64).unsqueeze(1)
         return d
 
-    def _propagate(self, x: torch.Tensor, rows: slice, P: int, padded: torch.Tensor):
+    def _propagate(self, x: torch.Tensor, rows: slice, padded: torch.Tensor, scratch: _Scratch):
         o, n_fft = self.ofdm, self.fft_size
         F = x.shape[1]
-        d = self._taylor_coefficients(rows, P)  # [b, L, P, T]
+        d = self._series_coefficients(rows, self._series_terms(rows), scratch)  # [b, L, P, T]
         b, L, P, T = d.shape
         e = delay_phasors(self.tau_s[rows], *_subcarrier_grid(o), F)  # [b, F, L]
         # [b, P, T, F]: subcarriers innermost, where the FFTs run
-        h_p = torch.bmm(d.reshape(b, L, P * T).transpose(1, 2), e.transpose(1, 2)).reshape(b, P, T, F)
-        powers, mean_powers = _sample_powers(P, n_fft, x.device)  # u^p [P, N] and its mean over the symbol [P, 1, 1]
-        # the per-symbol average (the label), summed over p on the taps' coefficients: [b, T, F]
-        h = torch.bmm((d * mean_powers.reshape(1, 1, P, 1)).sum(2).transpose(1, 2), e.transpose(1, 2))
+        h_p = torch.bmm(d.reshape(b, L, P * T).transpose(1, 2), e.transpose(1, 2),
+                        out=scratch.take("h_p", (b, P * T, F), torch.complex64, x.device)).reshape(b, P, T, F)
+        basis, means = _sample_basis(P, n_fft, x.device)  # T_p(2u) [P, N] and its means over the symbol
+        # the per-symbol average (the label): sum_p mean(T_p) H_p, over the even p (the odd means are 0)
+        h = h_p[:, 0].clone()
+        for q in range(2, P, 2):
+            h.add_(h_p[:, q], alpha=means[q])
         xt = x.transpose(1, 2)  # [b, T, F]
-        # p = 0 weighs every sample by u^0 = 1, so its IFFT and FFT cancel: h_0 x, without either.
+        # p = 0 weighs every sample by T_0 = 1, so its IFFT and FFT cancel: h_0 x, without either.
         y = h_p[:, 0] * xt
         if P > 1:
             # Subcarrier i sits on bin i rather than on its offset's bin: a shift by whole bins multiplies
             # the time signal by exp(j 2 pi k0 n / N), which commutes with the weighting in time and is
             # undone by the FFT, so y is the same, without a scatter and a gather.
-            z = padded[:b]
+            z = padded[:b, :P - 1]
             torch.mul(h_p[:, 1:], xt.unsqueeze(1), out=z[..., :F])
-            r = (torch.fft.ifft(z, dim=-1) * powers[1:, None, :]).sum(1)  # [b, T, N]
+            signal = torch.fft.ifft(z, dim=-1, out=scratch.take("signal", z.shape, torch.complex64, x.device))
+            r = signal.mul_(basis[1:, None, :]).sum(1)  # [b, T, N]
             y += torch.fft.fft(r, dim=-1)[..., :F]
         return h.transpose(1, 2), y.transpose(1, 2)
 
 
 @lru_cache(maxsize=64)
-def _sample_powers(num_terms: int, fft_size: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Returns (``u^p`` [P, N] float32, its mean over the N samples [P, 1, 1] float32) for ``p < P``.
+def _sample_basis(num_terms: int, fft_size: int, device: torch.device) -> tuple[torch.Tensor, list[float]]:
+    """Returns (``T_p(2 u)`` [P, N] float32, its means over the N samples, P floats) for ``p < P``.
 
     ``u`` [N]: each useful sample's time from the symbol centre in units of ``T_u``, as
-    :meth:`TimeVaryingChannel.sample_offsets`.
+    :meth:`TimeVaryingChannel.sample_offsets`; ``T_p`` the Chebyshev polynomials, by their recurrence in float64.
     """
     n = fft_size
-    u = (torch.arange(n, dtype=torch.float64) - (n - 1) / 2).div(n).float()
-    powers = u.unsqueeze(0) ** torch.arange(num_terms).unsqueeze(1)
-    return powers.to(device), powers.mean(1).reshape(-1, 1, 1).to(device)
+    v = 2 * (torch.arange(n, dtype=torch.float64) - (n - 1) / 2) / n
+    basis = [torch.ones_like(v), v]
+    while len(basis) < num_terms:
+        basis.append(2 * v * basis[-1] - basis[-2])
+    basis = torch.stack(basis[:num_terms])
+    return basis.float().to(device), basis.mean(1).tolist()
+
+
+@lru_cache(maxsize=16)
+def _inverse_factorials(n: int, device: torch.device) -> torch.Tensor:
+    """Returns ``1 / q!`` [n] float32 for ``q < n``."""
+    return torch.tensor([1 / math.factorial(q) for q in range(n)], dtype=torch.float32, device=device)
+
+
+@lru_cache(maxsize=64)
+def _monomials_to_chebyshev(num_terms: int, num_powers: int, device: torch.device) -> torch.Tensor:
+    """Returns ``M`` [P, Q] float32: ``j^q u^q = sum_p j^p M[p, q] T_p(2 u)`` for ``q < Q``, cut at ``p < P``.
+
+    ``u^q = 2^-q (2u)^q`` on the Chebyshev basis (numpy's ``poly2cheb``) has terms of the parity of
+    ``q`` only, so ``j^(q - p) = (-1)^((q - p) / 2)`` is real.
+    """
+    m = np.zeros((num_terms, num_powers))
+    for q in range(num_powers):
+        cheb = np.polynomial.chebyshev.poly2cheb(np.eye(num_powers)[q]) / 2.0 ** q
+        for p in range(min(num_terms, q + 1)):
+            if (q - p) % 2 == 0:
+                m[p, q] = cheb[p] * (-1) ** ((q - p) // 2)
+    return torch.as_tensor(m, dtype=torch.float32, device=device)
 
 
 @lru_cache(maxsize=16)

@@ -19,6 +19,7 @@ Determinism: the same (config, seed, batch size, device) gives bit-identical fra
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields
 from functools import cached_property, lru_cache
 
@@ -26,7 +27,7 @@ import torch
 
 from wavefront.errors import ConfigError
 from wavefront.sim.config import SystemConfig
-from wavefront.sim.fading import TimeVaryingChannel, ofdm_channel
+from wavefront.sim.fading import TimeVaryingChannel, _block_scratch, ofdm_channel
 from wavefront.sim.profiles import channel_profile
 from wavefront.sim.realizations import per_condition_channel
 from wavefront.sim.sparse import sparse_channel
@@ -34,6 +35,8 @@ from wavefront.sim.statistics import warn_unmodelled_ici
 from wavefront.utils import make_generator, resolve_device
 
 _PILOT_SEED = 0x5EED  # the pilot sequence is part of the system, not of a frame
+_NOISE_BUFFER_MAX = 1 << 22  # floats (16 MB): larger batches draw their noise into a new tensor
+_PLACE_BLOCK = 32  # frames per block when the grid is gathered from bytes: the [b, F*T] codes stay in cache
 
 
 @dataclass
@@ -102,6 +105,15 @@ def _draw(value, n: int, g: torch.Generator, device, points: list[float] | None 
         lo, hi = value
         return torch.rand(n, generator=g, device=device, dtype=torch.float64).mul_(hi - lo).add_(lo).float()
     return torch.full((n,), float(value), device=device, dtype=torch.float32)
+
+
+def _noise_buffer(shape: tuple[int, ...], device: torch.device) -> torch.Tensor | None:
+    """Returns where to draw a batch's noise: on CPU this thread's buffer, kept between calls up to
+    :data:`_NOISE_BUFFER_MAX` floats (new pages for a grid-sized temporary on every call cost page
+    faults); otherwise ``None``, a new tensor."""
+    if device.type != "cpu" or math.prod(shape) > _NOISE_BUFFER_MAX:
+        return None
+    return _block_scratch(device).take("noise", shape, torch.float32, device)
 
 
 def _random_bytes(n_frames: int, n_bits: int, g: torch.Generator, device) -> torch.Tensor:
@@ -216,6 +228,45 @@ class FrameGenerator:
         labels = _label_table(self.ofdm.bits_per_symbol, self.device)
         return self._symbols(labels)
 
+    @cached_property
+    def _byte_grid(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Returns what :meth:`_grid_from_bytes` reads: per grid position (flat ``f * T + t``), [F*T] int64 each,
+        the byte column, the multiplier and the offset of its code, and the table of codes [C] int64.
+
+        The table holds ``_byte_symbols`` (code ``S byte + s`` is symbol ``s`` of ``byte``, ``S = 8 / k``)
+        and after them the pilot symbols (code ``256 S + j`` is pilot ``j``), viewed as int64 so that
+        the gather copies bits. A data position's code is ``S byte[column] + s``; a pilot's has
+        multiplier 0 and offset ``256 S + j``.
+        """
+        symbols = self._byte_symbols  # [256, S]
+        S = symbols.shape[1]
+        table = torch.cat([symbols.reshape(-1), self.pilot_symbols.reshape(-1)]).view(torch.int64)
+        n = self._grid_shape[0] * self._grid_shape[1]
+        column = torch.zeros(n, dtype=torch.int64, device=self.device)
+        scale = torch.zeros_like(column)
+        offset = torch.empty_like(column)
+        m = torch.arange(self._num_data_res, device=self.device)  # data symbol m is symbol m % S of byte m // S
+        column[self._data_flat], scale[self._data_flat], offset[self._data_flat] = m // S, S, m % S
+        offset[self._pilot_flat] = 256 * S + torch.arange(self._pilot_flat.numel(), device=self.device)
+        return column, scale, offset, table
+
+    def _grid_from_bytes(self, byte_values: torch.Tensor) -> torch.Tensor:
+        """Returns the transmitted grid x [B, F*T] complex64 of uncoded ``byte_values`` [B, K] int64: data and pilots.
+
+        One gather from a table per position instead of mapping the data and scattering it between
+        the pilots: the same symbols, with no grid-sized temporary (blocks of frames keep the codes in cache).
+        """
+        column, scale, offset, table = self._byte_grid
+        B, n = byte_values.shape[0], column.shape[0]
+        x = torch.empty(B, n, dtype=torch.complex64, device=self.device)
+        bits = x.view(torch.int64)
+        c = _PLACE_BLOCK
+        for s in range(0, B, c):
+            b = min(c, B - s)
+            code = torch.gather(byte_values[s:s + c], 1, column.expand(b, n)).mul_(scale).add_(offset)
+            torch.index_select(table, 0, code.view(-1), out=bits[s:s + c].view(-1))
+        return x
+
     def _labels(self, codewords: torch.Tensor) -> torch.Tensor:
         """Returns the constellation labels [B, N_data] int64 of ``codewords`` [B, N_data * k] (0/1 float32), MSB first."""
         weights = self._constellation[1]
@@ -280,8 +331,9 @@ class FrameGenerator:
         else:
             h = ofdm_channel(o, self.profile, ds, fd, ch.num_sinusoids, g)  # [B, F, T]
         F, T = self._grid_shape
-        noise = torch.randn(batch_size, F, T, 2, generator=g, device=dev)
-        noise = torch.view_as_complex(noise).mul_(torch.sqrt(noise_var / 2).reshape(-1, 1, 1))
+        noise = torch.randn(batch_size, F, T, 2, generator=g, device=dev, out=_noise_buffer((batch_size, F, T, 2), dev))
+        # scaled as real pairs: the numbers of a complex-by-real product, without promoting the scale to complex
+        noise = torch.view_as_complex(noise.mul_(torch.sqrt(noise_var / 2).reshape(-1, 1, 1, 1)))
 
         pf, pt = self.pilot_index
         bits = codewords = y = None
@@ -291,14 +343,12 @@ class FrameGenerator:
             k = o.bits_per_symbol
             if self.ldpc_rate is None and 8 % k == 0:  # uncoded: the symbols straight from the bytes
                 codewords = bits
-                data = self._byte_symbols.index_select(0, byte_values.reshape(-1)).reshape(batch_size, -1)
-                data = data[:, :self._num_data_res]
+                x = self._grid_from_bytes(byte_values)
             else:
                 codewords = bits if self.ldpc_rate is None else self.encoder(bits)
-                data = self._map(codewords)
-            x = torch.empty(batch_size, F * T, dtype=torch.complex64, device=dev)
-            x.index_copy_(1, self._data_flat, data)
-            x[:, self._pilot_flat] = self.pilot_symbols.reshape(-1)
+                x = torch.empty(batch_size, F * T, dtype=torch.complex64, device=dev)
+                x.index_copy_(1, self._data_flat, self._map(codewords))
+                x[:, self._pilot_flat] = self.pilot_symbols.reshape(-1)
             x = x.view(batch_size, F, T)
             if ch.ici:
                 h, hx = channel.propagate(x)

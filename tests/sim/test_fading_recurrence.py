@@ -17,7 +17,7 @@ import torch
 
 from wavefront.sim.config import OFDMConfig
 from wavefront.sim.fading import (
-    TimeVaryingChannel, delay_phasors, draw_sinusoids, ofdm_channel, uniform_tap_gains,
+    TimeVaryingChannel, _monomials_to_chebyshev, delay_phasors, draw_sinusoids, ofdm_channel, uniform_tap_gains,
 )
 from wavefront.sim.profiles import channel_profile, subcarrier_offsets_hz, symbol_times_s
 from wavefront.utils import make_generator
@@ -89,8 +89,8 @@ def test_grid_channel_equals_the_float64_channel_of_the_same_draws_at_1400_hz(pr
 
 @pytest.mark.parametrize("profile_name", ["D", "CDL-B"])
 def test_ici_sample_gains_equal_the_float64_sum_of_sinusoids_at_every_sample(profile_name):
-    # The time-domain path: the recurrence at the symbol centres, then the Taylor series in time
-    # (remainder below 1e-8 per sinusoid, so below 1e-8 sqrt(N P_l) per tap) in float32 powers of u.
+    # The time-domain path: the recurrence at the symbol centres, then the Chebyshev series in time
+    # (error below 1e-8 per sinusoid, so below 1e-8 sqrt(N P_l) per tap) in float32 T_p(2u).
     prof = channel_profile(profile_name)
     for fd in ([1400.0], [1400.0, 300.0, 0.0]):  # batch 1, and a batch of Dopplers
         tv = TimeVaryingChannel.draw(OFDM, prof, torch.full((len(fd),), 300e-9), torch.tensor(fd), 20, make_generator(2))
@@ -99,3 +99,24 @@ def test_ici_sample_gains_equal_the_float64_sum_of_sinusoids_at_every_sample(pro
         got = tv.gains_at_samples()
         bound = (_bound(prof, tv.draws.cosines.shape[2]) * 2).unsqueeze(-1)  # + the series: P more float32 terms
         assert ((got - want).abs() <= bound).all(), float((got - want).abs().max())
+
+
+@pytest.mark.parametrize("doppler_hz,terms", [(0.0, 1), (7.0, 3), (300.0, 5), (1000.0, 6), (1400.0, 7)])
+def test_chebyshev_series_keeps_every_sinusoid_within_1e8_in_time(doppler_hz, terms):
+    # The ICI path's series in float64: exp(j y u) for |u| <= 1/2 and every |y| <= 2 pi f_d / scs
+    # against sum_p j^p c_p(y) T_p(2u), with the terms TimeVaryingChannel takes (6 at 1000 Hz,
+    # where a Taylor series needs 7 for the same bound).
+    tv = TimeVaryingChannel.draw(OFDM, channel_profile("A"), torch.full((1,), 300e-9), torch.tensor([doppler_hz]),
+                                 20, make_generator(0))
+    P, Q = tv._series_terms(slice(0, 1))
+    assert P == terms
+    y_max = 2 * math.pi * doppler_hz / OFDM.subcarrier_spacing_hz
+    y = torch.linspace(-y_max, y_max, 41, dtype=torch.float64).reshape(-1, 1)
+    u = torch.linspace(-0.5, 0.5, 129, dtype=torch.float64)
+    powers = torch.stack([y ** q / math.factorial(q) for q in range(Q)], -1)  # [41, 1, Q]
+    coef = powers @ _monomials_to_chebyshev(P, Q, torch.device("cpu")).double().T  # [41, 1, P]
+    basis = [torch.ones_like(u), 2 * u]
+    while len(basis) < P:
+        basis.append(4 * u * basis[-1] - basis[-2])
+    series = sum((1j) ** p * coef[..., p] * basis[p] for p in range(P))
+    assert (series - torch.exp(1j * y * u)).abs().max() < 1e-8
