@@ -3,7 +3,10 @@
 Same as ``wavefront codesign layout``; writes results.json, layout_seed*.png and
 checkpoint_seed*.pt under --out (default runs/layout_<layout>).
 
-    python scripts/codesign_layout.py --layout rectangular --epochs 30
+    python scripts/codesign_layout.py --layout rectangular --epochs 30 --threads 1
+    python scripts/codesign_layout.py --task two-site-glyph --layout rectangular --epochs 30 --threads 1
+
+Results depend on the torch thread count (the training path does); results.json records it.
 """
 import sys
 
