@@ -90,12 +90,12 @@ def train_layout(task: str, pixels: tuple[int, int], layout: str, learnable: boo
     """Returns {"val_accuracy", "test_accuracy", "test_loss", "sensor", "net", "corners", "example"} for one run.
 
     ``layout`` is ``rectangular`` or ``curvilinear`` (learnable or frozen at the regular
-    grid) or ``foveated`` (always frozen). Data are regenerated from fixed seeds
+    grid) or ``foveated`` or ``two-fovea`` (always frozen). Data are regenerated from fixed seeds
     (:func:`layout_splits`), so every run of a seed sees the same images.
     """
     if task not in IMAGE_TASKS:
         raise ConfigError("task", task, f"must be one of {IMAGE_TASKS}")
-    if layout == "foveated" and learnable:
+    if layout in ("foveated", "two-fovea") and learnable:
         raise ConfigError("layout", layout, "is a fixed baseline; train it with learnable=False")
     torch.manual_seed(seed)
     data = layout_splits(seed, num_train, num_val, num_test, image_size, task)

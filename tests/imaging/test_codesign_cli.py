@@ -173,3 +173,20 @@ def test_two_site_glyphs_vary_in_place_and_size_and_the_fovea_misses_most_of_the
 def test_two_site_glyphs_that_do_not_fit_are_a_config_error():
     with pytest.raises(ConfigError, match="glyphs"):
         two_site_glyph_scenes(4, torch.Generator().manual_seed(0), size=32, glyphs=(14,))
+
+
+def test_two_fovea_layout_puts_two_pixel_cells_over_the_core_of_every_two_site_glyph():
+    # The hand-made baseline for two-site-glyph: 2 px cells over [6, 18] and [46, 58] on both
+    # axes; every glyph (10-14 px, jitter 3 around 12 or 52) covers at least 8 px of its band.
+    layout = make_layout("two-fovea", (16, 16), (64, 64))
+    ey, ex = (e.detach() for e in layout.edges())
+    assert torch.allclose(ey, ex) and torch.allclose(ey[1:8], torch.arange(6.0, 19.0, 2.0), atol=1e-4)
+    assert torch.allclose(ey[9:16], torch.arange(46.0, 59.0, 2.0), atol=1e-4)
+    _, _, boxes = two_site_glyph_scenes(400, torch.Generator().manual_seed(3), size=64, return_boxes=True)
+    top = boxes[:, 0] < 32
+    band_lo = torch.where(top, 6, 46)
+    for lo_col, hi_col in ((0, 2), (1, 3)):
+        cover = (boxes[:, hi_col].clamp(max=band_lo + 12) - boxes[:, lo_col].clamp(min=band_lo)).clamp(min=0)
+        assert int(cover.min()) >= 8
+    with pytest.raises(ConfigError, match="two foveae"):
+        make_layout("two-fovea", (4, 16), (64, 64))
