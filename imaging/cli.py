@@ -27,9 +27,9 @@ def _layout(args: argparse.Namespace) -> int:
     from wavefront.imaging.codesign import IMAGE_TASKS, format_difference, run_layout_experiment
     from wavefront.imaging.wave import cpu_flush_to_zero
 
-    if args.threads is not None:  # results depend on the thread count (reduction order): fix it to reproduce them
-        import torch
+    import torch
 
+    if args.threads is not None:  # results depend on the thread count (reduction order): fix it to reproduce them
         torch.set_num_threads(args.threads)
     if args.task not in IMAGE_TASKS:
         raise ConfigError("task", args.task, f"must be one of {', '.join(IMAGE_TASKS)}")
@@ -49,7 +49,7 @@ def _layout(args: argparse.Namespace) -> int:
                                        image_size=args.image_size, num_train=args.train_images,
                                        num_val=args.val_images, num_test=args.test_images)
     s = result["summary"]
-    print(f"test accuracy over seeds {args.seeds}: learned {s['learned']['mean']:.4f} +- {s['learned']['std']:.4f}, "
+    print(f"{args.task}, {torch.get_num_threads()} torch thread(s); test accuracy over seeds {args.seeds}: learned {s['learned']['mean']:.4f} +- {s['learned']['std']:.4f}, "
           f"regular {s['regular']['mean']:.4f} +- {s['regular']['std']:.4f}, "
           f"foveated {s['foveated']['mean']:.4f} +- {s['foveated']['std']:.4f}")
     for base in ("regular", "foveated"):
@@ -159,7 +159,8 @@ def add_commands(subparsers) -> None:
 
     lay = sub.add_parser("layout", help="learn a pixel layout jointly with a classifier; compare with the regular "
                                         "grid and a foveated layout")
-    lay.add_argument("--task", default="stripe-glyph", help="image task (stripe-glyph)")
+    lay.add_argument("--task", default="stripe-glyph", help="image task: stripe-glyph (glyph near the centre) or "
+                                                         "two-site-glyph (glyph at one of two off-centre sites)")
     lay.add_argument("--pixels", default="16x16", help="sensor pixels HxW")
     lay.add_argument("--layout", default="rectangular", choices=["rectangular", "curvilinear"])
     lay.add_argument("--epochs", type=positive_int, default=30)
@@ -168,7 +169,8 @@ def add_commands(subparsers) -> None:
     lay.add_argument("--train-images", type=positive_int, default=2048)
     lay.add_argument("--val-images", type=positive_int, default=1024)
     lay.add_argument("--test-images", type=positive_int, default=1024, help="held-out images the results are reported on")
-    lay.add_argument("--threads", type=positive_int, help="torch CPU threads (default: torch's choice)")
+    lay.add_argument("--threads", type=positive_int, help="torch CPU threads (default: torch's choice); results "
+                                                        "depend on it, and results.json records it")
     lay.add_argument("--out", type=Path, default=Path("runs/layout"))
     lay.set_defaults(func=_layout)
 

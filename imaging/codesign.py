@@ -19,11 +19,14 @@ from torch import nn
 
 from wavefront.errors import ConfigError
 from wavefront.imaging.layouts import SensorSimulator, make_layout, regular_corners
-from wavefront.imaging.tasks import GlyphNet, SourceScenes, TraceNet, WaveScene, stripe_glyph_scenes
+from wavefront.imaging.tasks import (GlyphNet, SourceScenes, TraceNet, WaveScene, stripe_glyph_scenes,
+                                     two_site_glyph_scenes)
 from wavefront.imaging.wave import LearnableReceivers, regular_positions
 from wavefront.utils import atomic_savefig, atomic_write_json
 
-IMAGE_TASKS = ("stripe-glyph",)
+# Image tasks by name: (num, generator, size) -> (images [N, 1, size, size], labels [N]).
+IMAGE_SCENES = {"stripe-glyph": stripe_glyph_scenes, "two-site-glyph": two_site_glyph_scenes}
+IMAGE_TASKS = tuple(IMAGE_SCENES)
 WAVE_TASKS = ("source-localisation",)
 
 
@@ -59,10 +62,13 @@ LAYOUT_SPLIT_SEEDS = {"train": 10_000, "val": 20_000, "test": 40_000}
 
 
 def layout_splits(seed: int, num_train: int = 2048, num_val: int = 1024, num_test: int = 1024,
-                  image_size: int = 64) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """Returns {"train", "val", "test"}: (images [N, 1, S, S] float32, labels [N] int64), fixed by ``seed``."""
+                  image_size: int = 64, task: str = "stripe-glyph") -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Returns {"train", "val", "test"}: (images [N, 1, S, S] float32, labels [N] int64) of ``task``, fixed by ``seed``."""
+    if task not in IMAGE_SCENES:
+        raise ConfigError("task", task, f"must be one of {IMAGE_TASKS}")
+    scenes = IMAGE_SCENES[task]
     sizes = {"train": num_train, "val": num_val, "test": num_test}
-    return {name: stripe_glyph_scenes(sizes[name], torch.Generator().manual_seed(base + seed), image_size)
+    return {name: scenes(sizes[name], torch.Generator().manual_seed(base + seed), image_size)
             for name, base in LAYOUT_SPLIT_SEEDS.items()}
 
 
@@ -84,15 +90,15 @@ def train_layout(task: str, pixels: tuple[int, int], layout: str, learnable: boo
     """Returns {"val_accuracy", "test_accuracy", "test_loss", "sensor", "net", "corners", "example"} for one run.
 
     ``layout`` is ``rectangular`` or ``curvilinear`` (learnable or frozen at the regular
-    grid) or ``foveated`` (always frozen). Data are regenerated from fixed seeds
+    grid) or ``foveated`` or ``two-fovea`` (always frozen). Data are regenerated from fixed seeds
     (:func:`layout_splits`), so every run of a seed sees the same images.
     """
     if task not in IMAGE_TASKS:
         raise ConfigError("task", task, f"must be one of {IMAGE_TASKS}")
-    if layout == "foveated" and learnable:
+    if layout in ("foveated", "two-fovea") and learnable:
         raise ConfigError("layout", layout, "is a fixed baseline; train it with learnable=False")
     torch.manual_seed(seed)
-    data = layout_splits(seed, num_train, num_val, num_test, image_size)
+    data = layout_splits(seed, num_train, num_val, num_test, image_size, task)
     x_train, y_train = data["train"]
     sensor = SensorSimulator(make_layout(layout, pixels, (image_size, image_size)))
     for p in sensor.parameters():
@@ -310,7 +316,10 @@ def run_layout_experiment(task: str, pixels: tuple[int, int], layout: str, epoch
                     "regular_net": runs["regular"]["net"].state_dict(),
                     "foveated_net": runs["foveated"]["net"].state_dict(), "layout": layout, "pixels": pixels},
                    out / f"checkpoint_seed{seed}.pt")
+    # The thread count changes the float reduction order and so the training path; a rerun must use the same
+    # count, so the results record it.
     result = {"task": task, "pixels": list(pixels), "layout": layout, "epochs": epochs, "seeds": list(seeds),
+              "threads": torch.get_num_threads(), "torch": torch.__version__,
               "config": {k: v for k, v in kwargs.items()}, "per_seed": per_seed,
               "summary": summarise(per_seed, "test_accuracy", True, ("regular", "foveated"))}
     atomic_write_json(out / "results.json", result, indent=2)

@@ -317,6 +317,25 @@ def foveated_widths(n: int, length: int, fovea: float) -> torch.Tensor:
     return torch.tensor([outer] + [fovea / (n - 2)] * (n - 2) + [outer], dtype=torch.float64)
 
 
+def two_fovea_widths(n: int, length: int) -> torch.Tensor:
+    """Returns n cell widths [n] (pixels, float64, summing to ``length``): a fovea at each of two sites.
+
+    The hand-made baseline for ``two-site-glyph`` (sites at 3/16 and 13/16 of the side): each
+    site gets ``(n - 4) // 2`` equal cells over a 3/16-wide band centred on it; one cell
+    before the first band, one after the second and the rest between them. With n = 16 over
+    64 px: 6 cells of 2 px over [6, 18] and [46, 58], cells of 6, 14, 14 and 6 px elsewhere.
+    """
+    if n < 6:
+        raise ConfigError("pixels", n, "a layout with two foveae needs at least 6 cells per side")
+    band = 3 * length / 16
+    c1, c2 = 3 * length / 16, 13 * length / 16
+    fine = (n - 4) // 2
+    middle = n - 2 - 2 * fine
+    gaps = [c1 - band / 2, c2 - c1 - band, length - c2 - band / 2]
+    widths = ([gaps[0]] + [band / fine] * fine + [gaps[1] / middle] * middle + [band / fine] * fine + [gaps[2]])
+    return torch.tensor(widths, dtype=torch.float64)
+
+
 def widths_to_logits(widths: torch.Tensor, min_width_frac: float = _MIN_WIDTH_FRAC) -> torch.Tensor:
     """Returns logits [n] for which :func:`rectangular_edges` gives cells of ``widths`` [n] (pixels).
 
@@ -334,20 +353,24 @@ def make_layout(kind: str, pixels: tuple[int, int], image_size: tuple[int, int],
     """Returns a layout module by name: ``rectangular``, ``curvilinear`` or ``foveated``.
 
     ``foveated`` is a :class:`RectangularLayout` set to :func:`foveated_widths` on both axes
-    (``fovea`` pixels, default 3/8 of the image); train it frozen, as a hand-made baseline.
+    (``fovea`` pixels, default 3/8 of the image); ``two-fovea`` one set to
+    :func:`two_fovea_widths`. Train them frozen, as hand-made baselines.
     """
     if kind == "rectangular":
         return RectangularLayout(pixels, image_size)
     if kind == "curvilinear":
         return CurvilinearLayout(pixels, image_size)
-    if kind == "foveated":
+    if kind in ("foveated", "two-fovea"):
         layout = RectangularLayout(pixels, image_size)
         with torch.no_grad():
             for logits, n, length in ((layout.logits_y, pixels[0], image_size[0]), (layout.logits_x, pixels[1], image_size[1])):
-                f = fovea if fovea is not None else 3 * length / 8
-                logits.copy_(widths_to_logits(foveated_widths(n, length, f)).float())
+                if kind == "two-fovea":
+                    widths = two_fovea_widths(n, length)
+                else:
+                    widths = foveated_widths(n, length, fovea if fovea is not None else 3 * length / 8)
+                logits.copy_(widths_to_logits(widths).float())
         return layout
-    raise ConfigError("layout", kind, "must be rectangular, curvilinear or foveated")
+    raise ConfigError("layout", kind, "must be rectangular, curvilinear, foveated or two-fovea")
 
 
 class SensorSimulator(nn.Module):

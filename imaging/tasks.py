@@ -5,6 +5,8 @@
   period 4 average to the same grey over any aligned 4-pixel cell, so a regular 4x
   down-sampling sensor sees the class only through the glyph's border, while a layout that
   spends its pixels on the centre can resolve it.
+- :func:`two_site_glyph_scenes`: the same glyph classes at one of two off-centre sites,
+  with a per-sample jitter and glyph size, so a hand-made central fovea misses the cue.
 - :class:`SourceScenes`: a wave task for receiver placement. A Ricker source at an unknown
   position in a subsurface patch of a fixed layered model with an inclusion (OpenFWI scale:
   70 x 70 cells, dx 10 m, 15 Hz); receivers on a surface line record it with noise.
@@ -59,6 +61,72 @@ def stripe_glyph_scenes(num: int, generator: torch.Generator, size: int = 64, gl
         pattern = patterns[int(period[n])][labels[n]]
         images[n, 0, y0:y0 + glyph, x0:x0 + glyph] = 0.5 + contrast[n] * (pattern - 0.5)
     return images.clamp(0, 1), labels
+
+
+def _glyph_patterns(glyph: int, periods: tuple[int, ...]) -> dict[int, torch.Tensor]:
+    """Returns {period: [4, glyph, glyph]}: horizontal, vertical, checker and flat-grey patterns in [0, 1]."""
+    yy, xx = torch.meshgrid(torch.arange(glyph), torch.arange(glyph), indexing="ij")
+    out = {}
+    for p in periods:
+        half = p // 2
+        out[p] = torch.stack([
+            ((yy // half) % 2).float(), ((xx // half) % 2).float(), (((yy // half) + (xx // half)) % 2).float(),
+            torch.full((glyph, glyph), 0.5),
+        ])
+    return out
+
+
+def two_site_glyph_sites(size: int) -> tuple[tuple[int, int], tuple[int, int]]:
+    """Returns the default glyph centres (row, col) of :func:`two_site_glyph_scenes`: 3/16 and 13/16 of the image."""
+    a, b = round(3 * size / 16), round(13 * size / 16)
+    return (a, a), (b, b)
+
+
+def two_site_glyph_scenes(num: int, generator: torch.Generator, size: int = 64, glyphs: tuple[int, ...] | None = None,
+                          jitter: int | None = None, periods: tuple[int, ...] = (4, 8),
+                          sites: tuple[tuple[int, int], ...] | None = None,
+                          return_boxes: bool = False):
+    """Returns (images [num, 1, size, size] in [0, 1], labels [num] int64 in 0..3), and boxes [num, 4] if asked.
+
+    The :func:`stripe_glyph_scenes` classes, but the glyph is not at the centre: each image
+    draws one of two sites (default :func:`two_site_glyph_sites`, off-centre on the diagonal,
+    at 12 and 52 px of a 64 px image), a glyph side from ``glyphs`` (px: the scale varies; default
+    10, 12, 14 px at 64 px, scaled with ``size``) and a jitter of up to ``jitter`` px in each
+    direction around the site (default 3 px at 64 px, scaled). A fovea at the centre
+    misses the glyph; a regular 4 px sensor sees period-4 stripes as flat grey inside it; a
+    layout must spend its fine cells on both sites (rows and columns through each) to
+    resolve every sample. ``boxes`` are (y0, x0, y1, x1) in pixels, end exclusive.
+    """
+    sites = two_site_glyph_sites(size) if sites is None else sites
+    if glyphs is None:
+        glyphs = tuple(sorted({max(4, 2 * round(g * size / 128)) for g in (10, 12, 14)}))
+    if jitter is None:
+        jitter = round(3 * size / 64)
+    for cy, cx in sites:
+        for g in glyphs:
+            if min(cy, cx) - jitter - g // 2 < 0 or max(cy, cx) + jitter + g - g // 2 > size:
+                raise ConfigError("glyphs", glyphs, f"with jitter {jitter} around site {(cy, cx)} do not fit a "
+                                                    f"{size}x{size} image")
+    labels = torch.randint(0, 4, (num,), generator=generator)
+    period = torch.tensor(periods)[torch.randint(0, len(periods), (num,), generator=generator)]
+    side = torch.tensor(glyphs)[torch.randint(0, len(glyphs), (num,), generator=generator)]
+    site = torch.randint(0, len(sites), (num,), generator=generator)
+    shift = torch.randint(-jitter, jitter + 1, (num, 2), generator=generator)
+    coarse = torch.rand(num, 1, 5, 5, generator=generator)
+    images = 0.2 + 0.4 * F.interpolate(coarse, size=(size, size), mode="bicubic", align_corners=True)
+    images = images + 0.05 * torch.randn(num, 1, size, size, generator=generator)
+    contrast = 0.5 + 0.5 * torch.rand(num, generator=generator)
+    patterns = {g: _glyph_patterns(g, periods) for g in glyphs}
+    boxes = torch.empty(num, 4, dtype=torch.int64)
+    for n in range(num):
+        g = int(side[n])
+        cy, cx = sites[int(site[n])]
+        y0, x0 = cy + int(shift[n, 0]) - g // 2, cx + int(shift[n, 1]) - g // 2
+        pattern = patterns[g][int(period[n])][labels[n]]
+        images[n, 0, y0:y0 + g, x0:x0 + g] = 0.5 + contrast[n] * (pattern - 0.5)
+        boxes[n] = torch.tensor([y0, x0, y0 + g, x0 + g])
+    images = images.clamp(0, 1)
+    return (images, labels, boxes) if return_boxes else (images, labels)
 
 
 class GlyphNet(nn.Module):

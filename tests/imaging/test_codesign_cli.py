@@ -8,7 +8,8 @@ from scipy import stats
 from wavefront.cli import main
 from wavefront.imaging.codesign import accuracy, layout_splits, paired_difference, summarise
 from wavefront.imaging.layouts import SensorSimulator, make_layout, regular_corners
-from wavefront.imaging.tasks import GlyphNet, stripe_glyph_scenes
+from wavefront.errors import ConfigError
+from wavefront.imaging.tasks import GlyphNet, stripe_glyph_scenes, two_site_glyph_scenes
 
 
 @pytest.mark.parametrize("argv,message", [
@@ -113,3 +114,79 @@ def test_foveated_layout_resolves_period_four_stripes_at_every_glyph_offset():
             rows = sensor(images[labels == 0])[:, 0, 5:11, 5:11]  # horizontal stripes; cells inside the glyph
         spread = rows.amax(-2) - rows.amin(-2)  # down each column of cells
         assert float(spread.min()) > 0.1
+
+
+@pytest.fixture
+def one_thread():
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("task", ["stripe-glyph", "two-site-glyph"])
+def test_codesign_layout_rerun_with_the_same_seed_and_threads_is_identical(task, tmp_path, one_thread, capsys):
+    argv = ["codesign", "layout", "--task", task, "--pixels", "8x8", "--image-size", "32", "--epochs", "2",
+            "--seeds", "0", "--train-images", "64", "--val-images", "16", "--test-images", "32", "--threads", "1"]
+    runs = []
+    for name in ("a", "b"):
+        assert main([*argv, "--out", str(tmp_path / name)]) == 0
+        runs.append((json.loads((tmp_path / name / "results.json").read_text()),
+                     torch.load(tmp_path / name / "checkpoint_seed0.pt")))
+    (ra, ca), (rb, cb) = runs
+    assert ra["threads"] == 1 and ra["task"] == task
+    assert ra["per_seed"] == rb["per_seed"]  # accuracies and losses equal to the last bit
+    for key in ("learned_sensor", "learned_net", "regular_net", "foveated_net"):
+        for name, tensor in ca[key].items():
+            assert torch.equal(tensor, cb[key][name]), (key, name)
+    assert "1 torch thread(s)" in capsys.readouterr().out
+
+
+def test_two_site_glyphs_vary_in_place_and_size_and_the_fovea_misses_most_of_them():
+    images, labels, boxes = two_site_glyph_scenes(400, torch.Generator().manual_seed(0), size=64, return_boxes=True)
+    assert images.shape == (400, 1, 64, 64) and images.min() >= 0 and images.max() <= 1
+    assert int(torch.bincount(labels, minlength=4).min()) > 70
+    sides = boxes[:, 2] - boxes[:, 0]
+    assert set(sides.tolist()) == {10, 12, 14} and torch.equal(sides, boxes[:, 3] - boxes[:, 1])
+    centres = (boxes[:, :2] + boxes[:, 2:]) / 2
+    near_top_left = centres.amax(-1) < 32
+    assert 0.35 < float(near_top_left.float().mean()) < 0.65  # both sites are used
+    assert len(set(map(tuple, boxes[:, :2].tolist()))) > 40  # the position varies per sample
+    # The glyph is where the images differ from the clutter: a flat-class glyph of grey 0.5 aside.
+    # The foveated layout's fine cells (< 4 px on both axes) cover the central square [20, 44)^2
+    # only; most glyphs lie wholly outside it, so the fovea sees them through its 20 px cells.
+    fovea = make_layout("foveated", (16, 16), (64, 64))
+    ey, ex = (e.detach() for e in fovea.edges())
+    fine_y = [(float(ey[i]), float(ey[i + 1])) for i in range(16) if ey[i + 1] - ey[i] < 4]
+    lo, hi = fine_y[0][0], fine_y[-1][1]
+    assert (round(lo), round(hi)) == (20, 44) and float(ex[1] - ex[0]) == pytest.approx(20, abs=1e-4)
+    overlap_y = (boxes[:, 2].clamp(max=hi) - boxes[:, 0].clamp(min=lo)).clamp(min=0)
+    overlap_x = (boxes[:, 3].clamp(max=hi) - boxes[:, 1].clamp(min=lo)).clamp(min=0)
+    missed = (overlap_y * overlap_x) == 0
+    assert float(missed.float().mean()) > 0.8
+    # ... and inside a glyph the image does carry the class: stripes have contrast there.
+    n = int(torch.nonzero(labels == 0)[0])
+    y0, x0, y1, x1 = boxes[n].tolist()
+    glyph = images[n, 0, y0:y1, x0:x1]
+    assert float(glyph.mean(1).std()) > 0.1 and float(glyph.mean(0).std()) < 1e-6  # horizontal stripes
+
+
+def test_two_site_glyphs_that_do_not_fit_are_a_config_error():
+    with pytest.raises(ConfigError, match="glyphs"):
+        two_site_glyph_scenes(4, torch.Generator().manual_seed(0), size=32, glyphs=(14,))
+
+
+def test_two_fovea_layout_puts_two_pixel_cells_over_the_core_of_every_two_site_glyph():
+    # The hand-made baseline for two-site-glyph: 2 px cells over [6, 18] and [46, 58] on both
+    # axes; every glyph (10-14 px, jitter 3 around 12 or 52) covers at least 8 px of its band.
+    layout = make_layout("two-fovea", (16, 16), (64, 64))
+    ey, ex = (e.detach() for e in layout.edges())
+    assert torch.allclose(ey, ex) and torch.allclose(ey[1:8], torch.arange(6.0, 19.0, 2.0), atol=1e-4)
+    assert torch.allclose(ey[9:16], torch.arange(46.0, 59.0, 2.0), atol=1e-4)
+    _, _, boxes = two_site_glyph_scenes(400, torch.Generator().manual_seed(3), size=64, return_boxes=True)
+    top = boxes[:, 0] < 32
+    band_lo = torch.where(top, 6, 46)
+    for lo_col, hi_col in ((0, 2), (1, 3)):
+        cover = (boxes[:, hi_col].clamp(max=band_lo + 12) - boxes[:, lo_col].clamp(min=band_lo)).clamp(min=0)
+        assert int(cover.min()) >= 8
+    with pytest.raises(ConfigError, match="two foveae"):
+        make_layout("two-fovea", (4, 16), (64, 64))
