@@ -127,7 +127,7 @@ class MimoFrameGenerator:
         self._pilot_flat = torch.stack([(f[:, None] * T + self.pilot_t[None, :]).reshape(-1) for f in self.pilot_f])  # [U, P']
         self.pilot_symbols = mimo_pilot_symbols(config).to(self.device)
         rho = config.mimo.rx_correlation
-        self.mix = None if rho == 0.0 else rx_sqrt(rho, self.R).to(torch.complex64).to(self.device)
+        self.mix = None if rho == 0.0 else rx_sqrt(rho, self.R).to(torch.float32).to(self.device)
 
     @property
     def decoder(self):
@@ -147,8 +147,9 @@ class MimoFrameGenerator:
         F, T = o.grid_shape
         h = ofdm_channel(o, self.profile, ds.repeat_interleave(R * U), fd.repeat_interleave(R * U), ch.num_sinusoids, g)
         h = h.view(B, R, U, F, T)
-        if self.mix is not None:  # R_rx^(1/2) across the antennas, one matmul
-            h = torch.matmul(self.mix, h.reshape(B, R, U * F * T)).view(B, R, U, F, T)
+        if self.mix is not None:  # R_rx^(1/2) (real) across the antennas: one real matmul on the (re, im) pairs
+            h = torch.view_as_complex(torch.matmul(self.mix, torch.view_as_real(h).reshape(B, R, -1))
+                                      .view(B, R, U, F, T, 2))
         noise = torch.view_as_complex(torch.randn(B, R, F, T, 2, generator=g, device=dev))
         noise = noise.mul_(torch.sqrt(noise_var / 2).reshape(-1, 1, 1, 1))
         bits = codewords = y = None
