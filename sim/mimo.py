@@ -77,6 +77,8 @@ def pilots_per_user(config: SystemConfig) -> list[dict]:
 def describe_pilots(config: SystemConfig) -> str:
     """Returns the users' pilots in words, e.g. ``12x2: ... dealt to 2 users in turn (6x2 each)``."""
     U = config.mimo.num_users
+    if U == 1:
+        return f"{config.ofdm.pilot_layout.describe()}, one user"
     each = user_configs(config)[0].ofdm.pilot_shape
     return f"{config.ofdm.pilot_layout.describe()}, dealt to {U} users in turn ({'x'.join(map(str, each))} each)"
 
@@ -190,10 +192,22 @@ class PerUser(Estimator):
     mimo = True
 
     def __init__(self, name: str, config: SystemConfig, **options):
-        self.per_user = [get_classical(name, c, **options) for c in user_configs(config)]
-        first = self.per_user[0]
+        self._take([get_classical(name, c, **options) for c in user_configs(config)])
+
+    @classmethod
+    def wrapping(cls, estimators: list) -> "PerUser":
+        """Returns ``estimators`` (one SISO estimator per user, built for :func:`user_configs`, e.g. learned models)
+        applied per (antenna, user)."""
+        obj = cls.__new__(cls)
+        obj._take(list(estimators))
+        return obj
+
+    def _take(self, per_user: list) -> None:
+        self.per_user = per_user
+        first = per_user[0]
         self.name, self.needs = first.name, first.needs
         self.given = (getattr(first, "given", None) or "pilots only") + "; per antenna and user"
+        self.trained_on = getattr(first, "trained_on", None)
 
     def estimate(self, pilots: torch.Tensor, meta: dict[str, torch.Tensor]) -> torch.Tensor:
         B, R, U = pilots.shape[:3]

@@ -33,12 +33,13 @@ def test_smoke_runs_every_part_and_measures_positive_rates(smoke):
     rates += [r["fps"] for r in by["b"]["loaders"]] + [by["b"]["on_the_fly_fps"]]
     rates += [r["samples_per_s"] for r in by["c"]["rows"] if r.get("samples_per_s") is not None]
     rates += [r["frames_per_s"] for r in by["d"]["rows"] if "frames_per_s" in r]
+    rates += [r[k] for r in by["g"]["rows"] for k in ("wavefront_frames_fps", "sionna_channel_fps")]
     assert rates and all(math.isfinite(v) and v > 0 for v in rates)
     # the compiled training variant ran (Dynamo traced forward_real without error)
     assert any(r["key"] == "wavefront-bf16-compiled" and r.get("samples_per_s") for r in by["c"]["rows"])
     assert by["e"]["wave"]["rows"] and "error" not in by["e"]["wave"] and "error" not in by["e"]["compressed"]
     assert by["e"]["compressed"]["rows"]
-    assert (out / "summary.md").read_text().count("## (") == 6
+    assert (out / "summary.md").read_text().count("## (") == 7
 
 
 @pytest.mark.slow

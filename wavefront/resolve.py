@@ -17,10 +17,12 @@ def resolve_estimators(names: list[str], prior, device="cpu", robust_options: di
     may assume (see :func:`wavefront.sim.experiment.prior_config`).
     """
     from wavefront.sim.estimators import CLASSICAL, classical_estimators
+    from wavefront.sim.mimo import SIONNA
 
     out = []
     for name in names:
-        if name in CLASSICAL or name == "perfect" or prior.mimo.is_mimo:  # MIMO: classical ones, Sionna's, perfect
+        mimo = prior.mimo.is_mimo
+        if name in CLASSICAL or name == "perfect" or (mimo and name in SIONNA):
             out += classical_estimators([name], prior, robust_options)
             continue
         try:
@@ -31,7 +33,12 @@ def resolve_estimators(names: list[str], prior, device="cpu", robust_options: di
         if name not in list_models() and not (name.endswith(".safetensors") or Path(name).exists()):
             raise ConfigError("estimators", name, f"unknown estimator; choose from {', '.join(CLASSICAL)}, perfect, "
                               f"a learned model ({', '.join(list_models())}) or a checkpoint path")
-        out.append(load_estimator(name, prior, device=device))
+        if mimo:  # a SISO model per (antenna, user): each user's own pilot layout must be the one it was trained on
+            from wavefront.sim.mimo import PerUser, user_configs
+
+            out.append(PerUser.wrapping([load_estimator(name, c, device=device) for c in user_configs(prior)]))
+        else:
+            out.append(load_estimator(name, prior, device=device))
     return out
 
 

@@ -204,3 +204,21 @@ def test_siso_paths_refuse_a_mimo_config_instead_of_dropping_its_antennas(tmp_pa
     assert rc == 2 and err[-1].startswith("wavefront: error: mimo=") and "SISO only" in err[-1]
     with pytest.raises(ConfigError, match="single-antenna"):
         FrameGenerator(small())
+
+
+def test_a_learned_siso_model_runs_per_antenna_when_each_users_layout_is_its_own(tmp_path, capsys):
+    """One user, four antennas: the shipped pilots-only model on each antenna's pilots; two users: refused in one line."""
+    from wavefront.resolve import resolve_estimators
+
+    cfg = SystemConfig().updated(mimo={"num_rx_antennas": 4, "rx_correlation": 0.5})
+    (wrapped,) = resolve_estimators(["gated-lmmse"], cfg)
+    (siso,) = resolve_estimators(["gated-lmmse"], SystemConfig())
+    fr = MimoFrameGenerator(cfg).generate(3, seed=4)
+    got = wrapped.estimate(fr.pilots_ls, {})
+    for r in range(4):
+        torch.testing.assert_close(got[:, r, 0], siso.estimate(fr.pilots_ls[:, r, 0], {}), rtol=0, atol=1e-6)
+    assert "per antenna and user" in wrapped.given and wrapped.trained_on.startswith("TDL-A")
+    rc = main(["sweep", "--rx-antennas", "2", "--users", "2", "--estimators", "gated-lmmse", "--snr-db", "10",
+               "--frames", "4", "--out", str(tmp_path / "o"), "--no-progress"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and "pilot" in err[-1] and len(err) == 1
