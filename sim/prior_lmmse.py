@@ -26,7 +26,7 @@ import torch
 
 from wavefront.errors import ConfigError
 from wavefront.sim.conditions import (
-    _BUDGET_CPU, ConditionPrior, _Bank, _bank, _build_bank, _check_pilots, _chunks, _freq_directions, _log_likelihood,
+    _BUDGET_CPU, _LOG2_E, ConditionPrior, _Bank, _bank, _build_bank, _check_pilots, _chunks, _freq_directions, _log_likelihood,
     _ml_grid_index, estimate_conditions, separable_blocks,
 )
 from wavefront.sim.config import SystemConfig, profile_label
@@ -255,6 +255,9 @@ def _cluster_bank(config: SystemConfig, prior: ConditionPrior, ds_groups: tuple,
     bank.logdet = bank.logdet - torch.log(mass)[:, None]
     bank.screen32[..., -1] = bank.logdet.float()
     bank.logdet_max = float(bank.logdet.abs().max())
+    if bank.fast is not None:  # the fast path's own copies of logdet (single precision, and in bits for exp2)
+        bank.fast.ld32 = bank.logdet[..., None].float()
+        bank.fast.ld_bits = (bank.logdet[..., None] * _LOG2_E).float()
     return _move(bank, device)
 
 

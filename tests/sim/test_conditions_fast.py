@@ -261,3 +261,21 @@ def test_ml_conditions_resolve_near_ties_as_float64_does():
     ref = _reference_ml(cfg, prior, tied.to(torch.complex64))
     for a, b in zip(got, ref):
         assert torch.equal(a, b), (a != b).nonzero().reshape(-1)
+
+
+def test_lmmse_bank_fast_path_weighs_clusters_by_their_prior_mass_as_the_dense_path_does():
+    # The fast screen and the dense path score -log L - log mass; a fast path without the mass
+    # term weighs a 1-member cluster like a 40-member one.
+    import dataclasses
+
+    cfg, prior, fr = _case("kronecker-A")
+    est = LMMSEBank(cfg, prior)
+    bank = _cluster_bank_cached(cfg, prior, est.ds_groups, est.fd_groups, torch.device("cpu"))
+    assert bank.fast is not None
+    from wavefront.sim.prior_lmmse import _check_pilots, _posterior_mean
+
+    p = _check_pilots(fr.pilots_ls[:200], cfg)
+    fast = _posterior_mean(bank, p, cfg).to(torch.complex128)
+    dense = _posterior_mean(dataclasses.replace(bank, fast=None), p, cfg).to(torch.complex128)
+    err = (fast - dense).abs().square().sum((1, 2)) / dense.abs().square().sum((1, 2))
+    assert float(err.max()) < 1e-8, float(err.max())
