@@ -607,9 +607,16 @@ class SystemConfig(_Model):
     @property
     def ici_text(self) -> str:
         """Returns how inter-carrier interference is treated, in words, for result files and manifests."""
-        if self.channel.ici:
-            return ("modelled: the channel varies within each symbol; label = per-symbol average channel; "
+        ch = self.channel
+        if ch.time_domain:
+            text = ("modelled: the channel varies within each symbol; label = per-symbol average channel; "
                     "genie LMMSE and bound add the ICI power to the noise variance")
+            if ch.impaired:
+                parts = [f"{k}={getattr(ch, k)}" for k in ("cfo_hz", "phase_noise_linewidth_hz", "timing_offset_samples")
+                         if getattr(ch, k) is not None]
+                text += ("; receiver impairments " + ", ".join(parts) + " (label without them; the genie LMMSE and "
+                         "the bound ignore them)")
+            return text
         return "not modelled: one channel value per resource element (at the symbol start)"
 
     @property

@@ -9,11 +9,13 @@ without bias. Monte Carlo agrees with each closed form within 3 standard errors.
 """
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
 import torch
 
+from wavefront.cli import main
 from wavefront.errors import ConfigError
 from wavefront.sim.config import SystemConfig
 from wavefront.sim.frames import FrameGenerator
@@ -132,3 +134,24 @@ def test_impairments_are_drawn_per_frame_recorded_and_leave_the_label():
 def test_bad_impairments_are_refused_naming_the_field(channel, field):
     with pytest.raises(ConfigError, match=field):
         SystemConfig.from_dict({"channel": channel})
+
+
+@pytest.mark.parametrize("argv, field, rule", [
+    (["--phase-noise-hz", "-5"], "channel.phase_noise_linewidth_hz", "must be >= 0"),
+    (["--timing-offset", "1000"], "channel.timing_offset_samples", "within the symbol"),
+    (["--timing-offset=-140"], "channel.timing_offset_samples", "within the symbol"),
+    (["--cfo-hz", "1:2:3"], "--cfo-hz", "LOW:HIGH"),
+])
+def test_sweep_refuses_bad_impairments_in_one_line_with_exit_2(argv, field, rule, tmp_path, capsys):
+    rc = main(["sweep", "--no-progress", "--frames", "10", "--estimators", "ls-linear", "--out", str(tmp_path), *argv])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and field in err and rule in err, err
+
+
+def test_sweep_with_a_cfo_records_it_and_the_genie_says_it_ignores_it(tmp_path, capsys):
+    rc = main(["sweep", "--no-progress", "--frames", "20", "--batch-size", "20", "--estimators", "ls-linear,lmmse-genie",
+               "--snr-db", "20", "--cfo-hz", "1500", "--out", str(tmp_path)])
+    assert rc == 0
+    result = json.loads((tmp_path / "results.json").read_text())
+    text = json.dumps(result)
+    assert "cfo_hz=1500.0" in text and "ignore" in text
