@@ -32,11 +32,13 @@ ICI (and ISI) uncorrelated with ``X_k``, and power is conserved so ``E|I|^2 = 1 
   :func:`cfo_ici_power`);
 - phase noise, ``sigma^2 = 2 pi beta Ts``: the common phase error ``mean_n phi_pn`` of symbol s has variance
   ``sigma^2 (j_s + (N - 1)(2 N - 1) / (6 N))``, ``j_s = s (N + N_cp) + N_cp`` its first sample
-  (:func:`phase_noise_cpe_variance`), and ``E|c_s|^2 = (1/N^2) sum_{m,n} exp(-sigma^2 |m - n| / 2)``
-  (:func:`phase_noise_ici_power`);
+  (``Cov(phi_a, phi_b) = sigma^2 min(a, b)`` and ``sum_{a,b<N} min(a, b) = (N - 1) N (2 N - 1) / 6``;
+  :func:`phase_noise_cpe_variance`); ``c_s = (1/N) sum_n exp(j phi_n)``, and since ``phi_m - phi_n ~
+  N(0, sigma^2 |m - n|)`` has ``E exp(j (phi_m - phi_n)) = exp(-sigma^2 |m - n| / 2)``,
+  ``E|c_s|^2 = (1/N^2) sum_{m,n} exp(-sigma^2 |m - n| / 2)`` (:func:`phase_noise_ici_power`);
 - timing: the ramp above for ``0 <= delta <= N_cp``; a late window by ``d = -delta`` samples (integer)
-  keeps ``c_s = (N - d) / N exp(+j 2 pi k d / N)`` and turns the rest into ISI
-  (:func:`timing_coefficient`).
+  keeps ``c_s = (N - d) / N exp(+j 2 pi k d / N)``, an early one beyond the CP ``(N - delta + N_cp) / N`` times
+  the ramp, and turns the rest into ISI (:func:`timing_coefficient`).
 """
 from __future__ import annotations
 
@@ -209,7 +211,8 @@ def timing_coefficient(ofdm: OFDMConfig, delta_samples: float) -> torch.Tensor:
     """Returns ``c_k`` [F] complex128 with ``E[Y_k | X, H] = c_k H X_k`` for a flat channel under a timing offset.
 
     ``0 <= delta <= N_cp``: the ramp ``exp(-j 2 pi k delta / N)``; an integer ``delta < 0`` (late window):
-    ``(N + delta) / N`` times the ramp, the lost samples being ISI. Other offsets raise ``ValueError``.
+    ``(N + delta) / N`` times the ramp, an integer ``delta > N_cp`` (early beyond the CP): ``(N - delta + N_cp) / N``
+    times the ramp, the lost samples being ISI (symbols with a neighbour on that side). Other offsets raise ``ValueError``.
     """
     n, cp = ofdm.time_sampling()
     k = signed_bins(ofdm, n)[:ofdm.num_subcarriers]
@@ -218,4 +221,6 @@ def timing_coefficient(ofdm: OFDMConfig, delta_samples: float) -> torch.Tensor:
         return ramp
     if delta_samples < 0 and float(delta_samples).is_integer():
         return ramp * (n + delta_samples) / n
+    if delta_samples > cp and float(delta_samples).is_integer():
+        return ramp * (n - delta_samples + cp) / n
     raise ValueError("closed form for 0 <= delta <= N_cp or an integer delta < 0 only")

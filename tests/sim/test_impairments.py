@@ -94,15 +94,17 @@ def test_timing_offset_within_the_cp_is_the_linear_phase_ramp(delta):
     assert abs(float(slope) + 2 * math.pi * delta / N) < 1e-4
 
 
-@pytest.mark.parametrize("delta", [-3.0, -1.0])
-def test_a_late_window_keeps_n_minus_d_over_n_and_turns_the_rest_into_isi(delta):
+@pytest.mark.parametrize("delta", [-3.0, -1.0, 13.0])
+def test_a_window_beyond_the_cp_keeps_its_own_samples_share_and_turns_the_rest_into_isi(delta):
     cfg, z, data = _z(60, timing_offset_samples=delta)
     c = timing_coefficient(cfg.ofdm, delta)
+    amplitude = float(c.abs()[0])
+    assert amplitude == pytest.approx((N - abs(delta if delta < 0 else delta - 9)) / N)
     ramp = c / c.abs()
-    zr = z[:, :, data[:-1]] / ramp[None, :, None]  # not the last symbol: silence follows it
-    kept = ((N + delta) / N) ** 2
-    _within(_pairs(zr).reshape(-1), kept, f"timing {delta}: |c|^2")
-    _within(zr.real.mean((1,)).reshape(-1), (N + delta) / N, f"timing {delta}: c")
+    inner = data[:-1] if delta < 0 else data[1:]  # a symbol with a neighbour on the side the window reads
+    zr = z[:, :, inner] / ramp[None, :, None]
+    _within(_pairs(zr).reshape(-1), amplitude ** 2, f"timing {delta}: |c|^2")
+    _within(zr.real.mean((1,)).reshape(-1), amplitude, f"timing {delta}: c")
 
 
 def test_every_impairment_off_is_bit_identical_and_keeps_the_json():
