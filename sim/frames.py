@@ -15,6 +15,12 @@ noise and bits as without it. ICI needs the data around the pilots, so frames dr
 data still carry it in their pilots. Without ``channel.ici``, a warning says when the ICI left
 out exceeds the noise.
 
+Receiver impairments (``channel.cfo_hz``, ``phase_noise_linewidth_hz``, ``timing_offset_samples``;
+:mod:`~wavefront.sim.impairments`) also take the time-domain path, act on the received samples,
+and are drawn per frame from their own stream of the seed: the channel, noise and bits stay those
+of the same seed without them, and the label ``h`` stays the channel. All off (the default), frames
+are bit-identical to a config without the fields.
+
 Determinism: the same (config, seed, batch size, device) gives bit-identical frames.
 """
 from __future__ import annotations
