@@ -191,7 +191,7 @@ def check_sizes(config, frames: int, shard_frames: int, batch_size: int, device,
     check_memory("shard_frames", shard_frames, 2 * min(shard_frames, frames) * per_frame, "cpu",
                  "lower --shard-frames")
     check_memory("batch_size", batch_size, min(batch_size, frames) * grid * _GENERATOR_GRIDS_PER_FRAME
-                 * (4 if config.channel.ici else 1), device, "lower --batch-size")
+                 * (4 if config.channel.time_domain else 1), device, "lower --batch-size")
 
 
 def run_generate(args) -> int:

@@ -45,6 +45,7 @@ def add_commands(sub) -> None:
                    help="model inter-carrier interference: the channel varies within each symbol (time-domain path); "
                         "the label is each symbol's average channel, and the genie LMMSE and the bound treat ICI as noise")
     add_mimo_arguments(p)
+    add_impairment_arguments(p)
     p.add_argument("--frames", type=positive_int, default=1000, help="frames per point (the maximum, with --min-bit-errors)")
     p.add_argument("--min-bit-errors", type=positive_int, default=None,
                    help="stop a point once every estimator has this many bit errors")
@@ -101,6 +102,36 @@ def add_mimo_arguments(p) -> None:
                    help="exponential receive correlation rho^|i-j| across a uniform linear array, in [0, 1) (default 0)")
 
 
+def add_impairment_arguments(p) -> None:
+    """Adds ``--cfo-hz``, ``--phase-noise-hz`` and ``--timing-offset`` (read by :func:`impairment_overrides`)."""
+    for flag, field, text in (
+            ("--cfo-hz", "cfo_hz", "residual carrier frequency offset in Hz"),
+            ("--phase-noise-hz", "phase_noise_linewidth_hz", "3 dB linewidth in Hz of Wiener phase noise (>= 0)"),
+            ("--timing-offset", "timing_offset_samples", "FFT window timing offset in samples, fractional, positive = "
+                                                         "early (a phase ramp within the CP), negative = late (ISI)")):
+        p.add_argument(flag, default=None, metavar="V|LOW:HIGH",
+                       help=f"{text}: a value or a range drawn per frame (channel.{field}; write a negative range as "
+                            f"{flag}=-3:3). Off by default; any impairment takes the time-domain path")
+
+
+def impairment_overrides(args) -> dict:
+    """Returns the ``channel`` impairment fields the command line sets (empty when none); bad text raises ConfigError."""
+    out = {}
+    for attr, field in (("cfo_hz", "cfo_hz"), ("phase_noise_hz", "phase_noise_linewidth_hz"),
+                        ("timing_offset", "timing_offset_samples")):
+        text = getattr(args, attr, None)
+        if text is None:
+            continue
+        try:
+            parts = [float(v) for v in str(text).split(":")]
+        except ValueError:
+            parts = []
+        if len(parts) not in (1, 2):
+            raise ConfigError(f"--{attr.replace('_', '-')}", text, "must be a number or a LOW:HIGH range")
+        out[field] = parts[0] if len(parts) == 1 else parts
+    return out
+
+
 def mimo_overrides(args) -> dict | None:
     """Returns the ``mimo`` fields the command line sets (None when it sets none)."""
     out = {k: v for k, v in (("num_rx_antennas", getattr(args, "rx_antennas", None)),
@@ -145,6 +176,7 @@ def build_spec(args):
         channel["ici"] = True
     if args.sparse_paths is not None:
         channel["sparse_num_paths"] = args.sparse_paths
+    channel.update(impairment_overrides(args))
     config = base.updated(ofdm={"modulation": args.modulation} if args.modulation else None, channel=channel,
                           mimo=mimo_overrides(args))
     if getattr(args, "pilots", None) is not None:

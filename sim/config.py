@@ -45,7 +45,8 @@ GRID_STEPS = {"snr_db": "snr_step_db", "delay_spread_s": "delay_spread_step_s", 
 # canonical JSON while at their default, so a config that does not use them keeps the identity
 # (and the frames) it had before they existed.
 _ADDED_CHANNEL_DEFAULTS = {"ici": False, "snr_step_db": None, "delay_spread_step_s": None, "doppler_step_hz": None,
-                           "realization": "independent", "sparse_num_paths": 4}
+                           "realization": "independent", "sparse_num_paths": 4,
+                           "cfo_hz": None, "phase_noise_linewidth_hz": None, "timing_offset_samples": None}
 
 
 def _check_value(name: str, v, lo: float | None, hi: float | None = None):
@@ -288,6 +289,14 @@ class ChannelConfig(_Model):
     - ``sparse_num_paths``: ``profile: sparse`` only: the number of discrete paths each frame
       draws (1..64, default 4), with uniform delays, Jakes-angle Dopplers and an exponential
       power-delay profile whose expected RMS is ``delay_spread_s`` (:mod:`wavefront.sim.sparse`).
+    - ``cfo_hz``, ``phase_noise_linewidth_hz``, ``timing_offset_samples``: receiver impairments,
+      ``None`` (default: off, frames and JSON as before) or a value / ``[low, high]`` range drawn per
+      frame: residual carrier frequency offset [Hz], the 3 dB linewidth [Hz] of Wiener phase noise
+      (>= 0), the FFT window's timing offset [samples of ``1 / (N scs)``, fractional, either sign,
+      ``|offset| <= N + N_cp``; positive = window early]. Any of them sends the frames through the
+      time-domain path (as ``ici``; the label is then each symbol's average channel, without the
+      impairment). Model and closed forms: :mod:`wavefront.sim.impairments`. The genie LMMSE and the
+      bound stay second-order yardsticks that ignore the impairment.
     """
 
     profile: str = "A"
@@ -303,6 +312,24 @@ class ChannelConfig(_Model):
     doppler_step_hz: float | None = None
     realization: Literal["independent", "per-condition"] = "independent"
     sparse_num_paths: int = 4
+    cfo_hz: Value | None = None
+    phase_noise_linewidth_hz: Value | None = None
+    timing_offset_samples: Value | None = None
+
+    @field_validator("cfo_hz")
+    @classmethod
+    def _cfo(cls, v):
+        return None if v is None else _check_value("cfo_hz", v, None)
+
+    @field_validator("phase_noise_linewidth_hz")
+    @classmethod
+    def _linewidth(cls, v):
+        return None if v is None else _check_value("phase_noise_linewidth_hz", v, 0.0)
+
+    @field_validator("timing_offset_samples")
+    @classmethod
+    def _timing(cls, v):
+        return None if v is None else _check_value("timing_offset_samples", v, None)
 
     @field_validator("profile", mode="before")
     @classmethod
@@ -363,9 +390,10 @@ class ChannelConfig(_Model):
             if self.sparse_num_paths != _ADDED_CHANNEL_DEFAULTS["sparse_num_paths"]:
                 raise ConfigError("channel.sparse_num_paths", self.sparse_num_paths, "applies to profile sparse only")
             return self
-        if self.ici:
-            raise ConfigError("channel.ici", True, "the time-domain (ICI) path does not draw sparse paths yet; "
-                                                   "leave it off with profile sparse")
+        if self.ici or self.impaired:
+            raise ConfigError("channel.ici" if self.ici else "channel.impairments", True,
+                              "the time-domain (ICI) path does not draw sparse paths yet; "
+                              "leave it (and cfo_hz, phase_noise_linewidth_hz, timing_offset_samples) off with profile sparse")
         if self.realization != "independent":
             raise ConfigError("channel.realization", self.realization, "profile sparse draws its paths per frame")
         return self
@@ -385,6 +413,16 @@ class ChannelConfig(_Model):
                     raise ConfigError(f"channel.{step_name}", step, f"must divide the {value_name} range "
                                       f"[{value[0]:g}, {value[1]:g}] into whole steps")
         return self
+
+    @property
+    def impaired(self) -> bool:
+        """Whether any receiver impairment (CFO, phase noise, timing offset) is set: frames then take the time-domain path."""
+        return any(v is not None for v in (self.cfo_hz, self.phase_noise_linewidth_hz, self.timing_offset_samples))
+
+    @property
+    def time_domain(self) -> bool:
+        """Whether frames go through the time-domain path: ``ici`` or an impairment."""
+        return self.ici or self.impaired
 
     def grid_points(self, name: str) -> list[float] | None:
         """Returns the discrete values ``low:step:high`` of range field ``name``, or None when drawn uniformly."""
@@ -457,9 +495,10 @@ class SystemConfig(_Model):
         m = self.mimo
         if not m.is_mimo:
             return self
-        if self.channel.ici:
-            raise ConfigError("channel.ici", True, "the time-domain (ICI) path is SISO only so far; "
-                                                   "leave it off with several antennas or users")
+        if self.channel.time_domain:
+            raise ConfigError("channel.ici" if self.channel.ici else "channel.impairments", True,
+                              "the time-domain (ICI) path, and with it the impairments, is SISO only so far; "
+                              "leave it off with several antennas or users")
         if self.channel.realization != "independent":
             raise ConfigError("channel.realization", self.channel.realization,
                               "the reference protocol (per-condition) is SISO only")
@@ -477,11 +516,16 @@ class SystemConfig(_Model):
 
     @model_validator(mode="after")
     def _ici_sampling(self):
-        if self.channel.ici:
-            self.ofdm.time_sampling()  # a CP that is no whole number of samples fails here, not mid-run
+        if self.channel.time_domain:
+            n, cp = self.ofdm.time_sampling()  # a CP that is no whole number of samples fails here, not mid-run
             if self.channel.realization != "independent":
                 raise ConfigError("channel.realization", self.channel.realization,
-                                  "the reference protocol (per-condition) is not available with channel.ici: true")
+                                  "the reference protocol (per-condition) is not available with channel.ici: true "
+                                  "or an impairment")
+            t = self.channel.timing_offset_samples
+            if t is not None and max(abs(v) for v in (t if isinstance(t, tuple) else (t,))) > n + cp:
+                raise ConfigError("channel.timing_offset_samples", t, f"must be within the symbol: |offset| <= "
+                                  f"{n + cp} samples (FFT size {n} + CP {cp})")
         return self
 
     @classmethod
@@ -563,9 +607,16 @@ class SystemConfig(_Model):
     @property
     def ici_text(self) -> str:
         """Returns how inter-carrier interference is treated, in words, for result files and manifests."""
-        if self.channel.ici:
-            return ("modelled: the channel varies within each symbol; label = per-symbol average channel; "
+        ch = self.channel
+        if ch.time_domain:
+            text = ("modelled: the channel varies within each symbol; label = per-symbol average channel; "
                     "genie LMMSE and bound add the ICI power to the noise variance")
+            if ch.impaired:
+                parts = [f"{k}={getattr(ch, k)}" for k in ("cfo_hz", "phase_noise_linewidth_hz", "timing_offset_samples")
+                         if getattr(ch, k) is not None]
+                text += ("; receiver impairments " + ", ".join(parts) + " (label without them; the genie LMMSE and "
+                         "the bound ignore them)")
+            return text
         return "not modelled: one channel value per resource element (at the symbol start)"
 
     @property

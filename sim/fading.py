@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from wavefront.sim.config import OFDMConfig
+from wavefront.sim.impairments import apply_impairments
 from wavefront.sim.profiles import ChannelProfile, subcarrier_offsets_hz, symbol_times_s
 
 _CHUNK = 128  # frames per block in the heavy loops on CPU: large enough to vectorise, small enough for cache
@@ -449,10 +450,13 @@ class TimeVaryingChannel:
         ts = 1.0 / (self.fft_size * self.ofdm.subcarrier_spacing_hz)
         return symbol_times_s(self.ofdm)[:, None] + (self.cp_samples + torch.arange(self.fft_size)) * ts
 
-    def propagate(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def propagate(self, x: torch.Tensor, *, impairments=None) -> tuple[torch.Tensor, torch.Tensor]:
         """Returns ``(h, y)``: the label ``h`` [B, F, T] complex64 and the received grid ``y`` [B, F, T] complex64, noise-free.
 
         ``x`` [B, F, T] complex64: the transmitted grid. ``y - h x`` is the ICI.
+        ``impairments``: an :class:`~wavefront.sim.impairments.Impairments` of the B frames (timing offset,
+        CFO, phase noise), applied to each symbol's received samples (:func:`~wavefront.sim.impairments.apply_impairments`);
+        the label ``h`` stays the channel without them: the impairment is part of what an estimator must cope with.
         """
         B = len(self)
         F, T = self.ofdm.grid_shape
@@ -466,7 +470,7 @@ class TimeVaryingChannel:
         padded[..., F:].zero_()
         for s in range(0, B, c):
             # each block takes the terms its own largest Doppler needs
-            h[s:s + c], y[s:s + c] = self._propagate(x[s:s + c], slice(s, s + c), padded, scratch)
+            h[s:s + c], y[s:s + c] = self._propagate(x[s:s + c], slice(s, s + c), padded, scratch, impairments)
         return h, y
 
     def gains_at_samples(self) -> torch.Tensor:
@@ -537,7 +541,7 @@ class TimeVaryingChannel:
             d[:, 0] += math.sqrt(prof.los_power) * coef0.unsqueeze(-1) * _phasor(arg0).to(torch.complex64).unsqueeze(1)
         return d
 
-    def _propagate(self, x: torch.Tensor, rows: slice, padded: torch.Tensor, scratch: _Scratch):
+    def _propagate(self, x: torch.Tensor, rows: slice, padded: torch.Tensor, scratch: _Scratch, impairments=None):
         o, n_fft = self.ofdm, self.fft_size
         F = x.shape[1]
         d = self._series_coefficients(rows, self._series_terms(rows), scratch)  # [b, L, P, T]
@@ -552,6 +556,8 @@ class TimeVaryingChannel:
         for q in range(2, P, 2):
             h.add_(h_p[:, q], alpha=means[q])
         xt = x.transpose(1, 2)  # [b, T, F]
+        if impairments is not None:
+            return h.transpose(1, 2), self._impaired(h_p, xt, basis, rows, impairments).transpose(1, 2)
         # p = 0 weighs every sample by T_0 = 1, so its IFFT and FFT cancel: h_0 x, without either.
         y = h_p[:, 0] * xt
         if P > 1:
@@ -564,6 +570,14 @@ class TimeVaryingChannel:
             r = signal.mul_(basis[1:, None, :]).sum(1)  # [b, T, N]
             y += torch.fft.fft(r, dim=-1)[..., :F]
         return h.transpose(1, 2), y.transpose(1, 2)
+
+    def _impaired(self, h_p: torch.Tensor, xt: torch.Tensor, basis: torch.Tensor, rows: slice, impairments) -> torch.Tensor:
+        """Returns the impaired received grid [b, T, F]: every FFT bin of the channel's output, then the receiver's impairments."""
+        b, P, T, F = h_p.shape
+        z = torch.zeros(b, P, T, self.fft_size, dtype=torch.complex64, device=xt.device)
+        torch.mul(h_p, xt.unsqueeze(1), out=z[..., :F])
+        r = (torch.fft.ifft(z, dim=-1) * basis[:, None, :]).sum(1)  # [b, T, N]: the useful samples
+        return apply_impairments(impairments, rows, torch.fft.fft(r, dim=-1), self.ofdm, self.cp_samples)
 
 
 @lru_cache(maxsize=64)

@@ -15,6 +15,12 @@ noise and bits as without it. ICI needs the data around the pilots, so frames dr
 data still carry it in their pilots. Without ``channel.ici``, a warning says when the ICI left
 out exceeds the noise.
 
+Receiver impairments (``channel.cfo_hz``, ``phase_noise_linewidth_hz``, ``timing_offset_samples``;
+:mod:`~wavefront.sim.impairments`) also take the time-domain path, act on the received samples,
+and are drawn per frame from their own stream of the seed: the channel, noise and bits stay those
+of the same seed without them, and the label ``h`` stays the channel. All off (the default), frames
+are bit-identical to a config without the fields.
+
 Determinism: the same (config, seed, batch size, device) gives bit-identical frames.
 """
 from __future__ import annotations
@@ -28,6 +34,7 @@ import torch
 from wavefront.errors import ConfigError
 from wavefront.sim.config import SystemConfig
 from wavefront.sim.fading import TimeVaryingChannel, _block_scratch, ofdm_channel
+from wavefront.sim.impairments import IMPAIRMENT_FIELDS, draw_impairments
 from wavefront.sim.profiles import channel_profile
 from wavefront.sim.realizations import per_condition_channel
 from wavefront.sim.sparse import sparse_channel
@@ -59,6 +66,9 @@ class Frames:
     - ``path_delays_s``, ``path_doppler_hz``, ``path_powers`` [B, N] float32: ``profile: sparse``
       only, each frame's paths (the support; :func:`~wavefront.sim.sparse.sparse_channel`);
       ``None`` otherwise. ``meta`` carries them when set.
+    - ``cfo_hz``, ``phase_noise_linewidth_hz``, ``timing_offset_samples`` [B] float32: each frame's
+      receiver impairments (:mod:`~wavefront.sim.impairments`) when the config sets them, else ``None``;
+      ``meta`` carries those that are set. ``h`` stays the channel without them.
     """
 
     h: torch.Tensor
@@ -77,6 +87,9 @@ class Frames:
     path_delays_s: torch.Tensor | None = None
     path_doppler_hz: torch.Tensor | None = None
     path_powers: torch.Tensor | None = None
+    cfo_hz: torch.Tensor | None = None
+    phase_noise_linewidth_hz: torch.Tensor | None = None
+    timing_offset_samples: torch.Tensor | None = None
 
     @property
     def meta(self) -> dict[str, torch.Tensor]:
@@ -85,6 +98,9 @@ class Frames:
                 "doppler_hz": self.doppler_hz, "noise_var": self.noise_var}
         if self.path_delays_s is not None:
             meta.update(path_delays_s=self.path_delays_s, path_doppler_hz=self.path_doppler_hz, path_powers=self.path_powers)
+        for name in IMPAIRMENT_FIELDS:
+            if getattr(self, name) is not None:
+                meta[name] = getattr(self, name)
         return meta
 
     def __len__(self) -> int:
@@ -206,7 +222,7 @@ class FrameGenerator:
         g = make_generator(_PILOT_SEED)
         q = torch.randint(0, 4, o.pilot_shape, generator=g).double()
         self.pilot_symbols = torch.polar(torch.ones_like(q), (2 * q + 1) * torch.pi / 4).to(torch.complex64).to(self.device)
-        if not config.channel.ici:
+        if not config.channel.time_domain:
             warn_unmodelled_ici(config, self.profile)
 
     @cached_property
@@ -324,7 +340,7 @@ class FrameGenerator:
         support = {}
         if self.profile.is_sparse:  # a few paths per frame (no ICI, per-condition or MIMO: the config refuses them)
             h, support = sparse_channel(o, ch.sparse_num_paths, ds, fd, g)
-        elif ch.ici:  # the same draws; the label and y come from the time-domain path below
+        elif ch.time_domain:  # the same draws; the label and y come from the time-domain path below
             channel = TimeVaryingChannel.draw(o, self.profile, ds, fd, ch.num_sinusoids, g)
         elif ch.realization == "per-condition":  # the reference protocol: one channel per (delay spread, Doppler)
             h = per_condition_channel(o, self.profile, ds, fd, ch.num_sinusoids)
@@ -337,7 +353,7 @@ class FrameGenerator:
 
         pf, pt = self.pilot_index
         bits = codewords = y = None
-        if with_data or ch.ici:
+        if with_data or ch.time_domain:
             byte_values = _random_bytes(batch_size, self.info_bits, g, dev)
             bits = _unpack(byte_values, self.info_bits)
             k = o.bits_per_symbol
@@ -350,8 +366,12 @@ class FrameGenerator:
                 x.index_copy_(1, self._data_flat, self._map(codewords))
                 x[:, self._pilot_flat] = self.pilot_symbols.reshape(-1)
             x = x.view(batch_size, F, T)
-            if ch.ici:
-                h, hx = channel.propagate(x)
+            if ch.time_domain:
+                # impairments from their own stream: the channel, noise and bits stay those of the seed
+                imp = draw_impairments(ch, batch_size, seed, dev, _draw)
+                if imp is not None:
+                    support.update(imp.as_dict())
+                h, hx = channel.propagate(x, impairments=imp) if imp is not None else channel.propagate(x)
                 y = hx.add_(noise)
             else:
                 y = torch.mul(h, x, out=x).add_(noise)

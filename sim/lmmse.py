@@ -155,8 +155,10 @@ class GenieLMMSE(Estimator):
     def __init__(self, config: SystemConfig, dense: bool = False):
         self.config, self.ofdm, self.dense = config, config.ofdm, dense  # dense: the scattered path, as a cross-check
         self.profile = channel_profile(config.channel.profile, config.channel.travel_azimuth_deg)
-        self.ici = config.channel.ici
+        self.ici = config.channel.time_domain  # an impairment takes the time-domain path too: the label is the average
         self.given = "true profile, delay spread, Doppler and SNR (genie)" + ("; ICI as extra noise" if self.ici else "")
+        if config.channel.impaired:
+            self.given += "; receiver impairments ignored (a second-order yardstick)"
         if self.profile.is_sparse:
             self.given += "; second-order statistics only, not the paths"
 
@@ -294,7 +296,7 @@ def genie_mse(config: SystemConfig | OFDMConfig, snr_db, delay_spread_s, doppler
     if isinstance(config, SystemConfig):
         ofdm, azimuth, profile = config.ofdm, config.channel.travel_azimuth_deg, profile or config.channel.profile
         snr_db = torch.as_tensor(snr_db, dtype=torch.float64) + config.snr_offset_db
-        ici = config.channel.ici
+        ici = config.channel.time_domain  # the Doppler ICI only: the impairments are not in the bound
     else:
         ofdm, azimuth = config, 0.0
         if profile is None:

@@ -55,7 +55,7 @@ class EstimatedLMMSE(Estimator):
 
     def estimate(self, pilots: torch.Tensor, meta: dict | None = None) -> torch.Tensor:
         """Returns H_hat [B, F, T] complex64 from LS pilots [B, P_f, P_t] or [B, P]."""
-        if self.method != "ml" or self.config.channel.ici or self.genie.dense:
+        if self.method != "ml" or self.config.channel.time_domain or self.genie.dense:
             cond = estimate_conditions(pilots, self.config, self.prior, self.method)
             return self.genie.estimate(pilots, cond)
         # the genie's own solve and apply, with the covariance blocks of the grid point each frame

@@ -226,7 +226,7 @@ def batch_bytes(config: SystemConfig, batch_frames: int) -> int:
     """Returns about the memory [bytes] one batch of ``batch_frames`` frames of ``config`` takes while measured."""
     f, t = config.ofdm.grid_shape
     per_frame = 8 * f * t * _GRID_TENSORS_PER_FRAME
-    if config.channel.ici:  # the time-domain path holds every sample of every symbol, per tap
+    if config.channel.time_domain:  # the time-domain path holds every sample of every symbol, per tap
         per_frame *= 4
     m = config.mimo
     per_frame *= m.num_rx_antennas * m.num_users  # h and every estimate hold R U grids
