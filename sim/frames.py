@@ -59,6 +59,9 @@ class Frames:
     - ``path_delays_s``, ``path_doppler_hz``, ``path_powers`` [B, N] float32: ``profile: sparse``
       only, each frame's paths (the support; :func:`~wavefront.sim.sparse.sparse_channel`);
       ``None`` otherwise. ``meta`` carries them when set.
+    - ``pilots_dmrs`` [B, R, U, N_f, N_t] complex64: MIMO with NR DM-RS pilots only, every user's raw
+      group observations ``conj(r_g) y`` (:mod:`wavefront.sim.dmrs`); ``meta`` carries them as
+      ``"dmrs_rx"`` when set. ``None`` otherwise.
     """
 
     h: torch.Tensor
@@ -77,6 +80,7 @@ class Frames:
     path_delays_s: torch.Tensor | None = None
     path_doppler_hz: torch.Tensor | None = None
     path_powers: torch.Tensor | None = None
+    pilots_dmrs: torch.Tensor | None = None
 
     @property
     def meta(self) -> dict[str, torch.Tensor]:
@@ -85,6 +89,8 @@ class Frames:
                 "doppler_hz": self.doppler_hz, "noise_var": self.noise_var}
         if self.path_delays_s is not None:
             meta.update(path_delays_s=self.path_delays_s, path_doppler_hz=self.path_doppler_hz, path_powers=self.path_powers)
+        if self.pilots_dmrs is not None:
+            meta["dmrs_rx"] = self.pilots_dmrs
         return meta
 
     def __len__(self) -> int:
