@@ -465,6 +465,8 @@ class SystemConfig(_Model):
     def _mimo_supported(self):
         m = self.mimo
         if not m.is_mimo:
+            if m.pilots != "kronecker":  # the SISO path would silently use the layout's own pilots
+                raise ConfigError("mimo.pilots", m.pilots, "DM-RS ports need several users or antennas")
             return self
         if self.channel.ici:
             raise ConfigError("channel.ici", True, "the time-domain (ICI) path is SISO only so far; "

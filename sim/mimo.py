@@ -5,7 +5,8 @@ Shapes (B frames, R antennas, U users, F subcarriers, T symbols, each user's pil
 
 - ``h`` [B, R, U, F, T] complex64: user u's channel at antenna r;
 - ``y`` [B, R, F, T] complex64: ``sum_u h[:, :, u] x_u + n``, ``n ~ CN(0, sigma^2)`` per antenna;
-- ``pilots_ls`` [B, R, U, P_f', P_t]: LS at user u's own pilots, ``y / x_u``;
+- ``pilots_ls`` [B, R, U, P_f', P_t]: LS at user u's own pilots, ``y / x_u`` (DM-RS: the despread
+  LS per CDM pair, ``P_f' = F / 4`` or ``F / 6``; :mod:`wavefront.sim.dmrs`);
 - ``bits`` [B, U, K], ``codewords`` [B, U, N_data k]: one codeword per user and frame (5G LDPC
   with ``ldpc_rate``, as in SISO); conditions [B] as in SISO.
 
@@ -296,6 +297,10 @@ class MimoGenieLMMSE(Estimator):
     at noise ``sigma^2 / lambda_k``, rotated back by ``V``. Exact: the same filter as the dense
     (R P)^2 one. The R noise levels share one eigendecomposition of the pilots' covariance per
     user and condition (:func:`_user_eig`), so a filter costs two P x P products, not a solve.
+
+    With DM-RS pilots it reads the raw group observations ``meta["dmrs_rx"]`` [B, R, U, N_f, N_t]
+    instead of ``pilots`` (the despread LS), and filters each group's overlapping users jointly
+    (:func:`wavefront.sim.dmrs.dmrs_genie`).
     """
 
     name = "lmmse-genie"

@@ -180,3 +180,8 @@ def test_noiseless_group_observations_are_the_covered_sum_of_the_groups_channels
         want = sum(fr.h[:, :, v][:, :, sf[:, None], st[None, :]] * lay.cover[v].float()
                    for v, gv in enumerate(lay.user_group) if gv == g)
         torch.testing.assert_close(fr.pilots_dmrs[:, :, u], want, rtol=0, atol=1e-4)
+
+
+def test_dmrs_with_one_antenna_and_one_user_is_refused_rather_than_dropped():
+    with pytest.raises(ConfigError, match="mimo.pilots"):
+        small(R=1, U=1)
