@@ -100,6 +100,10 @@ def add_mimo_arguments(p) -> None:
                    help="single-antenna users U, pilots orthogonal (Kronecker pattern; default 1)")
     p.add_argument("--rx-correlation", type=float, default=None, metavar="RHO",
                    help="exponential receive correlation rho^|i-j| across a uniform linear array, in [0, 1) (default 0)")
+    p.add_argument("--mimo-pilots", default=None,
+                   choices=["kronecker", "dmrs-type1", "dmrs-type2", "dmrs-type1-double", "dmrs-type2-double"],
+                   help="the users' pilots: Sionna's Kronecker pattern (default) or NR DM-RS ports with orthogonal "
+                        "cover codes on the pilot symbols (type 1/2, single or double symbol)")
 
 
 def add_impairment_arguments(p) -> None:
@@ -136,7 +140,8 @@ def mimo_overrides(args) -> dict | None:
     """Returns the ``mimo`` fields the command line sets (None when it sets none)."""
     out = {k: v for k, v in (("num_rx_antennas", getattr(args, "rx_antennas", None)),
                              ("num_users", getattr(args, "users", None)),
-                             ("rx_correlation", getattr(args, "rx_correlation", None))) if v is not None}
+                             ("rx_correlation", getattr(args, "rx_correlation", None)),
+                             ("pilots", getattr(args, "mimo_pilots", None))) if v is not None}
     return out or None
 
 

@@ -433,6 +433,10 @@ class ChannelConfig(_Model):
         return [lo + k * step for k in range(int(round((hi - lo) / step)) + 1)]
 
 
+# NR DM-RS ports per kind (38.211 Tables 6.4.1.1.3-1/-2): CDM groups x 2 frequency covers (x 2 time covers when double)
+DMRS_PORTS = {"dmrs-type1": 4, "dmrs-type2": 6, "dmrs-type1-double": 8, "dmrs-type2-double": 12}
+
+
 class MimoConfig(_Model):
     """Antennas and users: ``num_users`` single-antenna users send to ``num_rx_antennas`` receive antennas (uplink).
 
@@ -447,6 +451,11 @@ class MimoConfig(_Model):
       subcarriers are dealt to the users in turn (user u takes pilot subcarriers u, u + U, ...
       on every pilot symbol) and the other users are silent there, so the users' pilots are
       orthogonal. The layout must be a Kronecker one whose pilot subcarriers U divides.
+      ``"dmrs-type1"``, ``"dmrs-type2"``, ``"dmrs-type1-double"``, ``"dmrs-type2-double"``: NR DM-RS
+      ports (38.211 §6.4.1.1.3) in CDM groups with orthogonal cover codes on the ``pilot_symbols``
+      (each with the next symbol when double); user u takes port u, so at most 4, 6, 8 or 12
+      users; the subcarrier comb fields are ignored and F must be a multiple of 4 (type 1) or 6
+      (type 2). See :mod:`wavefront.sim.dmrs`.
 
     Delay spread, Doppler and SNR are drawn per frame and shared by every user and antenna; each
     (antenna, user) pair draws its own fading before the antennas are correlated.
@@ -456,7 +465,7 @@ class MimoConfig(_Model):
     num_users: int = 1
     rx_correlation: float = 0.0
     array: Literal["ula"] = "ula"
-    pilots: Literal["kronecker"] = "kronecker"
+    pilots: Literal["kronecker", "dmrs-type1", "dmrs-type2", "dmrs-type1-double", "dmrs-type2-double"] = "kronecker"
 
     @field_validator("num_rx_antennas", "num_users")
     @classmethod
@@ -494,6 +503,8 @@ class SystemConfig(_Model):
     def _mimo_supported(self):
         m = self.mimo
         if not m.is_mimo:
+            if m.pilots != "kronecker":  # the SISO path would silently use the layout's own pilots
+                raise ConfigError("mimo.pilots", m.pilots, "DM-RS ports need several users or antennas")
             return self
         if self.channel.time_domain:
             raise ConfigError("channel.ici" if self.channel.ici else "channel.impairments", True,
@@ -505,6 +516,8 @@ class SystemConfig(_Model):
         if self.channel.profile == SPARSE_PROFILE:
             raise ConfigError("channel.profile", SPARSE_PROFILE, "is SISO only so far")
         layout = self.ofdm.pilot_layout
+        if m.pilots in DMRS_PORTS:
+            return self._dmrs_fits()
         if not layout.is_kronecker:
             raise ConfigError("ofdm.pilot_positions", "scattered", "MIMO pilots (Kronecker pattern) need a Kronecker "
                                                                    "layout: subcarrier spacing and pilot symbols")
@@ -512,6 +525,23 @@ class SystemConfig(_Model):
         if n % m.num_users:
             raise ConfigError("mimo.num_users", m.num_users, f"must divide the {n} pilot subcarriers, which are dealt "
                                                              "to the users in turn")
+        return self
+
+    def _dmrs_fits(self):
+        m, o = self.mimo, self.ofdm
+        ports = DMRS_PORTS[m.pilots]
+        if m.num_users > ports:
+            raise ConfigError("mimo.num_users", m.num_users, f"{m.pilots} has {ports} DM-RS ports, one per user")
+        if o.pilot_positions is not None:
+            raise ConfigError("ofdm.pilot_positions", "set", f"{m.pilots} places its own pilots on ofdm.pilot_symbols")
+        step = 4 if "type1" in m.pilots else 6
+        if o.num_subcarriers % step:
+            raise ConfigError("ofdm.num_subcarriers", o.num_subcarriers, f"must be a multiple of {step} for {m.pilots}")
+        if m.pilots.endswith("-double"):
+            start = set(o.pilot_symbols)
+            if any(l + 1 >= o.num_symbols or l + 1 in start for l in start):
+                raise ConfigError("ofdm.pilot_symbols", list(o.pilot_symbols), "double-symbol DM-RS needs each pilot "
+                                                                            "symbol's next symbol free and in the slot")
         return self
 
     @model_validator(mode="after")

@@ -65,6 +65,7 @@ from wavefront.sim.estimators import check_estimator, meta_for
 from wavefront.sim.frames import Frames
 from wavefront.sim.link import bit_errors, demap, equalize
 from wavefront.sim.lmmse import genie_mse
+from wavefront.sim.dmrs import reserved_ofdm
 from wavefront.sim.mimo import describe_pilots, error_variance, frame_generator, lmmse_detect, mimo_genie_mse
 from wavefront.utils import atomic_write_json, derive_seed, parse_range, resolve_device
 
@@ -590,8 +591,8 @@ _MASKS: dict = {}
 
 
 def _data_mask(config: SystemConfig, device) -> torch.Tensor:
-    """Returns the pilot mask [F, T] bool of ``config`` on ``device`` (cached)."""
-    layout = config.ofdm.pilot_layout
+    """Returns the pilot mask [F, T] bool of ``config`` on ``device`` (cached): with DM-RS, every RE of its symbols."""
+    layout = (reserved_ofdm(config) if config.mimo.pilots != "kronecker" else config.ofdm).pilot_layout
     key = (layout, str(device))
     if key not in _MASKS:
         _MASKS[key] = torch.from_numpy(layout.mask()).to(device)

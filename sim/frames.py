@@ -69,6 +69,9 @@ class Frames:
     - ``cfo_hz``, ``phase_noise_linewidth_hz``, ``timing_offset_samples`` [B] float32: each frame's
       receiver impairments (:mod:`~wavefront.sim.impairments`) when the config sets them, else ``None``;
       ``meta`` carries those that are set. ``h`` stays the channel without them.
+    - ``pilots_dmrs`` [B, R, U, N_f, N_t] complex64: MIMO with NR DM-RS pilots only, every user's raw
+      group observations ``conj(r_g) y`` (:mod:`wavefront.sim.dmrs`); ``meta`` carries them as
+      ``"dmrs_rx"`` when set. ``None`` otherwise.
     """
 
     h: torch.Tensor
@@ -90,6 +93,7 @@ class Frames:
     cfo_hz: torch.Tensor | None = None
     phase_noise_linewidth_hz: torch.Tensor | None = None
     timing_offset_samples: torch.Tensor | None = None
+    pilots_dmrs: torch.Tensor | None = None
 
     @property
     def meta(self) -> dict[str, torch.Tensor]:
@@ -101,6 +105,8 @@ class Frames:
         for name in IMPAIRMENT_FIELDS:
             if getattr(self, name) is not None:
                 meta[name] = getattr(self, name)
+        if self.pilots_dmrs is not None:
+            meta["dmrs_rx"] = self.pilots_dmrs
         return meta
 
     def __len__(self) -> int:

@@ -5,7 +5,8 @@ Shapes (B frames, R antennas, U users, F subcarriers, T symbols, each user's pil
 
 - ``h`` [B, R, U, F, T] complex64: user u's channel at antenna r;
 - ``y`` [B, R, F, T] complex64: ``sum_u h[:, :, u] x_u + n``, ``n ~ CN(0, sigma^2)`` per antenna;
-- ``pilots_ls`` [B, R, U, P_f', P_t]: LS at user u's own pilots, ``y / x_u``;
+- ``pilots_ls`` [B, R, U, P_f', P_t]: LS at user u's own pilots, ``y / x_u`` (DM-RS: the despread
+  LS per CDM pair, ``P_f' = F / 4`` or ``F / 6``; :mod:`wavefront.sim.dmrs`);
 - ``bits`` [B, U, K], ``codewords`` [B, U, N_data k]: one codeword per user and frame (5G LDPC
   with ``ldpc_rate``, as in SISO); conditions [B] as in SISO.
 
@@ -31,6 +32,11 @@ eigen-index k, each a 2-D problem with covariance ``lambda_k R_ft`` and noise ``
 the bound :func:`mimo_genie_mse` returns. ``tests/sim/test_mimo.py`` holds it to a dense
 evaluation of ``tr(R - R_hp R_pp^-1 R_ph)`` over all antennas.
 
+**NR DM-RS** (``mimo.pilots`` ``dmrs-type1`` ... ``dmrs-type2-double``): ports in CDM groups with
+orthogonal cover codes, users of one group on the same resource elements; ``pilots_ls`` is then the
+per-user despread LS at each CDM pair, and the genie reads the raw group observations
+(``Frames.pilots_dmrs``). Shapes, sequence and filter: :mod:`wavefront.sim.dmrs`.
+
 **Detection** (:func:`lmmse_detect`): per resource element, the LMMSE equaliser of Sionna's
 ``LinearDetector`` ("lmmse") with the estimate's error variance added to the noise,
 ``S = (sigma^2 + sum_u err_var_u) I``, unbiased outputs and their effective noise.
@@ -43,6 +49,8 @@ import torch
 
 from wavefront.errors import ConfigError
 from wavefront.sim.config import SystemConfig
+from wavefront.sim.dmrs import (despread, dmrs_genie, dmrs_layout, dmrs_pilots_per_user, dmrs_user_configs,
+                                dmrs_user_mse, group_sequences, reserved_ofdm)
 from wavefront.sim.estimators import CLASSICAL, Estimator, PerfectCSI, get_classical
 from wavefront.sim.fading import ofdm_channel
 from wavefront.sim.frames import _PILOT_SEED, FrameGenerator, Frames, _draw, _random_bits
@@ -58,6 +66,8 @@ def user_configs(config: SystemConfig) -> tuple[SystemConfig, ...]:
     User u takes the pilot subcarriers ``u, u + U, ...`` of the SISO layout (offset
     ``o + u s``, spacing ``U s``) on every pilot symbol.
     """
+    if config.mimo.pilots != "kronecker":  # DM-RS: the user's CDM pairs, where its despread LS sits
+        return dmrs_user_configs(config)
     o, U = config.ofdm, config.mimo.num_users
     siso = {"num_rx_antennas": 1, "num_users": 1}
     return tuple(config.updated(ofdm={"pilot_subcarrier_offset": o.pilot_subcarrier_offset + u * o.pilot_subcarrier_spacing,
@@ -66,7 +76,11 @@ def user_configs(config: SystemConfig) -> tuple[SystemConfig, ...]:
 
 
 def pilots_per_user(config: SystemConfig) -> list[dict]:
-    """Returns every user's pilots for result files: ``[{"positions": [[f, t], ...], "cover": [1]}, ...]``."""
+    """Returns every user's pilots for result files: ``[{"positions": [[f, t], ...], "cover": [1]}, ...]``.
+
+    With DM-RS: every RE of the user's CDM group and its cover ``w_f w_t`` there (one per position)."""
+    if config.mimo.pilots != "kronecker":
+        return dmrs_pilots_per_user(config)
     out = []
     for c in user_configs(config):
         o = c.ofdm
@@ -77,6 +91,10 @@ def pilots_per_user(config: SystemConfig) -> list[dict]:
 def describe_pilots(config: SystemConfig) -> str:
     """Returns the users' pilots in words, e.g. ``12x2: ... dealt to 2 users in turn (6x2 each)``."""
     U = config.mimo.num_users
+    if config.mimo.pilots != "kronecker":
+        lay = dmrs_layout(config)
+        return (f"NR DM-RS {config.mimo.pilots} on symbols {list(lay.symbols)}, ports 0..{U - 1} in CDM groups "
+                f"{sorted(set(lay.user_group))}, no data on DM-RS symbols")
     if U == 1:
         return f"{config.ofdm.pilot_layout.describe()}, one user"
     each = user_configs(config)[0].ofdm.pilot_shape
@@ -118,7 +136,10 @@ class MimoFrameGenerator:
         self.config, self.device = config, resolve_device(device)
         self.R, self.U = config.mimo.num_rx_antennas, config.mimo.num_users
         self.profile = channel_profile(config.channel.profile, config.channel.travel_azimuth_deg)
-        siso = config.updated(mimo={"num_rx_antennas": 1, "num_users": 1})
+        siso = config.updated(mimo={"num_rx_antennas": 1, "num_users": 1, "pilots": "kronecker"})
+        self.dmrs = None if config.mimo.pilots == "kronecker" else dmrs_layout(config)
+        if self.dmrs is not None:  # every RE of the DM-RS symbols reserved: the data mask of the frames
+            siso = siso.updated(ofdm=reserved_ofdm(config).model_dump())
         self.siso = FrameGenerator(siso, self.device, ldpc_rate=ldpc_rate)  # grid, data mask, QAM tables, LDPC code
         self.ldpc_rate = ldpc_rate
         self.users = user_configs(config)
@@ -127,7 +148,18 @@ class MimoFrameGenerator:
         self.pilot_f = [torch.tensor(c.ofdm.pilot_subcarriers, device=self.device) for c in self.users]
         self.pilot_t = torch.tensor(o.pilot_symbol_indices, device=self.device)
         self._pilot_flat = torch.stack([(f[:, None] * T + self.pilot_t[None, :]).reshape(-1) for f in self.pilot_f])  # [U, P']
-        self.pilot_symbols = mimo_pilot_symbols(config).to(self.device)
+        if self.dmrs is not None:  # each user sends on its whole group: r_g w_u
+            d = self.dmrs
+            sym = torch.tensor(d.symbols, device=self.device)
+            self._group_flat = torch.stack([(torch.tensor(f, device=self.device)[:, None] * T + sym[None, :]).reshape(-1)
+                                            for f in d.group_subcarriers])  # [G, N]
+            self._seq = group_sequences(config).to(self.device)  # [G, N_f, N_t]
+            self._cover = torch.stack(list(d.cover)).to(self.device, torch.float32)  # [U, N_f, N_t]
+            g = torch.tensor(d.user_group, device=self.device)
+            self._pilot_flat = self._group_flat[g]
+            self.pilot_symbols = self._seq[g] * self._cover
+        else:
+            self.pilot_symbols = mimo_pilot_symbols(config).to(self.device)
         rho = config.mimo.rx_correlation
         self.mix = None if rho == 0.0 else rx_sqrt(rho, self.R).to(torch.float32).to(self.device)
 
@@ -166,12 +198,28 @@ class MimoFrameGenerator:
         for u in range(U):
             x[:, u, self._pilot_flat[u]] = self.pilot_symbols[u].reshape(-1)
         y = (h.reshape(B, R, U, F * T) * x[:, None]).sum(2).add_(noise.view(B, R, F * T))
+        if self.dmrs is not None:
+            return self._dmrs_frames(h, y, noise_var, bits, codewords, snr_db, ds, fd, with_data, int(seed))
         P_shape = self.users[0].ofdm.pilot_shape
         pilots_rx = torch.stack([y[:, :, self._pilot_flat[u]] for u in range(U)], 2).view(B, R, U, *P_shape)
         return Frames(h=h, y=y.view(B, R, F, T) if with_data else None, pilots_rx=pilots_rx,
                       pilot_symbols=self.pilot_symbols, pilots_ls=pilots_rx / self.pilot_symbols,
                       bits=bits, codewords=codewords, snr_db=snr_db, delay_spread_s=ds, doppler_hz=fd,
                       noise_var=noise_var, profile=ch.profile, seed=int(seed))
+
+
+    def _dmrs_frames(self, h, y, noise_var, bits, codewords, snr_db, ds, fd, with_data, seed) -> Frames:
+        B, R, U = h.shape[:3]
+        F, T = self.config.ofdm.grid_shape
+        g = torch.tensor(self.dmrs.user_group, device=y.device)
+        Nf, Nt = self._seq.shape[1:]
+        pilots_rx = y[:, :, self._pilot_flat].view(B, R, U, Nf, Nt)  # user u's group REs (shared within a group)
+        raw = pilots_rx * self._seq[g].conj()
+        ls = despread(raw, self._cover, self.dmrs.pair_t)
+        return Frames(h=h, y=y.view(B, R, F, T) if with_data else None, pilots_rx=pilots_rx,
+                      pilot_symbols=self.pilot_symbols, pilots_ls=ls, bits=bits, codewords=codewords, snr_db=snr_db,
+                      delay_spread_s=ds, doppler_hz=fd, noise_var=noise_var, profile=self.config.channel.profile,
+                      seed=seed, pilots_dmrs=raw)
 
 
 def frame_generator(config: SystemConfig, device="cpu", ldpc_rate: float | None = None):
@@ -211,7 +259,7 @@ class PerUser(Estimator):
 
     def estimate(self, pilots: torch.Tensor, meta: dict[str, torch.Tensor]) -> torch.Tensor:
         B, R, U = pilots.shape[:3]
-        rep = {k: v.repeat_interleave(R) for k, v in meta.items()}
+        rep = {k: v.repeat_interleave(R) for k, v in meta.items() if v.dim() == 1}  # per-frame conditions only
         out = [est.estimate(pilots[:, :, u].reshape(B * R, *pilots.shape[3:]), rep) for u, est in enumerate(self.per_user)]
         return torch.stack([o.view(B, R, *o.shape[1:]) for o in out], 2)
 
@@ -249,6 +297,10 @@ class MimoGenieLMMSE(Estimator):
     at noise ``sigma^2 / lambda_k``, rotated back by ``V``. Exact: the same filter as the dense
     (R P)^2 one. The R noise levels share one eigendecomposition of the pilots' covariance per
     user and condition (:func:`_user_eig`), so a filter costs two P x P products, not a solve.
+
+    With DM-RS pilots it reads the raw group observations ``meta["dmrs_rx"]`` [B, R, U, N_f, N_t]
+    instead of ``pilots`` (the despread LS), and filters each group's overlapping users jointly
+    (:func:`wavefront.sim.dmrs.dmrs_genie`).
     """
 
     name = "lmmse-genie"
@@ -269,10 +321,18 @@ class MimoGenieLMMSE(Estimator):
         dev, c128 = pilots.device, torch.complex128
         F, T = self.config.ofdm.grid_shape
         nv = meta["noise_var"].double() if "noise_var" in meta else self.config.noise_variance(meta["snr_db"].double())
+        dmrs = self.config.mimo.pilots != "kronecker"
+        if dmrs:  # the raw group observations: the despread LS has lost the channel's variation over a pair
+            if "dmrs_rx" not in meta:
+                raise ConfigError("meta", "dmrs_rx", "the DM-RS genie reads the raw group observations (Frames.pilots_dmrs)")
+            pilots = meta["dmrs_rx"]
         z = torch.einsum("rk,bru...->bku...", self.V.to(dev, c128), pilots.to(c128))  # V^T p (V is real)
         out = torch.empty(B, R, U, F, T, dtype=c128, device=dev)
         for (ds, fd), rows in _conditions(meta["delay_spread_s"], meta["doppler_hz"]):
             rows = rows.to(dev)
+            if dmrs:
+                out[rows] = dmrs_genie(self.config, z[rows], nv.to(dev)[rows], self.lam.to(dev), ds, fd)
+                continue
             s = (nv.to(dev)[rows, None] / self.lam.to(dev)).reshape(-1, 1)  # [n R, 1]: sigma^2 / lambda_k
             for u, user in enumerate(self.users):
                 A, C, mu, Q, _ = (x.to(dev) if isinstance(x, torch.Tensor) else [y.to(dev) for y in x]
@@ -302,6 +362,10 @@ def mimo_genie_mse(config: SystemConfig, snr_db, delay_spread_s, doppler_hz, per
     out = torch.empty(snr.numel(), m.num_users, dtype=torch.float64)
     for (d, f), rows in _conditions(ds, fd):
         s = nv[rows, None, None] / lam[None, :, None]  # [n, K, 1]
+        if config.mimo.pilots != "kronecker":
+            for u in range(m.num_users):
+                out[rows, u] = (lam * dmrs_user_mse(config, u, d, f, s[..., 0])).sum(-1) / m.num_rx_antennas
+            continue
         for u, user in enumerate(user_configs(config)):
             *_, mu, _, D = _user_eig(user, d, f)
             mse_k = 1.0 - (D / (mu + s)).sum(-1) / (F * T)  # [n, K]
@@ -358,6 +422,9 @@ def mimo_estimators(names: list[str], config: SystemConfig, robust_options: dict
             out.append(PerfectCSI())
         elif name == "lmmse-genie":
             out.append(MimoGenieLMMSE(config))
+        elif name in SIONNA and config.mimo.pilots != "kronecker":
+            raise ConfigError("estimators", name, f"Sionna's estimators here use the Kronecker pattern, not "
+                                                  f"{config.mimo.pilots}")
         elif name in SIONNA:
             from wavefront.sim.sionna_ref import SionnaEstimator  # it builds on this module
 

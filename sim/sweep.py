@@ -208,7 +208,10 @@ def _setup(spec: SweepSpec, estimators: list | None):
         m = spec.config.mimo
         spec_dict.update({"mimo": {"rx_antennas": m.num_rx_antennas, "users": m.num_users,
                                    "rx_correlation": m.rx_correlation, "array": m.array,
-                                   "pilots": "Kronecker pattern: the pilot subcarriers dealt to the users in turn",
+                                   "pilots": ("Kronecker pattern: the pilot subcarriers dealt to the users in turn"
+                                              if m.pilots == "kronecker" else
+                                              f"NR DM-RS {m.pilots}: user u on port u, CDM groups with orthogonal "
+                                              "cover codes, no data on DM-RS symbols"),
                                    "detector": "LMMSE per resource element with each estimate's error variance "
                                                "(Sionna LinearDetector 'lmmse' semantics); --equalizer is unused",
                                    "conditions": "delay spread, Doppler and SNR drawn per frame, shared by every user"},
