@@ -43,6 +43,7 @@ per-user despread LS at each CDM pair, and the genie reads the raw group observa
 """
 from __future__ import annotations
 
+import math
 from functools import lru_cache
 
 import torch
@@ -241,6 +242,9 @@ class PerUser(Estimator):
 
     def __init__(self, name: str, config: SystemConfig, **options):
         self._take([get_classical(name, c, **options) for c in user_configs(config)])
+        if config.mimo.pilots != "kronecker":  # the despread LS averages 2 (or 4) REs: its noise is sigma^2 / 2 (/ 4)
+            lay = dmrs_layout(config)
+            self.noise_scale = 1.0 / (lay.pair_f * lay.pair_t)
 
     @classmethod
     def wrapping(cls, estimators: list) -> "PerUser":
@@ -249,6 +253,8 @@ class PerUser(Estimator):
         obj = cls.__new__(cls)
         obj._take(list(estimators))
         return obj
+
+    noise_scale = 1.0  # the LS pilots' noise variance over sigma^2 (below 1 after DM-RS despreading)
 
     def _take(self, per_user: list) -> None:
         self.per_user = per_user
@@ -260,6 +266,11 @@ class PerUser(Estimator):
     def estimate(self, pilots: torch.Tensor, meta: dict[str, torch.Tensor]) -> torch.Tensor:
         B, R, U = pilots.shape[:3]
         rep = {k: v.repeat_interleave(R) for k, v in meta.items() if v.dim() == 1}  # per-frame conditions only
+        if self.noise_scale != 1.0:  # what a SISO estimator reads as the noise is the LS pilots' own
+            if "noise_var" in rep:
+                rep["noise_var"] = rep["noise_var"] * self.noise_scale
+            if "snr_db" in rep:
+                rep["snr_db"] = rep["snr_db"] - 10 * math.log10(self.noise_scale)
         out = [est.estimate(pilots[:, :, u].reshape(B * R, *pilots.shape[3:]), rep) for u, est in enumerate(self.per_user)]
         return torch.stack([o.view(B, R, *o.shape[1:]) for o in out], 2)
 
@@ -399,13 +410,14 @@ def error_variance(est, noise_var: torch.Tensor, bound: torch.Tensor) -> torch.T
     """Returns the error variance [B] an estimator states to the detector.
 
     Perfect CSI 0; the genie its closed-form MSE per frame (``bound``); any other estimator the
-    noise variance, the LS error at the pilots (Sionna's ``LSChannelEstimator`` convention).
+    noise variance of its LS pilots (Sionna's ``LSChannelEstimator`` convention): ``sigma^2``, or
+    ``sigma^2 / 2`` (``/ 4``) after DM-RS despreading (``noise_scale``).
     """
     if getattr(est, "is_perfect", False):
         return torch.zeros_like(noise_var, dtype=torch.float64)
     if isinstance(est, MimoGenieLMMSE):
         return bound
-    return noise_var.double()
+    return noise_var.double() * getattr(est, "noise_scale", 1.0)
 
 
 # Sionna's OFDM estimators on the same pilots (wavefront.sim.sionna_ref)

@@ -185,3 +185,23 @@ def test_noiseless_group_observations_are_the_covered_sum_of_the_groups_channels
 def test_dmrs_with_one_antenna_and_one_user_is_refused_rather_than_dropped():
     with pytest.raises(ConfigError, match="mimo.pilots"):
         small(R=1, U=1)
+
+
+@pytest.mark.parametrize("kind,pair", [("dmrs-type1", 2), ("dmrs-type1-double", 4)])
+def test_per_user_estimators_read_the_despread_noise_level(kind, pair):
+    """The despread LS averages a CDM pair: a SISO estimator that reads the noise is given sigma^2 / 2 (/ 4), and the
+    detector is told the same error variance."""
+    from wavefront.sim.estimators import get_classical
+    from wavefront.sim.mimo import PerUser, error_variance, user_configs
+
+    cfg = small(kind)
+    fr = MimoFrameGenerator(cfg).generate(3, seed=2)
+    est = PerUser("lmmse-robust", cfg)
+    got = est.estimate(fr.pilots_ls, {"noise_var": fr.noise_var})
+    B, R = fr.pilots_ls.shape[:2]
+    for u, c in enumerate(user_configs(cfg)):
+        siso = get_classical("lmmse-robust", c)
+        want = siso.estimate(fr.pilots_ls[:, :, u].reshape(B * R, *fr.pilots_ls.shape[3:]),
+                             {"noise_var": fr.noise_var.repeat_interleave(R) / pair})
+        torch.testing.assert_close(got[:, :, u], want.view(B, R, *want.shape[1:]), rtol=0, atol=1e-6)
+    torch.testing.assert_close(error_variance(est, fr.noise_var, None), fr.noise_var.double() / pair)
