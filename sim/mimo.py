@@ -346,11 +346,11 @@ class MimoGenieLMMSE(Estimator):
                 continue
             s = (nv.to(dev)[rows, None] / self.lam.to(dev)).reshape(-1, 1)  # [n R, 1]: sigma^2 / lambda_k
             for u, user in enumerate(self.users):
-                A, C, mu, Q, _ = (x.to(dev) if isinstance(x, torch.Tensor) else [y.to(dev) for y in x]
-                                  for x in _user_eig(user, ds, fd))
+                A, C, mu, Q, _ = _user_eig(user, ds, fd)
+                mu, Q = mu.to(dev), Q.to(dev)
                 w = (z[rows, :, u].reshape(-1, Pf * Pt) @ Q.conj()) / (mu + s)  # Q^H z / (mu + s), as rows
                 v = (w @ Q.T).reshape(-1, Pf, Pt)  # (R_p + s I)^-1 z
-                out[rows, :, u] = sum(a @ v @ c.T for a, c in zip(A, C)).reshape(-1, R, F, T)
+                out[rows, :, u] = sum(a.to(dev) @ v @ c.to(dev).T for a, c in zip(A, C)).reshape(-1, R, F, T)
         return torch.einsum("rk,bku...->bru...", self.V.to(dev, c128), out).to(torch.complex64)
 
 
