@@ -13,7 +13,7 @@ _FMT = argparse.ArgumentDefaultsHelpFormatter
 
 def _common(p, frames_flag: str, frames_default, frames_help: str) -> None:
     p.add_argument("--config", default=None, help="YAML system config (ofdm:, channel:)")
-    p.add_argument("--preset", default=None, help="named system config: default, adafortitran-paper, adafortitran-reference")
+    p.add_argument("--preset", default=None, help="named system config: default, adafortitran-paper, adafortitran-reference, mimo-chest (16 antennas, 4 users, 14 x 624)")
     p.add_argument("--pilots", default=None, metavar="PRESET|FILE.json", help=_pilots_help())
     p.add_argument(frames_flag, type=positive_int, default=frames_default, required=frames_default is None, help=frames_help)
     p.add_argument("--shard-frames", type=positive_int, default=10_000, help="frames per shard (the last shard holds the rest)")
@@ -40,6 +40,7 @@ def add_commands(sub) -> None:
                        description="Writes OUT/shard-NNNNN.h5 and OUT/manifest.json. Rerun the same command "
                                    "after an interruption to finish the job.", formatter_class=_FMT)
     _common(p, "--frames", None, "total frames")
+    _mimo_arguments(p)
     p.set_defaults(func=run_generate)
 
     p = sub.add_parser("generate-suite", help="standard test sweeps (adafortitran) as one dataset folder per point",
@@ -109,7 +110,15 @@ def _pilots_help() -> str:
     return PILOTS_HELP
 
 
+def _mimo_arguments(p) -> None:
+    """``--rx-antennas``, ``--users``, ``--rx-correlation``, ``--mimo-pilots``: the sweep's flags, one definition."""
+    from wavefront.sim.cli import add_mimo_arguments
+
+    add_mimo_arguments(p)
+
+
 def _base_config(args, default_preset: str = "default"):
+    from wavefront.sim.cli import mimo_overrides
     from wavefront.sim.config import SystemConfig, preset
     from wavefront.sim.pilots import apply_pilots
 
@@ -117,6 +126,8 @@ def _base_config(args, default_preset: str = "default"):
         raise ConfigError("config", args.config, "give --config or --preset, not both")
     config = SystemConfig.from_yaml(args.config) if args.config else preset(args.preset or default_preset)
     config = config.updated(channel={"ici": True}) if getattr(args, "ici", False) else config
+    mimo = mimo_overrides(args)  # generate's --rx-antennas, --users, ... (None elsewhere)
+    config = config.updated(mimo=mimo) if mimo else config
     return apply_pilots(config, getattr(args, "pilots", None))
 
 
@@ -187,6 +198,11 @@ def check_sizes(config, frames: int, shard_frames: int, batch_size: int, device,
     f, t = config.ofdm.grid_shape
     grid = 8 * f * t
     per_frame = grid + 16 * config.ofdm.num_pilots + 64  # stored bytes of a frame (h, both pilot arrays, metadata)
+    if config.mimo.is_mimo:  # R U channels, R received grids, every user's bits: the generator holds R (U + 1) grids
+        from wavefront.datasets.generate import mimo_frame_bytes
+
+        per_frame = mimo_frame_bytes(config) + 64
+        grid *= config.mimo.num_rx_antennas * (config.mimo.num_users + 1)
     # A shard is assembled in memory (its batches, then their concatenation) before it is written.
     check_memory("shard_frames", shard_frames, 2 * min(shard_frames, frames) * per_frame, "cpu",
                  "lower --shard-frames")

@@ -6,6 +6,13 @@ Shard ``i`` is drawn from ``derive_seed(seed, i)`` (its generator batch ``j`` fr
 ranks, array jobs or restarts writes the same bytes as one uninterrupted run on the same
 device and library versions.
 
+**MIMO** (a config with several antennas or users): frames carry the antenna and user axes
+(:mod:`.shards`), and the run's frames are cut into generator batches of ``batch_size`` in order,
+batch ``k`` drawn from ``derive_seed(seed, MIMO_STREAM, k)`` with data (``y``, ``bits``); a shard
+draws the batches its frames fall in. So a frame depends on (config, seed, frames, batch size,
+device) only, not on the shard size: any ``--shard-frames``, range or rank split gives the same
+frames. A shard size that is a multiple of ``batch_size`` draws every batch once.
+
 The manifest is the folder's table of contents: the run's identity (config, seed, frame
 layout, batch size, compression) and, per complete shard, its file name, index, frame count,
 ``content_sha256``, ``file_sha256`` and size in ``bytes``. Readers take the shard list and
@@ -46,6 +53,7 @@ from wavefront.utils import check_output_folder, derive_seed
 # Manifest fields that must match for a folder to be resumed rather than refused.
 IDENTITY = ("format_version", "config", "seed", "frames", "shard_frames", "batch_size", "compression")
 SEED_LIMIT = 2 ** 63  # seeds are stored as HDF5 int64 attributes
+MIMO_STREAM = 0x4D494D4F  # MIMO batch k draws from derive_seed(seed, MIMO_STREAM, k): the run's frames in order
 _SHARD_RE = re.compile(r"shard-(\d{5,})\.h5")
 
 
@@ -114,7 +122,10 @@ class DatasetSpec:
 
     @property
     def bytes_per_frame(self) -> int:
-        """Returns the array bytes of one frame: channel, LS and received pilots (complex64), metadata."""
+        """Returns the array bytes of one frame: channel, LS and received pilots (complex64), metadata
+        (MIMO: :func:`mimo_frame_bytes`)."""
+        if self.config.mimo.is_mimo:
+            return mimo_frame_bytes(self.config)
         o = self.config.ofdm
         f, t = o.grid_shape
         return 8 * (f * t + 2 * o.num_pilots) + 4 * 4 + 5
@@ -128,11 +139,14 @@ class DatasetSpec:
                 "seeding": "shard i uses derive_seed(seed, i); its generator batch j uses derive_seed(seed, i, j)",
                 "snr_convention": self.config.snr_convention_text, "ici": self.config.ici_text,
                 "channel_realization": self.config.realization_text,
-                "versions": versions(), **self.extra}
+                "versions": versions(), **self.extra, **mimo_header(self.config)}
 
     def shard_attrs(self, index: int, device: str) -> dict:
+        # MIMO: no shard seed (its frames come from the run's batches), the first frame's index instead
+        seed = ({"first_frame": index * self.shard_frames} if self.config.mimo.is_mimo
+                else {"shard_seed": derive_seed(self.seed, index)})
         return {"config": self.config.to_json(), "seed": self.seed, "shard_index": index,
-                "shard_seed": derive_seed(self.seed, index), "batch_size": self.batch_size,
+                **seed, "batch_size": self.batch_size,
                 "frames": self.frames, "shard_frames": self.shard_frames, "compression": self.compression,
                 "device": device, "versions": versions()}
 
@@ -143,11 +157,82 @@ class DatasetSpec:
                 "frames": self.frames, "shard_frames": self.shard_frames, "compression": self.compression}
 
 
+def mimo_frame_bytes(config: SystemConfig) -> int:
+    """Returns the array bytes of one MIMO frame: ``h`` [R, U, F, T], ``y`` [R, F, T], the LS and
+    received pilots [R, U, ...] (and DM-RS group observations) complex64, ``bits`` [U, K] uint8, metadata."""
+    m, o = config.mimo, config.ofdm
+    f, t = o.grid_shape
+    R, U = m.num_rx_antennas, m.num_users
+    pilots = 3 * f * t if m.pilots != "kronecker" else 2 * o.num_pilots  # DM-RS: at most the grid, three arrays
+    return 8 * R * (U * f * t + f * t + pilots) + U * f * t * 8 + 4 * 4 + 5  # bits: at most 8 per RE (256-QAM)
+
+
+def mimo_header(config: SystemConfig) -> dict:
+    """Returns what a MIMO run adds to its manifest (nothing for SISO): the antennas and users, every user's
+    pilots (``pilots_per_user``: ``[{"positions": [[f, t], ...], "cover": [...]}, ...]``), the arrays and the seeding."""
+    m = config.mimo
+    if not m.is_mimo:
+        return {}
+    from wavefront.sim.mimo import describe_pilots, pilots_per_user
+
+    return {"mimo": {"rx_antennas": m.num_rx_antennas, "users": m.num_users, "rx_correlation": m.rx_correlation,
+                     "array": m.array, "pilots": m.pilots, "pilot_description": describe_pilots(config)},
+            "pilots_per_user": pilots_per_user(config),
+            "arrays": {"h_true": "[N, R, U, F, T] complex64", "y": "[N, R, F, T] complex64",
+                       "pilots_ls": "[N, R, U, P_f', P_t] complex64 (user u's own pilots at antenna r)",
+                       "pilots_rx": "[N, R, U, P_f', P_t] complex64 (DM-RS: the user's group REs)",
+                       "bits": "[N, U, K] uint8 (uncoded, each user's data positions)",
+                       **({"pilots_dmrs": "[N, R, U, N_f, N_t] complex64"} if m.pilots != "kronecker" else {})},
+            "seeding": (f"the run's frames in generator batches of batch_size, in order; batch k uses "
+                        f"derive_seed(seed, {MIMO_STREAM:#x}, k) (independent of shard_frames)")}
+
+
+def _mimo_static(config: SystemConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Returns (``pilot_subcarriers`` [U, P_f'], ``pilot_symbol_indices`` [P_t]) int64: where ``pilots_ls`` sits."""
+    from wavefront.sim.mimo import user_configs
+
+    users = user_configs(config)
+    return (np.asarray([c.ofdm.pilot_subcarriers for c in users], dtype=np.int64),
+            np.asarray(users[0].ofdm.pilot_symbol_indices, dtype=np.int64))
+
+
+def draw_mimo_shard(generator, spec: DatasetSpec, index: int, progress=None) -> ShardArrays:
+    """Returns the frames of MIMO shard ``index`` drawn with ``generator`` (a MimoFrameGenerator).
+
+    Frame ``n`` of the run is row ``n - k B`` of batch ``k = n // B`` (``B = batch_size``; the last
+    batch holds the rest), drawn from ``derive_seed(seed, MIMO_STREAM, k)`` with data: the shard
+    draws every batch its frames fall in and keeps its rows.
+    """
+    B, start = spec.batch_size, index * spec.shard_frames
+    end = start + spec.counts[index]
+    sub, sym = _mimo_static(spec.config)
+    parts, pos = [], start
+    while pos < end:
+        k = pos // B
+        size = min(B, spec.frames - k * B)
+        lo, hi = pos - k * B, min(size, end - k * B)
+        fr = generator.generate(size, derive_seed(spec.seed, MIMO_STREAM, k), with_data=True)
+        cut = (lambda t: None if t is None else t[lo:hi].cpu().numpy())  # noqa: E731
+        parts.append(ShardArrays(
+            h_true=cut(fr.h), pilots_ls=cut(fr.pilots_ls), pilots_rx=cut(fr.pilots_rx),
+            pilot_symbols=fr.pilot_symbols.cpu().numpy(), pilot_subcarriers=sub, pilot_symbol_indices=sym,
+            snr_db=cut(fr.snr_db), delay_spread_s=cut(fr.delay_spread_s), doppler_hz=cut(fr.doppler_hz),
+            noise_var=cut(fr.noise_var), profile=np.full(hi - lo, fr.profile.encode(), dtype=PROFILE_DTYPE),
+            y=cut(fr.y), bits=cut(fr.bits).astype(np.uint8), pilots_dmrs=cut(fr.pilots_dmrs)))
+        pos = k * B + hi
+        if progress is not None:
+            progress.update(hi - lo)
+    return ShardArrays.concat(parts) if len(parts) > 1 else parts[0]
+
+
 def draw_shard(generator, spec: DatasetSpec, index: int, progress=None) -> ShardArrays:
-    """Returns the frames of shard ``index`` drawn with ``generator`` (a FrameGenerator).
+    """Returns the frames of shard ``index`` drawn with ``generator`` (a FrameGenerator; MIMO:
+    :func:`draw_mimo_shard`).
 
     ``progress``: a tqdm-like object updated per generator batch, or None.
     """
+    if spec.config.mimo.is_mimo:
+        return draw_mimo_shard(generator, spec, index, progress)
     o = spec.config.ofdm
     layout = o.pilot_layout
     if layout.is_kronecker:  # the axes, as shards have always stored them
@@ -373,6 +458,15 @@ def _remaining_bytes(spec: DatasetSpec, work: list[int], per_frame: float) -> in
     return int(sum(spec.counts[i] for i in work) * per_frame) + 65536 * len(work)
 
 
+def _generator(config: SystemConfig, device):
+    """Returns the frame generator of ``config``: SISO's own, or the MIMO one with antennas and users."""
+    if config.mimo.is_mimo:
+        from wavefront.sim.mimo import MimoFrameGenerator
+
+        return MimoFrameGenerator(config, device=device)
+    return FrameGenerator(config, device=device)
+
+
 def generate_dataset(spec: DatasetSpec, out: str | Path, device="cpu", indices: list[int] | None = None,
                      repair: bool = False, progress=None) -> RunReport:
     """Writes the shards ``indices`` (default all) of ``spec`` into ``out``; returns what it did.
@@ -399,7 +493,7 @@ def generate_dataset(spec: DatasetSpec, out: str | Path, device="cpu", indices: 
             # (a compressed run without a shard yet relies on the exact check before its write).
             sizes = [r.bytes / spec.counts[i] for i, r in known.items()]
             per_frame = max(sizes) if sizes else estimate_shard_bytes(spec.bytes_per_frame, 1000) / 1000
-            gen = FrameGenerator(spec.config, device=device)
+            gen = _generator(spec.config, device)
             for k, i in enumerate(work):
                 if i not in plan.bad and ((out / shard_name(i)).exists() or (out / partial_name(i)).exists()):
                     report.busy.append(i)  # another process wrote it, or is writing it, since our plan

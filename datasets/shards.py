@@ -18,6 +18,22 @@ attribute ``config`` names the layout.
   ``doppler_hz`` [N] float32 (Hz, maximum), ``noise_var`` [N] float32 (per complex RE),
   ``profile`` [N] bytes ``S5``: the TDL letter (``A``..``E``) or ``CDL-A``..``CDL-E``.
 
+**MIMO shards** (a config with R receive antennas and U users, ``mimo`` section;
+:mod:`wavefront.sim.mimo`) carry the antenna and user axes, and three more frame arrays:
+
+- ``h_true`` [N, R, U, F, T] complex64: user u's channel at antenna r;
+- ``pilots_ls``, ``pilots_rx`` [N, R, U, P_f', P_t] complex64: each user's own pilots at each
+  antenna (Kronecker pattern: ``P_f' = P_f / U``; NR DM-RS: ``pilots_rx`` the user's group REs
+  [N, R, U, N_f, N_t] and ``pilots_ls`` the despread LS per CDM pair);
+- ``pilot_symbols`` [U, P_f', P_t] complex64; ``pilot_subcarriers`` [U, P_f'] int64 (each user's
+  pilot subcarriers), ``pilot_symbol_indices`` [P_t] int64;
+- ``y`` [N, R, F, T] complex64: the received grid, ``sum_u h_u x_u + n``;
+- ``bits`` [N, U, K] uint8 (0/1): each user's uncoded information bits on the data positions;
+- ``pilots_dmrs`` [N, R, U, N_f, N_t] complex64 (NR DM-RS only): the raw group observations the
+  genie reads (``Frames.pilots_dmrs``).
+
+A SISO shard has none of the three (its bytes are those of shards written before MIMO existed).
+
 Every dataset carries HDF5's Fletcher-32 filter (format version 2), so a flipped byte in any
 chunk fails the read that would have served it: one frame per chunk for the frame arrays.
 
@@ -68,6 +84,7 @@ FRAME_ARRAYS = ("h_true", "pilots_ls", "pilots_rx")  # [N, ...] complex64, one c
 META_ARRAYS = ("snr_db", "delay_spread_s", "doppler_hz", "noise_var")  # [N] float32
 STATIC_ARRAYS = ("pilot_symbols", "pilot_subcarriers", "pilot_symbol_indices")
 OPTIONAL_STATIC = ("pilot_positions",)  # [P, 2] int64, scattered layouts only
+OPTIONAL_FRAME = ("y", "bits", "pilots_dmrs")  # [N, ...], MIMO shards only (bits uint8, the rest complex64)
 COMPRESSIONS = ("none", "lzf", "gzip")
 # What h5py raises on a damaged file, by where the damage sits: OSError (truncation, bad
 # signatures, checksum failures), RuntimeError ("bad object header version number", local
@@ -168,6 +185,9 @@ class ShardArrays:
     noise_var: np.ndarray
     profile: np.ndarray  # [N] S5
     pilot_positions: np.ndarray | None = None  # [P, 2] int64: scattered layouts only
+    y: np.ndarray | None = None  # [N, R, F, T] complex64: MIMO only
+    bits: np.ndarray | None = None  # [N, U, K] uint8: MIMO only
+    pilots_dmrs: np.ndarray | None = None  # [N, R, U, N_f, N_t] complex64: MIMO with NR DM-RS only
 
     def __len__(self) -> int:
         return self.h_true.shape[0]
@@ -180,6 +200,8 @@ class ShardArrays:
         for name in cls.__dataclass_fields__:
             if name in STATIC_ARRAYS + OPTIONAL_STATIC:
                 kw[name] = getattr(first, name)
+            elif name in OPTIONAL_FRAME and getattr(first, name) is None:
+                kw[name] = None
             else:
                 kw[name] = np.concatenate([getattr(p, name) for p in parts])
         return cls(**kw)
@@ -200,7 +222,7 @@ class ShardRecord:
 def content_checksum(a: ShardArrays) -> str:
     """Returns the SHA-256 hex digest of a shard's arrays (bytes, in a fixed order)."""
     h = hashlib.sha256()
-    optional = tuple(n for n in OPTIONAL_STATIC if getattr(a, n) is not None)
+    optional = tuple(n for n in OPTIONAL_STATIC + OPTIONAL_FRAME if getattr(a, n) is not None)
     for name in FRAME_ARRAYS + META_ARRAYS + STATIC_ARRAYS + ("profile",) + optional:
         arr = np.ascontiguousarray(getattr(a, name))
         h.update(name.encode())
@@ -247,6 +269,9 @@ def shard_image(arrays: ShardArrays, attrs: dict, compression: str = "none") -> 
         f.create_dataset("profile", data=arrays.profile.astype(PROFILE_DTYPE), **opts)
         for name in STATIC_ARRAYS + tuple(n for n in OPTIONAL_STATIC if getattr(arrays, n) is not None):
             f.create_dataset(name, data=getattr(arrays, name), **opts)
+        for name in (n for n in OPTIONAL_FRAME if getattr(arrays, n) is not None):  # MIMO only
+            arr = getattr(arrays, name)
+            f.create_dataset(name, data=arr, chunks=(1,) + arr.shape[1:], **opts, **comp)
         full = {"format": FORMAT, "format_version": FORMAT_VERSION, "num_frames": len(arrays),
                 "content_sha256": checksum, **attrs}
         for k in sorted(full):
@@ -383,7 +408,7 @@ def read_attrs(path: str | Path) -> dict:
     try:
         with h5py.File(path, "r") as f:
             attrs = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in f.attrs.items()}
-            shapes = {k: f[k].shape for k in FRAME_ARRAYS + META_ARRAYS + ("profile",) if k in f}
+            shapes = {k: f[k].shape for k in FRAME_ARRAYS + META_ARRAYS + ("profile",) + OPTIONAL_FRAME if k in f}
     except H5_ERRORS as exc:
         raise _damaged(path, "cannot read its structure", exc) from None
     if attrs.get("format") != FORMAT:
@@ -408,7 +433,7 @@ def read_shard(path: str | Path) -> ShardArrays:
     try:
         with h5py.File(path, "r") as f:
             return ShardArrays(**{k: f[k][()] for k in ShardArrays.__dataclass_fields__ if k in f
-                                  or k not in OPTIONAL_STATIC})
+                                  or k not in OPTIONAL_STATIC + OPTIONAL_FRAME})
     except H5_ERRORS as exc:
         raise _damaged(path, "cannot read its arrays", exc) from None
 
