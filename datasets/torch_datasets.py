@@ -7,6 +7,19 @@ Both yield the same sample, a dict:
 - ``snr_db`` (dB, per RE), ``delay_spread_s`` (s), ``doppler_hz`` (Hz), ``noise_var``: float32 0-d tensors.
 
 so a trainer can take either. The default collate stacks them into ``[B, ...]``.
+
+**MIMO** (R receive antennas, U users; :mod:`wavefront.sim.mimo`): the same keys with the antenna
+and user axes, and the received grid and bits:
+
+- ``pilots`` [R, U, P_f', P_t] complex64: user u's LS pilots at antenna r (DM-RS: the despread LS);
+- ``h`` [R, U, F, T] complex64; ``y`` [R, F, T] complex64: ``sum_u h_u x_u + n``;
+- ``bits`` [U, K] float32 (0/1): each user's uncoded information bits;
+- ``dmrs_rx`` [R, U, N_f, N_t] complex64 (NR DM-RS only): the raw group observations;
+- the conditions as in SISO (shared by every antenna and user).
+
+:func:`pairs` views a MIMO dataset as R U per-(antenna, user) SISO samples per frame: ``pilots``
+[P_f', P_t] (user u's pilots at antenna r), ``h`` [F, T] (that pair's channel), the conditions,
+and ``antenna``, ``user`` (int64 0-d), what per-pair learned models train on.
 """
 from __future__ import annotations
 
@@ -26,6 +39,8 @@ from wavefront.sim.frames import FrameGenerator
 from wavefront.utils import derive_seed
 
 SAMPLE_KEYS = ("pilots", "h", "snr_db", "delay_spread_s", "doppler_hz", "noise_var")
+MIMO_KEYS = ("y", "bits")  # MIMO samples add these (and ``dmrs_rx`` with NR DM-RS pilots)
+PAIR_KEYS = SAMPLE_KEYS + ("antenna", "user")
 _META = ("snr_db", "delay_spread_s", "doppler_hz", "noise_var")
 # Keeps on-the-fly frames apart from the shards of `wavefront generate` with the same seed,
 # whose batches use derive_seed(seed, shard, batch).
@@ -47,6 +62,14 @@ class _FrameReader:
         self.zeros = (0,) * len(self.frame_shape)
         self.file_space = ds.id.get_space()
         self.mem_space = h5py.h5s.create_simple(self.frame_shape)
+
+    def part(self, index: tuple[int, ...]) -> torch.Tensor:
+        """Returns ``ds[index]`` (a frame and leading sub-indices, e.g. (frame, antenna, user)) as a tensor."""
+        shape = self.frame_shape[len(index) - 1:]
+        out = np.empty(shape, dtype=self.dtype)
+        self.file_space.select_hyperslab(tuple(index) + (0,) * len(shape), (1,) * len(index) + shape)
+        self.ds.id.read(h5py.h5s.create_simple(shape), self.file_space, out)
+        return torch.from_numpy(out)
 
     def __call__(self, i: int) -> torch.Tensor:
         if self.direct:
@@ -74,12 +97,20 @@ class H5FrameDataset(Dataset):
         shards = find_shards(path_or_dir)
         self.files = [s.path for s in shards]
         self.lengths = []
+        axes = set()
         for s in shards:
             try:
-                check_listed(s)
+                a = check_listed(s)
             except ShardError as exc:
                 raise ShardError(exc.path, f"{exc.reason}; regenerate it with the generating command plus --repair") from None
             self.lengths.append(s.frames)
+            axes.add(_antennas_users(a))
+        if len(axes) > 1:
+            raise ConfigError("path", str(path_or_dir), f"mixes frames of {sorted(axes)} (antennas, users); "
+                                                        "read one system at a time")
+        # R antennas and U users (1, 1: SISO samples, MIMO ones otherwise; see the module docstring)
+        self.num_rx_antennas, self.num_users = axes.pop() if axes else (1, 1)
+        self.mimo = (self.num_rx_antennas, self.num_users) != (1, 1)
         self.offsets = np.cumsum([0] + self.lengths).tolist()
         self._handles: dict[int, dict] = {}  # shard number -> open file, datasets, metadata
         self._pid = None
@@ -101,7 +132,8 @@ class H5FrameDataset(Dataset):
             f = h5py.File(self.files[k], "r")
             entry = {"file": f, "h": _FrameReader(f["h_true"]), "pilots": _FrameReader(f["pilots_ls"]),
                      # [N] float32 each: small, so read once instead of once per sample
-                     **{m: torch.from_numpy(f[m][()].astype(np.float32)) for m in _META}}
+                     **{m: torch.from_numpy(f[m][()].astype(np.float32)) for m in _META},
+                     **{k: _FrameReader(f[name]) for k, name in _MIMO_ARRAYS.items() if self.mimo and name in f}}
             self._handles[k] = entry
         return entry
 
@@ -119,13 +151,32 @@ class H5FrameDataset(Dataset):
         try:
             e = self._file(k)
             sample = {"pilots": e["pilots"](i), "h": e["h"](i)}
+            extra = {key: e[key](i) for key in _MIMO_ARRAYS if key in e}  # MIMO: y, bits (, dmrs_rx)
         except H5_ERRORS as exc:
-            msg = " ".join(f"{exc.__class__.__name__}: {exc}".split())[:200]
-            raise ShardError(self.files[k], f"cannot read frame {i} ({msg}); it is corrupt: "
-                                            "regenerate it with the generating command plus --repair") from None
+            raise self._corrupt(k, i, exc) from None
+        for m in _META:
+            sample[m] = e[m][i].clone()
+        if "bits" in extra:
+            extra["bits"] = extra["bits"].float()  # stored uint8, served as Frames.bits (float32 0/1)
+        sample.update(extra)
+        return sample
+
+    def pair_sample(self, index: int, antenna: int, user: int) -> dict[str, torch.Tensor]:
+        """Returns frame ``index``'s (antenna, user) pair as a SISO sample (:func:`pairs`), reading only that pair."""
+        k, i = self.locate(int(index))
+        try:
+            e = self._file(k)
+            sample = {"pilots": e["pilots"].part((i, antenna, user)), "h": e["h"].part((i, antenna, user))}
+        except H5_ERRORS as exc:
+            raise self._corrupt(k, i, exc) from None
         for m in _META:
             sample[m] = e[m][i].clone()
         return sample
+
+    def _corrupt(self, k: int, i: int, exc: BaseException) -> ShardError:
+        msg = " ".join(f"{exc.__class__.__name__}: {exc}".split())[:200]
+        return ShardError(self.files[k], f"cannot read frame {i} ({msg}); it is corrupt: "
+                                         "regenerate it with the generating command plus --repair")
 
     def close(self) -> None:
         for e in self._handles.values():
@@ -141,9 +192,31 @@ class H5FrameDataset(Dataset):
 
 def frames_to_samples(frames) -> dict[str, torch.Tensor]:
     """Returns a batch of samples from simulator ``Frames``: ``pilots`` [B, P_f, P_t] (or [B, P]) c64,
-    ``h`` [B, F, T] c64, ``snr_db`` [dB], ``delay_spread_s`` [s], ``doppler_hz`` [Hz], ``noise_var`` ([B] f32 each)."""
-    return {"pilots": frames.pilots_ls, "h": frames.h, "snr_db": frames.snr_db,
-            "delay_spread_s": frames.delay_spread_s, "doppler_hz": frames.doppler_hz, "noise_var": frames.noise_var}
+    ``h`` [B, F, T] c64, ``snr_db`` [dB], ``delay_spread_s`` [s], ``doppler_hz`` [Hz], ``noise_var`` ([B] f32 each).
+
+    MIMO frames (``h`` [B, R, U, F, T]) add ``y`` [B, R, F, T] c64 and ``bits`` [B, U, K] f32 when drawn with
+    data, and ``dmrs_rx`` [B, R, U, N_f, N_t] c64 with NR DM-RS pilots (the module docstring)."""
+    out = {"pilots": frames.pilots_ls, "h": frames.h, "snr_db": frames.snr_db,
+           "delay_spread_s": frames.delay_spread_s, "doppler_hz": frames.doppler_hz, "noise_var": frames.noise_var}
+    if frames.h.dim() == 5:
+        extra = {"y": frames.y, "bits": frames.bits, "dmrs_rx": frames.pilots_dmrs}
+        out.update({k: v for k, v in extra.items() if v is not None})
+    return out
+
+
+def _antennas_users(attrs: dict) -> tuple[int, int]:
+    """Returns (R, U) of a shard from its ``config`` attribute (a SISO config's JSON has no ``mimo`` section)."""
+    import json
+
+    try:
+        m = json.loads(attrs["config"]).get("mimo") or {}
+    except (KeyError, TypeError, ValueError, AttributeError):
+        m = {}
+    return int(m.get("num_rx_antennas", 1)), int(m.get("num_users", 1))
+
+
+# sample key -> shard dataset, MIMO shards only
+_MIMO_ARRAYS = {"y": "y", "bits": "bits", "dmrs_rx": "pilots_dmrs"}
 
 
 class OnTheFlyDataset(IterableDataset):
@@ -217,16 +290,29 @@ class OnTheFlyDataset(IterableDataset):
         for k in range(consumer, len(sizes), consumers):
             yield k, sizes[k]
 
-    def _generator(self) -> FrameGenerator:
+    @property
+    def num_rx_antennas(self) -> int:
+        return self.config.mimo.num_rx_antennas
+
+    @property
+    def num_users(self) -> int:
+        return self.config.mimo.num_users
+
+    def _generator(self):
         if self._gen is None:
-            self._gen = FrameGenerator(self.config, device=self.device)
+            if self.config.mimo.is_mimo:
+                from wavefront.sim.mimo import MimoFrameGenerator
+
+                self._gen = MimoFrameGenerator(self.config, device=self.device)
+            else:
+                self._gen = FrameGenerator(self.config, device=self.device)
         return self._gen
 
     def __iter__(self):
         epoch = self.epoch  # read once: the whole pass is one epoch
         for k, b in self._batches():
             samples = frames_to_samples(self._generator().generate(
-                b, derive_seed(self.seed, _ON_THE_FLY_STREAM, epoch, k), with_data=False))
+                b, derive_seed(self.seed, _ON_THE_FLY_STREAM, epoch, k), with_data=self.config.mimo.is_mimo))
             for i in range(b):
                 yield {key: v[i] for key, v in samples.items()}
 
@@ -236,8 +322,93 @@ class OnTheFlyDataset(IterableDataset):
         ``batch_size`` is the global batch; it must split evenly over the ranks (the trainer checks).
         """
         samples = frames_to_samples(self._generator().generate(self.batch_size, seed=derive_seed(self.seed, step),
-                                                               with_data=False))
+                                                               with_data=self.config.mimo.is_mimo))
         if self.world_size == 1:
             return samples
         n = self.batch_size // self.world_size
         return {k: v[self.rank * n:(self.rank + 1) * n] for k, v in samples.items()}
+
+
+# ---- per-(antenna, user) pairs of MIMO frames ----------------------------------------------
+def _pair_of(sample: dict[str, torch.Tensor], r: int, u: int) -> dict[str, torch.Tensor]:
+    """Returns the SISO sample of pair (r, u) of a MIMO ``sample`` (module docstring)."""
+    out = {"pilots": sample["pilots"][r, u], "h": sample["h"][r, u]}
+    out.update({m: sample[m] for m in _META})
+    out.update(antenna=torch.tensor(r), user=torch.tensor(u))
+    return out
+
+
+def _check_users(users, U: int) -> tuple[int, ...]:
+    users = tuple(range(U)) if users is None else tuple(int(u) for u in users)
+    if not users or any(not 0 <= u < U for u in users) or len(set(users)) != len(users):
+        raise ConfigError("users", list(users), f"must be distinct user indices in 0..{U - 1}")
+    return users
+
+
+class PairDataset(Dataset):
+    """A MIMO map-style dataset (e.g. :class:`H5FrameDataset`) as per-(antenna, user) SISO samples.
+
+    Sample ``n`` is pair ``(r, users[j])`` of frame ``n // (R J)`` with ``r, j = divmod(n % (R J), J)``
+    (``J = len(users)``, all users by default): ``pilots`` [P_f', P_t] c64, ``h`` [F, T] c64, the frame's
+    conditions (f32 0-d), ``antenna``, ``user`` (int64 0-d). An :class:`H5FrameDataset` reads only the pair.
+    """
+
+    def __init__(self, frames: Dataset, users=None):
+        self.frames = frames
+        self.R, U = int(getattr(frames, "num_rx_antennas", 1)), int(getattr(frames, "num_users", 1))
+        self.users = _check_users(users, U)
+
+    def __len__(self) -> int:
+        return len(self.frames) * self.R * len(self.users)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        index = int(index)
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError(f"pair {index} out of range for {len(self)} pairs")
+        per = self.R * len(self.users)
+        frame, rest = divmod(index, per)
+        r, j = divmod(rest, len(self.users))
+        u = self.users[j]
+        read = getattr(self.frames, "pair_sample", None)
+        if read is None:
+            return _pair_of(self.frames[frame], r, u)
+        out = read(frame, r, u)
+        out.update(antenna=torch.tensor(r), user=torch.tensor(u))
+        return out
+
+
+class PairIterable(IterableDataset):
+    """An iterable MIMO dataset (e.g. :class:`OnTheFlyDataset`) as per-(antenna, user) SISO samples:
+    every frame's pairs in antenna-major order (samples as :class:`PairDataset`)."""
+
+    def __init__(self, frames: IterableDataset, users=None):
+        self.frames = frames
+        self.R, U = int(getattr(frames, "num_rx_antennas", 1)), int(getattr(frames, "num_users", 1))
+        self.users = _check_users(users, U)
+
+    def __len__(self) -> int:
+        return len(self.frames) * self.R * len(self.users)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.frames.set_epoch(epoch)
+
+    def __iter__(self):
+        for sample in self.frames:
+            for r in range(self.R):
+                for u in self.users:
+                    yield _pair_of(sample, r, u)
+
+
+def pairs(frames: Dataset, users=None) -> Dataset:
+    """Returns the per-(antenna, user) SISO view of a MIMO dataset: :class:`PairDataset` for a map-style one,
+    :class:`PairIterable` for an iterable one. ``users``: only these users' pairs (default all).
+
+    Refuses a SISO dataset (its samples are pairs already).
+    """
+    R, U = int(getattr(frames, "num_rx_antennas", 1)), int(getattr(frames, "num_users", 1))
+    if (R, U) == (1, 1):
+        raise ConfigError("frames", type(frames).__name__, "is single-antenna, single-user: its samples are the "
+                                                           "pairs already")
+    return PairIterable(frames, users) if isinstance(frames, IterableDataset) else PairDataset(frames, users)
