@@ -17,6 +17,8 @@ Rules, because the reference name pattern holds only non-negative integers:
 - Only Kronecker pilot layouts (``P_f x P_t``) whose subcarriers are equally spaced can be
   exported: the reader reshapes the pilots to ``[P_f, P_t]`` and the name's ``N-`` is that
   spacing. A scattered layout (:mod:`wavefront.sim.pilots`) is refused before anything is written.
+- The format holds one antenna and one user: a MIMO dataset (antenna and user axes) is refused
+  by ``export-mat``, and a MIMO ``--config``/``--preset`` by ``import-mat``, before anything is written.
 """
 from __future__ import annotations
 
@@ -137,6 +139,10 @@ def _mat_spacing(folder: Path) -> int:
         cfg = SystemConfig.from_dict(man["config"])
     except (KeyError, TypeError, ConfigError):
         return int(man["config"]["ofdm"]["pilot_subcarrier_spacing"])
+    if cfg.mimo.is_mimo:
+        raise ConfigError("data", str(folder), f"holds MIMO frames ({cfg.mimo.num_rx_antennas} antennas x "
+                                               f"{cfg.mimo.num_users} users): .mat export (the AdaFortiTran reference "
+                                               "format, one [F, T] channel per file) is SISO only")
     layout = cfg.ofdm.pilot_layout
     if not layout.is_kronecker:
         raise ConfigError("data", str(folder), f"its pilot layout is {layout.describe()}: .mat export covers Kronecker "
@@ -231,6 +237,11 @@ def import_mat(root: str | Path, out: str | Path, base: SystemConfig, shard_fram
     imported folders (:func:`wavefront.datasets.audit.audit`), warn with the figures when there
     are any, and record the findings under ``realization_audit`` in each folder's manifest.
     """
+    m = base.mimo
+    if m.is_mimo:
+        raise ConfigError("mimo", f"{m.num_rx_antennas} antennas x {m.num_users} users",
+                          ".mat import (the AdaFortiTran reference format, one antenna and one user) is SISO only; "
+                          "give a single-antenna --config/--preset")
     root, out = Path(root), check_output_folder("out", out)
     folders = mat_folders(root)
     total, written = 0, []

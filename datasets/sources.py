@@ -46,6 +46,10 @@ def _check_grid(ds: H5FrameDataset, config: SystemConfig, folder: Path) -> None:
     stored = _stored_config(ds)
     if stored is None:
         return  # no recorded config: a shape mismatch still fails at the estimator
+    if stored.mimo.is_mimo and not config.mimo.is_mimo:
+        raise ConfigError("data", str(folder), f"holds MIMO frames ({stored.mimo.num_rx_antennas} antennas x "
+                                               f"{stored.mimo.num_users} users); evaluating a dataset folder is "
+                                               "single-antenna only so far (sweep runs MIMO on generated frames)")
     a, b = stored.ofdm, config.ofdm
     if tuple(a.grid_shape) != tuple(b.grid_shape):
         raise ConfigError("data", str(folder), f"its frames have grid_shape {tuple(a.grid_shape)}, the estimators "
