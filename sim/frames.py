@@ -198,7 +198,7 @@ class FrameGenerator:
         if config.mimo.is_mimo:
             raise ConfigError("mimo", f"{config.mimo.num_rx_antennas} antennas x {config.mimo.num_users} users",
                               "this path is single-antenna: MIMO frames come from wavefront.sim.mimo.frame_generator "
-                              "(sweep); datasets, training and evaluation are SISO only so far")
+                              "(sweep, generate); training and evaluation are SISO only so far")
         self.config = config
         self.ofdm = config.ofdm
         self.device = resolve_device(device)
