@@ -21,7 +21,7 @@ attribute ``config`` names the layout.
 **MIMO shards** (a config with R receive antennas and U users, ``mimo`` section;
 :mod:`wavefront.sim.mimo`) carry the antenna and user axes, and three more frame arrays:
 
-- ``h_true`` [N, R, U, F, T] complex64: user u's channel at antenna r;
+- ``h_true`` [N, R, U, F, T] complex64: user u's channel at antenna r; one chunk per (frame, antenna, user);
 - ``pilots_ls``, ``pilots_rx`` [N, R, U, P_f', P_t] complex64: each user's own pilots at each
   antenna (Kronecker pattern: ``P_f' = P_f / U``; NR DM-RS: ``pilots_rx`` the user's group REs
   [N, R, U, N_f, N_t] and ``pilots_ls`` the despread LS per CDM pair);
@@ -263,7 +263,10 @@ def shard_image(arrays: ShardArrays, attrs: dict, compression: str = "none") -> 
     with h5py.File(buf, "w", libver="earliest", track_order=False) as f:
         for name in FRAME_ARRAYS:
             arr = getattr(arrays, name)
-            f.create_dataset(name, data=arr, chunks=(1,) + arr.shape[1:], **opts, **comp)
+            # one frame per chunk; a MIMO channel [N, R, U, F, T] one (antenna, user) pair per chunk, so the
+            # per-pair view reads (and checks) only that pair
+            chunks = (1, 1, 1) + arr.shape[3:] if name == "h_true" and arr.ndim == 5 else (1,) + arr.shape[1:]
+            f.create_dataset(name, data=arr, chunks=chunks, **opts, **comp)
         for name in META_ARRAYS:
             f.create_dataset(name, data=getattr(arrays, name).astype(np.float32), **opts)
         f.create_dataset("profile", data=arrays.profile.astype(PROFILE_DTYPE), **opts)
