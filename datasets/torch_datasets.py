@@ -39,8 +39,7 @@ from wavefront.sim.frames import FrameGenerator
 from wavefront.utils import derive_seed
 
 SAMPLE_KEYS = ("pilots", "h", "snr_db", "delay_spread_s", "doppler_hz", "noise_var")
-MIMO_KEYS = ("y", "bits")  # MIMO samples add these (and ``dmrs_rx`` with NR DM-RS pilots)
-PAIR_KEYS = SAMPLE_KEYS + ("antenna", "user")
+PAIR_KEYS = SAMPLE_KEYS + ("antenna", "user")  # a sample of the pairs view (:func:`pairs`)
 _META = ("snr_db", "delay_spread_s", "doppler_hz", "noise_var")
 # Keeps on-the-fly frames apart from the shards of `wavefront generate` with the same seed,
 # whose batches use derive_seed(seed, shard, batch).
@@ -133,7 +132,7 @@ class H5FrameDataset(Dataset):
             entry = {"file": f, "h": _FrameReader(f["h_true"]), "pilots": _FrameReader(f["pilots_ls"]),
                      # [N] float32 each: small, so read once instead of once per sample
                      **{m: torch.from_numpy(f[m][()].astype(np.float32)) for m in _META},
-                     **{k: _FrameReader(f[name]) for k, name in _MIMO_ARRAYS.items() if self.mimo and name in f}}
+                     **{key: _FrameReader(f[name]) for key, name in _MIMO_ARRAYS.items() if self.mimo and name in f}}
             self._handles[k] = entry
         return entry
 
@@ -338,11 +337,16 @@ def _pair_of(sample: dict[str, torch.Tensor], r: int, u: int) -> dict[str, torch
     return out
 
 
-def _check_users(users, U: int) -> tuple[int, ...]:
+def _axes(frames, users) -> tuple[int, tuple[int, ...]]:
+    """Returns (R, the users to serve) of a MIMO dataset; refuses a SISO one and bad user indices."""
+    R, U = int(getattr(frames, "num_rx_antennas", 1)), int(getattr(frames, "num_users", 1))
+    if (R, U) == (1, 1):
+        raise ConfigError("frames", type(frames).__name__, "is single-antenna, single-user: its samples are the "
+                                                           "pairs already")
     users = tuple(range(U)) if users is None else tuple(int(u) for u in users)
     if not users or any(not 0 <= u < U for u in users) or len(set(users)) != len(users):
         raise ConfigError("users", list(users), f"must be distinct user indices in 0..{U - 1}")
-    return users
+    return R, users
 
 
 class PairDataset(Dataset):
@@ -355,8 +359,7 @@ class PairDataset(Dataset):
 
     def __init__(self, frames: Dataset, users=None):
         self.frames = frames
-        self.R, U = int(getattr(frames, "num_rx_antennas", 1)), int(getattr(frames, "num_users", 1))
-        self.users = _check_users(users, U)
+        self.R, self.users = _axes(frames, users)
 
     def __len__(self) -> int:
         return len(self.frames) * self.R * len(self.users)
@@ -385,8 +388,7 @@ class PairIterable(IterableDataset):
 
     def __init__(self, frames: IterableDataset, users=None):
         self.frames = frames
-        self.R, U = int(getattr(frames, "num_rx_antennas", 1)), int(getattr(frames, "num_users", 1))
-        self.users = _check_users(users, U)
+        self.R, self.users = _axes(frames, users)
 
     def __len__(self) -> int:
         return len(self.frames) * self.R * len(self.users)
@@ -407,8 +409,4 @@ def pairs(frames: Dataset, users=None) -> Dataset:
 
     Refuses a SISO dataset (its samples are pairs already).
     """
-    R, U = int(getattr(frames, "num_rx_antennas", 1)), int(getattr(frames, "num_users", 1))
-    if (R, U) == (1, 1):
-        raise ConfigError("frames", type(frames).__name__, "is single-antenna, single-user: its samples are the "
-                                                           "pairs already")
     return PairIterable(frames, users) if isinstance(frames, IterableDataset) else PairDataset(frames, users)

@@ -15,6 +15,7 @@ from wavefront.datasets import H5FrameDataset, OnTheFlyDataset, pairs
 from wavefront.datasets.audit import audit
 from wavefront.datasets.generate import MIMO_STREAM, DatasetSpec, generate_dataset
 from wavefront.datasets.shards import partial_name, read_shard, shard_name
+from wavefront.datasets.torch_datasets import PAIR_KEYS, PairDataset
 from wavefront.errors import ConfigError
 from wavefront.sim.config import SystemConfig
 from wavefront.sim.mimo import MimoFrameGenerator, pilots_per_user, user_configs
@@ -151,7 +152,7 @@ def test_pairs_view_gives_each_pairs_pilots_and_channel(folder):
         frame, rest = divmod(n, R * U)
         r, u = divmod(rest, U)
         s = view[n]
-        assert (int(s["antenna"]), int(s["user"])) == (r, u)
+        assert tuple(s) == PAIR_KEYS and (int(s["antenna"]), int(s["user"])) == (r, u)
         assert np.array_equal(s["h"].numpy(), ref["h_true"][frame, r, u])
         assert np.array_equal(s["pilots"].numpy(), ref["pilots_ls"][frame, r, u])
         assert float(s["snr_db"]) == float(ref["snr_db"][frame])
@@ -180,9 +181,12 @@ def test_noiseless_pair_pilots_are_that_pairs_channel_at_that_users_pilots(tmp_p
         torch.testing.assert_close(s["pilots"], at, rtol=0, atol=1e-4)
 
 
-def test_siso_datasets_refuse_the_pairs_view():
+def test_siso_datasets_refuse_the_pairs_view(tmp_path):
     with pytest.raises(ConfigError, match="single-antenna"):
         pairs(OnTheFlyDataset(SystemConfig(), seed=1, frames_per_epoch=2, batch_size=2))
+    generate_dataset(DatasetSpec(SystemConfig(), 1, 2, 2, 2), tmp_path)
+    with pytest.raises(ConfigError, match="single-antenna"):
+        PairDataset(H5FrameDataset(tmp_path))
 
 
 def test_dmrs_shards_carry_the_group_observations(tmp_path):
