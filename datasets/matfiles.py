@@ -17,6 +17,10 @@ Rules, because the reference name pattern holds only non-negative integers:
 - Only Kronecker pilot layouts (``P_f x P_t``) whose subcarriers are equally spaced can be
   exported: the reader reshapes the pilots to ``[P_f, P_t]`` and the name's ``N-`` is that
   spacing. A scattered layout (:mod:`wavefront.sim.pilots`) is refused before anything is written.
+- A dataset with receiver impairments (``channel.cfo_hz``, ``phase_noise_linewidth_hz``,
+  ``timing_offset_samples``) is refused before anything is written, naming the field: the
+  reference format has no place for each frame's drawn value, and frames exported without it
+  would read back as unimpaired ones.
 """
 from __future__ import annotations
 
@@ -42,6 +46,7 @@ from wavefront.datasets.shards import (
 from wavefront.errors import ConfigError
 from wavefront.utils import check_output_folder
 from wavefront.sim.config import SystemConfig, profile_label
+from wavefront.sim.impairments import IMPAIRMENT_FIELDS
 from wavefront.sim.pilots import is_arithmetic
 
 NAME_RE = re.compile(r"(\d+)_SNR-(\d+)_DS-(\d+)_DOP-(\d+)_N-(\d+)_([A-Z\-]+)\.mat")
@@ -133,6 +138,12 @@ def export_mat(data: str | Path, out: str | Path, round_values: bool = False, pr
 def _mat_spacing(folder: Path) -> int:
     """Returns the ``N-`` spacing of a dataset folder's pilots, or raises ConfigError if ``.mat`` cannot hold its layout."""
     man = read_manifest(folder)
+    channel = (man.get("config") or {}).get("channel") or {}
+    for k in IMPAIRMENT_FIELDS:
+        if channel.get(k) is not None:
+            raise ConfigError(f"channel.{k}", channel[k], f"{folder} holds impaired frames: the AdaFortiTran .mat "
+                                                          f"format has no place for each frame's {k}, so .mat export "
+                                                          "refuses impaired datasets")
     try:
         cfg = SystemConfig.from_dict(man["config"])
     except (KeyError, TypeError, ConfigError):

@@ -5,12 +5,16 @@ Both yield the same sample, a dict:
 - ``pilots`` [P_f, P_t] complex64: LS estimate at the pilots.
 - ``h`` [F, T] complex64: true channel.
 - ``snr_db`` (dB, per RE), ``delay_spread_s`` (s), ``doppler_hz`` (Hz), ``noise_var``: float32 0-d tensors.
+- ``cfo_hz`` (Hz), ``phase_noise_linewidth_hz`` (Hz), ``timing_offset_samples`` (samples): float32 0-d
+  tensors, the frame's receiver impairments, only those the config sets (none by default). A tree
+  of folders of which only some set one gives ``0.0`` (what off means) for the others' frames.
 
 so a trainer can take either. The default collate stacks them into ``[B, ...]``.
 """
 from __future__ import annotations
 
 import bisect
+import json
 import os
 from pathlib import Path
 
@@ -20,7 +24,7 @@ import torch
 from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
 from wavefront.datasets.folders import check_listed, find_shards
-from wavefront.datasets.shards import H5_ERRORS, ShardError
+from wavefront.datasets.shards import H5_ERRORS, OPTIONAL_META, ShardError
 from wavefront.errors import ConfigError
 from wavefront.sim.frames import FrameGenerator
 from wavefront.utils import derive_seed
@@ -73,13 +77,16 @@ class H5FrameDataset(Dataset):
     def __init__(self, path_or_dir: str | Path):
         shards = find_shards(path_or_dir)
         self.files = [s.path for s in shards]
-        self.lengths = []
+        self.lengths, impaired = [], set()
         for s in shards:
             try:
-                check_listed(s)
+                attrs = check_listed(s)
             except ShardError as exc:
                 raise ShardError(exc.path, f"{exc.reason}; regenerate it with the generating command plus --repair") from None
             self.lengths.append(s.frames)
+            impaired |= _impairments_set(attrs)
+        # the impairments any shard records: every sample carries these keys (collate needs one key set)
+        self.impairments = tuple(k for k in OPTIONAL_META if k in impaired)
         self.offsets = np.cumsum([0] + self.lengths).tolist()
         self._handles: dict[int, dict] = {}  # shard number -> open file, datasets, metadata
         self._pid = None
@@ -101,7 +108,7 @@ class H5FrameDataset(Dataset):
             f = h5py.File(self.files[k], "r")
             entry = {"file": f, "h": _FrameReader(f["h_true"]), "pilots": _FrameReader(f["pilots_ls"]),
                      # [N] float32 each: small, so read once instead of once per sample
-                     **{m: torch.from_numpy(f[m][()].astype(np.float32)) for m in _META}}
+                     **{m: torch.from_numpy(f[m][()].astype(np.float32)) for m in _META + self.impairments if m in f}}
             self._handles[k] = entry
         return entry
 
@@ -125,6 +132,8 @@ class H5FrameDataset(Dataset):
                                             "regenerate it with the generating command plus --repair") from None
         for m in _META:
             sample[m] = e[m][i].clone()
+        for m in self.impairments:  # 0.0 for a shard whose config leaves this impairment off
+            sample[m] = e[m][i].clone() if m in e else torch.zeros((), dtype=torch.float32)
         return sample
 
     def close(self) -> None:
@@ -139,11 +148,23 @@ class H5FrameDataset(Dataset):
             pass
 
 
+def _impairments_set(attrs: dict) -> set[str]:
+    """Returns the impairment fields a shard's recorded config sets (its per-frame datasets)."""
+    try:
+        channel = json.loads(attrs["config"]).get("channel", {})
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return set()
+    return {k for k in OPTIONAL_META if channel.get(k) is not None}
+
+
 def frames_to_samples(frames) -> dict[str, torch.Tensor]:
     """Returns a batch of samples from simulator ``Frames``: ``pilots`` [B, P_f, P_t] (or [B, P]) c64,
-    ``h`` [B, F, T] c64, ``snr_db`` [dB], ``delay_spread_s`` [s], ``doppler_hz`` [Hz], ``noise_var`` ([B] f32 each)."""
+    ``h`` [B, F, T] c64, ``snr_db`` [dB], ``delay_spread_s`` [s], ``doppler_hz`` [Hz], ``noise_var`` ([B] f32 each),
+    and the impairments the frames carry (``cfo_hz`` [Hz], ``phase_noise_linewidth_hz`` [Hz],
+    ``timing_offset_samples`` [samples], [B] f32 each) when their config sets them."""
     return {"pilots": frames.pilots_ls, "h": frames.h, "snr_db": frames.snr_db,
-            "delay_spread_s": frames.delay_spread_s, "doppler_hz": frames.doppler_hz, "noise_var": frames.noise_var}
+            "delay_spread_s": frames.delay_spread_s, "doppler_hz": frames.doppler_hz, "noise_var": frames.noise_var,
+            **{k: getattr(frames, k) for k in OPTIONAL_META if getattr(frames, k) is not None}}
 
 
 class OnTheFlyDataset(IterableDataset):
