@@ -83,13 +83,15 @@ def impairments_on(channel: ChannelConfig) -> bool:
     return any(getattr(channel, k) is not None for k in IMPAIRMENT_FIELDS)
 
 
-def impairment_record(channel: ChannelConfig) -> dict:
+def impairment_record(channel: ChannelConfig | dict) -> dict:
     """Returns the impairments ``channel`` sets, ``{field: {"value": v or [low, high], "units": ...}}``, empty when all are off.
 
-    What manifests and ``results.json`` record (a ``[low, high]`` range is drawn uniformly per frame).
+    ``channel``: a ChannelConfig or its JSON dict. What manifests and ``results.json`` record (a
+    ``[low, high]`` range is drawn uniformly per frame).
     """
+    get = channel.get if isinstance(channel, dict) else lambda k: getattr(channel, k)
     return {k: {"value": list(v) if isinstance(v, tuple) else v, "units": IMPAIRMENT_UNITS[k]}
-            for k in IMPAIRMENT_FIELDS if (v := getattr(channel, k)) is not None}
+            for k in IMPAIRMENT_FIELDS if (v := get(k)) is not None}
 
 
 def draw_impairments(channel: ChannelConfig, batch_size: int, seed: int, device, draw) -> Impairments | None:
