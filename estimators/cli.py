@@ -107,7 +107,8 @@ def add_commands(subparsers) -> None:
     add_prior_arguments(e)
     add_impairment_arguments(e)  # simulated points draw them per frame; a --suite's frames carry their own
     e.add_argument("--frames-per-point", type=positive_int, default=500)
-    e.add_argument("--config", help="system config (YAML or preset; default: the checkpoint's grid with TDL-A)")
+    e.add_argument("--config", help="system config (YAML or preset; default: the checkpoint's grid, pilots, profile "
+                                    "and receiver impairments, TDL-A without any for the shipped models)")
     e.add_argument("--pilots", metavar="PRESET|FILE.json",
                    help=_pilots_help().replace("default: the config's", "default: the checkpoint's; must match it"))
     e.add_argument("--baselines", default="ls-linear,lmmse-robust,lmmse-genie", help="comma-separated classical estimators")
