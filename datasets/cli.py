@@ -33,6 +33,9 @@ def _common(p, frames_flag: str, frames_default, frames_help: str) -> None:
     p.add_argument("--ici", action="store_true",
                    help="model inter-carrier interference (channel.ici: true): the channel varies within each symbol, "
                         "pilots carry ICI from the data around them, and h is each symbol's average channel")
+    from wavefront.sim.cli import add_impairment_arguments
+
+    add_impairment_arguments(p)  # each frame's drawn values land in the shards (one [N] float32 dataset each)
 
 
 def add_commands(sub) -> None:
@@ -128,7 +131,9 @@ def _base_config(args, default_preset: str = "default"):
     config = config.updated(channel={"ici": True}) if getattr(args, "ici", False) else config
     mimo = mimo_overrides(args)  # generate's --rx-antennas, --users, ... (None elsewhere)
     config = config.updated(mimo=mimo) if mimo else config
-    return apply_pilots(config, getattr(args, "pilots", None))
+    from wavefront.sim.cli import with_impairments
+
+    return apply_pilots(with_impairments(config, args), getattr(args, "pilots", None))
 
 
 def _device(name: str, threads: int | None = None):

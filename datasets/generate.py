@@ -41,7 +41,7 @@ import numpy as np
 
 from wavefront.datasets.folders import MANIFEST, MANIFEST_FORMAT, check_file, manifest_entries, read_manifest
 from wavefront.datasets.shards import (
-    COMPRESSIONS, DiskFullError, FORMAT_VERSION, PROFILE_DTYPE, ShardArrays, ShardBusy, ShardError, ShardRecord,
+    COMPRESSIONS, DiskFullError, FORMAT_VERSION, OPTIONAL_META, PROFILE_DTYPE, ShardArrays, ShardBusy, ShardError, ShardRecord,
     ensure_free, estimate_shard_bytes, file_checksum, is_disk_full, partial_name, probe_shard, read_attrs,
     remove_stale_partials, shard_name, versions, write_file_atomic, write_shard,
 )
@@ -128,7 +128,8 @@ class DatasetSpec:
             return mimo_frame_bytes(self.config)
         o = self.config.ofdm
         f, t = o.grid_shape
-        return 8 * (f * t + 2 * o.num_pilots) + 4 * 4 + 5
+        impairments = sum(getattr(self.config.channel, k) is not None for k in OPTIONAL_META)
+        return 8 * (f * t + 2 * o.num_pilots) + 4 * (4 + impairments) + 5
 
     def header(self) -> dict:
         """Returns the manifest fields that describe the run (everything but the shard list)."""
@@ -139,7 +140,18 @@ class DatasetSpec:
                 "seeding": "shard i uses derive_seed(seed, i); its generator batch j uses derive_seed(seed, i, j)",
                 "snr_convention": self.config.snr_convention_text, "ici": self.config.ici_text,
                 "channel_realization": self.config.realization_text,
-                "versions": versions(), **self.extra, **mimo_header(self.config)}
+                "versions": versions(), **self.impairments(), **self.extra, **mimo_header(self.config)}
+
+    def impairments(self) -> dict:
+        """Returns ``{"impairments": {field: {"value", "units"}}}`` when the config sets any, else ``{}``.
+
+        Each frame's drawn value is in the shards' ``[N]`` float32 dataset named ``field``; the
+        manifest of a run without impairments stays as it was.
+        """
+        from wavefront.sim.impairments import impairment_record
+
+        rec = impairment_record(self.config.channel)
+        return {"impairments": rec} if rec else {}
 
     def shard_attrs(self, index: int, device: str) -> dict:
         # MIMO: no shard seed (its frames come from the run's batches), the first frame's index instead
@@ -252,7 +264,8 @@ def draw_shard(generator, spec: DatasetSpec, index: int, progress=None) -> Shard
             pilot_symbol_indices=np.asarray(sym, dtype=np.int64),
             snr_db=fr.snr_db.cpu().numpy(), delay_spread_s=fr.delay_spread_s.cpu().numpy(),
             doppler_hz=fr.doppler_hz.cpu().numpy(), noise_var=fr.noise_var.cpu().numpy(),
-            profile=np.full(b, fr.profile.encode(), dtype=PROFILE_DTYPE), pilot_positions=positions))
+            profile=np.full(b, fr.profile.encode(), dtype=PROFILE_DTYPE), pilot_positions=positions,
+            **{k: getattr(fr, k).cpu().numpy() for k in OPTIONAL_META if getattr(fr, k) is not None}))
         done += b
         j += 1
         if progress is not None:

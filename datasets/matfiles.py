@@ -19,6 +19,10 @@ Rules, because the reference name pattern holds only non-negative integers:
   spacing. A scattered layout (:mod:`wavefront.sim.pilots`) is refused before anything is written.
 - The format holds one antenna and one user: a MIMO dataset (antenna and user axes) is refused
   by ``export-mat``, and a MIMO ``--config``/``--preset`` by ``import-mat``, before anything is written.
+- A dataset with receiver impairments (``channel.cfo_hz``, ``phase_noise_linewidth_hz``,
+  ``timing_offset_samples``) is refused before anything is written, naming the field: the
+  reference format has no place for each frame's drawn value, and frames exported without it
+  would read back as unimpaired ones.
 """
 from __future__ import annotations
 
@@ -44,6 +48,7 @@ from wavefront.datasets.shards import (
 from wavefront.errors import ConfigError
 from wavefront.utils import check_output_folder
 from wavefront.sim.config import SystemConfig, profile_label
+from wavefront.sim.impairments import IMPAIRMENT_FIELDS
 from wavefront.sim.pilots import is_arithmetic
 
 NAME_RE = re.compile(r"(\d+)_SNR-(\d+)_DS-(\d+)_DOP-(\d+)_N-(\d+)_([A-Z\-]+)\.mat")
@@ -135,6 +140,12 @@ def export_mat(data: str | Path, out: str | Path, round_values: bool = False, pr
 def _mat_spacing(folder: Path) -> int:
     """Returns the ``N-`` spacing of a dataset folder's pilots, or raises ConfigError if ``.mat`` cannot hold its layout."""
     man = read_manifest(folder)
+    channel = (man.get("config") or {}).get("channel") or {}
+    for k in IMPAIRMENT_FIELDS:
+        if channel.get(k) is not None:
+            raise ConfigError(f"channel.{k}", channel[k], f"{folder} holds impaired frames: the AdaFortiTran .mat "
+                                                          f"format has no place for each frame's {k}, so .mat export "
+                                                          "refuses impaired datasets")
     try:
         cfg = SystemConfig.from_dict(man["config"])
     except (KeyError, TypeError, ConfigError):

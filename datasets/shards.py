@@ -17,6 +17,11 @@ attribute ``config`` names the layout.
 - ``snr_db`` [N] float32 (dB, per resource element), ``delay_spread_s`` [N] float32 (s, RMS),
   ``doppler_hz`` [N] float32 (Hz, maximum), ``noise_var`` [N] float32 (per complex RE),
   ``profile`` [N] bytes ``S5``: the TDL letter (``A``..``E``) or ``CDL-A``..``CDL-E``.
+- ``cfo_hz``, ``phase_noise_linewidth_hz``, ``timing_offset_samples`` [N] float32: each frame's
+  receiver impairment (:mod:`wavefront.sim.impairments`), one dataset per impairment the config
+  sets (:data:`OPTIONAL_META`), its unit in the dataset's ``units`` attribute (Hz, Hz, samples of
+  ``1 / (N scs)``). A shard whose config sets none carries none: its bytes are those of shards
+  written before impairments existed.
 
 **MIMO shards** (a config with R receive antennas and U users, ``mimo`` section;
 :mod:`wavefront.sim.mimo`) carry the antenna and user axes, and three more frame arrays:
@@ -70,6 +75,7 @@ import torch
 
 from wavefront import __version__
 from wavefront.errors import ConfigError
+from wavefront.sim.impairments import IMPAIRMENT_FIELDS, IMPAIRMENT_UNITS
 from wavefront.utils import fsync_dir
 
 try:  # POSIX advisory locks tell a live writer's ``.partial`` from one a killed run left
@@ -85,6 +91,8 @@ META_ARRAYS = ("snr_db", "delay_spread_s", "doppler_hz", "noise_var")  # [N] flo
 STATIC_ARRAYS = ("pilot_symbols", "pilot_subcarriers", "pilot_symbol_indices")
 OPTIONAL_STATIC = ("pilot_positions",)  # [P, 2] int64, scattered layouts only
 OPTIONAL_FRAME = ("y", "bits", "pilots_dmrs")  # [N, ...], MIMO shards only (bits uint8, the rest complex64)
+# Per-frame [N] float32 datasets present only when the config sets them (with a ``units`` attribute).
+OPTIONAL_META = IMPAIRMENT_FIELDS
 COMPRESSIONS = ("none", "lzf", "gzip")
 # What h5py raises on a damaged file, by where the damage sits: OSError (truncation, bad
 # signatures, checksum failures), RuntimeError ("bad object header version number", local
@@ -188,6 +196,9 @@ class ShardArrays:
     y: np.ndarray | None = None  # [N, R, F, T] complex64: MIMO only
     bits: np.ndarray | None = None  # [N, U, K] uint8: MIMO only
     pilots_dmrs: np.ndarray | None = None  # [N, R, U, N_f, N_t] complex64: MIMO with NR DM-RS only
+    cfo_hz: np.ndarray | None = None  # [N] float32 (Hz), the OPTIONAL_META: set when the config sets them
+    phase_noise_linewidth_hz: np.ndarray | None = None  # [N] float32 (Hz)
+    timing_offset_samples: np.ndarray | None = None  # [N] float32 (samples)
 
     def __len__(self) -> int:
         return self.h_true.shape[0]
@@ -198,10 +209,8 @@ class ShardArrays:
         first = parts[0]
         kw = {}
         for name in cls.__dataclass_fields__:
-            if name in STATIC_ARRAYS + OPTIONAL_STATIC:
+            if name in STATIC_ARRAYS + OPTIONAL_STATIC or getattr(first, name) is None:
                 kw[name] = getattr(first, name)
-            elif name in OPTIONAL_FRAME and getattr(first, name) is None:
-                kw[name] = None
             else:
                 kw[name] = np.concatenate([getattr(p, name) for p in parts])
         return cls(**kw)
@@ -222,7 +231,7 @@ class ShardRecord:
 def content_checksum(a: ShardArrays) -> str:
     """Returns the SHA-256 hex digest of a shard's arrays (bytes, in a fixed order)."""
     h = hashlib.sha256()
-    optional = tuple(n for n in OPTIONAL_STATIC + OPTIONAL_FRAME if getattr(a, n) is not None)
+    optional = tuple(n for n in OPTIONAL_STATIC + OPTIONAL_FRAME + OPTIONAL_META if getattr(a, n) is not None)
     for name in FRAME_ARRAYS + META_ARRAYS + STATIC_ARRAYS + ("profile",) + optional:
         arr = np.ascontiguousarray(getattr(a, name))
         h.update(name.encode())
@@ -275,6 +284,9 @@ def shard_image(arrays: ShardArrays, attrs: dict, compression: str = "none") -> 
         for name in (n for n in OPTIONAL_FRAME if getattr(arrays, n) is not None):  # MIMO only
             arr = getattr(arrays, name)
             f.create_dataset(name, data=arr, chunks=(1,) + arr.shape[1:], **opts, **comp)
+        for name in (n for n in OPTIONAL_META if getattr(arrays, n) is not None):
+            f.create_dataset(name, data=getattr(arrays, name).astype(np.float32), **opts).attrs["units"] = \
+                IMPAIRMENT_UNITS[name]
         full = {"format": FORMAT, "format_version": FORMAT_VERSION, "num_frames": len(arrays),
                 "content_sha256": checksum, **attrs}
         for k in sorted(full):
@@ -411,7 +423,7 @@ def read_attrs(path: str | Path) -> dict:
     try:
         with h5py.File(path, "r") as f:
             attrs = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in f.attrs.items()}
-            shapes = {k: f[k].shape for k in FRAME_ARRAYS + META_ARRAYS + ("profile",) + OPTIONAL_FRAME if k in f}
+            shapes = {k: f[k].shape for k in FRAME_ARRAYS + META_ARRAYS + ("profile",) + OPTIONAL_FRAME + OPTIONAL_META if k in f}
     except H5_ERRORS as exc:
         raise _damaged(path, "cannot read its structure", exc) from None
     if attrs.get("format") != FORMAT:
@@ -436,7 +448,7 @@ def read_shard(path: str | Path) -> ShardArrays:
     try:
         with h5py.File(path, "r") as f:
             return ShardArrays(**{k: f[k][()] for k in ShardArrays.__dataclass_fields__ if k in f
-                                  or k not in OPTIONAL_STATIC + OPTIONAL_FRAME})
+                                  or k not in OPTIONAL_STATIC + OPTIONAL_FRAME + OPTIONAL_META})
     except H5_ERRORS as exc:
         raise _damaged(path, "cannot read its arrays", exc) from None
 

@@ -20,6 +20,7 @@ from wavefront.errors import ConfigError
 from wavefront.sim.config import SystemConfig
 from wavefront.sim.experiment import COND_FIELDS, Point
 from wavefront.sim.frames import Frames
+from wavefront.sim.impairments import IMPAIRMENT_FIELDS
 
 
 def _stored_config(ds: H5FrameDataset) -> SystemConfig | None:
@@ -65,6 +66,8 @@ def folder_points(path: str | Path, config: SystemConfig, batch_size: int = 4096
 
     Sub-folders named as the AdaFortiTran suites (``SNR_test_set`` ...) become the sweeps
     ``snr``, ``delay_spread``, ``doppler``; the varying condition of a folder is its axis.
+    A folder whose shards record receiver impairments gives its points its impairment settings, and
+    its frames carry each one's drawn values in ``meta`` (as simulated frames do).
     """
     root = Path(path)
     if not root.is_dir():
@@ -88,13 +91,16 @@ def folder_points(path: str | Path, config: SystemConfig, batch_size: int = 4096
         axis = varying[0] if len(varying) == 1 else ""
         sweep = named.get(folder.name, axis_sweep.get(axis, folder.name))
         profile = _folder_profile(ds)
-        realization = realization_label(folder, _stored_config(ds))
+        stored = _stored_config(ds)
+        realization = realization_label(folder, stored)
+        impaired = ({k: getattr(stored.channel, k) for k in IMPAIRMENT_FIELDS}
+                    if stored is not None and stored.channel.impaired else {})
         for u in range(uniq.shape[0]):
             sel = inv == u
             snr, ds_ns, fd = (float(v) for v in uniq[u])
             sub = {k: v[sel] for k, v in cat.items()}
             cfg = config.updated(channel={"snr_db": snr, "delay_spread_s": ds_ns * 1e-9, "doppler_hz": fd,
-                                          **({"profile": profile} if profile else {})})
+                                          **({"profile": profile} if profile else {}), **impaired})
 
             def batches(sub=sub, profile=profile or cfg.channel.profile):
                 n = sub["h"].shape[0]
@@ -102,7 +108,8 @@ def folder_points(path: str | Path, config: SystemConfig, batch_size: int = 4096
                     sl = {k: v[s:s + batch_size] for k, v in sub.items()}
                     yield Frames(h=sl["h"], y=None, pilots_rx=None, pilot_symbols=None, pilots_ls=sl["pilots"], bits=None,
                                  codewords=None, snr_db=sl["snr_db"], delay_spread_s=sl["delay_spread_s"],
-                                 doppler_hz=sl["doppler_hz"], noise_var=sl["noise_var"], profile=profile, seed=-1)
+                                 doppler_hz=sl["doppler_hz"], noise_var=sl["noise_var"], profile=profile, seed=-1,
+                                 **{k: sl[k] for k in IMPAIRMENT_FIELDS if k in sl})
 
             points.append(Point(sweep, axis, snr, ds_ns * 1e-9, fd, cfg, batches, available=int(sel.sum()),
                                 realization=realization))

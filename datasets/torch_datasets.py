@@ -5,6 +5,9 @@ Both yield the same sample, a dict:
 - ``pilots`` [P_f, P_t] complex64: LS estimate at the pilots.
 - ``h`` [F, T] complex64: true channel.
 - ``snr_db`` (dB, per RE), ``delay_spread_s`` (s), ``doppler_hz`` (Hz), ``noise_var``: float32 0-d tensors.
+- ``cfo_hz`` (Hz), ``phase_noise_linewidth_hz`` (Hz), ``timing_offset_samples`` (samples): float32 0-d
+  tensors, the frame's receiver impairments, only those the config sets (none by default). A tree
+  of folders of which only some set one gives ``0.0`` (what off means) for the others' frames.
 
 so a trainer can take either. The default collate stacks them into ``[B, ...]``.
 
@@ -24,6 +27,7 @@ and ``antenna``, ``user`` (int64 0-d), what per-pair learned models train on.
 from __future__ import annotations
 
 import bisect
+import json
 import os
 from pathlib import Path
 
@@ -33,7 +37,7 @@ import torch
 from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
 from wavefront.datasets.folders import check_listed, find_shards
-from wavefront.datasets.shards import H5_ERRORS, ShardError
+from wavefront.datasets.shards import H5_ERRORS, OPTIONAL_META, ShardError
 from wavefront.errors import ConfigError
 from wavefront.sim.frames import FrameGenerator
 from wavefront.utils import derive_seed
@@ -95,7 +99,7 @@ class H5FrameDataset(Dataset):
     def __init__(self, path_or_dir: str | Path):
         shards = find_shards(path_or_dir)
         self.files = [s.path for s in shards]
-        self.lengths = []
+        self.lengths, impaired = [], set()
         axes = set()
         for s in shards:
             try:
@@ -104,12 +108,15 @@ class H5FrameDataset(Dataset):
                 raise ShardError(exc.path, f"{exc.reason}; regenerate it with the generating command plus --repair") from None
             self.lengths.append(s.frames)
             axes.add(_antennas_users(a))
+            impaired |= _impairments_set(a)
         if len(axes) > 1:
             raise ConfigError("path", str(path_or_dir), f"mixes frames of {sorted(axes)} (antennas, users); "
                                                         "read one system at a time")
         # R antennas and U users (1, 1: SISO samples, MIMO ones otherwise; see the module docstring)
         self.num_rx_antennas, self.num_users = axes.pop() if axes else (1, 1)
         self.mimo = (self.num_rx_antennas, self.num_users) != (1, 1)
+        # the impairments any shard records: every sample carries these keys (collate needs one key set)
+        self.impairments = tuple(k for k in OPTIONAL_META if k in impaired)
         self.offsets = np.cumsum([0] + self.lengths).tolist()
         self._handles: dict[int, dict] = {}  # shard number -> open file, datasets, metadata
         self._pid = None
@@ -131,7 +138,7 @@ class H5FrameDataset(Dataset):
             f = h5py.File(self.files[k], "r")
             entry = {"file": f, "h": _FrameReader(f["h_true"]), "pilots": _FrameReader(f["pilots_ls"]),
                      # [N] float32 each: small, so read once instead of once per sample
-                     **{m: torch.from_numpy(f[m][()].astype(np.float32)) for m in _META},
+                     **{m: torch.from_numpy(f[m][()].astype(np.float32)) for m in _META + self.impairments if m in f},
                      **{key: _FrameReader(f[name]) for key, name in _MIMO_ARRAYS.items() if self.mimo and name in f}}
             self._handles[k] = entry
         return entry
@@ -153,8 +160,7 @@ class H5FrameDataset(Dataset):
             extra = {key: e[key](i) for key in _MIMO_ARRAYS if key in e}  # MIMO: y, bits (, dmrs_rx)
         except H5_ERRORS as exc:
             raise self._corrupt(k, i, exc) from None
-        for m in _META:
-            sample[m] = e[m][i].clone()
+        sample.update(self._meta(e, i))
         if "bits" in extra:
             extra["bits"] = extra["bits"].float()  # stored uint8, served as Frames.bits (float32 0/1)
         sample.update(extra)
@@ -168,9 +174,15 @@ class H5FrameDataset(Dataset):
             sample = {"pilots": e["pilots"].part((i, antenna, user)), "h": e["h"].part((i, antenna, user))}
         except H5_ERRORS as exc:
             raise self._corrupt(k, i, exc) from None
-        for m in _META:
-            sample[m] = e[m][i].clone()
+        sample.update(self._meta(e, i))
         return sample
+
+    def _meta(self, e: dict, i: int) -> dict[str, torch.Tensor]:
+        """Returns frame ``i``'s conditions and impairments (0-d float32 each) from shard entry ``e``."""
+        out = {m: e[m][i].clone() for m in _META}
+        for m in self.impairments:  # 0.0 for a shard whose config leaves this impairment off
+            out[m] = e[m][i].clone() if m in e else torch.zeros((), dtype=torch.float32)
+        return out
 
     def _corrupt(self, k: int, i: int, exc: BaseException) -> ShardError:
         msg = " ".join(f"{exc.__class__.__name__}: {exc}".split())[:200]
@@ -189,14 +201,26 @@ class H5FrameDataset(Dataset):
             pass
 
 
+def _impairments_set(attrs: dict) -> set[str]:
+    """Returns the impairment fields a shard's recorded config sets (its per-frame datasets)."""
+    try:
+        channel = json.loads(attrs["config"]).get("channel", {})
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return set()
+    return {k for k in OPTIONAL_META if channel.get(k) is not None}
+
+
 def frames_to_samples(frames) -> dict[str, torch.Tensor]:
     """Returns a batch of samples from simulator ``Frames``: ``pilots`` [B, P_f, P_t] (or [B, P]) c64,
-    ``h`` [B, F, T] c64, ``snr_db`` [dB], ``delay_spread_s`` [s], ``doppler_hz`` [Hz], ``noise_var`` ([B] f32 each).
+    ``h`` [B, F, T] c64, ``snr_db`` [dB], ``delay_spread_s`` [s], ``doppler_hz`` [Hz], ``noise_var`` ([B] f32 each),
+    and the impairments the frames carry (``cfo_hz`` [Hz], ``phase_noise_linewidth_hz`` [Hz],
+    ``timing_offset_samples`` [samples], [B] f32 each) when their config sets them.
 
     MIMO frames (``h`` [B, R, U, F, T]) add ``y`` [B, R, F, T] c64 and ``bits`` [B, U, K] f32 when drawn with
     data, and ``dmrs_rx`` [B, R, U, N_f, N_t] c64 with NR DM-RS pilots (the module docstring)."""
     out = {"pilots": frames.pilots_ls, "h": frames.h, "snr_db": frames.snr_db,
-           "delay_spread_s": frames.delay_spread_s, "doppler_hz": frames.doppler_hz, "noise_var": frames.noise_var}
+           "delay_spread_s": frames.delay_spread_s, "doppler_hz": frames.doppler_hz, "noise_var": frames.noise_var,
+           **{k: getattr(frames, k) for k in OPTIONAL_META if getattr(frames, k, None) is not None}}
     if frames.h.dim() == 5:
         extra = {"y": frames.y, "bits": frames.bits, "dmrs_rx": frames.pilots_dmrs}
         out.update({k: v for k, v in extra.items() if v is not None})
@@ -205,8 +229,6 @@ def frames_to_samples(frames) -> dict[str, torch.Tensor]:
 
 def _antennas_users(attrs: dict) -> tuple[int, int]:
     """Returns (R, U) of a shard from its ``config`` attribute (a SISO config's JSON has no ``mimo`` section)."""
-    import json
-
     try:
         m = json.loads(attrs["config"]).get("mimo") or {}
     except (KeyError, TypeError, ValueError, AttributeError):

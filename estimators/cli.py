@@ -58,6 +58,9 @@ def add_commands(subparsers) -> None:
                                                       "recorded in the shards, else default); refused if it conflicts "
                                                       "with the shards'")
     p.add_argument("--pilots", metavar="PRESET|FILE.json", help=_pilots_help())
+    from wavefront.sim.cli import add_impairment_arguments
+
+    add_impairment_arguments(p)  # on the fly: drawn per frame; with --train they must be the shards' own
     p.add_argument("--steps", type=positive_int, help="optimiser steps (on-the-fly data)")
     p.add_argument("--epochs", type=positive_int, help="epochs over --train")
     p.add_argument("--batch-size", type=positive_int, default=64, help="global batch, split over DDP ranks (default 64)")
@@ -102,8 +105,10 @@ def add_commands(subparsers) -> None:
     from wavefront.sim.cli import add_prior_arguments, add_rank_arguments
 
     add_prior_arguments(e)
+    add_impairment_arguments(e)  # simulated points draw them per frame; a --suite's frames carry their own
     e.add_argument("--frames-per-point", type=positive_int, default=500)
-    e.add_argument("--config", help="system config (YAML or preset; default: the checkpoint's grid with TDL-A)")
+    e.add_argument("--config", help="system config (YAML or preset; default: the checkpoint's grid, pilots, profile "
+                                    "and receiver impairments, TDL-A without any for the shipped models)")
     e.add_argument("--pilots", metavar="PRESET|FILE.json",
                    help=_pilots_help().replace("default: the config's", "default: the checkpoint's; must match it"))
     e.add_argument("--baselines", default="ls-linear,lmmse-robust,lmmse-genie", help="comma-separated classical estimators")
@@ -161,6 +166,7 @@ def _train(args) -> int:
     # names one explicitly (a conflicting explicit one is refused below, by open_frame_folder).
     recorded = recorded_config(args.train) if args.train and args.config is None else None
     config = apply_pilots(recorded or _system_config(args.on_the_fly or args.config), args.pilots)
+    config = _impairments_of(config, args, args.train, "train")
     cfg = TrainConfig(model=args.model, model_overrides=_overrides(args.set), steps=args.steps, epochs=args.epochs,
                       batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, warmup_steps=args.warmup_steps,
                       schedule=args.schedule, grad_clip=args.grad_clip, eval_every=args.eval_every,
@@ -240,6 +246,7 @@ def _evaluate(args) -> int:
         from wavefront.sim.pilots import apply_pilots
 
         config = apply_pilots(config, args.pilots)
+    config = _impairments_of(config, args, args.suite, "suite")
     baselines = [b.strip() for b in args.baselines.split(",") if b.strip()]
     name = args.checkpoint if not Path(args.checkpoint).exists() else str(path)
 
@@ -254,12 +261,14 @@ def _evaluate(args) -> int:
         return est, kwargs
 
     def output(est, device):
+        from wavefront.sim.impairments import impairment_record
         from wavefront.utils import resolve_device
 
+        impairments = impairment_record(config.channel)  # recorded only when on: other outputs stay as they were
         return {"model_name": est.name, "checkpoint": str(args.checkpoint), "conditions": args.conditions,
                 "plots": not args.no_plots, "points": args.points, "suite": args.suite,
                 "frames_per_point": args.frames_per_point, "baselines": baselines, "seed": args.seed,
-                "device": resolve_device(device).type}
+                "device": resolve_device(device).type, **({"impairments": impairments} if impairments else {})}
 
     def store_for(est, device):
         """The progress store in --out: keyed by everything that changes a batch's counts (not by --no-plots)."""
@@ -292,18 +301,43 @@ def _evaluate(args) -> int:
         from wavefront.sim.experiment import Row
 
         kept_progress(lambda: report_evaluation([Row(**r) for r in long_rows], out, est.name, str(args.checkpoint),
-                                                args.conditions, world, plots=not args.no_plots), out)
+                                                args.conditions, world, plots=not args.no_plots,
+                                                impairments=output(est, device).get("impairments")), out)
     return 0
 
 
+def _impairments_of(config, args, folder: str | None, flag: str):
+    """Returns ``config`` with the impairment flags applied, or, for frames read from ``folder`` (--train, --suite),
+    with the impairments its shards record; flags that differ from those raise ConfigError naming the field."""
+    from wavefront.estimators.data import recorded_config
+    from wavefront.sim.cli import with_impairments
+    from wavefront.sim.impairments import IMPAIRMENT_FIELDS
+
+    if folder is None:
+        return with_impairments(config, args)
+    recorded = recorded_config(folder)
+    stored = {k: getattr(recorded.channel, k) if recorded is not None else None for k in IMPAIRMENT_FIELDS}
+    wanted = with_impairments(config, args).channel
+    for k in IMPAIRMENT_FIELDS:
+        if getattr(wanted, k) is not None and getattr(wanted, k) != stored[k]:
+            drawn = f"with {k}={stored[k]}" if stored[k] is not None else f"without {k}"
+            raise ConfigError(f"channel.{k}", getattr(wanted, k), f"the --{flag} shards were drawn {drawn}: their "
+                                                                  "frames carry their own impairments; leave the flag "
+                                                                  "(or the config's field) out, or regenerate them")
+    return config.updated(channel=stored) if any(v is not None for v in stored.values()) else config
+
+
 def report_evaluation(rows: list, out: Path, model_name: str, checkpoint: str, conditions: str, world_size: int = 1,
-                      plots: bool = True) -> None:
-    """Prints the evaluation's table and what each estimator was given; writes its results and plots into ``out``."""
+                      plots: bool = True, impairments: dict | None = None) -> None:
+    """Prints the evaluation's table and what each estimator was given; writes its results and plots into ``out``.
+
+    ``impairments``: the receiver impairments of the test frames (``impairment_record``), recorded in
+    ``results.json`` when set."""
     from wavefront.estimators.evaluate import format_table, save_evaluation, wide_rows
 
     print(format_table(wide_rows(rows, model_name)))
     print("given:")
     for name, given, trained in dict.fromkeys((r.estimator, r.given, r.trained_on) for r in rows):
         print(f"  {name}: {given}" + (f"; trained on {trained}" if trained else ""))
-    saved = save_evaluation(rows, out, model_name, checkpoint, conditions, world_size, plots)
+    saved = save_evaluation(rows, out, model_name, checkpoint, conditions, world_size, plots, impairments)
     print("saved " + ", ".join(str(p) for p in saved))

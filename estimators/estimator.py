@@ -12,6 +12,7 @@ from wavefront.estimators.checkpoint import Checkpoint
 from wavefront.estimators.registry import list_models
 from wavefront.sim.config import profile_label
 from wavefront.sim.estimators import Estimator
+from wavefront.sim.impairments import impairment_record
 from wavefront.utils import resolve_device
 
 PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
@@ -97,6 +98,8 @@ def trained_on_text(stored, card_path: Path, conditions: str | None = None) -> s
     span = lambda v, s=1.0: f"{v[0] * s:g}-{v[1] * s:g}" if isinstance(v, tuple) else f"{v * s:g}"  # noqa: E731
     text = (f"{profile_label(ch.profile)}, SNR {span(ch.snr_db)} dB, delay spread {span(ch.delay_spread_s, 1e9)} ns, "
             f"Doppler {span(ch.doppler_hz)} Hz")
+    if impairment_record(ch):  # trained on impaired frames: say which (others read as before)
+        text += ", receiver impairments " + ", ".join(f"{k}={r['value']}" for k, r in impairment_record(ch).items())
     try:
         import json
 

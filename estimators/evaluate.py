@@ -135,11 +135,13 @@ def merge_evaluation_partials(partials: list[dict]) -> list:
 
 
 def save_evaluation(rows: list, out: Path, model_name: str, checkpoint: str, conditions: str, world_size: int = 1,
-                    plots: bool = True) -> list[Path]:
+                    plots: bool = True, impairments: dict | None = None) -> list[Path]:
     """Writes ``results.csv`` (one row per condition), ``results.json`` (engine rows) and the plots; returns the paths.
 
     ``rows``: the engine's :class:`wavefront.sim.experiment.Row` list; ``world_size``: the
-    processes that computed them (recorded in ``results.json``).
+    processes that computed them (recorded in ``results.json``); ``impairments``: the test frames'
+    receiver impairments, ``{field: {"value", "units"}}`` (:func:`wavefront.sim.impairments.impairment_record`),
+    recorded in ``results.json`` when set.
     """
     from dataclasses import asdict
 
@@ -149,8 +151,9 @@ def save_evaluation(rows: list, out: Path, model_name: str, checkpoint: str, con
     saved = [save_rows(wide, out)]
     if plots:
         saved += plot_rows(wide, out, model_name)
-    saved.insert(1, atomic_write_json(out / "results.json", {"checkpoint": checkpoint, "conditions": conditions,
-                                                             "world_size": world_size, "rows": long_rows}, indent=1))
+    record = {"checkpoint": checkpoint, "conditions": conditions, "world_size": world_size,
+              **({"impairments": impairments} if impairments else {}), "rows": long_rows}
+    saved.insert(1, atomic_write_json(out / "results.json", record, indent=1))
     return saved
 
 

@@ -136,6 +136,16 @@ def impairment_overrides(args) -> dict:
     return out
 
 
+def with_impairments(config, args):
+    """Returns ``config`` with the impairments the command line sets (``config`` itself when it sets none).
+
+    What ``generate``, ``train`` and ``evaluate`` apply after their config; a bad value or combination
+    (negative linewidth, a timing offset beyond the symbol, profile sparse) raises ConfigError naming the field.
+    """
+    overrides = impairment_overrides(args)
+    return config.updated(channel=overrides) if overrides else config
+
+
 def mimo_overrides(args) -> dict | None:
     """Returns the ``mimo`` fields the command line sets (None when it sets none)."""
     out = {k: v for k, v in (("num_rx_antennas", getattr(args, "rx_antennas", None)),

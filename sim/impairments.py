@@ -53,6 +53,10 @@ from wavefront.sim.profiles import subcarrier_offsets_hz
 from wavefront.utils import derive_seed, make_generator
 
 IMPAIRMENT_FIELDS = ("cfo_hz", "phase_noise_linewidth_hz", "timing_offset_samples")
+# The unit of each field, as shards (the ``units`` attribute of their per-frame datasets) and result files state it.
+IMPAIRMENT_UNITS = {"cfo_hz": "Hz (residual carrier frequency offset)",
+                    "phase_noise_linewidth_hz": "Hz (3 dB linewidth of Wiener phase noise)",
+                    "timing_offset_samples": "samples of 1/(N scs) (FFT window timing offset, positive = early)"}
 _IMPAIRMENT_STREAM = 0x1A9A  # the impairments' random stream is its own: the channel, noise and bits stay the seed's
 
 
@@ -77,6 +81,17 @@ class Impairments:
 def impairments_on(channel: ChannelConfig) -> bool:
     """Returns whether ``channel`` sets any impairment."""
     return any(getattr(channel, k) is not None for k in IMPAIRMENT_FIELDS)
+
+
+def impairment_record(channel: ChannelConfig | dict) -> dict:
+    """Returns the impairments ``channel`` sets, ``{field: {"value": v or [low, high], "units": ...}}``, empty when all are off.
+
+    ``channel``: a ChannelConfig or its JSON dict. What manifests and ``results.json`` record (a
+    ``[low, high]`` range is drawn uniformly per frame).
+    """
+    get = channel.get if isinstance(channel, dict) else lambda k: getattr(channel, k)
+    return {k: {"value": list(v) if isinstance(v, tuple) else v, "units": IMPAIRMENT_UNITS[k]}
+            for k in IMPAIRMENT_FIELDS if (v := get(k)) is not None}
 
 
 def draw_impairments(channel: ChannelConfig, batch_size: int, seed: int, device, draw) -> Impairments | None:

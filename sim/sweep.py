@@ -285,8 +285,11 @@ def save_result(result: SweepResult, out: Path) -> list[Path]:
     rows = [asdict(r) for r in result.rows]
     cs = atomic_write_csv(out / "results.csv", rows)
     plots = plot_result(result, out)
-    js = atomic_write_json(out / "results.json", {"spec": result.spec, "seconds": result.seconds, "rows": rows},
-                           indent=2, default=lambda v: None)
+    from wavefront.sim.impairments import impairment_record
+
+    imp = impairment_record(result.spec.get("config", {}).get("channel", {}))  # recorded only when on
+    js = atomic_write_json(out / "results.json", {"spec": result.spec, **({"impairments": imp} if imp else {}),
+                                                  "seconds": result.seconds, "rows": rows}, indent=2, default=lambda v: None)
     return [js, cs, *plots]
 
 

@@ -41,7 +41,8 @@ def run(args) -> int:
 
         rows = merge_evaluation_partials(partials)
         o = partials[0]["output"]
-        report_evaluation(rows, out, o["model_name"], o["checkpoint"], o["conditions"], partials[0]["world"], o["plots"])
+        report_evaluation(rows, out, o["model_name"], o["checkpoint"], o["conditions"], partials[0]["world"], o["plots"],
+                          impairments=o.get("impairments"))
     else:
         raise ConfigError("partials", commands[0], "unknown command in a partial file (sweep or evaluate)")
     return 0

@@ -157,3 +157,4 @@ def test_sweep_with_a_cfo_records_it_and_the_genie_says_it_ignores_it(tmp_path, 
     result = json.loads((tmp_path / "results.json").read_text())
     text = json.dumps(result)
     assert "cfo_hz=1500.0" in text and "ignore" in text
+    assert result["impairments"] == {"cfo_hz": {"value": 1500.0, "units": "Hz (residual carrier frequency offset)"}}
