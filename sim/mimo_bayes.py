@@ -128,6 +128,13 @@ def _check(pilots: torch.Tensor, config: SystemConfig) -> torch.Tensor:
     return pilots.reshape(*pilots.shape[:3], math.prod(want[2:])).to(torch.complex128)
 
 
+@lru_cache(maxsize=4)
+def _grid(config: SystemConfig, prior: MimoPrior, device: torch.device) -> "_Grid":
+    """Returns the :class:`_Grid` of (config, prior, device), cached: 4 entries (besides the users' banks, the
+    log-determinants, ``8 U N_ds N_fd N_rho N_snr`` bytes: 1.2 MB on the README's prior)."""
+    return _Grid(config, prior, device)
+
+
 class _Grid:
     """The hypotheses of one (config, prior) on one device: the users' banks, the rotations, the noise levels."""
 
@@ -137,6 +144,14 @@ class _Grid:
         self.nv = config.noise_variance(torch.tensor(prior.conditions.snrs_db, dtype=torch.float64)).double().to(device)
         self.nd, self.nf, self.nr, self.ns = prior.shape
         self.R, self.P = config.mimo.num_rx_antennas, self.users[0].mu.shape[1]
+        # sum_(k,i) log(lambda_k mu_i + sigma_s^2) [C, N_rho, S] per user: frame-independent, so once
+        self.logdet = [torch.cat([torch.log(self._den(u, a, b)).sum((-2, -1)) for a, b in self.row_chunks()])
+                       for u in range(len(self.users))]
+
+    def _den(self, u: int, a: int, b: int) -> torch.Tensor:
+        """Returns ``lambda_k mu_i + sigma_s^2`` [c, N_rho, S, R, P] f64 for user u at conditions ``d`` in ``[a, b)``."""
+        mu = self.users[u].mu[a * self.nf:b * self.nf]
+        return self.lam[None, :, None, :, None] * mu[:, None, None, None, :] + self.nv[None, None, :, None, None]
 
     def row_chunks(self):
         """Yields delay-spread index ranges whose temporaries ``[d, N_fd, N_rho, N_snr, R P]`` fit the budget."""
@@ -146,16 +161,11 @@ class _Grid:
             yield a, min(self.nd, a + step)
 
     def parts(self, u: int, p: torch.Tensor, a: int, b: int):
-        """Returns (``y = Q^H V^T p`` [n, c, N_rho, R, P] c128, ``1 / (lambda mu + sigma^2)`` [c, N_rho, S, R, P] f64,
-        ``sum log(lambda mu + sigma^2)`` [c, N_rho, S] f64) for user u's pilots ``p`` [n, R, P] at conditions
-        ``d`` in ``[a, b)`` (every Doppler): ``c = (b - a) N_fd``."""
-        bank = self.users[u]
-        rows = slice(a * self.nf, b * self.nf)
+        """Returns (``y = Q^H V^T p`` [n, c, N_rho, R, P] c128, ``1 / (lambda mu + sigma^2)`` [c, N_rho, S, R, P] f64)
+        for user u's pilots ``p`` [n, R, P] at conditions ``d`` in ``[a, b)`` (every Doppler): ``c = (b - a) N_fd``."""
         z = torch.einsum("nrk,brp->bnkp", self.V.to(torch.complex128), p)  # V^T p per rho
-        y = torch.einsum("cqp,bnkq->bcnkp", bank.Q[rows].conj(), z)  # Q^H z
-        den = (self.lam[None, :, None, :, None] * bank.mu[rows, None, None, None, :]
-               + self.nv[None, None, :, None, None])  # [c, N_rho, S, R, P]
-        return y, 1.0 / den, torch.log(den).sum((-2, -1))
+        y = torch.einsum("cqp,bnkq->bcnkp", self.users[u].Q[a * self.nf:b * self.nf].conj(), z)  # Q^H z
+        return y, 1.0 / self._den(u, a, b)
 
     def log_likelihood(self, p: torch.Tensor) -> torch.Tensor:
         """Returns ``log L`` [n, N_ds N_fd, N_rho, S] float64 (constant included) for pilots [n, R, U, P] c128."""
@@ -164,10 +174,11 @@ class _Grid:
                         dtype=torch.float64, device=p.device)
         for u in range(U):
             for a, b in self.row_chunks():
-                y, inv, logdet = self.parts(u, p[:, :, u], a, b)
+                y, inv = self.parts(u, p[:, :, u], a, b)
                 e = y.real.square() + y.imag.square()
                 q = torch.einsum("bcnx,cnsx->bcns", e.flatten(-2), inv.flatten(-2))
-                ll[:, a * self.nf:b * self.nf] -= logdet + q
+                rows = slice(a * self.nf, b * self.nf)
+                ll[:, rows] -= self.logdet[u][rows] + q
         return ll
 
     def posterior_mean(self, p: torch.Tensor, F: int, T: int) -> torch.Tensor:
@@ -181,7 +192,7 @@ class _Grid:
             Pf, Pt = bank.f_hp[0].shape[2], bank.t_hp[0].shape[2]
             for a, b in self.row_chunks():
                 rows = slice(a * self.nf, b * self.nf)
-                y, inv, _ = self.parts(u, p[:, :, u], a, b)
+                y, inv = self.parts(u, p[:, :, u], a, b)
                 # sum over the noise levels: w_s lambda_k / (lambda_k mu_i + sigma_s^2), the filter at sigma^2 / lambda_k
                 coef = torch.einsum("bcns,cnsx->bcnx", w[:, rows], (inv * self.lam[None, :, None, :, None]).flatten(-2))
                 x = coef.view(y.shape) * y
@@ -217,7 +228,7 @@ def mimo_log_likelihood(pilots: torch.Tensor, config: SystemConfig, prior: MimoP
     """
     prior = prior or MimoPrior.from_config(config)
     p = _check(pilots, config)
-    grid = _Grid(config, prior, p.device)
+    grid = _grid(config, prior, p.device)
     return torch.cat([grid.log_likelihood(p[sl]) for sl in _frame_chunks(p.shape[0], grid)]).view(p.shape[0], *prior.shape)
 
 
@@ -231,7 +242,7 @@ def estimate_mimo_conditions(pilots: torch.Tensor, config: SystemConfig,
     """
     prior = prior or MimoPrior.from_config(config)
     p = _check(pilots, config)
-    grid = _Grid(config, prior, p.device)
+    grid = _grid(config, prior, p.device)
     idx = [torch.cat(t) for t in zip(*(grid.ml_index(p[sl]) for sl in _frame_chunks(p.shape[0], grid)))]
     c = prior.conditions
     axis = lambda vals, i: torch.tensor(vals, dtype=torch.float64, device=p.device)[i]  # noqa: E731
@@ -298,7 +309,7 @@ class MimoBayesMMSE(Estimator):
 
     def estimate(self, pilots: torch.Tensor, meta: dict | None = None) -> torch.Tensor:
         p = _check(pilots, self.config)
-        grid = _Grid(self.config, self.prior, p.device)
+        grid = _grid(self.config, self.prior, p.device)
         F, T = self.config.ofdm.grid_shape
         out = torch.empty(*p.shape[:3], F, T, dtype=torch.complex64, device=p.device)
         for sl in _frame_chunks(p.shape[0], grid):
