@@ -147,9 +147,10 @@ def test_one_antenna_one_user_is_the_siso_estimators():
     for k in ("delay_spread_s", "doppler_hz", "snr_db", "noise_var"):
         assert torch.equal(a[k], b[k]), k
     scale = float(fr.h.abs().square().mean().sqrt())
-    # the genie by eigendecomposition vs by solve, and mmse-bayes in float64 vs the SISO float32 fast path
-    for mimo, siso, tol in ((MimoEstimatedLMMSE(cfg, prior), EstimatedLMMSE(cfg, cond), 1e-5),
-                            (MimoBayesMMSE(cfg, prior), BayesMMSE(cfg, cond), 1e-4)):
+    # observed: lmmse-estimated 0 (the same genie arithmetic), mmse-bayes 1.2e-6 (float64 here, the SISO fast
+    # path's weights in float32: about 1e-7 relative each); 10x margins
+    for mimo, siso, tol in ((MimoEstimatedLMMSE(cfg, prior), EstimatedLMMSE(cfg, cond), 1e-6),
+                            (MimoBayesMMSE(cfg, prior), BayesMMSE(cfg, cond), 1e-5)):
         got, want = mimo.estimate(p)[:, 0, 0], siso.estimate(fr.pilots_ls)
         assert float((got - want).abs().max()) <= tol * scale, (mimo.name, float((got - want).abs().max()))
 
