@@ -117,11 +117,16 @@ def _rotations(rhos: tuple[float, ...], R: int, device) -> tuple[torch.Tensor, t
     return torch.stack([e[0] for e in eig]).to(device), torch.stack([e[1] for e in eig]).to(device)
 
 
+def _check_config(config: SystemConfig) -> None:
+    """Raises ConfigError unless the users' pilots are the Kronecker pattern (DM-RS: the per-pair estimators)."""
+    if config.mimo.pilots != "kronecker":
+        raise ConfigError("mimo.pilots", config.mimo.pilots, "the joint MIMO prior estimators need the Kronecker pattern")
+
+
 def _check(pilots: torch.Tensor, config: SystemConfig) -> torch.Tensor:
     """Returns the pilots as [B, R, U, P] complex128, or raises ConfigError naming the rule."""
+    _check_config(config)
     m = config.mimo
-    if m.pilots != "kronecker":
-        raise ConfigError("mimo.pilots", m.pilots, "the joint MIMO prior estimators need the Kronecker pattern")
     want = (m.num_rx_antennas, m.num_users, *user_configs(config)[0].ofdm.pilot_shape)
     if not pilots.is_complex() or pilots.dim() != 5 or tuple(pilots.shape[1:]) != want:
         raise ConfigError("pilots", f"{tuple(pilots.shape)} {pilots.dtype}", f"must be complex [B, {', '.join(map(str, want))}]")
@@ -270,8 +275,7 @@ class MimoEstimatedLMMSE(Estimator):
     mimo = True
 
     def __init__(self, config: SystemConfig, prior: MimoPrior | None = None):
-        _check(torch.zeros(0, config.mimo.num_rx_antennas, config.mimo.num_users,
-                           *user_configs(config)[0].ofdm.pilot_shape, dtype=torch.complex64), config)
+        _check_config(config)
         self.config, self.prior = config, prior or MimoPrior.from_config(config)
         self.genie = MimoGenieLMMSE(config)
         self.rho_known = not isinstance(config.mimo.rx_correlation, tuple)
@@ -300,8 +304,7 @@ class MimoBayesMMSE(Estimator):
     mimo = True
 
     def __init__(self, config: SystemConfig, prior: MimoPrior | None = None):
-        _check(torch.zeros(0, config.mimo.num_rx_antennas, config.mimo.num_users,
-                           *user_configs(config)[0].ofdm.pilot_shape, dtype=torch.complex64), config)
+        _check_config(config)
         self.config, self.prior = config, prior or MimoPrior.from_config(config)
         self.given = (f"{profile_label(config.channel.profile)} shape; uniform prior over {self.prior.describe()} "
                       f"({_rho_words(config, self.prior)}); posterior from all antennas' and users' pilots, "

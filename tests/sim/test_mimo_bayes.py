@@ -209,3 +209,11 @@ def test_registry_rows_and_dmrs_fallback():
     assert "rho in the prior" in est[0].given and "receive correlation ignored" in est[2].given
     dmrs = cfg.updated(mimo={"pilots": "dmrs-type1", "rx_correlation": 0.5})
     assert type(mimo_estimators(["mmse-bayes"], dmrs)[0]) is PerUser
+
+
+def test_bad_pilots_are_config_errors():
+    cfg = config(R=2, U=2)
+    with pytest.raises(ConfigError, match="pilots"):
+        MimoBayesMMSE(cfg).estimate(torch.zeros(3, 2, 2, 6, 3, dtype=torch.complex64))  # 6 x 2 per user
+    with pytest.raises(ConfigError, match="mimo.pilots"):
+        MimoEstimatedLMMSE(cfg.updated(mimo={"pilots": "dmrs-type1"}))
