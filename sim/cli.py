@@ -92,14 +92,26 @@ def add_prior_arguments(p) -> None:
                    "beyond about 950 Hz the Doppler of 12x2 pilots turns ambiguous")
 
 
+def _rho_arg(text: str):
+    """Returns ``--rx-correlation`` as a float or a ``[low, high]`` list (the config validates the values)."""
+    try:
+        parts = [float(v) for v in str(text).split(":")]
+    except ValueError:
+        parts = []
+    if len(parts) not in (1, 2):
+        raise ConfigError("--rx-correlation", text, "must be a number or a LOW:HIGH range in [0, 1)")
+    return parts[0] if len(parts) == 1 else parts
+
+
 def add_mimo_arguments(p) -> None:
     """Adds ``--rx-antennas``, ``--users`` and ``--rx-correlation`` (read by :func:`mimo_overrides`) to a command's parser."""
     p.add_argument("--rx-antennas", type=positive_int, default=None,
                    help="receive antennas R of the base station (uplink MIMO; default 1)")
     p.add_argument("--users", type=positive_int, default=None,
                    help="single-antenna users U, pilots orthogonal (Kronecker pattern; default 1)")
-    p.add_argument("--rx-correlation", type=float, default=None, metavar="RHO",
-                   help="exponential receive correlation rho^|i-j| across a uniform linear array, in [0, 1) (default 0)")
+    p.add_argument("--rx-correlation", type=_rho_arg, default=None, metavar="RHO",
+                   help="exponential receive correlation rho^|i-j| across a uniform linear array, in [0, 1) (default 0); "
+                        "LOW:HIGH draws each frame's rho uniformly there (a prior for lmmse-estimated and mmse-bayes)")
     p.add_argument("--mimo-pilots", default=None,
                    choices=["kronecker", "dmrs-type1", "dmrs-type2", "dmrs-type1-double", "dmrs-type2-double"],
                    help="the users' pilots: Sionna's Kronecker pattern (default) or NR DM-RS ports with orthogonal "

@@ -445,7 +445,10 @@ class MimoConfig(_Model):
     - ``rx_correlation``: rho in [0, 1): the receive antennas form a uniform linear array with
       exponential correlation ``R_rx[i, j] = rho^|i - j|``, the same for every user and every
       resource element, so each user's channel covariance is ``R_rx (x) R_f (x) R_t`` (the
-      Kronecker model; for CDL profiles too, whose cluster angles it does not follow).
+      Kronecker model; for CDL profiles too, whose cluster angles it does not follow). A
+      ``(low, high)`` range, like the channel's condition ranges: each frame draws its rho
+      uniformly there (``Frames.rx_correlation``), and the estimators that know only the prior
+      (``lmmse-estimated``, ``mmse-bayes``) put rho on a grid over it.
     - ``array``: ``"ula"``, the only geometry so far.
     - ``pilots``: ``"kronecker"``, Sionna's ``KroneckerPilotPattern``: the SISO layout's pilot
       subcarriers are dealt to the users in turn (user u takes pilot subcarriers u, u + U, ...
@@ -463,7 +466,7 @@ class MimoConfig(_Model):
 
     num_rx_antennas: int = 1
     num_users: int = 1
-    rx_correlation: float = 0.0
+    rx_correlation: Value = 0.0
     array: Literal["ula"] = "ula"
     pilots: Literal["kronecker", "dmrs-type1", "dmrs-type2", "dmrs-type1-double", "dmrs-type2-double"] = "kronecker"
 
@@ -477,9 +480,18 @@ class MimoConfig(_Model):
     @field_validator("rx_correlation")
     @classmethod
     def _rho(cls, v):
-        if not (math.isfinite(v) and 0.0 <= v < 1.0):
-            raise ValueError("rx_correlation must be in [0, 1): exponential correlation rho^|i-j| of a ULA")
-        return v
+        vals = v if isinstance(v, (tuple, list)) else (v,)
+        if len(vals) not in (1, 2) or not all(isinstance(x, (int, float)) and math.isfinite(x) and 0.0 <= x < 1.0
+                                              for x in vals):
+            raise ValueError("rx_correlation must be in [0, 1) (or a [low, high] range there): exponential "
+                             "correlation rho^|i-j| of a ULA")
+        return _check_value("rx_correlation", v, 0.0, 1.0)
+
+    @property
+    def rho_range(self) -> tuple[float, float]:
+        """``(low, high)`` of ``rx_correlation`` (``low == high`` for a fixed rho)."""
+        v = self.rx_correlation
+        return (float(v[0]), float(v[1])) if isinstance(v, tuple) else (float(v), float(v))
 
     @property
     def is_mimo(self) -> bool:
@@ -487,7 +499,9 @@ class MimoConfig(_Model):
         return self.num_rx_antennas > 1 or self.num_users > 1
 
     def rx_covariance(self) -> torch.Tensor:
-        """Returns ``R_rx`` [R, R] float64: ``rho^|i - j|``."""
+        """Returns ``R_rx`` [R, R] float64: ``rho^|i - j|`` (a fixed rho only)."""
+        if isinstance(self.rx_correlation, tuple):
+            raise ConfigError("mimo.rx_correlation", list(self.rx_correlation), "is a range here; this needs one rho")
         i = torch.arange(self.num_rx_antennas, dtype=torch.float64)
         return torch.tensor(self.rx_correlation, dtype=torch.float64).pow((i[:, None] - i[None, :]).abs())
 

@@ -257,7 +257,8 @@ def _batch_counts(p: Point, fr: Frames, plan: _Plan) -> tuple[list[float], list[
     snr_cfg = -10 * torch.log10(nv) - p.config.snr_offset_db  # the bound in the config's SNR convention
     mimo = p.config.mimo.is_mimo
     if mimo:
-        bound = mimo_genie_mse(p.config, snr_cfg, fr.delay_spread_s.double().cpu(), fr.doppler_hz.double().cpu())
+        bound = mimo_genie_mse(p.config, snr_cfg, fr.delay_spread_s.double().cpu(), fr.doppler_hz.double().cpu(),
+                               rx_correlation=None if fr.rx_correlation is None else fr.rx_correlation.double().cpu())
     else:
         bound = genie_mse(p.config, snr_cfg, fr.delay_spread_s.double().cpu(), fr.doppler_hz.double().cpu(),
                           profile=fr.profile)

@@ -72,6 +72,8 @@ class Frames:
     - ``pilots_dmrs`` [B, R, U, N_f, N_t] complex64: MIMO with NR DM-RS pilots only, every user's raw
       group observations ``conj(r_g) y`` (:mod:`wavefront.sim.dmrs`); ``meta`` carries them as
       ``"dmrs_rx"`` when set. ``None`` otherwise.
+    - ``rx_correlation`` [B] float32: MIMO with a ``mimo.rx_correlation`` range only, each frame's
+      drawn rho; ``meta`` carries it as ``"rx_correlation"``. ``None`` otherwise (the config's rho).
     """
 
     h: torch.Tensor
@@ -94,6 +96,7 @@ class Frames:
     phase_noise_linewidth_hz: torch.Tensor | None = None
     timing_offset_samples: torch.Tensor | None = None
     pilots_dmrs: torch.Tensor | None = None
+    rx_correlation: torch.Tensor | None = None
 
     @property
     def meta(self) -> dict[str, torch.Tensor]:
@@ -107,6 +110,8 @@ class Frames:
                 meta[name] = getattr(self, name)
         if self.pilots_dmrs is not None:
             meta["dmrs_rx"] = self.pilots_dmrs
+        if self.rx_correlation is not None:
+            meta["rx_correlation"] = self.rx_correlation
         return meta
 
     def __len__(self) -> int:

@@ -124,11 +124,20 @@ def rx_sqrt(rho: float, R: int) -> torch.Tensor:
     return (V * lam.sqrt()) @ V.T
 
 
+def rx_sqrt_batch(rho: torch.Tensor, R: int) -> torch.Tensor:
+    """Returns ``R_rx(rho_b)^(1/2)`` [B, R, R] float32 for per-frame ``rho`` [B] (symmetric square roots, float64 inside)."""
+    i = torch.arange(R, dtype=torch.float64, device=rho.device)
+    rx = rho.double()[:, None, None].pow((i[:, None] - i[None, :]).abs())
+    lam, V = torch.linalg.eigh(rx)
+    return ((V * lam.clamp_min(0.0).sqrt()[:, None, :]) @ V.mT).float()
+
+
 class MimoFrameGenerator:
     """Draws batches of multi-user MIMO frames (see the module docstring for shapes) for a MIMO :class:`SystemConfig`.
 
     ``generate(batch_size, seed, with_data=True) -> Frames``. The random draws in order: SNR,
-    delay spread, Doppler per frame; the B R U channels; the noise; the bits of every user.
+    delay spread, Doppler (and rho, when ``mimo.rx_correlation`` is a range) per frame; the B R U
+    channels; the noise; the bits of every user.
     """
 
     def __init__(self, config: SystemConfig, device: str | torch.device = "cpu", ldpc_rate: float | None = None):
@@ -162,7 +171,8 @@ class MimoFrameGenerator:
         else:
             self.pilot_symbols = mimo_pilot_symbols(config).to(self.device)
         rho = config.mimo.rx_correlation
-        self.mix = None if rho == 0.0 else rx_sqrt(rho, self.R).to(torch.float32).to(self.device)
+        self.rho_range = rho if isinstance(rho, tuple) else None  # a range: rho drawn per frame
+        self.mix = None if self.rho_range or rho == 0.0 else rx_sqrt(rho, self.R).to(torch.float32).to(self.device)
 
     @property
     def decoder(self):
@@ -178,11 +188,15 @@ class MimoFrameGenerator:
         snr_db = _draw(ch.snr_db, B, g, dev, ch.grid_points("snr_db"))
         ds = _draw(ch.delay_spread_s, B, g, dev, ch.grid_points("delay_spread_s"))
         fd = _draw(ch.doppler_hz, B, g, dev, ch.grid_points("doppler_hz"))
+        rho = None if self.rho_range is None else _draw(self.rho_range, B, g, dev)  # a range only: fixed rho draws nothing
         noise_var = self.config.noise_variance(snr_db)
         F, T = o.grid_shape
         h = ofdm_channel(o, self.profile, ds.repeat_interleave(R * U), fd.repeat_interleave(R * U), ch.num_sinusoids, g)
         h = h.view(B, R, U, F, T)
-        if self.mix is not None:  # R_rx^(1/2) (real) across the antennas: one real matmul on the (re, im) pairs
+        if rho is not None:  # each frame's R_rx^(1/2)
+            h = torch.view_as_complex(torch.matmul(rx_sqrt_batch(rho, R).to(dev), torch.view_as_real(h).reshape(B, R, -1))
+                                      .view(B, R, U, F, T, 2))
+        elif self.mix is not None:  # R_rx^(1/2) (real) across the antennas: one real matmul on the (re, im) pairs
             h = torch.view_as_complex(torch.matmul(self.mix, torch.view_as_real(h).reshape(B, R, -1))
                                       .view(B, R, U, F, T, 2))
         noise = torch.view_as_complex(torch.randn(B, R, F, T, 2, generator=g, device=dev))
@@ -200,16 +214,16 @@ class MimoFrameGenerator:
             x[:, u, self._pilot_flat[u]] = self.pilot_symbols[u].reshape(-1)
         y = (h.reshape(B, R, U, F * T) * x[:, None]).sum(2).add_(noise.view(B, R, F * T))
         if self.dmrs is not None:
-            return self._dmrs_frames(h, y, noise_var, bits, codewords, snr_db, ds, fd, with_data, int(seed))
+            return self._dmrs_frames(h, y, noise_var, bits, codewords, snr_db, ds, fd, with_data, int(seed), rho)
         P_shape = self.users[0].ofdm.pilot_shape
         pilots_rx = torch.stack([y[:, :, self._pilot_flat[u]] for u in range(U)], 2).view(B, R, U, *P_shape)
         return Frames(h=h, y=y.view(B, R, F, T) if with_data else None, pilots_rx=pilots_rx,
                       pilot_symbols=self.pilot_symbols, pilots_ls=pilots_rx / self.pilot_symbols,
                       bits=bits, codewords=codewords, snr_db=snr_db, delay_spread_s=ds, doppler_hz=fd,
-                      noise_var=noise_var, profile=ch.profile, seed=int(seed))
+                      noise_var=noise_var, profile=ch.profile, seed=int(seed), rx_correlation=rho)
 
 
-    def _dmrs_frames(self, h, y, noise_var, bits, codewords, snr_db, ds, fd, with_data, seed) -> Frames:
+    def _dmrs_frames(self, h, y, noise_var, bits, codewords, snr_db, ds, fd, with_data, seed, rho=None) -> Frames:
         B, R, U = h.shape[:3]
         F, T = self.config.ofdm.grid_shape
         g = torch.tensor(self.dmrs.user_group, device=y.device)
@@ -220,7 +234,7 @@ class MimoFrameGenerator:
         return Frames(h=h, y=y.view(B, R, F, T) if with_data else None, pilots_rx=pilots_rx,
                       pilot_symbols=self.pilot_symbols, pilots_ls=ls, bits=bits, codewords=codewords, snr_db=snr_db,
                       delay_spread_s=ds, doppler_hz=fd, noise_var=noise_var, profile=self.config.channel.profile,
-                      seed=seed, pilots_dmrs=raw)
+                      seed=seed, pilots_dmrs=raw, rx_correlation=rho)
 
 
 def frame_generator(config: SystemConfig, device="cpu", ldpc_rate: float | None = None):
@@ -322,12 +336,36 @@ class MimoGenieLMMSE(Estimator):
         self.config = config
         self.users = user_configs(config)
         m = config.mimo
-        lam, V = rx_eigen(m.rx_correlation, m.num_rx_antennas)
-        self.lam, self.V = lam.clamp_min(1e-12), V  # an eigenvalue of 0 leaves nothing to estimate
-        self.given = (f"true profile, delay spread, Doppler and SNR, and the receive correlation rho = "
-                      f"{m.rx_correlation:g} (genie over space, time and frequency)")
+        if isinstance(m.rx_correlation, tuple):  # each frame's rho comes in meta["rx_correlation"]
+            self.lam = self.V = None
+            rho = "each frame's receive correlation rho"
+        else:
+            lam, V = rx_eigen(m.rx_correlation, m.num_rx_antennas)
+            self.lam, self.V = lam.clamp_min(1e-12), V  # an eigenvalue of 0 leaves nothing to estimate
+            rho = f"the receive correlation rho = {m.rx_correlation:g}"
+        self.given = f"true profile, delay spread, Doppler and SNR, and {rho} (genie over space, time and frequency)"
 
     def estimate(self, pilots: torch.Tensor, meta: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Returns H_hat [B, R, U, F, T] complex64; ``meta["rx_correlation"]`` [B] (each frame's rho), when
+        present, replaces the config's rho (required when the config's rho is a range)."""
+        rho = meta.get("rx_correlation")
+        if rho is None:
+            if self.lam is None:
+                raise ConfigError("meta", "rx_correlation", "the config's rho is a range: the genie needs each frame's")
+            return self._estimate(pilots, meta, self.lam, self.V)
+        F, T = self.config.ofdm.grid_shape
+        out = torch.empty(*pilots.shape[:3], F, T, dtype=torch.complex64, device=pilots.device)
+        uniq, inverse = torch.unique(rho.double().cpu(), return_inverse=True)
+        for i, r in enumerate(uniq.tolist()):
+            rows = (inverse == i).nonzero().squeeze(1).to(pilots.device)
+            lam, V = rx_eigen(r, self.config.mimo.num_rx_antennas)
+            sub = {k: v[rows] for k, v in meta.items() if torch.is_tensor(v) and v.dim() >= 1}
+            out[rows] = self._estimate(pilots[rows], sub, lam.clamp_min(1e-12), V)
+        return out
+
+    def _estimate(self, pilots: torch.Tensor, meta: dict[str, torch.Tensor], lam: torch.Tensor,
+                  V: torch.Tensor) -> torch.Tensor:
+        """The genie at one ``R_rx = V diag(lam) V^T`` for every frame of ``pilots``."""
         B, R, U, Pf, Pt = pilots.shape
         dev, c128 = pilots.device, torch.complex128
         F, T = self.config.ofdm.grid_shape
@@ -337,40 +375,59 @@ class MimoGenieLMMSE(Estimator):
             if "dmrs_rx" not in meta:
                 raise ConfigError("meta", "dmrs_rx", "the DM-RS genie reads the raw group observations (Frames.pilots_dmrs)")
             pilots = meta["dmrs_rx"]
-        z = torch.einsum("rk,bru...->bku...", self.V.to(dev, c128), pilots.to(c128))  # V^T p (V is real)
+        z = torch.einsum("rk,bru...->bku...", V.to(dev, c128), pilots.to(c128))  # V^T p (V is real)
         out = torch.empty(B, R, U, F, T, dtype=c128, device=dev)
         for (ds, fd), rows in _conditions(meta["delay_spread_s"], meta["doppler_hz"]):
             rows = rows.to(dev)
             if dmrs:
-                out[rows] = dmrs_genie(self.config, z[rows], nv.to(dev)[rows], self.lam.to(dev), ds, fd)
+                out[rows] = dmrs_genie(self.config, z[rows], nv.to(dev)[rows], lam.to(dev), ds, fd)
                 continue
-            s = (nv.to(dev)[rows, None] / self.lam.to(dev)).reshape(-1, 1)  # [n R, 1]: sigma^2 / lambda_k
+            s = (nv.to(dev)[rows, None] / lam.to(dev)).reshape(-1, 1)  # [n R, 1]: sigma^2 / lambda_k
             for u, user in enumerate(self.users):
                 A, C, mu, Q, _ = _user_eig(user, ds, fd)
                 mu, Q = mu.to(dev), Q.to(dev)
                 w = (z[rows, :, u].reshape(-1, Pf * Pt) @ Q.conj()) / (mu + s)  # Q^H z / (mu + s), as rows
                 v = (w @ Q.T).reshape(-1, Pf, Pt)  # (R_p + s I)^-1 z
                 out[rows, :, u] = sum(a.to(dev) @ v @ c.to(dev).T for a, c in zip(A, C)).reshape(-1, R, F, T)
-        return torch.einsum("rk,bku...->bru...", self.V.to(dev, c128), out).to(torch.complex64)
+        return torch.einsum("rk,bku...->bru...", V.to(dev, c128), out).to(torch.complex64)
 
 
-def mimo_genie_mse(config: SystemConfig, snr_db, delay_spread_s, doppler_hz, per_user: bool = False) -> torch.Tensor:
+def mimo_genie_mse(config: SystemConfig, snr_db, delay_spread_s, doppler_hz, per_user: bool = False,
+                   rx_correlation=None) -> torch.Tensor:
     """Returns the genie LMMSE's MSE per resource element, averaged over antennas (and users), float64 linear.
 
     Arguments broadcast to [B]; ``per_user``: [B, U] instead of the users' mean [B]. Per user:
     ``(1 / R) sum_k lambda_k mse_2D(sigma^2 / lambda_k)``, each 2-D MSE from one eigendecomposition
     per user and condition (:func:`_user_eig`; ``lmmse.genie_mse`` gives the same, a test holds them together).
+    ``rx_correlation``: each frame's rho (``Frames.rx_correlation``); required when the config's is a range.
     """
     m = config.mimo
-    lam, _ = rx_eigen(m.rx_correlation, m.num_rx_antennas)
-    lam = lam[lam > 1e-12]  # an eigenvalue of 0 carries no channel and adds nothing
-    snr, ds, fd = torch.broadcast_tensors(*(torch.as_tensor(v, dtype=torch.float64)
-                                            for v in (snr_db, delay_spread_s, doppler_hz)))
+    if rx_correlation is None and isinstance(m.rx_correlation, tuple):
+        raise ConfigError("mimo.rx_correlation", list(m.rx_correlation), "is a range: the bound needs each frame's rho")
+    rho = m.rx_correlation if rx_correlation is None else rx_correlation
+    snr, ds, fd, rho = torch.broadcast_tensors(*(torch.as_tensor(v, dtype=torch.float64).cpu()
+                                                 for v in (snr_db, delay_spread_s, doppler_hz, rho)))
     shape = snr.shape
-    snr, ds, fd = snr.reshape(-1), ds.reshape(-1), fd.reshape(-1)
+    snr, ds, fd, rho = snr.reshape(-1), ds.reshape(-1), fd.reshape(-1), rho.reshape(-1)
     nv = torch.pow(10.0, -(snr + config.snr_offset_db) / 10)
-    F, T = config.ofdm.grid_shape
     out = torch.empty(snr.numel(), m.num_users, dtype=torch.float64)
+    if rx_correlation is None:
+        out[:] = _genie_mse_rows(config, rx_eigen(m.rx_correlation, m.num_rx_antennas)[0], nv, ds, fd)
+    else:
+        uniq, inverse = torch.unique(rho, return_inverse=True)
+        for i, r in enumerate(uniq.tolist()):
+            rows = (inverse == i).nonzero().squeeze(1)
+            out[rows] = _genie_mse_rows(config, rx_eigen(r, m.num_rx_antennas)[0], nv[rows], ds[rows], fd[rows])
+    out = out.reshape(*shape, m.num_users)
+    return out if per_user else out.mean(-1)
+
+
+def _genie_mse_rows(config: SystemConfig, lam: torch.Tensor, nv, ds, fd) -> torch.Tensor:
+    """Returns :func:`mimo_genie_mse` per user [n, U] at one ``R_rx`` spectrum ``lam`` [R] for noise levels ``nv`` [n]."""
+    m = config.mimo
+    lam = lam[lam > 1e-12]  # an eigenvalue of 0 carries no channel and adds nothing
+    F, T = config.ofdm.grid_shape
+    out = torch.empty(nv.numel(), m.num_users, dtype=torch.float64)
     for (d, f), rows in _conditions(ds, fd):
         s = nv[rows, None, None] / lam[None, :, None]  # [n, K, 1]
         if config.mimo.pilots != "kronecker":
@@ -381,8 +438,7 @@ def mimo_genie_mse(config: SystemConfig, snr_db, delay_spread_s, doppler_hz, per
             *_, mu, _, D = _user_eig(user, d, f)
             mse_k = 1.0 - (D / (mu + s)).sum(-1) / (F * T)  # [n, K]
             out[rows, u] = (lam * mse_k).sum(-1) / m.num_rx_antennas
-    out = out.reshape(*shape, m.num_users)
-    return out if per_user else out.mean(-1)
+    return out
 
 
 def lmmse_detect(y: torch.Tensor, h_hat: torch.Tensor, noise_var: torch.Tensor, err_var: torch.Tensor):
@@ -422,12 +478,20 @@ def error_variance(est, noise_var: torch.Tensor, bound: torch.Tensor) -> torch.T
 
 # Sionna's OFDM estimators on the same pilots (wavefront.sim.sionna_ref)
 SIONNA = ("sionna-ls", "sionna-lmmse-tf", "sionna-lmmse-tfs")
-MIMO_CLASSICAL = ("ls-nearest", "ls-linear", "ls-spline", "lmmse-robust", "lmmse-genie", "lmmse-estimated", "mmse-bayes")
+MIMO_CLASSICAL = ("ls-nearest", "ls-linear", "ls-spline", "lmmse-robust", "lmmse-genie", "lmmse-estimated", "mmse-bayes",
+                  "lmmse-estimated-per-pair", "mmse-bayes-per-pair")
+# joint over antennas and users with the Kronecker pattern (wavefront.sim.mimo_bayes); "-per-pair": the SISO
+# estimator on each (antenna, user) pair alone, receive correlation ignored (the baseline they replace)
+_JOINT = ("lmmse-estimated", "mmse-bayes")
+_PER_PAIR = "-per-pair"
 
 
 def mimo_estimators(names: list[str], config: SystemConfig, robust_options: dict | None = None) -> list:
-    """Returns MIMO estimators for ``names``: the genie over space (``lmmse-genie``), perfect CSI, and the
-    other classical ones per (antenna, user) (:class:`PerUser`)."""
+    """Returns MIMO estimators for ``names``: the genie over space (``lmmse-genie``), perfect CSI,
+    ``lmmse-estimated`` and ``mmse-bayes`` joint over antennas and users with rho in the prior
+    (:mod:`wavefront.sim.mimo_bayes`; per pair with DM-RS pilots), their per-pair baselines
+    (``lmmse-estimated-per-pair``, ``mmse-bayes-per-pair``), and the other classical ones per
+    (antenna, user) (:class:`PerUser`)."""
     out = []
     for name in names:
         if name == "perfect":
@@ -441,6 +505,16 @@ def mimo_estimators(names: list[str], config: SystemConfig, robust_options: dict
             from wavefront.sim.sionna_ref import SionnaEstimator  # it builds on this module
 
             out.append(SionnaEstimator(name, config))
+        elif name in _JOINT and config.mimo.pilots == "kronecker":
+            from wavefront.sim.mimo_bayes import MimoBayesMMSE, MimoEstimatedLMMSE  # it builds on this module
+
+            out.append((MimoEstimatedLMMSE if name == "lmmse-estimated" else MimoBayesMMSE)(config))
+        elif name.endswith(_PER_PAIR) and name in MIMO_CLASSICAL:
+            est = PerUser(name[:-len(_PER_PAIR)], config)
+            est.name = name
+            est.given = est.given.replace("; per antenna and user", "; each (antenna, user) pair alone, its own "
+                                          "conditions, receive correlation ignored")
+            out.append(est)
         elif name in MIMO_CLASSICAL:
             out.append(PerUser(name, config, **((robust_options or {}) if name == "lmmse-robust" else {})))
         else:

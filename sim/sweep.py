@@ -353,7 +353,9 @@ def plot_result(result: SweepResult, out: Path) -> list[Path]:
         ch = cfg["channel"]
         fixed = [f"{AXES[k][0]} {_fmt(ch[k], AXES[k][2])} {AXES[k][1]}" for k in AXES if k != axis]
         m = result.spec.get("mimo")
-        antennas = f"\n{m['rx_antennas']} antennas (rho {m['rx_correlation']:g}) x {m['users']} users, " if m else ""
+        rho = m and m["rx_correlation"]
+        rho = f"{rho[0]:g}–{rho[1]:g}" if isinstance(rho, (list, tuple)) else f"{rho:g}" if m else ""
+        antennas = f"\n{m['rx_antennas']} antennas (rho {rho}) x {m['users']} users, " if m else ""
         ax.set_title(f"{profile_label(ch['profile'])}, {', '.join(fixed)}, {antennas}{cfg['ofdm']['num_subcarriers']}x"
                      f"{cfg['ofdm']['num_symbols']} grid, {result.spec['frames']} frames/point", fontsize=9)
         ax.grid(True, which="both", alpha=0.3)

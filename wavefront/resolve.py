@@ -17,12 +17,12 @@ def resolve_estimators(names: list[str], prior, device="cpu", robust_options: di
     may assume (see :func:`wavefront.sim.experiment.prior_config`).
     """
     from wavefront.sim.estimators import CLASSICAL, classical_estimators
-    from wavefront.sim.mimo import SIONNA
+    from wavefront.sim.mimo import MIMO_CLASSICAL, SIONNA
 
     out = []
     for name in names:
         mimo = prior.mimo.is_mimo
-        if name in CLASSICAL or name == "perfect" or (mimo and name in SIONNA):
+        if name in CLASSICAL or name == "perfect" or (mimo and name in SIONNA + MIMO_CLASSICAL):
             out += classical_estimators([name], prior, robust_options)
             continue
         try:
