@@ -47,6 +47,7 @@ from wavefront.datasets.shards import (
 )
 from wavefront.errors import ConfigError
 from wavefront.sim.config import SystemConfig
+from wavefront.sim.impairments import IMPAIRMENT_FIELDS
 from wavefront.sim.frames import FrameGenerator
 from wavefront.utils import check_output_folder, derive_seed
 
@@ -128,7 +129,7 @@ class DatasetSpec:
             return mimo_frame_bytes(self.config)
         o = self.config.ofdm
         f, t = o.grid_shape
-        impairments = sum(getattr(self.config.channel, k) is not None for k in OPTIONAL_META)
+        impairments = sum(getattr(self.config.channel, k) is not None for k in IMPAIRMENT_FIELDS)
         return 8 * (f * t + 2 * o.num_pilots) + 4 * (4 + impairments) + 5
 
     def header(self) -> dict:
@@ -230,7 +231,8 @@ def draw_mimo_shard(generator, spec: DatasetSpec, index: int, progress=None) -> 
             pilot_symbols=fr.pilot_symbols.cpu().numpy(), pilot_subcarriers=sub, pilot_symbol_indices=sym,
             snr_db=cut(fr.snr_db), delay_spread_s=cut(fr.delay_spread_s), doppler_hz=cut(fr.doppler_hz),
             noise_var=cut(fr.noise_var), profile=np.full(hi - lo, fr.profile.encode(), dtype=PROFILE_DTYPE),
-            y=cut(fr.y), bits=cut(fr.bits).astype(np.uint8), pilots_dmrs=cut(fr.pilots_dmrs)))
+            y=cut(fr.y), bits=cut(fr.bits).astype(np.uint8), pilots_dmrs=cut(fr.pilots_dmrs),
+            rx_correlation=cut(fr.rx_correlation)))
         pos = k * B + hi
         if progress is not None:
             progress.update(hi - lo)

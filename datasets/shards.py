@@ -22,6 +22,7 @@ attribute ``config`` names the layout.
   sets (:data:`OPTIONAL_META`), its unit in the dataset's ``units`` attribute (Hz, Hz, samples of
   ``1 / (N scs)``). A shard whose config sets none carries none: its bytes are those of shards
   written before impairments existed.
+- ``rx_correlation`` [N] float32 (MIMO with a ``mimo.rx_correlation`` range only): each frame's drawn rho.
 
 **MIMO shards** (a config with R receive antennas and U users, ``mimo`` section;
 :mod:`wavefront.sim.mimo`) carry the antenna and user axes, and three more frame arrays:
@@ -92,7 +93,8 @@ STATIC_ARRAYS = ("pilot_symbols", "pilot_subcarriers", "pilot_symbol_indices")
 OPTIONAL_STATIC = ("pilot_positions",)  # [P, 2] int64, scattered layouts only
 OPTIONAL_FRAME = ("y", "bits", "pilots_dmrs")  # [N, ...], MIMO shards only (bits uint8, the rest complex64)
 # Per-frame [N] float32 datasets present only when the config sets them (with a ``units`` attribute).
-OPTIONAL_META = IMPAIRMENT_FIELDS
+OPTIONAL_META = IMPAIRMENT_FIELDS + ("rx_correlation",)
+META_UNITS = {**IMPAIRMENT_UNITS, "rx_correlation": "1 (rho of the receive antennas' exponential correlation)"}
 COMPRESSIONS = ("none", "lzf", "gzip")
 # What h5py raises on a damaged file, by where the damage sits: OSError (truncation, bad
 # signatures, checksum failures), RuntimeError ("bad object header version number", local
@@ -199,6 +201,7 @@ class ShardArrays:
     cfo_hz: np.ndarray | None = None  # [N] float32 (Hz), the OPTIONAL_META: set when the config sets them
     phase_noise_linewidth_hz: np.ndarray | None = None  # [N] float32 (Hz)
     timing_offset_samples: np.ndarray | None = None  # [N] float32 (samples)
+    rx_correlation: np.ndarray | None = None  # [N] float32: MIMO with a rho range only, each frame's rho
 
     def __len__(self) -> int:
         return self.h_true.shape[0]
@@ -286,7 +289,7 @@ def shard_image(arrays: ShardArrays, attrs: dict, compression: str = "none") -> 
             f.create_dataset(name, data=arr, chunks=(1,) + arr.shape[1:], **opts, **comp)
         for name in (n for n in OPTIONAL_META if getattr(arrays, n) is not None):
             f.create_dataset(name, data=getattr(arrays, name).astype(np.float32), **opts).attrs["units"] = \
-                IMPAIRMENT_UNITS[name]
+                META_UNITS[name]
         full = {"format": FORMAT, "format_version": FORMAT_VERSION, "num_frames": len(arrays),
                 "content_sha256": checksum, **attrs}
         for k in sorted(full):

@@ -202,12 +202,15 @@ class H5FrameDataset(Dataset):
 
 
 def _impairments_set(attrs: dict) -> set[str]:
-    """Returns the impairment fields a shard's recorded config sets (its per-frame datasets)."""
+    """Returns the optional per-frame fields a shard's recorded config sets (its per-frame datasets):
+    the impairments, and ``rx_correlation`` where ``mimo.rx_correlation`` is a range."""
     try:
-        channel = json.loads(attrs["config"]).get("channel", {})
+        config = json.loads(attrs["config"])
+        channel, mimo = config.get("channel", {}), config.get("mimo") or {}
     except (KeyError, TypeError, ValueError, AttributeError):
         return set()
-    return {k for k in OPTIONAL_META if channel.get(k) is not None}
+    ranged = {"rx_correlation"} if isinstance(mimo.get("rx_correlation"), list) else set()
+    return {k for k in OPTIONAL_META if channel.get(k) is not None} | ranged
 
 
 def frames_to_samples(frames) -> dict[str, torch.Tensor]:
@@ -354,7 +357,7 @@ class OnTheFlyDataset(IterableDataset):
 def _pair_of(sample: dict[str, torch.Tensor], r: int, u: int) -> dict[str, torch.Tensor]:
     """Returns the SISO sample of pair (r, u) of a MIMO ``sample`` (module docstring)."""
     out = {"pilots": sample["pilots"][r, u], "h": sample["h"][r, u]}
-    out.update({m: sample[m] for m in _META})
+    out.update({m: sample[m] for m in _META + OPTIONAL_META if m in sample})
     out.update(antenna=torch.tensor(r), user=torch.tensor(u))
     return out
 

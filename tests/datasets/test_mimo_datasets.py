@@ -292,3 +292,25 @@ def test_a_sigkilled_mimo_generate_resumes_to_the_bytes_of_an_uninterrupted_run(
     assert not list(run.glob("*.partial")) and _bytes(run) == _bytes(ref) and len(_bytes(ref)) == 8
     a, b = (json.loads((d / "manifest.json").read_text()) for d in (run, ref))
     assert a["complete"] and a["shards"] == b["shards"]
+
+
+def test_a_rho_range_stores_each_frames_rho_and_the_datasets_serve_it(folder, tmp_path):
+    """With ``mimo.rx_correlation`` a range, rho is drawn per frame: the shard keeps each frame's value
+    (the generator's draw, bit for bit), in range, and both torch datasets and their pairs serve it."""
+    d = {**SMALL, "mimo": {"num_rx_antennas": R, "num_users": U, "rx_correlation": [0.2, 0.9]}}
+    cfg = SystemConfig.from_dict(d)
+    generate_dataset(DatasetSpec(cfg, 5, 7, 4, 3), tmp_path)
+    rho = np.concatenate([read_shard(p).rx_correlation for p in sorted(tmp_path.glob("shard-*.h5"))])
+    gen = MimoFrameGenerator(cfg)
+    drawn = np.concatenate([gen.generate(min(3, 7 - 3 * k), derive_seed(5, MIMO_STREAM, k), with_data=True)
+                            .rx_correlation.numpy() for k in range(3)])
+    assert rho.dtype == np.float32 and np.array_equal(rho, drawn)
+    assert 0.2 <= rho.min() and rho.max() <= 0.9 and len(np.unique(rho)) == 7
+    with h5py.File(tmp_path / shard_name(0)) as f:
+        assert f["rx_correlation"].attrs["units"].startswith("1 ")
+    ds = H5FrameDataset(tmp_path)
+    assert [float(ds[i]["rx_correlation"]) for i in range(7)] == rho.tolist()
+    assert float(pairs(ds)[R * U * 5 + 3]["rx_correlation"]) == rho[5]
+    fly = next(iter(OnTheFlyDataset(cfg, seed=1, frames_per_epoch=2, batch_size=2)))
+    assert 0.2 <= float(fly["rx_correlation"]) <= 0.9
+    assert read_shard(folder / shard_name(0)).rx_correlation is None  # a fixed rho: the config's, nothing per frame
