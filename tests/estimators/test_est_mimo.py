@@ -1,0 +1,96 @@
+"""Learned estimators under MIMO: a SISO model per (antenna, user), shipped checkpoints per setting, antenna attention."""
+import pytest
+import torch
+
+from wavefront.errors import ConfigError
+from wavefront.estimators import checkpoint as ckpt
+from wavefront.estimators.estimator import PRETRAINED_DIR, pretrained_path, shipped_for
+from wavefront.estimators.registry import create
+from wavefront.sim.config import SystemConfig, preset
+from wavefront.sim.mimo import MimoFrameGenerator, user_configs
+
+SMALL_BANK = {"delay_spread_bins": 2, "doppler_bins": 2}
+
+
+def small_mimo(R=3, U=2, rho=0.7) -> SystemConfig:
+    """48 x 14, every 2nd subcarrier a pilot, dealt to U users: user u on subcarriers 2u, 2u + 2U, ... (12 x 2 each at U = 2)."""
+    return SystemConfig().updated(ofdm={"num_subcarriers": 48, "pilot_subcarrier_spacing": 2},
+                                  mimo={"num_rx_antennas": R, "num_users": U, "rx_correlation": rho})
+
+
+def perturbed(model, seed=0, scale=0.3):
+    """Returns ``model`` with every learned parameter moved off its initial value (as training would)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(scale * torch.randn(p.shape, generator=g))
+    return model.eval()
+
+
+@pytest.fixture
+def user0_checkpoint(tmp_path):
+    """A gated-lmmse trained (perturbed) for user 0's layout of :func:`small_mimo`, saved as a checkpoint."""
+    u0 = user_configs(small_mimo())[0]
+    model = perturbed(create("gated-lmmse", u0, **SMALL_BANK))
+    return ckpt.save(tmp_path / "user0.safetensors", model, u0, rng=False), model
+
+
+def test_gated_lmmse_on_a_shifted_layout_is_the_same_estimate_shifted(user0_checkpoint):
+    """Wide-sense stationarity in frequency: user 1's pilots sit 2 subcarriers above user 0's, so the model
+    rebuilt for user 1 with user 0's weights returns user 0's estimate moved up by 2 subcarriers (exactly,
+    away from the band edge), and its gate reads the same eigen-coordinates."""
+    path, m0 = user0_checkpoint
+    u1 = user_configs(small_mimo())[1]
+    m1 = ckpt.Checkpoint(path).build_model(u1).eval()
+    p = torch.randn(5, *m0.pilot_shape, dtype=torch.complex64, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        a, b = m0(p), m1(p)
+        torch.testing.assert_close(m1.gate(p.reshape(5, -1))[0], m0.gate(p.reshape(5, -1))[0], rtol=0, atol=1e-6)
+    torch.testing.assert_close(b[:, 2:], a[:, :-2], rtol=0, atol=1e-5)
+    assert (b[:, :2] - a[:, -2:]).abs().max() > 1e-3  # the edges differ: the bank was rebuilt for user 1
+
+
+def test_per_antenna_and_user_wrapping_equals_the_siso_model_on_each_pairs_pilots(user0_checkpoint):
+    """A learned checkpoint for user 0's layout, given by path, runs on every (antenna, user) pair of a 3-antenna,
+    2-user frame: each output is the SISO model (built for that user's layout) on that pair's pilots."""
+    from wavefront.resolve import resolve_estimators
+
+    path, _ = user0_checkpoint
+    cfg = small_mimo()
+    (wrapped,) = resolve_estimators([str(path)], cfg)
+    fr = MimoFrameGenerator(cfg).generate(2, seed=3, with_data=False)
+    got = wrapped.estimate(fr.pilots_ls, {})
+    assert got.shape == fr.h.shape and "per antenna and user" in wrapped.given
+    for u, user in enumerate(user_configs(cfg)):
+        siso = ckpt.Checkpoint(path).build_model(user).eval()
+        for r in range(3):
+            with torch.no_grad():
+                want = siso(fr.pilots_ls[:, r, u])
+            torch.testing.assert_close(got[:, r, u], want, rtol=0, atol=1e-6)
+
+
+def test_a_layout_that_is_not_a_shift_is_still_refused(user0_checkpoint):
+    path, _ = user0_checkpoint
+    other = user_configs(small_mimo())[0].updated(ofdm={"pilot_subcarrier_spacing": 6})  # 8 x 2, not 12 x 2 moved
+    with pytest.raises(ConfigError, match="pilot"):
+        ckpt.Checkpoint(path).build_model(other)
+    siso_shift = user_configs(small_mimo())[1]
+    lin = create("linear", user_configs(small_mimo())[0])  # a dense map has no reason to be shift-invariant
+    lin_path = ckpt.save(path.parent / "linear.safetensors", lin, user_configs(small_mimo())[0], rng=False)
+    with pytest.raises(ConfigError, match="pilot_subcarriers"):
+        ckpt.Checkpoint(lin_path).build_model(siso_shift)
+
+
+def test_shipped_mimo_chest_checkpoint_serves_every_user_and_the_default_grid_keeps_its_own():
+    """At mimo-chest all four users find gated-lmmse-mimo-chest (user u's pilots: user 0's moved by u); the
+    default grid still loads gated-lmmse-default; two users on the default grid find none (refused later)."""
+    chest = PRETRAINED_DIR / "gated-lmmse-mimo-chest.safetensors"
+    users = user_configs(preset("mimo-chest"))
+    assert [u.ofdm.pilot_subcarriers[0] for u in users] == [0, 1, 2, 3]
+    assert all(shipped_for("gated-lmmse", u) == chest for u in users)
+    assert shipped_for("gated-lmmse", SystemConfig()) == pretrained_path("gated-lmmse")
+    assert shipped_for("gated-lmmse", user_configs(SystemConfig().updated(mimo={"num_users": 2}))[1]) == \
+        pretrained_path("gated-lmmse")
+    assert shipped_for("adafortitran", users[0]) == pretrained_path("adafortitran")  # none fits: the default's path
+    card = ckpt.Checkpoint(chest)
+    assert card.model_name == "gated-lmmse" and card.conditions == "none" and chest.stat().st_size < 2e6
