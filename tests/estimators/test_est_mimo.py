@@ -94,3 +94,81 @@ def test_shipped_mimo_chest_checkpoint_serves_every_user_and_the_default_grid_ke
     assert shipped_for("adafortitran", users[0]) == pretrained_path("adafortitran")  # none fits: the default's path
     card = ckpt.Checkpoint(chest)
     assert card.model_name == "gated-lmmse" and card.conditions == "none" and chest.stat().st_size < 2e6
+
+
+def small_attention(u_config, **options):
+    return create("antenna-attention", u_config, **SMALL_BANK, **options)
+
+
+def test_antenna_attention_maps_each_users_antennas_to_their_grids():
+    u0 = user_configs(small_mimo())[0]
+    model = small_attention(u0).eval()
+    p = torch.randn(2, 5, *u0.ofdm.pilot_shape, dtype=torch.complex64)
+    with torch.no_grad():
+        out, flat, siso = model(p), model(p.reshape(2, 5, -1)), model(p[:, 0])
+    assert out.shape == (2, 5, 48, 14) and out.dtype == torch.complex64 and siso.shape == (2, 48, 14)
+    torch.testing.assert_close(flat, out, rtol=0, atol=0)
+    with pytest.raises(ConfigError, match=r"expected \[B, R, 12, 2\]"):
+        model(torch.zeros(2, 5, 7, dtype=torch.complex64))
+
+
+def test_antenna_attention_at_initialisation_is_the_per_pair_model_on_one_antenna():
+    """R = 1: the attention has one antenna to mix and the gain starts at 1, so the output is the gated stage's."""
+    u0 = user_configs(small_mimo())[0]
+    model = small_attention(u0).eval()
+    perturbed(model.per_pair)
+    p = torch.randn(3, 1, *u0.ofdm.pilot_shape, dtype=torch.complex64)
+    with torch.no_grad():
+        torch.testing.assert_close(model(p)[:, 0], model.per_pair(p[:, 0]), rtol=0, atol=1e-6)
+
+
+def test_antenna_attention_without_positions_is_permutation_equivariant_and_with_them_reversal_equivariant():
+    u0 = user_configs(small_mimo())[0]
+    free = perturbed(small_attention(u0, position_bias=False), seed=1)
+    ula = perturbed(small_attention(u0), seed=2)
+    p = torch.randn(2, 6, *u0.ofdm.pilot_shape, dtype=torch.complex64, generator=torch.Generator().manual_seed(5))
+    perm, rev = torch.tensor([3, 0, 5, 1, 4, 2]), torch.arange(5, -1, -1)
+    with torch.no_grad():
+        torch.testing.assert_close(free(p[:, perm]), free(p)[:, perm], rtol=0, atol=1e-5)
+        torch.testing.assert_close(ula(p[:, rev]), ula(p)[:, rev], rtol=0, atol=1e-5)
+        assert (ula(p[:, perm]) - ula(p)[:, perm]).abs().max() > 1e-4  # the distance bias knows the array
+        mixed = free(p)
+        per_pair = free.per_pair(p.reshape(12, *u0.ofdm.pilot_shape)).reshape(2, 6, 48, 14)
+    assert (mixed - per_pair).abs().max() > 1e-3  # it does mix
+
+
+def test_a_few_training_steps_on_mimo_frames_lower_the_loss():
+    from wavefront.estimators.mimo_train import mimo_forward, user_batch
+
+    cfg = small_mimo(R=4)
+    torch.manual_seed(0)
+    model = small_attention(user_configs(cfg)[0])
+    pilots, h = user_batch(MimoFrameGenerator(cfg), 8, seed=0)
+    opt = torch.optim.AdamW(model.parameters(), lr=0.02, weight_decay=0.0)
+    losses = []
+    for _ in range(6):
+        loss = (mimo_forward(model, pilots) - h).abs().square().mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert pilots.shape == (8, 4, 12, 2) and h.shape == (8, 4, 48, 14)
+    assert losses[-1] < 0.97 * losses[0], losses
+
+
+def test_antenna_attention_runs_across_each_users_antennas_in_a_mimo_sweep(tmp_path):
+    """From a checkpoint path: user u's [B, R, P] at once through the model rebuilt for user u's layout."""
+    from wavefront.resolve import resolve_estimators
+
+    cfg = small_mimo()
+    users = user_configs(cfg)
+    model = perturbed(small_attention(users[0]), seed=3)
+    path = ckpt.save(tmp_path / "aa.safetensors", model, users[0], rng=False)
+    (wrapped,) = resolve_estimators([str(path)], cfg)
+    fr = MimoFrameGenerator(cfg).generate(2, seed=9, with_data=False)
+    got = wrapped.estimate(fr.pilots_ls, fr.meta)
+    assert got.shape == fr.h.shape and "across its antennas" in wrapped.given
+    for u, user in enumerate(users):
+        with torch.no_grad():
+            want = ckpt.Checkpoint(path).build_model(user).eval()(fr.pilots_ls[:, :, u])
+        torch.testing.assert_close(got[:, :, u], want, rtol=0, atol=1e-6)
