@@ -74,6 +74,9 @@ def test_a_layout_that_is_not_a_shift_is_still_refused(user0_checkpoint):
     other = user_configs(small_mimo())[0].updated(ofdm={"pilot_subcarrier_spacing": 6})  # 8 x 2, not 12 x 2 moved
     with pytest.raises(ConfigError, match="pilot"):
         ckpt.Checkpoint(path).build_model(other)
+    moved_in_time = user_configs(small_mimo())[0].updated(ofdm={"pilot_symbols": [3, 12]})  # 12 x 2 moved in time, not frequency
+    with pytest.raises(ConfigError, match="pilot_symbols"):
+        ckpt.Checkpoint(path).build_model(moved_in_time)
     siso_shift = user_configs(small_mimo())[1]
     lin = create("linear", user_configs(small_mimo())[0])  # a dense map has no reason to be shift-invariant
     lin_path = ckpt.save(path.parent / "linear.safetensors", lin, user_configs(small_mimo())[0], rng=False)
@@ -134,7 +137,11 @@ def test_antenna_attention_without_positions_is_permutation_equivariant_and_with
         assert (ula(p[:, perm]) - ula(p)[:, perm]).abs().max() > 1e-4  # the distance bias knows the array
         mixed = free(p)
         per_pair = free.per_pair(p.reshape(12, *u0.ofdm.pilot_shape)).reshape(2, 6, 48, 14)
+        A, share, gain = free.mixing(p.reshape(2, 6, -1), per_pair.reshape(2, 6, -1))
     assert (mixed - per_pair).abs().max() > 1e-3  # it does mix
+    # each antenna's output is a convex mix of the antennas' estimates, scaled by a gain in (0, 2)
+    torch.testing.assert_close(A.sum(-1), torch.ones(2, 6), rtol=0, atol=1e-6)
+    assert (A >= 0).all() and ((share > 0) & (share < 1)).all() and ((gain > 0) & (gain < 2)).all()
 
 
 def test_a_few_training_steps_on_mimo_frames_lower_the_loss():
