@@ -18,8 +18,7 @@ R_rx and each frame's conditions) and the closed-form bound, with the paired gap
 standard errors over frames (NMSE: the error energy of all frames over their channel energy; the
 bound is the MSE per resource element of a unit-power channel, the same quantity in expectation). Writes ``docs/mimo-antenna-attention/results.{json,md}`` and ships
 the antenna-attention checkpoint as ``estimators/pretrained/antenna-attention-mimo-8x2.safetensors``
-(``wavefront sweep --rx-antennas 8 --users 2 --rx-correlation 0.7 --estimators antenna-attention``
-on this grid finds it).
+(``wavefront sweep --config configs/mimo-8x2.yaml --estimators antenna-attention`` finds it).
 
     python scripts/mimo_antenna_attention.py            # about 8 minutes on a loaded 2-core machine
 """
