@@ -97,6 +97,12 @@ def load_estimator(name_or_path: str, config, device="cpu", conditions: str | No
         path, label = p, None
     elif name_or_path in list_models():
         path, label = shipped_for(name_or_path, config), name_or_path
+        own = sorted(f.stem for f in PRETRAINED_DIR.glob(f"{name_or_path}-*.safetensors"))
+        if not path.is_file() and own:  # shipped for other settings only
+            raise ConfigError("estimator", name_or_path, f"no shipped checkpoint of this model fits the config's "
+                              f"{'x'.join(map(str, config.ofdm.grid_shape))} grid and pilots "
+                              f"{config.ofdm.pilot_layout.describe()} (shipped: {', '.join(own)}); train one and "
+                              "pass its path")
         if not path.is_file():
             shipped = sorted(f.name.removesuffix("-default.safetensors") for f in PRETRAINED_DIR.glob("*-default.safetensors"))
             raise ConfigError("estimator", name_or_path, f"no pretrained checkpoint is shipped for this model "

@@ -95,6 +95,10 @@ def test_shipped_mimo_chest_checkpoint_serves_every_user_and_the_default_grid_ke
     assert shipped_for("gated-lmmse", user_configs(SystemConfig().updated(mimo={"num_users": 2}))[1]) == \
         pretrained_path("gated-lmmse")
     assert shipped_for("adafortitran", users[0]) == pretrained_path("adafortitran")  # none fits: the default's path
+    from wavefront.estimators.estimator import load_estimator
+
+    with pytest.raises(ConfigError, match=r"no shipped checkpoint of this model fits .*120x14.*antenna-attention-mimo-8x2"):
+        load_estimator("antenna-attention", SystemConfig())  # shipped for another grid only: named, one line
     card = ckpt.Checkpoint(chest)
     assert card.model_name == "gated-lmmse" and card.conditions == "none" and chest.stat().st_size < 2e6
 
