@@ -4,6 +4,8 @@
 - ``load_estimator(name_or_path, system_config, device)`` returns a trained estimator with
   ``name`` and ``estimate(pilots [B,P_f,P_t] c64, meta) -> [B,F,T] c64``, as the sweep expects;
 - ``wavefront.estimators.train`` holds the training loop, ``.checkpoint`` the safetensors format;
+  ``.mimo_train`` a loop on MIMO frames drawn on the fly (for ``antenna-attention``, which maps one
+  user's antennas ``[B, R, P_f, P_t] -> [B, R, F, T]``);
 - ``load_official(path_or_state_dict, system_config, model)`` converts a checkpoint of the official
   AdaFortiTran code (``wavefront.estimators.official_weights``).
 """

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from wavefront.errors import ConfigError
-from wavefront.estimators.registry import create
+from wavefront.estimators.registry import create, model_class
 from wavefront.sim.config import ChannelConfig, OFDMConfig, SystemConfig
 from wavefront.utils import atomic_write_bytes
 
@@ -126,11 +126,14 @@ class Checkpoint:
     def build_model(self, system_config=None):
         """Returns the model with the checkpoint's weights, for ``system_config`` (default: the stored one).
 
-        Raises ConfigError if ``system_config``'s grid or pilots differ from the checkpoint's.
+        Raises ConfigError if ``system_config``'s grid or pilots differ from the checkpoint's; a model
+        whose class sets ``frequency_shift_invariant`` also takes the checkpoint's layout moved along
+        the subcarriers (e.g. MIMO users 1..U-1 of a Kronecker pattern, :func:`frequency_shift`).
         """
         stored = self.system_config
         if system_config is not None:
-            check_grid_matches(stored, system_config, self.path)
+            check_grid_matches(stored, system_config, self.path,
+                               allow_frequency_shift=getattr(model_class(self.model_name), "frequency_shift_invariant", False))
         model = create(self.model_name, system_config or stored, **self.hparams)
         self.load_model_state(model)
         model.trained_conditions = self.conditions
@@ -174,13 +177,33 @@ class Checkpoint:
             torch.cuda.set_rng_state_all(cuda[: torch.cuda.device_count()])
 
 
-def check_grid_matches(stored, wanted, path, what: str = "checkpoint") -> None:
-    """Raises ConfigError if ``stored`` (a checkpoint's or dataset's SystemConfig) and ``wanted`` differ in grid or pilots."""
+def frequency_shift(stored_layout, wanted_layout) -> int | None:
+    """Returns ``d`` (subcarriers) with ``wanted = stored`` moved by ``d`` along frequency on the same grid, else None.
+
+    ``d = 0`` for equal layouts. Each user of a Kronecker MIMO pattern has user 0's pilots moved
+    by ``u`` subcarriers (:func:`wavefront.sim.mimo.user_configs`).
+    """
+    a, b = stored_layout.positions, wanted_layout.positions
+    if tuple(stored_layout.grid_shape) != tuple(wanted_layout.grid_shape) or len(a) != len(b):
+        return None
+    d = b[0][0] - a[0][0]
+    return d if all(fb == fa + d and tb == ta for (fa, ta), (fb, tb) in zip(a, b)) else None
+
+
+def check_grid_matches(stored, wanted, path, what: str = "checkpoint", allow_frequency_shift: bool = False) -> None:
+    """Raises ConfigError if ``stored`` (a checkpoint's or dataset's SystemConfig) and ``wanted`` differ in grid or pilots.
+
+    ``allow_frequency_shift``: accept ``wanted``'s pilots if they are ``stored``'s moved along the
+    subcarriers (:func:`frequency_shift`), for models whose weights do not depend on where the
+    layout sits on the grid.
+    """
     a, b = stored.ofdm, wanted.ofdm
     if list(a.grid_shape) != list(b.grid_shape):
         raise ConfigError(what, str(path), f"is for ofdm.grid_shape={list(a.grid_shape)}, but the config has "
                                            f"{list(b.grid_shape)}; use a {what} made for this grid and pilot pattern")
     la, lb = a.pilot_layout, b.pilot_layout
+    if allow_frequency_shift and frequency_shift(la, lb) is not None:
+        return
     if la.positions != lb.positions:
         if la.is_kronecker and lb.is_kronecker:  # name the axis that differs, as before layouts existed
             for field, va, vb in (("pilot_subcarriers", a.pilot_subcarriers, b.pilot_subcarriers),

@@ -34,6 +34,8 @@ class LearnedEstimator(Estimator):
         # what the experiment engine passes it: the conditions for condition-aware models, else nothing
         self.needs = "conditions" if getattr(model, "reads_conditions", getattr(model, "uses_conditions", False)) else "none"
         self.trained_on: str | None = None
+        # a model over the antenna axis maps one user's antennas [B, R, P] -> [B, R, F, T] (MIMO wrappers read this)
+        self.across_antennas = bool(getattr(model, "antenna_axis", False))
 
     @torch.no_grad()
     def estimate(self, pilots: torch.Tensor, meta: dict | None = None) -> torch.Tensor:
@@ -55,6 +57,34 @@ def pretrained_path(name: str) -> Path:
     return PRETRAINED_DIR / f"{name}-default.safetensors"
 
 
+def shipped_for(name: str, config) -> Path:
+    """Returns the shipped checkpoint of model ``name`` that fits ``config``'s grid and pilots, else the default's path.
+
+    Shipped checkpoints are ``pretrained/<name>-default.safetensors`` (the default grid) and
+    ``pretrained/<name>-<setting>.safetensors`` (e.g. ``gated-lmmse-mimo-chest``: one user's
+    pilots at that preset); the default is tried first, the others in name order. A checkpoint
+    fits as :meth:`Checkpoint.build_model` would accept it (its layout moved along the
+    subcarriers, for a model that allows it). When none fits, the default's path is returned and
+    loading it names the mismatch (or that none is shipped).
+    """
+    from wavefront.estimators.checkpoint import check_grid_matches
+    from wavefront.estimators.registry import model_class
+
+    default = pretrained_path(name)
+    others = sorted(p for p in PRETRAINED_DIR.glob(f"{name}-*.safetensors") if p != default)
+    shift_ok = getattr(model_class(name), "frequency_shift_invariant", False)
+    for path in ([default] if default.is_file() else []) + others:
+        try:
+            ck = Checkpoint(path)
+            if ck.model_name != name:  # another model whose name starts with this one
+                continue
+            check_grid_matches(ck.system_config, config, path, allow_frequency_shift=shift_ok)
+        except ConfigError:
+            continue
+        return path
+    return default
+
+
 def load_estimator(name_or_path: str, config, device="cpu", conditions: str | None = None) -> LearnedEstimator:
     """Returns a trained estimator for ``config`` (a SystemConfig) from a registry name or a checkpoint path.
 
@@ -67,7 +97,13 @@ def load_estimator(name_or_path: str, config, device="cpu", conditions: str | No
     if p.suffix == ".safetensors" or p.exists():
         path, label = p, None
     elif name_or_path in list_models():
-        path, label = pretrained_path(name_or_path), name_or_path
+        path, label = shipped_for(name_or_path, config), name_or_path
+        own = sorted(f.stem for f in PRETRAINED_DIR.glob(f"{name_or_path}-*.safetensors"))
+        if not path.is_file() and own:  # shipped for other settings only
+            raise ConfigError("estimator", name_or_path, f"no shipped checkpoint of this model fits the config's "
+                              f"{'x'.join(map(str, config.ofdm.grid_shape))} grid and pilots "
+                              f"{config.ofdm.pilot_layout.describe()} (shipped: {', '.join(own)}); train one and "
+                              "pass its path")
         if not path.is_file():
             shipped = sorted(f.name.removesuffix("-default.safetensors") for f in PRETRAINED_DIR.glob("*-default.safetensors"))
             raise ConfigError("estimator", name_or_path, f"no pretrained checkpoint is shipped for this model "

@@ -87,6 +87,11 @@ class GatedLMMSE(EstimatorModel):
     """
 
     uses_conditions = False
+    # The learned parts act on the eigen-coordinates of the cells' pilot covariances, which depend on
+    # pilot position differences only (the channel is wide-sense stationary in frequency); where the
+    # layout sits on the grid lives in the bank, rebuilt from the config. So a checkpoint serves its
+    # layout moved along the subcarriers, e.g. every user of a Kronecker MIMO pattern.
+    frequency_shift_invariant = True
 
     def __init__(self, system_config, delay_spread_bins: int = 4, doppler_bins: int = 4,
                  prior_delay_spread_ns: list = (25.0, 300.0), prior_doppler_hz: list = (50.0, 1000.0),

@@ -147,6 +147,11 @@ def model_defaults(name: str) -> dict:
     return {k: p.default for k, p in list(sig.parameters.items())[2:] if p.default is not inspect.Parameter.empty}
 
 
+def model_class(name: str) -> type:
+    """Returns the registered class of model ``name`` (ConfigError if unknown)."""
+    return _lookup(name)
+
+
 def _lookup(name: str) -> type:
     _load_model_files()
     if name not in _REGISTRY:

@@ -247,6 +247,8 @@ def frame_generator(config: SystemConfig, device="cpu", ldpc_rate: float | None 
 class PerUser(Estimator):
     """A SISO estimator applied to every (antenna, user) pair with that user's pilots: ``[B, R, U, P_f', P_t] -> [B, R, U, F, T]``.
 
+    (A learned model over the antenna axis, ``across_antennas``, gets each user's ``[B, R, P_f', P_t]`` at once.)
+
     The receive correlation is not used: each antenna is estimated alone (for the genie over
     space, see :class:`MimoGenieLMMSE`). Estimators that read conditions get each frame's for
     every antenna and user; those that estimate them do so per (antenna, user).
@@ -274,7 +276,10 @@ class PerUser(Estimator):
         self.per_user = per_user
         first = per_user[0]
         self.name, self.needs = first.name, first.needs
-        self.given = (getattr(first, "given", None) or "pilots only") + "; per antenna and user"
+        # a model over the antenna axis (``across_antennas``) takes one user's R antennas together
+        self.across_antennas = getattr(first, "across_antennas", False)
+        self.given = (getattr(first, "given", None) or "pilots only") + (
+            "; per user, across its antennas" if self.across_antennas else "; per antenna and user")
         self.trained_on = getattr(first, "trained_on", None)
 
     def estimate(self, pilots: torch.Tensor, meta: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -285,6 +290,8 @@ class PerUser(Estimator):
                 rep["noise_var"] = rep["noise_var"] * self.noise_scale
             if "snr_db" in rep:
                 rep["snr_db"] = rep["snr_db"] - 10 * math.log10(self.noise_scale)
+        if self.across_antennas:  # [B, R, P_f', P_t] -> [B, R, F, T] per user, with the frames' own conditions
+            return torch.stack([est.estimate(pilots[:, :, u], meta) for u, est in enumerate(self.per_user)], 2)
         out = [est.estimate(pilots[:, :, u].reshape(B * R, *pilots.shape[3:]), rep) for u, est in enumerate(self.per_user)]
         return torch.stack([o.view(B, R, *o.shape[1:]) for o in out], 2)
 

@@ -7,7 +7,7 @@ from wavefront.errors import ConfigError
 from wavefront.estimators import count_parameters, create, list_models
 from wavefront.sim.config import SystemConfig
 
-ALL = ["adafortitran", "channelnet", "convnext", "espcn", "fortitran", "gated-lmmse", "interpolatenet", "linear", "reesnet"]
+ALL = ["adafortitran", "antenna-attention", "channelnet", "convnext", "espcn", "fortitran", "gated-lmmse", "interpolatenet", "linear", "reesnet"]
 
 
 def test_registry_lists_the_zoo():

@@ -1,0 +1,185 @@
+"""Learned estimators under MIMO: a SISO model per (antenna, user), shipped checkpoints per setting, antenna attention."""
+import pytest
+import torch
+
+from wavefront.errors import ConfigError
+from wavefront.estimators import checkpoint as ckpt
+from wavefront.estimators.estimator import PRETRAINED_DIR, pretrained_path, shipped_for
+from wavefront.estimators.registry import create
+from wavefront.sim.config import SystemConfig, preset
+from wavefront.sim.mimo import MimoFrameGenerator, user_configs
+
+SMALL_BANK = {"delay_spread_bins": 2, "doppler_bins": 2}
+
+
+def small_mimo(R=3, U=2, rho=0.7) -> SystemConfig:
+    """48 x 14, every 2nd subcarrier a pilot, dealt to U users: user u on subcarriers 2u, 2u + 2U, ... (12 x 2 each at U = 2)."""
+    return SystemConfig().updated(ofdm={"num_subcarriers": 48, "pilot_subcarrier_spacing": 2},
+                                  mimo={"num_rx_antennas": R, "num_users": U, "rx_correlation": rho})
+
+
+def perturbed(model, seed=0, scale=0.3):
+    """Returns ``model`` with every learned parameter moved off its initial value (as training would)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(scale * torch.randn(p.shape, generator=g))
+    return model.eval()
+
+
+@pytest.fixture
+def user0_checkpoint(tmp_path):
+    """A gated-lmmse trained (perturbed) for user 0's layout of :func:`small_mimo`, saved as a checkpoint."""
+    u0 = user_configs(small_mimo())[0]
+    model = perturbed(create("gated-lmmse", u0, **SMALL_BANK))
+    return ckpt.save(tmp_path / "user0.safetensors", model, u0, rng=False), model
+
+
+def test_gated_lmmse_on_a_shifted_layout_is_the_same_estimate_shifted(user0_checkpoint):
+    """Wide-sense stationarity in frequency: user 1's pilots sit 2 subcarriers above user 0's, so the model
+    rebuilt for user 1 with user 0's weights returns user 0's estimate moved up by 2 subcarriers (exactly,
+    away from the band edge), and its gate reads the same eigen-coordinates."""
+    path, m0 = user0_checkpoint
+    u1 = user_configs(small_mimo())[1]
+    m1 = ckpt.Checkpoint(path).build_model(u1).eval()
+    p = torch.randn(5, *m0.pilot_shape, dtype=torch.complex64, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        a, b = m0(p), m1(p)
+        torch.testing.assert_close(m1.gate(p.reshape(5, -1))[0], m0.gate(p.reshape(5, -1))[0], rtol=0, atol=1e-6)
+    torch.testing.assert_close(b[:, 2:], a[:, :-2], rtol=0, atol=1e-5)
+    assert (b[:, :2] - a[:, -2:]).abs().max() > 1e-3  # the edges differ: the bank was rebuilt for user 1
+
+
+def test_per_antenna_and_user_wrapping_equals_the_siso_model_on_each_pairs_pilots(user0_checkpoint):
+    """A learned checkpoint for user 0's layout, given by path, runs on every (antenna, user) pair of a 3-antenna,
+    2-user frame: each output is the SISO model (built for that user's layout) on that pair's pilots."""
+    from wavefront.resolve import resolve_estimators
+
+    path, _ = user0_checkpoint
+    cfg = small_mimo()
+    (wrapped,) = resolve_estimators([str(path)], cfg)
+    fr = MimoFrameGenerator(cfg).generate(2, seed=3, with_data=False)
+    got = wrapped.estimate(fr.pilots_ls, {})
+    assert got.shape == fr.h.shape and "per antenna and user" in wrapped.given
+    for u, user in enumerate(user_configs(cfg)):
+        siso = ckpt.Checkpoint(path).build_model(user).eval()
+        for r in range(3):
+            with torch.no_grad():
+                want = siso(fr.pilots_ls[:, r, u])
+            torch.testing.assert_close(got[:, r, u], want, rtol=0, atol=1e-6)
+
+
+def test_a_layout_that_is_not_a_shift_is_still_refused(user0_checkpoint):
+    path, _ = user0_checkpoint
+    other = user_configs(small_mimo())[0].updated(ofdm={"pilot_subcarrier_spacing": 6})  # 8 x 2, not 12 x 2 moved
+    with pytest.raises(ConfigError, match="pilot"):
+        ckpt.Checkpoint(path).build_model(other)
+    moved_in_time = user_configs(small_mimo())[0].updated(ofdm={"pilot_symbols": [3, 12]})  # 12 x 2 moved in time, not frequency
+    with pytest.raises(ConfigError, match="pilot_symbols"):
+        ckpt.Checkpoint(path).build_model(moved_in_time)
+    siso_shift = user_configs(small_mimo())[1]
+    lin = create("linear", user_configs(small_mimo())[0])  # a dense map has no reason to be shift-invariant
+    lin_path = ckpt.save(path.parent / "linear.safetensors", lin, user_configs(small_mimo())[0], rng=False)
+    with pytest.raises(ConfigError, match="pilot_subcarriers"):
+        ckpt.Checkpoint(lin_path).build_model(siso_shift)
+
+
+def test_shipped_mimo_chest_checkpoint_serves_every_user_and_the_default_grid_keeps_its_own():
+    """At mimo-chest all four users find gated-lmmse-mimo-chest (user u's pilots: user 0's moved by u); the
+    default grid still loads gated-lmmse-default; two users on the default grid find none (refused later)."""
+    chest = PRETRAINED_DIR / "gated-lmmse-mimo-chest.safetensors"
+    users = user_configs(preset("mimo-chest"))
+    assert [u.ofdm.pilot_subcarriers[0] for u in users] == [0, 1, 2, 3]
+    assert all(shipped_for("gated-lmmse", u) == chest for u in users)
+    assert shipped_for("gated-lmmse", SystemConfig()) == pretrained_path("gated-lmmse")
+    assert shipped_for("gated-lmmse", user_configs(SystemConfig().updated(mimo={"num_users": 2}))[1]) == \
+        pretrained_path("gated-lmmse")
+    assert shipped_for("adafortitran", users[0]) == pretrained_path("adafortitran")  # none fits: the default's path
+    from wavefront.estimators.estimator import load_estimator
+
+    with pytest.raises(ConfigError, match=r"no shipped checkpoint of this model fits .*120x14.*antenna-attention-mimo-8x2"):
+        load_estimator("antenna-attention", SystemConfig())  # shipped for another grid only: named, one line
+    card = ckpt.Checkpoint(chest)
+    assert card.model_name == "gated-lmmse" and card.conditions == "none" and chest.stat().st_size < 2e6
+
+
+def small_attention(u_config, **options):
+    return create("antenna-attention", u_config, **SMALL_BANK, **options)
+
+
+def test_antenna_attention_maps_each_users_antennas_to_their_grids():
+    u0 = user_configs(small_mimo())[0]
+    model = small_attention(u0).eval()
+    p = torch.randn(2, 5, *u0.ofdm.pilot_shape, dtype=torch.complex64)
+    with torch.no_grad():
+        out, flat, siso = model(p), model(p.reshape(2, 5, -1)), model(p[:, 0])
+    assert out.shape == (2, 5, 48, 14) and out.dtype == torch.complex64 and siso.shape == (2, 48, 14)
+    torch.testing.assert_close(flat, out, rtol=0, atol=0)
+    with pytest.raises(ConfigError, match=r"expected \[B, R, 12, 2\]"):
+        model(torch.zeros(2, 5, 7, dtype=torch.complex64))
+
+
+def test_antenna_attention_at_initialisation_is_the_per_pair_model_on_one_antenna():
+    """R = 1: the attention has one antenna to mix and the gain starts at 1, so the output is the gated stage's."""
+    u0 = user_configs(small_mimo())[0]
+    model = small_attention(u0).eval()
+    perturbed(model.per_pair)
+    p = torch.randn(3, 1, *u0.ofdm.pilot_shape, dtype=torch.complex64)
+    with torch.no_grad():
+        torch.testing.assert_close(model(p)[:, 0], model.per_pair(p[:, 0]), rtol=0, atol=1e-6)
+
+
+def test_antenna_attention_without_positions_is_permutation_equivariant_and_with_them_reversal_equivariant():
+    u0 = user_configs(small_mimo())[0]
+    free = perturbed(small_attention(u0, position_bias=False), seed=1)
+    ula = perturbed(small_attention(u0), seed=2)
+    p = torch.randn(2, 6, *u0.ofdm.pilot_shape, dtype=torch.complex64, generator=torch.Generator().manual_seed(5))
+    perm, rev = torch.tensor([3, 0, 5, 1, 4, 2]), torch.arange(5, -1, -1)
+    with torch.no_grad():
+        torch.testing.assert_close(free(p[:, perm]), free(p)[:, perm], rtol=0, atol=1e-5)
+        torch.testing.assert_close(ula(p[:, rev]), ula(p)[:, rev], rtol=0, atol=1e-5)
+        assert (ula(p[:, perm]) - ula(p)[:, perm]).abs().max() > 1e-4  # the distance bias knows the array
+        mixed = free(p)
+        per_pair = free.per_pair(p.reshape(12, *u0.ofdm.pilot_shape)).reshape(2, 6, 48, 14)
+        A, share, gain = free.mixing(p.reshape(2, 6, -1), per_pair.reshape(2, 6, -1))
+    assert (mixed - per_pair).abs().max() > 1e-3  # it does mix
+    # each antenna's output is a convex mix of the antennas' estimates, scaled by a gain in (0, 2)
+    torch.testing.assert_close(A.sum(-1), torch.ones(2, 6), rtol=0, atol=1e-6)
+    assert (A >= 0).all() and ((share > 0) & (share < 1)).all() and ((gain > 0) & (gain < 2)).all()
+
+
+def test_a_few_training_steps_on_mimo_frames_lower_the_loss():
+    from wavefront.estimators.mimo_train import mimo_forward, user_batch
+
+    cfg = small_mimo(R=4)
+    torch.manual_seed(0)
+    model = small_attention(user_configs(cfg)[0])
+    pilots, h = user_batch(MimoFrameGenerator(cfg), 8, seed=0)
+    opt = torch.optim.AdamW(model.parameters(), lr=0.02, weight_decay=0.0)
+    losses = []
+    for _ in range(6):
+        loss = (mimo_forward(model, pilots) - h).abs().square().mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert pilots.shape == (8, 4, 12, 2) and h.shape == (8, 4, 48, 14)
+    assert losses[-1] < 0.97 * losses[0], losses
+
+
+def test_antenna_attention_runs_across_each_users_antennas_in_a_mimo_sweep(tmp_path):
+    """From a checkpoint path: user u's [B, R, P] at once through the model rebuilt for user u's layout."""
+    from wavefront.resolve import resolve_estimators
+
+    cfg = small_mimo()
+    users = user_configs(cfg)
+    model = perturbed(small_attention(users[0]), seed=3)
+    path = ckpt.save(tmp_path / "aa.safetensors", model, users[0], rng=False)
+    (wrapped,) = resolve_estimators([str(path)], cfg)
+    fr = MimoFrameGenerator(cfg).generate(2, seed=9, with_data=False)
+    got = wrapped.estimate(fr.pilots_ls, fr.meta)
+    assert got.shape == fr.h.shape and "across its antennas" in wrapped.given
+    for u, user in enumerate(users):
+        with torch.no_grad():
+            want = ckpt.Checkpoint(path).build_model(user).eval()(fr.pilots_ls[:, :, u])
+        torch.testing.assert_close(got[:, :, u], want, rtol=0, atol=1e-6)
