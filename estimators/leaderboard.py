@@ -33,7 +33,7 @@ from wavefront import paper
 from wavefront.errors import ConfigError
 from wavefront.estimators.estimator import load_estimator
 from wavefront.estimators.evaluate import AXIS_LABEL, evaluate
-from wavefront.estimators.registry import list_models
+from wavefront.estimators.registry import list_models, model_class
 from wavefront.estimators.train import TrainConfig, train
 from wavefront.sim.conditions import estimate_conditions
 from wavefront.sim.estimators import CLASSICAL, classical_estimators, meta_for
@@ -119,7 +119,9 @@ def make_spec(models: list | None = None, budget: str | None = "cpu-small", step
         base["batch_size"] = batch_size
     label = budget if steps is None and batch_size is None else (f"{budget} with overrides" if budget else "custom")
     sizes = {"sizes": base["sizes"], "bayes_frames": base["bayes_frames"], "frames_per_point": base["frames_per_point"]}
-    spec = LeaderboardSpec(models=list(models) if models else list_models(), budget=label, steps=base["steps"],
+    # by default every SISO model; one that needs a user's antennas together (antenna_axis) is named explicitly
+    default = [m for m in list_models() if not getattr(model_class(m), "antenna_axis", False)]
+    spec = LeaderboardSpec(models=list(models) if models else default, budget=label, steps=base["steps"],
                            batch_size=base["batch_size"], **{**sizes, **kw})
     spec.check()
     return spec

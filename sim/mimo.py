@@ -526,6 +526,6 @@ def mimo_estimators(names: list[str], config: SystemConfig, robust_options: dict
             out.append(PerUser(name, config, **((robust_options or {}) if name == "lmmse-robust" else {})))
         else:
             known = ", ".join(MIMO_CLASSICAL + SIONNA + ("perfect",))
-            why = "is SISO only so far" if name in CLASSICAL else "is not a classical estimator (learned models are SISO only so far)"
+            why = "is SISO only so far" if name in CLASSICAL else "is neither a classical estimator nor a learned model with a checkpoint for each user's pilots"
             raise ConfigError("estimators", name, f"{why}; with several antennas or users choose from {known}")
     return out
