@@ -65,6 +65,8 @@ BUDGETS = {
     "gpu-full": {"steps": 20000, "batch_size": 256, "sizes": {}, "bayes_frames": 4000, "frames_per_point": 2000},
 }
 CLASSICAL_ROWS = ("ls-linear", "lmmse-robust", "lmmse-estimated", "mmse-bayes", "lmmse-genie", "lmmse-bank")
+# with receiver impairments on, the second-order yardsticks that know their distribution (sim/impaired_lmmse.py)
+IMPAIRED_ROWS = ("mmse-bayes-impaired", "lmmse-genie-impaired")
 THROUGHPUT_BATCH = 200
 _GIVEN = {"estimated": "SNR, delay spread and Doppler estimated from the pilots", "true": "true SNR, delay spread and "
           "Doppler", "none": "pilots only"}
@@ -206,6 +208,12 @@ def flops_per_frame(model, config) -> int | None:
 
 
 # ---- one row ----------------------------------------------------------------------------
+def classical_rows(config) -> tuple[str, ...]:
+    """Returns the classical rows of a leaderboard on ``config``: :data:`CLASSICAL_ROWS`, and :data:`IMPAIRED_ROWS`
+    when the config sets a receiver impairment."""
+    return CLASSICAL_ROWS + (IMPAIRED_ROWS if config.channel.impaired else ())
+
+
 def _classical(names, prior):
     """Returns the classical estimators of ``names`` that this version of ``wavefront.sim`` has (lmmse-bank may not)."""
     return classical_estimators([n for n in names if n in CLASSICAL], prior)
@@ -292,9 +300,11 @@ def run_leaderboard(spec: LeaderboardSpec, config, out: str | Path, progress: bo
 
     classical_path = out / "classical.json"
     classical = json.loads(classical_path.read_text()) if classical_path.exists() else None
-    if classical is None or classical.get("spec") != _fingerprint(spec, "classical", 0):
+    wanted = [n for n in classical_rows(config) if n in CLASSICAL]
+    if (classical is None or classical.get("spec") != _fingerprint(spec, "classical", 0)
+            or [r["name"] for r in classical["rows"]] != wanted):  # a cache from before the impaired rows
         rows = []
-        for est in tqdm(_classical(CLASSICAL_ROWS, config), desc="classical rows", disable=not progress, leave=False):
+        for est in tqdm(_classical(wanted, config), desc="classical rows", disable=not progress, leave=False):
             rows.append(evaluate_row(est, config, frames, ref, spec, spec.conditions))
         classical = {"spec": _fingerprint(spec, "classical", 0), "rows": rows}
         _write_json(classical_path, classical)
