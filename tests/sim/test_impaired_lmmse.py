@@ -80,3 +80,19 @@ def test_the_aware_estimators_say_what_they_know():
     for name in ("lmmse-genie-impaired", "mmse-bayes-impaired"):
         given = get_classical(name, cfg).given
         assert "true impairment distribution (CFO -100 to 100 Hz uniform" in given and "per-frame values unknown" in given
+
+
+def test_the_model_pilot_power_is_the_received_pilot_power():
+    # diag(R_yy) = E|c|^2 (1 - P_dop) + P_ici + sigma^2 = 1 + sigma^2 only if the ICI is counted: a strong phase
+    # noise (P_imp = 0.13) makes the ICI term 7 standard errors of the received power
+    snr, ds, fd = 20.0, 200e-9, 800.0
+    cfg = _config(snr_db=snr, delay_spread_s=ds, doppler_hz=fd, phase_noise_linewidth_hz=[1500.0, 2500.0])
+    frames = FrameGenerator(cfg).generate(1500, seed=8, with_data=False)
+    power = frames.pilots_ls.abs().square().reshape(len(frames.h), -1).mean(1).double()  # [B]
+    est = get_classical("lmmse-genie-impaired", cfg)
+    stats, noise = est.second_order(torch.tensor([ds], dtype=torch.float64), torch.tensor([fd], dtype=torch.float64),
+                                    cfg.noise_variance(torch.tensor([snr], dtype=torch.float64)))
+    model = float(torch.diagonal(stats.r_pp[0]).real.mean() + noise[0])
+    m, se = float(power.mean()), float(power.std()) / math.sqrt(len(power))
+    print(f"received {m:.4f} +- {se:.4f}, model {model:.4f}, of which ICI {est.moments.ici_power:.4f}")
+    assert abs(m - model) <= 3 * se and est.moments.ici_power > 4 * se
