@@ -323,10 +323,7 @@ def run_leaderboard(spec: LeaderboardSpec, config, out: str | Path, progress: bo
             break
         # what training depends on; the evaluation settings may change without retraining
         _check_same_run(run_dir, {k: fp[k] for k in ("model", "seed", "steps", "batch_size", "lr", "sizes", "conditions")})
-        cfg = TrainConfig(model=model_name, model_overrides=dict(spec.sizes.get(model_name, {})), steps=spec.steps,
-                          batch_size=spec.batch_size, lr=spec.lr, warmup_steps=min(200, spec.steps // 10),
-                          eval_every=max(1, spec.steps // 4), val_frames=512, patience=0, seed=spec.seed + s,
-                          device=spec.device, out_dir=str(run_dir), progress=progress, conditions=spec.conditions)
+        cfg = train_config(spec, model_name, s, run_dir, progress)
         resume = (run_dir / "last.safetensors").exists()
         t0 = time.perf_counter()
         summary = train(cfg, config, resume=resume or None)
@@ -345,6 +342,14 @@ def run_leaderboard(spec: LeaderboardSpec, config, out: str | Path, progress: bo
     table = build_table(classical["rows"], learned, genie_fps, spec)
     write_outputs(table, out, spec)
     return table
+
+
+def train_config(spec: LeaderboardSpec, model_name: str, seed: int, run_dir: Path, progress: bool = True) -> TrainConfig:
+    """Returns the :class:`TrainConfig` of ``model_name``'s run ``seed`` under ``spec`` (what a rerun must repeat exactly)."""
+    return TrainConfig(model=model_name, model_overrides=dict(spec.sizes.get(model_name, {})), steps=spec.steps,
+                       batch_size=spec.batch_size, lr=spec.lr, warmup_steps=min(200, spec.steps // 10),
+                       eval_every=max(1, spec.steps // 4), val_frames=512, patience=0, seed=spec.seed + seed,
+                       device=spec.device, out_dir=str(run_dir), progress=progress, conditions=spec.conditions)
 
 
 def build_table(classical: list[dict], learned: list[dict], genie_fps: float, spec: LeaderboardSpec) -> dict:

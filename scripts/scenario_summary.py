@@ -6,11 +6,11 @@ Reads the ``leaderboard.json`` of each scenario folder (``wavefront leaderboard 
 
 1. the gap of every learned row and of the genie to ``mmse-bayes`` with its paired standard error;
 2. where the scenario has receiver impairments, the gap of every learned row and of ``lmmse-genie-impaired`` to
-   ``mmse-bayes-impaired``, the best second-order estimator that knows the impairments' distribution:
-   ``gap_row - gap_yardstick`` (both are paired to ``mmse-bayes`` on the same frames, so this is their Bayes
-   risks' ratio exactly). Its SE combines the two paired SEs as if independent (``sqrt(se_1^2 + se_2^2)``):
-   the learned rows' per-frame errors are not stored and their checkpoints are not kept, so the gap cannot be
-   paired directly.
+   ``mmse-bayes-impaired``, the best second-order estimator that knows the impairments' distribution, with the
+   paired SE that ``scripts/impairment_yardstick.py --retrain`` stores (``gap_to_mmse_bayes_impaired_db``,
+   ``gap_impaired_se_db``). A row without them (its model not retrained) gets ``gap_row - gap_yardstick`` (both
+   paired to ``mmse-bayes`` on the same frames, so this is their Bayes risks' ratio exactly) with the two paired
+   SEs combined as if independent, ``sqrt(se_1^2 + se_2^2)``, and is marked ``*``.
 
     python scripts/scenario_summary.py docs/sparse2-cpu-small docs/tdlD-cpu-small docs/cfo-cpu-small \\
         docs/phase-noise-cpu-small docs/timing-cpu-small docs/mix-cpu-small --out docs/scenarios-cpu-small.png
@@ -40,8 +40,14 @@ def gaps(folders: list[str]) -> tuple[list[str], dict, dict]:
         plain[name] = {k: (rows[k]["gap_to_mmse_bayes_db"], rows[k]["gap_se_db"]) for k in ROWS if k in rows}
         if AWARE in rows:
             ref = rows[AWARE]
-            aware[name] = {k: (rows[k]["gap_to_mmse_bayes_db"] - ref["gap_to_mmse_bayes_db"],
-                               math.hypot(rows[k]["gap_se_db"], ref["gap_se_db"])) for k in AWARE_ROWS if k in rows}
+            aware[name] = {}
+            for k in (k for k in AWARE_ROWS if k in rows):
+                r = rows[k]
+                if "gap_to_mmse_bayes_impaired_db" in r:  # paired frame by frame
+                    aware[name][k] = (r["gap_to_mmse_bayes_impaired_db"], r["gap_impaired_se_db"], True)
+                else:
+                    aware[name][k] = (r["gap_to_mmse_bayes_db"] - ref["gap_to_mmse_bayes_db"],
+                                      math.hypot(r["gap_se_db"], ref["gap_se_db"]), False)
     return names, plain, aware
 
 
@@ -51,8 +57,12 @@ def _table(title: str, names: list[str], table: dict, rows: tuple) -> None:
     print("|---" * (len(rows) + 1) + "|")
     for n in names:
         if n in table:
-            print(f"| {n} | " + " | ".join(f"{table[n][k][0]:+.2f} ± {table[n][k][1]:.2f}" if k in table[n] else "–"
-                                           for k in rows) + " |")
+            print(f"| {n} | " + " | ".join(_cell(table[n][k]) if k in table[n] else "–" for k in rows) + " |")
+
+
+def _cell(value: tuple) -> str:
+    """Returns ``gap ± SE``, with ``*`` where the SE is not paired."""
+    return f"{value[0]:+.2f} ± {value[1]:.2f}" + ("" if len(value) < 3 or value[2] else "*")
 
 
 def _bars(ax, names: list[str], table: dict, rows: tuple) -> None:
@@ -82,7 +92,7 @@ def main() -> None:
     names, plain, aware = gaps(args.folders)
     _table("Gap to mmse-bayes [dB] ± paired SE", names, plain, ROWS)
     if aware:
-        _table(f"Gap to {AWARE} [dB] ± SE (two paired SEs combined, unpaired)", names, aware, AWARE_ROWS)
+        _table(f"Gap to {AWARE} [dB] ± paired SE (* unpaired: two paired SEs combined)", names, aware, AWARE_ROWS)
     fig, axes = plt.subplots(2 if aware else 1, 1, figsize=(8, 7.5 if aware else 4), squeeze=False)
     _bars(axes[0, 0], names, plain, ROWS)
     axes[0, 0].set_ylabel("gap to mmse-bayes (dB)\n(below 0: better; dashed: 1 dB)")
