@@ -96,3 +96,14 @@ def test_the_model_pilot_power_is_the_received_pilot_power():
     m, se = float(power.mean()), float(power.std()) / math.sqrt(len(power))
     print(f"received {m:.4f} +- {se:.4f}, model {model:.4f}, of which ICI {est.moments.ici_power:.4f}")
     assert abs(m - model) <= 3 * se and est.moments.ici_power > 4 * se
+
+
+def test_a_sweep_with_a_timing_range_beyond_the_cp_refuses_the_aware_rows_in_one_line(tmp_path, capsys):
+    from wavefront.cli import main
+
+    yaml = tmp_path / "late.yaml"
+    yaml.write_text("channel:\n  profile: A\n  snr_db: 10.0\n  timing_offset_samples: [0.0, 12.0]\n")
+    rc = main(["sweep", "--no-progress", "--frames", "10", "--estimators", "mmse-bayes-impaired", "--config", str(yaml),
+               "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and "channel.timing_offset_samples" in err and "N_cp = 9" in err, err
