@@ -65,6 +65,8 @@ BUDGETS = {
     "gpu-full": {"steps": 20000, "batch_size": 256, "sizes": {}, "bayes_frames": 4000, "frames_per_point": 2000},
 }
 CLASSICAL_ROWS = ("ls-linear", "lmmse-robust", "lmmse-estimated", "mmse-bayes", "lmmse-genie", "lmmse-bank")
+# with receiver impairments on, the second-order yardsticks that know their distribution (sim/impaired_lmmse.py)
+IMPAIRED_ROWS = ("mmse-bayes-impaired", "lmmse-genie-impaired")
 THROUGHPUT_BATCH = 200
 _GIVEN = {"estimated": "SNR, delay spread and Doppler estimated from the pilots", "true": "true SNR, delay spread and "
           "Doppler", "none": "pilots only"}
@@ -208,6 +210,12 @@ def flops_per_frame(model, config) -> int | None:
 
 
 # ---- one row ----------------------------------------------------------------------------
+def classical_rows(config) -> tuple[str, ...]:
+    """Returns the classical rows of a leaderboard on ``config``: :data:`CLASSICAL_ROWS`, and :data:`IMPAIRED_ROWS`
+    when the config sets a receiver impairment."""
+    return CLASSICAL_ROWS + (IMPAIRED_ROWS if config.channel.impaired else ())
+
+
 def _classical(names, prior):
     """Returns the classical estimators of ``names`` that this version of ``wavefront.sim`` has (lmmse-bank may not)."""
     return classical_estimators([n for n in names if n in CLASSICAL], prior)
@@ -294,9 +302,11 @@ def run_leaderboard(spec: LeaderboardSpec, config, out: str | Path, progress: bo
 
     classical_path = out / "classical.json"
     classical = json.loads(classical_path.read_text()) if classical_path.exists() else None
-    if classical is None or classical.get("spec") != _fingerprint(spec, "classical", 0):
+    wanted = [n for n in classical_rows(config) if n in CLASSICAL]
+    if (classical is None or classical.get("spec") != _fingerprint(spec, "classical", 0)
+            or [r["name"] for r in classical["rows"]] != wanted):  # a cache from before the impaired rows
         rows = []
-        for est in tqdm(_classical(CLASSICAL_ROWS, config), desc="classical rows", disable=not progress, leave=False):
+        for est in tqdm(_classical(wanted, config), desc="classical rows", disable=not progress, leave=False):
             rows.append(evaluate_row(est, config, frames, ref, spec, spec.conditions))
         classical = {"spec": _fingerprint(spec, "classical", 0), "rows": rows}
         _write_json(classical_path, classical)
@@ -315,10 +325,7 @@ def run_leaderboard(spec: LeaderboardSpec, config, out: str | Path, progress: bo
             break
         # what training depends on; the evaluation settings may change without retraining
         _check_same_run(run_dir, {k: fp[k] for k in ("model", "seed", "steps", "batch_size", "lr", "sizes", "conditions")})
-        cfg = TrainConfig(model=model_name, model_overrides=dict(spec.sizes.get(model_name, {})), steps=spec.steps,
-                          batch_size=spec.batch_size, lr=spec.lr, warmup_steps=min(200, spec.steps // 10),
-                          eval_every=max(1, spec.steps // 4), val_frames=512, patience=0, seed=spec.seed + s,
-                          device=spec.device, out_dir=str(run_dir), progress=progress, conditions=spec.conditions)
+        cfg = train_config(spec, model_name, s, run_dir, progress)
         resume = (run_dir / "last.safetensors").exists()
         t0 = time.perf_counter()
         summary = train(cfg, config, resume=resume or None)
@@ -337,6 +344,14 @@ def run_leaderboard(spec: LeaderboardSpec, config, out: str | Path, progress: bo
     table = build_table(classical["rows"], learned, genie_fps, spec)
     write_outputs(table, out, spec)
     return table
+
+
+def train_config(spec: LeaderboardSpec, model_name: str, seed: int, run_dir: Path, progress: bool = True) -> TrainConfig:
+    """Returns the :class:`TrainConfig` of ``model_name``'s run ``seed`` under ``spec`` (what a rerun must repeat exactly)."""
+    return TrainConfig(model=model_name, model_overrides=dict(spec.sizes.get(model_name, {})), steps=spec.steps,
+                       batch_size=spec.batch_size, lr=spec.lr, warmup_steps=min(200, spec.steps // 10),
+                       eval_every=max(1, spec.steps // 4), val_frames=512, patience=0, seed=spec.seed + seed,
+                       device=spec.device, out_dir=str(run_dir), progress=progress, conditions=spec.conditions)
 
 
 def build_table(classical: list[dict], learned: list[dict], genie_fps: float, spec: LeaderboardSpec) -> dict:

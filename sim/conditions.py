@@ -237,13 +237,14 @@ class _Fast:
         return sum(t.numel() * t.element_size() for t in tensors if t is not None)
 
 
-def separable_blocks(config: SystemConfig, prior: ConditionPrior):
+def separable_blocks(config: SystemConfig, prior: ConditionPrior, symbol_average: bool = False):
     """Returns ``(f_hp, t_hp, f_pp, t_pp)``: the Kronecker terms over the prior's axes, complex128.
 
     Term ``j`` of the covariance at ``(ds_d, fd_f)`` is ``f_*[j][d] (x) t_*[j][f]``:
     ``f_hp[j]`` [N_ds, F, P_f], ``t_hp[j]`` [N_fd, T, P_t], ``f_pp[j]`` [N_ds, P_f, P_f],
     ``t_pp[j]`` [N_fd, P_t, P_t]. For a scattered layout ``P_f = P_t = P`` (each pilot's own
     subcarrier and symbol) and the pilot blocks combine elementwise instead of by ``kron``.
+    ``symbol_average``: of each symbol's average channel (the label of the time-domain path).
     """
     o = config.ofdm
     prof = channel_profile(config.channel.profile, config.channel.travel_azimuth_deg)
@@ -251,10 +252,11 @@ def separable_blocks(config: SystemConfig, prior: ConditionPrior):
     ds = torch.tensor(prior.delay_spreads_s, dtype=torch.float64)
     fd = torch.tensor(prior.dopplers_hz, dtype=torch.float64)
     # frequency blocks vary with the delay spread only, time blocks with the Doppler only
-    f_hp = [a for a, _ in covariance_terms(o, prof, ds, fd[:1], cols_f=pf, cols_t=pt)]
-    t_hp = [b for _, b in covariance_terms(o, prof, ds[:1], fd, cols_f=pf, cols_t=pt)]
-    f_pp = [a for a, _ in covariance_terms(o, prof, ds, fd[:1], rows_f=pf, cols_f=pf, rows_t=pt, cols_t=pt)]
-    t_pp = [b for _, b in covariance_terms(o, prof, ds[:1], fd, rows_f=pf, cols_f=pf, rows_t=pt, cols_t=pt)]
+    avg = {"symbol_average": True} if symbol_average else {}
+    f_hp = [a for a, _ in covariance_terms(o, prof, ds, fd[:1], cols_f=pf, cols_t=pt, **avg)]
+    t_hp = [b for _, b in covariance_terms(o, prof, ds[:1], fd, cols_f=pf, cols_t=pt, **avg)]
+    f_pp = [a for a, _ in covariance_terms(o, prof, ds, fd[:1], rows_f=pf, cols_f=pf, rows_t=pt, cols_t=pt, **avg)]
+    t_pp = [b for _, b in covariance_terms(o, prof, ds[:1], fd, rows_f=pf, cols_f=pf, rows_t=pt, cols_t=pt, **avg)]
     return f_hp, t_hp, f_pp, t_pp
 
 
@@ -266,8 +268,12 @@ _LOG2_E = 1.0 / math.log(2.0)
 
 
 def _build_bank(f_hp, t_hp, f_pp, t_pp, kron: bool, noise_var: torch.Tensor, ds, fd, snr_db,
-                device: torch.device) -> _Bank:
-    """Returns the :class:`_Bank` of blocks ``f_*`` [N_ds, ...], ``t_*`` [N_fd, ...] and noise levels [S] f64."""
+                device: torch.device, extra_noise: torch.Tensor | None = None) -> _Bank:
+    """Returns the :class:`_Bank` of blocks ``f_*`` [N_ds, ...], ``t_*`` [N_fd, ...] and noise levels [S] f64.
+
+    ``extra_noise`` [K] f64 (``k = d N_fd + f``): white noise per RE that hypothesis ``k`` adds to every noise
+    level (an interference treated as noise: ICI), on the eigenvalues of its ``R_p``; ``None``: none.
+    """
     nd, nf = f_pp[0].shape[0], t_pp[0].shape[0]
     fast = None
     if kron and len(f_pp) == 1:
@@ -304,6 +310,8 @@ def _build_bank(f_hp, t_hp, f_pp, t_pp, kron: bool, noise_var: torch.Tensor, ds,
         lam, evec = torch.linalg.eigh(r_pp)
         lam = lam.clamp_min(0.0)  # R_p is PSD; rounding leaves tiny negative eigenvalues
     denom = lam[:, None, :] + noise_var[None, :, None]  # [K, S, P]
+    if extra_noise is not None:
+        denom = denom + extra_noise[:, None, None]
     inv, logdet = 1.0 / denom, torch.log(denom).sum(-1)
     dev = lambda x: x.to(device)  # noqa: E731
     screen = torch.cat([inv, logdet[..., None]], -1).float()  # [K, S, P + 1]

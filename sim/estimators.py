@@ -121,7 +121,7 @@ class LSInterpolator(Estimator):
 
 
 CLASSICAL = ("ls-nearest", "ls-linear", "ls-spline", "lmmse-robust", "lmmse-genie", "lmmse-estimated", "mmse-bayes",
-             "lmmse-bank", "lmmse-oracle-support")
+             "lmmse-bank", "lmmse-oracle-support", "lmmse-genie-impaired", "mmse-bayes-impaired")
 
 
 class PerfectCSI(Estimator):
@@ -142,7 +142,9 @@ def get_classical(name: str, config: SystemConfig, **options) -> Estimator:
     ``lmmse-estimated``, ``mmse-bayes`` and ``lmmse-bank`` take ``prior=ConditionPrior`` (default:
     the config's ranges; see :mod:`wavefront.sim.conditions`) and read nothing from ``meta``;
     ``lmmse-bank`` also ``filters`` (default 16). ``lmmse-oracle-support`` needs ``profile: sparse``
-    (it reads each frame's true paths; :mod:`wavefront.sim.oracle_support`).
+    (it reads each frame's true paths; :mod:`wavefront.sim.oracle_support`). ``lmmse-genie-impaired`` and
+    ``mmse-bayes-impaired`` know the receiver impairments' distribution (:mod:`wavefront.sim.impaired_lmmse`);
+    without impairments they are ``lmmse-genie`` and ``mmse-bayes``.
     """
     if name.startswith("ls-") and name in CLASSICAL:
         return LSInterpolator(config, name[3:])
@@ -159,6 +161,10 @@ def get_classical(name: str, config: SystemConfig, **options) -> Estimator:
         from wavefront.sim.oracle_support import OracleSupportLMMSE
 
         return OracleSupportLMMSE(config)
+    if name in ("lmmse-genie-impaired", "mmse-bayes-impaired"):
+        from wavefront.sim.impaired_lmmse import ImpairedBayesMMSE, ImpairedGenieLMMSE
+
+        return ImpairedGenieLMMSE(config) if name == "lmmse-genie-impaired" else ImpairedBayesMMSE(config, **options)
     if name in ("lmmse-estimated", "mmse-bayes", "lmmse-bank"):
         from wavefront.sim.prior_lmmse import BayesMMSE, EstimatedLMMSE, LMMSEBank
 

@@ -86,15 +86,19 @@ class _Stats:
 
 
 def _true_stats(ofdm: OFDMConfig, prof: ChannelProfile, ds, fd, dense: bool = False,
-                symbol_average: bool = False) -> _Stats:
+                symbol_average: bool = False, moments=None) -> _Stats:
     """Returns the true blocks; ``dense``: the scattered (per-position) form even for a Kronecker layout;
-    ``symbol_average``: of the per-symbol average channel (``channel.ici``)."""
+    ``symbol_average``: of the per-symbol average channel (``channel.ici``); ``moments``: an
+    :class:`~wavefront.sim.impairment_stats.ImpairmentMoments` whose impaired pilots they describe."""
     layout = ofdm.pilot_layout
     kron = layout.is_kronecker and not dense
     pf, pt = layout.covariance_columns() if kron else (layout.subcarrier_indices.tolist(), layout.symbol_indices.tolist())
     hp = covariance_terms(ofdm, prof, ds, fd, cols_f=pf, cols_t=pt, symbol_average=symbol_average)
     pp = covariance_terms(ofdm, prof, ds, fd, rows_f=pf, cols_f=pf, rows_t=pt, cols_t=pt, symbol_average=symbol_average)
-    return _Stats([a for a, _ in hp], [b for _, b in hp], [a for a, _ in pp], [b for _, b in pp], kron)
+    blocks = [a for a, _ in hp], [b for _, b in hp], [a for a, _ in pp], [b for _, b in pp]
+    if moments is not None:
+        blocks = moments.modulate(*blocks, pf, pt)
+    return _Stats(*blocks, kron)
 
 
 def _solve(stats: _Stats, noise_var: torch.Tensor) -> torch.Tensor:
@@ -165,9 +169,18 @@ class GenieLMMSE(Estimator):
     def estimate(self, pilots: torch.Tensor, meta: dict[str, torch.Tensor]) -> torch.Tensor:
         nv = _noise_var(meta, self.config)
         uniq, idx = _unique_conditions(meta["delay_spread_s"], meta["doppler_hz"], nv)
-        stats = _true_stats(self.ofdm, self.profile, uniq[:, 0], uniq[:, 1], self.dense, symbol_average=self.ici)
-        noise = uniq[:, 2] + ici_power(self.ofdm, self.profile, uniq[:, 1]) if self.ici else uniq[:, 2]
+        stats, noise = self.second_order(uniq[:, 0], uniq[:, 1], uniq[:, 2])
         return _apply(stats, _solve(stats, noise), pilots, idx)
+
+    def second_order(self, ds: torch.Tensor, fd: torch.Tensor, noise_var: torch.Tensor) -> tuple[_Stats, torch.Tensor]:
+        """Returns (the covariance blocks of ``R_hp`` and ``R_pp``, the white noise per RE [U] float64) at conditions [U].
+
+        ``ds`` [U] s, ``fd`` [U] Hz, ``noise_var`` [U] linear. The hook a second-order model of the pilots
+        overrides (:class:`~wavefront.sim.impaired_lmmse.ImpairedGenieLMMSE`).
+        """
+        stats = _true_stats(self.ofdm, self.profile, ds, fd, self.dense, symbol_average=self.ici)
+        noise = noise_var + ici_power(self.ofdm, self.profile, fd) if self.ici else noise_var
+        return stats, noise
 
 
 def _noise_var(meta: dict[str, torch.Tensor], config: SystemConfig) -> torch.Tensor:
@@ -308,12 +321,22 @@ def genie_mse(config: SystemConfig | OFDMConfig, snr_db, delay_spread_s, doppler
     uniq, index = _unique_conditions(snr, ds, fd)  # frames with equal conditions share one solve
     stats = _true_stats(ofdm, profile, uniq[:, 1], uniq[:, 2], dense, symbol_average=ici)
     noise = torch.pow(10.0, -uniq[:, 0] / 10)
-    inv = _solve(stats, noise + ici_power(ofdm, profile, uniq[:, 2]) if ici else noise)
+    # tr(R) / (F T) = 1 by the unit-power normalisation of the profile; 1 - P_ICI for the per-symbol average
+    power = 1.0 - ici_power(ofdm, profile, uniq[:, 2]) if ici else 1.0
+    mse = lmmse_mse(stats, noise + ici_power(ofdm, profile, uniq[:, 2]) if ici else noise, power, ofdm)
+    return mse[index].reshape(shape)
+
+
+def lmmse_mse(stats: _Stats, noise: torch.Tensor, power, ofdm: OFDMConfig) -> torch.Tensor:
+    """Returns ``power - tr(R_hp (R_pp + noise I)^-1 R_ph) / (F T)`` [U] float64: the MSE per RE of the LMMSE of ``stats``.
+
+    ``stats``: the blocks of ``R_hp`` and ``R_pp`` at U conditions; ``noise`` [U] the white noise per RE;
+    ``power`` [U] (or a float) ``tr(R_hh) / (F T)``, the label's power. Exact for any channel whose second-order
+    statistics these are: a linear estimator's MSE depends on nothing else.
+    """
+    inv = _solve(stats, noise)
     # R_ph R_hp = sum_{k,m} kron(F_k^H F_m, T_k^H T_m) (Kronecker layout; elementwise for a scattered one)
     terms = [(A.mH @ A2, C.mH @ C2) for A, C in zip(stats.f_hp, stats.t_hp) for A2, C2 in zip(stats.f_hp, stats.t_hp)]
     G = combine_terms([a for a, _ in terms], [b for _, b in terms], stats.kron)
     F, T = ofdm.grid_shape
-    # tr(R) / (F T) = 1 by the unit-power normalisation of the profile; 1 - P_ICI for the per-symbol average
-    power = 1.0 - ici_power(ofdm, profile, uniq[:, 2]) if ici else 1.0
-    mse = power - torch.einsum("bij,bji->b", inv, G).real / (F * T)
-    return mse[index].reshape(shape)
+    return power - torch.einsum("bij,bji->b", inv, G).real / (F * T)

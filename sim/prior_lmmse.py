@@ -108,7 +108,12 @@ class BayesMMSE(Estimator):
     def estimate(self, pilots: torch.Tensor, meta: dict | None = None) -> torch.Tensor:
         """Returns H_hat [B, F, T] complex64 from LS pilots [B, P_f, P_t] or [B, P]."""
         p = _check_pilots(pilots, self.config)
-        return _posterior_mean(_bank(self.config, self.prior, p.device), p, self.config)
+        return _posterior_mean(self.bank(p.device), p, self.config)
+
+    def bank(self, device: torch.device) -> _Bank:
+        """Returns the hypotheses' :class:`_Bank` on ``device`` (cached): the hook a second-order model of the pilots
+        overrides (:class:`~wavefront.sim.impaired_lmmse.ImpairedBayesMMSE`)."""
+        return _bank(self.config, self.prior, device)
 
 
 def _posterior_mean(bank: _Bank, p: torch.Tensor, config: SystemConfig) -> torch.Tensor:

@@ -146,3 +146,13 @@ def test_leaderboard_refuses_to_continue_a_run_under_other_conditions(capsys, tm
     assert main(tiny + ["--conditions", "none"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "trained with estimated conditions" in err and "fresh --out" in err
+
+
+def test_an_impaired_config_adds_the_yardsticks_that_know_the_impairments():
+    from wavefront.estimators.leaderboard import CLASSICAL_ROWS, classical_rows
+    from wavefront.sim.config import SystemConfig
+
+    plain = SystemConfig.from_dict({"channel": {"snr_db": [0.0, 25.0], "doppler_hz": [50.0, 1000.0]}})
+    impaired = SystemConfig.from_dict({"channel": {"snr_db": [0.0, 25.0], "timing_offset_samples": [0.0, 4.0]}})
+    assert classical_rows(plain) == CLASSICAL_ROWS
+    assert classical_rows(impaired) == CLASSICAL_ROWS + ("mmse-bayes-impaired", "lmmse-genie-impaired")
