@@ -61,6 +61,9 @@ def add_commands(subparsers) -> None:
     from wavefront.sim.cli import add_impairment_arguments
 
     add_impairment_arguments(p)  # on the fly: drawn per frame; with --train they must be the shards' own
+    from wavefront.sim.cli import add_mimo_arguments
+
+    add_mimo_arguments(p)  # a MIMO config trains a per-(antenna, user) model on user 0's pilots (pair_training_config)
     p.add_argument("--steps", type=positive_int, help="optimiser steps (on-the-fly data)")
     p.add_argument("--epochs", type=positive_int, help="epochs over --train")
     p.add_argument("--batch-size", type=positive_int, default=64, help="global batch, split over DDP ranks (default 64)")
@@ -167,6 +170,19 @@ def _train(args) -> int:
     recorded = recorded_config(args.train) if args.train and args.config is None else None
     config = apply_pilots(recorded or _system_config(args.on_the_fly or args.config), args.pilots)
     config = _impairments_of(config, args, args.train, "train")
+    from wavefront.estimators.data import pair_training_config
+    from wavefront.sim.cli import mimo_overrides
+
+    mimo = mimo_overrides(args)
+    if mimo and args.train:
+        raise ConfigError("rx_antennas/users", mimo, "--train shards carry their own antennas and users; leave the MIMO "
+                                                     "flags out (or regenerate the shards)")
+    config = config.updated(mimo=mimo) if mimo else config
+    if config.mimo.is_mimo:
+        config = pair_training_config(config)
+        print(f"wavefront: MIMO config ({args.train or 'on the fly'}): training a per-(antenna, user) model on user 0's "
+              f"pilots ({config.ofdm.pilot_shape[0]} x {config.ofdm.pilot_shape[1]}, spacing "
+              f"{config.ofdm.pilot_subcarrier_spacing}); sweep runs it for every user and antenna", file=sys.stderr)
     cfg = TrainConfig(model=args.model, model_overrides=_overrides(args.set), steps=args.steps, epochs=args.epochs,
                       batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, warmup_steps=args.warmup_steps,
                       schedule=args.schedule, grad_clip=args.grad_clip, eval_every=args.eval_every,

@@ -130,8 +130,28 @@ def recorded_config(path: str):
     return None
 
 
+def pair_training_config(config: SystemConfig) -> SystemConfig:
+    """Returns the SISO config a per-(antenna, user) model of MIMO ``config`` trains on: user 0's pilots.
+
+    Every (antenna, user) pair of a frame is a SISO channel of ``config``'s law (receive correlation
+    couples antennas, not a pair's own statistics), and under the Kronecker pattern user u's pilots
+    are user 0's moved by u pilot subcarriers, which a ``frequency_shift_invariant`` model serves
+    (:func:`wavefront.sim.mimo.user_configs`). A SISO ``config`` is returned as is; NR DM-RS pilots
+    (LS despread over CDM pairs) are refused.
+    """
+    if not config.mimo.is_mimo:
+        return config
+    if config.mimo.pilots != "kronecker":
+        raise ConfigError("mimo.pilots", config.mimo.pilots, "training per (antenna, user) pair takes the Kronecker "
+                                                             "pattern only: NR DM-RS pilots are despread over CDM pairs")
+    from wavefront.sim.mimo import user_configs
+
+    return user_configs(config)[0]
+
+
 def open_frame_folder(path: str, config) -> Dataset:
-    """Returns the HDF5-shard dataset in folder ``path`` (``wavefront.datasets.H5FrameDataset``)."""
+    """Returns the HDF5-shard dataset in folder ``path`` (``wavefront.datasets.H5FrameDataset``); a MIMO
+    folder as its user-0 pairs (``wavefront.datasets.pairs``; ``config`` then :func:`pair_training_config`'s)."""
     try:
         from wavefront.datasets import H5FrameDataset
     except ImportError:
@@ -147,5 +167,9 @@ def open_frame_folder(path: str, config) -> Dataset:
     except (ImportError, AttributeError, IndexError, KeyError, TypeError, ValueError):
         pass  # no recorded config: a grid mismatch still fails at the model's shape check
     if stored is not None:
-        check_grid_matches(stored, config, path, what="dataset")
+        check_grid_matches(pair_training_config(stored), config, path, what="dataset")
+    if getattr(ds, "mimo", False):
+        from wavefront.datasets import pairs
+
+        return pairs(ds, users=[0])
     return ds

@@ -203,7 +203,7 @@ class FrameGenerator:
         if config.mimo.is_mimo:
             raise ConfigError("mimo", f"{config.mimo.num_rx_antennas} antennas x {config.mimo.num_users} users",
                               "this path is single-antenna: MIMO frames come from wavefront.sim.mimo.frame_generator "
-                              "(sweep, generate); training and evaluation are SISO only so far")
+                              "(sweep, generate; train takes a MIMO config per pair)")
         self.config = config
         self.ofdm = config.ofdm
         self.device = resolve_device(device)

@@ -183,3 +183,64 @@ def test_antenna_attention_runs_across_each_users_antennas_in_a_mimo_sweep(tmp_p
         with torch.no_grad():
             want = ckpt.Checkpoint(path).build_model(user).eval()(fr.pilots_ls[:, :, u])
         torch.testing.assert_close(got[:, :, u], want, rtol=0, atol=1e-6)
+
+
+def test_train_with_mimo_flags_trains_on_user_0s_pilots_and_the_checkpoint_serves_every_user(tmp_path, capsys):
+    """``wavefront train --rx-antennas R --users U``: a per-pair model on user 0's layout (the pair's SISO law), whose
+    checkpoint the MIMO sweep then runs for every (antenna, user) pair, each user on its own (shifted) pilots."""
+    from wavefront.cli import main
+    from wavefront.resolve import resolve_estimators
+
+    cfg = small_mimo()
+    (tmp_path / "sys.yaml").write_text("ofdm:\n  num_subcarriers: 48\n  pilot_subcarrier_spacing: 2\n"
+                                       "channel:\n  snr_db: [0, 20]\n")
+    run = tmp_path / "run"
+    rc = main(["train", "--model", "gated-lmmse", "--on-the-fly", str(tmp_path / "sys.yaml"), "--rx-antennas", "3",
+               "--users", "2", "--rx-correlation", "0.7", "--set", "delay_spread_bins=2", "--set", "doppler_bins=2",
+               "--steps", "2", "--batch-size", "4", "--eval-every", "2", "--val-frames", "8", "--device", "cpu",
+               "--out", str(run), "--no-progress"])
+    assert rc == 0 and "per-(antenna, user) model on user 0's pilots (12 x 2, spacing 4)" in capsys.readouterr().err
+    stored = ckpt.Checkpoint(run / "last.safetensors").system_config
+    assert list(stored.ofdm.pilot_subcarriers) == list(user_configs(cfg)[0].ofdm.pilot_subcarriers) == list(range(0, 48, 4))
+    assert not stored.mimo.is_mimo
+    (est,) = resolve_estimators([str(run / "last.safetensors")], cfg)
+    fr = MimoFrameGenerator(cfg).generate(2, seed=4, with_data=False)
+    got = est.estimate(fr.pilots_ls, fr.meta)
+    for u, user in enumerate(user_configs(cfg)):
+        model = ckpt.Checkpoint(run / "last.safetensors").build_model(user).eval()
+        with torch.no_grad():
+            want = model(fr.pilots_ls[:, 1, u])
+        torch.testing.assert_close(got[:, 1, u], want, rtol=0, atol=1e-6)
+
+
+def test_train_on_mimo_shards_reads_user_0s_pairs_and_refuses_what_it_cannot_train(tmp_path, capsys):
+    from wavefront.cli import main
+
+    (tmp_path / "sys.yaml").write_text("ofdm:\n  num_subcarriers: 48\n  pilot_subcarrier_spacing: 2\n")
+    gen = ["--config", str(tmp_path / "sys.yaml"), "--rx-antennas", "2", "--users", "2", "--batch-size", "4",
+           "--device", "cpu", "--no-progress"]
+    assert main(["generate", "--frames", "8", "--out", str(tmp_path / "train"), *gen]) == 0
+    assert main(["generate", "--frames", "4", "--seed", "1", "--out", str(tmp_path / "val"), *gen]) == 0
+    run = tmp_path / "run"
+    assert main(["train", "--model", "linear", "--train", str(tmp_path / "train"), "--val", str(tmp_path / "val"),
+                 "--epochs", "1", "--batch-size", "8", "--eval-every", "2", "--device", "cpu", "--out", str(run),
+                 "--no-progress"]) == 0  # 8 frames x 2 antennas of user 0: 16 pairs, two steps of 8
+    rows = (run / "log.csv").read_text().splitlines()
+    assert rows[-1].split(",")[0] == "2"
+    assert ckpt.Checkpoint(run / "last.safetensors").system_config.ofdm.pilot_shape == (12, 2)
+    from wavefront.datasets import H5FrameDataset
+    from wavefront.estimators.data import open_frame_folder, pair_training_config, recorded_config
+
+    pairs0 = open_frame_folder(str(tmp_path / "train"), pair_training_config(recorded_config(str(tmp_path / "train"))))
+    frame1 = H5FrameDataset(tmp_path / "train")[1]
+    assert len(pairs0) == 16 and torch.equal(pairs0[3]["pilots"], frame1["pilots"][1, 0])  # frame 1, antenna 1, user 0
+    assert torch.equal(pairs0[3]["h"], frame1["h"][1, 0])
+    capsys.readouterr()
+    for argv, want in ((["--train", str(tmp_path / "train"), "--val", str(tmp_path / "val"), "--users", "2"],
+                        "--train shards carry their own antennas and users"),
+                       (["--on-the-fly", "default", "--rx-antennas", "2", "--users", "2", "--mimo-pilots", "dmrs-type1"],
+                        "mimo.pilots='dmrs-type1': training per (antenna, user) pair takes the Kronecker pattern only")):
+        assert main(["train", "--model", "linear", "--steps", "2", "--device", "cpu", "--out", str(tmp_path / "x"),
+                     *argv]) == 2
+        err = capsys.readouterr().err
+        assert want in err and err.count("\n") == 1 and "Traceback" not in err
