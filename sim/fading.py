@@ -32,6 +32,7 @@ import torch
 from wavefront.sim.config import OFDMConfig
 from wavefront.sim.impairments import apply_impairments
 from wavefront.sim.profiles import ChannelProfile, subcarrier_offsets_hz, symbol_times_s
+from wavefront.utils import constant as _constant
 
 _CHUNK = 128  # frames per block in the heavy loops on CPU: large enough to vectorise, small enough for cache
 _CHUNK_GPU = 8192  # on a GPU the blocks only bound memory (about 0.2 GB of temporaries for TDL-A)
@@ -84,6 +85,17 @@ def _block_scratch(device: torch.device) -> _Scratch:
     return scratch
 
 
+def _uniform_angles(shape: tuple[int, ...], scale: float, generator: torch.Generator, device) -> torch.Tensor:
+    """Returns ``(r * 2 - 1) * scale`` float32 for ``r ~ U[0, 1)`` of ``shape``: uniform in ``(-scale, scale)``.
+
+    Computed as ``(r - 1/2) * (2 scale)``: torch's float32 ``r`` is a multiple of 2^-24, so
+    ``r - 1/2`` is exact, and doubling is exact, so these are the bits of the expression in one op fewer.
+    """
+    f32 = torch.float32
+    r = torch.rand(shape, generator=generator, device=device)
+    return r.sub_(_constant(0.5, f32, r.device)).mul_(_constant(2 * scale, f32, r.device))
+
+
 @dataclass(frozen=True)
 class SinusoidDraws:
     """The random part of a batch of sum-of-sinusoids channels, drawn once and evaluable at any times.
@@ -117,16 +129,15 @@ def draw_sinusoids(profile: ChannelProfile, doppler_hz: torch.Tensor, num_sinuso
     if not profile.is_cdl:
         N = num_sinusoids
         # (r * 2 - 1) * (pi / N) + 2 pi n / N, in place: the numbers of the expression, fewer tensors
-        theta = torch.rand(B, L, N, generator=generator, device=dev).mul_(2).sub_(1).mul_(math.pi / N)
-        cosines = theta.add_(_sinusoid_angles(N, dev)).cos_()
+        cosines = _uniform_angles((B, L, N), math.pi / N, generator, dev).add_(_sinusoid_angles(N, dev)).cos_()
     else:
         N = profile.ray_aoa_rad.shape[1]
         cos_az, sin_ze = (torch.as_tensor(v, dtype=torch.float32, device=dev).expand(B, L, N)
                           for v in profile.ray_direction_factors())
         cosines = (cos_az.gather(2, _random_permutations(B, L, N, generator, dev))
                    * sin_ze.gather(2, _random_permutations(B, L, N, generator, dev)))
-    phi = torch.rand(B, L, N, generator=generator, device=dev).mul_(2).sub_(1).mul_(math.pi)
-    phi0 = torch.rand(B, 1, generator=generator, device=dev).mul_(2).sub_(1).mul_(math.pi) if profile.is_los else None
+    phi = _uniform_angles((B, L, N), math.pi, generator, dev)
+    phi0 = _uniform_angles((B, 1), math.pi, generator, dev) if profile.is_los else None
     return SinusoidDraws(doppler_hz, cosines, phi, phi0)
 
 
@@ -271,18 +282,20 @@ def _sinusoid_phasors(draws: SinusoidDraws, start_s: float, step_s: float, num_t
     """
     cosines, phi, fd = draws.cosines, draws.phases_rad, draws.doppler_hz
     B, L, N = cosines.shape
-    w = (2 * math.pi) * fd.double().reshape(1, B, 1)  # rad/s
-    nu = w * cosines.permute(2, 0, 1).double()  # [N, B, L] rad/s: each sinusoid's angular frequency
+    dev, f64 = cosines.device, torch.float64
+    w = fd.double().reshape(1, B, 1).mul_(_constant(2 * math.pi, f64, dev))  # rad/s
+    # [N, B, L] rad/s: each sinusoid's angular frequency (the float32 cosines promoted to float64), laid out as the cosines
+    nu = torch.mul(w, cosines.permute(2, 0, 1).double())
     phi_t = phi.permute(2, 0, 1)
-    if start_s == 0.0:  # the start phases are the drawn ones, exactly
-        q = _phasor(phi_t)
-    else:  # reduced to [0, 2 pi) in float64 before the one rounding, whatever the start time
-        q = _phasor(torch.remainder(nu * start_s + phi_t.double(), 2 * math.pi).float())
-    z = _phasor(nu * step_s)  # complex128 [N, B, L]
     shape = (num_times, N, B, L)
-    g = (torch.empty(shape, dtype=torch.complex64, device=cosines.device) if scratch is None
-         else scratch.take("phasors", shape, torch.complex64, cosines.device))
-    g[0] = q
+    g = (torch.empty(shape, dtype=torch.complex64, device=dev) if scratch is None
+         else scratch.take("phasors", shape, torch.complex64, dev))
+    if start_s == 0.0:  # the start phases are the drawn ones, exactly
+        torch.complex(torch.cos(phi_t), torch.sin(phi_t), out=g[0])
+    else:  # reduced to [0, 2 pi) in float64 before the one rounding, whatever the start time
+        arg = torch.remainder(nu * _constant(start_s, f64, dev) + phi_t.double(), 2 * math.pi).float()
+        torch.complex(torch.cos(arg), torch.sin(arg), out=g[0])
+    z = _phasor(nu * _constant(step_s, f64, dev))  # exp(j nu step), complex128 [N, B, L]
     n = 1
     while n < num_times:  # g[n : 2n] = g[0 : n] z^n
         k = min(n, num_times - n)
@@ -314,8 +327,8 @@ def delay_phasors(tau_s: torch.Tensor, first_hz: float, spacing_hz: float, num_f
     far below what a tap's sum of sinusoids carries already.
     """
     B, L = tau_s.shape
-    freqs, I, K = _coarse_and_fine_hz(first_hz, spacing_hz, num_freqs, tau_s.device)
-    angle = (-2 * math.pi) * freqs * tau_s.double().reshape(B, 1, L)  # [B, I + K, L]
+    freqs, I, K = _coarse_and_fine_rad_s(first_hz, spacing_hz, num_freqs, tau_s.device)  # freqs: -2 pi f [I + K, 1]
+    angle = freqs * tau_s.double().reshape(B, 1, L)  # [B, I + K, L]
     e = torch.complex(torch.cos(angle).float(), torch.sin(angle).float())
     coarse, fine = e[:, :I].unsqueeze(2), e[:, I:].unsqueeze(1)  # [B, I, 1, L], [B, 1, K, L]
     if e.requires_grad:  # differentiated: one product (out= does not record gradients)
@@ -338,13 +351,14 @@ def delay_phasors(tau_s: torch.Tensor, first_hz: float, spacing_hz: float, num_f
 
 
 @lru_cache(maxsize=64)
-def _coarse_and_fine_hz(first_hz: float, spacing_hz: float, num_freqs: int, device: torch.device):
-    """Returns ([I + K, 1] float64 Hz: ``first + K i spacing`` for ``i < I``, then ``j spacing`` for ``j < K``; I; K)."""
+def _coarse_and_fine_rad_s(first_hz: float, spacing_hz: float, num_freqs: int, device: torch.device):
+    """Returns ([I + K, 1] float64 rad/s: ``-2 pi`` times ``first + K i spacing`` (Hz) for ``i < I``, then times
+    ``j spacing`` for ``j < K``; I; K)."""
     K = math.isqrt(max(num_freqs - 1, 0)) + 1
     I = -(-num_freqs // K)
     f = torch.cat([first_hz + K * spacing_hz * torch.arange(I, dtype=torch.float64),
                    spacing_hz * torch.arange(K, dtype=torch.float64)])
-    return f.reshape(-1, 1).to(device), I, K
+    return (-2 * math.pi) * f.reshape(-1, 1).to(device), I, K
 
 
 @lru_cache(maxsize=64)

@@ -39,7 +39,7 @@ from wavefront.sim.profiles import channel_profile
 from wavefront.sim.realizations import per_condition_channel
 from wavefront.sim.sparse import sparse_channel
 from wavefront.sim.statistics import warn_unmodelled_ici
-from wavefront.utils import make_generator, resolve_device
+from wavefront.utils import constant, make_generator, resolve_device
 
 _PILOT_SEED = 0x5EED  # the pilot sequence is part of the system, not of a frame
 _NOISE_BUFFER_MAX = 1 << 22  # floats (16 MB): larger batches draw their noise into a new tensor
@@ -145,7 +145,7 @@ def _random_bytes(n_frames: int, n_bits: int, g: torch.Generator, device) -> tor
     ``k`` of word ``i`` is bit ``32 i + k`` of the frame, so byte ``j`` holds bits ``8 j .. 8 j + 7``.
     """
     words = torch.randint(0, 1 << 32, (n_frames, -(-n_bits // 32)), generator=g, device=device, dtype=torch.int64)
-    return ((words.unsqueeze(-1) >> _byte_shifts(words.device)) & 255).reshape(n_frames, -1)
+    return ((words.unsqueeze(-1) >> _byte_shifts(words.device)) & constant(255, torch.int64, words.device)).reshape(n_frames, -1)
 
 
 def _random_bits(n_frames: int, n_bits: int, g: torch.Generator, device) -> torch.Tensor:
@@ -355,7 +355,7 @@ class FrameGenerator:
         F, T = self._grid_shape
         noise = torch.randn(batch_size, F, T, 2, generator=g, device=dev, out=_noise_buffer((batch_size, F, T, 2), dev))
         # scaled as real pairs: the numbers of a complex-by-real product, without promoting the scale to complex
-        noise = torch.view_as_complex(noise.mul_(torch.sqrt(noise_var / 2).reshape(-1, 1, 1, 1)))
+        noise = torch.view_as_complex(noise.mul_(torch.sqrt(noise_var.div(constant(2.0, noise_var.dtype, dev))).reshape(-1, 1, 1, 1)))
 
         pf, pt = self.pilot_index
         bits = codewords = y = None
