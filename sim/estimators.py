@@ -128,9 +128,10 @@ class LSInterpolator(Estimator):
         if pilots.dim() == 3 and pilots.dtype == torch.complex64 and not pilots.requires_grad:
             B, (F, T) = pilots.shape[0], self.layout.grid_shape
             pairs = torch.view_as_real(pilots.resolve_conj().contiguous()).reshape(B, pilots.shape[1], -1)  # [B, P_f, 2 P_t]
-            A_f = self._real_f.to(pilots.device)
-            r = torch.mm(A_f, pairs[0]) if B == 1 else torch.matmul(A_f, pairs)  # [B, F, 2 P_t]; one frame: no batching
-            h = torch.mm(r.reshape(B * F, -1), self._real_t.to(pilots.device))  # [B F, 2 T]
+            if pilots.device != self._real_f.device:
+                self._real_f, self._real_t = self._real_f.to(pilots.device), self._real_t.to(pilots.device)
+            r = torch.mm(self._real_f, pairs[0]) if B == 1 else torch.matmul(self._real_f, pairs)  # [B, F, 2 P_t]
+            h = torch.mm(r.reshape(B * F, -1), self._real_t)  # [B F, 2 T]
             return torch.view_as_complex(h.view(B, F, T, 2))
         A_f = self.A_f.to(pilots.device)
         A_t = self.A_t.to(pilots.device)

@@ -62,13 +62,29 @@ class _Scratch:
 
     def __init__(self):
         self._buffers: dict[str, torch.Tensor] = {}
+        self._views: dict[tuple, tuple[torch.Tensor, object]] = {}
 
     def take(self, name: str, shape: tuple[int, ...], dtype: torch.dtype, device) -> torch.Tensor:
-        n = math.prod(shape)
         buf = self._buffers.get(name)
+        hit = self._views.get((name, shape, None))
+        if hit is not None and hit[0] is buf and buf.dtype == dtype:  # the view of the last call of this shape
+            return hit[1]
+        n = math.prod(shape)
         if buf is None or buf.numel() < n or buf.dtype != dtype or buf.device != torch.device(device):
             buf = self._buffers[name] = torch.empty(n, dtype=dtype, device=device)
-        return buf[:n].view(shape)
+            self._views = {k: v for k, v in self._views.items() if k[0] != name}  # they hold the old buffer
+        view = buf[:n].view(shape)
+        self._views[(name, shape, None)] = (buf, view)
+        return view
+
+    def views(self, name: str, shape: tuple[int, ...], make):
+        """Returns ``make(t)`` for ``t``, the tensor ``take(name, shape, ...)`` returned last: views of it, made once
+        while its buffer stays (a slice costs about a microsecond on CPU; batch 1 takes a dozen per frame)."""
+        buf = self._buffers[name]
+        hit = self._views.get((name, shape, make))
+        if hit is None or hit[0] is not buf:
+            hit = self._views[(name, shape, make)] = (buf, make(buf[:math.prod(shape)].view(shape)))
+        return hit[1]
 
 
 _THREAD_SCRATCH = threading.local()
@@ -193,6 +209,24 @@ def evaluate_tap_gains(profile: ChannelProfile, draws: SinusoidDraws, times_s: t
     return a
 
 
+_PROFILE_TUPLES: dict[int, tuple[ChannelProfile, tuple[float, ...], tuple[float, ...]]] = {}
+
+
+def _profile_tuples(profile: ChannelProfile) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Returns (``norm_delays``, ``nlos_powers``) of ``profile`` as tuples (the keys of the caches below), once per profile.
+
+    Kept by ``id``, the profile held alongside so that its ``id`` is not reused; profiles are few
+    (one per generator), and the dict is cleared past 64.
+    """
+    hit = _PROFILE_TUPLES.get(id(profile))
+    if hit is None or hit[0] is not profile:
+        if len(_PROFILE_TUPLES) >= 64:
+            _PROFILE_TUPLES.clear()
+        hit = _PROFILE_TUPLES[id(profile)] = (profile, tuple(profile.norm_delays.tolist()),
+                                             tuple(profile.nlos_powers.tolist()))
+    return hit[1], hit[2]
+
+
 def _random_permutations(B: int, L: int, N: int, generator: torch.Generator, device) -> torch.Tensor:
     """Returns [B, L, N] int64: an independent uniformly random permutation of ``0..N-1`` per (frame, cluster)."""
     return torch.rand(B, L, N, generator=generator, device=device).argsort(dim=-1)
@@ -208,7 +242,7 @@ def ofdm_channel(ofdm: OFDMConfig, profile: ChannelProfile, delay_spread_s: torc
     (:func:`uniform_tap_gains`) nor the delay phasors (:func:`delay_phasors`) take a sin/cos
     per grid point; the sum over taps is one matrix product per frame.
     """
-    norm_delays = _grid_axes(ofdm, tuple(profile.norm_delays.tolist()), doppler_hz.device)[2]
+    norm_delays = _grid_axes(ofdm, _profile_tuples(profile)[0], doppler_hz.device)[2]
     draws = draw_sinusoids(profile, doppler_hz, num_sinusoids, generator)
     return grid_channel(ofdm, profile, draws, delay_spread_s.float().reshape(-1, 1) * norm_delays)
 
@@ -227,9 +261,11 @@ def grid_channel(ofdm: OFDMConfig, profile: ChannelProfile, draws: SinusoidDraws
     scratch = _block_scratch(dev)
     # A block of frames at a time through gains, phasors and their product: on CPU every
     # intermediate then stays in cache, where whole-batch temporaries would stream through memory.
+    if c >= B:  # one block: no slices (batch 1 pays per tensor)
+        a = _uniform_tap_gains(profile, draws, 0.0, ofdm.symbol_duration_s, T, scratch)
+        return torch.bmm(delay_phasors(tau_s, first_hz, spacing_hz, F), a, out=h)
     for s in range(0, B, c):
-        rows = draws if c >= B else draws.rows(slice(s, s + c))  # one block: no slices (batch 1 pays per tensor)
-        a = _uniform_tap_gains(profile, rows, 0.0, ofdm.symbol_duration_s, T, scratch)
+        a = _uniform_tap_gains(profile, draws.rows(slice(s, s + c)), 0.0, ofdm.symbol_duration_s, T, scratch)
         torch.bmm(delay_phasors(tau_s[s:s + c], first_hz, spacing_hz, F), a, out=h[s:s + c])
     return h
 
@@ -262,7 +298,7 @@ def _uniform_tap_gains(profile: ChannelProfile, draws: SinusoidDraws, start_s: f
     """:func:`uniform_tap_gains`, its sinusoid phasors in ``scratch`` when given."""
     B, L, N = draws.cosines.shape
     g = _sinusoid_phasors(draws, start_s, step_s, num_times, scratch)  # [T, N, B, L]
-    a = (g.sum(1) * _amplitudes(tuple(profile.nlos_powers.tolist()), N, g.device)).permute(1, 2, 0)  # [B, L, T]
+    a = (g.sum(1) * _amplitudes(_profile_tuples(profile)[1], N, g.device)).permute(1, 2, 0)  # [B, L, T]
     if profile.is_los:  # B x T values: evaluated directly, in float64
         t = start_s + step_s * torch.arange(num_times, dtype=torch.float64, device=g.device)
         w = (2 * math.pi) * draws.doppler_hz.double().reshape(B, 1)
@@ -296,14 +332,23 @@ def _sinusoid_phasors(draws: SinusoidDraws, start_s: float, step_s: float, num_t
         arg = torch.remainder(nu * _constant(start_s, f64, dev) + phi_t.double(), 2 * math.pi).float()
         torch.complex(torch.cos(arg), torch.sin(arg), out=g[0])
     z = _phasor(nu * _constant(step_s, f64, dev))  # exp(j nu step), complex128 [N, B, L]
-    n = 1
-    while n < num_times:  # g[n : 2n] = g[0 : n] z^n
-        k = min(n, num_times - n)
-        torch.mul(g[:k], z.to(torch.complex64), out=g[n:n + k])
-        n += k
-        if n < num_times:
+    # g[n : 2n] = g[0 : n] z^n; the views of g, made once per buffer when g is a scratch's
+    steps = _doubling_views(g) if scratch is None else scratch.views("phasors", shape, _doubling_views)
+    for i, (src, dst) in enumerate(steps):
+        if i:
             z = z * z  # z^n -> z^(2n), in float64: each anchor is rounded to float32 once
+        torch.mul(src, z.to(torch.complex64), out=dst)
     return g
+
+
+def _doubling_views(g: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Returns the (source, destination) views ``(g[0:k], g[n:n + k])`` of the doubling steps over ``g``'s first axis."""
+    steps, n, T = [], 1, g.shape[0]
+    while n < T:
+        k = min(n, T - n)
+        steps.append((g[:k], g[n:n + k]))
+        n += k
+    return steps
 
 
 @lru_cache(maxsize=64)
@@ -341,7 +386,9 @@ def delay_phasors(tau_s: torch.Tensor, first_hz: float, spacing_hz: float, num_f
     rows = max(1, _SERIAL_ELEMENTS // (K * L))  # (frame, coarse frequency) rows per piece
     if rows >= I or tau_s.device.type != "cpu":
         step = B if tau_s.device.type != "cpu" else rows // I
-        for s in range(0, B, step):
+        if step >= B:  # one piece: no slices
+            torch.mul(coarse, fine, out=out)
+        for s in range(0, B, step) if step < B else ():
             torch.mul(coarse[s:s + step], fine[s:s + step], out=out[s:s + step])
     else:
         for b in range(B):

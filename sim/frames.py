@@ -283,6 +283,10 @@ class FrameGenerator:
         x = torch.empty(B, n, dtype=torch.complex64, device=self.device)
         bits = x.view(torch.int64)
         c = _PLACE_BLOCK
+        if B <= c:  # one block: no slices
+            code = torch.gather(byte_values, 1, column.expand(B, n)).mul_(scale).add_(offset)
+            torch.index_select(table, 0, code.view(-1), out=bits.view(-1))
+            return x
         for s in range(0, B, c):
             b = min(c, B - s)
             code = torch.gather(byte_values[s:s + c], 1, column.expand(b, n)).mul_(scale).add_(offset)
