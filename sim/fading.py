@@ -530,8 +530,8 @@ class TimeVaryingChannel:
         padded = scratch.take("padded", (min(c, B), max(P - 1, 0), T, self.fft_size), torch.complex64, x.device)
         padded[..., F:].zero_()
         for s in range(0, B, c):
-            # each block takes the terms its own largest Doppler needs
-            h[s:s + c], y[s:s + c] = self._propagate(x[s:s + c], slice(s, s + c), padded, scratch, impairments)
+            # each block takes the terms its own largest Doppler needs; it writes its rows of h and y
+            self._propagate(x[s:s + c], slice(s, s + c), padded, scratch, h[s:s + c], y[s:s + c], impairments)
         return h, y
 
     def gains_at_samples(self) -> torch.Tensor:
@@ -602,7 +602,9 @@ class TimeVaryingChannel:
             d[:, 0] += math.sqrt(prof.los_power) * coef0.unsqueeze(-1) * _phasor(arg0).to(torch.complex64).unsqueeze(1)
         return d
 
-    def _propagate(self, x: torch.Tensor, rows: slice, padded: torch.Tensor, scratch: _Scratch, impairments=None):
+    def _propagate(self, x: torch.Tensor, rows: slice, padded: torch.Tensor, scratch: _Scratch, h_out: torch.Tensor,
+                   y_out: torch.Tensor, impairments=None) -> None:
+        """Writes the label and the received grid of the frames ``rows`` (``x`` [b, F, T]) into ``h_out`` and ``y_out`` [b, F, T]."""
         o, n_fft = self.ofdm, self.fft_size
         F = x.shape[1]
         d = self._series_coefficients(rows, self._series_terms(rows), scratch)  # [b, L, P, T]
@@ -612,15 +614,18 @@ class TimeVaryingChannel:
         h_p = torch.bmm(d.reshape(b, L, P * T).transpose(1, 2), e.transpose(1, 2),
                         out=scratch.take("h_p", (b, P * T, F), torch.complex64, x.device)).reshape(b, P, T, F)
         basis, means = _sample_basis(P, n_fft, x.device)  # T_p(2u) [P, N] and its means over the symbol
-        # the per-symbol average (the label): sum_p mean(T_p) H_p, over the even p (the odd means are 0)
-        h = h_p[:, 0].clone()
+        # the per-symbol average (the label): sum_p mean(T_p) H_p, over the even p (the odd means are 0),
+        # accumulated in place in the output ([b, T, F] views of [b, F, T]: no copies to transpose)
+        h, y = h_out.transpose(1, 2), y_out.transpose(1, 2)
+        h.copy_(h_p[:, 0])
         for q in range(2, P, 2):
             h.add_(h_p[:, q], alpha=means[q])
         xt = x.transpose(1, 2)  # [b, T, F]
         if impairments is not None:
-            return h.transpose(1, 2), self._impaired(h_p, xt, basis, rows, impairments).transpose(1, 2)
+            y.copy_(self._impaired(h_p, xt, basis, rows, impairments))
+            return
         # p = 0 weighs every sample by T_0 = 1, so its IFFT and FFT cancel: h_0 x, without either.
-        y = h_p[:, 0] * xt
+        torch.mul(h_p[:, 0], xt, out=y)
         if P > 1:
             # Subcarrier i sits on bin i rather than on its offset's bin: a shift by whole bins multiplies
             # the time signal by exp(j 2 pi k0 n / N), which commutes with the weighting in time and is
@@ -630,7 +635,6 @@ class TimeVaryingChannel:
             signal = torch.fft.ifft(z, dim=-1, out=scratch.take("signal", z.shape, torch.complex64, x.device))
             r = signal.mul_(basis[1:, None, :]).sum(1)  # [b, T, N]
             y += torch.fft.fft(r, dim=-1)[..., :F]
-        return h.transpose(1, 2), y.transpose(1, 2)
 
     def _impaired(self, h_p: torch.Tensor, xt: torch.Tensor, basis: torch.Tensor, rows: slice, impairments) -> torch.Tensor:
         """Returns the impaired received grid [b, T, F]: every FFT bin of the channel's output, then the receiver's impairments."""
