@@ -130,7 +130,11 @@ class LSInterpolator(Estimator):
             pairs = torch.view_as_real(pilots.resolve_conj().contiguous()).reshape(B, pilots.shape[1], -1)  # [B, P_f, 2 P_t]
             if pilots.device != self._real_f.device:
                 self._real_f, self._real_t = self._real_f.to(pilots.device), self._real_t.to(pilots.device)
-            r = torch.mm(self._real_f, pairs[0]) if B == 1 else torch.matmul(self._real_f, pairs)  # [B, F, 2 P_t]
+            if B == 1:
+                r = torch.mm(self._real_f, pairs[0])  # [F, 2 P_t]
+            else:  # one GEMM over every frame's columns (a batched product of B small ones ran 2x slower), then [B F, 2 P_t]
+                r = torch.mm(self._real_f, pairs.transpose(0, 1).reshape(pairs.shape[1], -1))  # [F, B 2 P_t]
+                r = r.view(F, B, -1).transpose(0, 1)
             h = torch.mm(r.reshape(B * F, -1), self._real_t)  # [B F, 2 T]
             return torch.view_as_complex(h.view(B, F, T, 2))
         A_f = self.A_f.to(pilots.device)
