@@ -105,3 +105,26 @@ def test_scratch_views_follow_a_grown_buffer_and_release_the_old_one():
     del small, halves
     gc.collect()
     assert old() is None  # no cached view holds the old buffer
+
+
+@pytest.mark.parametrize("ofdm", [{}, {"modulation": "16qam"}, {"pilot_subcarrier_spacing": 4, "pilot_subcarrier_offset": 2},
+                                  {"pilot_subcarrier_spacing": 6, "pilot_subcarrier_offset": 5, "pilot_symbols": [0, 4, 13]},
+                                  {"pilot_subcarrier_spacing": 120, "pilot_symbols": [13]}])
+def test_grid_placed_by_groups_has_the_bits_of_the_per_position_gather(ofdm):
+    # Both copy symbol bit patterns (no arithmetic): every position must hold the same symbol.
+    from wavefront.sim.frames import FrameGenerator, _random_bytes
+
+    gen = FrameGenerator(SystemConfig.from_dict({"ofdm": ofdm}))
+    assert gen._grid_groups is not None
+    column, scale, offset, table = gen._byte_grid
+    for batch in (8, 37):
+        byte_values = _random_bytes(batch, gen.info_bits, make_generator(batch), "cpu")
+        want = table.index_select(0, torch.gather(byte_values, 1, column.expand(batch, -1)).mul(scale).add(offset).view(-1))
+        assert torch.equal(gen._grid_by_groups(byte_values).view(torch.int64).reshape(-1), want)
+
+
+def test_irregular_layouts_keep_the_per_position_gather():
+    from wavefront.sim.frames import FrameGenerator
+
+    for ofdm in ({"pilot_subcarrier_spacing": 7}, {"modulation": "64qam"}):
+        assert FrameGenerator(SystemConfig.from_dict({"ofdm": ofdm}))._grid_groups is None
