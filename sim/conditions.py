@@ -37,7 +37,6 @@ on the Doppler alone. The grid's filters are therefore kept as ``N_ds`` frequenc
 from __future__ import annotations
 
 import math
-import threading
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -451,35 +450,6 @@ def _freq_directions(fast: _Fast, p: torch.Tensor) -> torch.Tensor:
     return (fast.uf_h64 @ p.reshape(b, Pf, Pt).permute(1, 2, 0).reshape(Pf, Pt * b)).reshape(nd, Pf, Pt, b)
 
 
-class _ScreenBuffer(threading.local):
-    """This thread's output buffer of the ML screen's ``-log L`` on CPU, kept between calls.
-
-    The screen's output is the largest temporary of a condition estimate (paper prior, 200-frame
-    chunks: [240, 51, 200] float32, 9.8 MB); allocated afresh, its pages come from the operating
-    system one by one on every call (about 2,400 page faults; reused, the estimate ran 3% faster).
-    Grown to the largest chunk seen (``nbytes``); a call keeps nothing from it past its own end.
-    """
-
-    def __init__(self):
-        self.buffer = torch.empty(0)
-
-    def take(self, shape: tuple[int, ...], device: torch.device) -> torch.Tensor | None:
-        """Returns an uninitialised float32 tensor of ``shape`` in this thread's buffer on CPU; ``None`` elsewhere."""
-        if device.type != "cpu":
-            return None
-        n = math.prod(shape)
-        if self.buffer.numel() < n:
-            self.buffer = torch.empty(n, dtype=torch.float32)
-        return self.buffer[:n].view(shape)
-
-    @property
-    def nbytes(self) -> int:
-        return self.buffer.numel() * self.buffer.element_size()
-
-
-_SCREEN_BUFFER = _ScreenBuffer()
-
-
 def _ml_screen(bank: _Bank, p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Returns (``-log L`` [K, S, b] f32, a bound ``delta_e`` [b] f64 on its energy rounding, ``x`` [N_ds, P_f, P_t, b] c128).
 
@@ -497,7 +467,7 @@ def _ml_screen(bank: _Bank, p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor
     nd, Pf, Pt = x.shape[:3]
     z = _moments(x.transpose(1, 2).reshape(nd, Pt, Pf * b))  # [d, moments, (i, b)]
     e = (fast.energy_map @ z).reshape(K, P, b)  # [d, (f, j), (i, b)] = [K, P, b]
-    nll = torch.baddbmm(fast.ld32, fast.inv32, e, out=_SCREEN_BUFFER.take((K, fast.inv32.shape[1], b), p.device))
+    nll = torch.baddbmm(fast.ld32, fast.inv32, e)
     return nll, 2.0 * (Pt * Pt + 4) * 2.0 ** -24 * fast.tj_max * torch.linalg.vector_norm(p, dim=1).square(), x
 
 
