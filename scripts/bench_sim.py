@@ -29,8 +29,12 @@ so the README's one-thread figures need no environment variable.
 each time) and prints every ratio of every run, then each ratio's median and range: on a shared
 machine one run's ratio moves by 10-20%. The load average is printed before and after.
 
+``--estimators`` then runs ``scripts/bench_estimators.py`` (its defaults: the condition estimate,
+``lmmse-estimated``, ``mmse-bayes`` and the other estimators against 9778769, and the learned row's
+cost over the classical rows), so one command prints every ratio of issue 24.
+
 Usage: ``python scripts/bench_sim.py [--device cpu|cuda] [--threads 1] [--seconds 2] [--rounds 3]
-[--clock cpu|wall] [--before REV] [--ici-only] [--repeats 1]``.
+[--clock cpu|wall] [--before REV] [--ici-only] [--repeats 1] [--estimators]``.
 """
 from __future__ import annotations
 
@@ -216,6 +220,7 @@ def main():
                     help="wall time, or the process's CPU time (default on CPU: holds ratios on a loaded machine)")
     ap.add_argument("--before", metavar="REV", help="also measure the library at git revision REV, and compare")
     ap.add_argument("--repeats", type=int, default=1, help="whole measurements, each ratio's median and range printed")
+    ap.add_argument("--estimators", action="store_true", help="then run scripts/bench_estimators.py (the estimator ratios)")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # one run, as JSON on stdout
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -243,6 +248,9 @@ def main():
         print(f"over {args.repeats} runs: median [min - max]")
         print_ratios({k: [r[0][k] for r in runs] for k in runs[0][0]}, {k: [r[1][k] for r in runs] for k in runs[0][1]})
     print("frames/s; 'vs sionna' > 1 is faster than Sionna; 'ici cost' is frequency-path frames/s over ICI-path frames/s")
+    if args.estimators:
+        print("\n== estimators: scripts/bench_estimators.py", flush=True)
+        subprocess.run([sys.executable, str(REPO / "scripts" / "bench_estimators.py")], check=True)
 
 
 def print_ratios(before: dict[str, list[float]], now: dict[str, list[float]]) -> None:
