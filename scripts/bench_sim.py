@@ -25,8 +25,16 @@ jobs it leaves out the time spent waiting for a core; ``--clock wall`` times ela
 ``--threads`` (default 1) sets torch's thread count in this process and in the ``--before`` one,
 so the README's one-thread figures need no environment variable.
 
+``--repeats N`` runs the whole measurement N times (with ``--before``, the two libraries in turn
+each time) and prints every ratio of every run, then each ratio's median and range: on a shared
+machine one run's ratio moves by 10-20%. The load average is printed before and after.
+
+``--estimators`` then runs ``scripts/bench_estimators.py`` (its defaults: the condition estimate,
+``lmmse-estimated``, ``mmse-bayes`` and the other estimators against 9778769, and the learned row's
+cost over the classical rows), so one command prints every ratio of issue 24.
+
 Usage: ``python scripts/bench_sim.py [--device cpu|cuda] [--threads 1] [--seconds 2] [--rounds 3]
-[--clock cpu|wall] [--before REV] [--ici-only]``.
+[--clock cpu|wall] [--before REV] [--ici-only] [--repeats 1] [--estimators]``.
 """
 from __future__ import annotations
 
@@ -34,6 +42,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -210,6 +219,8 @@ def main():
     ap.add_argument("--clock", choices=["wall", "cpu"], default=None,
                     help="wall time, or the process's CPU time (default on CPU: holds ratios on a loaded machine)")
     ap.add_argument("--before", metavar="REV", help="also measure the library at git revision REV, and compare")
+    ap.add_argument("--repeats", type=int, default=1, help="whole measurements, each ratio's median and range printed")
+    ap.add_argument("--estimators", action="store_true", help="then run scripts/bench_estimators.py (the estimator ratios)")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # one run, as JSON on stdout
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -219,21 +230,44 @@ def main():
     if args.worker:
         print(json.dumps(measure(dev, args.seconds, args.rounds, args.loop_frames, args.ici_only, args.clock)))
         return
-    before = measure_revision(args.before, args) if args.before else None
-    now = measure(dev, args.seconds, args.rounds, args.loop_frames, args.ici_only, args.clock)
-    if before is not None:
-        print_report(f"before ({args.before})", before)
+    print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs at the start")
+    runs = []
+    for i in range(args.repeats):
+        before = measure_revision(args.before, args) if args.before else None
+        now = measure(dev, args.seconds, args.rounds, args.loop_frames, args.ici_only, args.clock)
+        tag = f" (run {i + 1} of {args.repeats})" if args.repeats > 1 else ""
+        if before is not None:
+            print_report(f"before ({args.before}){tag}", before)
+            print()
+        print_report(("now" if before is not None else "wavefront") + tag, now)
         print()
-    print_report("now" if before is not None else "wavefront", now)
-    print()
-    r0, r1 = (ratios(before) if before is not None else {}), ratios(now)
-    print(f"{'ratio':<42} {'before':>8} {'now':>8}  target")
-    for k in r1:
-        was = f"{r0[k]:>7.2f}x" if k in r0 else f"{'-':>8}"
-        op, goal = TARGETS.get(k, (None, None))
-        met = "" if op is None else f"  {op} {goal:g}x: {'met' if (r1[k] >= goal if op == '>=' else r1[k] <= goal) else 'not met'}"
-        print(f"{k:<42} {was} {r1[k]:>7.2f}x{met}")
+        runs.append(((ratios(before) if before is not None else {}), ratios(now)))
+        print_ratios({k: [v] for k, v in runs[-1][0].items()}, {k: [v] for k, v in runs[-1][1].items()})
+        print(f"load average {os.getloadavg()[0]:.1f} after run {i + 1}\n")
+    if args.repeats > 1:
+        print(f"over {args.repeats} runs: median [min - max]")
+        print_ratios({k: [r[0][k] for r in runs] for k in runs[0][0]}, {k: [r[1][k] for r in runs] for k in runs[0][1]})
     print("frames/s; 'vs sionna' > 1 is faster than Sionna; 'ici cost' is frequency-path frames/s over ICI-path frames/s")
+    if args.estimators:
+        print("\n== estimators: scripts/bench_estimators.py", flush=True)
+        subprocess.run([sys.executable, str(REPO / "scripts" / "bench_estimators.py")], check=True)
+
+
+def print_ratios(before: dict[str, list[float]], now: dict[str, list[float]]) -> None:
+    """Prints each ratio before and now (one value, or the median and range of several) against its target."""
+    def fmt(v: list[float]) -> str:
+        if len(v) == 1:
+            return f"{v[0]:.2f}x"
+        return f"{statistics.median(v):.2f}x [{min(v):.2f}-{max(v):.2f}]"
+
+    width = 8 if all(len(v) == 1 for v in now.values()) else 20
+    print(f"{'ratio':<42} {'before':>{width}} {'now':>{width}}  target")
+    for k, v in now.items():
+        was = fmt(before[k]) if k in before else "-"
+        op, goal = TARGETS.get(k, (None, None))
+        m = statistics.median(v)
+        met = "" if op is None else f"  {op} {goal:g}x: {'met' if (m >= goal if op == '>=' else m <= goal) else 'not met'}"
+        print(f"{k:<42} {was:>{width}} {fmt(v):>{width}}{met}")
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, mo
 
 from wavefront.errors import ConfigError, from_pydantic
 from wavefront.sim.pilots import PilotLayout
-from wavefront.utils import read_text_file
+from wavefront.utils import constant, read_text_file
 
 TDL_PROFILES = ("A", "B", "C", "D", "E")
 CDL_PROFILES = tuple(f"CDL-{x}" for x in TDL_PROFILES)
@@ -632,7 +632,14 @@ class SystemConfig(_Model):
 
     def noise_variance(self, snr_db):
         """Returns the per-RE noise variance ``10^(-(snr_db + snr_offset_db)/10)`` (tensor in, tensor out)."""
-        return torch.pow(10.0, -(torch.as_tensor(snr_db) + self.snr_offset_db) / 10)
+        snr = torch.as_tensor(snr_db)
+        if not snr.is_floating_point():
+            return torch.pow(10.0, -(snr + self.snr_offset_db) / 10)
+        # -(x + off) / 10 as (x + off) / -10, the same rounding; without an offset x itself (x + 0.0 differs
+        # from x only at -0.0, which 10^(-x/10) maps to 1 either way); the numbers as tensors (utils.constant)
+        offset = self.snr_offset_db
+        x = snr if offset == 0.0 else snr + constant(offset, snr.dtype, snr.device)
+        return torch.pow(constant(10.0, snr.dtype, snr.device), x.div(constant(-10.0, snr.dtype, snr.device)))
 
     def to_json(self) -> str:
         """Returns the config as canonical JSON (sorted keys), as stored in shards and checkpoints.

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 
+import numpy as np
 import torch
 
 from wavefront.errors import ConfigError
@@ -99,8 +100,17 @@ class LSInterpolator(Estimator):
         self.needs = "none"
         self.layout = o.pilot_layout
         if self.layout.is_kronecker:
-            self.A_f = torch.as_tensor(interpolation_matrix(o.pilot_subcarriers, o.num_subcarriers, kind), dtype=torch.complex64)
-            self.A_t = torch.as_tensor(interpolation_matrix(o.pilot_symbol_indices, o.num_symbols, kind), dtype=torch.complex64)
+            A_f = interpolation_matrix(o.pilot_subcarriers, o.num_subcarriers, kind)  # [F, P_f] float64
+            A_t = interpolation_matrix(o.pilot_symbol_indices, o.num_symbols, kind)  # [T, P_t] float64
+            self.A_f = torch.as_tensor(A_f, dtype=torch.complex64)
+            self.A_t = torch.as_tensor(A_t, dtype=torch.complex64)
+            # The weights are real: on (re, im) pairs the two products are real GEMMs, the time one
+            # with ``kron(A_t^T, I_2)`` [2 P_t, 2 T], which reads the frequency product's pairs as
+            # they lie. About 2.5x faster on CPU at batch 100 than the complex products (whose
+            # inner size P_t = 2 runs MKL's complex kernel at a fraction of its speed); the same
+            # sums, in another order (float32 round-off).
+            self._real_f = torch.as_tensor(A_f, dtype=torch.float32)  # [F, P_f]
+            self._real_t = torch.as_tensor(np.kron(A_t.T, np.eye(2)), dtype=torch.float32)  # [2 P_t, 2 T]
             return
         if kind == "spline":
             raise ConfigError("estimators", self.name, f"a cubic spline needs a Kronecker pilot layout; this one is "
@@ -115,6 +125,18 @@ class LSInterpolator(Estimator):
             return (p @ self.A.to(pilots.device).T).reshape(p.shape[0], *self.layout.grid_shape)
         if pilots.dim() == 2:
             pilots = pilots.reshape(pilots.shape[0], *self.layout.pilot_shape)
+        if pilots.dim() == 3 and pilots.dtype == torch.complex64 and not pilots.requires_grad:
+            B, (F, T) = pilots.shape[0], self.layout.grid_shape
+            pairs = torch.view_as_real(pilots.resolve_conj().contiguous()).reshape(B, pilots.shape[1], -1)  # [B, P_f, 2 P_t]
+            if pilots.device != self._real_f.device:
+                self._real_f, self._real_t = self._real_f.to(pilots.device), self._real_t.to(pilots.device)
+            if B == 1:
+                r = torch.mm(self._real_f, pairs[0])  # [F, 2 P_t]
+            else:  # one GEMM over every frame's columns (a batched product of B small ones ran 2x slower), then [B F, 2 P_t]
+                r = torch.mm(self._real_f, pairs.transpose(0, 1).reshape(pairs.shape[1], -1))  # [F, B 2 P_t]
+                r = r.view(F, B, -1).transpose(0, 1)
+            h = torch.mm(r.reshape(B * F, -1), self._real_t)  # [B F, 2 T]
+            return torch.view_as_complex(h.view(B, F, T, 2))
         A_f = self.A_f.to(pilots.device)
         A_t = self.A_t.to(pilots.device)
         return A_f @ pilots @ A_t.T

@@ -32,6 +32,7 @@ import torch
 from wavefront.sim.config import OFDMConfig
 from wavefront.sim.impairments import apply_impairments
 from wavefront.sim.profiles import ChannelProfile, subcarrier_offsets_hz, symbol_times_s
+from wavefront.utils import constant as _constant
 
 _CHUNK = 128  # frames per block in the heavy loops on CPU: large enough to vectorise, small enough for cache
 _CHUNK_GPU = 8192  # on a GPU the blocks only bound memory (about 0.2 GB of temporaries for TDL-A)
@@ -61,13 +62,29 @@ class _Scratch:
 
     def __init__(self):
         self._buffers: dict[str, torch.Tensor] = {}
+        self._views: dict[tuple, tuple[torch.Tensor, object]] = {}
 
     def take(self, name: str, shape: tuple[int, ...], dtype: torch.dtype, device) -> torch.Tensor:
-        n = math.prod(shape)
         buf = self._buffers.get(name)
+        hit = self._views.get((name, shape, None))
+        if hit is not None and hit[0] is buf and buf.dtype == dtype:  # the view of the last call of this shape
+            return hit[1]
+        n = math.prod(shape)
         if buf is None or buf.numel() < n or buf.dtype != dtype or buf.device != torch.device(device):
             buf = self._buffers[name] = torch.empty(n, dtype=dtype, device=device)
-        return buf[:n].view(shape)
+            self._views = {k: v for k, v in self._views.items() if k[0] != name}  # they hold the old buffer
+        view = buf[:n].view(shape)
+        self._views[(name, shape, None)] = (buf, view)
+        return view
+
+    def views(self, name: str, shape: tuple[int, ...], make):
+        """Returns ``make(t)`` for ``t``, the tensor ``take(name, shape, ...)`` returned last: views of it, made once
+        while its buffer stays (a slice costs about a microsecond on CPU; batch 1 takes a dozen per frame)."""
+        buf = self._buffers[name]
+        hit = self._views.get((name, shape, make))
+        if hit is None or hit[0] is not buf:
+            hit = self._views[(name, shape, make)] = (buf, make(buf[:math.prod(shape)].view(shape)))
+        return hit[1]
 
 
 _THREAD_SCRATCH = threading.local()
@@ -82,6 +99,17 @@ def _block_scratch(device: torch.device) -> _Scratch:
     if scratch is None:
         scratch = _THREAD_SCRATCH.scratch = _Scratch()
     return scratch
+
+
+def _uniform_angles(shape: tuple[int, ...], scale: float, generator: torch.Generator, device) -> torch.Tensor:
+    """Returns ``(r * 2 - 1) * scale`` float32 for ``r ~ U[0, 1)`` of ``shape``: uniform in ``(-scale, scale)``.
+
+    Computed as ``(r - 1/2) * (2 scale)``: torch's float32 ``r`` is a multiple of 2^-24, so
+    ``r - 1/2`` is exact, and doubling is exact, so these are the bits of the expression in one op fewer.
+    """
+    f32 = torch.float32
+    r = torch.rand(shape, generator=generator, device=device)
+    return r.sub_(_constant(0.5, f32, r.device)).mul_(_constant(2 * scale, f32, r.device))
 
 
 @dataclass(frozen=True)
@@ -117,16 +145,15 @@ def draw_sinusoids(profile: ChannelProfile, doppler_hz: torch.Tensor, num_sinuso
     if not profile.is_cdl:
         N = num_sinusoids
         # (r * 2 - 1) * (pi / N) + 2 pi n / N, in place: the numbers of the expression, fewer tensors
-        theta = torch.rand(B, L, N, generator=generator, device=dev).mul_(2).sub_(1).mul_(math.pi / N)
-        cosines = theta.add_(_sinusoid_angles(N, dev)).cos_()
+        cosines = _uniform_angles((B, L, N), math.pi / N, generator, dev).add_(_sinusoid_angles(N, dev)).cos_()
     else:
         N = profile.ray_aoa_rad.shape[1]
         cos_az, sin_ze = (torch.as_tensor(v, dtype=torch.float32, device=dev).expand(B, L, N)
                           for v in profile.ray_direction_factors())
         cosines = (cos_az.gather(2, _random_permutations(B, L, N, generator, dev))
                    * sin_ze.gather(2, _random_permutations(B, L, N, generator, dev)))
-    phi = torch.rand(B, L, N, generator=generator, device=dev).mul_(2).sub_(1).mul_(math.pi)
-    phi0 = torch.rand(B, 1, generator=generator, device=dev).mul_(2).sub_(1).mul_(math.pi) if profile.is_los else None
+    phi = _uniform_angles((B, L, N), math.pi, generator, dev)
+    phi0 = _uniform_angles((B, 1), math.pi, generator, dev) if profile.is_los else None
     return SinusoidDraws(doppler_hz, cosines, phi, phi0)
 
 
@@ -182,6 +209,24 @@ def evaluate_tap_gains(profile: ChannelProfile, draws: SinusoidDraws, times_s: t
     return a
 
 
+_PROFILE_TUPLES: dict[int, tuple[ChannelProfile, tuple[float, ...], tuple[float, ...]]] = {}
+
+
+def _profile_tuples(profile: ChannelProfile) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Returns (``norm_delays``, ``nlos_powers``) of ``profile`` as tuples (the keys of the caches below), once per profile.
+
+    Kept by ``id``, the profile held alongside so that its ``id`` is not reused; profiles are few
+    (one per generator), and the dict is cleared past 64.
+    """
+    hit = _PROFILE_TUPLES.get(id(profile))
+    if hit is None or hit[0] is not profile:
+        if len(_PROFILE_TUPLES) >= 64:
+            _PROFILE_TUPLES.clear()
+        hit = _PROFILE_TUPLES[id(profile)] = (profile, tuple(profile.norm_delays.tolist()),
+                                             tuple(profile.nlos_powers.tolist()))
+    return hit[1], hit[2]
+
+
 def _random_permutations(B: int, L: int, N: int, generator: torch.Generator, device) -> torch.Tensor:
     """Returns [B, L, N] int64: an independent uniformly random permutation of ``0..N-1`` per (frame, cluster)."""
     return torch.rand(B, L, N, generator=generator, device=device).argsort(dim=-1)
@@ -197,7 +242,7 @@ def ofdm_channel(ofdm: OFDMConfig, profile: ChannelProfile, delay_spread_s: torc
     (:func:`uniform_tap_gains`) nor the delay phasors (:func:`delay_phasors`) take a sin/cos
     per grid point; the sum over taps is one matrix product per frame.
     """
-    norm_delays = _grid_axes(ofdm, tuple(profile.norm_delays.tolist()), doppler_hz.device)[2]
+    norm_delays = _grid_axes(ofdm, _profile_tuples(profile)[0], doppler_hz.device)[2]
     draws = draw_sinusoids(profile, doppler_hz, num_sinusoids, generator)
     return grid_channel(ofdm, profile, draws, delay_spread_s.float().reshape(-1, 1) * norm_delays)
 
@@ -216,9 +261,11 @@ def grid_channel(ofdm: OFDMConfig, profile: ChannelProfile, draws: SinusoidDraws
     scratch = _block_scratch(dev)
     # A block of frames at a time through gains, phasors and their product: on CPU every
     # intermediate then stays in cache, where whole-batch temporaries would stream through memory.
+    if c >= B:  # one block: no slices (batch 1 pays per tensor)
+        a = _uniform_tap_gains(profile, draws, 0.0, ofdm.symbol_duration_s, T, scratch)
+        return torch.bmm(delay_phasors(tau_s, first_hz, spacing_hz, F), a, out=h)
     for s in range(0, B, c):
-        rows = draws if c >= B else draws.rows(slice(s, s + c))  # one block: no slices (batch 1 pays per tensor)
-        a = _uniform_tap_gains(profile, rows, 0.0, ofdm.symbol_duration_s, T, scratch)
+        a = _uniform_tap_gains(profile, draws.rows(slice(s, s + c)), 0.0, ofdm.symbol_duration_s, T, scratch)
         torch.bmm(delay_phasors(tau_s[s:s + c], first_hz, spacing_hz, F), a, out=h[s:s + c])
     return h
 
@@ -251,7 +298,7 @@ def _uniform_tap_gains(profile: ChannelProfile, draws: SinusoidDraws, start_s: f
     """:func:`uniform_tap_gains`, its sinusoid phasors in ``scratch`` when given."""
     B, L, N = draws.cosines.shape
     g = _sinusoid_phasors(draws, start_s, step_s, num_times, scratch)  # [T, N, B, L]
-    a = (g.sum(1) * _amplitudes(tuple(profile.nlos_powers.tolist()), N, g.device)).permute(1, 2, 0)  # [B, L, T]
+    a = (g.sum(1) * _amplitudes(_profile_tuples(profile)[1], N, g.device)).permute(1, 2, 0)  # [B, L, T]
     if profile.is_los:  # B x T values: evaluated directly, in float64
         t = start_s + step_s * torch.arange(num_times, dtype=torch.float64, device=g.device)
         w = (2 * math.pi) * draws.doppler_hz.double().reshape(B, 1)
@@ -271,26 +318,37 @@ def _sinusoid_phasors(draws: SinusoidDraws, start_s: float, step_s: float, num_t
     """
     cosines, phi, fd = draws.cosines, draws.phases_rad, draws.doppler_hz
     B, L, N = cosines.shape
-    w = (2 * math.pi) * fd.double().reshape(1, B, 1)  # rad/s
-    nu = w * cosines.permute(2, 0, 1).double()  # [N, B, L] rad/s: each sinusoid's angular frequency
+    dev, f64 = cosines.device, torch.float64
+    w = fd.double().reshape(1, B, 1).mul_(_constant(2 * math.pi, f64, dev))  # rad/s
+    # [N, B, L] rad/s: each sinusoid's angular frequency (the float32 cosines promoted to float64), laid out as the cosines
+    nu = torch.mul(w, cosines.permute(2, 0, 1).double())
     phi_t = phi.permute(2, 0, 1)
-    if start_s == 0.0:  # the start phases are the drawn ones, exactly
-        q = _phasor(phi_t)
-    else:  # reduced to [0, 2 pi) in float64 before the one rounding, whatever the start time
-        q = _phasor(torch.remainder(nu * start_s + phi_t.double(), 2 * math.pi).float())
-    z = _phasor(nu * step_s)  # complex128 [N, B, L]
     shape = (num_times, N, B, L)
-    g = (torch.empty(shape, dtype=torch.complex64, device=cosines.device) if scratch is None
-         else scratch.take("phasors", shape, torch.complex64, cosines.device))
-    g[0] = q
-    n = 1
-    while n < num_times:  # g[n : 2n] = g[0 : n] z^n
-        k = min(n, num_times - n)
-        torch.mul(g[:k], z.to(torch.complex64), out=g[n:n + k])
-        n += k
-        if n < num_times:
+    g = (torch.empty(shape, dtype=torch.complex64, device=dev) if scratch is None
+         else scratch.take("phasors", shape, torch.complex64, dev))
+    if start_s == 0.0:  # the start phases are the drawn ones, exactly
+        torch.complex(torch.cos(phi_t), torch.sin(phi_t), out=g[0])
+    else:  # reduced to [0, 2 pi) in float64 before the one rounding, whatever the start time
+        arg = torch.remainder(nu * _constant(start_s, f64, dev) + phi_t.double(), 2 * math.pi).float()
+        torch.complex(torch.cos(arg), torch.sin(arg), out=g[0])
+    z = _phasor(nu * _constant(step_s, f64, dev))  # exp(j nu step), complex128 [N, B, L]
+    # g[n : 2n] = g[0 : n] z^n; the views of g, made once per buffer when g is a scratch's
+    steps = _doubling_views(g) if scratch is None else scratch.views("phasors", shape, _doubling_views)
+    for i, (src, dst) in enumerate(steps):
+        if i:
             z = z * z  # z^n -> z^(2n), in float64: each anchor is rounded to float32 once
+        torch.mul(src, z.to(torch.complex64), out=dst)
     return g
+
+
+def _doubling_views(g: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Returns the (source, destination) views ``(g[0:k], g[n:n + k])`` of the doubling steps over ``g``'s first axis."""
+    steps, n, T = [], 1, g.shape[0]
+    while n < T:
+        k = min(n, T - n)
+        steps.append((g[:k], g[n:n + k]))
+        n += k
+    return steps
 
 
 @lru_cache(maxsize=64)
@@ -314,8 +372,8 @@ def delay_phasors(tau_s: torch.Tensor, first_hz: float, spacing_hz: float, num_f
     far below what a tap's sum of sinusoids carries already.
     """
     B, L = tau_s.shape
-    freqs, I, K = _coarse_and_fine_hz(first_hz, spacing_hz, num_freqs, tau_s.device)
-    angle = (-2 * math.pi) * freqs * tau_s.double().reshape(B, 1, L)  # [B, I + K, L]
+    freqs, I, K = _coarse_and_fine_rad_s(first_hz, spacing_hz, num_freqs, tau_s.device)  # freqs: -2 pi f [I + K, 1]
+    angle = freqs * tau_s.double().reshape(B, 1, L)  # [B, I + K, L]
     e = torch.complex(torch.cos(angle).float(), torch.sin(angle).float())
     coarse, fine = e[:, :I].unsqueeze(2), e[:, I:].unsqueeze(1)  # [B, I, 1, L], [B, 1, K, L]
     if e.requires_grad:  # differentiated: one product (out= does not record gradients)
@@ -328,7 +386,9 @@ def delay_phasors(tau_s: torch.Tensor, first_hz: float, spacing_hz: float, num_f
     rows = max(1, _SERIAL_ELEMENTS // (K * L))  # (frame, coarse frequency) rows per piece
     if rows >= I or tau_s.device.type != "cpu":
         step = B if tau_s.device.type != "cpu" else rows // I
-        for s in range(0, B, step):
+        if step >= B:  # one piece: no slices
+            torch.mul(coarse, fine, out=out)
+        for s in range(0, B, step) if step < B else ():
             torch.mul(coarse[s:s + step], fine[s:s + step], out=out[s:s + step])
     else:
         for b in range(B):
@@ -338,13 +398,14 @@ def delay_phasors(tau_s: torch.Tensor, first_hz: float, spacing_hz: float, num_f
 
 
 @lru_cache(maxsize=64)
-def _coarse_and_fine_hz(first_hz: float, spacing_hz: float, num_freqs: int, device: torch.device):
-    """Returns ([I + K, 1] float64 Hz: ``first + K i spacing`` for ``i < I``, then ``j spacing`` for ``j < K``; I; K)."""
+def _coarse_and_fine_rad_s(first_hz: float, spacing_hz: float, num_freqs: int, device: torch.device):
+    """Returns ([I + K, 1] float64 rad/s: ``-2 pi`` times ``first + K i spacing`` (Hz) for ``i < I``, then times
+    ``j spacing`` for ``j < K``; I; K)."""
     K = math.isqrt(max(num_freqs - 1, 0)) + 1
     I = -(-num_freqs // K)
     f = torch.cat([first_hz + K * spacing_hz * torch.arange(I, dtype=torch.float64),
                    spacing_hz * torch.arange(K, dtype=torch.float64)])
-    return f.reshape(-1, 1).to(device), I, K
+    return (-2 * math.pi) * f.reshape(-1, 1).to(device), I, K
 
 
 @lru_cache(maxsize=64)
@@ -469,8 +530,8 @@ class TimeVaryingChannel:
         padded = scratch.take("padded", (min(c, B), max(P - 1, 0), T, self.fft_size), torch.complex64, x.device)
         padded[..., F:].zero_()
         for s in range(0, B, c):
-            # each block takes the terms its own largest Doppler needs
-            h[s:s + c], y[s:s + c] = self._propagate(x[s:s + c], slice(s, s + c), padded, scratch, impairments)
+            # each block takes the terms its own largest Doppler needs; it writes its rows of h and y
+            self._propagate(x[s:s + c], slice(s, s + c), padded, scratch, h[s:s + c], y[s:s + c], impairments)
         return h, y
 
     def gains_at_samples(self) -> torch.Tensor:
@@ -541,7 +602,9 @@ class TimeVaryingChannel:
             d[:, 0] += math.sqrt(prof.los_power) * coef0.unsqueeze(-1) * _phasor(arg0).to(torch.complex64).unsqueeze(1)
         return d
 
-    def _propagate(self, x: torch.Tensor, rows: slice, padded: torch.Tensor, scratch: _Scratch, impairments=None):
+    def _propagate(self, x: torch.Tensor, rows: slice, padded: torch.Tensor, scratch: _Scratch, h_out: torch.Tensor,
+                   y_out: torch.Tensor, impairments=None) -> None:
+        """Writes the label and the received grid of the frames ``rows`` (``x`` [b, F, T]) into ``h_out`` and ``y_out`` [b, F, T]."""
         o, n_fft = self.ofdm, self.fft_size
         F = x.shape[1]
         d = self._series_coefficients(rows, self._series_terms(rows), scratch)  # [b, L, P, T]
@@ -551,15 +614,18 @@ class TimeVaryingChannel:
         h_p = torch.bmm(d.reshape(b, L, P * T).transpose(1, 2), e.transpose(1, 2),
                         out=scratch.take("h_p", (b, P * T, F), torch.complex64, x.device)).reshape(b, P, T, F)
         basis, means = _sample_basis(P, n_fft, x.device)  # T_p(2u) [P, N] and its means over the symbol
-        # the per-symbol average (the label): sum_p mean(T_p) H_p, over the even p (the odd means are 0)
-        h = h_p[:, 0].clone()
+        # the per-symbol average (the label): sum_p mean(T_p) H_p, over the even p (the odd means are 0),
+        # accumulated in place in the output ([b, T, F] views of [b, F, T]: no copies to transpose)
+        h, y = h_out.transpose(1, 2), y_out.transpose(1, 2)
+        h.copy_(h_p[:, 0])
         for q in range(2, P, 2):
             h.add_(h_p[:, q], alpha=means[q])
         xt = x.transpose(1, 2)  # [b, T, F]
         if impairments is not None:
-            return h.transpose(1, 2), self._impaired(h_p, xt, basis, rows, impairments).transpose(1, 2)
+            y.copy_(self._impaired(h_p, xt, basis, rows, impairments))
+            return
         # p = 0 weighs every sample by T_0 = 1, so its IFFT and FFT cancel: h_0 x, without either.
-        y = h_p[:, 0] * xt
+        torch.mul(h_p[:, 0], xt, out=y)
         if P > 1:
             # Subcarrier i sits on bin i rather than on its offset's bin: a shift by whole bins multiplies
             # the time signal by exp(j 2 pi k0 n / N), which commutes with the weighting in time and is
@@ -569,7 +635,6 @@ class TimeVaryingChannel:
             signal = torch.fft.ifft(z, dim=-1, out=scratch.take("signal", z.shape, torch.complex64, x.device))
             r = signal.mul_(basis[1:, None, :]).sum(1)  # [b, T, N]
             y += torch.fft.fft(r, dim=-1)[..., :F]
-        return h.transpose(1, 2), y.transpose(1, 2)
 
     def _impaired(self, h_p: torch.Tensor, xt: torch.Tensor, basis: torch.Tensor, rows: slice, impairments) -> torch.Tensor:
         """Returns the impaired received grid [b, T, F]: every FFT bin of the channel's output, then the receiver's impairments."""

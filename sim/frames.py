@@ -39,11 +39,12 @@ from wavefront.sim.profiles import channel_profile
 from wavefront.sim.realizations import per_condition_channel
 from wavefront.sim.sparse import sparse_channel
 from wavefront.sim.statistics import warn_unmodelled_ici
-from wavefront.utils import make_generator, resolve_device
+from wavefront.utils import constant, make_generator, resolve_device
 
 _PILOT_SEED = 0x5EED  # the pilot sequence is part of the system, not of a frame
 _NOISE_BUFFER_MAX = 1 << 22  # floats (16 MB): larger batches draw their noise into a new tensor
 _PLACE_BLOCK = 32  # frames per block when the grid is gathered from bytes: the [b, F*T] codes stay in cache
+_GROUPED_MIN_BATCH = 8  # from this batch on a regular layout's grid is placed by block copies (fewer passes, more ops)
 
 
 @dataclass
@@ -150,7 +151,7 @@ def _random_bytes(n_frames: int, n_bits: int, g: torch.Generator, device) -> tor
     ``k`` of word ``i`` is bit ``32 i + k`` of the frame, so byte ``j`` holds bits ``8 j .. 8 j + 7``.
     """
     words = torch.randint(0, 1 << 32, (n_frames, -(-n_bits // 32)), generator=g, device=device, dtype=torch.int64)
-    return ((words.unsqueeze(-1) >> _byte_shifts(words.device)) & 255).reshape(n_frames, -1)
+    return ((words.unsqueeze(-1) >> _byte_shifts(words.device)) & constant(255, torch.int64, words.device)).reshape(n_frames, -1)
 
 
 def _random_bits(n_frames: int, n_bits: int, g: torch.Generator, device) -> torch.Tensor:
@@ -283,15 +284,67 @@ class FrameGenerator:
         One gather from a table per position instead of mapping the data and scattering it between
         the pilots: the same symbols, with no grid-sized temporary (blocks of frames keep the codes in cache).
         """
+        if byte_values.shape[0] >= _GROUPED_MIN_BATCH and self._grid_groups is not None:
+            return self._grid_by_groups(byte_values)
         column, scale, offset, table = self._byte_grid
         B, n = byte_values.shape[0], column.shape[0]
         x = torch.empty(B, n, dtype=torch.complex64, device=self.device)
         bits = x.view(torch.int64)
         c = _PLACE_BLOCK
+        if B <= c:  # one block: no slices
+            code = torch.gather(byte_values, 1, column.expand(B, n)).mul_(scale).add_(offset)
+            torch.index_select(table, 0, code.view(-1), out=bits.view(-1))
+            return x
         for s in range(0, B, c):
             b = min(c, B - s)
             code = torch.gather(byte_values[s:s + c], 1, column.expand(b, n)).mul_(scale).add_(offset)
             torch.index_select(table, 0, code.view(-1), out=bits[s:s + c].view(-1))
+        return x
+
+    @cached_property
+    def _grid_groups(self) -> tuple | None:
+        """Returns how a regular Kronecker layout splits the grid into equal groups of subcarriers, or ``None``.
+
+        Regular: the pilot subcarriers are ``off, off + D, ...`` up to F with ``D`` dividing F, so the
+        grid is ``G = F / D`` groups of ``D`` subcarriers, each with its pilot row at ``off``, and the
+        data stream (grid order) is ``G`` equal runs of ``D T - P_t`` symbols. Returns ``(G, D, off,
+        the data runs (t0, t1) of a pilot row, the pilot symbol indices [P_t] int64)``.
+        """
+        o = self.ofdm
+        if not self.layout.is_kronecker or 8 % o.bits_per_symbol or self.ldpc_rate is not None:
+            return None
+        F, T = self._grid_shape
+        ps, pt = list(o.pilot_subcarriers), sorted(o.pilot_symbol_indices)
+        D = ps[1] - ps[0] if len(ps) > 1 else F
+        if D < 1 or F % D or ps != list(range(ps[0], F, D)) or ps[0] >= D:
+            return None
+        runs, t0 = [], 0
+        for t in pt + [T]:
+            if t > t0:
+                runs.append((t0, t))
+            t0 = t + 1
+        return F // D, D, ps[0], runs, torch.tensor(pt, device=self.device)
+
+    def _grid_by_groups(self, byte_values: torch.Tensor) -> torch.Tensor:
+        """:meth:`_grid_from_bytes` on a regular layout (:attr:`_grid_groups`): the data symbols of whole bytes
+        in one gather of table rows, then a handful of block copies into the groups and the pilots in one
+        assignment, every frame at once (the per-position gather costs four passes over the grid)."""
+        G, D, off, runs, pilot_t = self._grid_groups
+        B, T = byte_values.shape[0], self._grid_shape[1]
+        rows = self._byte_symbols.view(torch.int64)  # [256, S]: a byte's S symbols, as bits
+        per = D * T - pilot_t.numel()
+        sym = rows.index_select(0, byte_values.reshape(-1)).view(B, -1)[:, :self._num_data_res].view(B, G, per)
+        x = torch.empty(B, G * D * T, dtype=torch.complex64, device=self.device)
+        xi = x.view(torch.int64).view(B, G, D, T)
+        a = off * T
+        if off:
+            xi[:, :, :off] = sym[:, :, :a].view(B, G, off, T)
+        for t0, t1 in runs:
+            xi[:, :, off, t0:t1] = sym[:, :, a:a + t1 - t0]
+            a += t1 - t0
+        xi[:, :, off, pilot_t] = self.pilot_symbols.view(torch.int64)  # [P_f = G, P_t]
+        if off + 1 < D:
+            xi[:, :, off + 1:] = sym[:, :, a:].view(B, G, D - off - 1, T)
         return x
 
     def _labels(self, codewords: torch.Tensor) -> torch.Tensor:
@@ -360,7 +413,7 @@ class FrameGenerator:
         F, T = self._grid_shape
         noise = torch.randn(batch_size, F, T, 2, generator=g, device=dev, out=_noise_buffer((batch_size, F, T, 2), dev))
         # scaled as real pairs: the numbers of a complex-by-real product, without promoting the scale to complex
-        noise = torch.view_as_complex(noise.mul_(torch.sqrt(noise_var / 2).reshape(-1, 1, 1, 1)))
+        noise = torch.view_as_complex(noise.mul_(torch.sqrt(noise_var.div(constant(2.0, noise_var.dtype, dev))).reshape(-1, 1, 1, 1)))
 
         pf, pt = self.pilot_index
         bits = codewords = y = None
