@@ -51,6 +51,10 @@ def add_commands(sub) -> None:
                    help="stop a point once every estimator has this many bit errors")
     p.add_argument("--batch-size", type=positive_int, default=500)
     p.add_argument("--equalizer", default="zf", choices=["zf", "mmse"])
+    p.add_argument("--error-variance", default="stated", choices=["stated", "calibrated"],
+                   help="MIMO detection: the error variance each estimate is detected with. stated (default): perfect "
+                        "0, the genie its closed-form MSE, the others sigma^2 (Sionna's LS convention); calibrated: "
+                        "each estimator's own MSE on a held-out batch at the point")
     p.add_argument("--robust-pdp", default="uniform", choices=["uniform", "exponential"],
                    help="power delay profile the robust LMMSE assumes (RMS = the top delay spread)")
     p.add_argument("--robust-doppler-spectrum", default="flat", choices=["flat", "jakes"],
@@ -214,7 +218,7 @@ def build_spec(args):
     return SweepSpec(config=config, axis=axis, values={"snr_db": snr, "doppler_hz": dop, "delay_spread_s": ds}[axis],
                      estimators=names, frames=args.frames, batch_size=args.batch_size, seed=args.seed,
                      min_bit_errors=args.min_bit_errors, equalizer=args.equalizer, device=args.device,
-                     ldpc_rate=args.ldpc_rate, conditions=args.conditions,
+                     ldpc_rate=args.ldpc_rate, conditions=args.conditions, error_variance=args.error_variance,
                      prior_ranges=parse_prior_ranges(args.prior_snr_db, args.prior_delay_spread_ns, args.prior_doppler_hz),
                      robust_options={"pdp": args.robust_pdp, "doppler_spectrum": args.robust_doppler_spectrum,
                                      "covariance": args.robust_covariance})

@@ -99,6 +99,7 @@ class Point:
     available: int | None = None    # frames a folder holds; None: as many as asked
     batch_size: int | None = None   # frames per batch (the last may hold fewer) when batches(start, step) is supported
     realization: str | None = None  # how the frames' fading realizations were drawn; None: from ``config``
+    calibration: Callable[[], Frames] | None = None  # a held-out batch at this point (simulated points; MIMO calibration)
 
     @property
     def axis_value(self) -> float:
@@ -128,9 +129,17 @@ def simulated_points(config: SystemConfig, conditions: list[dict], frames: int, 
                 # The seed names the point and the batch, never the process that draws it.
                 yield gen.generate(b, seed=derive_seed(seed, key, ib), with_data=with_data)
 
+        def calibration(cfg=cfg, key=key):  # its own seed stream: never one of the point's measured batches
+            return frame_generator(cfg, dev).generate(batch_size, seed=derive_seed(seed, key, CALIBRATION_STREAM),
+                                                      with_data=False)
+
         points.append(Point(c.get("sweep", sweep), c.get("axis", axis), float(c["snr_db"]), float(c["delay_spread_s"]),
-                            float(c["doppler_hz"]), cfg, batches, batch_size=batch_size))
+                            float(c["doppler_hz"]), cfg, batches, batch_size=batch_size, calibration=calibration))
     return points
+
+
+CALIBRATION_STREAM = 0xCA1B  # derive_seed(seed, point key, CALIBRATION_STREAM): a point's held-out calibration batch
+ERROR_VARIANCES = ("stated", "calibrated")
 
 
 @dataclass
@@ -231,9 +240,30 @@ class _Plan:
     equalizer: str
     decoder: object
     wants_estimates: bool
+    error_variance: str = "stated"
+    _calibrated: dict = field(default_factory=dict)  # (point id, estimator name) -> its calibrated MSE
+
+    def detector_error_variance(self, p: Point, est, noise_var: torch.Tensor, bound: torch.Tensor) -> torch.Tensor:
+        """Returns the error variance [B] float64 that ``est``'s estimates are detected with at point ``p``.
+
+        ``"stated"``: :func:`~wavefront.sim.mimo.error_variance` (perfect 0, the genie its closed-form MSE,
+        the others sigma^2, Sionna's LS convention). ``"calibrated"``: perfect 0, every other estimator its own
+        MSE per element on the point's held-out calibration batch (``Point.calibration``, true conditions for
+        those that read them), one value per point, as a receiver calibrated offline at that SNR would state.
+        """
+        if self.error_variance == "stated" or getattr(est, "is_perfect", False):
+            return error_variance(est, noise_var, bound)
+        key = (id(p), est.name)
+        if key not in self._calibrated:
+            cal = self._calibrated.setdefault((id(p), None), p.calibration())
+            h_hat = est.estimate(cal.pilots_ls, meta_for(est.needs, cal.meta, None))
+            self._calibrated[key] = float((h_hat - cal.h).abs().square().mean())
+        return torch.full_like(noise_var, self._calibrated[key], dtype=torch.float64)
 
 
-def _plan(estimators, conditions, condition_prior, equalizer, decoder) -> _Plan:
+def _plan(estimators, conditions, condition_prior, equalizer, decoder, error_variance="stated") -> _Plan:
+    if error_variance not in ERROR_VARIANCES:
+        raise ConfigError("error_variance", error_variance, f"choose {' or '.join(ERROR_VARIANCES)}")
     if conditions not in CONDITION_MODES:
         raise ConfigError("conditions", conditions, f"choose {' or '.join(CONDITION_MODES)}")
     if not estimators:
@@ -246,7 +276,7 @@ def _plan(estimators, conditions, condition_prior, equalizer, decoder) -> _Plan:
     wants_estimates = conditions == "estimated" and any(e.needs in ("noise", "conditions") for e in estimators)
     if wants_estimates and condition_prior is None:
         raise ConfigError("condition_prior", None, "estimated conditions need a prior (the config's ranges)")
-    return _Plan(list(estimators), conditions, condition_prior, equalizer, decoder, wants_estimates)
+    return _Plan(list(estimators), conditions, condition_prior, equalizer, decoder, wants_estimates, error_variance)
 
 
 def _batch_counts(p: Point, fr: Frames, plan: _Plan) -> tuple[list[float], list[int]]:
@@ -279,7 +309,7 @@ def _batch_counts(p: Point, fr: Frames, plan: _Plan) -> tuple[list[float], list[
         n_err = n_bits = c_err = c_bits = blocks = 0
         if data is not None and mimo:
             x_hat, no = lmmse_detect(y_d, h_hat[..., data], fr.noise_var,
-                                     error_variance(est, fr.noise_var, bound.to(fr.noise_var.device)))
+                                     plan.detector_error_variance(p, est, fr.noise_var, bound.to(fr.noise_var.device)))
             x_hat, no = x_hat.reshape(-1, x_hat.shape[-1]), no.reshape(-1, no.shape[-1])
             n_err, n_bits = bit_errors(cw, demap(x_hat, no, bps, hard=True)), cw.numel()
             if plan.decoder is not None:  # one codeword per user: blocks count codewords
@@ -297,7 +327,16 @@ def _batch_counts(p: Point, fr: Frames, plan: _Plan) -> tuple[list[float], list[
 
 
 def _check_mimo(points: list[Point], plan: _Plan) -> None:
-    """Refuses SISO-only estimators, estimated conditions and LDPC on points with several antennas or users."""
+    """Refuses SISO-only estimators and estimated conditions on points with several antennas or users, and a
+    calibrated error variance where there is no MIMO detector or no calibration batch."""
+    if plan.error_variance == "calibrated":
+        for p in points:
+            if not p.config.mimo.is_mimo:
+                raise ConfigError("error_variance", "calibrated", "is for the MIMO detector: the SISO equalizer "
+                                                                  "takes no error variance")
+            if p.calibration is None:
+                raise ConfigError("error_variance", "calibrated", f"needs simulated points ({p.sweep} has no "
+                                                                  "held-out calibration frames)")
     if not any(p.config.mimo.is_mimo for p in points):
         return
     for e in plan.estimators:
@@ -371,7 +410,8 @@ def _stored_prefix(store, k: int) -> tuple[int, dict]:
 
 def run_experiment(points: list[Point], estimators: list, frames: int | None = None, conditions: str = "estimated",
                    condition_prior: SystemConfig | None = None, equalizer: str = "zf", min_bit_errors: int | None = None,
-                   decoder=None, progress: bool = True, rank: int = 0, world: int = 1, store=None) -> list[Row]:
+                   decoder=None, progress: bool = True, rank: int = 0, world: int = 1, store=None,
+                   error_variance: str = "stated") -> list[Row]:
     """Runs every estimator on every point's frames and returns one :class:`Row` per (point, estimator).
 
     ``frames``: frames per point (default: all a folder holds; required for simulated points).
@@ -382,6 +422,8 @@ def run_experiment(points: list[Point], estimators: list, frames: int | None = N
     ``rank``, ``world``: this process's place in a running ``torch.distributed`` group (torchrun);
     the ranks split each point's batches (see the module docstring) and all return the same rows,
     those of one process. Only rank 0 shows progress.
+    ``error_variance``: what the MIMO detector takes as each estimate's error variance, ``"stated"`` or
+    ``"calibrated"`` (:meth:`_Plan.detector_error_variance`).
     ``store``: a :class:`wavefront.sim.progress.ProgressStore` (read and written by rank 0 only):
     each point's stored batches are replayed instead of drawn and computed, and every batch
     counted is stored as it finishes, so a killed run resumes where it stopped with the same result.
@@ -389,7 +431,7 @@ def run_experiment(points: list[Point], estimators: list, frames: int | None = N
     from tqdm.auto import tqdm
 
     _check_ranks(rank, world, group=True)
-    plan = _plan(estimators, conditions, condition_prior, equalizer, decoder)
+    plan = _plan(estimators, conditions, condition_prior, equalizer, decoder, error_variance)
     _check_mimo(points, plan)
     total = sum(frames if frames is not None else (p.available or 0) for p in points)
     bar = tqdm(total=total, unit="frame", disable=not progress or rank != 0, file=sys.stderr, desc="frames",
@@ -491,7 +533,8 @@ PARTIAL_FORMAT = "wavefront-partial-counts/1"
 
 def run_partial(points: list[Point], estimators: list, frames: int | None = None, conditions: str = "estimated",
                 condition_prior: SystemConfig | None = None, equalizer: str = "zf", min_bit_errors: int | None = None,
-                decoder=None, progress: bool = True, rank: int = 0, world: int = 1, store=None) -> dict:
+                decoder=None, progress: bool = True, rank: int = 0, world: int = 1, store=None,
+                error_variance: str = "stated") -> dict:
     """Returns the per-batch counts of the batches ``rank`` owns (batch ``i`` with ``i % world == rank``), JSON-ready.
 
     For array jobs without a process group: nothing is exchanged, so a job cannot know when a
@@ -506,7 +549,7 @@ def run_partial(points: list[Point], estimators: list, frames: int | None = None
     from tqdm.auto import tqdm
 
     _check_ranks(rank, world, group=False)
-    plan = _plan(estimators, conditions, condition_prior, equalizer, decoder)
+    plan = _plan(estimators, conditions, condition_prior, equalizer, decoder, error_variance)
     _check_mimo(points, plan)
     out_points = []
     total = sum(_wanted(p, frames) for p in points)

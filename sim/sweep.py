@@ -37,7 +37,7 @@ from wavefront.sim.config import SystemConfig, profile_label
 from wavefront.sim.estimators import classical_estimators
 from wavefront.sim.mimo import frame_generator, pilots_per_user
 from wavefront.sim.experiment import (
-    CONDITION_MODES, Row, mark_in_prior, merge_partials, prior_config, run_experiment, run_partial, simulated_points,
+    CONDITION_MODES, ERROR_VARIANCES, Row, mark_in_prior, merge_partials, prior_config, run_experiment, run_partial, simulated_points,
 )
 from wavefront.sim.progress import open_progress
 from wavefront.utils import atomic_write_csv, atomic_write_json, check_memory, finish_figure, resolve_device
@@ -64,6 +64,7 @@ class SweepSpec:
     robust_options: dict = field(default_factory=dict)  # RobustLMMSE keywords: pdp, doppler_spectrum, ...
     conditions: str = "estimated"  # what condition-aware estimators are given: estimated | true
     prior_ranges: dict = field(default_factory=dict)  # {field: (low, high)} replacing the paper's training ranges
+    error_variance: str = "stated"  # what the MIMO detector takes per estimate: stated | calibrated (run_experiment)
 
     def __post_init__(self):
         if self.axis not in AXES:
@@ -84,6 +85,11 @@ class SweepSpec:
             raise ConfigError("ldpc_rate", self.ldpc_rate, "must be in (0, 1)")
         if self.conditions not in CONDITION_MODES:
             raise ConfigError("conditions", self.conditions, f"choose {' or '.join(CONDITION_MODES)}")
+        if self.error_variance not in ERROR_VARIANCES:
+            raise ConfigError("error_variance", self.error_variance, f"choose {' or '.join(ERROR_VARIANCES)}")
+        if self.error_variance != "stated" and not self.config.mimo.is_mimo:
+            raise ConfigError("error_variance", self.error_variance, "is for the MIMO detector (--rx-antennas, "
+                                                                     "--users): the SISO equalizer takes no error variance")
         self.point_configs = [_point_config(self.config, self.axis, v) for v in self.values]  # validates every point
 
     def conditions_list(self) -> list[dict]:
@@ -194,7 +200,7 @@ def _setup(spec: SweepSpec, estimators: list | None):
     if spec.ldpc_rate is not None:
         decoder = frame_generator(spec.point_configs[0], dev, ldpc_rate=spec.ldpc_rate).decoder
     kwargs = dict(frames=spec.frames, conditions=spec.conditions, condition_prior=prior, equalizer=spec.equalizer,
-                  min_bit_errors=spec.min_bit_errors, decoder=decoder)
+                  min_bit_errors=spec.min_bit_errors, decoder=decoder, error_variance=spec.error_variance)
     pr = prior.channel
     spec_dict = {"axis": spec.axis, "values": spec.values, "estimators": [e.name for e in estimators],
                  "frames": spec.frames, "batch_size": spec.batch_size, "seed": spec.seed,
@@ -216,6 +222,10 @@ def _setup(spec: SweepSpec, estimators: list | None):
                                                "(Sionna LinearDetector 'lmmse' semantics); --equalizer is unused",
                                    "conditions": "delay spread, Doppler and SNR drawn per frame, shared by every user"},
                           "pilots_per_user": pilots_per_user(spec.config)})
+    if spec.error_variance != "stated":  # the default leaves specs (and progress fingerprints) as they were
+        spec_dict["error_variance"] = ("calibrated: perfect CSI 0; every other estimate detected with its own MSE per "
+                                       "element on a held-out batch at the point (true conditions where read), "
+                                       "one value per point")
     return points, estimators, kwargs, spec_dict
 
 
