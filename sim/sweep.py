@@ -366,8 +366,9 @@ def plot_result(result: SweepResult, out: Path) -> list[Path]:
         rho = m and m["rx_correlation"]
         rho = f"{rho[0]:g}–{rho[1]:g}" if isinstance(rho, (list, tuple)) else f"{rho:g}" if m else ""
         antennas = f"\n{m['rx_antennas']} antennas (rho {rho}) x {m['users']} users, " if m else ""
+        calibrated = ", calibrated error variance" if result.spec.get("error_variance") else ""
         ax.set_title(f"{profile_label(ch['profile'])}, {', '.join(fixed)}, {antennas}{cfg['ofdm']['num_subcarriers']}x"
-                     f"{cfg['ofdm']['num_symbols']} grid, {result.spec['frames']} frames/point", fontsize=9)
+                     f"{cfg['ofdm']['num_symbols']} grid, {result.spec['frames']} frames/point{calibrated}", fontsize=9)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
         paths.append(finish_figure(fig, out / f"{fname}_vs_{PLOT_NAMES[axis]}.png", dpi=110))
