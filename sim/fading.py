@@ -247,6 +247,22 @@ def ofdm_channel(ofdm: OFDMConfig, profile: ChannelProfile, delay_spread_s: torc
     return grid_channel(ofdm, profile, draws, delay_spread_s.float().reshape(-1, 1) * norm_delays)
 
 
+def tap_gains_and_phasors(ofdm: OFDMConfig, profile: ChannelProfile, delay_spread_s: torch.Tensor,
+                          doppler_hz: torch.Tensor, num_sinusoids: int, generator: torch.Generator,
+                          phasor_rows: slice = slice(None)) -> tuple[torch.Tensor, torch.Tensor]:
+    """Returns ``(a [B, L, T], P [B', F, L])`` complex64: the tap gains on the symbol grid and the delay phasors,
+    so that ``P @ a`` is :func:`ofdm_channel`'s H from the same draws (the same random numbers, equal within
+    float32 round-off). ``phasor_rows`` picks the rows whose phasors are built (e.g. one per frame when
+    several channels share a frame's delay spread); linear maps across channels may act on ``a`` first.
+    """
+    norm_delays = _grid_axes(ofdm, _profile_tuples(profile)[0], doppler_hz.device)[2]
+    draws = draw_sinusoids(profile, doppler_hz, num_sinusoids, generator)
+    a = _uniform_tap_gains(profile, draws, 0.0, ofdm.symbol_duration_s, ofdm.grid_shape[1])
+    first_hz, spacing_hz = _subcarrier_grid(ofdm)
+    tau = delay_spread_s[phasor_rows].float().reshape(-1, 1) * norm_delays
+    return a, delay_phasors(tau, first_hz, spacing_hz, ofdm.grid_shape[0])
+
+
 def grid_channel(ofdm: OFDMConfig, profile: ChannelProfile, draws: SinusoidDraws, tau_s: torch.Tensor) -> torch.Tensor:
     """Returns H [B, F, T] complex64 on the resource grid of ``draws`` and the tap delays ``tau_s`` [B, L] float32 (s).
 

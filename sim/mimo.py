@@ -53,7 +53,7 @@ from wavefront.sim.config import SystemConfig
 from wavefront.sim.dmrs import (despread, dmrs_genie, dmrs_layout, dmrs_pilots_per_user, dmrs_user_configs,
                                 dmrs_user_mse, group_sequences, reserved_ofdm)
 from wavefront.sim.estimators import CLASSICAL, Estimator, PerfectCSI, get_classical
-from wavefront.sim.fading import ofdm_channel
+from wavefront.sim.fading import tap_gains_and_phasors
 from wavefront.sim.frames import _PILOT_SEED, FrameGenerator, Frames, _draw, _random_bits
 from wavefront.sim.lmmse import _true_stats, combine_terms
 from wavefront.sim.profiles import channel_profile
@@ -191,14 +191,18 @@ class MimoFrameGenerator:
         rho = None if self.rho_range is None else _draw(self.rho_range, B, g, dev)  # a range only: fixed rho draws nothing
         noise_var = self.config.noise_variance(snr_db)
         F, T = o.grid_shape
-        h = ofdm_channel(o, self.profile, ds.repeat_interleave(R * U), fd.repeat_interleave(R * U), ch.num_sinusoids, g)
-        h = h.view(B, R, U, F, T)
-        if rho is not None:  # each frame's R_rx^(1/2)
-            h = torch.view_as_complex(torch.matmul(rx_sqrt_batch(rho, R).to(dev), torch.view_as_real(h).reshape(B, R, -1))
-                                      .view(B, R, U, F, T, 2))
-        elif self.mix is not None:  # R_rx^(1/2) (real) across the antennas: one real matmul on the (re, im) pairs
-            h = torch.view_as_complex(torch.matmul(self.mix, torch.view_as_real(h).reshape(B, R, -1))
-                                      .view(B, R, U, F, T, 2))
+        # Every (antenna, user) pair's tap gains [B R U, L, T] and one frame's delay phasors [B, F, L] (the
+        # pairs of a frame share its delay spread). R_rx^(1/2) mixes the antennas on the taps, L x T numbers a
+        # pair instead of F x T: the same linear map before the frequency sum instead of after it.
+        a, P = tap_gains_and_phasors(o, self.profile, ds.repeat_interleave(R * U), fd.repeat_interleave(R * U),
+                                     ch.num_sinusoids, g, phasor_rows=slice(None, None, R * U))
+        L = a.shape[1]
+        mix = rx_sqrt_batch(rho, R).to(dev) if rho is not None else self.mix  # [B, R, R] per frame, or [R, R]
+        if mix is not None:  # real: one real matmul on the (re, im) pairs
+            a = torch.view_as_complex(torch.matmul(mix, torch.view_as_real(a).reshape(B, R, -1)).view(B * R * U, L, T, 2))
+        # [B, F, L] @ [B, L, R U T] -> [B, F, R, U, T] -> [B, R, U, F, T]
+        h = torch.bmm(P, a.view(B, R * U, L, T).permute(0, 2, 1, 3).reshape(B, L, R * U * T))
+        h = h.view(B, F, R, U, T).permute(0, 2, 3, 1, 4).contiguous()
         noise = torch.view_as_complex(torch.randn(B, R, F, T, 2, generator=g, device=dev))
         noise = noise.mul_(torch.sqrt(noise_var / 2).reshape(-1, 1, 1, 1))
         bits = codewords = y = None

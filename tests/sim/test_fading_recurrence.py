@@ -120,3 +120,27 @@ def test_chebyshev_series_keeps_every_sinusoid_within_1e8_in_time(doppler_hz, te
         basis.append(4 * u * basis[-1] - basis[-2])
     series = sum((1j) ** p * coef[..., p] * basis[p] for p in range(P))
     assert (series - torch.exp(1j * y * u)).abs().max() < 1e-8
+
+
+def test_tap_gains_and_phasors_multiply_to_ofdm_channels_grid_from_the_same_draws():
+    """MIMO mixes its antennas on the taps (``P @ (M a)``) instead of the grid (``M (P @ a)``): the factors
+    must be ``ofdm_channel``'s, from the same random numbers, and leave the generator where it leaves it."""
+    from wavefront.sim.config import SystemConfig
+    from wavefront.sim.fading import ofdm_channel, tap_gains_and_phasors
+    from wavefront.sim.profiles import channel_profile
+    from wavefront.utils import make_generator
+
+    cfg = SystemConfig().updated(ofdm={"num_subcarriers": 72})
+    prof = channel_profile("C")
+    ds = torch.tensor([50e-9, 300e-9, 300e-9, 120e-9])
+    fd = torch.tensor([10.0, 900.0, 900.0, 400.0])
+    g1, g2 = make_generator(11, "cpu"), make_generator(11, "cpu")
+    h = ofdm_channel(cfg.ofdm, prof, ds, fd, 20, g1)
+    a, P = tap_gains_and_phasors(cfg.ofdm, prof, ds, fd, 20, g2)
+    L = a.shape[1]
+    assert a.shape == (4, L, 14) and P.shape == (4, 72, L) and L > 1
+    torch.testing.assert_close(torch.bmm(P, a), h, rtol=0, atol=2e-6 * float(h.abs().max()))
+    assert torch.equal(torch.rand(3, generator=g1), torch.rand(3, generator=g2))
+    # phasor_rows: rows 1 and 2 share a delay spread, so one phasor block serves both
+    _, P_rows = tap_gains_and_phasors(cfg.ofdm, prof, ds, fd, 20, make_generator(11, "cpu"), phasor_rows=slice(0, 4, 2))
+    assert torch.equal(P_rows, P[0::2])
