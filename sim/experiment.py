@@ -242,6 +242,7 @@ class _Plan:
     wants_estimates: bool
     error_variance: str = "stated"
     _calibrated: dict = field(default_factory=dict)  # (point id, estimator name) -> its calibrated MSE
+    _calibration: dict = field(default_factory=dict)  # point id -> the point's held-out Frames (drawn once)
 
     def detector_error_variance(self, p: Point, est, noise_var: torch.Tensor, bound: torch.Tensor) -> torch.Tensor:
         """Returns the error variance [B] float64 that ``est``'s estimates are detected with at point ``p``.
@@ -255,7 +256,9 @@ class _Plan:
             return error_variance(est, noise_var, bound)
         key = (id(p), est.name)
         if key not in self._calibrated:
-            cal = self._calibrated.setdefault((id(p), None), p.calibration())
+            if id(p) not in self._calibration:
+                self._calibration[id(p)] = p.calibration()
+            cal = self._calibration[id(p)]
             h_hat = est.estimate(cal.pilots_ls, meta_for(est.needs, cal.meta, None))
             self._calibrated[key] = float((h_hat - cal.h).abs().square().mean())
         return torch.full_like(noise_var, self._calibrated[key], dtype=torch.float64)
