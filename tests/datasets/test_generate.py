@@ -2,10 +2,6 @@ import fcntl
 import json
 import os
 import shutil
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -14,9 +10,10 @@ from scipy import stats
 
 from wavefront.cli import main
 from wavefront.datasets.generate import DatasetSpec, generate_dataset, parse_shard_range, shard_counts
-from wavefront.datasets.shards import partial_name, read_attrs, read_shard, shard_name, verify_content
+from wavefront.datasets.shards import partial_name, read_attrs, read_shard, shard_name
 from wavefront.errors import ConfigError
 from wavefront.sim.config import SystemConfig
+from kill_helpers import kill_generate_midway
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = str(REPO / "configs" / "adafortitran.yaml")
@@ -43,20 +40,8 @@ def test_killed_generate_resumes_to_the_bytes_of_an_uninterrupted_run(tmp_path):
     ref, run = tmp_path / "ref", tmp_path / "run"
     assert main(["generate", *args, "--out", str(ref)]) == 0
 
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "wavefront", "generate", *args, "--out", str(run)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
-    while not (run / shard_name(2)).exists():  # two shards done, the third under way
-        assert proc.poll() is None, "generation finished before it could be interrupted"
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    left = sorted(p.name for p in run.glob("shard-*"))
-    assert len([n for n in left if n.endswith(".h5")]) < 6, left  # really interrupted
-    for p in run.glob("shard-*.h5"):  # whatever looks complete is complete
-        verify_content(p)
+    done = kill_generate_midway(["generate", *args], run, once_shard=2)  # two shards done, the third under way
+    assert len(done) < 6, done  # really interrupted
 
     assert main(["generate", *args, "--out", str(run)]) == 0
     assert not list(run.glob("*.partial"))

@@ -7,11 +7,6 @@ every command refuses bad values in one line with exit 2.
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import h5py
@@ -23,12 +18,13 @@ from scipy import stats
 from wavefront.cli import main
 from wavefront.datasets import H5FrameDataset
 from wavefront.datasets.generate import DatasetSpec, generate_dataset
-from wavefront.datasets.shards import read_shard, shard_name, verify_content
+from wavefront.datasets.shards import read_shard, shard_name
 from wavefront.datasets.sources import folder_points
 from wavefront.sim.config import SystemConfig
 from wavefront.sim.frames import FrameGenerator
 from wavefront.sim.impairments import IMPAIRMENT_FIELDS
 from wavefront.utils import derive_seed
+from kill_helpers import kill_generate_midway
 
 # A range for two of them, a fixed value for the third: both kinds of draw reach the shard.
 IMPAIRED = {"timing_offset_samples": [0.0, 2.0], "cfo_hz": [-100.0, 100.0], "phase_noise_linewidth_hz": 50.0}
@@ -147,19 +143,7 @@ def test_killed_generation_with_impairments_resumes_to_the_same_shards(tmp_path)
             "--no-progress", "--threads", "1", *FLAGS]
     ref, run = tmp_path / "ref", tmp_path / "run"
     assert main(["generate", *args, "--out", str(ref)]) == 0
-    proc = subprocess.Popen([sys.executable, "-m", "wavefront", "generate", *args, "--out", str(run)],
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
-    while not (run / shard_name(1)).exists():
-        assert proc.poll() is None, "generation finished before it could be interrupted"
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert len(list(run.glob("shard-*.h5"))) < 6
-    for p in run.glob("shard-*.h5"):
-        verify_content(p)
+    assert len(kill_generate_midway(["generate", *args], run, once_shard=1)) < 6
     assert main(["generate", *args, "--out", str(run)]) == 0
     assert _bytes(run) == _bytes(ref) and len(_bytes(ref)) == 6
 
