@@ -200,9 +200,19 @@ class MimoFrameGenerator:
         mix = rx_sqrt_batch(rho, R).to(dev) if rho is not None else self.mix  # [B, R, R] per frame, or [R, R]
         if mix is not None:  # real: one real matmul on the (re, im) pairs
             a = torch.view_as_complex(torch.matmul(mix, torch.view_as_real(a).reshape(B, R, -1)).view(B * R * U, L, T, 2))
-        # [B, F, L] @ [B, L, R U T] -> [B, F, R, U, T] -> [B, R, U, F, T]
-        h = torch.bmm(P, a.view(B, R * U, L, T).permute(0, 2, 1, 3).reshape(B, L, R * U * T))
-        h = h.view(B, F, R, U, T).permute(0, 2, 3, 1, 4).contiguous()
+        # h [B, R, U, F, T] written in place, a frame at a time: its [F, L] phasors (expanded, not copied, over
+        # the R U pairs) times each pair's [L, T] gains. Multiplying [F, L] by [L, R U T] instead leaves h as
+        # [F, R U, T], and moving F inside costs more than the product (a strided copy of 4.5 MB a frame at mimo-chest).
+        # Small frames (under _FRAME_LOOP_SIZE numbers) take one [B, F, L] @ [B, L, R U T] product and that copy instead.
+        if R * U * F * T >= _FRAME_LOOP_SIZE:
+            h = torch.empty(B, R * U, F, T, dtype=torch.complex64, device=dev)
+            a = a.view(B, R * U, L, T)
+            for b in range(B):
+                torch.bmm(P[b].expand(R * U, F, L), a[b], out=h[b])
+            h = h.view(B, R, U, F, T)
+        else:
+            h = torch.bmm(P, a.view(B, R * U, L, T).permute(0, 2, 1, 3).reshape(B, L, R * U * T))
+            h = h.view(B, F, R, U, T).permute(0, 2, 3, 1, 4).contiguous()
         noise = torch.view_as_complex(torch.randn(B, R, F, T, 2, generator=g, device=dev))
         noise = noise.mul_(torch.sqrt(noise_var / 2).reshape(-1, 1, 1, 1))
         bits = codewords = y = None
@@ -216,7 +226,11 @@ class MimoFrameGenerator:
             bits, codewords = bits.view(B, U, -1), codewords.view(B, U, -1)
         for u in range(U):
             x[:, u, self._pilot_flat[u]] = self.pilot_symbols[u].reshape(-1)
-        y = (h.reshape(B, R, U, F * T) * x[:, None]).sum(2).add_(noise.view(B, R, F * T))
+        # y = sum_u h_u x_u + n, accumulated user by user: no [B, R, U, F T] temporary
+        hf = h.view(B, R, U, F * T)
+        y = noise.view(B, R, F * T)
+        for u in range(U):
+            y.addcmul_(hf[:, :, u], x[:, None, u])
         if self.dmrs is not None:
             return self._dmrs_frames(h, y, noise_var, bits, codewords, snr_db, ds, fd, with_data, int(seed), rho)
         P_shape = self.users[0].ofdm.pilot_shape
@@ -239,6 +253,9 @@ class MimoFrameGenerator:
                       pilot_symbols=self.pilot_symbols, pilots_ls=ls, bits=bits, codewords=codewords, snr_db=snr_db,
                       delay_spread_s=ds, doppler_hz=fd, noise_var=noise_var, profile=self.config.channel.profile,
                       seed=seed, pilots_dmrs=raw, rx_correlation=rho)
+
+
+_FRAME_LOOP_SIZE = 65536  # R U F T of a frame from which h is built frame by frame in its own layout
 
 
 def frame_generator(config: SystemConfig, device="cpu", ldpc_rate: float | None = None):
