@@ -109,6 +109,9 @@ def add_commands(subparsers) -> None:
 
     add_prior_arguments(e)
     add_impairment_arguments(e)  # simulated points draw them per frame; a --suite's frames carry their own
+    from wavefront.sim.cli import add_mimo_arguments
+
+    add_mimo_arguments(e)  # a MIMO config runs the per-(antenna, user) model for every user (its layout must fit each)
     e.add_argument("--frames-per-point", type=positive_int, default=500)
     e.add_argument("--config", help="system config (YAML or preset; default: the checkpoint's grid, pilots, profile "
                                     "and receiver impairments, TDL-A without any for the shipped models)")
@@ -263,11 +266,25 @@ def _evaluate(args) -> int:
 
         config = apply_pilots(config, args.pilots)
     config = _impairments_of(config, args, args.suite, "suite")
+    from wavefront.sim.cli import mimo_overrides
+
+    mimo = mimo_overrides(args)
+    if mimo and args.suite:
+        raise ConfigError("rx_antennas/users", mimo, "--suite shards carry their own antennas and users; leave the MIMO "
+                                                     "flags out (or regenerate the suite)")
+    if mimo:
+        config = config.updated(mimo=mimo)
     baselines = [b.strip() for b in args.baselines.split(",") if b.strip()]
     name = args.checkpoint if not Path(args.checkpoint).exists() else str(path)
 
     def run_on(device, **ranks):
-        est = load_estimator(name, config, device=device, conditions=args.conditions)
+        if config.mimo.is_mimo:  # one SISO model per (antenna, user), on each user's own pilots
+            from wavefront.sim.mimo import PerUser, user_configs
+
+            est = PerUser.wrapping([load_estimator(name, c, device=device, conditions=args.conditions)
+                                    for c in user_configs(config)])
+        else:
+            est = load_estimator(name, config, device=device, conditions=args.conditions)
         # pilots only: the model reads nothing, and the baselines that read conditions get estimates
         engine_conditions = "estimated" if args.conditions == "none" else args.conditions
         kwargs = dict(points=args.points, suite=args.suite, frames_per_point=args.frames_per_point, baselines=baselines,

@@ -42,6 +42,7 @@ class WithTrueConditions(Estimator):
         self.est, self.name = est, f"{est.name} (true cond.)"
         self.given = "SNR, delay spread and Doppler true"
         self.trained_on = getattr(est, "trained_on", None)
+        self.mimo = getattr(est, "mimo", False)  # a per-(antenna, user) model stays one
 
     def estimate(self, pilots, meta):
         return self.est.estimate(pilots, meta)

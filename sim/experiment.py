@@ -24,8 +24,10 @@ an estimator without a valid ``needs`` is refused before any frame is drawn:
 - ``"truth"``: the true statistics by definition (genie LMMSE, perfect CSI).
 
 With ``conditions="estimated"`` (the default), whatever an estimator reads besides the truth
-comes from :func:`wavefront.sim.conditions.estimate_conditions` on the same pilots; with
-``"true"`` it is the frames' recorded conditions. Every row states what its estimator was given.
+comes from :func:`wavefront.sim.conditions.estimate_conditions` on the same pilots (with several
+antennas or users, :func:`wavefront.sim.mimo_bayes.estimate_mimo_conditions`: one ML hypothesis a
+frame from all its antennas and users, rho included when it is a range); with ``"true"`` it is the
+frames' recorded conditions. Every row states what its estimator was given.
 
 **Metrics** per point and estimator: ``mse_db`` (``10 log10 mean |H_hat - H|^2``), its
 Monte-Carlo standard error ``mse_se_db`` (from the per-frame spread), ``nmse_db``, BER after
@@ -285,10 +287,16 @@ def _plan(estimators, conditions, condition_prior, equalizer, decoder, error_var
 def _batch_counts(p: Point, fr: Frames, plan: _Plan) -> tuple[list[float], list[int]]:
     """Returns one batch's counts (see ``_FLOATS``/``_INTS``): every estimator on the batch's frames."""
     true_meta = fr.meta
-    est_meta = estimate_conditions(fr.pilots_ls, plan.condition_prior) if plan.wants_estimates else None
+    mimo = p.config.mimo.is_mimo
+    est_meta = None
+    if plan.wants_estimates and mimo:  # one ML hypothesis per frame from all its antennas and users
+        from wavefront.sim.mimo_bayes import estimate_mimo_conditions  # it builds on wavefront.sim.mimo
+
+        est_meta = estimate_mimo_conditions(fr.pilots_ls, plan.condition_prior)
+    elif plan.wants_estimates:
+        est_meta = estimate_conditions(fr.pilots_ls, plan.condition_prior)
     nv = fr.noise_var.double().cpu()
     snr_cfg = -10 * torch.log10(nv) - p.config.snr_offset_db  # the bound in the config's SNR convention
-    mimo = p.config.mimo.is_mimo
     if mimo:
         bound = mimo_genie_mse(p.config, snr_cfg, fr.delay_spread_s.double().cpu(), fr.doppler_hz.double().cpu(),
                                rx_correlation=None if fr.rx_correlation is None else fr.rx_correlation.double().cpu())
@@ -346,10 +354,12 @@ def _check_mimo(points: list[Point], plan: _Plan) -> None:
         if not (getattr(e, "mimo", False) or getattr(e, "is_perfect", False)):
             raise ConfigError("estimators", e.name, "is a SISO estimator; with several antennas or users build it for "
                                                     "the MIMO config (wavefront.sim.mimo.mimo_estimators)")
-    if plan.wants_estimates:
+    dmrs = [p.config.mimo.pilots for p in points if p.config.mimo.pilots != "kronecker"]
+    if plan.wants_estimates and dmrs:
         names = [e.name for e in plan.estimators if e.needs in ("noise", "conditions")]
-        raise ConfigError("conditions", plan.conditions, f"estimated conditions are SISO only so far ({', '.join(names)} "
-                                                         "read them): use --conditions true with several antennas or users")
+        raise ConfigError("conditions", plan.conditions, f"estimated conditions with NR DM-RS pilots ({dmrs[0]}) are not "
+                                                         f"built yet ({', '.join(names)} read them): use --conditions true, "
+                                                         "or the Kronecker pattern")
 
 
 def _owned_batches(p: Point, want: int, rank: int, world: int, start: int = 0) -> Iterator[tuple[int, Frames]]:

@@ -188,7 +188,7 @@ def test_genie_sweep_sits_on_the_bound_through_the_cli(tmp_path, capsys):
     (["--rx-correlation", "1.0"], "mimo.rx_correlation"),
     (["--users", "5"], "mimo.num_users"),
     (["--users", "2", "--estimators", "gated-lmmse"], "estimators"),
-    (["--users", "2", "--estimators", "lmmse-robust"], "conditions"),
+    (["--users", "2", "--mimo-pilots", "dmrs-type1", "--estimators", "lmmse-robust"], "conditions"),
     (["--users", "2", "--ici"], "channel.ici"),
 ])
 def test_bad_mimo_input_is_one_line(tmp_path, capsys, args, field):
@@ -242,3 +242,34 @@ def test_a_learned_siso_model_runs_per_antenna_when_each_users_layout_is_its_own
                "--frames", "4", "--out", str(tmp_path / "o"), "--no-progress"])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and "pilot" in err[-1] and len(err) == 1
+
+
+def test_estimated_conditions_on_mimo_points_are_the_joint_ml_hypothesis():
+    """With estimated conditions a MIMO point hands each estimator the joint ML hypothesis over all antennas and users.
+
+    lmmse-robust reads the noise variance: its row equals the same estimator run by hand on the point's frames
+    with :func:`estimate_mimo_conditions`' noise variance (the same float32 errors summed in another order:
+    ~1e-7 relative, 4e-7 dB; 1e-5 dB allowed), and differs from the row given the true noise variance.
+    """
+    from wavefront.sim.experiment import prior_config, run_experiment, simulated_points
+    from wavefront.sim.mimo_bayes import estimate_mimo_conditions
+
+    cfg = small(R=4, U=2, rho=0.6, snr_db=5.0)
+    prior = prior_config(cfg, ranges={"snr_db": (0.0, 20.0), "delay_spread_s": (100e-9, 300e-9),
+                                      "doppler_hz": (100.0, 500.0)})
+    cond = [{"snr_db": 5.0, "delay_spread_s": 300e-9, "doppler_hz": 400.0}]
+
+    def row(conditions):
+        pts = simulated_points(cfg, cond, frames=6, batch_size=6, seed=3, with_data=False)
+        ests = mimo_estimators(["lmmse-robust"], prior)
+        return run_experiment(pts, ests, frames=6, conditions=conditions, condition_prior=prior, progress=False)[0]
+
+    est_row, true_row = row("estimated"), row("true")
+    fr = next(simulated_points(cfg, cond, frames=6, batch_size=6, seed=3, with_data=False)[0].batches())
+    meta = estimate_mimo_conditions(fr.pilots_ls, prior)
+    assert not torch.allclose(meta["noise_var"], fr.noise_var)  # a real estimate, not the truth
+    h_hat = mimo_estimators(["lmmse-robust"], prior)[0].estimate(fr.pilots_ls, meta)
+    want = 10 * math.log10(float((h_hat - fr.h).abs().square().double().mean()))
+    assert abs(est_row.mse_db - want) < 1e-5, (est_row.mse_db, want)
+    assert abs(true_row.mse_db - want) > 1e-3, (true_row.mse_db, want)
+    assert "estimated" in est_row.given and "true" in true_row.given
