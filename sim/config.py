@@ -31,11 +31,13 @@ from wavefront.utils import constant, read_text_file
 TDL_PROFILES = ("A", "B", "C", "D", "E")
 CDL_PROFILES = tuple(f"CDL-{x}" for x in TDL_PROFILES)
 SPARSE_PROFILE = "sparse"  # a few discrete paths drawn per frame (wavefront.sim.sparse)
+SYSTEM_LEVEL_PROFILES = ("UMi", "UMa")  # TR 38.901 scenarios drawn through Sionna (wavefront.sim.system_level), MIMO only
 
 
 def profile_label(profile: str) -> str:
-    """Returns the full name of a ``ChannelConfig.profile``: ``"A"`` -> ``"TDL-A"``; ``"CDL-A"`` and ``"sparse"`` unchanged."""
-    return profile if profile.startswith("CDL-") or profile == SPARSE_PROFILE else f"TDL-{profile}"
+    """Returns the full name of a ``ChannelConfig.profile``: ``"A"`` -> ``"TDL-A"``; ``"CDL-A"``, ``"sparse"``, ``"UMi"`` unchanged."""
+    plain = profile.startswith("CDL-") or profile == SPARSE_PROFILE or profile in SYSTEM_LEVEL_PROFILES
+    return profile if plain else f"TDL-{profile}"
 
 
 Value = Union[float, tuple[float, float]]
@@ -256,6 +258,10 @@ class ChannelConfig(_Model):
 
     - ``profile``: 3GPP TR 38.901 profile: TDL ``A``..``E`` (also written ``TDL-A``), or
       ``CDL-A``..``CDL-E`` (SISO, omnidirectional antennas). D and E have a LoS path.
+      ``UMi``, ``UMa``: the TR 38.901 system-level scenarios, drawn through Sionna for MIMO
+      configs only (:mod:`wavefront.sim.system_level`): each frame drops its users in one
+      sector, so delay spread, angles and LoS come from the scenario (``delay_spread_s`` is
+      not used) and ``doppler_hz`` sets the users' speed range.
     - ``travel_azimuth_deg``: CDL only: the UT moves horizontally in this azimuth [deg], in
       the CDL tables' angle frame. Each ray's Doppler is ``doppler_hz`` times the cosine
       between its arrival direction and the travel direction.
@@ -337,6 +343,9 @@ class ChannelConfig(_Model):
         p = str(v).upper()
         if p == "SPARSE":
             return SPARSE_PROFILE
+        for name in SYSTEM_LEVEL_PROFILES:
+            if p == name.upper():
+                return name
         if p.startswith("CDL"):
             p = "CDL-" + p.removeprefix("CDL").removeprefix("-")
             if p in CDL_PROFILES:
@@ -346,7 +355,7 @@ class ChannelConfig(_Model):
             if p in TDL_PROFILES:
                 return p
         raise ValueError(f"unknown profile; choose one of TDL-{', TDL-'.join(TDL_PROFILES)}, {', '.join(CDL_PROFILES)}, "
-                         f"{SPARSE_PROFILE}")
+                         f"{SPARSE_PROFILE}, {', '.join(SYSTEM_LEVEL_PROFILES)} (MIMO)")
 
     @field_validator("travel_azimuth_deg")
     @classmethod
@@ -516,6 +525,8 @@ class SystemConfig(_Model):
     @model_validator(mode="after")
     def _mimo_supported(self):
         m = self.mimo
+        if self.channel.profile in SYSTEM_LEVEL_PROFILES:
+            self._system_level_fits()
         if not m.is_mimo:
             if m.pilots != "kronecker":  # the SISO path would silently use the layout's own pilots
                 raise ConfigError("mimo.pilots", m.pilots, "DM-RS ports need several users or antennas")
@@ -540,6 +551,14 @@ class SystemConfig(_Model):
             raise ConfigError("mimo.num_users", m.num_users, f"must divide the {n} pilot subcarriers, which are dealt "
                                                              "to the users in turn")
         return self
+
+    def _system_level_fits(self) -> None:
+        m, p = self.mimo, self.channel.profile  # one antenna and one user: refused by the SISO FrameGenerator
+        if m.rx_correlation != 0.0:
+            raise ConfigError("mimo.rx_correlation", m.rx_correlation, f"must be 0 with profile {p}: the scenario's "
+                                                                       "angles set the antennas' correlation")
+        if m.pilots != "kronecker":
+            raise ConfigError("mimo.pilots", m.pilots, f"profile {p} runs with the Kronecker pattern only so far")
 
     def _dmrs_fits(self):
         m, o = self.mimo, self.ofdm
@@ -695,6 +714,15 @@ PRESETS: dict[str, dict] = {
                             "pilot_subcarrier_spacing": 1, "pilot_symbols": (2, 11)},
                    "channel": {"profile": "A", "delay_spread_s": 100e-9, "doppler_hz": 100.0},
                    "mimo": {"num_rx_antennas": 16, "num_users": 4, "rx_correlation": 0.7}},
+    # The same layout over TR 38.901 UMi drawn through Sionna (wavefront.sim.system_level): each frame
+    # drops the 4 users in one sector, the base station's 16 elements a half-wavelength ULA, users at
+    # 1.7 m/s (Doppler 20 Hz at 3.5 GHz; a [low, high] range draws each user's speed). No closed-form
+    # covariance, so no genie and no bound: the benchmark's yardstick, the LMMSE with covariances
+    # estimated from samples, is lmmse-sample.
+    "mimo-chest-umi": {"ofdm": {"num_subcarriers": 624, "num_symbols": 14, "subcarrier_spacing_hz": 30e3,
+                                "pilot_subcarrier_spacing": 1, "pilot_symbols": (2, 11)},
+                       "channel": {"profile": "UMi", "doppler_hz": 20.0},
+                       "mimo": {"num_rx_antennas": 16, "num_users": 4}},
 }
 
 

@@ -62,7 +62,7 @@ import torch
 from wavefront import paper
 from wavefront.errors import ConfigError
 from wavefront.sim.conditions import estimate_conditions
-from wavefront.sim.config import SystemConfig
+from wavefront.sim.config import SYSTEM_LEVEL_PROFILES, SystemConfig
 from wavefront.sim.estimators import check_estimator, meta_for
 from wavefront.sim.frames import Frames
 from wavefront.sim.link import bit_errors, demap, equalize
@@ -297,7 +297,9 @@ def _batch_counts(p: Point, fr: Frames, plan: _Plan) -> tuple[list[float], list[
         est_meta = estimate_conditions(fr.pilots_ls, plan.condition_prior)
     nv = fr.noise_var.double().cpu()
     snr_cfg = -10 * torch.log10(nv) - p.config.snr_offset_db  # the bound in the config's SNR convention
-    if mimo:
+    if mimo and p.config.channel.profile in SYSTEM_LEVEL_PROFILES:  # no closed-form covariance: no bound
+        bound = torch.full_like(nv, math.nan)
+    elif mimo:
         bound = mimo_genie_mse(p.config, snr_cfg, fr.delay_spread_s.double().cpu(), fr.doppler_hz.double().cpu(),
                                rx_correlation=None if fr.rx_correlation is None else fr.rx_correlation.double().cpu())
     else:
@@ -354,6 +356,12 @@ def _check_mimo(points: list[Point], plan: _Plan) -> None:
         if not (getattr(e, "mimo", False) or getattr(e, "is_perfect", False)):
             raise ConfigError("estimators", e.name, "is a SISO estimator; with several antennas or users build it for "
                                                     "the MIMO config (wavefront.sim.mimo.mimo_estimators)")
+    system = [p.config.channel.profile for p in points if p.config.channel.profile in SYSTEM_LEVEL_PROFILES]
+    if plan.wants_estimates and system:
+        names = [e.name for e in plan.estimators if e.needs in ("noise", "conditions")]
+        raise ConfigError("conditions", plan.conditions, f"the condition estimate searches a tap profile's statistics, "
+                                                         f"which profile {system[0]} does not have ({', '.join(names)} "
+                                                         "read them): use --conditions true")
     dmrs = [p.config.mimo.pilots for p in points if p.config.mimo.pilots != "kronecker"]
     if plan.wants_estimates and dmrs:
         names = [e.name for e in plan.estimators if e.needs in ("noise", "conditions")]

@@ -32,7 +32,7 @@ from functools import cached_property, lru_cache
 import torch
 
 from wavefront.errors import ConfigError
-from wavefront.sim.config import SystemConfig
+from wavefront.sim.config import SYSTEM_LEVEL_PROFILES, SystemConfig
 from wavefront.sim.fading import TimeVaryingChannel, _block_scratch, ofdm_channel
 from wavefront.sim.impairments import IMPAIRMENT_FIELDS, draw_impairments
 from wavefront.sim.profiles import channel_profile
@@ -205,6 +205,10 @@ class FrameGenerator:
             raise ConfigError("mimo", f"{config.mimo.num_rx_antennas} antennas x {config.mimo.num_users} users",
                               "this path is single-antenna: MIMO frames come from wavefront.sim.mimo.frame_generator "
                               "(sweep, generate; train takes a MIMO config per pair)")
+        if config.channel.profile in SYSTEM_LEVEL_PROFILES:
+            raise ConfigError("channel.profile", config.channel.profile, "is drawn through Sionna's system-level model "
+                                                                         "for several antennas or users only (give "
+                                                                         "--rx-antennas and --users)")
         self.config = config
         self.ofdm = config.ofdm
         self.device = resolve_device(device)

@@ -145,8 +145,13 @@ class MimoFrameGenerator:
             raise ConfigError("mimo", "1x1", "one antenna and one user is the SISO FrameGenerator")
         self.config, self.device = config, resolve_device(device)
         self.R, self.U = config.mimo.num_rx_antennas, config.mimo.num_users
-        self.profile = channel_profile(config.channel.profile, config.channel.travel_azimuth_deg)
-        siso = config.updated(mimo={"num_rx_antennas": 1, "num_users": 1, "pilots": "kronecker"})
+        from wavefront.sim.system_level import SystemLevelChannel, is_system_level  # it builds on this module
+
+        self.system = SystemLevelChannel(config, self.device) if is_system_level(config) else None
+        self.profile = None if self.system else channel_profile(config.channel.profile, config.channel.travel_azimuth_deg)
+        siso = config.updated(mimo={"num_rx_antennas": 1, "num_users": 1, "pilots": "kronecker"},
+                              # its grid, data mask, QAM and LDPC only: a scenario's channels come from self.system
+                              **({"channel": {"profile": "A"}} if self.system else {}))
         self.dmrs = None if config.mimo.pilots == "kronecker" else dmrs_layout(config)
         if self.dmrs is not None:  # every RE of the DM-RS symbols reserved: the data mask of the frames
             siso = siso.updated(ofdm=reserved_ofdm(config).model_dump())
@@ -186,10 +191,12 @@ class MimoFrameGenerator:
         dev, o, ch, B, R, U = self.device, self.config.ofdm, self.config.channel, batch_size, self.R, self.U
         g = make_generator(seed, dev)
         snr_db = _draw(ch.snr_db, B, g, dev, ch.grid_points("snr_db"))
+        if self.system is not None:  # the scenario's channels, Sionna reseeded from this generator
+            h, fd, ds = self.system.draw(B, int(torch.randint(0, 2 ** 62, (1,), generator=g, device=dev)))
+            return self._frames(h, snr_db, ds, fd, None, with_data, seed, g)
         ds = _draw(ch.delay_spread_s, B, g, dev, ch.grid_points("delay_spread_s"))
         fd = _draw(ch.doppler_hz, B, g, dev, ch.grid_points("doppler_hz"))
         rho = None if self.rho_range is None else _draw(self.rho_range, B, g, dev)  # a range only: fixed rho draws nothing
-        noise_var = self.config.noise_variance(snr_db)
         F, T = o.grid_shape
         # Every (antenna, user) pair's tap gains [B R U, L, T] and one frame's delay phasors [B, F, L] (the
         # pairs of a frame share its delay spread). R_rx^(1/2) mixes the antennas on the taps, L x T numbers a
@@ -213,6 +220,13 @@ class MimoFrameGenerator:
         else:
             h = torch.bmm(P, a.view(B, R * U, L, T).permute(0, 2, 1, 3).reshape(B, L, R * U * T))
             h = h.view(B, F, R, U, T).permute(0, 2, 3, 1, 4).contiguous()
+        return self._frames(h, snr_db, ds, fd, rho, with_data, seed, g)
+
+    def _frames(self, h, snr_db, ds, fd, rho, with_data: bool, seed, g: torch.Generator) -> Frames:
+        """Returns the frames of channels ``h`` [B, R, U, F, T]: noise, every user's data and pilots, drawn from ``g``."""
+        dev, ch = self.device, self.config.channel
+        B, R, U, F, T = h.shape
+        noise_var = self.config.noise_variance(snr_db)
         noise = torch.view_as_complex(torch.randn(B, R, F, T, 2, generator=g, device=dev))
         noise = noise.mul_(torch.sqrt(noise_var / 2).reshape(-1, 1, 1, 1))
         bits = codewords = y = None
@@ -507,7 +521,10 @@ def error_variance(est, noise_var: torch.Tensor, bound: torch.Tensor) -> torch.T
 # Sionna's OFDM estimators on the same pilots (wavefront.sim.sionna_ref)
 SIONNA = ("sionna-ls", "sionna-lmmse-tf", "sionna-lmmse-tfs")
 MIMO_CLASSICAL = ("ls-nearest", "ls-linear", "ls-spline", "lmmse-robust", "lmmse-genie", "lmmse-estimated", "mmse-bayes",
-                  "lmmse-estimated-per-pair", "mmse-bayes-per-pair")
+                  "lmmse-estimated-per-pair", "mmse-bayes-per-pair", "lmmse-sample")
+# what a system-level scenario (UMi, UMa: no closed-form covariance) cannot run: they assume a tap profile's statistics
+_NEEDS_PROFILE = ("lmmse-genie", "lmmse-estimated", "mmse-bayes", "lmmse-estimated-per-pair", "mmse-bayes-per-pair",
+                  "sionna-lmmse-tf", "sionna-lmmse-tfs")
 # joint over antennas and users with the Kronecker pattern (wavefront.sim.mimo_bayes); "-per-pair": the SISO
 # estimator on each (antenna, user) pair alone, receive correlation ignored (the baseline they replace)
 _JOINT = ("lmmse-estimated", "mmse-bayes")
@@ -520,10 +537,18 @@ def mimo_estimators(names: list[str], config: SystemConfig, robust_options: dict
     (:mod:`wavefront.sim.mimo_bayes`; per pair with DM-RS pilots), their per-pair baselines
     (``lmmse-estimated-per-pair``, ``mmse-bayes-per-pair``), and the other classical ones per
     (antenna, user) (:class:`PerUser`)."""
+    from wavefront.sim.system_level import SampleCovarianceLMMSE, is_system_level  # it builds on this module
+
     out = []
     for name in names:
+        if name in _NEEDS_PROFILE and is_system_level(config):
+            raise ConfigError("estimators", name, f"needs a tap profile's closed-form statistics, which the system-level "
+                                                  f"scenario {config.channel.profile} does not have; use lmmse-sample "
+                                                  "(covariances from samples), ls-*, lmmse-robust or perfect")
         if name == "perfect":
             out.append(PerfectCSI())
+        elif name == "lmmse-sample":
+            out.append(SampleCovarianceLMMSE(config))
         elif name == "lmmse-genie":
             out.append(MimoGenieLMMSE(config))
         elif name in SIONNA and config.mimo.pilots != "kronecker":

@@ -128,6 +128,12 @@ def channel_profile(name: str, travel_azimuth_deg: float = 0.0) -> ChannelProfil
         return sparse_profile()
     if name.startswith("CDL-"):
         return cdl_profile(name, float(travel_azimuth_deg))
+    if name in ("UMi", "UMa"):
+        from wavefront.errors import ConfigError
+
+        raise ConfigError("channel.profile", name, "is a system-level scenario drawn through Sionna "
+                                                   "(wavefront.sim.system_level): it has no tap profile or closed-form "
+                                                   "covariance")
     return tdl_profile(name)
 
 

@@ -268,14 +268,15 @@ def format_table(result: SweepResult) -> str:
     for r in result.rows:
         if r.axis_value != last:
             outside = "   (outside the prior)" if r.in_prior is False else ""
-            lines.append(f"{r.axis_value * scale:>16g}  {'MMSE bound':<{w}}{r.bound_db:>9.2f}{outside}")
+            bound = f"{r.bound_db:>9.2f}" if not math.isnan(r.bound_db) else f"{'n/a':>9}"  # no closed form (UMi, UMa)
+            lines.append(f"{r.axis_value * scale:>16g}  {'MMSE bound':<{w}}{bound}{outside}")
             last = r.axis_value
         mse = "     -inf" if math.isinf(r.mse_db) else f"{r.mse_db:>9.2f}"
         nmse = "     -inf" if math.isinf(r.nmse_db) else f"{r.nmse_db:>9.2f}"
         ber = f"{r.ber:>11.3e}" if r.ber is not None else f"{'-':>11}"
         line = f"{'':>16}  {r.estimator:<{w}}{mse}{r.mse_se_db:>6.2f}{nmse}{ber}"
         line += f"{r.coded_ber:>11.3e}{r.bler:>9.3f}" if coded else ""
-        line += "" if math.isinf(r.gap_db) else f"{r.gap_db:>8.2f}"
+        line += "" if math.isinf(r.gap_db) or math.isnan(r.gap_db) else f"{r.gap_db:>8.2f}"
         lines.append(line)
     lines.append("given:")
     for est, given in dict.fromkeys((r.estimator, r.given) for r in result.rows):
@@ -347,7 +348,7 @@ def plot_result(result: SweepResult, out: Path) -> list[Path]:
             if metric != "mse_db":
                 ys = [y if y else float("nan") for y in ys]
             ax.plot([x * scale for x in xs], ys, marker="o", label=e + _knows(by[(e, xs[0])].given))
-        if metric == "mse_db":
+        if metric == "mse_db" and not all(math.isnan(by[(ests[0], x)].bound_db) for x in xs):
             ax.plot([x * scale for x in xs], [by[(ests[0], x)].bound_db for x in xs], "k--", label="MMSE bound")
         else:
             ax.set_yscale("log")
