@@ -377,7 +377,7 @@ def mimo_setting(config) -> str:
 
 def check_mimo(spec: LeaderboardSpec, config) -> None:
     """Raises ConfigError unless ``config``'s users can be ranked: the Kronecker pattern, and every model of
-    ``spec`` built for each user's pilots (per pair, or across a user's antennas)."""
+    ``spec`` built for the pilots of each user it trains on (:func:`mimo_users_trained`), before any work."""
     from wavefront.estimators.registry import create
     from wavefront.sim.mimo import user_configs
 
@@ -385,8 +385,10 @@ def check_mimo(spec: LeaderboardSpec, config) -> None:
         raise ConfigError("mimo.pilots", config.mimo.pilots, "the MIMO leaderboard takes the Kronecker pattern only "
                                                              "(its joint mmse-bayes and per-user training read each user's "
                                                              "own pilots; NR DM-RS pilots are despread over CDM pairs)")
+    users = user_configs(config)
     for m in spec.models:
-        for u, user in enumerate(user_configs(config)):
+        for u in mimo_users_trained(m, config):  # the pilots each checkpoint is built for
+            user = users[u]
             try:
                 create(m, user, **spec.sizes.get(m, {}))
             except (ConfigError, ValueError, RuntimeError, TypeError) as exc:
