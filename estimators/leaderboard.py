@@ -635,9 +635,7 @@ def _mimo_learned_row(spec: LeaderboardSpec, config, model_name: str, s: int, ru
     users = mimo_users_trained(model_name, config)
     t0, steps = time.perf_counter(), []
     for u in users:
-        cfg = train_config(spec, model_name, s, run_dir / f"u{u}", progress)
-        # one user's R antennas a sample: as many held-out pairs as the SISO leaderboard's 512 frames
-        cfg.user, cfg.val_frames = u, max(16, cfg.val_frames // config.mimo.num_rx_antennas)
+        cfg = mimo_train_config(spec, config, model_name, s, run_dir, u, progress)
         resume = (run_dir / f"u{u}" / "last.safetensors").exists()
         steps.append(train(cfg, config, resume=resume or None)["step"])
     torch.set_num_threads(threads)
@@ -649,6 +647,16 @@ def _mimo_learned_row(spec: LeaderboardSpec, config, model_name: str, s: int, ru
                 "train_seconds_this_run": round(time.perf_counter() - t0, 1),
                 "hparams": est.per_user[0].model.hparams, "spec": fp})
     return row
+
+
+def mimo_train_config(spec: LeaderboardSpec, config, model_name: str, seed: int, run_dir: Path, user: int,
+                      progress: bool = True) -> TrainConfig:
+    """Returns the :class:`TrainConfig` of user ``user``'s run of ``model_name`` (seed ``seed``) on MIMO ``config``, in
+    ``run_dir/u<user>``: :func:`train_config`'s, on that user's samples of the MIMO frames, with ``val_frames`` cut
+    so that the held-out pairs number the SISO leaderboard's (one user's R antennas a frame)."""
+    cfg = train_config(spec, model_name, seed, run_dir / f"u{user}", progress)
+    cfg.user, cfg.val_frames = user, max(16, cfg.val_frames // config.mimo.num_rx_antennas)
+    return cfg
 
 
 def train_config(spec: LeaderboardSpec, model_name: str, seed: int, run_dir: Path, progress: bool = True) -> TrainConfig:
