@@ -18,6 +18,20 @@ so rerunning the same command continues where it stopped. Each row is evaluated 
 MSE is ``mean |H_hat - H|^2`` per resource element, in dB. Outputs: ``leaderboard.md``,
 ``.json``, ``.csv``, ``pareto.png`` (gap to the Bayes risk against CPU frames/s, log x) and
 ``suite_<sweep>.png``.
+
+**MIMO** (a config with several antennas or users, Kronecker pilots): the same run on MIMO frames
+``[B, R, U, F, T]``. The reference is the joint ``mmse-bayes`` over antennas and users
+(:mod:`wavefront.sim.mimo_bayes`); the classical rows are ``ls-linear``, the genie over space and
+its 2-D per-pair version, joint and per-pair ``lmmse-estimated`` and ``mmse-bayes``, and the
+closed-form bound (:data:`MIMO_CLASSICAL_ROWS`, :data:`BOUND_ROW`); the MSE is over antennas,
+users and the grid, with the NMSE beside it; per-SNR points (:data:`MIMO_POINTS_DB`, delay
+spread and Doppler over the prior) replace the paper suites. A model trains on the same MIMO
+frames (``steps`` x ``batch_size`` frames, seeds as in SISO; :class:`~wavefront.estimators.data.MimoUserSource`):
+per (antenna, user) pair (user u's R antennas as R samples) or, with ``antenna_axis``, across a
+user's antennas. A frequency-shift-invariant model trains once on user 0's pilots and serves every
+user; any other trains one checkpoint per user on its own pilots (``runs/<model>-s<seed>/u<k>/``),
+since under the Kronecker pattern each user's pilots sit on other subcarriers
+(:func:`mimo_users_trained`, :class:`MimoLearned`). Throughput is MIMO frames per second.
 """
 from __future__ import annotations
 

@@ -173,3 +173,19 @@ def test_mimo_leaderboard_bad_input_is_one_line_and_exit_2(what, needle, capsys,
                "--out", str(out), "--no-progress"])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and len(err.splitlines()) == 1 and needle in err, err
+
+
+def test_mimo_training_batches_are_user_u_of_the_step_frames_and_ranks_split_them():
+    from wavefront.estimators.data import MimoUserSource
+    from wavefront.utils import derive_seed
+
+    cfg = tiny_mimo()
+    fr = MimoFrameGenerator(cfg).generate(4, seed=derive_seed(3, 5), with_data=False)
+    pairs = MimoUserSource(cfg, 1, 4, seed=3, per_pair=True).batch(5)
+    assert torch.equal(pairs["pilots"], fr.pilots_ls[:, :, 1].flatten(0, 1))  # [B R, 3, 2], antenna-major per frame
+    assert torch.equal(pairs["h"], fr.h[:, :, 1].flatten(0, 1))
+    assert torch.equal(pairs["snr_db"], fr.snr_db.repeat_interleave(2))
+    whole = MimoUserSource(cfg, 1, 4, seed=3, per_pair=False).batch(5)
+    assert whole["pilots"].shape == (4, 2, 3, 2) and torch.equal(whole["h"], fr.h[:, :, 1])
+    halves = [MimoUserSource(cfg, 1, 4, seed=3, per_pair=True, rank=r, world=2).batch(5) for r in (0, 1)]
+    assert torch.equal(torch.cat([h["pilots"] for h in halves]), pairs["pilots"])
