@@ -189,3 +189,23 @@ def test_mimo_training_batches_are_user_u_of_the_step_frames_and_ranks_split_the
     assert whole["pilots"].shape == (4, 2, 3, 2) and torch.equal(whole["h"], fr.h[:, :, 1])
     halves = [MimoUserSource(cfg, 1, 4, seed=3, per_pair=True, rank=r, world=2).batch(5) for r in (0, 1)]
     assert torch.equal(torch.cat([h["pilots"] for h in halves]), pairs["pilots"])
+
+
+def test_a_condition_aware_model_gets_each_frames_true_conditions_per_pair_when_told_them():
+    from wavefront.estimators import create
+
+    cfg, users = tiny_mimo(), user_configs(tiny_mimo())
+    torch.manual_seed(0)
+    models = [create("adafortitran", u, **SMALL_ADA).eval() for u in users]
+    est = MimoLearned([LearnedEstimator(m) for m in models], list(users), 2, "true", "told")
+    assert est.needs == "truth"  # the leaderboard then hands it the frames' recorded conditions
+    fr = MimoFrameGenerator(cfg).generate(3, seed=4, with_data=False)
+    with torch.no_grad():
+        out = est.estimate(fr.pilots_ls, fr.meta)
+        for u in (0, 1):
+            meta = {k: fr.meta[k].repeat_interleave(2) for k in ("snr_db", "delay_spread_s", "doppler_hz")}
+            want = models[u](fr.pilots_ls[:, :, u].flatten(0, 1), meta).view(3, 2, 12, 4)
+            assert torch.allclose(out[:, :, u], want, atol=1e-6)
+        # told other conditions, the output moves: the conditions reach the model
+        other = {**fr.meta, "snr_db": fr.meta["snr_db"] + 10}
+        assert not torch.allclose(est.estimate(fr.pilots_ls, other), out, atol=1e-4)
