@@ -325,8 +325,9 @@ class MimoLearned:
         self.reads = first.needs == "conditions"
         self.needs = "truth" if self.reads and conditions == "true" else "none"
         self.given = given
+        # what the receiver stores (its parameters): each distinct model once (load_mimo_learned: each checkpoint once)
         distinct = {id(e.model): e.model for e in per_user}
-        self.model = torch.nn.ModuleList(list(distinct.values()))  # what the receiver stores (its parameters)
+        self.model = torch.nn.ModuleList(list(distinct.values()))
 
     def estimate(self, pilots: torch.Tensor, meta: dict | None = None) -> torch.Tensor:
         B, R = pilots.shape[:2]
@@ -509,7 +510,9 @@ def load_mimo_learned(model_name: str, run_dir: Path, config, conditions: str) -
              "one checkpoint (user 0's pilots) for every user, frequency-shift invariant")
     given = (f"{told}; {scope}, receive correlation {'learned' if first.across_antennas else 'ignored'}; "
              f"{ckpts} (pilots {describe_pilots(config)})")
-    return MimoLearned(per_user, list(users), R, conditions, given)
+    est = MimoLearned(per_user, list(users), R, conditions, given)
+    est.model = torch.nn.ModuleList([per_user[u].model for u in trained])  # one per checkpoint the receiver stores
+    return est
 
 
 def _mimo_trained_on(config, spec: LeaderboardSpec, model_name: str, seed: int, steps: int, users: list) -> str:

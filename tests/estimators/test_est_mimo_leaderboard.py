@@ -94,6 +94,8 @@ def test_each_user_is_served_by_its_own_checkpoint_and_a_swap_is_refused_or_wors
     cfg, users = tiny_mimo(), user_configs(tiny_mimo())
     run = out / "runs" / "adafortitran-s0"
     assert rows["adafortitran"]["users_trained"] == [0, 1]
+    one = sum(v.numel() for v in Checkpoint(run / "u0" / "last.safetensors").build_model(users[0]).parameters())
+    assert rows["adafortitran"]["parameters"] == 2 * one  # two checkpoints stored
     # shift invariant: one checkpoint (user 0's) serves both users; AdaFortiTran and a dense map are not
     assert [mimo_users_trained(m, cfg) for m in ("gated-lmmse", "antenna-attention", "linear")] == [[0], [0], [0, 1]]
     # AdaFortiTran is not shift invariant: user 0's checkpoint on user 1's pilots is refused by name
@@ -139,6 +141,9 @@ def test_interrupted_mimo_leaderboard_reruns_to_the_same_table(tmp_path):
     assert {r["name"] for r in json.loads((resumed / "leaderboard.json").read_text())["rows"]} >= {
         "adafortitran", "gated-lmmse", "mmse-bayes", "mmse-bayes-per-pair", "lmmse-genie", BOUND_ROW}
     assert _table(straight) == _table(resumed)
+    gated = {r["name"]: r for r in _table(resumed)}["gated-lmmse"]
+    one = Checkpoint(resumed / "runs" / "gated-lmmse-s0" / "u0" / "last.safetensors").build_model(user_configs(tiny_mimo())[0])
+    assert gated["parameters"] == sum(v.numel() for v in one.parameters())  # one checkpoint serves both users
     # killed between the users of a per-user model: user 1's run is gone, user 0's kept; the rerun redoes user 1 only
     shutil.rmtree(resumed / "runs" / "adafortitran-s0" / "u1")
     (resumed / "runs" / "adafortitran-s0" / "eval.json").unlink()
