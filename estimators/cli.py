@@ -145,7 +145,8 @@ def add_commands(subparsers) -> None:
                     help="SNR, delay spread and Doppler given to condition-aware models in training and test")
     lb.add_argument("--config", help="system config whose channel ranges are the prior (YAML with ranges, e.g. "
                                      "configs/prior-12x2.yaml; default: the default grid over the paper's training "
-                                     "ranges, SNR 0-25 dB, 25-300 ns, 50-1000 Hz)")
+                                     "ranges, SNR 0-25 dB, 25-300 ns, 50-1000 Hz); a MIMO config (e.g. "
+                                     "configs/mimo-8x2.yaml) ranks the rows on MIMO frames against the joint mmse-bayes")
     lb.add_argument("--bayes-frames", type=int, help="prior frames of the Bayes risk (default: the budget's)")
     lb.add_argument("--frames-per-point", type=int, help="frames per paper-suite point (default: the budget's)")
     lb.add_argument("--out", default="leaderboard", help="output folder; rerunning continues from it (default leaderboard/)")

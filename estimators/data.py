@@ -58,6 +58,59 @@ class OnTheFlySource:
         return to_device(self.frames.batch(step), self.device)
 
 
+class MimoUserSource:
+    """MIMO frames simulated per step, one user's pilots and channels as the samples (``train`` on a MIMO config).
+
+    ``batch(step)`` draws ``batch_size`` frames of MIMO ``config`` from ``derive_seed(seed, step)`` (the seeds
+    of :class:`OnTheFlySource`), takes rank ``rank``'s contiguous slice of them and returns user ``user``'s
+    samples (:func:`mimo_user_samples`): its R antennas as R pairs (``per_pair``) or as one sample.
+    ``steps_per_epoch`` is None.
+    """
+
+    steps_per_epoch = None
+
+    def __init__(self, config, user: int, batch_size: int, seed: int, per_pair: bool, device="cpu", rank: int = 0,
+                 world: int = 1):
+        from wavefront.sim.mimo import MimoFrameGenerator
+
+        self.gen, self.user, self.batch_size, self.seed = MimoFrameGenerator(config, device=device), user, batch_size, seed
+        self.per_pair, self.rank, self.world = per_pair, rank, world
+
+    def batch(self, step: int) -> dict:
+        fr = self.gen.generate(self.batch_size, seed=derive_seed(self.seed, step), with_data=False)
+        n = self.batch_size // self.world
+        return mimo_user_samples(fr, self.user, self.per_pair, slice(self.rank * n, (self.rank + 1) * n))
+
+
+def mimo_user_samples(frames, user: int, per_pair: bool, rows: slice = slice(None)) -> dict:
+    """Returns user ``user``'s samples of MIMO ``frames`` (frames ``rows``), for a per-pair or an antenna-axis model.
+
+    ``per_pair``: ``pilots`` [B R, P_f', P_t] c64, ``h`` [B R, F, T] c64 and the conditions (``snr_db`` [dB],
+    ``delay_spread_s`` [s], ``doppler_hz`` [Hz], ``noise_var``) repeated per antenna, [B R] f32 (antenna-major
+    within a frame); else ``pilots`` [B, R, P_f', P_t], ``h`` [B, R, F, T] and the conditions [B].
+    """
+    p, h = frames.pilots_ls[rows, :, user], frames.h[rows, :, user]
+    meta = {k: getattr(frames, k)[rows] for k in ("snr_db", "delay_spread_s", "doppler_hz", "noise_var")}
+    if not per_pair:
+        return {"pilots": p, "h": h, **meta}
+    R = p.shape[1]
+    return {"pilots": p.flatten(0, 1), "h": h.flatten(0, 1), **{k: v.repeat_interleave(R) for k, v in meta.items()}}
+
+
+def mimo_validation(config, user: int, num_frames: int, seed: int, per_pair: bool, device="cpu",
+                    chunk: int = 256) -> list[dict]:
+    """Returns held-out MIMO frames of ``config`` as user ``user``'s sample batches (:func:`mimo_user_samples`),
+    drawn from the seed stream of :func:`simulated_validation`, which training never uses."""
+    from wavefront.sim.mimo import MimoFrameGenerator
+
+    gen = MimoFrameGenerator(config, device=device)
+    out = []
+    for i, start in enumerate(range(0, num_frames, chunk)):
+        fr = gen.generate(min(chunk, num_frames - start), seed=derive_seed(seed, _VAL_STREAM, i), with_data=False)
+        out.append(mimo_user_samples(fr, user, per_pair))
+    return out
+
+
 def simulated_validation(config, num_frames: int, seed: int, device="cpu", chunk: int = 1024) -> list[dict]:
     """Returns held-out frames as a list of batch dicts, drawn from a seed stream that training never uses."""
     gen = FrameGenerator(config, device=device)

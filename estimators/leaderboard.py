@@ -18,6 +18,20 @@ so rerunning the same command continues where it stopped. Each row is evaluated 
 MSE is ``mean |H_hat - H|^2`` per resource element, in dB. Outputs: ``leaderboard.md``,
 ``.json``, ``.csv``, ``pareto.png`` (gap to the Bayes risk against CPU frames/s, log x) and
 ``suite_<sweep>.png``.
+
+**MIMO** (a config with several antennas or users, Kronecker pilots): the same run on MIMO frames
+``[B, R, U, F, T]``. The reference is the joint ``mmse-bayes`` over antennas and users
+(:mod:`wavefront.sim.mimo_bayes`); the classical rows are ``ls-linear``, the genie over space and
+its 2-D per-pair version, joint and per-pair ``lmmse-estimated`` and ``mmse-bayes``, and the
+closed-form bound (:data:`MIMO_CLASSICAL_ROWS`, :data:`BOUND_ROW`); the MSE is over antennas,
+users and the grid, with the NMSE beside it; per-SNR points (:data:`MIMO_POINTS_DB`, delay
+spread and Doppler over the prior) replace the paper suites. A model trains on the same MIMO
+frames (``steps`` x ``batch_size`` frames, seeds as in SISO; :class:`~wavefront.estimators.data.MimoUserSource`):
+per (antenna, user) pair (user u's R antennas as R samples) or, with ``antenna_axis``, across a
+user's antennas. A frequency-shift-invariant model trains once on user 0's pilots and serves every
+user; any other trains one checkpoint per user on its own pilots (``runs/<model>-s<seed>/u<k>/``),
+since under the Kronecker pattern each user's pilots sit on other subcarriers
+(:func:`mimo_users_trained`, :class:`MimoLearned`). Throughput is MIMO frames per second.
 """
 from __future__ import annotations
 
@@ -131,14 +145,20 @@ def make_spec(models: list | None = None, budget: str | None = "cpu-small", step
 
 # ---- measurements ------------------------------------------------------------------------
 def bayes_risk_frames(config, n: int, seed: int = 7):
-    """Returns ``n`` frames drawn over ``config``'s channel ranges (the prior), without data symbols."""
+    """Returns ``n`` frames drawn over ``config``'s channel ranges (the prior), without data symbols (MIMO frames
+    for a MIMO ``config``)."""
+    if config.mimo.is_mimo:
+        from wavefront.sim.mimo import MimoFrameGenerator
+
+        return MimoFrameGenerator(config).generate(n, seed=seed, with_data=False)
     return FrameGenerator(config).generate(n, seed=seed, with_data=False)
 
 
 def per_frame_mse(estimate: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-    """Returns ``[B]`` float64: each frame's ``mean |estimate - h|^2`` over its ``[F, T]`` grid."""
+    """Returns ``[B]`` float64: each frame's ``mean |estimate - h|^2`` over its ``[F, T]`` grid (MIMO ``[B, R, U, F, T]``:
+    over antennas, users and the grid)."""
     d = (estimate.to(torch.complex64) - h)
-    return (d.real.square() + d.imag.square()).mean((1, 2)).double()
+    return (d.real.square() + d.imag.square()).mean(tuple(range(1, d.dim()))).double()
 
 
 def paired_gap(e: torch.Tensor, r: torch.Tensor) -> tuple[float, float]:
@@ -158,7 +178,11 @@ def paired_gap_db(estimate: torch.Tensor, reference: torch.Tensor, h: torch.Tens
 
 def _meta_for(est, frames, config, conditions: str):
     """Returns ``meta(p, sl)``: what a row gets for pilots ``p`` = frames ``sl`` under the engine's rule
-    (:func:`wavefront.sim.estimators.meta_for`); an estimated condition is computed inside, so it is timed with the row."""
+    (:func:`wavefront.sim.estimators.meta_for`); an estimated condition is computed inside, so it is timed with the row.
+    MIMO rows get the frames' recorded conditions as their ``needs`` allow (the genies; the others estimate what
+    they use inside, timed too)."""
+    if config.mimo.is_mimo:
+        return lambda p, sl: meta_for(est.needs, {k: v[sl] for k, v in frames.meta.items()}, None)
     if est.needs in ("noise", "conditions") and conditions != "true":
         return lambda p, sl: meta_for(est.needs, {}, estimate_conditions(p, config))
     true_meta = frames.meta
@@ -229,31 +253,287 @@ def _suite_rows(est, config, spec: LeaderboardSpec, conditions: str) -> list[dic
     return [{k: r[k] for k in keep} for r in long_rows]
 
 
-def evaluate_row(est, config, frames, reference_mse: torch.Tensor, spec: LeaderboardSpec, conditions: str,
-                 model=None) -> dict:
-    """Returns one leaderboard row for estimator ``est``: Bayes risk (paired to ``reference_mse``), suites, cost."""
+def estimate_frames(est, config, frames, conditions: str, chunk: int = 500) -> torch.Tensor:
+    """Returns ``est``'s estimates of every frame of ``frames`` (``[B, F, T]``, MIMO ``[B, R, U, F, T]``, complex64),
+    in chunks of ``chunk`` frames, given what :func:`_meta_for` allows it."""
     meta = _meta_for(est, frames, config, conditions)
     with torch.no_grad():
         chunks = []
-        for s in range(0, len(frames), 500):
-            p = frames.pilots_ls[s:s + 500]
-            chunks.append(est.estimate(p, meta(p, slice(s, s + 500))))
-        e = per_frame_mse(torch.cat(chunks), frames.h)
+        for s in range(0, len(frames), chunk):
+            p = frames.pilots_ls[s:s + chunk]
+            chunks.append(est.estimate(p, meta(p, slice(s, s + chunk))))
+    return torch.cat(chunks)
+
+
+def evaluate_row(est, config, frames, reference_mse: torch.Tensor, spec: LeaderboardSpec, conditions: str,
+                 model=None, points: list | None = None) -> dict:
+    """Returns one leaderboard row for estimator ``est``: Bayes risk (paired to ``reference_mse``), suites, cost.
+
+    ``points`` (MIMO): :func:`mimo_points`' per-SNR frames, which replace the paper suites; the row then also
+    carries ``nmse_db`` (the error energy over the channel energy, over antennas, users, REs and frames).
+    """
+    estimate = estimate_frames(est, config, frames, conditions)
+    e = per_frame_mse(estimate, frames.h)
     gap, se = paired_gap(e, reference_mse)
     cost = throughput(est, frames, config, conditions)
+    mimo = config.mimo.is_mimo
+    if mimo:
+        flops = mimo_flops(est) if model is not None else None
+    else:
+        flops = flops_per_frame(model, config) if model is not None else None
+    row = {"name": est.name, "given": given_text(est, "true" if conditions == "true" else "estimated"),
+           "bayes_risk_db": 10 * math.log10(float(e.mean())), "gap_to_mmse_bayes_db": gap, "gap_se_db": se,
+           "parameters": sum(p.numel() for p in model.parameters()) if model is not None else 0,
+           "flops_per_frame": flops, **cost}
+    if mimo:
+        row["nmse_db"] = nmse_db(e, frames.h)
+        row["suites"] = [point_row(p, per_frame_mse(estimate_frames(est, config, p["frames"], conditions),
+                                                    p["frames"].h)) for p in points]
+    else:
+        row["suites"] = _suite_rows(est, config, spec, conditions)
+    return row
 
-    return {"name": est.name, "given": given_text(est, "true" if conditions == "true" else "estimated"),
-            "bayes_risk_db": 10 * math.log10(float(e.mean())), "gap_to_mmse_bayes_db": gap, "gap_se_db": se,
-            "parameters": sum(p.numel() for p in model.parameters()) if model is not None else 0,
-            "flops_per_frame": flops_per_frame(model, config) if model is not None else None,
-            **cost, "suites": _suite_rows(est, config, spec, conditions)}
+
+# ---- MIMO -------------------------------------------------------------------------------
+# A MIMO config (several antennas or users, Kronecker pilots) gets the same table: the Bayes risk over its
+# prior's MIMO frames paired to the joint mmse-bayes (wavefront.sim.mimo_bayes), the classical rows joint
+# and per (antenna, user) pair, the closed-form bound, and per-SNR points instead of the paper suites.
+MIMO_CLASSICAL_ROWS = ("ls-linear", "lmmse-genie", "lmmse-genie-per-pair", "lmmse-estimated", "lmmse-estimated-per-pair",
+                       "mmse-bayes", "mmse-bayes-per-pair")
+MIMO_POINTS_DB = (0.0, 10.0, 20.0)
+BOUND_ROW = "bound (genie over space)"
+
+
+class MimoLearned:
+    """A trained model on MIMO pilots: ``estimate(pilots [B, R, U, P_f', P_t] c64, meta) -> [B, R, U, F, T] c64``.
+
+    ``per_user[u]``: the :class:`~wavefront.estimators.estimator.LearnedEstimator` that serves user u (built for
+    user u's SISO config ``users[u]``, :func:`~wavefront.sim.mimo.user_configs`); a frequency-shift-invariant
+    model may be one checkpoint for all. A per-pair model gets user u's ``[B R, P_f', P_t]`` pairs; a model with
+    ``antenna_axis`` its ``[B, R, P_f', P_t]``. A condition-aware per-pair model gets each pair's SNR, delay
+    spread and Doppler estimated from that pair's pilots (as it was trained), or the frames' true ones
+    (``conditions="true"``: ``meta`` [B] tensors, repeated per antenna).
+    """
+
+    mimo = True
+
+    def __init__(self, per_user: list, users: list, num_rx_antennas: int, conditions: str, given: str):
+        self.per_user, self.users, self.R, self.conditions = per_user, users, num_rx_antennas, conditions
+        first = per_user[0]
+        self.name, self.trained_on = first.name, first.trained_on
+        self.across_antennas = first.across_antennas
+        self.reads = first.needs == "conditions"
+        self.needs = "truth" if self.reads and conditions == "true" else "none"
+        self.given = given
+        # what the receiver stores (its parameters): each distinct model once (load_mimo_learned: each checkpoint once)
+        distinct = {id(e.model): e.model for e in per_user}
+        self.model = torch.nn.ModuleList(list(distinct.values()))
+
+    def estimate(self, pilots: torch.Tensor, meta: dict | None = None) -> torch.Tensor:
+        B, R = pilots.shape[:2]
+        out = []
+        for u, (est, user) in enumerate(zip(self.per_user, self.users)):
+            p = pilots[:, :, u]
+            if self.across_antennas:
+                out.append(est.estimate(p, None))
+                continue
+            p = p.flatten(0, 1)
+            m = None
+            if self.reads and self.conditions == "true":
+                m = {k: v.repeat_interleave(R) for k, v in (meta or {}).items() if torch.is_tensor(v) and v.dim() == 1}
+            elif self.reads:
+                m = estimate_conditions(p, user)
+            h = est.estimate(p, m)
+            out.append(h.view(B, R, *h.shape[1:]))
+        return torch.stack(out, 2)
+
+
+def mimo_flops(est: MimoLearned) -> int | None:
+    """Returns the FLOPs of one MIMO frame's forward passes (every user's antennas) as ``FlopCounterMode`` counts
+    them: the models only, not the per-pair condition estimate."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    total = 0
+    for e, user in zip(est.per_user, est.users):
+        p = torch.zeros(est.R, *user.ofdm.pilot_shape, dtype=torch.complex64)
+        p = p.unsqueeze(0) if est.across_antennas else p
+        meta = {k: torch.full((p.shape[0],), v) for k, v in (("snr_db", 10.0), ("delay_spread_s", 1e-7),
+                                                               ("doppler_hz", 500.0))}
+        counter = FlopCounterMode(display=False)
+        try:
+            with counter, torch.no_grad():
+                e.model(p, meta)
+        except Exception:  # a model whose ops the counter cannot trace: report none rather than a wrong number
+            return None
+        total += int(counter.get_total_flops())
+    return total
+
+
+def nmse_db(mse: torch.Tensor, h: torch.Tensor) -> float:
+    """Returns the NMSE [dB] of per-frame MSEs ``mse`` [B] on channels ``h``: the error energy of all frames over
+    their channel energy (the benchmark's NMSE over antennas, users, subcarriers and symbols)."""
+    energy = (h.real.square() + h.imag.square()).mean(tuple(range(1, h.dim()))).double()
+    return 10 * math.log10(float(mse.sum() / energy.sum()))
+
+
+def mimo_setting(config) -> str:
+    """Returns a MIMO config's setting in words (the table's first sentence)."""
+    from wavefront.sim.config import profile_label
+    from wavefront.sim.mimo import describe_pilots
+
+    m, ch = config.mimo, config.channel
+    rho = m.rx_correlation if not isinstance(m.rx_correlation, tuple) else "-".join(map(str, m.rx_correlation))
+    F, T = config.ofdm.grid_shape
+    span = lambda v, k=1.0: f"{v[0] * k:g}-{v[1] * k:g}" if isinstance(v, tuple) else f"{v * k:g}"  # noqa: E731
+    return (f"MIMO uplink: {m.num_rx_antennas} receive antennas (exponential correlation rho {rho}), {m.num_users} users, "
+            f"{F} x {T} grid, pilots {describe_pilots(config)}; prior {profile_label(ch.profile)}, SNR {span(ch.snr_db)} dB, "
+            f"delay spread {span(ch.delay_spread_s, 1e9)} ns, Doppler {span(ch.doppler_hz)} Hz, drawn per frame. ")
+
+
+def check_mimo(spec: LeaderboardSpec, config) -> None:
+    """Raises ConfigError unless ``config``'s users can be ranked: the Kronecker pattern, and every model of
+    ``spec`` built for the pilots of each user it trains on (:func:`mimo_users_trained`), before any work."""
+    from wavefront.estimators.registry import create
+    from wavefront.sim.mimo import user_configs
+
+    if config.mimo.pilots != "kronecker":
+        raise ConfigError("mimo.pilots", config.mimo.pilots, "the MIMO leaderboard takes the Kronecker pattern only "
+                                                             "(its joint mmse-bayes and per-user training read each user's "
+                                                             "own pilots; NR DM-RS pilots are despread over CDM pairs)")
+    users = user_configs(config)
+    for m in spec.models:
+        for u in mimo_users_trained(m, config):  # the pilots each checkpoint is built for
+            user = users[u]
+            try:
+                create(m, user, **spec.sizes.get(m, {}))
+            except (ConfigError, ValueError, RuntimeError, TypeError) as exc:
+                raise ConfigError("models", m, f"cannot run on user {u}'s pilots {'x'.join(map(str, user.ofdm.pilot_shape))} "
+                                               f"per (antenna, user) pair: {exc}") from None
+
+
+def mimo_points(config, spec: LeaderboardSpec, reference) -> list[dict]:
+    """Returns the per-SNR points of a MIMO table: at each of :data:`MIMO_POINTS_DB`, ``spec.frames_per_point``
+    frames (seed ``spec.seed + 101 + i``) with delay spread, Doppler (and rho) drawn over the prior, the joint
+    ``reference`` (mmse-bayes built on the prior) per-frame MSE and the bound per frame, both [n] float64."""
+    from wavefront.sim.mimo import mimo_genie_mse
+
+    lo, hi = config.channel.snr_db
+    out = []
+    for i, snr in enumerate(MIMO_POINTS_DB):
+        fr = bayes_risk_frames(config.updated(channel={"snr_db": snr}), spec.frames_per_point, seed=spec.seed + 101 + i)
+        with torch.no_grad():
+            ref = per_frame_mse(reference.estimate(fr.pilots_ls, {}), fr.h)
+        bound = mimo_genie_mse(config, fr.snr_db.double(), fr.delay_spread_s.double(), fr.doppler_hz.double(),
+                               rx_correlation=fr.rx_correlation)
+        out.append({"snr_db": snr, "frames": fr, "reference": ref, "bound": bound, "in_prior": lo <= snr <= hi})
+    return out
+
+
+def point_row(point: dict, mse: torch.Tensor) -> dict:
+    """Returns one per-SNR point of a MIMO row from its per-frame MSEs ``mse`` [n]: MSE [dB] and its SE, the bound,
+    and the gap to the joint mmse-bayes with its paired SE (keys as the paper suites' rows, ``sweep`` "snr")."""
+    m = float(mse.mean())
+    gap, se = paired_gap(mse, point["reference"])
+    return {"sweep": "snr", "axis": "snr_db", "snr_db": point["snr_db"], "delay_spread_ns": None, "doppler_hz": None,
+            "frames": len(mse), "mse_db": 10 * math.log10(m),
+            "mse_se_db": 10 / math.log(10) * float(mse.std()) / math.sqrt(len(mse)) / m,
+            "bound_db": 10 * math.log10(float(point["bound"].mean())), "gap_to_mmse_bayes_db": gap, "gap_se_db": se,
+            "in_prior": point["in_prior"]}
+
+
+def mimo_classical(names, config) -> list:
+    """Returns the MIMO classical rows of ``names``: :func:`~wavefront.sim.mimo.mimo_estimators`, and
+    ``lmmse-genie-per-pair`` (the 2-D genie on each (antenna, user) pair, receive correlation ignored)."""
+    from wavefront.sim.mimo import PerUser, mimo_estimators
+
+    out = []
+    for n in names:
+        if n == "lmmse-genie-per-pair":
+            est = PerUser("lmmse-genie", config)
+            est.name = n
+            est.given = est.given.replace("; per antenna and user", "; each (antenna, user) pair alone, its true "
+                                          "conditions, receive correlation ignored")
+            out.append(est)
+        else:
+            out += mimo_estimators([n], config)
+    return out
+
+
+def bound_row(config, frames, reference_mse: torch.Tensor, points: list) -> dict:
+    """Returns the closed-form bound's row: the genie over space's MSE per frame (``mimo_genie_mse`` at each frame's
+    conditions and rho), averaged over the Bayes-risk frames, paired to mmse-bayes like the estimators."""
+    from wavefront.sim.mimo import mimo_genie_mse
+
+    b = mimo_genie_mse(config, frames.snr_db.double(), frames.delay_spread_s.double(), frames.doppler_hz.double(),
+                       rx_correlation=frames.rx_correlation)
+    gap, se = paired_gap(b, reference_mse)
+    suites = []
+    for p in points:
+        row = point_row(p, p["bound"])
+        row["mse_se_db"] = None
+        suites.append(row)
+    return {"name": BOUND_ROW, "given": "closed form: the genie over space, time and frequency at each frame's true "
+                                       "conditions and rho (an expectation, not an estimator)",
+            "bayes_risk_db": 10 * math.log10(float(b.mean())), "gap_to_mmse_bayes_db": gap, "gap_se_db": se,
+            "nmse_db": 10 * math.log10(float(b.mean())), "parameters": 0, "flops_per_frame": None,
+            "frames_per_s": None, "latency_ms": None, "suites": suites}
+
+
+def mimo_users_trained(model_name: str, config) -> list[int]:
+    """Returns the users whose pilots train ``model_name`` on MIMO ``config``: user 0 only for a
+    frequency-shift-invariant model (its checkpoint serves every user's pilots, user 0's moved along the
+    subcarriers), else every user (one checkpoint each, on its own pilots)."""
+    if getattr(model_class(model_name), "frequency_shift_invariant", False):
+        return [0]
+    return list(range(config.mimo.num_users))
+
+
+def load_mimo_learned(model_name: str, run_dir: Path, config, conditions: str) -> MimoLearned:
+    """Returns :class:`MimoLearned` from ``run_dir/u<k>/last.safetensors``: user u served by its own checkpoint, or
+    by user 0's for a frequency-shift-invariant model. Each is checked against the pilots it serves
+    (:func:`~wavefront.estimators.estimator.load_estimator`: another user's layout is refused by name)."""
+    from wavefront.sim.mimo import describe_pilots, user_configs
+
+    users = user_configs(config)
+    trained = mimo_users_trained(model_name, config)
+    per_user = [load_estimator(str(run_dir / f"u{u if len(trained) > 1 else 0}" / "last.safetensors"), c,
+                               conditions=conditions) for u, c in enumerate(users)]
+    first = per_user[0]
+    R = config.mimo.num_rx_antennas
+    if first.needs == "conditions":
+        told = "true SNR, delay spread and Doppler" if conditions == "true" else \
+            "SNR, delay spread and Doppler estimated from each pair's own pilots"
+    else:
+        told = "pilots only"
+    scope = (f"per user across its {R} antennas" if first.across_antennas else "each (antenna, user) pair alone")
+    ckpts = ("one checkpoint per user, each on its own pilots" if len(trained) > 1 else
+             "one checkpoint (user 0's pilots) for every user, frequency-shift invariant")
+    given = (f"{told}; {scope}, receive correlation {'learned' if first.across_antennas else 'ignored'}; "
+             f"{ckpts} (pilots {describe_pilots(config)})")
+    est = MimoLearned(per_user, list(users), R, conditions, given)
+    est.model = torch.nn.ModuleList([per_user[u].model for u in trained])  # one per checkpoint the receiver stores
+    return est
+
+
+def _mimo_trained_on(config, spec: LeaderboardSpec, model_name: str, seed: int, steps: int, users: list) -> str:
+    m = config.mimo
+    sample = (f"user's {m.num_rx_antennas} antennas as one sample" if getattr(model_class(model_name), "antenna_axis", False)
+              else f"user's {m.num_rx_antennas} antennas as {m.num_rx_antennas} pairs")
+    rho = m.rx_correlation if not isinstance(m.rx_correlation, tuple) else "-".join(map(str, m.rx_correlation))
+    who = f"users {', '.join(map(str, users))} (a run each)" if len(users) > 1 else "user 0"
+    return (f"{steps * spec.batch_size:,} MIMO frames on the fly per run ({steps} steps x {spec.batch_size}; "
+            f"{m.num_rx_antennas} antennas, rho {rho}), {who}, each {sample}; seed {spec.seed + seed}, "
+            f"{spec.budget} budget")
 
 
 # ---- the run ----------------------------------------------------------------------------
-def _fingerprint(spec: LeaderboardSpec, model: str, seed: int) -> dict:
-    return {"model": model, "seed": seed, "steps": spec.steps, "batch_size": spec.batch_size, "lr": spec.lr,
-            "sizes": spec.sizes.get(model, {}), "conditions": spec.conditions, "bayes_frames": spec.bayes_frames,
-            "frames_per_point": spec.frames_per_point}
+def _fingerprint(spec: LeaderboardSpec, model: str, seed: int, config=None) -> dict:
+    fp = {"model": model, "seed": seed, "steps": spec.steps, "batch_size": spec.batch_size, "lr": spec.lr,
+          "sizes": spec.sizes.get(model, {}), "conditions": spec.conditions, "bayes_frames": spec.bayes_frames,
+          "frames_per_point": spec.frames_per_point}
+    if config is not None and config.mimo.is_mimo:  # the frames' antennas, users and rho (and the points' SNRs)
+        fp["mimo"] = {**json.loads(config.to_json())["mimo"], "points_db": list(MIMO_POINTS_DB)}
+    return fp
 
 
 def _check_same_run(run_dir: Path, fp: dict) -> None:
@@ -292,23 +572,33 @@ def run_leaderboard(spec: LeaderboardSpec, config, out: str | Path, progress: bo
 
 
     spec.check()
+    mimo = config.mimo.is_mimo
+    if mimo:  # several antennas or users: the joint mmse-bayes is the reference, per-SNR points the suites
+        from wavefront.sim.mimo import mimo_estimators
+
+        check_mimo(spec, config)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     threads = torch.get_num_threads()
     frames = bayes_risk_frames(config, spec.bayes_frames, seed=spec.seed + 7)
-    bayes = BayesMMSE(config)
+    bayes = mimo_estimators(["mmse-bayes"], config)[0] if mimo else BayesMMSE(config)
     with torch.no_grad():
         ref = per_frame_mse(bayes.estimate(frames.pilots_ls), frames.h)
+    points = mimo_points(config, spec, bayes) if mimo else None
 
     classical_path = out / "classical.json"
     classical = json.loads(classical_path.read_text()) if classical_path.exists() else None
-    wanted = [n for n in classical_rows(config) if n in CLASSICAL]
-    if (classical is None or classical.get("spec") != _fingerprint(spec, "classical", 0)
-            or [r["name"] for r in classical["rows"]] != wanted):  # a cache from before the impaired rows
+    wanted = list(MIMO_CLASSICAL_ROWS) if mimo else [n for n in classical_rows(config) if n in CLASSICAL]
+    classical_fp = _fingerprint(spec, "classical", 0, config)
+    if (classical is None or classical.get("spec") != classical_fp
+            or [r["name"] for r in classical["rows"]] != wanted + ([BOUND_ROW] if mimo else [])):  # a cache from before the impaired rows
         rows = []
-        for est in tqdm(_classical(wanted, config), desc="classical rows", disable=not progress, leave=False):
-            rows.append(evaluate_row(est, config, frames, ref, spec, spec.conditions))
-        classical = {"spec": _fingerprint(spec, "classical", 0), "rows": rows}
+        ests = mimo_classical(wanted, config) if mimo else _classical(wanted, config)
+        for est in tqdm(ests, desc="classical rows", disable=not progress, leave=False):
+            rows.append(evaluate_row(est, config, frames, ref, spec, spec.conditions, points=points))
+        if mimo:
+            rows.append(bound_row(config, frames, ref, points))
+        classical = {"spec": classical_fp, "rows": rows}
         _write_json(classical_path, classical)
     genie_fps = next(r["frames_per_s"] for r in classical["rows"] if r["name"] == "lmmse-genie")
 
@@ -317,14 +607,21 @@ def run_leaderboard(spec: LeaderboardSpec, config, out: str | Path, progress: bo
     for model_name, s in tqdm(jobs, desc="models", disable=not progress):
         run_dir = out / "runs" / f"{model_name}-s{s}"
         eval_path = run_dir / "eval.json"
-        fp = _fingerprint(spec, model_name, s)
+        fp = _fingerprint(spec, model_name, s, config)
         if eval_path.exists() and json.loads(eval_path.read_text()).get("spec") == fp:
             learned.append(json.loads(eval_path.read_text()))
             continue
         if stop_after_models is not None and finished >= stop_after_models:
             break
         # what training depends on; the evaluation settings may change without retraining
-        _check_same_run(run_dir, {k: fp[k] for k in ("model", "seed", "steps", "batch_size", "lr", "sizes", "conditions")})
+        _check_same_run(run_dir, {k: fp[k] for k in ("model", "seed", "steps", "batch_size", "lr", "sizes", "conditions",
+                                                     "mimo") if k in fp})
+        if mimo:
+            learned.append(_mimo_learned_row(spec, config, model_name, s, run_dir, frames, ref, points, fp, progress,
+                                             threads))
+            _write_json(eval_path, learned[-1])
+            finished += 1
+            continue
         cfg = train_config(spec, model_name, s, run_dir, progress)
         resume = (run_dir / "last.safetensors").exists()
         t0 = time.perf_counter()
@@ -342,8 +639,41 @@ def run_leaderboard(spec: LeaderboardSpec, config, out: str | Path, progress: bo
         learned.append(row)
         finished += 1
     table = build_table(classical["rows"], learned, genie_fps, spec)
+    if mimo:
+        table["mimo"] = mimo_setting(config)
     write_outputs(table, out, spec)
     return table
+
+
+def _mimo_learned_row(spec: LeaderboardSpec, config, model_name: str, s: int, run_dir: Path, frames, ref, points,
+                      fp: dict, progress: bool, threads: int) -> dict:
+    """Trains ``model_name``'s run ``s`` on MIMO ``config`` (one run per user in :func:`mimo_users_trained`, each in
+    ``run_dir/u<k>``, resumable) and returns its evaluated row."""
+    users = mimo_users_trained(model_name, config)
+    t0, steps = time.perf_counter(), []
+    for u in users:
+        cfg = mimo_train_config(spec, config, model_name, s, run_dir, u, progress)
+        resume = (run_dir / f"u{u}" / "last.safetensors").exists()
+        steps.append(train(cfg, config, resume=resume or None)["step"])
+    torch.set_num_threads(threads)
+    est = load_mimo_learned(model_name, run_dir, config, spec.conditions)
+    est.name = model_name if spec.seeds == 1 else f"{model_name} (seed {s})"
+    row = evaluate_row(est, config, frames, ref, spec, spec.conditions, model=est.model, points=points)
+    row.update({"model": model_name, "seed": s, "train_steps": min(steps), "users_trained": users,
+                "trained_on": _mimo_trained_on(config, spec, model_name, s, min(steps), users),
+                "train_seconds_this_run": round(time.perf_counter() - t0, 1),
+                "hparams": est.per_user[0].model.hparams, "spec": fp})
+    return row
+
+
+def mimo_train_config(spec: LeaderboardSpec, config, model_name: str, seed: int, run_dir: Path, user: int,
+                      progress: bool = True) -> TrainConfig:
+    """Returns the :class:`TrainConfig` of user ``user``'s run of ``model_name`` (seed ``seed``) on MIMO ``config``, in
+    ``run_dir/u<user>``: :func:`train_config`'s, on that user's samples of the MIMO frames, with ``val_frames`` cut
+    so that the held-out pairs number the SISO leaderboard's (one user's R antennas a frame)."""
+    cfg = train_config(spec, model_name, seed, run_dir / f"u{user}", progress)
+    cfg.user, cfg.val_frames = user, max(16, cfg.val_frames // config.mimo.num_rx_antennas)
+    return cfg
 
 
 def train_config(spec: LeaderboardSpec, model_name: str, seed: int, run_dir: Path, progress: bool = True) -> TrainConfig:
@@ -358,11 +688,13 @@ def build_table(classical: list[dict], learned: list[dict], genie_fps: float, sp
     """Returns ``{"spec", "rows"}``: every row with its throughput ratio to lmmse-genie, ranked by Bayes risk."""
     rows = []
     for r in classical:
-        rows.append({**r, "kind": "classical", "trained_on": "not trained (closed form over the prior)"})
+        closed = r["name"] == BOUND_ROW
+        rows.append({**r, "kind": "bound" if closed else "classical",
+                     "trained_on": "not an estimator" if closed else "not trained (closed form over the prior)"})
     for r in learned:
         rows.append({**r, "kind": "learned"})
     for r in rows:
-        r["throughput_vs_genie"] = r["frames_per_s"] / genie_fps
+        r["throughput_vs_genie"] = None if r["frames_per_s"] is None else r["frames_per_s"] / genie_fps
     rows.sort(key=lambda r: r["bayes_risk_db"])
     return {"spec": {k: v for k, v in vars(spec).items()}, "rows": rows}
 
@@ -381,14 +713,26 @@ def write_outputs(table: dict, out: Path, spec: LeaderboardSpec) -> list[Path]:
                                                                s["doppler_hz"]) in suite_ref]
         r["worst_in_prior_suite_gap_db"] = max(gaps) if gaps else None
         flat.append({"rank": i, **{c: r.get(c) for c in cols[1:]}})
+    mimo = any("in_prior" in x for r in rows for x in r["suites"])  # MIMO rows: per-SNR points, NMSE
+    if mimo:
+        for r, f in zip(rows, flat):
+            f["nmse_db"] = r.get("nmse_db")
+            for x in r["suites"]:
+                f[f"mse_db_at_{x['snr_db']:g}db"] = x["mse_db"]
+                f[f"gap_db_at_{x['snr_db']:g}db"] = x["gap_to_mmse_bayes_db"]
+                f[f"gap_se_db_at_{x['snr_db']:g}db"] = x["gap_se_db"]
     _write_json(out / "leaderboard.json", table)
     atomic_write_csv(out / "leaderboard.csv", flat)
-    atomic_write_text(out / "leaderboard.md", format_markdown(flat, spec))
+    atomic_write_text(out / "leaderboard.md", format_markdown_mimo(flat, rows, spec, table.get("mimo", ""))
+                      if mimo else format_markdown(flat, spec))
     return [out / "leaderboard.json", out / "leaderboard.csv", out / "leaderboard.md"] + plot_leaderboard(rows, out)
 
 
 def in_paper_prior(point: dict) -> bool:
-    """Returns whether a suite point lies inside the paper's training prior (:func:`wavefront.sim.experiment.in_prior`)."""
+    """Returns whether a suite point lies inside the paper's training prior (:func:`wavefront.sim.experiment.in_prior`);
+    a MIMO point (conditions drawn over the config's prior) says so itself (``in_prior``)."""
+    if "in_prior" in point:
+        return point["in_prior"]
     return in_prior(point["snr_db"], point["delay_spread_ns"] * 1e-9, point["doppler_hz"])
 
 
@@ -410,6 +754,34 @@ def format_markdown(flat: list[dict], spec: LeaderboardSpec) -> str:
     return "\n".join(lines) + "\n"
 
 
+def format_markdown_mimo(flat: list[dict], rows: list[dict], spec: LeaderboardSpec, setting: str) -> str:
+    """Returns a MIMO leaderboard as Markdown: Bayes risk (MSE and NMSE), the paired gap to the joint mmse-bayes,
+    per-SNR MSE with its paired gap, cost, what each row knew and what it was trained on."""
+    f = lambda v, d=2: "–" if v is None else (f"{v:,.{d}f}" if isinstance(v, float) else f"{v:,}" if isinstance(v, int) else str(v))  # noqa: E731
+    snrs = [x["snr_db"] for x in rows[0]["suites"]] if rows else []
+    n_pt = rows[0]["suites"][0]["frames"] if rows and rows[0]["suites"] else 0
+    lines = [f"{setting}Budget {spec.budget}: {spec.steps} steps x batch {spec.batch_size} MIMO frames per training run, "
+             f"{spec.seeds} seed(s), conditions {spec.conditions}. Bayes risk: MSE per resource element over antennas, users, "
+             f"subcarriers and symbols of {spec.bayes_frames} prior frames (the same for every row; NMSE beside it), gap to "
+             f"the joint mmse-bayes ± the SE of the paired per-frame difference; per SNR: {n_pt} frames each, delay spread "
+             f"and Doppler over the prior, MSE [dB] (gap to mmse-bayes ± paired SE); CPU throughput one thread, batch "
+             f"{THROUGHPUT_BATCH} MIMO frames.", "",
+             "| # | estimator | Bayes risk [dB] | NMSE [dB] | gap to mmse-bayes [dB] | "
+             + " | ".join(f"{x:g} dB" for x in snrs) + " | parameters | FLOPs/frame | frames/s (1 thread) | × genie "
+             "| latency b=1 [ms] | given | trained on |",
+             "|---|---|---|---|---|" + "---|" * len(snrs) + "---|---|---|---|---|---|---|"]
+    for r, row in zip(flat, rows):
+        pts = []
+        for x in row["suites"]:
+            gap = "" if row["name"] == "mmse-bayes" else f" ({x['gap_to_mmse_bayes_db']:+.2f} ± {x['gap_se_db']:.2f})"
+            pts.append(f"{x['mse_db']:.2f}{gap}")
+        lines.append(f"| {r['rank']} | {r['name']} | {f(r['bayes_risk_db'])} | {f(r.get('nmse_db'))} | "
+                     f"{r['gap_to_mmse_bayes_db']:+.3f} ± {r['gap_se_db']:.3f} | " + " | ".join(pts) + f" | "
+                     f"{f(r['parameters'])} | {f(r['flops_per_frame'])} | {f(r['frames_per_s'], 0)} | "
+                     f"{f(r['throughput_vs_genie'])} | {f(r['latency_ms'])} | {r['given']} | {r['trained_on']} |")
+    return "\n".join(lines) + "\n"
+
+
 def plot_leaderboard(rows: list[dict], out: Path) -> list[Path]:
     """Draws the Pareto plot and one curve plot per paper suite (out-of-prior points hollow); returns the paths."""
     import matplotlib
@@ -421,6 +793,10 @@ def plot_leaderboard(rows: list[dict], out: Path) -> list[Path]:
     paths = []
     fig, ax = plt.subplots(figsize=(6, 4.2))
     for r in rows:
+        if r["frames_per_s"] is None:  # the bound: no estimator to time
+            ax.axhline(r["gap_to_mmse_bayes_db"], color="0.5", lw=0.8, ls=":", label=r["name"])
+            ax.legend(fontsize=7)
+            continue
         ax.scatter(r["frames_per_s"], r["gap_to_mmse_bayes_db"], marker="o" if r["kind"] == "learned" else "s")
         ax.annotate(r["name"], (r["frames_per_s"], r["gap_to_mmse_bayes_db"]), fontsize=7, xytext=(3, 3),
                     textcoords="offset points")
@@ -430,7 +806,8 @@ def plot_leaderboard(rows: list[dict], out: Path) -> list[Path]:
     ax.set_ylabel("gap to mmse-bayes's Bayes risk [dB]")
     ax.grid(alpha=0.3, which="both")
     paths.append(finish_figure(fig, out / "pareto.png"))
-    for sweep, axis in ((sw.name, sw.axis) for sw in paper.TEST_SWEEPS):
+    present = {x["sweep"] for r in rows for x in r["suites"]}  # MIMO: the per-SNR points only
+    for sweep, axis in ((sw.name, sw.axis) for sw in paper.TEST_SWEEPS if sw.name in present):
         fig, ax = plt.subplots(figsize=(5.5, 4))
         key = "delay_spread_ns" if axis == "delay_spread_s" else axis
         for r in rows:

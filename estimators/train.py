@@ -25,8 +25,9 @@ from tqdm import tqdm
 
 from wavefront.errors import ConfigError
 from wavefront.estimators import checkpoint as ckpt
-from wavefront.estimators.data import DatasetSource, OnTheFlySource, dataset_validation, simulated_validation
-from wavefront.estimators.registry import count_parameters, create
+from wavefront.estimators.data import (DatasetSource, MimoUserSource, OnTheFlySource, dataset_validation, mimo_validation,
+                                       simulated_validation)
+from wavefront.estimators.registry import count_parameters, create, model_class
 from wavefront.sim.conditions import estimate_conditions
 from wavefront.utils import process_group, resolve_device
 
@@ -78,6 +79,9 @@ class TrainConfig:
     time_limit_min: float | None = None
     progress: bool = True
     conditions: str = "estimated"  # what a condition-aware model reads: estimated from the pilots | true | none
+    # a MIMO system config: the user whose pilots and channels train the model (its R antennas as R pairs, or
+    # as one sample for a model with ``antenna_axis``); the model serves that user's SISO config
+    user: int | None = None
 
     def check(self) -> None:
         """Raises ConfigError for the first bad value."""
@@ -104,6 +108,8 @@ class TrainConfig:
             raise ConfigError("amp_dtype", self.amp_dtype, "choose bf16 or fp16")
         if self.conditions not in CONDITIONS:
             raise ConfigError("conditions", self.conditions, "choose " + ", ".join(CONDITIONS))
+        if self.user is not None and (not isinstance(self.user, int) or self.user < 0):
+            raise ConfigError("user", self.user, "must be a user index >= 0")
 
 
 # ---- small pieces the loop is made of ---------------------------------------------------
@@ -186,8 +192,12 @@ def ls_linear_mse(system_config, batches: list[dict]) -> float | None:
     total, count = 0.0, 0
     for b in batches:
         meta = {k: b[k] for k in ("snr_db", "delay_spread_s", "doppler_hz")}
-        total += float(channel_mse(est.estimate(b["pilots"], meta), b["h"])) * b["h"].numel()
-        count += b["h"].numel()
+        pilots, h = b["pilots"], b["h"]
+        if h.dim() == 4:  # one user's antennas as one sample ([B, R, F, T]): LS-linear pair by pair
+            meta = {k: v.repeat_interleave(h.shape[1]) for k, v in meta.items()}
+            pilots, h = pilots.flatten(0, 1), h.flatten(0, 1)
+        total += float(channel_mse(est.estimate(pilots, meta), h)) * h.numel()
+        count += h.numel()
     return total / count
 
 
@@ -241,7 +251,12 @@ def _prepare(cfg: TrainConfig, system_config, train_data, val_data, rank: int, w
     if train_data is None and cfg.epochs is not None:
         raise ConfigError("epochs", cfg.epochs, "on-the-fly data has no epochs; give steps")
     # Data: indexed by global step so that resume and DDP see the batches a straight run would.
-    if train_data is None:
+    if system_config.mimo.is_mimo:  # one user's samples of MIMO frames; the model serves that user's SISO config
+        frames_config, system_config = system_config, _mimo_user_config(cfg, system_config, train_data)
+        per_pair = not getattr(model_class(cfg.model), "antenna_axis", False)
+        source = MimoUserSource(frames_config, cfg.user or 0, cfg.batch_size, cfg.seed, per_pair, device, rank, world)
+        val = mimo_validation(frames_config, cfg.user or 0, cfg.val_frames, cfg.seed, per_pair, device)
+    elif train_data is None:
         source = OnTheFlySource(system_config, cfg.batch_size, cfg.seed, device, rank, world)
         val = simulated_validation(system_config, cfg.val_frames, cfg.seed, device)
     else:
@@ -268,6 +283,22 @@ def _prepare(cfg: TrainConfig, system_config, train_data, val_data, rank: int, w
     scaler = torch.amp.GradScaler(device.type, enabled=use_amp and amp_dtype == torch.float16)
     return _Run(cfg, system_config, rank, world, device, source, val, model, estimated, optimizer, scaler,
                 lambda: torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp))
+
+
+def _mimo_user_config(cfg: TrainConfig, config, train_data):
+    """Returns the SISO config of user ``cfg.user`` (default 0) of MIMO ``config``, or raises ConfigError."""
+    from wavefront.sim.mimo import user_configs
+
+    if train_data is not None:
+        raise ConfigError("train", type(train_data).__name__, "a MIMO system config trains on frames drawn on the fly; "
+                                                              "give shards as pairs with the SISO config of one user")
+    if config.mimo.pilots != "kronecker":
+        raise ConfigError("mimo.pilots", config.mimo.pilots, "training on MIMO frames takes the Kronecker pattern only: "
+                                                             "NR DM-RS pilots are despread over CDM pairs")
+    users = user_configs(config)
+    if (cfg.user or 0) >= len(users):
+        raise ConfigError("user", cfg.user, f"the config has {len(users)} users (0..{len(users) - 1})")
+    return users[cfg.user or 0]
 
 
 class _Run:
