@@ -13,7 +13,9 @@ Shapes (B frames, R antennas, U users, F subcarriers, T symbols, each user's pil
 **Channel.** Each (antenna, user) pair draws an independent SISO channel with the frame's
 delay spread and Doppler (:func:`~wavefront.sim.fading.ofdm_channel`); the antennas are then
 correlated by ``R_rx^(1/2)`` (symmetric square root of ``R_rx[i, j] = rho^|i-j|``), so each
-user's covariance is ``R_rx (x) R_f (x) R_t`` (the Kronecker model). The SNR is per user, per
+user's covariance is ``R_rx (x) R_f (x) R_t`` (the Kronecker model). With ``mimo.spatial: rays`` (CDL
+profiles) each user's rays reach the base station's ULA at their own angles instead, and each cluster has
+its own spatial covariance (:mod:`wavefront.sim.mimo_cdl`). The SNR is per user, per
 resource element and antenna: ``E|h_u x_u|^2 / sigma^2 = 1 / sigma^2``, as Sionna's per-stream
 convention.
 
@@ -173,6 +175,11 @@ class MimoFrameGenerator:
         rho = config.mimo.rx_correlation
         self.rho_range = rho if isinstance(rho, tuple) else None  # a range: rho drawn per frame
         self.mix = None if self.rho_range or rho == 0.0 else rx_sqrt(rho, self.R).to(torch.float32).to(self.device)
+        self.rays = None
+        if config.mimo.spatial == "rays":  # each user's CDL rays on the BS array (wavefront.sim.mimo_cdl)
+            from wavefront.sim.mimo_cdl import RaysChannel  # it builds on this module
+
+            self.rays = RaysChannel(config, self.profile, self.device)
 
     @property
     def decoder(self):
@@ -191,18 +198,21 @@ class MimoFrameGenerator:
         rho = None if self.rho_range is None else _draw(self.rho_range, B, g, dev)  # a range only: fixed rho draws nothing
         noise_var = self.config.noise_variance(snr_db)
         F, T = o.grid_shape
-        # Every (antenna, user) pair's tap gains [B R U, L, T] and one frame's delay phasors [B, F, L] (the
-        # pairs of a frame share its delay spread). R_rx^(1/2) mixes the antennas on the taps, L x T numbers a
-        # pair instead of F x T: the same linear map before the frequency sum instead of after it.
-        a, P = tap_gains_and_phasors(o, self.profile, ds.repeat_interleave(R * U), fd.repeat_interleave(R * U),
-                                     ch.num_sinusoids, g, phasor_rows=slice(None, None, R * U))
-        L = a.shape[1]
-        mix = rx_sqrt_batch(rho, R).to(dev) if rho is not None else self.mix  # [B, R, R] per frame, or [R, R]
-        if mix is not None:  # real: one real matmul on the (re, im) pairs
-            a = torch.view_as_complex(torch.matmul(mix, torch.view_as_real(a).reshape(B, R, -1)).view(B * R * U, L, T, 2))
-        # [B, F, L] @ [B, L, R U T] -> [B, F, R, U, T] -> [B, R, U, F, T]
-        h = torch.bmm(P, a.view(B, R * U, L, T).permute(0, 2, 1, 3).reshape(B, L, R * U * T))
-        h = h.view(B, F, R, U, T).permute(0, 2, 3, 1, 4).contiguous()
+        if self.rays is not None:  # mimo.spatial rays: each user's rays on the array
+            h = self.rays.draw(ds, fd, g)
+        else:
+            # Every (antenna, user) pair's tap gains [B R U, L, T] and one frame's delay phasors [B, F, L] (the
+            # pairs of a frame share its delay spread). R_rx^(1/2) mixes the antennas on the taps, L x T numbers a
+            # pair instead of F x T: the same linear map before the frequency sum instead of after it.
+            a, P = tap_gains_and_phasors(o, self.profile, ds.repeat_interleave(R * U), fd.repeat_interleave(R * U),
+                                         ch.num_sinusoids, g, phasor_rows=slice(None, None, R * U))
+            L = a.shape[1]
+            mix = rx_sqrt_batch(rho, R).to(dev) if rho is not None else self.mix  # [B, R, R] per frame, or [R, R]
+            if mix is not None:  # real: one real matmul on the (re, im) pairs
+                a = torch.view_as_complex(torch.matmul(mix, torch.view_as_real(a).reshape(B, R, -1)).view(B * R * U, L, T, 2))
+            # [B, F, L] @ [B, L, R U T] -> [B, F, R, U, T] -> [B, R, U, F, T]
+            h = torch.bmm(P, a.view(B, R * U, L, T).permute(0, 2, 1, 3).reshape(B, L, R * U * T))
+            h = h.view(B, F, R, U, T).permute(0, 2, 3, 1, 4).contiguous()
         noise = torch.view_as_complex(torch.randn(B, R, F, T, 2, generator=g, device=dev))
         noise = noise.mul_(torch.sqrt(noise_var / 2).reshape(-1, 1, 1, 1))
         bits = codewords = y = None
@@ -413,6 +423,10 @@ def mimo_genie_mse(config: SystemConfig, snr_db, delay_spread_s, doppler_hz, per
     ``rx_correlation``: each frame's rho (``Frames.rx_correlation``); required when the config's is a range.
     """
     m = config.mimo
+    if m.spatial == "rays":  # each cluster its own spatial covariance (wavefront.sim.mimo_cdl)
+        from wavefront.sim.mimo_cdl import rays_genie_mse  # it builds on this module
+
+        return rays_genie_mse(config, snr_db, delay_spread_s, doppler_hz, per_user)
     if rx_correlation is None and isinstance(m.rx_correlation, tuple):
         raise ConfigError("mimo.rx_correlation", list(m.rx_correlation), "is a range: the bound needs each frame's rho")
     rho = m.rx_correlation if rx_correlation is None else rx_correlation
@@ -490,10 +504,12 @@ def error_variance(est, noise_var: torch.Tensor, bound: torch.Tensor) -> torch.T
 # Sionna's OFDM estimators on the same pilots (wavefront.sim.sionna_ref)
 SIONNA = ("sionna-ls", "sionna-lmmse-tf", "sionna-lmmse-tfs")
 MIMO_CLASSICAL = ("ls-nearest", "ls-linear", "ls-spline", "lmmse-robust", "lmmse-genie", "lmmse-estimated", "mmse-bayes",
-                  "lmmse-estimated-per-pair", "mmse-bayes-per-pair")
+                  "lmmse-estimated-per-pair", "mmse-bayes-per-pair", "lmmse-genie-per-pair")
 # joint over antennas and users with the Kronecker pattern (wavefront.sim.mimo_bayes); "-per-pair": the SISO
 # estimator on each (antenna, user) pair alone, receive correlation ignored (the baseline they replace)
 _JOINT = ("lmmse-estimated", "mmse-bayes")
+# estimators whose prior is the Kronecker model R_rx(rho) (x) R_ft: refused under mimo.spatial rays
+_KRONECKER_MODEL = _JOINT + ("sionna-lmmse-tfs",)
 _PER_PAIR = "-per-pair"
 
 
@@ -507,8 +523,16 @@ def mimo_estimators(names: list[str], config: SystemConfig, robust_options: dict
     for name in names:
         if name == "perfect":
             out.append(PerfectCSI())
+        elif name == "lmmse-genie" and config.mimo.spatial == "rays":
+            from wavefront.sim.mimo_cdl import RaysGenieLMMSE  # it builds on this module
+
+            out.append(RaysGenieLMMSE(config))
         elif name == "lmmse-genie":
             out.append(MimoGenieLMMSE(config))
+        elif name in _KRONECKER_MODEL and config.mimo.spatial == "rays":
+            alt = "sionna-lmmse-tf" if name in SIONNA else f"{name}-per-pair"
+            raise ConfigError("estimators", name, f"assumes the Kronecker model (rho^|i-j| across the antennas), which "
+                                                  f"mimo.spatial rays is not; use {alt} or lmmse-genie")
         elif name in SIONNA and config.mimo.pilots != "kronecker":
             raise ConfigError("estimators", name, f"Sionna's estimators here use the Kronecker pattern, not "
                                                   f"{config.mimo.pilots}")
