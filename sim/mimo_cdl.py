@@ -205,11 +205,21 @@ def _kron3(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
     return torch.kron(a, torch.kron(b, c))
 
 
-@lru_cache(maxsize=64)
 def _rays_user_eig(config: SystemConfig, user: int, delay_spread_s: float, doppler_hz: float):
     """Returns one user's statistics at one condition, factored once for every noise level, complex128:
     ``(terms, mu [R P], Q [R P, R P], D [R P])`` with ``R_pp = Q diag(mu) Q^H`` and ``D = diag(Q^H R_ph R_hp Q)``
-    (``terms``: :func:`user_covariance_terms`)."""
+    (``terms``: :func:`user_covariance_terms`). Cached by what they depend on: the grid, the array, the profile and
+    the condition, not the config's SNR or condition ranges (a sweep's points share them)."""
+    ch = config.channel
+    return _rays_user_eig_cached(config.ofdm, config.mimo, ch.profile, float(ch.travel_azimuth_deg), user,
+                                 delay_spread_s, doppler_hz)
+
+
+@lru_cache(maxsize=64)
+def _rays_user_eig_cached(ofdm, mimo, profile: str, travel_azimuth_deg: float, user: int, delay_spread_s: float,
+                          doppler_hz: float):
+    config = SystemConfig.from_dict({"ofdm": ofdm.model_dump(), "mimo": mimo.model_dump(),
+                                     "channel": {"profile": profile, "travel_azimuth_deg": travel_azimuth_deg}})
     terms = user_covariance_terms(config, user, delay_spread_s, doppler_hz)
     r_pp = sum(_kron3(S, Fp, Tp) for S, _, _, Fp, Tp in terms)
     mu, Q = torch.linalg.eigh(r_pp)
