@@ -155,6 +155,15 @@ class RaysChannel:
         self.amp = torch.as_tensor(np.sqrt(profile.nlos_powers / rays.aod.shape[1]), dtype=torch.float32, device=device)
         self.norm_delays = torch.as_tensor(profile.norm_delays, dtype=torch.float32, device=device)
 
+    def directions(self, num_links: int, generator: torch.Generator) -> torch.Tensor:
+        """Returns every ray's BS direction ``sin(ZoD) sin(AoD)`` [num_links, L, M] float32: each link's azimuths and
+        zeniths re-paired by two independent uniformly random permutations per cluster (TR 38.901's random coupling)."""
+        L, M = self.sin_aod.shape
+        perm_az = torch.rand(num_links, L, M, generator=generator, device=self.device).argsort(dim=-1)
+        perm_ze = torch.rand(num_links, L, M, generator=generator, device=self.device).argsort(dim=-1)
+        return (self.sin_aod.expand(num_links, L, M).gather(2, perm_az)
+                * self.sin_zod.expand(num_links, L, M).gather(2, perm_ze))
+
     def draw(self, delay_spread_s: torch.Tensor, doppler_hz: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         o = self.config.ofdm
         B, R, U = delay_spread_s.shape[0], self.R, self.U
@@ -162,10 +171,7 @@ class RaysChannel:
         dev = self.device
         draws = draw_sinusoids(self.profile, doppler_hz.repeat_interleave(U), self.config.channel.num_sinusoids, generator)
         BU, L, M = draws.cosines.shape
-        perm_az = torch.rand(BU, L, M, generator=generator, device=dev).argsort(dim=-1)
-        perm_ze = torch.rand(BU, L, M, generator=generator, device=dev).argsort(dim=-1)
-        direction = (self.sin_aod.expand(BU, L, M).gather(2, perm_az)
-                     * self.sin_zod.expand(BU, L, M).gather(2, perm_ze))  # [BU, L, M]: sin(ZoD) sin(AoD)
+        direction = self.directions(BU, generator)
         t = torch.arange(T, dtype=torch.float32, device=dev) * o.symbol_duration_s
         w = 2 * math.pi * draws.doppler_hz.float()  # [BU] rad/s
         a = torch.empty(BU, L, R, T, dtype=torch.complex64, device=dev)

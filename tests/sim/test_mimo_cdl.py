@@ -78,12 +78,14 @@ def test_one_antenna_rays_are_the_siso_cdl_channel():
     torch.testing.assert_close(ray.h, ref.h, rtol=0, atol=1e-5)
 
 
-@pytest.mark.parametrize("profile", ["CDL-C", "CDL-D"])
-def test_frames_covariance_matches_the_cluster_sum(profile):
+@pytest.mark.parametrize("profile,spacing", [("CDL-C", 0.5), ("CDL-D", 0.5), ("CDL-B", 2.0)])
+def test_frames_covariance_matches_the_cluster_sum(profile, spacing):
     """Monte Carlo over 3000 frames (R = 4, one user): spatial entries at one resource element and space-time entries
     across subcarriers and symbols against ``sum_k S_k F_k T_k`` (CDL-D: with the LoS rank-one term). Frames are iid,
-    so each entry's SE is its sample SD / sqrt(N); |z| < 4.5 over 40 z-scores (false alarm below 0.03 %)."""
-    cfg = rays(R=4, U=1, profile=profile)
+    so each entry's SE is its sample SD / sqrt(N); |z| < 4.5 over 20 z-scores (false alarm below 0.02 %). The wide
+    spacing (2 wavelengths) makes S_c depend on the pairing of each ray's BS azimuth and zenith: it sees the random
+    coupling (one pair per ray in table order instead moves S_c by up to 0.4 at CDL-B)."""
+    cfg = rays(R=4, U=1, profile=profile, spacing=spacing)
     fr = MimoFrameGenerator(cfg).generate(3000, seed=7, with_data=False)
     h = fr.h[:, :, 0].to(torch.complex128)  # [N, R, F, T]
     terms = user_covariance_terms(cfg, 0, 300e-9, 400.0)
@@ -106,6 +108,24 @@ def test_frames_covariance_matches_the_cluster_sum(profile):
         return sum(complex(Sk[0, r] * Fk[0, 0, f] * Tk[0, 0, 0]) for Sk, (Fk, Tk) in zip(S, full))
     if profile == "CDL-C":
         assert abs(entry(1, 0) / entry(0, 0) - entry(1, 6) / entry(0, 6)) > 0.05
+
+
+def test_ray_directions_are_randomly_coupled_per_cluster():
+    """Each ray slot's BS (azimuth, zenith) pair is uniform over the cluster's M^2 pairs (random coupling), so the mean
+    over frames and ray slots of ``exp(j 2 pi D x)`` is S_c's entry at the element distance D (6 wavelengths here,
+    where pairing matters: one pair per ray in table order moves it by up to 0.5). 400 draws x 20 rays per cluster,
+    each term's SE from its sample SD (rays of one draw are a permutation: their sum has less variance than
+    independent ones, so the iid SE is conservative); |z| < 4.5 over 23 x 2 z-scores."""
+    from wavefront.sim.mimo_cdl import RaysChannel
+
+    cfg = rays(R=4, U=1, profile="CDL-B", spacing=2.0)
+    chan = RaysChannel(cfg, channel_profile("CDL-B"), torch.device("cpu"))
+    x = chan.directions(400, torch.Generator().manual_seed(2)).double()  # [N, L, M]
+    S, _ = cluster_spatial_covariances("CDL-B", 4, 2.0)
+    zs = []
+    for c in range(x.shape[1]):
+        zs += _z(torch.exp(2j * math.pi * 6.0 * x[:, c].reshape(-1)), complex(S[c, 3, 0]))
+    assert max(abs(z) for z in zs) < 4.5, max(zs, key=abs)
 
 
 def _dense_covariance(cfg: SystemConfig, ds: float, fd: float) -> torch.Tensor:
