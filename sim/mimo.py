@@ -514,10 +514,12 @@ _PER_PAIR = "-per-pair"
 
 
 def mimo_estimators(names: list[str], config: SystemConfig, robust_options: dict | None = None) -> list:
-    """Returns MIMO estimators for ``names``: the genie over space (``lmmse-genie``), perfect CSI,
+    """Returns MIMO estimators for ``names``: the genie over space (``lmmse-genie``; under ``mimo.spatial: rays``
+    :class:`~wavefront.sim.mimo_cdl.RaysGenieLMMSE`), perfect CSI,
     ``lmmse-estimated`` and ``mmse-bayes`` joint over antennas and users with rho in the prior
-    (:mod:`wavefront.sim.mimo_bayes`; per pair with DM-RS pilots), their per-pair baselines
-    (``lmmse-estimated-per-pair``, ``mmse-bayes-per-pair``), and the other classical ones per
+    (:mod:`wavefront.sim.mimo_bayes`; per pair with DM-RS pilots; refused under rays, as ``sionna-lmmse-tfs``: their
+    prior is the Kronecker model), their per-pair baselines (``lmmse-estimated-per-pair``, ``mmse-bayes-per-pair``,
+    ``lmmse-genie-per-pair``: the 2-D genie per antenna), and the other classical ones per
     (antenna, user) (:class:`PerUser`)."""
     out = []
     for name in names:
@@ -547,8 +549,9 @@ def mimo_estimators(names: list[str], config: SystemConfig, robust_options: dict
         elif name.endswith(_PER_PAIR) and name in MIMO_CLASSICAL:
             est = PerUser(name[:-len(_PER_PAIR)], config)
             est.name = name
+            ignored = "spatial correlation" if config.mimo.spatial == "rays" else "receive correlation"
             est.given = est.given.replace("; per antenna and user", "; each (antenna, user) pair alone, its own "
-                                          "conditions, receive correlation ignored")
+                                          f"conditions, {ignored} ignored")
             out.append(est)
         elif name in MIMO_CLASSICAL:
             out.append(PerUser(name, config, **((robust_options or {}) if name == "lmmse-robust" else {})))
