@@ -124,7 +124,7 @@ def add_mimo_arguments(p) -> None:
     p.add_argument("--spatial", default=None, choices=["kronecker", "rays"],
                    help="spatial model: kronecker (default; independent pairs mixed by rho^|i-j|) or rays (a CDL "
                         "profile's rays at their angles on the base station's ULA; needs --rx-correlation 0)")
-    p.add_argument("--antenna-spacing", type=float, default=None, metavar="WAVELENGTHS",
+    p.add_argument("--antenna-spacing", type=positive_float, default=None, metavar="WAVELENGTHS",
                    help="ULA element spacing in wavelengths for --spatial rays (default 0.5)")
 
 

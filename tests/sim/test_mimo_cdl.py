@@ -229,7 +229,9 @@ def test_rays_sweep_through_the_cli(tmp_path):
     (["--profile", "CDL-C", "--mimo-pilots", "dmrs-type1"], "mimo.pilots"),
     (["--profile", "CDL-C", "--estimators", "mmse-bayes"], "estimators"),
     (["--profile", "CDL-C", "--estimators", "lmmse-estimated"], "estimators"),
-    (["--profile", "CDL-C", "--antenna-spacing", "0"], "mimo.antenna_spacing_wavelengths"),
+    (["--profile", "CDL-C", "--antenna-spacing", "200"], "mimo.antenna_spacing_wavelengths"),
+    (["--profile", "CDL-C", "--antenna-spacing", "0"], "antenna_spacing=0"),
+    (["--profile", "CDL-A", "--estimators", "sionna-lmmse-tfs"], "estimators"),
 ])
 def test_bad_rays_input_is_one_line(tmp_path, capsys, args, field):
     base = ["sweep", "--rx-antennas", "2", "--users", "2", "--spatial", "rays", "--snr-db", "10", "--frames", "10",
