@@ -249,3 +249,22 @@ def test_spacing_without_rays_is_refused_and_defaults_keep_the_json():
     kron = SystemConfig.from_dict({"mimo": {"num_rx_antennas": 2, "rx_correlation": 0.5}})
     assert "spatial" not in kron.to_json() and "antenna_spacing" not in kron.to_json()
     assert json.loads(rays().to_json())["mimo"]["spatial"] == "rays"
+
+
+def test_generate_writes_rays_shards_that_say_so(tmp_path):
+    """``wavefront generate --spatial rays``: the manifest names the spatial model and spacing, and the shards' config
+    reads back as the rays config (so evaluation regenerates nothing under the Kronecker model by mistake)."""
+    import h5py
+
+    cfg = tmp_path / "cdl.yaml"
+    cfg.write_text("channel:\n  profile: CDL-C\n")
+    out = tmp_path / "shards"
+    rc = main(["generate", "--config", str(cfg), "--rx-antennas", "3", "--users", "2", "--spatial", "rays",
+               "--antenna-spacing", "0.7", "--frames", "4", "--out", str(out), "--no-progress"])
+    assert rc == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["mimo"]["spatial"] == "rays" and manifest["mimo"]["antenna_spacing_wavelengths"] == 0.7
+    with h5py.File(out / "shard-00000.h5") as f:
+        stored = SystemConfig.from_dict(json.loads(f.attrs["config"]))
+        assert f["h_true"].shape == (4, 3, 2, 120, 14)
+    assert stored.mimo.spatial == "rays" and stored.mimo.antenna_spacing_wavelengths == 0.7
