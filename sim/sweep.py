@@ -369,7 +369,7 @@ def plot_result(result: SweepResult, out: Path) -> list[Path]:
         m = result.spec.get("mimo")
         rho = m and m["rx_correlation"]
         rho = f"{rho[0]:g}–{rho[1]:g}" if isinstance(rho, (list, tuple)) else f"{rho:g}" if m else ""
-        rho = f"CDL rays" if m and "spatial" in m else f"rho {rho}"
+        rho = "CDL rays" if m and "spatial" in m else f"rho {rho}"
         antennas = f"\n{m['rx_antennas']} antennas ({rho}) x {m['users']} users, " if m else ""
         calibrated = ", calibrated error variance" if result.spec.get("error_variance") else ""
         ax.set_title(f"{profile_label(ch['profile'])}, {', '.join(fixed)}, {antennas}{cfg['ofdm']['num_subcarriers']}x"
