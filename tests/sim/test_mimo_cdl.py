@@ -268,3 +268,20 @@ def test_generate_writes_rays_shards_that_say_so(tmp_path):
         stored = SystemConfig.from_dict(json.loads(f.attrs["config"]))
         assert f["h_true"].shape == (4, 3, 2, 120, 14)
     assert stored.mimo.spatial == "rays" and stored.mimo.antenna_spacing_wavelengths == 0.7
+
+
+def test_rays_frames_are_bit_identical_with_one_and_two_threads():
+    """As tests/sim/test_threads.py holds for the other channels: the rays' blocks are large enough for torch to split
+    their elementwise ops across threads, and a (config, seed) pair must give the same bits either way."""
+    before = torch.get_num_threads()
+    out = []
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            cfg = rays(R=8, U=2, profile="CDL-D", ofdm={}, doppler_hz=[0.0, 1000.0])
+            fr = MimoFrameGenerator(cfg).generate(40, seed=5)  # 80 links: two blocks of the ray sums
+            out.append((fr.h, fr.y, fr.bits))
+    finally:
+        torch.set_num_threads(before)
+    for a, b in zip(*out):
+        assert torch.equal(a, b)
