@@ -37,9 +37,9 @@ product ``R_rx (x) R_ft``: each cluster has its own spatial covariance.
 and condition (``R_pp = Q diag(mu) Q^H``), and ``R_hp`` applied per cluster in separable form
 (``sum_k A_k (S_k V) C_k^T``), never formed as an (R F T) x (R P) matrix. The MSE per resource element
 is ``tr(R_hh - R_hp (R_pp + sigma^2 I)^-1 R_ph) / (R F T) = 1 - sum_i D_i / (mu_i + sigma^2) / (R F T)``,
-``D = diag(Q^H R_ph R_hp Q)``. Costs: ``R_pp`` is (R P)^2 and its eigendecomposition (R P)^3 per user
-and condition (96 at the default grid with 8 antennas and 2 users; 4992 at mimo-chest's size, where a
-factorisation takes minutes).
+``D = diag(Q^H R_ph R_hp Q)``. Each cluster's frequency factor is rank one, so ``R_pp`` has rank at most
+``K R P_t`` (K terms): the factorisation is a thin SVD of an ``R P x K R P_t`` matrix per user and condition
+(:func:`_rays_user_eig`; at mimo-chest's size with CDL-C 4992 x 800).
 """
 from __future__ import annotations
 
@@ -207,15 +207,32 @@ def user_covariance_terms(config: SystemConfig, user: int, delay_spread_s: float
     return [(s, A[0], C[0], Fp[0], Tp[0]) for s, (A, C), (Fp, Tp) in zip(S, hp, pp)]
 
 
-def _kron3(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-    return torch.kron(a, torch.kron(b, c))
+def _rank_one_frequency(A: torch.Tensor, Fp: torch.Tensor) -> tuple[float, torch.Tensor, torch.Tensor]:
+    """Returns ``(P, u [F], v [P_f])`` with ``A = P u v^H`` and ``Fp = P v v^H``: a cluster's frequency factor,
+    ``P exp(-j 2 pi tau (f1 - f2))``, is rank one (up to a common phase of ``u`` and ``v``). Raises ValueError where
+    it is not (the low-rank factorisation below relies on it)."""
+    p = float(Fp[0, 0].real)
+    u, v = A[:, 0] / p, Fp[:, 0] / p
+    tol = 1e-9 * p
+    if not (torch.allclose(A, p * torch.outer(u, v.conj()), rtol=0, atol=tol)
+            and torch.allclose(Fp, p * torch.outer(v, v.conj()), rtol=0, atol=tol)):
+        raise ValueError("a covariance term's frequency factor is not rank one")
+    return p, u, v
 
 
 def _rays_user_eig(config: SystemConfig, user: int, delay_spread_s: float, doppler_hz: float):
     """Returns one user's statistics at one condition, factored once for every noise level, complex128:
-    ``(terms, mu [R P], Q [R P, R P], D [R P])`` with ``R_pp = Q diag(mu) Q^H`` and ``D = diag(Q^H R_ph R_hp Q)``
-    (``terms``: :func:`user_covariance_terms`). Cached by what they depend on: the grid, the array, the profile and
-    the condition, not the config's SNR or condition ranges (a sweep's points share them)."""
+    ``(terms, mu [r], Q [R P, r], D [r])`` with ``R_pp = Q diag(mu) Q^H`` (``Q`` orthonormal columns spanning the
+    range of ``R_pp``, ``r <= R P``) and ``D = diag(Q^H R_ph R_hp Q)`` (``terms``: :func:`user_covariance_terms`).
+    Cached by what they depend on: the grid, the array, the profile and the condition, not the config's SNR or
+    condition ranges (a sweep's points share them).
+
+    Each term's frequency factor is rank one (``F_k = P_k v_k v_k^H``), so ``R_pp = Psi Psi^H`` with
+    ``Psi = [(I (x) v_k (x) I) L_k]_k``, ``L_k L_k^H = P_k S_k (x) T_k``: ``Psi`` is ``R P x K R P_t``, and its thin SVD
+    gives ``Q`` and ``mu`` at ``min(R P, K R P_t)`` columns (800 at mimo-chest's size with CDL-C, instead of an
+    eigendecomposition of order 4992). The pilots' part outside ``Q``'s span carries no channel: ``R_hp`` vanishes
+    there, as ``range(R_ph)`` lies in ``range(R_pp)``. ``D`` likewise from ``(I (x) v_k^H (x) I) Q`` and the
+    ``(K R P_t)^2`` blocks ``P_k P_k' (u_k^H u_k') (S_k^H S_k' (x) C_k^H C_k')`` of ``R_ph R_hp``."""
     ch = config.channel
     return _rays_user_eig_cached(config.ofdm, config.mimo, ch.profile, float(ch.travel_azimuth_deg), user,
                                  delay_spread_s, doppler_hz)
@@ -227,14 +244,23 @@ def _rays_user_eig_cached(ofdm, mimo, profile: str, travel_azimuth_deg: float, u
     config = SystemConfig.from_dict({"ofdm": ofdm.model_dump(), "mimo": mimo.model_dump(),
                                      "channel": {"profile": profile, "travel_azimuth_deg": travel_azimuth_deg}})
     terms = user_covariance_terms(config, user, delay_spread_s, doppler_hz)
-    r_pp = sum(_kron3(S, Fp, Tp) for S, _, _, Fp, Tp in terms)
-    mu, Q = torch.linalg.eigh(r_pp)
-    G = 0
-    for S, A, C, _, _ in terms:  # R_ph R_hp = sum_{k, k'} (S_k^H S_k') (x) (A_k^H A_k') (x) (C_k^H C_k')
-        for S2, A2, C2, _, _ in terms:
-            G = G + _kron3(S.mH @ S2, A.mH @ A2, C.mH @ C2)
-    D = torch.einsum("pi,pq,qi->i", Q.conj(), G, Q).real
-    return terms, mu.clamp_min(0.0), Q, D
+    R = mimo.num_rx_antennas
+    Pf, Pt = terms[0][3].shape[0], terms[0][4].shape[0]
+    factors, psi = [], []
+    for S, A, C, Fp, Tp in terms:
+        p, u, v = _rank_one_frequency(A, Fp)
+        lam, V = torch.linalg.eigh(p * torch.kron(S, Tp))  # [R P_t]: (antenna, symbol)
+        L = (V * lam.clamp_min(0.0).sqrt()).view(R, Pt, -1)
+        psi.append(torch.einsum("f,rtj->rftj", v, L).reshape(R * Pf * Pt, -1))
+        factors.append((p, u, v, S, C))
+    Q, sv, _ = torch.linalg.svd(torch.cat(psi, 1), full_matrices=False)
+    W = [torch.einsum("f,rfti->rti", v.conj(), Q.view(R, Pf, Pt, -1)).reshape(R * Pt, -1) for _, _, v, _, _ in factors]
+    D = torch.zeros(Q.shape[1], dtype=torch.float64)
+    for (p, u, _, S, C), Wk in zip(factors, W):  # R_ph R_hp = sum_{k, k'} Phi_k H_kk' Phi_k'^H
+        for (p2, u2, _, S2, C2), Wk2 in zip(factors, W):
+            H = (p * p2 * torch.vdot(u, u2)) * torch.kron(S.mH @ S2, C.mH @ C2)
+            D += torch.einsum("ai,ab,bi->i", Wk.conj(), H, Wk2).real
+    return terms, sv.square(), Q, D
 
 
 class RaysGenieLMMSE(MimoGenieLMMSE):

@@ -185,6 +185,28 @@ def test_bound_equals_a_dense_evaluation(profile, snr_db):
         assert abs(float(got[u]) - want) < 1e-9 * want + 1e-10, (u, float(got[u]), want)
 
 
+@pytest.mark.parametrize("snr_db", [0.0, 30.0])
+def test_low_rank_factorisation_where_the_pilots_outnumber_the_clusters(snr_db):
+    """CDL-D (13 clusters + LoS) with 24 x 2 pilots per user at 3 antennas: R_pp has rank at most 14 x 3 x 2 = 84 < 144
+    = R P, so the genie keeps 84 directions and drops the rest; its bound and filter still equal the dense ones
+    (tolerances as above)."""
+    from wavefront.sim.mimo_cdl import _rays_user_eig
+
+    cfg = rays(R=3, U=2, profile="CDL-D", ofdm={"num_subcarriers": 48, "num_symbols": 4, "pilot_subcarrier_spacing": 1,
+                                               "pilot_symbols": [0, 3]})
+    assert _rays_user_eig(cfg, 0, 300e-9, 400.0)[2].shape == (144, 84)
+    nv = 10 ** (-snr_db / 10)
+    got = mimo_genie_mse(cfg, snr_db, 300e-9, 400.0, per_user=True)
+    fr = MimoFrameGenerator(cfg.updated(channel={"snr_db": snr_db})).generate(2, seed=1)
+    est = mimo_estimators(["lmmse-genie"], cfg)[0].estimate(fr.pilots_ls, fr.meta)
+    F, T = cfg.ofdm.grid_shape
+    for u in range(2):
+        want, W = _dense_filter_and_mse(cfg, u, 300e-9, 400.0, nv)
+        assert abs(float(got[u]) - want) < 1e-9 * want + 1e-10, (u, float(got[u]), want)
+        p = fr.pilots_ls[:, :, u].reshape(2, -1).to(torch.complex128)
+        torch.testing.assert_close(est[:, :, u].to(torch.complex128), (p @ W.T).reshape(2, 3, F, T), rtol=0, atol=2e-5)
+
+
 def test_array_genie_applies_the_dense_filter():
     """The separable genie (per-cluster R_hp, eigen-factored R_pp) gives the dense LMMSE's estimate on the same
     pilots; 2e-5 absolute: the output is complex64 of values ~1."""
