@@ -189,7 +189,9 @@ def mimo_header(config: SystemConfig) -> dict:
     from wavefront.sim.mimo import describe_pilots, pilots_per_user
 
     return {"mimo": {"rx_antennas": m.num_rx_antennas, "users": m.num_users, "rx_correlation": m.rx_correlation,
-                     "array": m.array, "pilots": m.pilots, "pilot_description": describe_pilots(config)},
+                     "array": m.array, "pilots": m.pilots, "pilot_description": describe_pilots(config),
+                     **({"spatial": "rays", "antenna_spacing_wavelengths": m.antenna_spacing_wavelengths}
+                        if m.spatial == "rays" else {})},
             "pilots_per_user": pilots_per_user(config),
             "arrays": {"h_true": "[N, R, U, F, T] complex64", "y": "[N, R, F, T] complex64",
                        "pilots_ls": "[N, R, U, P_f', P_t] complex64 (user u's own pilots at antenna r)",

@@ -108,7 +108,8 @@ def _rho_arg(text: str):
 
 
 def add_mimo_arguments(p) -> None:
-    """Adds ``--rx-antennas``, ``--users`` and ``--rx-correlation`` (read by :func:`mimo_overrides`) to a command's parser."""
+    """Adds ``--rx-antennas``, ``--users``, ``--rx-correlation``, ``--mimo-pilots``, ``--spatial`` and ``--antenna-spacing``
+    (read by :func:`mimo_overrides`) to a command's parser."""
     p.add_argument("--rx-antennas", type=positive_int, default=None,
                    help="receive antennas R of the base station (uplink MIMO; default 1)")
     p.add_argument("--users", type=positive_int, default=None,
@@ -120,6 +121,11 @@ def add_mimo_arguments(p) -> None:
                    choices=["kronecker", "dmrs-type1", "dmrs-type2", "dmrs-type1-double", "dmrs-type2-double"],
                    help="the users' pilots: Sionna's Kronecker pattern (default) or NR DM-RS ports with orthogonal "
                         "cover codes on the pilot symbols (type 1/2, single or double symbol)")
+    p.add_argument("--spatial", default=None, choices=["kronecker", "rays"],
+                   help="spatial model: kronecker (default; independent pairs mixed by rho^|i-j|) or rays (a CDL "
+                        "profile's rays at their angles on the base station's ULA; needs --rx-correlation 0)")
+    p.add_argument("--antenna-spacing", type=positive_float, default=None, metavar="WAVELENGTHS",
+                   help="ULA element spacing in wavelengths for --spatial rays (default 0.5)")
 
 
 def add_impairment_arguments(p) -> None:
@@ -167,7 +173,9 @@ def mimo_overrides(args) -> dict | None:
     out = {k: v for k, v in (("num_rx_antennas", getattr(args, "rx_antennas", None)),
                              ("num_users", getattr(args, "users", None)),
                              ("rx_correlation", getattr(args, "rx_correlation", None)),
-                             ("pilots", getattr(args, "mimo_pilots", None))) if v is not None}
+                             ("pilots", getattr(args, "mimo_pilots", None)),
+                             ("spatial", getattr(args, "spatial", None)),
+                             ("antenna_spacing_wavelengths", getattr(args, "antenna_spacing", None))) if v is not None}
     return out or None
 
 

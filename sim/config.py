@@ -50,6 +50,9 @@ _ADDED_CHANNEL_DEFAULTS = {"ici": False, "snr_step_db": None, "delay_spread_step
                            "realization": "independent", "sparse_num_paths": 4,
                            "cfo_hz": None, "phase_noise_linewidth_hz": None, "timing_offset_samples": None}
 
+# MIMO fields added after MIMO datasets were first written (left out of the JSON at their default, likewise).
+_ADDED_MIMO_DEFAULTS = {"spatial": "kronecker", "antenna_spacing_wavelengths": 0.5}
+
 
 def _check_value(name: str, v, lo: float | None, hi: float | None = None):
     """Validates a fixed value or a ``(low, high)`` uniform range."""
@@ -469,8 +472,18 @@ class MimoConfig(_Model):
       users; the subcarrier comb fields are ignored and F must be a multiple of 4 (type 1) or 6
       (type 2). See :mod:`wavefront.sim.dmrs`.
 
+    - ``spatial``: ``"kronecker"`` (default): each (antenna, user) pair draws its own fading and
+      ``R_rx`` mixes the antennas, as above. ``"rays"``: a CDL profile's rays reach a ULA at the
+      base station at their own angles (each ray gets the array's steering phase at the tables'
+      departure angles, the BS side in uplink), so each user's spatial covariance follows the
+      clusters; needs a ``CDL-*`` profile, ``rx_correlation`` 0 and the Kronecker pilot pattern
+      (:mod:`wavefront.sim.mimo_cdl`).
+    - ``antenna_spacing_wavelengths``: the ULA's element spacing in wavelengths (default 0.5),
+      read by ``spatial: rays`` only.
+
     Delay spread, Doppler and SNR are drawn per frame and shared by every user and antenna; each
-    (antenna, user) pair draws its own fading before the antennas are correlated.
+    (antenna, user) pair draws its own fading before the antennas are correlated (``kronecker``),
+    or each user its own rays (``rays``).
     """
 
     num_rx_antennas: int = 1
@@ -478,6 +491,15 @@ class MimoConfig(_Model):
     rx_correlation: Value = 0.0
     array: Literal["ula"] = "ula"
     pilots: Literal["kronecker", "dmrs-type1", "dmrs-type2", "dmrs-type1-double", "dmrs-type2-double"] = "kronecker"
+    spatial: Literal["kronecker", "rays"] = "kronecker"
+    antenna_spacing_wavelengths: float = 0.5
+
+    @field_validator("antenna_spacing_wavelengths")
+    @classmethod
+    def _spacing(cls, v):
+        if not (math.isfinite(v) and 0.0 < v <= 100.0):
+            raise ValueError("antenna_spacing_wavelengths must be in (0, 100] wavelengths")
+        return v
 
     @field_validator("num_rx_antennas", "num_users")
     @classmethod
@@ -527,10 +549,23 @@ class SystemConfig(_Model):
         m = self.mimo
         if self.channel.profile in SYSTEM_LEVEL_PROFILES:
             self._system_level_fits()
-        if not m.is_mimo:
+        if not m.is_mimo:  # (spatial rays with one antenna and one user is the SISO CDL channel: the SISO path)
             if m.pilots != "kronecker":  # the SISO path would silently use the layout's own pilots
                 raise ConfigError("mimo.pilots", m.pilots, "DM-RS ports need several users or antennas")
             return self
+        if m.antenna_spacing_wavelengths != 0.5 and m.spatial != "rays":
+            raise ConfigError("mimo.antenna_spacing_wavelengths", m.antenna_spacing_wavelengths,
+                              "is read by mimo.spatial rays only; the Kronecker model's array is rho")
+        if m.spatial == "rays":
+            if not self.channel.profile.startswith("CDL-"):
+                raise ConfigError("mimo.spatial", m.spatial, f"rays need a CDL profile (CDL-A..CDL-E), not "
+                                                             f"{self.channel.profile}")
+            if m.rx_correlation != 0.0:
+                raise ConfigError("mimo.rx_correlation", m.rx_correlation, "must be 0 with mimo.spatial rays: the "
+                                                                           "rays' angles set the spatial correlation")
+            if m.pilots != "kronecker":
+                raise ConfigError("mimo.pilots", m.pilots, "mimo.spatial rays supports the Kronecker pilot pattern "
+                                                           "only so far")
         if self.channel.time_domain:
             raise ConfigError("channel.ici" if self.channel.ici else "channel.impairments", True,
                               "the time-domain (ICI) path, and with it the impairments, is SISO only so far; "
@@ -672,6 +707,10 @@ class SystemConfig(_Model):
                 del d["channel"][k]
         if not self.mimo.is_mimo:  # one antenna, one user: the SISO JSON, as before the section existed
             del d["mimo"]
+        else:  # fields added later: left out at their defaults, so earlier MIMO configs keep their identity
+            for k, default in _ADDED_MIMO_DEFAULTS.items():
+                if d["mimo"].get(k) == default:
+                    del d["mimo"][k]
         return json.dumps(d, sort_keys=True)
 
     @property

@@ -13,7 +13,9 @@ Shapes (B frames, R antennas, U users, F subcarriers, T symbols, each user's pil
 **Channel.** Each (antenna, user) pair draws an independent SISO channel with the frame's
 delay spread and Doppler (:func:`~wavefront.sim.fading.ofdm_channel`); the antennas are then
 correlated by ``R_rx^(1/2)`` (symmetric square root of ``R_rx[i, j] = rho^|i-j|``), so each
-user's covariance is ``R_rx (x) R_f (x) R_t`` (the Kronecker model). The SNR is per user, per
+user's covariance is ``R_rx (x) R_f (x) R_t`` (the Kronecker model). With ``mimo.spatial: rays`` (CDL
+profiles) each user's rays reach the base station's ULA at their own angles instead, and each cluster has
+its own spatial covariance (:mod:`wavefront.sim.mimo_cdl`). The SNR is per user, per
 resource element and antenna: ``E|h_u x_u|^2 / sigma^2 = 1 / sigma^2``, as Sionna's per-stream
 convention.
 
@@ -178,6 +180,11 @@ class MimoFrameGenerator:
         rho = config.mimo.rx_correlation
         self.rho_range = rho if isinstance(rho, tuple) else None  # a range: rho drawn per frame
         self.mix = None if self.rho_range or rho == 0.0 else rx_sqrt(rho, self.R).to(torch.float32).to(self.device)
+        self.rays = None
+        if config.mimo.spatial == "rays":  # each user's CDL rays on the BS array (wavefront.sim.mimo_cdl)
+            from wavefront.sim.mimo_cdl import RaysChannel  # it builds on this module
+
+            self.rays = RaysChannel(config, self.profile, self.device)
 
     @property
     def decoder(self):
@@ -198,6 +205,9 @@ class MimoFrameGenerator:
         fd = _draw(ch.doppler_hz, B, g, dev, ch.grid_points("doppler_hz"))
         rho = None if self.rho_range is None else _draw(self.rho_range, B, g, dev)  # a range only: fixed rho draws nothing
         F, T = o.grid_shape
+        if self.rays is not None:  # mimo.spatial rays: each user's rays on the array
+            h = self.rays.draw(ds, fd, g)
+            return self._frames(h, snr_db, ds, fd, rho, with_data, seed, g)
         # Every (antenna, user) pair's tap gains [B R U, L, T] and one frame's delay phasors [B, F, L] (the
         # pairs of a frame share its delay spread). R_rx^(1/2) mixes the antennas on the taps, L x T numbers a
         # pair instead of F x T: the same linear map before the frequency sum instead of after it.
@@ -444,6 +454,10 @@ def mimo_genie_mse(config: SystemConfig, snr_db, delay_spread_s, doppler_hz, per
     ``rx_correlation``: each frame's rho (``Frames.rx_correlation``); required when the config's is a range.
     """
     m = config.mimo
+    if m.spatial == "rays":  # each cluster its own spatial covariance (wavefront.sim.mimo_cdl)
+        from wavefront.sim.mimo_cdl import rays_genie_mse  # it builds on this module
+
+        return rays_genie_mse(config, snr_db, delay_spread_s, doppler_hz, per_user)
     if rx_correlation is None and isinstance(m.rx_correlation, tuple):
         raise ConfigError("mimo.rx_correlation", list(m.rx_correlation), "is a range: the bound needs each frame's rho")
     rho = m.rx_correlation if rx_correlation is None else rx_correlation
@@ -521,21 +535,25 @@ def error_variance(est, noise_var: torch.Tensor, bound: torch.Tensor) -> torch.T
 # Sionna's OFDM estimators on the same pilots (wavefront.sim.sionna_ref)
 SIONNA = ("sionna-ls", "sionna-lmmse-tf", "sionna-lmmse-tfs")
 MIMO_CLASSICAL = ("ls-nearest", "ls-linear", "ls-spline", "lmmse-robust", "lmmse-genie", "lmmse-estimated", "mmse-bayes",
-                  "lmmse-estimated-per-pair", "mmse-bayes-per-pair", "lmmse-sample")
+                  "lmmse-estimated-per-pair", "mmse-bayes-per-pair", "lmmse-genie-per-pair", "lmmse-sample")
 # what a system-level scenario (UMi, UMa: no closed-form covariance) cannot run: they assume a tap profile's statistics
 _NEEDS_PROFILE = ("lmmse-genie", "lmmse-estimated", "mmse-bayes", "lmmse-estimated-per-pair", "mmse-bayes-per-pair",
-                  "sionna-lmmse-tf", "sionna-lmmse-tfs")
+                  "lmmse-genie-per-pair", "sionna-lmmse-tf", "sionna-lmmse-tfs")
 # joint over antennas and users with the Kronecker pattern (wavefront.sim.mimo_bayes); "-per-pair": the SISO
 # estimator on each (antenna, user) pair alone, receive correlation ignored (the baseline they replace)
 _JOINT = ("lmmse-estimated", "mmse-bayes")
+# estimators whose prior is the Kronecker model R_rx(rho) (x) R_ft: refused under mimo.spatial rays
+_KRONECKER_MODEL = _JOINT + ("sionna-lmmse-tfs",)
 _PER_PAIR = "-per-pair"
 
 
 def mimo_estimators(names: list[str], config: SystemConfig, robust_options: dict | None = None) -> list:
-    """Returns MIMO estimators for ``names``: the genie over space (``lmmse-genie``), perfect CSI,
+    """Returns MIMO estimators for ``names``: the genie over space (``lmmse-genie``; under ``mimo.spatial: rays``
+    :class:`~wavefront.sim.mimo_cdl.RaysGenieLMMSE`), perfect CSI,
     ``lmmse-estimated`` and ``mmse-bayes`` joint over antennas and users with rho in the prior
-    (:mod:`wavefront.sim.mimo_bayes`; per pair with DM-RS pilots), their per-pair baselines
-    (``lmmse-estimated-per-pair``, ``mmse-bayes-per-pair``), and the other classical ones per
+    (:mod:`wavefront.sim.mimo_bayes`; per pair with DM-RS pilots; refused under rays, as ``sionna-lmmse-tfs``: their
+    prior is the Kronecker model), their per-pair baselines (``lmmse-estimated-per-pair``, ``mmse-bayes-per-pair``,
+    ``lmmse-genie-per-pair``: the 2-D genie per antenna), and the other classical ones per
     (antenna, user) (:class:`PerUser`)."""
     from wavefront.sim.system_level import SampleCovarianceLMMSE, is_system_level  # it builds on this module
 
@@ -549,8 +567,16 @@ def mimo_estimators(names: list[str], config: SystemConfig, robust_options: dict
             out.append(PerfectCSI())
         elif name == "lmmse-sample":
             out.append(SampleCovarianceLMMSE(config))
+        elif name == "lmmse-genie" and config.mimo.spatial == "rays":
+            from wavefront.sim.mimo_cdl import RaysGenieLMMSE  # it builds on this module
+
+            out.append(RaysGenieLMMSE(config))
         elif name == "lmmse-genie":
             out.append(MimoGenieLMMSE(config))
+        elif name in _KRONECKER_MODEL and config.mimo.spatial == "rays":
+            alt = "sionna-lmmse-tf" if name in SIONNA else f"{name}-per-pair"
+            raise ConfigError("estimators", name, f"assumes the Kronecker model (rho^|i-j| across the antennas), which "
+                                                  f"mimo.spatial rays is not; use {alt} or lmmse-genie")
         elif name in SIONNA and config.mimo.pilots != "kronecker":
             raise ConfigError("estimators", name, f"Sionna's estimators here use the Kronecker pattern, not "
                                                   f"{config.mimo.pilots}")
@@ -565,8 +591,9 @@ def mimo_estimators(names: list[str], config: SystemConfig, robust_options: dict
         elif name.endswith(_PER_PAIR) and name in MIMO_CLASSICAL:
             est = PerUser(name[:-len(_PER_PAIR)], config)
             est.name = name
+            ignored = "spatial correlation" if config.mimo.spatial == "rays" else "receive correlation"
             est.given = est.given.replace("; per antenna and user", "; each (antenna, user) pair alone, its own "
-                                          "conditions, receive correlation ignored")
+                                          f"conditions, {ignored} ignored")
             out.append(est)
         elif name in MIMO_CLASSICAL:
             out.append(PerUser(name, config, **((robust_options or {}) if name == "lmmse-robust" else {})))

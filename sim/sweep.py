@@ -220,7 +220,11 @@ def _setup(spec: SweepSpec, estimators: list | None):
                                               "cover codes, no data on DM-RS symbols"),
                                    "detector": "LMMSE per resource element with each estimate's error variance "
                                                "(Sionna LinearDetector 'lmmse' semantics); --equalizer is unused",
-                                   "conditions": "delay spread, Doppler and SNR drawn per frame, shared by every user"},
+                                   "conditions": "delay spread, Doppler and SNR drawn per frame, shared by every user",
+                                   **({"spatial": f"rays: each user's CDL rays on the base station's ULA at their "
+                                                  f"departure angles, {m.antenna_spacing_wavelengths:g} wavelengths "
+                                                  f"apart (rx_correlation unused)"}
+                                      if m.spatial == "rays" else {})},
                           "pilots_per_user": pilots_per_user(spec.config)})
     if spec.error_variance != "stated":  # the default leaves specs (and progress fingerprints) as they were
         spec_dict["error_variance"] = ("calibrated: perfect CSI 0; every other estimate detected with its own MSE per "
@@ -366,7 +370,8 @@ def plot_result(result: SweepResult, out: Path) -> list[Path]:
         m = result.spec.get("mimo")
         rho = m and m["rx_correlation"]
         rho = f"{rho[0]:g}–{rho[1]:g}" if isinstance(rho, (list, tuple)) else f"{rho:g}" if m else ""
-        antennas = f"\n{m['rx_antennas']} antennas (rho {rho}) x {m['users']} users, " if m else ""
+        rho = "CDL rays" if m and "spatial" in m else f"rho {rho}"
+        antennas = f"\n{m['rx_antennas']} antennas ({rho}) x {m['users']} users, " if m else ""
         calibrated = ", calibrated error variance" if result.spec.get("error_variance") else ""
         ax.set_title(f"{profile_label(ch['profile'])}, {', '.join(fixed)}, {antennas}{cfg['ofdm']['num_subcarriers']}x"
                      f"{cfg['ofdm']['num_symbols']} grid, {result.spec['frames']} frames/point{calibrated}", fontsize=9)
