@@ -325,21 +325,26 @@ def _uniform_tap_gains(profile: ChannelProfile, draws: SinusoidDraws, start_s: f
 
 
 def _sinusoid_phasors(draws: SinusoidDraws, start_s: float, step_s: float, num_times: int,
-                      scratch: _Scratch | None = None) -> torch.Tensor:
+                      scratch: _Scratch | None = None, by_tap: bool = False) -> torch.Tensor:
     """Returns ``exp(j(w c_n t_m + phi_n))`` [T, N, B, L] complex64 at ``t_m = start_s + m step_s``: every NLoS sinusoid.
 
     Sinusoids before frames and taps, so that a sum over them adds whole [B, L] blocks. The
     phase recurrence of :func:`uniform_tap_gains` (see there for its accuracy). Written into
-    ``scratch``'s ``"phasors"`` when given.
+    ``scratch``'s ``"phasors"`` when given. ``by_tap``: laid out [T, B, L, N] instead (each tap's
+    sinusoids innermost, as the draws hold them), the same numbers.
     """
     cosines, phi, fd = draws.cosines, draws.phases_rad, draws.doppler_hz
     B, L, N = cosines.shape
     dev, f64 = cosines.device, torch.float64
-    w = fd.double().reshape(1, B, 1).mul_(_constant(2 * math.pi, f64, dev))  # rad/s
-    # [N, B, L] rad/s: each sinusoid's angular frequency (the float32 cosines promoted to float64), laid out as the cosines
-    nu = torch.mul(w, cosines.permute(2, 0, 1).double())
-    phi_t = phi.permute(2, 0, 1)
-    shape = (num_times, N, B, L)
+    if by_tap:
+        w = fd.double().reshape(B, 1, 1).mul_(_constant(2 * math.pi, f64, dev))  # rad/s
+        nu, phi_t, shape = torch.mul(w, cosines.double()), phi, (num_times, B, L, N)
+    else:
+        w = fd.double().reshape(1, B, 1).mul_(_constant(2 * math.pi, f64, dev))  # rad/s
+        # [N, B, L] rad/s: each sinusoid's angular frequency (the float32 cosines promoted to float64), laid out as the cosines
+        nu = torch.mul(w, cosines.permute(2, 0, 1).double())
+        phi_t = phi.permute(2, 0, 1)
+        shape = (num_times, N, B, L)
     g = (torch.empty(shape, dtype=torch.complex64, device=dev) if scratch is None
          else scratch.take("phasors", shape, torch.complex64, dev))
     if start_s == 0.0:  # the start phases are the drawn ones, exactly
@@ -540,20 +545,16 @@ class TimeVaryingChannel:
         h = torch.empty(B, F, T, dtype=torch.complex64, device=x.device)
         y = torch.empty_like(h)
         c = _blocks(B, _CHUNK_GAINS if x.device.type == "cpu" else _CHUNK_ICI_GPU)
-        P = self._series_terms(slice(0, B))[0]
         scratch = _block_scratch(x.device)
-        # The p >= 1 terms' grids, zero-padded to the FFT size once: each block writes the first F bins.
-        padded = scratch.take("padded", (min(c, B), max(P - 1, 0), T, self.fft_size), torch.complex64, x.device)
-        padded[..., F:].zero_()
         for s in range(0, B, c):
             # each block takes the terms its own largest Doppler needs; it writes its rows of h and y
-            self._propagate(x[s:s + c], slice(s, s + c), padded, scratch, h[s:s + c], y[s:s + c], impairments)
+            self._propagate(x[s:s + c], slice(s, s + c), scratch, h[s:s + c], y[s:s + c], impairments)
         return h, y
 
     def gains_at_samples(self) -> torch.Tensor:
         """Returns the tap gains [B, L, T, N] complex64 at every useful sample (:meth:`sample_times_s`), from the series."""
         d = self._series_coefficients(slice(0, len(self)))  # [B, L, P, T]
-        basis = _sample_basis(d.shape[2], self.fft_size, d.device)[0]  # T_p(2 u) [P, N]
+        basis = _centred_basis(d.shape[2], self.fft_size, d.device)[0]  # 1, then T_p(2 u) less its mean [P, N]
         return torch.einsum("blpt,pn->bltn", d, basis.to(d.dtype))
 
     def _series_terms(self, rows: slice) -> tuple[int, int]:
@@ -576,9 +577,13 @@ class TimeVaryingChannel:
 
     def _series_coefficients(self, rows: slice, terms: tuple[int, int] | None = None,
                              scratch: _Scratch | None = None) -> torch.Tensor:
-        """Returns ``D`` [b, L, P, T] complex64 with ``a_l(t_c,m + u T_u) = sum_p D[l, p, m] T_p(2 u)`` for ``|u| <= 1/2``.
+        """Returns ``D`` [b, L, P, T] complex64 with ``a_l(t_c,m + u T_u) = sum_p D[l, p, m] B_p(u)`` for ``|u| <= 1/2``.
 
-        ``terms`` (P, Q) defaults to :meth:`_series_terms` of ``rows``; ``scratch`` holds the temporaries when given.
+        ``B_0 = 1`` and ``B_p = T_p(2 u) - mean(T_p)`` for ``p >= 1``, the mean over the symbol's N
+        samples (:func:`_centred_basis`): ``D[l, 0]`` is then tap ``l``'s gain averaged over the
+        symbol (the label's taps), and ``D[l, p] = j^p c_p`` for ``p >= 1`` are the Chebyshev
+        coefficients of the class docstring. ``terms`` (P, Q) defaults to :meth:`_series_terms` of
+        ``rows``; ``scratch`` holds the temporaries when given.
         """
         o, prof, dr = self.ofdm, self.profile, self.draws.rows(rows)
         P, Q = self._series_terms(rows) if terms is None else terms
@@ -586,84 +591,118 @@ class TimeVaryingChannel:
         b, L, S = cos_.shape
         dev = cos_.device
         t_u = 1.0 / o.subcarrier_spacing_hz
-        w = 2 * math.pi * fd.reshape(b, 1, 1, 1)
+        w = 2 * math.pi * fd.reshape(b, 1, 1)
         # centre of symbol m's useful part: t_c0 + m T_sym, an equally spaced grid
         t_c0 = (self.cp_samples + (self.fft_size - 1) / 2) / (self.fft_size * o.subcarrier_spacing_hz)
         T = o.num_symbols
-        g = _sinusoid_phasors(dr, t_c0, o.symbol_duration_s, T, scratch)  # [T, S, b, L]
-        # Time innermost, [S, b L, T], by one 2-D transpose, read as the [b L] matrices [S, 2 T] it
-        # holds (batch stride 2 T): about half the cost of permuting straight to [b, L, S, T].
-        flat = g.view(T, S * b * L).t()
-        flat = flat.contiguous() if scratch is None else scratch.take("base", flat.shape, g.dtype, dev).copy_(flat)
-        base = torch.view_as_real(flat).view(S, b * L, 2 * T).transpose(0, 1)  # [b L, S, 2 T]
-        # Taylor: (j y)^q / q! = j^q y^q / q! with y = w c T_u real; on T_p(2u) the coefficient of
-        # j^q y^q / q! u^q is j^p times a real number (q - p is even), the 1 / q! in the matrix
-        y_s = (w.reshape(b, 1, 1) * t_u * cos_).reshape(b * L, 1, S)
-        powers = torch.ones(b * L, Q, S, device=dev)
-        if Q > 1:
-            torch.cumprod(y_s.expand(b * L, Q - 1, S), 1, out=powers[:, 1:])  # y^q
-        to_chebyshev = _monomials_to_chebyshev(P, Q, dev) * _inverse_factorials(Q, dev)  # [P, Q]
-        amp = _amplitudes(tuple(prof.nlos_powers.tolist()), S, dev)
-        real = torch.matmul(to_chebyshev, powers).mul_(amp.repeat(b).reshape(b * L, 1, 1))  # [b L, P, S]
-        d = torch.view_as_complex(torch.bmm(real, base).reshape(b, L, P, T, 2))
-        d = d * _j_powers(P, dev).reshape(1, 1, P, 1)  # [b, L, P, T]
+        g = _sinusoid_phasors(dr, t_c0, o.symbol_duration_s, T, scratch, by_tap=True)  # [T, b, L, S]
+        # each sinusoid's coefficients: its Taylor powers y^q on the basis, j^p and the tap's amplitude
+        # included, so that D is one complex product per tap, [P, S] @ [S, T], read straight from g
+        y_s = (w * t_u * cos_).reshape(-1)  # [b L S]
+        to_basis = _powers_to_basis(P, Q, self.fft_size, dev)  # [Q, P] complex64
+        powers = _powers(y_s, Q)  # [b L S, Q]: y^q
+        coef = torch.mm(powers, torch.view_as_real(to_basis).view(Q, 2 * P))  # [b L S, P] as (re, im) pairs
+        coef.view(b, L, S * P * 2).mul_(_amplitudes(_profile_tuples(prof)[1], S, dev).reshape(1, L, 1))
+        coef = torch.view_as_complex(coef.view(b * L, S, P, 2))
+        out = (torch.empty(b * L, P, T, dtype=torch.complex64, device=dev) if scratch is None
+               else scratch.take("coefficients", (b * L, P, T), torch.complex64, dev))
+        torch.bmm(coef.transpose(1, 2), g.view(T, b * L, S).permute(1, 2, 0), out=out)
+        d = out.view(b, L, P, T)
         if prof.is_los:
             t_c = t_c0 + symbol_times_s(o).to(dev)  # [T] float64
             arg0 = w.reshape(b, 1).double() * prof.los_cos_aoa * t_c + dr.los_phase_rad.double()  # [b, T]
             y0 = (2 * math.pi * t_u * prof.los_cos_aoa) * fd  # [b]
-            real0 = torch.ones(b, Q, device=dev)
-            for q in range(1, Q):
-                real0[:, q] = real0[:, q - 1] * y0 / q
-            coef0 = (real0 @ _monomials_to_chebyshev(P, Q, dev).T) * _j_powers(P, dev)  # [b, P]
+            coef0 = _powers(y0, Q).to(torch.complex64) @ to_basis  # [b, P]
             d[:, 0] += math.sqrt(prof.los_power) * coef0.unsqueeze(-1) * _phasor(arg0).to(torch.complex64).unsqueeze(1)
         return d
 
-    def _propagate(self, x: torch.Tensor, rows: slice, padded: torch.Tensor, scratch: _Scratch, h_out: torch.Tensor,
-                   y_out: torch.Tensor, impairments=None) -> None:
-        """Writes the label and the received grid of the frames ``rows`` (``x`` [b, F, T]) into ``h_out`` and ``y_out`` [b, F, T]."""
-        o, n_fft = self.ofdm, self.fft_size
-        F = x.shape[1]
-        d = self._series_coefficients(rows, self._series_terms(rows), scratch)  # [b, L, P, T]
-        b, L, P, T = d.shape
-        e = delay_phasors(self.tau_s[rows], *_subcarrier_grid(o), F)  # [b, F, L]
-        # [b, P, T, F]: subcarriers innermost, where the FFTs run
-        h_p = torch.bmm(d.reshape(b, L, P * T).transpose(1, 2), e.transpose(1, 2),
-                        out=scratch.take("h_p", (b, P * T, F), torch.complex64, x.device)).reshape(b, P, T, F)
-        basis, means = _sample_basis(P, n_fft, x.device)  # T_p(2u) [P, N] and its means over the symbol
-        # the per-symbol average (the label): sum_p mean(T_p) H_p, over the even p (the odd means are 0),
-        # accumulated in place in the output ([b, T, F] views of [b, F, T]: no copies to transpose)
-        h, y = h_out.transpose(1, 2), y_out.transpose(1, 2)
-        h.copy_(h_p[:, 0])
-        for q in range(2, P, 2):
-            h.add_(h_p[:, q], alpha=means[q])
-        xt = x.transpose(1, 2)  # [b, T, F]
-        if impairments is not None:
-            y.copy_(self._impaired(h_p, xt, basis, rows, impairments))
-            return
-        # p = 0 weighs every sample by T_0 = 1, so its IFFT and FFT cancel: h_0 x, without either.
-        torch.mul(h_p[:, 0], xt, out=y)
-        if P > 1:
-            # Subcarrier i sits on bin i rather than on its offset's bin: a shift by whole bins multiplies
-            # the time signal by exp(j 2 pi k0 n / N), which commutes with the weighting in time and is
-            # undone by the FFT, so y is the same, without a scatter and a gather.
-            z = padded[:b, :P - 1]
-            torch.mul(h_p[:, 1:], xt.unsqueeze(1), out=z[..., :F])
-            signal = torch.fft.ifft(z, dim=-1, out=scratch.take("signal", z.shape, torch.complex64, x.device))
-            r = signal.mul_(basis[1:, None, :]).sum(1)  # [b, T, N]
-            y += torch.fft.fft(r, dim=-1)[..., :F]
+    def _propagate(self, x: torch.Tensor, rows: slice, scratch: _Scratch, h_out: torch.Tensor, y_out: torch.Tensor,
+                   impairments=None) -> None:
+        """Writes the label and the received grid of the frames ``rows`` (``x`` [b, F, T]) into ``h_out`` and ``y_out`` [b, F, T].
 
-    def _impaired(self, h_p: torch.Tensor, xt: torch.Tensor, basis: torch.Tensor, rows: slice, impairments) -> torch.Tensor:
-        """Returns the impaired received grid [b, T, F]: every FFT bin of the channel's output, then the receiver's impairments."""
-        b, P, T, F = h_p.shape
-        z = torch.zeros(b, P, T, self.fft_size, dtype=torch.complex64, device=xt.device)
-        torch.mul(h_p, xt.unsqueeze(1), out=z[..., :F])
-        r = (torch.fft.ifft(z, dim=-1) * basis[:, None, :]).sum(1)  # [b, T, N]: the useful samples
-        return apply_impairments(impairments, rows, torch.fft.fft(r, dim=-1), self.ofdm, self.cp_samples)
+        With the basis of :meth:`_series_coefficients`, ``y = h X + sum_{p >= 1} FFT(B_p IFFT(H_p X))``: the
+        label ``h`` (the taps' symbol averages through the delay phasors) is the p = 0 term, exactly, and
+        the P - 1 others are the ICI.
+        """
+        o, n_fft = self.ofdm, self.fft_size
+        b, F, T = x.shape
+        d = self._series_coefficients(rows, self._series_terms(rows), scratch)  # [b, L, P, T]
+        L, P = d.shape[1], d.shape[2]
+        # Subcarrier i sits on bin i rather than on its offset's bin: a shift by whole bins multiplies
+        # the time signal by exp(j 2 pi k0 n / N), which commutes with the weighting in time and is
+        # undone by the FFT, so y is the same, without a scatter and a gather. The phasors run on
+        # past F to all N bins, where the padded grid is zero, so the ICI terms are N wide from the product.
+        e = delay_phasors(self.tau_s[rows], *_subcarrier_grid(o), n_fft if P > 1 else F)  # [b, N, L]
+        torch.bmm(e[:, :F], d[:, :, 0], out=h_out)  # the label [b, F, T]
+        if P == 1 and impairments is None:
+            torch.mul(h_out, x, out=y_out)
+            return
+        if P == 1:  # impaired at 0 Hz: no ICI
+            spectrum = torch.zeros(b, T, n_fft, dtype=torch.complex64, device=x.device)
+        else:  # the ICI's bins [b, T, N]
+            z = scratch.take("terms", (b, (P - 1) * T, n_fft), torch.complex64, x.device)
+            torch.bmm(d[:, :, 1:].reshape(b, L, (P - 1) * T).transpose(1, 2), e.transpose(1, 2), out=z)  # H_p [b, (P-1) T, N]
+            xp = scratch.take("grid", (b, 1, T, n_fft), torch.complex64, x.device)  # X on the N bins, zero-padded
+            xp[..., F:].zero_()
+            xp[..., :F].copy_(x.transpose(1, 2).unsqueeze(1))
+            z = z.view(b, P - 1, T, n_fft).mul_(xp)
+            # unnormalised inverse: the 1/N is in the weights (exact for a power of two)
+            signal = torch.fft.ifft(z, dim=-1, norm="forward")
+            weights = _centred_basis(P, n_fft, x.device)[1]  # B_p / N [P - 1, N]
+            spectrum = torch.fft.fft(signal.mul_(weights[:, None, :]).sum(1), dim=-1)  # [b, T, N]
+        if impairments is not None:
+            spectrum[..., :F] += (h_out * x).transpose(1, 2)
+            y_out.transpose(1, 2).copy_(apply_impairments(impairments, rows, spectrum, o, self.cp_samples))
+            return
+        torch.mul(h_out, x, out=y_out)
+        y_out.transpose(1, 2).add_(spectrum[..., :F])
+
+
+def _powers(y: torch.Tensor, num_powers: int) -> torch.Tensor:
+    """Returns ``y^q`` [n, Q] of ``y`` [n] for ``q < Q``, by running products."""
+    out = torch.ones(y.shape[0], num_powers, dtype=y.dtype, device=y.device)
+    if num_powers > 1:
+        torch.cumprod(y.unsqueeze(1).expand(-1, num_powers - 1), 1, out=out[:, 1:])
+    return out
 
 
 @lru_cache(maxsize=64)
-def _sample_basis(num_terms: int, fft_size: int, device: torch.device) -> tuple[torch.Tensor, list[float]]:
-    """Returns (``T_p(2 u)`` [P, N] float32, its means over the N samples, P floats) for ``p < P``.
+def _centred_basis(num_terms: int, fft_size: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Returns (``B_p(u)`` [P, N] float32, ``B_p(u) / N`` [P - 1, N] float32 for ``p >= 1``) at each useful sample.
+
+    ``B_0 = 1``; ``B_p = T_p(2 u) - mean_n T_p(2 u_n)`` for ``p >= 1`` (the odd ones have mean 0), with
+    ``u`` [N] each useful sample's time from the symbol centre in units of ``T_u``, as
+    :meth:`TimeVaryingChannel.sample_offsets`, and ``T_p`` the Chebyshev polynomials by their recurrence
+    in float64, rounded once. The means are over the N samples: the average the FFT takes.
+    """
+    basis, means = _sample_basis(num_terms, fft_size, torch.device("cpu"), dtype=torch.float64)
+    centred = basis - torch.tensor(means, dtype=torch.float64).reshape(-1, 1)
+    centred[0] = 1.0
+    return centred.float().to(device), (centred[1:] / fft_size).float().to(device)
+
+
+@lru_cache(maxsize=64)
+def _powers_to_basis(num_terms: int, num_powers: int, fft_size: int, device: torch.device) -> torch.Tensor:
+    """Returns ``K`` [Q, P] complex64: ``exp(j y u) = sum_p (sum_q y^q K[q, p]) B_p(u)`` to the series' accuracy.
+
+    ``B_p`` of :func:`_centred_basis`. Column ``p >= 1`` is ``j^p M[p, q] / q!`` (the Taylor
+    powers on ``T_p(2 u)``, :func:`_monomials_to_chebyshev`); column 0 is the sum over p of those
+    columns times the mean of ``T_p``: the average over the symbol. Computed in float64, rounded once.
+    """
+    m = _monomials_to_chebyshev(num_terms, num_powers, torch.device("cpu"), dtype=torch.float64)  # [P, Q]
+    m = m / torch.tensor([math.factorial(q) for q in range(num_powers)], dtype=torch.float64)
+    jp = torch.tensor([1, 1j, -1, -1j], dtype=torch.complex128)[torch.arange(num_terms) % 4]
+    k = (jp.reshape(-1, 1) * m).T.contiguous()  # [Q, P]
+    means = torch.tensor(_sample_basis(num_terms, fft_size, torch.device("cpu"))[1], dtype=torch.float64)
+    means[1::2] = 0.0  # odd T_p are odd about the centre: their mean is 0 (float64 sums leave ~1e-17)
+    k[:, 0] = k @ means.to(torch.complex128)
+    return k.to(torch.complex64).to(device)
+
+
+@lru_cache(maxsize=64)
+def _sample_basis(num_terms: int, fft_size: int, device: torch.device,
+                  dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, list[float]]:
+    """Returns (``T_p(2 u)`` [P, N] of ``dtype``, its means over the N samples, P floats) for ``p < P``.
 
     ``u`` [N]: each useful sample's time from the symbol centre in units of ``T_u``, as
     :meth:`TimeVaryingChannel.sample_offsets`; ``T_p`` the Chebyshev polynomials, by their recurrence in float64.
@@ -674,7 +713,7 @@ def _sample_basis(num_terms: int, fft_size: int, device: torch.device) -> tuple[
     while len(basis) < num_terms:
         basis.append(2 * v * basis[-1] - basis[-2])
     basis = torch.stack(basis[:num_terms])
-    return basis.float().to(device), basis.mean(1).tolist()
+    return basis.to(device, dtype), basis.mean(1).tolist()
 
 
 @lru_cache(maxsize=16)
@@ -684,8 +723,9 @@ def _inverse_factorials(n: int, device: torch.device) -> torch.Tensor:
 
 
 @lru_cache(maxsize=64)
-def _monomials_to_chebyshev(num_terms: int, num_powers: int, device: torch.device) -> torch.Tensor:
-    """Returns ``M`` [P, Q] float32: ``j^q u^q = sum_p j^p M[p, q] T_p(2 u)`` for ``q < Q``, cut at ``p < P``.
+def _monomials_to_chebyshev(num_terms: int, num_powers: int, device: torch.device,
+                            dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Returns ``M`` [P, Q] of ``dtype``: ``j^q u^q = sum_p j^p M[p, q] T_p(2 u)`` for ``q < Q``, cut at ``p < P``.
 
     ``u^q = 2^-q (2u)^q`` on the Chebyshev basis (numpy's ``poly2cheb``) has terms of the parity of
     ``q`` only, so ``j^(q - p) = (-1)^((q - p) / 2)`` is real.
@@ -696,7 +736,7 @@ def _monomials_to_chebyshev(num_terms: int, num_powers: int, device: torch.devic
         for p in range(min(num_terms, q + 1)):
             if (q - p) % 2 == 0:
                 m[p, q] = cheb[p] * (-1) ** ((q - p) // 2)
-    return torch.as_tensor(m, dtype=torch.float32, device=device)
+    return torch.as_tensor(m, dtype=dtype, device=device)
 
 
 @lru_cache(maxsize=16)
