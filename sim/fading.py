@@ -532,18 +532,20 @@ class TimeVaryingChannel:
         ts = 1.0 / (self.fft_size * self.ofdm.subcarrier_spacing_hz)
         return symbol_times_s(self.ofdm)[:, None] + (self.cp_samples + torch.arange(self.fft_size)) * ts
 
-    def propagate(self, x: torch.Tensor, *, impairments=None) -> tuple[torch.Tensor, torch.Tensor]:
+    def propagate(self, x: torch.Tensor, *, impairments=None, out: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Returns ``(h, y)``: the label ``h`` [B, F, T] complex64 and the received grid ``y`` [B, F, T] complex64, noise-free.
 
         ``x`` [B, F, T] complex64: the transmitted grid. ``y - h x`` is the ICI.
         ``impairments``: an :class:`~wavefront.sim.impairments.Impairments` of the B frames (timing offset,
         CFO, phase noise), applied to each symbol's received samples (:func:`~wavefront.sim.impairments.apply_impairments`);
         the label ``h`` stays the channel without them: the impairment is part of what an estimator must cope with.
+        ``out``: a [B, F, T] complex64 tensor to hold ``y``, ``x`` itself allowed (each block reads its rows of ``x``
+        before it writes them); a new one when ``None``.
         """
         B = len(self)
         F, T = self.ofdm.grid_shape
         h = torch.empty(B, F, T, dtype=torch.complex64, device=x.device)
-        y = torch.empty_like(h)
+        y = torch.empty_like(h) if out is None else out
         c = _blocks(B, _CHUNK_GAINS if x.device.type == "cpu" else _CHUNK_ICI_GPU)
         scratch = _block_scratch(x.device)
         for s in range(0, B, c):
