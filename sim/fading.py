@@ -325,26 +325,21 @@ def _uniform_tap_gains(profile: ChannelProfile, draws: SinusoidDraws, start_s: f
 
 
 def _sinusoid_phasors(draws: SinusoidDraws, start_s: float, step_s: float, num_times: int,
-                      scratch: _Scratch | None = None, by_tap: bool = False) -> torch.Tensor:
+                      scratch: _Scratch | None = None) -> torch.Tensor:
     """Returns ``exp(j(w c_n t_m + phi_n))`` [T, N, B, L] complex64 at ``t_m = start_s + m step_s``: every NLoS sinusoid.
 
     Sinusoids before frames and taps, so that a sum over them adds whole [B, L] blocks. The
     phase recurrence of :func:`uniform_tap_gains` (see there for its accuracy). Written into
-    ``scratch``'s ``"phasors"`` when given. ``by_tap``: laid out [T, B, L, N] instead (each tap's
-    sinusoids innermost, as the draws hold them), the same numbers.
+    ``scratch``'s ``"phasors"`` when given.
     """
     cosines, phi, fd = draws.cosines, draws.phases_rad, draws.doppler_hz
     B, L, N = cosines.shape
     dev, f64 = cosines.device, torch.float64
-    if by_tap:
-        w = fd.double().reshape(B, 1, 1).mul_(_constant(2 * math.pi, f64, dev))  # rad/s
-        nu, phi_t, shape = torch.mul(w, cosines.double()), phi, (num_times, B, L, N)
-    else:
-        w = fd.double().reshape(1, B, 1).mul_(_constant(2 * math.pi, f64, dev))  # rad/s
-        # [N, B, L] rad/s: each sinusoid's angular frequency (the float32 cosines promoted to float64), laid out as the cosines
-        nu = torch.mul(w, cosines.permute(2, 0, 1).double())
-        phi_t = phi.permute(2, 0, 1)
-        shape = (num_times, N, B, L)
+    w = fd.double().reshape(1, B, 1).mul_(_constant(2 * math.pi, f64, dev))  # rad/s
+    # [N, B, L] rad/s: each sinusoid's angular frequency (the float32 cosines promoted to float64), laid out as the cosines
+    nu = torch.mul(w, cosines.permute(2, 0, 1).double())
+    phi_t = phi.permute(2, 0, 1)
+    shape = (num_times, N, B, L)
     g = (torch.empty(shape, dtype=torch.complex64, device=dev) if scratch is None
          else scratch.take("phasors", shape, torch.complex64, dev))
     if start_s == 0.0:  # the start phases are the drawn ones, exactly
@@ -359,6 +354,37 @@ def _sinusoid_phasors(draws: SinusoidDraws, start_s: float, step_s: float, num_t
         if i:
             z = z * z  # z^n -> z^(2n), in float64: each anchor is rounded to float32 once
         torch.mul(src, z.to(torch.complex64), out=dst)
+    return g
+
+
+def _phasor_steps(draws: SinusoidDraws, start_s: float, step_s: float, num_times: int
+                  ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Returns the factors of :func:`_sinusoid_phasors` laid out by tap, [B, L, N] complex64 each (the draws' layout):
+    ``exp(j(w c_n start_s + phi_n))`` and the anchors ``z^k`` of its doubling steps, ``z = exp(j w c_n step_s)``.
+
+    :func:`_double` makes the [T, B, L, N] phasors from them, the numbers of :func:`_sinusoid_phasors`.
+    """
+    cosines, phi, fd = draws.cosines, draws.phases_rad, draws.doppler_hz
+    B, L, N = cosines.shape
+    dev, f64 = cosines.device, torch.float64
+    nu = torch.mul(fd.double().reshape(B, 1, 1).mul_(_constant(2 * math.pi, f64, dev)), cosines.double())  # rad/s
+    # reduced to [0, 2 pi) in float64 before the one rounding, whatever the start time
+    arg = torch.remainder(nu * _constant(start_s, f64, dev) + phi.double(), 2 * math.pi).float()
+    start = torch.complex(torch.cos(arg), torch.sin(arg))
+    z = _phasor(nu * _constant(step_s, f64, dev))  # exp(j nu step), complex128
+    anchors, n = [], 1
+    while n < num_times:
+        if anchors:
+            z = z * z  # z^n -> z^(2n), in float64: each anchor is rounded to float32 once
+        anchors.append(z.to(torch.complex64))
+        n *= 2
+    return start, anchors
+
+
+def _double(g: torch.Tensor, anchors: list[torch.Tensor], steps: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+    """Fills ``g`` [T, ...] from ``g[0]``: ``g[n : n + k] = g[0 : k] z^n`` with the anchors ``z^n`` of :func:`_phasor_steps`."""
+    for (src, dst), z in zip(steps, anchors):
+        torch.mul(src, z, out=dst)
     return g
 
 
@@ -456,6 +482,7 @@ def frequency_response(freqs_hz: torch.Tensor, a: torch.Tensor, tau_s: torch.Ten
     return h
 
 
+_CHUNK_ICI = 16  # frames per block of the time-domain path's ICI terms on CPU: their FFT blocks stay in L2
 _CHUNK_ICI_GPU = 2048  # frames per block of the time-domain path on a GPU (its [b, P, T, N] FFT blocks)
 _SERIES_TOL = 1e-8  # bound on a sinusoid's series error in time, below float32 round-off (6e-8 of a unit gain)
 
@@ -546,11 +573,19 @@ class TimeVaryingChannel:
         F, T = self.ofdm.grid_shape
         h = torch.empty(B, F, T, dtype=torch.complex64, device=x.device)
         y = torch.empty_like(h) if out is None else out
-        c = _blocks(B, _CHUNK_GAINS if x.device.type == "cpu" else _CHUNK_ICI_GPU)
+        cpu = x.device.type == "cpu"
         scratch = _block_scratch(x.device)
-        for s in range(0, B, c):
-            # each block takes the terms its own largest Doppler needs; it writes its rows of h and y
-            self._propagate(x[s:s + c], slice(s, s + c), scratch, h[s:s + c], y[s:s + c], impairments)
+        # Runs of frames share the per-sinusoid work (a few dozen small ops, once per run); within a run,
+        # blocks small enough that the ICI terms' [b, P, T, N] FFT blocks stay in cache on CPU.
+        run = _blocks(B, _CHUNK if cpu else _CHUNK_ICI_GPU)
+        for r0 in range(0, B, run):
+            n = min(run, B - r0)
+            # each run takes the terms its own largest Doppler needs
+            series = self._series_inputs(slice(r0, r0 + n))
+            c = _blocks(n, _CHUNK_ICI if cpu else n)
+            for s in range(0, n, c):
+                rows = slice(r0 + s, r0 + min(s + c, n))  # it writes these rows of h and y
+                self._propagate(x[rows], rows, series.rows(slice(s, s + c)), scratch, h[rows], y[rows], impairments)
         return h, y
 
     def gains_at_samples(self) -> torch.Tensor:
@@ -577,16 +612,18 @@ class TimeVaryingChannel:
             term *= x / Q
         return P, max(P, Q)
 
-    def _series_coefficients(self, rows: slice, terms: tuple[int, int] | None = None,
-                             scratch: _Scratch | None = None) -> torch.Tensor:
+    def _series_coefficients(self, rows: slice, terms: tuple[int, int] | None = None) -> torch.Tensor:
         """Returns ``D`` [b, L, P, T] complex64 with ``a_l(t_c,m + u T_u) = sum_p D[l, p, m] B_p(u)`` for ``|u| <= 1/2``.
 
         ``B_0 = 1`` and ``B_p = T_p(2 u) - mean(T_p)`` for ``p >= 1``, the mean over the symbol's N
         samples (:func:`_centred_basis`): ``D[l, 0]`` is then tap ``l``'s gain averaged over the
         symbol (the label's taps), and ``D[l, p] = j^p c_p`` for ``p >= 1`` are the Chebyshev
-        coefficients of the class docstring. ``terms`` (P, Q) defaults to :meth:`_series_terms` of
-        ``rows``; ``scratch`` holds the temporaries when given.
+        coefficients of the class docstring. ``terms`` (P, Q) defaults to :meth:`_series_terms` of ``rows``.
         """
+        return self._coefficients(self._series_inputs(rows, terms))
+
+    def _series_inputs(self, rows: slice, terms: tuple[int, int] | None = None) -> "_SeriesInputs":
+        """Returns the per-sinusoid factors of :meth:`_series_coefficients` for the frames ``rows``."""
         o, prof, dr = self.ofdm, self.profile, self.draws.rows(rows)
         P, Q = self._series_terms(rows) if terms is None else terms
         cos_, fd = dr.cosines, dr.doppler_hz.float()
@@ -596,30 +633,40 @@ class TimeVaryingChannel:
         w = 2 * math.pi * fd.reshape(b, 1, 1)
         # centre of symbol m's useful part: t_c0 + m T_sym, an equally spaced grid
         t_c0 = (self.cp_samples + (self.fft_size - 1) / 2) / (self.fft_size * o.subcarrier_spacing_hz)
-        T = o.num_symbols
-        g = _sinusoid_phasors(dr, t_c0, o.symbol_duration_s, T, scratch, by_tap=True)  # [T, b, L, S]
+        start, anchors = _phasor_steps(dr, t_c0, o.symbol_duration_s, o.num_symbols)  # [b, L, S] each
         # each sinusoid's coefficients: its Taylor powers y^q on the basis, j^p and the tap's amplitude
-        # included, so that D is one complex product per tap, [P, S] @ [S, T], read straight from g
-        y_s = (w * t_u * cos_).reshape(-1)  # [b L S]
+        # included, so that D is one complex product per tap, [P, S] @ [S, T], read straight from the phasors
         to_basis = _powers_to_basis(P, Q, self.fft_size, dev)  # [Q, P] complex64
-        powers = _powers(y_s, Q)  # [b L S, Q]: y^q
+        powers = _powers((w * t_u * cos_).reshape(-1), Q)  # [b L S, Q]: y^q
         coef = torch.mm(powers, torch.view_as_real(to_basis).view(Q, 2 * P))  # [b L S, P] as (re, im) pairs
         coef.view(b, L, S * P * 2).mul_(_amplitudes(_profile_tuples(prof)[1], S, dev).reshape(1, L, 1))
-        coef = torch.view_as_complex(coef.view(b * L, S, P, 2))
-        out = (torch.empty(b * L, P, T, dtype=torch.complex64, device=dev) if scratch is None
-               else scratch.take("coefficients", (b * L, P, T), torch.complex64, dev))
-        torch.bmm(coef.transpose(1, 2), g.view(T, b * L, S).permute(1, 2, 0), out=out)
-        d = out.view(b, L, P, T)
+        los = None
         if prof.is_los:
             t_c = t_c0 + symbol_times_s(o).to(dev)  # [T] float64
             arg0 = w.reshape(b, 1).double() * prof.los_cos_aoa * t_c + dr.los_phase_rad.double()  # [b, T]
             y0 = (2 * math.pi * t_u * prof.los_cos_aoa) * fd  # [b]
             coef0 = _powers(y0, Q).to(torch.complex64) @ to_basis  # [b, P]
-            d[:, 0] += math.sqrt(prof.los_power) * coef0.unsqueeze(-1) * _phasor(arg0).to(torch.complex64).unsqueeze(1)
+            los = math.sqrt(prof.los_power) * coef0.unsqueeze(-1) * _phasor(arg0).to(torch.complex64).unsqueeze(1)
+        return _SeriesInputs(start, anchors, torch.view_as_complex(coef.view(b, L, S, P, 2)), los)
+
+    def _coefficients(self, series: "_SeriesInputs", scratch: _Scratch | None = None) -> torch.Tensor:
+        """Returns :meth:`_series_coefficients`' ``D`` [b, L, P, T] from ``series``; ``scratch`` holds the temporaries when given."""
+        b, L, S, P = series.coef.shape
+        T, dev = self.ofdm.num_symbols, series.coef.device
+        shape = (T, b, L, S)
+        g = torch.empty(shape, dtype=torch.complex64, device=dev) if scratch is None else scratch.take("phasors", shape, torch.complex64, dev)
+        g[0].copy_(series.start)
+        _double(g, series.anchors, _doubling_views(g) if scratch is None else scratch.views("phasors", shape, _doubling_views))
+        out = (torch.empty(b * L, P, T, dtype=torch.complex64, device=dev) if scratch is None
+               else scratch.take("coefficients", (b * L, P, T), torch.complex64, dev))
+        torch.bmm(series.coef.view(b * L, S, P).transpose(1, 2), g.view(T, b * L, S).permute(1, 2, 0), out=out)
+        d = out.view(b, L, P, T)
+        if series.los is not None:
+            d[:, 0] += series.los
         return d
 
-    def _propagate(self, x: torch.Tensor, rows: slice, scratch: _Scratch, h_out: torch.Tensor, y_out: torch.Tensor,
-                   impairments=None) -> None:
+    def _propagate(self, x: torch.Tensor, rows: slice, series: "_SeriesInputs", scratch: _Scratch, h_out: torch.Tensor,
+                   y_out: torch.Tensor, impairments=None) -> None:
         """Writes the label and the received grid of the frames ``rows`` (``x`` [b, F, T]) into ``h_out`` and ``y_out`` [b, F, T].
 
         With the basis of :meth:`_series_coefficients`, ``y = h X + sum_{p >= 1} FFT(B_p IFFT(H_p X))``: the
@@ -628,7 +675,7 @@ class TimeVaryingChannel:
         """
         o, n_fft = self.ofdm, self.fft_size
         b, F, T = x.shape
-        d = self._series_coefficients(rows, self._series_terms(rows), scratch)  # [b, L, P, T]
+        d = self._coefficients(series, scratch)  # [b, L, P, T]
         L, P = d.shape[1], d.shape[2]
         # Subcarrier i sits on bin i rather than on its offset's bin: a shift by whole bins multiplies
         # the time signal by exp(j 2 pi k0 n / N), which commutes with the weighting in time and is
@@ -658,6 +705,27 @@ class TimeVaryingChannel:
             return
         torch.mul(h_out, x, out=y_out)
         y_out.transpose(1, 2).add_(spectrum[..., :F])
+
+
+@dataclass(frozen=True)
+class _SeriesInputs:
+    """The per-sinusoid factors of :meth:`TimeVaryingChannel._series_coefficients` for a run of b frames.
+
+    ``start`` [b, L, S] complex64: each sinusoid's phasor at the first symbol's centre; ``anchors``: the
+    steps ``z^n`` [b, L, S] complex64 of the doubling recurrence (:func:`_phasor_steps`); ``coef``
+    [b, L, S, P] complex64: each sinusoid's coefficients on ``B_p``, its tap's amplitude included; ``los``
+    [b, P, T] complex64: the LoS path's coefficients on tap 0, or ``None``.
+    """
+
+    start: torch.Tensor
+    anchors: list[torch.Tensor]
+    coef: torch.Tensor
+    los: torch.Tensor | None
+
+    def rows(self, rows: slice) -> "_SeriesInputs":
+        """Returns the factors of the frames ``rows`` (views, no copies)."""
+        return _SeriesInputs(self.start[rows], [z[rows] for z in self.anchors], self.coef[rows],
+                             None if self.los is None else self.los[rows])
 
 
 def _powers(y: torch.Tensor, num_powers: int) -> torch.Tensor:
