@@ -575,17 +575,21 @@ class TimeVaryingChannel:
         y = torch.empty_like(h) if out is None else out
         cpu = x.device.type == "cpu"
         scratch = _block_scratch(x.device)
-        # Runs of frames share the per-sinusoid work (a few dozen small ops, once per run); within a run,
-        # blocks small enough that the ICI terms' [b, P, T, N] FFT blocks stay in cache on CPU.
+        first_hz, spacing_hz = _subcarrier_grid(self.ofdm)
+        # Runs of frames share the series and the delay phasors (a few dozen small ops, once per run);
+        # within a run, blocks small enough that the ICI terms' [b, P, T, N] FFT blocks stay in cache on CPU.
         run = _blocks(B, _CHUNK if cpu else _CHUNK_ICI_GPU)
         for r0 in range(0, B, run):
             n = min(run, B - r0)
             # each run takes the terms its own largest Doppler needs
-            series = self._series_inputs(slice(r0, r0 + n))
+            d = self._coefficients(self._series_inputs(slice(r0, r0 + n)), scratch)  # [n, L, P, T]
+            # Subcarrier i sits on bin i rather than on its offset's bin (see _propagate); with ICI terms the
+            # phasors run on past F to all N bins, where the padded grid is zero, so the terms are N wide
+            e = delay_phasors(self.tau_s[r0:r0 + n], first_hz, spacing_hz, self.fft_size if d.shape[2] > 1 else F)
             c = _blocks(n, _CHUNK_ICI if cpu else n)
             for s in range(0, n, c):
                 rows = slice(r0 + s, r0 + min(s + c, n))  # it writes these rows of h and y
-                self._propagate(x[rows], rows, series.rows(slice(s, s + c)), scratch, h[rows], y[rows], impairments)
+                self._propagate(x[rows], rows, d[s:s + c], e[s:s + c], scratch, h[rows], y[rows], impairments)
         return h, y
 
     def gains_at_samples(self) -> torch.Tensor:
@@ -665,9 +669,13 @@ class TimeVaryingChannel:
             d[:, 0] += series.los
         return d
 
-    def _propagate(self, x: torch.Tensor, rows: slice, series: "_SeriesInputs", scratch: _Scratch, h_out: torch.Tensor,
-                   y_out: torch.Tensor, impairments=None) -> None:
+    def _propagate(self, x: torch.Tensor, rows: slice, d: torch.Tensor, e: torch.Tensor, scratch: _Scratch,
+                   h_out: torch.Tensor, y_out: torch.Tensor, impairments=None) -> None:
         """Writes the label and the received grid of the frames ``rows`` (``x`` [b, F, T]) into ``h_out`` and ``y_out`` [b, F, T].
+
+        ``d`` [b, L, P, T]: their series coefficients (:meth:`_coefficients`); ``e`` [b, N, L] (or [b, F, L] when
+        P = 1): their delay phasors, at bin ``i`` the subcarrier ``i`` of :func:`subcarrier_offsets_hz` and past F
+        the same grid continued.
 
         With the basis of :meth:`_series_coefficients`, ``y = h X + sum_{p >= 1} FFT(B_p IFFT(H_p X))``: the
         label ``h`` (the taps' symbol averages through the delay phasors) is the p = 0 term, exactly, and
@@ -675,13 +683,10 @@ class TimeVaryingChannel:
         """
         o, n_fft = self.ofdm, self.fft_size
         b, F, T = x.shape
-        d = self._coefficients(series, scratch)  # [b, L, P, T]
         L, P = d.shape[1], d.shape[2]
         # Subcarrier i sits on bin i rather than on its offset's bin: a shift by whole bins multiplies
         # the time signal by exp(j 2 pi k0 n / N), which commutes with the weighting in time and is
-        # undone by the FFT, so y is the same, without a scatter and a gather. The phasors run on
-        # past F to all N bins, where the padded grid is zero, so the ICI terms are N wide from the product.
-        e = delay_phasors(self.tau_s[rows], *_subcarrier_grid(o), n_fft if P > 1 else F)  # [b, N, L]
+        # undone by the FFT, so y is the same, without a scatter and a gather.
         torch.bmm(e[:, :F], d[:, :, 0], out=h_out)  # the label [b, F, T]
         if P == 1 and impairments is None:
             torch.mul(h_out, x, out=y_out)
@@ -721,11 +726,6 @@ class _SeriesInputs:
     anchors: list[torch.Tensor]
     coef: torch.Tensor
     los: torch.Tensor | None
-
-    def rows(self, rows: slice) -> "_SeriesInputs":
-        """Returns the factors of the frames ``rows`` (views, no copies)."""
-        return _SeriesInputs(self.start[rows], [z[rows] for z in self.anchors], self.coef[rows],
-                             None if self.los is None else self.los[rows])
 
 
 def _powers(y: torch.Tensor, num_powers: int) -> torch.Tensor:
