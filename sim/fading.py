@@ -382,9 +382,20 @@ def _phasor_steps(draws: SinusoidDraws, start_s: float, step_s: float, num_times
 
 
 def _double(g: torch.Tensor, anchors: list[torch.Tensor], steps: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
-    """Fills ``g`` [T, ...] from ``g[0]``: ``g[n : n + k] = g[0 : k] z^n`` with the anchors ``z^n`` of :func:`_phasor_steps`."""
+    """Fills ``g`` [T, B, ...] from ``g[0]``: ``g[n : n + k] = g[0 : k] z^n`` with the anchors ``z^n`` [B, ...] of
+    :func:`_phasor_steps`.
+
+    On CPU in pieces of frames that torch runs on one thread (see :func:`delay_phasors`: a complex product
+    split across threads would make the numbers depend on the thread count).
+    """
+    B = g.shape[1]
     for (src, dst), z in zip(steps, anchors):
-        torch.mul(src, z, out=dst)
+        rows = max(1, _SERIAL_ELEMENTS // (src[:, :1].numel() or 1)) if g.device.type == "cpu" else B
+        if rows >= B:
+            torch.mul(src, z, out=dst)
+            continue
+        for s in range(0, B, rows):
+            torch.mul(src[:, s:s + rows], z[s:s + rows], out=dst[:, s:s + rows])
     return g
 
 
