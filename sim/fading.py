@@ -527,10 +527,14 @@ class TimeVaryingChannel:
     ``2 e^(x/2) (x/2)^P / P!``, with ``x = pi f_d / scs``
     (:meth:`_series_terms` takes the fewest terms that keep the sum below 1e-8, under float32
     round-off: P = 6 Chebyshev terms at 1000 Hz and 15 kHz where the Taylor series needs 7;
-    1 at 0 Hz). Then ``sum_l a_l(t) IFFT(E_l X)(t) = sum_p T_p(2u) IFFT(H_p X)``, with ``H_p`` the
-    frequency response of the taps' p-th coefficients: P - 1 IFFTs per symbol instead of one per
-    tap, and the same numbers as the direct sum (a test holds the gains to the float64 sum of
-    sinusoids at every sample time).
+    1 at 0 Hz). On the basis ``B_0 = 1``, ``B_p = T_p(2u) - mean_n T_p(2u_n)`` (:func:`_centred_basis`),
+    ``sum_l a_l(t) IFFT(E_l X)(t) = IFFT(H_avg X) + sum_{p >= 1} B_p(u) IFFT(H_p X)``, with ``H_avg``
+    the label below and ``H_p`` the frequency response of the taps' p-th coefficients, so
+    ``Y = H_avg X + FFT(sum_{p >= 1} B_p IFFT(H_p X))``: P - 1 IFFTs and one FFT per symbol instead of
+    one IFFT per tap, and the same numbers as the direct sum (a test holds the gains to the float64
+    sum of sinusoids at every sample time). Each sinusoid's coefficients (the Taylor powers of its
+    ``y`` times a fixed [Q, P] matrix, ``j^p``, the means and the tap amplitude folded in) multiply its
+    phasors at the symbol centres in one [P, S] @ [S, T] product per tap.
 
     Intersymbol interference is not modelled: a tap delayed beyond the CP reads the current
     symbol's cyclic extension, as the frequency-domain path assumes (TDL-A at 300 ns ends at
