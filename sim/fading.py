@@ -381,7 +381,8 @@ def _phasor_steps(draws: SinusoidDraws, start_s: float, step_s: float, num_times
     return start, anchors
 
 
-def _double(g: torch.Tensor, anchors: list[torch.Tensor], steps: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+def _double(g: torch.Tensor, anchors: list[torch.Tensor],
+            steps: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
     """Fills ``g`` [T, B, ...] from ``g[0]``: ``g[n : n + k] = g[0 : k] z^n`` with the anchors ``z^n`` [B, ...] of
     :func:`_phasor_steps`.
 
@@ -574,7 +575,8 @@ class TimeVaryingChannel:
         ts = 1.0 / (self.fft_size * self.ofdm.subcarrier_spacing_hz)
         return symbol_times_s(self.ofdm)[:, None] + (self.cp_samples + torch.arange(self.fft_size)) * ts
 
-    def propagate(self, x: torch.Tensor, *, impairments=None, out: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def propagate(self, x: torch.Tensor, *, impairments=None,
+                  out: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Returns ``(h, y)``: the label ``h`` [B, F, T] complex64 and the received grid ``y`` [B, F, T] complex64, noise-free.
 
         ``x`` [B, F, T] complex64: the transmitted grid. ``y - h x`` is the ICI.
@@ -669,13 +671,21 @@ class TimeVaryingChannel:
         return _SeriesInputs(start, anchors, torch.view_as_complex(coef.view(b, L, S, P, 2)), los)
 
     def _coefficients(self, series: "_SeriesInputs", scratch: _Scratch | None = None) -> torch.Tensor:
-        """Returns :meth:`_series_coefficients`' ``D`` [b, L, P, T] from ``series``; ``scratch`` holds the temporaries when given."""
+        """Returns :meth:`_series_coefficients`' ``D`` [b, L, P, T] from ``series``.
+
+        ``scratch`` holds the temporaries when given (``D`` then lives in it until its next ``"coefficients"``).
+        """
         b, L, S, P = series.coef.shape
         T, dev = self.ofdm.num_symbols, series.coef.device
         shape = (T, b, L, S)
-        g = torch.empty(shape, dtype=torch.complex64, device=dev) if scratch is None else scratch.take("phasors", shape, torch.complex64, dev)
+        if scratch is None:
+            g = torch.empty(shape, dtype=torch.complex64, device=dev)
+            steps = _doubling_views(g)
+        else:
+            g = scratch.take("phasors", shape, torch.complex64, dev)
+            steps = scratch.views("phasors", shape, _doubling_views)
         g[0].copy_(series.start)
-        _double(g, series.anchors, _doubling_views(g) if scratch is None else scratch.views("phasors", shape, _doubling_views))
+        _double(g, series.anchors, steps)
         out = (torch.empty(b * L, P, T, dtype=torch.complex64, device=dev) if scratch is None
                else scratch.take("coefficients", (b * L, P, T), torch.complex64, dev))
         torch.bmm(series.coef.view(b * L, S, P).transpose(1, 2), g.view(T, b * L, S).permute(1, 2, 0), out=out)
@@ -801,12 +811,6 @@ def _sample_basis(num_terms: int, fft_size: int, device: torch.device,
     return basis.to(device, dtype), basis.mean(1).tolist()
 
 
-@lru_cache(maxsize=16)
-def _inverse_factorials(n: int, device: torch.device) -> torch.Tensor:
-    """Returns ``1 / q!`` [n] float32 for ``q < n``."""
-    return torch.tensor([1 / math.factorial(q) for q in range(n)], dtype=torch.float32, device=device)
-
-
 @lru_cache(maxsize=64)
 def _monomials_to_chebyshev(num_terms: int, num_powers: int, device: torch.device,
                             dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -822,9 +826,3 @@ def _monomials_to_chebyshev(num_terms: int, num_powers: int, device: torch.devic
             if (q - p) % 2 == 0:
                 m[p, q] = cheb[p] * (-1) ** ((q - p) // 2)
     return torch.as_tensor(m, dtype=dtype, device=device)
-
-
-@lru_cache(maxsize=16)
-def _j_powers(n: int, device: torch.device) -> torch.Tensor:
-    """Returns ``j^p`` [n] complex64 for ``p = 0..n-1``."""
-    return torch.tensor([1, 1j, -1, -1j], dtype=torch.complex64)[torch.arange(n) % 4].to(device)

@@ -129,7 +129,8 @@ def test_propagate_writes_y_over_x_with_the_numbers_of_a_new_buffer(impaired):
     if impaired:
         ch = SystemConfig.from_dict({"channel": {"ici": True, "cfo_hz": [-300.0, 300.0],
                                                  "timing_offset_samples": [-3.0, 3.0]}}).channel
-        imp = draw_impairments(ch, B, 4, torch.device("cpu"), lambda v, n, g, d: torch.rand(n, generator=g) * (v[1] - v[0]) + v[0])
+        uniform = lambda v, n, g, d: torch.rand(n, generator=g) * (v[1] - v[0]) + v[0]  # noqa: E731
+        imp = draw_impairments(ch, B, 4, torch.device("cpu"), uniform)
     x = _qpsk((B, *OFDM.grid_shape), 9)
     h, y = tv.propagate(x, impairments=imp)
     grid = x.clone()
