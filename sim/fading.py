@@ -357,6 +357,49 @@ def _sinusoid_phasors(draws: SinusoidDraws, start_s: float, step_s: float, num_t
     return g
 
 
+def _phasor_steps(draws: SinusoidDraws, start_s: float, step_s: float, num_times: int
+                  ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Returns the factors of :func:`_sinusoid_phasors` laid out by tap, [B, L, N] complex64 each (the draws' layout):
+    ``exp(j(w c_n start_s + phi_n))`` and the anchors ``z^k`` of its doubling steps, ``z = exp(j w c_n step_s)``.
+
+    :func:`_double` makes the [T, B, L, N] phasors from them, the numbers of :func:`_sinusoid_phasors`.
+    """
+    cosines, phi, fd = draws.cosines, draws.phases_rad, draws.doppler_hz
+    B, L, N = cosines.shape
+    dev, f64 = cosines.device, torch.float64
+    nu = torch.mul(fd.double().reshape(B, 1, 1).mul_(_constant(2 * math.pi, f64, dev)), cosines.double())  # rad/s
+    # reduced to [0, 2 pi) in float64 before the one rounding, whatever the start time
+    arg = torch.remainder(nu * _constant(start_s, f64, dev) + phi.double(), 2 * math.pi).float()
+    start = torch.complex(torch.cos(arg), torch.sin(arg))
+    z = _phasor(nu * _constant(step_s, f64, dev))  # exp(j nu step), complex128
+    anchors, n = [], 1
+    while n < num_times:
+        if anchors:
+            z = z * z  # z^n -> z^(2n), in float64: each anchor is rounded to float32 once
+        anchors.append(z.to(torch.complex64))
+        n *= 2
+    return start, anchors
+
+
+def _double(g: torch.Tensor, anchors: list[torch.Tensor],
+            steps: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+    """Fills ``g`` [T, B, ...] from ``g[0]``: ``g[n : n + k] = g[0 : k] z^n`` with the anchors ``z^n`` [B, ...] of
+    :func:`_phasor_steps`.
+
+    On CPU in pieces of frames that torch runs on one thread (see :func:`delay_phasors`: a complex product
+    split across threads would make the numbers depend on the thread count).
+    """
+    B = g.shape[1]
+    for (src, dst), z in zip(steps, anchors):
+        rows = max(1, _SERIAL_ELEMENTS // (src[:, :1].numel() or 1)) if g.device.type == "cpu" else B
+        if rows >= B:
+            torch.mul(src, z, out=dst)
+            continue
+        for s in range(0, B, rows):
+            torch.mul(src[:, s:s + rows], z[s:s + rows], out=dst[:, s:s + rows])
+    return g
+
+
 def _doubling_views(g: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Returns the (source, destination) views ``(g[0:k], g[n:n + k])`` of the doubling steps over ``g``'s first axis."""
     steps, n, T = [], 1, g.shape[0]
@@ -451,6 +494,7 @@ def frequency_response(freqs_hz: torch.Tensor, a: torch.Tensor, tau_s: torch.Ten
     return h
 
 
+_CHUNK_ICI = 16  # frames per block of the time-domain path's ICI terms on CPU: their FFT blocks stay in L2
 _CHUNK_ICI_GPU = 2048  # frames per block of the time-domain path on a GPU (its [b, P, T, N] FFT blocks)
 _SERIES_TOL = 1e-8  # bound on a sinusoid's series error in time, below float32 round-off (6e-8 of a unit gain)
 
@@ -484,10 +528,14 @@ class TimeVaryingChannel:
     ``2 e^(x/2) (x/2)^P / P!``, with ``x = pi f_d / scs``
     (:meth:`_series_terms` takes the fewest terms that keep the sum below 1e-8, under float32
     round-off: P = 6 Chebyshev terms at 1000 Hz and 15 kHz where the Taylor series needs 7;
-    1 at 0 Hz). Then ``sum_l a_l(t) IFFT(E_l X)(t) = sum_p T_p(2u) IFFT(H_p X)``, with ``H_p`` the
-    frequency response of the taps' p-th coefficients: P - 1 IFFTs per symbol instead of one per
-    tap, and the same numbers as the direct sum (a test holds the gains to the float64 sum of
-    sinusoids at every sample time).
+    1 at 0 Hz). On the basis ``B_0 = 1``, ``B_p = T_p(2u) - mean_n T_p(2u_n)`` (:func:`_centred_basis`),
+    ``sum_l a_l(t) IFFT(E_l X)(t) = IFFT(H_avg X) + sum_{p >= 1} B_p(u) IFFT(H_p X)``, with ``H_avg``
+    the label below and ``H_p`` the frequency response of the taps' p-th coefficients, so
+    ``Y = H_avg X + FFT(sum_{p >= 1} B_p IFFT(H_p X))``: P - 1 IFFTs and one FFT per symbol instead of
+    one IFFT per tap, and the same numbers as the direct sum (a test holds the gains to the float64
+    sum of sinusoids at every sample time). Each sinusoid's coefficients (the Taylor powers of its
+    ``y`` times a fixed [Q, P] matrix, ``j^p``, the means and the tap amplitude folded in) multiply its
+    phasors at the symbol centres in one [P, S] @ [S, T] product per tap.
 
     Intersymbol interference is not modelled: a tap delayed beyond the CP reads the current
     symbol's cyclic extension, as the frequency-domain path assumes (TDL-A at 300 ns ends at
@@ -527,33 +575,44 @@ class TimeVaryingChannel:
         ts = 1.0 / (self.fft_size * self.ofdm.subcarrier_spacing_hz)
         return symbol_times_s(self.ofdm)[:, None] + (self.cp_samples + torch.arange(self.fft_size)) * ts
 
-    def propagate(self, x: torch.Tensor, *, impairments=None) -> tuple[torch.Tensor, torch.Tensor]:
+    def propagate(self, x: torch.Tensor, *, impairments=None,
+                  out: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Returns ``(h, y)``: the label ``h`` [B, F, T] complex64 and the received grid ``y`` [B, F, T] complex64, noise-free.
 
         ``x`` [B, F, T] complex64: the transmitted grid. ``y - h x`` is the ICI.
         ``impairments``: an :class:`~wavefront.sim.impairments.Impairments` of the B frames (timing offset,
         CFO, phase noise), applied to each symbol's received samples (:func:`~wavefront.sim.impairments.apply_impairments`);
         the label ``h`` stays the channel without them: the impairment is part of what an estimator must cope with.
+        ``out``: a [B, F, T] complex64 tensor to hold ``y``, ``x`` itself allowed (each block reads its rows of ``x``
+        before it writes them); a new one when ``None``.
         """
         B = len(self)
         F, T = self.ofdm.grid_shape
         h = torch.empty(B, F, T, dtype=torch.complex64, device=x.device)
-        y = torch.empty_like(h)
-        c = _blocks(B, _CHUNK_GAINS if x.device.type == "cpu" else _CHUNK_ICI_GPU)
-        P = self._series_terms(slice(0, B))[0]
+        y = torch.empty_like(h) if out is None else out
+        cpu = x.device.type == "cpu"
         scratch = _block_scratch(x.device)
-        # The p >= 1 terms' grids, zero-padded to the FFT size once: each block writes the first F bins.
-        padded = scratch.take("padded", (min(c, B), max(P - 1, 0), T, self.fft_size), torch.complex64, x.device)
-        padded[..., F:].zero_()
-        for s in range(0, B, c):
-            # each block takes the terms its own largest Doppler needs; it writes its rows of h and y
-            self._propagate(x[s:s + c], slice(s, s + c), padded, scratch, h[s:s + c], y[s:s + c], impairments)
+        first_hz, spacing_hz = _subcarrier_grid(self.ofdm)
+        # Runs of frames share the series and the delay phasors (a few dozen small ops, once per run);
+        # within a run, blocks small enough that the ICI terms' [b, P, T, N] FFT blocks stay in cache on CPU.
+        run = _blocks(B, _CHUNK if cpu else _CHUNK_ICI_GPU)
+        for r0 in range(0, B, run):
+            n = min(run, B - r0)
+            # each run takes the terms its own largest Doppler needs
+            d = self._coefficients(self._series_inputs(slice(r0, r0 + n)), scratch)  # [n, L, P, T]
+            # Subcarrier i sits on bin i rather than on its offset's bin (see _propagate); with ICI terms the
+            # phasors run on past F to all N bins, where the padded grid is zero, so the terms are N wide
+            e = delay_phasors(self.tau_s[r0:r0 + n], first_hz, spacing_hz, self.fft_size if d.shape[2] > 1 else F)
+            c = _blocks(n, _CHUNK_ICI if cpu else n)
+            for s in range(0, n, c):
+                rows = slice(r0 + s, r0 + min(s + c, n))  # it writes these rows of h and y
+                self._propagate(x[rows], rows, d[s:s + c], e[s:s + c], scratch, h[rows], y[rows], impairments)
         return h, y
 
     def gains_at_samples(self) -> torch.Tensor:
         """Returns the tap gains [B, L, T, N] complex64 at every useful sample (:meth:`sample_times_s`), from the series."""
         d = self._series_coefficients(slice(0, len(self)))  # [B, L, P, T]
-        basis = _sample_basis(d.shape[2], self.fft_size, d.device)[0]  # T_p(2 u) [P, N]
+        basis = _centred_basis(d.shape[2], self.fft_size, d.device)[0]  # 1, then T_p(2 u) less its mean [P, N]
         return torch.einsum("blpt,pn->bltn", d, basis.to(d.dtype))
 
     def _series_terms(self, rows: slice) -> tuple[int, int]:
@@ -574,96 +633,171 @@ class TimeVaryingChannel:
             term *= x / Q
         return P, max(P, Q)
 
-    def _series_coefficients(self, rows: slice, terms: tuple[int, int] | None = None,
-                             scratch: _Scratch | None = None) -> torch.Tensor:
-        """Returns ``D`` [b, L, P, T] complex64 with ``a_l(t_c,m + u T_u) = sum_p D[l, p, m] T_p(2 u)`` for ``|u| <= 1/2``.
+    def _series_coefficients(self, rows: slice, terms: tuple[int, int] | None = None) -> torch.Tensor:
+        """Returns ``D`` [b, L, P, T] complex64 with ``a_l(t_c,m + u T_u) = sum_p D[l, p, m] B_p(u)`` for ``|u| <= 1/2``.
 
-        ``terms`` (P, Q) defaults to :meth:`_series_terms` of ``rows``; ``scratch`` holds the temporaries when given.
+        ``B_0 = 1`` and ``B_p = T_p(2 u) - mean(T_p)`` for ``p >= 1``, the mean over the symbol's N
+        samples (:func:`_centred_basis`): ``D[l, 0]`` is then tap ``l``'s gain averaged over the
+        symbol (the label's taps), and ``D[l, p] = j^p c_p`` for ``p >= 1`` are the Chebyshev
+        coefficients of the class docstring. ``terms`` (P, Q) defaults to :meth:`_series_terms` of ``rows``.
         """
+        return self._coefficients(self._series_inputs(rows, terms))
+
+    def _series_inputs(self, rows: slice, terms: tuple[int, int] | None = None) -> "_SeriesInputs":
+        """Returns the per-sinusoid factors of :meth:`_series_coefficients` for the frames ``rows``."""
         o, prof, dr = self.ofdm, self.profile, self.draws.rows(rows)
         P, Q = self._series_terms(rows) if terms is None else terms
         cos_, fd = dr.cosines, dr.doppler_hz.float()
         b, L, S = cos_.shape
         dev = cos_.device
         t_u = 1.0 / o.subcarrier_spacing_hz
-        w = 2 * math.pi * fd.reshape(b, 1, 1, 1)
+        w = 2 * math.pi * fd.reshape(b, 1, 1)
         # centre of symbol m's useful part: t_c0 + m T_sym, an equally spaced grid
         t_c0 = (self.cp_samples + (self.fft_size - 1) / 2) / (self.fft_size * o.subcarrier_spacing_hz)
-        T = o.num_symbols
-        g = _sinusoid_phasors(dr, t_c0, o.symbol_duration_s, T, scratch)  # [T, S, b, L]
-        # Time innermost, [S, b L, T], by one 2-D transpose, read as the [b L] matrices [S, 2 T] it
-        # holds (batch stride 2 T): about half the cost of permuting straight to [b, L, S, T].
-        flat = g.view(T, S * b * L).t()
-        flat = flat.contiguous() if scratch is None else scratch.take("base", flat.shape, g.dtype, dev).copy_(flat)
-        base = torch.view_as_real(flat).view(S, b * L, 2 * T).transpose(0, 1)  # [b L, S, 2 T]
-        # Taylor: (j y)^q / q! = j^q y^q / q! with y = w c T_u real; on T_p(2u) the coefficient of
-        # j^q y^q / q! u^q is j^p times a real number (q - p is even), the 1 / q! in the matrix
-        y_s = (w.reshape(b, 1, 1) * t_u * cos_).reshape(b * L, 1, S)
-        powers = torch.ones(b * L, Q, S, device=dev)
-        if Q > 1:
-            torch.cumprod(y_s.expand(b * L, Q - 1, S), 1, out=powers[:, 1:])  # y^q
-        to_chebyshev = _monomials_to_chebyshev(P, Q, dev) * _inverse_factorials(Q, dev)  # [P, Q]
-        amp = _amplitudes(tuple(prof.nlos_powers.tolist()), S, dev)
-        real = torch.matmul(to_chebyshev, powers).mul_(amp.repeat(b).reshape(b * L, 1, 1))  # [b L, P, S]
-        d = torch.view_as_complex(torch.bmm(real, base).reshape(b, L, P, T, 2))
-        d = d * _j_powers(P, dev).reshape(1, 1, P, 1)  # [b, L, P, T]
+        start, anchors = _phasor_steps(dr, t_c0, o.symbol_duration_s, o.num_symbols)  # [b, L, S] each
+        # each sinusoid's coefficients: its Taylor powers y^q on the basis, j^p and the tap's amplitude
+        # included, so that D is one complex product per tap, [P, S] @ [S, T], read straight from the phasors
+        to_basis = _powers_to_basis(P, Q, self.fft_size, dev)  # [Q, P] complex64
+        powers = _powers((w * t_u * cos_).reshape(-1), Q)  # [b L S, Q]: y^q
+        coef = torch.mm(powers, torch.view_as_real(to_basis).view(Q, 2 * P))  # [b L S, P] as (re, im) pairs
+        coef.view(b, L, S * P * 2).mul_(_amplitudes(_profile_tuples(prof)[1], S, dev).reshape(1, L, 1))
+        los = None
         if prof.is_los:
             t_c = t_c0 + symbol_times_s(o).to(dev)  # [T] float64
             arg0 = w.reshape(b, 1).double() * prof.los_cos_aoa * t_c + dr.los_phase_rad.double()  # [b, T]
             y0 = (2 * math.pi * t_u * prof.los_cos_aoa) * fd  # [b]
-            real0 = torch.ones(b, Q, device=dev)
-            for q in range(1, Q):
-                real0[:, q] = real0[:, q - 1] * y0 / q
-            coef0 = (real0 @ _monomials_to_chebyshev(P, Q, dev).T) * _j_powers(P, dev)  # [b, P]
-            d[:, 0] += math.sqrt(prof.los_power) * coef0.unsqueeze(-1) * _phasor(arg0).to(torch.complex64).unsqueeze(1)
+            coef0 = _powers(y0, Q).to(torch.complex64) @ to_basis  # [b, P]
+            los = math.sqrt(prof.los_power) * coef0.unsqueeze(-1) * _phasor(arg0).to(torch.complex64).unsqueeze(1)
+        return _SeriesInputs(start, anchors, torch.view_as_complex(coef.view(b, L, S, P, 2)), los)
+
+    def _coefficients(self, series: "_SeriesInputs", scratch: _Scratch | None = None) -> torch.Tensor:
+        """Returns :meth:`_series_coefficients`' ``D`` [b, L, P, T] from ``series``.
+
+        ``scratch`` holds the temporaries when given (``D`` then lives in it until its next ``"coefficients"``).
+        """
+        b, L, S, P = series.coef.shape
+        T, dev = self.ofdm.num_symbols, series.coef.device
+        shape = (T, b, L, S)
+        if scratch is None:
+            g = torch.empty(shape, dtype=torch.complex64, device=dev)
+            steps = _doubling_views(g)
+        else:
+            g = scratch.take("phasors", shape, torch.complex64, dev)
+            steps = scratch.views("phasors", shape, _doubling_views)
+        g[0].copy_(series.start)
+        _double(g, series.anchors, steps)
+        out = (torch.empty(b * L, P, T, dtype=torch.complex64, device=dev) if scratch is None
+               else scratch.take("coefficients", (b * L, P, T), torch.complex64, dev))
+        torch.bmm(series.coef.view(b * L, S, P).transpose(1, 2), g.view(T, b * L, S).permute(1, 2, 0), out=out)
+        d = out.view(b, L, P, T)
+        if series.los is not None:
+            d[:, 0] += series.los
         return d
 
-    def _propagate(self, x: torch.Tensor, rows: slice, padded: torch.Tensor, scratch: _Scratch, h_out: torch.Tensor,
-                   y_out: torch.Tensor, impairments=None) -> None:
-        """Writes the label and the received grid of the frames ``rows`` (``x`` [b, F, T]) into ``h_out`` and ``y_out`` [b, F, T]."""
-        o, n_fft = self.ofdm, self.fft_size
-        F = x.shape[1]
-        d = self._series_coefficients(rows, self._series_terms(rows), scratch)  # [b, L, P, T]
-        b, L, P, T = d.shape
-        e = delay_phasors(self.tau_s[rows], *_subcarrier_grid(o), F)  # [b, F, L]
-        # [b, P, T, F]: subcarriers innermost, where the FFTs run
-        h_p = torch.bmm(d.reshape(b, L, P * T).transpose(1, 2), e.transpose(1, 2),
-                        out=scratch.take("h_p", (b, P * T, F), torch.complex64, x.device)).reshape(b, P, T, F)
-        basis, means = _sample_basis(P, n_fft, x.device)  # T_p(2u) [P, N] and its means over the symbol
-        # the per-symbol average (the label): sum_p mean(T_p) H_p, over the even p (the odd means are 0),
-        # accumulated in place in the output ([b, T, F] views of [b, F, T]: no copies to transpose)
-        h, y = h_out.transpose(1, 2), y_out.transpose(1, 2)
-        h.copy_(h_p[:, 0])
-        for q in range(2, P, 2):
-            h.add_(h_p[:, q], alpha=means[q])
-        xt = x.transpose(1, 2)  # [b, T, F]
-        if impairments is not None:
-            y.copy_(self._impaired(h_p, xt, basis, rows, impairments))
-            return
-        # p = 0 weighs every sample by T_0 = 1, so its IFFT and FFT cancel: h_0 x, without either.
-        torch.mul(h_p[:, 0], xt, out=y)
-        if P > 1:
-            # Subcarrier i sits on bin i rather than on its offset's bin: a shift by whole bins multiplies
-            # the time signal by exp(j 2 pi k0 n / N), which commutes with the weighting in time and is
-            # undone by the FFT, so y is the same, without a scatter and a gather.
-            z = padded[:b, :P - 1]
-            torch.mul(h_p[:, 1:], xt.unsqueeze(1), out=z[..., :F])
-            signal = torch.fft.ifft(z, dim=-1, out=scratch.take("signal", z.shape, torch.complex64, x.device))
-            r = signal.mul_(basis[1:, None, :]).sum(1)  # [b, T, N]
-            y += torch.fft.fft(r, dim=-1)[..., :F]
+    def _propagate(self, x: torch.Tensor, rows: slice, d: torch.Tensor, e: torch.Tensor, scratch: _Scratch,
+                   h_out: torch.Tensor, y_out: torch.Tensor, impairments=None) -> None:
+        """Writes the label and the received grid of the frames ``rows`` (``x`` [b, F, T]) into ``h_out`` and ``y_out`` [b, F, T].
 
-    def _impaired(self, h_p: torch.Tensor, xt: torch.Tensor, basis: torch.Tensor, rows: slice, impairments) -> torch.Tensor:
-        """Returns the impaired received grid [b, T, F]: every FFT bin of the channel's output, then the receiver's impairments."""
-        b, P, T, F = h_p.shape
-        z = torch.zeros(b, P, T, self.fft_size, dtype=torch.complex64, device=xt.device)
-        torch.mul(h_p, xt.unsqueeze(1), out=z[..., :F])
-        r = (torch.fft.ifft(z, dim=-1) * basis[:, None, :]).sum(1)  # [b, T, N]: the useful samples
-        return apply_impairments(impairments, rows, torch.fft.fft(r, dim=-1), self.ofdm, self.cp_samples)
+        ``d`` [b, L, P, T]: their series coefficients (:meth:`_coefficients`); ``e`` [b, N, L] (or [b, F, L] when
+        P = 1): their delay phasors, at bin ``i`` the subcarrier ``i`` of :func:`subcarrier_offsets_hz` and past F
+        the same grid continued.
+
+        With the basis of :meth:`_series_coefficients`, ``y = h X + sum_{p >= 1} FFT(B_p IFFT(H_p X))``: the
+        label ``h`` (the taps' symbol averages through the delay phasors) is the p = 0 term, exactly, and
+        the P - 1 others are the ICI.
+        """
+        o, n_fft = self.ofdm, self.fft_size
+        b, F, T = x.shape
+        L, P = d.shape[1], d.shape[2]
+        # Subcarrier i sits on bin i rather than on its offset's bin: a shift by whole bins multiplies
+        # the time signal by exp(j 2 pi k0 n / N), which commutes with the weighting in time and is
+        # undone by the FFT, so y is the same, without a scatter and a gather.
+        torch.bmm(e[:, :F], d[:, :, 0], out=h_out)  # the label [b, F, T]
+        if P == 1 and impairments is None:
+            torch.mul(h_out, x, out=y_out)
+            return
+        if P == 1:  # impaired at 0 Hz: no ICI
+            spectrum = torch.zeros(b, T, n_fft, dtype=torch.complex64, device=x.device)
+        else:  # the ICI's bins [b, T, N]
+            z = scratch.take("terms", (b, (P - 1) * T, n_fft), torch.complex64, x.device)
+            torch.bmm(d[:, :, 1:].reshape(b, L, (P - 1) * T).transpose(1, 2), e.transpose(1, 2), out=z)  # H_p [b, (P-1) T, N]
+            xp = scratch.take("grid", (b, 1, T, n_fft), torch.complex64, x.device)  # X on the N bins, zero-padded
+            xp[..., F:].zero_()
+            xp[..., :F].copy_(x.transpose(1, 2).unsqueeze(1))
+            z = z.view(b, P - 1, T, n_fft).mul_(xp)
+            # unnormalised inverse: the 1/N is in the weights (exact for a power of two)
+            signal = torch.fft.ifft(z, dim=-1, norm="forward")
+            weights = _centred_basis(P, n_fft, x.device)[1]  # B_p / N [P - 1, N]
+            spectrum = torch.fft.fft(signal.mul_(weights[:, None, :]).sum(1), dim=-1)  # [b, T, N]
+        if impairments is not None:
+            spectrum[..., :F] += (h_out * x).transpose(1, 2)
+            y_out.transpose(1, 2).copy_(apply_impairments(impairments, rows, spectrum, o, self.cp_samples))
+            return
+        torch.mul(h_out, x, out=y_out)
+        y_out.transpose(1, 2).add_(spectrum[..., :F])
+
+
+@dataclass(frozen=True)
+class _SeriesInputs:
+    """The per-sinusoid factors of :meth:`TimeVaryingChannel._series_coefficients` for a run of b frames.
+
+    ``start`` [b, L, S] complex64: each sinusoid's phasor at the first symbol's centre; ``anchors``: the
+    steps ``z^n`` [b, L, S] complex64 of the doubling recurrence (:func:`_phasor_steps`); ``coef``
+    [b, L, S, P] complex64: each sinusoid's coefficients on ``B_p``, its tap's amplitude included; ``los``
+    [b, P, T] complex64: the LoS path's coefficients on tap 0, or ``None``.
+    """
+
+    start: torch.Tensor
+    anchors: list[torch.Tensor]
+    coef: torch.Tensor
+    los: torch.Tensor | None
+
+
+def _powers(y: torch.Tensor, num_powers: int) -> torch.Tensor:
+    """Returns ``y^q`` [n, Q] of ``y`` [n] for ``q < Q``, by running products."""
+    out = torch.ones(y.shape[0], num_powers, dtype=y.dtype, device=y.device)
+    if num_powers > 1:
+        torch.cumprod(y.unsqueeze(1).expand(-1, num_powers - 1), 1, out=out[:, 1:])
+    return out
 
 
 @lru_cache(maxsize=64)
-def _sample_basis(num_terms: int, fft_size: int, device: torch.device) -> tuple[torch.Tensor, list[float]]:
-    """Returns (``T_p(2 u)`` [P, N] float32, its means over the N samples, P floats) for ``p < P``.
+def _centred_basis(num_terms: int, fft_size: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Returns (``B_p(u)`` [P, N] float32, ``B_p(u) / N`` [P - 1, N] float32 for ``p >= 1``) at each useful sample.
+
+    ``B_0 = 1``; ``B_p = T_p(2 u) - mean_n T_p(2 u_n)`` for ``p >= 1`` (the odd ones have mean 0), with
+    ``u`` [N] each useful sample's time from the symbol centre in units of ``T_u``, as
+    :meth:`TimeVaryingChannel.sample_offsets`, and ``T_p`` the Chebyshev polynomials by their recurrence
+    in float64, rounded once. The means are over the N samples: the average the FFT takes.
+    """
+    basis, means = _sample_basis(num_terms, fft_size, torch.device("cpu"), dtype=torch.float64)
+    centred = basis - torch.tensor(means, dtype=torch.float64).reshape(-1, 1)
+    centred[0] = 1.0
+    return centred.float().to(device), (centred[1:] / fft_size).float().to(device)
+
+
+@lru_cache(maxsize=64)
+def _powers_to_basis(num_terms: int, num_powers: int, fft_size: int, device: torch.device) -> torch.Tensor:
+    """Returns ``K`` [Q, P] complex64: ``exp(j y u) = sum_p (sum_q y^q K[q, p]) B_p(u)`` to the series' accuracy.
+
+    ``B_p`` of :func:`_centred_basis`. Column ``p >= 1`` is ``j^p M[p, q] / q!`` (the Taylor
+    powers on ``T_p(2 u)``, :func:`_monomials_to_chebyshev`); column 0 is the sum over p of those
+    columns times the mean of ``T_p``: the average over the symbol. Computed in float64, rounded once.
+    """
+    m = _monomials_to_chebyshev(num_terms, num_powers, torch.device("cpu"), dtype=torch.float64)  # [P, Q]
+    m = m / torch.tensor([math.factorial(q) for q in range(num_powers)], dtype=torch.float64)
+    jp = torch.tensor([1, 1j, -1, -1j], dtype=torch.complex128)[torch.arange(num_terms) % 4]
+    k = (jp.reshape(-1, 1) * m).T.contiguous()  # [Q, P]
+    means = torch.tensor(_sample_basis(num_terms, fft_size, torch.device("cpu"))[1], dtype=torch.float64)
+    means[1::2] = 0.0  # odd T_p are odd about the centre: their mean is 0 (float64 sums leave ~1e-17)
+    k[:, 0] = k @ means.to(torch.complex128)
+    return k.to(torch.complex64).to(device)
+
+
+@lru_cache(maxsize=64)
+def _sample_basis(num_terms: int, fft_size: int, device: torch.device,
+                  dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, list[float]]:
+    """Returns (``T_p(2 u)`` [P, N] of ``dtype``, its means over the N samples, P floats) for ``p < P``.
 
     ``u`` [N]: each useful sample's time from the symbol centre in units of ``T_u``, as
     :meth:`TimeVaryingChannel.sample_offsets`; ``T_p`` the Chebyshev polynomials, by their recurrence in float64.
@@ -674,18 +808,13 @@ def _sample_basis(num_terms: int, fft_size: int, device: torch.device) -> tuple[
     while len(basis) < num_terms:
         basis.append(2 * v * basis[-1] - basis[-2])
     basis = torch.stack(basis[:num_terms])
-    return basis.float().to(device), basis.mean(1).tolist()
-
-
-@lru_cache(maxsize=16)
-def _inverse_factorials(n: int, device: torch.device) -> torch.Tensor:
-    """Returns ``1 / q!`` [n] float32 for ``q < n``."""
-    return torch.tensor([1 / math.factorial(q) for q in range(n)], dtype=torch.float32, device=device)
+    return basis.to(device, dtype), basis.mean(1).tolist()
 
 
 @lru_cache(maxsize=64)
-def _monomials_to_chebyshev(num_terms: int, num_powers: int, device: torch.device) -> torch.Tensor:
-    """Returns ``M`` [P, Q] float32: ``j^q u^q = sum_p j^p M[p, q] T_p(2 u)`` for ``q < Q``, cut at ``p < P``.
+def _monomials_to_chebyshev(num_terms: int, num_powers: int, device: torch.device,
+                            dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Returns ``M`` [P, Q] of ``dtype``: ``j^q u^q = sum_p j^p M[p, q] T_p(2 u)`` for ``q < Q``, cut at ``p < P``.
 
     ``u^q = 2^-q (2u)^q`` on the Chebyshev basis (numpy's ``poly2cheb``) has terms of the parity of
     ``q`` only, so ``j^(q - p) = (-1)^((q - p) / 2)`` is real.
@@ -696,10 +825,4 @@ def _monomials_to_chebyshev(num_terms: int, num_powers: int, device: torch.devic
         for p in range(min(num_terms, q + 1)):
             if (q - p) % 2 == 0:
                 m[p, q] = cheb[p] * (-1) ** ((q - p) // 2)
-    return torch.as_tensor(m, dtype=torch.float32, device=device)
-
-
-@lru_cache(maxsize=16)
-def _j_powers(n: int, device: torch.device) -> torch.Tensor:
-    """Returns ``j^p`` [n] complex64 for ``p = 0..n-1``."""
-    return torch.tensor([1, 1j, -1, -1j], dtype=torch.complex64)[torch.arange(n) % 4].to(device)
+    return torch.as_tensor(m, dtype=dtype, device=device)

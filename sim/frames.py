@@ -439,7 +439,7 @@ class FrameGenerator:
                 imp = draw_impairments(ch, batch_size, seed, dev, _draw)
                 if imp is not None:
                     support.update(imp.as_dict())
-                h, hx = channel.propagate(x, impairments=imp) if imp is not None else channel.propagate(x)
+                h, hx = channel.propagate(x, impairments=imp, out=x)  # y over x, as the frequency path does
                 y = hx.add_(noise)
             else:
                 y = torch.mul(h, x, out=x).add_(noise)

@@ -116,6 +116,28 @@ def test_series_gains_equal_the_sum_of_sinusoids_at_every_sample(profile, dopple
     assert (torch.einsum("blf,blt->bft", e, evaluate_tap_gains(prof, tv.draws, t0)) - h).abs().max() < 2e-5
 
 
+@pytest.mark.parametrize("impaired", [False, True])
+def test_propagate_writes_y_over_x_with_the_numbers_of_a_new_buffer(impaired):
+    # generate passes out=x (y over the transmitted grid, as the frequency path does): every block must read
+    # its rows of x before it writes them. 150 frames: two runs of the series, blocks of 16 within each.
+    from wavefront.sim.impairments import draw_impairments
+
+    B = 150
+    tv = TimeVaryingChannel.draw(OFDM, tdl_profile("A"), torch.full((B,), 300e-9), torch.linspace(0.0, 1400.0, B), 20,
+                                 make_generator(3))
+    imp = None
+    if impaired:
+        ch = SystemConfig.from_dict({"channel": {"ici": True, "cfo_hz": [-300.0, 300.0],
+                                                 "timing_offset_samples": [-3.0, 3.0]}}).channel
+        uniform = lambda v, n, g, d: torch.rand(n, generator=g) * (v[1] - v[0]) + v[0]  # noqa: E731
+        imp = draw_impairments(ch, B, 4, torch.device("cpu"), uniform)
+    x = _qpsk((B, *OFDM.grid_shape), 9)
+    h, y = tv.propagate(x, impairments=imp)
+    grid = x.clone()
+    h2, y2 = tv.propagate(grid, impairments=imp, out=grid)
+    assert y2 is grid and torch.equal(h2, h) and torch.equal(y2, y)
+
+
 def test_time_domain_path_equals_sionna_modulator_time_channel_and_demodulator():
     # At whole-sample delays Sionna's sinc taps are exact, so its time-domain chain (IFFT + CP,
     # ApplyTimeChannel with cir_to_time_channel taps from the gains at every sample, CP removal + FFT)
