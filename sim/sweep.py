@@ -33,7 +33,7 @@ from pathlib import Path
 
 from wavefront import __version__
 from wavefront.errors import ConfigError
-from wavefront.sim.config import SystemConfig, profile_label
+from wavefront.sim.config import SYSTEM_LEVEL_PROFILES, SystemConfig, profile_label
 from wavefront.sim.estimators import classical_estimators
 from wavefront.sim.mimo import frame_generator, pilots_per_user
 from wavefront.sim.experiment import (
@@ -352,8 +352,9 @@ def plot_result(result: SweepResult, out: Path) -> list[Path]:
             if metric != "mse_db":
                 ys = [y if y else float("nan") for y in ys]
             ax.plot([x * scale for x in xs], ys, marker="o", label=e + _knows(by[(e, xs[0])].given))
-        if metric == "mse_db" and not all(math.isnan(by[(ests[0], x)].bound_db) for x in xs):
-            ax.plot([x * scale for x in xs], [by[(ests[0], x)].bound_db for x in xs], "k--", label="MMSE bound")
+        if metric == "mse_db":
+            if not all(math.isnan(by[(ests[0], x)].bound_db) for x in xs):  # no bound without a closed form (UMi)
+                ax.plot([x * scale for x in xs], [by[(ests[0], x)].bound_db for x in xs], "k--", label="MMSE bound")
         else:
             ax.set_yscale("log")
         # shaded only where a learned row is shown: classical rows assume no training prior
@@ -366,14 +367,16 @@ def plot_result(result: SweepResult, out: Path) -> list[Path]:
         ax.set_xlabel(f"{name} ({unit})" + (" (shaded: outside the prior)" if outside else ""))
         ax.set_ylabel(ylabel)
         ch = cfg["channel"]
-        fixed = [f"{AXES[k][0]} {_fmt(ch[k], AXES[k][2])} {AXES[k][1]}" for k in AXES if k != axis]
+        system = ch["profile"] in SYSTEM_LEVEL_PROFILES  # the scenario draws its delay spread
+        fixed = [f"{AXES[k][0]} {_fmt(ch[k], AXES[k][2])} {AXES[k][1]}" for k in AXES
+                 if k != axis and not (system and k == "delay_spread_s")]
         m = result.spec.get("mimo")
         rho = m and m["rx_correlation"]
         rho = f"{rho[0]:g}–{rho[1]:g}" if isinstance(rho, (list, tuple)) else f"{rho:g}" if m else ""
-        rho = "CDL rays" if m and "spatial" in m else f"rho {rho}"
+        rho = "CDL rays" if m and "spatial" in m else "scenario" if system else f"rho {rho}"
         antennas = f"\n{m['rx_antennas']} antennas ({rho}) x {m['users']} users, " if m else ""
         calibrated = ", calibrated error variance" if result.spec.get("error_variance") else ""
-        ax.set_title(f"{profile_label(ch['profile'])}, {', '.join(fixed)}, {antennas}{cfg['ofdm']['num_subcarriers']}x"
+        ax.set_title(f"{profile_label(ch['profile'])}{' (Sionna)' if system else ''}, {', '.join(fixed)}, {antennas}{cfg['ofdm']['num_subcarriers']}x"
                      f"{cfg['ofdm']['num_symbols']} grid, {result.spec['frames']} frames/point{calibrated}", fontsize=9)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
