@@ -47,10 +47,11 @@ from wavefront.sim.conditions import ConditionPrior, _axis, separable_blocks
 from wavefront.sim.config import SystemConfig, profile_label
 from wavefront.sim.estimators import Estimator
 from wavefront.sim.lmmse import combine_terms
-from wavefront.sim.mimo import MimoGenieLMMSE, rx_eigen, user_configs
+from wavefront.sim.mimo import MimoGenieLMMSE, mimo_genie_mse, rx_eigen, user_configs
 
 RHO_STEP = 0.1  # the rho grid's largest step when rho is unknown
-_BUDGET = 1 << 21  # float64 elements of the per-chunk temporaries (about 16 MB)
+_BUDGET = 1 << 19  # float64 elements of the per-chunk temporaries (about 4 MB: below the allocator's mmap threshold)
+_SMALL = 1 << 16  # float64 elements of the noise-level sums' pieces (512 kB)
 
 
 @dataclass(frozen=True)
@@ -113,6 +114,7 @@ class _UserBank:
     Q: torch.Tensor | None = None
     f_hp: list | None = None
     t_hp: list | None = None
+    uf_h: torch.Tensor | None = None
 
     @property
     def kron(self) -> bool:
@@ -121,7 +123,7 @@ class _UserBank:
     @property
     def memory_bytes(self) -> int:
         """Bytes held (mimo-chest's sweep prior, 12 x 20 conditions, 156 x 2 pilots: 25 MB a user, ``gf`` 19 MB of it)."""
-        ts = [self.mu, self.D, self.uf, self.ut, self.gf, self.gt, self.Q, *(self.f_hp or []), *(self.t_hp or [])]
+        ts = [self.mu, self.D, self.uf, self.ut, self.gf, self.gt, self.Q, self.uf_h, *(self.f_hp or []), *(self.t_hp or [])]
         return sum(t.numel() * t.element_size() for t in ts if t is not None)
 
 
@@ -140,7 +142,7 @@ def _user_bank(user: SystemConfig, prior: ConditionPrior, device: torch.device) 
         gf, gt = f_hp[0] @ uf, t_hp[0] @ ut
         df, dt = gf.abs().square().sum(1), gt.abs().square().sum(1)  # diag(gf^H gf) [N_ds, P_f], diag(gt^H gt)
         D = (df[:, None, :, None] * dt[None, :, None, :]).reshape(nd * nf, P)
-        return _UserBank(dev(mu), dev(D), dev(uf), dev(ut), dev(gf), dev(gt))
+        return _UserBank(dev(mu), dev(D), dev(uf), dev(ut), dev(gf), dev(gt), uf_h=dev(uf.mH.contiguous()))
     r_pp = combine_terms([x.repeat_interleave(nf, 0) for x in f_pp], [y.repeat(nd, 1, 1) for y in t_pp], True)
     mu, Q = torch.linalg.eigh(r_pp)
     terms = [(A.mH @ A2, C.mH @ C2) for A, C in zip(f_hp, t_hp) for A2, C2 in zip(f_hp, t_hp)]
@@ -198,6 +200,7 @@ class _Grid:
     def __init__(self, config: SystemConfig, prior: MimoPrior, device):
         self.users = [_user_bank(u, prior.conditions, device) for u in user_configs(config)]
         self.lam, self.V = _rotations(prior.rhos, config.mimo.num_rx_antennas, device)
+        self.Vt = self.V.mT.to(torch.complex128)  # [N_rho, R, R]: V^T, applied to the pilots
         self.nv = config.noise_variance(torch.tensor(prior.conditions.snrs_db, dtype=torch.float64)).double().to(device)
         self.nd, self.nf, self.nr, self.ns = prior.shape
         self.R, self.P = config.mimo.num_rx_antennas, self.users[0].mu.shape[1]
@@ -243,12 +246,15 @@ class _Grid:
     def _cauchy(self, e: torch.Tensor, g: torch.Tensor, idx, g_mid, weak) -> torch.Tensor:
         """Returns ``sum_x e_x / (g_x + s)`` [n, c', S] f64 for ``e`` [n, c', X] (>= 0), the weak terms by their series."""
         s = self.nv
-        em = e.gather(2, idx.expand(e.shape[0], -1, -1))
-        q = torch.einsum("ncm,cms->ncs", em, 1.0 / (g_mid[:, :, None] + s))
+        em = e.gather(2, idx.expand(e.shape[0], -1, -1)).transpose(0, 1)  # [c', n, M]
+        q = torch.empty(e.shape[1], e.shape[0], len(s), dtype=torch.float64, device=e.device)
+        step = max(1, _SMALL // (g_mid.shape[1] * len(s)))  # cache-sized pieces: no page faults on big temporaries
+        for a in range(0, g_mid.shape[0], step):
+            torch.bmm(em[a:a + step], torch.add(g_mid[a:a + step, :, None], s).reciprocal_(), out=q[a:a + step])
+        q = q.transpose(0, 1)
         gw = torch.where(weak, g, 0.0)
-        s0 = torch.einsum("ncx,cx->nc", e, weak.double())[..., None]
-        s1 = torch.einsum("ncx,cx->nc", e, gw)[..., None]
-        s2 = torch.einsum("ncx,cx->nc", e, gw.square())[..., None]
+        mom = torch.matmul(e.transpose(0, 1), torch.stack([weak.double(), gw, gw.square()], 2)).transpose(0, 1)
+        s0, s1, s2 = mom[..., 0:1], mom[..., 1:2], mom[..., 2:3]  # S_m = sum_weak e g^m [n, c', 1]
         return q + s0 / s - s1 / s ** 2 + s2 / s ** 3
 
     def row_chunks(self, n: int):
@@ -262,13 +268,15 @@ class _Grid:
         """Returns ``y = Q_c^H V_rho^T p`` [n, c', R P] c128 for user u's pilots ``p`` [n, R, P] c128 at conditions
         ``d`` in ``[a, b)`` (every Doppler and rho): the eigen-coordinates of the likelihood and the filters."""
         bank, n = self.users[u], p.shape[0]
-        z = torch.einsum("xrk,nrp->nxkp", self.V.to(torch.complex128), p)  # V^T p per rho [n, N_rho, R, P]
+        z = torch.matmul(self.Vt, p[:, None])  # V^T p per rho [n, N_rho, R, P]
         if bank.kron:
             Pf, Pt = bank.uf.shape[1], bank.ut.shape[1]
-            w = torch.einsum("dij,nxkit->ndxkjt", bank.uf[a:b].conj(), z.reshape(n, self.nr, self.R, Pf, Pt))
-            y = torch.einsum("ndxkit,ftj->ndfxkij", w, bank.ut.conj())
-        else:
-            y = torch.einsum("cqp,nxkq->ncxkp", bank.Q[a * self.nf:b * self.nf].conj(), z)
+            # uf_d^H Z [n, d, N_rho, R, P_f, P_t], then Z conj(ut_f) as P_t rank-one terms: [n, d, f, N_rho, R, P_f, P_t]
+            w = torch.matmul(bank.uf_h[a:b, None, None], z.reshape(n, 1, self.nr, self.R, Pf, Pt))
+            ut_c = bank.ut.conj()[None, None, :, None, None, None]  # [1, 1, N_fd, 1, 1, 1, P_t, P_t]
+            y = sum(w[:, :, None, ..., t, None] * ut_c[..., t, :] for t in range(Pt))
+        else:  # (Q_c^H z)_p = sum_q z_q conj(Q_c[q, p])
+            y = torch.matmul(z.reshape(n, 1, self.nr * self.R, -1), bank.Q[a * self.nf:b * self.nf].conj())
         return y.reshape(n, -1, self.R * self.P)
 
     def log_likelihood(self, p: torch.Tensor, bounds: bool = False):
@@ -487,10 +495,22 @@ class MimoEstimatedLMMSE(Estimator):
                       "then the genie over space, time and frequency there")
 
     def estimate(self, pilots: torch.Tensor, meta: dict | None = None) -> torch.Tensor:
+        return self.estimate_with_error_variance(pilots, meta, variance=False)[0]
+
+    def estimate_with_error_variance(self, pilots: torch.Tensor, meta: dict | None = None, variance: bool = True):
+        """Returns ``(H_hat [B, R, U, F, T] c64, err_var [B] f64 or None)``: the error variance the model states, the
+        genie's closed-form MSE per RE (:func:`~wavefront.sim.mimo.mimo_genie_mse`, averaged over antennas and users)
+        at the frame's ML hypothesis, as if that hypothesis were the truth."""
         cond = estimate_mimo_conditions(pilots, self.config, self.prior)
         if self.rho_known:  # the config's own rho, exactly
             del cond["rx_correlation"]
-        return self.genie.estimate(pilots, cond)
+        h = self.genie.estimate(pilots, cond)
+        if not variance:
+            return h, None
+        rho = cond.get("rx_correlation")
+        ev = mimo_genie_mse(self.config, cond["snr_db"].double().cpu(), cond["delay_spread_s"].double().cpu(),
+                            cond["doppler_hz"].double().cpu(), rx_correlation=None if rho is None else rho.cpu())
+        return h, ev.to(pilots.device)
 
 
 class MimoBayesMMSE(Estimator):
@@ -513,10 +533,21 @@ class MimoBayesMMSE(Estimator):
                       "mixture of the genie filters over space, time and frequency")
 
     def estimate(self, pilots: torch.Tensor, meta: dict | None = None) -> torch.Tensor:
+        return self.estimate_with_error_variance(pilots, meta, variance=False)[0]
+
+    def estimate_with_error_variance(self, pilots: torch.Tensor, meta: dict | None = None, variance: bool = True):
+        """Returns ``(H_hat [B, R, U, F, T] c64, err_var [B] f64 or None)``: the error variance the model states is
+        the mixture's posterior variance per RE, ``sum_k w_k (mse_k + |h_k - h_bar|^2) / (R U F T)`` (``mse_k`` the
+        genie's closed form at hypothesis k, ``h_k`` its estimate): under the prior, the expected MSE given the
+        pilots. The spread term skips hypotheses of weight below 1e-9 (each adds at most ``w |h_k - h_bar|^2``)."""
         p = _check(pilots, self.config)
         grid = _grid(self.config, self.prior, p.device)
         F, T = self.config.ofdm.grid_shape
         out = torch.empty(*p.shape[:3], F, T, dtype=torch.complex64, device=p.device)
+        ev = torch.empty(p.shape[0], dtype=torch.float64, device=p.device) if variance else None
         for sl in _frame_chunks(p.shape[0], grid):
-            out[sl] = grid.posterior(p[sl])
-        return out
+            if variance:
+                out[sl], ev[sl] = grid.posterior(p[sl], variance=True)
+            else:
+                out[sl] = grid.posterior(p[sl])
+        return out, ev
