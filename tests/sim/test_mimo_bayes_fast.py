@@ -154,3 +154,23 @@ def test_model_error_variance_on_siso_is_one_line(tmp_path, capsys):
                "--estimators", "ls-linear", "--error-variance", "model"])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "error_variance" in err[0], err
+
+
+def test_ml_is_re_decided_in_float64_where_the_screen_cannot_separate(monkeypatch):
+    """With a deliberately poor series (terms up to 50 sigma_min^2 counted as weak) the screen alone picks another
+    hypothesis on 10 of 40 frames (checked here); the ML is still the argmax of the full float64 log-likelihood on
+    every frame, because every hypothesis the error bound cannot separate is re-decided."""
+    import wavefront.sim.mimo_bayes as mb
+
+    monkeypatch.setattr(mb, "_WEAK_REL", 50.0)
+    cfg = config(R=3, U=2, rho=(0.0, 0.85), F=24, spacing=2)
+    fr = MimoFrameGenerator(cfg).generate(40, seed=21, with_data=False)
+    grid = mb._Grid(cfg, PRIOR, torch.device("cpu"))
+    p = fr.pilots_ls.reshape(40, 3, 2, -1).to(torch.complex128)
+    ll = grid.log_likelihood(p)
+    d, f, r, s = grid.ml_index(p)
+    got = ((d * grid.nf + f) * grid.nr + r) * grid.ns + s
+    n = ll[0].numel()
+    want = torch.stack([grid.exact_log_likelihood(p[b], torch.arange(n)).argmax() for b in range(40)])
+    assert int((ll.flatten(1).argmax(1) != want).sum()) >= 5  # the screen alone is wrong here
+    assert torch.equal(got, want)
