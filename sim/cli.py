@@ -51,9 +51,11 @@ def add_commands(sub) -> None:
                    help="stop a point once every estimator has this many bit errors")
     p.add_argument("--batch-size", type=positive_int, default=500)
     p.add_argument("--equalizer", default="zf", choices=["zf", "mmse"])
-    p.add_argument("--error-variance", default="stated", choices=["stated", "calibrated"],
+    p.add_argument("--error-variance", default="stated", choices=["stated", "model", "calibrated"],
                    help="MIMO detection: the error variance each estimate is detected with. stated (default): perfect "
-                        "0, the genie its closed-form MSE, the others sigma^2 (Sionna's LS convention); calibrated: "
+                        "0, the genie its closed-form MSE, the others sigma^2 (Sionna's LS convention); model: as "
+                        "stated, but lmmse-estimated the genie's closed-form MSE at its ML conditions, mmse-bayes its "
+                        "posterior variance, lmmse-robust its MSE under its assumed covariance; calibrated: "
                         "each estimator's own MSE on a held-out batch at the point")
     p.add_argument("--robust-pdp", default="uniform", choices=["uniform", "exponential"],
                    help="power delay profile the robust LMMSE assumes (RMS = the top delay spread)")

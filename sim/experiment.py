@@ -141,7 +141,7 @@ def simulated_points(config: SystemConfig, conditions: list[dict], frames: int, 
 
 
 CALIBRATION_STREAM = 0xCA1B  # derive_seed(seed, point key, CALIBRATION_STREAM): a point's held-out calibration batch
-ERROR_VARIANCES = ("stated", "calibrated")
+ERROR_VARIANCES = ("stated", "calibrated", "model")
 
 
 @dataclass
@@ -246,16 +246,20 @@ class _Plan:
     _calibrated: dict = field(default_factory=dict)  # (point id, estimator name) -> its calibrated MSE
     _calibration: dict = field(default_factory=dict)  # point id -> the point's held-out Frames (drawn once)
 
-    def detector_error_variance(self, p: Point, est, noise_var: torch.Tensor, bound: torch.Tensor) -> torch.Tensor:
+    def detector_error_variance(self, p: Point, est, noise_var: torch.Tensor, bound: torch.Tensor,
+                                model: torch.Tensor | None = None) -> torch.Tensor:
         """Returns the error variance [B] float64 that ``est``'s estimates are detected with at point ``p``.
 
         ``"stated"``: :func:`~wavefront.sim.mimo.error_variance` (perfect 0, the genie its closed-form MSE,
-        the others sigma^2, Sionna's LS convention). ``"calibrated"``: perfect 0, every other estimator its own
+        the others sigma^2, Sionna's LS convention). ``"model"``: the same, except that an estimator whose model
+        states its error (``model`` [B], from ``estimate_with_error_variance``: ``lmmse-estimated`` the genie's
+        closed form at its ML conditions, ``mmse-bayes`` its posterior variance, ``lmmse-robust`` its MSE under
+        its assumed covariance) is detected with that. ``"calibrated"``: perfect 0, every other estimator its own
         MSE per element on the point's held-out calibration batch (``Point.calibration``, true conditions for
         those that read them), one value per point, as a receiver calibrated offline at that SNR would state.
         """
-        if self.error_variance == "stated" or getattr(est, "is_perfect", False):
-            return error_variance(est, noise_var, bound)
+        if self.error_variance in ("stated", "model") or getattr(est, "is_perfect", False):
+            return error_variance(est, noise_var, bound, model if self.error_variance == "model" else None)
         key = (id(p), est.name)
         if key not in self._calibrated:
             if id(p) not in self._calibration:
@@ -316,13 +320,20 @@ def _batch_counts(p: Point, fr: Frames, plan: _Plan) -> tuple[list[float], list[
             cw = cw.reshape(-1, cw.shape[-1])
     floats, ints = [bound_sum], [len(fr)]
     for est in plan.estimators:
-        h_hat = fr.h if getattr(est, "is_perfect", False) else est.estimate(fr.pilots_ls, meta_for(est.needs, true_meta, est_meta))
+        model_ev = None
+        if getattr(est, "is_perfect", False):
+            h_hat = fr.h
+        elif mimo and plan.error_variance == "model" and hasattr(est, "estimate_with_error_variance"):
+            h_hat, model_ev = est.estimate_with_error_variance(fr.pilots_ls, meta_for(est.needs, true_meta, est_meta))
+        else:
+            h_hat = est.estimate(fr.pilots_ls, meta_for(est.needs, true_meta, est_meta))
         err = (h_hat - fr.h).abs().square()
         per_frame = err.mean(tuple(range(1, err.dim()))).double()
         n_err = n_bits = c_err = c_bits = blocks = 0
         if data is not None and mimo:
             x_hat, no = lmmse_detect(y_d, h_hat[..., data], fr.noise_var,
-                                     plan.detector_error_variance(p, est, fr.noise_var, bound.to(fr.noise_var.device)))
+                                     plan.detector_error_variance(p, est, fr.noise_var, bound.to(fr.noise_var.device),
+                                                                  model_ev))
             x_hat, no = x_hat.reshape(-1, x_hat.shape[-1]), no.reshape(-1, no.shape[-1])
             n_err, n_bits = bit_errors(cw, demap(x_hat, no, bps, hard=True)), cw.numel()
             if plan.decoder is not None:  # one codeword per user: blocks count codewords
@@ -342,12 +353,12 @@ def _batch_counts(p: Point, fr: Frames, plan: _Plan) -> tuple[list[float], list[
 def _check_mimo(points: list[Point], plan: _Plan) -> None:
     """Refuses SISO-only estimators and estimated conditions on points with several antennas or users, and a
     calibrated error variance where there is no MIMO detector or no calibration batch."""
-    if plan.error_variance == "calibrated":
+    if plan.error_variance != "stated":
         for p in points:
             if not p.config.mimo.is_mimo:
-                raise ConfigError("error_variance", "calibrated", "is for the MIMO detector: the SISO equalizer "
-                                                                  "takes no error variance")
-            if p.calibration is None:
+                raise ConfigError("error_variance", plan.error_variance, "is for the MIMO detector: the SISO "
+                                                                         "equalizer takes no error variance")
+            if plan.error_variance == "calibrated" and p.calibration is None:
                 raise ConfigError("error_variance", "calibrated", f"needs simulated points ({p.sweep} has no "
                                                                   "held-out calibration frames)")
     if not any(p.config.mimo.is_mimo for p in points):
@@ -443,8 +454,8 @@ def run_experiment(points: list[Point], estimators: list, frames: int | None = N
     ``rank``, ``world``: this process's place in a running ``torch.distributed`` group (torchrun);
     the ranks split each point's batches (see the module docstring) and all return the same rows,
     those of one process. Only rank 0 shows progress.
-    ``error_variance``: what the MIMO detector takes as each estimate's error variance, ``"stated"`` or
-    ``"calibrated"`` (:meth:`_Plan.detector_error_variance`).
+    ``error_variance``: what the MIMO detector takes as each estimate's error variance, ``"stated"``,
+    ``"model"`` or ``"calibrated"`` (:meth:`_Plan.detector_error_variance`).
     ``store``: a :class:`wavefront.sim.progress.ProgressStore` (read and written by rank 0 only):
     each point's stored batches are replayed instead of drawn and computed, and every batch
     counted is stored as it finishes, so a killed run resumes where it stopped with the same result.

@@ -291,6 +291,17 @@ class RobustLMMSE(Estimator):
         # one assumed covariance for every frame; only the noise level differs
         return _apply(self.stats, _solve(self.stats, uniq[:, 0]), pilots, idx, torch.zeros_like(idx))
 
+    def stated_mse(self, meta: dict[str, torch.Tensor], batch: int) -> torch.Tensor:
+        """Returns the MSE per RE [batch] float64 that this filter's own model states: ``1 - tr(R_hp (R_pp + sigma^2 I)^-1
+        R_ph) / (F T)`` under its assumed covariance (unit power), at the noise level it filters with (``meta``'s,
+        or the design SNR's). It is the true MSE only where the channel has the assumed statistics."""
+        if self.design_snr_db is not None:
+            nv = self.config.noise_variance(torch.full((batch,), float(self.design_snr_db), dtype=torch.float64))
+        else:
+            nv = _noise_var(meta, self.config)
+        uniq, idx = _unique_conditions(nv.double().cpu())
+        return lmmse_mse(self.stats, uniq[:, 0], 1.0, self.ofdm)[idx.reshape(-1)]
+
 
 def genie_mse(config: SystemConfig | OFDMConfig, snr_db, delay_spread_s, doppler_hz,
               profile: str | ChannelProfile | None = None, dense: bool = False) -> torch.Tensor:

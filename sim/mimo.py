@@ -340,6 +340,21 @@ class PerUser(Estimator):
         out = [est.estimate(pilots[:, :, u].reshape(B * R, *pilots.shape[3:]), rep) for u, est in enumerate(self.per_user)]
         return torch.stack([o.view(B, R, *o.shape[1:]) for o in out], 2)
 
+    def estimate_with_error_variance(self, pilots: torch.Tensor, meta: dict[str, torch.Tensor]):
+        """Returns ``(H_hat [B, R, U, F, T] c64, err_var [B] f64 or None)``: the users' mean of the MSE per RE each
+        SISO filter's own model states (``stated_mse``: ``lmmse-robust`` under its assumed covariance, at the noise
+        it filters with), or None when the SISO estimator states none (LS, learned models)."""
+        h = self.estimate(pilots, meta)
+        if not all(hasattr(e, "stated_mse") for e in self.per_user):
+            return h, None
+        sub = {k: v for k, v in meta.items() if torch.is_tensor(v) and v.dim() == 1}
+        if self.noise_scale != 1.0 and "noise_var" in sub:
+            sub["noise_var"] = sub["noise_var"] * self.noise_scale
+        if self.noise_scale != 1.0 and "snr_db" in sub:
+            sub["snr_db"] = sub["snr_db"] - 10 * math.log10(self.noise_scale)
+        ev = torch.stack([e.stated_mse(sub, pilots.shape[0]) for e in self.per_user]).mean(0)
+        return h, ev.to(pilots.device)
+
 
 @lru_cache(maxsize=128)
 def _user_eig(user: SystemConfig, delay_spread_s: float, doppler_hz: float):
@@ -518,17 +533,20 @@ def lmmse_detect(y: torch.Tensor, h_hat: torch.Tensor, noise_var: torch.Tensor, 
     return x_hat.to(torch.complex64), no_eff.float()
 
 
-def error_variance(est, noise_var: torch.Tensor, bound: torch.Tensor) -> torch.Tensor:
+def error_variance(est, noise_var: torch.Tensor, bound: torch.Tensor, model: torch.Tensor | None = None) -> torch.Tensor:
     """Returns the error variance [B] an estimator states to the detector.
 
-    Perfect CSI 0; the genie its closed-form MSE per frame (``bound``); any other estimator the
-    noise variance of its LS pilots (Sionna's ``LSChannelEstimator`` convention): ``sigma^2``, or
-    ``sigma^2 / 2`` (``/ 4``) after DM-RS despreading (``noise_scale``).
+    Perfect CSI 0; the genie its closed-form MSE per frame (``bound``); ``model`` [B], where given,
+    the estimator's own model's (``estimate_with_error_variance``: ``--error-variance model``); any
+    other estimator the noise variance of its LS pilots (Sionna's ``LSChannelEstimator``
+    convention): ``sigma^2``, or ``sigma^2 / 2`` (``/ 4``) after DM-RS despreading (``noise_scale``).
     """
     if getattr(est, "is_perfect", False):
         return torch.zeros_like(noise_var, dtype=torch.float64)
     if isinstance(est, MimoGenieLMMSE):
         return bound
+    if model is not None:
+        return model.to(noise_var.device, torch.float64)
     return noise_var.double() * getattr(est, "noise_scale", 1.0)
 
 

@@ -64,7 +64,7 @@ class SweepSpec:
     robust_options: dict = field(default_factory=dict)  # RobustLMMSE keywords: pdp, doppler_spectrum, ...
     conditions: str = "estimated"  # what condition-aware estimators are given: estimated | true
     prior_ranges: dict = field(default_factory=dict)  # {field: (low, high)} replacing the paper's training ranges
-    error_variance: str = "stated"  # what the MIMO detector takes per estimate: stated | calibrated (run_experiment)
+    error_variance: str = "stated"  # what the MIMO detector takes per estimate: stated | model | calibrated (run_experiment)
 
     def __post_init__(self):
         if self.axis not in AXES:
@@ -226,10 +226,15 @@ def _setup(spec: SweepSpec, estimators: list | None):
                                                   f"apart (rx_correlation unused)"}
                                       if m.spatial == "rays" else {})},
                           "pilots_per_user": pilots_per_user(spec.config)})
-    if spec.error_variance != "stated":  # the default leaves specs (and progress fingerprints) as they were
+    if spec.error_variance == "calibrated":  # the default leaves specs (and progress fingerprints) as they were
         spec_dict["error_variance"] = ("calibrated: perfect CSI 0; every other estimate detected with its own MSE per "
                                        "element on a held-out batch at the point (true conditions where read), "
                                        "one value per point")
+    elif spec.error_variance == "model":
+        spec_dict["error_variance"] = ("model: perfect CSI 0; lmmse-genie its closed-form MSE; lmmse-estimated the "
+                                       "genie's closed-form MSE at its ML conditions; mmse-bayes its posterior variance "
+                                       "(sum_k w_k (mse_k + |h_k - h_bar|^2) per RE); lmmse-robust its LMMSE MSE under "
+                                       "its assumed covariance; the others sigma^2 (Sionna's LS convention); per frame")
     return points, estimators, kwargs, spec_dict
 
 
@@ -375,7 +380,8 @@ def plot_result(result: SweepResult, out: Path) -> list[Path]:
         rho = f"{rho[0]:g}–{rho[1]:g}" if isinstance(rho, (list, tuple)) else f"{rho:g}" if m else ""
         rho = "CDL rays" if m and "spatial" in m else "scenario" if system else f"rho {rho}"
         antennas = f"\n{m['rx_antennas']} antennas ({rho}) x {m['users']} users, " if m else ""
-        calibrated = ", calibrated error variance" if result.spec.get("error_variance") else ""
+        ev = result.spec.get("error_variance") or ""
+        calibrated = f", {ev.split(':')[0]} error variance" if ev else ""
         ax.set_title(f"{profile_label(ch['profile'])}{' (Sionna)' if system else ''}, {', '.join(fixed)}, {antennas}{cfg['ofdm']['num_subcarriers']}x"
                      f"{cfg['ofdm']['num_symbols']} grid, {result.spec['frames']} frames/point{calibrated}", fontsize=9)
         ax.grid(True, which="both", alpha=0.3)
