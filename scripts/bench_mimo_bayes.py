@@ -57,7 +57,7 @@ def main(argv=None) -> None:
     from wavefront.sim.mimo import MimoFrameGenerator
 
     before = load_before(args.before)
-    print(f"| SNR | estimator | before s/frame | after s/frame | ML identical | NMSE before | NMSE after | "
+    print("| SNR | estimator | before s/frame | after s/frame | ML identical | NMSE before | NMSE after | "
           f"difference | max abs diff / RMS |\n|---|---|---|---|---|---|---|---|---|")
     builds = {}
     for snr in args.snr_db:
