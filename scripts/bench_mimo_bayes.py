@@ -58,7 +58,7 @@ def main(argv=None) -> None:
 
     before = load_before(args.before)
     print("| SNR | estimator | before s/frame | after s/frame | ML identical | NMSE before | NMSE after | "
-          f"difference | max abs diff / RMS |\n|---|---|---|---|---|---|---|---|---|")
+          "difference | max abs diff / RMS |\n|---|---|---|---|---|---|---|---|---|")
     builds = {}
     for snr in args.snr_db:
         cfg = preset(args.preset).updated(channel={"snr_db": snr})
