@@ -221,7 +221,7 @@ class MimoFrameGenerator:
         # the R U pairs) times each pair's [L, T] gains. Multiplying [F, L] by [L, R U T] instead leaves h as
         # [F, R U, T], and moving F inside costs more than the product (a strided copy of 4.5 MB a frame at mimo-chest).
         # Small frames (under _FRAME_LOOP_SIZE numbers) take one [B, F, L] @ [B, L, R U T] product and that copy instead.
-        if R * U * F * T >= _FRAME_LOOP_SIZE:
+        if dev.type == "cpu" and R * U * F * T >= _FRAME_LOOP_SIZE:  # a GPU copies strided memory at full speed
             h = torch.empty(B, R * U, F, T, dtype=torch.complex64, device=dev)
             a = a.view(B, R * U, L, T)
             for b in range(B):
@@ -279,7 +279,7 @@ class MimoFrameGenerator:
                       seed=seed, pilots_dmrs=raw, rx_correlation=rho)
 
 
-_FRAME_LOOP_SIZE = 65536  # R U F T of a frame from which h is built frame by frame in its own layout
+_FRAME_LOOP_SIZE = 65536  # R U F T of a frame from which h is built frame by frame in its own layout (on a CPU)
 
 
 def frame_generator(config: SystemConfig, device="cpu", ldpc_rate: float | None = None):
