@@ -63,7 +63,11 @@ def add_commands(subparsers) -> None:
     add_impairment_arguments(p)  # on the fly: drawn per frame; with --train they must be the shards' own
     from wavefront.sim.cli import add_mimo_arguments
 
-    add_mimo_arguments(p)  # a MIMO config trains a per-(antenna, user) model on user 0's pilots (pair_training_config)
+    add_mimo_arguments(p)  # a MIMO config trains a per-(antenna, user) model on one user's pilots (pair_training_config)
+    p.add_argument("--user", type=nonnegative_int, default=0,
+                   help="MIMO configs: the user whose pilots the per-(antenna, user) model trains on (default 0); a "
+                        "model that is not frequency-shift invariant needs one checkpoint per user, which sweep takes "
+                        "as U0.safetensors+U1.safetensors+...")
     p.add_argument("--steps", type=positive_int, help="optimiser steps (on-the-fly data)")
     p.add_argument("--epochs", type=positive_int, help="epochs over --train")
     p.add_argument("--batch-size", type=positive_int, default=64, help="global batch, split over DDP ranks (default 64)")
@@ -182,11 +186,14 @@ def _train(args) -> int:
         raise ConfigError("rx_antennas/users", mimo, "--train shards carry their own antennas and users; leave the MIMO "
                                                      "flags out (or regenerate the shards)")
     config = config.updated(mimo=mimo) if mimo else config
+    user = args.user
     if config.mimo.is_mimo:
-        config = pair_training_config(config)
-        print(f"wavefront: MIMO config ({args.train or 'on the fly'}): training a per-(antenna, user) model on user 0's "
-              f"pilots ({config.ofdm.pilot_shape[0]} x {config.ofdm.pilot_shape[1]}, spacing "
+        config = pair_training_config(config, user)
+        print(f"wavefront: MIMO config ({args.train or 'on the fly'}): training a per-(antenna, user) model on user "
+              f"{user}'s pilots ({config.ofdm.pilot_shape[0]} x {config.ofdm.pilot_shape[1]}, spacing "
               f"{config.ofdm.pilot_subcarrier_spacing}); sweep runs it for every user and antenna", file=sys.stderr)
+    elif user != 0:
+        raise ConfigError("user", user, "picks a user of a MIMO config; this config has one antenna and one user")
     cfg = TrainConfig(model=args.model, model_overrides=_overrides(args.set), steps=args.steps, epochs=args.epochs,
                       batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, warmup_steps=args.warmup_steps,
                       schedule=args.schedule, grad_clip=args.grad_clip, eval_every=args.eval_every,
@@ -194,8 +201,8 @@ def _train(args) -> int:
                       compile=args.compile, num_workers=args.workers, out_dir=args.out or f"runs/{args.model}",
                       stop_after=args.stop_after, time_limit_min=args.time_limit_min, progress=not args.no_progress,
                       conditions=args.conditions)
-    train_data = open_frame_folder(args.train, config) if args.train else None
-    val_data = open_frame_folder(args.val, config) if args.val else None
+    train_data = open_frame_folder(args.train, config, user) if args.train else None
+    val_data = open_frame_folder(args.val, config, user) if args.val else None
     try:
         result = train(cfg, config, train_data, val_data, resume=args.resume)
     except TrainingDiverged as exc:

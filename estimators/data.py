@@ -183,8 +183,8 @@ def recorded_config(path: str):
     return None
 
 
-def pair_training_config(config: SystemConfig) -> SystemConfig:
-    """Returns the SISO config a per-(antenna, user) model of MIMO ``config`` trains on: user 0's pilots.
+def pair_training_config(config: SystemConfig, user: int = 0) -> SystemConfig:
+    """Returns the SISO config a per-(antenna, user) model of MIMO ``config`` trains on: user ``user``'s pilots (default 0).
 
     Every (antenna, user) pair of a frame is a SISO channel of ``config``'s law (receive correlation
     couples antennas, not a pair's own statistics), and under the Kronecker pattern user u's pilots
@@ -199,12 +199,15 @@ def pair_training_config(config: SystemConfig) -> SystemConfig:
                                                              "pattern only: NR DM-RS pilots are despread over CDM pairs")
     from wavefront.sim.mimo import user_configs
 
-    return user_configs(config)[0]
+    users = user_configs(config)
+    if not 0 <= user < len(users):
+        raise ConfigError("user", user, f"the config has {len(users)} users (0..{len(users) - 1})")
+    return users[user]
 
 
-def open_frame_folder(path: str, config) -> Dataset:
+def open_frame_folder(path: str, config, user: int = 0) -> Dataset:
     """Returns the HDF5-shard dataset in folder ``path`` (``wavefront.datasets.H5FrameDataset``); a MIMO
-    folder as its user-0 pairs (``wavefront.datasets.pairs``; ``config`` then :func:`pair_training_config`'s)."""
+    folder as user ``user``'s pairs (``wavefront.datasets.pairs``; ``config`` then :func:`pair_training_config`'s)."""
     try:
         from wavefront.datasets import H5FrameDataset
     except ImportError:
@@ -220,9 +223,10 @@ def open_frame_folder(path: str, config) -> Dataset:
     except (ImportError, AttributeError, IndexError, KeyError, TypeError, ValueError):
         pass  # no recorded config: a grid mismatch still fails at the model's shape check
     if stored is not None:
-        check_grid_matches(pair_training_config(stored), config, path, what="dataset")
+        check_grid_matches(pair_training_config(stored, user if stored.mimo.is_mimo else 0), config, path,
+                           what="dataset")
     if getattr(ds, "mimo", False):
         from wavefront.datasets import pairs
 
-        return pairs(ds, users=[0])
+        return pairs(ds, users=[user])
     return ds

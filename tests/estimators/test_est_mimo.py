@@ -1,4 +1,6 @@
 """Learned estimators under MIMO: a SISO model per (antenna, user), shipped checkpoints per setting, antenna attention."""
+import math
+
 import pytest
 import torch
 
@@ -284,3 +286,41 @@ def test_evaluate_with_mimo_flags_runs_the_per_pair_checkpoint_for_every_user_ag
                "--out", str(tmp_path / "e2")])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and "rx_antennas/users" in err[-1], err
+
+
+def test_train_user_u_and_sweep_one_checkpoint_per_user(tmp_path, capsys):
+    """A model that is not frequency-shift invariant (``linear``): ``train --user u`` fits user u's pilots, and sweep takes
+    ``U0+U1`` as one row, each checkpoint on its own user's pilots; one checkpoint for both users, or the two swapped, is
+    refused in one line that names the '+' form."""
+    import json
+
+    from wavefront.cli import main
+
+    (tmp_path / "sys.yaml").write_text("ofdm:\n  num_subcarriers: 48\n  pilot_subcarrier_spacing: 2\n"
+                                       "channel:\n  snr_db: [0, 20]\n")
+    mimo = ["--rx-antennas", "3", "--users", "2", "--rx-correlation", "0.7"]
+    runs = []
+    for u in (0, 1):
+        run = tmp_path / f"u{u}"
+        assert main(["train", "--model", "linear", "--on-the-fly", str(tmp_path / "sys.yaml"), *mimo, "--user", str(u),
+                     "--steps", "2", "--batch-size", "4", "--eval-every", "2", "--val-frames", "8", "--device", "cpu",
+                     "--out", str(run), "--no-progress"]) == 0
+        stored = ckpt.Checkpoint(run / "last.safetensors").system_config
+        assert list(stored.ofdm.pilot_subcarriers) == list(user_configs(small_mimo())[u].ofdm.pilot_subcarriers)
+        runs.append(str(run / "last.safetensors"))
+    capsys.readouterr()
+    sweep = ["sweep", "--config", str(tmp_path / "sys.yaml"), *mimo, "--snr-db", "10", "--frames", "4",
+             "--conditions", "true", "--no-progress"]
+    assert main(sweep + ["--estimators", f"ls-linear,{runs[0]}+{runs[1]}", "--out", str(tmp_path / "ok")]) == 0
+    rows = json.loads((tmp_path / "ok" / "results.json").read_text())["rows"]
+    assert [r["estimator"] for r in rows] == ["ls-linear", "linear"] and math.isfinite(rows[1]["mse_db"])
+    for bad in (runs[0], f"{runs[1]}+{runs[0]}"):
+        rc = main(sweep + ["--estimators", bad, "--out", str(tmp_path / "bad")])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert rc == 2 and "pilot" in err[-1] and "+" in err[-1], err
+    rc = main(sweep + ["--estimators", f"{runs[0]}+{runs[1]}+{runs[0]}", "--out", str(tmp_path / "bad")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and "2 users" in err[-1], err
+    rc = main(["train", "--model", "linear", "--on-the-fly", str(tmp_path / "sys.yaml"), *mimo, "--user", "2",
+               "--steps", "1", "--out", str(tmp_path / "u2"), "--no-progress"])
+    assert rc == 2 and "user=2" in capsys.readouterr().err
