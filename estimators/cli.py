@@ -286,7 +286,11 @@ def _evaluate(args) -> int:
     name = args.checkpoint if not Path(args.checkpoint).exists() else str(path)
 
     def run_on(device, **ranks):
-        if config.mimo.is_mimo:  # one SISO model per (antenna, user), on each user's own pilots
+        if config.mimo.is_mimo and "+" in name:  # one checkpoint per user, in user order
+            from wavefront.resolve import _per_user_checkpoints
+
+            est = _per_user_checkpoints(name, config, device)
+        elif config.mimo.is_mimo:  # one SISO model per (antenna, user), on each user's own pilots
             from wavefront.sim.mimo import PerUser, user_configs
 
             est = PerUser.wrapping([load_estimator(name, c, device=device, conditions=args.conditions)

@@ -314,6 +314,12 @@ def test_train_user_u_and_sweep_one_checkpoint_per_user(tmp_path, capsys):
     assert main(sweep + ["--estimators", f"ls-linear,{runs[0]}+{runs[1]}", "--out", str(tmp_path / "ok")]) == 0
     rows = json.loads((tmp_path / "ok" / "results.json").read_text())["rows"]
     assert [r["estimator"] for r in rows] == ["ls-linear", "linear"] and math.isfinite(rows[1]["mse_db"])
+    # evaluate takes the same list, over the paper's 21 points
+    assert main(["evaluate", "--checkpoint", f"{runs[0]}+{runs[1]}", "--config", str(tmp_path / "sys.yaml"), *mimo,
+                 "--frames-per-point", "2", "--conditions", "true", "--baselines", "ls-linear",
+                 "--out", str(tmp_path / "ev"), "--no-plots"]) == 0
+    ev = json.loads((tmp_path / "ev" / "results.json").read_text())["rows"]
+    assert len([r for r in ev if r["estimator"] == "linear"]) == 21
     for bad in (runs[0], f"{runs[1]}+{runs[0]}"):
         rc = main(sweep + ["--estimators", bad, "--out", str(tmp_path / "bad")])
         err = capsys.readouterr().err.strip().splitlines()
