@@ -72,9 +72,8 @@ class SystemLevelChannel:
         ut = PanelArray(num_rows_per_panel=1, num_cols_per_panel=1, **arrays)
         bs = PanelArray(num_rows_per_panel=1, num_cols_per_panel=self.R, **arrays)  # spacing lambda / 2
         model = UMi if ch.profile == "UMi" else UMa
-        kw = dict(o2i_model="low") if ch.profile in ("UMi", "UMa") else {}
-        self.model = model(carrier_frequency=fc, ut_array=ut, bs_array=bs, direction="uplink", enable_pathloss=False,
-                           enable_shadow_fading=False, device=str(device), **kw)
+        self.model = model(carrier_frequency=fc, o2i_model="low", ut_array=ut, bs_array=bs, direction="uplink",
+                           enable_pathloss=False, enable_shadow_fading=False, device=str(device))
         self.freqs = subcarrier_offsets_hz(o).to(device)
         self.sampling_hz = 1.0 / o.symbol_duration_s  # the CIR at every symbol start, as the TDL path's label
         self.fc = fc
