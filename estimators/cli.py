@@ -246,7 +246,7 @@ def _leaderboard(args) -> int:
 def _evaluate(args) -> int:
     """Runs ``evaluate``: in one process, across torchrun's ranks (rank 0 writes), or as array job --rank of --world."""
     from wavefront.estimators.checkpoint import Checkpoint
-    from wavefront.estimators.estimator import load_estimator, pretrained_path
+    from wavefront.estimators.estimator import pretrained_path
     from wavefront.estimators.evaluate import evaluate, evaluate_partial
     from wavefront.sim.experiment import parse_prior_ranges, write_partial
     from wavefront.utils import job_ranks, process_group
@@ -286,17 +286,9 @@ def _evaluate(args) -> int:
     name = args.checkpoint if not Path(args.checkpoint).exists() else str(path)
 
     def run_on(device, **ranks):
-        if config.mimo.is_mimo and "+" in name:  # one checkpoint per user, in user order
-            from wavefront.resolve import _per_user_checkpoints
+        from wavefront.resolve import learned_estimator  # under MIMO: per (antenna, user), one checkpoint or one a user
 
-            est = _per_user_checkpoints(name, config, device)
-        elif config.mimo.is_mimo:  # one SISO model per (antenna, user), on each user's own pilots
-            from wavefront.sim.mimo import PerUser, user_configs
-
-            est = PerUser.wrapping([load_estimator(name, c, device=device, conditions=args.conditions)
-                                    for c in user_configs(config)])
-        else:
-            est = load_estimator(name, config, device=device, conditions=args.conditions)
+        est = learned_estimator(name, config, device=device, conditions=args.conditions)
         # pilots only: the model reads nothing, and the baselines that read conditions get estimates
         engine_conditions = "estimated" if args.conditions == "none" else args.conditions
         kwargs = dict(points=args.points, suite=args.suite, frames_per_point=args.frames_per_point, baselines=baselines,

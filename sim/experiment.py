@@ -367,15 +367,16 @@ def _check_mimo(points: list[Point], plan: _Plan) -> None:
         if not (getattr(e, "mimo", False) or getattr(e, "is_perfect", False)):
             raise ConfigError("estimators", e.name, "is a SISO estimator; with several antennas or users build it for "
                                                     "the MIMO config (wavefront.sim.mimo.mimo_estimators)")
+    if not plan.wants_estimates:
+        return
+    names = [e.name for e in plan.estimators if e.needs in ("noise", "conditions")]
     system = [p.config.channel.profile for p in points if p.config.channel.profile in SYSTEM_LEVEL_PROFILES]
-    if plan.wants_estimates and system:
-        names = [e.name for e in plan.estimators if e.needs in ("noise", "conditions")]
+    if system:
         raise ConfigError("conditions", plan.conditions, f"the condition estimate searches a tap profile's statistics, "
                                                          f"which profile {system[0]} does not have ({', '.join(names)} "
                                                          "read them): use --conditions true")
     dmrs = [p.config.mimo.pilots for p in points if p.config.mimo.pilots != "kronecker"]
-    if plan.wants_estimates and dmrs:
-        names = [e.name for e in plan.estimators if e.needs in ("noise", "conditions")]
+    if dmrs:
         raise ConfigError("conditions", plan.conditions, f"estimated conditions with NR DM-RS pilots ({dmrs[0]}) are not "
                                                          f"built yet ({', '.join(names)} read them): use --conditions true, "
                                                          "or the Kronecker pattern")
