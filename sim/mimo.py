@@ -452,11 +452,23 @@ class MimoGenieLMMSE(Estimator):
             s = (nv.to(dev)[rows, None] / lam.to(dev)).reshape(-1, 1)  # [n R, 1]: sigma^2 / lambda_k
             for u, user in enumerate(self.users):
                 A, C, mu, Q, _ = _user_eig(user, ds, fd)
-                mu, Q = mu.to(dev), Q.to(dev)
-                w = (z[rows, :, u].reshape(-1, Pf * Pt) @ Q.conj()) / (mu + s)  # Q^H z / (mu + s), as rows
-                v = (w @ Q.T).reshape(-1, Pf, Pt)  # (R_p + s I)^-1 z
-                out[rows, :, u] = sum(a.to(dev) @ v @ c.to(dev).T for a, c in zip(A, C)).reshape(-1, R, F, T)
+                out[rows, :, u] = eigen_filter(z[rows, :, u], s, A, C, mu, Q)
         return torch.einsum("rk,bku...->bru...", V.to(dev, c128), out).to(torch.complex64)
+
+
+def eigen_filter(z: torch.Tensor, s: torch.Tensor, A: list, C: list, mu: torch.Tensor, Q: torch.Tensor) -> torch.Tensor:
+    """Returns ``R_hp (R_p + s I)^-1 z`` [n, R, F, T] complex128 for one user's rotated pilots ``z`` [n, R, P_f', P_t] c128.
+
+    ``s`` [n R, 1]: each (frame, eigen-index) row's noise ``sigma^2 / lambda_k``; ``R_p = Q diag(mu) Q^H``
+    (``mu`` [P], ``Q`` [P, P]); ``R_hp = sum_i A_i (x) C_i`` with ``A_i`` [F, P_f'] and ``C_i`` [T, P_t].
+    """
+    n, R, Pf, Pt = z.shape
+    dev = z.device
+    mu, Q = mu.to(dev), Q.to(dev)
+    w = (z.reshape(-1, Pf * Pt) @ Q.conj()) / (mu + s)  # Q^H z / (mu + s), as rows
+    v = (w @ Q.T).reshape(-1, Pf, Pt)  # (R_p + s I)^-1 z
+    h = sum(a.to(dev) @ v @ c.to(dev).T for a, c in zip(A, C))
+    return h.reshape(n, R, *h.shape[-2:])
 
 
 def mimo_genie_mse(config: SystemConfig, snr_db, delay_spread_s, doppler_hz, per_user: bool = False,

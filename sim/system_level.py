@@ -202,7 +202,9 @@ class SampleCovarianceLMMSE(Estimator):
         return lam.clamp_min(1e-12), V, out
 
     def estimate(self, pilots: torch.Tensor, meta: dict[str, torch.Tensor]) -> torch.Tensor:
-        B, R, U, Pf, Pt = pilots.shape
+        from wavefront.sim.mimo import eigen_filter  # it builds on this module
+
+        B, R, U = pilots.shape[:3]
         dev, c128 = pilots.device, torch.complex128
         F, T = self.config.ofdm.grid_shape
         lam, V, per_user = self._filters
@@ -213,8 +215,5 @@ class SampleCovarianceLMMSE(Estimator):
         s = (nv[:, None] / lam).reshape(-1, 1)  # [B R, 1]: sigma^2 / lambda_k
         out = torch.empty(B, R, U, F, T, dtype=c128, device=dev)
         for u, (A, C, mu, Q) in enumerate(per_user):
-            A, C, mu, Q = A.to(dev), C.to(dev), mu.to(dev), Q.to(dev)
-            w = (z[:, :, u].reshape(-1, Pf * Pt) @ Q.conj()) / (mu + s)  # Q^H z / (mu + s), as rows
-            v = (w @ Q.T).reshape(-1, Pf, Pt)  # (R_p + s I)^-1 z
-            out[:, :, u] = (A @ v @ C.T).reshape(B, R, F, T)
+            out[:, :, u] = eigen_filter(z[:, :, u], s, [A], [C], mu, Q)  # the genie's filter with these matrices
         return torch.einsum("rk,bku...->bru...", V, out).to(torch.complex64)
