@@ -365,36 +365,40 @@ class _Grid:
         out = torch.zeros(n, R, U, F, T, dtype=torch.complex128, device=p.device)
         var = torch.zeros(n, dtype=torch.float64, device=p.device)
         V = self.V.to(torch.complex128)
+        lam = self.lam[None, None, :, :, None]  # [1, 1, N_rho, R, 1]
         for i in range(n):
             w = ll[i] - ll[i].max()
             w = torch.where(w >= -_DROP_NATS, torch.exp(w), 0.0)
             w = w / w.sum()  # [C', S]
-            conds = torch.unique(torch.nonzero(w.sum(1) > 0).squeeze(1) // nr).tolist()
-            spread, proj = 0.0, {}
+            wv = w.view(-1, nr, w.shape[1])  # [C, N_rho, S]
+            conds = torch.nonzero(wv.sum((1, 2)) > 0).squeeze(1)  # the live conditions c = d N_fd + f, ascending
+            live = torch.nonzero(w.sum(0) > 0).squeeze(1)  # the noise levels any of them weighs
+            nv, wl = self.nv[live, None, None, None], wv[:, :, live]
+            spread = 0.0
             for u in range(U):
                 bank = self.users[u]
                 if variance:
                     var[i] += (w * self.mse[u]).sum() / U
-                by_d: dict[int, list] = {}
-                for c in conds:
-                    d, f = divmod(c, self.nf)
-                    wc = w[c * nr:(c + 1) * nr]  # [N_rho, S]
-                    live = torch.nonzero(wc.sum(0) > 0).squeeze(1)
-                    if (u, d) not in proj:
-                        proj[u, d] = self.project(u, p[i:i + 1, :, u], d, d + 1)[0]
-                    y = proj[u, d][f * nr:(f + 1) * nr].view(nr, R, P)
-                    mu = bank.mu[c]
-                    # beta[s, rho, k, i] = lambda_k / (lambda_k mu_i + sigma_s^2): the genie's eigen-gain at each noise level
-                    beta = self.lam[None, :, :, None] / (self.lam[None, :, :, None] * mu + self.nv[live, None, None, None])
-                    x = torch.einsum("xs,sxkp->xkp", wc[:, live], beta) * y
-                    by_d.setdefault(d, []).append((f, torch.einsum("xrk,xkp->rp", V, x)))
-                    if variance:  # sum_k w_k |h_k|^2 over this condition's live hypotheses of weight >= _VAR_REL
-                        ws = wc[:, live].T  # [S', N_rho]
-                        big = ws >= _VAR_REL
-                        xs = beta[big] * y[big.nonzero()[:, 1]]  # [K, R, P]
-                        spread += float((ws[big] * self._energy_out(u, d, f, xs)).sum())
-                for d, parts in by_d.items():
-                    out[i, :, u] += self._apply(u, d, parts)
+                for d in torch.unique(conds // self.nf).tolist():
+                    cs = conds[conds // self.nf == d]
+                    fs = cs % self.nf
+                    y = self.project(u, p[i:i + 1, :, u], d, d + 1)[0].view(self.nf, nr, R, P)[fs]  # [m, N_rho, R, P]
+                    # beta[m, s, rho, k, i] = lambda_k / (lambda_k mu_i + sigma_s^2): the genie's eigen-gains, every
+                    # Doppler f of this delay spread at once, in pieces of bounded size
+                    xs = []
+                    step = max(1, _BUDGET // (len(live) * nr * R * P))
+                    for a in range(0, len(cs), step):
+                        mu = bank.mu[cs[a:a + step], None, None, None, :]  # [m', 1, 1, 1, P]
+                        beta = lam / (lam * mu + nv)  # [m', S', N_rho, R, P]
+                        x = torch.einsum("mxs,msxkp->mxkp", wl[cs[a:a + step]], beta) * y[a:a + step]
+                        xs.append(torch.einsum("xrk,mxkp->mrp", V, x))
+                        if variance:  # sum_k w_k |h_k|^2 over the live hypotheses of weight >= _VAR_REL
+                            for j in range(len(x)):
+                                ws = wl[cs[a + j]].T  # [S', N_rho]
+                                big = ws >= _VAR_REL
+                                xk = beta[j][big] * y[a + j][big.nonzero()[:, 1]]  # [K, R, P]
+                                spread += float((ws[big] * self._energy_out(u, d, int(fs[a + j]), xk)).sum())
+                    out[i, :, u] += self._apply(u, d, list(zip(fs.tolist(), torch.cat(xs))))
             if variance:
                 spread -= float(_energy(out[i]).sum())
                 var[i] += max(spread, 0.0) / (R * U * F * T)

@@ -56,11 +56,15 @@ def test_screen_is_within_its_stated_bound():
         assert float((ll[b].flatten() - exact).abs().max()) <= float(err[b] + 1e-10 * scale[b])
 
 
-@pytest.mark.parametrize("profile", ["A", "D"])  # one Kronecker term (factor by factor), and two (LOS: dense)
-def test_ml_mean_and_variance_equal_the_dense_mixture(profile):
+@pytest.mark.parametrize("profile, budget", [("A", None), ("D", None), ("A", 1)])
+def test_ml_mean_and_variance_equal_the_dense_mixture(profile, budget, monkeypatch):
     """The ML hypothesis is the dense likelihood's argmax, the posterior mean the weighted sum of every hypothesis's
     genie, and the posterior variance sum_k w_k (mse_k + |h_k - h_bar|^2) per RE (dense reference: complex64 genies,
-    so a few 1e-8 of |h| ~ 1; tolerances 1e-6 absolute on h_bar, 1e-6 relative on the variance)."""
+    so a few 1e-8 of |h| ~ 1; tolerances 1e-6 absolute on h_bar, 1e-6 relative on the variance). Profiles: one
+    Kronecker term (factor by factor) and two (LOS: dense); ``budget`` 1 makes every temporary its smallest piece
+    (one condition at a time in the posterior), which must not change the result."""
+    if budget is not None:
+        monkeypatch.setattr("wavefront.sim.mimo_bayes._BUDGET", budget)
     cfg = config(R=3, U=2, rho=(0.0, 0.85), F=24, spacing=2, profile=profile)
     fr = MimoFrameGenerator(cfg).generate(3, seed=6, with_data=False)
     ml, mean, var = _dense_mixture(cfg, PRIOR, fr)
