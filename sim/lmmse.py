@@ -172,6 +172,19 @@ class GenieLMMSE(Estimator):
         stats, noise = self.second_order(uniq[:, 0], uniq[:, 1], uniq[:, 2])
         return _apply(stats, _solve(stats, noise), pilots, idx)
 
+    def stated_mse(self, meta: dict[str, torch.Tensor], batch: int) -> torch.Tensor:
+        """Returns the MSE per RE [batch] float64 that this filter's own model states at each frame's conditions
+        (``meta``'s delay spread [s], Doppler [Hz] and noise variance or SNR): ``power - tr(R_hp (R_pp + sigma^2 I)^-1
+        R_ph) / (F T)`` of :meth:`second_order` there, the closed form of :func:`genie_mse` (the label's power is
+        ``1 - P_ICI`` with ICI). It is the true MSE where ``meta`` holds the true conditions."""
+        nv = _noise_var(meta, self.config).double().cpu().reshape(-1).expand(batch)
+        ds = meta["delay_spread_s"].double().cpu().reshape(-1).expand(batch)
+        fd = meta["doppler_hz"].double().cpu().reshape(-1).expand(batch)
+        uniq, idx = _unique_conditions(ds, fd, nv)
+        stats, noise = self.second_order(uniq[:, 0], uniq[:, 1], uniq[:, 2])
+        power = 1.0 - ici_power(self.ofdm, self.profile, uniq[:, 1]) if self.ici else 1.0
+        return lmmse_mse(stats, noise, power, self.ofdm)[idx.reshape(-1)]
+
     def second_order(self, ds: torch.Tensor, fd: torch.Tensor, noise_var: torch.Tensor) -> tuple[_Stats, torch.Tensor]:
         """Returns (the covariance blocks of ``R_hp`` and ``R_pp``, the white noise per RE [U] float64) at conditions [U].
 

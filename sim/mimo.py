@@ -327,33 +327,48 @@ class PerUser(Estimator):
             "; per user, across its antennas" if self.across_antennas else "; per antenna and user")
         self.trained_on = getattr(first, "trained_on", None)
 
-    def estimate(self, pilots: torch.Tensor, meta: dict[str, torch.Tensor]) -> torch.Tensor:
-        B, R, U = pilots.shape[:3]
-        rep = {k: v.repeat_interleave(R) for k, v in meta.items() if v.dim() == 1}  # per-frame conditions only
+    def _pair_meta(self, meta: dict[str, torch.Tensor], R: int) -> dict[str, torch.Tensor]:
+        """Returns the per-frame conditions of ``meta`` repeated for each of the R antennas (frame-major), with the
+        noise that of the LS pilots (``noise_scale``): what each (antenna, user) pair's SISO estimator reads."""
+        rep = {k: v.repeat_interleave(R) for k, v in meta.items() if torch.is_tensor(v) and v.dim() == 1}
         if self.noise_scale != 1.0:  # what a SISO estimator reads as the noise is the LS pilots' own
             if "noise_var" in rep:
                 rep["noise_var"] = rep["noise_var"] * self.noise_scale
             if "snr_db" in rep:
                 rep["snr_db"] = rep["snr_db"] - 10 * math.log10(self.noise_scale)
+        return rep
+
+    def estimate(self, pilots: torch.Tensor, meta: dict[str, torch.Tensor]) -> torch.Tensor:
+        B, R, U = pilots.shape[:3]
+        rep = self._pair_meta(meta, R)
         if self.across_antennas:  # [B, R, P_f', P_t] -> [B, R, F, T] per user, with the frames' own conditions
             return torch.stack([est.estimate(pilots[:, :, u], meta) for u, est in enumerate(self.per_user)], 2)
         out = [est.estimate(pilots[:, :, u].reshape(B * R, *pilots.shape[3:]), rep) for u, est in enumerate(self.per_user)]
         return torch.stack([o.view(B, R, *o.shape[1:]) for o in out], 2)
 
     def estimate_with_error_variance(self, pilots: torch.Tensor, meta: dict[str, torch.Tensor]):
-        """Returns ``(H_hat [B, R, U, F, T] c64, err_var [B] f64 or None)``: the users' mean of the MSE per RE each
-        SISO filter's own model states (``stated_mse``: ``lmmse-robust`` under its assumed covariance, at the noise
-        it filters with), or None when the SISO estimator states none (LS, learned models)."""
-        h = self.estimate(pilots, meta)
-        if not all(hasattr(e, "stated_mse") for e in self.per_user):
-            return h, None
-        sub = {k: v for k, v in meta.items() if torch.is_tensor(v) and v.dim() == 1}
-        if self.noise_scale != 1.0 and "noise_var" in sub:
-            sub["noise_var"] = sub["noise_var"] * self.noise_scale
-        if self.noise_scale != 1.0 and "snr_db" in sub:
-            sub["snr_db"] = sub["snr_db"] - 10 * math.log10(self.noise_scale)
-        ev = torch.stack([e.stated_mse(sub, pilots.shape[0]) for e in self.per_user]).mean(0)
-        return h, ev.to(pilots.device)
+        """Returns ``(H_hat [B, R, U, F, T] c64, err_var [B] f64 or None)``: the mean over antennas and users of the
+        MSE per RE each SISO filter's own model states, or None when the SISO estimator states none (LS, learned
+        models, ``mmse-bayes``). ``stated_mse`` (at the conditions it filters with): ``lmmse-robust`` under its
+        assumed covariance, the genie's closed form at the true conditions; ``estimate_with_error_variance`` (from
+        each pair's pilots): ``lmmse-estimated`` the genie's closed form at the pair's estimated conditions."""
+        if self.across_antennas or not all(hasattr(e, "stated_mse") or hasattr(e, "estimate_with_error_variance")
+                                           for e in self.per_user):
+            return self.estimate(pilots, meta), None
+        B, R = pilots.shape[:2]
+        rep = self._pair_meta(meta, R)
+        hs, evs = [], []
+        for u, est in enumerate(self.per_user):
+            p = pilots[:, :, u].reshape(B * R, *pilots.shape[3:])
+            if hasattr(est, "estimate_with_error_variance"):
+                h, ev = est.estimate_with_error_variance(p, rep)
+                ev = ev.view(B, R).mean(1)
+            else:  # the same statement for every antenna: once per frame
+                h = est.estimate(p, rep)
+                ev = est.stated_mse(self._pair_meta(meta, 1), B)
+            hs.append(h.view(B, R, *h.shape[1:]))
+            evs.append(ev.to(pilots.device, torch.float64))
+        return torch.stack(hs, 2), torch.stack(evs).mean(0)
 
 
 @lru_cache(maxsize=128)

@@ -55,9 +55,16 @@ class EstimatedLMMSE(Estimator):
 
     def estimate(self, pilots: torch.Tensor, meta: dict | None = None) -> torch.Tensor:
         """Returns H_hat [B, F, T] complex64 from LS pilots [B, P_f, P_t] or [B, P]."""
+        return self.estimate_with_error_variance(pilots, meta, variance=False)[0]
+
+    def estimate_with_error_variance(self, pilots: torch.Tensor, meta: dict | None = None, variance: bool = True):
+        """Returns ``(H_hat [B, F, T] c64, err_var [B] f64 or None)``: the error variance its model states, the
+        genie's closed-form MSE per RE (:meth:`GenieLMMSE.stated_mse`) at the frame's estimated conditions, as if
+        they were the truth (``--error-variance model`` for ``lmmse-estimated-per-pair``)."""
         if self.method != "ml" or self.config.channel.time_domain or self.genie.dense:
             cond = estimate_conditions(pilots, self.config, self.prior, self.method)
-            return self.genie.estimate(pilots, cond)
+            h = self.genie.estimate(pilots, cond)
+            return h, (self.genie.stated_mse(cond, h.shape[0]) if variance else None)
         # the genie's own solve and apply, with the covariance blocks of the grid point each frame
         # landed on taken from a cache instead of evaluated per frame (most of the genie's time)
         p = _check_pilots(pilots, self.config)
@@ -68,7 +75,12 @@ class EstimatedLMMSE(Estimator):
                        self.config.ofdm.pilot_layout.is_kronecker)
         snr = torch.tensor(self.prior.snrs_db, dtype=torch.float64)[su].float()
         nv = self.config.noise_variance(snr).float()  # as estimate_conditions hands it to the genie
-        return _apply(stats, _solve(stats, nv.to(torch.float64)), pilots, idx.to(p.device))
+        h = _apply(stats, _solve(stats, nv.to(torch.float64)), pilots, idx.to(p.device))
+        if not variance:
+            return h, None
+        grid = {"delay_spread_s": torch.tensor(self.prior.delay_spreads_s, dtype=torch.float32)[du],
+                "doppler_hz": torch.tensor(self.prior.dopplers_hz, dtype=torch.float32)[fu], "noise_var": nv}
+        return h, self.genie.stated_mse(grid, len(du))[idx.cpu()].to(p.device)
 
 
 @lru_cache(maxsize=8)
