@@ -569,18 +569,18 @@ def _check_same_prior(out: Path, config) -> None:
     """
     import warnings
 
-    from wavefront.sim.progress import first_difference
-
     path = out / PRIOR_FILE
     want = json.loads(config.to_json())
     if path.exists():
-        diff = first_difference(json.loads(path.read_text()), want)
-        if diff:
-            key, have, wanted = diff
-            there = "unset (its default)" if have is None else json.dumps(have)
-            raise ConfigError(f"config.{key}", wanted, f"{out} holds a leaderboard on frames drawn with {key} {there}; "
-                                                       "rerun with that config and flags to continue it, or use a fresh "
-                                                       "--out")
+        have = json.loads(path.read_text())
+        fields = sorted({(s, f) for d in (have, want) for s, sec in d.items() for f in sec})  # section.field, e.g. channel.ici
+        for s, f in fields:
+            old, new = have.get(s, {}).get(f), want.get(s, {}).get(f)
+            if old != new:
+                there = "unset (its default)" if old is None else json.dumps(old)
+                raise ConfigError(f"config.{s}.{f}", new, f"{out} holds a leaderboard on frames drawn with {s}.{f} "
+                                                          f"{there}; rerun with that config and flags to continue it, "
+                                                          "or use a fresh --out")
         return
     if (out / "classical.json").exists() or (out / "runs").exists():
         warnings.warn(f"{out} holds a leaderboard that recorded no config (an earlier version): continuing it on this "
