@@ -151,6 +151,13 @@ def add_commands(subparsers) -> None:
                                      "configs/prior-12x2.yaml; default: the default grid over the paper's training "
                                      "ranges, SNR 0-25 dB, 25-300 ns, 50-1000 Hz); a MIMO config (e.g. "
                                      "configs/mimo-8x2.yaml) ranks the rows on MIMO frames against the joint mmse-bayes")
+    lb.add_argument("--ici", action="store_true",
+                    help="model inter-carrier interference (channel.ici: true) in the training and test frames: the "
+                         "channel varies within each symbol, and h is each symbol's average channel")
+    from wavefront.sim.cli import add_impairment_arguments, add_mimo_arguments
+
+    add_impairment_arguments(lb)  # drawn per frame in training and test frames, as a YAML config's channel fields
+    add_mimo_arguments(lb)  # on the prior config: ranks on MIMO frames, as a MIMO YAML does
     lb.add_argument("--bayes-frames", type=int, help="prior frames of the Bayes risk (default: the budget's)")
     lb.add_argument("--frames-per-point", type=int, help="frames per paper-suite point (default: the budget's)")
     lb.add_argument("--out", default="leaderboard", help="output folder; rerunning continues from it (default leaderboard/)")
@@ -218,12 +225,7 @@ def _leaderboard(args) -> int:
 
     from wavefront.estimators.leaderboard import make_spec, run_leaderboard
 
-    if args.config is None:
-        from wavefront.sim.experiment import prior_config
-
-        config = prior_config(_system_config(None))
-    else:
-        config = _system_config(args.config)
+    config = leaderboard_config(args)
     if not all(isinstance(getattr(config.channel, k), tuple) for k in ("snr_db", "delay_spread_s", "doppler_hz")):
         raise ConfigError("config", args.config, "the prior needs ranges of SNR, delay spread and Doppler (e.g. "
                                                  "configs/prior-12x2.yaml), not fixed values")
@@ -241,6 +243,24 @@ def _leaderboard(args) -> int:
     print((out / "leaderboard.md").read_text())
     print(f"wrote {out}/leaderboard.md, .json, .csv, pareto.png, suite_*.png in {time.perf_counter() - t0:.0f} s")
     return 0
+
+
+def leaderboard_config(args):
+    """Returns the prior config of ``leaderboard``: ``--config`` (default: the default grid over the paper's training
+    ranges) with ``--ici``, the impairment flags and the MIMO flags applied as ``generate``, ``train`` and ``evaluate``
+    apply them; a bad value raises ConfigError naming the field."""
+    from wavefront.sim.cli import mimo_overrides, with_impairments
+
+    if args.config is None:
+        from wavefront.sim.experiment import prior_config
+
+        config = prior_config(_system_config(None))
+    else:
+        config = _system_config(args.config)
+    config = config.updated(channel={"ici": True}) if args.ici else config
+    config = with_impairments(config, args)
+    mimo = mimo_overrides(args)
+    return config.updated(mimo=mimo) if mimo else config
 
 
 def _evaluate(args) -> int:

@@ -3,7 +3,8 @@
 For each model (and seed) :func:`run_leaderboard` trains on frames drawn on the fly from the
 prior (the config's channel ranges; the same frames and seeds for every model), keeps the run
 in ``<out>/runs/<model>-s<seed>/`` and its evaluation in ``<out>/runs/<model>-s<seed>/eval.json``,
-so rerunning the same command continues where it stopped. Each row is evaluated on:
+so rerunning the same command continues where it stopped; ``<out>/config.json`` records the system
+config the frames are drawn from, and a rerun under another (YAML or flags) is refused. Each row is evaluated on:
 
 - (a) the **Bayes risk**: MSE over ``bayes_frames`` frames drawn from the prior, the same frames
   for every row, with the standard error of the *paired* per-frame differences to
@@ -555,6 +556,58 @@ def _check_same_run(run_dir: Path, fp: dict) -> None:
     _write_json(path, fp)
 
 
+PRIOR_FILE = "config.json"  # in --out: the system config every frame of the run is drawn from
+
+
+def _check_same_prior(out: Path, config) -> None:
+    """Records ``config`` (the prior: grid, channel ranges, ICI, impairments, MIMO) in ``out/config.json``, or raises
+    ConfigError naming the first field that differs from the one recorded there.
+
+    Every cache in ``out`` (``classical.json``, each run's checkpoint and ``eval.json``) holds frames of the recorded
+    config, so a rerun under another config (a changed YAML or flag) would rank rows measured on two kinds of frames.
+    A folder from before this record (results, no ``config.json``) is taken as this config's, with a warning.
+    """
+    import warnings
+
+    path = out / PRIOR_FILE
+    want = json.loads(config.to_json())
+    if path.exists():
+        have = json.loads(path.read_text())
+        fields = sorted({(s, f) for d in (have, want) for s, sec in d.items() for f in sec})  # section.field, e.g. channel.ici
+        for s, f in fields:
+            old, new = have.get(s, {}).get(f), want.get(s, {}).get(f)
+            if old != new:
+                there = "unset (its default)" if old is None else json.dumps(old)
+                raise ConfigError(f"config.{s}.{f}", new, f"{out} holds a leaderboard on frames drawn with {s}.{f} "
+                                                          f"{there}; rerun with that config and flags to continue it, "
+                                                          "or use a fresh --out")
+        return
+    if (out / "classical.json").exists() or (out / "runs").exists():
+        warnings.warn(f"{out} holds a leaderboard that recorded no config (an earlier version): continuing it on this "
+                      f"one and recording it in {PRIOR_FILE}; use a fresh --out if it was run on another")
+    _write_json(path, want)
+
+
+def frames_record(config) -> dict:
+    """Returns what the leaderboard's frames carried, for ``leaderboard.json`` (as ``sweep`` records it): ``config``
+    (the system config, canonical JSON as a dict), ``ici`` (in words) and, only when set, ``impairments``
+    (:func:`~wavefront.sim.impairments.impairment_record`)."""
+    from wavefront.sim.impairments import impairment_record
+
+    imp = impairment_record(config.channel)
+    return {"config": json.loads(config.to_json()), "ici": config.ici_text, **({"impairments": imp} if imp else {})}
+
+
+def frames_note(table: dict) -> str:
+    """Returns the Markdown header's sentence on the frames' inter-carrier interference and receiver impairments when
+    the recorded config (``table["config"]``) takes the time-domain path, else an empty string (the header as before)."""
+    from wavefront.sim.config import SystemConfig
+
+    if "config" not in table or not SystemConfig.from_dict(table["config"]).channel.time_domain:
+        return ""
+    return f"Frames (training and test): inter-carrier interference {table['ici']}. "
+
+
 def _write_json(path: Path, data) -> None:
     atomic_write_json(path, data, indent=1)  # an interrupted run never leaves half a file behind
 
@@ -579,6 +632,7 @@ def run_leaderboard(spec: LeaderboardSpec, config, out: str | Path, progress: bo
         check_mimo(spec, config)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    _check_same_prior(out, config)  # before any cache in out is read: they all hold frames of one config
     threads = torch.get_num_threads()
     frames = bayes_risk_frames(config, spec.bayes_frames, seed=spec.seed + 7)
     bayes = mimo_estimators(["mmse-bayes"], config)[0] if mimo else BayesMMSE(config)
@@ -639,6 +693,7 @@ def run_leaderboard(spec: LeaderboardSpec, config, out: str | Path, progress: bo
         learned.append(row)
         finished += 1
     table = build_table(classical["rows"], learned, genie_fps, spec)
+    table.update(frames_record(config))
     if mimo:
         table["mimo"] = mimo_setting(config)
     write_outputs(table, out, spec)
@@ -724,7 +779,7 @@ def write_outputs(table: dict, out: Path, spec: LeaderboardSpec) -> list[Path]:
     _write_json(out / "leaderboard.json", table)
     atomic_write_csv(out / "leaderboard.csv", flat)
     atomic_write_text(out / "leaderboard.md", format_markdown_mimo(flat, rows, spec, table.get("mimo", ""))
-                      if mimo else format_markdown(flat, spec))
+                      if mimo else format_markdown(flat, spec, frames_note(table)))
     return [out / "leaderboard.json", out / "leaderboard.csv", out / "leaderboard.md"] + plot_leaderboard(rows, out)
 
 
@@ -736,10 +791,11 @@ def in_paper_prior(point: dict) -> bool:
     return in_prior(point["snr_db"], point["delay_spread_ns"] * 1e-9, point["doppler_hz"])
 
 
-def format_markdown(flat: list[dict], spec: LeaderboardSpec) -> str:
-    """Returns the leaderboard as a Markdown table with a header saying what was trained and measured."""
+def format_markdown(flat: list[dict], spec: LeaderboardSpec, frames: str = "") -> str:
+    """Returns the leaderboard as a Markdown table with a header saying what was trained and measured (led by
+    ``frames``, :func:`frames_note`'s sentence, when set)."""
     f = lambda v, d=2: "–" if v is None else (f"{v:,.{d}f}" if isinstance(v, float) else f"{v:,}" if isinstance(v, int) else str(v))  # noqa: E731
-    lines = [f"Budget {spec.budget}: {spec.steps} steps x batch {spec.batch_size} per model, {spec.seeds} seed(s), "
+    lines = [f"{frames}Budget {spec.budget}: {spec.steps} steps x batch {spec.batch_size} per model, {spec.seeds} seed(s), "
              f"conditions {spec.conditions}; Bayes risk over {spec.bayes_frames} prior frames (the same for every "
              f"row), gap to mmse-bayes ± paired SE; worst gap at the in-prior points of the paper suites "
              f"({spec.frames_per_point} frames each); CPU throughput one thread, batch {THROUGHPUT_BATCH}.", "",
