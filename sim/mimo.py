@@ -349,9 +349,10 @@ class PerUser(Estimator):
     def estimate_with_error_variance(self, pilots: torch.Tensor, meta: dict[str, torch.Tensor]):
         """Returns ``(H_hat [B, R, U, F, T] c64, err_var [B] f64 or None)``: the mean over antennas and users of the
         MSE per RE each SISO filter's own model states, or None when the SISO estimator states none (LS, learned
-        models, ``mmse-bayes``). ``stated_mse`` (at the conditions it filters with): ``lmmse-robust`` under its
+        models). ``stated_mse`` (at the conditions it filters with): ``lmmse-robust`` under its
         assumed covariance, the genie's closed form at the true conditions; ``estimate_with_error_variance`` (from
-        each pair's pilots): ``lmmse-estimated`` the genie's closed form at the pair's estimated conditions."""
+        each pair's pilots): ``lmmse-estimated`` the genie's closed form at the pair's estimated conditions, ``mmse-bayes``
+        the SISO mixture's posterior variance."""
         if self.across_antennas or not all(hasattr(e, "stated_mse") or hasattr(e, "estimate_with_error_variance")
                                            for e in self.per_user):
             return self.estimate(pilots, meta), None
@@ -362,6 +363,8 @@ class PerUser(Estimator):
             p = pilots[:, :, u].reshape(B * R, *pilots.shape[3:])
             if hasattr(est, "estimate_with_error_variance"):
                 h, ev = est.estimate_with_error_variance(p, rep)
+                if ev is None:  # its model states nothing here
+                    return self.estimate(pilots, meta), None
                 ev = ev.view(B, R).mean(1)
             else:  # the same statement for every antenna: once per frame
                 h = est.estimate(p, rep)

@@ -127,6 +127,94 @@ class BayesMMSE(Estimator):
         overrides (:class:`~wavefront.sim.impaired_lmmse.ImpairedBayesMMSE`)."""
         return _bank(self.config, self.prior, device)
 
+    def estimate_with_error_variance(self, pilots: torch.Tensor, meta: dict | None = None, variance: bool = True):
+        """Returns ``(H_hat [B, F, T] c64, err_var [B] f64 or None)``: the error variance the model states is the
+        mixture's posterior variance per RE, ``sum_k w_k (mse_k + |h_k - h_bar|^2) / (F T)`` (``mse_k`` the genie's
+        closed form at hypothesis k, ``h_k`` its estimate, ``h_bar`` this estimate): under the prior, the expected
+        MSE given the pilots (``--error-variance model`` for ``mmse-bayes-per-pair``). The spread term skips
+        hypotheses of weight below 1e-9 (each adds at most ``w |h_k - h_bar|^2``). None on the time-domain path
+        (ICI, impairments), whose label power the bank does not state."""
+        h = self.estimate(pilots, meta)
+        if not variance or self.config.channel.time_domain:
+            return h, None
+        p = _check_pilots(pilots, self.config)
+        return h, _posterior_variance(self.bank(p.device), _column_energies(self.config, self.prior, p.device),
+                                      p, h, self.config)
+
+
+_VAR_REL = 1e-9  # the posterior variance's spread term skips hypotheses of weight below 1e-9
+
+
+def _gram_terms(bank: _Bank) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Returns ``(A_j^H A_j' [N_ds, ., .], C_j^H C_j' [N_fd, ., .])`` c128 for every pair of ``R_hp``'s terms
+    (``A_j`` = ``f_hp[j]``, ``C_j`` = ``t_hp[j]``): ``R_ph R_hp`` is ``sum A^H A' (x) C^H C'`` on a Kronecker layout
+    and ``sum (A^H A') * (C^H C')`` on a scattered one."""
+    return [(a.mH @ a2, c.mH @ c2) for a, c in zip(bank.f_hp, bank.t_hp) for a2, c2 in zip(bank.f_hp, bank.t_hp)]
+
+
+def _grid_energies(terms: list, d: torch.Tensor, f: torch.Tensor, z: torch.Tensor, pilot_shape) -> torch.Tensor:
+    """Returns ``|R_hp,(d_n, f_n) z_n|^2`` [n] f64, summed over the grid, for pilot-domain vectors ``z`` [n, P] c128 at
+    conditions ``(d, f)`` [n] (``terms`` of :func:`_gram_terms`; ``pilot_shape`` ``(P_f, P_t)`` on a Kronecker
+    layout, else None): ``sum conj(Z) * (G_f Z G_t^T)`` per term, without forming the grid."""
+    e = torch.zeros(z.shape[0], dtype=torch.float64, device=z.device)
+    # one condition's Gram factors at a time (a [P, P] gathered per row would take P^2 per hypothesis)
+    keys = d if pilot_shape is not None else d * (int(f.max()) + 1 if len(f) else 1) + f
+    for key in torch.unique(keys).tolist():
+        rows = torch.nonzero(keys == key).squeeze(1)
+        dk, zr = int(d[rows[0]]), z[rows]
+        for ga, gc in terms:
+            if pilot_shape is not None:
+                Z = zr.view(-1, *pilot_shape)
+                e[rows] += (Z.conj() * (ga[dk] @ Z @ gc[f[rows]].mT)).real.sum((1, 2))
+            else:
+                e[rows] += torch.einsum("ni,ij,nj->n", zr.conj(), ga[dk] * gc[int(f[rows[0]])], zr).real
+    return e
+
+
+@lru_cache(maxsize=8)
+def _column_energies(config: SystemConfig, prior: ConditionPrior, device: torch.device) -> torch.Tensor:
+    """Returns ``D`` [K, P] f64: ``|R_hp,k u_k,p|^2`` for each eigenvector of each condition's ``R_p``, so that the genie
+    at hypothesis ``(k, s)`` has MSE per RE ``1 - sum_p D_kp / (lam_kp + sigma_s^2) / (F T)``. Cached like
+    :func:`_bank` (``8 K P`` bytes: paper prior, 12 x 2 pilots, 36 kB)."""
+    bank = _bank(config, prior, device)
+    K, P = bank.inv_eig.shape[0], bank.inv_eig.shape[2]
+    nf = bank.t_hp[0].shape[0]
+    terms = _gram_terms(bank)
+    shape = config.ofdm.pilot_shape if config.ofdm.pilot_layout.is_kronecker else None
+    out = torch.empty(K, P, dtype=torch.float64, device=device)
+    step = max(1, (1 << 20) // (P * P))
+    for a in range(0, K, step):
+        k = torch.arange(a, min(K, a + step), device=device).repeat_interleave(P)
+        z = bank.evec[a:a + step].transpose(1, 2).reshape(-1, P)  # rows: the eigenvectors u_k,p
+        out[a:a + step] = _grid_energies(terms, k // nf, k % nf, z, shape).view(-1, P)
+    return out
+
+
+def _posterior_variance(bank: _Bank, D: torch.Tensor, p: torch.Tensor, h_bar: torch.Tensor,
+                        config: SystemConfig) -> torch.Tensor:
+    """Returns ``sum_(k,s) w_ks (mse_ks + |h_ks - h_bar|^2) / (F T)`` [B] f64 for pilots [B, P] c128 and the posterior
+    mean ``h_bar`` [B, F, T]; ``D`` of :func:`_column_energies`. ``h_ks = R_hp,k U_k (c_ks * U_k^H p)``,
+    ``c_ks = 1 / (lam_k + sigma_s^2)``; the spread is ``sum w |h_ks|^2 - |h_bar|^2`` over the hypotheses of weight
+    at least ``_VAR_REL``."""
+    (F, T), nf = config.ofdm.grid_shape, bank.t_hp[0].shape[0]
+    K, S, P = bank.inv_eig.shape
+    terms = _gram_terms(bank)
+    shape = config.ofdm.pilot_shape if config.ofdm.pilot_layout.is_kronecker else None
+    mse = 1.0 - torch.einsum("kp,ksp->ks", D, bank.inv_eig) / (F * T)  # the genie's MSE per RE at each hypothesis
+    out = torch.empty(p.shape[0], dtype=torch.float64, device=p.device)
+    for sl in _chunks(bank, p.shape[0], K * (S + 2 * P)):
+        ll, y = _log_likelihood(bank, p[sl])
+        w = torch.softmax(ll.flatten(1), 1).view(ll.shape)  # [b, K, S]
+        v = torch.einsum("bks,ks->b", w, mse)
+        for i in range(w.shape[0]):
+            k, s = torch.nonzero(w[i] >= _VAR_REL, as_tuple=True)
+            z = torch.einsum("nqp,np->nq", bank.evec[k], bank.inv_eig[k, s] * y[i, k])  # U_k (c_ks * y_k)
+            spread = (w[i, k, s] * _grid_energies(terms, k // nf, k % nf, z, shape)).sum()
+            spread = spread - h_bar[sl][i].to(torch.complex128).abs().square().sum()
+            v[i] += spread.clamp_min(0.0) / (F * T)
+        out[sl] = v
+    return out
+
 
 def _posterior_mean(bank: _Bank, p: torch.Tensor, config: SystemConfig) -> torch.Tensor:
     """Returns ``sum_(k,s) w_ks(p) W_ks p`` [B, F, T] complex64 over ``bank``'s hypotheses, for pilots [B, P] c128."""

@@ -11,6 +11,7 @@ from wavefront.sim.lmmse import assumed_freq_correlation, assumed_time_correlati
 from wavefront.sim.mimo import MimoFrameGenerator, MimoGenieLMMSE, PerUser, mimo_genie_mse, rx_eigen, user_configs
 from wavefront.sim.mimo_bayes import (MimoBayesMMSE, MimoEstimatedLMMSE, MimoPrior, _grid, estimate_mimo_conditions,
                                       mimo_log_likelihood)
+from wavefront.sim.prior_lmmse import BayesMMSE
 from wavefront.sim.profiles import subcarrier_offsets_hz, symbol_times_s
 
 from test_mimo_bayes import STEPS, _dense_log_likelihood, config
@@ -128,11 +129,12 @@ def test_robust_states_its_mse_under_its_assumed_covariance():
         assert abs(float(ev[b]) - want) <= 1e-10, (b, float(ev[b]), want)
 
 
-def test_per_pair_genie_and_estimated_state_the_genie_closed_form():
+def test_per_pair_rows_state_their_own_models_error():
     """lmmse-genie-per-pair states the 2-D genie's closed-form MSE (lmmse.genie_mse) at each frame's true conditions,
     averaged over users; lmmse-estimated-per-pair states it at each (antenna, user) pair's own ML conditions
-    (estimate_conditions on that pair's pilots), averaged over antennas and users; their estimates are unchanged.
-    Tolerance 1e-6 relative: the frames' noise variance is float32."""
+    (estimate_conditions on that pair's pilots), averaged over antennas and users; mmse-bayes-per-pair the mean of
+    each pair's SISO posterior variance; their estimates are unchanged. Tolerance 1e-6 relative: the frames' noise
+    variance is float32."""
     cfg = config(R=3, U=2, rho=0.5, F=24, spacing=2)
     fr = MimoFrameGenerator(cfg).generate(4, seed=9, with_data=False)
     truth = {"delay_spread_s": fr.delay_spread_s, "doppler_hz": fr.doppler_hz, "noise_var": fr.noise_var,
@@ -155,6 +157,12 @@ def test_per_pair_genie_and_estimated_state_the_genie_closed_form():
         want += mse.view(4, 3).mean(1) / 2
         assert bool((mse.view(4, 3).std(1) > 0).any())  # a frame's antennas land on different conditions
     torch.testing.assert_close(ev, want, rtol=1e-6, atol=0)
+
+    # mmse-bayes-per-pair: each pair's SISO posterior variance (held to the dense mixture in test_conditions.py)
+    h, ev = PerUser("mmse-bayes", cfg).estimate_with_error_variance(fr.pilots_ls, {})
+    want = sum(BayesMMSE(user).estimate_with_error_variance(fr.pilots_ls[:, :, u].reshape(12, *fr.pilots_ls.shape[3:]))[1]
+               .view(4, 3).mean(1) for u, user in enumerate(users)) / 2
+    torch.testing.assert_close(ev, want, rtol=1e-12, atol=0)
 
 
 def test_per_pair_genie_variance_is_calibrated():
