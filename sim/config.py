@@ -616,6 +616,7 @@ class SystemConfig(_Model):
     def _ici_sampling(self):
         if self.channel.time_domain:
             n, cp = self.ofdm.time_sampling()  # a CP that is no whole number of samples fails here, not mid-run
+            self._ici_doppler_fits()
             if self.channel.realization != "independent":
                 raise ConfigError("channel.realization", self.channel.realization,
                                   "the reference protocol (per-condition) is not available with channel.ici: true "
@@ -625,6 +626,24 @@ class SystemConfig(_Model):
                 raise ConfigError("channel.timing_offset_samples", t, f"must be within the symbol: |offset| <= "
                                   f"{n + cp} samples (FFT size {n} + CP {cp})")
         return self
+
+    def _ici_doppler_fits(self) -> None:
+        """Refuses a Doppler above the subcarrier spacing on the time-domain path (``channel.ici`` or an impairment).
+
+        The time-domain path expands each symbol's fading in a series over its useful part
+        (:class:`~wavefront.sim.fading.TimeVaryingChannel`), in float32: the gains match the direct sum of
+        sinusoids to 8e-6 at ``f_d = scs`` and 1.2e-5 at ``2 scs``, and turn to NaN from about ``2.1 scs``
+        (an ``OverflowError`` from about 225 scs). ``f_d <= scs`` (at most one Doppler cycle per useful
+        symbol, ten times the fastest train at 15 kHz) keeps a factor of two from that edge.
+        """
+        fd, scs = self.channel.doppler_hz, self.ofdm.subcarrier_spacing_hz
+        top = fd[1] if isinstance(fd, tuple) else fd
+        if top > scs:
+            field = "channel.ici" if self.channel.ici else "channel.impairments"
+            raise ConfigError("channel.doppler_hz", list(fd) if isinstance(fd, tuple) else fd,
+                              f"with {field} (the time-domain path) the Doppler must be <= the subcarrier spacing, "
+                              f"{scs:g} Hz (at most one Doppler cycle per useful symbol; its within-symbol series "
+                              f"fails beyond about twice that)")
 
     @classmethod
     def from_dict(cls, d: dict) -> "SystemConfig":
