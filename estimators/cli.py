@@ -227,7 +227,9 @@ def _leaderboard(args) -> int:
     if not all(isinstance(getattr(config.channel, k), tuple) for k in ("snr_db", "delay_spread_s", "doppler_hz")):
         raise ConfigError("config", args.config, "the prior needs ranges of SNR, delay spread and Doppler (e.g. "
                                                  "configs/prior-12x2.yaml), not fixed values")
-    models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
+    models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models is not None else None
+    if models == []:  # an empty list once ran every registered model, for an hour, instead of none
+        raise ConfigError("models", args.models, "name at least one registered model, or leave out --models for all")
     extra = {k: getattr(args, k) for k in ("bayes_frames", "frames_per_point") if getattr(args, k) is not None}
     budget = args.budget or ("cpu-small" if args.steps is None and args.batch_size is None else None)
     spec = make_spec(models, budget, args.steps, args.batch_size, seeds=args.seeds, conditions=args.conditions,
