@@ -110,6 +110,9 @@ SPECIAL = [
     (["codesign", "layout", "--train-images", "1e9", "--out", "{tmp}/o"], "train_images=1000000000: needs about"),
     (["codesign", "receivers", "--train-shots", "1e9", "--out", "{tmp}/o"], "train_shots=1000000000: needs about"),
     (["leaderboard", "--models", "", "--out", "{tmp}/o"], "models='': name at least one registered model"),
+    (["pilots", "optimise", "--num-pilots", "24", "--radius-f", "1e9", "--out", "{tmp}/o"],
+     "radius_f=1000000000: must be <= 119: a move cannot reach beyond the grid's 120 subcarriers"),
+    (["pilots", "optimise", "--num-pilots", "24", "--radius-t", "14", "--out", "{tmp}/o"], "radius_t=14: must be <= 13"),
     (["sweep", "--rank", "nan", "--world", "2", "--out", "{tmp}/o"], "rank=nan"),
     (["sweep", "--rank", "0", "--world", "inf", "--out", "{tmp}/o"], "world=inf"),
 ]
