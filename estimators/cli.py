@@ -264,6 +264,10 @@ def _evaluate(args) -> int:
         path = pretrained_path(args.checkpoint)
     from wavefront.estimators.data import recorded_config
 
+    if args.suite is not None and not Path(args.suite).is_dir():  # named as the option the user typed, not "data"
+        raise ConfigError("suite", args.suite, "is not a folder; give a folder of test shards (wavefront generate-suite)"
+                          if Path(args.suite).exists() else "no such folder; give a folder of test shards "
+                                                            "(wavefront generate-suite)")
     recorded = recorded_config(args.suite) if args.suite and not args.config else None
     if args.config:
         config = _system_config(args.config)

@@ -110,6 +110,8 @@ SPECIAL = [
     (["codesign", "layout", "--train-images", "1e9", "--out", "{tmp}/o"], "train_images=1000000000: needs about"),
     (["codesign", "receivers", "--train-shots", "1e9", "--out", "{tmp}/o"], "train_shots=1000000000: needs about"),
     (["leaderboard", "--models", "", "--out", "{tmp}/o"], "models='': name at least one registered model"),
+    (["evaluate", "--checkpoint", "adafortitran", "--suite", "{tmp}/nope", "--out", "{tmp}/o"],
+     "suite='{tmp}/nope': no such folder"),
     (["pilots", "optimise", "--num-pilots", "24", "--radius-f", "1e9", "--out", "{tmp}/o"],
      "radius_f=1000000000: must be <= 119: a move cannot reach beyond the grid's 120 subcarriers"),
     (["pilots", "optimise", "--num-pilots", "24", "--radius-t", "14", "--out", "{tmp}/o"], "radius_t=14: must be <= 13"),
