@@ -30,7 +30,11 @@ def _overrides(items: list[str]) -> dict:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise ConfigError("--set", item, "must look like key=value (e.g. model_dim=64 or patch_size=[3,2])")
-        out[key.strip()] = yaml.safe_load(value)
+        try:
+            out[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as exc:  # "patch_size=[3" was a YAML parser traceback
+            raise ConfigError("--set", item, f"the value is not valid YAML ({exc.__class__.__name__}); e.g. "
+                                             "model_dim=64 or patch_size=[3,2]") from None
     return out
 
 

@@ -110,6 +110,8 @@ SPECIAL = [
     (["codesign", "layout", "--train-images", "1e9", "--out", "{tmp}/o"], "train_images=1000000000: needs about"),
     (["codesign", "receivers", "--train-shots", "1e9", "--out", "{tmp}/o"], "train_shots=1000000000: needs about"),
     (["leaderboard", "--models", "", "--out", "{tmp}/o"], "models='': name at least one registered model"),
+    (["train", "--on-the-fly", "default", "--set", "patch_size=[3", "--steps", "1", "--out", "{tmp}/o"],
+     "--set='patch_size=[3': the value is not valid YAML (ParserError)"),
     (["evaluate", "--checkpoint", "adafortitran", "--suite", "{tmp}/nope", "--out", "{tmp}/o"],
      "suite='{tmp}/nope': no such folder"),
     (["pilots", "optimise", "--num-pilots", "24", "--radius-f", "1e9", "--out", "{tmp}/o"],
