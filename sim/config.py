@@ -331,7 +331,9 @@ class ChannelConfig(_Model):
       each symbol (time-domain path, :class:`~wavefront.sim.fading.TimeVaryingChannel`), so the
       received grid carries ICI; the label ``h`` is then each symbol's average channel, and the
       genie LMMSE and the bound treat the ICI as extra noise. About ``(2 pi f_d / scs)^2 / 24``
-      per RE for Jakes fading: -21.4 dB at 1000 Hz and 15 kHz.
+      per RE for Jakes fading: -21.4 dB at 1000 Hz and 15 kHz. The time-domain path (``ici`` or an
+      impairment) takes ``doppler_hz`` up to ``ofdm.subcarrier_spacing_hz`` (see
+      ``SystemConfig._ici_doppler_fits``).
     - ``snr_step_db``, ``delay_spread_step_s``, ``doppler_step_hz``: ``None`` (default) draws a
       ``[low, high]`` range uniformly; a step draws uniformly from the discrete grid
       ``low:step:high`` instead (MATLAB colon, both ends included), as the reference
