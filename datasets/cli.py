@@ -6,7 +6,7 @@ import os
 import sys
 
 from wavefront.errors import ConfigError
-from wavefront.utils import any_int, finite_float, job_ranks, nonnegative_int, positive_int
+from wavefront.utils import any_int, finite_float, job_ranks, nonnegative_int, positive_int, thread_count
 
 _FMT = argparse.ArgumentDefaultsHelpFormatter
 
@@ -27,7 +27,7 @@ def _common(p, frames_flag: str, frames_default, frames_help: str) -> None:
     p.add_argument("--repair", action="store_true",
                    help="regenerate every existing shard that fails the resume check (attributes, SHA-256 against "
                         "the manifest, or a full content check) from its seed, instead of refusing")
-    p.add_argument("--threads", type=positive_int, default=None,
+    p.add_argument("--threads", type=thread_count, default=None,
                    help="torch CPU threads (default: torch's; 1 is often faster on a busy machine, and torchrun sets 1)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.add_argument("--ici", action="store_true",

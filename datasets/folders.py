@@ -23,18 +23,23 @@ MANIFEST = "manifest.json"
 MANIFEST_FORMAT = "wavefront-dataset"
 
 
-def read_manifest(out: Path) -> dict | None:
-    """Returns the parsed manifest of ``out``, or None when there is none."""
+def read_manifest(out: Path, field: str = "out") -> dict | None:
+    """Returns the parsed manifest of ``out``, or None when there is none.
+
+    ``field``: the option that named the folder, for the error: ``out`` where a command writes it,
+    ``data`` where one reads it.
+    """
     p = Path(out) / MANIFEST
     if not p.exists():
         return None
     try:
         man = json.loads(p.read_text())
     except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError("out", str(out), f"{p} is unreadable or not valid JSON ({exc.__class__.__name__}); "
+        raise ConfigError(field, str(out), f"{p} is unreadable or not valid JSON ({exc.__class__.__name__}); "
                                            "move it away and rerun the generating command to rebuild it") from None
     if not isinstance(man, dict) or man.get("format") != MANIFEST_FORMAT:
-        raise ConfigError("out", str(out), f"{p} is not a wavefront dataset manifest; use a new --out folder")
+        raise ConfigError(field, str(out), f"{p} is not a wavefront dataset manifest; "
+                                           + ("use a new --out folder" if field == "out" else "give a dataset folder"))
     return man
 
 
@@ -87,7 +92,7 @@ def dataset_folders(root: str | Path, field_name: str = "data") -> list[Path]:
 def manifest_shards(folder: str | Path, warn_incomplete: bool = True) -> list[ShardEntry]:
     """Returns the shards the manifest of ``folder`` lists, in index order, with their frame counts."""
     folder = Path(folder)
-    man = read_manifest(folder)
+    man = read_manifest(folder, "data")
     if man is None:
         raise ConfigError("data", str(folder), f"has no {MANIFEST}")
     if warn_incomplete and not man.get("complete", False):

@@ -30,7 +30,11 @@ def _overrides(items: list[str]) -> dict:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise ConfigError("--set", item, "must look like key=value (e.g. model_dim=64 or patch_size=[3,2])")
-        out[key.strip()] = yaml.safe_load(value)
+        try:
+            out[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as exc:  # "patch_size=[3" was a YAML parser traceback
+            raise ConfigError("--set", item, f"the value is not valid YAML ({exc.__class__.__name__}); e.g. "
+                                             "model_dim=64 or patch_size=[3,2]") from None
     return out
 
 
@@ -229,7 +233,9 @@ def _leaderboard(args) -> int:
     if not all(isinstance(getattr(config.channel, k), tuple) for k in ("snr_db", "delay_spread_s", "doppler_hz")):
         raise ConfigError("config", args.config, "the prior needs ranges of SNR, delay spread and Doppler (e.g. "
                                                  "configs/prior-12x2.yaml), not fixed values")
-    models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
+    models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models is not None else None
+    if models == []:  # an empty list once ran every registered model, for an hour, instead of none
+        raise ConfigError("models", args.models, "name at least one registered model, or leave out --models for all")
     extra = {k: getattr(args, k) for k in ("bayes_frames", "frames_per_point") if getattr(args, k) is not None}
     budget = args.budget or ("cpu-small" if args.steps is None and args.batch_size is None else None)
     spec = make_spec(models, budget, args.steps, args.batch_size, seeds=args.seeds, conditions=args.conditions,
@@ -282,6 +288,10 @@ def _evaluate(args) -> int:
         path = pretrained_path(args.checkpoint)
     from wavefront.estimators.data import recorded_config
 
+    if args.suite is not None and not Path(args.suite).is_dir():  # named as the option the user typed, not "data"
+        raise ConfigError("suite", args.suite, "is not a folder; give a folder of test shards (wavefront generate-suite)"
+                          if Path(args.suite).exists() else "no such folder; give a folder of test shards "
+                                                            "(wavefront generate-suite)")
     recorded = recorded_config(args.suite) if args.suite and not args.config else None
     if args.config:
         config = _system_config(args.config)

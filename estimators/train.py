@@ -244,10 +244,31 @@ def train(cfg: TrainConfig, system_config, train_data=None, val_data=None, resum
         return run.loop()
 
 
+def _check_batch_memory(cfg: TrainConfig, system_config, world: int, device, simulated_val: bool = True) -> None:
+    """Refuses, before any frame is drawn, a batch whose frames alone would not fit ``device``'s free memory.
+
+    Counts the frames' grids as a sweep does (:func:`~wavefront.sim.sweep.batch_bytes`), not the model's
+    activations: a lower estimate, so what it refuses would surely not have fit (1e9 frames asked for 1.8 TB).
+    """
+    from wavefront.sim.sweep import batch_bytes
+    from wavefront.utils import check_memory
+
+    grid = "x".join(map(str, system_config.ofdm.grid_shape))
+    check_memory("batch_size", cfg.batch_size, batch_bytes(system_config, cfg.batch_size // world), device,
+                 f"a batch of {cfg.batch_size // world} frames of {grid} per process; lower --batch-size")
+    # the validation frames are held for the whole run: at least their labels, one complex64 grid per antenna and user
+    f, t = system_config.ofdm.grid_shape
+    label = 8 * f * t * system_config.mimo.num_rx_antennas * system_config.mimo.num_users
+    if simulated_val:
+        check_memory("val_frames", cfg.val_frames, cfg.val_frames * label, device,
+                     f"{cfg.val_frames} validation frames of {grid} are held for the whole run; lower --val-frames")
+
+
 def _prepare(cfg: TrainConfig, system_config, train_data, val_data, rank: int, world: int, device) -> "_Run":
     """Returns a run ready to start: data sources, the model (and its condition flags), optimiser, AMP."""
     if cfg.batch_size % world:
         raise ConfigError("batch_size", cfg.batch_size, f"must split evenly over {world} ranks")
+    _check_batch_memory(cfg, system_config, world, device, simulated_val=val_data is None)
     if train_data is None and cfg.epochs is not None:
         raise ConfigError("epochs", cfg.epochs, "on-the-fly data has no epochs; give steps")
     # Data: indexed by global step so that resume and DDP see the batches a straight run would.

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from wavefront.errors import ConfigError
 from wavefront.utils import (any_int, check_output_folder, finite_float, nonnegative_int, positive_float,
-                             positive_int)
+                             positive_int, thread_count)
 
 
 def _pixels(text: str) -> tuple[int, int]:
@@ -44,6 +44,14 @@ def _layout(args: argparse.Namespace) -> int:
     if args.image_size < max(pixels):
         raise ConfigError("pixels", args.pixels, f"the layout has more pixels than the {args.image_size}x{args.image_size} image")
     _positive("test_images", args.test_images)
+    from wavefront.utils import check_memory
+
+    counts = {k: getattr(args, k) for k in ("train_images", "val_images", "test_images")}
+    n, size, worst = sum(counts.values()), args.image_size, max(counts, key=counts.get)
+    hint = f"{n} images of {size}x{size} (train + val + test) are held at once; lower --image-size or the counts"
+    # float32 scenes, held for the whole run: the counts at the default 64x64 first, so the message names the culprit
+    check_memory(worst, counts[worst], 4 * min(size, 64) ** 2 * n, "cpu", hint)
+    check_memory("image_size", size, 4 * size * size * n, "cpu", hint)
     with cpu_flush_to_zero():  # see wave.cpu_flush_to_zero: a cheap guard against slow subnormal arithmetic
         result = run_layout_experiment(args.task, pixels, args.layout, args.epochs, args.seeds, args.out,
                                        image_size=args.image_size, num_train=args.train_images,
@@ -110,6 +118,21 @@ def _scene_receivers(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_shot_memory(args: argparse.Namespace) -> None:
+    """Refuses shot counts whose recordings (float32 [N, T, Hr, Wr], all three splits held at once) would not fit."""
+    from wavefront.imaging.tasks import WaveScene
+    from wavefront.utils import check_memory
+
+    scene = WaveScene()
+    hr, wr = scene.candidate.shape
+    per_shot = 4 * (scene.nt // scene.decimate) * hr * wr
+    counts = {k: getattr(args, k) for k in ("train_shots", "val_shots", "test_shots")}
+    worst = max(counts, key=counts.get)
+    check_memory(worst, counts[worst], per_shot * sum(counts.values()), "cpu",
+                 f"{sum(counts.values())} recorded shots (train + val + test, {per_shot / 1e3:.0f} kB each) are held "
+                 "at once; lower the shot counts")
+
+
 def _receivers(args: argparse.Namespace) -> int:
     from wavefront.imaging.codesign import WAVE_TASKS, format_difference, run_receiver_experiment
     from wavefront.imaging.wave import cpu_flush_to_zero
@@ -138,6 +161,7 @@ def _receivers(args: argparse.Namespace) -> int:
         raise ConfigError("noise", args.noise, "must be >= 0")
     check_output_folder("out", args.out)
     _positive("test_shots", args.test_shots)
+    _check_shot_memory(args)
     with cpu_flush_to_zero():
         result = run_receiver_experiment(args.scene, args.receivers, args.epochs, args.seeds, args.out,
                                          noise=args.noise, num_train=args.train_shots, num_val=args.val_shots,
@@ -169,7 +193,7 @@ def add_commands(subparsers) -> None:
     lay.add_argument("--train-images", type=positive_int, default=2048)
     lay.add_argument("--val-images", type=positive_int, default=1024)
     lay.add_argument("--test-images", type=positive_int, default=1024, help="held-out images the results are reported on")
-    lay.add_argument("--threads", type=positive_int, help="torch CPU threads (default: torch's choice); results "
+    lay.add_argument("--threads", type=thread_count, help="torch CPU threads (default: torch's choice); results "
                                                         "depend on it, and results.json records it")
     lay.add_argument("--out", type=Path, default=Path("runs/layout"))
     lay.set_defaults(func=_layout)
@@ -202,7 +226,7 @@ def add_commands(subparsers) -> None:
     builtin.add_argument("--train-shots", type=positive_int, help="default 768")
     builtin.add_argument("--val-shots", type=positive_int, help="default 256")
     builtin.add_argument("--test-shots", type=positive_int, help="held-out shots the results are reported on (default 256)")
-    rec.add_argument("--threads", type=positive_int, help="torch CPU threads (default: torch's choice)")
+    rec.add_argument("--threads", type=thread_count, help="torch CPU threads (default: torch's choice)")
     rec.add_argument("--out", type=Path, default=Path("runs/receivers"))
     rec.set_defaults(func=_receivers)
 

@@ -54,6 +54,10 @@ _BUDGET_CPU = 1 << 21  # float64 elements of per-chunk temporaries: about 16 MB,
 _BUDGET_GPU = 1 << 26  # on a GPU the chunks only bound memory (about 0.5 GB)
 
 
+# The most points of one prior axis: the default prior has 12 x 20 x 51; 0:1e9 Hz at 50 Hz asked for 37 GB at once.
+MAX_AXIS_POINTS = 1000
+
+
 def _axis(field: str, value, step_field: str, step: float, low: float | None) -> tuple[float, ...]:
     """Returns a grid axis: ``(value,)``, or ``low..high`` in equal steps of at most ``step``, ends included."""
     if not (isinstance(step, (int, float)) and math.isfinite(step) and step > 0):
@@ -65,6 +69,10 @@ def _axis(field: str, value, step_field: str, step: float, low: float | None) ->
     if low is not None and lo < low:
         raise ConfigError(f"prior.{field}", value, f"must be >= {low:g}")
     n = 1 if hi == lo else int(math.ceil((hi - lo) / step - 1e-9)) + 1
+    if n > MAX_AXIS_POINTS:
+        raise ConfigError(f"prior.{field}", list(value) if isinstance(value, (tuple, list)) else value,
+                          f"spans {n} grid points at the {step:g} step; at most {MAX_AXIS_POINTS} per axis (every "
+                          "point holds covariance blocks; narrow the range, or check its unit)")
     return tuple(np.linspace(lo, hi, n).tolist())
 
 

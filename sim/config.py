@@ -41,6 +41,19 @@ def profile_label(profile: str) -> str:
 
 
 Value = Union[float, tuple[float, float]]
+# The most resource elements a frame may hold (F x T): the classical estimators and the bound hold dense
+# [F T, P] matrices over the grid, and a list of every pilot position is built in Python. NR's widest
+# carrier is 3300 subcarriers (275 PRBs); 3300 x 14 is 4.4% of this. 1e9 subcarriers hung in that list.
+MAX_GRID_RES = 1 << 20
+# The most subcarriers: the bound's covariance takes the lags of every subcarrier pair ([F, F]); 70000 ran
+# out of memory there after minutes. 8192 is twice NR's largest FFT (4096).
+MAX_SUBCARRIERS = 8192
+# Sinusoids per tap: beyond a few dozen a tap is Gaussian to Monte-Carlo accuracy; each costs
+# batch x taps x symbols draws, so 1e9 asked for 184 GB in one allocation.
+MAX_SINUSOIDS = 1024
+# The unit each number-or-range channel field is written in (config files give SI units).
+_VALUE_UNITS = {"delay_spread_s": "seconds", "doppler_hz": "Hz", "snr_db": "dB", "cfo_hz": "Hz",
+                "phase_noise_linewidth_hz": "Hz", "timing_offset_samples": "samples"}
 # Range fields and the optional step that makes their draws discrete.
 GRID_STEPS = {"snr_db": "snr_step_db", "delay_spread_s": "delay_spread_step_s", "doppler_hz": "doppler_step_hz"}
 # Channel fields added after datasets and checkpoints were first written: left out of the
@@ -54,8 +67,8 @@ _ADDED_CHANNEL_DEFAULTS = {"ici": False, "snr_step_db": None, "delay_spread_step
 _ADDED_MIMO_DEFAULTS = {"spatial": "kronecker", "antenna_spacing_wavelengths": 0.5}
 
 
-def _check_value(name: str, v, lo: float | None, hi: float | None = None):
-    """Validates a fixed value or a ``(low, high)`` uniform range."""
+def _check_value(name: str, v, lo: float | None, hi: float | None = None, unit: str = ""):
+    """Validates a fixed value or a ``(low, high)`` uniform range; ``unit`` follows a broken bound's rule."""
     if isinstance(v, (list, tuple)):
         if len(v) != 2:
             raise ValueError(f"{name} must be a number or a [low, high] range")
@@ -75,8 +88,33 @@ def _check_value(name: str, v, lo: float | None, hi: float | None = None):
         if lo is not None and x < lo:
             raise ValueError(f"{name} must be >= {lo:g}")
         if hi is not None and x > hi:
-            raise ValueError(f"{name} must be <= {hi:g}")
+            raise ValueError(f"{name} must be <= {hi:g}{unit}")
     return out
+
+
+def _number_or_range(name: str, v, unit: str):
+    """Refuses, before pydantic's own per-type messages, a value that is neither a number nor a [low, high] pair.
+
+    Returns ``v`` unchanged otherwise (numbers written as text, ``"3e-7"`` as YAML reads it, still parse).
+    """
+    def number(x) -> bool:
+        if isinstance(x, bool):
+            return False
+        try:
+            float(x)
+            return True
+        except (TypeError, ValueError):
+            return False
+
+    shape = f"must be a number in {unit} or a [low, high] range"
+    if isinstance(v, (list, tuple)):
+        if len(v) != 2:
+            raise ValueError(f"{name} {shape}, not a list of {len(v)}")
+        if not all(number(x) for x in v):
+            raise ValueError(f"{name} {shape}; [low, high] must both be numbers")
+    elif not number(v):
+        raise ValueError(f"{name} {shape}" + (" (the value alone, without a unit)" if isinstance(v, str) else ""))
+    return v
 
 
 class _Model(BaseModel):
@@ -128,6 +166,11 @@ class OFDMConfig(_Model):
     def _positive(cls, v, info):
         if v < 1:
             raise ValueError(f"{info.field_name} must be >= 1")
+        top = MAX_SUBCARRIERS if info.field_name == "num_subcarriers" else MAX_GRID_RES
+        if v > top:  # before the product check, so the message names the field that is absurd
+            raise ValueError(f"{info.field_name} must be <= {top} ("
+                             + ("NR's widest carrier has 3300; the MMSE bound holds [F, F] lag matrices)"
+                                if top == MAX_SUBCARRIERS else f"a frame holds at most {MAX_GRID_RES} resource elements)"))
         return v
 
     @field_validator("subcarrier_spacing_hz", "carrier_frequency_hz")
@@ -153,6 +196,10 @@ class OFDMConfig(_Model):
 
     @model_validator(mode="after")
     def _pilots_inside_grid(self):
+        if self.num_subcarriers * self.num_symbols > MAX_GRID_RES:
+            raise ConfigError("ofdm.num_subcarriers x num_symbols", f"{self.num_subcarriers}x{self.num_symbols}",
+                              f"a frame holds at most {MAX_GRID_RES} resource elements (the estimators hold dense "
+                              "matrices over the grid)")
         if not (0 <= self.pilot_subcarrier_offset < self.num_subcarriers):
             raise ConfigError("ofdm.pilot_subcarrier_offset", self.pilot_subcarrier_offset,
                               f"must lie in the grid, 0..{self.num_subcarriers - 1}")
@@ -284,7 +331,9 @@ class ChannelConfig(_Model):
       each symbol (time-domain path, :class:`~wavefront.sim.fading.TimeVaryingChannel`), so the
       received grid carries ICI; the label ``h`` is then each symbol's average channel, and the
       genie LMMSE and the bound treat the ICI as extra noise. About ``(2 pi f_d / scs)^2 / 24``
-      per RE for Jakes fading: -21.4 dB at 1000 Hz and 15 kHz.
+      per RE for Jakes fading: -21.4 dB at 1000 Hz and 15 kHz. The time-domain path (``ici`` or an
+      impairment) takes ``doppler_hz`` up to ``ofdm.subcarrier_spacing_hz`` (see
+      ``SystemConfig._ici_doppler_fits``).
     - ``snr_step_db``, ``delay_spread_step_s``, ``doppler_step_hz``: ``None`` (default) draws a
       ``[low, high]`` range uniformly; a step draws uniformly from the discrete grid
       ``low:step:high`` instead (MATLAB colon, both ends included), as the reference
@@ -324,6 +373,14 @@ class ChannelConfig(_Model):
     cfo_hz: Value | None = None
     phase_noise_linewidth_hz: Value | None = None
     timing_offset_samples: Value | None = None
+
+    @field_validator("delay_spread_s", "doppler_hz", "snr_db", "cfo_hz", "phase_noise_linewidth_hz",
+                     "timing_offset_samples", mode="before")
+    @classmethod
+    def _value_shape(cls, v, info):
+        if v is None and info.field_name in ("cfo_hz", "phase_noise_linewidth_hz", "timing_offset_samples"):
+            return v  # off
+        return _number_or_range(info.field_name, v, _VALUE_UNITS[info.field_name])
 
     @field_validator("cfo_hz")
     @classmethod
@@ -370,7 +427,7 @@ class ChannelConfig(_Model):
     @field_validator("delay_spread_s")
     @classmethod
     def _ds(cls, v):
-        return _check_value("delay_spread_s", v, 0.0, 10e-6)
+        return _check_value("delay_spread_s", v, 0.0, 10e-6, " (seconds: 300 ns is 300e-9)")
 
     @field_validator("doppler_hz")
     @classmethod
@@ -387,6 +444,9 @@ class ChannelConfig(_Model):
     def _nsin(cls, v):
         if v < 4:
             raise ValueError("num_sinusoids must be >= 4")
+        if v > MAX_SINUSOIDS:
+            raise ValueError(f"num_sinusoids must be <= {MAX_SINUSOIDS} (a tap of 20 sinusoids is Gaussian to "
+                             "within 0.01 in its fourth moment; each sinusoid costs memory per frame and tap)")
         return v
 
     @field_validator("sparse_num_paths")
@@ -508,6 +568,11 @@ class MimoConfig(_Model):
             raise ValueError(f"{info.field_name} must be an integer in 1..64")
         return v
 
+    @field_validator("rx_correlation", mode="before")
+    @classmethod
+    def _rho_shape(cls, v):
+        return _number_or_range("rx_correlation", v, "[0, 1)")
+
     @field_validator("rx_correlation")
     @classmethod
     def _rho(cls, v):
@@ -616,6 +681,7 @@ class SystemConfig(_Model):
     def _ici_sampling(self):
         if self.channel.time_domain:
             n, cp = self.ofdm.time_sampling()  # a CP that is no whole number of samples fails here, not mid-run
+            self._ici_doppler_fits()
             if self.channel.realization != "independent":
                 raise ConfigError("channel.realization", self.channel.realization,
                                   "the reference protocol (per-condition) is not available with channel.ici: true "
@@ -625,6 +691,24 @@ class SystemConfig(_Model):
                 raise ConfigError("channel.timing_offset_samples", t, f"must be within the symbol: |offset| <= "
                                   f"{n + cp} samples (FFT size {n} + CP {cp})")
         return self
+
+    def _ici_doppler_fits(self) -> None:
+        """Refuses a Doppler above the subcarrier spacing on the time-domain path (``channel.ici`` or an impairment).
+
+        The time-domain path expands each symbol's fading in a series over its useful part
+        (:class:`~wavefront.sim.fading.TimeVaryingChannel`), in float32: the gains match the direct sum of
+        sinusoids to 8e-6 at ``f_d = scs`` and 1.2e-5 at ``2 scs``, and turn to NaN from about ``2.1 scs``
+        (an ``OverflowError`` from about 225 scs). ``f_d <= scs`` (at most one Doppler cycle per useful
+        symbol, ten times the fastest train at 15 kHz) keeps a factor of two from that edge.
+        """
+        fd, scs = self.channel.doppler_hz, self.ofdm.subcarrier_spacing_hz
+        top = fd[1] if isinstance(fd, tuple) else fd
+        if top > scs:
+            field = "channel.ici" if self.channel.ici else "channel.impairments"
+            raise ConfigError("channel.doppler_hz", list(fd) if isinstance(fd, tuple) else fd,
+                              f"with {field} (the time-domain path) the Doppler must be <= the subcarrier spacing, "
+                              f"{scs:g} Hz (at most one Doppler cycle per useful symbol; its within-symbol series "
+                              f"fails beyond about twice that)")
 
     @classmethod
     def from_dict(cls, d: dict) -> "SystemConfig":

@@ -695,7 +695,13 @@ def prior_config(config: SystemConfig, points: list | None = None, ranges: dict 
         v = p["snr_db"] if isinstance(p, dict) else p.snr_db
         lo, hi = min(lo, v), max(hi, v)
     out["snr_db"] = (lo, hi)
-    return config.updated(channel={k: list(v) for k, v in out.items()})
+    try:
+        return config.updated(channel={k: list(v) for k, v in out.items()})
+    except ConfigError as exc:  # a bad --prior-* range: named as the prior's, not as the channel's own field
+        name = exc.field.removeprefix("channel.")
+        if name in (ranges or {}):
+            raise ConfigError(f"prior.{name}", exc.value, exc.rule) from None
+        raise
 
 
 def in_prior(snr_db: float, delay_spread_s: float, doppler_hz: float, ranges: dict | None = None) -> bool:

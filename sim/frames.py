@@ -38,7 +38,7 @@ from wavefront.sim.impairments import IMPAIRMENT_FIELDS, draw_impairments
 from wavefront.sim.profiles import channel_profile
 from wavefront.sim.realizations import per_condition_channel
 from wavefront.sim.sparse import sparse_channel
-from wavefront.sim.statistics import warn_unmodelled_ici
+from wavefront.sim.statistics import warn_unmodelled_ici, warn_unmodelled_isi
 from wavefront.utils import constant, make_generator, resolve_device
 
 _PILOT_SEED = 0x5EED  # the pilot sequence is part of the system, not of a frame
@@ -240,6 +240,7 @@ class FrameGenerator:
         self.pilot_symbols = torch.polar(torch.ones_like(q), (2 * q + 1) * torch.pi / 4).to(torch.complex64).to(self.device)
         if not config.channel.time_domain:
             warn_unmodelled_ici(config, self.profile)
+        warn_unmodelled_isi(config, self.profile)  # neither path simulates ISI
 
     @cached_property
     def mapper(self):

@@ -120,6 +120,11 @@ def run_optimise(args) -> int:
     for name in ("radius_f", "radius_t", "max_passes"):
         if getattr(args, name) < 1:
             raise ConfigError(name, getattr(args, name), "must be >= 1")
+    # a move never reaches beyond the grid; 1e9 built a list of 1e9 x 7 candidate moves and was killed for memory
+    for name, size, unit in (("radius_f", F, "subcarriers"), ("radius_t", T, "symbols")):
+        if getattr(args, name) > max(size - 1, 1):
+            raise ConfigError(name, getattr(args, name), f"must be <= {max(size - 1, 1)}: a move cannot reach beyond "
+                                                         f"the grid's {size} {unit}")
     ds, ds_step = parse_axis("delay_spread_ns", args.delay_spread_ns, DEFAULT_STEPS["delay_spread_s"], 1e-9)
     fd, fd_step = parse_axis("doppler_hz", args.doppler_hz, DEFAULT_STEPS["doppler_hz"])
     snr, snr_step = parse_axis("snr_db", args.snr_db, DEFAULT_STEPS["snr_db"])

@@ -1,6 +1,7 @@
 """One error type for bad user input, and its one-line message format."""
 from __future__ import annotations
 
+import re
 from typing import Any
 
 
@@ -15,13 +16,17 @@ class ConfigError(ValueError):
         super().__init__(f"{field}={value!r}: {rule}")
 
 
+_TYPE_TAG = re.compile(r"^(float|int|str|bool|none|(tuple|list|dict|function-\w+|nullable|union)\[.*\])$")
+
+
 def from_pydantic(exc: Exception, prefix: str = "") -> ConfigError:
     """Returns a ConfigError for the first problem of a pydantic ``ValidationError``."""
     err = exc.errors()[0]  # type: ignore[attr-defined]
     inner = (err.get("ctx") or {}).get("error")
     if isinstance(inner, ConfigError):
         return inner
-    field = ".".join(str(p) for p in err.get("loc", ())) or "config"
+    # a union's members appear in the location as type tags ("delay_spread_s.float"): the field is the rest
+    field = ".".join(str(p) for p in err.get("loc", ()) if not _TYPE_TAG.match(str(p))) or "config"
     if prefix:
         field = f"{prefix}.{field}"
     msg = err.get("msg", str(exc))

@@ -382,6 +382,16 @@ def positive_int(text: str) -> int:
     return v
 
 
+def thread_count(text: str) -> int:
+    """argparse type: torch CPU threads, 1 .. 4 x this machine's CPUs (more only slows torch; 1e6 ran out of memory
+    starting them)."""
+    v = positive_int(text)
+    cpus = os.cpu_count() or 1
+    if v > 4 * cpus:
+        raise argparse.ArgumentTypeError(f"must be at most {4 * cpus} (4 x this machine's {cpus} CPUs), got {v}")
+    return v
+
+
 def nonnegative_int(text: str) -> int:
     """argparse type: an integer >= 0 (``1e6`` accepted)."""
     v = _integer(text)

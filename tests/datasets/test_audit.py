@@ -170,3 +170,17 @@ def test_bad_audit_input_is_one_line_and_exit_2(folders, tmp_path, capsys):
         assert main([*args, "--no-progress"]) == 2
         err = capsys.readouterr().err
         assert words in err and len(err.strip().splitlines()) == 1, err
+
+
+@pytest.mark.parametrize("argv", [["audit", "{d}"], ["verify", "--data", "{d}"], ["export-mat", "--data", "{d}", "--out", "{o}"]])
+@pytest.mark.parametrize("manifest", ["{", '{"format": "something-else"}'])
+def test_a_corrupt_manifest_of_a_folder_read_is_named_data_not_out(argv, manifest, tmp_path, capsys):
+    # read_manifest named every folder "out", as if the reader had been asked to write it
+    d = tmp_path / "ds"
+    d.mkdir()
+    (d / "manifest.json").write_text(manifest)
+    rc = main([a.format(d=d, o=tmp_path / "mat") for a in argv])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith(f"wavefront: error: data='{d}': {d}/manifest.json is "), err
+    assert (d / "manifest.json").read_text() == manifest and not (tmp_path / "mat").exists()

@@ -259,3 +259,33 @@ def test_cdl_frequency_correlation_matches_its_cluster_delays():
     emp = np.array([complex((h[:, kk:] * h[:, :-kk].conj()).mean()) for kk in k])
     theory = freq_correlation(prof, 300e-9, torch.tensor(k * SCS)).numpy()
     assert np.abs(emp - theory).max() < 0.03
+
+
+# ---- inter-symbol interference: not simulated, warned about when it would exceed the noise ----
+def test_isi_power_is_each_taps_share_beyond_the_cyclic_prefix():
+    from wavefront.sim.profiles import ChannelProfile
+    from wavefront.sim.statistics import isi_power
+
+    cfg = SystemConfig()  # 15 kHz: T_u = 66.67 us, T_cp = 144/2048 T_u = 4.6875 us
+    t_u, t_cp = 1 / 15e3, (144 / 2048) / 15e3
+    prof = ChannelProfile("two-tap", np.array([0.0, 1.0]), np.array([0.3, 0.5]), 0.2, 0.7)
+    # tap 1 (power 0.5) at T_cp + T_u / 4: a quarter of it leaks; tap 0 (with the LoS power) at 0 none
+    assert isi_power(cfg, prof, t_cp + 0.25 * t_u) == pytest.approx(0.125, rel=1e-12)
+    assert isi_power(cfg, prof, t_cp) == 0.0  # inside the CP: none
+    assert isi_power(cfg, prof, t_cp + 2 * t_u) == pytest.approx(0.5, rel=1e-12)  # capped at the whole tap
+    assert isi_power(cfg, tdl_profile("A"), 300e-9) == 0.0  # TDL-A at 300 ns ends at 2.9 us
+
+
+def test_isi_warning_fires_above_the_noise_only():
+    import warnings
+
+    with pytest.warns(UserWarning, match=r"inter-symbol interference is not modelled: at delay_spread_s=9e-06 taps "
+                                         r"beyond the 4\.69 us cyclic prefix would leak about -12\.3 dB per RE, above "
+                                         r"the noise at snr_db=30 \(-30\.0 dB per RE\)"):
+        FrameGenerator(SystemConfig.from_dict({"channel": {"delay_spread_s": 9e-6, "snr_db": 30, "doppler_hz": 0}}))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        FrameGenerator(SystemConfig.from_dict({"channel": {"doppler_hz": 0}}))  # TDL-A at 300 ns: no ISI
+        FrameGenerator(SystemConfig.from_dict({"channel": {"delay_spread_s": 9e-6, "snr_db": 10, "doppler_hz": 0}}))
+        # TDL-E at 300 ns leaks -46.1 dB: below the noise at 40 dB SNR
+        FrameGenerator(SystemConfig.from_dict({"channel": {"profile": "E", "snr_db": 40, "doppler_hz": 0}}))

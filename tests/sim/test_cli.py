@@ -92,6 +92,27 @@ def test_pilot_outside_grid_in_config_file(tmp_path, capsys):
     assert rc == 2 and "ofdm.pilot_symbols=[2, 14]" in err and "outside the grid" in err
 
 
+@pytest.mark.parametrize("yaml_text,says", [
+    ("ofdm:\n  num_subcarriers: 1000000000\n", "ofdm.num_subcarriers=1000000000: num_subcarriers must be <= 8192"),
+    ("ofdm:\n  num_symbols: 1000000000\n", "ofdm.num_symbols=1000000000: num_symbols must be <= 1048576"),
+    ("channel:\n  num_sinusoids: 1000000000\n", "channel.num_sinusoids=1000000000: num_sinusoids must be <= 1024"),
+    ("channel:\n  delay_spread_s: 300\n", "channel.delay_spread_s=300: delay_spread_s must be <= 1e-05 (seconds: "
+                                            "300 ns is 300e-9)"),
+    ("channel:\n  delay_spread_s: 300ns\n", "channel.delay_spread_s='300ns': delay_spread_s must be a number in "
+                                              "seconds"),
+    ("channel:\n  ici: true\n  doppler_hz: 1.0e+9\n", "channel.doppler_hz=1000000000.0: with channel.ici"),
+])
+def test_absurd_config_file_values_are_one_line_and_exit_2(yaml_text, says, tmp_path, capsys):
+    # each was a hang, an allocator traceback or an OverflowError before its check in sim/config.py
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text(yaml_text)
+    rc = main(["sweep", "--config", str(cfg), "--frames", "2", "--out", str(tmp_path / "res"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith("wavefront: error: " + says), err
+    assert not (tmp_path / "res").exists()
+
+
 def test_unmodelled_ici_above_the_noise_warns_and_ici_flag_silences_it(tmp_path, capsys):
     # 1000 Hz: ICI -21.4 dB per RE, above the noise at 25 dB; --ici models it and says so in the results
     with pytest.warns(UserWarning, match=r"inter-carrier interference is not modelled: at doppler_hz=1000 it would be "

@@ -1,6 +1,7 @@
 """Inter-carrier interference (``channel.ici``): the time-domain path against its closed forms and Sionna's."""
 import json
 import math
+import re
 import sys
 import warnings
 from pathlib import Path
@@ -305,6 +306,35 @@ def test_ici_needs_a_cyclic_prefix_of_whole_samples():
     assert OFDMConfig(num_subcarriers=72, cyclic_prefix_ratio=0.25).time_sampling() == (128, 32)
     with pytest.raises(ConfigError, match=r"channel\.ici="):
         SystemConfig.from_dict({"channel": {"ici": "maybe"}})
+
+
+@pytest.mark.parametrize("channel,ofdm,value", [
+    ({"ici": True, "doppler_hz": 1e9}, {}, "1000000000.0"),  # was an OverflowError from the series' term count
+    ({"ici": True, "doppler_hz": 40e3}, {}, "40000.0"),  # was NaN gains and an MSE of -inf, silently
+    ({"ici": True, "doppler_hz": [0.0, 15001.0]}, {}, "[0.0, 15001.0]"),  # a range: its top
+    ({"cfo_hz": 100.0, "doppler_hz": 20e3}, {}, "20000.0"),  # an impairment takes the same path
+    ({"ici": True, "doppler_hz": 30001.0}, {"subcarrier_spacing_hz": 30e3}, "30001.0"),
+])
+def test_time_domain_path_refuses_a_doppler_above_the_subcarrier_spacing(channel, ofdm, value):
+    with pytest.raises(ConfigError, match=rf"^channel\.doppler_hz={re.escape(value)}: with channel\.\w+ \(the "
+                                          r"time-domain path\) the Doppler must be <= the subcarrier spacing"):
+        SystemConfig.from_dict({"ofdm": ofdm, "channel": channel})
+
+
+def test_time_domain_path_takes_a_doppler_up_to_the_subcarrier_spacing_and_the_frequency_path_any():
+    # the edge itself, and 30 kHz subcarriers at 30 kHz: the series is within 1e-5 of the sum of sinusoids there
+    SystemConfig.from_dict({"channel": {"ici": True, "doppler_hz": 15e3}})
+    SystemConfig.from_dict({"ofdm": {"subcarrier_spacing_hz": 30e3}, "channel": {"ici": True, "doppler_hz": [0, 30e3]}})
+    SystemConfig.from_dict({"channel": {"doppler_hz": 1e9}})  # no series without ICI: J0 and sinusoids at any Doppler
+
+
+def test_series_gains_stay_within_1e5_of_the_sum_of_sinusoids_at_the_allowed_edge():
+    # the bound's reason: at f_d = scs the float32 series still matches the direct sum (8e-6 measured)
+    prof = tdl_profile("A")
+    fd = torch.full((2,), SCS)
+    tv = TimeVaryingChannel.draw(OFDM, prof, torch.full((2,), 300e-9), fd, 20, make_generator(2))
+    direct = evaluate_tap_gains(prof, tv.draws, tv.sample_times_s().reshape(-1)).reshape(2, -1, *tv.sample_times_s().shape)
+    assert (tv.gains_at_samples() - direct).abs().max() < 2e-5
 
 
 def test_config_json_names_ici_only_when_on():
