@@ -165,10 +165,40 @@ def _grid_energies(terms: list, d: torch.Tensor, f: torch.Tensor, z: torch.Tenso
         for ga, gc in terms:
             if pilot_shape is not None:
                 Z = zr.view(-1, *pilot_shape)
-                e[rows] += (Z.conj() * (ga[dk] @ Z @ gc[f[rows]].mT)).real.sum((1, 2))
+                gz = _left(ga[dk], Z)  # one [P_f, P_f] @ [P_f, n P_t] product, not a broadcast of it per row
+                e[rows] += (Z.conj() * (gz @ gc[f[rows]].mT)).real.sum((1, 2))
             else:
                 e[rows] += torch.einsum("ni,ij,nj->n", zr.conj(), ga[dk] * gc[int(f[rows[0]])], zr).real
     return e
+
+
+def _left(a: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Returns ``a @ x[n]`` [n, m, q] for ``a`` [m, p] and ``x`` [n, p, q], as one ``[m, p] @ [p, n q]`` product."""
+    n, p, q = x.shape
+    return (a @ x.transpose(0, 1).reshape(p, n * q)).view(a.shape[0], n, q).transpose(0, 1)
+
+
+def _eigen_to_pilots(bank: _Bank, k: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Returns ``U_k x`` [n, P] c128 for eigen-coordinates ``x`` [n, P] c128 of conditions ``k`` [n]: on a one-term
+    Kronecker bank by its factors, ``U_f,d X^T``-wise (``P_f^2 P_t`` a row, grouped by delay spread), else by each
+    condition's ``[P, P]`` eigenvectors (never gathered per row)."""
+    out = torch.empty_like(x)
+    nf = bank.t_hp[0].shape[0]
+    if bank.fast is not None:
+        uf_h, ut_c = bank.fast.uf_h64, bank.fast.ut_conj64  # [N_ds P_f, P_f] stacked U_f,d^H; [N_fd, P_t, P_t] conj(U_t,f)
+        Pf = uf_h.shape[1]
+        Pt = x.shape[1] // Pf
+        d, f = k // nf, k % nf
+        for dk in torch.unique(d).tolist():
+            rows = torch.nonzero(d == dk).squeeze(1)
+            xm = x[rows].view(-1, Pt, Pf)  # eigen-index p = (j, i): [n, P_t, P_f]
+            w = ut_c[f[rows]].conj() @ xm  # sum_j U_t,f[b, j] x[j, i]: [n, P_t (b), P_f (i)]
+            out[rows] = _left(uf_h[dk * Pf:(dk + 1) * Pf].mH, w.mT).reshape(-1, Pf * Pt)  # [n, P_f (a), P_t (b)]
+        return out
+    for kk in torch.unique(k).tolist():
+        rows = torch.nonzero(k == kk).squeeze(1)
+        out[rows] = x[rows] @ bank.evec[kk].T
+    return out
 
 
 @lru_cache(maxsize=8)
@@ -208,7 +238,7 @@ def _posterior_variance(bank: _Bank, D: torch.Tensor, p: torch.Tensor, h_bar: to
         v = torch.einsum("bks,ks->b", w, mse)
         for i in range(w.shape[0]):
             k, s = torch.nonzero(w[i] >= _VAR_REL, as_tuple=True)
-            z = torch.einsum("nqp,np->nq", bank.evec[k], bank.inv_eig[k, s] * y[i, k])  # U_k (c_ks * y_k)
+            z = _eigen_to_pilots(bank, k, bank.inv_eig[k, s] * y[i, k])  # rows U_k (c_ks * y_k) [n, P]
             spread = (w[i, k, s] * _grid_energies(terms, k // nf, k % nf, z, shape)).sum()
             spread = spread - h_bar[sl][i].to(torch.complex128).abs().square().sum()
             v[i] += spread.clamp_min(0.0) / (F * T)
