@@ -15,7 +15,7 @@ import warnings
 from wavefront.errors import ConfigError
 from wavefront.estimators.registry import DEFAULT_LEARNED
 from wavefront.utils import (any_int, check_output_folder, nonnegative_int, parse_values, positive_float,
-                             positive_int)
+                             positive_int, thread_count)
 
 # the shipped learned model is the pilots-only gated LMMSE (the full-size AdaFortiTran loads by name)
 DEFAULT_ESTIMATORS = f"ls-linear,lmmse-robust,lmmse-estimated,mmse-bayes,{DEFAULT_LEARNED},lmmse-genie"
@@ -73,6 +73,9 @@ def add_commands(sub) -> None:
     add_prior_arguments(p)
     p.add_argument("--seed", type=nonnegative_int, default=0)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--threads", type=thread_count, default=None,
+                   help="torch CPU threads (default: torch's, one per core; on a machine other jobs keep busy, 1 "
+                        "avoids threads spinning while they wait for a core)")
     p.add_argument("--out", default="results", help="folder for results.json/.csv and the plots; its progress/ "
                    "keeps every finished batch, so rerunning the same command after a kill resumes")
     p.add_argument("--overwrite", action="store_true",
@@ -241,6 +244,10 @@ def run(args) -> int:
     from wavefront.utils import job_ranks, process_group
 
     rank, world, array_job = job_ranks(args.rank, args.world)
+    if args.threads is not None:
+        import torch
+
+        torch.set_num_threads(args.threads)
     spec = build_spec(args)
     # Before the sweep, with a real probe file: a bad --out must not cost its results.
     out = check_output_folder("out", args.out, sweep_output_bytes(spec))

@@ -12,7 +12,7 @@ from wavefront.cli import main
 NUMBER_OPTIONS = {
     ("sweep", "--out", "{tmp}/o"): {
         "float": ["--ldpc-rate"],
-        "int": ["--frames", "--min-bit-errors", "--batch-size", "--seed"],
+        "int": ["--frames", "--min-bit-errors", "--batch-size", "--seed", "--threads"],
         "values": ["--snr-db", "--doppler-hz", "--delay-spread-ns"],
         "range": ["--prior-snr-db", "--prior-delay-spread-ns", "--prior-doppler-hz"],
     },
@@ -101,6 +101,7 @@ SPECIAL = [
     (["sweep", "--ici", "--prior-doppler-hz", "0:1e5", "--estimators", "lmmse-estimated", "--frames", "2", "--out",
       "{tmp}/o"], "prior.doppler_hz=[0.0, 100000.0]: with channel.ici"),
     (["generate", "--frames", "2", "--threads", "1e6", "--out", "{tmp}/o"], "threads=1000000: must be at most"),
+    (["sweep", "--frames", "2", "--threads", "1e6", "--out", "{tmp}/o"], "threads=1000000: must be at most"),
     (["codesign", "layout", "--threads", "1e6", "--out", "{tmp}/o"], "threads=1000000: must be at most"),
     (["train", "--on-the-fly", "default", "--batch-size", "1e9", "--steps", "1", "--out", "{tmp}/o"],
      "batch_size=1000000000: needs about"),

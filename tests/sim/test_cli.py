@@ -135,3 +135,24 @@ def test_console_script_exit_code_without_traceback(tmp_path):
                        capture_output=True, text=True)
     assert r.returncode == 2
     assert r.stderr.strip() == "wavefront: error: snr_db='0:30:-5': the step must be > 0"
+
+
+def test_sweep_threads_sets_torchs_and_keeps_the_numbers(tmp_path, capsys):
+    """--threads 1 runs the sweep on one torch thread, with the numbers of the default thread count (frames are
+    thread-independent; the estimators' sums may round differently, so MSEs to 1e-5 dB)."""
+    import torch
+
+    before = torch.get_num_threads()
+    argv = ["sweep", "--estimators", "ls-linear,lmmse-genie", "--snr-db", "10", "--frames", "20", "--batch-size", "10",
+            "--no-progress", "--device", "cpu"]
+    try:
+        torch.set_num_threads(2)
+        assert main(argv + ["--out", str(tmp_path / "a")]) == 0
+        assert main(argv + ["--out", str(tmp_path / "b"), "--threads", "1"]) == 0
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    a, b = (json.loads((tmp_path / d / "results.json").read_text())["rows"] for d in ("a", "b"))
+    assert [r["estimator"] for r in a] == [r["estimator"] for r in b]
+    for ra, rb in zip(a, b):
+        assert rb["mse_db"] == pytest.approx(ra["mse_db"], abs=1e-5) and rb["ber"] == ra["ber"]
