@@ -196,10 +196,10 @@ def create(name: str, system_config, **overrides) -> EstimatorModel:
     hparams = {k: (list(v) if isinstance(v, tuple) else v) for k, v in hparams.items()}
     try:
         model = cls(system_config, **hparams)
-    except ConfigError:
-        raise
     except (TypeError, ValueError, RuntimeError, ZeroDivisionError) as exc:
-        if not overrides:
+        # a rule the model states about one of the overrides stands as it is; any other failure (a rule about a
+        # default the override broke, e.g. num_heads against model_dim=-1) names the override that caused it
+        if not overrides or (isinstance(exc, ConfigError) and exc.field in overrides):
             raise
         k = sorted(overrides)[0] if len(overrides) == 1 else "hyper-parameters"
         v = overrides[k] if len(overrides) == 1 else overrides

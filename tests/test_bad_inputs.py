@@ -102,6 +102,8 @@ SPECIAL = [
       "{tmp}/o"], "prior.doppler_hz=[0.0, 100000.0]: with channel.ici"),
     (["generate", "--frames", "2", "--threads", "1e6", "--out", "{tmp}/o"], "threads=1000000: must be at most"),
     (["sweep", "--frames", "2", "--threads", "1e6", "--out", "{tmp}/o"], "threads=1000000: must be at most"),
+    (["train", "--on-the-fly", "default", "--set", "model_dim=-1", "--steps", "1", "--out", "{tmp}/o"],
+     "model_dim=-1: the model cannot be built with this value (ConfigError: num_heads=4: must divide model_dim=-1)"),
     (["codesign", "layout", "--threads", "1e6", "--out", "{tmp}/o"], "threads=1000000: must be at most"),
     (["train", "--on-the-fly", "default", "--batch-size", "1e9", "--steps", "1", "--out", "{tmp}/o"],
      "batch_size=1000000000: needs about"),
