@@ -68,7 +68,8 @@ class EstimatedLMMSE(Estimator):
         # the genie's own solve and apply, with the covariance blocks of the grid point each frame
         # landed on taken from a cache instead of evaluated per frame (most of the genie's time)
         p = _check_pilots(pilots, self.config)
-        d, f, s = _ml_grid_index(_bank(self.config, self.prior, p.device), p, self.prior.shape)
+        bank = _bank(self.config, self.prior, p.device)
+        d, f, s = _ml_grid_index(bank, p, self.prior.shape)
         (du, fu, su), idx = torch.unique(torch.stack([d, f, s]).cpu(), dim=1, return_inverse=True)
         f_hp, t_hp, f_pp, t_pp = _genie_blocks(self.config, self.prior)
         stats = _Stats([a[du] for a in f_hp], [b[fu] for b in t_hp], [a[du] for a in f_pp], [b[fu] for b in t_pp],
@@ -78,9 +79,12 @@ class EstimatedLMMSE(Estimator):
         h = _apply(stats, _solve(stats, nv.to(torch.float64)), pilots, idx.to(p.device))
         if not variance:
             return h, None
-        grid = {"delay_spread_s": torch.tensor(self.prior.delay_spreads_s, dtype=torch.float32)[du],
-                "doppler_hz": torch.tensor(self.prior.dopplers_hz, dtype=torch.float32)[fu], "noise_var": nv}
-        return h, self.genie.stated_mse(grid, len(du))[idx.cpu()].to(p.device)
+        # the genie's MSE at a grid hypothesis from the bank's eigenbasis: 1 - sum_p D_kp / (lam_kp + sigma_s^2) / (F T)
+        # (the closed form of GenieLMMSE.stated_mse without a [P, P] solve per hypothesis)
+        k, F, T = (du * bank.t_hp[0].shape[0] + fu).to(p.device), *self.config.ofdm.grid_shape
+        D = _column_energies(self.config, self.prior, p.device)
+        mse = 1.0 - (D[k] * bank.inv_eig[k, su.to(p.device)]).sum(-1) / (F * T)
+        return h, mse[idx.to(p.device)]
 
 
 @lru_cache(maxsize=8)
