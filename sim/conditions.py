@@ -51,6 +51,7 @@ from wavefront.sim.profiles import channel_profile
 from wavefront.sim.statistics import covariance_terms
 
 _BUDGET_CPU = 1 << 21  # float64 elements of per-chunk temporaries: about 16 MB, cache-friendly
+_VAR_REL = 1e-9  # a posterior variance's spread term skips hypotheses of weight below this (mmse-bayes, SISO and MIMO)
 _BUDGET_GPU = 1 << 26  # on a GPU the chunks only bound memory (about 0.5 GB)
 
 

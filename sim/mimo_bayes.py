@@ -58,7 +58,7 @@ from functools import lru_cache
 import torch
 
 from wavefront.errors import ConfigError
-from wavefront.sim.conditions import ConditionPrior, _axis, separable_blocks
+from wavefront.sim.conditions import _VAR_REL, ConditionPrior, _axis, separable_blocks
 from wavefront.sim.config import SystemConfig, profile_label
 from wavefront.sim.estimators import Estimator
 from wavefront.sim.lmmse import combine_terms
@@ -104,7 +104,6 @@ class MimoPrior:
 
 _WEAK_REL = 1e-3  # a term lambda_k mu_i <= 1e-3 sigma_min^2 enters the likelihood by its series (_Grid)
 _DROP_NATS = 40.0  # the posterior drops hypotheses more than 40 nats below the best one (_Grid.posterior)
-_VAR_REL = 1e-9  # the posterior variance's spread term skips hypotheses of weight below 1e-9 (_Grid.posterior)
 
 
 @dataclass

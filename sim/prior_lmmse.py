@@ -26,7 +26,7 @@ import torch
 
 from wavefront.errors import ConfigError
 from wavefront.sim.conditions import (
-    _BUDGET_CPU, _LOG2_E, ConditionPrior, _Bank, _bank, _build_bank, _check_pilots, _chunks, _freq_directions, _log_likelihood,
+    _BUDGET_CPU, _LOG2_E, _VAR_REL, ConditionPrior, _Bank, _bank, _build_bank, _check_pilots, _chunks, _freq_directions, _log_likelihood,
     _ml_grid_index, estimate_conditions, separable_blocks,
 )
 from wavefront.sim.config import SystemConfig, profile_label
@@ -79,11 +79,9 @@ class EstimatedLMMSE(Estimator):
         h = _apply(stats, _solve(stats, nv.to(torch.float64)), pilots, idx.to(p.device))
         if not variance:
             return h, None
-        # the genie's MSE at a grid hypothesis from the bank's eigenbasis: 1 - sum_p D_kp / (lam_kp + sigma_s^2) / (F T)
-        # (the closed form of GenieLMMSE.stated_mse without a [P, P] solve per hypothesis)
-        k, F, T = (du * bank.t_hp[0].shape[0] + fu).to(p.device), *self.config.ofdm.grid_shape
-        D = _column_energies(self.config, self.prior, p.device)
-        mse = 1.0 - (D[k] * bank.inv_eig[k, su.to(p.device)]).sum(-1) / (F * T)
+        # the genie's MSE at its grid hypothesis from the bank (GenieLMMSE.stated_mse without a [P, P] solve)
+        k = (du * bank.t_hp[0].shape[0] + fu).to(p.device)
+        mse = _hypothesis_mse(self.config, self.prior, p.device)[k, su.to(p.device)]
         return h, mse[idx.to(p.device)]
 
 
@@ -142,11 +140,8 @@ class BayesMMSE(Estimator):
         if not variance or self.config.channel.time_domain:
             return h, None
         p = _check_pilots(pilots, self.config)
-        return h, _posterior_variance(self.bank(p.device), _column_energies(self.config, self.prior, p.device),
+        return h, _posterior_variance(self.bank(p.device), _hypothesis_mse(self.config, self.prior, p.device),
                                       p, h, self.config)
-
-
-_VAR_REL = 1e-9  # the posterior variance's spread term skips hypotheses of weight below 1e-9
 
 
 def _gram_terms(bank: _Bank) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -205,11 +200,9 @@ def _eigen_to_pilots(bank: _Bank, k: torch.Tensor, x: torch.Tensor) -> torch.Ten
     return out
 
 
-@lru_cache(maxsize=8)
 def _column_energies(config: SystemConfig, prior: ConditionPrior, device: torch.device) -> torch.Tensor:
     """Returns ``D`` [K, P] f64: ``|R_hp,k u_k,p|^2`` for each eigenvector of each condition's ``R_p``, so that the genie
-    at hypothesis ``(k, s)`` has MSE per RE ``1 - sum_p D_kp / (lam_kp + sigma_s^2) / (F T)``. Cached like
-    :func:`_bank` (``8 K P`` bytes: paper prior, 12 x 2 pilots, 36 kB)."""
+    at hypothesis ``(k, s)`` has MSE per RE ``1 - sum_p D_kp / (lam_kp + sigma_s^2) / (F T)`` (:func:`_hypothesis_mse`)."""
     bank = _bank(config, prior, device)
     K, P = bank.inv_eig.shape[0], bank.inv_eig.shape[2]
     nf = bank.t_hp[0].shape[0]
@@ -224,17 +217,26 @@ def _column_energies(config: SystemConfig, prior: ConditionPrior, device: torch.
     return out
 
 
-def _posterior_variance(bank: _Bank, D: torch.Tensor, p: torch.Tensor, h_bar: torch.Tensor,
+@lru_cache(maxsize=8)
+def _hypothesis_mse(config: SystemConfig, prior: ConditionPrior, device: torch.device) -> torch.Tensor:
+    """Returns the genie's MSE per RE at every hypothesis ``(k, s)`` of the prior's bank, [K, S] f64:
+    ``1 - sum_p D_kp / (lam_kp + sigma_s^2) / (F T)`` (``D`` of :func:`_column_energies`), the closed form of
+    :meth:`GenieLMMSE.stated_mse` without a ``[P, P]`` solve. Cached like :func:`_bank` (``8 K S`` bytes)."""
+    F, T = config.ofdm.grid_shape
+    inv = _bank(config, prior, device).inv_eig
+    return 1.0 - torch.einsum("kp,ksp->ks", _column_energies(config, prior, device), inv) / (F * T)
+
+
+def _posterior_variance(bank: _Bank, mse: torch.Tensor, p: torch.Tensor, h_bar: torch.Tensor,
                         config: SystemConfig) -> torch.Tensor:
     """Returns ``sum_(k,s) w_ks (mse_ks + |h_ks - h_bar|^2) / (F T)`` [B] f64 for pilots [B, P] c128 and the posterior
-    mean ``h_bar`` [B, F, T]; ``D`` of :func:`_column_energies`. ``h_ks = R_hp,k U_k (c_ks * U_k^H p)``,
+    mean ``h_bar`` [B, F, T]; ``mse`` [K, S] of :func:`_hypothesis_mse`. ``h_ks = R_hp,k U_k (c_ks * U_k^H p)``,
     ``c_ks = 1 / (lam_k + sigma_s^2)``; the spread is ``sum w |h_ks|^2 - |h_bar|^2`` over the hypotheses of weight
     at least ``_VAR_REL``."""
     (F, T), nf = config.ofdm.grid_shape, bank.t_hp[0].shape[0]
     K, S, P = bank.inv_eig.shape
     terms = _gram_terms(bank)
     shape = config.ofdm.pilot_shape if config.ofdm.pilot_layout.is_kronecker else None
-    mse = 1.0 - torch.einsum("kp,ksp->ks", D, bank.inv_eig) / (F * T)  # the genie's MSE per RE at each hypothesis
     out = torch.empty(p.shape[0], dtype=torch.float64, device=p.device)
     for sl in _chunks(bank, p.shape[0], K * (S + 2 * P)):
         ll, y = _log_likelihood(bank, p[sl])
