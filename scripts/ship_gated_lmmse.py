@@ -10,9 +10,9 @@ state) and writes the card with the Bayes risk against ``mmse-bayes`` on 2,000 p
 """
 from __future__ import annotations
 
+import argparse
 import csv
 import json
-import sys
 from pathlib import Path
 
 import torch
@@ -57,4 +57,6 @@ def main(run: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("run", help="the training run's --out folder (holds last.safetensors and log.csv)")
+    main(ap.parse_args().run)
