@@ -21,7 +21,7 @@ end with fixed sizes and steps, so a loaded machine is slower, never wrong.
   the GPU inside the loop (bf16, compiled, fused AdamW), then evaluated on the three paper
   suites against LS, robust and genie LMMSE and the bound. Writes the checkpoint and its card.
 
-``--setup DIR`` first installs what a bare machine lacks from ``DIR/whl/*.whl`` and
+``--setup DIR`` (built by ``bash scripts/gpu_prepare.sh OFFICIAL_REPO``) first installs what a bare machine lacks from ``DIR/whl/*.whl`` and
 ``DIR/deepwave.tar.xz`` (a tar of the unpacked deepwave wheel), and makes the repository
 importable as ``wavefront`` without pip; ``DIR/official`` (or ``--official``) is a copy of the
 official AdaFortiTran repository (its ``src/``), which is never committed here.
