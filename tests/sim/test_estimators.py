@@ -158,6 +158,33 @@ def test_robust_lmmse_in_a_doppler_sweep_designs_for_the_top_doppler():
     assert gap(100.0) > gap(1000.0)
 
 
+@pytest.mark.parametrize("pdp", ["uniform", "exponential"])
+def test_robust_assumed_correlations_are_the_transforms_of_their_pdp_and_spectrum(pdp):
+    # R(df) = int p(tau) exp(-j 2 pi df tau) dtau for a PDP of the stated RMS delay spread, by quadrature;
+    # the flat Doppler spectrum on [-f, f] gives int cos(2 pi nu dt) / (2 f) dnu = sinc(2 f dt)
+    from wavefront.sim.lmmse import assumed_freq_correlation, assumed_time_correlation
+
+    rms = 300e-9
+    if pdp == "uniform":
+        tau = torch.linspace(0, math.sqrt(12) * rms, 200_001, dtype=torch.float64)
+        p = torch.ones_like(tau)
+    else:
+        tau = torch.linspace(0, 60 * rms, 600_001, dtype=torch.float64)  # exp(-60): nothing left beyond
+        p = torch.exp(-tau / rms)
+    w = torch.full_like(tau, float(tau[1] - tau[0]))
+    w[0] = w[-1] = w[0] / 2  # trapezoid
+    p = p / (p * w).sum()
+    mean = (p * w * tau).sum()
+    assert abs(math.sqrt(float((p * w * (tau - mean) ** 2).sum())) - rms) < 1e-3 * rms  # the stated RMS
+    df = torch.tensor([-600e3, -75e3, 15e3, 150e3, 1.2e6], dtype=torch.float64)
+    want = (p * w * torch.exp(-2j * math.pi * df[:, None] * tau)).sum(-1)
+    assert (assumed_freq_correlation(df, pdp, rms) - want).abs().max() < 1e-6
+    dt = torch.tensor([-1e-3, 71e-6, 0.5e-3], dtype=torch.float64)
+    nu = torch.linspace(-1000.0, 1000.0, 200_001, dtype=torch.float64)
+    flat = torch.trapezoid(torch.exp(2j * math.pi * nu * dt[:, None]), nu, dim=-1) / 2000.0
+    assert (assumed_time_correlation(dt, "flat", 1000.0) - flat).abs().max() < 1e-6
+
+
 def test_flat_spectrum_robust_design_stays_useful_below_its_design_doppler():
     # designed for 50-1000 Hz, tested at 500 Hz, 30 dB: the flat-spectrum design beats LS-linear,
     # the Jakes design (whose J0 changes sign between the pilot symbols) does not
