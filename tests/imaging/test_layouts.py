@@ -36,6 +36,15 @@ def test_rectangular_cell_mean_with_fractional_edges_matches_hand_integral():
     assert out.item() == pytest.approx(expected.item(), rel=1e-12)
 
 
+def test_float32_cell_means_of_a_large_image_stay_at_float32_rounding():
+    # The summed-area table of a 512 x 512 image reaches ~1.3e5: in float32 its corner differences for a
+    # one-pixel cell at the far corner would lose ~1e-2; accumulated in float64 the means keep float32 rounding.
+    images = _images((1, 1, 512, 512), seed=3)
+    edges = torch.arange(0, 513, dtype=torch.float32)  # one cell per pixel: the means are the pixels
+    out = rectangular_cell_means(images, edges, edges)
+    assert (out - images).abs().max() < 1e-6
+
+
 def test_rectangular_layout_preserves_the_image_mean_for_any_parameters():
     # Cell means weighted by cell areas integrate the whole image, whatever the edges.
     images = _images((2, 1, 20, 16), dtype=torch.float64)
