@@ -193,6 +193,26 @@ def test_ls_outside_the_hull_takes_the_nearest_hull_point():
     np.testing.assert_allclose(A[0, 0], [1, 0, 0, 0], atol=1e-12)  # the corner pilot itself
 
 
+def test_ls_on_collinear_and_single_pilots_is_linear_along_the_line_and_constant_beyond():
+    # three pilots on a diagonal (not a Kronecker layout): the interpolant is linear in the position along
+    # the line (the projection onto it), and beyond its ends the end pilot's value; one pilot: its value.
+    lay = PilotLayout.from_positions([(10, 1), (20, 3), (40, 7)], (60, 14))
+    A = interpolation_weights(lay, "linear").reshape(60, 14, 3)
+    assert np.allclose(A.sum(-1), 1.0) and (A >= -1e-12).all()
+    np.testing.assert_allclose(A[15, 2], [0.5, 0.5, 0], atol=1e-12)  # midway between the first two
+    np.testing.assert_allclose(A[30, 5], [0, 0.5, 0.5], atol=1e-12)
+    np.testing.assert_allclose(A[0, 0], [1, 0, 0], atol=1e-12)  # before the first pilot
+    np.testing.assert_allclose(A[59, 13], [0, 0, 1], atol=1e-12)  # beyond the last
+    # a line whose direction runs against the position order (its first pilot is the farthest from the mean)
+    lay = PilotLayout.from_positions([(0, 13), (10, 11), (40, 5), (50, 3)], (60, 14))
+    A = interpolation_weights(lay, "linear").reshape(60, 14, 4)
+    np.testing.assert_allclose(A[5, 12], [0.5, 0.5, 0, 0], atol=1e-12)
+    np.testing.assert_allclose(A[25, 8], [0, 0.5, 0.5, 0], atol=1e-12)
+    np.testing.assert_allclose(A[59, 0], [0, 0, 0, 1], atol=1e-12)
+    one = interpolation_weights(PilotLayout.from_positions([(30, 5)], (60, 14)), "linear")
+    np.testing.assert_array_equal(one, np.ones((60 * 14, 1)))
+
+
 def test_ls_spline_refuses_a_scattered_layout_with_a_clear_message():
     with pytest.raises(ConfigError, match="cubic spline needs a Kronecker"):
         get_classical("ls-spline", _lattice())
