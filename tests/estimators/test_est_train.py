@@ -150,6 +150,8 @@ def test_schedule_warms_up_then_decays_to_the_floor():
     lrs = [lr_at(s, cfg, 100) for s in range(100)]
     assert lrs[0] == pytest.approx(1e-4) and lrs[9] == pytest.approx(1e-3)
     assert all(a >= b for a, b in zip(lrs[9:], lrs[10:])) and lrs[-1] == pytest.approx(1e-5, rel=0.05)
+    # the cosine runs over the steps after the warm-up: its start is the peak, its middle (step 55) halfway to the floor
+    assert lrs[10] == pytest.approx(1e-3) and lrs[55] == pytest.approx(1e-3 * (0.01 + 0.99 * 0.5))
     plateau = TrainConfig(steps=100, lr=1e-3, warmup_steps=0, schedule="plateau")
     assert lr_at(50, plateau, 100, plateau_scale=0.25) == pytest.approx(2.5e-4)
 
