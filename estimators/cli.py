@@ -355,7 +355,8 @@ def _evaluate(args) -> int:
 
     if array_job:
         est, kwargs = run_on(args.device, rank=rank, world=world)
-        part = evaluate_partial(est, config, store=store_for(est, args.device), **kwargs)
+        # opened once evaluate has checked the points and baselines: a refused run leaves --out as it was
+        part = evaluate_partial(est, config, store=lambda: store_for(est, args.device), **kwargs)
         part["output"] = output(est, args.device)
         saved = kept_progress(lambda: write_partial(part, out), out)
         print(f"rank {rank} of {world}: wrote {saved} (combine with `wavefront merge-results`)", file=sys.stderr)
@@ -363,7 +364,8 @@ def _evaluate(args) -> int:
     long_rows: list = []
     with process_group(args.device) as (rank, world, device):
         est, kwargs = run_on(device, rank=rank, world=world)
-        evaluate(est, config, long_rows=long_rows, store=store_for(est, device) if rank == 0 else None, **kwargs)
+        evaluate(est, config, long_rows=long_rows, store=(lambda: store_for(est, device)) if rank == 0 else None,
+                 **kwargs)
     if rank == 0:
         from wavefront.sim.experiment import Row
 
