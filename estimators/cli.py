@@ -100,6 +100,9 @@ def add_commands(subparsers) -> None:
     p.add_argument("--out", help="run folder (default runs/<model>)")
     p.add_argument("--resume", nargs="?", const=True, metavar="CHECKPOINT",
                    help="continue from <out>/last.safetensors, or from CHECKPOINT")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start afresh in an --out that holds a run (its checkpoints and log.csv are replaced) "
+                        "instead of refusing")
     p.add_argument("--stop-after", type=positive_int, metavar="STEP", help="pause at this step (continue later with --resume)")
     p.add_argument("--time-limit-min", type=positive_float, help="pause after this many minutes (continue later with --resume)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -187,7 +190,11 @@ def _train(args) -> int:
         raise ConfigError("train", None, "give --train DIR (HDF5 shards) or --on-the-fly CONFIG")
     if args.train is not None and args.val is None:
         raise ConfigError("val", None, "--train needs --val DIR")
-    check_output_folder("out", args.out or f"runs/{args.model}")
+    out = check_output_folder("out", args.out or f"runs/{args.model}")
+    held = [name for name in ("last.safetensors", "best.safetensors") if (out / name).is_file()]
+    if held and not args.resume and not args.overwrite:  # a forgotten --resume once replaced a finished run's weights
+        raise ConfigError("out", str(out), f"holds a run ({held[0]}); add --resume to continue it, --overwrite to "
+                                           "start afresh there, or give another --out")
     from wavefront.sim.pilots import apply_pilots
 
     from wavefront.estimators.data import recorded_config

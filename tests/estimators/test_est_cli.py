@@ -134,3 +134,23 @@ def test_a_refused_evaluation_leaves_out_empty_so_the_corrected_command_runs(typ
     assert main([*argv, "--baselines", "ls-linear"]) == 0
     rows = list(csv.DictReader(open(out / "results.csv")))
     assert len(rows) == 21 and all(r["frames"] == "2" for r in rows)
+
+
+def test_train_into_a_folder_that_holds_a_run_needs_resume_or_overwrite(tmp_path, capsys):
+    # The same command run twice without --resume used to start from step 0 and replace the first
+    # run's best/last.safetensors and log.csv without a word.
+    run = tmp_path / "run"
+    argv = ["train", "--model", "linear", "--on-the-fly", "default", "--batch-size", "8", "--eval-every", "2",
+            "--val-frames", "8", "--device", "cpu", "--out", str(run), "--no-progress"]
+    assert main([*argv, "--steps", "2"]) == 0
+    log = (run / "log.csv").read_text()
+    weights = (run / "last.safetensors").read_bytes()
+    capsys.readouterr()
+    assert main([*argv, "--steps", "4"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"out='{run}'" in err and "--resume" in err and "--overwrite" in err
+    assert (run / "log.csv").read_text() == log and (run / "last.safetensors").read_bytes() == weights
+    assert main([*argv, "--steps", "4", "--resume"]) == 0  # continues: steps 2 -> 4
+    assert [r["step"] for r in csv.DictReader(open(run / "log.csv"))] == ["2", "4"]
+    assert main([*argv, "--steps", "2", "--overwrite"]) == 0  # afresh: one row again
+    assert [r["step"] for r in csv.DictReader(open(run / "log.csv"))] == ["2"]
