@@ -208,8 +208,8 @@ def require_pilot_grid(ofdm, model: str) -> tuple[int, int]:
     layout = ofdm.pilot_layout
     if not layout.is_kronecker:
         raise ConfigError("model", model, f"convolves the [P_f, P_t] pilot grid, and the pilot layout is "
-                                          f"{layout.describe()}; use linear, fortitran, adafortitran (any P) or "
-                                          "channelnet, convnext (on the LS-interpolated grid)")
+                                          f"{layout.describe()}; use gated-lmmse, linear, fortitran, adafortitran "
+                                          "(any P) or channelnet, convnext (on the LS-interpolated grid)")
     return layout.pilot_shape
 
 

@@ -83,8 +83,12 @@ class Checkpoint:
                 meta = f.metadata() or {}
             self.tensors = load_file(str(self.path))
         except Exception as exc:  # safetensors raises its own error types for truncated or foreign files
+            hint = ""
+            if self.path.suffix.lower() in (".pt", ".pth", ".ckpt", ".tar"):  # never unpickled here; say how to convert
+                hint = ("; an official AdaFortiTran .pt converts in Python: checkpoint.save(OUT.safetensors, "
+                        "official_weights.load_official(PT, config), config) (wavefront.estimators)")
             raise ConfigError("checkpoint", str(path),
-                              f"not a readable safetensors checkpoint ({exc.__class__.__name__}: {exc})") from None
+                              f"not a readable safetensors checkpoint ({exc.__class__.__name__}: {exc}){hint}") from None
         if meta.get("format") != FORMAT:
             raise ConfigError("checkpoint", str(path), f"not a wavefront estimator checkpoint (format {meta.get('format')!r}, "
                                                        f"expected {FORMAT!r})")

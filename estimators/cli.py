@@ -75,26 +75,34 @@ def add_commands(subparsers) -> None:
     p.add_argument("--steps", type=positive_int, help="optimiser steps (on-the-fly data)")
     p.add_argument("--epochs", type=positive_int, help="epochs over --train")
     p.add_argument("--batch-size", type=positive_int, default=64, help="global batch, split over DDP ranks (default 64)")
-    p.add_argument("--lr", type=positive_float, default=1e-3)
-    p.add_argument("--weight-decay", type=nonnegative_float, default=1e-4)
-    p.add_argument("--warmup-steps", type=nonnegative_int, default=200)
-    p.add_argument("--schedule", choices=["cosine", "plateau", "constant"], default="cosine")
-    p.add_argument("--grad-clip", type=nonnegative_float, default=1.0, help="max gradient norm (0: off)")
-    p.add_argument("--eval-every", type=positive_int, default=500, help="steps between validations and checkpoints")
-    p.add_argument("--val-frames", type=positive_int, default=2048, help="simulated validation frames")
-    p.add_argument("--patience", type=nonnegative_int, default=10, help="validations without improvement before stopping (0: never)")
-    p.add_argument("--seed", type=nonnegative_int, default=0)
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--lr", type=positive_float, default=1e-3, help="peak learning rate of AdamW (default 1e-3)")
+    p.add_argument("--weight-decay", type=nonnegative_float, default=1e-4, help="AdamW weight decay (default 1e-4)")
+    p.add_argument("--warmup-steps", type=nonnegative_int, default=200,
+                   help="linear warm-up steps, at most the run's steps - 1 (default 200)")
+    p.add_argument("--schedule", choices=["cosine", "plateau", "constant"], default="cosine",
+                   help="after the warm-up: cosine decay, halved after 3 validations without improvement (plateau), or "
+                        "constant (default cosine)")
+    p.add_argument("--grad-clip", type=nonnegative_float, default=1.0, help="max gradient norm (0: off; default 1)")
+    p.add_argument("--eval-every", type=positive_int, default=500,
+                   help="steps between validations and checkpoints (default 500)")
+    p.add_argument("--val-frames", type=positive_int, default=2048, help="simulated validation frames (default 2048)")
+    p.add_argument("--patience", type=nonnegative_int, default=10,
+                   help="validations without improvement before stopping (0: never; default 10)")
+    p.add_argument("--seed", type=nonnegative_int, default=0, help="seed of the initial weights and the frames (default 0)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
     p.add_argument("--conditions", default="estimated", choices=["estimated", "true", "none"],
                    help="SNR, delay spread and Doppler a condition-aware model is trained on: estimated from each "
                         "frame's pilots within the config's ranges (default; what it gets at test time), true, or "
                         "none (pilots only: the model learns without them and needs none at test time)")
     p.add_argument("--amp", action="store_true", help="bf16 autocast on GPU")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
-    p.add_argument("--workers", type=nonnegative_int, default=0, help="DataLoader workers for --train")
+    p.add_argument("--workers", type=nonnegative_int, default=0, help="DataLoader workers for --train (default 0)")
     p.add_argument("--out", help="run folder (default runs/<model>)")
     p.add_argument("--resume", nargs="?", const=True, metavar="CHECKPOINT",
                    help="continue from <out>/last.safetensors, or from CHECKPOINT")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start afresh in an --out that holds a run (its checkpoints and log.csv are replaced) "
+                        "instead of refusing")
     p.add_argument("--stop-after", type=positive_int, metavar="STEP", help="pause at this step (continue later with --resume)")
     p.add_argument("--time-limit-min", type=positive_float, help="pause after this many minutes (continue later with --resume)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -120,19 +128,21 @@ def add_commands(subparsers) -> None:
     from wavefront.sim.cli import add_mimo_arguments
 
     add_mimo_arguments(e)  # a MIMO config runs the per-(antenna, user) model for every user (its layout must fit each)
-    e.add_argument("--frames-per-point", type=positive_int, default=500)
+    e.add_argument("--frames-per-point", type=positive_int, default=500,
+                   help="simulated frames per test point (default 500)")
     e.add_argument("--config", help="system config (YAML or preset; default: the checkpoint's grid, pilots, profile "
                                     "and receiver impairments, TDL-A without any for the shipped models)")
     e.add_argument("--pilots", metavar="PRESET|FILE.json",
                    help=_pilots_help().replace("default: the config's", "default: the checkpoint's; must match it"))
-    e.add_argument("--baselines", default="ls-linear,lmmse-robust,lmmse-genie", help="comma-separated classical estimators")
-    e.add_argument("--device", default="auto")
-    e.add_argument("--seed", type=nonnegative_int, default=1)
+    e.add_argument("--baselines", default="ls-linear,lmmse-robust,lmmse-genie",
+                   help="comma-separated classical estimators (default ls-linear,lmmse-robust,lmmse-genie)")
+    e.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
+    e.add_argument("--seed", type=nonnegative_int, default=1, help="seed of the simulated test frames (default 1)")
     e.add_argument("--out", default="eval", help="output folder (default eval/); its progress/ keeps every finished "
                    "batch, so rerunning the same command after a kill resumes")
     e.add_argument("--overwrite", action="store_true",
                    help="discard the progress of a different evaluation in --out/progress instead of refusing")
-    e.add_argument("--no-plots", action="store_true")
+    e.add_argument("--no-plots", action="store_true", help="write results.csv/.json only, no PNG plots")
 
     add_rank_arguments(e)
     e.set_defaults(func=_evaluate)
@@ -148,9 +158,10 @@ def add_commands(subparsers) -> None:
                     help="named budget (default cpu-small: 300 steps x batch 32, small model sizes)")
     lb.add_argument("--steps", type=int, help="optimiser steps per model (overrides the budget's)")
     lb.add_argument("--batch-size", type=int, help="batch per step (overrides the budget's)")
-    lb.add_argument("--seeds", type=int, default=1, help="training seeds per model (rows give each)")
+    lb.add_argument("--seeds", type=int, default=1, help="training seeds per model (rows give each; default 1)")
     lb.add_argument("--conditions", default="estimated", choices=["estimated", "true", "none"],
-                    help="SNR, delay spread and Doppler given to condition-aware models in training and test")
+                    help="SNR, delay spread and Doppler given to condition-aware models in training and test (default "
+                         "estimated)")
     lb.add_argument("--config", help="system config whose channel ranges are the prior (YAML with ranges, e.g. "
                                      "configs/prior-12x2.yaml; default: the default grid over the paper's training "
                                      "ranges, SNR 0-25 dB, 25-300 ns, 50-1000 Hz); a MIMO config (e.g. "
@@ -167,7 +178,7 @@ def add_commands(subparsers) -> None:
     lb.add_argument("--out", default="leaderboard", help="output folder; rerunning continues from it (default leaderboard/)")
     lb.add_argument("--device", default="cpu", help="where the models train: cpu (default), auto or cuda; the "
                                                     "measurements run on the CPU")
-    lb.add_argument("--no-progress", action="store_true")
+    lb.add_argument("--no-progress", action="store_true", help="no progress bars")
     lb.set_defaults(func=_leaderboard)
 
 
@@ -179,7 +190,11 @@ def _train(args) -> int:
         raise ConfigError("train", None, "give --train DIR (HDF5 shards) or --on-the-fly CONFIG")
     if args.train is not None and args.val is None:
         raise ConfigError("val", None, "--train needs --val DIR")
-    check_output_folder("out", args.out or f"runs/{args.model}")
+    out = check_output_folder("out", args.out or f"runs/{args.model}")
+    held = [name for name in ("last.safetensors", "best.safetensors") if (out / name).is_file()]
+    if held and not args.resume and not args.overwrite:  # a forgotten --resume once replaced a finished run's weights
+        raise ConfigError("out", str(out), f"holds a run ({held[0]}); add --resume to continue it, --overwrite to "
+                                           "start afresh there, or give another --out")
     from wavefront.sim.pilots import apply_pilots
 
     from wavefront.estimators.data import recorded_config
@@ -355,7 +370,8 @@ def _evaluate(args) -> int:
 
     if array_job:
         est, kwargs = run_on(args.device, rank=rank, world=world)
-        part = evaluate_partial(est, config, store=store_for(est, args.device), **kwargs)
+        # opened once evaluate has checked the points and baselines: a refused run leaves --out as it was
+        part = evaluate_partial(est, config, store=lambda: store_for(est, args.device), **kwargs)
         part["output"] = output(est, args.device)
         saved = kept_progress(lambda: write_partial(part, out), out)
         print(f"rank {rank} of {world}: wrote {saved} (combine with `wavefront merge-results`)", file=sys.stderr)
@@ -363,7 +379,8 @@ def _evaluate(args) -> int:
     long_rows: list = []
     with process_group(args.device) as (rank, world, device):
         est, kwargs = run_on(device, rank=rank, world=world)
-        evaluate(est, config, long_rows=long_rows, store=store_for(est, device) if rank == 0 else None, **kwargs)
+        evaluate(est, config, long_rows=long_rows, store=(lambda: store_for(est, device)) if rank == 0 else None,
+                 **kwargs)
     if rank == 0:
         from wavefront.sim.experiment import Row
 

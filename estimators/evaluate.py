@@ -63,13 +63,15 @@ def evaluate(model_estimator, config, points: str = "paper", suite: str | None =
     that receives the engine's per-estimator rows (with what each estimator was given).
     ``rank``, ``world``: this process's place in a running ``torch.distributed`` group; the
     ranks split each point's batches and all return the rows of one process. ``store``: a
-    :class:`wavefront.sim.progress.ProgressStore` that keeps every batch's counts, so a rerun resumes.
+    :class:`wavefront.sim.progress.ProgressStore` that keeps every batch's counts, so a rerun resumes,
+    or a function of no arguments that opens one: it is called only once the points and baselines
+    are valid, so a refused run leaves no progress behind that would refuse its corrected rerun.
     """
     from dataclasses import asdict
 
-
     pts, estimators, kwargs = _plan(model_estimator, config, points, suite, frames_per_point, baselines, seed, device,
                                     chunk, conditions, compare_true, prior_ranges)
+    store = store() if callable(store) else store
     rows = mark_in_prior(run_experiment(pts, estimators, progress=progress, rank=rank, world=world, store=store,
                                         **kwargs), prior_ranges)
     if long_rows is not None:
@@ -89,6 +91,7 @@ def evaluate_partial(model_estimator, config, points: str = "paper", suite: str 
     """
     pts, estimators, kwargs = _plan(model_estimator, config, points, suite, frames_per_point, baselines, seed, device,
                                     chunk, conditions, compare_true, prior_ranges)
+    store = store() if callable(store) else store
     return {**run_partial(pts, estimators, progress=progress, rank=rank, world=world, store=store, **kwargs),
             "command": "evaluate"}
 

@@ -184,33 +184,39 @@ def add_commands(subparsers) -> None:
     lay = sub.add_parser("layout", help="learn a pixel layout jointly with a classifier; compare with the regular "
                                         "grid and a foveated layout")
     lay.add_argument("--task", default="stripe-glyph", help="image task: stripe-glyph (glyph near the centre) or "
-                                                         "two-site-glyph (glyph at one of two off-centre sites)")
-    lay.add_argument("--pixels", default="16x16", help="sensor pixels HxW")
-    lay.add_argument("--layout", default="rectangular", choices=["rectangular", "curvilinear"])
-    lay.add_argument("--epochs", type=positive_int, default=30)
-    lay.add_argument("--seeds", type=any_int, nargs="+", default=[0, 1, 2, 3, 4])
-    lay.add_argument("--image-size", type=positive_int, default=64, help="high-resolution scene size in pixels")
-    lay.add_argument("--train-images", type=positive_int, default=2048)
-    lay.add_argument("--val-images", type=positive_int, default=1024)
-    lay.add_argument("--test-images", type=positive_int, default=1024, help="held-out images the results are reported on")
+                                                         "two-site-glyph (glyph at one of two off-centre sites); default "
+                                                         "stripe-glyph")
+    lay.add_argument("--pixels", default="16x16", help="sensor pixels HxW (default 16x16)")
+    lay.add_argument("--layout", default="rectangular", choices=["rectangular", "curvilinear"],
+                     help="the learned layout's family (default rectangular)")
+    lay.add_argument("--epochs", type=positive_int, default=30, help="training epochs per layout and seed (default 30)")
+    lay.add_argument("--seeds", type=any_int, nargs="+", default=[0, 1, 2, 3, 4], help="training seeds (default 0 1 2 3 4)")
+    lay.add_argument("--image-size", type=positive_int, default=64, help="high-resolution scene size in pixels (default 64)")
+    lay.add_argument("--train-images", type=positive_int, default=2048, help="default 2048")
+    lay.add_argument("--val-images", type=positive_int, default=1024, help="default 1024")
+    lay.add_argument("--test-images", type=positive_int, default=1024,
+                     help="held-out images the results are reported on (default 1024)")
     lay.add_argument("--threads", type=thread_count, help="torch CPU threads (default: torch's choice); results "
                                                         "depend on it, and results.json records it")
-    lay.add_argument("--out", type=Path, default=Path("runs/layout"))
+    lay.add_argument("--out", type=Path, default=Path("runs/layout"), help="results folder (default runs/layout)")
     lay.set_defaults(func=_layout)
 
     rec = sub.add_parser("receivers", help="place K receivers: on your own scene (--velocity ...: record once, choose K "
                                            "of the candidate cells), or learn them with a network on the built-in scene")
     scene = rec.add_argument_group("your own scene (--velocity)")
     scene.add_argument("--velocity", help="velocity model, a 2-D array in m/s (.npy, or .h5 with one dataset)")
-    scene.add_argument("--dx", type=positive_float, help="cell size in m")
-    scene.add_argument("--dt", type=positive_float, help="sample interval in s (above the CFL limit: sub-stepped)")
-    scene.add_argument("--nt", type=positive_int, help="time samples")
+    scene.add_argument("--dx", type=positive_float, help="cell size in m (required with --velocity)")
+    scene.add_argument("--dt", type=positive_float,
+                       help="sample interval in s, above the CFL limit sub-stepped (required with --velocity)")
+    scene.add_argument("--nt", type=positive_int, help="time samples (required with --velocity)")
     scene.add_argument("--sources", help='JSON {"positions": [[row, col], ...], "frequency_hz": f}: one Ricker shot each '
-                                               '(or add "wavelet": "w.npy", nt samples at --dt)')
-    scene.add_argument("--candidates", help="allowed cells: a boolean mask .npy of the model's shape, or r0:r1,c0:c1")
-    scene.add_argument("--num-receivers", type=positive_int, help="K receivers to place")
+                                               '(or add "wavelet": "w.npy", nt samples at --dt); required with --velocity')
+    scene.add_argument("--candidates", help="allowed cells: a boolean mask .npy of the model's shape, or r0:r1,c0:c1 "
+                                            "(required with --velocity)")
+    scene.add_argument("--num-receivers", type=positive_int, help="K receivers to place (required with --velocity)")
     scene.add_argument("--min-spacing", type=finite_float, help="minimum distance between receivers, in cells (default 0)")
-    scene.add_argument("--task", help="built-in loss: sensitivity or inversion (need --perturbation), or localisation")
+    scene.add_argument("--task", help="built-in loss: sensitivity or inversion (need --perturbation), or localisation; "
+                                      "--task or --loss is required with --velocity")
     scene.add_argument("--perturbation", help="velocity perturbation .npy (m/s, added to the model), [rows, cols]; "
                                               "[M, rows, cols] for --task inversion (one Jacobian column each)")
     scene.add_argument("--loss", help="your loss, module:function or file.py:function, called as loss(data [S, K, nt], batch)")
@@ -218,7 +224,7 @@ def add_commands(subparsers) -> None:
     scene.add_argument("--restarts", type=nonnegative_int, help="seeded random starts for the swap search, besides "
                                                                "greedy and the best baseline (default 8)")
     builtin = rec.add_argument_group("built-in scene (source-localisation with a network)")
-    builtin.add_argument("--scene", help="wave task (source-localisation)")
+    builtin.add_argument("--scene", help="wave task: source-localisation (the default and only one)")
     builtin.add_argument("--receivers", type=positive_int, help="K, the number of receivers (default 8)")
     builtin.add_argument("--epochs", type=positive_int, help="default 30")
     builtin.add_argument("--seeds", type=any_int, nargs="+", help="default 0 1 2 3 4")
@@ -227,7 +233,7 @@ def add_commands(subparsers) -> None:
     builtin.add_argument("--val-shots", type=positive_int, help="default 256")
     builtin.add_argument("--test-shots", type=positive_int, help="held-out shots the results are reported on (default 256)")
     rec.add_argument("--threads", type=thread_count, help="torch CPU threads (default: torch's choice)")
-    rec.add_argument("--out", type=Path, default=Path("runs/receivers"))
+    rec.add_argument("--out", type=Path, default=Path("runs/receivers"), help="results folder (default runs/receivers)")
     rec.set_defaults(func=_receivers)
 
     codesign.set_defaults(func=lambda args: (codesign.print_help(), 2)[1])

@@ -29,7 +29,7 @@ def make_sequences(num_models: int, seed: int, size: int, nt: int, stride: int, 
     """
     g = torch.Generator().manual_seed(seed)
     wavelet = ricker(freq_hz, nt, dt_s).reshape(1, 1, -1)
-    start = int(2 * 1.5 / freq_hz / dt_s / stride)
+    start = _first_free_snapshot(stride, dt_s, freq_hz)
     snaps, vs = [], []
     for _ in range(num_models):
         v = random_layered_model((size, size), g, num_layers=3, v_range=(1500.0, 3500.0))
@@ -38,6 +38,17 @@ def make_sequences(num_models: int, seed: int, size: int, nt: int, stride: int, 
         snaps.append(field[stride - 1::stride][start:].contiguous())
         vs.append(v / V_SCALE)
     return torch.stack(snaps), torch.stack(vs)
+
+
+def _first_free_snapshot(stride: int, dt_s: float, freq_hz: float) -> int:
+    """Returns the index of the first snapshot (every ``stride`` steps) after the Ricker source has stopped (2 x 1.5 / f)."""
+    return int(2 * 1.5 / freq_hz / dt_s / stride)
+
+
+def snapshots_kept(nt: int, stride: int, dt_s: float, freq_hz: float) -> int:
+    """Returns T, the snapshots a sequence of :func:`make_sequences` keeps: every ``stride``-th of ``nt`` steps
+    once the source has stopped (may be <= 0: too few steps)."""
+    return nt // stride - _first_free_snapshot(stride, dt_s, freq_hz)
 
 
 def triplets(seqs: tuple[torch.Tensor, torch.Tensor]) -> list[torch.Tensor]:

@@ -44,7 +44,7 @@ from wavefront.imaging.codesign import paired_difference
 from wavefront.imaging.compressed import WaveSurrogate, conv_param_count
 from wavefront.imaging.surrogate import (
     DT_S, DX_M, FREQ_HZ, SPLIT_SEEDS, TARGET_ERROR_RATIO, TARGET_PARAM_RATIO, make_sequences, rel_l2, rollout_rel_l2,
-    separable_path, train, triplets,
+    separable_path, snapshots_kept, train, triplets,
 )
 from wavefront.imaging.wave import cpu_flush_to_zero
 
@@ -113,6 +113,20 @@ def _main(argv=None) -> int:
     args = p.parse_args(argv)
     if len(args.rank) not in (1, args.layers):
         p.error(f"--rank takes one value or one per layer ({args.layers}), got {len(args.rank)}")
+    for name in ("size", "train_models", "val_models", "nt", "stride", "steps", "batch", "channels", "layers", "kernel",
+                 "jobs", "threads"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')}={getattr(args, name)}: must be >= 1")
+    if args.size < 9:  # the source sits at least 4 cells inside every edge
+        p.error(f"--size={args.size}: must be >= 9 (the source sits 4 cells inside each edge)")
+    kept = snapshots_kept(args.nt, args.stride, DT_S, FREQ_HZ)
+    if kept < 3:  # one (previous, now, next) triplet at least; the first snapshots, while the source fires, are dropped
+        need = args.stride * (args.nt // args.stride - kept + 3)
+        p.error(f"--nt={args.nt}: keeps {max(kept, 0)} snapshots (every {args.stride}th step once the source has "
+                f"stopped); a (previous, now, next) triplet needs 3: give --nt >= {need}")
+    if min(args.horizons) < 1 or min(args.horizons) > kept - 2:
+        p.error(f"--horizons={args.horizons}: must be >= 1, and one at most {kept - 2} (the snapshots after the "
+                f"first two at --nt {args.nt}; larger ones are skipped)")
     rank = args.rank[0] if len(args.rank) == 1 else tuple(args.rank)
     torch.set_num_threads(args.threads)
 

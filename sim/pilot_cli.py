@@ -22,6 +22,15 @@ TABLE_POINTS = ((300e-9, 1000.0, 20.0), (300e-9, 500.0, 20.0), (100e-9, 200.0, 2
                 (100e-9, 200.0, 30.0), (50e-9, 50.0, 10.0), (50e-9, 50.0, 20.0), (50e-9, 50.0, 30.0))
 
 
+class _DefaultsShown(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each option's default, except where there is none to show (required options, None, on/off flags)."""
+
+    def _get_help_string(self, action):
+        if action.required or action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def add_commands(sub) -> None:
     p = sub.add_parser("pilots", help="pilot layouts: optimise one against the MMSE bound",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -30,7 +39,7 @@ def add_commands(sub) -> None:
                       description="Minimises the genie-LMMSE bound in dB, averaged over a grid of delay spread x "
                                   "Doppler x SNR (per RE), by a local search from the best staggered lattice. "
                                   "Ranges: v (fixed), a:b (default steps 25 ns, 50 Hz, 5 dB) or a:b:step.",
-                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                      formatter_class=_DefaultsShown)
     o.add_argument("--num-pilots", type=any_int, required=True, help="P, pilots per frame")
     o.add_argument("--doppler-hz", default="50:1000", help="maximum Doppler [Hz] (the paper's training range)")
     o.add_argument("--delay-spread-ns", default="25:300", help="RMS delay spread [ns] (the paper's training range)")

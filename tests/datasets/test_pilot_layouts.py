@@ -59,7 +59,7 @@ def test_models_take_b_by_p_or_refuse_a_scattered_layout_clearly():
     fr = FrameGenerator(cfg).generate(3, seed=0, with_data=False)
     meta = fr.meta
     for name, kw in (("adafortitran", {"model_dim": 8, "num_layers": 1, "num_heads": 2}), ("linear", {}),
-                     ("channelnet", {})):
+                     ("channelnet", {}), ("gated-lmmse", {})):
         assert create(name, cfg, **kw)(fr.pilots_ls, meta).shape == (3, 120, 14)
     for name in ("reesnet", "interpolatenet", "espcn"):
         with pytest.raises(ConfigError, match="convolves the \\[P_f, P_t\\] pilot grid"):

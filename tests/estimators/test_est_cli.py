@@ -117,3 +117,40 @@ def test_shipped_adafortitran_is_small_and_beats_ls_linear(default_config):
     ls_db = mse_db(get_classical("ls-linear", cfg).estimate(f.pilots_ls, f.meta))
     print(f"shipped adafortitran {model_db:.2f} dB vs LS-linear {ls_db:.2f} dB")
     assert model_db < ls_db - 1.0
+
+
+@pytest.mark.parametrize("typo", [["--baselines", "ls-linear,lmse-genie"], ["--points", "papr"],
+                                  ["--baselines", "lmse-genie", "--rank", "0", "--world", "2"]])
+def test_a_refused_evaluation_leaves_out_empty_so_the_corrected_command_runs(typo, tmp_path, capsys):
+    # The progress store used to be opened before the points and baselines were checked: the refused
+    # run left progress/fingerprint.json behind, and the corrected command was then refused as "differs
+    # from the run whose progress ... holds" until the user found --overwrite.
+    out = tmp_path / "eval"
+    argv = ["evaluate", "--frames-per-point", "2", "--device", "cpu", "--no-plots", "--out", str(out)]
+    assert main([*argv, *typo]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and ("lmse-genie" in err or "papr" in err) and "progress" not in err
+    assert not out.exists() or not any(out.rglob("*"))
+    assert main([*argv, "--baselines", "ls-linear"]) == 0
+    rows = list(csv.DictReader(open(out / "results.csv")))
+    assert len(rows) == 21 and all(r["frames"] == "2" for r in rows)
+
+
+def test_train_into_a_folder_that_holds_a_run_needs_resume_or_overwrite(tmp_path, capsys):
+    # The same command run twice without --resume used to start from step 0 and replace the first
+    # run's best/last.safetensors and log.csv without a word.
+    run = tmp_path / "run"
+    argv = ["train", "--model", "linear", "--on-the-fly", "default", "--batch-size", "8", "--eval-every", "2",
+            "--val-frames", "8", "--device", "cpu", "--out", str(run), "--no-progress"]
+    assert main([*argv, "--steps", "2"]) == 0
+    log = (run / "log.csv").read_text()
+    weights = (run / "last.safetensors").read_bytes()
+    capsys.readouterr()
+    assert main([*argv, "--steps", "4"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"out='{run}'" in err and "--resume" in err and "--overwrite" in err
+    assert (run / "log.csv").read_text() == log and (run / "last.safetensors").read_bytes() == weights
+    assert main([*argv, "--steps", "4", "--resume"]) == 0  # continues: steps 2 -> 4
+    assert [r["step"] for r in csv.DictReader(open(run / "log.csv"))] == ["2", "4"]
+    assert main([*argv, "--steps", "2", "--overwrite"]) == 0  # afresh: one row again
+    assert [r["step"] for r in csv.DictReader(open(run / "log.csv"))] == ["2"]

@@ -279,3 +279,24 @@ def test_a_checkpoint_saved_with_the_official_classes_loads(tmp_path, monkeypatc
     with torch.no_grad():
         want, got = spec(pilots), ours(pilots)
     assert (got - want).abs().amax() <= FLOAT32_RTOL * want.abs().amax()
+
+
+def test_official_weights_saved_as_a_checkpoint_evaluate_from_the_command_line(tmp_path, default_config, capsys):
+    # The README's route from an official .pt to `wavefront evaluate`: load_official, then checkpoint.save.
+    from wavefront.cli import main
+    from wavefront.estimators import checkpoint, load_estimator
+
+    spec = random_spec("adafortitran", default_config, dtype=torch.float32)
+    pt = tmp_path / "checkpoint_epoch_3.pt"
+    torch.save(spec.state_dict(), pt)
+    argv = ["evaluate", "--frames-per-point", "2", "--baselines", "ls-linear", "--no-plots", "--device", "cpu"]
+    assert main([*argv, "--checkpoint", str(pt), "--out", str(tmp_path / "e0")]) == 2  # never unpickled by the CLI
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "load_official" in err and "checkpoint.save" in err
+    saved = checkpoint.save(tmp_path / "official.safetensors", load_official(pt, default_config), default_config)
+    pilots, conds = random_frames((12, 2), dtype=torch.float32)
+    with torch.no_grad():
+        want = spec(pilots, *conds)
+        got = load_estimator(str(saved), default_config, conditions="true").estimate(pilots, wavefront_meta(*conds))
+    assert (got - want).abs().amax() <= FLOAT32_RTOL * want.abs().amax()
+    assert main([*argv, "--checkpoint", str(saved), "--conditions", "true", "--out", str(tmp_path / "e1")]) == 0

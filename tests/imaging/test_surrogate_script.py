@@ -54,3 +54,25 @@ def test_rank_list_of_the_wrong_length_is_refused(tmp_path):
     p = _script("--out", str(tmp_path), "--rank", "9", "4", "9")
     assert p.returncode == 2 and "Traceback" not in p.stderr
     assert "one value or one per layer (4), got 3" in p.stderr
+
+
+def test_snapshots_kept_is_what_make_sequences_keeps():
+    from wavefront.imaging.surrogate import DT_S, DX_M, FREQ_HZ, make_sequences, snapshots_kept
+
+    # the source fires for 2 x 1.5 / 15 Hz = 0.2 s = 50 snapshots of 4 x 1 ms: 400 steps keep 100 - 50
+    assert snapshots_kept(400, 4, DT_S, FREQ_HZ) == 50
+    assert snapshots_kept(212, 4, DT_S, FREQ_HZ) == 3 and snapshots_kept(211, 4, DT_S, FREQ_HZ) == 2
+    snaps, v = make_sequences(1, 0, 12, 212, 4, DX_M, DT_S, FREQ_HZ)
+    assert snaps.shape == (1, 3, 12, 12) and v.shape == (1, 12, 12)
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--nt", "60"], "--nt=60: keeps 0 snapshots"),            # was a reshape traceback ("invalid shape dimension -16")
+    (["--nt", "211"], "give --nt >= 212"),
+    (["--horizons", "60"], "--horizons=[60]: must be >= 1, and one at most 48"),  # was max() of an empty list
+    (["--size", "8"], "--size=8: must be >= 9"),
+])
+def test_sizes_with_no_data_are_refused_in_one_line(argv, message, tmp_path):
+    p = _script("--out", str(tmp_path / "s"), "--seeds", "0", "--steps", "1", *argv)
+    assert p.returncode == 2 and "Traceback" not in p.stderr
+    assert message in p.stderr.strip().splitlines()[-1] and not (tmp_path / "s").exists()
