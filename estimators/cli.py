@@ -77,8 +77,8 @@ def add_commands(subparsers) -> None:
     p.add_argument("--batch-size", type=positive_int, default=64, help="global batch, split over DDP ranks (default 64)")
     p.add_argument("--lr", type=positive_float, default=1e-3, help="peak learning rate of AdamW (default 1e-3)")
     p.add_argument("--weight-decay", type=nonnegative_float, default=1e-4, help="AdamW weight decay (default 1e-4)")
-    p.add_argument("--warmup-steps", type=nonnegative_int, default=200,
-                   help="linear warm-up steps, at most the run's steps - 1 (default 200)")
+    p.add_argument("--warmup-steps", type=nonnegative_int, default=None,
+                   help="linear warm-up steps, at most the run's steps - 1 (default: a tenth of the run, at most 200)")
     p.add_argument("--schedule", choices=["cosine", "plateau", "constant"], default="cosine",
                    help="after the warm-up: cosine decay, halved after 3 validations without improvement (plateau), or "
                         "constant (default cosine)")

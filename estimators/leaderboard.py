@@ -49,7 +49,7 @@ from wavefront.errors import ConfigError
 from wavefront.estimators.estimator import load_estimator
 from wavefront.estimators.evaluate import AXIS_LABEL, evaluate
 from wavefront.estimators.registry import list_models, model_class
-from wavefront.estimators.train import TrainConfig, train
+from wavefront.estimators.train import TrainConfig, default_warmup, train
 from wavefront.sim.conditions import estimate_conditions
 from wavefront.sim.estimators import CLASSICAL, classical_estimators, meta_for
 from wavefront.sim.experiment import given_text, in_prior
@@ -734,7 +734,7 @@ def mimo_train_config(spec: LeaderboardSpec, config, model_name: str, seed: int,
 def train_config(spec: LeaderboardSpec, model_name: str, seed: int, run_dir: Path, progress: bool = True) -> TrainConfig:
     """Returns the :class:`TrainConfig` of ``model_name``'s run ``seed`` under ``spec`` (what a rerun must repeat exactly)."""
     return TrainConfig(model=model_name, model_overrides=dict(spec.sizes.get(model_name, {})), steps=spec.steps,
-                       batch_size=spec.batch_size, lr=spec.lr, warmup_steps=min(200, spec.steps // 10),
+                       batch_size=spec.batch_size, lr=spec.lr, warmup_steps=default_warmup(spec.steps),
                        eval_every=max(1, spec.steps // 4), val_frames=512, patience=0, seed=spec.seed + seed,
                        device=spec.device, out_dir=str(run_dir), progress=progress, conditions=spec.conditions)
 

@@ -59,7 +59,7 @@ class TrainConfig:
     batch_size: int = 64
     lr: float = 1e-3
     weight_decay: float = 1e-4
-    warmup_steps: int = 200
+    warmup_steps: int | None = None  # None: default_warmup(the run's steps), a tenth of the run and at most 200
     schedule: str = "cosine"  # cosine | plateau | constant
     min_lr_ratio: float = 0.01
     plateau_factor: float = 0.5
@@ -93,7 +93,7 @@ class TrainConfig:
                 raise ConfigError(name, v, "must be >= 1")
         for name, lo in (("batch_size", 1), ("eval_every", 1), ("val_frames", 1), ("warmup_steps", 0), ("patience", 0),
                          ("num_workers", 0), ("plateau_patience", 1)):
-            if getattr(self, name) < lo:
+            if getattr(self, name) is not None and getattr(self, name) < lo:
                 raise ConfigError(name, getattr(self, name), f"must be >= {lo}")
         for name in ("lr", "min_lr_ratio", "plateau_factor"):
             v = getattr(self, name)
@@ -123,9 +123,19 @@ def to_db(mse: float) -> float:
     return 10.0 * math.log10(mse) if mse > 0 else -math.inf
 
 
+def default_warmup(total_steps: int) -> int:
+    """Returns the warm-up steps of a run of ``total_steps`` that names none: a tenth of it, at most 200.
+
+    A fixed 200 would leave a run of 200 steps or fewer at its peak rate to the end, never decayed."""
+    return min(200, total_steps // 10)
+
+
 def lr_at(step: int, cfg: TrainConfig, total_steps: int, plateau_scale: float = 1.0) -> float:
-    """Returns the learning rate of optimiser step ``step`` (0-based): linear warm-up, then the schedule."""
-    warmup = min(cfg.warmup_steps, max(total_steps - 1, 0))
+    """Returns the learning rate of optimiser step ``step`` (0-based): linear warm-up, then the schedule.
+
+    ``cfg.warmup_steps`` (``None``: :func:`default_warmup`) is capped at ``total_steps - 1``."""
+    want = default_warmup(total_steps) if cfg.warmup_steps is None else cfg.warmup_steps
+    warmup = min(want, max(total_steps - 1, 0))
     if step < warmup:
         return cfg.lr * (step + 1) / warmup
     if cfg.schedule == "cosine":

@@ -506,7 +506,7 @@ def part_f(args, dev, S) -> dict:
     from wavefront.estimators.checkpoint import export
     from wavefront.estimators.estimator import LearnedEstimator, load_estimator
     from wavefront.estimators.evaluate import evaluate
-    from wavefront.estimators.train import TrainConfig, train
+    from wavefront.estimators.train import TrainConfig, default_warmup, train
     from wavefront.sim.config import SystemConfig, preset
 
     t_start = time.perf_counter()
@@ -530,7 +530,7 @@ def part_f(args, dev, S) -> dict:
     steps = S["train_steps"] or max(20, int(0.9 * rate * train_s / bsz))
     run_dir = Path(args.out) / "run-full"
     tc = TrainConfig(model="adafortitran", model_overrides=dict(S["dims"]), steps=steps, batch_size=bsz, lr=args.lr,
-                     warmup_steps=min(200, steps // 10), eval_every=min(S["eval_every"], steps), val_frames=S["val_frames"],
+                     warmup_steps=default_warmup(steps), eval_every=min(S["eval_every"], steps), val_frames=S["val_frames"],
                      patience=0, device=str(dev), amp=True, compile=dev.type == "cuda", out_dir=str(run_dir),
                      time_limit_min=None if args.smoke else train_s / 60, progress=False, seed=0,
                      conditions="estimated")
@@ -547,7 +547,7 @@ def part_f(args, dev, S) -> dict:
         left = train_s - (time.perf_counter() - t0)
         tc.compile, tc.time_limit_min, tc.out_dir = False, max(left, 20.0) / 60, str(run_dir) + "-eager"
         tc.steps = max(20, int(tc.steps * left / train_s * 0.6))
-        tc.warmup_steps, tc.eval_every = min(200, tc.steps // 10), min(tc.eval_every, tc.steps)
+        tc.warmup_steps, tc.eval_every = default_warmup(tc.steps), min(tc.eval_every, tc.steps)
         run_dir = Path(tc.out_dir)
         res = train(tc, config)
     train_min = (time.perf_counter() - t0) / 60

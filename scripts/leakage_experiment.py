@@ -73,14 +73,14 @@ def make_data(out: Path, args) -> dict[str, Path]:
 
 def train_model(model: str, protocol: str, folders: dict, out: Path, args) -> Path:
     """Trains ``model`` on the ``protocol`` training folder (true conditions); returns its best checkpoint."""
-    from wavefront.estimators.train import TrainConfig, train
+    from wavefront.estimators.train import TrainConfig, default_warmup, train
 
     run = out / "runs" / f"{model}-{SHORT[protocol]}"
     best = run / "best.safetensors"
     if best.exists() and (run / "done").exists():
         return best
     cfg = TrainConfig(model=model, model_overrides=MODELS[model], steps=args.steps if model != "linear" else args.linear_steps,
-                      batch_size=args.batch_size, lr=args.lr, warmup_steps=min(200, args.steps // 10),
+                      batch_size=args.batch_size, lr=args.lr, warmup_steps=default_warmup(args.steps),
                       eval_every=max(args.steps // 10, 1), patience=0, seed=args.seed, device="cpu",
                       out_dir=str(run), conditions="true", progress=not args.no_progress)
     config = config_for(protocol)

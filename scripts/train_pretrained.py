@@ -23,7 +23,7 @@ import torch
 
 from wavefront import paper
 from wavefront.estimators.checkpoint import export
-from wavefront.estimators.train import TrainConfig, train
+from wavefront.estimators.train import TrainConfig, default_warmup, train
 from wavefront.sim.config import SystemConfig, preset
 
 MODEL_OPTIONS = {"model_dim": 32, "num_layers": 2, "num_heads": 2}
@@ -66,7 +66,7 @@ def main() -> int:
 
     t = time.perf_counter()
     # The machine is shared, so the step time drifts; the time limit keeps the budget either way.
-    result = train(TrainConfig(steps=steps, eval_every=eval_every, warmup_steps=min(200, steps // 10), patience=0,
+    result = train(TrainConfig(steps=steps, eval_every=eval_every, warmup_steps=default_warmup(steps), patience=0,
                                time_limit_min=args.budget_min, out_dir=args.out, **common), config)
     minutes = (time.perf_counter() - t) / 60
     dest = export(Path(args.out) / "best.safetensors", args.dest)

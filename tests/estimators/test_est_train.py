@@ -152,6 +152,11 @@ def test_schedule_warms_up_then_decays_to_the_floor():
     assert all(a >= b for a, b in zip(lrs[9:], lrs[10:])) and lrs[-1] == pytest.approx(1e-5, rel=0.05)
     # the cosine runs over the steps after the warm-up: its start is the peak, its middle (step 55) halfway to the floor
     assert lrs[10] == pytest.approx(1e-3) and lrs[55] == pytest.approx(1e-3 * (0.01 + 0.99 * 0.5))
+    # no warm-up named: a tenth of the run, at most 200, so a short run still decays to its floor
+    short = [lr_at(s, TrainConfig(steps=100, lr=1e-3, min_lr_ratio=0.01), 100) for s in range(100)]
+    assert short == pytest.approx(lrs, rel=1e-12)
+    long = TrainConfig(steps=5000, lr=1e-3)
+    assert lr_at(198, long, 5000) < 1e-3 and lr_at(199, long, 5000) == pytest.approx(1e-3)
     plateau = TrainConfig(steps=100, lr=1e-3, warmup_steps=0, schedule="plateau")
     assert lr_at(50, plateau, 100, plateau_scale=0.25) == pytest.approx(2.5e-4)
 
