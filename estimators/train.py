@@ -123,6 +123,13 @@ def to_db(mse: float) -> float:
     return 10.0 * math.log10(mse) if mse > 0 else -math.inf
 
 
+# the options that shape a run's trajectory: a resume that changes one is warned about (out_dir, stop_after,
+# time_limit_min, device, workers and progress may change freely)
+RESUME_OPTIONS = ("steps", "epochs", "batch_size", "lr", "weight_decay", "warmup_steps", "schedule", "min_lr_ratio",
+                  "plateau_factor", "plateau_patience", "grad_clip", "eval_every", "val_frames", "patience", "seed",
+                  "amp", "amp_dtype", "conditions", "user")
+
+
 def default_warmup(total_steps: int) -> int:
     """Returns the warm-up steps of a run of ``total_steps`` that names none: a tenth of it, at most 200.
 
@@ -354,6 +361,7 @@ class _Run:
             raise ConfigError("resume", str(path), f"holds {ck.model_name} {ck.hparams}, this run builds {self.cfg.model} "
                                                    f"{self.model.hparams}; resume with the same model options")
         ckpt.check_grid_matches(ck.system_config, self.system_config, path)
+        self._check_resumed_options(((ck.trainer or {}).get("config") or {}), path)
         ck.load_model_state(self.model)
         ck.load_optimizer_state(self.optimizer)
         if ck.trainer:
@@ -366,6 +374,17 @@ class _Run:
         ck.restore_rng()
         if self.is_main:
             _truncate_log(self.out / "log.csv", self.start)
+
+    def _check_resumed_options(self, saved: dict, path: Path) -> None:
+        """Takes the saved run's warm-up where this one names none, and warns once, naming each training option
+        (``RESUME_OPTIONS``) that differs from the saved run's: the run continues with the new values."""
+        if self.cfg.warmup_steps is None and saved.get("warmup_steps") is not None:
+            self.cfg.warmup_steps = saved["warmup_steps"]
+        changed = [f"{k} {saved[k]!r} -> {getattr(self.cfg, k)!r}" for k in RESUME_OPTIONS
+                   if k in saved and saved[k] != getattr(self.cfg, k)]
+        if changed and self.is_main:
+            warnings.warn(f"resume: {path} was trained with other options ({', '.join(changed)}); continuing with the "
+                          "new ones, so the run is not the one an uninterrupted command would give", stacklevel=2)
 
     def save(self, name: str, metrics: dict) -> None:
         """Writes checkpoint ``out_dir/name`` (rank 0 only) with everything a resume needs."""
@@ -383,6 +402,10 @@ class _Run:
         if not self.resumed or not self.log_path.exists():  # a fresh run starts a fresh log
             with open(self.log_path, "w", newline="") as f:
                 csv.writer(f).writerow(LOG_COLUMNS)
+        if self.resumed and self.start >= self.total:
+            print(f"nothing to train: {self.out} is at step {self.start} and this run has {self.total} steps "
+                  f"(give more --steps or --epochs to continue it)")
+            return
         print(f"training {self.cfg.model} ({count_parameters(self.model):,} parameters) on {self.device}"
               f"{f' x{self.world} ranks' if self.world > 1 else ''}, steps {self.start} -> {self.total}, "
               f"batch {self.cfg.batch_size}")

@@ -64,6 +64,23 @@ def test_resume_continues_the_same_curve_as_a_straight_run(tmp_path):
     assert cols(log_a) == cols(log_b) and len(log_a) == 3
 
 
+def test_a_resume_takes_the_saved_warmup_and_names_each_changed_option(tmp_path, recwarn, capsys):
+    # the same options: silent, and the same curve (above); no warm-up named: the saved run's is taken, so the
+    # curve is still the straight run's; a changed lr or batch is named; a run already past --steps trains nothing
+    kw = dict(model_overrides={**TINY, "dropout": 0.1}, steps=8, eval_every=4)
+    straight = train(_cfg(tmp_path / "a", **kw), FIXED_SNR)
+    train(_cfg(tmp_path / "b", stop_after=5, **kw), FIXED_SNR)
+    resumed = train(_cfg(tmp_path / "b", **{**kw, "warmup_steps": None}), FIXED_SNR, resume=True)
+    assert not [w for w in recwarn if "resume" in str(w.message)]
+    assert resumed["best_val_mse_db"] == straight["best_val_mse_db"]
+    train(_cfg(tmp_path / "c", stop_after=5, **kw), FIXED_SNR)
+    with pytest.warns(UserWarning, match=r"other options \(batch_size 8 -> 16, lr 0.003 -> 0.001\)"):
+        train(_cfg(tmp_path / "c", **{**kw, "lr": 1e-3, "batch_size": 16}), FIXED_SNR, resume=True)
+    capsys.readouterr()
+    done = train(_cfg(tmp_path / "a", **{**kw, "steps": 4}), FIXED_SNR, resume=True)
+    assert done["step"] == 8 and "nothing to train" in capsys.readouterr().out
+
+
 def test_trains_from_any_dataset_of_samples_by_epochs(tmp_path):
     train_set, val_set = frame_dataset(24, seed=1), frame_dataset(16, seed=2)
     result = train(_cfg(tmp_path, "linear", model_overrides={}, steps=None, epochs=2, eval_every=2), FIXED_SNR,
