@@ -226,7 +226,7 @@ def warn_unmodelled_ici(config: SystemConfig, profile: ChannelProfile) -> None:
         warnings.warn(f"inter-carrier interference is not modelled: at doppler_hz={fd:g} it would be "
                       f"{10 * math.log10(ici):.1f} dB per RE, above the noise at snr_db={snr:g} "
                       f"({10 * math.log10(noise):.1f} dB per RE); set channel.ici: true (--ici) to model it",
-                      stacklevel=3)
+                      stacklevel=1)  # one location: Python's default filter then says it once, however many generators
 
 
 def isi_power(config: SystemConfig, profile: ChannelProfile, delay_spread_s: float) -> float:
@@ -265,4 +265,4 @@ def warn_unmodelled_isi(config: SystemConfig, profile: ChannelProfile) -> None:
         warnings.warn(f"inter-symbol interference is not modelled: at delay_spread_s={ds:g} taps beyond the "
                       f"{cp_us:.2f} us cyclic prefix would leak about {10 * math.log10(isi):.1f} dB per RE, above "
                       f"the noise at snr_db={snr:g} ({10 * math.log10(noise):.1f} dB per RE); the frames treat the "
-                      f"channel as circular within each symbol", stacklevel=3)
+                      f"channel as circular within each symbol", stacklevel=1)  # once a process, as above

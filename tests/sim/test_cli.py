@@ -3,6 +3,7 @@ import json
 import subprocess
 import sys
 import warnings
+from pathlib import Path
 
 import pytest
 
@@ -128,6 +129,16 @@ def test_unmodelled_ici_above_the_noise_warns_and_ici_flag_silences_it(tmp_path,
     spec = json.loads((tmp_path / "b" / "results.json").read_text())["spec"]
     assert spec["config"]["channel"]["ici"] is True and spec["ici"].startswith("modelled")
     assert "ICI: modelled" in capsys.readouterr().out
+
+
+def test_the_ici_warning_is_said_once_however_many_generators_a_command_builds(tmp_path):
+    # train builds a generator for its frames and one for validation: the same warning once on stderr
+    r = subprocess.run([sys.executable, "-m", "wavefront", "train", "--model", "linear", "--on-the-fly",
+                        str(Path(__file__).parents[2] / "configs" / "prior-12x2.yaml"), "--steps", "2", "--batch-size",
+                        "4", "--eval-every", "2", "--val-frames", "4", "--out", str(tmp_path / "run"), "--no-progress",
+                        "--device", "cpu"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-500:]
+    assert r.stderr.count("inter-carrier interference is not modelled") == 1, r.stderr
 
 
 def test_console_script_exit_code_without_traceback(tmp_path):
