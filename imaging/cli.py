@@ -6,7 +6,7 @@ from pathlib import Path
 
 from wavefront.errors import ConfigError
 from wavefront.utils import (any_int, check_output_folder, finite_float, nonnegative_int, positive_float,
-                             positive_int, thread_count)
+                             positive_int, refuse_to_replace, thread_count)
 
 
 def _pixels(text: str) -> tuple[int, int]:
@@ -41,6 +41,7 @@ def _layout(args: argparse.Namespace) -> int:
     _positive("train_images", args.train_images)
     _positive("val_images", args.val_images)
     check_output_folder("out", args.out)
+    refuse_to_replace("out", args.out, ("results.json",), args.overwrite)
     if args.image_size < max(pixels):
         raise ConfigError("pixels", args.pixels, f"the layout has more pixels than the {args.image_size}x{args.image_size} image")
     _positive("test_images", args.test_images)
@@ -104,6 +105,7 @@ def _scene_receivers(args: argparse.Namespace) -> int:
     mask = load_candidates(args.candidates, shape)
     dv = load_perturbation(args.perturbation, v) if args.perturbation is not None else None
     check_output_folder("out", args.out)
+    refuse_to_replace("out", args.out, ("results.json",), args.overwrite)
     seed = 0 if args.seed is None else args.seed
     start = time.perf_counter()
     result = run_scene_codesign(v, args.dx, args.dt, args.nt, sources, freq_hz, mask, args.num_receivers, min_spacing,
@@ -160,6 +162,7 @@ def _receivers(args: argparse.Namespace) -> int:
     if not args.noise >= 0:  # also refuses nan
         raise ConfigError("noise", args.noise, "must be >= 0")
     check_output_folder("out", args.out)
+    refuse_to_replace("out", args.out, ("results.json",), args.overwrite)
     _positive("test_shots", args.test_shots)
     _check_shot_memory(args)
     with cpu_flush_to_zero():
@@ -199,6 +202,7 @@ def add_commands(subparsers) -> None:
     lay.add_argument("--threads", type=thread_count, help="torch CPU threads (default: torch's choice); results "
                                                         "depend on it, and results.json records it")
     lay.add_argument("--out", type=Path, default=Path("runs/layout"), help="results folder (default runs/layout)")
+    lay.add_argument("--overwrite", action="store_true", help="replace the results an earlier run left in --out")
     lay.set_defaults(func=_layout)
 
     rec = sub.add_parser("receivers", help="place K receivers: on your own scene (--velocity ...: record once, choose K "
@@ -234,6 +238,7 @@ def add_commands(subparsers) -> None:
     builtin.add_argument("--test-shots", type=positive_int, help="held-out shots the results are reported on (default 256)")
     rec.add_argument("--threads", type=thread_count, help="torch CPU threads (default: torch's choice)")
     rec.add_argument("--out", type=Path, default=Path("runs/receivers"), help="results folder (default runs/receivers)")
+    rec.add_argument("--overwrite", action="store_true", help="replace the results an earlier run left in --out")
     rec.set_defaults(func=_receivers)
 
     codesign.set_defaults(func=lambda args: (codesign.print_help(), 2)[1])

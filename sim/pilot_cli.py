@@ -51,6 +51,7 @@ def add_commands(sub) -> None:
     o.add_argument("--max-passes", type=any_int, default=8, help="passes over the pilots at most")
     o.add_argument("--seed", type=nonnegative_int, default=0, help="seed of the order the pilots are visited in")
     o.add_argument("--out", required=True, help="output folder")
+    o.add_argument("--overwrite", action="store_true", help="replace the layout an earlier run left in --out")
     o.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     o.set_defaults(func=run_optimise)
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
@@ -115,9 +116,10 @@ def run_optimise(args) -> int:
     from wavefront.sim.config import ChannelConfig, SystemConfig, preset, profile_label
     from wavefront.sim.pilot_design import DEFAULT_STEPS, BoundEvaluator, axis_values, optimise_layout
     from wavefront.sim.pilots import PILOT_PRESETS, preset_fields, write_layout_file
-    from wavefront.utils import check_output_folder
+    from wavefront.utils import check_output_folder, refuse_to_replace
 
     out = check_output_folder("out", args.out)
+    refuse_to_replace("out", out, ("layout.json",), args.overwrite, what="the layout")
     base = SystemConfig.from_yaml(args.config) if args.config else preset("default")
     profile = ChannelConfig.build("channel", profile=args.profile).profile
     if profile.startswith("CDL-"):  # one Kronecker term per cluster: K^2 full-grid Gram blocks would not fit

@@ -382,6 +382,18 @@ def positive_int(text: str) -> int:
     return v
 
 
+def refuse_to_replace(field: str, out: Path, names: tuple[str, ...], overwrite: bool, what: str = "results") -> None:
+    """Raises ConfigError when ``out`` holds one of ``names`` (an earlier run's outputs) and ``overwrite`` is off.
+
+    For commands that write their outputs afresh rather than resuming: rerun into the same ``--out``, they
+    would silently replace what took minutes or hours to compute. Called before any work starts.
+    """
+    held = [n for n in names if (Path(out) / n).exists()]
+    if held and not overwrite:
+        raise ConfigError(field, str(out), f"holds {what} of an earlier run ({held[0]}); add --overwrite to replace "
+                                           "them, or give another --out")
+
+
 def thread_count(text: str) -> int:
     """argparse type: torch CPU threads, 1 .. 4 x this machine's CPUs (more only slows torch; 1e6 ran out of memory
     starting them)."""

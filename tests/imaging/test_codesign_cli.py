@@ -39,6 +39,23 @@ def test_codesign_out_that_is_a_file_is_refused_before_training(what, tmp_path, 
     assert f.read_text() == "keep me"
 
 
+@pytest.mark.parametrize("argv,kept,later", [
+    (["codesign", "layout", "--epochs", "1", "--pixels", "128x128"], "results.json", "pixels='128x128'"),
+    (["codesign", "receivers", "--epochs", "1", "--train-shots", "1e9"], "results.json", "train_shots"),
+    (["pilots", "optimise", "--num-pilots", "24", "--profile", "CDL-A"], "layout.json", "profile='CDL-A'")])
+def test_a_rerun_into_an_out_holding_results_is_refused_unless_overwrite(argv, kept, later, tmp_path, capsys):
+    # these commands write afresh (no resume): rerun into the same --out they replaced minutes of results
+    (tmp_path / kept).write_text("keep me")
+    assert main([*argv, "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"({kept}); add --overwrite" in err, err
+    assert (tmp_path / kept).read_text() == "keep me"
+    # with --overwrite the command passes this check and stops at its next one (a bad value placed on purpose)
+    assert main([*argv, "--out", str(tmp_path), "--overwrite"]) == 2
+    err = capsys.readouterr().err
+    assert "add --overwrite" not in err and later in err, err
+
+
 def test_codesign_layout_reports_the_test_accuracy_its_checkpoints_achieve(tmp_out, capsys):
     rc = main(["codesign", "layout", "--pixels", "8x8", "--image-size", "32", "--epochs", "1", "--seeds", "0",
                "--train-images", "64", "--val-images", "32", "--test-images", "48", "--out", str(tmp_out)])
