@@ -639,6 +639,11 @@ def merge_partials(partials: list[dict]) -> list[Row]:
         if [(pt["meta"], pt["want"]) for pt in q["points"]] != [(pt["meta"], pt["want"]) for pt in first["points"]]:
             raise ConfigError("points", f"rank {q['rank']}", f"differ from rank {first['rank']}'s: the files come from "
                                                             "different runs")
+    for q in partials[1:]:
+        if q.get("prior_ranges") != first.get("prior_ranges"):
+            raise ConfigError("prior_ranges", q.get("prior_ranges"), f"differs between partial files (rank {q['rank']} "
+                                                                     f"against rank {first['rank']}): they come from "
+                                                                     "different runs")
     rows = []
     for k, pt in enumerate(first["points"]):
         batches = sorted((b for q in partials for b in q["points"][k]["batches"]), key=lambda b: b[0])
@@ -651,6 +656,8 @@ def merge_partials(partials: list[dict]) -> list[Row]:
             if tally.frames >= pt["want"] or tally.enough_bit_errors(first["min_bit_errors"]):
                 break
         rows += _rows(pt["meta"], first["estimators"], tally)
+    if "prior_ranges" in first:  # each row's in_prior, as one process marks it (older files: left unchecked, None)
+        mark_in_prior(rows, {k: tuple(v) for k, v in first["prior_ranges"].items()})
     return rows
 
 
@@ -734,6 +741,14 @@ def parse_prior_ranges(snr_db: str | None = None, delay_spread_ns: str | None = 
             lo, hi, _ = parse_range(f"prior.{field_name}", text, "a:b", scale, None if field_name == "snr_db" else 0.0)
             out[field_name] = (lo, hi)
     return out
+
+
+def prior_ranges_record(ranges: dict | None) -> dict:
+    """Returns ``ranges`` (``{field: (low, high)}``, SI units, as :func:`parse_prior_ranges`) as a partial record keeps them.
+
+    A partial file carries them so that :func:`merge_partials` marks each row's ``in_prior`` as one process does.
+    """
+    return {k: [float(lo), float(hi)] for k, (lo, hi) in (ranges or {}).items()}
 
 
 def write_partial(record: dict, folder) -> "Path":
