@@ -19,6 +19,7 @@ from wavefront.utils import (any_int, check_output_folder, nonnegative_int, pars
 
 # the shipped learned model is the pilots-only gated LMMSE (the full-size AdaFortiTran loads by name)
 DEFAULT_ESTIMATORS = f"ls-linear,lmmse-robust,lmmse-estimated,mmse-bayes,{DEFAULT_LEARNED},lmmse-genie"
+SNR_DEFAULT = "0:30:5"  # sweep's --snr-db when not given
 
 
 def add_commands(sub) -> None:
@@ -27,7 +28,7 @@ def add_commands(sub) -> None:
     p.add_argument("--estimators", default=DEFAULT_ESTIMATORS,
                    help="comma list: ls-nearest, ls-linear, ls-spline, lmmse-robust, lmmse-genie, perfect, "
                         "a learned model with a shipped checkpoint (gated-lmmse, adafortitran) or a checkpoint path")
-    p.add_argument("--snr-db", default="0:30:5", help="per-RE SNR in dB: v, a,b,c or start:stop:step")
+    p.add_argument("--snr-db", default=SNR_DEFAULT, help="per-RE SNR in dB: v, a,b,c or start:stop:step")
     p.add_argument("--doppler-hz", default=None, help="maximum Doppler in Hz: v, a,b,c or start:stop:step "
                    "(default 1000, or the preset's)")
     p.add_argument("--delay-spread-ns", default=None, help="RMS delay spread in ns: v, a,b,c or start:stop:step "
@@ -210,7 +211,10 @@ def build_spec(args):
     ds = [v * 1e-9 for v in parse_values("delay_spread_ns", ds_text)]
     axes = {k: v for k, v in (("snr_db", snr), ("doppler_hz", dop), ("delay_spread_s", ds)) if len(v) > 1}
     if len(axes) > 1:
-        raise ConfigError("axes", ",".join(axes), "sweep one axis at a time: give a single value for the others")
+        # --doppler-hz 100:1000:100 alone meets the default SNR range: say so, not only "give a single value"
+        hint = (f" (--snr-db defaults to {SNR_DEFAULT}: give one SNR, e.g. --snr-db 20, to sweep "
+                f"{[a for a in axes if a != 'snr_db'][0]})" if "snr_db" in axes and args.snr_db == SNR_DEFAULT else "")
+        raise ConfigError("axes", ",".join(axes), "sweep one axis at a time: give a single value for the others" + hint)
     axis = next(iter(axes), "snr_db")
     channel = {"snr_db": snr[0], "doppler_hz": dop[0], "delay_spread_s": ds[0]}
     channel.pop(axis)

@@ -47,6 +47,9 @@ BAD = [
     (["--frames", "0"], "frames=0", "positive integer"),
     (["--estimators", "ls-cubic"], "ls-cubic", "unknown"),
     (["--snr-db", "0:30:5", "--doppler-hz", "100,200"], "axes", "one axis at a time"),
+    # the SNR range the user never typed is named, with what to give instead
+    (["--delay-spread-ns", "100:300:100"], "axes='snr_db,delay_spread_s'",
+     "(--snr-db defaults to 0:30:5: give one SNR, e.g. --snr-db 20, to sweep delay_spread_s)"),
 ]
 
 
