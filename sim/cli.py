@@ -109,7 +109,9 @@ def _rho_arg(text: str):
     except ValueError:
         parts = []
     if len(parts) not in (1, 2):
-        raise ConfigError("--rx-correlation", text, "must be a number or a LOW:HIGH range in [0, 1)")
+        # argparse turns a ValueError from a type into "invalid _rho_arg value"; this one it says as the others:
+        # "rx_correlation=abc: must be ..." (wavefront.cli)
+        raise argparse.ArgumentTypeError(f"must be a number or a LOW:HIGH range in [0, 1), got {text}")
     return parts[0] if len(parts) == 1 else parts
 
 

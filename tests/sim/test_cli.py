@@ -50,6 +50,8 @@ BAD = [
     # the SNR range the user never typed is named, with what to give instead
     (["--delay-spread-ns", "100:300:100"], "axes='snr_db,delay_spread_s'",
      "(--snr-db defaults to 0:30:5: give one SNR, e.g. --snr-db 20, to sweep delay_spread_s)"),
+    (["--rx-antennas", "2", "--rx-correlation", "abc"], "rx_correlation=abc", "a number or a LOW:HIGH range in [0, 1)"),
+    (["--rx-antennas", "2", "--rx-correlation", "0.1:0.2:0.3"], "rx_correlation=0.1:0.2:0.3", "LOW:HIGH range"),
 ]
 
 
