@@ -187,6 +187,19 @@ def mimo_overrides(args) -> dict | None:
     return out or None
 
 
+def refuse_idle_rx_correlation(args, config) -> None:
+    """Raises ConfigError when ``--rx-correlation`` (not 0) meets a ``config`` with one receive antenna, where it does nothing.
+
+    Without ``--rx-antennas`` (or a config that sets several) the link is SISO and ``mimo.rx_correlation``
+    is dropped from the results, so a forgotten ``--rx-antennas`` would give single-antenna numbers silently.
+    """
+    rho = getattr(args, "rx_correlation", None)
+    values = rho if isinstance(rho, (list, tuple)) else [rho]
+    if rho is not None and any(v != 0 for v in values) and config.mimo.num_rx_antennas == 1:
+        raise ConfigError("rx_correlation", rho, "correlates the base station's antennas, and this config has one: "
+                                                   "give --rx-antennas R (R > 1) too")
+
+
 def add_rank_arguments(p) -> None:
     """Adds ``--rank`` and ``--world`` (array jobs that write partial results) to a command's parser."""
     p.add_argument("--rank", type=any_int, default=None,
@@ -229,6 +242,7 @@ def build_spec(args):
     channel.update(impairment_overrides(args))
     config = base.updated(ofdm={"modulation": args.modulation} if args.modulation else None, channel=channel,
                           mimo=mimo_overrides(args))
+    refuse_idle_rx_correlation(args, config)
     if getattr(args, "pilots", None) is not None:
         from wavefront.sim.pilots import apply_pilots
 
