@@ -51,7 +51,9 @@ def add_commands(sub) -> None:
     p.add_argument("--min-bit-errors", type=positive_int, default=None,
                    help="stop a point once every estimator has this many bit errors")
     p.add_argument("--batch-size", type=positive_int, default=500)
-    p.add_argument("--equalizer", default="zf", choices=["zf", "mmse"])
+    p.add_argument("--equalizer", default="zf", choices=["zf", "mmse"],
+                   help="SISO one-tap equaliser: zf, or mmse rescaled to be unbiased, which makes the same hard "
+                        "decisions as zf (the BER is the same; it differs only where the estimate is near 0)")
     p.add_argument("--error-variance", default="stated", choices=["stated", "model", "calibrated"],
                    help="MIMO detection: the error variance each estimate is detected with. stated (default): perfect "
                         "0, the genie its closed-form MSE, the others sigma^2 (Sionna's LS convention); model: as "
