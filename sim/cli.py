@@ -26,8 +26,11 @@ def add_commands(sub) -> None:
     p = sub.add_parser("sweep", help="MSE/NMSE/BER of estimators along SNR, Doppler or delay spread, with the MMSE bound",
                        description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--estimators", default=DEFAULT_ESTIMATORS,
-                   help="comma list: ls-nearest, ls-linear, ls-spline, lmmse-robust, lmmse-genie, perfect, "
-                        "a learned model with a shipped checkpoint (gated-lmmse, adafortitran) or a checkpoint path")
+                   help="comma list: ls-nearest, ls-linear, ls-spline, lmmse-robust, lmmse-genie, lmmse-estimated, "
+                        "mmse-bayes, lmmse-bank, lmmse-genie-impaired, mmse-bayes-impaired, lmmse-oracle-support "
+                        "(--profile sparse), perfect; under MIMO also lmmse-genie-per-pair, lmmse-estimated-per-pair, "
+                        "mmse-bayes-per-pair, lmmse-sample, sionna-ls, sionna-lmmse-tf, sionna-lmmse-tfs; a learned "
+                        "model with a shipped checkpoint (gated-lmmse, adafortitran, ...) or a checkpoint path")
     p.add_argument("--snr-db", default=SNR_DEFAULT, help="per-RE SNR in dB: v, a,b,c or start:stop:step")
     p.add_argument("--doppler-hz", default=None, help="maximum Doppler in Hz: v, a,b,c or start:stop:step "
                    "(default 1000, or the preset's)")
