@@ -131,7 +131,9 @@ def _base_config(args, default_preset: str = "default"):
     config = config.updated(channel={"ici": True}) if getattr(args, "ici", False) else config
     mimo = mimo_overrides(args)  # generate's --rx-antennas, --users, ... (None elsewhere)
     config = config.updated(mimo=mimo) if mimo else config
-    from wavefront.sim.cli import with_impairments
+    from wavefront.sim.cli import refuse_idle_rx_correlation, with_impairments
+
+    refuse_idle_rx_correlation(args, config)
 
     return apply_pilots(with_impairments(config, args), getattr(args, "pilots", None))
 

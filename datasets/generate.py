@@ -49,6 +49,7 @@ from wavefront.errors import ConfigError
 from wavefront.sim.config import SystemConfig
 from wavefront.sim.impairments import IMPAIRMENT_FIELDS
 from wavefront.sim.frames import FrameGenerator
+from wavefront.sim.progress import first_difference
 from wavefront.utils import check_output_folder, derive_seed
 
 # Manifest fields that must match for a folder to be resumed rather than refused.
@@ -328,9 +329,11 @@ def _check_identity(out: Path, spec: DatasetSpec) -> dict | None:
         return None
     diffs = [k for k in IDENTITY if have.get(k) != want.get(k)]
     if diffs:
-        k = diffs[0]
+        # the first differing leaf (config.channel.ici, not the whole config cut at 120 characters)
+        k, there, now = first_difference(have.get(diffs[0]), want.get(diffs[0]), diffs[0]) or (
+            diffs[0], have.get(diffs[0]), want.get(diffs[0]))
         raise ConfigError("out", str(out), f"already holds a dataset with a different {k} "
-                                           f"({json.dumps(have.get(k))[:120]} there, {json.dumps(want.get(k))[:120]} now); "
+                                           f"({json.dumps(there)[:120]} there, {json.dumps(now)[:120]} now); "
                                            "refusing to mix: use a new --out folder or the same arguments")
     beyond = [p.name for i, p in shard_files(out).items() if i >= spec.num_shards]
     if beyond:

@@ -26,7 +26,8 @@ from wavefront.datasets.sources import folder_points
 from wavefront.errors import ConfigError
 from wavefront.sim.estimators import Estimator, classical_estimators
 from wavefront.sim.experiment import (
-    mark_in_prior, merge_partials, prior_config, run_experiment, run_partial, simulated_points,
+    mark_in_prior, merge_partials, prior_config, prior_ranges_record, run_experiment, run_partial,
+    simulated_points,
 )
 from wavefront.utils import atomic_write_csv, atomic_write_json, finish_figure
 
@@ -93,7 +94,7 @@ def evaluate_partial(model_estimator, config, points: str = "paper", suite: str 
                                     chunk, conditions, compare_true, prior_ranges)
     store = store() if callable(store) else store
     return {**run_partial(pts, estimators, progress=progress, rank=rank, world=world, store=store, **kwargs),
-            "command": "evaluate"}
+            "command": "evaluate", "prior_ranges": prior_ranges_record(prior_ranges)}
 
 
 def _plan(model_estimator, config, points, suite, frames_per_point, baselines, seed, device, chunk, conditions,

@@ -4,8 +4,9 @@ A sweep's frames are named by its seed, each point's conditions and the batch in
 the estimators (``simulated_points``), so a sweep that reruns the same command with other
 ``--estimators`` sees the same frames. This script checks that the two specs agree on everything
 but the estimators (and the prior's bookkeeping, which does not change a frame), appends the new
-rows after the base's at each point, recomputes ``in_prior`` for every row against the merged
-spec's prior (``--prior-*`` of the newer run, where it gave one), and writes ``results.json``,
+rows after the base's at each point, marks each point ``in_prior`` as the sweeps did (the newer
+run's mark where its ``--prior-*`` differ; the spec's ``prior`` cannot tell, its SNR range being
+widened to the points), and writes ``results.json``,
 ``results.csv`` and the plots into ``--out`` with ``save_result``; ``seconds`` is the sum.
 
     python scripts/add_sweep_rows.py docs/mimo-chest/results.json RUN/results.json --out docs/mimo-chest
@@ -21,7 +22,7 @@ FREE = {"estimators", "prior", "prior_ranges", "device"}  # differences that do 
 
 
 def main() -> None:
-    from wavefront.sim.experiment import Row, in_prior
+    from wavefront.sim.experiment import Row
     from wavefront.sim.sweep import SweepResult, save_result
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -40,7 +41,10 @@ def main() -> None:
     spec = dict(base["spec"])
     spec["estimators"] = base["spec"]["estimators"] + new["spec"]["estimators"]
     spec["prior"] = new["spec"]["prior"]
-    ranges = {k: tuple(v) for k, v in spec["prior"].items()}
+    # each point's in_prior as the runs marked it, the newer run's winning; not from spec["prior"], whose SNR
+    # range is widened to the sweep's points (a 30 dB point would read as inside the 0-25 dB prior)
+    marks = {r["axis_value"]: r.get("in_prior") for r in base["rows"]}
+    marks.update({r["axis_value"]: r.get("in_prior") for r in new["rows"]})
     rows = []
     for value in dict.fromkeys(r["axis_value"] for r in base["rows"]):
         rows += [r for r in base["rows"] if r["axis_value"] == value] + [r for r in new["rows"] if r["axis_value"] == value]
@@ -48,7 +52,7 @@ def main() -> None:
     out_rows = []
     for r in rows:
         r = {k: v for k, v in r.items() if k in fields}
-        r["in_prior"] = in_prior(r["snr_db"], r["delay_spread_ns"] * 1e-9, r["doppler_hz"], ranges)
+        r["in_prior"] = marks[r["axis_value"]]
         out_rows.append(Row(**{k: (float("-inf") if v is None and k.endswith("_db") else v) for k, v in r.items()}))
     paths = save_result(SweepResult(spec=spec, rows=out_rows, seconds=base["seconds"] + new["seconds"]), Path(args.out))
     print("wrote " + ", ".join(map(str, paths)))

@@ -19,15 +19,19 @@ from wavefront.utils import (any_int, check_output_folder, nonnegative_int, pars
 
 # the shipped learned model is the pilots-only gated LMMSE (the full-size AdaFortiTran loads by name)
 DEFAULT_ESTIMATORS = f"ls-linear,lmmse-robust,lmmse-estimated,mmse-bayes,{DEFAULT_LEARNED},lmmse-genie"
+SNR_DEFAULT = "0:30:5"  # sweep's --snr-db when not given
 
 
 def add_commands(sub) -> None:
     p = sub.add_parser("sweep", help="MSE/NMSE/BER of estimators along SNR, Doppler or delay spread, with the MMSE bound",
                        description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--estimators", default=DEFAULT_ESTIMATORS,
-                   help="comma list: ls-nearest, ls-linear, ls-spline, lmmse-robust, lmmse-genie, perfect, "
-                        "a learned model with a shipped checkpoint (gated-lmmse, adafortitran) or a checkpoint path")
-    p.add_argument("--snr-db", default="0:30:5", help="per-RE SNR in dB: v, a,b,c or start:stop:step")
+                   help="comma list: ls-nearest, ls-linear, ls-spline, lmmse-robust, lmmse-genie, lmmse-estimated, "
+                        "mmse-bayes, lmmse-bank, lmmse-genie-impaired, mmse-bayes-impaired, lmmse-oracle-support "
+                        "(--profile sparse), perfect; under MIMO also lmmse-genie-per-pair, lmmse-estimated-per-pair, "
+                        "mmse-bayes-per-pair, lmmse-sample, sionna-ls, sionna-lmmse-tf, sionna-lmmse-tfs; a learned "
+                        "model with a shipped checkpoint (gated-lmmse, adafortitran, ...) or a checkpoint path")
+    p.add_argument("--snr-db", default=SNR_DEFAULT, help="per-RE SNR in dB: v, a,b,c or start:stop:step")
     p.add_argument("--doppler-hz", default=None, help="maximum Doppler in Hz: v, a,b,c or start:stop:step "
                    "(default 1000, or the preset's)")
     p.add_argument("--delay-spread-ns", default=None, help="RMS delay spread in ns: v, a,b,c or start:stop:step "
@@ -50,7 +54,9 @@ def add_commands(sub) -> None:
     p.add_argument("--min-bit-errors", type=positive_int, default=None,
                    help="stop a point once every estimator has this many bit errors")
     p.add_argument("--batch-size", type=positive_int, default=500)
-    p.add_argument("--equalizer", default="zf", choices=["zf", "mmse"])
+    p.add_argument("--equalizer", default="zf", choices=["zf", "mmse"],
+                   help="SISO one-tap equaliser: zf, or mmse rescaled to be unbiased, which makes the same hard "
+                        "decisions as zf (the BER is the same; it differs only where the estimate is near 0)")
     p.add_argument("--error-variance", default="stated", choices=["stated", "model", "calibrated"],
                    help="MIMO detection: the error variance each estimate is detected with. stated (default): perfect "
                         "0, the genie its closed-form MSE, the others sigma^2 (Sionna's LS convention); model: as "
@@ -108,7 +114,9 @@ def _rho_arg(text: str):
     except ValueError:
         parts = []
     if len(parts) not in (1, 2):
-        raise ConfigError("--rx-correlation", text, "must be a number or a LOW:HIGH range in [0, 1)")
+        # argparse turns a ValueError from a type into "invalid _rho_arg value"; this one it says as the others:
+        # "rx_correlation=abc: must be ..." (wavefront.cli)
+        raise argparse.ArgumentTypeError(f"must be a number or a LOW:HIGH range in [0, 1), got {text}")
     return parts[0] if len(parts) == 1 else parts
 
 
@@ -184,6 +192,19 @@ def mimo_overrides(args) -> dict | None:
     return out or None
 
 
+def refuse_idle_rx_correlation(args, config) -> None:
+    """Raises ConfigError when ``--rx-correlation`` (not 0) meets a ``config`` with one receive antenna, where it does nothing.
+
+    Without ``--rx-antennas`` (or a config that sets several) the link is SISO and ``mimo.rx_correlation``
+    is dropped from the results, so a forgotten ``--rx-antennas`` would give single-antenna numbers silently.
+    """
+    rho = getattr(args, "rx_correlation", None)
+    values = rho if isinstance(rho, (list, tuple)) else [rho]
+    if rho is not None and any(v != 0 for v in values) and config.mimo.num_rx_antennas == 1:
+        raise ConfigError("rx_correlation", rho, "correlates the base station's antennas, and this config has one: "
+                                                   "give --rx-antennas R (R > 1) too")
+
+
 def add_rank_arguments(p) -> None:
     """Adds ``--rank`` and ``--world`` (array jobs that write partial results) to a command's parser."""
     p.add_argument("--rank", type=any_int, default=None,
@@ -210,7 +231,10 @@ def build_spec(args):
     ds = [v * 1e-9 for v in parse_values("delay_spread_ns", ds_text)]
     axes = {k: v for k, v in (("snr_db", snr), ("doppler_hz", dop), ("delay_spread_s", ds)) if len(v) > 1}
     if len(axes) > 1:
-        raise ConfigError("axes", ",".join(axes), "sweep one axis at a time: give a single value for the others")
+        # --doppler-hz 100:1000:100 alone meets the default SNR range: say so, not only "give a single value"
+        hint = (f" (--snr-db defaults to {SNR_DEFAULT}: give one SNR, e.g. --snr-db 20, to sweep "
+                f"{[a for a in axes if a != 'snr_db'][0]})" if "snr_db" in axes and args.snr_db == SNR_DEFAULT else "")
+        raise ConfigError("axes", ",".join(axes), "sweep one axis at a time: give a single value for the others" + hint)
     axis = next(iter(axes), "snr_db")
     channel = {"snr_db": snr[0], "doppler_hz": dop[0], "delay_spread_s": ds[0]}
     channel.pop(axis)
@@ -223,6 +247,7 @@ def build_spec(args):
     channel.update(impairment_overrides(args))
     config = base.updated(ofdm={"modulation": args.modulation} if args.modulation else None, channel=channel,
                           mimo=mimo_overrides(args))
+    refuse_idle_rx_correlation(args, config)
     if getattr(args, "pilots", None) is not None:
         from wavefront.sim.pilots import apply_pilots
 

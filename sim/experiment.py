@@ -639,6 +639,11 @@ def merge_partials(partials: list[dict]) -> list[Row]:
         if [(pt["meta"], pt["want"]) for pt in q["points"]] != [(pt["meta"], pt["want"]) for pt in first["points"]]:
             raise ConfigError("points", f"rank {q['rank']}", f"differ from rank {first['rank']}'s: the files come from "
                                                             "different runs")
+    for q in partials[1:]:
+        if q.get("prior_ranges") != first.get("prior_ranges"):
+            raise ConfigError("prior_ranges", q.get("prior_ranges"), f"differs between partial files (rank {q['rank']} "
+                                                                     f"against rank {first['rank']}): they come from "
+                                                                     "different runs")
     rows = []
     for k, pt in enumerate(first["points"]):
         batches = sorted((b for q in partials for b in q["points"][k]["batches"]), key=lambda b: b[0])
@@ -651,6 +656,8 @@ def merge_partials(partials: list[dict]) -> list[Row]:
             if tally.frames >= pt["want"] or tally.enough_bit_errors(first["min_bit_errors"]):
                 break
         rows += _rows(pt["meta"], first["estimators"], tally)
+    if "prior_ranges" in first:  # each row's in_prior, as one process marks it (older files: left unchecked, None)
+        mark_in_prior(rows, {k: tuple(v) for k, v in first["prior_ranges"].items()})
     return rows
 
 
@@ -685,7 +692,7 @@ def prior_config(config: SystemConfig, points: list | None = None, ranges: dict 
     spread and Doppler do not, because a wider Doppler prior makes the Doppler ambiguous: with
     the pilots 9 symbols apart only ``J0(2 pi f_d 9 T)`` is observed, and it turns back above
     about 950 Hz at 15 kHz. Measured (TDL-A, 200 ns, 500 Hz, 20 dB): ``lmmse-estimated`` gives
-    -14.7 dB with a 50-1000 Hz prior and -9.3 dB with 50-1400 Hz. Robust LMMSE designs for the
+    -14.8 dB with a 50-1000 Hz prior and -10.0 dB with 50-1400 Hz (1000 frames). Robust LMMSE designs for the
     top of these ranges; condition estimates are searched within them.
     """
     out = {k: tuple(v) for k, v in paper.TRAIN_RANGES.items()}
@@ -734,6 +741,14 @@ def parse_prior_ranges(snr_db: str | None = None, delay_spread_ns: str | None = 
             lo, hi, _ = parse_range(f"prior.{field_name}", text, "a:b", scale, None if field_name == "snr_db" else 0.0)
             out[field_name] = (lo, hi)
     return out
+
+
+def prior_ranges_record(ranges: dict | None) -> dict:
+    """Returns ``ranges`` (``{field: (low, high)}``, SI units, as :func:`parse_prior_ranges`) as a partial record keeps them.
+
+    A partial file carries them so that :func:`merge_partials` marks each row's ``in_prior`` as one process does.
+    """
+    return {k: [float(lo), float(hi)] for k, (lo, hi) in (ranges or {}).items()}
 
 
 def write_partial(record: dict, folder) -> "Path":

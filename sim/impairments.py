@@ -43,7 +43,7 @@ ICI (and ISI) uncorrelated with ``X_k``, and power is conserved so ``E|I|^2 = 1 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -58,6 +58,10 @@ IMPAIRMENT_UNITS = {"cfo_hz": "Hz (residual carrier frequency offset)",
                     "phase_noise_linewidth_hz": "Hz (3 dB linewidth of Wiener phase noise)",
                     "timing_offset_samples": "samples of 1/(N scs) (FFT window timing offset, positive = early)"}
 _IMPAIRMENT_STREAM = 0x1A9A  # the impairments' random stream is its own: the channel, noise and bits stay the seed's
+# Rows of frames per draw of the phase-noise increments (CPU; on a GPU 2048): part of the frames' definition, so
+# fixed here, not the time-domain path's cache-sized blocks (tuning those must not change a frame)
+_PHASE_NOISE_ROWS = 32
+_PHASE_NOISE_ROWS_GPU = 2048
 
 
 @dataclass(frozen=True)
@@ -72,6 +76,7 @@ class Impairments:
     phase_noise_linewidth_hz: torch.Tensor | None
     timing_offset_samples: torch.Tensor | None
     generator: torch.Generator
+    _drawn: dict = field(default_factory=dict, compare=False, repr=False)  # phase-noise increments drawn so far
 
     def as_dict(self) -> dict[str, torch.Tensor]:
         """Returns the impairments that are on, name -> [B] float32 (what :class:`Frames` records)."""
@@ -178,10 +183,35 @@ def oscillator_phase(imp: Impairments, rows: slice, b: int, T: int, N: int, cp: 
         phase += 2 * math.pi * imp.cfo_hz[rows].to(device).double().reshape(b, 1, 1) * ts * index
     if imp.phase_noise_linewidth_hz is not None:
         sigma = torch.sqrt(2 * math.pi * imp.phase_noise_linewidth_hz[rows].to(device).double() * ts).reshape(b, 1)
-        steps = torch.randn(b, T * (N + cp) - 1, generator=imp.generator, device=device, dtype=torch.float64) * sigma
+        steps = phase_noise_increments(imp, rows, T * (N + cp) - 1, device) * sigma
         walk = torch.cat([torch.zeros(b, 1, dtype=torch.float64, device=device), steps.cumsum(1)], 1)
         phase += walk[:, index.long().reshape(-1)].reshape(b, T, N)
     return phase
+
+
+def phase_noise_increments(imp: Impairments, rows: slice, length: int, device) -> torch.Tensor:
+    """Returns the standard-normal Wiener increments [rows, length] float64 of frames ``rows`` of the batch.
+
+    Drawn from ``imp.generator`` in blocks of rows fixed by the batch size alone (:data:`_PHASE_NOISE_ROWS`,
+    split evenly), whichever blocks the time-domain path propagates, so a frame's phase noise does not depend
+    on the path's chunking. ``rows`` come in increasing order; blocks behind them are dropped.
+    """
+    n = len(imp.phase_noise_linewidth_hz)
+    most = _PHASE_NOISE_ROWS if torch.device(device).type == "cpu" else _PHASE_NOISE_ROWS_GPU
+    size = -(-n // -(-n // most))  # the fewest blocks of at most ``most`` rows, evenly
+    blocks = imp._drawn.setdefault("blocks", {})  # first row -> [rows, length]
+    start, stop = rows.start or 0, min(rows.stop, n)
+    while imp._drawn.get("next", 0) < stop:
+        first = imp._drawn.get("next", 0)
+        blocks[first] = torch.randn(min(size, n - first), length, generator=imp.generator, device=device,
+                                    dtype=torch.float64)
+        imp._drawn["next"] = first + size
+    for first in [f for f in blocks if f + size <= start]:
+        del blocks[first]
+    if min(blocks, default=start + 1) > start:
+        raise RuntimeError(f"phase-noise increments of rows {start}.. were requested after their block was dropped")
+    parts = [blocks[f][max(start - f, 0):stop - f] for f in sorted(blocks) if f < stop and f + size > start]
+    return torch.cat(parts) if len(parts) > 1 else parts[0]
 
 
 # ---- closed forms ----

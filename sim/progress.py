@@ -57,6 +57,15 @@ def first_difference(have, want, path: str = "") -> tuple[str, object, object] |
     return None if have == want else (path or "fingerprint", have, want)
 
 
+def _shown(value):
+    """Returns a JSON value as a message shows it: floats to 12 significant digits, inside lists too."""
+    if isinstance(value, float):
+        return float(f"{value:.12g}")
+    if isinstance(value, list):
+        return [_shown(v) for v in value]
+    return value
+
+
 class ProgressStore:
     """Per-batch counts of one run, in ``folder`` (see the module docstring). Open it with :func:`open_progress`."""
 
@@ -107,6 +116,8 @@ def open_progress(folder: str | Path, fingerprint: dict, overwrite: bool = False
         diff = first_difference(have, want) if isinstance(have, dict) else ("fingerprint", "unreadable", "")
         if diff and not overwrite:
             key, a, b = diff
+            if _shown(a) != _shown(b):  # 3e-07, not the 3.0000000000000004e-07 that 300 ns is in seconds
+                a, b = _shown(a), _shown(b)
             raise ConfigError(f"progress.{key}", b, f"differs from the run whose progress {folder} holds "
                                                     f"({json.dumps(a)[:80]} there); rerun that command to resume it, "
                                                     "use another --out, or add --overwrite to start afresh")

@@ -37,7 +37,8 @@ from wavefront.sim.config import SYSTEM_LEVEL_PROFILES, SystemConfig, profile_la
 from wavefront.sim.estimators import classical_estimators
 from wavefront.sim.mimo import frame_generator, pilots_per_user
 from wavefront.sim.experiment import (
-    CONDITION_MODES, ERROR_VARIANCES, Row, mark_in_prior, merge_partials, prior_config, run_experiment, run_partial, simulated_points,
+    CONDITION_MODES, ERROR_VARIANCES, Row, mark_in_prior, merge_partials, prior_config, prior_ranges_record, run_experiment,
+    run_partial, simulated_points,
 )
 from wavefront.sim.progress import open_progress
 from wavefront.utils import atomic_write_csv, atomic_write_json, check_memory, finish_figure, resolve_device
@@ -163,7 +164,8 @@ def run_sweep_partial(spec: SweepSpec, estimators: list | None = None, progress:
     if progress_folder is not None:
         store = open_progress(progress_folder, sweep_fingerprint(spec_dict), overwrite)
     part = run_partial(points, estimators, progress=progress, rank=rank, world=world, store=store, **kwargs)
-    return {**part, "command": "sweep", "spec": spec_dict, "seconds": time.time() - t0}
+    return {**part, "command": "sweep", "spec": spec_dict, "prior_ranges": prior_ranges_record(spec.prior_ranges),
+            "seconds": time.time() - t0}
 
 
 def merge_sweep_partials(partials: list[dict]) -> SweepResult:

@@ -28,6 +28,9 @@ def resolve_estimators(names: list[str], prior, device="cpu", robust_options: di
         if name in CLASSICAL or name == "perfect" or (mimo and name in SIONNA + MIMO_CLASSICAL):
             out += classical_estimators([name], prior, robust_options)
             continue
+        if name in SIONNA + MIMO_CLASSICAL:  # not SISO (the branch above took those): named as what it is, not unknown
+            raise ConfigError("estimators", name, "is a MIMO estimator: give --rx-antennas R and/or --users U "
+                                                  "(this config has one antenna and one user)")
         try:
             from wavefront.estimators.registry import list_models
         except ImportError:

@@ -81,6 +81,13 @@ def test_folder_of_another_config_or_seed_is_refused(tmp_path, small_config):
     other = SystemConfig.from_dict({"channel": {"snr_db": 5.0}})
     with pytest.raises(ConfigError, match="different config"):
         generate_dataset(DatasetSpec(other, 3, 100, 50, 50), tmp_path)
+    # the message names the field that differs, with both values, however deep and wherever in the config
+    ici = small_config.updated(channel={"ici": True})
+    with pytest.raises(ConfigError, match=r"different config\.channel\.ici \(null there, true now\)"):
+        generate_dataset(DatasetSpec(ici, 3, 100, 50, 50), tmp_path)
+    snr = small_config.updated(channel={"snr_db": 5.0})
+    with pytest.raises(ConfigError, match=r"different config\.channel\.snr_db \(\[0\.0, 25\.0\] there, 5\.0 now\)"):
+        generate_dataset(DatasetSpec(snr, 3, 100, 50, 50), tmp_path)
     with pytest.raises(ConfigError, match="different frames"):
         generate_dataset(DatasetSpec(small_config, 3, 120, 50, 50), tmp_path)
     with pytest.raises(ConfigError, match="different compression"):  # one compression per folder

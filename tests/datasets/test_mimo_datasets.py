@@ -224,6 +224,7 @@ def _one_line(capsys) -> str:
     (["--rx-correlation", "-0.1"], "mimo.rx_correlation=-0.1"),
     (["--users", "24"], "mimo.num_users=24: must divide the 12 pilot subcarriers"),
     (["--users", "5", "--mimo-pilots", "dmrs-type1"], "mimo.num_users=5: dmrs-type1 has 4 DM-RS ports"),
+    (["--rx-correlation", "0.5"], "rx_correlation=0.5: correlates the base station's antennas, and this config has one"),
 ])
 def test_bad_mimo_input_to_generate_is_one_line_exit_2_and_writes_nothing(flags, want, tmp_path, capsys):
     (tmp_path / "small.yaml").write_text(json.dumps({"ofdm": SMALL["ofdm"]}))

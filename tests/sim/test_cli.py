@@ -48,6 +48,17 @@ BAD = [
     (["--frames", "0"], "frames=0", "positive integer"),
     (["--estimators", "ls-cubic"], "ls-cubic", "unknown"),
     (["--snr-db", "0:30:5", "--doppler-hz", "100,200"], "axes", "one axis at a time"),
+    # the SNR range the user never typed is named, with what to give instead
+    (["--delay-spread-ns", "100:300:100"], "axes='snr_db,delay_spread_s'",
+     "(--snr-db defaults to 0:30:5: give one SNR, e.g. --snr-db 20, to sweep delay_spread_s)"),
+    (["--rx-antennas", "2", "--rx-correlation", "abc"], "rx_correlation=abc", "a number or a LOW:HIGH range in [0, 1)"),
+    (["--rx-antennas", "2", "--rx-correlation", "0.1:0.2:0.3"], "rx_correlation=0.1:0.2:0.3", "LOW:HIGH range"),
+    # a MIMO-only estimator on the SISO default is named as such, not as unknown
+    (["--estimators", "sionna-ls"], "estimators='sionna-ls'", "is a MIMO estimator: give --rx-antennas R"),
+    (["--estimators", "ls-linear,mmse-bayes-per-pair"], "estimators='mmse-bayes-per-pair'", "is a MIMO estimator"),
+    # without --rx-antennas the link is SISO: a correlation would be dropped and single-antenna numbers come out
+    (["--rx-correlation", "0.5"], "rx_correlation=0.5", "this config has one: give --rx-antennas R (R > 1) too"),
+    (["--users", "2", "--rx-correlation", "0.2:0.6"], "rx_correlation=[0.2, 0.6]", "give --rx-antennas R (R > 1)"),
 ]
 
 

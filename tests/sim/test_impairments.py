@@ -131,6 +131,27 @@ def test_impairments_are_drawn_per_frame_recorded_and_leave_the_label():
     assert torch.all(frames.meta["phase_noise_linewidth_hz"] == 50.0)
 
 
+def test_phase_noise_frames_do_not_depend_on_the_time_domain_paths_blocks(monkeypatch):
+    """The Wiener increments are drawn in row blocks fixed by the batch size (32 on CPU): the path's cache-sized
+    blocks (fading._CHUNK runs, _CHUNK_ICI blocks) are tuning, and tuning them must leave every frame as it was.
+
+    To float32 rounding: a run's series terms follow its largest Doppler, so other runs move y by ~3e-7 even
+    without impairments; another phase-noise draw moves it by the phase itself (order 0.1 at these linewidths).
+    """
+    import wavefront.sim.fading as fading
+
+    cfg = SystemConfig.from_dict({"channel": {"phase_noise_linewidth_hz": [20.0, 200.0], "cfo_hz": 50.0,
+                                              "doppler_hz": 300.0}})
+    ref = FrameGenerator(cfg).generate(40, 4)  # 40 frames: two blocks of 20 increments rows
+    for run, block in ((7, 3), (40, 40), (10 ** 6, 10 ** 6)):
+        monkeypatch.setattr(fading, "_CHUNK", run)
+        monkeypatch.setattr(fading, "_CHUNK_ICI", block)
+        again = FrameGenerator(cfg).generate(40, 4)
+        for name in ("y", "pilots_rx", "h"):
+            err = float((getattr(again, name) - getattr(ref, name)).abs().max())
+            assert err < 1e-5, (run, block, name, err)
+
+
 @pytest.mark.parametrize("channel, field", [({"phase_noise_linewidth_hz": -1.0}, "phase_noise_linewidth_hz"),
                                             ({"timing_offset_samples": 200.0}, "timing_offset_samples")])
 def test_bad_impairments_are_refused_naming_the_field(channel, field):

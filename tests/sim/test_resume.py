@@ -80,7 +80,11 @@ def test_a_finished_sweep_rerun_computes_nothing(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("change,field", [(["--frames", "30"], "progress.spec.frames=30"),
                                           (["--seed", "3"], "progress.spec.seed=3"),
-                                          (["--estimators", "ls-linear"], "progress.spec.estimators")])
+                                          (["--estimators", "ls-linear"], "progress.spec.estimators"),
+                                          # 200 ns in seconds, shown as written, not as 2.0000000000000002e-07
+                                          (["--delay-spread-ns", "200"],
+                                           "progress.spec.config.channel.delay_spread_s=2e-07: differs from the run "
+                                           "whose progress")])
 def test_another_sweep_on_the_same_folder_is_refused_naming_what_differs_unless_overwrite(tmp_path, capsys, change,
                                                                                           field):
     assert main([*SWEEP, "--out", str(tmp_path)]) == 0

@@ -31,7 +31,7 @@ def assert_same_counts(one: list[dict], many: list[dict]) -> None:
     """Frames, bit errors and bits exactly; MSE, NMSE and the bound to 1e-6 relative (linear scale)."""
     assert len(one) == len(many) > 0
     for a, b in zip(one, many):
-        for k in ("estimator", "axis_value", "frames", "bit_errors", "bits"):
+        for k in ("estimator", "axis_value", "frames", "bit_errors", "bits", "in_prior"):
             assert a[k] == b[k], (k, a, b)
         for k in ("mse_db", "nmse_db", "bound_db"):
             assert 10 ** (b[k] / 10) == pytest.approx(10 ** (a[k] / 10), rel=1e-6), (k, a, b)
@@ -95,6 +95,20 @@ def test_array_jobs_merged_count_the_frames_of_one_process(tmp_path):
         assert json.loads((tmp_path / f"{tag}_merged" / "results.json").read_text())["spec"]["world_size"] == 2
         assert (tmp_path / f"{tag}_merged" / "ber_vs_snr.png").stat().st_size > 0
     assert {r["axis_value"]: r["frames"] for r in one}[10.0] == 30
+
+
+@pytest.mark.parametrize("prior, expected", [([], [True, False]), (["--prior-snr-db", "0:40"], [True, True]),
+                                             (["--prior-doppler-hz", "50:500"], [False, False])],
+                         ids=["paper-prior", "wider-snr", "narrower-doppler"])
+def test_merged_array_jobs_mark_the_points_outside_the_prior_as_one_process(prior, expected, tmp_path):
+    # 30 dB lies above the paper's SNR prior (0-25 dB, not widened for in_prior); 600 Hz above a 50-500 Hz one
+    argv = [*SWEEP[:4], "10,30", *SWEEP[5:8], "20", *SWEEP[9:], *prior]
+    for rank in (0, 1):
+        assert main([*argv, "--rank", str(rank), "--world", "2", "--out", str(tmp_path / f"job{rank}")]) == 0
+    assert main(["merge-results", str(tmp_path / "merged"), str(tmp_path / "job0"), str(tmp_path / "job1")]) == 0
+    merged = _rows(tmp_path / "merged")
+    assert [r["in_prior"] for r in merged if r["estimator"] == "ls-linear"] == expected
+    assert_same_counts(_one_process(argv), merged)
 
 
 def test_evaluation_array_jobs_merged_count_the_frames_of_one_process():
