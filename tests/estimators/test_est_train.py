@@ -47,7 +47,7 @@ def test_a_short_cpu_run_beats_ls_linear_on_held_out_frames(name, tmp_path):
 def test_resume_continues_the_same_curve_as_a_straight_run(tmp_path):
     # Dropout on, so the restored RNG state matters as much as the optimiser state and the data.
     kw = dict(model_overrides={**TINY, "dropout": 0.1}, steps=8, eval_every=4)
-    straight = train(_cfg(tmp_path / "a", **kw), FIXED_SNR)
+    train(_cfg(tmp_path / "a", **kw), FIXED_SNR)  # the straight run the resumed one must equal
     paused = train(_cfg(tmp_path / "b", stop_after=5, **kw), FIXED_SNR)
     assert paused["stopped"] == "paused" and paused["step"] == 5
     resumed = train(_cfg(tmp_path / "b", **kw), FIXED_SNR, resume=True)

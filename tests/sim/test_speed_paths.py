@@ -8,7 +8,6 @@ import gc
 import math
 import weakref
 
-import numpy as np
 import pytest
 import torch
 
