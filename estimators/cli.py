@@ -205,13 +205,14 @@ def _train(args) -> int:
     config = apply_pilots(recorded or _system_config(args.on_the_fly or args.config), args.pilots)
     config = _impairments_of(config, args, args.train, "train")
     from wavefront.estimators.data import pair_training_config
-    from wavefront.sim.cli import mimo_overrides
+    from wavefront.sim.cli import mimo_overrides, refuse_idle_rx_correlation
 
     mimo = mimo_overrides(args)
     if mimo and args.train:
         raise ConfigError("rx_antennas/users", mimo, "--train shards carry their own antennas and users; leave the MIMO "
                                                      "flags out (or regenerate the shards)")
     config = config.updated(mimo=mimo) if mimo else config
+    refuse_idle_rx_correlation(args, config)
     user = args.user
     if config.mimo.is_mimo:
         config = pair_training_config(config, user)
@@ -270,7 +271,7 @@ def leaderboard_config(args):
     """Returns the prior config of ``leaderboard``: ``--config`` (default: the default grid over the paper's training
     ranges) with ``--ici``, the impairment flags and the MIMO flags applied as ``generate``, ``train`` and ``evaluate``
     apply them; a bad value raises ConfigError naming the field."""
-    from wavefront.sim.cli import mimo_overrides, with_impairments
+    from wavefront.sim.cli import mimo_overrides, refuse_idle_rx_correlation, with_impairments
 
     if args.config is None:
         from wavefront.sim.experiment import prior_config
@@ -281,7 +282,9 @@ def leaderboard_config(args):
     config = config.updated(channel={"ici": True}) if args.ici else config
     config = with_impairments(config, args)
     mimo = mimo_overrides(args)
-    return config.updated(mimo=mimo) if mimo else config
+    config = config.updated(mimo=mimo) if mimo else config
+    refuse_idle_rx_correlation(args, config)
+    return config
 
 
 def _evaluate(args) -> int:
@@ -319,7 +322,7 @@ def _evaluate(args) -> int:
 
         config = apply_pilots(config, args.pilots)
     config = _impairments_of(config, args, args.suite, "suite")
-    from wavefront.sim.cli import mimo_overrides
+    from wavefront.sim.cli import mimo_overrides, refuse_idle_rx_correlation
 
     mimo = mimo_overrides(args)
     if mimo and args.suite:
@@ -327,6 +330,7 @@ def _evaluate(args) -> int:
                                                      "flags out (or regenerate the suite)")
     if mimo:
         config = config.updated(mimo=mimo)
+    refuse_idle_rx_correlation(args, config)
     baselines = [b.strip() for b in args.baselines.split(",") if b.strip()]
     name = args.checkpoint if not Path(args.checkpoint).exists() else str(path)
 

@@ -82,6 +82,12 @@ def test_bad_input_is_one_line_and_exit_2(argv, message, capsys):
     (["train", "--model", "linear", "--on-the-fly", "{empty}", "--steps", "1"], "config='{empty}'", "is empty"),
     (["evaluate", "--checkpoint", "{dir}"], "checkpoint='{dir}'", "is a folder; give a .safetensors file"),
     (["evaluate", "--checkpoint", "adafortitran", "--out", "{file}"], "out='{file}'", "is a file, not a folder"),
+    # a correlation of one antenna's array did nothing: the run was single-antenna with no word
+    (["train", "--model", "linear", "--on-the-fly", "default", "--steps", "1", "--rx-correlation", "0.5"],
+     "rx_correlation=0.5", "give --rx-antennas R (R > 1) too"),
+    (["evaluate", "--checkpoint", "adafortitran", "--rx-correlation", "0.5", "--out", "{dir}/eval"],
+     "rx_correlation=0.5", "give --rx-antennas R (R > 1) too"),
+    (["leaderboard", "--rx-correlation", "0.3", "--out", "{dir}/lb"], "rx_correlation=0.3", "give --rx-antennas R"),
 ])
 def test_bad_paths_and_hyper_parameters_are_one_line_and_exit_2(argv, field_value, rule, tmp_path, capsys):
     names = {"dir": str(tmp_path), "file": str(tmp_path / "a_file"), "empty": str(tmp_path / "empty.yaml")}
@@ -94,6 +100,7 @@ def test_bad_paths_and_hyper_parameters_are_one_line_and_exit_2(argv, field_valu
     assert err.count("\n") == 1 and "Traceback" not in err
     assert field_value.format(**names) in err and rule in err
     assert (tmp_path / "a_file").read_text() == "keep me" and not (tmp_path / "run").exists()
+    assert not (tmp_path / "eval").exists() and not (tmp_path / "lb").exists()
 
 
 @pytest.mark.slow
