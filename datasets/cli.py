@@ -1,14 +1,14 @@
 """``wavefront generate``, ``generate-suite``, ``export-mat``, ``import-mat``: datasets from the command line."""
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
 from wavefront.errors import ConfigError
-from wavefront.utils import any_int, finite_float, job_ranks, nonnegative_int, positive_int, thread_count
+from wavefront.utils import (DefaultsHelpFormatter, any_int, finite_float, job_ranks, nonnegative_int, positive_int,
+                             thread_count)
 
-_FMT = argparse.ArgumentDefaultsHelpFormatter
+_FMT = DefaultsHelpFormatter
 
 
 def _common(p, frames_flag: str, frames_default, frames_help: str) -> None:
@@ -20,7 +20,8 @@ def _common(p, frames_flag: str, frames_default, frames_help: str) -> None:
     p.add_argument("--seed", type=any_int, default=0, help="run seed; shard i draws from derive_seed(seed, i)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--batch-size", type=positive_int, default=1000, help="generator batch (part of the bit-exact identity)")
-    p.add_argument("--compression", default="none", choices=["none", "lzf", "gzip"])
+    p.add_argument("--compression", default="none", choices=["none", "lzf", "gzip"],
+                   help="HDF5 filter of the shards' arrays (lzf: fast; gzip: smaller)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (auto: cuda:LOCAL_RANK under torchrun)")
     p.add_argument("--shard-range", default=None,
                    help="a:b, only shards a..b-1 (half-open; for array jobs; for generate-suite it indexes the (point, shard) jobs in suite order). Under torchrun the selection is split across ranks")
@@ -59,7 +60,7 @@ def add_commands(sub) -> None:
     p.add_argument("--out", required=True, help="output folder (the tree is mirrored)")
     p.add_argument("--round", action="store_true",
                    help="round non-integer SNR/DS(ns)/Doppler to the nearest integer (halves up) instead of refusing")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=run_export_mat)
 
     p = sub.add_parser("verify", help="check every shard of a dataset folder (or a tree) against its checksums",
@@ -67,7 +68,7 @@ def add_commands(sub) -> None:
                                    "manifest, attributes, every chunk's Fletcher-32 and the content checksum. Exit 0 "
                                    "when all are intact; 2 naming the first bad shard.", formatter_class=_FMT)
     p.add_argument("--data", required=True, help="a dataset folder or a tree of them (e.g. a suite)")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=run_verify)
 
     p = sub.add_parser("import-mat", help="read a tree of AdaFortiTran .mat files into shard folders",
@@ -76,15 +77,16 @@ def add_commands(sub) -> None:
     p.add_argument("--out", required=True, help="output folder (the tree is mirrored)")
     p.add_argument("--config", default=None, help="YAML system config for the grid (pilot spacing comes from the names)")
     p.add_argument("--preset", default=None, help="named system config for the grid")
-    p.add_argument("--shard-frames", type=positive_int, default=10_000)
-    p.add_argument("--compression", default="none", choices=["none", "lzf", "gzip"])
+    p.add_argument("--shard-frames", type=positive_int, default=10_000, help="frames per shard (the last holds the rest)")
+    p.add_argument("--compression", default="none", choices=["none", "lzf", "gzip"],
+                   help="HDF5 filter of the shards' arrays (lzf: fast; gzip: smaller)")
     p.add_argument("--snr-convention", default="pilot-grid", choices=["pilot-grid", "per-re"],
                    help="how the names' SNR was meant: pilot-grid = the reference generator's (noise measured "
                         "over a pilots-only grid, 13.2 dB below per-RE on the paper grid); per-re = files "
                         "exported by wavefront from per-RE data")
     p.add_argument("--no-audit", action="store_true",
                    help="skip the check for repeated channel realizations within and across the imported folders")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=run_import_mat)
 
     p = sub.add_parser("audit", help="find repeated channel realizations within and across dataset folders",
@@ -103,7 +105,7 @@ def add_commands(sub) -> None:
     p.add_argument("--strict", action="store_true", help="exit 1 when any two folders share a realization")
     p.add_argument("--groups", type=nonnegative_int, default=10, help="largest duplicate groups to list")
     p.add_argument("--json", default=None, help="also write the report to this JSON file")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=run_audit)
 
 

@@ -14,8 +14,8 @@ import warnings
 
 from wavefront.errors import ConfigError
 from wavefront.estimators.registry import DEFAULT_LEARNED
-from wavefront.utils import (any_int, check_output_folder, nonnegative_int, parse_values, positive_float,
-                             positive_int, thread_count)
+from wavefront.utils import (DefaultsHelpFormatter, any_int, check_output_folder, nonnegative_int, parse_values,
+                             positive_float, positive_int, thread_count)
 
 # the shipped learned model is the pilots-only gated LMMSE (the full-size AdaFortiTran loads by name)
 DEFAULT_ESTIMATORS = f"ls-linear,lmmse-robust,lmmse-estimated,mmse-bayes,{DEFAULT_LEARNED},lmmse-genie"
@@ -24,7 +24,7 @@ SNR_DEFAULT = "0:30:5"  # sweep's --snr-db when not given
 
 def add_commands(sub) -> None:
     p = sub.add_parser("sweep", help="MSE/NMSE/BER of estimators along SNR, Doppler or delay spread, with the MMSE bound",
-                       description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       description=__doc__, formatter_class=DefaultsHelpFormatter)
     p.add_argument("--estimators", default=DEFAULT_ESTIMATORS,
                    help="comma list: ls-nearest, ls-linear, ls-spline, lmmse-robust, lmmse-genie, lmmse-estimated, "
                         "mmse-bayes, lmmse-bank, lmmse-genie-impaired, mmse-bayes-impaired, lmmse-oracle-support "
@@ -53,7 +53,7 @@ def add_commands(sub) -> None:
     p.add_argument("--frames", type=positive_int, default=1000, help="frames per point (the maximum, with --min-bit-errors)")
     p.add_argument("--min-bit-errors", type=positive_int, default=None,
                    help="stop a point once every estimator has this many bit errors")
-    p.add_argument("--batch-size", type=positive_int, default=500)
+    p.add_argument("--batch-size", type=positive_int, default=500, help="frames per batch (memory; no effect on the results)")
     p.add_argument("--equalizer", default="zf", choices=["zf", "mmse"],
                    help="SISO one-tap equaliser: zf, or mmse rescaled to be unbiased, which makes the same hard "
                         "decisions as zf (the BER is the same; it differs only where the estimate is near 0)")
@@ -77,7 +77,7 @@ def add_commands(sub) -> None:
                         "the noise level) are given: estimated from each frame's pilots, or the true values. "
                         "lmmse-genie and the bound always use the truth")
     add_prior_arguments(p)
-    p.add_argument("--seed", type=nonnegative_int, default=0)
+    p.add_argument("--seed", type=nonnegative_int, default=0, help="seed of the frames (each point and batch its own stream)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--threads", type=thread_count, default=None,
                    help="torch CPU threads (default: torch's, one per core; on a machine other jobs keep busy, 1 "

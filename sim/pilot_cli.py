@@ -15,20 +15,11 @@ from pathlib import Path
 
 from wavefront import paper
 from wavefront.errors import ConfigError
-from wavefront.utils import any_int, nonnegative_int, parse_range
+from wavefront.utils import DefaultsHelpFormatter, any_int, nonnegative_int, parse_range
 
 # Table rows: (delay spread [s], Doppler [Hz], SNR [dB]) where the acceptance of issue 11 looks.
 TABLE_POINTS = ((300e-9, 1000.0, 20.0), (300e-9, 500.0, 20.0), (100e-9, 200.0, 20.0), (100e-9, 200.0, 10.0),
                 (100e-9, 200.0, 30.0), (50e-9, 50.0, 10.0), (50e-9, 50.0, 20.0), (50e-9, 50.0, 30.0))
-
-
-class _DefaultsShown(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows each option's default, except where there is none to show (required options, None, on/off flags)."""
-
-    def _get_help_string(self, action):
-        if action.required or action.default is None or action.default is False:
-            return action.help
-        return super()._get_help_string(action)
 
 
 def add_commands(sub) -> None:
@@ -39,7 +30,7 @@ def add_commands(sub) -> None:
                       description="Minimises the genie-LMMSE bound in dB, averaged over a grid of delay spread x "
                                   "Doppler x SNR (per RE), by a local search from the best staggered lattice. "
                                   "Ranges: v (fixed), a:b (default steps 25 ns, 50 Hz, 5 dB) or a:b:step.",
-                      formatter_class=_DefaultsShown)
+                      formatter_class=DefaultsHelpFormatter)
     o.add_argument("--num-pilots", type=any_int, required=True, help="P, pilots per frame")
     o.add_argument("--doppler-hz", default="50:1000", help="maximum Doppler [Hz] (the paper's training range)")
     o.add_argument("--delay-spread-ns", default="25:300", help="RMS delay spread [ns] (the paper's training range)")

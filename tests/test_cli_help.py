@@ -1,25 +1,31 @@
-"""Every option of train, evaluate, leaderboard, pilots and codesign says what it does and, where it has one, its default."""
+"""Every option of every command says what it does and, where it has one, its default (never ``(default: None)``)."""
 import argparse
 
 import pytest
 
 from wavefront.cli import build_parser
 
-COMMANDS = [("train",), ("evaluate",), ("leaderboard",), ("pilots", "optimise"), ("codesign", "layout"),
-            ("codesign", "receivers")]
+def _leaves(parser, path=()):
+    """Yields (path, parser) of every command that has no subcommands: sweep, pilots optimise, codesign layout, ..."""
+    subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if not subs:
+        yield path, parser
+        return
+    for name, sub in subs[0].choices.items():
+        yield from _leaves(sub, (*path, name))
 
 
-def _subparser(path):
-    parser = build_parser()
-    for name in path:
-        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-        parser = sub.choices[name]
-    return parser
+COMMANDS = dict(_leaves(build_parser()))
 
 
-@pytest.mark.parametrize("path", COMMANDS, ids=" ".join)
+def test_the_walk_finds_every_command():
+    assert {"sweep", "generate", "import-mat", "audit", "train", "leaderboard", "pilots optimise", "codesign receivers",
+            "merge-results"} <= {" ".join(p) for p in COMMANDS}
+
+
+@pytest.mark.parametrize("path", list(COMMANDS), ids=" ".join)
 def test_every_option_has_help_and_shows_its_default(path):
-    parser = _subparser(path)
+    parser = COMMANDS[path]
     formatter = parser._get_formatter()
     problems = []
     for action in parser._actions:

@@ -382,6 +382,16 @@ def positive_int(text: str) -> int:
     return v
 
 
+class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """argparse formatter that shows each option's default, except where there is none to show (required options,
+    ``None``, on/off flags), so ``--help`` never prints ``(default: None)``."""
+
+    def _get_help_string(self, action):
+        if action.required or action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def refuse_to_replace(field: str, out: Path, names: tuple[str, ...], overwrite: bool, what: str = "results") -> None:
     """Raises ConfigError when ``out`` holds one of ``names`` (an earlier run's outputs) and ``overwrite`` is off.
 
