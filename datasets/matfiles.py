@@ -33,6 +33,7 @@ import re
 import warnings
 from pathlib import Path
 
+import h5py
 import numpy as np
 import scipy.io
 import torch
@@ -42,7 +43,7 @@ from wavefront.datasets.folders import (
 )
 from wavefront.datasets.generate import shard_counts, write_json_atomic
 from wavefront.datasets.shards import (
-    FORMAT_VERSION, PROFILE_DTYPE, DiskFullError, ShardArrays, ShardError, read_shard, shard_name, versions,
+    FORMAT_VERSION, H5_ERRORS, PROFILE_DTYPE, DiskFullError, ShardArrays, ShardError, read_shard, shard_name, versions,
     write_file_atomic, write_shard,
 )
 from wavefront.errors import ConfigError
@@ -101,6 +102,9 @@ def export_mat(data: str | Path, out: str | Path, round_values: bool = False, pr
     data, out = Path(data), check_output_folder("out", out)
     folders = [(d, manifest_shards(d)) for d in dataset_folders(data, "data")]
     spacings = {d: _mat_spacing(d) for d, _ in folders}  # every folder checked before any file is written
+    for _, shards in folders:  # and every frame's name: a value no name can hold stops the export before its first file
+        for s in shards:
+            _check_labels(s.path, round_values)
     left = sum(s.frames for _, shards in folders for s in shards)
     total = 0
     for d, shards in folders:
@@ -135,6 +139,22 @@ def export_mat(data: str | Path, out: str | Path, round_values: bool = False, pr
                 if progress is not None:
                     progress.update(1)
     return total
+
+
+def _check_labels(path: Path, round_values: bool) -> None:
+    """Raises ConfigError (naming the frame) where a frame of shard ``path`` has a condition no ``.mat`` name can hold.
+
+    Reads only the [N] condition arrays; :func:`mat_label` gives the rule."""
+    try:
+        with h5py.File(path, "r") as f:
+            cols = {k: f[k][()] for k in ("snr_db", "delay_spread_s", "doppler_hz")}
+    except H5_ERRORS as exc:
+        raise ShardError(path, f"cannot read its conditions ({exc.__class__.__name__}: {exc})") from None
+    for i in range(len(cols["snr_db"])):
+        where = f"frame {i} of {path}"
+        mat_label(cols["snr_db"][i], "snr_db", where, round_values)
+        mat_label(float(cols["delay_spread_s"][i]) * 1e9, "delay_spread_ns", where, round_values)
+        mat_label(cols["doppler_hz"][i], "doppler_hz", where, round_values)
 
 
 def _mat_spacing(folder: Path) -> int:

@@ -109,6 +109,17 @@ def test_unnameable_values_are_refused_or_rounded_by_the_documented_rule(tmp_pat
         export_mat(tmp_path / "n", tmp_path / "mn", round_values=True)
 
 
+def test_an_unnameable_frame_anywhere_stops_the_export_before_its_first_file(tmp_path):
+    # a tree of two folders, the second holding 7.4 dB: nothing of the first is written either
+    good = SystemConfig.from_dict({"channel": {"snr_db": 7.0, "doppler_hz": 100.0}})
+    bad = SystemConfig.from_dict({"channel": {"snr_db": 7.4, "doppler_hz": 100.0}})
+    generate_dataset(DatasetSpec(good, 1, 3, 3, 3), tmp_path / "tree" / "a")
+    generate_dataset(DatasetSpec(bad, 1, 3, 3, 3), tmp_path / "tree" / "b")
+    with pytest.raises(ConfigError, match=r"snr_db=7\.4.*frame 0 of .*b/.*--round"):
+        export_mat(tmp_path / "tree", tmp_path / "m")
+    assert not list((tmp_path / "m").rglob("*.mat"))
+
+
 def test_zero_ls_pilot_is_refused(tmp_path):
     spec = DatasetSpec(preset("default"), 1, 2, 2, 2)
     generate_dataset(spec, tmp_path / "d")
