@@ -352,6 +352,8 @@ class _Run:
         self.state = {"plateau_scale": 1.0, "plateau_bad": 0, "best_val": math.inf, "evals_since_best": 0}
         self.start = self.step_count = 0
         self.resumed = False
+        self.elapsed_before = 0.0  # seconds of training before this process (a resumed run's), for log.csv
+        self.t0 = time.perf_counter()
         self.window_loss, self.window_n = 0.0, 0  # the logged train MSE's running sum since the last evaluation
 
     def restore(self, path: Path) -> None:
@@ -370,6 +372,7 @@ class _Run:
                 self.scaler.load_state_dict(ck.trainer["scaler"])
         self.start = self.step_count = ck.step
         self.window_loss, self.window_n = tuple((ck.trainer or {}).get("window") or (0.0, 0))
+        self.elapsed_before = float((ck.trainer or {}).get("elapsed_s", 0.0))
         self.resumed = True
         ck.restore_rng()
         if self.is_main:
@@ -392,7 +395,8 @@ class _Run:
             ckpt.save(self.out / name, self.model, self.system_config, step=self.step_count, optimizer=self.optimizer,
                       trainer_state={"state": self.state, "window": [self.window_loss, self.window_n],
                                      "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
-                                     "config": dataclasses.asdict(self.cfg), "metrics": metrics})
+                                     "config": dataclasses.asdict(self.cfg), "metrics": metrics,
+                                     "elapsed_s": self.elapsed_before + time.perf_counter() - self.t0})
 
     def _start_log(self) -> None:
         self.log_path = self.out / "log.csv"
@@ -422,7 +426,7 @@ class _Run:
         raise TrainingDiverged(f"the {what} became {value} {when} (lr {lr:.3g}); the last good checkpoint is "
                                f"{self.out / 'last.safetensors'}; lower --lr or --grad-clip")
 
-    def evaluate(self, fwd, val_ls, lr: float, t0: float, t_window: float) -> tuple[dict, bool]:
+    def evaluate(self, fwd, val_ls, lr: float, t_window: float) -> tuple[dict, bool]:
         """Returns (metrics, improved) after validating, updating the schedule state and logging a row."""
         cfg, state = self.cfg, self.state
         with self.model.eager():  # a few batches: not worth a second compilation for eval mode
@@ -449,7 +453,8 @@ class _Run:
                                         f"{metrics['train_mse_db']:.3f}", f"{metrics['val_mse_db']:.3f}",
                                         f"{metrics['best_val_mse_db']:.3f}",
                                         f"{metrics['val_ls_linear_db']:.3f}" if val_ls else "",
-                                        f"{self.window_n * cfg.batch_size / (now - t_window):.1f}", f"{now - t0:.1f}"])
+                                        f"{self.window_n * cfg.batch_size / (now - t_window):.1f}",
+                                        f"{self.elapsed_before + now - self.t0:.1f}"])
             if self.bar is not None:
                 self.bar.write(f"step {self.step_count}: train {metrics['train_mse_db']:.2f} dB, val "
                                f"{metrics['val_mse_db']:.2f} dB"
@@ -477,6 +482,7 @@ class _Run:
         window_sum = torch.zeros((), device=device, dtype=torch.float64)
         finite = torch.ones((), device=device, dtype=torch.bool)
         self.last_val, t0, t_window = None, time.perf_counter(), time.perf_counter()
+        self.t0 = t0  # this process's training time counts from here (log.csv's elapsed_s adds the saved run's)
         model.train()
         while self.step_count < end:
             lr = lr_at(self.step_count, cfg, total, self.state["plateau_scale"])
@@ -519,7 +525,7 @@ class _Run:
                     self._check_finite(lr)
                 self.window_loss += float(window_sum)
                 window_sum.zero_()
-                metrics, improved = self.evaluate(fwd, val_ls, lr, t0, t_window)
+                metrics, improved = self.evaluate(fwd, val_ls, lr, t_window)
                 self.window_loss, self.window_n, t_window = 0.0, 0, time.perf_counter()
                 self.save("last.safetensors", metrics)
                 if improved:

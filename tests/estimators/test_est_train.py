@@ -1,4 +1,5 @@
 """Training loop: beats LS-linear, resumes exactly, trains from a Dataset, stops on NaN, refuses bad checkpoints."""
+import csv
 import pickle
 
 import pytest
@@ -79,6 +80,28 @@ def test_a_resume_takes_the_saved_warmup_and_names_each_changed_option(tmp_path,
     capsys.readouterr()
     done = train(_cfg(tmp_path / "a", **{**kw, "steps": 4}), FIXED_SNR, resume=True)
     assert done["step"] == 8 and "nothing to train" in capsys.readouterr().out
+
+
+def test_elapsed_time_in_the_log_runs_on_across_a_resume(tmp_path, monkeypatch):
+    # a clock that moves 10 s a reading: the resumed run's rows must continue the paused run's time, not restart at 0
+    import types
+
+    from wavefront.estimators import train as train_module
+
+    clock = [0.0]
+
+    def perf_counter():
+        clock[0] += 10.0
+        return clock[0]
+
+    monkeypatch.setattr(train_module, "time", types.SimpleNamespace(perf_counter=perf_counter))
+    kw = dict(steps=8, eval_every=4)
+    train(_cfg(tmp_path, stop_after=5, **kw), FIXED_SNR)
+    paused = ckpt.Checkpoint(tmp_path / "fortitran" / "last.safetensors").trainer["elapsed_s"]
+    train(_cfg(tmp_path, **kw), FIXED_SNR, resume=True)
+    rows = list(csv.DictReader(open(tmp_path / "fortitran" / "log.csv")))
+    assert [r["step"] for r in rows] == ["4", "8"]
+    assert float(rows[0]["elapsed_s"]) < paused < float(rows[1]["elapsed_s"])
 
 
 def test_trains_from_any_dataset_of_samples_by_epochs(tmp_path):
