@@ -190,3 +190,33 @@ def test_the_profiles_taps_discretise_the_expected_pdp_whose_correlation_is_the_
     b, h = 2 * math.pi * df * sparse_delay_scales(ds)[1] / SPARSE_PDP_DECAY, SPARSE_PDP_DECAY / 256
     err = (taps - closed).abs()
     assert bool((err < b * h * h / 12 + b * b * h * h / 24).all()), err
+
+
+def test_oracle_support_is_the_dense_lmmse_given_the_paths_and_its_mse_the_dense_trace():
+    # Independently of the Woodbury form: with the support known, h = A g, g ~ CN(0, diag p), so R_h = A P A^H and
+    # h_hat = R_hp (R_p + sigma^2 I)^-1 y_p, R_hp = A P A_p^H, R_p = A_p P A_p^H; its MSE tr(R_h - R_hp (R_p + s I)^-1 R_ph)
+    # / (F T). A is built here from the grid's frequencies and times, not by path_matrices.
+    from wavefront.sim.profiles import subcarrier_offsets_hz, symbol_times_s
+
+    config = SystemConfig.from_dict({"ofdm": {"num_subcarriers": 36, "num_symbols": 14},
+                                     "channel": {"profile": "sparse", "sparse_num_paths": 3, "snr_db": [0.0, 20.0],
+                                                 "delay_spread_s": [50e-9, 400e-9], "doppler_hz": [0.0, 900.0]}})
+    fr = FrameGenerator(config).generate(4, seed=7, with_data=False)
+    est = get_classical("lmmse-oracle-support", config).estimate(fr.pilots_ls, fr.meta).to(torch.complex128)
+    mse = oracle_support_mse(config, fr.meta)
+    f, t = subcarrier_offsets_hz(config.ofdm), symbol_times_s(config.ofdm)
+    F, T = config.ofdm.grid_shape
+    layout = config.ofdm.pilot_layout
+    rows = torch.as_tensor(layout.subcarrier_indices * T + layout.symbol_indices)
+    for b in range(4):
+        tau, nu, p = fr.path_delays_s[b].double(), fr.path_doppler_hz[b].double(), fr.path_powers[b].double()
+        A = (torch.exp(-2j * math.pi * f[:, None, None] * tau) * torch.exp(2j * math.pi * t[None, :, None] * nu)).reshape(F * T, -1)
+        R_h = (A * p) @ A.mH
+        R_hp, R_p = R_h[:, rows], R_h[rows][:, rows]
+        s = float(fr.noise_var[b])
+        W = R_hp @ torch.linalg.inv(R_p + s * torch.eye(len(rows), dtype=torch.complex128))
+        want = (W @ fr.pilots_ls[b].reshape(-1).to(torch.complex128)).reshape(F, T)
+        # the estimate is rounded to complex64 once: relative 1e-6 of the channel's scale
+        assert float((est[b] - want).abs().max()) < 1e-5 * float(want.abs().max()), b
+        trace = float((torch.diagonal(R_h) - torch.diagonal(W @ R_hp.mH)).real.sum()) / (F * T)
+        assert abs(float(mse[b]) - trace) < 1e-9 * trace + 1e-12, (b, float(mse[b]), trace)
