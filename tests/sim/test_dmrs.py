@@ -236,3 +236,27 @@ def test_each_users_siso_layout_is_the_first_re_of_its_groups_cdm_pairs(kind):
         want = tuple((f, t) for f in subs[::2] for t in start)
         assert c.ofdm.pilot_layout.positions == want, u
         assert c.ofdm.pilot_layout.pilot_shape == (len(subs) // 2, 2)  # the despread LS's [P_f', P_t]
+
+
+@pytest.mark.parametrize("kind,pair", [("dmrs-type1", 2), ("dmrs-type1-double", 4)])
+def test_per_user_estimators_given_only_the_snr_read_it_raised_by_the_despreading_gain(kind, pair):
+    """Given the SNR alone (no noise variance in meta), a per-user estimator must read it 10 log10(pair) dB higher, the
+    despread LS averaging pair REs: its estimate is the one it gives when told sigma^2 / pair (held to the SISO
+    estimator by the test above)."""
+    from wavefront.sim.mimo import PerUser
+
+    cfg = small(kind)
+    fr = MimoFrameGenerator(cfg).generate(3, seed=2)
+    est = PerUser("lmmse-robust", cfg)
+    by_snr = est.estimate(fr.pilots_ls, {"snr_db": fr.snr_db})
+    by_nv = est.estimate(fr.pilots_ls, {"noise_var": fr.noise_var})
+    torch.testing.assert_close(by_snr, by_nv, rtol=0, atol=1e-4)
+    # and the SNR matters here: told the SNR without the gain, the estimate moves by far more than that tolerance
+    plain = PerUser("lmmse-robust", small(kind)).per_user[0]
+    moved = plain.estimate(fr.pilots_ls[:, :, 0].reshape(-1, *fr.pilots_ls.shape[3:]), {"noise_var": fr.noise_var.repeat_interleave(2)})
+    assert float((moved.view(3, 2, *moved.shape[1:]) - by_nv[:, :, 0]).abs().max()) > 1e-2
+    # what it states to the detector is its model's MSE at the despread noise sigma^2 / pair, too
+    _, ev = est.estimate_with_error_variance(fr.pilots_ls, {"noise_var": fr.noise_var})
+    want = torch.stack([siso.stated_mse({"noise_var": fr.noise_var / pair}, 3) for siso in est.per_user]).mean(0)
+    torch.testing.assert_close(ev.double(), want.double(), rtol=1e-6, atol=0)
+    assert float((want - torch.stack([s.stated_mse({"noise_var": fr.noise_var}, 3) for s in est.per_user]).mean(0)).abs().min()) > 1e-4
