@@ -118,9 +118,10 @@ def test_real_and_imaginary_parts_go_through_the_same_real_network_with_their_fr
         both = model(torch.complex(a, b), meta)
         re_only = model(torch.complex(b, torch.zeros_like(b)), meta)
         swapped = model(torch.complex(b, a), meta)
-    torch.testing.assert_close(both.imag, re_only.real, rtol=0, atol=1e-5)
-    torch.testing.assert_close(both.real, swapped.imag, rtol=0, atol=1e-5)
-    assert float((both.real - both.imag).abs().max()) > 1e-3  # the parts differ: a swap shows
+    tol = 1e-5 * float(both.abs().max())  # float32 convolutions differ slightly with the batch's other members
+    torch.testing.assert_close(both.imag, re_only.real, rtol=0, atol=tol)
+    torch.testing.assert_close(both.real, swapped.imag, rtol=0, atol=tol)
+    assert float((both.real - both.imag).abs().max()) > 100 * tol  # the parts differ well beyond it: a swap shows
 
 
 def test_residual_blocks_and_the_trunk_keep_their_skips():
@@ -140,3 +141,19 @@ def test_residual_blocks_and_the_trunk_keep_their_skips():
     x1 = torch.randn(2, 1, 6, 5)
     with torch.no_grad():
         torch.testing.assert_close(trunk(x1), trunk.head(x1), rtol=0, atol=0)
+
+
+def test_channelnets_dncnn_subtracts_the_noise_it_predicts():
+    """DnCNN predicts the noise and returns ``x - noise``: with its last convolution zeroed it is the identity, so
+    ChannelNet is then SRCNN on the LS-linear grid; and the noise it predicts is subtracted, not added."""
+    from wavefront.estimators.model_channelnet import DnCNN
+
+    torch.manual_seed(0)
+    dn = DnCNN(depth=4, channels=8).eval()
+    x = torch.randn(2, 1, 12, 7)
+    with torch.no_grad():
+        noise = dn.body(x)
+        torch.testing.assert_close(dn(x), x - noise, rtol=0, atol=1e-6)
+        assert float(noise.abs().max()) > 1e-3
+        torch.nn.init.zeros_(dn.body[-1].weight), torch.nn.init.zeros_(dn.body[-1].bias)
+        torch.testing.assert_close(dn(x), x, rtol=0, atol=0)
