@@ -168,7 +168,7 @@ def check_layout(cells: torch.Tensor, chosen: list[int], min_spacing: float) -> 
         raise ConfigError("layout", chosen, "receivers must sit on distinct candidate cells")
     if len(chosen) > 1:
         p = cells[torch.tensor(chosen)].double()
-        d = torch.cdist(p, p) + torch.eye(len(chosen)) * math.inf
+        d = torch.cdist(p, p).fill_diagonal_(math.inf)  # eye * inf would put NaN (0 * inf) off the diagonal
         if float(d.min()) < min_spacing - 1e-9:
             raise ConfigError("layout", p.long().tolist(), f"two receivers are {float(d.min()):.3g} cells apart, "
                                                            f"closer than min_spacing={min_spacing}")

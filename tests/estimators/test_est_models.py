@@ -101,3 +101,59 @@ def test_the_interpolated_grid_models_refine_is_ls_linear_on_kronecker_layouts(n
     interp = PilotInterpolator(cfg.ofdm)
     ls = get_classical("ls-linear", cfg).estimate(fr.pilots_ls, fr.meta)
     assert torch.allclose(torch.complex(interp(fr.pilots_ls.real), interp(fr.pilots_ls.imag)), ls, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["adafortitran", "channelnet", "reesnet", "interpolatenet", "fortitran"])
+def test_real_and_imaginary_parts_go_through_the_same_real_network_with_their_frames_conditions(name, default_config):
+    """The complex estimate is ``f(Re p, c) + j f(Im p, c)``, one real network ``f`` for both parts and each frame's own
+    conditions ``c`` with both: so the imaginary part of the estimate from ``a + j b`` is the real part of the estimate
+    from ``b`` alone (frames with different conditions, so pairing a part with another frame's conditions shows)."""
+    torch.manual_seed(0)
+    model = create(name, default_config).eval()
+    pf, pt = default_config.ofdm.pilot_shape
+    a, b = torch.randn(2, 3, pf, pt)
+    meta = {"snr_db": torch.tensor([0.0, 10.0, 25.0]), "delay_spread_s": torch.tensor([50e-9, 200e-9, 400e-9]),
+            "doppler_hz": torch.tensor([10.0, 400.0, 900.0])}
+    with torch.no_grad():
+        both = model(torch.complex(a, b), meta)
+        re_only = model(torch.complex(b, torch.zeros_like(b)), meta)
+        swapped = model(torch.complex(b, a), meta)
+    tol = 1e-5 * float(both.abs().max())  # float32 convolutions differ slightly with the batch's other members
+    torch.testing.assert_close(both.imag, re_only.real, rtol=0, atol=tol)
+    torch.testing.assert_close(both.real, swapped.imag, rtol=0, atol=tol)
+    assert float((both.real - both.imag).abs().max()) > 100 * tol  # the parts differ well beyond it: a swap shows
+
+
+def test_residual_blocks_and_the_trunk_keep_their_skips():
+    """ReEsNet's block is ``x + conv(relu(conv(x)))`` and its trunk ``h + tail(blocks(h))``, ``h = head(x)``: with the
+    residual branches' last convolution zeroed, a block is the identity and the trunk is its head."""
+    from wavefront.estimators.blocks import ResidualBlock
+    from wavefront.estimators.model_reesnet import ResidualTrunk
+
+    torch.manual_seed(0)
+    block = ResidualBlock(4)
+    torch.nn.init.zeros_(block.body[2].weight), torch.nn.init.zeros_(block.body[2].bias)
+    x = torch.randn(2, 4, 6, 5)
+    with torch.no_grad():
+        torch.testing.assert_close(block(x), x, rtol=0, atol=0)
+    trunk = ResidualTrunk(channels=4, num_blocks=2)
+    torch.nn.init.zeros_(trunk.tail.weight), torch.nn.init.zeros_(trunk.tail.bias)
+    x1 = torch.randn(2, 1, 6, 5)
+    with torch.no_grad():
+        torch.testing.assert_close(trunk(x1), trunk.head(x1), rtol=0, atol=0)
+
+
+def test_channelnets_dncnn_subtracts_the_noise_it_predicts():
+    """DnCNN predicts the noise and returns ``x - noise``: with its last convolution zeroed it is the identity, so
+    ChannelNet is then SRCNN on the LS-linear grid; and the noise it predicts is subtracted, not added."""
+    from wavefront.estimators.model_channelnet import DnCNN
+
+    torch.manual_seed(0)
+    dn = DnCNN(depth=4, channels=8).eval()
+    x = torch.randn(2, 1, 12, 7)
+    with torch.no_grad():
+        noise = dn.body(x)
+        torch.testing.assert_close(dn(x), x - noise, rtol=0, atol=1e-6)
+        assert float(noise.abs().max()) > 1e-3
+        torch.nn.init.zeros_(dn.body[-1].weight), torch.nn.init.zeros_(dn.body[-1].bias)
+        torch.testing.assert_close(dn(x), x, rtol=0, atol=0)

@@ -143,3 +143,30 @@ def test_even_kernel_or_zero_rank_is_a_config_error():
         CompressedConv2d(2, 2, 3, 0)
     with pytest.raises(ConfigError, match=r"path='fast': must be one of"):
         CompressedConv2d(2, 2, 3, 1, path="fast")
+
+
+@pytest.mark.parametrize("rank", [None, 3])
+def test_surrogate_adds_its_last_layers_output_to_the_leapfrog_extrapolation(rank):
+    """``u_next = 2 u_now - u_prev + net(...)`` with no activation after the last layer: with that layer's weights
+    zeroed and its bias set to -1, the surrogate returns ``2 u_now - u_prev - 1`` exactly (a GELU there would give
+    GELU(-1) = -0.159 instead, and a dropped extrapolation would lose the fields)."""
+    torch.manual_seed(0)
+    model = WaveSurrogate(channels=4, layers=3, kernel_size=3, rank=rank)
+    last = model.net[-1]
+    with torch.no_grad():
+        for p in last.parameters():
+            p.zero_()
+        last.bias.fill_(-1.0)
+    u_prev, u_now, v = torch.randn(3, 2, 9, 8)
+    with torch.no_grad():
+        out = model(u_prev, u_now, v)
+    torch.testing.assert_close(out, 2 * u_now - u_prev - 1.0, rtol=0, atol=1e-6)
+
+
+def test_compressed_bias_is_initialised_as_a_default_conv2ds():
+    """nn.Conv2d draws its bias from U(-1/sqrt(C_in k^2), 1/sqrt(C_in k^2)); 4000 draws reach within 0.2% of the bound."""
+    torch.manual_seed(2)
+    bias = CompressedConv2d(6, 4000, 5, 2).bias.detach()
+    bound = 1 / (6 * 25) ** 0.5
+    assert float(bias.abs().max()) <= bound and float(bias.abs().max()) > 0.99 * bound
+    assert float(bias.var()) == pytest.approx(bound ** 2 / 3, rel=0.1)  # SE of the variance ~ 2% at n = 4000

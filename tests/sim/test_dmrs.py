@@ -18,10 +18,10 @@ KINDS = ["dmrs-type1", "dmrs-type2", "dmrs-type1-double", "dmrs-type2-double"]
 DS, FD = 300e-9, 400.0
 
 
-def small(kind="dmrs-type1", R=2, U=4, rho=0.6, snr_db=10.0) -> SystemConfig:
+def small(kind="dmrs-type1", R=2, U=4, rho=0.6, snr_db=10.0, profile="A") -> SystemConfig:
     """24 subcarriers x 14 symbols, DM-RS on symbols 2 and 11 (2-3 and 11-12 when double): a dense reference is cheap."""
     return SystemConfig.from_dict({"ofdm": {"num_subcarriers": 24, "num_symbols": 14},
-                                   "channel": {"delay_spread_s": DS, "doppler_hz": FD, "snr_db": snr_db},
+                                   "channel": {"delay_spread_s": DS, "doppler_hz": FD, "snr_db": snr_db, "profile": profile},
                                    "mimo": {"num_rx_antennas": R, "num_users": U, "rx_correlation": rho, "pilots": kind}})
 
 
@@ -201,3 +201,62 @@ def test_per_user_estimators_read_the_despread_noise_level(kind, pair):
                              {"noise_var": fr.noise_var.repeat_interleave(R) / pair})
         torch.testing.assert_close(got[:, :, u], want.view(B, R, *want.shape[1:]), rtol=0, atol=1e-6)
     torch.testing.assert_close(error_variance(est, fr.noise_var, None), fr.noise_var.double() / pair)
+
+
+@pytest.mark.parametrize("kind,U", [("dmrs-type1", 3), ("dmrs-type2-double", 5)])
+def test_genie_and_bound_equal_the_dense_lmmse_on_a_los_profile_with_two_covariance_terms(kind, U):
+    """Profile D (LoS) has two Kronecker terms (NLoS and the specular tap, each with its own Doppler spectrum): the group
+    covariance, the genie's filter and the bound must sum both. Profile A, one term, cannot tell a sum from its first term."""
+    cfg = small(kind, R=2, U=U, rho=0.5, profile="D")
+    assert len(covariance_terms(cfg.ofdm, channel_profile("D"), DS, FD)) == 2
+    fr = MimoFrameGenerator(cfg).generate(2, seed=6)
+    est = MimoGenieLMMSE(cfg).estimate(fr.pilots_ls, fr.meta)
+    F, T = cfg.ofdm.grid_shape
+    got = mimo_genie_mse(cfg, 10.0, DS, FD, per_user=True)
+    for u in range(U):
+        _, W = _dense(cfg, u, float(fr.noise_var[0]))
+        z = fr.pilots_dmrs[:, :, u].reshape(2, -1).to(torch.complex128)
+        torch.testing.assert_close(est[:, :, u].to(torch.complex128), (z @ W.T).reshape(2, 2, F, T), rtol=0, atol=1e-5)
+        want, _ = _dense(cfg, u, 10 ** (-10.0 / 10))
+        assert abs(float(got[u]) - want) < 1e-9 * want, (u, float(got[u]), want)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_each_users_siso_layout_is_the_first_re_of_its_groups_cdm_pairs(kind):
+    """The per-user (SISO) estimators interpolate the despread LS from where it sits: the lowest subcarrier of each
+    CDM pair of the user's own group, on the first symbol of each DM-RS symbol pair."""
+    from wavefront.sim.mimo import user_configs
+
+    U = {"dmrs-type1": 4, "dmrs-type2": 6, "dmrs-type1-double": 8, "dmrs-type2-double": 12}[kind]
+    cfg = small(kind, U=U)
+    lay = dmrs_layout(cfg)
+    start = [2, 11]
+    for u, c in enumerate(user_configs(cfg)):
+        subs = lay.group_subcarriers[port_table(kind)[u][0]]
+        want = tuple((f, t) for f in subs[::2] for t in start)
+        assert c.ofdm.pilot_layout.positions == want, u
+        assert c.ofdm.pilot_layout.pilot_shape == (len(subs) // 2, 2)  # the despread LS's [P_f', P_t]
+
+
+@pytest.mark.parametrize("kind,pair", [("dmrs-type1", 2), ("dmrs-type1-double", 4)])
+def test_per_user_estimators_given_only_the_snr_read_it_raised_by_the_despreading_gain(kind, pair):
+    """Given the SNR alone (no noise variance in meta), a per-user estimator must read it 10 log10(pair) dB higher, the
+    despread LS averaging pair REs: its estimate is the one it gives when told sigma^2 / pair (held to the SISO
+    estimator by the test above)."""
+    from wavefront.sim.mimo import PerUser
+
+    cfg = small(kind)
+    fr = MimoFrameGenerator(cfg).generate(3, seed=2)
+    est = PerUser("lmmse-robust", cfg)
+    by_snr = est.estimate(fr.pilots_ls, {"snr_db": fr.snr_db})
+    by_nv = est.estimate(fr.pilots_ls, {"noise_var": fr.noise_var})
+    torch.testing.assert_close(by_snr, by_nv, rtol=0, atol=1e-4)
+    # and the SNR matters here: told the SNR without the gain, the estimate moves by far more than that tolerance
+    plain = PerUser("lmmse-robust", small(kind)).per_user[0]
+    moved = plain.estimate(fr.pilots_ls[:, :, 0].reshape(-1, *fr.pilots_ls.shape[3:]), {"noise_var": fr.noise_var.repeat_interleave(2)})
+    assert float((moved.view(3, 2, *moved.shape[1:]) - by_nv[:, :, 0]).abs().max()) > 1e-2
+    # what it states to the detector is its model's MSE at the despread noise sigma^2 / pair, too
+    _, ev = est.estimate_with_error_variance(fr.pilots_ls, {"noise_var": fr.noise_var})
+    want = torch.stack([siso.stated_mse({"noise_var": fr.noise_var / pair}, 3) for siso in est.per_user]).mean(0)
+    torch.testing.assert_close(ev.double(), want.double(), rtol=1e-6, atol=0)
+    assert float((want - torch.stack([s.stated_mse({"noise_var": fr.noise_var}, 3) for s in est.per_user]).mean(0)).abs().min()) > 1e-4

@@ -179,3 +179,32 @@ def test_sweep_with_a_cfo_records_it_and_the_genie_says_it_ignores_it(tmp_path, 
     text = json.dumps(result)
     assert "cfo_hz=1500.0" in text and "ignore" in text
     assert result["impairments"] == {"cfo_hz": {"value": 1500.0, "units": "Hz (residual carrier frequency offset)"}}
+
+
+@pytest.mark.parametrize("delta", [-5, 4, 20])
+def test_the_fft_window_is_a_slice_of_the_serial_cp_stream_shifted_by_the_timing_offset(delta):
+    # Independently of the generator's frequency-domain delays: on a flat channel, build the transmitted serial
+    # stream (each symbol's CP, then its N useful samples, x_s(n) = (1/N) sum_i X_i exp(j 2 pi k_i n / N), k_i the
+    # signed subcarrier index, silence before and after the frame), cut symbol s's window starting delta samples
+    # before its nominal start s (N + N_cp) + N_cp, and demodulate at the same k_i. A late window (delta < 0) reads
+    # the next symbol's CP, one early beyond the CP (delta > N_cp) the previous symbol's tail: the neighbour's samples
+    # must be the right ones, which the statistical tests above cannot see (ISI from any independent data has the same power).
+    from wavefront.sim.profiles import subcarrier_offsets_hz
+
+    cfg = _config(timing_offset_samples=float(delta))
+    n_fft, cp = cfg.ofdm.time_sampling()
+    assert (n_fft, cp) == (N, 9)
+    frames = FrameGenerator(cfg).generate(3, 4)
+    ref = FrameGenerator(_config(ici=True)).generate(3, 4).y.to(torch.complex128)  # h x (+ noise 1e-5) [B, F, T]
+    T = cfg.ofdm.num_symbols
+    k = subcarrier_offsets_hz(cfg.ofdm) / SCS  # [N] signed indices
+    m = torch.arange(-cp, N, dtype=torch.float64)  # a symbol's samples from the start of its CP
+    synth = torch.exp(2j * math.pi * m[:, None] * k[None, :] / N) / N  # [N + N_cp, N]
+    stream = torch.einsum("mi,bit->btm", synth, ref).reshape(3, T * (N + cp))
+    stream = torch.cat([torch.zeros(3, N + cp, dtype=stream.dtype), stream, torch.zeros(3, N + cp, dtype=stream.dtype)], 1)
+    analysis = torch.exp(-2j * math.pi * torch.arange(N, dtype=torch.float64)[:, None] * k[None, :] / N)  # [N, N]
+    for s in range(T):
+        start = (s + 1) * (N + cp) + cp - delta  # +1: the leading silence
+        want = stream[:, start:start + N] @ analysis  # [B, N]
+        err = (frames.y[:, :, s].to(torch.complex128) - want).abs().max()
+        assert float(err) < 1e-3, (s, float(err))

@@ -273,3 +273,56 @@ def test_estimated_conditions_on_mimo_points_are_the_joint_ml_hypothesis():
     assert abs(est_row.mse_db - want) < 1e-5, (est_row.mse_db, want)
     assert abs(true_row.mse_db - want) > 1e-3, (true_row.mse_db, want)
     assert "estimated" in est_row.given and "true" in true_row.given
+
+
+def test_bound_and_genie_follow_the_pilot_grid_snr_convention():
+    """Under snr_convention pilot-grid the per-RE noise is 10^(-(snr + offset)/10), offset = 10 log10(F T / P): the
+    bound at SNR s is the per-RE bound at s + offset, and the genie's Monte-Carlo MSE on frames drawn at s sits on it."""
+    grid, per_re = small(snr_convention="pilot-grid"), small()
+    offset = grid.snr_offset_db
+    assert offset == pytest.approx(10 * math.log10(24 * 14 / 24))  # 12 subcarriers x 2 symbols of pilots
+    for snr in (0.0, 10.0):
+        got = mimo_genie_mse(grid, snr, 300e-9, 400.0, per_user=True)
+        want = mimo_genie_mse(per_re, snr + offset, 300e-9, 400.0, per_user=True)
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=0)
+        assert float(want.mean()) < float(mimo_genie_mse(per_re, snr, 300e-9, 400.0)) / 2  # 11.5 dB apart: not close
+    fr = MimoFrameGenerator(grid).generate(200, seed=4, with_data=False)
+    err = (MimoGenieLMMSE(grid).estimate(fr.pilots_ls, fr.meta) - fr.h).abs().square().mean((1, 2, 3, 4)).double()
+    bound = float(mimo_genie_mse(grid, 10.0, 300e-9, 400.0))
+    assert abs(float(err.mean()) - bound) < 3 * float(err.std()) / math.sqrt(len(err)), (float(err.mean()), bound)
+
+
+def test_per_user_error_variance_is_each_frames_mean_over_its_own_pairs():
+    """``PerUser.estimate_with_error_variance`` states, per frame, the mean over that frame's (antenna, user) pairs of
+    what each pair's SISO estimator states: computed here pair by pair, one frame at a time."""
+    from wavefront.sim.mimo import PerUser
+
+    cfg = small(R=2, U=2, snr_db=[0.0, 20.0], delay_spread_s=[50e-9, 300e-9], doppler_hz=[0.0, 900.0])
+    fr = MimoFrameGenerator(cfg).generate(3, seed=8, with_data=False)
+    est = PerUser("lmmse-estimated", cfg)
+    _, ev = est.estimate_with_error_variance(fr.pilots_ls, fr.meta)
+    want = torch.zeros(3, dtype=torch.float64)
+    for b in range(3):
+        meta = {k: fr.meta[k][b:b + 1] for k in ("snr_db", "delay_spread_s", "doppler_hz", "noise_var")}
+        for r in range(2):
+            for u, siso in enumerate(est.per_user):
+                want[b] += float(siso.estimate_with_error_variance(fr.pilots_ls[b:b + 1, r, u], meta)[1][0]) / 4
+    torch.testing.assert_close(ev.double(), want, rtol=1e-5, atol=0)
+    assert float(want.max() / want.min()) > 1.5  # the frames' conditions differ: a mix-up of frames shows
+
+
+def test_every_pair_of_a_frame_has_that_frames_doppler_and_delay_spread():
+    """Frames pick Doppler 0 or 900 Hz and delay spread 0 or 300 ns: every (antenna, user) pair of a frame with
+    Doppler 0 is constant over the symbols and of one with delay spread 0 flat over the subcarriers, and every pair of
+    the others varies (pairs given another frame's conditions would break one or the other)."""
+    cfg = small(R=2, U=2, rho=0.5, doppler_hz=[0.0, 900.0], doppler_step_hz=900.0,
+                delay_spread_s=[0.0, 300e-9], delay_spread_step_s=300e-9)
+    fr = MimoFrameGenerator(cfg).generate(12, seed=3, with_data=False)
+    h = fr.h.to(torch.complex128)  # [B, R, U, F, T]
+    scale = h.abs().amax((3, 4))  # [B, R, U]
+    time_var = (h - h[..., :1]).abs().amax((3, 4)) / scale
+    freq_var = (h - h[..., :1, :]).abs().amax((3, 4)) / scale
+    still, flat = fr.doppler_hz == 0, fr.delay_spread_s == 0
+    assert 0 < int(still.sum()) < 12 and 0 < int(flat.sum()) < 12
+    assert float(time_var[still].max()) < 1e-5 and float(time_var[~still].min()) > 1e-2
+    assert float(freq_var[flat].max()) < 1e-5 and float(freq_var[~flat].min()) > 1e-2

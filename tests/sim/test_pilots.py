@@ -224,6 +224,7 @@ def test_ls_spline_refuses_a_scattered_layout_with_a_clear_message():
     ('{"positions": [[0, 1], [5, 3], [0, 1]]}', r"positions\[2\]=\[0, 1\]: repeats position 0"),
     ('{"positions": []}', "needs at least one position"),
     ('{"positions": [[0, 1.5]]}', "must be a pair of integers"),
+    ('{"positions": [[true, 1]]}', "must be a pair of integers"),  # JSON true is a Python bool, an int subclass
     ('{"pilots": [[0, 1]]}', 'must be a JSON object {"positions"'),
     ('{"positions": [[0, 1]', "not valid JSON"),
 ])
@@ -263,3 +264,30 @@ def test_every_preset_builds_on_the_default_grid_and_survives_json():
     for name in PILOT_PRESETS:
         cfg = apply_pilots(preset("default"), name)
         assert SystemConfig.from_dict(json.loads(cfg.to_json())) == cfg
+
+
+@pytest.mark.parametrize("name,rows", [
+    # symbol: (first subcarrier, spacing, count) as the module docstring states them
+    ("lattice-4x6", {0: (0, 20, 6), 4: (5, 20, 6), 8: (0, 20, 6), 12: (5, 20, 6)}),
+    ("lattice-3x8", {1: (0, 15, 8), 6: (5, 15, 8), 11: (10, 15, 8)}),
+])
+def test_lattice_presets_are_the_staggered_rows_they_describe_and_clip_at_the_grid_edge(name, rows):
+    cfg = apply_pilots(SystemConfig(), name)
+    want = sorted((o + k * step, t) for t, (o, step, n) in rows.items() for k in range(n))
+    assert list(cfg.ofdm.pilot_layout.positions) == want
+    # on a grid of 100 subcarriers a row keeps the pilots strictly inside it (subcarriers 0..99)
+    small = apply_pilots(SystemConfig.from_dict({"ofdm": {"num_subcarriers": 100}}), name)
+    assert list(small.ofdm.pilot_layout.positions) == [(f, t) for f, t in want if f < 100]
+
+
+def test_nr_dmrs_presets_refuse_a_grid_of_partial_resource_blocks():
+    with pytest.raises(ConfigError, match="not a multiple of 12") as exc:
+        apply_pilots(SystemConfig.from_dict({"ofdm": {"num_subcarriers": 100}}), "nr-dmrs-type1-pos1")
+    assert exc.value.field == "pilots" and "\n" not in str(exc.value)
+
+
+def test_is_arithmetic_means_equally_spaced():
+    from wavefront.sim.pilots import is_arithmetic
+
+    assert is_arithmetic([0, 10, 20, 30]) and is_arithmetic([3, 7]) and is_arithmetic([5]) and is_arithmetic([])
+    assert not is_arithmetic([0, 10, 25]) and not is_arithmetic([0, 2, 4, 7])

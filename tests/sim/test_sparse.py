@@ -145,3 +145,78 @@ def test_sweep_prints_sparse_rows_with_what_each_estimator_was_given(tmp_path, c
     rows = {line.split()[0]: line.split() for line in out.splitlines() if line.strip().startswith(("ls-", "lmmse-"))}
     assert float(rows["lmmse-oracle-support"][1]) < float(rows["lmmse-genie"][1]) < float(rows["ls-linear"][1])
     assert "lmmse-oracle-support: true paths" in out and "lmmse-genie: true profile" in out
+
+
+def test_a_single_path_turns_by_its_recorded_delay_across_subcarriers_and_its_doppler_across_symbols():
+    # One path per frame: H(f, t) = g exp(-j 2 pi f tau) exp(+j 2 pi nu t) (the sign conventions of the TDL fading).
+    # Between neighbouring subcarriers the channel turns by -2 pi scs tau, between symbols by +2 pi nu T_sym,
+    # with (tau, nu) the frame's recorded support, and |H|^2 = |g|^2, whose mean over frames is the recorded power.
+    config = _config(num_paths=1, ds=300e-9, fd=800.0)
+    fr = FrameGenerator(config).generate(4000, seed=3, with_data=False)
+    h = fr.h.to(torch.complex128)
+    tau, nu, p = fr.path_delays_s.double()[:, 0], fr.path_doppler_hz.double()[:, 0], fr.path_powers.double()[:, 0]
+    o = config.ofdm
+    step_f = (h[:, 1:, :] * h[:, :-1, :].conj()).sum((1, 2))  # [B]: sum of H(f+1, t) H*(f, t)
+    step_t = (h[:, :, 1:] * h[:, :, :-1].conj()).sum((1, 2))
+    want_f = torch.exp(-2j * math.pi * o.subcarrier_spacing_hz * tau)
+    want_t = torch.exp(2j * math.pi * nu * o.symbol_duration_s)
+    # |tau| error of the float32 record ~ 1e-13 s: phase error ~ 1e-8 rad; the grid itself is complex64 (~1e-7)
+    assert float((step_f / step_f.abs() - want_f).abs().max()) < 1e-5
+    assert float((step_t / step_t.abs() - want_t).abs().max()) < 1e-5
+    # the delay and the Doppler turn the phase by amounts that the check above can tell apart from zero
+    assert float((want_f - 1).abs().median()) > 0.05 and float((want_t - 1).abs().median()) > 0.05
+    # |H| is flat over the grid, and E[|g|^2 / p] = 1 (|g|^2 / p is a unit exponential: SE 1 / sqrt(B))
+    mag2 = h.abs().square()
+    assert float((mag2.amax((1, 2)) / mag2.amin((1, 2)) - 1).max()) < 1e-4
+    ratio = mag2.mean((1, 2)) / p
+    assert abs(float(ratio.mean()) - 1) < 3 / math.sqrt(len(ratio))
+    # the recorded power is the PDP at the recorded delay: c exp(-tau / gamma), c = kappa / (1 - e^-kappa) for N = 1
+    gamma = sparse_delay_scales(fr.delay_spread_s.double())[0]
+    kappa = SPARSE_PDP_DECAY
+    torch.testing.assert_close(p, kappa / (1 - math.exp(-kappa)) * torch.exp(-tau / gamma), rtol=1e-6, atol=0)
+
+
+def test_the_profiles_taps_discretise_the_expected_pdp_whose_correlation_is_the_closed_form():
+    # The 256 taps of sparse_profile() are what code that reads taps sees: sum_l P_l exp(-j 2 pi df ds tau_l) must be
+    # the closed form R_f(df) up to the midpoint rule's error: with the phase rate b = 2 pi df tau_max / kappa per unit
+    # of x = tau / gamma and the bin width h = kappa / 256, each bin errs by (b h^2 / 12 + b^2 h^2 / 24) of its mass
+    # (the exponential weight's tilt within the bin, and the phasor's curvature), so the sum by at most that.
+    prof = channel_profile("sparse")
+    ds = 300e-9
+    df = torch.tensor([15e3, 150e3, 600e3, 1.7e6], dtype=torch.float64)
+    tau = torch.as_tensor(prof.norm_delays, dtype=torch.float64) * ds
+    taps = (torch.as_tensor(prof.nlos_powers, dtype=torch.float64) * torch.exp(-2j * math.pi * df[:, None] * tau)).sum(1)
+    closed = sparse_freq_correlation(ds, df)
+    b, h = 2 * math.pi * df * sparse_delay_scales(ds)[1] / SPARSE_PDP_DECAY, SPARSE_PDP_DECAY / 256
+    err = (taps - closed).abs()
+    assert bool((err < b * h * h / 12 + b * b * h * h / 24).all()), err
+
+
+def test_oracle_support_is_the_dense_lmmse_given_the_paths_and_its_mse_the_dense_trace():
+    # Independently of the Woodbury form: with the support known, h = A g, g ~ CN(0, diag p), so R_h = A P A^H and
+    # h_hat = R_hp (R_p + sigma^2 I)^-1 y_p, R_hp = A P A_p^H, R_p = A_p P A_p^H; its MSE tr(R_h - R_hp (R_p + s I)^-1 R_ph)
+    # / (F T). A is built here from the grid's frequencies and times, not by path_matrices.
+    from wavefront.sim.profiles import subcarrier_offsets_hz, symbol_times_s
+
+    config = SystemConfig.from_dict({"ofdm": {"num_subcarriers": 36, "num_symbols": 14},
+                                     "channel": {"profile": "sparse", "sparse_num_paths": 3, "snr_db": [0.0, 20.0],
+                                                 "delay_spread_s": [50e-9, 400e-9], "doppler_hz": [0.0, 900.0]}})
+    fr = FrameGenerator(config).generate(4, seed=7, with_data=False)
+    est = get_classical("lmmse-oracle-support", config).estimate(fr.pilots_ls, fr.meta).to(torch.complex128)
+    mse = oracle_support_mse(config, fr.meta)
+    f, t = subcarrier_offsets_hz(config.ofdm), symbol_times_s(config.ofdm)
+    F, T = config.ofdm.grid_shape
+    layout = config.ofdm.pilot_layout
+    rows = torch.as_tensor(layout.subcarrier_indices * T + layout.symbol_indices)
+    for b in range(4):
+        tau, nu, p = fr.path_delays_s[b].double(), fr.path_doppler_hz[b].double(), fr.path_powers[b].double()
+        A = (torch.exp(-2j * math.pi * f[:, None, None] * tau) * torch.exp(2j * math.pi * t[None, :, None] * nu)).reshape(F * T, -1)
+        R_h = (A * p) @ A.mH
+        R_hp, R_p = R_h[:, rows], R_h[rows][:, rows]
+        s = float(fr.noise_var[b])
+        W = R_hp @ torch.linalg.inv(R_p + s * torch.eye(len(rows), dtype=torch.complex128))
+        want = (W @ fr.pilots_ls[b].reshape(-1).to(torch.complex128)).reshape(F, T)
+        # the estimate is rounded to complex64 once: relative 1e-6 of the channel's scale
+        assert float((est[b] - want).abs().max()) < 1e-5 * float(want.abs().max()), b
+        trace = float((torch.diagonal(R_h) - torch.diagonal(W @ R_hp.mH)).real.sum()) / (F * T)
+        assert abs(float(mse[b]) - trace) < 1e-9 * trace + 1e-12, (b, float(mse[b]), trace)
