@@ -38,3 +38,5 @@ def test_point_lists_refuse_too_many_points_and_empty_lists():
         parse_values("snr_db", "0:1000:0.5")
     with pytest.raises(ConfigError, match="at least one value"):
         parse_values("snr_db", ",")
+    with pytest.raises(ConfigError, match=r"snr_db='0,10,10': repeats 10; give each point once"):
+        parse_values("snr_db", "0,10,10")  # simulated twice into two rows of one table before

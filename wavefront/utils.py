@@ -132,6 +132,9 @@ def parse_values(field: str, text: str, max_points: int = 1000) -> list[float]:
         raise ConfigError(field, text, "needs at least one value")
     if any(not math.isfinite(v) for v in vals):
         raise ConfigError(field, text, "values must be finite")
+    repeated = next((v for i, v in enumerate(vals) if v in vals[:i]), None)
+    if repeated is not None:  # a point twice would be simulated twice and fill two rows of one table with it
+        raise ConfigError(field, text, f"repeats {repeated:g}; give each point once")
     return vals
 
 
