@@ -309,6 +309,12 @@ def _prepare(cfg: TrainConfig, system_config, train_data, val_data, rank: int, w
     estimated = cfg.conditions == "estimated" and model.uses_conditions
     model.pilots_only = model.uses_conditions and cfg.conditions == "none"
     model.trained_conditions = cfg.conditions if model.uses_conditions else "none"
+    ch = system_config.channel
+    if (model.uses_conditions and cfg.conditions != "none" and train_data is None and rank == 0
+            and not any(isinstance(v, tuple) for v in (ch.snr_db, ch.delay_spread_s, ch.doppler_hz))):
+        warnings.warn(f"{cfg.model} reads SNR, delay spread and Doppler, but this config fixes all three "
+                      f"({ch.snr_db:g} dB, {ch.delay_spread_s * 1e9:g} ns, {ch.doppler_hz:g} Hz): it learns nothing from "
+                      "them; give ranges to train over a prior (e.g. configs/prior-12x2.yaml)", stacklevel=3)
     if estimated:
         val = [with_estimated_conditions(b, system_config) for b in val]
     # fused AdamW: one kernel for the whole update on a GPU instead of a dozen per parameter

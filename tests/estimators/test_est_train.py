@@ -1,6 +1,7 @@
 """Training loop: beats LS-linear, resumes exactly, trains from a Dataset, stops on NaN, refuses bad checkpoints."""
 import csv
 import pickle
+import warnings
 
 import pytest
 import torch
@@ -102,6 +103,18 @@ def test_elapsed_time_in_the_log_runs_on_across_a_resume(tmp_path, monkeypatch):
     rows = list(csv.DictReader(open(tmp_path / "fortitran" / "log.csv")))
     assert [r["step"] for r in rows] == ["4", "8"]
     assert float(rows[0]["elapsed_s"]) < paused < float(rows[1]["elapsed_s"])
+
+
+def test_a_condition_aware_model_on_one_fixed_condition_is_warned_about(tmp_path):
+    # FIXED_SNR fixes SNR, delay spread and Doppler: adafortitran's condition tokens then carry one value each
+    with pytest.warns(UserWarning, match=r"adafortitran reads SNR, delay spread and Doppler, but this config fixes "
+                                         r"all three \(5 dB, 100 ns, 100 Hz\)"):
+        train(_cfg(tmp_path, "adafortitran", steps=1, eval_every=1), FIXED_SNR)
+    ranged = SystemConfig.from_dict({"channel": {"snr_db": [0.0, 20.0], "delay_spread_s": 100e-9, "doppler_hz": 100.0}})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        train(_cfg(tmp_path / "r", "adafortitran", steps=1, eval_every=1, conditions="true"), ranged)  # one range: no word
+        train(_cfg(tmp_path / "f", "fortitran", steps=1, eval_every=1), FIXED_SNR)  # reads no conditions: no word
 
 
 def test_trains_from_any_dataset_of_samples_by_epochs(tmp_path):
