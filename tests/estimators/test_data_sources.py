@@ -60,6 +60,7 @@ def test_validation_frames_are_none_of_the_training_frames():
                                        "pilot_symbols": [0, 3]})
     val = simulated_validation(cfg, 8, seed=5, chunk=4)
     assert [len(v["h"]) for v in val] == [4, 4]
+    assert [len(v["h"]) for v in simulated_validation(cfg, 6, seed=5, chunk=4)] == [4, 2]  # the frames asked, no more
     train = torch.cat([OnTheFlySource(cfg, 4, seed=5).batch(s)["h"] for s in range(4)])
     for v in val:
         for h in v["h"]:
@@ -87,3 +88,16 @@ def test_a_batch_larger_than_the_dataset_is_refused():
     with pytest.raises(ConfigError, match="batch_size"):
         DatasetSource(Numbered(3), batch_size=4, seed=0)
     assert pair_training_config(preset("default")) == preset("default")
+
+
+def test_a_frame_folder_of_another_grid_is_refused_when_opened(tmp_path):
+    from wavefront.cli import main
+    from wavefront.estimators.data import open_frame_folder, recorded_config
+
+    assert main(["generate", "--frames", "4", "--out", str(tmp_path / "d"), "--config", "configs/adafortitran.yaml",
+                 "--threads", "1", "--no-progress", "--device", "cpu"]) == 0
+    stored = recorded_config(str(tmp_path / "d"))
+    assert stored.ofdm.pilot_shape == (40, 2)
+    assert len(open_frame_folder(str(tmp_path / "d"), stored)) == 4
+    with pytest.raises(ConfigError, match="dataset"):
+        open_frame_folder(str(tmp_path / "d"), preset("default"))  # 12 x 2 pilots on the same grid

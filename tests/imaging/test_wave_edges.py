@@ -26,3 +26,16 @@ def test_a_region_past_the_top_edge_only_records_the_unpadded_models_traces():
     ref = propagate(v, 10.0, 0.001, amp, src, torch.tensor([[[0, 10], [2, 15], [4, 19]]]), freq_hz=15.0)
     err = [float((data[0, k] - ref[0, k]).norm() / ref[0, k].norm()) for k in range(3)]
     assert err[0] < 2e-3 and err[1] < 2e-3 and err[2] < 2e-3, err
+
+
+def test_an_empty_recording_region_is_refused_before_any_propagation():
+    import pytest
+
+    from wavefront.errors import ConfigError
+    from wavefront.imaging.wave import record_region
+
+    v = torch.full((10, 10), 2000.0)
+    amp, src = ricker(15.0, 20, 0.001).view(1, 1, -1), torch.tensor([[[5, 5]]])
+    for region in (Region(3, 3, 2, 6), Region(2, 6, 4, 4)):
+        with pytest.raises(ConfigError, match="region"):
+            record_region(v, 10.0, 0.001, amp, src, region)
