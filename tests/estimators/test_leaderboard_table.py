@@ -116,4 +116,3 @@ def test_a_mimo_point_is_in_the_prior_up_to_and_including_its_top_snr():
         assert [p["snr_db"] for p in pts] == list(MIMO_POINTS_DB) == [0.0, 10.0, 20.0]
         assert [p["in_prior"] for p in pts] == expected
         assert all(bool((p["frames"].snr_db == p["snr_db"]).all()) for p in pts)
-
