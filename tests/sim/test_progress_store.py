@@ -80,3 +80,17 @@ def test_merged_sweep_seconds_are_the_jobs_summed_compute_time():
                 "min_bit_errors": None, "estimators": [], "points": [], "seconds": seconds}
 
     assert merge_sweep_partials([part(0, 1.5), part(1, 2.25)]).seconds == pytest.approx(3.75)
+
+
+@pytest.mark.parametrize("mimo", [{"num_rx_antennas": 2, "num_users": 2}, {"num_users": 3}])
+def test_a_batchs_memory_estimate_grows_with_the_grids_its_channel_holds(mimo):
+    # the estimate counts grid-sized tensors per frame; a MIMO frame's channel holds R x U grids,
+    # so the estimate per byte of the generated channel tensor is the same as SISO's
+    from wavefront.sim.mimo import frame_generator
+    from wavefront.sim.sweep import batch_bytes
+
+    def per_h_byte(cfg):
+        h = frame_generator(cfg, "cpu").generate(1, seed=1, with_data=False).h
+        return batch_bytes(cfg, 1) / (h.numel() * h.element_size())
+
+    assert per_h_byte(SystemConfig.from_dict({"mimo": mimo})) == pytest.approx(per_h_byte(SystemConfig()))
