@@ -113,3 +113,66 @@ def test_merge_refuses_a_point_with_a_missing_batch():
 def test_the_prior_snr_range_widens_down_to_a_point_below_it():
     cfg = SystemConfig.from_dict({"channel": COND})
     assert prior_config(cfg, [{"snr_db": -5.0}, {"snr_db": 10.0}]).channel.snr_db == (-5.0, 25.0)
+
+
+def test_merge_refuses_partials_with_different_prior_ranges():
+    b = [_batch(i, 2, 1.0, 0.5, 10.0, 100, 1, 500) for i in range(2)]
+    p0, p1 = _partial(0, 2, [b[0]]), _partial(1, 2, [b[1]])
+    p0["prior_ranges"], p1["prior_ranges"] = {"snr_db": [0.0, 25.0]}, {"snr_db": [0.0, 30.0]}
+    with pytest.raises(ConfigError, match="prior_ranges"):
+        merge_partials([p0, p1])
+
+
+def test_a_conditions_seed_names_every_field_and_ignores_float_noise():
+    from wavefront.sim.experiment import condition_key
+
+    k = condition_key(10.0, 200e-9, 500.0)
+    assert k == condition_key(10.0 + 1e-9, 2.0000000000000002e-07, 500.0 + 1e-9)  # the same point, as read from a table
+    others = [condition_key(11.0, 200e-9, 500.0), condition_key(10.0, 201e-9, 500.0), condition_key(10.0, 200e-9, 501.0)]
+    assert len({k, *others}) == 4  # points that differ in any field draw different frames
+
+
+def test_two_estimators_of_one_name_are_refused_before_any_frame():
+    cfg = SystemConfig.from_dict({"channel": COND})
+    (p,) = simulated_points(cfg, [COND], frames=2, batch_size=2, seed=5, with_data=False)
+    with pytest.raises(ConfigError, match="estimators"):
+        run_experiment([p], [Zero("z"), Zero("z")], frames=2, conditions="true", progress=False)
+
+
+def test_a_resumed_array_job_recomputes_none_of_its_stored_batches(tmp_path, monkeypatch):
+    import wavefront.sim.experiment as experiment
+    from wavefront.sim.experiment import run_partial
+    from wavefront.sim.progress import open_progress
+
+    cfg = SystemConfig.from_dict({"channel": COND})
+    (p,) = simulated_points(cfg, [COND], frames=8, batch_size=2, seed=5, with_data=False)
+    store = open_progress(tmp_path / "p", {"test": 1})
+    first = run_partial([p], [Zero()], frames=8, conditions="true", progress=False, rank=1, world=2, store=store)
+    assert [b[0] for b in first["points"][0]["batches"]] == [1, 3]
+    calls = []
+    real = experiment._batch_counts
+    monkeypatch.setattr(experiment, "_batch_counts", lambda *a, **k: calls.append(1) or real(*a, **k))
+    again = run_partial([p], [Zero()], frames=8, conditions="true", progress=False, rank=1, world=2, store=store)
+    assert calls == [] and again["points"] == first["points"]
+
+
+def test_a_rank_must_be_below_the_world_size():
+    from wavefront.sim.experiment import run_partial
+
+    cfg = SystemConfig.from_dict({"channel": COND})
+    (p,) = simulated_points(cfg, [COND], frames=4, batch_size=2, seed=5, with_data=False)
+    with pytest.raises(ConfigError, match="rank"):  # rank 2 of 2 would repeat rank 0's batches
+        run_partial([p], [Zero()], frames=4, conditions="true", progress=False, rank=2, world=2)
+
+
+def test_a_genie_that_states_what_it_knows_is_quoted():
+    from wavefront.sim.experiment import given_text
+
+    class Told(Zero):
+        given = "true channel (perfect CSI)"
+
+    est = Told()
+    est.needs = "truth"
+    assert given_text(est, "estimated") == "true channel (perfect CSI)"
+    est.needs = "noise"
+    assert given_text(est, "true") == "noise variance true; true channel (perfect CSI)"
