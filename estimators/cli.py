@@ -7,7 +7,8 @@ from pathlib import Path
 
 from wavefront.errors import ConfigError
 from wavefront.estimators.registry import DEFAULT_LEARNED
-from wavefront.utils import check_output_folder, nonnegative_float, nonnegative_int, positive_float, positive_int
+from wavefront.utils import (check_output_folder, nonnegative_float, nonnegative_int, positive_float, positive_int,
+                             refuse_to_replace)
 
 
 def _system_config(path: str | None):
@@ -191,10 +192,10 @@ def _train(args) -> int:
     if args.train is not None and args.val is None:
         raise ConfigError("val", None, "--train needs --val DIR")
     out = check_output_folder("out", args.out or f"runs/{args.model}")
-    held = [name for name in ("last.safetensors", "best.safetensors") if (out / name).is_file()]
-    if held and not args.resume and not args.overwrite:  # a forgotten --resume once replaced a finished run's weights
-        raise ConfigError("out", str(out), f"holds a run ({held[0]}); add --resume to continue it, --overwrite to "
-                                           "start afresh there, or give another --out")
+    # a forgotten --resume once replaced a finished run's weights
+    refuse_to_replace("out", out, ("last.safetensors", "best.safetensors"), args.resume or args.overwrite,
+                      what="the weights",
+                      advice="add --resume to continue it, --overwrite to start afresh there, or give another --out")
     from wavefront.sim.pilots import apply_pilots
 
     from wavefront.estimators.data import recorded_config

@@ -395,16 +395,17 @@ class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
-def refuse_to_replace(field: str, out: Path, names: tuple[str, ...], overwrite: bool, what: str = "results") -> None:
+def refuse_to_replace(field: str, out: Path, names: tuple[str, ...], overwrite: bool, what: str = "results",
+                      advice: str = "add --overwrite to replace them, or give another --out") -> None:
     """Raises ConfigError when ``out`` holds one of ``names`` (an earlier run's outputs) and ``overwrite`` is off.
 
     For commands that write their outputs afresh rather than resuming: rerun into the same ``--out``, they
     would silently replace what took minutes or hours to compute. Called before any work starts.
+    ``advice`` ends the message: what the user can do instead.
     """
     held = [n for n in names if (Path(out) / n).exists()]
     if held and not overwrite:
-        raise ConfigError(field, str(out), f"holds {what} of an earlier run ({held[0]}); add --overwrite to replace "
-                                           "them, or give another --out")
+        raise ConfigError(field, str(out), f"holds {what} of an earlier run ({held[0]}); {advice}")
 
 
 def thread_count(text: str) -> int:
