@@ -102,9 +102,8 @@ def export_mat(data: str | Path, out: str | Path, round_values: bool = False, pr
     data, out = Path(data), check_output_folder("out", out)
     folders = [(d, manifest_shards(d)) for d in dataset_folders(data, "data")]
     spacings = {d: _mat_spacing(d) for d, _ in folders}  # every folder checked before any file is written
-    for _, shards in folders:  # and every frame's name: a value no name can hold stops the export before its first file
-        for s in shards:
-            _check_labels(s.path, round_values)
+    # and every frame's name: a value no name can hold stops the export before its first file
+    labels = {s.path: _labels(s.path, round_values) for _, shards in folders for s in shards}
     left = sum(s.frames for _, shards in folders for s in shards)
     total = 0
     for d, shards in folders:
@@ -126,10 +125,7 @@ def export_mat(data: str | Path, out: str | Path, round_values: bool = False, pr
                 if np.any(a.pilots_ls[i] == 0):
                     raise ConfigError("pilots_ls", 0, f"{where}: an LS pilot is exactly 0; the reference reader finds "
                                                       "pilots as the non-zero entries of H[:,:,1] and would lose it")
-                name = mat_name(n, mat_label(a.snr_db[i], "snr_db", where, round_values),
-                                mat_label(float(a.delay_spread_s[i]) * 1e9, "delay_spread_ns", where, round_values),
-                                mat_label(a.doppler_hz[i], "doppler_hz", where, round_values),
-                                spacing, a.profile[i].decode())
+                name = mat_name(n, *labels[s.path][i], spacing, a.profile[i].decode())
                 try:
                     _write_mat(dest / name, frame_to_mat(a.h_true[i], a.pilots_ls[i], pf, pt))
                 except DiskFullError as exc:
@@ -141,20 +137,23 @@ def export_mat(data: str | Path, out: str | Path, round_values: bool = False, pr
     return total
 
 
-def _check_labels(path: Path, round_values: bool) -> None:
-    """Raises ConfigError (naming the frame) where a frame of shard ``path`` has a condition no ``.mat`` name can hold.
+def _labels(path: Path, round_values: bool) -> list[tuple[int, int, int]]:
+    """Returns each frame's ``.mat`` name integers (SNR dB, delay spread ns, Doppler Hz) of shard ``path``.
 
-    Reads only the [N] condition arrays; :func:`mat_label` gives the rule."""
+    Reads only the [N] condition arrays; :func:`mat_label` gives the rule, and raises ConfigError naming the frame
+    where a value no name can hold."""
     try:
         with h5py.File(path, "r") as f:
             cols = {k: f[k][()] for k in ("snr_db", "delay_spread_s", "doppler_hz")}
     except H5_ERRORS as exc:
         raise ShardError(path, f"cannot read its conditions ({exc.__class__.__name__}: {exc})") from None
+    out = []
     for i in range(len(cols["snr_db"])):
         where = f"frame {i} of {path}"
-        mat_label(cols["snr_db"][i], "snr_db", where, round_values)
-        mat_label(float(cols["delay_spread_s"][i]) * 1e9, "delay_spread_ns", where, round_values)
-        mat_label(cols["doppler_hz"][i], "doppler_hz", where, round_values)
+        out.append((mat_label(cols["snr_db"][i], "snr_db", where, round_values),
+                    mat_label(float(cols["delay_spread_s"][i]) * 1e9, "delay_spread_ns", where, round_values),
+                    mat_label(cols["doppler_hz"][i], "doppler_hz", where, round_values)))
+    return out
 
 
 def _mat_spacing(folder: Path) -> int:

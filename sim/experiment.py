@@ -630,20 +630,15 @@ def merge_partials(partials: list[dict]) -> list[Row]:
         raise ConfigError("rank", ranks, f"need each rank 0..{world - 1} once"
                           + (f"; missing {missing}" if missing else "") + (f"; repeated {repeated}" if repeated else ""))
     first = partials[0]
-    for key in ("min_bit_errors", "estimators"):
+    for key in ("min_bit_errors", "estimators", "prior_ranges"):  # prior_ranges: absent from older partial files
         for q in partials[1:]:
-            if q[key] != first[key]:
-                raise ConfigError(key, q[key], f"differs between partial files (rank {q['rank']} against rank "
-                                               f"{first['rank']}): they come from different runs")
+            if q.get(key) != first.get(key):
+                raise ConfigError(key, q.get(key), f"differs between partial files (rank {q['rank']} against rank "
+                                                   f"{first['rank']}): they come from different runs")
     for q in partials[1:]:
         if [(pt["meta"], pt["want"]) for pt in q["points"]] != [(pt["meta"], pt["want"]) for pt in first["points"]]:
             raise ConfigError("points", f"rank {q['rank']}", f"differ from rank {first['rank']}'s: the files come from "
                                                             "different runs")
-    for q in partials[1:]:
-        if q.get("prior_ranges") != first.get("prior_ranges"):
-            raise ConfigError("prior_ranges", q.get("prior_ranges"), f"differs between partial files (rank {q['rank']} "
-                                                                     f"against rank {first['rank']}): they come from "
-                                                                     "different runs")
     rows = []
     for k, pt in enumerate(first["points"]):
         batches = sorted((b for q in partials for b in q["points"][k]["batches"]), key=lambda b: b[0])
