@@ -29,7 +29,7 @@ def _common(p, frames_flag: str, frames_default, frames_help: str) -> None:
                    help="regenerate every existing shard that fails the resume check (attributes, SHA-256 against "
                         "the manifest, or a full content check) from its seed, instead of refusing")
     p.add_argument("--threads", type=thread_count, default=None,
-                   help="torch CPU threads (default: torch's; 1 is often faster on a busy machine, and torchrun sets 1)")
+                   help="torch CPU threads (default: torch's, one per core, at most the container's CPU quota; 1 is often faster on a busy machine, and torchrun sets 1)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.add_argument("--ici", action="store_true",
                    help="model inter-carrier interference (channel.ici: true): the channel varies within each symbol, "

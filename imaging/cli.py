@@ -199,7 +199,7 @@ def add_commands(subparsers) -> None:
     lay.add_argument("--val-images", type=positive_int, default=1024, help="default 1024")
     lay.add_argument("--test-images", type=positive_int, default=1024,
                      help="held-out images the results are reported on (default 1024)")
-    lay.add_argument("--threads", type=thread_count, help="torch CPU threads (default: torch's choice); results "
+    lay.add_argument("--threads", type=thread_count, help="torch CPU threads (default: torch's, one per core, at most the container's CPU quota); results "
                                                         "depend on it, and results.json records it")
     lay.add_argument("--out", type=Path, default=Path("runs/layout"), help="results folder (default runs/layout)")
     lay.add_argument("--overwrite", action="store_true", help="replace the results an earlier run left in --out")
@@ -236,7 +236,7 @@ def add_commands(subparsers) -> None:
     builtin.add_argument("--train-shots", type=positive_int, help="default 768")
     builtin.add_argument("--val-shots", type=positive_int, help="default 256")
     builtin.add_argument("--test-shots", type=positive_int, help="held-out shots the results are reported on (default 256)")
-    rec.add_argument("--threads", type=thread_count, help="torch CPU threads (default: torch's choice)")
+    rec.add_argument("--threads", type=thread_count, help="torch CPU threads (default: torch's, one per core, at most the container's CPU quota)")
     rec.add_argument("--out", type=Path, default=Path("runs/receivers"), help="results folder (default runs/receivers)")
     rec.add_argument("--overwrite", action="store_true", help="replace the results an earlier run left in --out")
     rec.set_defaults(func=_receivers)

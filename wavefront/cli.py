@@ -75,6 +75,9 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    from wavefront.utils import cap_threads_to_cpus
+
+    cap_threads_to_cpus()  # a container's CPU quota, which torch's default thread count ignores
     try:
         return int(args.func(args) or 0)
     except ConfigError as exc:

@@ -408,6 +408,66 @@ def refuse_to_replace(field: str, out: Path, names: tuple[str, ...], overwrite: 
         raise ConfigError(field, str(out), f"holds {what} of an earlier run ({held[0]}); {advice}")
 
 
+def cpu_quota(root: str | os.PathLike = "/sys/fs/cgroup") -> float | None:
+    """Returns the CPUs this process's cgroup may use (its CFS quota over its period), or None without a quota.
+
+    Reads cgroup v2's ``cpu.max`` (``"200000 100000"``: 2 CPUs; ``"max 100000"``: no quota) under ``root``,
+    else cgroup v1's ``cpu/cpu.cfs_quota_us`` and ``cpu/cpu.cfs_period_us`` (quota ``-1``: none). A container
+    started with ``--cpus 2`` on a 64-core host sees 64 cores and a 2-CPU quota; anything unreadable or
+    malformed counts as no quota.
+    """
+    base = Path(root)
+    try:
+        fields = (base / "cpu.max").read_text().split()
+    except OSError:
+        try:
+            fields = [(base / "cpu" / "cpu.cfs_quota_us").read_text().strip(),
+                      (base / "cpu" / "cpu.cfs_period_us").read_text().strip()]
+        except OSError:
+            return None
+    try:
+        quota, period = float(fields[0]), float(fields[1])
+    except (IndexError, ValueError):  # "max" (v2) or damaged text: no quota
+        return None
+    if not (quota > 0 and period > 0 and math.isfinite(quota) and math.isfinite(period)):
+        return None  # v1 says -1 for none
+    return quota / period
+
+
+def usable_cpus(root: str | os.PathLike = "/sys/fs/cgroup") -> int:
+    """Returns the CPUs this process can keep busy: its affinity mask, capped by its cgroup's quota (rounded up)."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not on Linux
+        cpus = os.cpu_count() or 1
+    quota = cpu_quota(root)
+    if quota is not None:
+        cpus = min(cpus, max(1, math.ceil(quota)))
+    return max(1, cpus)
+
+
+def cap_threads_to_cpus(root: str | os.PathLike = "/sys/fs/cgroup") -> int | None:
+    """Lowers torch's CPU threads to :func:`usable_cpus` when its default is higher; returns the new count or None.
+
+    torch starts one thread per core it sees, and a container's CPU quota is not among what it sees: 64
+    threads sharing a 2-CPU quota are throttled in turn, and spin while they wait. Never raises the count,
+    and leaves it alone when ``OMP_NUM_THREADS`` is set (the user's or torchrun's choice). A command's
+    ``--threads`` is applied after this and wins.
+    """
+    if os.environ.get("OMP_NUM_THREADS"):
+        return None
+    quota = cpu_quota(root)
+    if quota is None:  # torch's default already follows the affinity mask: nothing to do, and no torch import
+        return None
+    cpus = usable_cpus(root)
+    import torch
+
+    if torch.get_num_threads() <= cpus:
+        return None
+    torch.set_num_threads(cpus)
+    return cpus
+
+
 def thread_count(text: str) -> int:
     """argparse type: torch CPU threads, 1 .. 4 x this machine's CPUs (more only slows torch; 1e6 ran out of memory
     starting them)."""

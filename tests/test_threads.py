@@ -1,0 +1,112 @@
+"""The thread default under a container's CPU quota (wavefront.utils.cpu_quota / cap_threads_to_cpus).
+
+torch starts one thread per core it sees; a container's cgroup quota is not among what it sees. The
+cgroup files are faked in a temporary folder, laid out as the kernel lays them out.
+"""
+import os
+
+import pytest
+import torch
+
+from wavefront import cli
+from wavefront.utils import cap_threads_to_cpus, cpu_quota, usable_cpus
+
+
+def _v2(tmp_path, text):
+    (tmp_path / "cpu.max").write_text(text)
+    return tmp_path
+
+
+def _v1(tmp_path, quota, period):
+    (tmp_path / "cpu").mkdir()
+    (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text(f"{quota}\n")
+    (tmp_path / "cpu" / "cpu.cfs_period_us").write_text(f"{period}\n")
+    return tmp_path
+
+
+@pytest.fixture
+def threads():
+    """Restores torch's thread count and OMP_NUM_THREADS after the test."""
+    n, omp = torch.get_num_threads(), os.environ.pop("OMP_NUM_THREADS", None)
+    yield n
+    torch.set_num_threads(n)
+    if omp is not None:
+        os.environ["OMP_NUM_THREADS"] = omp
+
+
+def test_quota_is_quota_over_period_in_both_cgroup_versions(tmp_path):
+    (tmp_path / "a").mkdir()
+    assert cpu_quota(_v2(tmp_path / "a", "150000 100000\n")) == 1.5
+    assert cpu_quota(_v1(tmp_path, 50000, 100000)) == 0.5
+    assert cpu_quota(tmp_path / "empty") is None
+
+
+@pytest.mark.parametrize("text", ["max 100000\n", "", "garbage", "0 100000", "100000 0", "nan 1"])
+def test_no_quota_or_a_damaged_file_counts_as_none(tmp_path, text):
+    assert cpu_quota(_v2(tmp_path, text)) is None
+
+
+def test_v1_without_a_quota_is_none(tmp_path):
+    assert cpu_quota(_v1(tmp_path, -1, 100000)) is None
+
+
+def test_usable_cpus_round_a_fractional_quota_up_and_never_exceed_the_affinity_mask(tmp_path):
+    mask = len(os.sched_getaffinity(0))
+    (tmp_path / "half").mkdir()
+    assert usable_cpus(_v2(tmp_path / "half", "50000 100000")) == 1
+    (tmp_path / "one-and-a-half").mkdir()
+    assert usable_cpus(_v2(tmp_path / "one-and-a-half", "150000 100000")) == min(2, mask)  # 1.5 CPUs keep 2 busy
+    (tmp_path / "many").mkdir()
+    assert usable_cpus(_v2(tmp_path / "many", f"{100000 * (mask + 8)} 100000")) == mask
+    assert usable_cpus(tmp_path / "none") == mask
+
+
+def test_a_quota_below_the_thread_count_lowers_it_and_never_raises_it(tmp_path, threads):
+    torch.set_num_threads(2)
+    (tmp_path / "one").mkdir()
+    assert cap_threads_to_cpus(_v2(tmp_path / "one", "100000 100000")) == 1
+    assert torch.get_num_threads() == 1
+    (tmp_path / "big").mkdir()
+    assert cap_threads_to_cpus(_v2(tmp_path / "big", "6400000 100000")) is None  # 64 CPUs: left at 1
+    assert torch.get_num_threads() == 1
+
+
+def test_omp_num_threads_is_the_users_choice_and_wins_over_the_quota(tmp_path, threads):
+    torch.set_num_threads(2)
+    os.environ["OMP_NUM_THREADS"] = "2"
+    try:
+        assert cap_threads_to_cpus(_v2(tmp_path, "100000 100000")) is None
+        assert torch.get_num_threads() == 2
+    finally:
+        del os.environ["OMP_NUM_THREADS"]
+
+
+def test_every_command_runs_under_the_cap_and_its_threads_flag_wins(tmp_path, threads, monkeypatch):
+    """``wavefront`` applies the cap before the command; a command's ``--threads`` is applied after it."""
+    import wavefront.utils as utils
+
+    monkeypatch.setattr(utils, "cpu_quota", lambda root="/sys/fs/cgroup": 1.0)
+    seen = []
+    monkeypatch.setattr(cli, "build_parser", lambda: _parser(seen))
+    torch.set_num_threads(2)
+    assert cli.main(["probe"]) == 0
+    assert cli.main(["probe", "--threads", "2"]) == 0
+    assert seen == [1, 2]
+
+
+def _parser(seen):
+    import argparse
+
+    p = argparse.ArgumentParser()
+    sub = p.add_subparsers()
+    probe = sub.add_parser("probe")
+    probe.add_argument("--threads", type=int)
+
+    def run(args):
+        if args.threads is not None:
+            torch.set_num_threads(args.threads)
+        seen.append(torch.get_num_threads())
+        return 0
+
+    probe.set_defaults(func=run)
+    return p
