@@ -2,7 +2,8 @@
 
 :func:`folder_points` turns a folder of HDF5 shards, or a tree of them such as a
 ``generate-suite`` folder, into :class:`wavefront.sim.experiment.Point` objects, one per
-distinct (SNR, delay spread, Doppler), for :func:`wavefront.sim.experiment.run_experiment`.
+distinct (SNR, delay spread, Doppler), for :func:`wavefront.sim.experiment.run_experiment`;
+a folder whose config draws its conditions per frame (a prior) is one point.
 """
 from __future__ import annotations
 
@@ -64,6 +65,10 @@ def _check_grid(ds: H5FrameDataset, config: SystemConfig, folder: Path) -> None:
 def folder_points(path: str | Path, config: SystemConfig, batch_size: int = 4096) -> list[Point]:
     """Returns one point per distinct (SNR, delay spread, Doppler) in a folder (or a tree) of HDF5 shards.
 
+    A folder whose stored config draws a condition per frame (a range, as over a prior) is one point
+    instead: every frame keeps its own conditions, the point's scalars are their means and its config
+    holds the ranges (see :func:`_drawn_ranges`).
+
     Sub-folders named as the AdaFortiTran suites (``SNR_test_set`` ...) become the sweeps
     ``snr``, ``delay_spread``, ``doppler``; the varying condition of a folder is its axis.
     A folder whose shards record receiver impairments gives its points its impairment settings, and
@@ -86,12 +91,17 @@ def folder_points(path: str | Path, config: SystemConfig, batch_size: int = 4096
         cat = {k: torch.cat(v) for k, v in cat.items()}
         keys = torch.stack([cat["snr_db"].double(), cat["delay_spread_s"].double() * 1e9, cat["doppler_hz"].double()], 1)
         keys = torch.round(keys * 1000) / 1000
-        uniq, inv = torch.unique(keys, dim=0, return_inverse=True)
-        varying = [a for a, col in zip(COND_FIELDS, uniq.T) if col.unique().numel() > 1]
-        axis = varying[0] if len(varying) == 1 else ""
-        sweep = named.get(folder.name, axis_sweep.get(axis, folder.name))
         profile = _folder_profile(ds)
         stored = _stored_config(ds)
+        drawn = _drawn_ranges(stored)
+        if drawn:  # conditions drawn per frame over a prior: one point, every frame with its own conditions
+            uniq, inv = keys.mean(0, keepdim=True), torch.zeros(len(keys), dtype=torch.long)
+            axis = ""
+        else:
+            uniq, inv = torch.unique(keys, dim=0, return_inverse=True)
+            varying = [a for a, col in zip(COND_FIELDS, uniq.T) if col.unique().numel() > 1]
+            axis = varying[0] if len(varying) == 1 else ""
+        sweep = named.get(folder.name, axis_sweep.get(axis, folder.name))
         realization = realization_label(folder, stored)
         impaired = ({k: getattr(stored.channel, k) for k in IMPAIRMENT_FIELDS}
                     if stored is not None and stored.channel.impaired else {})
@@ -99,8 +109,8 @@ def folder_points(path: str | Path, config: SystemConfig, batch_size: int = 4096
             sel = inv == u
             snr, ds_ns, fd = (float(v) for v in uniq[u])
             sub = {k: v[sel] for k, v in cat.items()}
-            cfg = config.updated(channel={"snr_db": snr, "delay_spread_s": ds_ns * 1e-9, "doppler_hz": fd,
-                                          **({"profile": profile} if profile else {}), **impaired})
+            conds = {"snr_db": snr, "delay_spread_s": ds_ns * 1e-9, "doppler_hz": fd, **drawn}
+            cfg = config.updated(channel={**conds, **({"profile": profile} if profile else {}), **impaired})
 
             def batches(sub=sub, profile=profile or cfg.channel.profile):
                 n = sub["h"].shape[0]
@@ -115,6 +125,17 @@ def folder_points(path: str | Path, config: SystemConfig, batch_size: int = 4096
                                 realization=realization))
     order = {"snr": 0, "delay_spread": 1, "doppler": 2}
     return sorted(points, key=lambda p: (order.get(p.sweep, 9), p.sweep, p.axis_value))
+
+
+def _drawn_ranges(stored: SystemConfig | None) -> dict:
+    """Returns ``{field: [low, high]}`` of the conditions a folder's config draws per frame (empty: none drawn).
+
+    A folder generated over a prior (``snr_db: [0, 25]`` ...) holds frames whose conditions are all
+    different: it is one point, its MSE the Bayes risk over that prior, not one row per frame.
+    """
+    if stored is None:
+        return {}
+    return {k: list(getattr(stored.channel, k)) for k in COND_FIELDS if isinstance(getattr(stored.channel, k), tuple)}
 
 
 def _folder_profile(ds) -> str | None:

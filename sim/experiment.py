@@ -683,7 +683,8 @@ def prior_config(config: SystemConfig, points: list | None = None, ranges: dict 
 
     ``ranges``: ``{field: (low, high)}`` for any of ``snr_db``, ``delay_spread_s``,
     ``doppler_hz``; the others default to the paper's training ranges (:data:`wavefront.paper.TRAIN_RANGES`). The SNR range widens to
-    cover every point (``points``: objects or dicts with ``snr_db``), which costs nothing; delay
+    cover every point (``points``: objects or dicts with ``snr_db``; a point whose config draws its SNR over a range,
+    a folder generated over a prior, widens it to that range), which costs nothing; delay
     spread and Doppler do not, because a wider Doppler prior makes the Doppler ambiguous: with
     the pilots 9 symbols apart only ``J0(2 pi f_d 9 T)`` is observed, and it turns back above
     about 950 Hz at 15 kHz. Measured (TDL-A, 200 ns, 500 Hz, 20 dB): ``lmmse-estimated`` gives
@@ -695,7 +696,9 @@ def prior_config(config: SystemConfig, points: list | None = None, ranges: dict 
     lo, hi = out["snr_db"]
     for p in points or []:
         v = p["snr_db"] if isinstance(p, dict) else p.snr_db
-        lo, hi = min(lo, v), max(hi, v)
+        drawn = p.config.channel.snr_db if isinstance(p, Point) else None  # a folder drawn over a prior: its range
+        low, high = drawn if isinstance(drawn, tuple) else (v, v)
+        lo, hi = min(lo, low, v), max(hi, high, v)
     out["snr_db"] = (lo, hi)
     try:
         return config.updated(channel={k: list(v) for k, v in out.items()})
