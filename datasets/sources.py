@@ -65,8 +65,8 @@ def _check_grid(ds: H5FrameDataset, config: SystemConfig, folder: Path) -> None:
 def folder_points(path: str | Path, config: SystemConfig, batch_size: int = 4096) -> list[Point]:
     """Returns one point per distinct (SNR, delay spread, Doppler) in a folder (or a tree) of HDF5 shards.
 
-    A folder whose stored config draws a condition per frame (a range, as over a prior) is one point
-    instead: every frame keeps its own conditions, the point's scalars are their means and its config
+    A folder whose stored config draws a condition per frame (a range, as over a prior; not an
+    ``import-mat`` folder, whose ranges span its files' fixed values) is one point instead: every frame keeps its own conditions, the point's scalars are their means and its config
     holds the ranges (see :func:`_drawn_ranges`).
 
     Sub-folders named as the AdaFortiTran suites (``SNR_test_set`` ...) become the sweeps
@@ -93,7 +93,7 @@ def folder_points(path: str | Path, config: SystemConfig, batch_size: int = 4096
         keys = torch.round(keys * 1000) / 1000
         profile = _folder_profile(ds)
         stored = _stored_config(ds)
-        drawn = _drawn_ranges(stored)
+        drawn = {} if _imported(folder) else _drawn_ranges(stored)
         if drawn:  # conditions drawn per frame over a prior: one point, every frame with its own conditions
             uniq, inv = keys.mean(0, keepdim=True), torch.zeros(len(keys), dtype=torch.long)
             axis = ""
@@ -136,6 +136,15 @@ def _drawn_ranges(stored: SystemConfig | None) -> dict:
     if stored is None:
         return {}
     return {k: list(getattr(stored.channel, k)) for k in COND_FIELDS if isinstance(getattr(stored.channel, k), tuple)}
+
+
+def _imported(folder: Path) -> bool:
+    """Whether ``import-mat`` wrote the folder: its config's ranges then span the files' fixed values (a test
+    set's SNRs in one folder), not a prior drawn per frame, and it keeps one point per condition."""
+    try:
+        return "imported_from" in (read_manifest(folder) or {})
+    except ConfigError:
+        return False
 
 
 def _folder_profile(ds) -> str | None:

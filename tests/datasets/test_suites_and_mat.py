@@ -144,3 +144,19 @@ def test_malformed_mat_name_or_shape_names_the_file(tmp_path, capsys):
     scipy.io.savemat(d / "1_SNR-5_DS-100_DOP-600_N-3_TDL-A.mat", {"H": H[:, :13]})
     with pytest.raises(ConfigError, match=r"1_SNR-5_DS-100_DOP-600_N-3_TDL-A\.mat.*shape"):
         import_mat(d, tmp_path / "o", preset("default"))
+
+
+def test_an_imported_folder_of_several_snrs_keeps_a_point_per_snr(suite, tmp_path):
+    """import-mat records the span of its files' SNRs as a range: that is not a prior drawn per frame."""
+    from wavefront.datasets.sources import folder_points
+
+    mat, one = tmp_path / "mat", tmp_path / "one"
+    one.mkdir()
+    for k, snr in enumerate((0, 5)):
+        export_mat(suite / "SNR_test_set" / f"SNR_{snr}", mat / str(snr))
+        for f in (mat / str(snr)).glob("*.mat"):  # one folder, frame numbers 1..24
+            n, rest = f.name.split("_", 1)
+            f.rename(one / f"{int(n) + 12 * k}_{rest}")
+    import_mat(one, tmp_path / "back", preset("adafortitran-paper"), snr_convention="per-re")
+    points = folder_points(tmp_path / "back", preset("adafortitran-paper"))
+    assert [(p.snr_db, p.available, p.axis) for p in points] == [(0.0, 12, "snr_db"), (5.0, 12, "snr_db")]
