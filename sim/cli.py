@@ -213,6 +213,17 @@ def add_rank_arguments(p) -> None:
     p.add_argument("--world", type=any_int, default=None, help="number of array jobs (with --rank)")
 
 
+def _yaml_channel_fields(path) -> set[str]:
+    """Returns the ``channel:`` fields a YAML config sets itself (not the defaults it leaves to SystemConfig)."""
+    import yaml
+
+    from wavefront.utils import read_text_file
+
+    d = yaml.safe_load(read_text_file("config", path, "file not found", "is a folder; give a YAML file")) or {}
+    channel = d.get("channel") if isinstance(d, dict) else None
+    return set(channel) if isinstance(channel, dict) else set()
+
+
 def build_spec(args):
     """Returns the validated SweepSpec for parsed arguments (raises ConfigError on bad input)."""
     from wavefront.sim.config import PRESETS, SystemConfig, preset
@@ -222,13 +233,19 @@ def build_spec(args):
     if args.config and args.preset:
         raise ConfigError("config", args.config, "give --config or --preset, not both")
     base = SystemConfig.from_yaml(args.config) if args.config else preset(args.preset or "default")
-    # a preset that names its channel (mimo-chest) gives the defaults; otherwise 1000 Hz and 300 ns, as always
+    # a preset that names its channel (mimo-chest) gives the defaults, and so does a --config that sets them (a
+    # range there is drawn per frame); otherwise 1000 Hz and 300 ns, as always
     named = {} if args.config else PRESETS.get(args.preset or "default", {}).get("channel", {})
     dop_text = args.doppler_hz or f"{named.get('doppler_hz', 1000):g}"
     ds_text = args.delay_spread_ns or f"{named.get('delay_spread_s', 300e-9) * 1e9:g}"
     snr = parse_values("snr_db", args.snr_db)
     dop = parse_values("doppler_hz", dop_text)
     ds = [v * 1e-9 for v in parse_values("delay_spread_ns", ds_text)]
+    in_yaml = _yaml_channel_fields(args.config) if args.config else set()
+    if args.doppler_hz is None and "doppler_hz" in in_yaml:
+        dop = [base.channel.doppler_hz]
+    if args.delay_spread_ns is None and "delay_spread_s" in in_yaml:
+        ds = [base.channel.delay_spread_s]
     axes = {k: v for k, v in (("snr_db", snr), ("doppler_hz", dop), ("delay_spread_s", ds)) if len(v) > 1}
     if len(axes) > 1:
         # --doppler-hz 100:1000:100 alone meets the default SNR range: say so, not only "give a single value"
@@ -236,7 +253,8 @@ def build_spec(args):
                 f"{[a for a in axes if a != 'snr_db'][0]})" if "snr_db" in axes and args.snr_db == SNR_DEFAULT else "")
         raise ConfigError("axes", ",".join(axes), "sweep one axis at a time: give a single value for the others" + hint)
     axis = next(iter(axes), "snr_db")
-    channel = {"snr_db": snr[0], "doppler_hz": dop[0], "delay_spread_s": ds[0]}
+    channel = {k: list(v[0]) if isinstance(v[0], tuple) else v[0]
+               for k, v in (("snr_db", snr), ("doppler_hz", dop), ("delay_spread_s", ds))}
     channel.pop(axis)
     if args.profile is not None:
         channel["profile"] = args.profile
@@ -277,9 +295,18 @@ def run(args) -> int:
     # Before the sweep, with a real probe file: a bad --out must not cost its results.
     out = check_output_folder("out", args.out, sweep_output_bytes(spec))
     if args.estimators == DEFAULT_ESTIMATORS:
-        if not learned_available():  # the shipped learned model joins the default sweep when installed
+        why = None if learned_available() else "no learned estimator is installed"
+        if why is None:  # the shipped model serves one grid and pilot pattern: another system sweeps without it
+            try:
+                resolve_estimators([DEFAULT_LEARNED], spec.prior)
+            except ConfigError as exc:
+                if exc.field != "checkpoint":
+                    raise
+                why = f"the shipped {DEFAULT_LEARNED} does not fit this system ({exc.rule.split(';')[0]})"
+        if why is not None:  # the shipped learned model joins the default sweep when installed and it fits
             if rank == 0:
-                warnings.warn("no learned estimator is installed; sweeping the classical ones")
+                warnings.warn(f"{why}; sweeping the classical ones (train one for this system with wavefront train, "
+                              "then pass it in --estimators)")
             spec.estimators = [n for n in spec.estimators if n != DEFAULT_LEARNED]
     if array_job:
         estimators = resolve_estimators(spec.estimators, spec.prior, device=args.device, robust_options=spec.robust_options)

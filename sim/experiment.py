@@ -111,7 +111,12 @@ class Point:
 def simulated_points(config: SystemConfig, conditions: list[dict], frames: int, batch_size: int, seed: int,
                      device="cpu", with_data: bool = True, ldpc_rate: float | None = None, sweep: str = "",
                      axis: str = "") -> list[Point]:
-    """Returns points simulated from ``config`` at each of ``conditions`` (dicts of ``snr_db``, ``delay_spread_s``, ``doppler_hz``)."""
+    """Returns points simulated from ``config`` at each of ``conditions`` (dicts of ``snr_db``, ``delay_spread_s``, ``doppler_hz``).
+
+    A condition given as ``(low, high)`` is drawn per frame over that range (with the config's step
+    grid, if any): the point's MSE is then the Bayes risk over it, its bound the mean of the frames'
+    bounds, and the point's scalar (its row's label) the range's midpoint.
+    """
     if not isinstance(frames, int) or frames < 1:
         raise ConfigError("frames", frames, "must be a positive integer")
     if not isinstance(batch_size, int) or batch_size < 1:
@@ -119,8 +124,11 @@ def simulated_points(config: SystemConfig, conditions: list[dict], frames: int, 
     dev = resolve_device(device)
     points = []
     for c in conditions:
-        cfg = config.updated(channel={k: c[k] for k in COND_FIELDS})
-        key = condition_key(c["snr_db"], c["delay_spread_s"], c["doppler_hz"])
+        cfg = config.updated(channel={k: list(c[k]) if _is_range(c[k]) else c[k] for k in COND_FIELDS})
+        mid = {k: (c[k][0] + c[k][1]) / 2 if _is_range(c[k]) else c[k] for k in COND_FIELDS}
+        key = condition_key(mid["snr_db"], mid["delay_spread_s"], mid["doppler_hz"])
+        ranges = [round(v * scale) for k, scale in zip(COND_FIELDS, (1e3, 1e12, 1e3)) if _is_range(c[k]) for v in c[k]]
+        key = derive_seed(key, *ranges) if ranges else key  # a range is its own point, never its midpoint's
 
         def batches(start=0, step=1, cfg=cfg, key=key):
             gen = frame_generator(cfg, dev, ldpc_rate=ldpc_rate)
@@ -135,9 +143,13 @@ def simulated_points(config: SystemConfig, conditions: list[dict], frames: int, 
             return frame_generator(cfg, dev).generate(batch_size, seed=derive_seed(seed, key, CALIBRATION_STREAM),
                                                       with_data=False)
 
-        points.append(Point(c.get("sweep", sweep), c.get("axis", axis), float(c["snr_db"]), float(c["delay_spread_s"]),
-                            float(c["doppler_hz"]), cfg, batches, batch_size=batch_size, calibration=calibration))
+        points.append(Point(c.get("sweep", sweep), c.get("axis", axis), float(mid["snr_db"]), float(mid["delay_spread_s"]),
+                            float(mid["doppler_hz"]), cfg, batches, batch_size=batch_size, calibration=calibration))
     return points
+
+
+def _is_range(v) -> bool:
+    return isinstance(v, (tuple, list))
 
 
 CALIBRATION_STREAM = 0xCA1B  # derive_seed(seed, point key, CALIBRATION_STREAM): a point's held-out calibration batch
@@ -696,9 +708,9 @@ def prior_config(config: SystemConfig, points: list | None = None, ranges: dict 
     lo, hi = out["snr_db"]
     for p in points or []:
         v = p["snr_db"] if isinstance(p, dict) else p.snr_db
-        drawn = p.config.channel.snr_db if isinstance(p, Point) else None  # a folder drawn over a prior: its range
-        low, high = drawn if isinstance(drawn, tuple) else (v, v)
-        lo, hi = min(lo, low, v), max(hi, high, v)
+        drawn = p.config.channel.snr_db if isinstance(p, Point) else v  # an SNR drawn per frame: its range
+        low, high = drawn if _is_range(drawn) else (v, v)
+        lo, hi = min(lo, low), max(hi, high)
     out["snr_db"] = (lo, hi)
     try:
         return config.updated(channel={k: list(v) for k, v in out.items()})

@@ -94,11 +94,10 @@ class SweepSpec:
         self.point_configs = [_point_config(self.config, self.axis, v) for v in self.values]  # validates every point
 
     def conditions_list(self) -> list[dict]:
+        """One condition dict per swept value; a field the sweep does not sweep keeps the config's value, and a
+        range there (``doppler_hz: [50, 1000]``) is drawn per frame at every point (see ``simulated_points``)."""
         ch = self.config.channel
         fixed = {k: getattr(ch, k) for k in AXES if k != self.axis}
-        for k, v in fixed.items():
-            if isinstance(v, tuple):
-                raise ConfigError(f"channel.{k}", list(v), "a sweep needs one value for the fields it does not sweep")
         return [{**fixed, self.axis: float(v)} for v in self.values]
 
     @property
@@ -297,7 +296,27 @@ def format_table(result: SweepResult) -> str:
         lines.append(f"pilots: {result.rows[0].pilots}; SNR convention: {result.spec.get('snr_convention', 'per-re')}")
         lines.append(f"ICI: {result.spec.get('ici', 'not modelled')}")
         lines.append(f"channel realization: {result.rows[0].realization}")
+        held = _held_text(result.spec)
+        if held:
+            lines.append(held)
     return "\n".join(lines)
+
+
+def _held_text(spec: dict) -> str:
+    """Returns the line naming the conditions a sweep holds (each point's), or draws per frame over a range."""
+    ch = (spec.get("config") or {}).get("channel")
+    if not ch:
+        return ""
+    system = ch.get("profile") in SYSTEM_LEVEL_PROFILES  # the scenario draws its delay spread
+    parts, drawn = [], False
+    for k, (name, unit, scale) in AXES.items():
+        if k == spec["axis"] or (system and k == "delay_spread_s") or k not in ch:
+            continue
+        drawn |= isinstance(ch[k], (list, tuple))
+        parts.append(f"{name} {_fmt(ch[k], scale)} {unit}{' (drawn per frame)' if isinstance(ch[k], (list, tuple)) else ''}")
+    text = "held at each point: " + ", ".join(parts)
+    return text + ("; MSE and bound are their averages over the frames (the Bayes risk over those ranges)" if drawn
+                   else "")
 
 
 def save_result(result: SweepResult, out: Path) -> list[Path]:
@@ -375,7 +394,8 @@ def plot_result(result: SweepResult, out: Path) -> list[Path]:
         ax.set_ylabel(ylabel)
         ch = cfg["channel"]
         system = ch["profile"] in SYSTEM_LEVEL_PROFILES  # the scenario draws its delay spread
-        fixed = [f"{AXES[k][0]} {_fmt(ch[k], AXES[k][2])} {AXES[k][1]}" for k in AXES
+        fixed = [f"{AXES[k][0]} {_fmt(ch[k], AXES[k][2])} {AXES[k][1]}"
+                 + (" per frame" if isinstance(ch[k], (list, tuple)) else "") for k in AXES
                  if k != axis and not (system and k == "delay_spread_s")]
         m = result.spec.get("mimo")
         rho = m and m["rx_correlation"]

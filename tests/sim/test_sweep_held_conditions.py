@@ -1,0 +1,91 @@
+"""What a sweep holds at each point besides its axis: the --config's own values, and ranges drawn per frame.
+
+A --config that set ``doppler_hz: 200`` used to be swept at the CLI's 1000 Hz without a word; a config
+over a prior (``doppler_hz: [50, 1000]``) now gives, at each swept SNR, the Bayes risk over that prior.
+"""
+import json
+
+import pytest
+import torch
+
+from wavefront.cli import main
+from wavefront.sim.config import SystemConfig
+from wavefront.sim.estimators import classical_estimators
+from wavefront.sim.experiment import run_experiment, simulated_points
+
+SMALL = "ofdm:\n  num_subcarriers: 24\n  pilot_subcarrier_spacing: 4\n"
+
+
+def _sweep(tmp_path, yaml_text, *flags):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml_text)
+    out = tmp_path / "out"
+    assert main(["sweep", "--config", str(cfg), "--estimators", "ls-linear,lmmse-genie", "--snr-db", "10",
+                 "--frames", "8", "--out", str(out), "--no-progress", "--device", "cpu", *flags]) == 0
+    return json.loads((out / "results.json").read_text())["rows"]
+
+
+def _held(tmp_path, yaml_text, *flags):
+    """Returns (Doppler, delay spread in ns) that `sweep` holds for ``yaml_text`` and ``flags`` (parsed, not run)."""
+    from wavefront.cli import build_parser
+    from wavefront.sim.cli import build_spec
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml_text)
+    ch = build_spec(build_parser().parse_args(["sweep", "--config", str(cfg), "--out", str(tmp_path), *flags])).config.channel
+    return ch.doppler_hz, round(ch.delay_spread_s * 1e9, 6)
+
+
+def test_a_configs_own_doppler_and_delay_spread_are_swept_and_a_flag_overrides_them(tmp_path, capsys):
+    text = SMALL + "channel:\n  doppler_hz: 200\n  delay_spread_s: 100.0e-9\n"
+    assert _held(tmp_path, text) == (200.0, 100.0)
+    assert _held(tmp_path, text, "--doppler-hz", "300") == (300.0, 100.0)
+    assert _held(tmp_path, text, "--delay-spread-ns", "50") == (200.0, 50.0)
+    assert _held(tmp_path, SMALL) == (1000.0, 300.0)  # a config that leaves them out: the sweep's own defaults
+    (r, _) = _sweep(tmp_path, text)
+    assert (r["doppler_hz"], r["delay_spread_ns"]) == (200.0, 100.0)
+    assert "held at each point: Doppler 200 Hz, delay spread 100 ns" in capsys.readouterr().out
+
+
+PRIOR = {"ofdm": {"num_subcarriers": 24, "pilot_subcarrier_spacing": 4},
+         "channel": {"delay_spread_s": [25e-9, 300e-9], "doppler_hz": [50.0, 1000.0]}}
+
+
+def test_a_range_the_sweep_holds_is_drawn_per_frame_and_the_genie_meets_the_mean_bound(tmp_path, capsys):
+    cfg = SystemConfig.from_dict(PRIOR)
+    cond = {"snr_db": 10.0, "delay_spread_s": (25e-9, 300e-9), "doppler_hz": (50.0, 1000.0)}
+    (p,) = simulated_points(cfg, [cond], 400, 200, seed=5, with_data=False)
+    fr = torch.cat([b.doppler_hz for b in p.batches()]), torch.cat([b.delay_spread_s for b in p.batches()])
+    for v, (lo, hi) in zip(fr, ((50.0, 1000.0), (25e-9, 300e-9))):
+        assert v.unique().numel() > 300 and lo <= float(v.min()) and float(v.max()) <= hi * (1 + 1e-6)
+        assert float(v.double().mean()) == pytest.approx((lo + hi) / 2, rel=0.1)  # uniform: the midpoint, 400 draws
+    assert (p.doppler_hz, p.delay_spread_s) == (525.0, pytest.approx(162.5e-9))  # the row's label: the midpoint
+    (genie,) = run_experiment([p], classical_estimators(["lmmse-genie"], cfg), frames=400, conditions="true",
+                              progress=False)
+    # the genie is the MMSE of each frame: over the frames its MSE is the mean of their bounds, to Monte-Carlo noise
+    assert abs(genie.mse_db - genie.bound_db) < 4 * genie.mse_se_db + 0.05
+    (mid,) = simulated_points(cfg, [{"snr_db": 10.0, "delay_spread_s": 162.5e-9, "doppler_hz": 525.0}], 400, 200,
+                              seed=5, with_data=False)
+    assert not torch.equal(next(mid.batches()).h, next(p.batches()).h)  # a range is not its midpoint's point
+    # nor another range about the same midpoint: its draws are independent, not the same uniforms rescaled
+    (other,) = simulated_points(cfg, [{**cond, "doppler_hz": (100.0, 950.0)}], 400, 200, seed=5, with_data=False)
+    a, b = fr[0].double(), torch.cat([q.doppler_hz for q in other.batches()]).double()
+    assert abs(float(torch.corrcoef(torch.stack([a, b]))[0, 1])) < 0.3  # 400 independent pairs: |r| ~ 0.05
+
+    (r, _) = _sweep(tmp_path, SMALL + "channel:\n  doppler_hz: [50, 1000]\n  delay_spread_s: [25.0e-9, 300.0e-9]\n")
+    assert (r["doppler_hz"], r["delay_spread_ns"]) == (525.0, 162.5)
+    out = capsys.readouterr().out
+    assert "Doppler 50-1000 Hz (drawn per frame), delay spread 25-300 ns (drawn per frame)" in out
+    assert "Bayes risk" in out
+
+
+def test_the_default_sweep_on_a_system_the_shipped_model_does_not_fit_drops_it_with_a_warning(tmp_path, capsys):
+    """--preset adafortitran-paper (40 x 2 pilots) or any other grid used to stop on the shipped model's refusal."""
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(SMALL)
+    out = tmp_path / "out"
+    with pytest.warns(UserWarning, match="the shipped gated-lmmse does not fit this system .*sweeping the classical"):
+        assert main(["sweep", "--config", str(cfg), "--snr-db", "10", "--frames", "8", "--out", str(out),
+                     "--no-progress", "--device", "cpu"]) == 0
+    names = [r["estimator"] for r in json.loads((out / "results.json").read_text())["rows"]]
+    assert names == ["ls-linear", "lmmse-robust", "lmmse-estimated", "mmse-bayes", "lmmse-genie"]
