@@ -234,7 +234,7 @@ def build_spec(args):
         raise ConfigError("config", args.config, "give --config or --preset, not both")
     base = SystemConfig.from_yaml(args.config) if args.config else preset(args.preset or "default")
     # a preset that names its channel (mimo-chest) gives the defaults, and so does a --config that sets them (a
-    # range there is drawn per frame); otherwise 1000 Hz and 300 ns, as always
+    # range there is drawn per frame; its SNR when another axis is swept); otherwise 1000 Hz and 300 ns, as always
     named = {} if args.config else PRESETS.get(args.preset or "default", {}).get("channel", {})
     dop_text = args.doppler_hz or f"{named.get('doppler_hz', 1000):g}"
     ds_text = args.delay_spread_ns or f"{named.get('delay_spread_s', 300e-9) * 1e9:g}"
@@ -246,6 +246,8 @@ def build_spec(args):
         dop = [base.channel.doppler_hz]
     if args.delay_spread_ns is None and "delay_spread_s" in in_yaml:
         ds = [base.channel.delay_spread_s]
+    if args.snr_db == SNR_DEFAULT and "snr_db" in in_yaml and (len(dop) > 1 or len(ds) > 1):
+        snr = [base.channel.snr_db]  # another axis is swept: the config's SNR (or its range, per frame) is held
     axes = {k: v for k, v in (("snr_db", snr), ("doppler_hz", dop), ("delay_spread_s", ds)) if len(v) > 1}
     if len(axes) > 1:
         # --doppler-hz 100:1000:100 alone meets the default SNR range: say so, not only "give a single value"

@@ -42,6 +42,15 @@ def test_a_configs_own_doppler_and_delay_spread_are_swept_and_a_flag_overrides_t
     assert _held(tmp_path, text, "--doppler-hz", "300") == (300.0, 100.0)
     assert _held(tmp_path, text, "--delay-spread-ns", "50") == (200.0, 50.0)
     assert _held(tmp_path, SMALL) == (1000.0, 300.0)  # a config that leaves them out: the sweep's own defaults
+    # sweeping Doppler, a config's SNR range is held (drawn per frame) rather than refused as a second axis
+    from wavefront.cli import build_parser
+    from wavefront.sim.cli import build_spec
+
+    (tmp_path / "p.yaml").write_text(SMALL + "channel:\n  snr_db: [0, 25]\n")
+    spec = build_spec(build_parser().parse_args(["sweep", "--config", str(tmp_path / "p.yaml"), "--doppler-hz",
+                                                 "100,500", "--out", str(tmp_path)]))
+    assert spec.axis == "doppler_hz" and spec.config.channel.snr_db == (0.0, 25.0)
+    assert spec.conditions_list()[0]["snr_db"] == (0.0, 25.0)
     (r, _) = _sweep(tmp_path, text)
     assert (r["doppler_hz"], r["delay_spread_ns"]) == (200.0, 100.0)
     assert "held at each point: Doppler 200 Hz, delay spread 100 ns" in capsys.readouterr().out
