@@ -177,6 +177,8 @@ def add_commands(subparsers) -> None:
     lb.add_argument("--bayes-frames", type=int, help="prior frames of the Bayes risk (default: the budget's)")
     lb.add_argument("--frames-per-point", type=int, help="frames per paper-suite point (default: the budget's)")
     lb.add_argument("--out", default="leaderboard", help="output folder; rerunning continues from it (default leaderboard/)")
+    lb.add_argument("--overwrite", action="store_true", help="discard the leaderboard --out holds (its runs, caches, "
+                                                             "tables and plots; nothing else there) and start afresh")
     lb.add_argument("--device", default="cpu", help="where the models train: cpu (default), auto or cuda; the "
                                                     "measurements run on the CPU")
     lb.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -261,6 +263,12 @@ def _leaderboard(args) -> int:
         setattr(spec, k, v)
     spec.check()
     out = check_output_folder("out", args.out)
+    if args.overwrite:
+        from wavefront.estimators.leaderboard import clear_leaderboard
+
+        removed = clear_leaderboard(out)
+        if removed:
+            print(f"--overwrite: removed {len(removed)} item(s) of the earlier leaderboard in {out}", file=sys.stderr)
     t0 = time.perf_counter()
     run_leaderboard(spec, config, out, progress=not args.no_progress)
     print((out / "leaderboard.md").read_text())

@@ -580,12 +580,28 @@ def _check_same_prior(out: Path, config) -> None:
                 there = "unset (its default)" if old is None else json.dumps(old)
                 raise ConfigError(f"config.{s}.{f}", new, f"{out} holds a leaderboard on frames drawn with {s}.{f} "
                                                           f"{there}; rerun with that config and flags to continue it, "
-                                                          "or use a fresh --out")
+                                                          "use a fresh --out, or --overwrite to discard it")
         return
     if (out / "classical.json").exists() or (out / "runs").exists():
         warnings.warn(f"{out} holds a leaderboard that recorded no config (an earlier version): continuing it on this "
                       f"one and recording it in {PRIOR_FILE}; use a fresh --out if it was run on another")
     _write_json(path, want)
+
+
+def clear_leaderboard(out: Path) -> list[Path]:
+    """Removes what a leaderboard wrote into ``out`` (its config record, caches, runs, tables and plots) and returns
+    the removed paths; anything else in ``out`` stays. For ``leaderboard --overwrite``: start afresh in that folder."""
+    import shutil
+
+    out = Path(out)
+    names = [PRIOR_FILE, "classical.json", "leaderboard.json", "leaderboard.csv", "leaderboard.md", "pareto.png"]
+    paths = [out / n for n in names if (out / n).exists()] + sorted(out.glob("suite_*.png"))
+    for p in paths:
+        p.unlink()
+    if (out / "runs").is_dir():
+        shutil.rmtree(out / "runs")
+        paths.append(out / "runs")
+    return paths
 
 
 def frames_record(config) -> dict:

@@ -80,8 +80,35 @@ def test_a_folder_keeps_its_config_and_refuses_another_in_one_line(capsys, tmp_p
         rc = main(["leaderboard", "--config", plain, *flags, *BUDGET, "--out", str(out)])
         err = capsys.readouterr().err.strip()
         assert rc == 2 and len(err.splitlines()) == 1 and err.startswith("wavefront: error: " + needle), err
-        assert refused not in needle or err.endswith("or use a fresh --out"), err
+        assert refused not in needle or err.endswith("use a fresh --out, or --overwrite to discard it"), err
     assert sorted(p.name for p in out.iterdir()) == [PRIOR_FILE] and (out / PRIOR_FILE).read_text() == recorded
+
+
+def test_overwrite_discards_the_earlier_leaderboard_and_nothing_else(capsys, tmp_path, monkeypatch):
+    import wavefront.estimators.leaderboard as lb
+
+    plain = _yaml(tmp_path / "plain.yaml")
+    out = tmp_path / "out"
+    out.mkdir()
+    _check_same_prior(out, _config(["--config", plain, *IMPAIRED_FLAGS]))
+    (out / "runs" / "linear-s0").mkdir(parents=True)
+    for name in ("classical.json", "leaderboard.md", "suite_snr.png", "runs/linear-s0/last.safetensors", "notes.txt"):
+        (out / name).write_text("earlier")
+    seen = []
+
+    def run(spec, config, out_, progress=True):  # the real one's first step, then its table
+        before = sorted(p.name for p in out_.iterdir())
+        lb._check_same_prior(out_, config)
+        seen.append(before)
+        (out_ / "leaderboard.md").write_text("new")
+
+    monkeypatch.setattr(lb, "run_leaderboard", run)
+    assert main(["leaderboard", "--config", plain, *BUDGET, "--out", str(out)]) == 2  # refused without it
+    assert "or --overwrite to discard it" in capsys.readouterr().err and seen == []
+    assert main(["leaderboard", "--config", plain, *BUDGET, "--out", str(out), "--overwrite"]) == 0
+    assert seen == [["notes.txt"]]  # the earlier run's files gone before the new one starts; the user's kept
+    assert "removed 5 item(s)" in capsys.readouterr().err
+    assert json.loads((out / PRIOR_FILE).read_text()) == json.loads(SystemConfig.from_yaml(plain).to_json())
 
 
 def test_a_folder_from_before_the_record_is_continued_with_a_warning(tmp_path):
