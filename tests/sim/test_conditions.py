@@ -209,6 +209,11 @@ def test_priors_describe_what_each_estimator_knew_and_bad_input_is_refused():
          "prior.delay_spread_step_s"),
         (lambda: ConditionPrior.from_ranges((3e-7, 2e-7), 100.0, 10.0), "prior.delay_spread_s"),
         (lambda: ConditionPrior.from_ranges(1e-7, -5.0, 10.0), "prior.doppler_hz"),
+        # built directly (as MIMO priors and the float32-rounded grids are), not through from_ranges
+        (lambda: ConditionPrior((), (100.0,), (10.0,)), "prior.delay_spreads_s"),
+        (lambda: ConditionPrior((-1e-9, 1e-7), (100.0,), (10.0,)), "prior.delay_spreads_s"),
+        (lambda: ConditionPrior((1e-7,), (100.0, math.nan), (10.0,)), "prior.dopplers_hz"),
+        (lambda: ConditionPrior((1e-7,), (100.0,), (math.inf,)), "prior.snrs_db"),
         (lambda: estimate_conditions(p[:, :10], cfg), "pilots"),
         (lambda: estimate_conditions(p.real, cfg), "pilots.dtype"),
         (lambda: estimate_conditions(p, cfg, method="map"), "method"),

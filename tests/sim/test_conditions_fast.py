@@ -184,6 +184,18 @@ def test_lmmse_estimated_is_the_genie_at_the_ml_conditions_bit_for_bit():
     assert torch.equal(EstimatedLMMSE(cfg, prior).estimate(fr.pilots_ls, {}), genie)
 
 
+def test_lmmse_estimated_is_the_genie_at_the_ml_conditions_under_the_pilot_grid_snr_convention():
+    # the fast path hands the genie's solve the noise of the grid SNR it landed on; under pilot-grid SNR that is
+    # 10^(-(snr + offset)/10), offset = 10 log10(F T / P) (13.2 dB on this grid), as estimate_conditions states it
+    cfg = preset("adafortitran-reference").updated(channel={"snr_db": [0.0, 10.0], "delay_spread_s": [50e-9, 300e-9],
+                                                            "doppler_hz": [100.0, 900.0]})
+    assert cfg.snr_offset_db > 10
+    prior = ConditionPrior.from_config(cfg, delay_spread_step_s=125e-9, doppler_step_hz=400.0, snr_step_db=5.0)
+    fr = FrameGenerator(cfg).generate(40, seed=4, with_data=False)
+    cond = estimate_conditions(fr.pilots_ls, cfg, prior)
+    genie = get_classical("lmmse-genie", cfg).estimate(fr.pilots_ls, cond)
+    assert torch.equal(EstimatedLMMSE(cfg, prior).estimate(fr.pilots_ls, {}), genie)
+
 def _paired_db(a, b):
     """Returns (10 log10(mean a / mean b), its standard error in dB) for paired per-frame MSEs."""
     d = a - b
@@ -279,3 +291,62 @@ def test_lmmse_bank_fast_path_weighs_clusters_by_their_prior_mass_as_the_dense_p
     dense = _posterior_mean(dataclasses.replace(bank, fast=None), p, cfg).to(torch.complex128)
     err = (fast - dense).abs().square().sum((1, 2)) / dense.abs().square().sum((1, 2))
     assert float(err.max()) < 1e-8, float(err.max())
+
+
+SMALL_PRIOR = ((50e-9, 300e-9), (100.0, 900.0), (5.0, 20.0), 125e-9, 400.0, 15.0)  # 3 ds x 3 fd x 2 SNR
+
+
+@pytest.mark.parametrize("profile", ["A", "D"])
+def test_lmmse_bank_is_the_posterior_mean_of_the_mixture_of_its_clusters_mean_gaussians(profile):
+    # lmmse-bank's model, computed densely: cluster c (a product of delay-spread and Doppler ranges) is the Gaussian
+    # CN(0, mean over its members of R(ds, fd)), with prior mass (member count / 9); E[h | p] is then
+    # sum_(c,s) w_cs R_hp,c (R_pp,c + sigma_s^2 I)^-1 p, w_cs proportional to mass_c CN(p; 0, R_pp,c + sigma_s^2 I).
+    # Each member's covariance from _true_stats (per pilot, not the bank's separable means), averaged over the
+    # members, inverted directly. Unequal masses 2, 1, 4, 2 of 9. TDL-A: the factored single-precision bank
+    # (float32 weights, ~1e-5 relative); TDL-D: the dense float64 path. Tolerance 1e-8 of the estimate's energy.
+    from wavefront.sim.lmmse import _true_stats
+    from wavefront.sim.prior_lmmse import _cluster_bank, _posterior_mean
+    from wavefront.sim.profiles import channel_profile
+
+    cfg = _cfg(profile=profile, snr_db=[5.0, 20.0], delay_spread_s=[50e-9, 300e-9], doppler_hz=[100.0, 900.0])
+    prior = ConditionPrior.from_ranges(*SMALL_PRIOR)
+    ds_groups, fd_groups = ((0, 1), (1, 3)), ((0, 2), (2, 3))
+    bank = _cluster_bank(cfg, prior, ds_groups, fd_groups, torch.device("cpu"))
+    assert (bank.fast is not None) == (profile == "A")
+    fr = FrameGenerator(cfg).generate(6, seed=8, with_data=False)
+    p = fr.pilots_ls.reshape(6, -1).to(torch.complex128)
+    got = _posterior_mean(bank, p, cfg).to(torch.complex128)
+
+    prof, (F, T), P = channel_profile(profile), cfg.ofdm.grid_shape, p.shape[1]
+    eye = torch.eye(P, dtype=torch.complex128)
+    ll, h = [], []
+    for a1, b1 in ds_groups:
+        for a2, b2 in fd_groups:
+            members = [(ds, fd) for ds in prior.delay_spreads_s[a1:b1] for fd in prior.dopplers_hz[a2:b2]]
+            r_hp, r_pp = 0, 0
+            for ds, fd in members:
+                st = _true_stats(cfg.ofdm, prof, torch.tensor([ds], dtype=torch.float64),
+                                 torch.tensor([fd], dtype=torch.float64), dense=True)
+                r_hp = r_hp + sum(A[0][:, None, :] * C[0][None, :, :] for A, C in zip(st.f_hp, st.t_hp)) / len(members)
+                r_pp = r_pp + st.r_pp[0] / len(members)
+            for snr in prior.snrs_db:
+                S = r_pp + 10 ** (-snr / 10) * eye
+                inv = torch.linalg.inv(S)
+                quad = torch.einsum("bi,ij,bj->b", p.conj(), inv, p).real
+                ll.append(math.log(len(members) / 9) - torch.linalg.slogdet(S)[1] - quad)
+                h.append(torch.einsum("ftp,pq,bq->bft", r_hp.reshape(F, T, P), inv, p))
+    w = torch.softmax(torch.stack(ll, 1), 1)  # [B, clusters x SNRs]
+    want = torch.einsum("bk,bkft->bft", w.to(torch.complex128), torch.stack(h, 1))
+    err = (got - want).abs().square().sum((1, 2)) / want.abs().square().sum((1, 2))
+    assert float(err.max()) < 1e-8, float(err.max())
+
+
+def test_lmmse_bank_takes_as_many_clusters_as_asked_while_a_cut_helps():
+    # On the 3 x 3 grid one cut of the single cluster (the prior-average LMMSE) always lowers the excess risk, so
+    # 2 filters give 2 clusters; the bound is on clusters, not cuts: 4 filters never give more than 4
+    cfg = _cfg(snr_db=[5.0, 20.0], delay_spread_s=[50e-9, 300e-9], doppler_hz=[100.0, 900.0])
+    prior = ConditionPrior.from_ranges(*SMALL_PRIOR)
+    for filters, most in ((1, 1), (2, 2), (4, 4)):
+        bank = LMMSEBank(cfg, prior, filters=filters)
+        k = len(bank.ds_groups) * len(bank.fd_groups)
+        assert (k == filters) if filters <= 2 else (2 <= k <= most), (filters, bank.ds_groups, bank.fd_groups)

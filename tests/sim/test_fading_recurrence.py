@@ -72,6 +72,34 @@ def test_delay_phasors_equal_the_float64_exponentials_on_the_subcarrier_grid(bat
     assert ((got - want).abs() < 4e-7).all(), float((got - want).abs().max())
 
 
+
+@pytest.mark.parametrize("num_freqs,taps", [(2000, 23), (120, 400)])
+def test_delay_phasors_of_wide_grids_and_many_taps_equal_the_float64_exponentials(num_freqs, taps):
+    # K = isqrt(F - 1) + 1 fine and I = ceil(F / K) coarse frequencies: with K L > 32768 / I the product runs per
+    # frame in pieces of coarse rows (F = 2000 and 23 taps: 31 rows of I = 45; 400 taps on 120: 7 of 11); every
+    # frame there takes its own fine factors
+    tau = torch.rand(3, taps, generator=make_generator(4)) * 3e-6
+    first = -(num_freqs // 2) * OFDM.subcarrier_spacing_hz
+    got = delay_phasors(tau, first, OFDM.subcarrier_spacing_hz, num_freqs)
+    f = first + OFDM.subcarrier_spacing_hz * torch.arange(num_freqs, dtype=torch.float64)
+    want = torch.exp(-2j * math.pi * f.reshape(1, -1, 1) * tau.double().unsqueeze(1))
+    assert ((got - want).abs() < 4e-7).all(), float((got - want).abs().max())
+
+
+def test_delay_phasors_differentiate_to_minus_j_2_pi_f_times_the_phasor():
+    # tau requiring a gradient takes the one-product branch: the same values, and d e / d tau = -j 2 pi f e
+    tau = (torch.rand(2, 23, generator=make_generator(5)) * 3e-6).requires_grad_()
+    f = subcarrier_offsets_hz(OFDM)
+    got = delay_phasors(tau, float(f[0]), OFDM.subcarrier_spacing_hz, OFDM.num_subcarriers)
+    want = torch.exp(-2j * math.pi * f.reshape(1, -1, 1) * tau.detach().double().unsqueeze(1))  # [B, F, L]
+    assert got.requires_grad and ((got.detach() - want).abs() < 4e-7).all()
+    w = torch.view_as_complex(torch.randn(2, len(f), 23, 2, generator=make_generator(6), dtype=torch.float64))
+    (got * w.to(torch.complex64)).real.sum().backward()
+    closed = (w * -2j * math.pi * f.reshape(1, -1, 1) * want).real.sum(1)  # [B, L]
+    # float32 phasors and products: ~1e-6 relative to the sum of the terms' magnitudes
+    scale = (w.abs() * 2 * math.pi * f.abs().reshape(1, -1, 1)).sum(1)
+    assert ((tau.grad.double() - closed).abs() < 1e-5 * scale).all(), float(((tau.grad.double() - closed) / scale).abs().max())
+
 @pytest.mark.parametrize("profile_name", ["A", "D", "CDL-B"])
 def test_grid_channel_equals_the_float64_channel_of_the_same_draws_at_1400_hz(profile_name):
     prof = channel_profile(profile_name)

@@ -69,12 +69,18 @@ def test_cluster_spatial_covariance_matches_sionnas_cdl_with_a_ula():
     assert float((S[0] - S[1]).abs().max()) > 0.5 and float(S[5, 0, 1].abs()) > 0.9
 
 
-def test_one_antenna_rays_are_the_siso_cdl_channel():
+@pytest.mark.parametrize("channel", [{}, {"doppler_hz": [0.0, 1000.0], "delay_spread_s": [50e-9, 300e-9]}])
+def test_one_antenna_rays_are_the_siso_cdl_channel(channel):
     """With one antenna the steering phase is 1: the rays' h equals the Kronecker path's from the same seed (both
-    draw the users' CDL rays first), within float32 round-off of the two evaluations (|h| ~ 1, 1e-5 ~ 100 ulp)."""
-    ray = MimoFrameGenerator(rays(R=1, U=2)).generate(8, seed=11)
-    kron = rays(R=1, U=2).updated(mimo={"spatial": "kronecker"})
+    draw the users' CDL rays first), within float32 round-off of the two evaluations (|h| ~ 1, 1e-5 ~ 100 ulp).
+    With per-frame conditions each frame's users take that frame's Doppler and delay spread (frame-major, as the
+    Kronecker path deals them): user-major Dopplers or one delay spread for the batch fail this."""
+    ray = MimoFrameGenerator(rays(R=1, U=2, **channel)).generate(8, seed=11)
+    kron = rays(R=1, U=2, **channel).updated(mimo={"spatial": "kronecker"})
     ref = MimoFrameGenerator(kron).generate(8, seed=11)
+    assert torch.equal(ray.doppler_hz, ref.doppler_hz) and torch.equal(ray.delay_spread_s, ref.delay_spread_s)
+    if channel:
+        assert float(ray.doppler_hz.max() - ray.doppler_hz.min()) > 300  # conditions that differ between frames
     torch.testing.assert_close(ray.h, ref.h, rtol=0, atol=1e-5)
 
 
@@ -219,6 +225,19 @@ def test_array_genie_applies_the_dense_filter():
         p = fr.pilots_ls[:, :, u].reshape(3, -1).to(torch.complex128)
         torch.testing.assert_close(est[:, :, u].to(torch.complex128), (p @ W.T).reshape(3, 3, F, T), rtol=0, atol=2e-5)
 
+
+def test_rays_bound_follows_the_pilot_grid_snr_convention():
+    """Under snr_convention pilot-grid the per-RE noise is 10^(-(snr + offset)/10), offset = 10 log10(F T / P)
+    (12 x 4 grid, 6 x 2 pilots: 6.02 dB): the rays bound at SNR s is the per-RE bound at s + offset, to float64
+    round-off, and 6 dB apart from the per-RE bound at s."""
+    grid, per_re = rays(snr_convention="pilot-grid"), rays()
+    offset = grid.snr_offset_db
+    assert offset == pytest.approx(10 * math.log10(12 * 4 / 12))
+    for snr in (0.0, 20.0):
+        got = mimo_genie_mse(grid, snr, 300e-9, 400.0, per_user=True)
+        torch.testing.assert_close(got, mimo_genie_mse(per_re, snr + offset, 300e-9, 400.0, per_user=True),
+                                   rtol=1e-12, atol=0)
+        assert float(got.mean()) < 0.75 * float(mimo_genie_mse(per_re, snr, 300e-9, 400.0))
 
 def test_wider_spacing_decorrelates_the_antennas():
     """Spacing d scales the steering phase: at d -> 0 every S_c is all-ones (one point in space), and the mean
