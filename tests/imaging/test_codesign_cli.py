@@ -313,3 +313,54 @@ def test_receiver_baselines_stay_put_and_the_patch_array_is_centred_over_the_sou
         assert torch.allclose(pos[1:, 1] - pos[:-1, 1], torch.full((3,), (b - a) / 4), atol=1e-4)
     assert float((learned - line).abs().max()) > 1e-3  # the learned array moved from its line start
     assert (out / "receivers_seed0.png").stat().st_size > 0
+
+
+def _fake_summary(arms: tuple[str, ...]) -> dict:
+    """The summary fields the CLI prints, for an experiment replaced by a stub."""
+    return {"summary": {a: {"mean": 0.5, "std": 0.0} for a in arms}
+            | {f"learned_minus_{b}": {"mean": 0.0, "ci95": None} for b in arms[1:]}}
+
+
+def test_codesign_layout_hands_its_options_and_thread_count_to_the_experiment(monkeypatch, tmp_out, capsys):
+    """A layout as large as the image is allowed (the check is 'more pixels than the image'); HxW takes 'X' too."""
+    from wavefront.imaging import codesign
+
+    calls = []
+
+    def stub(task, pixels, layout, epochs, seeds, out, **kwargs):
+        calls.append((task, pixels, layout, epochs, seeds, out, kwargs, torch.get_num_threads()))
+        return _fake_summary(("learned", "regular", "foveated"))
+
+    monkeypatch.setattr(codesign, "run_layout_experiment", stub)
+    assert main(["codesign", "layout", "--pixels", "32X32", "--image-size", "32", "--threads", "2", "--val-images", "7",
+                 "--out", str(tmp_out)]) == 0, capsys.readouterr().err
+    assert calls == [("stripe-glyph", (32, 32), "rectangular", 30, [0, 1, 2, 3, 4], tmp_out,
+                      {"image_size": 32, "num_train": 2048, "num_val": 7, "num_test": 1024}, 2)]
+    assert "2 torch thread(s)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("extra,noise", [([], 3.0), (["--noise", "0"], 0.0)])
+def test_codesign_receivers_hands_its_documented_defaults_and_a_zero_noise_to_the_experiment(
+        extra, noise, monkeypatch, tmp_out, capsys):
+    from wavefront.imaging import codesign
+
+    calls = []
+
+    def stub(task, num_receivers, epochs, seeds, out, **kwargs):
+        calls.append((task, num_receivers, epochs, seeds, kwargs, torch.get_num_threads()))
+        return _fake_summary(("learned", "regular", "patch"))
+
+    monkeypatch.setattr(codesign, "run_receiver_experiment", stub)
+    assert main(["codesign", "receivers", *extra, "--threads", "2", "--out", str(tmp_out)]) == 0, capsys.readouterr().err
+    assert calls == [("source-localisation", 8, 30, [0, 1, 2, 3, 4],
+                      {"noise": noise, "num_train": 768, "num_val": 256, "num_test": 256}, 2)]
+
+
+@pytest.mark.parametrize("option,value", [("--task", "sensitivity"), ("--num-receivers", "4"), ("--min-spacing", "2"),
+                                          ("--restarts", "3")])
+def test_user_scene_options_without_velocity_are_refused_not_ignored(option, value, tmp_out, capsys):
+    assert main(["codesign", "receivers", option, value, "--epochs", "1", "--out", str(tmp_out)]) == 2
+    err = capsys.readouterr().err
+    name = option[2:].replace("-", "_")
+    assert err.count("\n") == 1 and f"{name}=" in err and "needs --velocity (the user-scene path)" in err, err
+    assert not tmp_out.exists()
