@@ -369,3 +369,20 @@ def test_a_resume_carries_the_best_the_misses_and_the_log_of_the_paused_run(tmp_
     cfg.stop_after = 8  # evaluates once more (0.6, a miss)
     train(cfg, FIXED_SNR, resume=str(tmp_path / "linear" / "best.safetensors"))
     assert [int(r["step"]) for r in _log(tmp_path)] == [2, 4, 6, 8]
+
+
+def test_the_ls_linear_reference_does_not_depend_on_how_validation_is_batched():
+    """Per resource element: 10 frames as 7 + 3 give the MSE of the 10 as one batch (float32 sums: 1e-6)."""
+    from wavefront.estimators.data import simulated_validation
+    from wavefront.estimators.train import ls_linear_mse
+
+    whole = simulated_validation(FIXED_SNR, 10, 0)
+    split = [{k: v[:7] for k, v in whole[0].items()}, {k: v[7:] for k, v in whole[0].items()}]
+    assert ls_linear_mse(FIXED_SNR, split) == pytest.approx(ls_linear_mse(FIXED_SNR, whole), rel=1e-6)
+
+
+def test_a_non_finite_gradient_norm_with_a_finite_loss_stops_the_run_naming_it(tmp_path, monkeypatch):
+    real = torch.nn.utils.clip_grad_norm_
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", lambda *a, **k: real(*a, **k) * float("inf"))
+    with pytest.raises(TrainingDiverged, match=r"the gradient norm became inf at step 0 .*lower --lr or --grad-clip"):
+        train(_cfg(tmp_path, "linear", model_overrides={}, steps=2, eval_every=2), FIXED_SNR)
