@@ -298,9 +298,9 @@ def test_the_optimiser_never_sees_a_gradient_longer_than_grad_clip(tmp_path):
 
     handle = register_optimizer_step_pre_hook(record)
     try:
-        train(_cfg(tmp_path / "free", "linear", model_overrides={}, steps=4, eval_every=4, grad_clip=0.0), FIXED_SNR)
+        train(_cfg(tmp_path / "free", "linear", model_overrides={}, steps=4, eval_every=4, val_frames=8, grad_clip=0.0), FIXED_SNR)
         free, norms[:] = list(norms), []
-        train(_cfg(tmp_path / "clip", "linear", model_overrides={}, steps=4, eval_every=4, grad_clip=1e-3), FIXED_SNR)
+        train(_cfg(tmp_path / "clip", "linear", model_overrides={}, steps=4, eval_every=4, val_frames=8, grad_clip=1e-3), FIXED_SNR)
     finally:
         handle.remove()
     assert len(free) == 4 and min(free) > 1e-2  # unclipped (grad_clip 0): the raw norms, well above the clip below
