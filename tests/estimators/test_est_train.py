@@ -1,5 +1,6 @@
 """Training loop: beats LS-linear, resumes exactly, trains from a Dataset, stops on NaN, refuses bad checkpoints."""
 import csv
+import math
 import pickle
 import warnings
 
@@ -260,3 +261,128 @@ def test_time_limit_pauses_and_the_resumed_curve_equals_a_straight_run(tmp_path)
     cols = lambda p: [r.split(",")[:7] for r in p.read_text().splitlines()]  # noqa: E731  (timings differ)
     paused, whole = cols(tmp_path / "a" / "linear" / "log.csv"), cols(tmp_path / "b" / "linear" / "log.csv")
     assert paused == whole and [r[0] for r in whole[1:]] == ["25", "50"]
+
+
+def test_channel_and_validation_mse_are_per_resource_element_over_unequal_batches():
+    """MSE = mean |H_hat - H|^2 over every element of every batch (a batch of 3 frames weighs 3x one of 1),
+    taken in eval mode (dropout off) and leaving the model in the mode it was in."""
+    from wavefront.estimators.train import channel_mse, validation_mse
+
+    assert float(channel_mse(torch.full((2, 3, 4), 1 + 2j), torch.zeros(2, 3, 4, dtype=torch.complex64))) == 5.0
+
+    class Ones(torch.nn.Module):  # estimates 1 everywhere, through a dropout that would zero half of it in training
+        def __init__(self):
+            super().__init__()
+            self.drop = torch.nn.Dropout(0.5)
+
+        def forward(self, pilots, batch):
+            return self.drop(torch.ones_like(batch["h"].real)).to(torch.complex64)
+
+    def batch(n, value):
+        return {"pilots": torch.zeros(n, 2, 2, dtype=torch.complex64), "h": torch.full((n, 4, 3), value, dtype=torch.complex64)}
+
+    model = Ones().train()
+    # |1 - 3|^2 on 3 frames and |1 - 1j|^2 on one: (3 * 4 + 1 * 2) / 4 elements' worth
+    assert validation_mse(model, [batch(3, 3.0), batch(1, 1j)], "cpu") == pytest.approx((3 * 4 + 2) / 4, rel=1e-6)
+    assert model.training
+
+
+def test_the_optimiser_never_sees_a_gradient_longer_than_grad_clip(tmp_path):
+    from torch.optim.optimizer import register_optimizer_step_pre_hook
+
+    norms = []
+
+    def record(optimizer, args, kwargs):
+        grads = [p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+        norms.append(float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(x) for x in grads]))))
+
+    handle = register_optimizer_step_pre_hook(record)
+    try:
+        train(_cfg(tmp_path / "free", "linear", model_overrides={}, steps=4, eval_every=4, val_frames=8, grad_clip=0.0), FIXED_SNR)
+        free, norms[:] = list(norms), []
+        train(_cfg(tmp_path / "clip", "linear", model_overrides={}, steps=4, eval_every=4, val_frames=8, grad_clip=1e-3), FIXED_SNR)
+    finally:
+        handle.remove()
+    assert len(free) == 4 and min(free) > 1e-2  # unclipped (grad_clip 0): the raw norms, well above the clip below
+    assert len(norms) == 4 and max(norms) <= 1e-3 * (1 + 1e-5) and min(norms) >= 1e-3 * (1 - 1e-5)
+
+
+def _scripted_run(tmp_path, monkeypatch, values, **kw):
+    """Trains the linear model with validation MSEs taken in order from ``values``; records each step's loss."""
+    from wavefront.estimators import train as train_module
+
+    losses = []
+    real_step = train_module.loss_and_backward
+
+    def loss_and_backward(*args, **kwargs):
+        loss = real_step(*args, **kwargs)
+        losses.append(float(loss))
+        return loss
+
+    monkeypatch.setattr(train_module, "validation_mse", lambda *args, **kwargs: values.pop(0))
+    monkeypatch.setattr(train_module, "loss_and_backward", loss_and_backward)
+    cfg = _cfg(tmp_path, "linear", model_overrides={}, steps=40, eval_every=2, warmup_steps=0, schedule="plateau",
+               plateau_patience=2, plateau_factor=0.5, patience=4, lr=1e-3, **kw)
+    return cfg, losses
+
+
+# validation MSE at steps 2, 4, ...: best, miss, best, miss, a gain under 1e-4 (a miss), miss, miss
+VALUES = [1.0, 1.1, 0.5, 0.7, 0.5 * (1 - 5e-5), 0.6, 0.6, 0.6, 0.6, 0.6, 0.6]
+
+
+def _log(tmp_path):
+    return list(csv.DictReader(open(tmp_path / "linear" / "log.csv")))
+
+
+def test_best_checkpoint_early_stop_plateau_and_train_window_follow_the_validation_history(tmp_path, monkeypatch):
+    """Evaluations e1..e7 at steps 2..14: e3 (0.5) stays the best (e5 gains only 5e-5 of it), so the fourth
+    miss in a row (e7, step 14) stops the run and best.safetensors is step 6. The plateau schedule halves
+    the rate at the second miss in a row (e5) and counts afresh, so steps 11-14 run at lr / 2 (e7 halves it
+    again, after the last step). Each row's train MSE is the mean of its window's step losses (steps 2k-1, 2k)."""
+    cfg, losses = _scripted_run(tmp_path, monkeypatch, list(VALUES))
+    result = train(cfg, FIXED_SNR)
+    assert result["stopped"] == "early-stopped" and result["step"] == 14
+    best = ckpt.Checkpoint(tmp_path / "linear" / "best.safetensors")
+    assert best.step == 6 and best.trainer["metrics"]["val_mse_db"] == pytest.approx(10 * math.log10(0.5))
+    rows = _log(tmp_path)
+    assert [int(r["step"]) for r in rows] == [2, 4, 6, 8, 10, 12, 14]
+    assert [float(r["lr"]) for r in rows] == [1e-3] * 5 + [5e-4] * 2
+    assert [float(r["best_val_mse_db"]) for r in rows] == pytest.approx(
+        [0.0, 0.0] + [10 * math.log10(0.5)] * 5, abs=1e-3)
+    windows = [10 * math.log10((a + b) / 2) for a, b in zip(losses[::2], losses[1::2])]
+    assert [float(r["train_mse_db"]) for r in rows] == pytest.approx(windows, abs=1e-3)
+
+
+def test_a_resume_carries_the_best_the_misses_and_the_log_of_the_paused_run(tmp_path, monkeypatch):
+    """Paused at step 6 (just evaluated) and resumed: the same evaluations, stop, best checkpoint and log rows as the
+    straight run above. Resumed from best.safetensors (step 6) of a finished run, the log is cut back to step 6."""
+    values = list(VALUES)
+    cfg, losses = _scripted_run(tmp_path, monkeypatch, values, stop_after=6)
+    assert train(cfg, FIXED_SNR)["stopped"] == "paused"
+    cfg.stop_after = None
+    result = train(cfg, FIXED_SNR, resume=True)
+    assert result["stopped"] == "early-stopped" and result["step"] == 14 and len(losses) == 14
+    assert ckpt.Checkpoint(tmp_path / "linear" / "best.safetensors").step == 6
+    rows = _log(tmp_path)
+    assert [int(r["step"]) for r in rows] == [2, 4, 6, 8, 10, 12, 14]
+    assert [float(r["lr"]) for r in rows] == [1e-3] * 5 + [5e-4] * 2
+    cfg.stop_after = 8  # evaluates once more (0.6, a miss)
+    train(cfg, FIXED_SNR, resume=str(tmp_path / "linear" / "best.safetensors"))
+    assert [int(r["step"]) for r in _log(tmp_path)] == [2, 4, 6, 8]
+
+
+def test_the_ls_linear_reference_does_not_depend_on_how_validation_is_batched():
+    """Per resource element: 10 frames as 7 + 3 give the MSE of the 10 as one batch (float32 sums: 1e-6)."""
+    from wavefront.estimators.data import simulated_validation
+    from wavefront.estimators.train import ls_linear_mse
+
+    whole = simulated_validation(FIXED_SNR, 10, 0)
+    split = [{k: v[:7] for k, v in whole[0].items()}, {k: v[7:] for k, v in whole[0].items()}]
+    assert ls_linear_mse(FIXED_SNR, split) == pytest.approx(ls_linear_mse(FIXED_SNR, whole), rel=1e-6)
+
+
+def test_a_non_finite_gradient_norm_with_a_finite_loss_stops_the_run_naming_it(tmp_path, monkeypatch):
+    real = torch.nn.utils.clip_grad_norm_
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", lambda *a, **k: real(*a, **k) * float("inf"))
+    with pytest.raises(TrainingDiverged, match=r"the gradient norm became inf at step 0 .*lower --lr or --grad-clip"):
+        train(_cfg(tmp_path, "linear", model_overrides={}, steps=2, eval_every=2), FIXED_SNR)

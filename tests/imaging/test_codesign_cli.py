@@ -1,4 +1,5 @@
 import json
+import math
 
 import pytest
 import torch
@@ -6,10 +7,12 @@ import torch
 from scipy import stats
 
 from wavefront.cli import main
-from wavefront.imaging.codesign import accuracy, layout_splits, paired_difference, summarise
+from wavefront.imaging.codesign import (accuracy, layout_splits, paired_difference, receiver_data,
+                                        run_receiver_experiment, summarise)
 from wavefront.imaging.layouts import SensorSimulator, make_layout, regular_corners
 from wavefront.errors import ConfigError
-from wavefront.imaging.tasks import GlyphNet, stripe_glyph_scenes, two_site_glyph_scenes
+from wavefront.imaging.tasks import GlyphNet, TraceNet, WaveScene, stripe_glyph_scenes, two_site_glyph_scenes
+from wavefront.imaging.wave import LearnableReceivers, Region
 
 
 @pytest.mark.parametrize("argv,message", [
@@ -76,6 +79,9 @@ def test_codesign_layout_reports_the_test_accuracy_its_checkpoints_achieve(tmp_o
         with torch.no_grad():  # the loss tells apart networks that a 1-epoch accuracy may not
             loss = float(torch.nn.functional.cross_entropy(net(sensor(images)), labels))
         assert row[arm]["test_loss"] == pytest.approx(loss, rel=1e-6), arm
+        # validation is its own split, not the test split under another name
+        val_images, val_labels = layout_splits(0, 64, 32, 48, 32)["val"]
+        assert row[arm]["val_accuracy"] == accuracy(sensor, net, val_images, val_labels), arm
     diff = result["summary"]["learned_minus_regular"]
     assert diff["mean"] == pytest.approx(row["learned"]["test_accuracy"] - row["regular"]["test_accuracy"])
     assert (tmp_out / "layout_seed0.png").stat().st_size > 0
@@ -207,3 +213,154 @@ def test_two_fovea_layout_puts_two_pixel_cells_over_the_core_of_every_two_site_g
         assert int(cover.min()) >= 8
     with pytest.raises(ConfigError, match="two foveae"):
         make_layout("two-fovea", (4, 16), (64, 64))
+
+
+def test_arm_spread_is_the_sample_std_and_a_tied_seed_is_not_a_win():
+    import statistics
+
+    rows = [{"learned": {"m": x}, "base": {"m": y}} for x, y in [(0.9, 0.8), (0.7, 0.7), (0.95, 0.6), (0.6, 0.65)]]
+    s = summarise(rows, "m", higher_is_better=True, baselines=("base",))
+    assert s["learned"]["std"] == pytest.approx(statistics.stdev([0.9, 0.7, 0.95, 0.6]), rel=1e-12)
+    assert s["base"]["mean"] == pytest.approx(0.6875, rel=1e-12)
+    assert s["learned_minus_base"]["wins"] == "2/4"  # seed 1 ties: neither a win nor a loss
+    assert summarise(rows, "m", higher_is_better=False, baselines=("base",))["learned_minus_base"]["wins"] == "1/4"
+
+
+def test_paired_difference_refuses_lists_of_different_lengths():
+    # zip would silently drop the unpaired seed and report an interval over the rest
+    with pytest.raises(ConfigError, match=r"pairs=\(3, 2\): need two equally long"):
+        paired_difference([0.9, 0.8, 0.7], [0.5, 0.6])
+    with pytest.raises(ConfigError, match="non-empty"):
+        paired_difference([], [])
+
+
+def test_layout_splits_are_different_draws_per_split_and_per_seed():
+    """Train, validation and test are three draws (no image shared); another seed draws other images."""
+    a, b = layout_splits(0, 16, 16, 16, 32), layout_splits(1, 16, 16, 16, 32)
+    flat = {name: x.reshape(16, -1) for name, (x, _) in a.items()}
+    for one, two in (("train", "val"), ("train", "test"), ("val", "test")):
+        assert float(torch.cdist(flat[one], flat[two]).min()) > 1.0, (one, two)  # no image repeated across splits
+    for name in a:
+        assert not torch.equal(a[name][0], b[name][0]), name
+        assert torch.equal(a[name][0], layout_splits(0, 16, 16, 16, 32)[name][0])  # fixed by the seed
+
+
+# A 30 x 30 model with a 24-cell surface line and 16 + 8 + 8 shots: about 2 s of simulation for the whole module.
+SMALL_SCENE = WaveScene(shape=(30, 30), nt=120, source_region=Region(15, 25, 5, 25), candidate=Region(2, 3, 3, 27),
+                        pml_width=10)
+
+
+@pytest.fixture(scope="module")
+def receiver_run(tmp_path_factory):
+    """One seed of the built-in receiver experiment on the small scene, noise 0; returns (out, result, data)."""
+    from wavefront.imaging import codesign
+
+    seen = {}
+
+    def keep(*args, **kwargs):
+        seen["data"] = receiver_data(*args, **kwargs)
+        return seen["data"]
+
+    out = tmp_path_factory.mktemp("receivers")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(codesign, "receiver_data", keep)
+        torch.set_num_threads(1)
+        result = run_receiver_experiment("source-localisation", 4, 2, [0], out, log=lambda line: None,
+                                         scene=SMALL_SCENE, num_train=16, num_val=8, num_test=8, noise=0.0, batch=8)
+    return out, result, seen["data"]
+
+
+def test_receiver_rmse_is_the_test_shots_euclidean_error_in_metres(receiver_run):
+    """RMSE = dx * sqrt(mean over test shots of (row error^2 + col error^2)), recomputed from the checkpoint.
+
+    With noise 0 the traces are the field sampled at the positions, scaled by the RMS of the
+    training field; the networks' outputs are the source position over the model's (ny, nx).
+    """
+    out, result, data = receiver_run
+    ckpt = torch.load(out / "checkpoint_seed0.pt")
+    row = result["per_seed"][0]
+    field, sources = data["test"]
+    scale = float(data["train"][0].pow(2).mean().sqrt())
+    ny, nx = SMALL_SCENE.shape
+    for arm in ("learned", "regular", "patch"):
+        rec = LearnableReceivers(4, SMALL_SCENE.candidate, SMALL_SCENE.shape, learnable=False,
+                                 initial_positions=torch.tensor(row[arm]["positions"], dtype=torch.float64))
+        if arm == "learned":
+            rec.load_state_dict(ckpt["learned_receivers"])
+        net = TraceNet(4)
+        net.load_state_dict(ckpt[f"{arm}_net"])
+        with torch.no_grad():
+            pred = net(rec(field) / scale, rec.positions() / torch.tensor([ny, nx]))
+        cells = pred * torch.tensor([ny, nx]) - sources
+        expect = SMALL_SCENE.dx_m * math.sqrt(float((cells.double() ** 2).sum(-1).mean()))
+        assert row[arm]["test_rmse_m"] == pytest.approx(expect, rel=1e-5), arm
+        assert row[arm]["test_rmse_m"] != pytest.approx(row[arm]["val_rmse_m"], rel=1e-3), arm  # another split
+    assert result["summary"]["learned_minus_patch"]["mean"] == pytest.approx(
+        row["learned"]["test_rmse_m"] - row["patch"]["test_rmse_m"])
+    assert result["config"] == {"num_train": 16, "num_val": 8, "num_test": 8, "noise": 0.0, "batch": 8}
+
+
+def test_receiver_baselines_stay_put_and_the_patch_array_is_centred_over_the_sources(receiver_run):
+    """The line array spans the candidate line, the patch array the source columns [x0, x1 - 1]: both centred."""
+    out, result, _ = receiver_run
+    row = result["per_seed"][0]
+    line, patch, learned = (torch.tensor(row[a]["positions"]) for a in ("regular", "patch", "learned"))
+    cand, sr = SMALL_SCENE.candidate, SMALL_SCENE.source_region
+    assert torch.allclose(line[:, 0], torch.full((4,), 2.0)) and torch.allclose(patch[:, 0], torch.full((4,), 2.0))
+    # centres of 4 equal segments: mean at the span's middle, steps of span / 4 (float32 sigmoid round trip: 1e-4)
+    for pos, (a, b) in ((line, (cand.x0, cand.x1 - 1)), (patch, (sr.x0, sr.x1 - 1))):
+        assert float(pos[:, 1].mean()) == pytest.approx((a + b) / 2, abs=1e-4)
+        assert torch.allclose(pos[1:, 1] - pos[:-1, 1], torch.full((3,), (b - a) / 4), atol=1e-4)
+    assert float((learned - line).abs().max()) > 1e-3  # the learned array moved from its line start
+    assert (out / "receivers_seed0.png").stat().st_size > 0
+
+
+def _fake_summary(arms: tuple[str, ...]) -> dict:
+    """The summary fields the CLI prints, for an experiment replaced by a stub."""
+    return {"summary": {a: {"mean": 0.5, "std": 0.0} for a in arms}
+            | {f"learned_minus_{b}": {"mean": 0.0, "ci95": None} for b in arms[1:]}}
+
+
+def test_codesign_layout_hands_its_options_and_thread_count_to_the_experiment(monkeypatch, tmp_out, capsys):
+    """A layout as large as the image is allowed (the check is 'more pixels than the image'); HxW takes 'X' too."""
+    from wavefront.imaging import codesign
+
+    calls = []
+
+    def stub(task, pixels, layout, epochs, seeds, out, **kwargs):
+        calls.append((task, pixels, layout, epochs, seeds, out, kwargs, torch.get_num_threads()))
+        return _fake_summary(("learned", "regular", "foveated"))
+
+    monkeypatch.setattr(codesign, "run_layout_experiment", stub)
+    assert main(["codesign", "layout", "--pixels", "32X32", "--image-size", "32", "--threads", "2", "--val-images", "7",
+                 "--out", str(tmp_out)]) == 0, capsys.readouterr().err
+    assert calls == [("stripe-glyph", (32, 32), "rectangular", 30, [0, 1, 2, 3, 4], tmp_out,
+                      {"image_size": 32, "num_train": 2048, "num_val": 7, "num_test": 1024}, 2)]
+    assert "2 torch thread(s)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("extra,noise", [([], 3.0), (["--noise", "0"], 0.0)])
+def test_codesign_receivers_hands_its_documented_defaults_and_a_zero_noise_to_the_experiment(
+        extra, noise, monkeypatch, tmp_out, capsys):
+    from wavefront.imaging import codesign
+
+    calls = []
+
+    def stub(task, num_receivers, epochs, seeds, out, **kwargs):
+        calls.append((task, num_receivers, epochs, seeds, kwargs, torch.get_num_threads()))
+        return _fake_summary(("learned", "regular", "patch"))
+
+    monkeypatch.setattr(codesign, "run_receiver_experiment", stub)
+    assert main(["codesign", "receivers", *extra, "--threads", "2", "--out", str(tmp_out)]) == 0, capsys.readouterr().err
+    assert calls == [("source-localisation", 8, 30, [0, 1, 2, 3, 4],
+                      {"noise": noise, "num_train": 768, "num_val": 256, "num_test": 256}, 2)]
+
+
+@pytest.mark.parametrize("option,value", [("--task", "sensitivity"), ("--num-receivers", "4"), ("--min-spacing", "2"),
+                                          ("--restarts", "3")])
+def test_user_scene_options_without_velocity_are_refused_not_ignored(option, value, tmp_out, capsys):
+    assert main(["codesign", "receivers", option, value, "--epochs", "1", "--out", str(tmp_out)]) == 2
+    err = capsys.readouterr().err
+    name = option[2:].replace("-", "_")
+    assert err.count("\n") == 1 and f"{name}=" in err and "needs --velocity (the user-scene path)" in err, err
+    assert not tmp_out.exists()

@@ -342,3 +342,25 @@ def test_a_loss_file_that_does_not_exist_is_one_line(scene, tmp_path, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and f"no such file {tmp_path / 'nope.py'}" in err, err
+
+
+@pytest.mark.parametrize("extra,expect", [([], (0.0, 0, 8)), (["--min-spacing", "2.5", "--seed", "5", "--restarts", "2"],
+                                                                (2.5, 5, 2))])
+def test_scene_options_and_their_documented_defaults_reach_the_selector(scene, tmp_path, monkeypatch, capsys, extra,
+                                                                         expect):
+    """--min-spacing (default 0 cells), --seed (default 0) and --restarts (default 8) are handed on as given."""
+    import wavefront.imaging.scene as scene_module
+
+    calls = []
+
+    def stub(v, dx, dt, nt, sources, freq_hz, mask, k, min_spacing, loss, task, out, **kwargs):
+        calls.append((min_spacing, kwargs["seed"], kwargs["restarts"], k, dx, dt, nt, tuple(v.shape), int(mask.sum())))
+        return {"learned": {"loss": 0.0, "method": "stub", "positions": []}, "baselines": {}, "loss_evaluations": 0}
+
+    monkeypatch.setattr(scene_module, "run_scene_codesign", stub)
+    argv = _argv(scene, tmp_path / "o")
+    for opt in ("--min-spacing", "--seed"):
+        i = argv.index(opt)
+        del argv[i:i + 2]
+    assert main(argv + extra) == 0, capsys.readouterr().err
+    assert calls == [(*expect, 4, 10.0, 0.002, 200, (NY, NX), int(_mask().sum()))]

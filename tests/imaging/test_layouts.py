@@ -5,7 +5,7 @@ import torch.nn.functional as F
 from wavefront.errors import ConfigError
 from wavefront.imaging.layouts import (
     CurvilinearLayout, RectangularLayout, SensorSimulator, curvilinear_warp, rectangular_cell_means, rectangular_edges,
-    warped_cell_means,
+    regular_corners, warped_cell_means, widths_to_logits,
 )
 
 
@@ -172,13 +172,17 @@ def test_rectangular_layout_gradient_at_the_regular_grid_start_matches_central_d
     torch.testing.assert_close(grad, _central_differences(lambda p: float(loss(p)), zeros), rtol=1e-5, atol=1e-7)
 
 
-def test_curvilinear_layout_gradient_at_the_regular_grid_start_matches_central_differences():
+@pytest.mark.parametrize("size,pixels", [(16, 4), (21, 3)])
+def test_curvilinear_layout_gradient_at_the_regular_grid_start_matches_central_differences(size, pixels):
     # Zero warp puts every quadrature point on a pixel centre, a kink of the bilinear interpolant.
-    images = _images((1, 1, 16, 16), seed=5, dtype=torch.float64)
-    probe = _images((1, 1, 4, 4), seed=6, dtype=torch.float64) - 0.5
+    # At 16 px the centres are dyadic and land exactly; at 21 px two of them ((i + 0.5) / 21 * 21 - 0.5)
+    # land ~1e-15 off, which only the knot tolerance puts back on the knot (else one-sided slopes there).
+    samples = size // pixels
+    images = _images((1, 1, size, size), seed=5, dtype=torch.float64)
+    probe = _images((1, 1, pixels, pixels), seed=6, dtype=torch.float64) - 0.5
 
     def loss(p):
-        return (warped_cell_means(images, p, (4, 4), (4, 4)) * probe).sum()
+        return (warped_cell_means(images, p, (pixels, pixels), (samples, samples)) * probe).sum()
 
     params = torch.zeros(2, 2, 2, dtype=torch.float64, requires_grad=True)
     (grad,) = torch.autograd.grad(loss(params), params)
@@ -199,3 +203,50 @@ def test_images_of_the_wrong_shape_are_a_config_error():
         sensor(torch.zeros(2, 16, 16))
     with pytest.raises(ConfigError, match=r"must be \[B, C, 16, 16\]"):
         sensor(torch.zeros(1, 1, 16, 15))
+
+
+def test_any_layout_of_a_constant_image_reads_the_constant_in_every_cell():
+    """A cell mean of a constant is the constant, whatever the cell: also the border cells, whose
+    warped quadrature points reach past the outer pixel centres (the border pixel extends there)."""
+    images = torch.full((1, 1, 20, 15), 0.7, dtype=torch.float64)
+    g = torch.Generator().manual_seed(4)
+    curvy = CurvilinearLayout((5, 3), (20, 15)).double()
+    rect = RectangularLayout((5, 3), (20, 15)).double()
+    with torch.no_grad():
+        curvy.params.copy_(2 * torch.randn(2, 2, 2, generator=g, dtype=torch.float64))
+        rect.logits_y.copy_(3 * torch.randn(5, generator=g, dtype=torch.float64))
+        rect.logits_x.copy_(3 * torch.randn(3, generator=g, dtype=torch.float64))
+        for layout in (curvy, rect):
+            torch.testing.assert_close(layout.sense(images), torch.full((1, 1, 5, 3), 0.7, dtype=torch.float64),
+                                       rtol=0, atol=1e-12)
+
+
+def test_layout_corners_are_y_x_in_pixels_and_start_at_the_regular_grid_of_a_non_square_image():
+    expect = regular_corners((4, 6), (20, 30))
+    assert expect[-1, -1].tolist() == [20.0, 30.0] and expect[1, 1].tolist() == [5.0, 5.0]
+    for layout in (RectangularLayout((4, 6), (20, 30)), CurvilinearLayout((4, 6), (20, 30))):
+        with torch.no_grad():
+            torch.testing.assert_close(layout.corners(), expect, rtol=0, atol=1e-5)
+    warped = CurvilinearLayout((4, 6), (20, 30))
+    with torch.no_grad():
+        warped.params.copy_(torch.randn(2, 2, 2, generator=torch.Generator().manual_seed(1)))
+        c = warped.corners()
+    # the outer corners stay on the image's outer edges: rows 0 and 20, columns 0 and 30
+    assert torch.allclose(c[0, :, 0], torch.zeros(7), atol=1e-5) and torch.allclose(c[-1, :, 0], torch.full((7,), 20.0))
+    assert torch.allclose(c[:, 0, 1], torch.zeros(5), atol=1e-5) and torch.allclose(c[:, -1, 1], torch.full((5,), 30.0))
+
+
+def test_layout_refusals_are_config_errors():
+    # integer images would come back truncated to integers; zero pixels or zero modes divide by zero later
+    with pytest.raises(ConfigError, match="images='torch.int64': must be a floating-point tensor"):
+        SensorSimulator(RectangularLayout((2, 2), (4, 4)))(torch.ones(1, 1, 4, 4, dtype=torch.int64))
+    with pytest.raises(ConfigError, match="pixels='0x4': needs at least 1x1 sensor pixels"):
+        RectangularLayout((0, 4), (8, 8))
+    with pytest.raises(ConfigError, match="modes=0: needs at least one sine mode"):
+        CurvilinearLayout((2, 2), (8, 8), modes=0)
+    # a cell at or below a tenth of the regular width has no logits (it would be log of a negative share)
+    with pytest.raises(ConfigError, match="every cell must be wider than 0.1 x the regular width"):
+        widths_to_logits(torch.tensor([0.2, 9.8, 10.0], dtype=torch.float64))
+    logits = widths_to_logits(torch.tensor([2.0, 8.0, 10.0], dtype=torch.float64))
+    edges = rectangular_edges(logits, 20)
+    assert torch.allclose(edges, torch.tensor([0.0, 2.0, 10.0, 20.0], dtype=torch.float64))

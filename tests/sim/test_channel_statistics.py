@@ -10,7 +10,7 @@ from wavefront.sim.config import OFDMConfig, SystemConfig
 from wavefront.sim.fading import draw_sinusoids, ofdm_channel, tap_gains
 from wavefront.sim.frames import FrameGenerator
 from wavefront.sim.profiles import cdl_profile, tdl_profile
-from wavefront.sim.statistics import cdl_time_correlation, freq_correlation, time_correlation_jakes
+from wavefront.sim.statistics import cdl_time_correlation, covariance_terms, freq_correlation, time_correlation_jakes
 from wavefront.utils import make_generator
 
 SCS = 15e3
@@ -59,6 +59,11 @@ def test_los_profile_time_correlation_has_specular_line():
     assert np.abs(emp - theory).max() < 0.03
     # and the simulated channel carries the specular line: it is far from a pure J0
     assert np.abs(emp - time_correlation_jakes(fd, dt).numpy()).max() > 0.2
+    # the covariance the genie and the bound use, E[H(f, t_n) H*(f, t_0)] = sum_k R_f^(k)[f, f] R_t^(k)[n, 0],
+    # is this same correlation: its LoS line turns the right way (conjugated, the imaginary part flips by ~0.4)
+    terms = covariance_terms(ofdm, prof, 30e-9, fd, rows_f=[0], cols_f=[0], cols_t=[0])
+    model = sum(rf[0, 0, 0] * rt[0, :, 0] for rf, rt in terms).numpy()
+    np.testing.assert_allclose(model[1:], theory, rtol=0, atol=1e-12)
 
 
 def test_per_frame_conditions_are_drawn_in_range_and_recorded():

@@ -133,6 +133,16 @@ def test_interpolators_are_exact_on_their_function_class():
     assert np.array_equal(A.argmax(1), np.abs(x[:, None] - np.array(p)[None]).argmin(1))
 
 
+def test_spline_with_fewer_than_four_pilots_is_linear_and_with_one_is_constant():
+    # not-a-knot needs four knots; on three scipy would give the parabola through them
+    x = np.arange(30.0)
+    vals = np.array([0.0, 7.0, 2.0])
+    spline = interpolation_matrix([3, 10, 20], 30, "spline")
+    np.testing.assert_allclose((spline @ vals)[3:21], np.interp(x[3:21], [3, 10, 20], vals), atol=1e-12)
+    np.testing.assert_allclose(spline, interpolation_matrix([3, 10, 20], 30, "linear"), atol=1e-12)
+    np.testing.assert_array_equal(interpolation_matrix([7], 12, "spline"), np.ones((12, 1)))
+
+
 def test_ls_linear_reproduces_a_bilinear_channel_exactly():
     cfg = SystemConfig()
     F, T = cfg.ofdm.grid_shape

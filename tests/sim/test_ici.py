@@ -366,3 +366,20 @@ def test_ici_flag_on_sweep_and_generate(tmp_path):
 
 if __name__ == "__main__" and sys.argv[1:] == ["--record"]:
     GOLDEN_ICI_OFF.write_text(json.dumps({k: _ici_off_numbers(k) for k in CASES}) + "\n")
+
+
+def test_symbol_average_without_a_whole_sample_cp_takes_the_fft_size_of_the_same_grid():
+    """Where time_sampling refuses the CP (0.07 of 128 is no whole sample) the average still runs over N = 128
+    samples, the smallest power of two >= 120 subcarriers: the lags and weights of the NR CP's 128, not of 120."""
+    from wavefront.sim.statistics import symbol_average_lags
+
+    odd = OFDMConfig(cyclic_prefix_ratio=0.07)
+    with pytest.raises(ConfigError):
+        odd.time_sampling()
+    lags, weights = symbol_average_lags(odd)
+    ref_lags, ref_weights = symbol_average_lags(OFDMConfig())
+    assert OFDMConfig().time_sampling()[0] == 128 and len(lags) == 2 * 128 - 1
+    torch.testing.assert_close(lags, ref_lags, rtol=0, atol=0)
+    torch.testing.assert_close(weights, ref_weights, rtol=0, atol=0)
+    assert float(weights.sum()) == pytest.approx(1.0, rel=1e-12)  # (N - |d|) / N^2 over |d| < N
+    assert float(lags[1] - lags[0]) == pytest.approx(1 / (128 * 15e3), rel=1e-12)

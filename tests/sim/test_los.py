@@ -69,3 +69,16 @@ def test_first_tap_fourth_moment_matches_rician_with_sum_of_sinusoids():
     total = prof.los_power + prof.nlos_powers[0]
     assert abs(float(m2.mean()) - total) < 3 * float(m2.std()) / math.sqrt(B)
     assert abs(float(m4.mean()) / total ** 2 - fourth_moment_ratio(prof, tap=0)) < 3 * float(m4.std()) / math.sqrt(B) / total ** 2
+
+
+def test_taps_without_the_los_path_and_cdl_clusters_have_the_sum_of_sinusoids_fourth_moment():
+    """E|x|^4 / (E|x|^2)^2 = 2 - 1/N for a sum of N equal-amplitude, uniform-phase sinusoids: a TDL-D tap past
+    tap 0 holds no LoS power (N = 20 sinusoids as asked), a CDL-A cluster has N = its 20 rays whatever is asked."""
+    from wavefront.sim.profiles import channel_profile
+
+    d = tdl_profile("D")
+    for tap in (1, 5):
+        assert fourth_moment_ratio(d, num_sinusoids=20, tap=tap) == pytest.approx(2 - 1 / 20, rel=1e-12)
+    cdl = channel_profile("CDL-A")
+    m = cdl.ray_aoa_rad.shape[1]
+    assert m == 20 and fourth_moment_ratio(cdl, num_sinusoids=8, tap=3) == pytest.approx(2 - 1 / m, rel=1e-12)

@@ -193,6 +193,19 @@ def test_ls_outside_the_hull_takes_the_nearest_hull_point():
     np.testing.assert_allclose(A[0, 0], [1, 0, 0, 0], atol=1e-12)  # the corner pilot itself
 
 
+def test_nearest_on_a_scattered_layout_takes_each_cells_euclidean_nearest_pilot_and_spline_is_refused():
+    lay = PilotLayout.from_positions([(10, 2), (50, 2), (30, 7), (12, 12)], (60, 14))
+    A = interpolation_weights(lay, "nearest")
+    pts = np.stack([lay.subcarrier_indices, lay.symbol_indices], 1).astype(float)
+    grid = np.stack(np.meshgrid(np.arange(60), np.arange(14), indexing="ij"), -1).reshape(-1, 2)
+    d = ((grid[:, None, :] - pts[None]) ** 2).sum(-1)
+    assert (A.sum(1) == 1).all() and ((A == 0) | (A == 1)).all()
+    np.testing.assert_array_equal(d[np.arange(len(grid)), A.argmax(1)], d.min(1))
+    assert len(set(A.argmax(1).tolist())) == 4  # every pilot is some cell's nearest (its own, at least)
+    with pytest.raises(ConfigError, match="interpolation='spline': a scattered layout supports nearest or linear"):
+        interpolation_weights(lay, "spline")
+
+
 def test_ls_on_collinear_and_single_pilots_is_linear_along_the_line_and_constant_beyond():
     # three pilots on a diagonal (not a Kronecker layout): the interpolant is linear in the position along
     # the line (the projection onto it), and beyond its ends the end pilot's value; one pilot: its value.
