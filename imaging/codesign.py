@@ -360,6 +360,7 @@ def run_receiver_experiment(task: str, num_receivers: int, epochs: int, seeds: l
                     "patch_net": runs["patch"]["net"].state_dict(), "num_receivers": num_receivers},
                    out / f"checkpoint_seed{seed}.pt")
     result = {"task": task, "num_receivers": num_receivers, "epochs": epochs, "seeds": list(seeds),
+              "threads": torch.get_num_threads(), "torch": torch.__version__,  # as the layout experiment: see there
               "config": {"num_train": num_train, "num_val": num_val, "num_test": num_test} | kwargs,
               "per_seed": per_seed, "summary": summarise(per_seed, "test_rmse_m", False, ("regular", "patch"))}
     atomic_write_json(out / "results.json", result, indent=2)

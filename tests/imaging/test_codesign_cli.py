@@ -298,6 +298,7 @@ def test_receiver_rmse_is_the_test_shots_euclidean_error_in_metres(receiver_run)
     assert result["summary"]["learned_minus_patch"]["mean"] == pytest.approx(
         row["learned"]["test_rmse_m"] - row["patch"]["test_rmse_m"])
     assert result["config"] == {"num_train": 16, "num_val": 8, "num_test": 8, "noise": 0.0, "batch": 8}
+    assert result["threads"] == torch.get_num_threads()  # the training path depends on it: a rerun needs it
 
 
 def test_receiver_baselines_stay_put_and_the_patch_array_is_centred_over_the_sources(receiver_run):
