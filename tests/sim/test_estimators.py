@@ -228,3 +228,63 @@ def test_genie_lmmse_reaches_the_bound_with_the_reference_snr_convention(snr_db)
     fr = FrameGenerator(cfg).generate(400, seed=300 + snr_db, with_data=False)
     mc = db((get_classical("lmmse-genie", cfg).estimate(fr.pilots_ls, fr.meta) - fr.h).abs().square().mean())
     assert abs(mc - db(genie_mse(cfg, snr_db, 50e-9, 50.0))) < 0.3, (snr_db, mc)
+
+
+def test_ls_of_conjugated_pilots_is_the_conjugate_estimate():
+    # the interpolation weights are real, so LS commutes with conjugation, also for a lazily conjugated view
+    cfg = _cfg()
+    ls = get_classical("ls-linear", cfg)
+    p = FrameGenerator(cfg).generate(3, seed=1, with_data=False).pilots_ls
+    torch.testing.assert_close(ls.estimate(p.conj(), {}), ls.estimate(p, {}).conj(), rtol=0, atol=1e-6)
+
+
+def test_sweep_robust_options_reach_the_robust_lmmse():
+    from wavefront.sim.estimators import classical_estimators
+    from wavefront.sim.lmmse import RobustLMMSE
+
+    cfg = _cfg(snr_db=10.0, delay_spread_s=300e-9, doppler_hz=800.0)
+    p = FrameGenerator(cfg).generate(4, seed=2, with_data=False)
+    opts = {"pdp": "exponential", "doppler_spectrum": "jakes", "design_snr_db": 25.0}
+    (est,) = classical_estimators(["lmmse-robust"], cfg, opts)
+    want = RobustLMMSE(cfg, **opts).estimate(p.pilots_ls, {})
+    assert est.needs == "none" and torch.equal(est.estimate(p.pilots_ls, {}), want)
+    plain = get_classical("lmmse-robust", cfg).estimate(p.pilots_ls, p.meta)
+    assert float((plain - want).abs().max()) > 1e-3  # the options change the filter
+
+
+@pytest.mark.parametrize("channel", [{}, {"ici": True}])
+def test_genie_stated_mse_is_the_bound_at_each_frames_conditions(channel):
+    # distinct delay spread and Doppler per frame, so swapping them or dropping the ICI from the label's power shows
+    cfg = _cfg(**channel)
+    gen = get_classical("lmmse-genie", cfg)
+    snr = torch.tensor([0.0, 20.0, 10.0])
+    ds, fd = torch.tensor([300e-9, 50e-9, 150e-9]), torch.tensor([1000.0, 100.0, 600.0])
+    meta = {"snr_db": snr, "delay_spread_s": ds, "doppler_hz": fd, "noise_var": cfg.noise_variance(snr)}
+    torch.testing.assert_close(gen.stated_mse(meta, 3), genie_mse(cfg, snr.double(), ds.double(), fd.double()),
+                               rtol=1e-6, atol=0)
+
+
+def test_robust_stated_mse_is_at_its_design_noise_not_the_frames():
+    from wavefront.sim.lmmse import RobustLMMSE
+
+    cfg = _cfg(snr_db=[0.0, 25.0])
+    meta = lambda s: {"snr_db": torch.tensor([s]), "noise_var": cfg.noise_variance(torch.tensor([s]))}  # noqa: E731
+    fixed = RobustLMMSE(cfg, design_snr_db=25.0).stated_mse(meta(0.0), 1)
+    torch.testing.assert_close(fixed, RobustLMMSE(cfg).stated_mse(meta(25.0), 1), rtol=1e-9, atol=0)
+    assert float(fixed) < 0.5 * float(RobustLMMSE(cfg).stated_mse(meta(0.0), 1))  # 25 dB filters far better than 0 dB
+
+
+@pytest.mark.parametrize("options,says", [
+    ({"pdp": "gaussian"}, "lmmse-robust.pdp='gaussian': must be uniform or exponential"),
+    ({"doppler_spectrum": "bell"}, "lmmse-robust.doppler_spectrum='bell': must be jakes or flat"),
+    ({"covariance": "sample"}, "lmmse-robust.covariance='sample': must be assumed or prior-average"),
+    ({"max_delay_spread_s": -1e-9}, "lmmse-robust.max_delay_spread_s=-1e-09: must be >= 0"),
+    ({"max_doppler_hz": -5.0}, "lmmse-robust.max_doppler_hz=-5.0: must be >= 0"),
+])
+def test_bad_robust_options_are_refused_naming_the_option(options, says):
+    from wavefront.errors import ConfigError
+    from wavefront.sim.lmmse import RobustLMMSE
+
+    with pytest.raises(ConfigError) as info:
+        RobustLMMSE(_cfg(), **options)
+    assert str(info.value) == says

@@ -49,7 +49,7 @@ def test_without_impairments_they_are_the_genie_and_mmse_bayes_bit_for_bit(chann
 
 
 @pytest.mark.parametrize("impairment", [{"timing_offset_samples": [0.0, 4.0]}, {"phase_noise_linewidth_hz": [0.0, 200.0]},
-                                        {"cfo_hz": [-200.0, 200.0]}, MIX])
+                                        {"cfo_hz": [-200.0, 200.0]}, MIX, {"cfo_hz": [0.0, 300.0]}])
 def test_genie_impaired_empirical_mse_is_its_trace_formula(impairment):
     snr, ds, fd = 20.0, 200e-9, 500.0
     cfg = _config(snr_db=snr, delay_spread_s=ds, doppler_hz=fd, **impairment)
@@ -96,6 +96,54 @@ def test_the_model_pilot_power_is_the_received_pilot_power():
     m, se = float(power.mean()), float(power.std()) / math.sqrt(len(power))
     print(f"received {m:.4f} +- {se:.4f}, model {model:.4f}, of which ICI {est.moments.ici_power:.4f}")
     assert abs(m - model) <= 3 * se and est.moments.ici_power > 4 * se
+
+
+@pytest.mark.parametrize("channel", [{"phase_noise_linewidth_hz": [1500.0, 2500.0]},
+                                     {"cfo_hz": [0.0, 300.0], "timing_offset_samples": [0.0, 4.0]}])
+def test_the_model_pilot_power_is_one_plus_the_noise_exactly(channel):
+    # the impairments are unitary in time and |c_f| = 1, so E|c|^2 (1 - P_dop) + P_ici = 1 at every pilot exactly
+    # when P_ici = 1 - (1 - P_imp)(1 - P_dop): P_imp + P_dop alone overshoots by P_imp P_dop (1e-3 here)
+    ds, fd, sigma2 = 200e-9, 800.0, 0.01
+    est = get_classical("lmmse-genie-impaired", _config(snr_db=20.0, delay_spread_s=ds, doppler_hz=fd, **channel))
+    stats, noise = est.second_order(torch.tensor([ds], dtype=torch.float64), torch.tensor([fd], dtype=torch.float64),
+                                    torch.tensor([sigma2], dtype=torch.float64))
+    power = torch.diagonal(stats.r_pp[0]).real + noise[0]  # [P]
+    assert est.moments.ici_power > 1e-3 or "cfo_hz" in channel
+    torch.testing.assert_close(power, torch.full_like(power, 1.0 + sigma2), rtol=0, atol=1e-12)
+
+
+def test_the_mse_formula_reads_snr_in_the_configs_convention():
+    # pilot-grid SNR is the per-RE SNR less 10 log10(F T / P)
+    cfg = _config(snr_convention="pilot-grid", **MIX)
+    F, T = cfg.ofdm.grid_shape
+    offset = 10 * math.log10(F * T / cfg.ofdm.num_pilots)
+    per_re = _config(**MIX)
+    snr = torch.tensor([0.0, 15.0], dtype=torch.float64)
+    ds, fd = torch.tensor([5e-8, 3e-7]), torch.tensor([100.0, 900.0])
+    torch.testing.assert_close(impaired_genie_mse(cfg, snr, ds, fd), impaired_genie_mse(per_re, snr + offset, ds, fd),
+                               rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("profile", ["A", "CDL-C"])
+def test_each_bank_hypothesis_has_the_impaired_genies_pilot_covariance(profile):
+    # hypothesis k = d N_fd + f of mmse-bayes-impaired's bank is the Gaussian of the impaired pilots at (ds_d, fd_f, sigma_s):
+    # its log-determinant is log det(R_yy) of lmmse-genie-impaired's second-order model there, ICI of fd_f included
+    from wavefront.sim.conditions import ConditionPrior
+
+    cfg = _config(profile=profile, travel_azimuth_deg=60.0, snr_db=[0.0, 20.0], delay_spread_s=[5e-8, 3e-7],
+                  doppler_hz=[100.0, 1200.0], **MIX)
+    prior = ConditionPrior((5e-8, 3e-7), (100.0, 600.0, 1200.0), (0.0, 20.0))
+    bank = get_classical("mmse-bayes-impaired", cfg, prior=prior).bank(torch.device("cpu"))
+    genie = get_classical("lmmse-genie-impaired", cfg)
+    for d, ds in enumerate(prior.delay_spreads_s):
+        for f, fd in enumerate(prior.dopplers_hz):
+            for s, snr in enumerate(prior.snrs_db):
+                one = lambda v: torch.tensor([v], dtype=torch.float64)  # noqa: E731
+                stats, noise = genie.second_order(one(ds), one(fd), cfg.noise_variance(one(snr)))
+                r_yy = stats.r_pp[0] + noise[0] * torch.eye(stats.r_pp.shape[-1], dtype=torch.complex128)
+                expected = float(torch.linalg.slogdet(r_yy)[1])
+                k = d * len(prior.dopplers_hz) + f
+                assert abs(float(bank.logdet[k, s]) - expected) < 1e-8, (ds, fd, snr, float(bank.logdet[k, s]), expected)
 
 
 def test_a_sweep_with_a_timing_range_beyond_the_cp_refuses_the_aware_rows_in_one_line(tmp_path, capsys):

@@ -108,5 +108,14 @@ def test_a_timing_range_beyond_the_cp_is_refused_naming_the_field():
         impairment_moments(_config(timing_offset_samples=[0.0, 12.0]))
 
 
+def test_a_timing_range_starting_before_the_symbol_is_refused_naming_the_field_value_and_rule():
+    # a window opened early reads the previous symbol's tail: c_f is no ramp there, so the closed form is wrong
+    with pytest.raises(ConfigError, match=r"^channel\.timing_offset_samples=\[-2\.0, 2\.0\]: .*0 <= delta <= N_cp = 9"):
+        impairment_moments(_config(timing_offset_samples=[-2.0, 2.0]))
+    with pytest.raises(ConfigError, match=r"timing_offset_samples=-1\.0: "):
+        impairment_moments(_config(timing_offset_samples=-1.0))
+    assert impairment_moments(_config(timing_offset_samples=[0.0, 9.0])).ici_power == 0.0  # the whole CP is allowed
+
+
 def test_no_impairment_has_no_moments():
     assert impairment_moments(_config()) is None

@@ -9,7 +9,7 @@ from wavefront.cli import main
 from wavefront.errors import ConfigError
 from wavefront.sim.config import OFDMConfig, preset
 from wavefront.sim.lmmse import genie_mse
-from wavefront.sim.pilot_design import BoundEvaluator, optimise_layout, staggered_lattice
+from wavefront.sim.pilot_design import BoundEvaluator, axis_values, optimise_layout, staggered_lattice
 from wavefront.sim.pilots import apply_pilots, read_layout_file
 
 SMALL = OFDMConfig(num_subcarriers=36, num_symbols=14)
@@ -45,6 +45,53 @@ def test_fast_move_scores_equal_the_direct_objective(small_evaluator):
     trial = np.repeat(start[None], len(targets), 0)
     trial[:, 3] = targets
     assert torch.allclose(fast, small_evaluator.objective(trial), rtol=0, atol=1e-8)
+
+
+def test_a_single_pilots_move_scores_are_its_direct_objective(small_evaluator):
+    targets = np.asarray([(f, t) for f in range(0, 36, 7) for t in range(0, 14, 4)])
+    fast = small_evaluator.move_objectives(np.asarray([[18, 7]]), 0, targets)
+    assert torch.allclose(fast, small_evaluator.objective(targets[:, None, :]), rtol=0, atol=1e-8)
+
+
+def test_axis_values_are_equal_steps_of_at_most_step_and_bad_ranges_are_refused():
+    assert axis_values("snr_db", (0.0, 25.0), 5.0) == (0.0, 5.0, 10.0, 15.0, 20.0, 25.0)
+    np.testing.assert_allclose(axis_values("doppler_hz", (0.0, 1000.0), 300.0), [0.0, 250.0, 500.0, 750.0, 1000.0])
+    assert axis_values("snr_db", (-10.0, -10.0), 5.0) == (-10.0,) and axis_values("snr_db", (-10.0, 0.0), 10.0) == (-10.0, 0.0)
+    with pytest.raises(ConfigError, match=r"doppler_hz=\(100\.0, 50\.0\): .*low <= high"):
+        axis_values("doppler_hz", (100.0, 50.0), 10.0)
+    with pytest.raises(ConfigError, match=r"delay_spread_s=\(-1e-08, 1e-07\): must be >= 0"):
+        axis_values("delay_spread_s", (-1e-8, 1e-7), 25e-9)
+
+
+def test_staggered_lattice_spreads_symbols_evenly_and_shifts_each_by_its_fraction_of_the_spacing():
+    # 3 symbols over 14: 0, 14/3 -> 5, 28/3 -> 9; 2 subcarriers each, 18 apart; symbol j shifted by (j f mod 1) x 18
+    lat = lambda frac: sorted(map(tuple, staggered_lattice(6, 3, (36, 14), frac).tolist()))  # noqa: E731
+    assert lat(0.25) == sorted([(0, 0), (18, 0), (4, 5), (22, 5), (9, 9), (27, 9)])
+    assert lat(0.5) == sorted([(0, 0), (18, 0), (9, 5), (27, 5), (0, 9), (18, 9)])  # 2 x 0.5 = 1: no shift
+    assert staggered_lattice(7, 3, (36, 14), 0.0) is None and staggered_lattice(40, 1, (36, 14), 0.0) is None
+
+
+def test_the_search_ends_at_a_local_optimum_after_a_pass_without_a_move(small_evaluator):
+    class Count:
+        n = 0
+
+        def update(self, k):
+            self.n += k
+
+        def set_postfix_str(self, s):
+            pass
+
+    bar = Count()
+    res = optimise_layout(small_evaluator, 6, radius_f=3, radius_t=1, max_passes=8, seed=1, progress=bar)
+    assert bar.n == 8 * 6  # the bar ends full whether or not the search stopped early
+    assert res.passes < 8 and res.history[-1] == res.history[-2] and len(res.history) == res.passes + 1
+    assert all(b <= a for a, b in zip(res.history, res.history[1:]))  # never uphill
+    pos = _positions(res.layout)
+    occupied = {tuple(p) for p in pos.tolist()}
+    for i, (f0, t0) in enumerate(pos.tolist()):  # no free position within the radii lowers the objective
+        targets = np.asarray([(f0 + df, t0 + dt) for df in range(-3, 4) for dt in range(-1, 2)
+                              if 0 <= f0 + df < 36 and 0 <= t0 + dt < 14 and (f0 + df, t0 + dt) not in occupied])
+        assert float(small_evaluator.move_objectives(pos, i, targets).min()) >= res.objective_db - 1e-9, i
 
 
 def test_local_search_lowers_the_objective_below_every_start(small_evaluator):
@@ -106,6 +153,7 @@ def test_optimised_bound_row_matches_genie_mse_of_the_written_layout(tmp_path, c
     (["--num-pilots", "4", "--doppler-hz", "a:b"], "doppler_hz='a:b': must be v, a:b or a:b:step"),
     (["--num-pilots", "4", "--snr-db", "20:10"], "snr_db='20:10': needs low <= high"),
     (["--num-pilots", "4", "--profile", "Z"], "channel.profile='Z': unknown profile"),
+    (["--num-pilots", "4", "--doppler-hz=-50:100"], "doppler_hz=(-50.0, 100.0): must be >= 0"),
 ])
 def test_bad_optimise_input_is_one_line_exit_2(tmp_path, capsys, argv, message):
     rc = main(["pilots", "optimise", *argv, "--out", str(tmp_path / "o"), "--no-progress"])

@@ -110,6 +110,71 @@ def test_rounding_gives_distinct_nearest_points_and_resolves_collisions_to_the_n
     assert sorted(many[1:5]) == [(49, 7), (50, 6), (50, 8), (51, 7)] and many[5] == (49, 6)
 
 
+def test_fold_reflects_at_the_grid_edges_with_period_two():
+    x = torch.tensor([0.0, 0.3, 1.0, 1.25, 1.9, 2.4, -0.3, -1.6], dtype=torch.float64)
+    want = torch.tensor([0.0, 0.3, 1.0, 0.75, 0.1, 0.4, 0.3, 0.4], dtype=torch.float64)
+    torch.testing.assert_close(pilot_learn.fold(x), want, rtol=0, atol=1e-12)
+
+
+def test_rounding_more_pilots_than_grid_points_is_refused():
+    from wavefront.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"positions=7: more pilots than the 3x2 grid has points"):
+        pilot_learn.round_positions(np.zeros((7, 2)), (3, 2))
+    assert sorted(pilot_learn.round_positions(np.zeros((6, 2)), (3, 2))) == [(f, t) for f in range(3) for t in range(2)]
+
+
+def test_permuted_columns_follow_the_pilots_new_order():
+    # the model's column i belongs to pilot i; after permuted(order) column i is old column order[i], so feeding the
+    # pilots in the new order (new pilot i = old pilot order[i]) gives the same estimate
+    gen = torch.Generator().manual_seed(2)
+    model = pilot_learn.ComplexLinear(4, (3, 2))
+    with torch.no_grad():
+        model.w_re.copy_(torch.randn(6, 4, generator=gen))
+        model.w_im.copy_(torch.randn(6, 4, generator=gen))
+    p = torch.complex(torch.randn(5, 4, generator=gen), torch.randn(5, 4, generator=gen))
+    before = model(p)
+    order = [2, 0, 3, 1]  # not its own inverse
+    model.permuted(order)
+    torch.testing.assert_close(model(p[:, order]), before, rtol=1e-6, atol=1e-6)
+
+
+def test_cosine_schedule_runs_from_one_to_zero():
+    assert [pilot_learn.cosine(s, 8) for s in (0, 4, 8)] == pytest.approx([1.0, 0.5, 0.0], abs=1e-15)
+    assert pilot_learn.cosine(2, 8) == pytest.approx(0.5 + 0.5 / math.sqrt(2), abs=1e-15)
+
+
+def test_positions_are_held_through_the_warm_up():
+    cfg = _config()
+    layout = apply_pilots(cfg, "lattice-4x6").ofdm.pilot_layout
+    init = np.asarray(layout.positions, dtype=np.float64)
+    model = pilot_learn.ComplexLinear(layout.num_pilots, GRID)
+    positions = pilot_learn.PilotPositions(init, GRID)
+    pilot_learn.train(cfg, model, positions, steps=3, batch=4, lr=1e-2, pos_lr=5e-2, seed=0, learn_positions=True,
+                      warmup=1.0, progress=False)
+    assert float(model.w_re.detach().abs().max()) > 0  # the estimator learnt
+    torch.testing.assert_close(positions(), torch.as_tensor(init), rtol=0, atol=1e-9)
+
+
+def test_training_noise_follows_the_configs_snr_convention():
+    # pilot-grid SNR is the per-RE SNR less 10 log10(F T / P): the noise per RE is 10^(-(SNR + that) / 10)
+    cfg = _config(snr_db=[10.0, 10.0], snr_convention="pilot-grid")
+    F, T = cfg.ofdm.grid_shape
+    offset = 10 * math.log10(F * T / cfg.ofdm.num_pilots)
+    _, _, nv = pilot_learn.draw_training_frames(cfg, channel_profile("A"), 3, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(nv, torch.full((3,), 10 ** (-(10.0 + offset) / 10)), rtol=1e-6, atol=0)
+
+
+def test_closed_form_bounds_split_the_headline_from_the_suite():
+    cfg = _config()
+    points = [dict(pilot_learn.HEADLINE), {"sweep": "snr", "snr_db": 0.0, "delay_spread_s": 100e-9, "doppler_hz": 200.0},
+              {"sweep": "snr", "snr_db": 25.0, "delay_spread_s": 50e-9, "doppler_hz": 600.0}]
+    got = pilot_learn.closed_form_bounds(cfg, points)
+    db = [10 * math.log10(float(genie_mse(cfg, p["snr_db"], p["delay_spread_s"], p["doppler_hz"]))) for p in points]
+    assert got["bound_db_300ns_1000hz_20db"] == pytest.approx(db[0], abs=1e-9)
+    assert got["bound_db_suite_mean"] == pytest.approx((db[1] + db[2]) / 2, abs=1e-9)
+
+
 def test_pilot_noise_is_circular_with_the_per_re_variance():
     """LS at unit-modulus pilots: noise with E|n|^2 = 10^(-SNR/10) and E[n^2] = 0, independent of the channel."""
     cfg = _config(snr_db=[0.0, 25.0])

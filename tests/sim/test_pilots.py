@@ -128,8 +128,9 @@ def test_dense_bound_equals_kronecker_bound_on_a_kronecker_layout(name, profile)
     assert torch.allclose(kron, dense, rtol=0, atol=1e-10)
 
 
-def test_dense_lmmse_filter_equals_kronecker_filter_on_a_kronecker_layout():
-    cfg = preset("default").updated(channel=RANGES)
+@pytest.mark.parametrize("profile", ["A", "D"])  # D: the LoS Doppler makes the time correlation complex
+def test_dense_lmmse_filter_equals_kronecker_filter_on_a_kronecker_layout(profile):
+    cfg = preset("default").updated(channel={**RANGES, "profile": profile})
     fr = FrameGenerator(cfg).generate(64, seed=5, with_data=False)
     a = GenieLMMSE(cfg).estimate(fr.pilots_ls, fr.meta)
     b = GenieLMMSE(cfg, dense=True).estimate(fr.pilots_ls.reshape(64, -1), fr.meta)

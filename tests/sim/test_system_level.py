@@ -111,3 +111,69 @@ def test_bad_system_level_input_is_one_line(tmp_path, capsys, args, field):
     rc = main(base + args)
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and err and field in err[-1], err
+
+
+def _small_tdl_mimo() -> SystemConfig:
+    return SystemConfig.from_dict({"ofdm": {"num_subcarriers": 24, "pilot_subcarrier_spacing": 2},
+                                   "channel": {"delay_spread_s": 300e-9, "doppler_hz": 400.0, "snr_db": 5.0},
+                                   "mimo": {"num_rx_antennas": 2, "num_users": 2, "rx_correlation": 0.5}})
+
+
+def test_sample_covariances_are_the_sample_averages_they_define():
+    """R_s = mean h h^H over space vectors, scaled to unit mean diagonal; R_f, R_t Toeplitz with r[k] the mean of
+    h[i + k] conj(h[i]) over every pair k apart, scaled to r[0] = 1: here by direct sums over the same frames (the
+    class uses FFTs). A finite sample is complex even where the expectation is real, so a conjugate shows."""
+    from wavefront.sim.system_level import _SAMPLE_SEED
+
+    cfg = _small_tdl_mimo()
+    cov = SampleCovariances(cfg, frames=6, batch=4)
+    gen = MimoFrameGenerator(cfg)
+    h = torch.cat([gen.generate(n, seed=_SAMPLE_SEED + i, with_data=False).h for i, n in enumerate((4, 2))])
+    h = h.to(torch.complex128)  # [B, R, U, F, T]
+    R, F, T = 2, 24, 14
+    r_s = torch.einsum("brufT,bsufT->rs", h, h.conj())
+    r_s = r_s / r_s.diagonal().real.mean()
+    assert float(r_s.imag.abs().max()) > 1e-3  # the sample's imaginary part is there to be got wrong
+    torch.testing.assert_close(cov.R_s, r_s, rtol=0, atol=1e-10)
+
+    def lag_avg(x, n):  # x [..., n]
+        r = torch.stack([(x[..., k:] * x[..., :n - k].conj()).mean() for k in range(n)])
+        return r / r[0].real
+
+    for got, r, n in ((cov.R_f, lag_avg(h.transpose(3, 4), F), F), (cov.R_t, lag_avg(h, T), T)):
+        want = torch.empty(n, n, dtype=torch.complex128)
+        for i in range(n):
+            for j in range(n):
+                want[i, j] = r[i - j] if i >= j else r[j - i].conj()
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-10)
+
+
+def test_lmmse_sample_is_the_dense_lmmse_of_its_kronecker_covariance():
+    """Per user, with R = R_s (x) R_f (x) R_t, the estimate is R[:, p] (R[p, p] + sigma^2 I)^-1 y at that user's pilots."""
+    cfg = _small_tdl_mimo()
+    (est,) = mimo_estimators(["lmmse-sample"], cfg)
+    est.frames = 6
+    cov = SampleCovariances(cfg, frames=6)
+    fr = MimoFrameGenerator(cfg).generate(3, seed=2, with_data=False)
+    got = est.estimate(fr.pilots_ls, fr.meta).to(torch.complex128)
+    nv = fr.meta["noise_var"].double()
+    t = torch.tensor(cfg.ofdm.pilot_symbol_indices)
+    for u, user in enumerate(user_configs(cfg)):
+        f = torch.tensor(user.ofdm.pilot_subcarriers)
+        r_hp = torch.kron(cov.R_s, torch.kron(cov.R_f[:, f], cov.R_t[:, t]))  # [R F T, R P_f P_t]
+        r_pp = torch.kron(cov.R_s, torch.kron(cov.R_f[f][:, f], cov.R_t[t][:, t]))
+        eye = torch.eye(r_pp.shape[0], dtype=torch.complex128)
+        for b in range(3):
+            y = fr.pilots_ls[b, :, u].reshape(-1).to(torch.complex128)
+            want = (r_hp @ torch.linalg.solve(r_pp + nv[b] * eye, y)).reshape(2, 24, 14)
+            torch.testing.assert_close(got[b, :, u], want, rtol=0, atol=2e-5)
+
+
+def test_a_fixed_doppler_gives_every_frame_that_doppler_and_the_users_mean_delay_spread():
+    cfg = umi(doppler_hz=150.0)
+    ch = SystemLevelChannel(cfg, torch.device("cpu"))
+    _, fd, ds = ch.draw(2, seed=3)
+    torch.testing.assert_close(fd, torch.full((2,), 150.0), rtol=1e-5, atol=0)  # every user at v = f_d c / f_c
+    per_user = ch.model._lsp.ds.reshape(2, -1).double()  # Sionna's large-scale RMS delay spread of each user [s]
+    assert per_user.shape[1] == 2 and float((per_user[:, 0] - per_user[:, 1]).abs().min()) > 1e-9
+    torch.testing.assert_close(ds.double(), per_user.mean(1), rtol=1e-6, atol=0)
