@@ -688,7 +688,8 @@ class SystemConfig(_Model):
                                   "or an impairment")
             t = self.channel.timing_offset_samples
             if t is not None and max(abs(v) for v in (t if isinstance(t, tuple) else (t,))) > n + cp:
-                raise ConfigError("channel.timing_offset_samples", t, f"must be within the symbol: |offset| <= "
+                raise ConfigError("channel.timing_offset_samples", list(t) if isinstance(t, tuple) else t,
+                                  f"must be within the symbol: |offset| <= "
                                   f"{n + cp} samples (FFT size {n} + CP {cp})")
         return self
 

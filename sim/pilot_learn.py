@@ -9,7 +9,7 @@ analytic in continuous frequency and time. So a pilot may sit at a continuous po
 Each step draws B frames over the paper's training ranges (TDL-A, delay spread 25-300 ns,
 Doppler 50-1000 Hz, SNR 0-25 dB per resource element, uniform per frame), evaluates from the
 *same* sinusoid draws the grid ``H`` [B, F, T] (exactly :func:`~wavefront.sim.fading.ofdm_channel`)
-and the pilots ``H(u_i)`` [B, P], adds complex Gaussian noise of variance ``10^(-SNR/10)`` to the
+and the pilots ``H(u_i)`` [B, P], adds complex Gaussian noise of the config's variance at the SNR (``10^(-SNR/10)`` per RE) to the
 pilots (the LS estimate at unit-modulus pilots), and takes one Adam step on the estimator and the
 positions (their own learning rate) on the grid MSE. The estimator is one complex linear map
 ``C^P -> C^(F T)``: the family of every linear estimator, the robust LMMSE over the training
@@ -115,8 +115,9 @@ def grid_channel(ofdm: OFDMConfig, profile: ChannelProfile, draws: SinusoidDraws
 def draw_training_frames(config: SystemConfig, profile: ChannelProfile, batch: int, generator: torch.Generator):
     """Returns ``(draws, tau_s [B, L] float32 s, noise_var [B] float32)`` for ``batch`` frames, uniform over ``config``'s ranges.
 
-    Delay spread (s), Doppler (Hz) and SNR (dB per resource element) are each uniform per frame
-    over ``config.channel``'s ``[lo, hi]`` ranges (or equal to its value); ``noise_var = 10^(-SNR/10)`` (per-RE convention).
+    Delay spread (s), Doppler (Hz) and SNR (dB, in the config's ``snr_convention``) are each uniform per frame
+    over ``config.channel``'s ``[lo, hi]`` ranges (or equal to its value); ``noise_var = config.noise_variance(SNR)``
+    (``10^(-SNR/10)`` under the per-RE convention).
     """
     ch = config.channel
 

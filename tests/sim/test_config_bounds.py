@@ -233,7 +233,7 @@ INF, NAN = float("inf"), float("nan")
     ({'channel': {'timing_offset_samples': 137.5}},
      'channel.timing_offset_samples=137.5', 'must be within the symbol: |offset| <= 137 samples (FFT'),
     ({'channel': {'timing_offset_samples': [-137.5, 0.0]}},
-     'channel.timing_offset_samples=(-137.5, 0.0)', 'must be within the symbol: |offset| <= 137 samples (FFT'),
+     'channel.timing_offset_samples=[-137.5, 0.0]', 'must be within the symbol: |offset| <= 137 samples (FFT'),
     ({'channel': {'ici': True, 'doppler_hz': [0.0, 20000.0]}},
      'channel.doppler_hz=[0.0, 20000.0]', 'with channel.ici (the time-domain path) the Doppler must be'),
     ({'channnel': {}},
