@@ -144,3 +144,22 @@ def test_malformed_mat_name_or_shape_names_the_file(tmp_path, capsys):
     scipy.io.savemat(d / "1_SNR-5_DS-100_DOP-600_N-3_TDL-A.mat", {"H": H[:, :13]})
     with pytest.raises(ConfigError, match=r"1_SNR-5_DS-100_DOP-600_N-3_TDL-A\.mat.*shape"):
         import_mat(d, tmp_path / "o", preset("default"))
+
+
+def test_each_point_seed_is_distinct_and_the_derivation_its_manifest_states(suite):
+    """Every point draws its own frames: seed ``derive_seed(suite_seed, sweep, point)``, as the manifest says,
+    so no two points (of one sweep or of two) share channel realizations; ``suite.json`` lists each sweep's own
+    point folders, in value order."""
+    from wavefront.utils import derive_seed
+
+    index = json.loads((suite / "suite.json").read_text())
+    seeds = {}
+    for si, sw in enumerate(index["sweeps"]):
+        assert [p.split("/")[0] for p in sw["points"]] == [sw["folder"]] * len(sw["values"])
+        for pi, point in enumerate(sw["points"]):
+            man = json.loads((suite / point / "manifest.json").read_text())
+            assert man["suite"]["value"] == sw["values"][pi]
+            assert man["suite"]["point_seed"] == f"derive_seed(suite_seed, {si}, {pi})"
+            assert man["seed"] == derive_seed(11, si, pi), point
+            seeds[point] = man["seed"]
+    assert len(seeds) == 21 and len(set(seeds.values())) == 21
