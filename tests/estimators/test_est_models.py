@@ -183,6 +183,9 @@ def test_condition_inputs_are_the_documented_scales_in_float64_one_per_frame():
     ("fortitran", {"dropout": True}, r"fortitran.dropout=True: must be a number"),
     ("fortitran", {"patch_size": "3x2"}, r"fortitran.patch_size='3x2': must be a list like \[3, 2\]"),
     ("antenna-attention", {"position_bias": 1}, r"antenna-attention.position_bias=1: must be true or false"),
+    ("gated-lmmse", {"prior_snr_db": [30.0, 0.0]}, r"gated-lmmse.prior_snr_db=\[30.0, 0.0\]: must be \[low, high\] with low <= high"),
+    ("gated-lmmse", {"snr_step_db": 0.0}, r"gated-lmmse.snr_step_db=0.0: must be > 0"),
+    ("antenna-attention", {"initial_share": 1.0}, r"antenna-attention.initial_share=1.0: must lie in \(0, 1\)"),
 ])
 def test_hyper_parameters_out_of_their_kind_or_range_are_refused_naming_them(name, override, message, default_config):
     with pytest.raises(ConfigError, match=message):
