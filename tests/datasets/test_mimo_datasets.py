@@ -299,3 +299,23 @@ def test_a_rho_range_stores_each_frames_rho_and_the_datasets_serve_it(folder, tm
     fly = next(iter(OnTheFlyDataset(cfg, seed=1, frames_per_epoch=2, batch_size=2)))
     assert 0.2 <= float(fly["rx_correlation"]) <= 0.9
     assert read_shard(folder / shard_name(0)).rx_correlation is None  # a fixed rho: the config's, nothing per frame
+
+
+def test_pairs_views_state_the_length_they_yield_and_refuse_a_repeated_user(folder):
+    fly = OnTheFlyDataset(mimo_config(), seed=2, frames_per_epoch=2, batch_size=2)
+    for users, n in ((None, 2 * R * U), ([1], 2 * R)):
+        view = pairs(fly, users=users)
+        assert len(view) == len(list(view)) == n, users
+    for frames in (fly, H5FrameDataset(folder)):  # a repeated user would serve every pair of that user twice
+        with pytest.raises(ConfigError, match=r"users=\[1, 1\]: must be distinct"):
+            pairs(frames, users=[1, 1])
+
+
+def test_on_the_fly_pairs_carry_their_frames_rho(tmp_path):
+    """A per-frame rho (``mimo.rx_correlation`` a range) reaches every pair of the on-the-fly view, as it does
+    the stored view's (the rho-range test above)."""
+    d = {**SMALL, "mimo": {"num_rx_antennas": R, "num_users": U, "rx_correlation": [0.2, 0.9]}}
+    fly = OnTheFlyDataset(SystemConfig.from_dict(d), seed=1, frames_per_epoch=2, batch_size=2)
+    rho = [float(s["rx_correlation"]) for s in fly]
+    got = [float(s["rx_correlation"]) for s in pairs(fly)]
+    assert rho[0] != rho[1] and got == [rho[0]] * (R * U) + [rho[1]] * (R * U)

@@ -8,7 +8,7 @@ import scipy.io
 from wavefront.cli import main
 from wavefront.datasets import H5FrameDataset
 from wavefront.datasets.generate import DatasetSpec, generate_dataset, update_manifest
-from wavefront.datasets.matfiles import NAME_RE, export_mat, import_mat
+from wavefront.datasets.matfiles import NAME_RE, export_mat, frame_to_mat, import_mat
 from wavefront.datasets.shards import read_attrs, read_shard, shard_name, write_shard
 from wavefront.errors import ConfigError
 from wavefront.sim.config import SystemConfig, preset
@@ -160,3 +160,108 @@ def test_an_imported_folder_of_several_snrs_keeps_a_point_per_snr(suite, tmp_pat
     import_mat(one, tmp_path / "back", preset("adafortitran-paper"), snr_convention="per-re")
     points = folder_points(tmp_path / "back", preset("adafortitran-paper"))
     assert [(p.snr_db, p.available, p.axis) for p in points] == [(0.0, 12, "snr_db"), (5.0, 12, "snr_db")]
+
+
+def test_each_point_seed_is_distinct_and_the_derivation_its_manifest_states(suite):
+    """Every point draws its own frames: seed ``derive_seed(suite_seed, sweep, point)``, as the manifest says,
+    so no two points (of one sweep or of two) share channel realizations; ``suite.json`` lists each sweep's own
+    point folders, in value order."""
+    from wavefront.utils import derive_seed
+
+    index = json.loads((suite / "suite.json").read_text())
+    seeds = {}
+    for si, sw in enumerate(index["sweeps"]):
+        assert [p.split("/")[0] for p in sw["points"]] == [sw["folder"]] * len(sw["values"])
+        for pi, point in enumerate(sw["points"]):
+            man = json.loads((suite / point / "manifest.json").read_text())
+            assert man["suite"]["value"] == sw["values"][pi]
+            assert man["suite"]["point_seed"] == f"derive_seed(suite_seed, {si}, {pi})"
+            assert man["seed"] == derive_seed(11, si, pi), point
+            seeds[point] = man["seed"]
+    assert len(seeds) == 21 and len(set(seeds.values())) == 21
+
+
+def _write_mats(folder, frames, spacing=10, kind="TDL-A"):
+    """Writes reference files ``{n}_SNR-{snr}_DS-100_DOP-{dop}_N-{spacing}_{kind}.mat`` on the default 120 x 14 grid;
+    ``frames``: (n, snr, dop) each; frame n's channel is n everywhere and its LS pilots n + 1j."""
+    o = preset("default").ofdm
+    pf, pt = np.asarray(o.pilot_subcarriers), np.asarray(o.pilot_symbols)
+    folder.mkdir(parents=True, exist_ok=True)
+    for n, snr, dop in frames:
+        H = frame_to_mat(np.full((120, 14), n, np.complex64), np.full((12, 2), n + 1j, np.complex64), pf, pt)
+        scipy.io.savemat(folder / f"{n}_SNR-{snr}_DS-100_DOP-{dop}_N-{spacing}_{kind}.mat", {"H": H})
+
+
+def test_import_takes_frames_in_number_order_and_records_the_names_ranges(tmp_path):
+    # 10 frames: in file-name order "10_..." sorts before "2_...", in frame order it is last
+    _write_mats(tmp_path / "mat", [(n, 2 * n, 100 * n) for n in range(1, 11)])
+    assert import_mat(tmp_path / "mat", tmp_path / "o", preset("default"), shard_frames=4, audit=False) == 10
+    arrays = [read_shard(tmp_path / "o" / shard_name(i)) for i in range(3)]
+    h = np.concatenate([a.h_true for a in arrays])
+    assert h[:, 0, 0].real.tolist() == list(range(1, 11))
+    assert np.concatenate([a.snr_db for a in arrays]).tolist() == [2.0 * n for n in range(1, 11)]
+    a = arrays[0]
+    assert np.array_equal(a.pilots_rx, a.pilots_ls) and np.all(a.pilot_symbols == 1)  # only LS survives in .mat
+    assert np.all(a.pilots_ls == (np.arange(1, 5) + 1j)[:, None, None])
+    channel = json.loads((tmp_path / "o" / "manifest.json").read_text())["config"]["channel"]
+    assert channel["snr_db"] == [2.0, 20.0] and channel["doppler_hz"] == [100.0, 1000.0]
+    assert channel["delay_spread_s"] == pytest.approx(100e-9)  # one value: a fixed condition, not a range
+
+
+@pytest.mark.parametrize("frames,kw,message", [
+    ([(1, 5, 100), (1, 6, 100)], {}, r"1_SNR-6_DS-100_DOP-100_N-10_TDL-A\.mat.*frame number 1 appears twice"),
+    ([(1, 5, 100)], {"kind": "A"}, r"channel type 'A' is not TDL-A\.\.TDL-E"),
+    ([(1, 5, 100)], {"kind": "TDL-F"}, r"channel type 'TDL-F' is not TDL-A\.\.TDL-E"),
+])
+def test_malformed_mat_trees_are_refused_naming_the_file(frames, kw, message, tmp_path):
+    _write_mats(tmp_path / "mat", frames, **kw)
+    with pytest.raises(ConfigError, match=message):
+        import_mat(tmp_path / "mat", tmp_path / "o", preset("default"), audit=False)
+    assert not list((tmp_path / "o").rglob("*.h5")) if (tmp_path / "o").exists() else True
+
+
+def test_one_spacing_per_folder_and_pilots_exactly_at_the_grids_pilot_positions(tmp_path):
+    _write_mats(tmp_path / "a", [(1, 5, 100)])
+    _write_mats(tmp_path / "a", [(2, 5, 100)], spacing=5)
+    with pytest.raises(ConfigError, match=r"2_SNR-5_DS-100_DOP-100_N-5_TDL-A\.mat.*its spacing differs from that of 1_"):
+        import_mat(tmp_path / "a", tmp_path / "o", preset("default"), audit=False)
+    _write_mats(tmp_path / "b", [(1, 5, 100), (2, 5, 100)])
+    f = tmp_path / "b" / "2_SNR-5_DS-100_DOP-100_N-10_TDL-A.mat"
+    H = scipy.io.loadmat(f)["H"]
+    H[1, 2, 1] = 0.5  # a non-zero off the pilot grid: the reader would take it as a pilot
+    scipy.io.savemat(f, {"H": H})
+    with pytest.raises(ConfigError, match=r"2_SNR.*H\[:,:,1\] is non-zero at 25 entries, expected the 24 pilots of N-10"):
+        import_mat(tmp_path / "b", tmp_path / "o2", preset("default"), audit=False)
+
+
+def test_export_names_an_explicit_kronecker_layouts_spacing_and_refuses_an_unequal_one(tmp_path):
+    grid = lambda subs: SystemConfig.from_dict({"ofdm": {"pilot_positions": [[f, t] for f in subs for t in (2, 11)]}})
+    generate_dataset(DatasetSpec(grid((0, 4, 8)), 1, 2, 2, 2), tmp_path / "even")
+    export_mat(tmp_path / "even", tmp_path / "m")
+    assert sorted(p.name.split("_")[4] for p in (tmp_path / "m").glob("*.mat")) == ["N-4", "N-4"]
+    generate_dataset(DatasetSpec(grid((0, 4, 10)), 1, 2, 2, 2), tmp_path / "uneven")
+    with pytest.raises(ConfigError, match=r"pilot subcarriers .* are not equally spaced"):
+        export_mat(tmp_path / "uneven", tmp_path / "m2")
+
+
+def test_mat_labels_take_values_within_1e_3_of_an_integer_and_round_halves_up_only_when_told():
+    from wavefront.datasets.matfiles import mat_label
+
+    assert mat_label(np.float32(150e-9) * 1e9, "ds", "w", False) == 150  # float32 storage: 150 to about 1e-5
+    assert mat_label(7.0009, "snr_db", "w", False) == 7 and mat_label(6.9991, "snr_db", "w", False) == 7
+    for v in (7.0011, 7.3, 7.5):
+        with pytest.raises(ConfigError, match=rf"snr_db={v}: w: .*pass --round"):
+            mat_label(v, "snr_db", "w", False)
+    assert [mat_label(v, "x", "w", True) for v in (2.5, 3.5, 7.3, 0.49)] == [3, 4, 7, 0]
+
+
+def test_export_refuses_a_shard_the_manifest_does_not_vouch_for(tmp_path):
+    # a valid shard in the wrong place (shard 0's bytes as shard 1): HDF5 and the content checksum pass, the manifest's
+    # SHA-256 does not, so its frames (shard 0's again) are never exported
+    from wavefront.datasets import ShardError
+
+    generate_dataset(DatasetSpec(preset("default"), 1, 4, 2, 2), tmp_path / "d")
+    (tmp_path / "d" / shard_name(1)).write_bytes((tmp_path / "d" / shard_name(0)).read_bytes())
+    with pytest.raises(ShardError, match=r"shard-00001\.h5.*nothing of it was exported"):
+        export_mat(tmp_path / "d", tmp_path / "m")
+    assert sorted(int(p.name.split("_")[0]) for p in (tmp_path / "m").glob("*.mat")) == [1, 2]  # shard 0's only

@@ -138,3 +138,62 @@ def test_both_datasets_yield_the_same_structure_and_dtypes(shards):
     batch_a = next(iter(DataLoader(H5FrameDataset(out), batch_size=4)))
     batch_b = next(iter(DataLoader(OnTheFlyDataset(cfg, seed=1, frames_per_epoch=8, batch_size=8), batch_size=4)))
     assert {k: (v.dtype, v.shape) for k, v in batch_a.items()} == {k: (v.dtype, v.shape) for k, v in batch_b.items()}
+
+
+def test_negative_indices_count_from_the_end_like_a_sequence(shards):
+    _, out = shards
+    ds = H5FrameDataset(out)
+    for neg, pos in ((-1, 229), (-31, 199), (-230, 0)):  # -31: the last frame of shard 1, across the boundary
+        assert torch.equal(ds[neg]["h"], ds[pos]["h"]), neg
+    with pytest.raises(IndexError):
+        ds[-231]
+
+
+def test_on_the_fly_frames_are_none_of_a_generated_folders_with_the_same_seed_and_batches(shards):
+    # the folder: seed 21, batches of 100; generated batch j of shard 0 uses derive_seed(21, 0, j). On-the-fly
+    # epoch 0 batch k must come from a stream apart, or training on the fly and testing on the folder share frames
+    cfg, out = shards
+    fly = torch.stack([s["h"] for s in OnTheFlyDataset(cfg, seed=21, frames_per_epoch=100, batch_size=100)])
+    stored = torch.from_numpy(read_shard(sorted(out.glob("shard-*.h5"))[0]).h_true)
+    closest = (fly[:, None] - stored[None]).abs().flatten(2).amax(2).min()
+    assert float(closest) > 1e-3  # unit-power channels: distinct draws differ by O(1) somewhere on the grid
+
+
+def _small():
+    from wavefront.sim.config import SystemConfig
+
+    return SystemConfig().updated(ofdm={"num_subcarriers": 12, "num_symbols": 4, "pilot_subcarrier_spacing": 2,
+                                        "pilot_symbols": [0, 3]})
+
+
+def test_endless_ranks_take_alternate_batches_and_together_the_one_process_stream():
+    import itertools
+
+    cfg = _small()
+    take = lambda ds, n: [_key(s["h"]) for s in itertools.islice(iter(ds), n)]
+    ranks = [take(OnTheFlyDataset(cfg, seed=3, batch_size=4, rank=r, world_size=2), 8) for r in (0, 1)]
+    one = take(OnTheFlyDataset(cfg, seed=3, batch_size=4), 16)  # batches 0, 1, 2, 3
+    assert not set(ranks[0]) & set(ranks[1])
+    assert ranks[0] == one[0:4] + one[8:12] and ranks[1] == one[4:8] + one[12:16]
+
+
+def test_step_batches_are_fresh_per_step_exact_on_resume_and_split_contiguously_over_ranks():
+    cfg = _small()
+    whole = OnTheFlyDataset(cfg, seed=6, batch_size=4)
+    steps = [[_key(h) for h in whole.batch(s)["h"]] for s in range(3)]
+    assert len(set(sum(steps, []))) == 12  # every step draws new frames
+    assert [_key(h) for h in OnTheFlyDataset(cfg, seed=6, batch_size=4).batch(2)["h"]] == steps[2]  # no history
+    halves = [OnTheFlyDataset(cfg, seed=6, batch_size=4, rank=r, world_size=2).batch(1) for r in (0, 1)]
+    assert [_key(h) for hs in halves for h in hs["h"]] == steps[1]
+    assert all(len(hs[k]) == 2 for hs in halves for k in hs)
+
+
+@pytest.mark.parametrize("kwargs,field", [
+    ({"frames_per_epoch": 0}, "frames_per_epoch"), ({"frames_per_epoch": 2.5}, "frames_per_epoch"),
+    ({"batch_size": 0}, "batch_size"), ({"rank": 2, "world_size": 2}, "rank"), ({"rank": -1}, "rank"),
+])
+def test_on_the_fly_arguments_out_of_range_are_refused_naming_the_field(kwargs, field):
+    from wavefront.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=field):
+        OnTheFlyDataset(_small(), seed=1, **kwargs)

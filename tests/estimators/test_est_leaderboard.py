@@ -156,3 +156,60 @@ def test_an_impaired_config_adds_the_yardsticks_that_know_the_impairments():
     impaired = SystemConfig.from_dict({"channel": {"snr_db": [0.0, 25.0], "timing_offset_samples": [0.0, 4.0]}})
     assert classical_rows(plain) == CLASSICAL_ROWS
     assert classical_rows(impaired) == CLASSICAL_ROWS + ("mmse-bayes-impaired", "lmmse-genie-impaired")
+
+
+def _small_gated(**kw):
+    from wavefront.sim.config import SystemConfig
+
+    cfg = SystemConfig().updated(ofdm={"num_subcarriers": 48, "pilot_subcarrier_spacing": 4})  # 12 x 2 pilots on 48 x 14
+    opts = {"delay_spread_bins": 2, "doppler_bins": 3, "prior_snr_db": [0.0, 20.0], "snr_step_db": 5.0, **kw}
+    return cfg, create("gated-lmmse", cfg, **opts).eval()
+
+
+def test_gated_lmmse_gate_at_initialisation_is_the_dense_gaussian_posterior_over_its_cells():
+    """Hypothesis (cell k, noise s): p ~ CN(0, R_pp,k + s^2 I) with prior mass = the cell's share of the 25 ns x 50 Hz
+    grid over the box (Doppler 50..1000 Hz in 3 cells: 7, 7 and 6 of 20 points) times 1/S; the gate is that posterior,
+    computed here with dense log-determinants and solves, not eigen-coordinates."""
+    from wavefront.estimators.model_gated_lmmse import prior_bank
+
+    cfg, model = _small_gated()
+    _, r_pp, _ = prior_bank(cfg, (25e-9, 300e-9), (50.0, 1000.0), 2, 3)
+    K, P = r_pp.shape[:2]
+    noise = cfg.noise_variance(torch.linspace(0.0, 20.0, 5, dtype=torch.float64))
+    mass = torch.tensor([7, 7, 6, 7, 7, 6], dtype=torch.float64) / 40 / 5  # 12 delay points in 2 cells of 6
+    p = torch.randn(3, P, dtype=torch.complex128, generator=torch.Generator().manual_seed(0))
+    ll = torch.empty(3, K, 5, dtype=torch.float64)
+    for k in range(K):
+        for s, n in enumerate(noise):
+            cov = r_pp[k] + n * torch.eye(P, dtype=torch.complex128)
+            quad = (p.conj() * torch.linalg.solve(cov, p.T).T).sum(-1).real
+            ll[:, k, s] = -torch.linalg.slogdet(cov).logabsdet - quad + torch.log(mass[k])
+    want = torch.softmax(ll.flatten(1), 1).reshape(3, K, 5)
+    with torch.no_grad():
+        w, _, _ = model.gate(p.to(torch.complex64))
+    # float32 eigen-path against float64 dense: measured 1.0e-6, so 2e-5 leaves a 20x margin
+    torch.testing.assert_close(w.double(), want, rtol=0, atol=2e-5)
+    assert float(want.max()) < 0.999  # not a one-hot posterior: the weights themselves are compared
+
+
+def test_gated_lmmse_gate_features_are_relative_evidence_and_the_pilot_energy():
+    # the MLP sees each cell's best log-likelihood minus the frame's best (so its best cell reads 0) and the log mean
+    # pilot energy, which U_k^H (unitary) leaves as the pilots' own
+    _, model = _small_gated()
+    seen = {}
+    model.mlp.register_forward_hook(lambda m, inp, out: seen.update(x=inp[0]))
+    p = 3.0 * torch.randn(4, 24, dtype=torch.complex64, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        model.gate(p)
+    x = seen["x"]
+    assert x.shape == (4, 7) and torch.equal(x[:, :6].amax(1), torch.zeros(4)) and (x[:, :6] <= 0).all()
+    torch.testing.assert_close(x[:, 6], torch.log(p.abs().square().mean(1) + 1e-6), rtol=0, atol=1e-5)
+
+
+def test_gated_lmmse_gains_scale_each_eigen_coordinate_multiplicatively():
+    _, model = _small_gated()
+    p = torch.randn(2, 12, 2, dtype=torch.complex64, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        base = model(p)
+        model.gain_log.fill_(math.log(2.0))  # every gain 2: the estimate, linear in the shrinkage, doubles
+        torch.testing.assert_close(model(p), 2 * base, rtol=1e-5, atol=1e-6)

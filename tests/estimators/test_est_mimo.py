@@ -330,3 +330,86 @@ def test_train_user_u_and_sweep_one_checkpoint_per_user(tmp_path, capsys):
     rc = main(["train", "--model", "linear", "--on-the-fly", str(tmp_path / "sys.yaml"), *mimo, "--user", "2",
                "--steps", "1", "--out", str(tmp_path / "u2"), "--no-progress"])
     assert rc == 2 and "user=2" in capsys.readouterr().err
+
+
+def _attention_run(model, p):
+    """Returns (out, h [B, R, F*T] the per-pair stage, token input [B, R, 2], tokens [B, R, d]) of one forward."""
+    seen = {}
+    hook = model.token.register_forward_hook(lambda m, inp, out: seen.update(x=inp[0], tok=out))
+    try:
+        with torch.no_grad():
+            out = model(p)
+            h = model.per_pair(p.reshape(-1, *p.shape[2:])).reshape(p.shape[0], p.shape[1], -1)
+    finally:
+        hook.remove()
+    return out, h, seen["x"], seen["tok"]
+
+
+def test_antenna_attention_output_is_the_documented_mix_of_its_inputs():
+    """``out_r = g_r ((1 - a_r) h_r + a_r sum_s A_rs h_s)``; A's logits ``q_r . k_s / sqrt(d)`` (PyTorch's own attention
+    gives them back) plus the biases; the tokens read log pilot energy and log residual at the layout's positions."""
+    import torch.nn.functional as F
+
+    u0 = user_configs(small_mimo())[0]
+    model = perturbed(small_attention(u0, position_bias=False), seed=3)
+    p = torch.randn(2, 4, 12, 2, dtype=torch.complex64, generator=torch.Generator().manual_seed(1))
+    out, h, x, tok = _attention_run(model, p)
+    with torch.no_grad():
+        A, share, gain = model.mixing(p.reshape(2, 4, -1), h)
+    want = gain[..., None] * ((1 - share[..., None]) * h + share[..., None] * torch.einsum("brs,bsn->brn", A.to(h.dtype), h))
+    torch.testing.assert_close(out.reshape(2, 4, -1), want, rtol=0, atol=1e-5)
+    # the token input: log energy and log residual of each antenna's pilots against its estimate there
+    pos = torch.tensor(u0.ofdm.pilot_layout.positions)
+    at_pilots = h.reshape(2, 4, 48, 14)[:, :, pos[:, 0], pos[:, 1]]
+    flat = p.reshape(2, 4, -1)
+    torch.testing.assert_close(x[..., 0], torch.log(flat.abs().square().mean(-1) + 1e-6), rtol=0, atol=1e-5)
+    torch.testing.assert_close(x[..., 1], torch.log((flat - at_pilots).abs().square().mean(-1) + 1e-6), rtol=0, atol=1e-5)
+    # with the pair bias silenced, A is scaled dot-product attention of the tokens' queries and keys
+    with torch.no_grad():
+        torch.nn.init.zeros_(model.pair[-1].weight), torch.nn.init.zeros_(model.pair[-1].bias)
+        A0, _, _ = model.mixing(p.reshape(2, 4, -1), h)
+        ref = F.scaled_dot_product_attention(model.query(tok), model.key(tok), torch.eye(4).expand(2, 4, 4))
+    torch.testing.assert_close(A0, ref, rtol=0, atol=1e-6)
+
+
+def test_antenna_attention_is_equivariant_to_a_common_phase():
+    # the absolute phase of the received signal carries no information: rotating every antenna's pilots rotates the output
+    u0 = user_configs(small_mimo())[0]
+    model = perturbed(small_attention(u0), seed=4)
+    p = torch.randn(2, 4, 12, 2, dtype=torch.complex64, generator=torch.Generator().manual_seed(2))
+    rot = torch.polar(torch.tensor(1.0), torch.tensor(2.1))
+    with torch.no_grad():
+        a, b = model(rot * p), rot * model(p)
+    torch.testing.assert_close(a, b, rtol=0, atol=1e-5 * float(b.abs().max()))
+
+
+def test_antenna_attention_biases_distance_and_pair_correlation_and_starts_at_its_initial_share():
+    u0 = user_configs(small_mimo())[0]
+    fresh = small_attention(u0, initial_share=0.3)
+    p = torch.randn(2, 4, 12, 2, dtype=torch.complex64, generator=torch.Generator().manual_seed(3))
+    _, h, _, _ = _attention_run(fresh, p)
+    with torch.no_grad():
+        _, share, gain = fresh.mixing(p.reshape(2, 4, -1), h)
+    torch.testing.assert_close(share, torch.full((2, 4), 0.3), rtol=0, atol=1e-6)
+    assert torch.equal(gain, torch.ones(2, 4))
+    # queries, keys and the pair bias silenced, distances clamped at 1: A_rr = 1 / (1 + 3 e^b), A_rs = e^b / (1 + 3 e^b)
+    model = perturbed(small_attention(u0, max_antenna_distance=2), seed=5)
+    with torch.no_grad():
+        for layer in (model.query, model.key, model.pair[-1]):
+            torch.nn.init.zeros_(layer.weight), torch.nn.init.zeros_(layer.bias)
+        model.distance_bias.copy_(torch.tensor([0.0, 0.7]))
+        A, _, _ = model.mixing(p.reshape(2, 4, -1), h)
+    e = math.exp(0.7)
+    want = torch.where(torch.eye(4, dtype=torch.bool), 1 / (1 + 3 * e), e / (1 + 3 * e)).expand(2, 4, 4)
+    torch.testing.assert_close(A, want, rtol=0, atol=1e-6)
+    # the pair bias sees the sample correlation: blind to each antenna's scale, not to whether a pair is (r, r)
+    free = perturbed(small_attention(u0, position_bias=False), seed=6)
+    with torch.no_grad():
+        torch.nn.init.zeros_(free.query.weight), torch.nn.init.zeros_(free.query.bias)
+        scale = torch.tensor([0.5, 1.0, 3.0, 7.0])[None, :, None]
+        flat = p.reshape(2, 4, -1)
+        A1, _, _ = free.mixing(flat, h)
+        A2, _, _ = free.mixing(flat * scale, h * scale)
+        twins, _, _ = free.mixing(flat[:, :1].expand(2, 2, -1), h[:, :1].expand(2, 2, -1))
+    torch.testing.assert_close(A1, A2, rtol=0, atol=1e-6)
+    assert float((twins[:, 0, 0] - twins[:, 0, 1]).abs().min()) > 1e-3  # identical estimates, yet (0, 0) is not (0, 1)

@@ -157,3 +157,74 @@ def test_channelnets_dncnn_subtracts_the_noise_it_predicts():
         assert float(noise.abs().max()) > 1e-3
         torch.nn.init.zeros_(dn.body[-1].weight), torch.nn.init.zeros_(dn.body[-1].bias)
         torch.testing.assert_close(dn(x), x, rtol=0, atol=0)
+
+
+def test_condition_inputs_are_the_documented_scales_in_float64_one_per_frame():
+    from wavefront.estimators.blocks import normalise_conditions
+
+    meta = {"snr_db": torch.tensor([20.0, -5.0], dtype=torch.float64),
+            "delay_spread_s": torch.tensor([300e-9, 25e-9], dtype=torch.float64),
+            "doppler_hz": torch.tensor([1000.0, 50.0], dtype=torch.float64)}
+    got = normalise_conditions(meta, 2, "cpu", dtype=torch.float64)
+    want = torch.tensor([[2.0, 3.0, 2.0], [-0.5, 0.25, 0.1]], dtype=torch.float64)  # dB / 10, s / 100 ns, Hz / 500
+    torch.testing.assert_close(got, want, rtol=4 * 2.0 ** -52, atol=0)  # divided in float64: 300e-9 / 100e-9 is 3 to 1 ulp
+    scalar = normalise_conditions({"snr_db": 10.0, "delay_spread_s": 100e-9, "doppler_hz": 500.0}, 3, "cpu")
+    assert scalar.shape == (3, 3) and torch.equal(scalar, torch.ones(3, 3))  # a scalar is every frame's
+    with pytest.raises(ConfigError, match=r"meta.delay_spread_s=\(2,\): must hold one value per frame \(3\)"):
+        normalise_conditions({**meta, "snr_db": 1.0, "doppler_hz": 1.0}, 3, "cpu")
+
+
+@pytest.mark.parametrize("name,override,message", [
+    ("adafortitran", {"adaptive_token_length": 4}, r"adaptive_token_length=4: must be a multiple of 3"),
+    ("fortitran", {"pos_rows": 100}, r"pos_rows=100: the positional table needs at least one row per patch \(280\)"),
+    ("fortitran", {"patch_size": [-3, 2]}, r"patch_size=\[-3, 2\]: both sides must be >= 1"),
+    ("fortitran", {"patch_size": [0, 2]}, r"patch_size=\[0, 2\]: both sides must be >= 1"),
+    ("fortitran", {"num_layers": True}, r"fortitran.num_layers=True: must be an integer"),
+    ("fortitran", {"dropout": True}, r"fortitran.dropout=True: must be a number"),
+    ("fortitran", {"patch_size": "3x2"}, r"fortitran.patch_size='3x2': must be a list like \[3, 2\]"),
+    ("antenna-attention", {"position_bias": 1}, r"antenna-attention.position_bias=1: must be true or false"),
+    ("gated-lmmse", {"prior_snr_db": [30.0, 0.0]}, r"gated-lmmse.prior_snr_db=\[30.0, 0.0\]: must be \[low, high\] with low <= high"),
+    ("gated-lmmse", {"snr_step_db": 0.0}, r"gated-lmmse.snr_step_db=0.0: must be > 0"),
+    ("antenna-attention", {"initial_share": 1.0}, r"antenna-attention.initial_share=1.0: must lie in \(0, 1\)"),
+])
+def test_hyper_parameters_out_of_their_kind_or_range_are_refused_naming_them(name, override, message, default_config):
+    with pytest.raises(ConfigError, match=message):
+        create(name, default_config, **override)
+
+
+def test_an_integer_where_a_number_is_expected_is_taken(default_config):
+    assert create("fortitran", default_config, **{**TINY, "dropout": 0}).hparams["dropout"] == 0
+
+
+def test_flat_pilots_in_position_order_give_the_grids_estimate(default_config):
+    # a Kronecker layout's positions run subcarrier-major, so [B, P] is the row-major flattening of [B, P_f, P_t]
+    layout = default_config.ofdm.pilot_layout
+    subs, syms = default_config.ofdm.pilot_subcarriers, default_config.ofdm.pilot_symbol_indices
+    assert [tuple(p) for p in layout.positions] == [(f, t) for f in subs for t in syms]
+    torch.manual_seed(0)
+    pilots = torch.randn(2, 12, 2, dtype=torch.complex64)
+    for name in ("fortitran", "linear"):
+        model = create(name, default_config, **(TINY if name == "fortitran" else {})).eval()
+        with torch.no_grad():
+            assert torch.equal(model(pilots.reshape(2, 24)), model(pilots)), name
+
+
+def test_eager_runs_uncompiled_and_gives_the_compiled_forward_back(default_config):
+    # a stand-in for torch.compile's wrapper (compiling costs seconds): it answers zeros, the real network does not
+    model = create("linear", default_config)
+    model.__dict__["_compiled_real"] = lambda x, cond: torch.zeros(x.shape[0], 120, 14)
+    pilots = torch.ones(1, 12, 2, dtype=torch.complex64)
+    with torch.no_grad():
+        assert not model(pilots).any()
+        with model.eager():
+            assert model(pilots).abs().amax() > 0
+        assert not model(pilots).any()  # compiled again after the block
+
+
+def test_a_second_class_under_a_registered_name_is_refused():
+    from wavefront.estimators.registry import EstimatorModel, model_class, register_model
+
+    with pytest.raises(ValueError, match="model name 'linear' is registered twice"):
+        register_model("linear")(type("Impostor", (EstimatorModel,), {}))
+    assert model_class("linear").__name__ != "Impostor"
+    register_model("linear")(model_class("linear"))  # the same class again is harmless

@@ -142,7 +142,7 @@ def _fake_official_modules(monkeypatch):
     return {c.__name__: c for members in classes.values() for c in members}
 
 
-def write_trainer_checkpoint(path, spec, model, grid, pilots, activation="gelu", num_head=4):
+def write_trainer_checkpoint(path, spec, model, grid, pilots, activation="gelu", num_head=4, dropout=0.1):
     """Writes ``spec``'s weights as the official trainer's save_checkpoint does, its config classes included."""
     with pytest.MonkeyPatch.context() as mp:
         c = _fake_official_modules(mp)
@@ -153,7 +153,7 @@ def write_trainer_checkpoint(path, spec, model, grid, pilots, activation="gelu",
                     "system_config": c["SystemConfig"](ofdm={"num_scs": grid[0], "num_symbols": grid[1]},
                                                        pilot={"num_scs": pilots[0], "num_symbols": pilots[1]}),
                     "model_config": c["ModelConfig"](model_type=model, patch_size=(3, 2), num_layers=6, model_dim=128,
-                                                     num_head=num_head, activation=activation),
+                                                     num_head=num_head, activation=activation, dropout=dropout),
                     "args": c["TrainingArguments"](train_set=Path("data/train"))}, path)
     return path
 
@@ -300,3 +300,63 @@ def test_official_weights_saved_as_a_checkpoint_evaluate_from_the_command_line(t
         got = load_estimator(str(saved), default_config, conditions="true").estimate(pilots, wavefront_meta(*conds))
     assert (got - want).abs().amax() <= FLOAT32_RTOL * want.abs().amax()
     assert main([*argv, "--checkpoint", str(saved), "--conditions", "true", "--out", str(tmp_path / "e1")]) == 0
+
+
+def test_condition_scales_are_folded_in_float64_so_a_float64_model_keeps_every_bit():
+    # The first Linear of each condition MLP becomes k W (k = 10 dB, 100 ns, 500 Hz per wavefront unit). In float64
+    # that is W times an integer, one rounding; folding in float32 first would lose W's last 29 bits (~1e-8 relative).
+    config = preset("default")
+    spec = random_spec("adafortitran", config)
+    ours = load_official(spec.state_dict(), config, dtype=torch.float64)
+    for idx, (enc, k) in enumerate((("snr", 10), ("ds", 100), ("dop", 500))):
+        w = getattr(spec.channel_adapter, f"{enc}_encoder")[0].weight.detach()
+        assert w.dtype == torch.float64
+        got = ours.conditions.mlps[idx][0].weight.detach()
+        assert got.dtype == torch.float64
+        assert ((got - k * w).abs() <= 2.0 ** -52 * (k * w).abs()).all(), enc
+
+
+def test_a_sinusoidal_table_converts_like_a_learnable_one(default_config):
+    # the official sinusoidal encoding saves its table as the buffer `positional_encoding.pe`: the same [1, rows, d] role
+    spec = random_spec("fortitran", default_config)
+    state = spec.state_dict()
+    sin = {("transformer_encoder.positional_encoding.pe" if k.endswith("position_embeddings") else k): v
+           for k, v in state.items()}
+    pilots, conds = random_frames((12, 2))
+    with torch.no_grad():
+        want = spec(pilots, *conds)
+        got = forward_float64(load_official(sin, default_config, "fortitran", dtype=torch.float64), pilots, conds)
+    assert (got - want).abs().amax() < 1e-6 * want.abs().amax()
+
+
+def test_the_trainer_files_dropout_is_the_converted_models(tmp_path, default_config):
+    spec = random_spec("adafortitran", default_config, dtype=torch.float32)
+    path = write_trainer_checkpoint(tmp_path / "d.pt", spec, "adafortitran", (120, 14), (12, 2), dropout=0.25)
+    ours = load_official(path, default_config)
+    assert ours.hparams["dropout"] == 0.25  # fine-tuning the converted model drops what the official run dropped
+    assert load_official(spec.state_dict(), default_config).hparams["dropout"] == 0.1  # a plain state dict: the default
+
+
+def test_tables_layouts_and_linear_checkpoints_that_do_not_fit_are_one_line_config_errors(default_config):
+    from wavefront.sim.config import SystemConfig
+
+    ada = random_spec("adafortitran", default_config, dtype=torch.float32).state_dict()
+    key = "transformer_encoder.positional_encoding.position_embeddings"
+    lin = random_spec("linear", default_config, dtype=torch.float32).state_dict()
+    scattered = SystemConfig.from_dict({"ofdm": {"pilot_positions": [[0, 2], [5, 7], [11, 11]]}})
+    cases = [
+        (lambda: load_official({**ada, key: ada[key][:, :200]}, default_config),
+         rf"^{key}=\[1, 200, 128\]: must be \[1, rows >= 280 patches, d\]$"),
+        (lambda: load_official({**ada, key: ada[key][0]}, default_config), rf"^{key}=\[512, 128\]: must be \[1, rows"),
+        (lambda: load_official(lin, default_config, "linear", num_heads=4),
+         r"^model='linear': num_heads, patch_size and pos_rows apply to fortitran/adafortitran only$"),
+        (lambda: load_official({**lin, "linear.scale": torch.ones(1)}, default_config, "linear"),
+         r"^state_dict='linear.scale': unexpected for an official 'linear'"),
+        (lambda: load_official({"linear.weight": lin["linear.weight"]}, default_config, "linear"),
+         r"^state_dict='linear.bias': missing: an official 'linear' has this key"),
+        (lambda: load_official(lin, scattered, "linear"), r"^pilots=.*: official checkpoints take a Kronecker \[P_f, P_t\]"),
+    ]
+    for call, message in cases:
+        with pytest.raises(ConfigError, match=message) as err:
+            call()
+        assert "\n" not in str(err.value)

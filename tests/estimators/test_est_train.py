@@ -386,3 +386,61 @@ def test_a_non_finite_gradient_norm_with_a_finite_loss_stops_the_run_naming_it(t
     monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", lambda *a, **k: real(*a, **k) * float("inf"))
     with pytest.raises(TrainingDiverged, match=r"the gradient norm became inf at step 0 .*lower --lr or --grad-clip"):
         train(_cfg(tmp_path, "linear", model_overrides={}, steps=2, eval_every=2), FIXED_SNR)
+
+
+def test_export_keeps_the_weights_step_and_record_and_drops_the_optimiser_and_rng(linear_checkpoint, tmp_path):
+    src = ckpt.Checkpoint(linear_checkpoint)
+    assert src.step == 2 and src.optim is not None and "rng.torch" in src.tensors  # what export must leave out
+    out = ckpt.Checkpoint(ckpt.export(linear_checkpoint, tmp_path / "weights.safetensors"))
+    model_keys = sorted(k for k in src.tensors if k.startswith("model."))
+    assert sorted(out.tensors) == model_keys and all(torch.equal(out.tensors[k], src.tensors[k]) for k in model_keys)
+    assert out.step == 2 and out.conditions == src.conditions
+    assert out.trainer == {"metrics": src.trainer["metrics"], "config": src.trainer["config"]}
+    with pytest.raises(ConfigError, match="holds weights only, no optimiser state; it cannot be resumed"):
+        out.load_optimizer_state(torch.optim.AdamW(out.build_model().parameters()))
+
+
+def test_what_a_model_was_trained_on_survives_save_and_load_and_a_pilots_only_model_needs_no_conditions(tmp_path):
+    from wavefront.estimators import create
+
+    torch.manual_seed(0)
+    model = create("adafortitran", FIXED_SNR, **TINY)
+    pilots = torch.randn(2, 12, 2, dtype=torch.complex64)
+    meta = {"snr_db": torch.tensor([0.0, 30.0]), "delay_spread_s": torch.tensor([50e-9, 300e-9]),
+            "doppler_hz": torch.tensor([10.0, 900.0])}
+    for conditions, reads in (("none", False), ("true", True)):
+        model.trained_conditions = conditions
+        path = ckpt.save(tmp_path / f"{conditions}.safetensors", model, FIXED_SNR, rng=False)  # no trainer state
+        back = ckpt.Checkpoint(path)
+        assert back.conditions == conditions
+        built = back.build_model().eval()
+        assert (built.trained_conditions, built.reads_conditions) == (conditions, reads)
+    with torch.no_grad():  # the last one read "none": a constant zero condition input, whatever meta says
+        none = ckpt.Checkpoint(tmp_path / "none.safetensors").build_model().eval()
+        assert torch.equal(none(pilots), none(pilots, meta))
+    model.trained_conditions = None  # a checkpoint of an older version names it only in the trainer's config
+    old = ckpt.save(tmp_path / "old.safetensors", model, FIXED_SNR, rng=False, trainer_state={"config": {"conditions": "none"}})
+    assert ckpt.Checkpoint(old).conditions == "none" and not ckpt.Checkpoint(old).build_model().reads_conditions
+
+
+def test_weights_of_another_width_or_depth_are_refused_naming_the_tensor(tmp_path):
+    from wavefront.estimators import create
+
+    path = ckpt.save(tmp_path / "f.safetensors", create("fortitran", FIXED_SNR, **TINY), FIXED_SNR, rng=False)
+    back = ckpt.Checkpoint(path)
+    with pytest.raises(ConfigError, match=r"tensor \S+ has shape \(\d+(, \d+)*,?\), the model expects .*another configuration"):
+        back.load_model_state(create("fortitran", FIXED_SNR, **{**TINY, "model_dim": 32}))
+    with pytest.raises(ConfigError, match=r"does not fit the 'fortitran' model \(missing \['transformer\.encoder\.layers\.1\."):
+        back.load_model_state(create("fortitran", FIXED_SNR, **{**TINY, "num_layers": 2}))
+
+
+def test_frequency_shift_is_the_whole_layout_moved_along_subcarriers_only():
+    from types import SimpleNamespace as L
+
+    base = L(grid_shape=(48, 14), positions=[(0, 2), (0, 11), (4, 2), (4, 11)])
+    moved = lambda df, dt=0, extra=(): L(grid_shape=(48, 14), positions=[(f + df, t + dt) for f, t in base.positions] + list(extra))
+    assert ckpt.frequency_shift(base, base) == 0 and ckpt.frequency_shift(base, moved(3)) == 3
+    assert ckpt.frequency_shift(base, moved(-1)) == -1
+    assert ckpt.frequency_shift(base, moved(0, 1)) is None  # moved in time
+    assert ckpt.frequency_shift(base, moved(1, extra=[(9, 2)])) is None  # one pilot more: not the same layout
+    assert ckpt.frequency_shift(base, L(grid_shape=(72, 14), positions=moved(1).positions)) is None  # another grid
