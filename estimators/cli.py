@@ -264,8 +264,10 @@ def _leaderboard(args) -> int:
     spec.check()
     out = check_output_folder("out", args.out)
     if args.overwrite:
-        from wavefront.estimators.leaderboard import clear_leaderboard
+        from wavefront.estimators.leaderboard import check_mimo, clear_leaderboard
 
+        if config.mimo.is_mimo:  # run_leaderboard's own refusal would come after the earlier board was gone
+            check_mimo(spec, config)
         removed = clear_leaderboard(out)
         if removed:
             print(f"--overwrite: removed {len(removed)} item(s) of the earlier leaderboard in {out}", file=sys.stderr)

@@ -184,3 +184,16 @@ def test_a_flag_run_measures_and_records_the_flag_frames_and_resumes_by_the_yaml
     assert main(["leaderboard", "--config", str(tmp_path / "written.yaml"), *BUDGET, "--out", str(out)]) == 0
     assert "training linear" not in capsys.readouterr().out  # no model trained or resumed: its eval.json is reused
     assert _table(out) == before
+
+
+def test_overwrite_keeps_the_earlier_leaderboard_when_the_new_run_is_refused(capsys, tmp_path):
+    """A MIMO config the leaderboard refuses (NR DM-RS pilots) is refused before --overwrite removes anything."""
+    out = tmp_path / "out"
+    (out / "runs" / "linear-s0").mkdir(parents=True)
+    earlier = ("classical.json", "leaderboard.md", "runs/linear-s0/last.safetensors")
+    for name in earlier:
+        (out / name).write_text("earlier")
+    rc = main(["leaderboard", "--users", "2", "--mimo-pilots", "dmrs-type1", *BUDGET, "--out", str(out), "--overwrite"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and err.startswith("wavefront: error: mimo.pilots='dmrs-type1'") and "removed" not in err, err
+    assert all((out / name).read_text() == "earlier" for name in earlier)
