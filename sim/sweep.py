@@ -404,8 +404,12 @@ def plot_result(result: SweepResult, out: Path) -> list[Path]:
         antennas = f"\n{m['rx_antennas']} antennas ({rho}) x {m['users']} users, " if m else ""
         ev = result.spec.get("error_variance") or ""
         calibrated = f", {ev.split(':')[0]} error variance" if ev else ""
-        ax.set_title(f"{profile_label(ch['profile'])}{' (Sionna)' if system else ''}, {', '.join(fixed)}, {antennas}{cfg['ofdm']['num_subcarriers']}x"
-                     f"{cfg['ofdm']['num_symbols']} grid, {result.spec['frames']} frames/point{calibrated}", fontsize=9)
+        head = f"{profile_label(ch['profile'])}{' (Sionna)' if system else ''}, {', '.join(fixed)}, "
+        tail = (f"{cfg['ofdm']['num_subcarriers']}x{cfg['ofdm']['num_symbols']} grid, {result.spec['frames']} "
+                f"frames/point{calibrated}")
+        if not antennas and len(head + tail) > 80:  # ranges drawn per frame: one line would run past the figure
+            antennas = "\n"
+        ax.set_title(head + antennas + tail, fontsize=9)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
         paths.append(finish_figure(fig, out / f"{fname}_vs_{PLOT_NAMES[axis]}.png", dpi=110))
