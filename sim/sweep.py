@@ -40,7 +40,7 @@ from wavefront.sim.experiment import (
     CONDITION_MODES, ERROR_VARIANCES, Row, mark_in_prior, merge_partials, prior_config, prior_ranges_record, run_experiment,
     run_partial, simulated_points,
 )
-from wavefront.sim.progress import open_progress
+from wavefront.sim.progress import first_difference, open_progress
 from wavefront.utils import atomic_write_csv, atomic_write_json, check_memory, finish_figure, resolve_device
 
 AXES = {"snr_db": ("SNR", "dB", 1.0), "doppler_hz": ("Doppler", "Hz", 1.0), "delay_spread_s": ("delay spread", "ns", 1e9)}
@@ -178,11 +178,11 @@ def merge_sweep_partials(partials: list[dict]) -> SweepResult:
             raise ConfigError("partials", q.get("command"), "not a sweep's partial file (merge a sweep's files together)")
     first = partials[0]
     for q in partials[1:]:
-        diff = [k for k in sorted(set(q["spec"]) | set(first["spec"])) if q["spec"].get(k) != first["spec"].get(k)]
+        diff = first_difference(q["spec"], first["spec"])  # the value that differs, not the whole config around it
         if diff:
-            raise ConfigError(f"spec.{diff[0]}", q["spec"].get(diff[0]), f"differs between partial files (rank "
-                              f"{q['rank']}: {q['spec'].get(diff[0])!r}, rank {first['rank']}: "
-                              f"{first['spec'].get(diff[0])!r}): they come from different sweeps")
+            key, mine, theirs = diff
+            raise ConfigError(f"spec.{key}", mine, f"differs between partial files (rank {q['rank']}: {mine!r}, rank "
+                              f"{first['rank']}: {theirs!r}): they come from different sweeps")
     rows = merge_partials(partials)
     return SweepResult(spec={**first["spec"], "world_size": first["world"]}, rows=rows,
                        seconds=sum(q["seconds"] for q in partials))

@@ -119,3 +119,19 @@ def test_a_plot_title_naming_ranges_fits_its_figure(tmp_path, monkeypatch):
     assert main(["sweep", "--config", str(cfg), "--estimators", "ls-linear", "--doppler-hz", "100,500", "--frames", "8",
                  "--out", str(tmp_path / "out"), "--no-progress", "--device", "cpu"]) == 0
     assert len(spans) == 2 and all(0 <= x0 and x1 <= width for x0, x1, width in spans), spans
+
+
+def test_partials_of_sweeps_over_different_ranges_are_refused_naming_the_value():
+    """merge-results named only spec.config and printed both whole configs (1,500 characters) for one range's end."""
+    from wavefront.errors import ConfigError
+    from wavefront.sim.sweep import merge_sweep_partials
+
+    config, other = (json.loads(SystemConfig.from_dict(PRIOR).to_json()) for _ in range(2))
+    other["channel"]["doppler_hz"][1] = 500.0
+    partials = [{"command": "sweep", "rank": r, "spec": {"axis": "snr_db", "config": c}}
+                for r, c in enumerate((config, other))]
+    with pytest.raises(ConfigError) as exc:
+        merge_sweep_partials(partials)
+    text = str(exc.value)
+    assert text.startswith("spec.config.channel.doppler_hz[1]=500.0: differs between partial files (rank 1: 500.0, "
+                           "rank 0: 1000.0)") and len(text) < 200, text
