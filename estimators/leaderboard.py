@@ -595,6 +595,12 @@ def clear_leaderboard(out: Path) -> list[Path]:
 
     out = Path(out)
     names = [PRIOR_FILE, "classical.json", "leaderboard.json", "leaderboard.csv", "leaderboard.md", "pareto.png"]
+    if (out / "runs").is_dir() and not any((out / n).exists() for n in (PRIOR_FILE, "classical.json", "leaderboard.json")):
+        # every leaderboard writes config.json first (one from before the record, classical.json): a runs/ without
+        # them is someone else's, e.g. `wavefront train`'s default runs/<model> under an --out of '.'
+        raise ConfigError("out", str(out), "holds a runs/ folder but no leaderboard (no config.json, classical.json or "
+                                           "leaderboard.json); --overwrite removes only a leaderboard's files: give a "
+                                           "fresh --out")
     paths = [out / n for n in names if (out / n).exists()] + sorted(out.glob("suite_*.png"))
     for p in paths:
         p.unlink()

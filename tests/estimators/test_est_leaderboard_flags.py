@@ -197,3 +197,13 @@ def test_overwrite_keeps_the_earlier_leaderboard_when_the_new_run_is_refused(cap
     err = capsys.readouterr().err.strip()
     assert rc == 2 and err.startswith("wavefront: error: mimo.pilots='dmrs-type1'") and "removed" not in err, err
     assert all((out / name).read_text() == "earlier" for name in earlier)
+
+
+def test_overwrite_refuses_a_folder_whose_runs_are_not_a_leaderboards(capsys, tmp_path):
+    """`leaderboard --out . --overwrite` in a project folder deleted `wavefront train`'s runs/<model> with the rest."""
+    (tmp_path / "runs" / "gated-lmmse").mkdir(parents=True)
+    (tmp_path / "runs" / "gated-lmmse" / "best.safetensors").write_text("trained")
+    rc = main(["leaderboard", *BUDGET, "--out", str(tmp_path), "--overwrite"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and err.startswith(f"wavefront: error: out='{tmp_path}': holds a runs/ folder but no leaderboard"), err
+    assert (tmp_path / "runs" / "gated-lmmse" / "best.safetensors").read_text() == "trained"
