@@ -68,15 +68,13 @@ def evaluate(model_estimator, config, points: str = "paper", suite: str | None =
     or a function of no arguments that opens one: it is called only once the points and baselines
     are valid, so a refused run leaves no progress behind that would refuse its corrected rerun.
     """
-    from dataclasses import asdict
-
     pts, estimators, kwargs = _plan(model_estimator, config, points, suite, frames_per_point, baselines, seed, device,
                                     chunk, conditions, compare_true, prior_ranges)
     store = store() if callable(store) else store
     rows = mark_in_prior(run_experiment(pts, estimators, progress=progress, rank=rank, world=world, store=store,
                                         **kwargs), prior_ranges)
     if long_rows is not None:
-        long_rows.extend(asdict(r) for r in rows)
+        long_rows.extend(r.record() for r in rows)
     return wide_rows(rows, model_estimator.name)
 
 
@@ -148,10 +146,8 @@ def save_evaluation(rows: list, out: Path, model_name: str, checkpoint: str, con
     receiver impairments, ``{field: {"value", "units"}}`` (:func:`wavefront.sim.impairments.impairment_record`),
     recorded in ``results.json`` when set.
     """
-    from dataclasses import asdict
-
     # Every file whole or absent; results.json last, so its presence means the whole result was saved.
-    long_rows = [asdict(r) for r in rows]
+    long_rows = [r.record() for r in rows]
     wide = wide_rows(rows, model_name)
     saved = [save_rows(wide, out)]
     if plots:

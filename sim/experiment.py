@@ -185,6 +185,18 @@ class Row:
     # inside the prior's ranges (see mark_in_prior); None: not checked. A label of the point, not a
     # measurement: rows of one experiment compare equal whether or not a caller has marked them.
     in_prior: bool | None = field(default=None, compare=False)
+    # the conditions its frames drew per frame, {field: [low, high]} (SI units; the scalars above are then the ranges'
+    # midpoints); None for a point of fixed conditions, whose records leave the key out
+    drawn: dict | None = field(default=None, compare=False)
+
+    def record(self) -> dict:
+        """Returns the row as results.json and the CSV keep it (``drawn`` only where set)."""
+        from dataclasses import asdict
+
+        d = asdict(self)
+        if d["drawn"] is None:
+            del d["drawn"]
+        return d
 
 
 def given_text(est, conditions: str) -> str:
@@ -541,7 +553,14 @@ def point_meta(p: Point) -> dict:
     return {"sweep": p.sweep, "axis": p.axis, "axis_value": p.axis_value, "snr_db": p.snr_db,
             "delay_spread_ns": round(p.delay_spread_s * 1e9, 6), "doppler_hz": p.doppler_hz, "pilots": pilot_text(p.config),
             "realization": p.realization or p.config.realization_text,
-            **({"users": p.config.mimo.num_users} if p.config.mimo.is_mimo else {})}
+            **({"users": p.config.mimo.num_users} if p.config.mimo.is_mimo else {}), **_drawn(p.config)}
+
+
+def _drawn(config: SystemConfig) -> dict:
+    """Returns ``{"drawn": {field: [low, high]}}`` for the conditions ``config`` draws per frame, else ``{}``."""
+    ch = config.channel
+    drawn = {k: [float(v) for v in getattr(ch, k)] for k in COND_FIELDS if _is_range(getattr(ch, k))}
+    return {"drawn": drawn} if drawn else {}
 
 
 def estimator_meta(est, conditions: str) -> dict:
@@ -569,7 +588,7 @@ def _rows(meta: dict, ests: list[dict], tally: _Tally) -> list[Row]:
                         mse_db - bound_db, a["err"] / a["bits"] if has_bits else None, a["err"] if has_bits else None,
                         a["bits"] if has_bits else None, a["cerr"] / a["cbits"] if a["cbits"] else None,
                         a["blk"] / (done * meta.get("users", 1)) if a["cbits"] else None, meta["pilots"], e["trained_on"],
-                        meta.get("realization", "")))
+                        meta.get("realization", ""), drawn=meta.get("drawn")))
     return rows
 
 
@@ -735,9 +754,17 @@ def in_prior(snr_db: float, delay_spread_s: float, doppler_hz: float, ranges: di
 
 
 def mark_in_prior(rows: list, ranges: dict | None = None) -> list:
-    """Sets ``in_prior`` on each :class:`Row` (see :func:`in_prior`) and returns the rows."""
+    """Sets ``in_prior`` on each :class:`Row` (see :func:`in_prior`) and returns the rows.
+
+    A row whose frames drew conditions over ranges (``Row.drawn``) is inside only when both ends of every range are:
+    its midpoint inside a prior that half its frames leave is not.
+    """
     for r in rows:
-        r.in_prior = in_prior(r.snr_db, r.delay_spread_ns * 1e-9, r.doppler_hz, ranges)
+        value = {"snr_db": r.snr_db, "delay_spread_s": r.delay_spread_ns * 1e-9, "doppler_hz": r.doppler_hz}
+        ends = [value]
+        for k, (lo, hi) in (getattr(r, "drawn", None) or {}).items():
+            ends = [{**e, k: x} for e in ends for x in (lo, hi)]
+        r.in_prior = all(in_prior(e["snr_db"], e["delay_spread_s"], e["doppler_hz"], ranges) for e in ends)
     return rows
 
 

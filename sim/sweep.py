@@ -28,7 +28,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from wavefront import __version__
@@ -323,7 +323,7 @@ def save_result(result: SweepResult, out: Path) -> list[Path]:
     """Writes results.json, results.csv and the MSE and BER plots into ``out``; returns the paths."""
     # Each file whole or absent (temporary file, fsync, rename); plots and CSV first, results.json
     # last, so a results.json on disk means the whole result was saved.
-    rows = [asdict(r) for r in result.rows]
+    rows = [r.record() for r in result.rows]
     cs = atomic_write_csv(out / "results.csv", rows)
     plots = plot_result(result, out)
     from wavefront.sim.impairments import impairment_record

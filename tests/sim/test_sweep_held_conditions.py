@@ -135,3 +135,24 @@ def test_partials_of_sweeps_over_different_ranges_are_refused_naming_the_value()
     text = str(exc.value)
     assert text.startswith("spec.config.channel.doppler_hz[1]=500.0: differs between partial files (rank 1: 500.0, "
                            "rank 0: 1000.0)") and len(text) < 200, text
+
+
+def test_a_range_point_is_inside_the_prior_only_when_its_whole_range_is():
+    """Its midpoint is not enough: 500-1500 Hz has its midpoint (1000 Hz) inside 50-1000 Hz, half its frames outside."""
+    from wavefront.sim.experiment import merge_partials, mark_in_prior, run_partial
+
+    cfg = SystemConfig.from_dict(PRIOR)
+    conds = [{"snr_db": 10.0, "delay_spread_s": (25e-9, 300e-9), "doppler_hz": d} for d in ((50.0, 1000.0),
+                                                                                              (500.0, 1500.0))]
+    pts = simulated_points(cfg, conds, 4, 4, seed=5, with_data=False)
+    est = classical_estimators(["ls-linear"], cfg)
+    rows = mark_in_prior(run_experiment(pts, est, frames=4, conditions="true", progress=False))
+    assert [r.doppler_hz for r in rows] == [525.0, 1000.0]  # both midpoints inside 50-1000 Hz ...
+    assert [r.in_prior for r in rows] == [True, False]  # ... the second range is not
+    assert rows[1].record()["drawn"] == {"delay_spread_s": [25e-9, 300e-9], "doppler_hz": [500.0, 1500.0]}
+    merged = merge_partials([{**run_partial(pts, est, frames=4, conditions="true", progress=False), "prior_ranges": {}}])
+    assert [r.in_prior for r in merged] == [True, False]  # array jobs merged mark as one process does
+    fixed = simulated_points(cfg, [{"snr_db": 10.0, "delay_spread_s": 1e-7, "doppler_hz": 500.0}], 4, 4, seed=5,
+                             with_data=False)
+    (r,) = run_experiment(fixed, est, frames=4, conditions="true", progress=False)
+    assert "drawn" not in r.record()  # a fixed point's record is as it was
