@@ -110,3 +110,26 @@ def _parser(seen):
 
     probe.set_defaults(func=run)
     return p
+
+
+def test_the_smallest_quota_from_the_own_cgroup_up_to_the_root_counts(tmp_path):
+    """systemd's CPUQuota or a Kubernetes limit sits on a parent of the process's own cgroup, not at the root."""
+    own = tmp_path / "proc-self-cgroup"
+    own.write_text("0::/user.slice/job.scope\n")
+    (tmp_path / "user.slice" / "job.scope").mkdir(parents=True)
+    (tmp_path / "user.slice" / "job.scope" / "cpu.max").write_text("max 100000\n")  # the leaf: no quota of its own
+    (tmp_path / "user.slice" / "cpu.max").write_text("150000 100000\n")  # the slice: 1.5 CPUs
+    (tmp_path / "cpu.max").write_text("400000 100000\n")
+    assert cpu_quota(tmp_path, own) == 1.5
+    (tmp_path / "user.slice" / "job.scope" / "cpu.max").write_text("300000 100000\n")  # a looser leaf: the slice
+    assert cpu_quota(tmp_path, own) == 1.5
+    (tmp_path / "user.slice" / "job.scope" / "cpu.max").write_text("50000 100000\n")  # a tighter leaf wins
+    assert cpu_quota(tmp_path, own) == 0.5
+    v1 = tmp_path / "v1"
+    (v1 / "cpu" / "docker" / "abc").mkdir(parents=True)
+    for name, value in (("cpu.cfs_quota_us", 200000), ("cpu.cfs_period_us", 100000)):
+        (v1 / "cpu" / "docker" / "abc" / name).write_text(f"{value}\n")
+    own.write_text("2:cpu,cpuacct:/docker/abc\n1:memory:/docker/abc\n0::/\n")
+    assert cpu_quota(v1, own) == 2.0
+    own.write_text("0::/../../etc\n")  # a path that climbs out of the root is not followed
+    assert cpu_quota(tmp_path / "empty", own) is None

@@ -408,23 +408,45 @@ def refuse_to_replace(field: str, out: Path, names: tuple[str, ...], overwrite: 
         raise ConfigError(field, str(out), f"holds {what} of an earlier run ({held[0]}); {advice}")
 
 
-def cpu_quota(root: str | os.PathLike = "/sys/fs/cgroup") -> float | None:
+def cpu_quota(root: str | os.PathLike = "/sys/fs/cgroup", self_cgroup: str | os.PathLike = "/proc/self/cgroup"
+              ) -> float | None:
     """Returns the CPUs this process's cgroup may use (its CFS quota over its period), or None without a quota.
 
-    Reads cgroup v2's ``cpu.max`` (``"200000 100000"``: 2 CPUs; ``"max 100000"``: no quota) under ``root``,
-    else cgroup v1's ``cpu/cpu.cfs_quota_us`` and ``cpu/cpu.cfs_period_us`` (quota ``-1``: none). A container
-    started with ``--cpus 2`` on a 64-core host sees 64 cores and a 2-CPU quota; anything unreadable or
+    Reads cgroup v2's ``cpu.max`` (``"200000 100000"``: 2 CPUs; ``"max 100000"``: no quota), else cgroup v1's
+    ``cpu/cpu.cfs_quota_us`` and ``cpu.cfs_period_us`` (quota ``-1``: none), in every folder from this process's
+    own cgroup (``self_cgroup``: ``0::/user.slice/job.scope`` for v2, the ``cpu`` controller's line for v1) up to
+    ``root``, and returns the smallest: a systemd ``CPUQuota`` or a Kubernetes limit sits on a parent, and a
+    container started with ``--cpus 2`` on a 64-core host (64 cores seen) at its own root. Anything unreadable or
     malformed counts as no quota.
     """
     base = Path(root)
+    v2, v1 = "/", "/"
     try:
-        fields = (base / "cpu.max").read_text().split()
+        for line in Path(self_cgroup).read_text().splitlines():
+            hier, controllers, path = (line.split(":", 2) + ["", ""])[:3]
+            if hier == "0" and controllers == "":
+                v2 = path or "/"
+            elif "cpu" in controllers.split(","):
+                v1 = path or "/"
     except OSError:
-        try:
-            fields = [(base / "cpu" / "cpu.cfs_quota_us").read_text().strip(),
-                      (base / "cpu" / "cpu.cfs_period_us").read_text().strip()]
-        except OSError:
-            return None
+        pass
+    quotas = []
+    for rel, folder, names in ((v2, base, ("cpu.max",)),
+                               (v1, base / "cpu", ("cpu.cfs_quota_us", "cpu.cfs_period_us"))):
+        parts = [p for p in rel.split("/") if p and p not in (".", "..")]
+        for depth in range(len(parts), -1, -1):  # own cgroup first, then each parent up to the root
+            q = _quota_in(folder.joinpath(*parts[:depth]), names)
+            if q is not None:
+                quotas.append(q)
+    return min(quotas) if quotas else None
+
+
+def _quota_in(folder: Path, names: tuple[str, ...]) -> float | None:
+    """Returns one cgroup folder's quota in CPUs from ``cpu.max`` (v2) or the v1 quota and period files, else None."""
+    try:
+        fields = [t for n in names for t in (folder / n).read_text().split()]
+    except OSError:
+        return None
     try:
         quota, period = float(fields[0]), float(fields[1])
     except (IndexError, ValueError):  # "max" (v2) or damaged text: no quota
