@@ -40,3 +40,32 @@ def test_point_lists_refuse_too_many_points_and_empty_lists():
         parse_values("snr_db", ",")
     with pytest.raises(ConfigError, match=r"snr_db='0,10,10': repeats 10; give each point once"):
         parse_values("snr_db", "0,10,10")  # simulated twice into two rows of one table before
+
+
+@pytest.mark.parametrize("text", ["0,nan", "inf", "5,-inf,10"])
+def test_a_point_list_refuses_nan_and_inf_naming_the_field(text):
+    # the list path, not only the range path: a NaN SNR point would run a whole sweep of NaN rows
+    with pytest.raises(ConfigError, match=r"snr_db=.*values must be finite"):
+        parse_values("snr_db", text)
+
+
+def test_the_output_folder_check_refuses_a_need_beyond_the_free_space_and_accepts_one_within(tmp_path):
+    import shutil
+
+    from wavefront.utils import check_output_folder
+
+    free = shutil.disk_usage(tmp_path).free
+    assert check_output_folder("out", tmp_path / "new", need_bytes=1) == tmp_path / "new"
+    with pytest.raises(ConfigError, match=r"out=.*not enough free space"):
+        check_output_folder("out", tmp_path / "new", need_bytes=free * 1000)  # a thousand times the disk
+    assert not (tmp_path / "new").exists()  # a check, not a mkdir: the refused path is left as it was
+
+
+def test_refuse_to_replace_looks_for_every_name_not_only_the_first(tmp_path):
+    from wavefront.utils import refuse_to_replace
+
+    refuse_to_replace("out", tmp_path, ("results.json", "table.csv"), overwrite=False)  # empty folder: passes
+    (tmp_path / "table.csv").write_text("x\n")
+    with pytest.raises(ConfigError, match=r"holds results of an earlier run \(table.csv\)"):
+        refuse_to_replace("out", tmp_path, ("results.json", "table.csv"), overwrite=False)
+    refuse_to_replace("out", tmp_path, ("results.json", "table.csv"), overwrite=True)  # --overwrite: passes
