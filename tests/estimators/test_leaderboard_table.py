@@ -1,6 +1,7 @@
 """The leaderboard's arithmetic on hand-made rows: the paired gap's closed form, the ranking, the throughput ratio and
 the worst in-prior suite gap (a point outside the paper's prior never counts)."""
 import csv
+import json
 import math
 
 import pytest
@@ -181,3 +182,26 @@ def test_a_mimo_run_holds_out_as_many_pairs_as_the_siso_leaderboard_at_least_16_
     assert siso.val_frames == 512
     assert mimo.val_frames == expected == max(16, siso.val_frames // antennas)  # 512 pairs = 128 frames x 4 antennas
     assert mimo.user == 1 and mimo.out_dir == str(tmp_path / "u1")
+
+
+def test_the_classical_cache_is_reused_for_the_same_spec_and_recomputed_for_another(tmp_path):
+    from wavefront.estimators.leaderboard import run_leaderboard
+
+    cfg = _tiny_cfg().updated(channel={"delay_spread_s": [50e-9, 150e-9], "doppler_hz": [100.0, 300.0]})
+    spec = make_spec(["linear"], steps=1, batch_size=4, bayes_frames=8, frames_per_point=2)
+    run_leaderboard(spec, cfg, tmp_path, progress=False)
+    path = tmp_path / "classical.json"
+    true_risk = {r["name"]: r["bayes_risk_db"] for r in json.loads(path.read_text())["rows"]}
+
+    def rerun_with_marked_cache(cached_spec_change):
+        cache = json.loads(path.read_text())
+        for r in cache["rows"]:
+            r["bayes_risk_db"] = 99.0  # a mark no measurement gives
+        cache["spec"].update(cached_spec_change)
+        path.write_text(json.dumps(cache))
+        table = run_leaderboard(spec, cfg, tmp_path, progress=False)
+        return {r["name"]: r["bayes_risk_db"] for r in table["rows"] if r["name"] in true_risk}
+
+    assert set(rerun_with_marked_cache({}).values()) == {99.0}  # same spec: the cache is the row, nothing rerun
+    # a cache of another spec (other frames per point) is measured again, on the same frames as before
+    assert rerun_with_marked_cache({"frames_per_point": 3}) == pytest.approx(true_risk, abs=1e-9)
