@@ -145,3 +145,24 @@ def test_a_dataset_whose_samples_lack_a_key_is_refused_naming_it():
 
     with pytest.raises(ConfigError, match=r"dataset='NoDoppler': samples lack \['doppler_hz'\]"):
         DatasetSource(NoDoppler(6), batch_size=3, seed=0).batch(0)
+
+
+def test_a_mimo_frame_folder_opens_as_the_asked_users_pairs_checked_against_that_users_pilots(tmp_path):
+    from wavefront.cli import main
+    from wavefront.datasets import H5FrameDataset
+    from wavefront.estimators.data import open_frame_folder, recorded_config
+
+    (tmp_path / "sys.yaml").write_text("ofdm:\n  num_subcarriers: 12\n  num_symbols: 4\n  pilot_subcarrier_spacing: 2\n"
+                                       "  pilot_symbols: [0, 3]\n")
+    folder = tmp_path / "suite" / "snr0"  # as a generate-suite tree: the shards one folder down
+    assert main(["generate", "--frames", "3", "--out", str(folder), "--config", str(tmp_path / "sys.yaml"),
+                 "--rx-antennas", "2", "--users", "2", "--batch-size", "3", "--device", "cpu", "--no-progress"]) == 0
+    stored = recorded_config(str(tmp_path / "suite"))  # read from the first sub-folder with shards
+    assert stored is not None and stored.mimo.num_users == 2 and stored.ofdm.grid_shape == (12, 4)
+    u1 = pair_training_config(stored, 1)
+    pairs1 = open_frame_folder(str(folder), u1, user=1)
+    frame2 = H5FrameDataset(folder)[2]
+    assert len(pairs1) == 3 * 2 and torch.equal(pairs1[5]["h"], frame2["h"][1, 1])  # frame 2, antenna 1, user 1
+    assert torch.equal(pairs1[5]["pilots"], frame2["pilots"][1, 1])
+    with pytest.raises(ConfigError, match="pilot_subcarriers"):  # user 0's pilots for user 1's pairs
+        open_frame_folder(str(folder), pair_training_config(stored, 0), user=1)
