@@ -101,3 +101,68 @@ def test_a_frame_folder_of_another_grid_is_refused_when_opened(tmp_path):
     assert len(open_frame_folder(str(tmp_path / "d"), stored)) == 4
     with pytest.raises(ConfigError, match="dataset"):
         open_frame_folder(str(tmp_path / "d"), preset("default"))  # 12 x 2 pilots on the same grid
+
+
+def _mimo_cfg():
+    # conditions drawn per frame (ranges), so a sample paired with another frame's conditions shows
+    return SystemConfig().updated(
+        ofdm={"num_subcarriers": 12, "num_symbols": 4, "pilot_subcarrier_spacing": 2, "pilot_symbols": [0, 3]},
+        channel={"snr_db": [0.0, 20.0], "delay_spread_s": [50e-9, 150e-9], "doppler_hz": [100.0, 300.0]},
+        mimo={"num_rx_antennas": 3, "num_users": 2, "rx_correlation": 0.5})
+
+
+def test_each_per_pair_sample_carries_its_own_frames_conditions():
+    from wavefront.estimators.data import mimo_user_samples
+    from wavefront.sim.mimo import MimoFrameGenerator
+
+    fr = MimoFrameGenerator(_mimo_cfg()).generate(4, seed=5, with_data=False)
+    assert len(set(fr.snr_db.tolist())) == 4  # four frames, four SNRs
+    s = mimo_user_samples(fr, 1, per_pair=True)
+    for i in range(4 * 3):
+        b, r = divmod(i, 3)  # sample i is frame b's antenna r
+        assert torch.equal(s["h"][i], fr.h[b, r, 1]) and torch.equal(s["pilots"][i], fr.pilots_ls[b, r, 1])
+        for k in ("snr_db", "delay_spread_s", "doppler_hz", "noise_var"):
+            assert s[k][i] == getattr(fr, k)[b], (k, i)
+
+
+def test_mimo_ranks_take_contiguous_slices_of_the_global_frames():
+    from wavefront.estimators.data import MimoUserSource
+
+    kw = dict(config=_mimo_cfg(), user=0, batch_size=4, seed=3, per_pair=True)
+    whole = MimoUserSource(**kw).batch(2)
+    parts = [MimoUserSource(**kw, rank=r, world=2).batch(2) for r in (0, 1)]
+    assert [len(p["h"]) for p in parts] == [2 * 3, 2 * 3]  # 2 frames x 3 antennas each
+    for k in ("h", "pilots", "snr_db"):
+        assert torch.equal(torch.cat([p[k] for p in parts]), whole[k])
+
+
+def test_a_dataset_whose_samples_lack_a_key_is_refused_naming_it():
+    class NoDoppler(Numbered):
+        def __getitem__(self, i):
+            d = super().__getitem__(i)
+            del d["doppler_hz"]
+            return d
+
+    with pytest.raises(ConfigError, match=r"dataset='NoDoppler': samples lack \['doppler_hz'\]"):
+        DatasetSource(NoDoppler(6), batch_size=3, seed=0).batch(0)
+
+
+def test_a_mimo_frame_folder_opens_as_the_asked_users_pairs_checked_against_that_users_pilots(tmp_path):
+    from wavefront.cli import main
+    from wavefront.datasets import H5FrameDataset
+    from wavefront.estimators.data import open_frame_folder, recorded_config
+
+    (tmp_path / "sys.yaml").write_text("ofdm:\n  num_subcarriers: 12\n  num_symbols: 4\n  pilot_subcarrier_spacing: 2\n"
+                                       "  pilot_symbols: [0, 3]\n")
+    folder = tmp_path / "suite" / "snr0"  # as a generate-suite tree: the shards one folder down
+    assert main(["generate", "--frames", "3", "--out", str(folder), "--config", str(tmp_path / "sys.yaml"),
+                 "--rx-antennas", "2", "--users", "2", "--batch-size", "3", "--device", "cpu", "--no-progress"]) == 0
+    stored = recorded_config(str(tmp_path / "suite"))  # read from the first sub-folder with shards
+    assert stored is not None and stored.mimo.num_users == 2 and stored.ofdm.grid_shape == (12, 4)
+    u1 = pair_training_config(stored, 1)
+    pairs1 = open_frame_folder(str(folder), u1, user=1)
+    frame2 = H5FrameDataset(folder)[2]
+    assert len(pairs1) == 3 * 2 and torch.equal(pairs1[5]["h"], frame2["h"][1, 1])  # frame 2, antenna 1, user 1
+    assert torch.equal(pairs1[5]["pilots"], frame2["pilots"][1, 1])
+    with pytest.raises(ConfigError, match="pilot_subcarriers"):  # user 0's pilots for user 1's pairs
+        open_frame_folder(str(folder), pair_training_config(stored, 0), user=1)

@@ -413,3 +413,43 @@ def test_antenna_attention_biases_distance_and_pair_correlation_and_starts_at_it
         twins, _, _ = free.mixing(flat[:, :1].expand(2, 2, -1), h[:, :1].expand(2, 2, -1))
     torch.testing.assert_close(A1, A2, rtol=0, atol=1e-6)
     assert float((twins[:, 0, 0] - twins[:, 0, 1]).abs().min()) > 1e-3  # identical estimates, yet (0, 0) is not (0, 1)
+
+
+def _tiny_mimo():
+    return SystemConfig().updated(
+        ofdm={"num_subcarriers": 12, "num_symbols": 4, "pilot_subcarrier_spacing": 2, "pilot_symbols": [0, 3]},
+        channel={"snr_db": [0.0, 20.0]}, mimo={"num_rx_antennas": 2, "num_users": 2, "rx_correlation": 0.5})
+
+
+def test_user_batch_is_user_0_of_the_seeds_frames_and_mimo_forward_runs_each_antenna_as_its_own_pair():
+    from wavefront.estimators.mimo_train import mimo_forward, user_batch
+
+    cfg = _tiny_mimo()
+    pilots, h = user_batch(MimoFrameGenerator(cfg), 3, seed=4)
+    fr = MimoFrameGenerator(cfg).generate(3, seed=4, with_data=False)
+    assert torch.equal(pilots, fr.pilots_ls[:, :, 0]) and torch.equal(h, fr.h[:, :, 0])
+    model = perturbed(create("linear", user_configs(cfg)[0]))
+    with torch.no_grad():
+        joint = mimo_forward(model, pilots)
+        alone = torch.stack([model(pilots[:, r]) for r in range(2)], dim=1)  # antenna r of every frame, by itself
+    assert joint.shape == (3, 2, 12, 4)
+    torch.testing.assert_close(joint, alone, rtol=1e-6, atol=1e-6)
+
+
+def test_train_on_mimo_frames_logs_the_mean_loss_of_each_window_of_seeds_and_refuses_no_steps():
+    from wavefront.estimators.mimo_train import mimo_forward, train_on_mimo_frames, user_batch
+
+    cfg = _tiny_mimo()
+    model = perturbed(create("linear", user_configs(cfg)[0]))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    log = train_on_mimo_frames(model, cfg, steps=3, batch_size=2, lr=0.0, seed=10, log_every=2)  # lr 0: a fixed model
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items()) and not model.training
+    gen = MimoFrameGenerator(cfg)
+    with torch.no_grad():  # step i draws seed 10 + i; the log averages steps 1-2, then step 3 alone
+        mse = [float((mimo_forward(model, p) - h).abs().square().mean()) for p, h in
+               (user_batch(gen, 2, 10 + i) for i in range(3))]
+    assert [r["step"] for r in log] == [2, 3]
+    assert log[0]["train_mse_db"] == pytest.approx(10 * math.log10((mse[0] + mse[1]) / 2), abs=2e-3)
+    assert log[1]["train_mse_db"] == pytest.approx(10 * math.log10(mse[2]), abs=2e-3)
+    with pytest.raises(ConfigError, match="steps=0"):
+        train_on_mimo_frames(model, cfg, steps=0)

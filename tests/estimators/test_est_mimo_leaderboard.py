@@ -214,3 +214,25 @@ def test_a_condition_aware_model_gets_each_frames_true_conditions_per_pair_when_
         # told other conditions, the output moves: the conditions reach the model
         other = {**fr.meta, "snr_db": fr.meta["snr_db"] + 10}
         assert not torch.allclose(est.estimate(fr.pilots_ls, other), out, atol=1e-4)
+
+
+def test_the_per_pair_genie_row_is_the_siso_genie_on_each_pair_and_the_bound_row_has_no_sampling_se(board):
+    from wavefront.sim.estimators import classical_estimators
+
+    out, spec, rows = board
+    fr, cfg = _frames(spec), tiny_mimo()
+    users = user_configs(cfg)
+    est_h = torch.empty_like(fr.h)
+    with torch.no_grad():  # the SISO genie, pair by pair, with user u's own pilots and each frame's true conditions
+        for u, c in enumerate(users):
+            (genie,) = classical_estimators(["lmmse-genie"], c)
+            for r in range(cfg.mimo.num_rx_antennas):
+                est_h[:, r, u] = genie.estimate(fr.pilots_ls[:, r, u], fr.meta)
+    mse = _per_frame(est_h, fr.h)
+    row = rows["lmmse-genie-per-pair"]
+    assert row["bayes_risk_db"] == pytest.approx(10 * math.log10(float(mse.mean())), abs=1e-4)
+    assert row["bayes_risk_db"] >= rows["lmmse-genie"]["bayes_risk_db"] - 0.05  # rho ignored: never better than the joint
+    # the bound's per-SNR points are expectations: no sampling SE, and their MSE is the bound itself
+    for p in rows[BOUND_ROW]["suites"]:
+        assert p["mse_se_db"] is None and p["mse_db"] == pytest.approx(p["bound_db"], abs=1e-12)
+    assert rows[BOUND_ROW]["nmse_db"] == pytest.approx(rows[BOUND_ROW]["bayes_risk_db"], abs=1e-12)

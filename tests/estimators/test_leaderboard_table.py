@@ -1,6 +1,7 @@
 """The leaderboard's arithmetic on hand-made rows: the paired gap's closed form, the ranking, the throughput ratio and
 the worst in-prior suite gap (a point outside the paper's prior never counts)."""
 import csv
+import json
 import math
 
 import pytest
@@ -116,3 +117,91 @@ def test_a_mimo_point_is_in_the_prior_up_to_and_including_its_top_snr():
         assert [p["snr_db"] for p in pts] == list(MIMO_POINTS_DB) == [0.0, 10.0, 20.0]
         assert [p["in_prior"] for p in pts] == expected
         assert all(bool((p["frames"].snr_db == p["snr_db"]).all()) for p in pts)
+
+
+def _tiny_cfg(**kw):
+    from wavefront.sim.config import SystemConfig
+
+    return SystemConfig().updated(ofdm={"num_subcarriers": 12, "num_symbols": 4, "pilot_subcarrier_spacing": 2,
+                                        "pilot_symbols": [0, 3]}, channel={"snr_db": [0.0, 20.0]}, **kw)
+
+
+def test_each_chunk_of_frames_gets_its_own_frames_conditions():
+    from wavefront.estimators.leaderboard import estimate_frames
+    from wavefront.sim.frames import FrameGenerator
+
+    cfg = _tiny_cfg()
+    fr = FrameGenerator(cfg).generate(7, seed=3, with_data=False)
+    est = _Spy("conditions")
+    out = estimate_frames(est, cfg, fr, "true", chunk=3)
+    assert out.shape == (7, 12, 4)
+    assert [len(m["snr_db"]) for m in est.seen] == [3, 3, 1]
+    # chunk k is frames 3k .. 3k+2: their own SNRs, not the first chunk's again
+    assert torch.equal(torch.cat([m["snr_db"] for m in est.seen]), fr.snr_db)
+    assert torch.equal(torch.cat([m["noise_var"] for m in est.seen]), fr.noise_var)
+
+
+def test_throughput_is_frames_over_the_best_time_on_one_thread_and_restores_the_threads(monkeypatch):
+    import types
+
+    import wavefront.estimators.leaderboard as lb
+    from wavefront.sim.frames import FrameGenerator
+
+    ticks = iter(range(0, 10_000, 2))  # a clock in which every timed call takes exactly 2 s
+    monkeypatch.setattr(lb, "time", types.SimpleNamespace(perf_counter=lambda: float(next(ticks))))
+    cfg = _tiny_cfg()
+    fr = FrameGenerator(cfg).generate(5, seed=3, with_data=False)
+
+    class Counting(_Spy):
+        def estimate(self, pilots, meta):
+            self.threads.append(torch.get_num_threads())
+            return torch.zeros(pilots.shape[0], 12, 4, dtype=torch.complex64)
+
+    est = Counting("none")
+    est.threads = []
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        cost = lb.throughput(est, fr, cfg, "true", batch=4)
+        assert torch.get_num_threads() == 2  # the caller's threads come back
+    finally:
+        torch.set_num_threads(before)
+    assert cost["frames_per_s"] == pytest.approx(4 / 2.0)  # 4 frames of a batch in one 2 s call
+    assert cost["latency_ms"] == pytest.approx(2000.0)  # one frame, 2 s
+    assert len(est.threads) == 1 + 3 + 1 + 5 and set(est.threads) == {1}  # every measured call on one thread
+
+
+@pytest.mark.parametrize("antennas, expected", [(4, 128), (64, 16)])
+def test_a_mimo_run_holds_out_as_many_pairs_as_the_siso_leaderboard_at_least_16_frames(antennas, expected, tmp_path):
+    from wavefront.estimators.leaderboard import mimo_train_config, train_config
+
+    cfg = _tiny_cfg(mimo={"num_rx_antennas": antennas, "num_users": 2, "rx_correlation": 0.5})
+    spec = make_spec(["linear"], steps=1, batch_size=1, frames_per_point=2)
+    siso = train_config(spec, "linear", 0, tmp_path, progress=False)
+    mimo = mimo_train_config(spec, cfg, "linear", 0, tmp_path, user=1, progress=False)
+    assert siso.val_frames == 512
+    assert mimo.val_frames == expected == max(16, siso.val_frames // antennas)  # 512 pairs = 128 frames x 4 antennas
+    assert mimo.user == 1 and mimo.out_dir == str(tmp_path / "u1")
+
+
+def test_the_classical_cache_is_reused_for_the_same_spec_and_recomputed_for_another(tmp_path):
+    from wavefront.estimators.leaderboard import run_leaderboard
+
+    cfg = _tiny_cfg().updated(channel={"delay_spread_s": [50e-9, 150e-9], "doppler_hz": [100.0, 300.0]})
+    spec = make_spec(["linear"], steps=1, batch_size=4, bayes_frames=8, frames_per_point=2)
+    run_leaderboard(spec, cfg, tmp_path, progress=False)
+    path = tmp_path / "classical.json"
+    true_risk = {r["name"]: r["bayes_risk_db"] for r in json.loads(path.read_text())["rows"]}
+
+    def rerun_with_marked_cache(cached_spec_change):
+        cache = json.loads(path.read_text())
+        for r in cache["rows"]:
+            r["bayes_risk_db"] = 99.0  # a mark no measurement gives
+        cache["spec"].update(cached_spec_change)
+        path.write_text(json.dumps(cache))
+        table = run_leaderboard(spec, cfg, tmp_path, progress=False)
+        return {r["name"]: r["bayes_risk_db"] for r in table["rows"] if r["name"] in true_risk}
+
+    assert set(rerun_with_marked_cache({}).values()) == {99.0}  # same spec: the cache is the row, nothing rerun
+    # a cache of another spec (other frames per point) is measured again, on the same frames as before
+    assert rerun_with_marked_cache({"frames_per_point": 3}) == pytest.approx(true_risk, abs=1e-9)

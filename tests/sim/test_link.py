@@ -112,3 +112,10 @@ def test_sweep_ber_with_perfect_csi_on_a_flat_static_channel_is_the_rayleigh_clo
                      batch_size=1000, seed=2, device="cpu", conditions="true")
     for row in run_sweep(spec, progress=False).rows:
         assert abs(row.ber / ber_rayleigh_qpsk(row.axis_value) - 1) < 0.12, (row.axis_value, row.ber)
+
+
+def test_a_modulation_without_a_closed_form_is_refused_naming_it():
+    from wavefront.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"modulation='64qam': closed form available for qpsk and 16qam"):
+        ber_awgn("64qam", 10.0)  # not None, which a BER-over-theory ratio would turn into a TypeError later
