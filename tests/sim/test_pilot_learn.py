@@ -144,12 +144,16 @@ def test_cosine_schedule_runs_from_one_to_zero():
     assert pilot_learn.cosine(2, 8) == pytest.approx(0.5 + 0.5 / math.sqrt(2), abs=1e-15)
 
 
+def _linear_and_positions(cfg, preset):
+    """Returns (the preset's positions [P, 2] float64, a ComplexLinear estimator, learnable PilotPositions there)."""
+    layout = apply_pilots(cfg, preset).ofdm.pilot_layout
+    init = np.asarray(layout.positions, dtype=np.float64)
+    return init, pilot_learn.ComplexLinear(layout.num_pilots, GRID), pilot_learn.PilotPositions(init, GRID)
+
+
 def test_positions_are_held_through_the_warm_up():
     cfg = _config()
-    layout = apply_pilots(cfg, "lattice-4x6").ofdm.pilot_layout
-    init = np.asarray(layout.positions, dtype=np.float64)
-    model = pilot_learn.ComplexLinear(layout.num_pilots, GRID)
-    positions = pilot_learn.PilotPositions(init, GRID)
+    init, model, positions = _linear_and_positions(cfg, "lattice-4x6")
     pilot_learn.train(cfg, model, positions, steps=3, batch=4, lr=1e-2, pos_lr=5e-2, seed=0, learn_positions=True,
                       warmup=1.0, progress=False)
     assert float(model.w_re.detach().abs().max()) > 0  # the estimator learnt
@@ -225,10 +229,7 @@ def test_linear_estimator_trained_or_fitted_at_one_condition_reaches_its_lmmse_b
 
 def test_joint_training_moves_the_pilots_and_keeps_them_inside_the_grid():
     cfg = _config()
-    layout = apply_pilots(cfg, "block-12x2").ofdm.pilot_layout
-    init = np.asarray(layout.positions, dtype=np.float64)
-    model = pilot_learn.ComplexLinear(layout.num_pilots, GRID)
-    positions = pilot_learn.PilotPositions(init, GRID)
+    init, model, positions = _linear_and_positions(cfg, "block-12x2")
     pilot_learn.train(cfg, model, positions, steps=60, batch=32, lr=1e-2, pos_lr=2e-2, seed=0, learn_positions=True,
                       progress=False)
     u = positions().detach().numpy()
