@@ -19,7 +19,7 @@ from wavefront.datasets.shards import read_attrs
 from wavefront.datasets.torch_datasets import H5FrameDataset
 from wavefront.errors import ConfigError
 from wavefront.sim.config import SystemConfig
-from wavefront.sim.experiment import COND_FIELDS, Point
+from wavefront.sim.experiment import COND_FIELDS, Point, drawn_ranges
 from wavefront.sim.frames import Frames
 from wavefront.sim.impairments import IMPAIRMENT_FIELDS
 
@@ -67,7 +67,7 @@ def folder_points(path: str | Path, config: SystemConfig, batch_size: int = 4096
 
     A folder whose stored config draws a condition per frame (a range, as over a prior; not an
     ``import-mat`` folder, whose ranges span its files' fixed values) is one point instead: every frame keeps its own conditions, the point's scalars are their means and its config
-    holds the ranges (see :func:`_drawn_ranges`).
+    holds the ranges (:func:`wavefront.sim.experiment.drawn_ranges`).
 
     Sub-folders named as the AdaFortiTran suites (``SNR_test_set`` ...) become the sweeps
     ``snr``, ``delay_spread``, ``doppler``; the varying condition of a folder is its axis.
@@ -93,7 +93,9 @@ def folder_points(path: str | Path, config: SystemConfig, batch_size: int = 4096
         keys = torch.round(keys * 1000) / 1000
         profile = _folder_profile(ds)
         stored = _stored_config(ds)
-        drawn = {} if _imported(folder) else _drawn_ranges(stored)
+        # a folder generated over a prior (snr_db: [0, 25] ...) holds frames whose conditions all differ: it is
+        # one point, its MSE the Bayes risk over that prior, not one row per frame
+        drawn = {} if _imported(folder) else drawn_ranges(stored)
         if drawn:  # conditions drawn per frame over a prior: one point, every frame with its own conditions
             uniq, inv = keys.mean(0, keepdim=True), torch.zeros(len(keys), dtype=torch.long)
             axis = ""
@@ -125,17 +127,6 @@ def folder_points(path: str | Path, config: SystemConfig, batch_size: int = 4096
                                 realization=realization))
     order = {"snr": 0, "delay_spread": 1, "doppler": 2}
     return sorted(points, key=lambda p: (order.get(p.sweep, 9), p.sweep, p.axis_value))
-
-
-def _drawn_ranges(stored: SystemConfig | None) -> dict:
-    """Returns ``{field: [low, high]}`` of the conditions a folder's config draws per frame (empty: none drawn).
-
-    A folder generated over a prior (``snr_db: [0, 25]`` ...) holds frames whose conditions are all
-    different: it is one point, its MSE the Bayes risk over that prior, not one row per frame.
-    """
-    if stored is None:
-        return {}
-    return {k: list(getattr(stored.channel, k)) for k in COND_FIELDS if isinstance(getattr(stored.channel, k), tuple)}
 
 
 def _imported(folder: Path) -> bool:

@@ -80,8 +80,8 @@ def add_commands(sub) -> None:
     p.add_argument("--seed", type=nonnegative_int, default=0, help="seed of the frames (each point and batch its own stream)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--threads", type=thread_count, default=None,
-                   help="torch CPU threads (default: torch's, one per core, at most the container's CPU quota; on a machine other jobs keep busy, 1 "
-                        "avoids threads spinning while they wait for a core)")
+                   help="torch CPU threads (default: torch's, one per core, at most the container's CPU quota; on a "
+                        "machine other jobs keep busy, 1 avoids threads spinning while they wait for a core)")
     p.add_argument("--out", default="results", help="folder for results.json/.csv and the plots; its progress/ "
                    "keeps every finished batch, so rerunning the same command after a kill resumes")
     p.add_argument("--overwrite", action="store_true",

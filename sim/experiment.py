@@ -553,14 +553,16 @@ def point_meta(p: Point) -> dict:
     return {"sweep": p.sweep, "axis": p.axis, "axis_value": p.axis_value, "snr_db": p.snr_db,
             "delay_spread_ns": round(p.delay_spread_s * 1e9, 6), "doppler_hz": p.doppler_hz, "pilots": pilot_text(p.config),
             "realization": p.realization or p.config.realization_text,
-            **({"users": p.config.mimo.num_users} if p.config.mimo.is_mimo else {}), **_drawn(p.config)}
+            **({"users": p.config.mimo.num_users} if p.config.mimo.is_mimo else {}),
+            **({"drawn": drawn} if (drawn := drawn_ranges(p.config)) else {})}
 
 
-def _drawn(config: SystemConfig) -> dict:
-    """Returns ``{"drawn": {field: [low, high]}}`` for the conditions ``config`` draws per frame, else ``{}``."""
+def drawn_ranges(config: SystemConfig | None) -> dict:
+    """Returns ``{field: [low, high]}`` (SI units) of the conditions ``config`` draws per frame; empty when none is."""
+    if config is None:
+        return {}
     ch = config.channel
-    drawn = {k: [float(v) for v in getattr(ch, k)] for k in COND_FIELDS if _is_range(getattr(ch, k))}
-    return {"drawn": drawn} if drawn else {}
+    return {k: [float(v) for v in getattr(ch, k)] for k in COND_FIELDS if _is_range(getattr(ch, k))}
 
 
 def estimator_meta(est, conditions: str) -> dict:

@@ -42,7 +42,7 @@ def test_a_prior_folder_is_one_point_whose_mse_and_bound_average_its_frames(prio
     assert p.config.channel.snr_db == (0.0, 25.0)  # and the point's config the ranges they were drawn over
     one = _rows([p], cfg)
 
-    monkeypatch.setattr(sources, "_drawn_ranges", lambda stored: {})  # as fixed-condition folders: a point per frame
+    monkeypatch.setattr(sources, "drawn_ranges", lambda stored: {})  # as fixed-condition folders: a point per frame
     each = sources.folder_points(path, cfg)
     assert len(each) == 12 and all(q.available == 1 for q in each)
     many = _rows(each, cfg)
