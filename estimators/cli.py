@@ -246,7 +246,7 @@ def _train(args) -> int:
 def _leaderboard(args) -> int:
     import time
 
-    from wavefront.estimators.leaderboard import make_spec, run_leaderboard
+    from wavefront.estimators.leaderboard import check_run, make_spec, run_leaderboard
 
     config = leaderboard_config(args)
     if not all(isinstance(getattr(config.channel, k), tuple) for k in ("snr_db", "delay_spread_s", "doppler_hz")):
@@ -261,13 +261,11 @@ def _leaderboard(args) -> int:
                      device=args.device)
     for k, v in extra.items():
         setattr(spec, k, v)
-    spec.check()
+    check_run(spec, config)  # run_leaderboard's own refusals, before --overwrite removes the earlier board
     out = check_output_folder("out", args.out)
     if args.overwrite:
-        from wavefront.estimators.leaderboard import check_mimo, clear_leaderboard
+        from wavefront.estimators.leaderboard import clear_leaderboard
 
-        if config.mimo.is_mimo:  # run_leaderboard's own refusal would come after the earlier board was gone
-            check_mimo(spec, config)
         removed = clear_leaderboard(out)
         if removed:
             print(f"--overwrite: removed {len(removed)} item(s) of the earlier leaderboard in {out}", file=sys.stderr)

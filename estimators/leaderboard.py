@@ -391,6 +391,14 @@ def mimo_setting(config) -> str:
             f"delay spread {span(ch.delay_spread_s, 1e9)} ns, Doppler {span(ch.doppler_hz)} Hz, drawn per frame. ")
 
 
+def check_run(spec: LeaderboardSpec, config) -> None:
+    """Raises ConfigError for a spec or config :func:`run_leaderboard` would refuse, before anything is read or
+    written (``leaderboard --overwrite`` calls it before it removes the earlier board)."""
+    spec.check()
+    if config.mimo.is_mimo:
+        check_mimo(spec, config)
+
+
 def check_mimo(spec: LeaderboardSpec, config) -> None:
     """Raises ConfigError unless ``config``'s users can be ranked: the Kronecker pattern, and every model of
     ``spec`` built for the pilots of each user it trains on (:func:`mimo_users_trained`), before any work."""
@@ -645,13 +653,10 @@ def run_leaderboard(spec: LeaderboardSpec, config, out: str | Path, progress: bo
     """
     from tqdm import tqdm
 
+    from wavefront.sim.mimo import mimo_estimators
 
-    spec.check()
-    mimo = config.mimo.is_mimo
-    if mimo:  # several antennas or users: the joint mmse-bayes is the reference, per-SNR points the suites
-        from wavefront.sim.mimo import mimo_estimators
-
-        check_mimo(spec, config)
+    check_run(spec, config)
+    mimo = config.mimo.is_mimo  # several antennas or users: the joint mmse-bayes is the reference, per-SNR points the suites
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     _check_same_prior(out, config)  # before any cache in out is read: they all hold frames of one config
