@@ -66,8 +66,9 @@ def folder_points(path: str | Path, config: SystemConfig, batch_size: int = 4096
     """Returns one point per distinct (SNR, delay spread, Doppler) in a folder (or a tree) of HDF5 shards.
 
     A folder whose stored config draws a condition per frame (a range, as over a prior; not an
-    ``import-mat`` folder, whose ranges span its files' fixed values) is one point instead: every frame keeps its own conditions, the point's scalars are their means and its config
-    holds the ranges (:func:`wavefront.sim.experiment.drawn_ranges`).
+    ``import-mat`` folder, whose ranges span its files' fixed values) is one point instead: every
+    frame keeps its own conditions, the point's scalars are their means and its config holds the
+    ranges (:func:`wavefront.sim.experiment.drawn_ranges`).
 
     Sub-folders named as the AdaFortiTran suites (``SNR_test_set`` ...) become the sweeps
     ``snr``, ``delay_spread``, ``doppler``; the varying condition of a folder is its axis.
@@ -96,7 +97,7 @@ def folder_points(path: str | Path, config: SystemConfig, batch_size: int = 4096
         # a folder generated over a prior (snr_db: [0, 25] ...) holds frames whose conditions all differ: it is
         # one point, its MSE the Bayes risk over that prior, not one row per frame
         drawn = {} if _imported(folder) else drawn_ranges(stored)
-        if drawn:  # conditions drawn per frame over a prior: one point, every frame with its own conditions
+        if drawn:  # every frame keeps its own conditions; the point's scalars are their means
             uniq, inv = keys.mean(0, keepdim=True), torch.zeros(len(keys), dtype=torch.long)
             axis = ""
         else:

@@ -302,21 +302,23 @@ def format_table(result: SweepResult) -> str:
     return "\n".join(lines)
 
 
+def _held(ch: dict, axis: str) -> list[tuple[str, bool]]:
+    """Returns ``(text, drawn per frame)`` for each condition a sweep along ``axis`` holds, from a recorded config's
+    channel ``ch``: ``("Doppler 50-1000 Hz", True)``. A scenario's delay spread (drawn by the scenario) is left out."""
+    system = ch.get("profile") in SYSTEM_LEVEL_PROFILES
+    return [(f"{name} {_fmt(ch[k], scale)} {unit}", isinstance(ch[k], (list, tuple))) for k, (name, unit, scale)
+            in AXES.items() if k != axis and k in ch and not (system and k == "delay_spread_s")]
+
+
 def _held_text(spec: dict) -> str:
     """Returns the line naming the conditions a sweep holds (each point's), or draws per frame over a range."""
     ch = (spec.get("config") or {}).get("channel")
     if not ch:
         return ""
-    system = ch.get("profile") in SYSTEM_LEVEL_PROFILES  # the scenario draws its delay spread
-    parts, drawn = [], False
-    for k, (name, unit, scale) in AXES.items():
-        if k == spec["axis"] or (system and k == "delay_spread_s") or k not in ch:
-            continue
-        drawn |= isinstance(ch[k], (list, tuple))
-        parts.append(f"{name} {_fmt(ch[k], scale)} {unit}{' (drawn per frame)' if isinstance(ch[k], (list, tuple)) else ''}")
-    text = "held at each point: " + ", ".join(parts)
-    return text + ("; MSE and bound are their averages over the frames (the Bayes risk over those ranges)" if drawn
-                   else "")
+    held = _held(ch, spec["axis"])
+    text = "held at each point: " + ", ".join(t + (" (drawn per frame)" if d else "") for t, d in held)
+    return text + ("; MSE and bound are their averages over the frames (the Bayes risk over those ranges)"
+                   if any(d for _, d in held) else "")
 
 
 def save_result(result: SweepResult, out: Path) -> list[Path]:
@@ -394,9 +396,7 @@ def plot_result(result: SweepResult, out: Path) -> list[Path]:
         ax.set_ylabel(ylabel)
         ch = cfg["channel"]
         system = ch["profile"] in SYSTEM_LEVEL_PROFILES  # the scenario draws its delay spread
-        fixed = [f"{AXES[k][0]} {_fmt(ch[k], AXES[k][2])} {AXES[k][1]}"
-                 + (" per frame" if isinstance(ch[k], (list, tuple)) else "") for k in AXES
-                 if k != axis and not (system and k == "delay_spread_s")]
+        fixed = [t + (" per frame" if d else "") for t, d in _held(ch, axis)]
         m = result.spec.get("mimo")
         rho = m and m["rx_correlation"]
         rho = f"{rho[0]:g}–{rho[1]:g}" if isinstance(rho, (list, tuple)) else f"{rho:g}" if m else ""

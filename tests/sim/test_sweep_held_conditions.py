@@ -105,12 +105,13 @@ def test_a_plot_title_naming_ranges_fits_its_figure(tmp_path, monkeypatch):
     import wavefront.sim.sweep as sweep_module
     from wavefront.utils import finish_figure
 
-    spans = []
+    spans, titles = [], []
 
     def measured(fig, path, dpi=120):
         fig.tight_layout()
         box = fig.axes[0].title.get_window_extent(fig.canvas.get_renderer())
         spans.append((box.x0, box.x1, fig.bbox.width))
+        titles.append(fig.axes[0].get_title())
         return finish_figure(fig, path, dpi)
 
     monkeypatch.setattr(sweep_module, "finish_figure", measured)
@@ -119,6 +120,8 @@ def test_a_plot_title_naming_ranges_fits_its_figure(tmp_path, monkeypatch):
     assert main(["sweep", "--config", str(cfg), "--estimators", "ls-linear", "--doppler-hz", "100,500", "--frames", "8",
                  "--out", str(tmp_path / "out"), "--no-progress", "--device", "cpu"]) == 0
     assert len(spans) == 2 and all(0 <= x0 and x1 <= width for x0, x1, width in spans), spans
+    # and the title says which conditions each frame draws: "SNR 0-25 dB per frame, delay spread 25-300 ns per frame"
+    assert all("SNR 0-25 dB per frame, delay spread 25-300 ns per frame" in t for t in titles), titles
 
 
 def test_partials_of_sweeps_over_different_ranges_are_refused_naming_the_value():
