@@ -31,7 +31,9 @@ def add_commands(sub) -> None:
                         "(--profile sparse), perfect; under MIMO also lmmse-genie-per-pair, lmmse-estimated-per-pair, "
                         "mmse-bayes-per-pair, lmmse-sample, sionna-ls, sionna-lmmse-tf, sionna-lmmse-tfs; a learned "
                         "model with a shipped checkpoint (gated-lmmse, adafortitran, ...) or a checkpoint path")
-    p.add_argument("--snr-db", default=SNR_DEFAULT, help="per-RE SNR in dB: v, a,b,c or start:stop:step")
+    # default None, not SNR_DEFAULT: a user who types "--snr-db 0:30:5" has given it (build_spec resolves None)
+    p.add_argument("--snr-db", default=None, help=f"per-RE SNR in dB: v, a,b,c or start:stop:step (default "
+                   f"{SNR_DEFAULT}, or the --config's SNR when Doppler or delay spread is swept)")
     p.add_argument("--doppler-hz", default=None, help="maximum Doppler in Hz: v, a,b,c or start:stop:step "
                    "(default 1000, or the preset's)")
     p.add_argument("--delay-spread-ns", default=None, help="RMS delay spread in ns: v, a,b,c or start:stop:step "
@@ -238,7 +240,8 @@ def build_spec(args):
     named = {} if args.config else PRESETS.get(args.preset or "default", {}).get("channel", {})
     dop_text = args.doppler_hz or f"{named.get('doppler_hz', 1000):g}"
     ds_text = args.delay_spread_ns or f"{named.get('delay_spread_s', 300e-9) * 1e9:g}"
-    snr = parse_values("snr_db", args.snr_db)
+    snr_given = args.snr_db is not None
+    snr = parse_values("snr_db", args.snr_db if snr_given else SNR_DEFAULT)
     dop = parse_values("doppler_hz", dop_text)
     ds = [v * 1e-9 for v in parse_values("delay_spread_ns", ds_text)]
     in_yaml = _yaml_channel_fields(args.config) if args.config else set()
@@ -246,13 +249,13 @@ def build_spec(args):
         dop = [base.channel.doppler_hz]
     if args.delay_spread_ns is None and "delay_spread_s" in in_yaml:
         ds = [base.channel.delay_spread_s]
-    if args.snr_db == SNR_DEFAULT and "snr_db" in in_yaml and (len(dop) > 1 or len(ds) > 1):
+    if not snr_given and "snr_db" in in_yaml and (len(dop) > 1 or len(ds) > 1):
         snr = [base.channel.snr_db]  # another axis is swept: the config's SNR (or its range, per frame) is held
     axes = {k: v for k, v in (("snr_db", snr), ("doppler_hz", dop), ("delay_spread_s", ds)) if len(v) > 1}
     if len(axes) > 1:
         # --doppler-hz 100:1000:100 alone meets the default SNR range: say so, not only "give a single value"
         hint = (f" (--snr-db defaults to {SNR_DEFAULT}: give one SNR, e.g. --snr-db 20, to sweep "
-                f"{[a for a in axes if a != 'snr_db'][0]})" if "snr_db" in axes and args.snr_db == SNR_DEFAULT else "")
+                f"{[a for a in axes if a != 'snr_db'][0]})" if "snr_db" in axes and not snr_given else "")
         raise ConfigError("axes", ",".join(axes), "sweep one axis at a time: give a single value for the others" + hint)
     axis = next(iter(axes), "snr_db")
     channel = {k: list(v[0]) if isinstance(v[0], tuple) else v[0]
