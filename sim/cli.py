@@ -55,6 +55,9 @@ def add_commands(sub) -> None:
     p.add_argument("--frames", type=positive_int, default=1000, help="frames per point (the maximum, with --min-bit-errors)")
     p.add_argument("--min-bit-errors", type=positive_int, default=None,
                    help="stop a point once every estimator has this many bit errors")
+    p.add_argument("--min-frames", type=nonnegative_int, default=None, metavar="N",
+                   help="with --min-bit-errors: a point never stops early before N frames (default 0; where the "
+                        "--config draws a condition per frame, min(--frames, 256): one batch's Bayes risk is too rough)")
     p.add_argument("--batch-size", type=positive_int, default=500, help="frames per batch (memory; no effect on the results)")
     p.add_argument("--equalizer", default="zf", choices=["zf", "mmse"],
                    help="SISO one-tap equaliser: zf, or mmse rescaled to be unbiased, which makes the same hard "
@@ -278,7 +281,8 @@ def build_spec(args):
     names = [n.strip() for n in args.estimators.split(",") if n.strip()]
     return SweepSpec(config=config, axis=axis, values={"snr_db": snr, "doppler_hz": dop, "delay_spread_s": ds}[axis],
                      estimators=names, frames=args.frames, batch_size=args.batch_size, seed=args.seed,
-                     min_bit_errors=args.min_bit_errors, equalizer=args.equalizer, device=args.device,
+                     min_bit_errors=args.min_bit_errors, min_frames=args.min_frames, equalizer=args.equalizer,
+                     device=args.device,
                      ldpc_rate=args.ldpc_rate, conditions=args.conditions, error_variance=args.error_variance,
                      prior_ranges=parse_prior_ranges(args.prior_snr_db, args.prior_delay_spread_ns, args.prior_doppler_hz),
                      robust_options={"pdp": args.robust_pdp, "doppler_spectrum": args.robust_doppler_spectrum,

@@ -255,6 +255,10 @@ class _Tally:
         n = (len(self.ints) - 1) // len(_INTS)
         return all(self.ints[1 + len(_INTS) * k + 1] >= min_bit_errors for k in range(n))
 
+    def stops_early(self, min_bit_errors: int | None, min_frames: int = 0) -> bool:
+        """Returns whether the point may stop before its frames: ``min_bit_errors`` reached, and ``min_frames`` frames counted."""
+        return self.frames >= min_frames and self.enough_bit_errors(min_bit_errors)
+
 
 @dataclass
 class _Plan:
@@ -468,14 +472,15 @@ def _stored_prefix(store, k: int) -> tuple[int, dict]:
 def run_experiment(points: list[Point], estimators: list, frames: int | None = None, conditions: str = "estimated",
                    condition_prior: SystemConfig | None = None, equalizer: str = "zf", min_bit_errors: int | None = None,
                    decoder=None, progress: bool = True, rank: int = 0, world: int = 1, store=None,
-                   error_variance: str = "stated") -> list[Row]:
+                   error_variance: str = "stated", min_frames: int = 0) -> list[Row]:
     """Runs every estimator on every point's frames and returns one :class:`Row` per (point, estimator).
 
     ``frames``: frames per point (default: all a folder holds; required for simulated points).
     ``conditions``: ``"estimated"`` or ``"true"``, what estimators that read conditions get.
     ``condition_prior``: the config whose channel ranges bound the condition estimates
     (required with ``"estimated"``). ``decoder``: an LDPC decoder (bits from soft LLRs) for coded BER.
-    A point stops early once every estimator has ``min_bit_errors`` bit errors.
+    A point stops early once every estimator has ``min_bit_errors`` bit errors, and never before ``min_frames``
+    frames (checked after each batch, so it stops at the first batch that ends at or past them).
     ``rank``, ``world``: this process's place in a running ``torch.distributed`` group (torchrun);
     the ranks split each point's batches (see the module docstring) and all return the same rows,
     those of one process. Only rank 0 shows progress.
@@ -528,7 +533,7 @@ def run_experiment(points: list[Point], estimators: list, frames: int | None = N
                 index = rnd * world + row
                 if store is not None and rank == 0 and index >= stored_n:
                     store.put(k, index, floats[row].tolist(), ints[row].tolist())
-                if tally.frames >= want or tally.enough_bit_errors(min_bit_errors):
+                if tally.frames >= want or tally.stops_early(min_bit_errors, min_frames):
                     stop = True
                     break
             bar.update(tally.frames - before)
@@ -600,13 +605,13 @@ PARTIAL_FORMAT = "wavefront-partial-counts/1"
 def run_partial(points: list[Point], estimators: list, frames: int | None = None, conditions: str = "estimated",
                 condition_prior: SystemConfig | None = None, equalizer: str = "zf", min_bit_errors: int | None = None,
                 decoder=None, progress: bool = True, rank: int = 0, world: int = 1, store=None,
-                error_variance: str = "stated") -> dict:
+                error_variance: str = "stated", min_frames: int = 0) -> dict:
     """Returns the per-batch counts of the batches ``rank`` owns (batch ``i`` with ``i % world == rank``), JSON-ready.
 
     For array jobs without a process group: nothing is exchanged, so a job cannot know when a
     point has ``min_bit_errors`` globally and computes every batch it owns up to ``frames``;
     :func:`merge_partials` replays all jobs' batches in order and stops each point where one
-    process would. Arguments as :func:`run_experiment`. The record holds, per point, its
+    process would (``min_bit_errors`` and ``min_frames`` travel in the record). Arguments as :func:`run_experiment`. The record holds, per point, its
     ``meta``, ``want`` (frames asked) and ``batches``: ``[index, floats, ints]`` per batch (see
     ``_FLOATS``/``_INTS``; floats are float64 and JSON keeps them exactly).
     ``store``: a :class:`wavefront.sim.progress.ProgressStore` the jobs may share: a job takes
@@ -638,6 +643,7 @@ def run_partial(points: list[Point], estimators: list, frames: int | None = None
             bar.update(max(0, want - sum(b[2][0] for b in batches)))  # the other jobs' share of the point
             out_points.append({"meta": point_meta(p), "want": want, "batches": batches})
     return {"format": PARTIAL_FORMAT, "rank": rank, "world": world, "min_bit_errors": min_bit_errors,
+            **({"min_frames": min_frames} if min_frames else {}),  # 0 (the default) leaves the record as it was
             "estimators": [estimator_meta(e, conditions) for e in estimators], "points": out_points}
 
 
@@ -645,7 +651,8 @@ def merge_partials(partials: list[dict]) -> list[Row]:
     """Returns the rows one process would give, from the :func:`run_partial` records of ranks ``0 .. world-1``.
 
     Raises ConfigError when a rank is missing or repeated, or when the records disagree on the
-    points, estimators, frames or ``min_bit_errors`` (they come from different runs).
+    points, estimators, frames, ``min_bit_errors`` or ``min_frames`` (they come from different runs; a record
+    without ``min_frames``, from before it existed, has 0).
     """
     if not partials:
         raise ConfigError("partials", [], "give at least one partial results file")
@@ -663,11 +670,12 @@ def merge_partials(partials: list[dict]) -> list[Row]:
         raise ConfigError("rank", ranks, f"need each rank 0..{world - 1} once"
                           + (f"; missing {missing}" if missing else "") + (f"; repeated {repeated}" if repeated else ""))
     first = partials[0]
-    for key in ("min_bit_errors", "estimators", "prior_ranges"):  # prior_ranges: absent from older partial files
+    for key in ("min_bit_errors", "min_frames", "estimators", "prior_ranges"):  # the last two absent from older files
+        default = 0 if key == "min_frames" else None  # min_frames: absent from older files and where it is 0
         for q in partials[1:]:
-            if q.get(key) != first.get(key):
-                raise ConfigError(key, q.get(key), f"differs between partial files (rank {q['rank']} against rank "
-                                                   f"{first['rank']}): they come from different runs")
+            if q.get(key, default) != first.get(key, default):
+                raise ConfigError(key, q.get(key, default), f"differs between partial files (rank {q['rank']} against "
+                                                            f"rank {first['rank']}): they come from different runs")
     for q in partials[1:]:
         if [(pt["meta"], pt["want"]) for pt in q["points"]] != [(pt["meta"], pt["want"]) for pt in first["points"]]:
             raise ConfigError("points", f"rank {q['rank']}", f"differ from rank {first['rank']}'s: the files come from "
@@ -681,7 +689,7 @@ def merge_partials(partials: list[dict]) -> list[Row]:
         tally = _Tally(len(first["estimators"]))
         for _, f, i in batches:
             tally.add(f, i)
-            if tally.frames >= pt["want"] or tally.enough_bit_errors(first["min_bit_errors"]):
+            if tally.frames >= pt["want"] or tally.stops_early(first["min_bit_errors"], first.get("min_frames", 0)):
                 break
         rows += _rows(pt["meta"], first["estimators"], tally)
     if "prior_ranges" in first:  # each row's in_prior, as one process marks it (older files: left unchecked, None)

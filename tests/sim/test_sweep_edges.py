@@ -30,3 +30,108 @@ def test_an_snr_range_typed_out_is_given_even_when_it_is_the_default(tmp_path, s
         _spec(tmp_path, SMALL, "--doppler-hz", "100,500")
     # given alone, it is the axis, the same seven points as when left out
     assert _spec(tmp_path, SMALL, "--snr-db", spelling).values == _spec(tmp_path, SMALL).values == [0, 5, 10, 15, 20, 25, 30]
+
+
+# --min-frames: a point whose frames draw a condition per frame is a Bayes risk with a wide per-frame spread; with
+# --min-bit-errors 1 at 0 dB (bit error rate about 0.25) it used to stop after its first batch
+DRAWN = SMALL + "channel:\n  doppler_hz: [50, 1000]\n"
+EDGE = ["sweep", "--estimators", "ls-linear,lmmse-genie", "--snr-db", "0", "--frames", "320", "--batch-size", "32",
+        "--min-bit-errors", "1", "--no-progress", "--device", "cpu"]
+KEYS = ("estimator", "frames", "mse_db", "mse_se_db", "bound_db", "bit_errors", "bits")
+
+
+def _edge(tmp_path, name, yaml_text, *flags):
+    cfg = tmp_path / f"{name}.yaml"
+    cfg.write_text(yaml_text)
+    out = tmp_path / name
+    assert main([*EDGE, "--config", str(cfg), "--out", str(out), *flags]) == 0
+    res = json.loads((out / "results.json").read_text()) if (out / "results.json").exists() else None
+    return res, out
+
+
+def _rows(res):
+    return [{k: r[k] for k in KEYS} for r in res["rows"]]
+
+
+def test_a_point_drawing_its_conditions_per_frame_runs_the_floor_before_min_bit_errors_stops_it(tmp_path, capsys):
+    from wavefront.sim.sweep import DRAWN_MIN_FRAMES
+
+    drawn, _ = _edge(tmp_path, "drawn", DRAWN)
+    assert DRAWN_MIN_FRAMES == 256 and {r["frames"] for r in drawn["rows"]} == {256}  # 8 batches: the floor, not 32
+    assert drawn["spec"]["min_frames"] == 256 and "floor" in drawn["spec"]["min_frames_floor"]
+    assert "early stop: at 1 bit errors per estimator, never before 256 frames (the floor" in capsys.readouterr().out
+    # fixed conditions: one batch, as before (the config's SNR range is the swept axis's, replaced by --snr-db 0)
+    fixed, _ = _edge(tmp_path, "fixed", SMALL + "channel:\n  snr_db: [0, 25]\n  doppler_hz: 500\n")
+    assert {r["frames"] for r in fixed["rows"]} == {32} and {r["snr_db"] for r in fixed["rows"]} == {0.0}
+    assert "min_frames" not in fixed["spec"] and "early stop" not in capsys.readouterr().out  # spec and table as before
+    given, _ = _edge(tmp_path, "given", DRAWN, "--min-frames", "70")  # its own floor: the batch that passes 70
+    assert {r["frames"] for r in given["rows"]} == {96} and "min_frames_floor" not in given["spec"]
+    given, _ = _edge(tmp_path, "given0", DRAWN, "--min-frames", "0")  # 0 given: no floor, one batch
+    assert {r["frames"] for r in given["rows"]} == {32} and "min_frames" not in given["spec"]
+    small, _ = _edge(tmp_path, "small", DRAWN, "--frames", "100")  # the floor never asks for more than --frames
+    assert {r["frames"] for r in small["rows"]} == {100} and small["spec"]["min_frames"] == 100
+
+
+@pytest.mark.parametrize("flags,says", [(["--min-frames", "400"], "min_frames=400: must be at most frames=320"),
+                                        (["--min-frames", "-1"], "min_frames=-1"),
+                                        (["--min-frames", "2.5"], "min_frames=2.5")])
+def test_a_bad_min_frames_is_one_line_and_exit_2(tmp_path, capsys, flags, says):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(DRAWN)
+    assert main([*EDGE, "--config", str(cfg), "--out", str(tmp_path / "o"), *flags]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and says in err and "Traceback" not in err
+    argv = [a for a in EDGE if a not in ("--min-bit-errors", "1")]  # without --min-bit-errors it would do nothing
+    assert main([*argv, "--config", str(cfg), "--out", str(tmp_path / "o"), "--min-frames", "64"]) == 2
+    assert "give --min-bit-errors too" in capsys.readouterr().err
+
+
+def test_the_floor_holds_through_a_kill_and_resume_and_through_array_jobs_and_their_merge(tmp_path, monkeypatch):
+    import wavefront.sim.experiment as experiment
+
+    whole, _ = _edge(tmp_path, "whole", DRAWN)
+    real, calls = experiment._batch_counts, []
+
+    def killed_after_three(*a, **k):
+        if len(calls) >= 3:
+            raise KeyboardInterrupt  # a kill from inside: the 4th batch never finishes
+        calls.append(1)
+        return real(*a, **k)
+
+    monkeypatch.setattr(experiment, "_batch_counts", killed_after_three)
+    cfg = tmp_path / "cut.yaml"
+    cfg.write_text(DRAWN)
+    assert main([*EDGE, "--config", str(cfg), "--out", str(tmp_path / "cut")]) == 130
+    calls.clear()
+    monkeypatch.setattr(experiment, "_batch_counts", lambda *a, **k: calls.append(1) or real(*a, **k))
+    resumed, _ = _edge(tmp_path, "cut", DRAWN)  # 3 batches replayed, 5 computed, stopped at the floor again
+    assert len(calls) == 5 and _rows(resumed) == _rows(whole) and {r["frames"] for r in whole["rows"]} == {256}
+    monkeypatch.setattr(experiment, "_batch_counts", real)
+    # the same folder with another --min-frames is another run: refused, naming the field
+    assert main([*EDGE, "--config", str(cfg), "--out", str(tmp_path / "cut"), "--min-frames", "64"]) == 2
+    for rank in (0, 1):  # array jobs: each runs its batches to --frames, the merge stops where one process would
+        _edge(tmp_path, "jobs", DRAWN, "--rank", str(rank), "--world", "2")
+    parts = [json.loads((tmp_path / "jobs" / f"partial-{r}-of-2.json").read_text()) for r in (0, 1)]
+    assert [q["min_frames"] for q in parts] == [256, 256]
+    assert main(["merge-results", str(tmp_path / "merged"), str(tmp_path / "jobs")]) == 0
+    merged = json.loads((tmp_path / "merged" / "results.json").read_text())
+    assert _rows(merged) == _rows(whole)
+
+
+def test_partial_files_without_min_frames_merge_as_0_and_a_different_one_is_refused():
+    from wavefront.sim.experiment import PARTIAL_FORMAT, merge_partials
+
+    est = [{"estimator": "a", "given": "pilots only", "trained_on": None}]
+    meta = {"sweep": "snr", "axis": "snr_db", "axis_value": 0.0, "snr_db": 0.0, "delay_spread_ns": 300.0,
+            "doppler_hz": 500.0, "pilots": "p", "realization": "r"}
+    batches = [[i, [1.0, 2.0, 4.0, 8.0], [10, 100, 5, 50, 0, 0, 0]] for i in range(4)]  # 5 bit errors a batch
+
+    def part(rank, **extra):
+        return {"format": PARTIAL_FORMAT, "rank": rank, "world": 2, "min_bit_errors": 5, "estimators": est,
+                "points": [{"meta": meta, "want": 40, "batches": batches[rank::2]}], **extra}
+
+    assert [r.frames for r in merge_partials([part(0), part(1)])] == [10]  # older files: no floor, the first batch
+    assert [r.frames for r in merge_partials([part(0, min_frames=25), part(1, min_frames=25)])] == [30]
+    assert [r.frames for r in merge_partials([part(0, min_frames=0), part(1)])] == [10]  # 0 is what absent means
+    with pytest.raises(ConfigError, match="min_frames=25: differs between partial files"):
+        merge_partials([part(0), part(1, min_frames=25)])
