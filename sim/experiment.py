@@ -62,7 +62,7 @@ import torch
 from wavefront import paper
 from wavefront.errors import ConfigError
 from wavefront.sim.conditions import estimate_conditions
-from wavefront.sim.config import SYSTEM_LEVEL_PROFILES, SystemConfig
+from wavefront.sim.config import GRID_STEPS, SYSTEM_LEVEL_PROFILES, SystemConfig
 from wavefront.sim.estimators import check_estimator, meta_for
 from wavefront.sim.frames import Frames
 from wavefront.sim.link import bit_errors, demap, equalize
@@ -741,8 +741,9 @@ def prior_config(config: SystemConfig, points: list | None = None, ranges: dict 
         low, high = drawn if _is_range(drawn) else (v, v)
         lo, hi = min(lo, low), max(hi, high)
     out["snr_db"] = (lo, hi)
-    try:
-        return config.updated(channel={k: list(v) for k, v in out.items()})
+    try:  # a prior is a continuous range: a step grid the config draws its frames on (doppler_step_hz: 100 over
+        # 0-1000 Hz) need not divide the prior's 50-1000 Hz, and no estimator reads the prior's steps
+        return config.updated(channel={**{k: list(v) for k, v in out.items()}, **{GRID_STEPS[k]: None for k in out}})
     except ConfigError as exc:  # a bad --prior-* range: named as the prior's, not as the channel's own field
         name = exc.field.removeprefix("channel.")
         if name in (ranges or {}):

@@ -36,7 +36,7 @@ from pathlib import Path
 
 from wavefront import __version__
 from wavefront.errors import ConfigError
-from wavefront.sim.config import SYSTEM_LEVEL_PROFILES, SystemConfig, profile_label
+from wavefront.sim.config import GRID_STEPS, SYSTEM_LEVEL_PROFILES, SystemConfig, profile_label
 from wavefront.sim.estimators import classical_estimators
 from wavefront.sim.mimo import frame_generator, pilots_per_user
 from wavefront.sim.experiment import (
@@ -340,12 +340,24 @@ def format_table(result: SweepResult) -> str:
     return "\n".join(lines)
 
 
-def _held(ch: dict, axis: str) -> list[tuple[str, bool]]:
+def _held(ch: dict, axis: str, compact: bool = False) -> list[tuple[str, bool]]:
     """Returns ``(text, drawn per frame)`` for each condition a sweep along ``axis`` holds, from a recorded config's
-    channel ``ch``: ``("Doppler 50-1000 Hz", True)``. A scenario's delay spread (drawn by the scenario) is left out."""
+    channel ``ch``: ``("Doppler 50-1000 Hz", True)``, or with a step grid (``doppler_step_hz: 50``, drawn from
+    ``low:step:high``) ``("Doppler 50-1000 Hz on a 50 Hz grid", True)``, or where ``compact`` (a plot's title)
+    ``("Doppler 50:50:1000 Hz", True)``. A scenario's delay spread (drawn by the scenario) is left out."""
     system = ch.get("profile") in SYSTEM_LEVEL_PROFILES
-    return [(f"{name} {_fmt(ch[k], scale)} {unit}", isinstance(ch[k], (list, tuple))) for k, (name, unit, scale)
-            in AXES.items() if k != axis and k in ch and not (system and k == "delay_spread_s")]
+    out = []
+    for k, (name, unit, scale) in AXES.items():
+        if k == axis or k not in ch or (system and k == "delay_spread_s"):
+            continue
+        drawn = isinstance(ch[k], (list, tuple))
+        step = ch.get(GRID_STEPS[k]) if drawn else None  # a fixed value ignores its step
+        if step and compact:
+            text = f"{name} {ch[k][0] * scale:g}:{step * scale:g}:{ch[k][1] * scale:g} {unit}"
+        else:
+            text = f"{name} {_fmt(ch[k], scale)} {unit}" + (f" on a {step * scale:g} {unit} grid" if step else "")
+        out.append((text, drawn))
+    return out
 
 
 def _held_text(spec: dict) -> str:
@@ -434,7 +446,7 @@ def plot_result(result: SweepResult, out: Path) -> list[Path]:
         ax.set_ylabel(ylabel)
         ch = cfg["channel"]
         system = ch["profile"] in SYSTEM_LEVEL_PROFILES  # the scenario draws its delay spread
-        fixed = [t + (" per frame" if d else "") for t, d in _held(ch, axis)]
+        fixed = [t + (" per frame" if d else "") for t, d in _held(ch, axis, compact=True)]
         m = result.spec.get("mimo")
         rho = m and m["rx_correlation"]
         rho = f"{rho[0]:g}–{rho[1]:g}" if isinstance(rho, (list, tuple)) else f"{rho:g}" if m else ""

@@ -135,3 +135,39 @@ def test_partial_files_without_min_frames_merge_as_0_and_a_different_one_is_refu
     assert [r.frames for r in merge_partials([part(0, min_frames=0), part(1)])] == [10]  # 0 is what absent means
     with pytest.raises(ConfigError, match="min_frames=25: differs between partial files"):
         merge_partials([part(0), part(1, min_frames=25)])
+
+
+GRID = SMALL + ("channel:\n  doppler_hz: [0, 1000]\n  doppler_step_hz: 100\n  delay_spread_s: [25.0e-9, 300.0e-9]\n"
+                "  delay_spread_step_s: 25.0e-9\n")
+
+
+def test_the_held_line_and_the_plot_title_name_a_step_grid(tmp_path, capsys, monkeypatch):
+    """A config drawing its conditions on a grid (``doppler_step_hz``) was described as a continuous range."""
+    import wavefront.sim.sweep as sweep_module
+    from wavefront.sim.sweep import _held
+    from wavefront.utils import finish_figure
+
+    spans, titles = [], []
+
+    def measured(fig, path, dpi=120):
+        fig.tight_layout()
+        box = fig.axes[0].title.get_window_extent(fig.canvas.get_renderer())
+        spans.append((box.x0, box.x1, fig.bbox.width))
+        titles.append(fig.axes[0].get_title())
+        return finish_figure(fig, path, dpi)
+
+    monkeypatch.setattr(sweep_module, "finish_figure", measured)
+    cfg = tmp_path / "g.yaml"
+    cfg.write_text(GRID)
+    assert main(["sweep", "--config", str(cfg), "--estimators", "ls-linear", "--snr-db", "10,20", "--frames", "8",
+                 "--out", str(tmp_path / "o"), "--no-progress", "--device", "cpu"]) == 0
+    held = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("held at each point")]
+    assert held == ["held at each point: Doppler 0-1000 Hz on a 100 Hz grid (drawn per frame), delay spread 25-300 ns "
+                    "on a 25 ns grid (drawn per frame); MSE and bound are their averages over the frames (the Bayes "
+                    "risk over those ranges)"]
+    # the title, narrower, writes the grid as the colon range it is drawn from, and still fits its figure
+    assert all("Doppler 0:100:1000 Hz per frame, delay spread 25:25:300 ns per frame" in t for t in titles), titles
+    assert len(spans) == 2 and all(0 <= x0 and x1 <= width for x0, x1, width in spans), spans
+    # a range without a step, and a fixed value, read as before
+    ch = {"doppler_hz": [50.0, 1000.0], "delay_spread_s": 3e-7, "delay_spread_step_s": 2.5e-8, "snr_db": 10.0}
+    assert _held(ch, "snr_db") == [("Doppler 50-1000 Hz", True), ("delay spread 300 ns", False)]
