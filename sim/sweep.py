@@ -432,7 +432,9 @@ def plot_result(result: SweepResult, out: Path) -> list[Path]:
             ax.plot([x * scale for x in xs], ys, marker="o", label=e + _knows(by[(e, xs[0])].given))
         if metric == "mse_db":
             if not all(math.isnan(by[(ests[0], x)].bound_db) for x in xs):  # no bound without a closed form (UMi)
-                ax.plot([x * scale for x in xs], [by[(ests[0], x)].bound_db for x in xs], "k--", label="MMSE bound")
+                # one point: a dashed line of one point draws nothing, so the bound gets a marker (and the legend)
+                ax.plot([x * scale for x in xs], [by[(ests[0], x)].bound_db for x in xs], "k--", label="MMSE bound",
+                        **({"marker": "D", "markersize": 7} if len(xs) == 1 else {}))
         else:
             ax.set_yscale("log")
         # shaded only where a learned row is shown: classical rows assume no training prior

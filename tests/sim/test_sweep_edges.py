@@ -171,3 +171,37 @@ def test_the_held_line_and_the_plot_title_name_a_step_grid(tmp_path, capsys, mon
     # a range without a step, and a fixed value, read as before
     ch = {"doppler_hz": [50.0, 1000.0], "delay_spread_s": 3e-7, "delay_spread_step_s": 2.5e-8, "snr_db": 10.0}
     assert _held(ch, "snr_db") == [("Doppler 50-1000 Hz", True), ("delay spread 300 ns", False)]
+
+
+def _mse_axes(tmp_path, monkeypatch, snr):
+    """Runs a small sweep over ``snr`` and returns (the MSE plot's bound line, its legend labels and markers, ylim)."""
+    import wavefront.sim.sweep as sweep_module
+    from wavefront.utils import finish_figure
+
+    seen = []
+
+    def kept(fig, path, dpi=120):
+        if "mse_" in str(path):
+            ax = fig.axes[0]
+            (bound,) = [ln for ln in ax.get_lines() if ln.get_label() == "MMSE bound"]
+            legend = {t.get_text(): h.get_marker() for t, h in zip(ax.get_legend().get_texts(),
+                                                                   ax.get_legend().legend_handles)}
+            seen.append((bound.get_marker(), list(bound.get_ydata()), legend, ax.get_ylim()))
+        return finish_figure(fig, path, dpi)
+
+    monkeypatch.setattr(sweep_module, "finish_figure", kept)
+    out = tmp_path / f"o{len(snr)}"
+    assert main(["sweep", "--estimators", "ls-linear,lmmse-genie", "--snr-db", snr, "--frames", "8", "--out", str(out),
+                 "--no-progress", "--device", "cpu"]) == 0
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    return seen[0], rows
+
+
+def test_a_one_point_sweep_plots_its_bound_as_a_marker_in_the_legend(tmp_path, monkeypatch):
+    """A dashed line through one point draws nothing: a sweep over one SNR showed the estimators but not the bound."""
+    (marker, ys, legend, (lo, hi)), rows = _mse_axes(tmp_path, monkeypatch, "10")
+    assert marker not in ("None", "", " ", None) and legend["MMSE bound"] == marker  # drawn, and so in the legend
+    assert ys == [rows[0]["bound_db"]] and lo <= ys[0] <= hi  # at the bound, inside the axes
+    assert legend["ls-linear"] == "o"  # as the estimator rows are
+    (marker, ys, legend, _), rows = _mse_axes(tmp_path, monkeypatch, "10,20")  # several points: the dashed line alone
+    assert marker == "None" and ys == [r["bound_db"] for r in rows if r["estimator"] == "ls-linear"]
