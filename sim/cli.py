@@ -311,7 +311,7 @@ def run(args) -> int:
             except ConfigError as exc:
                 if exc.field != "checkpoint":
                     raise
-                why = f"the shipped {DEFAULT_LEARNED} does not fit this system ({exc.rule.split(';')[0]})"
+                why = f"the shipped {DEFAULT_LEARNED} does not fit this system ({short_lists(exc.rule.split(';')[0])})"
         if why is not None:  # the shipped learned model joins the default sweep when installed and it fits
             if rank == 0:
                 warnings.warn(f"{why}; sweeping the classical ones (train one for this system with wavefront train, "
@@ -336,6 +336,28 @@ def run(args) -> int:
 
 
 PROGRESS_DIR = "progress"
+
+
+def short_lists(text: str, longest: int = 6) -> str:
+    """Returns ``text`` with each bracketed list of more than ``longest`` numbers shortened to one readable phrase.
+
+    An evenly spaced list by its ends and step, ``[0, 3, ..., 117] (40 values)``; any other by its first
+    ``longest - 2`` entries, ``[0, 1, 5, 7, ...] (40 values)``. So a message naming 40 pilot subcarriers stays one line.
+    """
+    import re
+
+    def shorten(m):
+        items = [v.strip() for v in m.group(1).split(",")]
+        if len(items) <= longest:
+            return m.group(0)
+        nums = [float(v) for v in items]
+        steps = {round(b - a, 9) for a, b in zip(nums, nums[1:])}
+        head = items[:2] if len(steps) == 1 else items[:longest - 2]
+        tail = f", {items[-1]}" if len(steps) == 1 else ""
+        return f"[{', '.join(head)}, ...{tail}] ({len(items)} values)"
+
+    number = r"\s*-?\d+(?:\.\d+)?(?:e-?\d+)?\s*"
+    return re.sub(rf"\[({number}(?:,{number})*)\]", shorten, text)
 
 
 def kept_progress(save, out):

@@ -205,3 +205,24 @@ def test_a_one_point_sweep_plots_its_bound_as_a_marker_in_the_legend(tmp_path, m
     assert legend["ls-linear"] == "o"  # as the estimator rows are
     (marker, ys, legend, _), rows = _mse_axes(tmp_path, monkeypatch, "10,20")  # several points: the dashed line alone
     assert marker == "None" and ys == [r["bound_db"] for r in rows if r["estimator"] == "ls-linear"]
+
+
+def test_the_shipped_model_warning_names_the_mismatch_in_one_short_line(tmp_path):
+    """On --preset adafortitran-paper the warning listed all 40 pilot subcarriers (a 300-character line)."""
+    with pytest.warns(UserWarning) as caught:
+        assert main(["sweep", "--preset", "adafortitran-paper", "--snr-db", "10", "--frames", "8", "--batch-size", "8",
+                     "--out", str(tmp_path), "--no-progress", "--device", "cpu"]) == 0
+    (text,) = [str(w.message) for w in caught if "does not fit" in str(w.message)]
+    assert ("does not fit this system (is for ofdm.pilot_subcarriers=[0, 10, ..., 110] (12 values), but the config "
+            "has [0, 3, ..., 117] (40 values)); sweeping the classical ones") in text
+    assert "\n" not in text and len(text) < 280  # with the 52 numbers written out: 421 characters
+
+
+def test_short_lists_keeps_short_lists_and_every_number_it_needs():
+    from wavefront.sim.cli import short_lists
+
+    # 6 or fewer, tuples: as written
+    assert short_lists("x=[1, 2, 3, 4, 5, 6] and (120, 14)") == "x=[1, 2, 3, 4, 5, 6] and (120, 14)"
+    assert short_lists(f"{list(range(5, 45, 5))}") == "[5, 10, ..., 40] (8 values)"  # evenly spaced: ends and step
+    assert short_lists("[0, 1, 5, 7, 8, 9, 11]") == "[0, 1, 5, 7, ...] (7 values)"  # otherwise the first four
+    assert short_lists("[-1.5, -1.0, -0.5, 0.0, 0.5, 1.0, 1.5]") == "[-1.5, -1.0, ..., 1.5] (7 values)"
