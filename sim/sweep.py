@@ -344,7 +344,8 @@ def _held(ch: dict, axis: str, compact: bool = False) -> list[tuple[str, bool]]:
     """Returns ``(text, drawn per frame)`` for each condition a sweep along ``axis`` holds, from a recorded config's
     channel ``ch``: ``("Doppler 50-1000 Hz", True)``, or with a step grid (``doppler_step_hz: 50``, drawn from
     ``low:step:high``) ``("Doppler 50-1000 Hz on a 50 Hz grid", True)``, or where ``compact`` (a plot's title)
-    ``("Doppler 50:50:1000 Hz", True)``. A scenario's delay spread (drawn by the scenario) is left out."""
+    ``("Doppler 50,100,…,1000 Hz", True)`` (not a colon range, which the CLI reads start:stop:step and the config
+    low:step:high). A scenario's delay spread (drawn by the scenario) is left out."""
     system = ch.get("profile") in SYSTEM_LEVEL_PROFILES
     out = []
     for k, (name, unit, scale) in AXES.items():
@@ -353,7 +354,7 @@ def _held(ch: dict, axis: str, compact: bool = False) -> list[tuple[str, bool]]:
         drawn = isinstance(ch[k], (list, tuple))
         step = ch.get(GRID_STEPS[k]) if drawn else None  # a fixed value ignores its step
         if step and compact:
-            text = f"{name} {ch[k][0] * scale:g}:{step * scale:g}:{ch[k][1] * scale:g} {unit}"
+            text = f"{name} {ch[k][0] * scale:g},{(ch[k][0] + step) * scale:g},…,{ch[k][1] * scale:g} {unit}"
         else:
             text = f"{name} {_fmt(ch[k], scale)} {unit}" + (f" on a {step * scale:g} {unit} grid" if step else "")
         out.append((text, drawn))
@@ -401,6 +402,18 @@ def _fmt(value, scale: float) -> str:
     if isinstance(value, (list, tuple)):
         return f"{value[0] * scale:g}-{value[1] * scale:g}"
     return f"{value * scale:g}"
+
+
+def _wrap(parts: list[str], width: int) -> str:
+    """Returns the comma lists ``parts`` joined by ", " in lines of at most ``width`` characters, broken at commas."""
+    lines = [""]
+    for item in ", ".join(parts).split(", "):
+        if lines[-1] and len(lines[-1]) + 2 + len(item) > width:
+            lines[-1] += ","
+            lines.append(item)
+        else:
+            lines[-1] += (", " if lines[-1] else "") + item
+    return "\n".join(lines)
 
 
 def plot_result(result: SweepResult, out: Path) -> list[Path]:
@@ -461,7 +474,10 @@ def plot_result(result: SweepResult, out: Path) -> list[Path]:
                 f"frames/point{calibrated}")
         if not antennas and len(head + tail) > 80:  # ranges drawn per frame: one line would run past the figure
             antennas = "\n"
-        ax.set_title(head + antennas + tail, fontsize=9)
+        title = head + antennas + tail
+        if not m and len(head) > 80:  # grids drawn per frame: the held conditions alone run past it; wrap them all
+            title = _wrap([head[:-2], tail], 70)
+        ax.set_title(title, fontsize=9)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
         paths.append(finish_figure(fig, out / f"{fname}_vs_{PLOT_NAMES[axis]}.png", dpi=110))
