@@ -328,7 +328,7 @@ def format_table(result: SweepResult) -> str:
         lines.append(f"  {est}: {given}" + (f"; trained on {trained}" if trained else ""))
     if result.rows:
         lines.append(f"pilots: {result.rows[0].pilots}; SNR convention: {result.spec.get('snr_convention', 'per-re')}")
-        lines.append(f"ICI: {result.spec.get('ici', 'not modelled')}")
+        lines.append(f"ICI: {_ici_line(result.spec)}")
         lines.append(f"channel realization: {result.rows[0].realization}")
         held = _held_text(result.spec)
         if held:
@@ -338,6 +338,34 @@ def format_table(result: SweepResult) -> str:
             lines.append(f"early stop: at {result.spec['min_bit_errors']} bit errors per estimator, never before "
                          f"{result.spec['min_frames']} frames" + (f" ({floor})" if floor else ""))
     return "\n".join(lines)
+
+
+# how the table names each receiver impairment (sim/impairments.py): as the flag that sets it, with its unit
+IMPAIRMENT_NAMES = {"cfo_hz": ("CFO", "Hz"), "phase_noise_linewidth_hz": ("phase-noise linewidth", "Hz"),
+                    "timing_offset_samples": ("timing offset", "samples")}
+
+
+def _ici_line(spec: dict) -> str:
+    """Returns the spec's ``ici`` text for the table, its impairments as the command line gives them.
+
+    ``results.json`` keeps ``ici`` as the config words it (``cfo_hz=(-200.0, 200.0)``); the table reads
+    ``CFO -200…200 Hz (drawn per frame)`` from the recorded channel instead.
+    """
+    text = spec.get("ici", "not modelled")
+    marker = "; receiver impairments "
+    ch = (spec.get("config") or {}).get("channel") or {}
+    parts = []
+    for k, (name, unit) in IMPAIRMENT_NAMES.items():
+        v = ch.get(k)
+        if v is None:
+            continue
+        drawn = isinstance(v, (list, tuple))
+        parts.append(f"{name} {f'{v[0]:g}…{v[1]:g}' if drawn else f'{v:g}'} {unit}" + (" (drawn per frame)" if drawn else ""))
+    if marker not in text or not parts:
+        return text
+    head, rest = text.split(marker, 1)
+    note = rest[rest.index(" (label without"):] if " (label without" in rest else ""
+    return head + marker + ", ".join(parts) + note
 
 
 def _held(ch: dict, axis: str, compact: bool = False) -> list[tuple[str, bool]]:

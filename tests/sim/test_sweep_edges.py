@@ -227,3 +227,23 @@ def test_short_lists_keeps_short_lists_and_every_number_it_needs():
     assert short_lists(f"{list(range(5, 45, 5))}") == "[5, 10, ..., 40] (8 values)"  # evenly spaced: ends and step
     assert short_lists("[0, 1, 5, 7, 8, 9, 11]") == "[0, 1, 5, 7, ...] (7 values)"  # otherwise the first four
     assert short_lists("[-1.5, -1.0, -0.5, 0.0, 0.5, 1.0, 1.5]") == "[-1.5, -1.0, ..., 1.5] (7 values)"
+
+
+def test_the_table_names_impairment_ranges_as_the_command_line_gives_them_and_results_json_keeps_its_words(
+        tmp_path, capsys):
+    """The ICI line printed ``cfo_hz=(-200.0, 200.0)``, a Python tuple, for ``--cfo-hz=-200:200``."""
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(SMALL)
+    out = tmp_path / "o"
+    assert main(["sweep", "--config", str(cfg), "--estimators", "ls-linear", "--snr-db", "20", "--frames", "8", "--ici",
+                 "--cfo-hz=-200:200", "--phase-noise-hz", "100", "--timing-offset", "0.5:1.5", "--out", str(out),
+                 "--no-progress", "--device", "cpu"]) == 0
+    (line,) = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("ICI: ")]
+    assert line.endswith("; receiver impairments CFO -200…200 Hz (drawn per frame), phase-noise linewidth 100 Hz, "
+                         "timing offset 0.5…1.5 samples (drawn per frame) (label without them; the genie LMMSE and the "
+                         "bound ignore them)")
+    assert "(" not in line.split("impairments ")[1].split(" (label")[0].replace("(drawn per frame)", "")
+    stored = json.loads((out / "results.json").read_text())["spec"]["ici"]  # what results.json keeps: as before
+    assert ("receiver impairments cfo_hz=(-200.0, 200.0), phase_noise_linewidth_hz=100.0, timing_offset_samples=(0.5, "
+            "1.5) (label") in stored
+    assert line.split("; receiver")[0] == "ICI: " + stored.split("; receiver")[0]  # the rest of the line as stored
