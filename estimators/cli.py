@@ -129,8 +129,10 @@ def add_commands(subparsers) -> None:
     from wavefront.sim.cli import add_mimo_arguments
 
     add_mimo_arguments(e)  # a MIMO config runs the per-(antenna, user) model for every user (its layout must fit each)
-    e.add_argument("--frames-per-point", type=positive_int, default=500,
-                   help="simulated frames per test point (default 500)")
+    e.add_argument("--frames-per-point", type=positive_int, default=None,
+                   help="frames per test point: simulated ones draw this many (default 500); with --suite, each "
+                        "point is evaluated on its first N frames (default: all it holds; a point holding fewer "
+                        "uses all of them)")
     e.add_argument("--config", help="system config (YAML or preset; default: the checkpoint's grid, pilots, profile "
                                     "and receiver impairments, TDL-A without any for the shipped models)")
     e.add_argument("--pilots", metavar="PRESET|FILE.json",
@@ -300,13 +302,14 @@ def _evaluate(args) -> int:
     """Runs ``evaluate``: in one process, across torchrun's ranks (rank 0 writes), or as array job --rank of --world."""
     from wavefront.estimators.checkpoint import Checkpoint
     from wavefront.estimators.estimator import pretrained_path
-    from wavefront.estimators.evaluate import evaluate, evaluate_partial
+    from wavefront.estimators.evaluate import SIMULATED_FRAMES_PER_POINT, evaluate, evaluate_partial
     from wavefront.sim.experiment import parse_prior_ranges, write_partial
     from wavefront.utils import job_ranks, process_group
 
     rank, world, array_job = job_ranks(args.rank, args.world)
     # A 4 kB block per stored batch (21 paper points; a suite may hold more), results and plots.
-    out = check_output_folder("out", args.out, 4096 * (21 * -(-args.frames_per_point // 500) + 8) + 300_000)
+    sized = args.frames_per_point or SIMULATED_FRAMES_PER_POINT
+    out = check_output_folder("out", args.out, 4096 * (21 * -(-sized // 500) + 8) + 300_000)
     path = Path(args.checkpoint)
     if path.is_dir():
         raise ConfigError("checkpoint", args.checkpoint, "is a folder; give a .safetensors file (e.g. "
@@ -342,6 +345,14 @@ def _evaluate(args) -> int:
     refuse_idle_rx_correlation(args, config)
     baselines = [b.strip() for b in args.baselines.split(",") if b.strip()]
     name = args.checkpoint if not Path(args.checkpoint).exists() else str(path)
+    if args.suite is None:
+        frames_per_point = args.frames_per_point or SIMULATED_FRAMES_PER_POINT
+    else:  # None: every frame of each point
+        frames_per_point = args.frames_per_point
+        if frames_per_point is not None and (rank == 0 or array_job):
+            print(f"wavefront: --frames-per-point {frames_per_point} with --suite: each point is evaluated on its "
+                  f"first {frames_per_point} frames (a point holding fewer uses all of them; the frames column says "
+                  "how many)", file=sys.stderr)
 
     def run_on(device, **ranks):
         from wavefront.resolve import learned_estimator  # under MIMO: per (antenna, user), one checkpoint or one a user
@@ -349,7 +360,7 @@ def _evaluate(args) -> int:
         est = learned_estimator(name, config, device=device, conditions=args.conditions)
         # pilots only: the model reads nothing, and the baselines that read conditions get estimates
         engine_conditions = "estimated" if args.conditions == "none" else args.conditions
-        kwargs = dict(points=args.points, suite=args.suite, frames_per_point=args.frames_per_point, baselines=baselines,
+        kwargs = dict(points=args.points, suite=args.suite, frames_per_point=frames_per_point, baselines=baselines,
                       seed=args.seed, device=device, progress=sys.stderr.isatty(), conditions=engine_conditions,
                       prior_ranges=parse_prior_ranges(args.prior_snr_db, args.prior_delay_spread_ns, args.prior_doppler_hz),
                       **ranks)
@@ -362,7 +373,7 @@ def _evaluate(args) -> int:
         impairments = impairment_record(config.channel)  # recorded only when on: other outputs stay as they were
         return {"model_name": est.name, "checkpoint": str(args.checkpoint), "conditions": args.conditions,
                 "plots": not args.no_plots, "points": args.points, "suite": args.suite,
-                "frames_per_point": args.frames_per_point, "baselines": baselines, "seed": args.seed,
+                "frames_per_point": frames_per_point, "baselines": baselines, "seed": args.seed,
                 "device": resolve_device(device).type, **({"impairments": impairments} if impairments else {})}
 
     def store_for(est, device):

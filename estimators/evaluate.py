@@ -32,6 +32,7 @@ from wavefront.sim.experiment import (
 from wavefront.utils import atomic_write_csv, atomic_write_json, finish_figure
 
 AXIS_LABEL = {"snr_db": "SNR [dB]", "delay_spread_s": "delay spread [ns]", "doppler_hz": "Doppler [Hz]"}
+SIMULATED_FRAMES_PER_POINT = 500  # frames per simulated point when none are asked for (a folder's points: all theirs)
 
 
 class WithTrueConditions(Estimator):
@@ -49,16 +50,18 @@ class WithTrueConditions(Estimator):
         return self.est.estimate(pilots, meta)
 
 
-def evaluate(model_estimator, config, points: str = "paper", suite: str | None = None, frames_per_point: int = 500,
-             baselines=("ls-linear", "lmmse-robust", "lmmse-genie"), seed: int = 0, device="cpu", chunk: int = 500,
-             progress: bool = False, conditions: str = "estimated", compare_true: bool = True,
-             long_rows: list | None = None, rank: int = 0, world: int = 1,
+def evaluate(model_estimator, config, points: str = "paper", suite: str | None = None,
+             frames_per_point: int | None = None, baselines=("ls-linear", "lmmse-robust", "lmmse-genie"), seed: int = 0,
+             device="cpu", chunk: int = 500, progress: bool = False, conditions: str = "estimated",
+             compare_true: bool = True, long_rows: list | None = None, rank: int = 0, world: int = 1,
              prior_ranges: dict | None = None, store=None) -> list[dict]:
     """Returns one row per test condition: the condition, frames, MSE [dB] of each estimator, the bound and the gap.
 
     ``model_estimator``: anything with ``name``, ``needs`` and ``estimate(pilots, meta)``;
-    ``config``: the SystemConfig (grid, pilots, profile). ``suite``: a folder of test shards;
-    else ``points="paper"`` simulates the paper's sweeps with ``frames_per_point`` frames each.
+    ``config``: the SystemConfig (grid, pilots, profile). ``suite``: a folder of test shards,
+    each point evaluated on its first ``frames_per_point`` frames (default None: all it holds);
+    else ``points="paper"`` simulates the paper's sweeps with ``frames_per_point`` frames each
+    (default None: 500).
     ``baselines``: classical estimator names, designed for ``prior_ranges`` (default: the paper's
     training ranges; see :func:`wavefront.sim.experiment.prior_config`). ``long_rows``: a list
     that receives the engine's per-estimator rows (with what each estimator was given).
@@ -79,8 +82,8 @@ def evaluate(model_estimator, config, points: str = "paper", suite: str | None =
 
 
 def evaluate_partial(model_estimator, config, points: str = "paper", suite: str | None = None,
-                     frames_per_point: int = 500, baselines=("ls-linear", "lmmse-robust", "lmmse-genie"), seed: int = 0,
-                     device="cpu", chunk: int = 500, progress: bool = False, conditions: str = "estimated",
+                     frames_per_point: int | None = None, baselines=("ls-linear", "lmmse-robust", "lmmse-genie"),
+                     seed: int = 0, device="cpu", chunk: int = 500, progress: bool = False, conditions: str = "estimated",
                      compare_true: bool = True, rank: int = 0, world: int = 1, prior_ranges: dict | None = None,
                      store=None) -> dict:
     """Returns array job ``rank`` of ``world``'s per-batch counts (:func:`wavefront.sim.experiment.run_partial`).
@@ -98,16 +101,16 @@ def evaluate_partial(model_estimator, config, points: str = "paper", suite: str 
 def _plan(model_estimator, config, points, suite, frames_per_point, baselines, seed, device, chunk, conditions,
           compare_true, prior_ranges=None):
     """Returns the evaluation's points, estimators and the engine's keywords."""
-    if frames_per_point < 1:
+    if frames_per_point is not None and frames_per_point < 1:
         raise ConfigError("frames_per_point", frames_per_point, "must be >= 1")
     if suite is not None:
         pts = folder_points(suite, config)
-        frames = None
+        frames = frames_per_point  # the first frames_per_point of each point; None: all of them
     else:
         if points != "paper":
             raise ConfigError("points", points, "only 'paper' (the three AdaFortiTran test sweeps) is defined")
-        pts = simulated_points(config, paper.points(), frames_per_point, chunk, seed, device, with_data=False)
-        frames = frames_per_point
+        frames = frames_per_point or SIMULATED_FRAMES_PER_POINT
+        pts = simulated_points(config, paper.points(), frames, chunk, seed, device, with_data=False)
     prior = prior_config(config, pts, prior_ranges)
     estimators = [model_estimator]
     if compare_true and conditions == "estimated" and model_estimator.needs == "conditions":
