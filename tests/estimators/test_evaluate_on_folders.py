@@ -1,4 +1,5 @@
-"""``evaluate`` on a user's folder: --frames-per-point takes the first N frames of each point."""
+"""``evaluate`` on a user's folder: --frames-per-point takes the first N frames of each point, and --baselines-only
+gives the classical rows where no checkpoint fits (or none is trained yet)."""
 import csv
 import json
 
@@ -8,6 +9,7 @@ import pytest
 import torch
 
 from wavefront.cli import main
+from wavefront.errors import ConfigError
 from wavefront.estimators.evaluate import evaluate
 from wavefront.sim.config import preset
 from wavefront.sim.estimators import Estimator
@@ -75,3 +77,65 @@ def test_evaluate_suite_honours_frames_per_point_and_says_so(suite, few_simulate
     assert seven[0]["ls-linear_db"] != every[0]["ls-linear_db"]  # other frames: another mean
     recorded = json.loads((tmp_path / "seven" / "results.json").read_text())["rows"]
     assert {r["frames"] for r in recorded} == {7}
+
+
+CLASSICAL = "ls-linear,lmmse-robust,lmmse-estimated,mmse-bayes,lmmse-genie"
+
+
+def test_baselines_only_rows_are_the_classical_rows_of_an_evaluation_with_a_checkpoint(suite, tmp_path):
+    base = ["evaluate", "--suite", str(suite), "--baselines", CLASSICAL, "--frames-per-point", "6", "--device", "cpu",
+            "--no-plots"]
+    assert main([*base, "--out", str(tmp_path / "model")]) == 0  # the default learned model fits the default grid
+    assert main([*base, "--baselines-only", "--out", str(tmp_path / "alone")]) == 0
+    model, alone = (json.loads((tmp_path / d / "results.json").read_text()) for d in ("model", "alone"))
+    learned = {r["estimator"] for r in model["rows"]} - set(CLASSICAL.split(","))
+    assert learned and model["checkpoint"] is not None and alone["checkpoint"] is None
+    key = lambda r: (r["snr_db"], r["estimator"])  # noqa: E731
+    kept = sorted((r for r in model["rows"] if r["estimator"] not in learned), key=key)
+    assert [key(r) for r in sorted(alone["rows"], key=key)] == [key(r) for r in kept]  # 2 points x 5 estimators
+    for a, m in zip(sorted(alone["rows"], key=key), kept):  # the same frames through the same code: equal to rounding
+        for field in ("mse_db", "mse_se_db", "nmse_db", "bound_db", "gap_db"):
+            assert a[field] == pytest.approx(m[field], abs=1e-9), (key(a), field)
+        assert (a["frames"], a["given"], a["in_prior"]) == (m["frames"], m["given"], m["in_prior"])
+    with_model, without = (list(csv.DictReader(open(tmp_path / d / "results.csv"))) for d in ("model", "alone"))
+    # the table: the model's column and its gap to the bound gone, every other column as it was
+    assert list(without[0]) == [c for c in with_model[0] if c not in {f"{n}_db" for n in learned} | {"gap_to_bound_db"}]
+    assert [{c: r[c] for c in without[0]} for r in with_model] == without
+
+
+@pytest.fixture(scope="module")
+def lattice_folder(tmp_path_factory):
+    """Frames with scattered pilots (lattice-4x6): no shipped checkpoint fits them."""
+    out = tmp_path_factory.mktemp("lattice") / "frames"
+    assert main(["generate", "--preset", "default", "--pilots", "lattice-4x6", "--frames", "4", "--seed", "2",
+                 "--threads", "1", "--no-progress", "--device", "cpu", "--out", str(out)]) == 0
+    return out
+
+
+@pytest.mark.parametrize("checkpoint", [[], ["--checkpoint", "reesnet"]])
+def test_a_checkpoint_that_does_not_fit_the_frames_names_baselines_only_which_then_runs(lattice_folder, tmp_path,
+                                                                                       capsys, checkpoint):
+    argv = ["evaluate", "--suite", str(lattice_folder), "--baselines", "ls-linear,lmmse-genie", "--device", "cpu",
+            "--no-plots", "--out", str(tmp_path / "eval")]
+    assert main([*argv, *checkpoint]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("wavefront: error: ")
+    assert ("is for pilots" if not checkpoint else "no pretrained checkpoint is shipped") in err
+    assert err.endswith("for the classical rows alone, run evaluate with --baselines-only instead of --checkpoint")
+    assert not (tmp_path / "eval" / "results.json").exists()
+    assert main([*argv, "--baselines-only"]) == 0  # the way out it names
+    rows = json.loads((tmp_path / "eval" / "results.json").read_text())["rows"]
+    assert [(r["estimator"], r["frames"], r["pilots"]) for r in rows] == [
+        ("ls-linear", 4, "24 scattered pilots on 4 symbols"), ("lmmse-genie", 4, "24 scattered pilots on 4 symbols")]
+    assert rows[1]["mse_db"] < rows[0]["mse_db"]  # the genie LMMSE beats LS on the same frames
+
+
+def test_baselines_only_refuses_a_checkpoint_and_an_empty_baseline_list(suite, tmp_path, capsys):
+    argv = ["evaluate", "--suite", str(suite), "--baselines-only", "--device", "cpu", "--out", str(tmp_path / "e")]
+    assert main([*argv, "--checkpoint", "adafortitran"]) == 2
+    assert "argument --checkpoint: not allowed with argument --baselines-only" in capsys.readouterr().err
+    assert main([*argv, "--baselines", ","]) == 2
+    assert "baselines='': the classical rows alone (no model) need at least one classical estimator" in (
+        capsys.readouterr().err)
+    with pytest.raises(ConfigError, match="baselines"):
+        evaluate(None, preset("default"), suite=str(suite), baselines=())
