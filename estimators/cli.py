@@ -111,7 +111,8 @@ def add_commands(subparsers) -> None:
 
     e = subparsers.add_parser("evaluate", help="compare a trained estimator with LS, LMMSE and the MMSE bound",
                               description="Print and save MSE (dB) per test condition for a checkpoint, LS-linear, "
-                                          "robust LMMSE and the MMSE bound, with plots against SNR, Doppler and delay spread.")
+                                          "robust LMMSE and the MMSE bound, with plots against SNR, Doppler and delay "
+                                          "spread; --baselines-only leaves the checkpoint out.")
     model = e.add_mutually_exclusive_group()
     model.add_argument("--checkpoint", default=None,
                        help=f"checkpoint path, or a model name with a shipped checkpoint (default {DEFAULT_LEARNED}: "
@@ -133,7 +134,7 @@ def add_commands(subparsers) -> None:
     from wavefront.sim.cli import add_mimo_arguments
 
     add_mimo_arguments(e)  # a MIMO config runs the per-(antenna, user) model for every user (its layout must fit each)
-    e.add_argument("--frames-per-point", type=positive_int, default=None,
+    e.add_argument("--frames-per-point", type=positive_int, default=None, metavar="N",
                    help="frames per test point: simulated ones draw this many (default 500); with --suite, each "
                         "point is evaluated on its first N frames (default: all it holds; a point holding fewer "
                         "uses all of them)")
