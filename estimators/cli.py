@@ -111,10 +111,15 @@ def add_commands(subparsers) -> None:
 
     e = subparsers.add_parser("evaluate", help="compare a trained estimator with LS, LMMSE and the MMSE bound",
                               description="Print and save MSE (dB) per test condition for a checkpoint, LS-linear, "
-                                          "robust LMMSE and the MMSE bound, with plots against SNR, Doppler and delay spread.")
-    e.add_argument("--checkpoint", default=DEFAULT_LEARNED,
-                   help=f"checkpoint path, or a model name with a shipped checkpoint (default {DEFAULT_LEARNED}: "
-                        "the shipped pilots-only gated LMMSE; adafortitran: the shipped full-size AdaFortiTran)")
+                                          "robust LMMSE and the MMSE bound, with plots against SNR, Doppler and delay "
+                                          "spread; --baselines-only leaves the checkpoint out.")
+    model = e.add_mutually_exclusive_group()
+    model.add_argument("--checkpoint", default=None,
+                       help=f"checkpoint path, or a model name with a shipped checkpoint (default {DEFAULT_LEARNED}: "
+                            "the shipped pilots-only gated LMMSE; adafortitran: the shipped full-size AdaFortiTran)")
+    model.add_argument("--baselines-only", action="store_true",
+                       help="no learned model: only the --baselines rows and the bound, with the same tables, plots "
+                            "and results.json (e.g. on frames whose pilots no checkpoint fits, or before training one)")
     e.add_argument("--suite", metavar="DIR", help="folder of test shards (default: simulate --points)")
     e.add_argument("--points", default="paper", help="simulated test points when no --suite: paper (default), the "
                                                      "three AdaFortiTran test sweeps")
@@ -129,10 +134,13 @@ def add_commands(subparsers) -> None:
     from wavefront.sim.cli import add_mimo_arguments
 
     add_mimo_arguments(e)  # a MIMO config runs the per-(antenna, user) model for every user (its layout must fit each)
-    e.add_argument("--frames-per-point", type=positive_int, default=500,
-                   help="simulated frames per test point (default 500)")
-    e.add_argument("--config", help="system config (YAML or preset; default: the checkpoint's grid, pilots, profile "
-                                    "and receiver impairments, TDL-A without any for the shipped models)")
+    e.add_argument("--frames-per-point", type=positive_int, default=None, metavar="N",
+                   help="frames per test point: simulated ones draw this many (default 500); with --suite, each "
+                        "point is evaluated on its first N frames (default: all it holds; a point holding fewer "
+                        "uses all of them)")
+    e.add_argument("--config", help="system config (YAML or preset; default: the --suite's, else the checkpoint's "
+                                    "grid, pilots, profile and receiver impairments, TDL-A without any for the "
+                                    "shipped models; with --baselines-only the default preset)")
     e.add_argument("--pilots", metavar="PRESET|FILE.json",
                    help=_pilots_help().replace("default: the config's", "default: the checkpoint's; must match it"))
     e.add_argument("--baselines", default="ls-linear,lmmse-robust,lmmse-genie",
@@ -300,19 +308,22 @@ def _evaluate(args) -> int:
     """Runs ``evaluate``: in one process, across torchrun's ranks (rank 0 writes), or as array job --rank of --world."""
     from wavefront.estimators.checkpoint import Checkpoint
     from wavefront.estimators.estimator import pretrained_path
-    from wavefront.estimators.evaluate import evaluate, evaluate_partial
+    from wavefront.estimators.evaluate import SIMULATED_FRAMES_PER_POINT, evaluate, evaluate_partial
     from wavefront.sim.experiment import parse_prior_ranges, write_partial
     from wavefront.utils import job_ranks, process_group
 
     rank, world, array_job = job_ranks(args.rank, args.world)
     # A 4 kB block per stored batch (21 paper points; a suite may hold more), results and plots.
-    out = check_output_folder("out", args.out, 4096 * (21 * -(-args.frames_per_point // 500) + 8) + 300_000)
-    path = Path(args.checkpoint)
-    if path.is_dir():
-        raise ConfigError("checkpoint", args.checkpoint, "is a folder; give a .safetensors file (e.g. "
-                                                         "RUN/best.safetensors) or a shipped model name")
-    if not path.exists() and path.suffix != ".safetensors":
-        path = pretrained_path(args.checkpoint)
+    sized = args.frames_per_point or SIMULATED_FRAMES_PER_POINT
+    out = check_output_folder("out", args.out, 4096 * (21 * -(-sized // 500) + 8) + 300_000)
+    # --baselines-only: no checkpoint at all; leaving --checkpoint out means the default learned model
+    checkpoint = None if args.baselines_only else args.checkpoint or DEFAULT_LEARNED
+    path = Path(checkpoint) if checkpoint is not None else None
+    if path is not None and path.is_dir():
+        raise ConfigError("checkpoint", checkpoint, "is a folder; give a .safetensors file (e.g. "
+                                                    "RUN/best.safetensors) or a shipped model name")
+    if path is not None and not path.exists() and path.suffix != ".safetensors":
+        path = pretrained_path(checkpoint)
     from wavefront.estimators.data import recorded_config
 
     if args.suite is not None and not Path(args.suite).is_dir():  # named as the option the user typed, not "data"
@@ -325,7 +336,7 @@ def _evaluate(args) -> int:
     elif recorded is not None:  # the suite's recorded grid; a checkpoint built for another is refused at load
         config = recorded
     else:  # the checkpoint's grid and pilots; its channel ranges do not matter, every point sets them
-        config = Checkpoint(path).system_config if path.is_file() else _system_config(None)
+        config = Checkpoint(path).system_config if path is not None and path.is_file() else _system_config(None)
     if args.pilots is not None:
         from wavefront.sim.pilots import apply_pilots
 
@@ -341,15 +352,29 @@ def _evaluate(args) -> int:
         config = config.updated(mimo=mimo)
     refuse_idle_rx_correlation(args, config)
     baselines = [b.strip() for b in args.baselines.split(",") if b.strip()]
-    name = args.checkpoint if not Path(args.checkpoint).exists() else str(path)
+    name = None if checkpoint is None else checkpoint if not Path(checkpoint).exists() else str(path)
+    if args.suite is None:
+        frames_per_point = args.frames_per_point or SIMULATED_FRAMES_PER_POINT
+    else:  # None: every frame of each point
+        frames_per_point = args.frames_per_point
+        if frames_per_point is not None and (rank == 0 or array_job):
+            print(f"wavefront: --frames-per-point {frames_per_point} with --suite: each point is evaluated on its "
+                  f"first {frames_per_point} frames (a point holding fewer uses all of them; the frames column says "
+                  "how many)", file=sys.stderr)
 
     def run_on(device, **ranks):
         from wavefront.resolve import learned_estimator  # under MIMO: per (antenna, user), one checkpoint or one a user
 
-        est = learned_estimator(name, config, device=device, conditions=args.conditions)
+        try:
+            est = None if name is None else learned_estimator(name, config, device=device, conditions=args.conditions)
+        except ConfigError as exc:  # a checkpoint that does not fit these frames (or none shipped): name the way out
+            if exc.field not in ("checkpoint", "estimator"):
+                raise
+            raise ConfigError(exc.field, exc.value, f"{exc.rule}; for the classical rows alone, run evaluate with "
+                                                    "--baselines-only instead of --checkpoint") from None
         # pilots only: the model reads nothing, and the baselines that read conditions get estimates
         engine_conditions = "estimated" if args.conditions == "none" else args.conditions
-        kwargs = dict(points=args.points, suite=args.suite, frames_per_point=args.frames_per_point, baselines=baselines,
+        kwargs = dict(points=args.points, suite=args.suite, frames_per_point=frames_per_point, baselines=baselines,
                       seed=args.seed, device=device, progress=sys.stderr.isatty(), conditions=engine_conditions,
                       prior_ranges=parse_prior_ranges(args.prior_snr_db, args.prior_delay_spread_ns, args.prior_doppler_hz),
                       **ranks)
@@ -360,9 +385,10 @@ def _evaluate(args) -> int:
         from wavefront.utils import resolve_device
 
         impairments = impairment_record(config.channel)  # recorded only when on: other outputs stay as they were
-        return {"model_name": est.name, "checkpoint": str(args.checkpoint), "conditions": args.conditions,
+        return {"model_name": est.name if est is not None else None, "checkpoint": checkpoint,
+                "conditions": args.conditions,
                 "plots": not args.no_plots, "points": args.points, "suite": args.suite,
-                "frames_per_point": args.frames_per_point, "baselines": baselines, "seed": args.seed,
+                "frames_per_point": frames_per_point, "baselines": baselines, "seed": args.seed,
                 "device": resolve_device(device).type, **({"impairments": impairments} if impairments else {})}
 
     def store_for(est, device):
@@ -397,8 +423,8 @@ def _evaluate(args) -> int:
     if rank == 0:
         from wavefront.sim.experiment import Row
 
-        kept_progress(lambda: report_evaluation([Row(**r) for r in long_rows], out, est.name, str(args.checkpoint),
-                                                args.conditions, world, plots=not args.no_plots,
+        kept_progress(lambda: report_evaluation([Row(**r) for r in long_rows], out, est.name if est else None,
+                                                checkpoint, args.conditions, world, plots=not args.no_plots,
                                                 impairments=output(est, device).get("impairments")), out)
     return 0
 
@@ -424,9 +450,11 @@ def _impairments_of(config, args, folder: str | None, flag: str):
     return config.updated(channel=stored) if any(v is not None for v in stored.values()) else config
 
 
-def report_evaluation(rows: list, out: Path, model_name: str, checkpoint: str, conditions: str, world_size: int = 1,
-                      plots: bool = True, impairments: dict | None = None) -> None:
+def report_evaluation(rows: list, out: Path, model_name: str | None, checkpoint: str | None, conditions: str,
+                      world_size: int = 1, plots: bool = True, impairments: dict | None = None) -> None:
     """Prints the evaluation's table and what each estimator was given; writes its results and plots into ``out``.
+
+    ``model_name``, ``checkpoint``: None for the classical rows alone (``--baselines-only``).
 
     ``impairments``: the receiver impairments of the test frames (``impairment_record``), recorded in
     ``results.json`` when set."""

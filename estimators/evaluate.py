@@ -32,6 +32,7 @@ from wavefront.sim.experiment import (
 from wavefront.utils import atomic_write_csv, atomic_write_json, finish_figure
 
 AXIS_LABEL = {"snr_db": "SNR [dB]", "delay_spread_s": "delay spread [ns]", "doppler_hz": "Doppler [Hz]"}
+SIMULATED_FRAMES_PER_POINT = 500  # frames per simulated point when none are asked for (a folder's points: all theirs)
 
 
 class WithTrueConditions(Estimator):
@@ -49,16 +50,19 @@ class WithTrueConditions(Estimator):
         return self.est.estimate(pilots, meta)
 
 
-def evaluate(model_estimator, config, points: str = "paper", suite: str | None = None, frames_per_point: int = 500,
-             baselines=("ls-linear", "lmmse-robust", "lmmse-genie"), seed: int = 0, device="cpu", chunk: int = 500,
-             progress: bool = False, conditions: str = "estimated", compare_true: bool = True,
-             long_rows: list | None = None, rank: int = 0, world: int = 1,
+def evaluate(model_estimator, config, points: str = "paper", suite: str | None = None,
+             frames_per_point: int | None = None, baselines=("ls-linear", "lmmse-robust", "lmmse-genie"), seed: int = 0,
+             device="cpu", chunk: int = 500, progress: bool = False, conditions: str = "estimated",
+             compare_true: bool = True, long_rows: list | None = None, rank: int = 0, world: int = 1,
              prior_ranges: dict | None = None, store=None) -> list[dict]:
     """Returns one row per test condition: the condition, frames, MSE [dB] of each estimator, the bound and the gap.
 
-    ``model_estimator``: anything with ``name``, ``needs`` and ``estimate(pilots, meta)``;
-    ``config``: the SystemConfig (grid, pilots, profile). ``suite``: a folder of test shards;
-    else ``points="paper"`` simulates the paper's sweeps with ``frames_per_point`` frames each.
+    ``model_estimator``: anything with ``name``, ``needs`` and ``estimate(pilots, meta)``, or None
+    for the classical rows alone (no model row, no ``gap_to_bound_db`` column);
+    ``config``: the SystemConfig (grid, pilots, profile). ``suite``: a folder of test shards,
+    each point evaluated on its first ``frames_per_point`` frames (default None: all it holds);
+    else ``points="paper"`` simulates the paper's sweeps with ``frames_per_point`` frames each
+    (default None: 500).
     ``baselines``: classical estimator names, designed for ``prior_ranges`` (default: the paper's
     training ranges; see :func:`wavefront.sim.experiment.prior_config`). ``long_rows``: a list
     that receives the engine's per-estimator rows (with what each estimator was given).
@@ -75,12 +79,12 @@ def evaluate(model_estimator, config, points: str = "paper", suite: str | None =
                                         **kwargs), prior_ranges)
     if long_rows is not None:
         long_rows.extend(r.record() for r in rows)
-    return wide_rows(rows, model_estimator.name)
+    return wide_rows(rows, model_estimator.name if model_estimator is not None else None)
 
 
 def evaluate_partial(model_estimator, config, points: str = "paper", suite: str | None = None,
-                     frames_per_point: int = 500, baselines=("ls-linear", "lmmse-robust", "lmmse-genie"), seed: int = 0,
-                     device="cpu", chunk: int = 500, progress: bool = False, conditions: str = "estimated",
+                     frames_per_point: int | None = None, baselines=("ls-linear", "lmmse-robust", "lmmse-genie"),
+                     seed: int = 0, device="cpu", chunk: int = 500, progress: bool = False, conditions: str = "estimated",
                      compare_true: bool = True, rank: int = 0, world: int = 1, prior_ranges: dict | None = None,
                      store=None) -> dict:
     """Returns array job ``rank`` of ``world``'s per-batch counts (:func:`wavefront.sim.experiment.run_partial`).
@@ -98,19 +102,23 @@ def evaluate_partial(model_estimator, config, points: str = "paper", suite: str 
 def _plan(model_estimator, config, points, suite, frames_per_point, baselines, seed, device, chunk, conditions,
           compare_true, prior_ranges=None):
     """Returns the evaluation's points, estimators and the engine's keywords."""
-    if frames_per_point < 1:
+    if frames_per_point is not None and frames_per_point < 1:
         raise ConfigError("frames_per_point", frames_per_point, "must be >= 1")
+    if model_estimator is None and not list(baselines):
+        raise ConfigError("baselines", ",".join(baselines), "the classical rows alone (no model) need at least one "
+                                                            "classical estimator")
     if suite is not None:
         pts = folder_points(suite, config)
-        frames = None
+        frames = frames_per_point  # the first frames_per_point of each point; None: all of them
     else:
         if points != "paper":
             raise ConfigError("points", points, "only 'paper' (the three AdaFortiTran test sweeps) is defined")
-        pts = simulated_points(config, paper.points(), frames_per_point, chunk, seed, device, with_data=False)
-        frames = frames_per_point
+        frames = frames_per_point or SIMULATED_FRAMES_PER_POINT
+        pts = simulated_points(config, paper.points(), frames, chunk, seed, device, with_data=False)
     prior = prior_config(config, pts, prior_ranges)
-    estimators = [model_estimator]
-    if compare_true and conditions == "estimated" and model_estimator.needs == "conditions":
+    estimators = [model_estimator] if model_estimator is not None else []
+    if (model_estimator is not None and compare_true and conditions == "estimated"
+            and model_estimator.needs == "conditions"):
         estimators.append(WithTrueConditions(model_estimator))
     estimators += classical_estimators(list(baselines), prior)
     return pts, estimators, dict(frames=frames, conditions=conditions, condition_prior=prior)
@@ -137,13 +145,15 @@ def merge_evaluation_partials(partials: list[dict]) -> list:
     return merge_partials(partials)
 
 
-def save_evaluation(rows: list, out: Path, model_name: str, checkpoint: str, conditions: str, world_size: int = 1,
-                    plots: bool = True, impairments: dict | None = None) -> list[Path]:
+def save_evaluation(rows: list, out: Path, model_name: str | None, checkpoint: str | None, conditions: str,
+                    world_size: int = 1, plots: bool = True, impairments: dict | None = None) -> list[Path]:
     """Writes ``results.csv`` (one row per condition), ``results.json`` (engine rows) and the plots; returns the paths.
 
-    ``rows``: the engine's :class:`wavefront.sim.experiment.Row` list; ``world_size``: the
-    processes that computed them (recorded in ``results.json``); ``impairments``: the test frames'
-    receiver impairments, ``{field: {"value", "units"}}`` (:func:`wavefront.sim.impairments.impairment_record`),
+    ``rows``: the engine's :class:`wavefront.sim.experiment.Row` list; ``model_name`` and
+    ``checkpoint``: the model's row name and checkpoint (both None for the classical rows
+    alone: no gap column, ``checkpoint`` null); ``world_size``: the processes that computed
+    them (recorded in ``results.json``); ``impairments``: the test frames' receiver impairments,
+    ``{field: {"value", "units"}}`` (:func:`wavefront.sim.impairments.impairment_record`),
     recorded in ``results.json`` when set.
     """
     # Every file whole or absent; results.json last, so its presence means the whole result was saved.
@@ -158,8 +168,11 @@ def save_evaluation(rows: list, out: Path, model_name: str, checkpoint: str, con
     return saved
 
 
-def wide_rows(rows, model_name: str) -> list[dict]:
-    """Returns one dict per point (columns ``<estimator>_db``, ``mmse_bound_db``, ``gap_to_bound_db``) from engine rows."""
+def wide_rows(rows, model_name: str | None) -> list[dict]:
+    """Returns one dict per point (columns ``<estimator>_db``, ``mmse_bound_db``, ``gap_to_bound_db``) from engine rows.
+
+    ``model_name``: the row whose gap to the bound is ``gap_to_bound_db`` [dB]; None (the
+    classical rows alone): no such column."""
     out, index = [], {}
     for r in rows:
         key = (r.sweep, r.snr_db, r.delay_spread_ns, r.doppler_hz)
@@ -174,7 +187,8 @@ def wide_rows(rows, model_name: str) -> list[dict]:
             index[key]["gap_to_bound_db"] = round(r.gap_db, 3)
     for row in out:  # the bound and gap last, as the tables read
         row["mmse_bound_db"] = row.pop("mmse_bound_db")
-        row["gap_to_bound_db"] = row.pop("gap_to_bound_db", float("nan"))
+        if model_name is not None:
+            row["gap_to_bound_db"] = row.pop("gap_to_bound_db", float("nan"))
     return out
 
 
@@ -195,7 +209,7 @@ def save_rows(rows: list[dict], out: Path) -> Path:
     return atomic_write_csv(out / "results.csv", rows)
 
 
-def plot_rows(rows: list[dict], out: Path, model_name: str) -> list[Path]:
+def plot_rows(rows: list[dict], out: Path, model_name: str | None) -> list[Path]:
     """Draws MSE against SNR, Doppler and delay spread (one PNG per paper sweep present) and returns the paths."""
     import matplotlib
 
@@ -217,8 +231,8 @@ def plot_rows(rows: list[dict], out: Path, model_name: str) -> list[Path]:
             if col == f"{model_name}_db":  # the model's points outside the prior: a white fill
                 outside = [i for i, r in enumerate(sel) if r.get("in_prior") is False]
                 ax.plot(x[outside], [sel[i][col] for i in outside], "o", mfc="white", color=line.get_color())
-        ax.set_xlabel(AXIS_LABEL[axis] + (" (white: outside the prior)" if any(r.get("in_prior") is False for r in sel)
-                                          else ""))
+        marked = model_name is not None and any(r.get("in_prior") is False for r in sel)  # on the model's line only
+        ax.set_xlabel(AXIS_LABEL[axis] + (" (white: outside the prior)" if marked else ""))
         ax.set_ylabel("MSE [dB]")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
