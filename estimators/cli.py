@@ -7,6 +7,10 @@ from pathlib import Path
 
 from wavefront.errors import ConfigError
 from wavefront.estimators.registry import DEFAULT_LEARNED
+
+# evaluate's classical rows: beside a model, and where they are the whole table (--baselines-only)
+EVAL_BASELINES = "ls-linear,lmmse-robust,lmmse-genie"
+EVAL_BASELINES_ONLY = "ls-linear,lmmse-robust,lmmse-estimated,mmse-bayes,lmmse-genie"
 from wavefront.utils import (check_output_folder, nonnegative_float, nonnegative_int, positive_float, positive_int,
                              refuse_to_replace)
 
@@ -126,7 +130,8 @@ def add_commands(subparsers) -> None:
     e.add_argument("--conditions", default="estimated", choices=["estimated", "true", "none"],
                    help="SNR, delay spread and Doppler given to the model: estimated from each frame's pilots "
                         "(default; the model given the true ones is added as a second row), true, or none (pilots "
-                        "only; refused for a checkpoint trained with conditions)")
+                        "only; refused for a checkpoint trained with conditions); with --baselines-only, the "
+                        "SNR lmmse-robust is given (the genie always knows the truth)")
     from wavefront.sim.cli import add_prior_arguments, add_rank_arguments
 
     add_prior_arguments(e)
@@ -143,8 +148,9 @@ def add_commands(subparsers) -> None:
                                     "shipped models; with --baselines-only the default preset)")
     e.add_argument("--pilots", metavar="PRESET|FILE.json",
                    help=_pilots_help().replace("default: the config's", "default: the checkpoint's; must match it"))
-    e.add_argument("--baselines", default="ls-linear,lmmse-robust,lmmse-genie",
-                   help="comma-separated classical estimators (default ls-linear,lmmse-robust,lmmse-genie)")
+    e.add_argument("--baselines", default=None,
+                   help=f"comma-separated classical estimators (default {EVAL_BASELINES}; with --baselines-only, "
+                        f"where they are the whole table, {EVAL_BASELINES_ONLY})")
     e.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
     e.add_argument("--seed", type=nonnegative_int, default=1, help="seed of the simulated test frames (default 1)")
     e.add_argument("--out", default="eval", help="output folder (default eval/); its progress/ keeps every finished "
@@ -351,7 +357,9 @@ def _evaluate(args) -> int:
     if mimo:
         config = config.updated(mimo=mimo)
     refuse_idle_rx_correlation(args, config)
-    baselines = [b.strip() for b in args.baselines.split(",") if b.strip()]
+    given = (args.baselines if args.baselines is not None
+             else EVAL_BASELINES_ONLY if args.baselines_only else EVAL_BASELINES)
+    baselines = [b.strip() for b in given.split(",") if b.strip()]
     name = None if checkpoint is None else checkpoint if not Path(checkpoint).exists() else str(path)
     if args.suite is None:
         frames_per_point = args.frames_per_point or SIMULATED_FRAMES_PER_POINT

@@ -139,3 +139,17 @@ def test_baselines_only_refuses_a_checkpoint_and_an_empty_baseline_list(suite, t
         capsys.readouterr().err)
     with pytest.raises(ConfigError, match="baselines"):
         evaluate(None, preset("default"), suite=str(suite), baselines=())
+
+
+def test_baselines_only_defaults_to_every_classical_row_and_a_model_keeps_its_three(suite, lattice_folder, tmp_path):
+    """Where the classical rows are the whole table they include the strong ones (``lmmse-estimated``, ``mmse-bayes``);
+    beside a model the default stays the three it was."""
+    assert main(["evaluate", "--suite", str(lattice_folder), "--baselines-only", "--device", "cpu", "--no-plots",
+                 "--out", str(tmp_path / "alone")]) == 0
+    assert main(["evaluate", "--suite", str(suite), "--frames-per-point", "2", "--device", "cpu", "--no-plots",
+                 "--out", str(tmp_path / "model")]) == 0
+    alone, model = (json.loads((tmp_path / d / "results.json").read_text()) for d in ("alone", "model"))
+    assert {r["estimator"] for r in alone["rows"]} == set(CLASSICAL.split(","))
+    assert {r["estimator"] for r in model["rows"]} - {"ls-linear", "lmmse-robust", "lmmse-genie"} == {
+        r["estimator"] for r in model["rows"] if r["estimator"] not in CLASSICAL.split(",")}
+    assert {"lmmse-estimated", "mmse-bayes"}.isdisjoint(r["estimator"] for r in model["rows"])
