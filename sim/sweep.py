@@ -38,6 +38,7 @@ from wavefront import __version__
 from wavefront.errors import ConfigError
 from wavefront.sim.config import GRID_STEPS, SYSTEM_LEVEL_PROFILES, SystemConfig, profile_label
 from wavefront.sim.estimators import classical_estimators
+from wavefront.sim.impairments import IMPAIRMENT_FIELDS
 from wavefront.sim.mimo import frame_generator, pilots_per_user
 from wavefront.sim.experiment import (
     CONDITION_MODES, ERROR_VARIANCES, Row, mark_in_prior, merge_partials, prior_config, prior_ranges_record, run_experiment,
@@ -118,8 +119,12 @@ class SweepSpec:
 
     @property
     def draws_per_frame(self) -> bool:
-        """Whether every point draws a condition per frame: the config holds a range on an axis the sweep does not sweep."""
-        return any(isinstance(getattr(self.config.channel, k), (list, tuple)) for k in AXES if k != self.axis)
+        """Whether every point draws a condition per frame: the config holds a range on an axis the sweep does not
+        sweep, on a receiver impairment (``cfo_hz: [-200, 200]``) or on the antennas' correlation."""
+        ch, mimo = self.config.channel, self.config.mimo
+        drawn = [getattr(ch, k) for k in AXES if k != self.axis] + [getattr(ch, k) for k in IMPAIRMENT_FIELDS]
+        drawn.append(mimo.rx_correlation)
+        return any(isinstance(v, (list, tuple)) for v in drawn)
 
     def conditions_list(self) -> list[dict]:
         """One condition dict per swept value; a field the sweep does not sweep keeps the config's value, and a

@@ -247,3 +247,19 @@ def test_the_table_names_impairment_ranges_as_the_command_line_gives_them_and_re
     assert ("receiver impairments cfo_hz=(-200.0, 200.0), phase_noise_linewidth_hz=100.0, timing_offset_samples=(0.5, "
             "1.5) (label") in stored
     assert line.split("; receiver")[0] == "ICI: " + stored.split("; receiver")[0]  # the rest of the line as stored
+
+
+@pytest.mark.parametrize("channel,floored", [("  cfo_hz: [-200, 200]\n", True), ("  cfo_hz: 100\n", False),
+                                             ("  timing_offset_samples: [0.5, 1.5]\n", True),
+                                             ("  phase_noise_linewidth_hz: [10, 100]\n", True)])
+def test_a_range_on_a_receiver_impairment_is_drawn_per_frame_and_gets_the_floor(tmp_path, channel, floored):
+    """An impairment range is drawn per frame like a condition range: its point is a Bayes risk and gets the floor."""
+    spec = _spec(tmp_path, SMALL + "channel:\n  doppler_hz: 100\n  delay_spread_s: 1.0e-7\n" + channel,
+                 "--snr-db", "10", "--frames", "320", "--min-bit-errors", "1")
+    assert spec.min_frames == (256 if floored else 0)
+
+
+def test_a_range_on_the_antennas_correlation_gets_the_floor(tmp_path):
+    flags = ("--snr-db", "10", "--frames", "300", "--min-bit-errors", "1", "--rx-antennas", "2")
+    assert _spec(tmp_path, SMALL, *flags, "--rx-correlation", "0.2:0.8").min_frames == 256
+    assert _spec(tmp_path, SMALL, *flags, "--rx-correlation", "0.5").min_frames == 0
