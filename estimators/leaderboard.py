@@ -777,7 +777,7 @@ def build_table(classical: list[dict], learned: list[dict], genie_fps: float, sp
         rows.append({**r, "kind": "learned"})
     for r in rows:
         r["throughput_vs_genie"] = None if r["frames_per_s"] is None else r["frames_per_s"] / genie_fps
-    rows.sort(key=lambda r: r["bayes_risk_db"])
+    rows.sort(key=lambda r: (math.isnan(r["bayes_risk_db"]), r["bayes_risk_db"]))  # a diverged model's NaN last
     return {"spec": {k: v for k, v in vars(spec).items()}, "rows": rows}
 
 

@@ -53,6 +53,7 @@ from __future__ import annotations
 import itertools
 import math
 import sys
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
@@ -575,6 +576,12 @@ def estimator_meta(est, conditions: str) -> dict:
     return {"estimator": est.name, "given": given_text(est, conditions), "trained_on": getattr(est, "trained_on", None)}
 
 
+def _where(meta: dict) -> str:
+    """Returns a point in words from its meta: ``SNR 10 dB, delay spread 300 ns, Doppler 1000 Hz``."""
+    return (f"SNR {meta['snr_db']:g} dB, delay spread {meta['delay_spread_ns']:g} ns, "
+            f"Doppler {meta['doppler_hz']:g} Hz")
+
+
 def _rows(meta: dict, ests: list[dict], tally: _Tally) -> list[Row]:
     """Returns one Row per estimator from a point's totals (none when the point has no frames)."""
     done = tally.frames
@@ -585,10 +592,16 @@ def _rows(meta: dict, ests: list[dict], tally: _Tally) -> list[Row]:
     for k, e in enumerate(ests):
         a = tally.estimator(k)
         mean = a["se"] / a["n"]
-        mse_db = 10 * math.log10(mean) if mean > 0 else -math.inf
-        nmse_db = 10 * math.log10(a["se"] / a["sh"]) if a["se"] > 0 else -math.inf
-        var = max(a["se2"] / done - mean * mean, 0.0)
-        se_db = 10 / math.log(10) * math.sqrt(var / done) / mean if mean > 0 else 0.0
+        if not math.isfinite(mean):  # NaN or inf in its estimates (a diverged model): a row of NaN, never -inf dB,
+            # which read as a perfect estimator (the `mean > 0` below is False for NaN)
+            warnings.warn(f"{e['estimator']} returned non-finite channel estimates at {_where(meta)}: its MSE "
+                          "is NaN", RuntimeWarning, stacklevel=2)
+            mse_db = nmse_db = se_db = math.nan
+        else:
+            mse_db = 10 * math.log10(mean) if mean > 0 else -math.inf
+            nmse_db = 10 * math.log10(a["se"] / a["sh"]) if a["se"] > 0 else -math.inf
+            var = max(a["se2"] / done - mean * mean, 0.0)
+            se_db = 10 / math.log(10) * math.sqrt(var / done) / mean if mean > 0 else 0.0
         has_bits = a["bits"] > 0
         rows.append(Row(meta["sweep"], meta["axis"], meta["axis_value"], meta["snr_db"], meta["delay_spread_ns"],
                         meta["doppler_hz"], e["estimator"], e["given"], done, mse_db, se_db, nmse_db, bound_db,

@@ -66,6 +66,18 @@ def test_rows_rank_by_bayes_risk_with_throughput_over_the_genie_and_the_worst_in
     assert "| 1 | lmmse-genie |" in md and "| 3 | net |" in md
 
 
+
+@pytest.mark.parametrize("order", [0, 1, 2])
+def test_a_diverged_model_whose_bayes_risk_is_nan_ranks_last_wherever_it_comes(tmp_path, order):
+    """NaN compares false both ways, so a sort by Bayes risk alone left a diverged model wherever it came in."""
+    spec = make_spec(["linear"], steps=1, batch_size=1)
+    classical = [_row("mmse-bayes", -15.0, 10.0, _suites((-10.0, -20.0, -25.0))),
+                 _row("lmmse-genie", -16.0, 100.0, _suites((-10.5, -20.5, -25.5)))]
+    learned = [_row("net", -14.0, 50.0, _suites((-9.5, -18.0, -20.0)), trained_on="prior")]
+    learned.insert(order, _row("diverged", math.nan, 50.0, _suites((math.nan,) * 3), trained_on="prior"))
+    rows = build_table(classical, learned, genie_fps=100.0, spec=spec)["rows"]
+    assert [r["name"] for r in rows] == ["lmmse-genie", "mmse-bayes", "net", "diverged"]
+
 class _Spy:
     """Returns zeros and records the ``meta`` it is handed."""
 

@@ -1,4 +1,6 @@
 """The one experiment engine: sweep and evaluate share frames and numbers; what each estimator knew is stated."""
+import math
+
 import pytest
 
 from wavefront.estimators.evaluate import evaluate
@@ -97,3 +99,31 @@ def test_estimated_conditions_reach_condition_aware_estimators_and_rows_say_so()
         else:  # per-frame estimates on the 50 Hz grid of the prior: they vary, and they are not the truth
             assert dop.unique().numel() > 1 and bool(((dop % 50) == 0).all())
             assert row.given == "SNR, delay spread and Doppler estimated from the pilots"
+
+
+class Poisoned(Estimator):
+    """LS with one entry of every frame's estimate replaced by ``value`` (NaN or inf): a diverged model."""
+
+    needs = "none"
+
+    def __init__(self, cfg, value):
+        self.ls, self.value, self.name = get_classical("ls-linear", cfg), value, f"poisoned-{value}"
+
+    def estimate(self, pilots, meta):
+        h = self.ls.estimate(pilots, meta).clone()
+        h[:, 0, 0] = self.value
+        return h
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_an_estimator_returning_non_finite_values_gets_a_nan_row_and_a_warning_not_a_perfect_score(value):
+    """NaN estimates gave mse_db = -inf with SE 0, the best row of the table; a row of NaN is what it earned."""
+    cfg = SystemConfig.from_dict({"channel": {"snr_db": 20.0, "delay_spread_s": 200e-9, "doppler_hz": 300.0}})
+    spec = SweepSpec(config=cfg, axis="snr_db", values=[20.0], estimators=["ls-linear"], frames=8, batch_size=8,
+                     seed=1, device="cpu")
+    with pytest.warns(RuntimeWarning, match=rf"poisoned-{value} returned non-finite channel estimates at SNR 20 dB"):
+        ests = [get_classical("ls-linear", cfg), Poisoned(cfg, value)]
+        rows = {r.estimator: r for r in run_sweep(spec, ests, progress=False).rows}
+    bad, ls = rows[f"poisoned-{value}"], rows["ls-linear"]
+    assert math.isnan(bad.mse_db) and math.isnan(bad.mse_se_db) and math.isnan(bad.nmse_db)
+    assert math.isfinite(ls.mse_db) and ls.mse_db < 0  # the other rows of the point are untouched
