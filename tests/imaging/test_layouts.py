@@ -82,14 +82,17 @@ def test_curvilinear_layout_gradcheck_in_double():
 @pytest.mark.parametrize("scale", [1.0, 30.0, 1e4])
 def test_rectangular_layout_stays_a_valid_grid_for_any_logits(scale):
     layout = RectangularLayout((16, 12), (64, 48))
+    g = torch.Generator().manual_seed(int(scale))
     with torch.no_grad():
-        layout.logits_y.copy_(torch.randn(16) * scale)
-        layout.logits_x.copy_(torch.randn(12) * scale)
+        layout.logits_y.copy_(torch.randn(16, generator=g) * scale)
+        layout.logits_x.copy_(torch.randn(12, generator=g) * scale)
     for edges, length in zip(layout.edges(), (64, 48)):
         assert edges[0] == 0 and edges[-1] == length
         widths = edges[1:] - edges[:-1]
-        # Every cell keeps at least a tenth of the regular width, however extreme the logits.
-        assert bool((widths >= 0.1 * length / len(widths) * (1 - 1e-5)).all())
+        # Every cell keeps at least a tenth of the regular width, however extreme the logits, up to the
+        # float32 rounding of two edges near `length` (a width is their difference): 4 length * eps here.
+        # (Unseeded, with a relative 1e-5, 75 of 2000 draws at scale 30 fell 1.7 length * eps short.)
+        assert bool((widths >= 0.1 * length / len(widths) - 4 * length * torch.finfo(torch.float32).eps).all())
     assert bool(torch.isfinite(layout.sense(torch.rand(1, 1, 64, 48))).all())
 
 
