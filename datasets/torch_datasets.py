@@ -387,6 +387,8 @@ def _axes(frames, users) -> tuple[int, tuple[int, ...]]:
     if (R, U) == (1, 1):
         raise ConfigError("frames", type(frames).__name__, "is single-antenna, single-user: its samples are the "
                                                            "pairs already")
+    if isinstance(users, (int, np.integer)) and not isinstance(users, bool):
+        users = (users,)  # one user's pairs: pairs(ds, users=1) as pairs(ds, users=[1])
     users = tuple(range(U)) if users is None else tuple(int(u) for u in users)
     if not users or any(not 0 <= u < U for u in users) or len(set(users)) != len(users):
         raise ConfigError("users", list(users), f"must be distinct user indices in 0..{U - 1}")
@@ -449,7 +451,7 @@ class PairIterable(IterableDataset):
 
 def pairs(frames: Dataset, users=None) -> Dataset:
     """Returns the per-(antenna, user) SISO view of a MIMO dataset: :class:`PairDataset` for a map-style one,
-    :class:`PairIterable` for an iterable one. ``users``: only these users' pairs (default all).
+    :class:`PairIterable` for an iterable one. ``users``: only these users' pairs (a list, or one int; default all).
 
     Refuses a SISO dataset (its samples are pairs already).
     """
