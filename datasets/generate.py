@@ -30,9 +30,12 @@ Checks, from cheap to thorough:
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import signal
+import threading
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -212,6 +215,49 @@ def _mimo_static(config: SystemConfig) -> tuple[np.ndarray, np.ndarray]:
             np.asarray(users[0].ofdm.pilot_symbol_indices, dtype=np.int64))
 
 
+# ---- Ctrl-C ---------------------------------------------------------------------------------
+_SIGINT_PENDING = threading.Event()
+
+
+def check_interrupt() -> None:
+    """Raises KeyboardInterrupt if a Ctrl-C (SIGINT) arrived within :func:`deferred_interrupt`; a no-op otherwise."""
+    if _SIGINT_PENDING.is_set():
+        _SIGINT_PENDING.clear()
+        raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def deferred_interrupt():
+    """Within it, a first Ctrl-C is noted and raised by the next :func:`check_interrupt` (between batches).
+
+    Python's own handler raises KeyboardInterrupt in whatever Python code runs next. Between
+    h5py and torch calls that is often a weakref callback (h5py's object registry), where the
+    exception is printed as "Exception ignored" and dropped, and generation ran on to the end. A
+    second Ctrl-C raises at once. One pending at the end is raised there, once the work is
+    done. Only in the main thread, and only over Python's default handler (a caller's stays).
+    """
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        yield
+        return
+
+    def note(signum, frame):
+        if _SIGINT_PENDING.is_set():
+            raise KeyboardInterrupt
+        _SIGINT_PENDING.set()
+
+    _SIGINT_PENDING.clear()
+    signal.signal(signal.SIGINT, note)
+    try:
+        yield
+    except BaseException:
+        _SIGINT_PENDING.clear()  # leaving with an error anyway: nothing stays pending for a later run
+        raise
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    check_interrupt()
+
+
 def draw_mimo_shard(generator, spec: DatasetSpec, index: int, progress=None) -> ShardArrays:
     """Returns the frames of MIMO shard ``index`` drawn with ``generator`` (a MimoFrameGenerator).
 
@@ -239,6 +285,7 @@ def draw_mimo_shard(generator, spec: DatasetSpec, index: int, progress=None) -> 
         pos = k * B + hi
         if progress is not None:
             progress.update(hi - lo)
+        check_interrupt()
     return ShardArrays.concat(parts) if len(parts) > 1 else parts[0]
 
 
@@ -275,6 +322,7 @@ def draw_shard(generator, spec: DatasetSpec, index: int, progress=None) -> Shard
         j += 1
         if progress is not None:
             progress.update(b)
+        check_interrupt()
     return ShardArrays.concat(parts) if len(parts) > 1 else parts[0]
 
 
@@ -505,6 +553,15 @@ def generate_dataset(spec: DatasetSpec, out: str | Path, device="cpu", indices: 
     report.skipped, report.repaired, report.busy = sorted(plan.skipped), plan.bad, list(plan.busy)
     known = dict(plan.skipped)
     work = sorted(plan.todo + plan.bad)
+    with deferred_interrupt():  # a Ctrl-C stops between batches, or after the manifest lists the last shard
+        _write_work(out, spec, device, plan, work, known, report, manifest, progress)
+        report.manifest = update_manifest(out, spec, known)
+    return report
+
+
+def _write_work(out: Path, spec: DatasetSpec, device, plan: Plan, work: list[int], known: dict[int, ShardRecord],
+                report: RunReport, manifest: dict | None, progress) -> None:
+    """The shard loop of :func:`generate_dataset`: writes ``work`` into ``out``, recording each in ``known`` and ``report``."""
     try:
         if manifest is None:
             write_json_atomic(out / MANIFEST, {**spec.header(), "shards": [], "complete": False})
@@ -537,6 +594,7 @@ def generate_dataset(spec: DatasetSpec, out: str | Path, device="cpu", indices: 
                 per_frame = max(sizes)
                 report.written.append(i)
                 report.frames_written += len(arrays)
+                check_interrupt()
     except DiskFullError:
         try:  # list what is complete, so readers and the next run see it
             update_manifest(out, spec, known)
@@ -547,5 +605,3 @@ def generate_dataset(spec: DatasetSpec, out: str | Path, device="cpu", indices: 
         if is_disk_full(exc):
             raise DiskFullError(out, "the next write", 65536, 0) from None
         raise
-    report.manifest = update_manifest(out, spec, known)
-    return report

@@ -248,6 +248,10 @@ def read_mat_h(path: Path) -> np.ndarray:
         raise ConfigError("mat", str(path), f"cannot read variable H ({exc.__class__.__name__}: {exc})") from None
     if H.ndim != 3 or H.shape[2] != 2 or not np.iscomplexobj(H):
         raise ConfigError("mat", str(path), f"H has shape {list(H.shape)} {H.dtype}, expected [F, T, 2] complex")
+    bad = int((~np.isfinite(H)).sum())
+    if bad:  # a NaN channel would be stored as a frame, and its MSE read later as a number
+        raise ConfigError("mat", str(path), f"H holds {bad} NaN or inf entries (first at [F, T, k] = "
+                                            f"{[int(i) for i in np.argwhere(~np.isfinite(H))[0]]}); the file is damaged")
     return H
 
 

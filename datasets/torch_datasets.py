@@ -243,6 +243,23 @@ def _antennas_users(attrs: dict) -> tuple[int, int]:
 _MIMO_ARRAYS = {"y": "y", "bits": "bits", "dmrs_rx": "pilots_dmrs"}
 
 
+def _system_config(config):
+    """Returns ``config`` as a SystemConfig: one already, a YAML file's path or a preset's name (as ``--on-the-fly``),
+    or a dict of ``ofdm:``, ``channel:`` and ``mimo:`` settings."""
+    from wavefront.sim.config import PRESETS, SystemConfig, preset
+
+    if isinstance(config, SystemConfig):
+        return config
+    if isinstance(config, dict):
+        return SystemConfig.from_dict(config)
+    if isinstance(config, (str, os.PathLike)):
+        p = Path(config)
+        if str(config) in PRESETS or (not p.suffix and not p.exists()):
+            return preset(str(config))
+        return SystemConfig.from_yaml(str(config))
+    raise ConfigError("config", type(config).__name__, "must be a SystemConfig, a YAML file's path, a preset name or a dict")
+
+
 class OnTheFlyDataset(IterableDataset):
     """The one source of frames drawn from a config on demand (same samples as H5FrameDataset).
 
@@ -262,12 +279,14 @@ class OnTheFlyDataset(IterableDataset):
     same (seed, epoch, batch_size, device) gives the same frames whatever the worker count,
     up to order.
 
+    ``config``: a SystemConfig, a YAML file's path or a preset's name (as ``--on-the-fly`` takes), or a dict.
     ``frames_per_epoch``: frames per epoch over all consumers (None: endless).
     Call :meth:`set_epoch` between epochs for fresh frames.
     """
 
     def __init__(self, config, seed: int, frames_per_epoch: int | None = None, batch_size: int = 256,
                  device: str = "cpu", rank: int = 0, world_size: int = 1):
+        config = _system_config(config)
         if frames_per_epoch is not None and (not isinstance(frames_per_epoch, int) or frames_per_epoch < 1):
             raise ConfigError("frames_per_epoch", frames_per_epoch, "must be a positive integer or None")
         if not isinstance(batch_size, int) or batch_size < 1:
@@ -368,6 +387,8 @@ def _axes(frames, users) -> tuple[int, tuple[int, ...]]:
     if (R, U) == (1, 1):
         raise ConfigError("frames", type(frames).__name__, "is single-antenna, single-user: its samples are the "
                                                            "pairs already")
+    if isinstance(users, (int, np.integer)) and not isinstance(users, bool):
+        users = (users,)  # one user's pairs: pairs(ds, users=1) as pairs(ds, users=[1])
     users = tuple(range(U)) if users is None else tuple(int(u) for u in users)
     if not users or any(not 0 <= u < U for u in users) or len(set(users)) != len(users):
         raise ConfigError("users", list(users), f"must be distinct user indices in 0..{U - 1}")
@@ -430,7 +451,7 @@ class PairIterable(IterableDataset):
 
 def pairs(frames: Dataset, users=None) -> Dataset:
     """Returns the per-(antenna, user) SISO view of a MIMO dataset: :class:`PairDataset` for a map-style one,
-    :class:`PairIterable` for an iterable one. ``users``: only these users' pairs (default all).
+    :class:`PairIterable` for an iterable one. ``users``: only these users' pairs (a list, or one int; default all).
 
     Refuses a SISO dataset (its samples are pairs already).
     """

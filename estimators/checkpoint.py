@@ -158,6 +158,14 @@ class Checkpoint:
             if tuple(v.shape) != tuple(expected[k].shape):
                 raise ConfigError("checkpoint", str(self.path), f"tensor {k} has shape {tuple(v.shape)}, the model "
                                                                 f"expects {tuple(expected[k].shape)} (another configuration?)")
+        # NaN or inf weights make every estimate NaN, which a sweep's mean-square error once read as -inf dB
+        bad = {k: int((~torch.isfinite(v)).sum()) for k, v in state.items()
+               if (v.is_floating_point() or v.is_complex()) and not bool(torch.isfinite(v).all())}
+        if bad:
+            k = min(bad)
+            raise ConfigError("checkpoint", str(self.path), f"holds non-finite weights ({bad[k]} NaN/inf values in "
+                                                            f"{k}{f' and {len(bad) - 1} more tensors' if len(bad) > 1 else ''}); "
+                                                            "a diverged run's? use an earlier checkpoint")
         model.load_state_dict(state)
 
     def load_optimizer_state(self, optimizer) -> None:

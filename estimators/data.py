@@ -159,6 +159,36 @@ class DatasetSource:
         return to_device(b, self.device)
 
 
+class UserAntennas(Dataset):
+    """One user's R antennas of each frame of a MIMO map-style dataset as one sample: what a model with
+    ``antenna_axis`` trains on (the file-backed twin of :func:`mimo_user_samples` with ``per_pair=False``).
+
+    Sample ``n``: frame ``n``'s ``pilots`` [R, P_f', P_t] and ``h`` [R, F, T] (complex64) of user ``user`` and its
+    conditions (0-d float32: ``snr_db`` in dB, ``delay_spread_s`` in s, ``doppler_hz`` in Hz, ``noise_var``, ...).
+    """
+
+    def __init__(self, frames: Dataset, user: int):
+        self.frames, self.user = frames, int(user)
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def __getitem__(self, index: int) -> dict:
+        s = self.frames[index]
+        return {"pilots": s["pilots"][:, self.user], "h": s["h"][:, self.user],
+                **{k: v for k, v in s.items() if k not in ("pilots", "h") and v.dim() == 0}}
+
+
+def antenna_samples(dataset: Dataset | None) -> Dataset | None:
+    """Returns one user's pairs of a MIMO dataset (:func:`open_frame_folder`) as :class:`UserAntennas`, that user's
+    antennas together; any other dataset (SISO frames: one antenna) as it is."""
+    from wavefront.datasets.torch_datasets import PairDataset
+
+    if isinstance(dataset, PairDataset) and len(dataset.users) == 1:
+        return UserAntennas(dataset.frames, dataset.users[0])
+    return dataset
+
+
 def dataset_validation(dataset: Dataset, batch_size: int = 1024) -> list[dict]:
     """Returns a validation Dataset as a list of batch dicts (kept on CPU)."""
     return list(DataLoader(dataset, batch_size=batch_size, shuffle=False))

@@ -25,8 +25,8 @@ from tqdm import tqdm
 
 from wavefront.errors import ConfigError
 from wavefront.estimators import checkpoint as ckpt
-from wavefront.estimators.data import (DatasetSource, MimoUserSource, OnTheFlySource, dataset_validation, mimo_validation,
-                                       simulated_validation)
+from wavefront.estimators.data import (DatasetSource, MimoUserSource, OnTheFlySource, antenna_samples, dataset_validation,
+                                       mimo_validation, simulated_validation)
 from wavefront.estimators.registry import count_parameters, create, model_class
 from wavefront.sim.conditions import estimate_conditions
 from wavefront.utils import process_group, resolve_device
@@ -298,6 +298,8 @@ def _prepare(cfg: TrainConfig, system_config, train_data, val_data, rank: int, w
         source = OnTheFlySource(system_config, cfg.batch_size, cfg.seed, device, rank, world)
         val = simulated_validation(system_config, cfg.val_frames, cfg.seed, device)
     else:
+        if getattr(model_class(cfg.model), "antenna_axis", False):  # a user's antennas together, as on the fly:
+            train_data, val_data = antenna_samples(train_data), antenna_samples(val_data)  # pair by pair, R = 1
         source = DatasetSource(train_data, cfg.batch_size, cfg.seed, device, rank, world, cfg.num_workers)
         val = dataset_validation(val_data) if val_data is not None else \
             simulated_validation(system_config, cfg.val_frames, cfg.seed, device)

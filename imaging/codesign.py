@@ -67,9 +67,23 @@ def layout_splits(seed: int, num_train: int = 2048, num_val: int = 1024, num_tes
     if task not in IMAGE_SCENES:
         raise ConfigError("task", task, f"must be one of {IMAGE_TASKS}")
     scenes = IMAGE_SCENES[task]
+    try:  # the glyph sizes follow image_size, which the user sets: name it, and the smallest size that fits
+        scenes(1, torch.Generator().manual_seed(0), image_size)
+    except ConfigError as exc:
+        fits = next((s for s in range(image_size + 1, 4 * image_size + 64) if _fits(scenes, s)), None)
+        raise ConfigError("image_size", image_size, f"too small for {task} ({exc}); "
+                                                    f"the smallest size that fits is {fits}") from None
     sizes = {"train": num_train, "val": num_val, "test": num_test}
     return {name: scenes(sizes[name], torch.Generator().manual_seed(base + seed), image_size)
             for name, base in LAYOUT_SPLIT_SEEDS.items()}
+
+
+def _fits(scenes, size: int) -> bool:
+    try:
+        scenes(1, torch.Generator().manual_seed(0), size)
+    except ConfigError:
+        return False
+    return True
 
 
 def accuracy(sensor: nn.Module, net: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> float:

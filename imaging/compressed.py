@@ -92,6 +92,9 @@ class CompressedConv2d(nn.Module):
             raise ConfigError("kernel_size", kernel_size, "must be a positive odd integer")
         if rank < 1:
             raise ConfigError("rank", rank, "must be at least 1")
+        for name, c in (("in_channels", in_channels), ("out_channels", out_channels)):
+            if c < 1:  # 0 input channels divided by zero in the initialisation
+                raise ConfigError(name, c, "must be at least 1")
         self.in_channels, self.out_channels, self.kernel_size, self.rank = in_channels, out_channels, kernel_size, rank
         k = kernel_size
         # Unit-norm a, b have E[a_p^2] = 1/k, so var(W) = R var(m) / k^2 = 1 / (3 C_in k^2),

@@ -112,14 +112,42 @@ def rectangular_cell_means(images: torch.Tensor, edges_y: torch.Tensor, edges_x:
     bilinear inside each pixel and equals the summed-area table at integer corners, so
     bilinear interpolation of the table at fractional edges is exact. The table is
     accumulated in float64 because the corner differences cancel most of its magnitude.
+
+    A non-finite pixel (NaN, +-inf) stays in the cells that overlap it by a positive area, as
+    in a direct mean: NaN there (+-inf for infinities of one sign), the other cells exact. A
+    summed-area table would carry it into every corner below and right of it, so the table is
+    built with such pixels at zero and the cells that hold them are set afterwards.
     """
-    sat = images.to(torch.float64).cumsum(-2).cumsum(-1)
+    finite = torch.isfinite(images)
+    clean = bool(finite.all())
+    values = images if clean else torch.where(finite, images, torch.zeros((), dtype=images.dtype, device=images.device))
+    sat = values.to(torch.float64).cumsum(-2).cumsum(-1)
     sat = F.pad(sat, (1, 0, 1, 0))  # F(0, x) = F(y, 0) = 0
     ey, ex = edges_y.to(torch.float64), edges_x.to(torch.float64)
     corners = _interp_along(_interp_along(sat, ey, -2), ex, -1)  # [B, C, h+1, w+1]
     integral = corners[..., 1:, 1:] - corners[..., :-1, 1:] - corners[..., 1:, :-1] + corners[..., :-1, :-1]
     area = (ey[1:] - ey[:-1])[:, None] * (ex[1:] - ex[:-1])[None, :]
-    return (integral / area).to(images.dtype)
+    means = (integral / area).to(images.dtype)
+    return means if clean else _set_non_finite_cells(means, images, ey.detach(), ex.detach())
+
+
+def _set_non_finite_cells(means: torch.Tensor, images: torch.Tensor, ey: torch.Tensor, ex: torch.Tensor) -> torch.Tensor:
+    """Returns ``means`` [B, C, h, w] with each cell that overlaps a non-finite pixel of ``images`` [B, C, H, W] set
+    to the direct mean's value: NaN for a NaN or for infinities of both signs, else +inf or -inf."""
+    def overlaps(edges: torch.Tensor, n: int) -> torch.Tensor:  # [cells, pixels] 0/1: pixel [i, i+1] meets the cell
+        i = torch.arange(n, dtype=torch.float64, device=edges.device)
+        return ((i[None, :] < edges[1:, None]) & (i[None, :] + 1 > edges[:-1, None])).to(torch.float64)
+
+    my, mx = overlaps(ey, images.shape[-2]), overlaps(ex, images.shape[-1])
+
+    def count(pixels: torch.Tensor) -> torch.Tensor:  # [B, C, h, w]: such pixels in each cell (exact small integers)
+        return torch.einsum("ay,bcyx,dx->bcad", my, pixels.to(torch.float64), mx)
+
+    nan, pos, neg = count(torch.isnan(images)), count(images == math.inf), count(images == -math.inf)
+    fill = torch.full_like(means, math.nan)
+    out = torch.where(neg > 0, torch.full_like(means, -math.inf), means)
+    out = torch.where(pos > 0, torch.full_like(means, math.inf), out)
+    return torch.where((nan > 0) | ((pos > 0) & (neg > 0)), fill, out)
 
 
 class RectangularLayout(nn.Module):

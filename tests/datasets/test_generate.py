@@ -215,3 +215,45 @@ def test_a_shard_another_process_finishes_during_the_run_is_left_to_it(tmp_path,
     rep = generate_dataset(spec, tmp_path / "run")
     assert rep.written == [0] and rep.busy == [1] and rep.manifest["complete"]
     assert _bytes(tmp_path / "run") == _bytes(tmp_path / "ref")
+
+
+class _CtrlCInACallback:
+    """A progress bar whose first update delivers SIGINT inside a weakref callback, where Python drops the
+    KeyboardInterrupt its own handler raises ("Exception ignored"): as happens when a Ctrl-C lands while h5py's
+    object registry cleans up between batches."""
+
+    def __init__(self):
+        self.updates = 0
+
+    def update(self, n):
+        self.updates += 1
+        if self.updates == 1:
+            import signal
+            import weakref
+
+            class Handle:
+                pass
+
+            h = Handle()
+            ref = weakref.ref(h, lambda _: signal.raise_signal(signal.SIGINT))  # noqa: F841 - fires on del
+            del h
+
+
+@pytest.mark.parametrize("mimo", [False, True])
+def test_a_ctrl_c_that_lands_in_a_callback_still_stops_generation_and_the_rerun_finishes(tmp_path, small_config, mimo):
+    import signal
+
+    if mimo:  # the MIMO shard loop draws the run's batches in order: 2 antennas, 2 users on 48 x 14
+        small_config = SystemConfig.from_dict({
+            "ofdm": {"num_subcarriers": 48, "pilot_subcarrier_spacing": 4}, "channel": {"snr_db": [0.0, 25.0]},
+            "mimo": {"num_rx_antennas": 2, "num_users": 2}})
+    spec = DatasetSpec(small_config, 3, 300, 100, 50)  # 3 shards of 2 batches
+    generate_dataset(spec, tmp_path / "ref")
+    out, bar = tmp_path / "run", _CtrlCInACallback()
+    with pytest.raises(KeyboardInterrupt):
+        generate_dataset(spec, out, progress=bar)
+    # stopped after the batch it came in: no shard written, nothing half-written, Python's handler back
+    assert bar.updates == 1 and not list(out.glob("shard-*")) and not list(out.glob("*.partial"))
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    report = generate_dataset(spec, out)
+    assert report.written == [0, 1, 2] and _bytes(out) == _bytes(tmp_path / "ref")

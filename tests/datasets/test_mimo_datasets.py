@@ -158,8 +158,12 @@ def test_pairs_view_gives_each_pairs_pilots_and_channel(folder):
         assert float(s["snr_db"]) == float(ref["snr_db"][frame])
     one = pairs(ds, users=[1])
     assert len(one) == 10 * R and {int(one[i]["user"]) for i in range(len(one))} == {1}
+    alone = pairs(ds, users=1)  # one int is that user (it raised TypeError: 'int' object is not iterable)
+    assert len(alone) == len(one) and all(torch.equal(alone[i]["h"], one[i]["h"]) for i in (0, len(one) - 1))
     with pytest.raises(ConfigError, match="users"):
         pairs(ds, users=[2])
+    with pytest.raises(ConfigError, match=r"users=\[2\]"):
+        pairs(ds, users=2)
 
 
 def test_noiseless_pair_pilots_are_that_pairs_channel_at_that_users_pilots(tmp_path):

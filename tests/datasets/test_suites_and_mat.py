@@ -265,3 +265,18 @@ def test_export_refuses_a_shard_the_manifest_does_not_vouch_for(tmp_path):
     with pytest.raises(ShardError, match=r"shard-00001\.h5.*nothing of it was exported"):
         export_mat(tmp_path / "d", tmp_path / "m")
     assert sorted(int(p.name.split("_")[0]) for p in (tmp_path / "m").glob("*.mat")) == [1, 2]  # shard 0's only
+
+
+@pytest.mark.parametrize("where,value", [((3, 4, 0), np.nan), ((0, 13, 0), np.inf), ((10, 2, 1), np.nan + 1j)])
+def test_a_non_finite_channel_or_pilot_in_a_mat_file_is_refused_naming_the_file_and_entry(tmp_path, where, value):
+    # A NaN in the channel was imported as a frame (numpy warned "invalid value encountered in cast"); its
+    # MSE then reads as a number downstream. (10, 2) is a pilot of N-10 on symbol 2: NaN there is refused too.
+    _write_mats(tmp_path / "mat", [(1, 5, 100), (2, 5, 100)])
+    f = tmp_path / "mat" / "2_SNR-5_DS-100_DOP-100_N-10_TDL-A.mat"
+    H = scipy.io.loadmat(f)["H"]
+    H[where] = value
+    scipy.io.savemat(f, {"H": H})
+    with pytest.raises(ConfigError, match=rf"2_SNR-5_DS-100_DOP-100_N-10_TDL-A\.mat'?: H holds 1 NaN or inf entries "
+                                          rf"\(first at \[F, T, k\] = \[{where[0]}, {where[1]}, {where[2]}\]\)"):
+        import_mat(tmp_path / "mat", tmp_path / "o", preset("default"), audit=False)
+    assert not list((tmp_path / "o").rglob("*.h5"))

@@ -197,3 +197,28 @@ def test_on_the_fly_arguments_out_of_range_are_refused_naming_the_field(kwargs, 
 
     with pytest.raises(ConfigError, match=field):
         OnTheFlyDataset(_small(), seed=1, **kwargs)
+
+
+def test_on_the_fly_takes_a_yaml_path_a_preset_name_or_a_dict_as_the_cli_does(tmp_path):
+    # The CLI's --on-the-fly takes a YAML file or a preset; the dataset took only a SystemConfig and failed at
+    # the first frame with "'str' object has no attribute 'mimo'" when given the same path.
+    from pathlib import Path
+
+    import yaml
+
+    from wavefront.errors import ConfigError
+    from wavefront.sim.config import SystemConfig, preset
+
+    d = {"ofdm": {"num_subcarriers": 12, "num_symbols": 4, "pilot_subcarrier_spacing": 2, "pilot_symbols": [0, 3]},
+         "channel": {"snr_db": [0.0, 20.0]}}
+    (tmp_path / "small.yaml").write_text(yaml.safe_dump(d))
+    first = lambda config: next(iter(OnTheFlyDataset(config, seed=2, frames_per_epoch=4, batch_size=4)))["h"]  # noqa: E731
+    want = first(SystemConfig.from_dict(d))
+    for given in (str(tmp_path / "small.yaml"), tmp_path / "small.yaml", d):
+        assert torch.equal(first(given), want)
+    assert torch.equal(first("default"), first(preset("default")))
+    assert OnTheFlyDataset(Path("default"), seed=0).config == preset("default")
+    for bad, message in (("no-such-preset", "preset='no-such-preset': unknown"),
+                         (str(tmp_path / "none.yaml"), "file not found"), (7, "config='int': must be a SystemConfig")):
+        with pytest.raises(ConfigError, match=message):
+            OnTheFlyDataset(bad, seed=0)

@@ -453,3 +453,35 @@ def test_train_on_mimo_frames_logs_the_mean_loss_of_each_window_of_seeds_and_ref
     assert log[1]["train_mse_db"] == pytest.approx(10 * math.log10(mse[2]), abs=2e-3)
     with pytest.raises(ConfigError, match="steps=0"):
         train_on_mimo_frames(model, cfg, steps=0)
+
+
+def test_antenna_attention_trained_on_a_mimo_folder_sees_each_users_antennas_together(tmp_path):
+    # From a folder the trainer took the per-pair view, one antenna a sample: antenna-attention then ran at
+    # R = 1, where every cross-antenna weight (query, key, pair MLP, distance bias, share) gets zero gradient,
+    # and the run quietly trained a per-pair model. It now takes one user's antennas as one sample, as on the fly.
+    from wavefront.datasets.generate import DatasetSpec, generate_dataset
+    from wavefront.estimators.data import DatasetSource, antenna_samples, open_frame_folder, pair_training_config
+    from wavefront.estimators.train import TrainConfig, train
+    from wavefront.datasets import H5FrameDataset
+
+    cfg = small_mimo(R=3, U=2).updated(channel={"snr_db": [0.0, 20.0]})
+    generate_dataset(DatasetSpec(cfg, 1, 16, 16, 8), tmp_path / "train")
+    generate_dataset(DatasetSpec(cfg, 2, 8, 8, 8), tmp_path / "val")
+    user_cfg = pair_training_config(cfg, 1)
+    data = antenna_samples(open_frame_folder(str(tmp_path / "train"), user_cfg, user=1))
+    frames = H5FrameDataset(tmp_path / "train")
+    assert len(data) == 16  # one sample a frame, not 16 x 3 pairs
+    b = DatasetSource(data, 4, 0).batch(0)
+    assert b["pilots"].shape == (4, 3, 12, 2) and b["h"].shape == (4, 3, 48, 14) and b["snr_db"].shape == (4,)
+    s = data[5]
+    assert torch.equal(s["pilots"], frames[5]["pilots"][:, 1]) and torch.equal(s["h"], frames[5]["h"][:, 1])
+    assert float(s["snr_db"]) == float(frames[5]["snr_db"])
+
+    run = TrainConfig(model="antenna-attention", model_overrides=dict(SMALL_BANK), epochs=1, batch_size=4, lr=1e-2,
+                      warmup_steps=1, eval_every=4, device="cpu", out_dir=str(tmp_path / "run"), progress=False,
+                      patience=0, user=1)
+    result = train(run, user_cfg, train_data=open_frame_folder(str(tmp_path / "train"), user_cfg, user=1),
+                   val_data=open_frame_folder(str(tmp_path / "val"), user_cfg, user=1))
+    assert result["step"] == 4  # 16 frames / batch 4
+    learned = ckpt.Checkpoint(tmp_path / "run" / "last.safetensors").tensors
+    assert float(learned["model.distance_bias"].abs().max()) > 1e-4  # zero at the start, and at R = 1 for ever

@@ -444,3 +444,25 @@ def test_frequency_shift_is_the_whole_layout_moved_along_subcarriers_only():
     assert ckpt.frequency_shift(base, moved(0, 1)) is None  # moved in time
     assert ckpt.frequency_shift(base, moved(1, extra=[(9, 2)])) is None  # one pilot more: not the same layout
     assert ckpt.frequency_shift(base, L(grid_shape=(72, 14), positions=moved(1).positions)) is None  # another grid
+
+
+def test_non_finite_weights_are_refused_at_load_naming_the_tensor(tmp_path):
+    # NaN weights make every estimate NaN; a sweep read that mean-square error as -inf dB, the best row
+    from wavefront.estimators import create
+
+    model = create("fortitran", FIXED_SNR, **TINY)
+    good = ckpt.save(tmp_path / "good.safetensors", model, FIXED_SNR, rng=False)
+    ckpt.Checkpoint(good).build_model()  # finite: loads
+    names = sorted(k for k, v in model.state_dict().items() if v.is_floating_point())
+    with torch.no_grad():
+        model.state_dict()[names[-1]].view(-1)[:3] = torch.tensor([math.nan, math.inf, -math.inf])
+    bad = ckpt.save(tmp_path / "bad.safetensors", model, FIXED_SNR, rng=False)
+    with pytest.raises(ConfigError, match=rf"holds non-finite weights \(3 NaN/inf values in {names[-1]}\)"):
+        ckpt.Checkpoint(bad).build_model()
+    with pytest.raises(ConfigError, match="non-finite weights"):
+        load_estimator(str(bad), FIXED_SNR)
+    with torch.no_grad():  # an overflow alone (inf, no NaN) is refused too
+        model.state_dict()[names[-1]].view(-1)[:3] = torch.tensor([1.0, math.inf, 1.0])
+    inf = ckpt.save(tmp_path / "inf.safetensors", model, FIXED_SNR, rng=False)
+    with pytest.raises(ConfigError, match=rf"\(1 NaN/inf values in {names[-1]}\)"):
+        ckpt.Checkpoint(inf).build_model()

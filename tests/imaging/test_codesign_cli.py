@@ -25,11 +25,26 @@ from wavefront.imaging.wave import LearnableReceivers, Region
     (["codesign", "layout", "--pixels", "0x16"], "pixels='0x16': both sides must be positive integers"),
     (["codesign", "receivers", "--noise", "nan"], "noise=nan: must be a finite number"),
     (["codesign", "receivers", "--train-shots", "0"], "train_shots=0: must be a positive integer"),
+    # the glyphs follow --image-size, the one size the user sets: the message names it and what fits
+    (["codesign", "layout", "--image-size", "20", "--pixels", "4x4"],
+     "image_size=20: too small for stripe-glyph (glyph=16: with jitter 3 does not fit a 20x20 image); "
+     "the smallest size that fits is 22"),
+    (["codesign", "layout", "--task", "two-site-glyph", "--image-size", "13", "--pixels", "4x4"],
+     "image_size=13: too small for two-site-glyph"),
 ])
 def test_bad_codesign_input_is_one_line_and_exit_code_2(argv, message, capsys, tmp_out):
     assert main([*argv, "--out", str(tmp_out)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and message in err
+
+
+@pytest.mark.parametrize("task,smallest", [("stripe-glyph", 22), ("two-site-glyph", 14)])
+def test_the_smallest_image_size_a_refusal_names_fits_and_one_less_does_not(task, smallest):
+    # stripe-glyph: a 16 px glyph moved up to 3 px either way from the centre needs 16 + 2 * 3 = 22 px
+    splits = layout_splits(0, 1, 1, 1, image_size=smallest, task=task)
+    assert splits["test"][0].shape == (1, 1, smallest, smallest)
+    with pytest.raises(ConfigError, match=f"the smallest size that fits is {smallest}$"):
+        layout_splits(0, 1, 1, 1, image_size=smallest - 1, task=task)
 
 
 @pytest.mark.parametrize("what", ["layout", "receivers"])

@@ -143,6 +143,10 @@ def test_even_kernel_or_zero_rank_is_a_config_error():
         CompressedConv2d(2, 2, 3, 0)
     with pytest.raises(ConfigError, match=r"path='fast': must be one of"):
         CompressedConv2d(2, 2, 3, 1, path="fast")
+    with pytest.raises(ConfigError, match="in_channels=0: must be at least 1"):  # was a ZeroDivisionError
+        CompressedConv2d(0, 2, 3, 1)
+    with pytest.raises(ConfigError, match="out_channels=0: must be at least 1"):
+        CompressedConv2d(2, 0, 3, 1)
 
 
 @pytest.mark.parametrize("rank", [None, 3])
