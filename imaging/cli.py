@@ -58,10 +58,9 @@ def _layout(args: argparse.Namespace) -> int:
                                        image_size=args.image_size, num_train=args.train_images,
                                        num_val=args.val_images, num_test=args.test_images)
     s = result["summary"]
-    print(f"{args.task}, {torch.get_num_threads()} torch thread(s); test accuracy over seeds {args.seeds}: learned {s['learned']['mean']:.4f} +- {s['learned']['std']:.4f}, "
-          f"regular {s['regular']['mean']:.4f} +- {s['regular']['std']:.4f}, "
-          f"foveated {s['foveated']['mean']:.4f} +- {s['foveated']['std']:.4f}")
-    for base in ("regular", "foveated"):
+    arms = ", ".join(f"{a} {s[a]['mean']:.4f} +- {s[a]['std']:.4f}" for a in ("learned", *result["baselines"]))
+    print(f"{args.task}, {torch.get_num_threads()} torch thread(s); test accuracy over seeds {args.seeds}: {arms}")
+    for base in result["baselines"]:
         print(f"  learned - {base}: {format_difference(s[f'learned_minus_{base}'])}")
     print(f"results in {args.out}")
     return 0

@@ -300,42 +300,49 @@ def format_difference(d: dict, unit: str = "") -> str:
     return f"{d['mean']:+.4g}{unit}, 95 % CI [{lo:+.4g}, {hi:+.4g}], p = {d['p_value']:.3g}, wins {d['wins']}"
 
 
+# The hand-made layouts a task's learned layout is compared with: the central fovea, and where the glyph sits at
+# one of two off-centre sites a fovea at each (the central one alone is near chance there, a strawman)
+HAND_LAYOUTS = {"stripe-glyph": ("foveated",), "two-site-glyph": ("foveated", "two-fovea")}
+
+
 def run_layout_experiment(task: str, pixels: tuple[int, int], layout: str, epochs: int, seeds: list[int],
                           out: Path, log=print, **kwargs) -> dict:
-    """Trains, per seed, the learned layout, the regular grid and the foveated layout; writes JSON, plots, checkpoints.
+    """Trains, per seed, the learned layout, the regular grid and the task's hand-made layouts (:data:`HAND_LAYOUTS`);
+    writes JSON, plots, checkpoints.
 
     Returns the summary: per-seed validation and test accuracies, and the paired test-accuracy
-    differences learned - regular and learned - foveated with 95 % intervals.
+    differences learned - regular and learned - each hand-made layout with 95 % intervals.
     """
     out = Path(out)
+    hand = HAND_LAYOUTS.get(task, ("foveated",))
     per_seed = []
     for seed in seeds:
         runs = {"learned": train_layout(task, pixels, layout, True, epochs, seed, **kwargs),
-                "regular": train_layout(task, pixels, layout, False, epochs, seed, **kwargs),
-                "foveated": train_layout(task, pixels, "foveated", False, epochs, seed, **kwargs)}
+                "regular": train_layout(task, pixels, layout, False, epochs, seed, **kwargs)}
+        runs |= {h: train_layout(task, pixels, h, False, epochs, seed, **kwargs) for h in hand}
         row = {"seed": seed} | {arm: {"val_accuracy": r["val_accuracy"], "test_accuracy": r["test_accuracy"],
                                       "test_loss": r["test_loss"]} for arm, r in runs.items()}
-        log(f"seed {seed}: test accuracy learned {layout} {row['learned']['test_accuracy']:.4f}, "
-            f"regular {row['regular']['test_accuracy']:.4f}, foveated {row['foveated']['test_accuracy']:.4f}")
+        scores = ", ".join(f"{arm} {row[arm]['test_accuracy']:.4f}" for arm in ("regular", *hand))
+        log(f"seed {seed}: test accuracy learned {layout} {row['learned']['test_accuracy']:.4f}, {scores}")
         per_seed.append(row)
         out.mkdir(parents=True, exist_ok=True)
         learned = runs["learned"]
         plot_layouts(learned["example"], {"regular": regular_corners(pixels, learned["example"].shape),
-                                          "foveated": runs["foveated"]["corners"], f"learned {layout}": learned["corners"]},
+                                          **{h: runs[h]["corners"] for h in hand},
+                                          f"learned {layout}": learned["corners"]},
                      out / f"layout_seed{seed}.png",
                      f"{task}, {pixels[0]}x{pixels[1]} pixels, seed {seed}: test accuracy learned "
-                     f"{row['learned']['test_accuracy']:.3f}, regular {row['regular']['test_accuracy']:.3f}, "
-                     f"foveated {row['foveated']['test_accuracy']:.3f}")
+                     f"{row['learned']['test_accuracy']:.3f}, "
+                     + ", ".join(f"{arm} {row[arm]['test_accuracy']:.3f}" for arm in ("regular", *hand)))
         torch.save({"learned_sensor": learned["sensor"].state_dict(), "learned_net": learned["net"].state_dict(),
-                    "regular_net": runs["regular"]["net"].state_dict(),
-                    "foveated_net": runs["foveated"]["net"].state_dict(), "layout": layout, "pixels": pixels},
-                   out / f"checkpoint_seed{seed}.pt")
+                    **{f"{arm}_net": runs[arm]["net"].state_dict() for arm in ("regular", *hand)},
+                    "layout": layout, "pixels": pixels}, out / f"checkpoint_seed{seed}.pt")
     # The thread count changes the float reduction order and so the training path; a rerun must use the same
     # count, so the results record it.
     result = {"task": task, "pixels": list(pixels), "layout": layout, "epochs": epochs, "seeds": list(seeds),
               "threads": torch.get_num_threads(), "torch": torch.__version__,
               "config": {k: v for k, v in kwargs.items()}, "per_seed": per_seed,
-              "summary": summarise(per_seed, "test_accuracy", True, ("regular", "foveated"))}
+              "baselines": ["regular", *hand], "summary": summarise(per_seed, "test_accuracy", True, ("regular", *hand))}
     atomic_write_json(out / "results.json", result, indent=2)
     return result
 

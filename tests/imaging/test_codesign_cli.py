@@ -333,7 +333,7 @@ def test_receiver_baselines_stay_put_and_the_patch_array_is_centred_over_the_sou
 
 def _fake_summary(arms: tuple[str, ...]) -> dict:
     """The summary fields the CLI prints, for an experiment replaced by a stub."""
-    return {"summary": {a: {"mean": 0.5, "std": 0.0} for a in arms}
+    return {"baselines": list(arms[1:]), "summary": {a: {"mean": 0.5, "std": 0.0} for a in arms}
             | {f"learned_minus_{b}": {"mean": 0.0, "ci95": None} for b in arms[1:]}}
 
 
