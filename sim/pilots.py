@@ -73,8 +73,9 @@ class PilotLayout:
         entry that is not two integers, lies outside the grid or repeats, and for an empty set.
         """
         F, T = (int(v) for v in grid_shape)
-        if isinstance(positions, (str, bytes)) or not hasattr(positions, "__len__"):
-            raise ConfigError(field, type(positions).__name__, "must be a list of [subcarrier, symbol] pairs")
+        if isinstance(positions, (str, bytes, dict)) or not hasattr(positions, "__len__"):
+            raise ConfigError(field, _short(positions), f"must be a list of [subcarrier, symbol] pairs, "
+                                                       f"not a {type(positions).__name__}")
         if len(positions) == 0:
             raise ConfigError(field, [], "needs at least one position")
         seen: dict[tuple[int, int], int] = {}
@@ -272,8 +273,10 @@ def preset_fields(name: str, grid_shape: tuple[int, int]) -> dict:
 def read_layout_file(path: str | Path, grid_shape: tuple[int, int]) -> PilotLayout:
     """Returns the layout in a JSON file ``{"positions": [[subcarrier, symbol], ...]}`` (0-based).
 
-    Other keys (e.g. the bound table ``wavefront pilots optimise`` writes) are ignored. Bad
-    files raise a one-line ConfigError naming ``pilots``, the file and the rule.
+    Other keys (e.g. the bound table ``wavefront pilots optimise`` writes) are ignored, except
+    ``grid`` (``[F, T]``, which ``wavefront pilots optimise`` records): a layout designed for
+    another grid is refused, since its positions may well fit this one and mean another layout.
+    Bad files raise a one-line ConfigError naming ``pilots``, the file and the rule.
     """
     path = Path(path)
     text = read_text_file("pilots", path, "file not found (give a preset name or a .json layout file)",
@@ -284,10 +287,22 @@ def read_layout_file(path: str | Path, grid_shape: tuple[int, int]) -> PilotLayo
         raise ConfigError("pilots", str(path), f"not valid JSON (line {exc.lineno}: {exc.msg})") from None
     if not isinstance(data, dict) or "positions" not in data:
         raise ConfigError("pilots", str(path), 'must be a JSON object {"positions": [[subcarrier, symbol], ...]}')
+    grid = data.get("grid")
+    if grid is not None and _grid_pair(grid) != tuple(int(v) for v in grid_shape):
+        F, T = grid_shape
+        raise ConfigError("pilots", str(path), f"grid={_short(grid)!r}: the layout was made for that grid, "
+                                               f"the config's is [{F}, {T}]; design it on this grid")
     try:
         return PilotLayout.from_positions(data["positions"], grid_shape, field="positions")
     except ConfigError as exc:
         raise ConfigError("pilots", str(path), f"{exc.field}={exc.value!r}: {exc.rule}") from None
+
+
+def _grid_pair(grid) -> tuple[int, int] | None:
+    """Returns a file's ``grid`` as ``(F, T)``, or None where it is not two integers."""
+    if isinstance(grid, list) and len(grid) == 2 and all(type(v) is int for v in grid):
+        return tuple(grid)
+    return None
 
 
 def write_layout_file(path: str | Path, layout: PilotLayout, **extra) -> Path:
