@@ -266,7 +266,12 @@ def preset_fields(name: str, grid_shape: tuple[int, int]) -> dict:
     if name in _KRON:
         return {**_KRON[name], "pilot_positions": None}
     if name in _POSITIONS:
-        return {"pilot_positions": tuple(_POSITIONS[name](*grid_shape))}
+        positions = _POSITIONS[name](*grid_shape)
+        try:  # a lattice's rows sit on fixed symbols (lattice-4x6: 0, 4, 8, 12), which a shorter grid lacks
+            PilotLayout.from_positions(positions, grid_shape, field="positions")
+        except ConfigError as exc:
+            raise ConfigError("pilots", name, f"does not fit the grid: {exc.field}={exc.value!r}: {exc.rule}") from None
+        return {"pilot_positions": tuple(positions)}
     raise ConfigError("pilots", name, f"unknown preset; choose one of {', '.join(PILOT_PRESETS)}, or give a .json file")
 
 
