@@ -295,8 +295,9 @@ def read_layout_file(path: str | Path, grid_shape: tuple[int, int]) -> PilotLayo
     grid = data.get("grid")
     if grid is not None and _grid_pair(grid) != tuple(int(v) for v in grid_shape):
         F, T = grid_shape
-        raise ConfigError("pilots", str(path), f"grid={_short(grid)!r}: the layout was made for that grid, "
-                                               f"the config's is [{F}, {T}]; design it on this grid")
+        rule = ("must be [subcarriers, symbols]" if _grid_pair(grid) is None else
+                f"the layout was made for that grid, the config's is [{F}, {T}]; design it on this grid")
+        raise ConfigError("pilots", str(path), f"grid={_short(grid)!r}: {rule}")
     try:
         return PilotLayout.from_positions(data["positions"], grid_shape, field="positions")
     except ConfigError as exc:
@@ -305,8 +306,8 @@ def read_layout_file(path: str | Path, grid_shape: tuple[int, int]) -> PilotLayo
 
 def _grid_pair(grid) -> tuple[int, int] | None:
     """Returns a file's ``grid`` as ``(F, T)``, or None where it is not two integers."""
-    if isinstance(grid, list) and len(grid) == 2 and all(type(v) is int for v in grid):
-        return tuple(grid)
+    if isinstance(grid, list) and len(grid) == 2 and all(type(v) in (int, float) and float(v).is_integer() for v in grid):
+        return tuple(int(v) for v in grid)
     return None
 
 

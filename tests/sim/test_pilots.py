@@ -247,7 +247,7 @@ def test_ls_spline_refuses_a_scattered_layout_with_a_clear_message():
     # a layout `pilots optimise` made on another grid: its positions fit 120 x 14 and mean another layout
     ('{"positions": [[0, 1]], "grid": [60, 14]}', r"grid=\[60, 14\]: the layout was made for that grid, "
                                                   r"the config's is \[120, 14\]"),
-    ('{"positions": [[0, 1]], "grid": "120x14"}', r"grid='120x14': the layout was made for that grid"),
+    ('{"positions": [[0, 1]], "grid": "120x14"}', r"grid='120x14': must be \[subcarriers, symbols\]"),
 ])
 def test_bad_layout_files_are_one_line_config_errors(tmp_path, content, rule):
     path = tmp_path / "layout.json"
@@ -259,8 +259,9 @@ def test_bad_layout_files_are_one_line_config_errors(tmp_path, content, rule):
 
 def test_a_layout_file_recording_this_grid_is_read(tmp_path):
     path = tmp_path / "layout.json"
-    path.write_text('{"positions": [[5, 1], [0, 1]], "grid": [120, 14], "objective": {}}')
-    assert read_layout_file(path, (120, 14)).positions == ((0, 1), (5, 1))
+    for grid in ("[120, 14]", "[120.0, 14.0]"):
+        path.write_text('{"positions": [[5, 1], [0, 1]], "grid": ' + grid + ', "objective": {}}')
+        assert read_layout_file(path, (120, 14)).positions == ((0, 1), (5, 1))
 
 
 def test_bad_pilots_on_the_command_line_is_one_line_exit_2(tmp_path, capsys):
