@@ -263,6 +263,13 @@ class RobustLMMSE(Estimator):
             raise ConfigError("lmmse-robust.pdp", pdp, "must be uniform or exponential")
         if doppler_spectrum not in ("jakes", "flat"):
             raise ConfigError("lmmse-robust.doppler_spectrum", doppler_spectrum, "must be jakes or flat")
+        if covariance == "prior-average":  # the profile's own covariance replaces the assumed PDP and spectrum
+            for field, value, default in (("pdp", pdp, "uniform"), ("doppler_spectrum", doppler_spectrum, "flat"),
+                                          ("max_delay_spread_s", max_delay_spread_s, None),
+                                          ("max_doppler_hz", max_doppler_hz, None)):
+                if value != default:
+                    raise ConfigError(f"lmmse-robust.{field}", value, "applies to the assumed covariance; "
+                                      "prior-average uses the profile's own, averaged over the prior")
         ch = config.channel
         top = lambda v: v[1] if isinstance(v, tuple) else v  # noqa: E731
         self.max_delay_spread_s = float(top(ch.delay_spread_s) if max_delay_spread_s is None else max_delay_spread_s)

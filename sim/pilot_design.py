@@ -206,6 +206,26 @@ def _start_candidates(num_pilots: int, grid_shape) -> dict[str, np.ndarray]:
     return cands
 
 
+def search_bytes(evaluator: BoundEvaluator, num_pilots: int, num_layouts: int, num_targets: int) -> float:
+    """Returns about the bytes the search holds at once: complex128 ``[L, N_ds, N_fd, P, P]`` blocks of
+    :meth:`BoundEvaluator.bound` (``R_p``, ``G``, the eigenvectors and a product: 4) for ``num_layouts`` layouts,
+    or :meth:`BoundEvaluator.move_objectives`' four ``[N_ds, N_fd, P, P]`` blocks and three
+    ``[N_ds, N_fd, N_snr, P, N]`` ones for ``num_targets`` candidate moves, whichever is larger."""
+    D, V, S = evaluator.shape
+    P = num_pilots
+    return 16.0 * max(4 * num_layouts * D * V * P * P, 4 * D * V * P * P + 3 * D * V * S * P * num_targets)
+
+
+def _check_search_memory(evaluator: BoundEvaluator, num_pilots: int, num_layouts: int, num_targets: int) -> None:
+    """Raises ConfigError naming ``num_pilots`` where :func:`search_bytes` exceeds the free CPU memory (before allocating)."""
+    from wavefront.utils import check_memory
+
+    D, V, S = evaluator.shape
+    check_memory("num_pilots", num_pilots, search_bytes(evaluator, num_pilots, num_layouts, num_targets), "cpu",
+                 hint=f"use fewer pilots or fewer conditions ({D} delay spreads x {V} Dopplers x {S} SNRs now; "
+                      "coarser --delay-spread-ns/--doppler-hz/--snr-db steps)")
+
+
 @dataclass
 class SearchResult:
     """What :func:`optimise_layout` found: the layout, its objective [dB], where it started, the search history."""
@@ -237,11 +257,13 @@ def optimise_layout(evaluator: BoundEvaluator, num_pilots: int, radius_f: int = 
             idx = np.linspace(0, F * T - 1, num_pilots).round().astype(np.int64)
             cands = {"raster": np.stack([idx % F, idx // F], 1)}
         names = list(cands)
+        _check_search_memory(evaluator, num_pilots, len(names), (2 * radius_f + 1) * (2 * radius_t + 1) - 1)
         scores = evaluator.objective(np.stack([cands[n] for n in names]))
         best = int(scores.argmin())
         start_name, current = names[best], cands[names[best]].copy()
         current_score = float(scores[best])
     else:
+        _check_search_memory(evaluator, num_pilots, 1, (2 * radius_f + 1) * (2 * radius_t + 1) - 1)
         start_name, current = "given", np.asarray(start, dtype=np.int64).copy()
         current_score = float(evaluator.objective(current[None])[0])
     start_score, start_positions = current_score, current.copy()

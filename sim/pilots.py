@@ -73,8 +73,9 @@ class PilotLayout:
         entry that is not two integers, lies outside the grid or repeats, and for an empty set.
         """
         F, T = (int(v) for v in grid_shape)
-        if isinstance(positions, (str, bytes)) or not hasattr(positions, "__len__"):
-            raise ConfigError(field, type(positions).__name__, "must be a list of [subcarrier, symbol] pairs")
+        if isinstance(positions, (str, bytes, dict)) or not hasattr(positions, "__len__"):
+            raise ConfigError(field, _short(positions), f"must be a list of [subcarrier, symbol] pairs, "
+                                                       f"not a {type(positions).__name__}")
         if len(positions) == 0:
             raise ConfigError(field, [], "needs at least one position")
         seen: dict[tuple[int, int], int] = {}
@@ -265,15 +266,22 @@ def preset_fields(name: str, grid_shape: tuple[int, int]) -> dict:
     if name in _KRON:
         return {**_KRON[name], "pilot_positions": None}
     if name in _POSITIONS:
-        return {"pilot_positions": tuple(_POSITIONS[name](*grid_shape))}
+        positions = _POSITIONS[name](*grid_shape)
+        try:  # a lattice's rows sit on fixed symbols (lattice-4x6: 0, 4, 8, 12), which a shorter grid lacks
+            PilotLayout.from_positions(positions, grid_shape, field="positions")
+        except ConfigError as exc:
+            raise ConfigError("pilots", name, f"does not fit the grid: {exc.field}={exc.value!r}: {exc.rule}") from None
+        return {"pilot_positions": tuple(positions)}
     raise ConfigError("pilots", name, f"unknown preset; choose one of {', '.join(PILOT_PRESETS)}, or give a .json file")
 
 
 def read_layout_file(path: str | Path, grid_shape: tuple[int, int]) -> PilotLayout:
     """Returns the layout in a JSON file ``{"positions": [[subcarrier, symbol], ...]}`` (0-based).
 
-    Other keys (e.g. the bound table ``wavefront pilots optimise`` writes) are ignored. Bad
-    files raise a one-line ConfigError naming ``pilots``, the file and the rule.
+    Other keys (e.g. the bound table ``wavefront pilots optimise`` writes) are ignored, except
+    ``grid`` (``[F, T]``, which ``wavefront pilots optimise`` records): a layout designed for
+    another grid is refused, since its positions may well fit this one and mean another layout.
+    Bad files raise a one-line ConfigError naming ``pilots``, the file and the rule.
     """
     path = Path(path)
     text = read_text_file("pilots", path, "file not found (give a preset name or a .json layout file)",
@@ -284,10 +292,23 @@ def read_layout_file(path: str | Path, grid_shape: tuple[int, int]) -> PilotLayo
         raise ConfigError("pilots", str(path), f"not valid JSON (line {exc.lineno}: {exc.msg})") from None
     if not isinstance(data, dict) or "positions" not in data:
         raise ConfigError("pilots", str(path), 'must be a JSON object {"positions": [[subcarrier, symbol], ...]}')
+    grid = data.get("grid")
+    if grid is not None and _grid_pair(grid) != tuple(int(v) for v in grid_shape):
+        F, T = grid_shape
+        rule = ("must be [subcarriers, symbols]" if _grid_pair(grid) is None else
+                f"the layout was made for that grid, the config's is [{F}, {T}]; design it on this grid")
+        raise ConfigError("pilots", str(path), f"grid={_short(grid)!r}: {rule}")
     try:
         return PilotLayout.from_positions(data["positions"], grid_shape, field="positions")
     except ConfigError as exc:
         raise ConfigError("pilots", str(path), f"{exc.field}={exc.value!r}: {exc.rule}") from None
+
+
+def _grid_pair(grid) -> tuple[int, int] | None:
+    """Returns a file's ``grid`` as ``(F, T)``, or None where it is not two integers."""
+    if isinstance(grid, list) and len(grid) == 2 and all(type(v) in (int, float) and float(v).is_integer() for v in grid):
+        return tuple(int(v) for v in grid)
+    return None
 
 
 def write_layout_file(path: str | Path, layout: PilotLayout, **extra) -> Path:

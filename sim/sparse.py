@@ -17,8 +17,8 @@ the expected PDP, ``E[sum_n p_n delta(tau - tau_n)] = N c exp(-tau/gamma) / tau_
 ``[0, tau_max]``, is an exponential truncated where it has fallen by 20 dB. ``gamma`` is chosen
 so that this expected PDP's RMS delay spread equals the frame's ``delay_spread_s``:
 ``gamma = delay_spread_s / s(kappa)``, ``s(kappa)`` the RMS of a unit exponential truncated to
-``[0, kappa]`` (:func:`truncated_exponential_rms`, 0.8936 at ``kappa = ln 100``). At 300 ns,
-``gamma = 336 ns`` and ``tau_max = 1.55 us``, inside NR's 4.7 us cyclic prefix.
+``[0, kappa]`` (:func:`truncated_exponential_rms`, 0.8852 at ``kappa = ln 100``). At 300 ns,
+``gamma = 339 ns`` and ``tau_max = 1.56 us``, inside NR's 4.7 us cyclic prefix.
 
 **Second-order statistics** (:func:`sparse_freq_correlation`). The gains are zero-mean and
 independent, so the cross terms vanish and, with ``Df = f1 - f2``, ``Dt = t1 - t2``,

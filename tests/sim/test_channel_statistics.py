@@ -9,7 +9,7 @@ import torch
 from wavefront.sim.config import OFDMConfig, SystemConfig
 from wavefront.sim.fading import draw_sinusoids, ofdm_channel, tap_gains
 from wavefront.sim.frames import FrameGenerator
-from wavefront.sim.profiles import cdl_profile, tdl_profile
+from wavefront.sim.profiles import cdl_profile, channel_profile, tdl_profile
 from wavefront.sim.statistics import cdl_time_correlation, covariance_terms, freq_correlation, time_correlation_jakes
 from wavefront.utils import make_generator
 
@@ -279,6 +279,27 @@ def test_isi_power_is_each_taps_share_beyond_the_cyclic_prefix():
     assert isi_power(cfg, prof, t_cp) == 0.0  # inside the CP: none
     assert isi_power(cfg, prof, t_cp + 2 * t_u) == pytest.approx(0.5, rel=1e-12)  # capped at the whole tap
     assert isi_power(cfg, tdl_profile("A"), 300e-9) == 0.0  # TDL-A at 300 ns ends at 2.9 us
+
+
+def test_sparse_isi_power_is_the_expected_leak_of_its_paths():
+    # E[sum_n p_n min(1, max(0, (tau_n - T_cp) / T_u))], tau_n = tau_max u_n, u_n ~ U(0, 1),
+    # p_n = kappa e^{-kappa u_n} / (N (1 - e^-kappa)): a midpoint quadrature of the integral over u
+    from wavefront.sim.sparse import SPARSE_PDP_DECAY, sparse_delay_scales
+    from wavefront.sim.statistics import isi_power
+
+    cfg = SystemConfig.from_dict({"channel": {"profile": "sparse"}})
+    t_u, t_cp = 1 / 15e3, (144 / 2048) / 15e3
+    k = SPARSE_PDP_DECAY
+    u = (np.arange(200_000) + 0.5) / 200_000
+    for ds in (1e-6, 3e-6, 5e-6):
+        tau_max = sparse_delay_scales(ds)[1]
+        want = float((k / (1 - np.exp(-k)) * np.exp(-k * u) * np.clip((u * tau_max - t_cp) / t_u, 0, 1)).mean())
+        assert isi_power(cfg, channel_profile("sparse"), ds) == pytest.approx(want, rel=1e-3)  # 256-bin PDP
+    assert isi_power(cfg, channel_profile("sparse"), 300e-9) == 0.0  # tau_max = 1.56 us, inside the 4.69 us CP
+    with pytest.warns(UserWarning, match=r"inter-symbol interference is not modelled: at delay_spread_s=3e-06 .* "
+                                         r"leak about -19\.7 dB per RE"):
+        FrameGenerator(SystemConfig.from_dict({"channel": {"profile": "sparse", "delay_spread_s": 3e-6,
+                                                           "snr_db": 30, "doppler_hz": 0}}))
 
 
 def test_isi_warning_fires_above_the_noise_only():

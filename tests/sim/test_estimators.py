@@ -280,6 +280,11 @@ def test_robust_stated_mse_is_at_its_design_noise_not_the_frames():
     ({"covariance": "sample"}, "lmmse-robust.covariance='sample': must be assumed or prior-average"),
     ({"max_delay_spread_s": -1e-9}, "lmmse-robust.max_delay_spread_s=-1e-09: must be >= 0"),
     ({"max_doppler_hz": -5.0}, "lmmse-robust.max_doppler_hz=-5.0: must be >= 0"),
+    # prior-average replaces the assumed PDP and spectrum: --robust-pdp exponential beside it changed nothing, silently
+    *[({"covariance": "prior-average", field: value}, f"lmmse-robust.{field}={value!r}: applies to the assumed "
+       "covariance; prior-average uses the profile's own, averaged over the prior")
+      for field, value in (("pdp", "exponential"), ("doppler_spectrum", "jakes"), ("max_delay_spread_s", 3e-7),
+                           ("max_doppler_hz", 500.0))],
 ])
 def test_bad_robust_options_are_refused_naming_the_option(options, says):
     from wavefront.errors import ConfigError

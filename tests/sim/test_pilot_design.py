@@ -160,3 +160,43 @@ def test_bad_optimise_input_is_one_line_exit_2(tmp_path, capsys, argv, message):
     err = capsys.readouterr().err.strip()
     assert rc == 2 and message in err and err.count("\n") == 0
     assert not (tmp_path / "o").exists()
+
+
+def test_a_search_too_large_for_memory_is_one_line_exit_2_before_allocating(tmp_path, capsys, monkeypatch):
+    # --num-pilots 1680 (the whole grid, a valid count) allocated 32.5 GB for one [3, 12, 20, P, P] complex128 block
+    # and died in a traceback; now its size is estimated first: 4 such blocks for 3 start layouts, 16 bytes each
+    import wavefront.utils
+
+    monkeypatch.setattr(wavefront.utils, "available_memory_bytes", lambda device="cpu": 2 * 10 ** 9)
+    rc = main(["pilots", "optimise", "--num-pilots", "1680", "--out", str(tmp_path / "o"), "--no-progress"])
+    err = capsys.readouterr().err.strip()
+    need = 16 * 4 * 3 * 12 * 20 * 1680 ** 2 / 1e9  # GB: 4 blocks x 3 layouts x 12 x 20 conditions x P^2
+    assert rc == 2 and err.count("\n") == 0, err
+    assert f"num_pilots=1680: needs about {need:.3g} GB of cpu memory at once, 2 GB available" in err
+
+
+def test_search_bytes_is_the_larger_of_the_batched_bound_and_a_move(small_evaluator):
+    from wavefront.sim.pilot_design import search_bytes
+
+    D, V, S = small_evaluator.shape  # 2 x 2 x 3
+    assert search_bytes(small_evaluator, 24, 40, 112) == 16 * 4 * 40 * D * V * 24 ** 2
+    assert search_bytes(small_evaluator, 24, 1, 112) == 16 * (4 * D * V * 24 ** 2 + 3 * D * V * S * 24 * 112)
+
+
+def test_lattice_presets_that_do_not_fit_a_short_slot_are_refused_and_skipped_by_the_search(tmp_path, capsys):
+    # lattice-4x6 sits on symbols 0, 4, 8, 12: on 12 symbols preset_fields built it anyway, and pilots optimise,
+    # comparing every preset with as many pilots, died in a pydantic traceback
+    from wavefront.sim.pilots import preset_fields
+
+    with pytest.raises(ConfigError, match=r"pilots='lattice-4x6': does not fit the grid: positions\[18\]=\[5, 12\]: "
+                                          r"outside the 120x12 grid"):
+        preset_fields("lattice-4x6", (120, 12))
+    assert len(preset_fields("lattice-3x8", (120, 12))["pilot_positions"]) == 24  # symbols 1, 6, 11 fit
+    cfg = tmp_path / "short.yaml"
+    cfg.write_text("ofdm:\n  num_subcarriers: 36\n  num_symbols: 12\n  pilot_symbols: [2, 9]\n")
+    rc = main(["pilots", "optimise", "--num-pilots", "24", "--config", str(cfg), "--doppler-hz", "500",
+               "--delay-spread-ns", "300", "--snr-db", "10", "--max-passes", "1", "--out", str(tmp_path / "o"),
+               "--no-progress"])
+    assert rc == 0, capsys.readouterr().err
+    data = json.loads((tmp_path / "o" / "layout.json").read_text())
+    assert data["grid"] == [36, 12] and "lattice-4x6" not in data["bound_db"][0]

@@ -241,6 +241,13 @@ def test_ls_spline_refuses_a_scattered_layout_with_a_clear_message():
     ('{"positions": [[true, 1]]}', "must be a pair of integers"),  # JSON true is a Python bool, an int subclass
     ('{"pilots": [[0, 1]]}', 'must be a JSON object {"positions"'),
     ('{"positions": [[0, 1]', "not valid JSON"),
+    # a dict's keys were read as the positions ("positions[0]='a': must be a pair")
+    ('{"positions": {"0": 1}}', r"positions=\{'0': 1\}: must be a list of \[subcarrier, symbol\] pairs, not a dict"),
+    ('{"positions": null}', r"positions=None: must be a list of \[subcarrier, symbol\] pairs, not a NoneType"),
+    # a layout `pilots optimise` made on another grid: its positions fit 120 x 14 and mean another layout
+    ('{"positions": [[0, 1]], "grid": [60, 14]}', r"grid=\[60, 14\]: the layout was made for that grid, "
+                                                  r"the config's is \[120, 14\]"),
+    ('{"positions": [[0, 1]], "grid": "120x14"}', r"grid='120x14': must be \[subcarriers, symbols\]"),
 ])
 def test_bad_layout_files_are_one_line_config_errors(tmp_path, content, rule):
     path = tmp_path / "layout.json"
@@ -248,6 +255,13 @@ def test_bad_layout_files_are_one_line_config_errors(tmp_path, content, rule):
     with pytest.raises(ConfigError, match=rule) as exc:
         read_layout_file(path, (120, 14))
     assert exc.value.field == "pilots" and "\n" not in str(exc.value)
+
+
+def test_a_layout_file_recording_this_grid_is_read(tmp_path):
+    path = tmp_path / "layout.json"
+    for grid in ("[120, 14]", "[120.0, 14.0]"):
+        path.write_text('{"positions": [[5, 1], [0, 1]], "grid": ' + grid + ', "objective": {}}')
+        assert read_layout_file(path, (120, 14)).positions == ((0, 1), (5, 1))
 
 
 def test_bad_pilots_on_the_command_line_is_one_line_exit_2(tmp_path, capsys):

@@ -46,6 +46,10 @@ def test_expected_pdp_has_the_frames_rms_delay_spread():
     x = (np.arange(1_000_000) + 0.5) / 1_000_000 * SPARSE_PDP_DECAY
     w = np.exp(-x) / np.exp(-x).sum()
     assert abs(math.sqrt((w * x * x).sum() - (w * x).sum() ** 2) - truncated_exponential_rms()) < 1e-9
+    # the numbers the README and the module docstring state (they once said 0.8936, 336 ns, 1.55 us)
+    gamma, tau_max = sparse_delay_scales(300e-9)
+    assert round(truncated_exponential_rms(), 4) == 0.8852
+    assert round(gamma * 1e9) == 339 and round(tau_max * 1e6, 2) == 1.56
 
 
 @pytest.mark.parametrize("num_paths", [2, 8])
