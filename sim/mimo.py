@@ -67,12 +67,19 @@ def user_configs(config: SystemConfig) -> tuple[SystemConfig, ...]:
     """Returns one SISO config per user: the grid and channel of ``config`` with user u's pilots only.
 
     User u takes the pilot subcarriers ``u, u + U, ...`` of the SISO layout (offset
-    ``o + u s``, spacing ``U s``) on every pilot symbol.
+    ``o + u s``, spacing ``U s``; of a layout given as positions, its subcarriers ``S_f[u::U]``) on every pilot
+    symbol.
     """
     if config.mimo.pilots != "kronecker":  # DM-RS: the user's CDM pairs, where its despread LS sits
         return dmrs_user_configs(config)
     o, U = config.ofdm, config.mimo.num_users
     siso = {"num_rx_antennas": 1, "num_users": 1}
+    if o.pilot_positions is not None:  # a layout file or preset: the positions override offset and spacing, so
+        # the user's share is dealt from them (else every user sent on every pilot RE and their pilots collided)
+        lay = o.pilot_layout
+        sf, st = lay.kron_subcarriers, lay.kron_symbols
+        return tuple(config.updated(ofdm={"pilot_positions": [[f, t] for f in sf[u::U] for t in st]}, mimo=siso)
+                     for u in range(U))
     return tuple(config.updated(ofdm={"pilot_subcarrier_offset": o.pilot_subcarrier_offset + u * o.pilot_subcarrier_spacing,
                                       "pilot_subcarrier_spacing": U * o.pilot_subcarrier_spacing}, mimo=siso)
                  for u in range(U))
