@@ -156,11 +156,14 @@ class GenieLMMSE(Estimator):
     name = "lmmse-genie"
     needs = "truth"
 
-    def __init__(self, config: SystemConfig, dense: bool = False):
+    def __init__(self, config: SystemConfig, dense: bool = False, ici_in_noise: bool = True):
         self.config, self.ofdm, self.dense = config, config.ofdm, dense  # dense: the scattered path, as a cross-check
         self.profile = channel_profile(config.channel.profile, config.channel.travel_azimuth_deg)
         self.ici = config.channel.time_domain  # an impairment takes the time-domain path too: the label is the average
-        self.given = "true profile, delay spread, Doppler and SNR (genie)" + ("; ICI as extra noise" if self.ici else "")
+        # ici_in_noise=False: the noise variance it is given already holds the ICI (an SNR estimated from the pilots)
+        self.ici_noise = self.ici and ici_in_noise
+        self.given = "true profile, delay spread, Doppler and SNR (genie)" + ("; ICI as extra noise" if self.ici_noise
+                                                                                else "")
         if config.channel.impaired:
             self.given += "; receiver impairments ignored (a second-order yardstick)"
         if self.profile.is_sparse:
@@ -192,7 +195,7 @@ class GenieLMMSE(Estimator):
         overrides (:class:`~wavefront.sim.impaired_lmmse.ImpairedGenieLMMSE`).
         """
         stats = _true_stats(self.ofdm, self.profile, ds, fd, self.dense, symbol_average=self.ici)
-        noise = noise_var + ici_power(self.ofdm, self.profile, fd) if self.ici else noise_var
+        noise = noise_var + ici_power(self.ofdm, self.profile, fd) if self.ici_noise else noise_var
         return stats, noise
 
 

@@ -48,10 +48,13 @@ class EstimatedLMMSE(Estimator):
     def __init__(self, config: SystemConfig, prior: ConditionPrior | None = None, method: str = "ml"):
         self.config, self.method = config, method
         self.prior = prior or ConditionPrior.from_config(config)
-        self.genie = GenieLMMSE(config)
+        # on the time-domain path the SNR it estimates from the pilots (scored without an ICI model) holds the ICI
+        # already: its filter does not add the ICI power again (at 30 dB, 1000 Hz, dense pilots: 0.15 dB better)
+        self.genie = GenieLMMSE(config, ici_in_noise=False)
         label = "ML" if method == "ml" else method
         self.given = (f"{profile_label(config.channel.profile)} shape; delay spread, Doppler and SNR estimated "
-                      f"from pilots ({label} over {self.prior.describe()})")
+                      f"from pilots ({label} over {self.prior.describe()})"
+                      + ("; its SNR estimate holds the ICI as noise" if config.channel.time_domain else ""))
 
     def estimate(self, pilots: torch.Tensor, meta: dict | None = None) -> torch.Tensor:
         """Returns H_hat [B, F, T] complex64 from LS pilots [B, P_f, P_t] or [B, P]."""
@@ -117,7 +120,8 @@ class BayesMMSE(Estimator):
         self.config = config
         self.prior = prior or ConditionPrior.from_config(config)
         self.given = (f"{profile_label(config.channel.profile)} shape; uniform prior over {self.prior.describe()}; "
-                      "posterior-weighted LMMSE bank")
+                      "posterior-weighted LMMSE bank" + ("; its SNR hypotheses hold the ICI as noise"
+                                                          if config.channel.time_domain else ""))
 
     def estimate(self, pilots: torch.Tensor, meta: dict | None = None) -> torch.Tensor:
         """Returns H_hat [B, F, T] complex64 from LS pilots [B, P_f, P_t] or [B, P]."""
