@@ -12,7 +12,7 @@ from wavefront.estimators.registry import DEFAULT_LEARNED
 EVAL_BASELINES = "ls-linear,lmmse-robust,lmmse-genie"
 EVAL_BASELINES_ONLY = "ls-linear,lmmse-robust,lmmse-estimated,mmse-bayes,lmmse-genie"
 from wavefront.utils import (check_output_folder, nonnegative_float, nonnegative_int, positive_float, positive_int,
-                             refuse_to_replace)
+                             refuse_to_replace, seed_int)
 
 
 def _system_config(path: str | None):
@@ -93,7 +93,7 @@ def add_commands(subparsers) -> None:
     p.add_argument("--val-frames", type=positive_int, default=2048, help="simulated validation frames (default 2048)")
     p.add_argument("--patience", type=nonnegative_int, default=10,
                    help="validations without improvement before stopping (0: never; default 10)")
-    p.add_argument("--seed", type=nonnegative_int, default=0, help="seed of the initial weights and the frames (default 0)")
+    p.add_argument("--seed", type=seed_int, default=0, help="seed of the initial weights and the frames (default 0)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
     p.add_argument("--conditions", default="estimated", choices=["estimated", "true", "none"],
                    help="SNR, delay spread and Doppler a condition-aware model is trained on: estimated from each "
@@ -152,7 +152,7 @@ def add_commands(subparsers) -> None:
                    help=f"comma-separated classical estimators (default {EVAL_BASELINES}; with --baselines-only, "
                         f"where they are the whole table, {EVAL_BASELINES_ONLY})")
     e.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
-    e.add_argument("--seed", type=nonnegative_int, default=1, help="seed of the simulated test frames (default 1)")
+    e.add_argument("--seed", type=seed_int, default=1, help="seed of the simulated test frames (default 1)")
     e.add_argument("--out", default="eval", help="output folder (default eval/); its progress/ keeps every finished "
                    "batch, so rerunning the same command after a kill resumes")
     e.add_argument("--overwrite", action="store_true",

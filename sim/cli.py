@@ -15,7 +15,7 @@ import warnings
 from wavefront.errors import ConfigError
 from wavefront.estimators.registry import DEFAULT_LEARNED
 from wavefront.utils import (DefaultsHelpFormatter, any_int, check_output_folder, nonnegative_int, parse_values,
-                             positive_float, positive_int, thread_count)
+                             positive_float, positive_int, seed_int, thread_count)
 
 # the shipped learned model is the pilots-only gated LMMSE (the full-size AdaFortiTran loads by name)
 DEFAULT_ESTIMATORS = f"ls-linear,lmmse-robust,lmmse-estimated,mmse-bayes,{DEFAULT_LEARNED},lmmse-genie"
@@ -82,7 +82,7 @@ def add_commands(sub) -> None:
                         "the noise level) are given: estimated from each frame's pilots, or the true values. "
                         "lmmse-genie and the bound always use the truth")
     add_prior_arguments(p)
-    p.add_argument("--seed", type=nonnegative_int, default=0, help="seed of the frames (each point and batch its own stream)")
+    p.add_argument("--seed", type=seed_int, default=0, help="seed of the frames (each point and batch its own stream)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--threads", type=thread_count, default=None,
                    help="torch CPU threads (default: torch's, one per core, at most the container's CPU quota; on a "

@@ -122,6 +122,14 @@ SPECIAL = [
     (["pilots", "optimise", "--num-pilots", "24", "--radius-t", "14", "--out", "{tmp}/o"], "radius_t=14: must be <= 13"),
     (["sweep", "--rank", "nan", "--world", "2", "--out", "{tmp}/o"], "rank=nan"),
     (["sweep", "--rank", "0", "--world", "inf", "--out", "{tmp}/o"], "world=inf"),
+    # a seed keeps its low 64 bits in derive_seed (2**64 drew seed 0's frames) and overflows torch.manual_seed
+    (["sweep", "--seed", str(2 ** 64), "--frames", "2", "--out", "{tmp}/o"], f"seed={2 ** 64}: must be an integer in "
+                                                                               "[0, 2**63)"),
+    (["sweep", "--seed", str(2 ** 63), "--frames", "2", "--out", "{tmp}/o"], f"seed={2 ** 63}: must be"),
+    (["train", "--on-the-fly", "default", "--steps", "1", "--seed", str(2 ** 64), "--out", "{tmp}/o"],
+     f"seed={2 ** 64}: must be an integer in [0, 2**63)"),
+    (["evaluate", "--baselines-only", "--seed", "1e40", "--out", "{tmp}/o"], f"seed={10 ** 40}: must be an integer"),
+    (["evaluate", "--baselines-only", "--seed", "-1", "--out", "{tmp}/o"], "seed=-1: must be an integer in [0, 2**63)"),
 ]
 
 

@@ -508,6 +508,21 @@ def nonnegative_int(text: str) -> int:
     return v
 
 
+SEED_LIMIT = 2 ** 63  # seeds mix into 64-bit streams (derive_seed) and torch.manual_seed's int64
+
+
+def seed_int(text: str) -> int:
+    """argparse type: a seed, an integer in [0, 2**63) (``1e6`` accepted).
+
+    ``derive_seed`` keeps a seed's low 64 bits, so ``2**64`` would draw seed 0's frames, and
+    ``torch.manual_seed`` overflows on it: refused at the door.
+    """
+    v = _integer(text)
+    if not 0 <= v < SEED_LIMIT:
+        raise argparse.ArgumentTypeError(f"must be an integer in [0, 2**63), got {v}")
+    return v
+
+
 def any_int(text: str) -> int:
     """argparse type: any integer (``1e6`` accepted; NaN, inf and fractions refused)."""
     return _integer(text)
