@@ -322,6 +322,11 @@ def _evaluate(args) -> int:
     # A 4 kB block per stored batch (21 paper points; a suite may hold more), results and plots.
     sized = args.frames_per_point or SIMULATED_FRAMES_PER_POINT
     out = check_output_folder("out", args.out, 4096 * (21 * -(-sized // 500) + 8) + 300_000)
+    if not array_job:  # an array job writes a partial file, never results.json
+        from wavefront.sim.cli import PROGRESS_DIR
+        from wavefront.utils import refuse_results_without_progress
+
+        refuse_results_without_progress(out, out / PROGRESS_DIR, args.overwrite)
     # --baselines-only: no checkpoint at all; leaving --checkpoint out means the default learned model
     checkpoint = None if args.baselines_only else args.checkpoint or DEFAULT_LEARNED
     path = Path(checkpoint) if checkpoint is not None else None
@@ -433,7 +438,8 @@ def _evaluate(args) -> int:
 
         kept_progress(lambda: report_evaluation([Row(**r) for r in long_rows], out, est.name if est else None,
                                                 checkpoint, args.conditions, world, plots=not args.no_plots,
-                                                impairments=output(est, device).get("impairments")), out)
+                                                impairments=output(est, device).get("impairments"), replace=True),
+                      out)
     return 0
 
 
@@ -459,15 +465,28 @@ def _impairments_of(config, args, folder: str | None, flag: str):
 
 
 def report_evaluation(rows: list, out: Path, model_name: str | None, checkpoint: str | None, conditions: str,
-                      world_size: int = 1, plots: bool = True, impairments: dict | None = None) -> None:
+                      world_size: int = 1, plots: bool = True, impairments: dict | None = None,
+                      replace: bool = False) -> None:
     """Prints the evaluation's table and what each estimator was given; writes its results and plots into ``out``.
 
     ``model_name``, ``checkpoint``: None for the classical rows alone (``--baselines-only``).
 
     ``impairments``: the receiver impairments of the test frames (``impairment_record``), recorded in
-    ``results.json`` when set."""
+    ``results.json`` when set.
+
+    ``replace``: False (``merge-results``) refuses an ``out/results.json`` of another evaluation (other
+    rows, checkpoint or conditions) with ConfigError before printing or writing anything; ``evaluate``
+    itself passes True, its progress fingerprint having told it the run is the same."""
     from wavefront.estimators.evaluate import format_table, save_evaluation, wide_rows
 
+    if not replace:
+        from wavefront.utils import refuse_other_results
+
+        # compared as JSON text: a NaN row (a diverged estimator) equals itself there
+        record = {"checkpoint": checkpoint, "conditions": conditions, "rows": [r.record() for r in rows]}
+        text = json.dumps(json.loads(json.dumps(record)), sort_keys=True)
+        refuse_other_results(out, lambda held: json.dumps({k: held.get(k) for k in record}, sort_keys=True) == text,
+                             "this evaluation")
     print(format_table(wide_rows(rows, model_name)))
     print("given:")
     for name, given, trained in dict.fromkeys((r.estimator, r.given, r.trained_on) for r in rows):

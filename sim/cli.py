@@ -303,6 +303,10 @@ def run(args) -> int:
     spec = build_spec(args)
     # Before the sweep, with a real probe file: a bad --out must not cost its results.
     out = check_output_folder("out", args.out, sweep_output_bytes(spec))
+    if not array_job:  # an array job writes a partial file, never results.json
+        from wavefront.utils import refuse_results_without_progress
+
+        refuse_results_without_progress(out, out / PROGRESS_DIR, args.overwrite)
     if args.estimators == DEFAULT_ESTIMATORS:
         why = None if learned_available() else "no learned estimator is installed"
         if why is None:  # the shipped model serves one grid and pilot pattern: another system sweeps without it
@@ -331,7 +335,7 @@ def run(args) -> int:
         result = run_sweep(spec, estimators, progress=not args.no_progress, rank=rank, world=world,
                            progress_folder=out / PROGRESS_DIR, overwrite=args.overwrite)
     if rank == 0:
-        kept_progress(lambda: report_sweep(result, out), out)
+        kept_progress(lambda: report_sweep(result, out, replace=True), out)
     return 0
 
 
@@ -378,10 +382,22 @@ def sweep_output_bytes(spec) -> int:
     return 4096 * (batches + 4) + 2048 * rows + 3 * 80_000
 
 
-def report_sweep(result, out) -> None:
-    """Prints the sweep's table and writes its results and plots into ``out``."""
+def report_sweep(result, out, replace: bool = False) -> None:
+    """Prints the sweep's table and writes its results and plots into ``out``.
+
+    ``replace``: False (``merge-results``) refuses an ``out/results.json`` of another sweep (another
+    spec) with ConfigError before printing or writing anything; ``sweep`` itself passes True, its
+    progress fingerprint having told it the run is the same."""
+    import json
+
     from wavefront.sim.sweep import format_table, save_result
 
+    if not replace:
+        from wavefront.utils import refuse_other_results
+
+        # compared as JSON text, as results.json holds it (a NaN equals itself there)
+        spec = json.dumps(json.loads(json.dumps(result.spec, default=lambda v: None)), sort_keys=True)
+        refuse_other_results(out, lambda held: json.dumps(held.get("spec"), sort_keys=True) == spec, "this sweep")
     print(format_table(result))
     paths = save_result(result, out)
     ranks = f" on {result.spec['world_size']} ranks" if result.spec.get("world_size", 1) > 1 else ""

@@ -408,6 +408,38 @@ def refuse_to_replace(field: str, out: Path, names: tuple[str, ...], overwrite: 
         raise ConfigError(field, str(out), f"holds {what} of an earlier run ({held[0]}); {advice}")
 
 
+def refuse_results_without_progress(out: Path, progress: Path, overwrite: bool) -> None:
+    """Raises ConfigError when ``out`` holds a ``results.json`` but ``progress`` holds no run, unless ``overwrite``.
+
+    For the commands that resume from ``progress/`` (sweep, evaluate): its fingerprint is how a rerun knows
+    it is the same run. Without one (``wavefront merge-results`` writes none; a user may have removed it),
+    the results there may be another run's, and writing this run's would silently replace them.
+    """
+    if not overwrite and (Path(out) / "results.json").exists() and not (Path(progress) / "fingerprint.json").exists():
+        raise ConfigError("out", str(out), "holds results.json of an earlier run but no progress/ of it (a merge-results "
+                                           "output, or its progress/ was removed), so this run cannot tell whether it "
+                                           "is the same one; add --overwrite to replace it, or give another --out")
+
+
+def refuse_other_results(out: Path, same, what: str) -> None:
+    """Raises ConfigError when ``out/results.json`` exists and ``same(its content)`` is False (or it is unreadable).
+
+    For ``merge-results``, which has no progress to resume: merging the same partial files again writes
+    the same results and passes; another run's results are never silently replaced. ``what``: this
+    run, as the message names it (e.g. ``"this sweep"``).
+    """
+    path = Path(out) / "results.json"
+    if not path.exists():
+        return
+    try:
+        held = json.loads(path.read_text())
+    except (OSError, ValueError):
+        held = None
+    if not isinstance(held, dict) or not same(held):
+        raise ConfigError("out", str(out), f"holds results.json of another run than {what}; give another OUT folder, "
+                                           "or remove that results.json to replace it")
+
+
 def cpu_quota(root: str | os.PathLike = "/sys/fs/cgroup", self_cgroup: str | os.PathLike = "/proc/self/cgroup"
               ) -> float | None:
     """Returns the CPUs this process's cgroup may use (its CFS quota over its period), or None without a quota.
