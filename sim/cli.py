@@ -58,7 +58,9 @@ def add_commands(sub) -> None:
     p.add_argument("--min-frames", type=nonnegative_int, default=None, metavar="N",
                    help="with --min-bit-errors: a point never stops early before N frames (default 0; where the "
                         "--config draws a condition per frame, min(--frames, 256): one batch's Bayes risk is too rough)")
-    p.add_argument("--batch-size", type=positive_int, default=500, help="frames per batch (memory; no effect on the results)")
+    p.add_argument("--batch-size", type=positive_int, default=500,
+                   help="frames per batch (memory and speed); frames are seeded per (seed, point, batch), so another "
+                        "batch size draws other frames: other, equally valid, figures")
     p.add_argument("--equalizer", default="zf", choices=["zf", "mmse"],
                    help="SISO one-tap equaliser: zf, or mmse rescaled to be unbiased, which makes the same hard "
                         "decisions as zf (the BER is the same; it differs only where the estimate is near 0)")
