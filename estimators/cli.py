@@ -156,7 +156,8 @@ def add_commands(subparsers) -> None:
     e.add_argument("--out", default="eval", help="output folder (default eval/); its progress/ keeps every finished "
                    "batch, so rerunning the same command after a kill resumes")
     e.add_argument("--overwrite", action="store_true",
-                   help="discard the progress of a different evaluation in --out/progress instead of refusing")
+                   help="discard the progress of a different evaluation in --out/progress, or replace a "
+                        "results.json there has no progress of (a merge-results output), instead of refusing")
     e.add_argument("--no-plots", action="store_true", help="write results.csv/.json only, no PNG plots")
 
     add_rank_arguments(e)

@@ -92,7 +92,8 @@ def add_commands(sub) -> None:
     p.add_argument("--out", default="results", help="folder for results.json/.csv and the plots; its progress/ "
                    "keeps every finished batch, so rerunning the same command after a kill resumes")
     p.add_argument("--overwrite", action="store_true",
-                   help="discard the progress of a different sweep in --out/progress instead of refusing")
+                   help="discard the progress of a different sweep in --out/progress, or replace a results.json "
+                        "there has no progress of (a merge-results output), instead of refusing")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     add_rank_arguments(p)
     p.set_defaults(func=run)
