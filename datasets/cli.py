@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 from wavefront.errors import ConfigError
 from wavefront.utils import (DefaultsHelpFormatter, any_int, finite_float, job_ranks, nonnegative_int, positive_int,
@@ -60,6 +61,9 @@ def add_commands(sub) -> None:
     p.add_argument("--out", required=True, help="output folder (the tree is mirrored)")
     p.add_argument("--round", action="store_true",
                    help="round non-integer SNR/DS(ns)/Doppler to the nearest integer (halves up) instead of refusing")
+    p.add_argument("--overwrite", action="store_true",
+                   help="remove the .mat files already in the folders this export writes, instead of refusing (a "
+                        "smaller export over a larger one would leave the larger one's last frames among its own)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=run_export_mat)
 
@@ -86,6 +90,9 @@ def add_commands(sub) -> None:
                         "exported by wavefront from per-RE data")
     p.add_argument("--no-audit", action="store_true",
                    help="skip the check for repeated channel realizations within and across the imported folders")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a dataset an --out folder already holds that was not imported from the same .mat "
+                        "folder (e.g. a generated one), instead of refusing")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=run_import_mat)
 
@@ -282,8 +289,16 @@ def run_export_mat(args) -> int:
     from wavefront.datasets.matfiles import export_mat
     from wavefront.utils import check_output_folder
 
-    check_output_folder("out", args.out)
-    dataset_folders(args.data, "data")
+    out = check_output_folder("out", args.out)
+    data = Path(args.data)
+    # .mat files already where this export writes: another export's (or this one's, interrupted). Written over,
+    # a smaller export would leave the other's last frames among its own, each a valid-looking frame.
+    held = [f for d in dataset_folders(data, "data") for f in sorted((out / d.relative_to(data)).glob("*.mat"))]
+    if held and not args.overwrite:
+        raise ConfigError("out", str(out), f"already holds {len(held)} .mat file(s) where this export writes (e.g. "
+                                           f"{held[0]}); add --overwrite to remove them first, or give another --out")
+    for f in held:
+        f.unlink()
     with _progress(None, not args.no_progress, "export-mat") as bar:
         n = export_mat(args.data, args.out, round_values=args.round, progress=bar)
     print(f"wrote {n} .mat files under {args.out}", file=sys.stderr)
@@ -294,12 +309,42 @@ def run_import_mat(args) -> int:
     from wavefront.datasets.matfiles import import_mat
     from wavefront.utils import check_output_folder
 
-    check_output_folder("out", args.out)
+    out = check_output_folder("out", args.out)
+    _refuse_foreign_datasets(Path(args.mat), out, args.overwrite)
     with _progress(None, not args.no_progress, "import-mat") as bar:
         n = import_mat(args.mat, args.out, _base_config(args), args.shard_frames, args.compression, progress=bar,
                        snr_convention=args.snr_convention, audit=not args.no_audit)
     print(f"imported {n} frames into {args.out}", file=sys.stderr)
     return 0
+
+
+def _refuse_foreign_datasets(mat: Path, out: Path, overwrite: bool) -> None:
+    """Raises ConfigError when a folder ``import-mat`` would write under ``out`` holds a dataset not imported from
+    the same ``.mat`` folder (a generated one, or another import), unless ``overwrite``: its shards and manifest
+    would be replaced. Importing the same folder again passes, as it always did."""
+    import json
+
+    from wavefront.datasets.folders import MANIFEST
+    from wavefront.datasets.matfiles import mat_folders
+
+    if overwrite:
+        return
+    for folder in mat_folders(mat):
+        manifest = out / folder.relative_to(mat) / MANIFEST
+        if not manifest.exists():
+            continue
+        try:
+            held = json.loads(manifest.read_text())
+        except (OSError, ValueError):
+            held = {}
+        held = held if isinstance(held, dict) else {}
+        source = held.get("imported_from")
+        if held.get("source") != "import-mat" or source is None or Path(source).resolve() != folder.resolve():
+            what = (f"imported from {source}" if held.get("source") == "import-mat"
+                    else f"generated with seed {held['seed']}" if "seed" in held and held.get("source") is None
+                    else "not imported from this folder")
+            raise ConfigError("out", str(out), f"{manifest.parent} already holds a dataset {what}; add --overwrite to "
+                                               f"replace it with the frames of {folder}, or give another --out")
 
 
 def run_verify(args) -> int:

@@ -1,0 +1,70 @@
+"""export-mat and import-mat never silently replace what an --out folder holds.
+
+export-mat over another export wrote its frames 1..n over the other's and left the other's frames
+n+1.. beside them (same names: frame number and conditions): a folder of valid-looking frames from
+two datasets. import-mat into a generated dataset's folder replaced its shards and manifest.
+Both are refused now, naming --overwrite; importing the same .mat folder again still passes.
+"""
+import json
+
+import pytest
+
+from wavefront.cli import main
+
+GEN = ["generate", "--shard-frames", "10", "--threads", "1", "--device", "cpu", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def two_datasets(tmp_path_factory):
+    root = tmp_path_factory.mktemp("mat_kept")
+    assert main([*GEN, "--frames", "6", "--batch-size", "6", "--seed", "0", "--out", str(root / "six")]) == 0
+    assert main([*GEN, "--frames", "3", "--batch-size", "3", "--seed", "5", "--out", str(root / "three")]) == 0
+    return root
+
+
+def _one_line(capsys) -> str:
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    return err
+
+
+def test_export_over_another_export_is_refused_and_overwrite_leaves_only_its_own_frames(two_datasets, tmp_path, capsys):
+    mat = tmp_path / "mat"
+    assert main(["export-mat", "--data", str(two_datasets / "six"), "--out", str(mat), "--no-progress"]) == 0
+    six = {p.name: p.read_bytes() for p in mat.glob("*.mat")}
+    assert len(six) == 6
+    capsys.readouterr()
+    assert main(["export-mat", "--data", str(two_datasets / "three"), "--out", str(mat), "--no-progress"]) == 2
+    assert f"out='{mat}': already holds 6 .mat file(s)" in _one_line(capsys)
+    assert {p.name: p.read_bytes() for p in mat.glob("*.mat")} == six  # nothing written
+    assert main(["export-mat", "--data", str(two_datasets / "three"), "--out", str(mat), "--no-progress",
+                 "--overwrite"]) == 0
+    three = sorted(mat.glob("*.mat"))
+    assert [int(p.name.split("_")[0]) for p in three] == [1, 2, 3]  # not frames 4..6 of the other dataset beside them
+    assert all(p.read_bytes() != six[p.name] for p in three)  # seed 5's frames, not seed 0's
+
+
+def test_import_into_a_generated_dataset_is_refused_and_the_same_import_again_passes(two_datasets, tmp_path, capsys):
+    mat = tmp_path / "mat"
+    assert main(["export-mat", "--data", str(two_datasets / "three"), "--out", str(mat), "--no-progress"]) == 0
+    gen = tmp_path / "gen"
+    assert main([*GEN, "--frames", "6", "--batch-size", "6", "--out", str(gen)]) == 0
+    manifest = (gen / "manifest.json").read_bytes()
+    capsys.readouterr()
+    assert main(["import-mat", "--mat", str(mat), "--out", str(gen), "--no-progress", "--no-audit"]) == 2
+    assert f"{gen} already holds a dataset generated with seed 0; add --overwrite" in _one_line(capsys)
+    assert (gen / "manifest.json").read_bytes() == manifest
+    imported = tmp_path / "imported"
+    for _ in range(2):  # a rerun of the same import is the same dataset: it passes, as before
+        assert main(["import-mat", "--mat", str(mat), "--out", str(imported), "--no-progress", "--no-audit"]) == 0
+    assert json.loads((imported / "manifest.json").read_text())["frames"] == 3
+    other = tmp_path / "other"
+    assert main(["export-mat", "--data", str(two_datasets / "six"), "--out", str(other), "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["import-mat", "--mat", str(other), "--out", str(imported), "--no-progress", "--no-audit"]) == 2
+    assert f"already holds a dataset imported from {mat}" in _one_line(capsys)
+    assert main(["import-mat", "--mat", str(other), "--out", str(imported), "--no-progress", "--no-audit",
+                 "--overwrite"]) == 0
+    assert json.loads((imported / "manifest.json").read_text())["frames"] == 6
+    assert main(["import-mat", "--mat", str(mat), "--out", str(gen), "--no-progress", "--no-audit", "--overwrite"]) == 0
+    assert json.loads((gen / "manifest.json").read_text())["source"] == "import-mat"
