@@ -12,7 +12,7 @@ from wavefront.estimators.registry import DEFAULT_LEARNED
 EVAL_BASELINES = "ls-linear,lmmse-robust,lmmse-genie"
 EVAL_BASELINES_ONLY = "ls-linear,lmmse-robust,lmmse-estimated,mmse-bayes,lmmse-genie"
 from wavefront.utils import (check_output_folder, nonnegative_float, nonnegative_int, positive_float, positive_int,
-                             refuse_to_replace, seed_int)
+                             refuse_to_replace, seed_int, worker_count)
 
 
 def _system_config(path: str | None):
@@ -101,7 +101,7 @@ def add_commands(subparsers) -> None:
                         "none (pilots only: the model learns without them and needs none at test time)")
     p.add_argument("--amp", action="store_true", help="bf16 autocast on GPU")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
-    p.add_argument("--workers", type=nonnegative_int, default=0, help="DataLoader workers for --train (default 0)")
+    p.add_argument("--workers", type=worker_count, default=0, help="DataLoader workers for --train (default 0)")
     p.add_argument("--out", help="run folder (default runs/<model>)")
     p.add_argument("--resume", nargs="?", const=True, metavar="CHECKPOINT",
                    help="continue from <out>/last.safetensors, or from CHECKPOINT")
@@ -172,9 +172,9 @@ def add_commands(subparsers) -> None:
     lb.add_argument("--models", help="comma-separated registry names (default: every registered model)")
     lb.add_argument("--budget", default=None, choices=["cpu-small", "cpu-medium", "gpu-full"],
                     help="named budget (default cpu-small: 300 steps x batch 32, small model sizes)")
-    lb.add_argument("--steps", type=int, help="optimiser steps per model (overrides the budget's)")
-    lb.add_argument("--batch-size", type=int, help="batch per step (overrides the budget's)")
-    lb.add_argument("--seeds", type=int, default=1, help="training seeds per model (rows give each; default 1)")
+    lb.add_argument("--steps", type=positive_int, help="optimiser steps per model (overrides the budget's)")
+    lb.add_argument("--batch-size", type=positive_int, help="batch per step (overrides the budget's)")
+    lb.add_argument("--seeds", type=positive_int, default=1, help="training seeds per model (rows give each; default 1)")
     lb.add_argument("--conditions", default="estimated", choices=["estimated", "true", "none"],
                     help="SNR, delay spread and Doppler given to condition-aware models in training and test (default "
                          "estimated)")
@@ -189,8 +189,8 @@ def add_commands(subparsers) -> None:
 
     add_impairment_arguments(lb)  # drawn per frame in training and test frames, as a YAML config's channel fields
     add_mimo_arguments(lb)  # on the prior config: ranks on MIMO frames, as a MIMO YAML does
-    lb.add_argument("--bayes-frames", type=int, help="prior frames of the Bayes risk (default: the budget's)")
-    lb.add_argument("--frames-per-point", type=int, help="frames per paper-suite point (default: the budget's)")
+    lb.add_argument("--bayes-frames", type=positive_int, help="prior frames of the Bayes risk (default: the budget's)")
+    lb.add_argument("--frames-per-point", type=positive_int, help="frames per paper-suite point (default: the budget's)")
     lb.add_argument("--out", default="leaderboard", help="output folder; rerunning continues from it (default leaderboard/)")
     lb.add_argument("--overwrite", action="store_true", help="discard the leaderboard --out holds (its runs, caches, "
                                                              "tables and plots; nothing else there) and start afresh")
@@ -248,6 +248,14 @@ def _train(args) -> int:
                       conditions=args.conditions)
     train_data = open_frame_folder(args.train, config, user) if args.train else None
     val_data = open_frame_folder(args.val, config, user) if args.val else None
+    if args.train and args.val:  # validating on training frames picks best.safetensors by its fit, not by new frames
+        from wavefront.datasets.folders import dataset_folders
+
+        shared = sorted({d.resolve() for d in dataset_folders(args.train, "train")}
+                        & {d.resolve() for d in dataset_folders(args.val, "val")})
+        if shared:
+            raise ConfigError("val", args.val, f"holds {len(shared)} dataset folder(s) that --train trains on too "
+                                               f"(e.g. {shared[0]}); validate on frames the model does not train on")
     try:
         result = train(cfg, config, train_data, val_data, resume=args.resume)
     except TrainingDiverged as exc:

@@ -130,6 +130,13 @@ SPECIAL = [
      f"seed={2 ** 64}: must be an integer in [0, 2**63)"),
     (["evaluate", "--baselines-only", "--seed", "1e40", "--out", "{tmp}/o"], f"seed={10 ** 40}: must be an integer"),
     (["evaluate", "--baselines-only", "--seed", "-1", "--out", "{tmp}/o"], "seed=-1: must be an integer in [0, 2**63)"),
+    # --workers 1000 started a thousand DataLoader processes on 2 CPUs
+    (["train", "--on-the-fly", "default", "--steps", "1", "--workers", "1e3", "--out", "{tmp}/o"],
+     "workers=1000: must be at most"),
+    # leaderboard's counts were plain int: "argument --seeds: invalid int value: 'nan'", and 1e3 refused
+    (["leaderboard", "--models", "linear", "--seeds", "nan", "--out", "{tmp}/o"], "seeds=nan: must be a finite number"),
+    (["leaderboard", "--models", "linear", "--steps", "1.5", "--out", "{tmp}/o"], "steps=1.5: must be a whole number"),
+    (["leaderboard", "--models", "linear", "--batch-size", "0", "--out", "{tmp}/o"], "batch_size=0: must be a positive"),
 ]
 
 

@@ -532,6 +532,16 @@ def thread_count(text: str) -> int:
     return v
 
 
+def worker_count(text: str) -> int:
+    """argparse type: DataLoader worker processes, 0 .. 4 x this machine's CPUs (``--workers 1000`` started a
+    thousand processes on 2 CPUs)."""
+    v = nonnegative_int(text)
+    cpus = os.cpu_count() or 1
+    if v > 4 * cpus:
+        raise argparse.ArgumentTypeError(f"must be at most {4 * cpus} (4 x this machine's {cpus} CPUs), got {v}")
+    return v
+
+
 def nonnegative_int(text: str) -> int:
     """argparse type: an integer >= 0 (``1e6`` accepted)."""
     v = _integer(text)
