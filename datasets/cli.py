@@ -291,6 +291,9 @@ def run_export_mat(args) -> int:
 
     out = check_output_folder("out", args.out)
     data = Path(args.data)
+    from wavefront.datasets.sources import refuse_frameless
+
+    refuse_frameless(data, "data")  # a killed generate's folder: "wrote 0 .mat files" and exit 0 otherwise
     # .mat files already where this export writes: another export's (or this one's, interrupted). Written over,
     # a smaller export would leave the other's last frames among its own, each a valid-looking frame.
     held = [f for d in dataset_folders(data, "data") for f in sorted((out / d.relative_to(data)).glob("*.mat"))]
@@ -380,6 +383,12 @@ def run_audit(args) -> int:
         if Path(args.json).is_dir():
             raise ConfigError("json", args.json, "is a folder; give a file path for the JSON report")
         check_output_folder("json", Path(args.json).parent)
+    from wavefront.datasets.folders import MANIFEST
+    from wavefront.datasets.sources import refuse_frameless
+
+    for d in args.dirs:  # a dataset folder (or tree) whose manifest lists no shard yet: one line, not a TypeError
+        if Path(d).is_dir() and any(Path(d).rglob(MANIFEST)):
+            refuse_frameless(d, "dir")
     with _progress(None, not args.no_progress, "audit") as bar:
         rep = audit(args.dirs, args.tolerance_db, max_groups=args.groups, progress=bar)
     print(format_report(rep))

@@ -217,6 +217,11 @@ def _train(args) -> int:
 
     from wavefront.estimators.data import recorded_config
 
+    if args.train is not None:  # a killed generate's folder lists no shard yet: say so, not "0 samples"
+        from wavefront.datasets.sources import refuse_frameless
+
+        refuse_frameless(args.train, "train")
+        refuse_frameless(args.val, "val")
     # Shards record the system config they were generated with: train on it unless --config
     # names one explicitly (a conflicting explicit one is refused below, by open_frame_folder).
     recorded = recorded_config(args.train) if args.train and args.config is None else None
@@ -350,6 +355,10 @@ def _evaluate(args) -> int:
         raise ConfigError("suite", args.suite, "is not a folder; give a folder of test shards (wavefront generate-suite)"
                           if Path(args.suite).exists() else "no such folder; give a folder of test shards "
                                                             "(wavefront generate-suite)")
+    if args.suite is not None:
+        from wavefront.datasets.sources import refuse_frameless
+
+        refuse_frameless(args.suite, "suite")  # a killed generate-suite's point: a KeyError otherwise
     recorded = recorded_config(args.suite) if args.suite and not args.config else None
     if args.config:
         config = _system_config(args.config)

@@ -68,3 +68,29 @@ def test_import_into_a_generated_dataset_is_refused_and_the_same_import_again_pa
     assert json.loads((imported / "manifest.json").read_text())["frames"] == 6
     assert main(["import-mat", "--mat", str(mat), "--out", str(gen), "--no-progress", "--no-audit", "--overwrite"]) == 0
     assert json.loads((gen / "manifest.json").read_text())["source"] == "import-mat"
+
+
+def test_a_folder_whose_manifest_lists_no_shard_yet_is_one_line_for_every_reader(two_datasets, tmp_path, capsys):
+    """generate rebuilds the manifest's shard list when it finishes: a killed run's folder lists none. Read as it
+    was, evaluate died on a KeyError, audit on a TypeError, train said '0 samples' and export-mat wrote 0 files."""
+    import shutil
+
+    killed = tmp_path / "killed"
+    shutil.copytree(two_datasets / "six", killed)
+    man = json.loads((killed / "manifest.json").read_text())
+    (killed / "manifest.json").write_text(json.dumps({**man, "shards": [], "complete": False}))  # as a kill leaves it
+    says = f"{killed} lists no shards in its manifest (generation is not complete: 1 expected); rerun the command"
+    for argv, field in ((["export-mat", "--data", str(killed), "--out", str(tmp_path / "mat"), "--no-progress"], "data"),
+                        (["audit", str(killed), "--no-progress"], "dir"),
+                        (["audit", str(tmp_path), "--no-progress"], "dir"),  # a tree holding it
+                        (["train", "--model", "linear", "--train", str(killed), "--val", str(two_datasets / "three"),
+                          "--epochs", "1", "--batch-size", "2", "--out", str(tmp_path / "run"), "--no-progress"],
+                         "train"),
+                        (["train", "--model", "linear", "--train", str(two_datasets / "three"), "--val", str(killed),
+                          "--epochs", "1", "--batch-size", "2", "--out", str(tmp_path / "run"), "--no-progress"], "val"),
+                        (["evaluate", "--baselines-only", "--suite", str(killed), "--device", "cpu", "--no-plots",
+                          "--out", str(tmp_path / "ev")], "suite")):
+        assert main(argv) == 2, argv
+        err = _one_line(capsys)
+        assert f"{field}='" in err and says in err, err
+    assert not (tmp_path / "mat").exists() and not (tmp_path / "run" / "last.safetensors").exists()
