@@ -365,9 +365,28 @@ def run_verify(args) -> int:
         more = f" (and {len(rep.bad) - 1} more bad shard(s))" if len(rep.bad) > 1 else ""
         raise ShardError(rep.bad[0].path, f"{rep.bad[0].reason}{more}; regenerate with the generating command "
                                           "plus --repair")
+    # "all intact" of a killed generate's folder is of the shards its manifest lists, perhaps none of them
+    incomplete = [] if not Path(args.data).is_dir() else _incomplete(Path(args.data))
+    note = "" if not incomplete else (f"; {incomplete[0][0]} is incomplete ({incomplete[0][1]} of {incomplete[0][2]} "
+                                      "shards listed): rerun the command that generated it to finish it"
+                                      + (f" (and {len(incomplete) - 1} more incomplete folder(s))"
+                                         if len(incomplete) > 1 else ""))
     print(f"verified {rep.shards} shard(s), {rep.frames} frames, {rep.bytes / 1e6:.1f} MB under {args.data} "
-          f"in {dt:.1f} s ({rep.bytes / 1e6 / max(dt, 1e-9):.0f} MB/s): all intact", file=sys.stderr)
+          f"in {dt:.1f} s ({rep.bytes / 1e6 / max(dt, 1e-9):.0f} MB/s): all {'listed ' if incomplete else ''}intact"
+          f"{note}", file=sys.stderr)
     return 0
+
+
+def _incomplete(root: Path) -> list[tuple[Path, int, object]]:
+    """Returns ``(folder, shards listed, shards expected)`` of each dataset folder under ``root`` not complete."""
+    from wavefront.datasets.folders import dataset_folders, manifest_entries, read_manifest
+
+    out = []
+    for d in dataset_folders(root, "data"):
+        man = read_manifest(d, "data") or {}
+        if not man.get("complete", False):
+            out.append((d, len(manifest_entries(man)), man.get("num_shards", "?")))
+    return out
 
 
 def run_audit(args) -> int:
