@@ -332,7 +332,11 @@ def _refuse_foreign_datasets(mat: Path, out: Path, overwrite: bool) -> None:
 
     if overwrite:
         return
-    for folder in mat_folders(mat):
+    try:
+        folders = mat_folders(mat)
+    except ConfigError:
+        return  # no .mat files, or a bad name: import-mat names it, after its own checks
+    for folder in folders:
         manifest = out / folder.relative_to(mat) / MANIFEST
         if not manifest.exists():
             continue

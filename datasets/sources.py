@@ -74,7 +74,11 @@ def refuse_frameless(path: str | Path, field: str) -> None:
 
     if not Path(path).is_dir():
         return  # the reader names a missing folder or a file in its own words
-    for folder in dataset_folders(path, field):
+    try:
+        folders = dataset_folders(path, field)
+    except ConfigError:
+        return  # no dataset folder at all: the reader names it, after its own checks
+    for folder in folders:
         try:
             man = read_manifest(folder, "data")
         except ConfigError:
