@@ -211,6 +211,18 @@ def refuse_idle_rx_correlation(args, config) -> None:
     if rho is not None and any(v != 0 for v in values) and config.mimo.num_rx_antennas == 1:
         raise ConfigError("rx_correlation", rho, "correlates the base station's antennas, and this config has one: "
                                                    "give --rx-antennas R (R > 1) too")
+    # The same for the array of --spatial rays: with one antenna and one user the SISO path runs and reads neither
+    # (a SISO config keeps them for the per-user configs a MIMO one derives, so the config itself cannot refuse).
+    if not config.mimo.is_mimo:
+        spacing, spatial = getattr(args, "antenna_spacing", None), getattr(args, "spatial", None)
+        if spacing is not None:
+            raise ConfigError("antenna_spacing", spacing, "spaces the base station's antennas for --spatial rays, and "
+                                                          "this config has one antenna and one user: give "
+                                                          "--rx-antennas R (R > 1) and --spatial rays too")
+        if spatial == "rays":
+            raise ConfigError("spatial", spatial, "places a CDL profile's rays on the base station's antennas, and "
+                                                  "this config has one antenna and one user: give --rx-antennas R "
+                                                  "(R > 1) too")
 
 
 def add_rank_arguments(p) -> None:

@@ -137,6 +137,12 @@ SPECIAL = [
     (["leaderboard", "--models", "linear", "--seeds", "nan", "--out", "{tmp}/o"], "seeds=nan: must be a finite number"),
     (["leaderboard", "--models", "linear", "--steps", "1.5", "--out", "{tmp}/o"], "steps=1.5: must be a whole number"),
     (["leaderboard", "--models", "linear", "--batch-size", "0", "--out", "{tmp}/o"], "batch_size=0: must be a positive"),
+    # flags the SISO path never reads were silently dropped (sweep ran single-antenna TDL-A frames)
+    (["sweep", "--antenna-spacing", "2", "--frames", "2", "--out", "{tmp}/o"],
+     "antenna_spacing=2.0: spaces the base station's antennas for --spatial rays, and this config has one antenna"),
+    (["sweep", "--spatial", "rays", "--profile", "CDL-A", "--frames", "2", "--out", "{tmp}/o"],
+     "spatial='rays': places a CDL profile's rays on the base station's antennas, and this config has one antenna"),
+    (["generate", "--frames", "2", "--antenna-spacing", "0.7", "--out", "{tmp}/o"], "antenna_spacing=0.7: spaces"),
 ]
 
 
