@@ -210,9 +210,16 @@ def _train(args) -> int:
         raise ConfigError("val", None, "--train needs --val DIR")
     out = check_output_folder("out", args.out or f"runs/{args.model}")
     # a forgotten --resume once replaced a finished run's weights
-    refuse_to_replace("out", out, ("last.safetensors", "best.safetensors"), args.resume or args.overwrite,
+    if args.resume is True and args.overwrite:
+        raise ConfigError("overwrite", True, "--resume continues the run in --out and --overwrite starts afresh "
+                                             "there: give one of them")
+    # --resume CHECKPOINT from another folder continues that run here: the run --out holds is replaced, as by a
+    # fresh start, so it needs --overwrite as well (it once replaced a finished run's weights without a word)
+    own = args.resume is True or (isinstance(args.resume, str) and Path(args.resume).resolve().parent == out.resolve())
+    refuse_to_replace("out", out, ("last.safetensors", "best.safetensors"), own or args.overwrite,
                       what="the weights",
-                      advice="add --resume to continue it, --overwrite to start afresh there, or give another --out")
+                      advice="add --resume to continue it, --overwrite to start afresh there (or to continue "
+                             "another --resume CHECKPOINT there), or give another --out")
     from wavefront.sim.pilots import apply_pilots
 
     from wavefront.estimators.data import recorded_config
