@@ -106,8 +106,8 @@ def add_commands(subparsers) -> None:
     p.add_argument("--resume", nargs="?", const=True, metavar="CHECKPOINT",
                    help="continue from <out>/last.safetensors, or from CHECKPOINT")
     p.add_argument("--overwrite", action="store_true",
-                   help="start afresh in an --out that holds a run (its checkpoints and log.csv are replaced) "
-                        "instead of refusing")
+                   help="start afresh in an --out that holds a run (its checkpoints and log.csv are replaced), "
+                        "or continue a --resume CHECKPOINT from another folder there, instead of refusing")
     p.add_argument("--stop-after", type=positive_int, metavar="STEP", help="pause at this step (continue later with --resume)")
     p.add_argument("--time-limit-min", type=positive_float, help="pause after this many minutes (continue later with --resume)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
