@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 from wavefront.errors import ConfigError
 from wavefront.utils import (DefaultsHelpFormatter, any_int, finite_float, job_ranks, nonnegative_int, positive_int,
@@ -60,6 +61,9 @@ def add_commands(sub) -> None:
     p.add_argument("--out", required=True, help="output folder (the tree is mirrored)")
     p.add_argument("--round", action="store_true",
                    help="round non-integer SNR/DS(ns)/Doppler to the nearest integer (halves up) instead of refusing")
+    p.add_argument("--overwrite", action="store_true",
+                   help="remove the .mat files already in the folders this export writes, instead of refusing (a "
+                        "smaller export over a larger one would leave the larger one's last frames among its own)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=run_export_mat)
 
@@ -86,6 +90,9 @@ def add_commands(sub) -> None:
                         "exported by wavefront from per-RE data")
     p.add_argument("--no-audit", action="store_true",
                    help="skip the check for repeated channel realizations within and across the imported folders")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a dataset an --out folder already holds that was not imported from the same .mat "
+                        "folder (e.g. a generated one), instead of refusing")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=run_import_mat)
 
@@ -282,8 +289,19 @@ def run_export_mat(args) -> int:
     from wavefront.datasets.matfiles import export_mat
     from wavefront.utils import check_output_folder
 
-    check_output_folder("out", args.out)
-    dataset_folders(args.data, "data")
+    out = check_output_folder("out", args.out)
+    data = Path(args.data)
+    from wavefront.datasets.sources import refuse_frameless
+
+    refuse_frameless(data, "data")  # a killed generate's folder: "wrote 0 .mat files" and exit 0 otherwise
+    # .mat files already where this export writes: another export's (or this one's, interrupted). Written over,
+    # a smaller export would leave the other's last frames among its own, each a valid-looking frame.
+    held = [f for d in dataset_folders(data, "data") for f in sorted((out / d.relative_to(data)).glob("*.mat"))]
+    if held and not args.overwrite:
+        raise ConfigError("out", str(out), f"already holds {len(held)} .mat file(s) where this export writes (e.g. "
+                                           f"{held[0]}); add --overwrite to remove them first, or give another --out")
+    for f in held:
+        f.unlink()
     with _progress(None, not args.no_progress, "export-mat") as bar:
         n = export_mat(args.data, args.out, round_values=args.round, progress=bar)
     print(f"wrote {n} .mat files under {args.out}", file=sys.stderr)
@@ -294,12 +312,46 @@ def run_import_mat(args) -> int:
     from wavefront.datasets.matfiles import import_mat
     from wavefront.utils import check_output_folder
 
-    check_output_folder("out", args.out)
+    out = check_output_folder("out", args.out)
+    _refuse_foreign_datasets(Path(args.mat), out, args.overwrite)
     with _progress(None, not args.no_progress, "import-mat") as bar:
         n = import_mat(args.mat, args.out, _base_config(args), args.shard_frames, args.compression, progress=bar,
                        snr_convention=args.snr_convention, audit=not args.no_audit)
     print(f"imported {n} frames into {args.out}", file=sys.stderr)
     return 0
+
+
+def _refuse_foreign_datasets(mat: Path, out: Path, overwrite: bool) -> None:
+    """Raises ConfigError when a folder ``import-mat`` would write under ``out`` holds a dataset not imported from
+    the same ``.mat`` folder (a generated one, or another import), unless ``overwrite``: its shards and manifest
+    would be replaced. Importing the same folder again passes, as it always did."""
+    import json
+
+    from wavefront.datasets.folders import MANIFEST
+    from wavefront.datasets.matfiles import mat_folders
+
+    if overwrite:
+        return
+    try:
+        folders = mat_folders(mat)
+    except ConfigError:
+        return  # no .mat files, or a bad name: import-mat names it, after its own checks
+    for folder in folders:
+        manifest = out / folder.relative_to(mat) / MANIFEST
+        if not manifest.exists():
+            continue
+        try:
+            held = json.loads(manifest.read_text())
+        except (OSError, ValueError):
+            held = {}
+        held = held if isinstance(held, dict) else {}
+        source = held.get("imported_from")
+        if held.get("source") != "import-mat" or source is None or Path(source).resolve() != folder.resolve():
+            what = (f"imported from {source}" if held.get("source") == "import-mat"
+                    else f"generated with seed {held['seed']}" if "seed" in held and held.get("source") is None
+                    else "not imported from this folder")
+            raise ConfigError("out", str(out), f"{manifest.parent} already holds a dataset {what}; add --overwrite to "
+                                               f"replace it with the frames of {folder}, or give another --out")
 
 
 def run_verify(args) -> int:
@@ -317,9 +369,28 @@ def run_verify(args) -> int:
         more = f" (and {len(rep.bad) - 1} more bad shard(s))" if len(rep.bad) > 1 else ""
         raise ShardError(rep.bad[0].path, f"{rep.bad[0].reason}{more}; regenerate with the generating command "
                                           "plus --repair")
+    # "all intact" of a killed generate's folder is of the shards its manifest lists, perhaps none of them
+    incomplete = [] if not Path(args.data).is_dir() else _incomplete(Path(args.data))
+    note = "" if not incomplete else (f"; {incomplete[0][0]} is incomplete ({incomplete[0][1]} of {incomplete[0][2]} "
+                                      "shards listed): rerun the command that generated it to finish it"
+                                      + (f" (and {len(incomplete) - 1} more incomplete folder(s))"
+                                         if len(incomplete) > 1 else ""))
     print(f"verified {rep.shards} shard(s), {rep.frames} frames, {rep.bytes / 1e6:.1f} MB under {args.data} "
-          f"in {dt:.1f} s ({rep.bytes / 1e6 / max(dt, 1e-9):.0f} MB/s): all intact", file=sys.stderr)
+          f"in {dt:.1f} s ({rep.bytes / 1e6 / max(dt, 1e-9):.0f} MB/s): all {'listed ' if incomplete else ''}intact"
+          f"{note}", file=sys.stderr)
     return 0
+
+
+def _incomplete(root: Path) -> list[tuple[Path, int, object]]:
+    """Returns ``(folder, shards listed, shards expected)`` of each dataset folder under ``root`` not complete."""
+    from wavefront.datasets.folders import dataset_folders, manifest_entries, read_manifest
+
+    out = []
+    for d in dataset_folders(root, "data"):
+        man = read_manifest(d, "data") or {}
+        if not man.get("complete", False):
+            out.append((d, len(manifest_entries(man)), man.get("num_shards", "?")))
+    return out
 
 
 def run_audit(args) -> int:
@@ -335,6 +406,12 @@ def run_audit(args) -> int:
         if Path(args.json).is_dir():
             raise ConfigError("json", args.json, "is a folder; give a file path for the JSON report")
         check_output_folder("json", Path(args.json).parent)
+    from wavefront.datasets.folders import MANIFEST
+    from wavefront.datasets.sources import refuse_frameless
+
+    for d in args.dirs:  # a dataset folder (or tree) whose manifest lists no shard yet: one line, not a TypeError
+        if Path(d).is_dir() and any(Path(d).rglob(MANIFEST)):
+            refuse_frameless(d, "dir")
     with _progress(None, not args.no_progress, "audit") as bar:
         rep = audit(args.dirs, args.tolerance_db, max_groups=args.groups, progress=bar)
     print(format_report(rep))

@@ -62,6 +62,36 @@ def _check_grid(ds: H5FrameDataset, config: SystemConfig, folder: Path) -> None:
                                                "--config/--preset/--pilots")
 
 
+def refuse_frameless(path: str | Path, field: str) -> None:
+    """Raises ConfigError when a dataset folder at or under ``path`` lists no frames (its manifest lists no shard).
+
+    ``generate`` rebuilds the manifest's shard list when it finishes, so a killed run leaves a folder whose
+    manifest lists none yet: read as it is, evaluate died on a KeyError, audit on a TypeError, train called
+    its batch "larger than the training set (0 samples)" and export-mat wrote 0 files with exit 0.
+    ``field``: the option that named the folder (``suite``, ``train``, ``data`` ...).
+    """
+    from wavefront.datasets.folders import MANIFEST_FORMAT, dataset_folders, manifest_entries
+
+    if not Path(path).is_dir():
+        return  # the reader names a missing folder or a file in its own words
+    try:
+        folders = dataset_folders(path, field)
+    except ConfigError:
+        return  # no dataset folder at all: the reader names it, after its own checks
+    for folder in folders:
+        try:
+            man = read_manifest(folder, "data")
+        except ConfigError:
+            return  # an unreadable manifest: the reader names it
+        if not isinstance(man, dict) or man.get("format") != MANIFEST_FORMAT:
+            return  # not a manifest this check can read: the reader names it
+        if not manifest_entries(man):
+            done = "generation is not complete" if not man.get("complete", False) else "it is complete"
+            raise ConfigError(field, str(path), f"{folder} lists no shards in its manifest ({done}: "
+                                                f"{man.get('num_shards', '?')} expected); rerun the command that "
+                                                "generated it to finish it")
+
+
 def folder_points(path: str | Path, config: SystemConfig, batch_size: int = 4096) -> list[Point]:
     """Returns one point per distinct (SNR, delay spread, Doppler) in a folder (or a tree) of HDF5 shards.
 

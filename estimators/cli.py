@@ -12,7 +12,7 @@ from wavefront.estimators.registry import DEFAULT_LEARNED
 EVAL_BASELINES = "ls-linear,lmmse-robust,lmmse-genie"
 EVAL_BASELINES_ONLY = "ls-linear,lmmse-robust,lmmse-estimated,mmse-bayes,lmmse-genie"
 from wavefront.utils import (check_output_folder, nonnegative_float, nonnegative_int, positive_float, positive_int,
-                             refuse_to_replace)
+                             refuse_to_replace, seed_int, worker_count)
 
 
 def _system_config(path: str | None):
@@ -93,7 +93,7 @@ def add_commands(subparsers) -> None:
     p.add_argument("--val-frames", type=positive_int, default=2048, help="simulated validation frames (default 2048)")
     p.add_argument("--patience", type=nonnegative_int, default=10,
                    help="validations without improvement before stopping (0: never; default 10)")
-    p.add_argument("--seed", type=nonnegative_int, default=0, help="seed of the initial weights and the frames (default 0)")
+    p.add_argument("--seed", type=seed_int, default=0, help="seed of the initial weights and the frames (default 0)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
     p.add_argument("--conditions", default="estimated", choices=["estimated", "true", "none"],
                    help="SNR, delay spread and Doppler a condition-aware model is trained on: estimated from each "
@@ -101,13 +101,13 @@ def add_commands(subparsers) -> None:
                         "none (pilots only: the model learns without them and needs none at test time)")
     p.add_argument("--amp", action="store_true", help="bf16 autocast on GPU")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
-    p.add_argument("--workers", type=nonnegative_int, default=0, help="DataLoader workers for --train (default 0)")
+    p.add_argument("--workers", type=worker_count, default=0, help="DataLoader workers for --train (default 0)")
     p.add_argument("--out", help="run folder (default runs/<model>)")
     p.add_argument("--resume", nargs="?", const=True, metavar="CHECKPOINT",
                    help="continue from <out>/last.safetensors, or from CHECKPOINT")
     p.add_argument("--overwrite", action="store_true",
-                   help="start afresh in an --out that holds a run (its checkpoints and log.csv are replaced) "
-                        "instead of refusing")
+                   help="start afresh in an --out that holds a run (its checkpoints and log.csv are replaced), "
+                        "or continue a --resume CHECKPOINT from another folder there, instead of refusing")
     p.add_argument("--stop-after", type=positive_int, metavar="STEP", help="pause at this step (continue later with --resume)")
     p.add_argument("--time-limit-min", type=positive_float, help="pause after this many minutes (continue later with --resume)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -152,11 +152,12 @@ def add_commands(subparsers) -> None:
                    help=f"comma-separated classical estimators (default {EVAL_BASELINES}; with --baselines-only, "
                         f"where they are the whole table, {EVAL_BASELINES_ONLY})")
     e.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
-    e.add_argument("--seed", type=nonnegative_int, default=1, help="seed of the simulated test frames (default 1)")
+    e.add_argument("--seed", type=seed_int, default=1, help="seed of the simulated test frames (default 1)")
     e.add_argument("--out", default="eval", help="output folder (default eval/); its progress/ keeps every finished "
                    "batch, so rerunning the same command after a kill resumes")
     e.add_argument("--overwrite", action="store_true",
-                   help="discard the progress of a different evaluation in --out/progress instead of refusing")
+                   help="discard the progress of a different evaluation in --out/progress, or replace a "
+                        "results.json there has no progress of (a merge-results output), instead of refusing")
     e.add_argument("--no-plots", action="store_true", help="write results.csv/.json only, no PNG plots")
 
     add_rank_arguments(e)
@@ -171,9 +172,9 @@ def add_commands(subparsers) -> None:
     lb.add_argument("--models", help="comma-separated registry names (default: every registered model)")
     lb.add_argument("--budget", default=None, choices=["cpu-small", "cpu-medium", "gpu-full"],
                     help="named budget (default cpu-small: 300 steps x batch 32, small model sizes)")
-    lb.add_argument("--steps", type=int, help="optimiser steps per model (overrides the budget's)")
-    lb.add_argument("--batch-size", type=int, help="batch per step (overrides the budget's)")
-    lb.add_argument("--seeds", type=int, default=1, help="training seeds per model (rows give each; default 1)")
+    lb.add_argument("--steps", type=positive_int, help="optimiser steps per model (overrides the budget's)")
+    lb.add_argument("--batch-size", type=positive_int, help="batch per step (overrides the budget's)")
+    lb.add_argument("--seeds", type=positive_int, default=1, help="training seeds per model (rows give each; default 1)")
     lb.add_argument("--conditions", default="estimated", choices=["estimated", "true", "none"],
                     help="SNR, delay spread and Doppler given to condition-aware models in training and test (default "
                          "estimated)")
@@ -188,8 +189,8 @@ def add_commands(subparsers) -> None:
 
     add_impairment_arguments(lb)  # drawn per frame in training and test frames, as a YAML config's channel fields
     add_mimo_arguments(lb)  # on the prior config: ranks on MIMO frames, as a MIMO YAML does
-    lb.add_argument("--bayes-frames", type=int, help="prior frames of the Bayes risk (default: the budget's)")
-    lb.add_argument("--frames-per-point", type=int, help="frames per paper-suite point (default: the budget's)")
+    lb.add_argument("--bayes-frames", type=positive_int, help="prior frames of the Bayes risk (default: the budget's)")
+    lb.add_argument("--frames-per-point", type=positive_int, help="frames per paper-suite point (default: the budget's)")
     lb.add_argument("--out", default="leaderboard", help="output folder; rerunning continues from it (default leaderboard/)")
     lb.add_argument("--overwrite", action="store_true", help="discard the leaderboard --out holds (its runs, caches, "
                                                              "tables and plots; nothing else there) and start afresh")
@@ -209,13 +210,25 @@ def _train(args) -> int:
         raise ConfigError("val", None, "--train needs --val DIR")
     out = check_output_folder("out", args.out or f"runs/{args.model}")
     # a forgotten --resume once replaced a finished run's weights
-    refuse_to_replace("out", out, ("last.safetensors", "best.safetensors"), args.resume or args.overwrite,
+    if args.resume is True and args.overwrite:
+        raise ConfigError("overwrite", True, "--resume continues the run in --out and --overwrite starts afresh "
+                                             "there: give one of them")
+    # --resume CHECKPOINT from another folder continues that run here: the run --out holds is replaced, as by a
+    # fresh start, so it needs --overwrite as well (it once replaced a finished run's weights without a word)
+    own = args.resume is True or (isinstance(args.resume, str) and Path(args.resume).resolve().parent == out.resolve())
+    refuse_to_replace("out", out, ("last.safetensors", "best.safetensors"), own or args.overwrite,
                       what="the weights",
-                      advice="add --resume to continue it, --overwrite to start afresh there, or give another --out")
+                      advice="add --resume to continue it, --overwrite to start afresh there (or to continue "
+                             "another --resume CHECKPOINT there), or give another --out")
     from wavefront.sim.pilots import apply_pilots
 
     from wavefront.estimators.data import recorded_config
 
+    if args.train is not None:  # a killed generate's folder lists no shard yet: say so, not "0 samples"
+        from wavefront.datasets.sources import refuse_frameless
+
+        refuse_frameless(args.train, "train")
+        refuse_frameless(args.val, "val")
     # Shards record the system config they were generated with: train on it unless --config
     # names one explicitly (a conflicting explicit one is refused below, by open_frame_folder).
     recorded = recorded_config(args.train) if args.train and args.config is None else None
@@ -247,6 +260,14 @@ def _train(args) -> int:
                       conditions=args.conditions)
     train_data = open_frame_folder(args.train, config, user) if args.train else None
     val_data = open_frame_folder(args.val, config, user) if args.val else None
+    if args.train and args.val:  # validating on training frames picks best.safetensors by its fit, not by new frames
+        from wavefront.datasets.folders import dataset_folders
+
+        shared = sorted({d.resolve() for d in dataset_folders(args.train, "train")}
+                        & {d.resolve() for d in dataset_folders(args.val, "val")})
+        if shared:
+            raise ConfigError("val", args.val, f"holds {len(shared)} dataset folder(s) that --train trains on too "
+                                               f"(e.g. {shared[0]}); validate on frames the model does not train on")
     try:
         result = train(cfg, config, train_data, val_data, resume=args.resume)
     except TrainingDiverged as exc:
@@ -322,6 +343,11 @@ def _evaluate(args) -> int:
     # A 4 kB block per stored batch (21 paper points; a suite may hold more), results and plots.
     sized = args.frames_per_point or SIMULATED_FRAMES_PER_POINT
     out = check_output_folder("out", args.out, 4096 * (21 * -(-sized // 500) + 8) + 300_000)
+    if not array_job:  # an array job writes a partial file, never results.json
+        from wavefront.sim.cli import PROGRESS_DIR
+        from wavefront.utils import refuse_results_without_progress
+
+        refuse_results_without_progress(out, out / PROGRESS_DIR, args.overwrite)
     # --baselines-only: no checkpoint at all; leaving --checkpoint out means the default learned model
     checkpoint = None if args.baselines_only else args.checkpoint or DEFAULT_LEARNED
     path = Path(checkpoint) if checkpoint is not None else None
@@ -336,6 +362,10 @@ def _evaluate(args) -> int:
         raise ConfigError("suite", args.suite, "is not a folder; give a folder of test shards (wavefront generate-suite)"
                           if Path(args.suite).exists() else "no such folder; give a folder of test shards "
                                                             "(wavefront generate-suite)")
+    if args.suite is not None:
+        from wavefront.datasets.sources import refuse_frameless
+
+        refuse_frameless(args.suite, "suite")  # a killed generate-suite's point: a KeyError otherwise
     recorded = recorded_config(args.suite) if args.suite and not args.config else None
     if args.config:
         config = _system_config(args.config)
@@ -433,7 +463,8 @@ def _evaluate(args) -> int:
 
         kept_progress(lambda: report_evaluation([Row(**r) for r in long_rows], out, est.name if est else None,
                                                 checkpoint, args.conditions, world, plots=not args.no_plots,
-                                                impairments=output(est, device).get("impairments")), out)
+                                                impairments=output(est, device).get("impairments"), replace=True),
+                      out)
     return 0
 
 
@@ -459,15 +490,28 @@ def _impairments_of(config, args, folder: str | None, flag: str):
 
 
 def report_evaluation(rows: list, out: Path, model_name: str | None, checkpoint: str | None, conditions: str,
-                      world_size: int = 1, plots: bool = True, impairments: dict | None = None) -> None:
+                      world_size: int = 1, plots: bool = True, impairments: dict | None = None,
+                      replace: bool = False) -> None:
     """Prints the evaluation's table and what each estimator was given; writes its results and plots into ``out``.
 
     ``model_name``, ``checkpoint``: None for the classical rows alone (``--baselines-only``).
 
     ``impairments``: the receiver impairments of the test frames (``impairment_record``), recorded in
-    ``results.json`` when set."""
+    ``results.json`` when set.
+
+    ``replace``: False (``merge-results``) refuses an ``out/results.json`` of another evaluation (other
+    rows, checkpoint or conditions) with ConfigError before printing or writing anything; ``evaluate``
+    itself passes True, its progress fingerprint having told it the run is the same."""
     from wavefront.estimators.evaluate import format_table, save_evaluation, wide_rows
 
+    if not replace:
+        from wavefront.utils import refuse_other_results
+
+        # compared as JSON text: a NaN row (a diverged estimator) equals itself there
+        record = {"checkpoint": checkpoint, "conditions": conditions, "rows": [r.record() for r in rows]}
+        text = json.dumps(json.loads(json.dumps(record)), sort_keys=True)
+        refuse_other_results(out, lambda held: json.dumps({k: held.get(k) for k in record}, sort_keys=True) == text,
+                             "this evaluation")
     print(format_table(wide_rows(rows, model_name)))
     print("given:")
     for name, given, trained in dict.fromkeys((r.estimator, r.given, r.trained_on) for r in rows):

@@ -15,7 +15,7 @@ import warnings
 from wavefront.errors import ConfigError
 from wavefront.estimators.registry import DEFAULT_LEARNED
 from wavefront.utils import (DefaultsHelpFormatter, any_int, check_output_folder, nonnegative_int, parse_values,
-                             positive_float, positive_int, thread_count)
+                             positive_float, positive_int, seed_int, thread_count)
 
 # the shipped learned model is the pilots-only gated LMMSE (the full-size AdaFortiTran loads by name)
 DEFAULT_ESTIMATORS = f"ls-linear,lmmse-robust,lmmse-estimated,mmse-bayes,{DEFAULT_LEARNED},lmmse-genie"
@@ -58,7 +58,9 @@ def add_commands(sub) -> None:
     p.add_argument("--min-frames", type=nonnegative_int, default=None, metavar="N",
                    help="with --min-bit-errors: a point never stops early before N frames (default 0; where the "
                         "--config draws a condition per frame, min(--frames, 256): one batch's Bayes risk is too rough)")
-    p.add_argument("--batch-size", type=positive_int, default=500, help="frames per batch (memory; no effect on the results)")
+    p.add_argument("--batch-size", type=positive_int, default=500,
+                   help="frames per batch (memory and speed); frames are seeded per (seed, point, batch), so another "
+                        "batch size draws other frames: other, equally valid, figures")
     p.add_argument("--equalizer", default="zf", choices=["zf", "mmse"],
                    help="SISO one-tap equaliser: zf, or mmse rescaled to be unbiased, which makes the same hard "
                         "decisions as zf (the BER is the same; it differs only where the estimate is near 0)")
@@ -82,7 +84,7 @@ def add_commands(sub) -> None:
                         "the noise level) are given: estimated from each frame's pilots, or the true values. "
                         "lmmse-genie and the bound always use the truth")
     add_prior_arguments(p)
-    p.add_argument("--seed", type=nonnegative_int, default=0, help="seed of the frames (each point and batch its own stream)")
+    p.add_argument("--seed", type=seed_int, default=0, help="seed of the frames (each point and batch its own stream)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--threads", type=thread_count, default=None,
                    help="torch CPU threads (default: torch's, one per core, at most the container's CPU quota; on a "
@@ -90,7 +92,8 @@ def add_commands(sub) -> None:
     p.add_argument("--out", default="results", help="folder for results.json/.csv and the plots; its progress/ "
                    "keeps every finished batch, so rerunning the same command after a kill resumes")
     p.add_argument("--overwrite", action="store_true",
-                   help="discard the progress of a different sweep in --out/progress instead of refusing")
+                   help="discard the progress of a different sweep in --out/progress, or replace a results.json "
+                        "there has no progress of (a merge-results output), instead of refusing")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     add_rank_arguments(p)
     p.set_defaults(func=run)
@@ -208,6 +211,18 @@ def refuse_idle_rx_correlation(args, config) -> None:
     if rho is not None and any(v != 0 for v in values) and config.mimo.num_rx_antennas == 1:
         raise ConfigError("rx_correlation", rho, "correlates the base station's antennas, and this config has one: "
                                                    "give --rx-antennas R (R > 1) too")
+    # The same for the array of --spatial rays: with one antenna and one user the SISO path runs and reads neither
+    # (a SISO config keeps them for the per-user configs a MIMO one derives, so the config itself cannot refuse).
+    if not config.mimo.is_mimo:
+        spacing, spatial = getattr(args, "antenna_spacing", None), getattr(args, "spatial", None)
+        if spacing is not None:
+            raise ConfigError("antenna_spacing", spacing, "spaces the base station's antennas for --spatial rays, and "
+                                                          "this config has one antenna and one user: give "
+                                                          "--rx-antennas R (R > 1) and --spatial rays too")
+        if spatial == "rays":
+            raise ConfigError("spatial", spatial, "places a CDL profile's rays on the base station's antennas, and "
+                                                  "this config has one antenna and one user: give --rx-antennas R "
+                                                  "(R > 1) too")
 
 
 def add_rank_arguments(p) -> None:
@@ -303,6 +318,10 @@ def run(args) -> int:
     spec = build_spec(args)
     # Before the sweep, with a real probe file: a bad --out must not cost its results.
     out = check_output_folder("out", args.out, sweep_output_bytes(spec))
+    if not array_job:  # an array job writes a partial file, never results.json
+        from wavefront.utils import refuse_results_without_progress
+
+        refuse_results_without_progress(out, out / PROGRESS_DIR, args.overwrite)
     if args.estimators == DEFAULT_ESTIMATORS:
         why = None if learned_available() else "no learned estimator is installed"
         if why is None:  # the shipped model serves one grid and pilot pattern: another system sweeps without it
@@ -331,7 +350,7 @@ def run(args) -> int:
         result = run_sweep(spec, estimators, progress=not args.no_progress, rank=rank, world=world,
                            progress_folder=out / PROGRESS_DIR, overwrite=args.overwrite)
     if rank == 0:
-        kept_progress(lambda: report_sweep(result, out), out)
+        kept_progress(lambda: report_sweep(result, out, replace=True), out)
     return 0
 
 
@@ -378,10 +397,22 @@ def sweep_output_bytes(spec) -> int:
     return 4096 * (batches + 4) + 2048 * rows + 3 * 80_000
 
 
-def report_sweep(result, out) -> None:
-    """Prints the sweep's table and writes its results and plots into ``out``."""
+def report_sweep(result, out, replace: bool = False) -> None:
+    """Prints the sweep's table and writes its results and plots into ``out``.
+
+    ``replace``: False (``merge-results``) refuses an ``out/results.json`` of another sweep (another
+    spec) with ConfigError before printing or writing anything; ``sweep`` itself passes True, its
+    progress fingerprint having told it the run is the same."""
+    import json
+
     from wavefront.sim.sweep import format_table, save_result
 
+    if not replace:
+        from wavefront.utils import refuse_other_results
+
+        # compared as JSON text, as results.json holds it (a NaN equals itself there)
+        spec = json.dumps(json.loads(json.dumps(result.spec, default=lambda v: None)), sort_keys=True)
+        refuse_other_results(out, lambda held: json.dumps(held.get("spec"), sort_keys=True) == spec, "this sweep")
     print(format_table(result))
     paths = save_result(result, out)
     ranks = f" on {result.spec['world_size']} ranks" if result.spec.get("world_size", 1) > 1 else ""

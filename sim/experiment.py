@@ -848,5 +848,48 @@ def read_partials(paths: list) -> list[dict]:
             raise ConfigError("partials", str(f), f"cannot be read as JSON ({type(exc).__name__})") from None
         if not isinstance(rec, dict) or rec.get("format") != PARTIAL_FORMAT:
             raise ConfigError("partials", str(f), f"is not a partial results file (format {PARTIAL_FORMAT})")
-        out.append(rec)
-    return out
+        problem = _partial_problem(rec)
+        if problem:  # the right format with a missing or mistyped field: a traceback in the merge otherwise
+            raise ConfigError("partials", str(f), f"is a damaged partial file ({problem}); rerun its job (the same "
+                                                  "command, with its --rank) to write it again")
+        out.append((f, rec))
+    if all(rec["command"] == "evaluate" for _, rec in out):  # merge-results writes an evaluation's results from it
+        for f, rec in out:
+            if not isinstance(rec.get("output"), dict):
+                raise ConfigError("partials", str(f), "is a damaged partial file (output is missing); rerun its job "
+                                                      "(the same command, with its --rank) to write it again")
+    return [rec for _, rec in out]
+
+
+def _partial_problem(rec: dict) -> str | None:
+    """Returns what is wrong with the structure of a partial record (:func:`run_partial`'s), or None."""
+    def is_int(v):
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    if not is_int(rec.get("world")) or rec["world"] < 1:
+        return f"world={rec.get('world')!r} is not a positive integer"
+    if not is_int(rec.get("rank")) or not 0 <= rec["rank"] < rec["world"]:
+        return f"rank={rec.get('rank')!r} is not an integer in 0..world-1"
+    if not isinstance(rec.get("command"), str):
+        return "command is missing"
+    if not isinstance(rec.get("estimators"), list) or not all(isinstance(e, dict) for e in rec["estimators"]):
+        return "estimators is not a list of records"
+    if not isinstance(rec.get("seconds", 0.0), (int, float)):
+        return f"seconds={rec.get('seconds')!r} is not a number"
+    points = rec.get("points")
+    if not isinstance(points, list):
+        return "points is missing"
+    n = len(rec["estimators"])
+    for k, pt in enumerate(points):
+        if not isinstance(pt, dict) or not isinstance(pt.get("meta"), dict) or not is_int(pt.get("want")):
+            return f"points[{k}] lacks its meta or want"
+        batches = pt.get("batches")
+        if not isinstance(batches, list):
+            return f"points[{k}].batches is missing"
+        for b in batches:
+            if not (isinstance(b, list) and len(b) == 3 and is_int(b[0]) and isinstance(b[1], list)
+                    and isinstance(b[2], list) and len(b[1]) == 1 + n * len(_FLOATS) and len(b[2]) == 1 + n * len(_INTS)
+                    and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in b[1])
+                    and all(is_int(v) for v in b[2])):
+                return f"points[{k}].batches holds a malformed batch {str(b)[:40]}"
+    return None

@@ -209,6 +209,9 @@ def merge_sweep_partials(partials: list[dict]) -> SweepResult:
     for q in partials:
         if q.get("command") != "sweep":
             raise ConfigError("partials", q.get("command"), "not a sweep's partial file (merge a sweep's files together)")
+        if not isinstance(q.get("spec"), dict):  # a KeyError below otherwise
+            raise ConfigError("partials", f"rank {q.get('rank')}", "is a damaged partial file (spec is missing); rerun "
+                                                                  "its job (the same command, with its --rank)")
     first = partials[0]
     for q in partials[1:]:
         diff = first_difference(q["spec"], first["spec"])  # the value that differs, not the whole config around it

@@ -122,6 +122,27 @@ SPECIAL = [
     (["pilots", "optimise", "--num-pilots", "24", "--radius-t", "14", "--out", "{tmp}/o"], "radius_t=14: must be <= 13"),
     (["sweep", "--rank", "nan", "--world", "2", "--out", "{tmp}/o"], "rank=nan"),
     (["sweep", "--rank", "0", "--world", "inf", "--out", "{tmp}/o"], "world=inf"),
+    # a seed keeps its low 64 bits in derive_seed (2**64 drew seed 0's frames) and overflows torch.manual_seed
+    (["sweep", "--seed", str(2 ** 64), "--frames", "2", "--out", "{tmp}/o"], f"seed={2 ** 64}: must be an integer in "
+                                                                               "[0, 2**63)"),
+    (["sweep", "--seed", str(2 ** 63), "--frames", "2", "--out", "{tmp}/o"], f"seed={2 ** 63}: must be"),
+    (["train", "--on-the-fly", "default", "--steps", "1", "--seed", str(2 ** 64), "--out", "{tmp}/o"],
+     f"seed={2 ** 64}: must be an integer in [0, 2**63)"),
+    (["evaluate", "--baselines-only", "--seed", "1e40", "--out", "{tmp}/o"], f"seed={10 ** 40}: must be an integer"),
+    (["evaluate", "--baselines-only", "--seed", "-1", "--out", "{tmp}/o"], "seed=-1: must be an integer in [0, 2**63)"),
+    # --workers 1000 started a thousand DataLoader processes on 2 CPUs
+    (["train", "--on-the-fly", "default", "--steps", "1", "--workers", "1e3", "--out", "{tmp}/o"],
+     "workers=1000: must be at most"),
+    # leaderboard's counts were plain int: "argument --seeds: invalid int value: 'nan'", and 1e3 refused
+    (["leaderboard", "--models", "linear", "--seeds", "nan", "--out", "{tmp}/o"], "seeds=nan: must be a finite number"),
+    (["leaderboard", "--models", "linear", "--steps", "1.5", "--out", "{tmp}/o"], "steps=1.5: must be a whole number"),
+    (["leaderboard", "--models", "linear", "--batch-size", "0", "--out", "{tmp}/o"], "batch_size=0: must be a positive"),
+    # flags the SISO path never reads were silently dropped (sweep ran single-antenna TDL-A frames)
+    (["sweep", "--antenna-spacing", "2", "--frames", "2", "--out", "{tmp}/o"],
+     "antenna_spacing=2.0: spaces the base station's antennas for --spatial rays, and this config has one antenna"),
+    (["sweep", "--spatial", "rays", "--profile", "CDL-A", "--frames", "2", "--out", "{tmp}/o"],
+     "spatial='rays': places a CDL profile's rays on the base station's antennas, and this config has one antenna"),
+    (["generate", "--frames", "2", "--antenna-spacing", "0.7", "--out", "{tmp}/o"], "antenna_spacing=0.7: spaces"),
 ]
 
 

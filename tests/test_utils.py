@@ -101,3 +101,16 @@ def test_atomic_csv_keeps_the_first_rows_column_order_and_every_row(tmp_path):
         back = list(csv.reader(f))
     assert back == [["snr_db", "mse_db", "bler"], ["0.0", "-3.5", "1.0"], ["10.0", "-12.25", "0.5"]]
     assert [p.name for p in tmp_path.iterdir()] == ["t.csv"]  # no temporary file left beside it
+
+
+def test_seed_int_takes_every_63_bit_seed_and_nothing_beyond():
+    import argparse
+
+    from wavefront.utils import derive_seed, seed_int
+
+    assert seed_int("0") == 0 and seed_int("1e6") == 10 ** 6 and seed_int(str(2 ** 63 - 1)) == 2 ** 63 - 1
+    # why the door: derive_seed keeps the low 64 bits, so 2**64 would draw seed 0's streams
+    assert derive_seed(2 ** 64, 3) == derive_seed(0, 3)
+    for bad in (str(2 ** 63), str(2 ** 64), "-1", "1e40"):
+        with pytest.raises(argparse.ArgumentTypeError, match=r"must be an integer in \[0, 2\*\*63\)"):
+            seed_int(bad)

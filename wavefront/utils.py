@@ -408,6 +408,38 @@ def refuse_to_replace(field: str, out: Path, names: tuple[str, ...], overwrite: 
         raise ConfigError(field, str(out), f"holds {what} of an earlier run ({held[0]}); {advice}")
 
 
+def refuse_results_without_progress(out: Path, progress: Path, overwrite: bool) -> None:
+    """Raises ConfigError when ``out`` holds a ``results.json`` but ``progress`` holds no run, unless ``overwrite``.
+
+    For the commands that resume from ``progress/`` (sweep, evaluate): its fingerprint is how a rerun knows
+    it is the same run. Without one (``wavefront merge-results`` writes none; a user may have removed it),
+    the results there may be another run's, and writing this run's would silently replace them.
+    """
+    if not overwrite and (Path(out) / "results.json").exists() and not (Path(progress) / "fingerprint.json").exists():
+        raise ConfigError("out", str(out), "holds results.json of an earlier run but no progress/ of it (a merge-results "
+                                           "output, or its progress/ was removed), so this run cannot tell whether it "
+                                           "is the same one; add --overwrite to replace it, or give another --out")
+
+
+def refuse_other_results(out: Path, same, what: str) -> None:
+    """Raises ConfigError when ``out/results.json`` exists and ``same(its content)`` is False (or it is unreadable).
+
+    For ``merge-results``, which has no progress to resume: merging the same partial files again writes
+    the same results and passes; another run's results are never silently replaced. ``what``: this
+    run, as the message names it (e.g. ``"this sweep"``).
+    """
+    path = Path(out) / "results.json"
+    if not path.exists():
+        return
+    try:
+        held = json.loads(path.read_text())
+    except (OSError, ValueError):
+        held = None
+    if not isinstance(held, dict) or not same(held):
+        raise ConfigError("out", str(out), f"holds results.json of another run than {what}; give another OUT folder, "
+                                           "or remove that results.json to replace it")
+
+
 def cpu_quota(root: str | os.PathLike = "/sys/fs/cgroup", self_cgroup: str | os.PathLike = "/proc/self/cgroup"
               ) -> float | None:
     """Returns the CPUs this process's cgroup may use (its CFS quota over its period), or None without a quota.
@@ -500,11 +532,36 @@ def thread_count(text: str) -> int:
     return v
 
 
+def worker_count(text: str) -> int:
+    """argparse type: DataLoader worker processes, 0 .. 4 x this machine's CPUs (``--workers 1000`` started a
+    thousand processes on 2 CPUs)."""
+    v = nonnegative_int(text)
+    cpus = os.cpu_count() or 1
+    if v > 4 * cpus:
+        raise argparse.ArgumentTypeError(f"must be at most {4 * cpus} (4 x this machine's {cpus} CPUs), got {v}")
+    return v
+
+
 def nonnegative_int(text: str) -> int:
     """argparse type: an integer >= 0 (``1e6`` accepted)."""
     v = _integer(text)
     if v < 0:
         raise argparse.ArgumentTypeError(f"must be >= 0, got {v}")
+    return v
+
+
+SEED_LIMIT = 2 ** 63  # seeds mix into 64-bit streams (derive_seed) and torch.manual_seed's int64
+
+
+def seed_int(text: str) -> int:
+    """argparse type: a seed, an integer in [0, 2**63) (``1e6`` accepted).
+
+    ``derive_seed`` keeps a seed's low 64 bits, so ``2**64`` would draw seed 0's frames, and
+    ``torch.manual_seed`` overflows on it: refused at the door.
+    """
+    v = _integer(text)
+    if not 0 <= v < SEED_LIMIT:
+        raise argparse.ArgumentTypeError(f"must be an integer in [0, 2**63), got {v}")
     return v
 
 
