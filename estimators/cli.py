@@ -7,12 +7,19 @@ from pathlib import Path
 
 from wavefront.errors import ConfigError
 from wavefront.estimators.registry import DEFAULT_LEARNED
+from wavefront.utils import (check_output_folder, nonnegative_float, nonnegative_int, positive_float, positive_int,
+                             refuse_to_replace, seed_int, thread_count, worker_count)
 
 # evaluate's classical rows: beside a model, and where they are the whole table (--baselines-only)
 EVAL_BASELINES = "ls-linear,lmmse-robust,lmmse-genie"
 EVAL_BASELINES_ONLY = "ls-linear,lmmse-robust,lmmse-estimated,mmse-bayes,lmmse-genie"
-from wavefront.utils import (check_output_folder, nonnegative_float, nonnegative_int, positive_float, positive_int,
-                             refuse_to_replace, seed_int, worker_count)
+
+
+def _threads_argument(p, note: str = "") -> None:
+    """Adds ``--threads`` (torch CPU threads; wavefront's ``main`` applies it before the command runs)."""
+    p.add_argument("--threads", type=thread_count, default=None,
+                   help="torch CPU threads (default: torch's, one per core, at most the container's CPU quota"
+                        + (f"; {note})" if note else ")"))
 
 
 def _system_config(path: str | None):
@@ -111,6 +118,7 @@ def add_commands(subparsers) -> None:
     p.add_argument("--stop-after", type=positive_int, metavar="STEP", help="pause at this step (continue later with --resume)")
     p.add_argument("--time-limit-min", type=positive_float, help="pause after this many minutes (continue later with --resume)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _threads_argument(p, "results depend on the count (reduction order): give it to reproduce a run")
     p.set_defaults(func=_train)
 
     e = subparsers.add_parser("evaluate", help="compare a trained estimator with LS, LMMSE and the MMSE bound",
@@ -159,6 +167,9 @@ def add_commands(subparsers) -> None:
                    help="discard the progress of a different evaluation in --out/progress, or replace a "
                         "results.json there has no progress of (a merge-results output), instead of refusing")
     e.add_argument("--no-plots", action="store_true", help="write results.csv/.json only, no PNG plots")
+    e.add_argument("--no-progress", action="store_true", help="no progress bar (there is none when stderr is not a "
+                                                              "terminal)")
+    _threads_argument(e)
 
     add_rank_arguments(e)
     e.set_defaults(func=_evaluate)
@@ -197,6 +208,7 @@ def add_commands(subparsers) -> None:
     lb.add_argument("--device", default="cpu", help="where the models train: cpu (default), auto or cuda; the "
                                                     "measurements run on the CPU")
     lb.add_argument("--no-progress", action="store_true", help="no progress bars")
+    _threads_argument(lb, "training's; the throughput and latency are measured on one thread either way")
     lb.set_defaults(func=_leaderboard)
 
 
@@ -413,7 +425,8 @@ def _evaluate(args) -> int:
         # pilots only: the model reads nothing, and the baselines that read conditions get estimates
         engine_conditions = "estimated" if args.conditions == "none" else args.conditions
         kwargs = dict(points=args.points, suite=args.suite, frames_per_point=frames_per_point, baselines=baselines,
-                      seed=args.seed, device=device, progress=sys.stderr.isatty(), conditions=engine_conditions,
+                      seed=args.seed, device=device, progress=sys.stderr.isatty() and not args.no_progress,
+                      conditions=engine_conditions,
                       prior_ranges=parse_prior_ranges(args.prior_snr_db, args.prior_delay_spread_ns, args.prior_doppler_hz),
                       **ranks)
         return est, kwargs

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from wavefront import paper
 from wavefront.errors import ConfigError
-from wavefront.utils import DefaultsHelpFormatter, any_int, nonnegative_int, parse_range
+from wavefront.utils import DefaultsHelpFormatter, any_int, nonnegative_int, parse_range, thread_count
 
 # Table rows: (delay spread [s], Doppler [Hz], SNR [dB]) where the acceptance of issue 11 looks.
 TABLE_POINTS = ((300e-9, 1000.0, 20.0), (300e-9, 500.0, 20.0), (100e-9, 200.0, 20.0), (100e-9, 200.0, 10.0),
@@ -44,6 +44,8 @@ def add_commands(sub) -> None:
     o.add_argument("--out", required=True, help="output folder")
     o.add_argument("--overwrite", action="store_true", help="replace the layout an earlier run left in --out")
     o.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    o.add_argument("--threads", type=thread_count, default=None,
+                   help="torch CPU threads (default: torch's, one per core, at most the container's CPU quota)")
     o.set_defaults(func=run_optimise)
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
 

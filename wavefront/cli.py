@@ -78,6 +78,10 @@ def main(argv: list[str] | None = None) -> int:
     from wavefront.utils import cap_threads_to_cpus
 
     cap_threads_to_cpus()  # a container's CPU quota, which torch's default thread count ignores
+    if getattr(args, "threads", None) is not None:  # a command's --threads wins over the cap (each that computes has one)
+        import torch
+
+        torch.set_num_threads(args.threads)
     try:
         return int(args.func(args) or 0)
     except ConfigError as exc:
