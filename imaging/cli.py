@@ -5,8 +5,8 @@ import argparse
 from pathlib import Path
 
 from wavefront.errors import ConfigError
-from wavefront.utils import (any_int, check_output_folder, finite_float, nonnegative_int, positive_float,
-                             positive_int, refuse_to_replace, thread_count)
+from wavefront.utils import (check_output_folder, finite_float, nonnegative_int, positive_float,
+                             positive_int, refuse_to_replace, seed_int, thread_count)
 
 
 def _pixels(text: str) -> tuple[int, int]:
@@ -192,7 +192,7 @@ def add_commands(subparsers) -> None:
     lay.add_argument("--layout", default="rectangular", choices=["rectangular", "curvilinear"],
                      help="the learned layout's family (default rectangular)")
     lay.add_argument("--epochs", type=positive_int, default=30, help="training epochs per layout and seed (default 30)")
-    lay.add_argument("--seeds", type=any_int, nargs="+", default=[0, 1, 2, 3, 4], help="training seeds (default 0 1 2 3 4)")
+    lay.add_argument("--seeds", type=seed_int, nargs="+", default=[0, 1, 2, 3, 4], help="training seeds (default 0 1 2 3 4)")
     lay.add_argument("--image-size", type=positive_int, default=64, help="high-resolution scene size in pixels (default 64)")
     lay.add_argument("--train-images", type=positive_int, default=2048, help="default 2048")
     lay.add_argument("--val-images", type=positive_int, default=1024, help="default 1024")
@@ -223,14 +223,14 @@ def add_commands(subparsers) -> None:
     scene.add_argument("--perturbation", help="velocity perturbation .npy (m/s, added to the model), [rows, cols]; "
                                               "[M, rows, cols] for --task inversion (one Jacobian column each)")
     scene.add_argument("--loss", help="your loss, module:function or file.py:function, called as loss(data [S, K, nt], batch)")
-    scene.add_argument("--seed", type=any_int, help="seed of the random baseline and the random restarts (default 0)")
+    scene.add_argument("--seed", type=seed_int, help="seed of the random baseline and the random restarts (default 0)")
     scene.add_argument("--restarts", type=nonnegative_int, help="seeded random starts for the swap search, besides "
                                                                "greedy and the best baseline (default 8)")
     builtin = rec.add_argument_group("built-in scene (source-localisation with a network)")
     builtin.add_argument("--scene", help="wave task: source-localisation (the default and only one)")
     builtin.add_argument("--receivers", type=positive_int, help="K, the number of receivers (default 8)")
     builtin.add_argument("--epochs", type=positive_int, help="default 30")
-    builtin.add_argument("--seeds", type=any_int, nargs="+", help="default 0 1 2 3 4")
+    builtin.add_argument("--seeds", type=seed_int, nargs="+", help="default 0 1 2 3 4")
     builtin.add_argument("--noise", type=finite_float, help="trace noise std, in units of the field's RMS (default 3)")
     builtin.add_argument("--train-shots", type=positive_int, help="default 768")
     builtin.add_argument("--val-shots", type=positive_int, help="default 256")

@@ -130,6 +130,8 @@ SPECIAL = [
      f"seed={2 ** 64}: must be an integer in [0, 2**63)"),
     (["evaluate", "--baselines-only", "--seed", "1e40", "--out", "{tmp}/o"], f"seed={10 ** 40}: must be an integer"),
     (["evaluate", "--baselines-only", "--seed", "-1", "--out", "{tmp}/o"], "seed=-1: must be an integer in [0, 2**63)"),
+    (["codesign", "layout", "--seeds", "0", str(2 ** 64), "--out", "{tmp}/o"], f"seeds={2 ** 64}: must be an integer"),
+    (["codesign", "receivers", "--seeds", "-1", "--out", "{tmp}/o"], "seeds=-1: must be an integer in [0, 2**63)"),
     # --workers 1000 started a thousand DataLoader processes on 2 CPUs
     (["train", "--on-the-fly", "default", "--steps", "1", "--workers", "1e3", "--out", "{tmp}/o"],
      "workers=1000: must be at most"),
