@@ -463,7 +463,7 @@ class ChannelConfig(_Model):
                 raise ConfigError("channel.sparse_num_paths", self.sparse_num_paths, "applies to profile sparse only")
             return self
         if self.ici or self.impaired:
-            raise ConfigError("channel.ici" if self.ici else "channel.impairments", True,
+            raise ConfigError(*self.time_domain_cause,
                               "the time-domain (ICI) path does not draw sparse paths yet; "
                               "leave it (and cfo_hz, phase_noise_linewidth_hz, timing_offset_samples) off with profile sparse")
         if self.realization != "independent":
@@ -495,6 +495,17 @@ class ChannelConfig(_Model):
     def time_domain(self) -> bool:
         """Whether frames go through the time-domain path: ``ici`` or an impairment."""
         return self.ici or self.impaired
+
+    @property
+    def time_domain_cause(self) -> tuple[str, object]:
+        """``(field, value)`` that sends frames through the time-domain path, for a refusal to name: ``("channel.ici",
+        True)``, else the first impairment set, e.g. ``("channel.cfo_hz", [-200.0, 200.0])``."""
+        if self.ici:
+            return "channel.ici", True
+        name = next(k for k in ("cfo_hz", "phase_noise_linewidth_hz", "timing_offset_samples")
+                    if getattr(self, k) is not None)
+        v = getattr(self, name)
+        return f"channel.{name}", list(v) if isinstance(v, tuple) else v
 
     def grid_points(self, name: str) -> list[float] | None:
         """Returns the discrete values ``low:step:high`` of range field ``name``, or None when drawn uniformly."""
@@ -632,7 +643,7 @@ class SystemConfig(_Model):
                 raise ConfigError("mimo.pilots", m.pilots, "mimo.spatial rays supports the Kronecker pilot pattern "
                                                            "only so far")
         if self.channel.time_domain:
-            raise ConfigError("channel.ici" if self.channel.ici else "channel.impairments", True,
+            raise ConfigError(*self.channel.time_domain_cause,
                               "the time-domain (ICI) path, and with it the impairments, is SISO only so far; "
                               "leave it off with several antennas or users")
         if self.channel.realization != "independent":
@@ -705,7 +716,7 @@ class SystemConfig(_Model):
         fd, scs = self.channel.doppler_hz, self.ofdm.subcarrier_spacing_hz
         top = fd[1] if isinstance(fd, tuple) else fd
         if top > scs:
-            field = "channel.ici" if self.channel.ici else "channel.impairments"
+            field = self.channel.time_domain_cause[0]
             raise ConfigError("channel.doppler_hz", list(fd) if isinstance(fd, tuple) else fd,
                               f"with {field} (the time-domain path) the Doppler must be <= the subcarrier spacing, "
                               f"{scs:g} Hz (at most one Doppler cycle per useful symbol; its within-symbol series "

@@ -169,7 +169,7 @@ _CONFIG_FLAG = {"generate": "--config", "train": "--on-the-fly", "evaluate": "--
 @pytest.mark.parametrize("flags, field, rule", [
     (["--phase-noise-hz=-5"], "channel.phase_noise_linewidth_hz", "must be >= 0"),
     (["--timing-offset", "0:200"], "channel.timing_offset_samples", "within the symbol: |offset| <= 137 samples"),
-    (["--cfo-hz", "100", "SPARSE"], "channel.impairments", "leave it (and cfo_hz"),
+    (["--cfo-hz", "100", "SPARSE"], "channel.cfo_hz", "leave it (and cfo_hz"),
     (["--timing-offset", "1:2:3"], "--timing-offset", "LOW:HIGH"),
 ])
 def test_bad_impairments_are_one_line_and_exit_2_on_every_command(command, flags, field, rule, tmp_path, capsys):

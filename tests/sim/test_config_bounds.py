@@ -149,7 +149,11 @@ INF, NAN = float("inf"), float("nan")
     ({'channel': {'sparse_num_paths': 8}},
      'channel.sparse_num_paths=8', 'applies to profile sparse only'),
     ({'channel': {'profile': 'sparse', 'cfo_hz': 10.0}},
-     'channel.impairments=True', 'the time-domain (ICI) path does not draw sparse paths yet;'),
+     'channel.cfo_hz=10.0', 'the time-domain (ICI) path does not draw sparse paths yet;'),
+    ({'channel': {'profile': 'sparse', 'timing_offset_samples': [0.5, 1.5]}},  # the field set, with its range
+     'channel.timing_offset_samples=[0.5, 1.5]', 'the time-domain (ICI) path does not draw sparse paths yet;'),
+    ({'channel': {'profile': 'sparse', 'ici': True, 'cfo_hz': 10.0}},  # --ici first: it takes the path by itself
+     'channel.ici=True', 'the time-domain (ICI) path does not draw sparse paths yet;'),
     ({'channel': {'profile': 'sparse', 'realization': 'per-condition'}},
      "channel.realization='per-condition'", 'profile sparse draws its paths per frame'),
     ({'channel': {'snr_db': [0.0, 25.0], 'snr_step_db': 0.0}},
@@ -205,7 +209,7 @@ INF, NAN = float("inf"), float("nan")
     ({'mimo': {'num_rx_antennas': 2, 'num_users': 2, 'spatial': 'rays', 'pilots': 'dmrs-type1'}, 'channel': {'profile': 'CDL-A'}},
      "mimo.pilots='dmrs-type1'", 'mimo.spatial rays supports the Kronecker pilot pattern only'),
     ({'mimo': {'num_rx_antennas': 2, 'num_users': 2}, 'channel': {'cfo_hz': 10.0}},
-     'channel.impairments=True', 'the time-domain (ICI) path, and with it the impairments, is'),
+     'channel.cfo_hz=10.0', 'the time-domain (ICI) path, and with it the impairments, is'),
     ({'mimo': {'num_rx_antennas': 2, 'num_users': 2}, 'channel': {'realization': 'per-condition'}},
      "channel.realization='per-condition'", 'the reference protocol (per-condition) is SISO only'),
     ({'mimo': {'num_rx_antennas': 2, 'num_users': 2}, 'channel': {'profile': 'sparse'}},
