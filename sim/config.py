@@ -655,8 +655,9 @@ class SystemConfig(_Model):
         if m.pilots in DMRS_PORTS:
             return self._dmrs_fits()
         if not layout.is_kronecker:
-            raise ConfigError("ofdm.pilot_positions", "scattered", "MIMO pilots (Kronecker pattern) need a Kronecker "
-                                                                   "layout: subcarrier spacing and pilot symbols")
+            raise ConfigError("ofdm.pilot_positions", layout.describe(), "MIMO pilots (Kronecker pattern) need a "
+                                                                         "Kronecker layout: subcarrier spacing and "
+                                                                         "pilot symbols")
         n = self.ofdm.num_pilot_subcarriers
         if n % m.num_users:
             raise ConfigError("mimo.num_users", m.num_users, f"must divide the {n} pilot subcarriers, which are dealt "
@@ -677,7 +678,8 @@ class SystemConfig(_Model):
         if m.num_users > ports:
             raise ConfigError("mimo.num_users", m.num_users, f"{m.pilots} has {ports} DM-RS ports, one per user")
         if o.pilot_positions is not None:
-            raise ConfigError("ofdm.pilot_positions", "set", f"{m.pilots} places its own pilots on ofdm.pilot_symbols")
+            raise ConfigError("ofdm.pilot_positions", o.pilot_layout.describe(),
+                              f"{m.pilots} places its own pilots on ofdm.pilot_symbols; leave the positions out")
         step = 4 if "type1" in m.pilots else 6
         if o.num_subcarriers % step:
             raise ConfigError("ofdm.num_subcarriers", o.num_subcarriers, f"must be a multiple of {step} for {m.pilots}")
