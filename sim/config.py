@@ -457,6 +457,14 @@ class ChannelConfig(_Model):
         return v
 
     @model_validator(mode="after")
+    def _cdl_only_options(self):
+        if self.travel_azimuth_deg != 0.0 and self.profile not in CDL_PROFILES:  # TDL taps draw their angles per frame
+            raise ConfigError("channel.travel_azimuth_deg", self.travel_azimuth_deg,
+                              f"applies to the CDL profiles only (profile {self.profile!r} draws its arrival angles "
+                              "per frame, or from its scenario)")
+        return self
+
+    @model_validator(mode="after")
     def _sparse_only_options(self):
         if self.profile != SPARSE_PROFILE:
             if self.sparse_num_paths != _ADDED_CHANNEL_DEFAULTS["sparse_num_paths"]:

@@ -148,6 +148,10 @@ INF, NAN = float("inf"), float("nan")
      'channel.sparse_num_paths=65', 'sparse_num_paths must be an integer in 1..64 (paths per'),
     ({'channel': {'sparse_num_paths': 8}},
      'channel.sparse_num_paths=8', 'applies to profile sparse only'),
+    ({'channel': {'travel_azimuth_deg': 30.0}},  # TDL taps draw their angles per frame: it did nothing
+     'channel.travel_azimuth_deg=30.0', 'applies to the CDL profiles only'),
+    ({'channel': {'profile': 'sparse', 'travel_azimuth_deg': -45.0}},
+     'channel.travel_azimuth_deg=-45.0', 'applies to the CDL profiles only'),
     ({'channel': {'profile': 'sparse', 'cfo_hz': 10.0}},
      'channel.cfo_hz=10.0', 'the time-domain (ICI) path does not draw sparse paths yet;'),
     ({'channel': {'profile': 'sparse', 'timing_offset_samples': [0.5, 1.5]}},  # the field set, with its range
