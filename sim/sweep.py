@@ -115,6 +115,10 @@ class SweepSpec:
         if self.error_variance != "stated" and not self.config.mimo.is_mimo:
             raise ConfigError("error_variance", self.error_variance, "is for the MIMO detector (--rx-antennas, "
                                                                      "--users): the SISO equalizer takes no error variance")
+        if self.equalizer != "zf" and self.config.mimo.is_mimo:  # it would be recorded and do nothing
+            raise ConfigError("equalizer", self.equalizer, "is the SISO one-tap equaliser: with several antennas or "
+                                                           "users the receiver detects with LMMSE (--error-variance "
+                                                           "sets the error variance it takes)")
         self.point_configs = [_point_config(self.config, self.axis, v) for v in self.values]  # validates every point
 
     @property

@@ -263,3 +263,10 @@ def test_a_range_on_the_antennas_correlation_gets_the_floor(tmp_path):
     flags = ("--snr-db", "10", "--frames", "300", "--min-bit-errors", "1", "--rx-antennas", "2")
     assert _spec(tmp_path, SMALL, *flags, "--rx-correlation", "0.2:0.8").min_frames == 256
     assert _spec(tmp_path, SMALL, *flags, "--rx-correlation", "0.5").min_frames == 0
+
+
+def test_the_siso_equaliser_is_refused_under_mimo_where_it_would_do_nothing(tmp_path):
+    with pytest.raises(ConfigError, match="equalizer='mmse': is the SISO one-tap equaliser"):
+        _spec(tmp_path, SMALL, "--snr-db", "10", "--rx-antennas", "2", "--equalizer", "mmse")
+    assert _spec(tmp_path, SMALL, "--snr-db", "10", "--rx-antennas", "2").equalizer == "zf"  # the default runs
+    assert _spec(tmp_path, SMALL, "--snr-db", "10", "--equalizer", "mmse").equalizer == "mmse"  # SISO keeps it
