@@ -62,7 +62,8 @@ def add_commands(sub) -> None:
                    help="frames per batch (memory and speed); frames are seeded per (seed, point, batch), so another "
                         "batch size draws other frames: other, equally valid, figures")
     p.add_argument("--equalizer", default="zf", choices=["zf", "mmse"],
-                   help="SISO one-tap equaliser (refused with several antennas or users, which detect with LMMSE): zf, or mmse rescaled to be unbiased, which makes the same hard "
+                   help="SISO one-tap equaliser (several antennas or users detect with LMMSE): zf, or mmse "
+                        "rescaled to be unbiased, which makes the same hard "
                         "decisions as zf (the BER is the same; it differs only where the estimate is near 0)")
     p.add_argument("--error-variance", default="stated", choices=["stated", "model", "calibrated"],
                    help="MIMO detection: the error variance each estimate is detected with. stated (default): perfect "
