@@ -550,6 +550,14 @@ class _Run:
             self.save("last.safetensors", {"step": self.step_count})
         if self.bar is not None:
             self.bar.close()
+        if self.is_main and stopped != "paused" and self.state["best_val"] >= 1.0:
+            # E|h|^2 = 1 per RE: a model no better than estimating 0 learned nothing, or diverged to finite values
+            # (the NaN guard does not see those: lr 1e9 ended at +297 dB, exit 0)
+            warnings.warn(f"training ended with a best validation MSE of {to_db(self.state['best_val']):+.2f} dB, no "
+                          f"better than estimating 0 (0 dB"
+                          + (f"; LS-linear here {to_db(val_ls):.2f} dB" if val_ls else "") + "): it diverged or "
+                          f"learned nothing; lower --lr (now {cfg.lr:g}) or train longer", RuntimeWarning,
+                          stacklevel=2)
         return {"step": self.step_count, "total_steps": total, "stopped": stopped,
                 "best_val_mse_db": to_db(self.state["best_val"]),
                 "val_mse_db": to_db(self.last_val) if self.last_val else None,

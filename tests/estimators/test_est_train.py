@@ -466,3 +466,15 @@ def test_non_finite_weights_are_refused_at_load_naming_the_tensor(tmp_path):
     inf = ckpt.save(tmp_path / "inf.safetensors", model, FIXED_SNR, rng=False)
     with pytest.raises(ConfigError, match=rf"\(1 NaN/inf values in {names[-1]}\)"):
         ckpt.Checkpoint(inf).build_model()
+
+
+def test_a_run_no_better_than_estimating_zero_ends_with_a_warning_and_one_that_learned_does_not(tmp_path):
+    """E|h|^2 = 1 per RE, so 0 dB is the all-zero estimate: above it a run diverged to finite values (lr 1e9 ended at
+    +297 dB with exit 0) or learned nothing. Six steps of the tiny FortiTran end at +0.59 dB; of gated-lmmse, -14 dB."""
+    with pytest.warns(RuntimeWarning, match=r"best validation MSE of \+0\.\d\d dB, no better than estimating 0"):
+        stuck = train(_cfg(tmp_path), FIXED_SNR)
+    assert stuck["best_val_mse_db"] > 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        learned = train(_cfg(tmp_path, "gated-lmmse", model_overrides={}, lr=1e-2), FIXED_SNR)
+    assert learned["best_val_mse_db"] < learned["val_ls_linear_db"]
