@@ -378,7 +378,7 @@ def run_verify(args) -> int:
     print(f"verified {rep.shards} shard(s), {rep.frames} frames, {rep.bytes / 1e6:.1f} MB under {args.data} "
           f"in {dt:.1f} s ({rep.bytes / 1e6 / max(dt, 1e-9):.0f} MB/s): all {'listed ' if incomplete else ''}intact"
           f"{note}", file=sys.stderr)
-    return 0
+    return 1 if incomplete else 0  # exit 0 says the data are there to use: a script's `verify && train` stops here
 
 
 def _incomplete(root: Path) -> list[tuple[Path, int, object]]:

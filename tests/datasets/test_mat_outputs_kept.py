@@ -97,8 +97,8 @@ def test_a_folder_whose_manifest_lists_no_shard_yet_is_one_line_for_every_reader
 
 
 def test_verify_of_a_folder_not_finished_says_so_beside_all_intact(two_datasets, tmp_path, capsys):
-    """verify said 'verified 0 shard(s) ... all intact' of a killed generate's folder; its exit stays 0 (the listed
-    shards are intact), its words say what was not there to verify."""
+    """verify said 'verified 0 shard(s) ... all intact' of a killed generate's folder with exit 0; its words now say
+    what was not there to verify, and it exits 1: the data are not there to use (a script's `verify && train`)."""
     import shutil
 
     killed = tmp_path / "killed"
@@ -106,7 +106,7 @@ def test_verify_of_a_folder_not_finished_says_so_beside_all_intact(two_datasets,
     man = json.loads((killed / "manifest.json").read_text())
     (killed / "manifest.json").write_text(json.dumps({**man, "shards": [], "complete": False}))
     capsys.readouterr()
-    assert main(["verify", "--data", str(killed), "--no-progress"]) == 0
+    assert main(["verify", "--data", str(killed), "--no-progress"]) == 1
     err = capsys.readouterr().err
     assert (f"0 frames, 0.0 MB under {killed} in " in err and f"all listed intact; {killed} is incomplete (0 of 1 "
             "shards listed): rerun the command that generated it to finish it" in err), err
