@@ -141,22 +141,11 @@ GRID = SMALL + ("channel:\n  doppler_hz: [0, 1000]\n  doppler_step_hz: 100\n  de
                 "  delay_spread_step_s: 25.0e-9\n")
 
 
-def test_the_held_line_and_the_plot_title_name_a_step_grid(tmp_path, capsys, monkeypatch):
+def test_the_held_line_and_the_plot_title_name_a_step_grid(tmp_path, capsys, sweep_titles):
     """A config drawing its conditions on a grid (``doppler_step_hz``) was described as a continuous range."""
-    import wavefront.sim.sweep as sweep_module
     from wavefront.sim.sweep import _held
-    from wavefront.utils import finish_figure
 
-    spans, titles = [], []
-
-    def measured(fig, path, dpi=120):
-        fig.tight_layout()
-        box = fig.axes[0].title.get_window_extent(fig.canvas.get_renderer())
-        spans.append((box.x0, box.x1, fig.bbox.width))
-        titles.append(fig.axes[0].get_title())
-        return finish_figure(fig, path, dpi)
-
-    monkeypatch.setattr(sweep_module, "finish_figure", measured)
+    spans, titles = sweep_titles
     cfg = tmp_path / "g.yaml"
     cfg.write_text(GRID)
     assert main(["sweep", "--config", str(cfg), "--estimators", "ls-linear", "--snr-db", "10,20", "--frames", "8",

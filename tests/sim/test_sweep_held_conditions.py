@@ -100,21 +100,9 @@ def test_the_default_sweep_on_a_system_the_shipped_model_does_not_fit_drops_it_w
     assert names == ["ls-linear", "lmmse-robust", "lmmse-estimated", "mmse-bayes", "lmmse-genie"]
 
 
-def test_a_plot_title_naming_ranges_fits_its_figure(tmp_path, monkeypatch):
+def test_a_plot_title_naming_ranges_fits_its_figure(tmp_path, sweep_titles):
     """Two ranges drawn per frame made the one-line SISO title wider than the figure ('... 64 frames/po')."""
-    import wavefront.sim.sweep as sweep_module
-    from wavefront.utils import finish_figure
-
-    spans, titles = [], []
-
-    def measured(fig, path, dpi=120):
-        fig.tight_layout()
-        box = fig.axes[0].title.get_window_extent(fig.canvas.get_renderer())
-        spans.append((box.x0, box.x1, fig.bbox.width))
-        titles.append(fig.axes[0].get_title())
-        return finish_figure(fig, path, dpi)
-
-    monkeypatch.setattr(sweep_module, "finish_figure", measured)
+    spans, titles = sweep_titles
     cfg = tmp_path / "c.yaml"
     cfg.write_text(SMALL + "channel:\n  snr_db: [0, 25]\n  delay_spread_s: [25.0e-9, 300.0e-9]\n")
     assert main(["sweep", "--config", str(cfg), "--estimators", "ls-linear", "--doppler-hz", "100,500", "--frames", "8",
