@@ -525,17 +525,17 @@ def cap_threads_to_cpus(root: str | os.PathLike = "/sys/fs/cgroup") -> int | Non
 def thread_count(text: str) -> int:
     """argparse type: torch CPU threads, 1 .. 4 x this machine's CPUs (more only slows torch; 1e6 ran out of memory
     starting them)."""
-    v = positive_int(text)
-    cpus = os.cpu_count() or 1
-    if v > 4 * cpus:
-        raise argparse.ArgumentTypeError(f"must be at most {4 * cpus} (4 x this machine's {cpus} CPUs), got {v}")
-    return v
+    return _at_most_4x_cpus(positive_int(text))
 
 
 def worker_count(text: str) -> int:
     """argparse type: DataLoader worker processes, 0 .. 4 x this machine's CPUs (``--workers 1000`` started a
     thousand processes on 2 CPUs)."""
-    v = nonnegative_int(text)
+    return _at_most_4x_cpus(nonnegative_int(text))
+
+
+def _at_most_4x_cpus(v: int) -> int:
+    """Returns ``v``, or raises argparse's error when it exceeds 4 x this machine's CPUs (threads or processes)."""
     cpus = os.cpu_count() or 1
     if v > 4 * cpus:
         raise argparse.ArgumentTypeError(f"must be at most {4 * cpus} (4 x this machine's {cpus} CPUs), got {v}")
