@@ -29,8 +29,6 @@ def _layout(args: argparse.Namespace) -> int:
 
     import torch
 
-    if args.threads is not None:  # results depend on the thread count (reduction order): fix it to reproduce them
-        torch.set_num_threads(args.threads)
     if args.task not in IMAGE_TASKS:
         raise ConfigError("task", args.task, f"must be one of {', '.join(IMAGE_TASKS)}")
     pixels = _pixels(args.pixels)
@@ -138,10 +136,6 @@ def _receivers(args: argparse.Namespace) -> int:
     from wavefront.imaging.codesign import WAVE_TASKS, format_difference, run_receiver_experiment
     from wavefront.imaging.wave import cpu_flush_to_zero
 
-    if args.threads is not None:
-        import torch
-
-        torch.set_num_threads(args.threads)
     if args.velocity is not None:
         return _scene_receivers(args)
     for name in _SCENE_ONLY:

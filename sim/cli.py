@@ -312,11 +312,7 @@ def run(args) -> int:
     from wavefront.utils import job_ranks, process_group
 
     rank, world, array_job = job_ranks(args.rank, args.world)
-    if args.threads is not None:
-        import torch
-
-        torch.set_num_threads(args.threads)
-    spec = build_spec(args)
+    spec = build_spec(args)  # --threads: set by wavefront's main, as for every command
     # Before the sweep, with a real probe file: a bad --out must not cost its results.
     out = check_output_folder("out", args.out, sweep_output_bytes(spec))
     if not array_job:  # an array job writes a partial file, never results.json
