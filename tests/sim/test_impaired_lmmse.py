@@ -130,7 +130,8 @@ def test_each_bank_hypothesis_has_the_impaired_genies_pilot_covariance(profile):
     # its log-determinant is log det(R_yy) of lmmse-genie-impaired's second-order model there, ICI of fd_f included
     from wavefront.sim.conditions import ConditionPrior
 
-    cfg = _config(profile=profile, travel_azimuth_deg=60.0, snr_db=[0.0, 20.0], delay_spread_s=[5e-8, 3e-7],
+    azimuth = 60.0 if profile.startswith("CDL") else 0.0  # a travel direction is CDL's alone
+    cfg = _config(profile=profile, travel_azimuth_deg=azimuth, snr_db=[0.0, 20.0], delay_spread_s=[5e-8, 3e-7],
                   doppler_hz=[100.0, 1200.0], **MIX)
     prior = ConditionPrior((5e-8, 3e-7), (100.0, 600.0, 1200.0), (0.0, 20.0))
     bank = get_classical("mmse-bayes-impaired", cfg, prior=prior).bank(torch.device("cpu"))
