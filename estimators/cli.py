@@ -13,6 +13,7 @@ from wavefront.utils import (check_output_folder, nonnegative_float, nonnegative
 # evaluate's classical rows: beside a model, and where they are the whole table (--baselines-only)
 EVAL_BASELINES = "ls-linear,lmmse-robust,lmmse-genie"
 EVAL_BASELINES_ONLY = "ls-linear,lmmse-robust,lmmse-estimated,mmse-bayes,lmmse-genie"
+VAL_FRAMES = 2048  # train's simulated validation frames when there is no --val
 
 
 def _threads_argument(p, note: str = "") -> None:
@@ -69,7 +70,8 @@ def add_commands(subparsers) -> None:
     src = p.add_mutually_exclusive_group()
     src.add_argument("--on-the-fly", metavar="CONFIG", help="simulate training frames from this system config (YAML or preset name)")
     src.add_argument("--train", metavar="DIR", help="folder of HDF5 training shards")
-    p.add_argument("--val", metavar="DIR", help="folder of HDF5 validation shards (default: simulated held-out frames)")
+    p.add_argument("--val", metavar="DIR", help="folder of HDF5 validation shards (needed with --train; on the fly, "
+                                                "default: --val-frames simulated held-out frames)")
     p.add_argument("--config", metavar="CONFIG", help="system config for --train data (YAML or preset; default: the one "
                                                       "recorded in the shards, else default); refused if it conflicts "
                                                       "with the shards'")
@@ -97,7 +99,8 @@ def add_commands(subparsers) -> None:
     p.add_argument("--grad-clip", type=nonnegative_float, default=1.0, help="max gradient norm (0: off; default 1)")
     p.add_argument("--eval-every", type=positive_int, default=500,
                    help="steps between validations and checkpoints (default 500)")
-    p.add_argument("--val-frames", type=positive_int, default=2048, help="simulated validation frames (default 2048)")
+    p.add_argument("--val-frames", type=positive_int, default=None,
+                   help=f"simulated validation frames, without --val (default {VAL_FRAMES})")
     p.add_argument("--patience", type=nonnegative_int, default=10,
                    help="validations without improvement before stopping (0: never; default 10)")
     p.add_argument("--seed", type=seed_int, default=0, help="seed of the initial weights and the frames (default 0)")
@@ -220,6 +223,13 @@ def _train(args) -> int:
         raise ConfigError("train", None, "give --train DIR (HDF5 shards) or --on-the-fly CONFIG")
     if args.train is not None and args.val is None:
         raise ConfigError("val", None, "--train needs --val DIR")
+    # flags that would be recorded and do nothing
+    if args.val is not None and args.val_frames is not None:
+        raise ConfigError("val_frames", args.val_frames, "counts simulated validation frames, and --val DIR gives its "
+                                                         "own: leave one out")
+    if args.on_the_fly is not None and args.workers:
+        raise ConfigError("workers", args.workers, "are DataLoader processes reading --train DIR; frames on the fly "
+                                                   "are simulated in the training process: leave it out")
     out = check_output_folder("out", args.out or f"runs/{args.model}")
     # a forgotten --resume once replaced a finished run's weights
     if args.resume is True and args.overwrite:
@@ -266,7 +276,7 @@ def _train(args) -> int:
     cfg = TrainConfig(model=args.model, model_overrides=_overrides(args.set), steps=args.steps, epochs=args.epochs,
                       batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, warmup_steps=args.warmup_steps,
                       schedule=args.schedule, grad_clip=args.grad_clip, eval_every=args.eval_every,
-                      val_frames=args.val_frames, patience=args.patience, seed=args.seed, device=args.device, amp=args.amp,
+                      val_frames=args.val_frames or VAL_FRAMES, patience=args.patience, seed=args.seed, device=args.device, amp=args.amp,
                       compile=args.compile, num_workers=args.workers, out_dir=args.out or f"runs/{args.model}",
                       stop_after=args.stop_after, time_limit_min=args.time_limit_min, progress=not args.no_progress,
                       conditions=args.conditions)

@@ -295,6 +295,13 @@ def build_spec(args):
 
         config = apply_pilots(config, args.pilots)
     names = [n.strip() for n in args.estimators.split(",") if n.strip()]
+    if "lmmse-robust" not in names:  # a robust option that would be recorded and shape nothing
+        for flag, value, default in (("robust_pdp", args.robust_pdp, "uniform"),
+                                     ("robust_doppler_spectrum", args.robust_doppler_spectrum, "flat"),
+                                     ("robust_covariance", args.robust_covariance, "assumed")):
+            if value != default:
+                raise ConfigError(flag, value, "shapes lmmse-robust, which is not among --estimators: add it, or "
+                                               "leave the option out")
     return SweepSpec(config=config, axis=axis, values={"snr_db": snr, "doppler_hz": dop, "delay_spread_s": ds}[axis],
                      estimators=names, frames=args.frames, batch_size=args.batch_size, seed=args.seed,
                      min_bit_errors=args.min_bit_errors, min_frames=args.min_frames, equalizer=args.equalizer,

@@ -135,6 +135,15 @@ SPECIAL = [
     # --workers 1000 started a thousand DataLoader processes on 2 CPUs
     (["train", "--on-the-fly", "default", "--steps", "1", "--workers", "1e3", "--out", "{tmp}/o"],
      "workers=1000: must be at most"),
+    # flags that would be recorded and do nothing
+    (["train", "--on-the-fly", "default", "--workers", "2", "--steps", "1", "--out", "{tmp}/o"],
+     "workers=2: are DataLoader processes reading --train DIR"),
+    (["train", "--on-the-fly", "default", "--val", "{tmp}", "--val-frames", "64", "--steps", "1", "--out", "{tmp}/o"],
+     "val_frames=64: counts simulated validation frames, and --val DIR gives its own"),
+    (["sweep", "--estimators", "ls-linear", "--robust-pdp", "exponential", "--frames", "2", "--out", "{tmp}/o"],
+     "robust_pdp='exponential': shapes lmmse-robust, which is not among --estimators"),
+    (["sweep", "--estimators", "ls-linear,mmse-bayes", "--robust-covariance", "prior-average", "--frames", "2",
+      "--out", "{tmp}/o"], "robust_covariance='prior-average': shapes lmmse-robust"),
     # leaderboard's counts were plain int: "argument --seeds: invalid int value: 'nan'", and 1e3 refused
     (["leaderboard", "--models", "linear", "--seeds", "nan", "--out", "{tmp}/o"], "seeds=nan: must be a finite number"),
     (["leaderboard", "--models", "linear", "--steps", "1.5", "--out", "{tmp}/o"], "steps=1.5: must be a whole number"),
