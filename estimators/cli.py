@@ -269,8 +269,8 @@ def _train(args) -> int:
     if config.mimo.is_mimo:
         config = pair_training_config(config, user)
         print(f"wavefront: MIMO config ({args.train or 'on the fly'}): training a per-(antenna, user) model on user "
-              f"{user}'s pilots ({config.ofdm.pilot_shape[0]} x {config.ofdm.pilot_shape[1]}, spacing "
-              f"{config.ofdm.pilot_subcarrier_spacing}); sweep runs it for every user and antenna", file=sys.stderr)
+              f"{user}'s pilots ({config.ofdm.pilot_layout.describe()}); sweep runs it for every user and antenna",
+              file=sys.stderr)
     elif user != 0:
         raise ConfigError("user", user, "picks a user of a MIMO config; this config has one antenna and one user")
     cfg = TrainConfig(model=args.model, model_overrides=_overrides(args.set), steps=args.steps, epochs=args.epochs,

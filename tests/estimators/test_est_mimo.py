@@ -201,7 +201,7 @@ def test_train_with_mimo_flags_trains_on_user_0s_pilots_and_the_checkpoint_serve
                "--users", "2", "--rx-correlation", "0.7", "--set", "delay_spread_bins=2", "--set", "doppler_bins=2",
                "--steps", "2", "--batch-size", "4", "--eval-every", "2", "--val-frames", "8", "--device", "cpu",
                "--out", str(run), "--no-progress"])
-    assert rc == 0 and "per-(antenna, user) model on user 0's pilots (12 x 2, spacing 4)" in capsys.readouterr().err
+    assert rc == 0 and "per-(antenna, user) model on user 0's pilots (12x2: subcarriers 0::4, symbols 2,11)" in capsys.readouterr().err
     stored = ckpt.Checkpoint(run / "last.safetensors").system_config
     assert list(stored.ofdm.pilot_subcarriers) == list(user_configs(cfg)[0].ofdm.pilot_subcarriers) == list(range(0, 48, 4))
     assert not stored.mimo.is_mimo
