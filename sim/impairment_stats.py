@@ -47,7 +47,7 @@ import torch
 
 from wavefront.errors import ConfigError
 from wavefront.sim.config import SystemConfig
-from wavefront.sim.impairments import impairments_on, signed_bins
+from wavefront.sim.impairments import IMPAIRMENT_LABELS, impairments_on, signed_bins
 
 
 def _range(value) -> tuple[float, float]:
@@ -169,8 +169,7 @@ def impairment_text(config: SystemConfig) -> str:
     """Returns what the impairment-aware estimators know, in words: the distribution, not the frame's values."""
     ch = config.channel
     parts = []
-    for field, label, unit in (("cfo_hz", "CFO", "Hz"), ("phase_noise_linewidth_hz", "phase-noise linewidth", "Hz"),
-                               ("timing_offset_samples", "timing offset", "samples")):
+    for field, (label, unit) in IMPAIRMENT_LABELS.items():
         v = getattr(ch, field)
         if v is not None:
             lo, hi = _range(v)

@@ -57,6 +57,9 @@ IMPAIRMENT_FIELDS = ("cfo_hz", "phase_noise_linewidth_hz", "timing_offset_sample
 IMPAIRMENT_UNITS = {"cfo_hz": "Hz (residual carrier frequency offset)",
                     "phase_noise_linewidth_hz": "Hz (3 dB linewidth of Wiener phase noise)",
                     "timing_offset_samples": "samples of 1/(N scs) (FFT window timing offset, positive = early)"}
+# How tables and estimator descriptions name each field: (label, unit)
+IMPAIRMENT_LABELS = {"cfo_hz": ("CFO", "Hz"), "phase_noise_linewidth_hz": ("phase-noise linewidth", "Hz"),
+                     "timing_offset_samples": ("timing offset", "samples")}
 _IMPAIRMENT_STREAM = 0x1A9A  # the impairments' random stream is its own: the channel, noise and bits stay the seed's
 # Rows of frames per draw of the phase-noise increments (CPU; on a GPU 2048): part of the frames' definition, so
 # fixed here, not the time-domain path's cache-sized blocks (tuning those must not change a frame)

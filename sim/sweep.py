@@ -38,7 +38,7 @@ from wavefront import __version__
 from wavefront.errors import ConfigError
 from wavefront.sim.config import GRID_STEPS, SYSTEM_LEVEL_PROFILES, SystemConfig, profile_label
 from wavefront.sim.estimators import classical_estimators
-from wavefront.sim.impairments import IMPAIRMENT_FIELDS
+from wavefront.sim.impairments import IMPAIRMENT_FIELDS, IMPAIRMENT_LABELS
 from wavefront.sim.mimo import frame_generator, pilots_per_user
 from wavefront.sim.experiment import (
     CONDITION_MODES, ERROR_VARIANCES, Row, mark_in_prior, merge_partials, prior_config, prior_ranges_record, run_experiment,
@@ -352,11 +352,6 @@ def format_table(result: SweepResult) -> str:
     return "\n".join(lines)
 
 
-# how the table names each receiver impairment (sim/impairments.py): as the flag that sets it, with its unit
-IMPAIRMENT_NAMES = {"cfo_hz": ("CFO", "Hz"), "phase_noise_linewidth_hz": ("phase-noise linewidth", "Hz"),
-                    "timing_offset_samples": ("timing offset", "samples")}
-
-
 def _ici_line(spec: dict) -> str:
     """Returns the spec's ``ici`` text for the table, its impairments as the command line gives them.
 
@@ -367,7 +362,7 @@ def _ici_line(spec: dict) -> str:
     marker = "; receiver impairments "
     ch = (spec.get("config") or {}).get("channel") or {}
     parts = []
-    for k, (name, unit) in IMPAIRMENT_NAMES.items():
+    for k, (name, unit) in IMPAIRMENT_LABELS.items():
         v = ch.get(k)
         if v is None:
             continue
