@@ -276,7 +276,8 @@ def _train(args) -> int:
     cfg = TrainConfig(model=args.model, model_overrides=_overrides(args.set), steps=args.steps, epochs=args.epochs,
                       batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, warmup_steps=args.warmup_steps,
                       schedule=args.schedule, grad_clip=args.grad_clip, eval_every=args.eval_every,
-                      val_frames=args.val_frames or VAL_FRAMES, patience=args.patience, seed=args.seed, device=args.device, amp=args.amp,
+                      val_frames=args.val_frames or VAL_FRAMES, patience=args.patience, seed=args.seed,
+                      device=args.device, amp=args.amp,
                       compile=args.compile, num_workers=args.workers, out_dir=args.out or f"runs/{args.model}",
                       stop_after=args.stop_after, time_limit_min=args.time_limit_min, progress=not args.no_progress,
                       conditions=args.conditions)

@@ -19,6 +19,8 @@ from wavefront.utils import (DefaultsHelpFormatter, any_int, check_output_folder
 
 # the shipped learned model is the pilots-only gated LMMSE (the full-size AdaFortiTran loads by name)
 DEFAULT_ESTIMATORS = f"ls-linear,lmmse-robust,lmmse-estimated,mmse-bayes,{DEFAULT_LEARNED},lmmse-genie"
+# the robust LMMSE's options as the sweep takes them, and their defaults
+ROBUST_DEFAULTS = {"robust_pdp": "uniform", "robust_doppler_spectrum": "flat", "robust_covariance": "assumed"}
 SNR_DEFAULT = "0:30:5"  # sweep's --snr-db when not given
 
 
@@ -71,11 +73,13 @@ def add_commands(sub) -> None:
                         "stated, but lmmse-estimated the genie's closed-form MSE at its ML conditions, mmse-bayes its "
                         "posterior variance, lmmse-robust its MSE under its assumed covariance; calibrated: "
                         "each estimator's own MSE on a held-out batch at the point")
-    p.add_argument("--robust-pdp", default="uniform", choices=["uniform", "exponential"],
+    p.add_argument("--robust-pdp", default=ROBUST_DEFAULTS["robust_pdp"], choices=["uniform", "exponential"],
                    help="power delay profile the robust LMMSE assumes (RMS = the top delay spread)")
-    p.add_argument("--robust-doppler-spectrum", default="flat", choices=["flat", "jakes"],
+    p.add_argument("--robust-doppler-spectrum", default=ROBUST_DEFAULTS["robust_doppler_spectrum"],
+                   choices=["flat", "jakes"],
                    help="Doppler spectrum the robust LMMSE assumes, up to the top Doppler")
-    p.add_argument("--robust-covariance", default="assumed", choices=["assumed", "prior-average"],
+    p.add_argument("--robust-covariance", default=ROBUST_DEFAULTS["robust_covariance"],
+                   choices=["assumed", "prior-average"],
                    help="robust LMMSE design: the assumed PDP and spectrum above, or the true profile's covariance "
                         "averaged over the prior ranges (the paper's training ranges widened to the sweep)")
     p.add_argument("--ldpc-rate", type=positive_float, default=None,
@@ -296,10 +300,8 @@ def build_spec(args):
         config = apply_pilots(config, args.pilots)
     names = [n.strip() for n in args.estimators.split(",") if n.strip()]
     if "lmmse-robust" not in names:  # a robust option that would be recorded and shape nothing
-        for flag, value, default in (("robust_pdp", args.robust_pdp, "uniform"),
-                                     ("robust_doppler_spectrum", args.robust_doppler_spectrum, "flat"),
-                                     ("robust_covariance", args.robust_covariance, "assumed")):
-            if value != default:
+        for flag, default in ROBUST_DEFAULTS.items():
+            if (value := getattr(args, flag)) != default:
                 raise ConfigError(flag, value, "shapes lmmse-robust, which is not among --estimators: add it, or "
                                                "leave the option out")
     return SweepSpec(config=config, axis=axis, values={"snr_db": snr, "doppler_hz": dop, "delay_spread_s": ds}[axis],
