@@ -494,6 +494,7 @@ def frequency_response(freqs_hz: torch.Tensor, a: torch.Tensor, tau_s: torch.Ten
     return h
 
 
+_CHUNK_ICI_RUN = 32  # frames per run of the time-domain path on CPU: its delay phasors and series stay in L2
 _CHUNK_ICI = 16  # frames per block of the time-domain path's ICI terms on CPU: their FFT blocks stay in L2
 _CHUNK_ICI_GPU = 2048  # frames per block of the time-domain path on a GPU (its [b, P, T, N] FFT blocks)
 _SERIES_TOL = 1e-8  # bound on a sinusoid's series error in time, below float32 round-off (6e-8 of a unit gain)
@@ -595,14 +596,13 @@ class TimeVaryingChannel:
         first_hz, spacing_hz = _subcarrier_grid(self.ofdm)
         # Runs of frames share the series and the delay phasors (a few dozen small ops, once per run);
         # within a run, blocks small enough that the ICI terms' [b, P, T, N] FFT blocks stay in cache on CPU.
-        run = _blocks(B, _CHUNK if cpu else _CHUNK_ICI_GPU)
+        run = _blocks(B, _CHUNK_ICI_RUN if cpu else _CHUNK_ICI_GPU)
         for r0 in range(0, B, run):
             n = min(run, B - r0)
             # each run takes the terms its own largest Doppler needs
             d = self._coefficients(self._series_inputs(slice(r0, r0 + n)), scratch)  # [n, L, P, T]
-            # Subcarrier i sits on bin i rather than on its offset's bin (see _propagate); with ICI terms the
-            # phasors run on past F to all N bins, where the padded grid is zero, so the terms are N wide
-            e = delay_phasors(self.tau_s[r0:r0 + n], first_hz, spacing_hz, self.fft_size if d.shape[2] > 1 else F)
+            # Subcarrier i sits on bin i rather than on its offset's bin (see _propagate): the F bins of the grid
+            e = delay_phasors(self.tau_s[r0:r0 + n], first_hz, spacing_hz, F)
             c = _blocks(n, _CHUNK_ICI if cpu else n)
             for s in range(0, n, c):
                 rows = slice(r0 + s, r0 + min(s + c, n))  # it writes these rows of h and y
@@ -719,16 +719,19 @@ class TimeVaryingChannel:
         if P == 1:  # impaired at 0 Hz: no ICI
             spectrum = torch.zeros(b, T, n_fft, dtype=torch.complex64, device=x.device)
         else:  # the ICI's bins [b, T, N]
-            z = scratch.take("terms", (b, (P - 1) * T, n_fft), torch.complex64, x.device)
-            torch.bmm(d[:, :, 1:].reshape(b, L, (P - 1) * T).transpose(1, 2), e.transpose(1, 2), out=z)  # H_p [b, (P-1) T, N]
-            xp = scratch.take("grid", (b, 1, T, n_fft), torch.complex64, x.device)  # X on the N bins, zero-padded
-            xp[..., F:].zero_()
-            xp[..., :F].copy_(x.transpose(1, 2).unsqueeze(1))
-            z = z.view(b, P - 1, T, n_fft).mul_(xp)
+            # H_p on the F occupied bins only (X is zero past them), then H_p X on the N bins, zero-padded
+            z = scratch.take("terms", (b, (P - 1) * T, F), torch.complex64, x.device)
+            torch.bmm(d[:, :, 1:].reshape(b, L, (P - 1) * T).transpose(1, 2), e[:, :F].transpose(1, 2), out=z)
+            xt = scratch.take("grid", (b, 1, T, F), torch.complex64, x.device)
+            xt.copy_(x.transpose(1, 2).unsqueeze(1))
+            zp = scratch.take("padded", (b, P - 1, T, n_fft), torch.complex64, x.device)
+            zp[..., F:].zero_()
+            torch.mul(z.view(b, P - 1, T, F), xt, out=zp[..., :F])
             # unnormalised inverse: the 1/N is in the weights (exact for a power of two)
-            signal = torch.fft.ifft(z, dim=-1, norm="forward")
-            weights = _centred_basis(P, n_fft, x.device)[1]  # B_p / N [P - 1, N]
-            spectrum = torch.fft.fft(signal.mul_(weights[:, None, :]).sum(1), dim=-1)  # [b, T, N]
+            signal = torch.fft.ifft(zp, dim=-1, norm="forward")
+            weights = _centred_basis(P, n_fft, x.device)[1]  # B_p / N [P - 1, 1, 2 N] on (re, im) pairs
+            torch.view_as_real(signal).view(b, P - 1, T, 2 * n_fft).mul_(weights)
+            spectrum = torch.fft.fft(signal.sum(1), dim=-1)  # [b, T, N]
         if impairments is not None:
             spectrum[..., :F] += (h_out * x).transpose(1, 2)
             y_out.transpose(1, 2).copy_(apply_impairments(impairments, rows, spectrum, o, self.cp_samples))
@@ -763,7 +766,8 @@ def _powers(y: torch.Tensor, num_powers: int) -> torch.Tensor:
 
 @lru_cache(maxsize=64)
 def _centred_basis(num_terms: int, fft_size: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Returns (``B_p(u)`` [P, N] float32, ``B_p(u) / N`` [P - 1, N] float32 for ``p >= 1``) at each useful sample.
+    """Returns (``B_p(u)`` [P, N] float32, ``B_p(u) / N`` [P - 1, 1, 2 N] float32 for ``p >= 1``, each value twice:
+    the weight of a complex sample's (re, im) pair) at each useful sample.
 
     ``B_0 = 1``; ``B_p = T_p(2 u) - mean_n T_p(2 u_n)`` for ``p >= 1`` (the odd ones have mean 0), with
     ``u`` [N] each useful sample's time from the symbol centre in units of ``T_u``, as
@@ -773,7 +777,8 @@ def _centred_basis(num_terms: int, fft_size: int, device: torch.device) -> tuple
     basis, means = _sample_basis(num_terms, fft_size, torch.device("cpu"), dtype=torch.float64)
     centred = basis - torch.tensor(means, dtype=torch.float64).reshape(-1, 1)
     centred[0] = 1.0
-    return centred.float().to(device), (centred[1:] / fft_size).float().to(device)
+    pairs = (centred[1:] / fft_size).float().unsqueeze(-1).expand(-1, -1, 2).reshape(num_terms - 1, 1, 2 * fft_size)
+    return centred.float().to(device), pairs.to(device)
 
 
 @lru_cache(maxsize=64)
