@@ -30,12 +30,9 @@ Checks, from cheap to thorough:
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
-import signal
-import threading
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,7 +50,7 @@ from wavefront.sim.config import SystemConfig
 from wavefront.sim.impairments import IMPAIRMENT_FIELDS
 from wavefront.sim.frames import FrameGenerator
 from wavefront.sim.progress import first_difference
-from wavefront.utils import check_output_folder, derive_seed
+from wavefront.utils import check_interrupt, check_output_folder, deferred_interrupt, derive_seed
 
 # Manifest fields that must match for a folder to be resumed rather than refused.
 IDENTITY = ("format_version", "config", "seed", "frames", "shard_frames", "batch_size", "compression")
@@ -213,49 +210,6 @@ def _mimo_static(config: SystemConfig) -> tuple[np.ndarray, np.ndarray]:
     users = user_configs(config)
     return (np.asarray([c.ofdm.pilot_subcarriers for c in users], dtype=np.int64),
             np.asarray(users[0].ofdm.pilot_symbol_indices, dtype=np.int64))
-
-
-# ---- Ctrl-C ---------------------------------------------------------------------------------
-_SIGINT_PENDING = threading.Event()
-
-
-def check_interrupt() -> None:
-    """Raises KeyboardInterrupt if a Ctrl-C (SIGINT) arrived within :func:`deferred_interrupt`; a no-op otherwise."""
-    if _SIGINT_PENDING.is_set():
-        _SIGINT_PENDING.clear()
-        raise KeyboardInterrupt
-
-
-@contextlib.contextmanager
-def deferred_interrupt():
-    """Within it, a first Ctrl-C is noted and raised by the next :func:`check_interrupt` (between batches).
-
-    Python's own handler raises KeyboardInterrupt in whatever Python code runs next. Between
-    h5py and torch calls that is often a weakref callback (h5py's object registry), where the
-    exception is printed as "Exception ignored" and dropped, and generation ran on to the end. A
-    second Ctrl-C raises at once. One pending at the end is raised there, once the work is
-    done. Only in the main thread, and only over Python's default handler (a caller's stays).
-    """
-    if threading.current_thread() is not threading.main_thread() or \
-            signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
-        yield
-        return
-
-    def note(signum, frame):
-        if _SIGINT_PENDING.is_set():
-            raise KeyboardInterrupt
-        _SIGINT_PENDING.set()
-
-    _SIGINT_PENDING.clear()
-    signal.signal(signal.SIGINT, note)
-    try:
-        yield
-    except BaseException:
-        _SIGINT_PENDING.clear()  # leaving with an error anyway: nothing stays pending for a later run
-        raise
-    finally:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-    check_interrupt()
 
 
 def draw_mimo_shard(generator, spec: DatasetSpec, index: int, progress=None) -> ShardArrays:

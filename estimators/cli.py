@@ -298,6 +298,11 @@ def _train(args) -> int:
         return 1
     if int(__import__("os").environ.get("RANK", "0")) == 0:
         print(json.dumps(result))
+    if result["stopped"] == "interrupted":
+        print(f"wavefront: interrupted at step {result['step']} of {result['total_steps']}; "
+              f"{Path(cfg.out_dir) / 'last.safetensors'} holds it: rerun the same command with --resume to continue",
+              file=sys.stderr)
+        return 130
     return 0
 
 

@@ -29,7 +29,7 @@ from wavefront.estimators.data import (DatasetSource, MimoUserSource, OnTheFlySo
                                        mimo_validation, simulated_validation)
 from wavefront.estimators.registry import count_parameters, create, model_class
 from wavefront.sim.conditions import estimate_conditions
-from wavefront.utils import process_group, resolve_device
+from wavefront.utils import deferred_interrupt, interrupt_pending, process_group, resolve_device
 
 
 # What a condition-aware model is trained on: SNR, delay spread and Doppler estimated from each
@@ -469,8 +469,27 @@ class _Run:
                                + (f" (LS-linear {metrics['val_ls_linear_db']:.2f} dB)" if val_ls else ""))
         return metrics, improved
 
+    def _pause(self, step: int, window_sum: torch.Tensor, why: str) -> str:
+        """Saves ``last.safetensors`` at ``step`` between evaluations (the window's loss carried, so a resume logs
+        the curve of an uninterrupted run) and returns ``why``, the run's ``stopped``."""
+        self.window_loss += float(window_sum)
+        window_sum.zero_()
+        self.save("last.safetensors", {"step": step})
+        return why
+
     def loop(self) -> dict:
-        """Runs the steps from the start (or the resumed step) to the end; returns the summary."""
+        """Runs the steps from the start (or the resumed step) to the end; returns the summary.
+
+        In one process a Ctrl-C is deferred to the end of the step it lands in, where the run pauses as
+        ``time_limit_min`` pauses it (``last.safetensors`` at that step, ``stopped: "interrupted"``), so
+        ``--resume`` continues the curve of an uninterrupted run; a second Ctrl-C stops at once. Under
+        DDP the ranks could stop at different steps, so there a Ctrl-C stops as it always did: the last
+        evaluation's checkpoint is where a resume starts.
+        """
+        with deferred_interrupt() if self.world == 1 else contextlib.nullcontext():
+            return self._loop()
+
+    def _loop(self) -> dict:
         cfg, model, optimizer, scaler, device = self.cfg, self.model, self.optimizer, self.scaler, self.device
         if cfg.compile:
             model.compile_real(dynamic=False)  # the real-valued network only: Inductor has no complex kernels
@@ -496,7 +515,13 @@ class _Run:
             lr = lr_at(self.step_count, cfg, total, self.state["plateau_scale"])
             for g in optimizer.param_groups:
                 g["lr"] = lr
-            batch = self.source.batch(self.step_count)
+            try:
+                batch = self.source.batch(self.step_count)
+            except Exception:
+                if self.world == 1 and interrupt_pending():  # the Ctrl-C also reached the DataLoader's workers
+                    stopped = self._pause(self.step_count, window_sum, "interrupted")
+                    break
+                raise
             if self.estimated:
                 batch = with_estimated_conditions(batch, self.system_config)
             loss = loss_and_backward(fwd, batch, self.amp_ctx(), scaler if scaler.is_enabled() else None)
@@ -513,6 +538,7 @@ class _Run:
             self.step_count += 1
             step = self.step_count
             out_of_time = cfg.time_limit_min is not None and time.perf_counter() - t0 > 60 * cfg.time_limit_min
+            interrupted = self.world == 1 and step < total and interrupt_pending()
             window_sum += loss.detach()
             self.window_n += 1
             if self.bar is not None:
@@ -520,13 +546,10 @@ class _Run:
                 if step % check_every == 0 and step % 10 == 0:
                     self.bar.set_postfix(train_db=f"{to_db((self.window_loss + float(window_sum)) / self.window_n):.2f}")
 
-            if out_of_time and step % cfg.eval_every and step != total:
+            if (out_of_time or interrupted) and step % cfg.eval_every and step != total:
                 # pause where a straight run would not evaluate: save and stop, so that the resumed
                 # run logs exactly the curve of an uninterrupted one
-                self.window_loss += float(window_sum)
-                window_sum.zero_()
-                self.save("last.safetensors", {"step": step})
-                stopped = "time-limit"
+                stopped = self._pause(step, window_sum, "interrupted" if interrupted else "time-limit")
                 break
             if step % cfg.eval_every == 0 or step == total:
                 if not scaler.is_enabled() and not bool(finite):
@@ -541,8 +564,8 @@ class _Run:
                 if cfg.patience and self.state["evals_since_best"] >= cfg.patience:
                     stopped = "early-stopped"
                     break
-                if out_of_time and step < total:
-                    stopped = "time-limit"  # evaluated and saved above: resumable
+                if (out_of_time or interrupted) and step < total:
+                    stopped = "interrupted" if interrupted else "time-limit"  # evaluated and saved above: resumable
                     break
         self.window_loss += float(window_sum)
         if self.step_count < total and stopped == "finished":
@@ -550,7 +573,7 @@ class _Run:
             self.save("last.safetensors", {"step": self.step_count})
         if self.bar is not None:
             self.bar.close()
-        if self.is_main and stopped != "paused" and self.state["best_val"] >= 1.0:
+        if self.is_main and stopped in ("finished", "early-stopped") and self.state["best_val"] >= 1.0:
             # E|h|^2 = 1 per RE: a model no better than estimating 0 learned nothing, or diverged to finite values
             # (the NaN guard does not see those: lr 1e9 ended at +297 dB, exit 0)
             warnings.warn(f"training ended with a best validation MSE of {to_db(self.state['best_val']):+.2f} dB, no "

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import decimal
 import errno
@@ -11,6 +12,8 @@ import json
 import math
 import os
 import shutil
+import signal
+import threading
 from pathlib import Path
 
 import torch
@@ -630,3 +633,55 @@ class process_group:
             import torch.distributed as dist
 
             dist.destroy_process_group()
+
+
+# ---- Ctrl-C ---------------------------------------------------------------------------------
+_SIGINT_PENDING = threading.Event()
+
+
+def check_interrupt() -> None:
+    """Raises KeyboardInterrupt if a Ctrl-C (SIGINT) arrived within :func:`deferred_interrupt`; a no-op otherwise."""
+    if interrupt_pending():
+        raise KeyboardInterrupt
+
+
+def interrupt_pending() -> bool:
+    """Returns True, once, if a Ctrl-C (SIGINT) arrived within :func:`deferred_interrupt`: the caller then stops
+    at its own safe point (``train`` saves a resumable checkpoint there) instead of raising."""
+    if _SIGINT_PENDING.is_set():
+        _SIGINT_PENDING.clear()
+        return True
+    return False
+
+
+@contextlib.contextmanager
+def deferred_interrupt():
+    """Within it, a first Ctrl-C is noted and raised by the next :func:`check_interrupt` (between batches), or
+    answered by :func:`interrupt_pending`.
+
+    Python's own handler raises KeyboardInterrupt in whatever Python code runs next. Between
+    h5py and torch calls that is often a weakref callback (h5py's object registry), where the
+    exception is printed as "Exception ignored" and dropped, and generation ran on to the end. A
+    second Ctrl-C raises at once. One pending at the end is raised there, once the work is
+    done. Only in the main thread, and only over Python's default handler (a caller's stays).
+    """
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        yield
+        return
+
+    def note(signum, frame):
+        if _SIGINT_PENDING.is_set():
+            raise KeyboardInterrupt
+        _SIGINT_PENDING.set()
+
+    _SIGINT_PENDING.clear()
+    signal.signal(signal.SIGINT, note)
+    try:
+        yield
+    except BaseException:
+        _SIGINT_PENDING.clear()  # leaving with an error anyway: nothing stays pending for a later run
+        raise
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    check_interrupt()
