@@ -252,8 +252,11 @@ def test_a_checkpoint_outlives_config_fields_that_were_renamed(linear_checkpoint
 
 def test_time_limit_pauses_and_the_resumed_curve_equals_a_straight_run(tmp_path):
     cfg = _cfg(tmp_path / "a", "linear", model_overrides={}, steps=50, eval_every=25, time_limit_min=1e-9)
-    result = train(cfg, FIXED_SNR)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = train(cfg, FIXED_SNR)
     assert result["stopped"] == "time-limit" and result["step"] == 1
+    assert not [w for w in caught if "learned nothing" in str(w.message)]  # paused before any evaluation: not an end
     cfg.time_limit_min = None
     assert train(cfg, FIXED_SNR, resume=True)["step"] == 50
     straight = _cfg(tmp_path / "b", "linear", model_overrides={}, steps=50, eval_every=25)
