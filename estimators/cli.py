@@ -217,7 +217,7 @@ def add_commands(subparsers) -> None:
 
 def _train(args) -> int:
     from wavefront.estimators.data import open_frame_folder
-    from wavefront.estimators.train import TrainConfig, TrainingDiverged, train
+    from wavefront.estimators.train import TrainConfig, TrainingDiverged, TrainingInterrupted, train
 
     if args.train is None and args.on_the_fly is None:
         raise ConfigError("train", None, "give --train DIR (HDF5 shards) or --on-the-fly CONFIG")
@@ -296,13 +296,13 @@ def _train(args) -> int:
     except TrainingDiverged as exc:
         print(f"wavefront: training stopped: {exc}", file=sys.stderr)
         return 1
+    except TrainingInterrupted as exc:
+        print(json.dumps(exc.summary))
+        print(f"wavefront: {exc}; {Path(cfg.out_dir) / 'last.safetensors'} holds it: rerun the same command with "
+              f"--resume to continue", file=sys.stderr)
+        return 130
     if int(__import__("os").environ.get("RANK", "0")) == 0:
         print(json.dumps(result))
-    if result["stopped"] == "interrupted":
-        print(f"wavefront: interrupted at step {result['step']} of {result['total_steps']}; "
-              f"{Path(cfg.out_dir) / 'last.safetensors'} holds it: rerun the same command with --resume to continue",
-              file=sys.stderr)
-        return 130
     return 0
 
 

@@ -41,6 +41,16 @@ class TrainingDiverged(RuntimeError):
     """The loss or the gradient norm became NaN or infinite; training stopped."""
 
 
+class TrainingInterrupted(KeyboardInterrupt):
+    """A Ctrl-C paused training at the end of a step, saved in ``last.safetensors`` there (``summary``: what
+    :func:`train` returns, ``stopped: "interrupted"``). A KeyboardInterrupt, so that a caller that trains
+    several models (the leaderboard) stops too; its rerun resumes from the checkpoint."""
+
+    def __init__(self, summary: dict):
+        super().__init__(f"interrupted at step {summary['step']} of {summary['total_steps']}")
+        self.summary = summary
+
+
 @dataclass
 class TrainConfig:
     """Everything a training run needs besides the system config and the data.
@@ -246,7 +256,8 @@ def train(cfg: TrainConfig, system_config, train_data=None, val_data=None, resum
     ``train_data``: a Dataset of samples (see :mod:`wavefront.estimators.data`) or None to
     simulate frames on the fly from ``system_config``. ``val_data``: a Dataset, or None for
     ``cfg.val_frames`` simulated held-out frames. ``resume``: True (``<out_dir>/last.safetensors``)
-    or a checkpoint path. Raises :class:`TrainingDiverged` on a NaN/inf loss or gradient.
+    or a checkpoint path. Raises :class:`TrainingDiverged` on a NaN/inf loss or gradient, and
+    :class:`TrainingInterrupted` after a Ctrl-C paused the run (see :meth:`_Run.loop`).
 
     Under ``torchrun`` the process group runs for the length of the call
     (:class:`wavefront.utils.process_group`). The steps: :func:`_prepare` (device, data, model,
@@ -258,7 +269,10 @@ def train(cfg: TrainConfig, system_config, train_data=None, val_data=None, resum
         run = _prepare(cfg, system_config, train_data, val_data, rank, world, resolve_device(device))
         if resume:
             run.restore(Path(cfg.out_dir) / "last.safetensors" if resume is True else Path(resume))
-        return run.loop()
+        summary = run.loop()
+    if summary["stopped"] == "interrupted":
+        raise TrainingInterrupted(summary)
+    return summary
 
 
 def _check_batch_memory(cfg: TrainConfig, system_config, world: int, device, simulated_val: bool = True) -> None:

@@ -38,3 +38,19 @@ class SampleDataset(torch.utils.data.Dataset):
 
         t = load_file(str(path))
         return cls(**{k: (torch.view_as_complex(v) if k in ("pilots", "h") else v) for k, v in t.items()})
+
+
+def ctrl_c_at_step(monkeypatch, step):
+    """Delivers SIGINT to this process while step ``step`` (1-based) runs: from inside its learning-rate lookup."""
+    import signal
+
+    import wavefront.estimators.train as train_mod
+
+    real = train_mod.lr_at
+
+    def lr_at(step_count, *a, **k):
+        if step_count == step - 1:
+            signal.raise_signal(signal.SIGINT)
+        return real(step_count, *a, **k)
+
+    monkeypatch.setattr(train_mod, "lr_at", lr_at)

@@ -213,3 +213,22 @@ def test_gated_lmmse_gains_scale_each_eigen_coordinate_multiplicatively():
         base = model(p)
         model.gain_log.fill_(math.log(2.0))  # every gain 2: the estimate, linear in the shrinkage, doubles
         torch.testing.assert_close(model(p), 2 * base, rtol=1e-5, atol=1e-6)
+
+
+def test_a_ctrl_c_while_a_model_trains_stops_the_leaderboard_and_the_rerun_resumes_that_run(tmp_out, monkeypatch, capsys):
+    from est_helpers import ctrl_c_at_step
+
+    from wavefront.estimators.checkpoint import Checkpoint
+
+    tiny = ["leaderboard", "--models", "linear", "--steps", "4", "--batch-size", "4", "--bayes-frames", "16",
+            "--frames-per-point", "2", "--out", str(tmp_out), "--no-progress"]
+    ctrl_c_at_step(monkeypatch, 2)
+    assert main(tiny) == 130  # not a row for a model trained 2 of 4 steps
+    run = tmp_out / "runs" / "linear-s0"
+    assert Checkpoint(run / "last.safetensors").step == 2
+    assert not (run / "eval.json").exists() and not (tmp_out / "leaderboard.md").exists()
+    monkeypatch.undo()
+    capsys.readouterr()
+    assert main(tiny) == 0
+    row = json.loads((run / "eval.json").read_text())
+    assert row["train_steps"] == 4 and (tmp_out / "leaderboard.md").is_file()

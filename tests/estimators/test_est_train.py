@@ -6,12 +6,12 @@ import warnings
 
 import pytest
 import torch
-from est_helpers import TINY, SampleDataset
+from est_helpers import TINY, SampleDataset, ctrl_c_at_step
 
 from wavefront.errors import ConfigError
 from wavefront.estimators import checkpoint as ckpt
 from wavefront.estimators import load_estimator
-from wavefront.estimators.train import TrainConfig, TrainingDiverged, train
+from wavefront.estimators.train import TrainConfig, TrainingDiverged, TrainingInterrupted, train
 from wavefront.sim.config import SystemConfig
 from wavefront.sim.frames import FrameGenerator
 
@@ -483,32 +483,18 @@ def test_a_run_no_better_than_estimating_zero_ends_with_a_warning_and_one_that_l
     assert learned["best_val_mse_db"] < learned["val_ls_linear_db"]
 
 
-def _ctrl_c_at_step(monkeypatch, step):
-    """Delivers SIGINT to this process while step ``step`` (1-based) runs: from inside its learning-rate lookup."""
-    import signal
-
-    import wavefront.estimators.train as train_mod
-
-    real = train_mod.lr_at
-
-    def lr_at(step_count, *a, **k):
-        if step_count == step - 1:
-            signal.raise_signal(signal.SIGINT)
-        return real(step_count, *a, **k)
-
-    monkeypatch.setattr(train_mod, "lr_at", lr_at)
-
-
 @pytest.mark.parametrize("at", [5, 3], ids=["between-evaluations", "at-an-evaluation"])
 def test_a_ctrl_c_pauses_at_the_end_of_its_step_and_the_resumed_curve_equals_a_straight_run(tmp_path, monkeypatch, at):
     import signal
 
     kw = dict(model_overrides={**TINY, "dropout": 0.1}, steps=8, eval_every=3)
     train(_cfg(tmp_path / "a", **kw), FIXED_SNR)
-    _ctrl_c_at_step(monkeypatch, at)
-    cut = train(_cfg(tmp_path / "b", **kw), FIXED_SNR)
+    ctrl_c_at_step(monkeypatch, at)
+    with pytest.raises(TrainingInterrupted) as stop:  # a KeyboardInterrupt: a caller training several models stops
+        train(_cfg(tmp_path / "b", **kw), FIXED_SNR)
     # the step the Ctrl-C landed in finished and was saved; Python's handler is back
-    assert cut["stopped"] == "interrupted" and cut["step"] == at
+    cut = stop.value.summary
+    assert isinstance(stop.value, KeyboardInterrupt) and cut["stopped"] == "interrupted" and cut["step"] == at
     assert ckpt.Checkpoint(tmp_path / "b" / "fortitran" / "last.safetensors").step == at
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     monkeypatch.undo()
@@ -525,7 +511,7 @@ def test_a_ctrl_c_pauses_at_the_end_of_its_step_and_the_resumed_curve_equals_a_s
 def test_train_from_the_command_line_says_how_to_continue_after_a_ctrl_c(tmp_path, monkeypatch, capsys):
     from wavefront.cli import main
 
-    _ctrl_c_at_step(monkeypatch, 3)
+    ctrl_c_at_step(monkeypatch, 3)
     argv = ["train", "--model", "linear", "--on-the-fly", "default", "--steps", "6", "--batch-size", "8",
             "--eval-every", "2", "--val-frames", "16", "--device", "cpu", "--out", str(tmp_path / "run"), "--no-progress"]
     assert main(argv) == 130
