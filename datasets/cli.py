@@ -46,14 +46,14 @@ def add_commands(sub) -> None:
                                    "after an interruption to finish the job.", formatter_class=_FMT)
     _common(p, "--frames", None, "total frames")
     _mimo_arguments(p)
-    p.set_defaults(func=run_generate)
+    p.set_defaults(func=run_generate, kept_on_interrupt="every finished shard")
 
     p = sub.add_parser("generate-suite", help="standard test sweeps (adafortitran) as one dataset folder per point",
                        description="adafortitran: SNR_test_set/SNR_{0..30}, DS_test_set/DS_{50..350} (ns), "
                                    "MDS_test_set/DOP_{200..1400} (Hz), TDL-A.", formatter_class=_FMT)
     p.add_argument("suite", help="suite name: adafortitran")
     _common(p, "--frames-per-point", 2000, "frames per sweep point")
-    p.set_defaults(func=run_generate_suite)
+    p.set_defaults(func=run_generate_suite, kept_on_interrupt="every finished shard")
 
     p = sub.add_parser("export-mat", help="write frames as AdaFortiTran reference .mat files (one per frame)",
                        formatter_class=_FMT)

@@ -175,7 +175,7 @@ def add_commands(subparsers) -> None:
     _threads_argument(e)
 
     add_rank_arguments(e)
-    e.set_defaults(func=_evaluate)
+    e.set_defaults(func=_evaluate, kept_on_interrupt="every finished batch")
 
     lb = subparsers.add_parser("leaderboard", help="train every registered model under one budget and rank them "
                                                    "beside the classical estimators",
@@ -212,7 +212,8 @@ def add_commands(subparsers) -> None:
                                                     "measurements run on the CPU")
     lb.add_argument("--no-progress", action="store_true", help="no progress bars")
     _threads_argument(lb, "training's; the throughput and latency are measured on one thread either way")
-    lb.set_defaults(func=_leaderboard)
+    lb.set_defaults(func=_leaderboard, kept_on_interrupt="every finished model and the last checkpoint of the one "
+                                                       "training")
 
 
 def _train(args) -> int:

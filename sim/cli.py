@@ -101,7 +101,7 @@ def add_commands(sub) -> None:
                         "there has no progress of (a merge-results output), instead of refusing")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     add_rank_arguments(p)
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, kept_on_interrupt="every finished batch")
 
 
 def _pilots_help() -> str:

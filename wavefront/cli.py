@@ -98,7 +98,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wavefront: error: {where}cannot be written: {os_reason(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("wavefront: interrupted", file=sys.stderr)
+        # the commands that resume say so: what --out keeps, and that the same command continues from it
+        kept, out = getattr(args, "kept_on_interrupt", None), getattr(args, "out", None)
+        print("wavefront: interrupted" + (f"; {out} keeps {kept}: rerun the same command to continue"
+                                          if kept and out else ""), file=sys.stderr)
         return 130
 
 

@@ -224,6 +224,7 @@ def test_a_ctrl_c_while_a_model_trains_stops_the_leaderboard_and_the_rerun_resum
             "--frames-per-point", "2", "--out", str(tmp_out), "--no-progress"]
     ctrl_c_at_step(monkeypatch, 2)
     assert main(tiny) == 130  # not a row for a model trained 2 of 4 steps
+    assert "the last checkpoint of the one training: rerun the same command" in capsys.readouterr().err
     run = tmp_out / "runs" / "linear-s0"
     assert Checkpoint(run / "last.safetensors").step == 2
     assert not (run / "eval.json").exists() and not (tmp_out / "leaderboard.md").exists()

@@ -23,8 +23,11 @@ def test_an_interrupted_evaluation_resumes_computing_only_the_missing_points(tmp
         return _REAL_BATCH_COUNTS(*a, **k)
 
     monkeypatch.setattr(experiment, "_batch_counts", counted)
+    capsys.readouterr()
     assert main([*argv, "--out", str(tmp_path / "cut")]) == 130
     assert not (tmp_path / "cut" / "results.json").exists()
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err == f"wavefront: interrupted; {tmp_path / 'cut'} keeps every finished batch: rerun the same command to continue"
     calls.clear()
     monkeypatch.setattr(experiment, "_batch_counts", lambda *a, **k: (calls.append(1), _REAL_BATCH_COUNTS(*a, **k))[1])
     assert main([*argv, "--out", str(tmp_path / "cut")]) == 0

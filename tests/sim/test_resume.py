@@ -60,7 +60,9 @@ def test_an_interrupted_sweep_computes_only_the_missing_batches_and_equals_an_un
     total = len(_batch_files(tmp_path / "whole"))
 
     cut = _Counter(monkeypatch, fail_after=2)
+    capsys.readouterr()
     assert main([*argv, "--out", str(tmp_path / "cut")]) == 130
+    assert "keeps every finished batch: rerun the same command to continue" in capsys.readouterr().err  # the way on
     assert not (tmp_path / "cut" / "results.json").exists() and len(_batch_files(tmp_path / "cut")) == 2
     again = _Counter(monkeypatch)
     assert main([*argv, "--out", str(tmp_path / "cut")]) == 0
