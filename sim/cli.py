@@ -293,6 +293,11 @@ def build_spec(args):
     channel.update(impairment_overrides(args))
     config = base.updated(ofdm={"modulation": args.modulation} if args.modulation else None, channel=channel,
                           mimo=mimo_overrides(args))
+    # the config refuses a path count other than its default on another profile; a typed default (4) it cannot tell
+    if args.sparse_paths is not None and config.channel.profile != "sparse":
+        raise ConfigError("channel.sparse_num_paths", args.sparse_paths,
+                          f"applies to profile sparse only (this config's is {config.channel.profile}): "
+                          "add --profile sparse, or leave --sparse-paths out")
     refuse_idle_rx_correlation(args, config)
     if getattr(args, "pilots", None) is not None:
         from wavefront.sim.pilots import apply_pilots

@@ -130,10 +130,12 @@ def test_bad_path_count_is_one_line_and_exit_2(args, field, tmp_path, capsys):
     assert rc == 2 and len(err.splitlines()) == 1 and field in err
 
 
-def test_path_count_without_sparse_profile_and_oracle_without_support_are_refused(tmp_path, capsys):
-    rc = main(["sweep", "--sparse-paths", "3", "--frames", "10", "--out", str(tmp_path / "r"), "--no-progress"])
+@pytest.mark.parametrize("paths", ["3", "4"])  # 4 is the config's default: the CLI, not the config, sees it typed
+def test_path_count_without_sparse_profile_and_oracle_without_support_are_refused(paths, tmp_path, capsys):
+    rc = main(["sweep", "--sparse-paths", paths, "--frames", "10", "--out", str(tmp_path / "r"), "--no-progress"])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and len(err.splitlines()) == 1 and "applies to profile sparse only" in err
+    assert f"channel.sparse_num_paths={paths}" in err and not (tmp_path / "r").exists()
     rc = main(["sweep", "--estimators", "lmmse-oracle-support", "--frames", "10", "--out", str(tmp_path / "s"),
                "--no-progress"])
     err = capsys.readouterr().err.strip()
