@@ -332,7 +332,8 @@ def import_mat(root: str | Path, out: str | Path, base: SystemConfig, shard_fram
             "frames": len(files), "shard_frames": shard_frames, "num_shards": len(counts),
             "compression": compression, "versions": versions(), "shards": shards, "complete": True,
             "snr_convention": cfg.snr_convention_text,
-            "channel_realization": "unknown: imported frames; see realization_audit",
+            "channel_realization": "unknown: imported frames; " + (
+                "see realization_audit" if audit else "not audited (--no-audit): run wavefront audit on this folder"),
             "note": "metadata from file names; pilot_symbols = 1 and pilots_rx = pilots_ls"})
         written.append(dest)
     if audit:

@@ -159,6 +159,7 @@ def test_import_mat_warns_with_figures_when_the_data_repeat_realizations(folders
     assert not [w for w in caught if "realization" in str(w.message)]
     man = json.loads((tmp_path / "imported_indep" / "manifest.json").read_text())
     assert man["realization_audit"]["realizations"] == 90
+    assert man["channel_realization"] == "unknown: imported frames; see realization_audit"
 
 
 def test_bad_audit_input_is_one_line_and_exit_2(folders, tmp_path, capsys):

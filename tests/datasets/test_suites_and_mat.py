@@ -203,7 +203,10 @@ def test_import_takes_frames_in_number_order_and_records_the_names_ranges(tmp_pa
     a = arrays[0]
     assert np.array_equal(a.pilots_rx, a.pilots_ls) and np.all(a.pilot_symbols == 1)  # only LS survives in .mat
     assert np.all(a.pilots_ls == (np.arange(1, 5) + 1j)[:, None, None])
-    channel = json.loads((tmp_path / "o" / "manifest.json").read_text())["config"]["channel"]
+    man = json.loads((tmp_path / "o" / "manifest.json").read_text())
+    # not audited: the manifest must not point at a realization_audit it does not hold
+    assert "realization_audit" not in man and "not audited" in man["channel_realization"]
+    channel = man["config"]["channel"]
     assert channel["snr_db"] == [2.0, 20.0] and channel["doppler_hz"] == [100.0, 1000.0]
     assert channel["delay_spread_s"] == pytest.approx(100e-9)  # one value: a fixed condition, not a range
 

@@ -160,3 +160,28 @@ def test_training_feeds_the_network_what_evaluation_feeds_it_and_follows_one_cyc
     steps = path[1:] - path[:-1]
     assert float(steps.max()) <= 0.1 * (1 + 1e-5) and float(steps.min()) > 0
     assert 0.35 < float(steps.sum()) / (40 * 0.1) < 0.65
+
+
+@pytest.mark.parametrize("steps", [1, 2, 5, 10, 11])
+def test_a_short_training_runs_and_never_steps_beyond_lr(steps):
+    """At 10 steps torch's one-cycle schedule at 10 % warm-up divided by zero (the script's --steps 10 crashed).
+
+    The one-bias network of the test above, whose gradient keeps one sign: every step moves w up, by at most lr.
+    """
+    snaps, v = _quadratic()
+    data = triplets((snaps.float(), v.float()))
+
+    class Bias(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(()))
+            self.path = []
+
+        def forward(self, prev, now, vel):
+            self.path.append(float(self.w.detach()))
+            return self.w + 0 * now - 1e6
+
+    model = train(Bias(), data, 7.0, steps=steps, batch=4, lr=0.1, seed=0)
+    path = torch.tensor(model.path + [float(model.w.detach())])
+    moves = path[1:] - path[:-1]
+    assert len(moves) == steps and float(moves.min()) > 0 and float(moves.max()) <= 0.1 * (1 + 1e-5)
