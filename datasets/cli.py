@@ -113,6 +113,8 @@ def add_commands(sub) -> None:
     p.add_argument("--groups", type=nonnegative_int, default=10, help="largest duplicate groups to list")
     p.add_argument("--json", default=None, help="also write the report to this JSON file")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument("--threads", type=thread_count, default=None,
+                   help="torch CPU threads for the comparisons (default: torch's, at most the container's CPU quota)")
     p.set_defaults(func=run_audit)
 
 

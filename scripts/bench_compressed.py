@@ -124,6 +124,9 @@ def _rss_kib(key: str) -> int:
     return int(re.search(rf"{key}:\s+(\d+)", Path("/proc/self/status").read_text()).group(1))
 
 
+MIN_DENSE_MB = 0.25  # 64 pages: the smallest dense peak a memory ratio is taken over
+
+
 def peak_bytes(fn, device) -> int:
     """Returns the peak memory (bytes) ``fn()`` adds above what is allocated when it starts."""
     if device.type == "cuda":
@@ -198,8 +201,10 @@ def main(argv=None) -> int:
                                      check=True)
                 mem = json.loads(res.stdout.strip().splitlines()[-1])
             row["peak_MB"] = {f: {w: round(b, 2) for w, b in m.items()} for f, m in mem.items()}
-            row["memory_over_dense"] = {f: {w: round(m[w] / max(mem["dense"][w], 1e-9), 3) for w in m}
-                                        for f, m in mem.items()}
+            # a ratio over a dense peak of a few pages is noise (the CPU figure is the RSS high-water mark, in
+            # pages, and 0 MB gave ratios of 1e8): null below MIN_DENSE_MB
+            row["memory_over_dense"] = {f: {w: round(m[w] / mem["dense"][w], 3) if mem["dense"][w] >= MIN_DENSE_MB
+                                            else None for w in m} for f, m in mem.items()}
         print(json.dumps(row), flush=True)
         rows.append(row)
     if args.json:

@@ -32,7 +32,7 @@ NUMBER_OPTIONS = {
         "int": ["--frames-per-point", "--shard-frames", "--seed", "--batch-size", "--threads"],
     },
     ("import-mat", "--mat", "{tmp}", "--out", "{tmp}/o"): {"int": ["--shard-frames"]},
-    ("audit", "{tmp}"): {"float": ["--tolerance-db"], "int": ["--groups"]},
+    ("audit", "{tmp}"): {"float": ["--tolerance-db"], "int": ["--groups", "--threads"]},
     ("pilots", "optimise", "--num-pilots", "24", "--out", "{tmp}/o"): {
         "int": ["--num-pilots", "--radius-f", "--radius-t", "--max-passes", "--seed"],
         "range": ["--doppler-hz", "--delay-spread-ns", "--snr-db"],

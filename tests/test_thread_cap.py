@@ -3,6 +3,7 @@
 torch starts one thread per core it sees; a container's cgroup quota is not among what it sees. The
 cgroup files are faked in a temporary folder, laid out as the kernel lays them out.
 """
+import argparse
 import os
 
 import pytest
@@ -133,3 +134,22 @@ def test_the_smallest_quota_from_the_own_cgroup_up_to_the_root_counts(tmp_path):
     assert cpu_quota(v1, own) == 2.0
     own.write_text("0::/../../etc\n")  # a path that climbs out of the root is not followed
     assert cpu_quota(tmp_path / "empty", own) is None
+
+
+def test_every_command_that_computes_takes_threads():
+    """The README's promise (a command's --threads wins over the cap) holds for each command that runs torch work."""
+    from wavefront.cli import build_parser
+
+    def commands(parser, prefix=()):
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    yield from commands(sub, (*prefix, name))
+                return
+        yield " ".join(prefix), {s for a in parser._actions for s in a.option_strings}
+
+    table = dict(commands(build_parser()))
+    computing = ["sweep", "generate", "generate-suite", "audit", "train", "evaluate", "leaderboard",
+                 "pilots optimise", "codesign layout", "codesign receivers"]
+    assert set(computing) <= set(table), sorted(table)
+    assert [c for c in computing if "--threads" not in table[c]] == []
