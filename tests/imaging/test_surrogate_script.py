@@ -124,6 +124,24 @@ def test_rollout_keeps_only_the_horizons_the_sequences_hold():
     assert set(rollout_rel_l2(None, (snaps, v), 1.0, [1, 4, 5, 9])) == {"1", "4"}
 
 
+class _Bias(torch.nn.Module):
+    """One bias ``w``, output below every target, so ``d loss / d w < 0`` throughout: Adam moves w up each step.
+
+    ``path``: w before each forward; ``seen`` (when given): the inputs of each forward, keyed by whether grad was on.
+    """
+
+    def __init__(self, seen: dict | None = None):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(()))
+        self.path, self.seen = [], seen
+
+    def forward(self, prev, now, vel):
+        if self.seen is not None:
+            self.seen.setdefault(torch.is_grad_enabled(), []).append((prev, now, vel))
+        self.path.append(float(self.w.detach()))
+        return self.w + 0 * now - 1e6
+
+
 def test_training_feeds_the_network_what_evaluation_feeds_it_and_follows_one_cycle():
     """Scaled fields and unscaled velocities in both; the learning rate rises to ``lr`` and anneals.
 
@@ -135,19 +153,7 @@ def test_training_feeds_the_network_what_evaluation_feeds_it_and_follows_one_cyc
     snaps, v = _quadratic()
     data = triplets((snaps.float(), v.float()))
     seen = {}
-
-    class Bias(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.w = torch.nn.Parameter(torch.zeros(()))
-            self.path = []
-
-        def forward(self, prev, now, vel):
-            seen.setdefault(torch.is_grad_enabled(), []).append((prev, now, vel))
-            self.path.append(float(self.w.detach()))
-            return self.w + 0 * now - 1e6  # below every target: d loss / d w < 0 throughout
-
-    model = train(Bias(), data, 7.0, steps=40, batch=4, lr=0.1, seed=0)
+    model = train(_Bias(seen), data, 7.0, steps=40, batch=4, lr=0.1, seed=0)
     path = torch.tensor(model.path + [float(model.w.detach())])
     prev, now, vel = seen[True][0]
     rows = [int(torch.nonzero((data[1] / 7.0 - now[i]).flatten(1).abs().amax(1) == 0)[0]) for i in range(4)]
@@ -170,18 +176,7 @@ def test_a_short_training_runs_and_never_steps_beyond_lr(steps):
     """
     snaps, v = _quadratic()
     data = triplets((snaps.float(), v.float()))
-
-    class Bias(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.w = torch.nn.Parameter(torch.zeros(()))
-            self.path = []
-
-        def forward(self, prev, now, vel):
-            self.path.append(float(self.w.detach()))
-            return self.w + 0 * now - 1e6
-
-    model = train(Bias(), data, 7.0, steps=steps, batch=4, lr=0.1, seed=0)
+    model = train(_Bias(), data, 7.0, steps=steps, batch=4, lr=0.1, seed=0)
     path = torch.tensor(model.path + [float(model.w.detach())])
     moves = path[1:] - path[:-1]
     assert len(moves) == steps and float(moves.min()) > 0 and float(moves.max()) <= 0.1 * (1 + 1e-5)
