@@ -75,11 +75,16 @@ def train_model(model: str, protocol: str, folders: dict, out: Path, args) -> Pa
     """Trains ``model`` on the ``protocol`` training folder (true conditions); returns its best checkpoint."""
     from wavefront.estimators.train import TrainConfig, default_warmup, train
 
-    run = out / "runs" / f"{model}-{SHORT[protocol]}"
+    steps = args.steps if model != "linear" else args.linear_steps
+    # one folder per training recipe: a finished run is reused only by a rerun with the same recipe (a rerun
+    # with other --steps once reported the earlier run's model under the new arguments)
+    # (linear's warm-up and evaluation interval follow --steps too, so both step counts name the folder)
+    run = out / "runs" / (f"{model}-{SHORT[protocol]}-steps{args.steps}-linear{args.linear_steps}-batch{args.batch_size}"
+                          f"-lr{args.lr:g}-seed{args.seed}")
     best = run / "best.safetensors"
     if best.exists() and (run / "done").exists():
         return best
-    cfg = TrainConfig(model=model, model_overrides=MODELS[model], steps=args.steps if model != "linear" else args.linear_steps,
+    cfg = TrainConfig(model=model, model_overrides=MODELS[model], steps=steps,
                       batch_size=args.batch_size, lr=args.lr, warmup_steps=default_warmup(args.steps),
                       eval_every=max(args.steps // 10, 1), patience=0, seed=args.seed, device="cpu",
                       out_dir=str(run), conditions="true", progress=not args.no_progress)
