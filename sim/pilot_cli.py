@@ -35,8 +35,10 @@ def add_commands(sub) -> None:
     o.add_argument("--doppler-hz", default="50:1000", help="maximum Doppler [Hz] (the paper's training range)")
     o.add_argument("--delay-spread-ns", default="25:300", help="RMS delay spread [ns] (the paper's training range)")
     o.add_argument("--snr-db", default="0:25", help="SNR per resource element [dB] (the paper's training range)")
-    o.add_argument("--profile", default="A", help="3GPP profile: TDL A..E or CDL-A..CDL-E")
-    o.add_argument("--config", default=None, help="YAML system config for the grid (default: 120 x 14, 15 kHz)")
+    o.add_argument("--profile", default=None, help="3GPP profile, TDL A..E (default: --config's channel profile, else A)")
+    o.add_argument("--config", default=None,
+                   help="YAML system config: its grid, channel profile and travel azimuth (default: 120 x 14, 15 kHz, "
+                        "TDL-A); the condition ranges come from the flags above")
     o.add_argument("--radius-f", type=any_int, default=8, help="a move reaches this many subcarriers away")
     o.add_argument("--radius-t", type=any_int, default=3, help="a move reaches this many symbols away")
     o.add_argument("--max-passes", type=any_int, default=8, help="passes over the pilots at most")
@@ -114,9 +116,12 @@ def run_optimise(args) -> int:
     out = check_output_folder("out", args.out)
     refuse_to_replace("out", out, ("layout.json",), args.overwrite, what="the layout")
     base = SystemConfig.from_yaml(args.config) if args.config else preset("default")
-    profile = ChannelConfig.build("channel", profile=args.profile).profile
-    if profile.startswith("CDL-"):  # one Kronecker term per cluster: K^2 full-grid Gram blocks would not fit
-        raise ConfigError("profile", args.profile, "pilots optimise supports the TDL profiles A..E")
+    # the config's channel profile unless --profile names one
+    profile = base.channel.profile if args.profile is None else ChannelConfig.build("channel", profile=args.profile).profile
+    # CDL: one Kronecker term per cluster, K^2 full-grid Gram blocks would not fit; sparse and system-level: no bound
+    if profile not in ("A", "B", "C", "D", "E"):
+        raise ConfigError("profile", profile, "pilots optimise supports the TDL profiles A..E"
+                          + ("" if args.profile is not None else f" (from --config {args.config})"))
     ofdm = base.ofdm
     F, T = ofdm.grid_shape
     if not (1 <= args.num_pilots <= F * T):

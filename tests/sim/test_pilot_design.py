@@ -200,3 +200,33 @@ def test_lattice_presets_that_do_not_fit_a_short_slot_are_refused_and_skipped_by
     assert rc == 0, capsys.readouterr().err
     data = json.loads((tmp_path / "o" / "layout.json").read_text())
     assert data["grid"] == [36, 12] and "lattice-4x6" not in data["bound_db"][0]
+
+
+def test_the_configs_channel_profile_is_optimised_unless_profile_names_another(tmp_path, capsys):
+    # a config for TDL-E (LoS: 8 dB below TDL-A at 1000 Hz on this grid) must not be optimised over TDL-A
+    cfg = tmp_path / "e.yaml"
+    cfg.write_text("ofdm:\n  num_subcarriers: 36\nchannel:\n  profile: E\n")
+    common = ["pilots", "optimise", "--num-pilots", "8", "--config", str(cfg), "--doppler-hz", "500",
+              "--delay-spread-ns", "300", "--snr-db", "20", "--max-passes", "1", "--no-progress"]
+    rows = {}
+    for name, extra in (("config", []), ("flag", ["--profile", "A"])):
+        assert main([*common, "--out", str(tmp_path / name), *extra]) == 0, capsys.readouterr().err
+        data = json.loads((tmp_path / name / "layout.json").read_text())
+        rows[name] = (data["profile"], next(r for r in data["bound_db"] if r["condition"] == "300 ns, 1000 Hz, 20 dB"))
+    capsys.readouterr()
+    o = OFDMConfig(num_subcarriers=36)
+    for name, profile in (("config", "E"), ("flag", "A")):
+        assert rows[name][0] == f"TDL-{profile}"
+        want = 10 * np.log10(float(genie_mse(o, 20, 300e-9, 1000.0, profile=profile)))  # block-12x2 on 36 x 14
+        assert rows[name][1]["block-12x2"] == pytest.approx(want, abs=1e-3)
+    assert rows["config"][1]["block-12x2"] < rows["flag"][1]["block-12x2"] - 5
+
+
+def test_a_config_with_a_profile_the_bound_cannot_take_is_one_line_naming_the_config(tmp_path, capsys):
+    cfg = tmp_path / "cdl.yaml"
+    cfg.write_text("channel:\n  profile: CDL-B\n")
+    rc = main(["pilots", "optimise", "--num-pilots", "8", "--config", str(cfg), "--out", str(tmp_path / "o"),
+               "--no-progress"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and err.count("\n") == 0, err
+    assert f"profile='CDL-B': pilots optimise supports the TDL profiles A..E (from --config {cfg})" in err
