@@ -229,4 +229,4 @@ def test_a_config_with_a_profile_the_bound_cannot_take_is_one_line_naming_the_co
                "--no-progress"])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and err.count("\n") == 0, err
-    assert f"profile='CDL-B': pilots optimise supports the TDL profiles A..E (from --config {cfg})" in err
+    assert f"profile='CDL-B': pilots optimise supports the TDL profiles A..E and sparse (from --config {cfg})" in err
