@@ -370,8 +370,9 @@ def _phasor_steps(draws: SinusoidDraws, start_s: float, step_s: float, num_times
     dev, f64 = cosines.device, torch.float64
     nu = torch.mul(fd.double().reshape(B, 1, 1).mul_(_constant(2 * math.pi, f64, dev)), cosines.double())  # rad/s
     # nu start_s rounded once, then the sum with the drawn phase once: for a start within a symbol of 0 (the time-domain
-    # path's first symbol centre, 38 us) |nu start_s| <= 2 pi f_d start_s is 0.24 rad at 1000 Hz, 3.6 at 15 kHz, and
-    # the sum's rounding (half an ulp of at most 2 pi + 3.6) is that of the float64 sum reduced to [0, 2 pi)
+    # path's first symbol centre, 38 us) |nu start_s| <= 2 pi f_d start_s is 0.24 rad at 1000 Hz, where the sum stays
+    # below 8 rad, in the binade of an angle reduced to [0, 2 pi) (half an ulp: 2.4e-7 rad), and 3.6 rad at 15 kHz,
+    # where it reaches 9.9 rad, one binade up (4.8e-7 rad)
     arg = torch.mul(nu, _constant(start_s, f64, dev)).float().add_(phi)
     start = torch.complex(torch.cos(arg), torch.sin(arg))
     z = _phasor(nu * _constant(step_s, f64, dev))  # exp(j nu step), complex128

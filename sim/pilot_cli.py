@@ -35,7 +35,8 @@ def add_commands(sub) -> None:
     o.add_argument("--doppler-hz", default="50:1000", help="maximum Doppler [Hz] (the paper's training range)")
     o.add_argument("--delay-spread-ns", default="25:300", help="RMS delay spread [ns] (the paper's training range)")
     o.add_argument("--snr-db", default="0:25", help="SNR per resource element [dB] (the paper's training range)")
-    o.add_argument("--profile", default=None, help="3GPP profile, TDL A..E or sparse (default: --config's channel profile, else A)")
+    o.add_argument("--profile", default=None,
+                   help="3GPP profile, TDL A..E or sparse (default: --config's channel profile, else A)")
     o.add_argument("--config", default=None,
                    help="YAML system config: its grid, channel profile and travel azimuth (default: 120 x 14, 15 kHz, "
                         "TDL-A); the condition ranges come from the flags above")
