@@ -464,7 +464,7 @@ def plot_result(result: SweepResult, out: Path) -> list[Path]:
     xs = sorted({r.axis_value for r in result.rows})
     by = {(r.estimator, r.axis_value): r for r in result.rows}
     paths = []
-    metrics = [("mse_db", "MSE (dB)", "mse"), ("ber", "BER", "ber")]
+    metrics = [("mse_db", "MSE (dB), bars: 95% Monte-Carlo interval", "mse"), ("ber", "BER", "ber")]
     if result.spec.get("ldpc_rate") is not None:
         metrics.append(("bler", f"BLER (LDPC rate {result.spec['ldpc_rate']:g})", "bler"))
     if not any(r.ber for r in result.rows):
@@ -475,9 +475,13 @@ def plot_result(result: SweepResult, out: Path) -> list[Path]:
             ys = [getattr(by[(e, x)], metric) for x in xs]
             if metric == "mse_db" and all(math.isinf(y) for y in ys):
                 continue
-            if metric != "mse_db":
-                ys = [y if y else float("nan") for y in ys]
-            ax.plot([x * scale for x in xs], ys, marker="o", label=e + _knows(by[(e, xs[0])].given))
+            label = e + _knows(by[(e, xs[0])].given)
+            if metric == "mse_db":  # each point's 95% Monte-Carlo interval: a genie a little below the bound is noise
+                ax.errorbar([x * scale for x in xs], ys, yerr=[1.96 * by[(e, x)].mse_se_db for x in xs], marker="o",
+                            capsize=2, elinewidth=0.8, label=label)
+                continue
+            ys = [y if y else float("nan") for y in ys]
+            ax.plot([x * scale for x in xs], ys, marker="o", label=label)
         if metric == "mse_db":
             if not all(math.isnan(by[(ests[0], x)].bound_db) for x in xs):  # no bound without a closed form (UMi)
                 # one point: a dashed line of one point draws nothing, so the bound gets a marker (and the legend)
@@ -514,6 +518,8 @@ def plot_result(result: SweepResult, out: Path) -> list[Path]:
             title = _wrap([head[:-2], tail], 70)
         ax.set_title(title, fontsize=9)
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8)
+        handles, labels = ax.get_legend_handles_labels()  # matplotlib lists plain lines before error bars
+        order = sorted(range(len(labels)), key=lambda i: labels[i] == "MMSE bound")  # the estimators, then the bound
+        ax.legend([handles[i] for i in order], [labels[i] for i in order], fontsize=8)
         paths.append(finish_figure(fig, out / f"{fname}_vs_{PLOT_NAMES[axis]}.png", dpi=110))
     return paths

@@ -1,6 +1,7 @@
 """Rough edges of ``wavefront sweep`` a user trips over: what "given" means, early stops over drawn conditions,
 and how the table, the plot and the warnings name what was run."""
 import json
+from pathlib import Path
 
 import pytest
 
@@ -174,8 +175,10 @@ def _mse_axes(tmp_path, monkeypatch, snr):
         if "mse_" in str(path):
             ax = fig.axes[0]
             (bound,) = [ln for ln in ax.get_lines() if ln.get_label() == "MMSE bound"]
-            legend = {t.get_text(): h.get_marker() for t, h in zip(ax.get_legend().get_texts(),
-                                                                   ax.get_legend().legend_handles)}
+            # an estimator's entry is its error bars: its marker is on the bars' data line
+            data_lines = {c.get_label(): c.lines[0] for c in ax.containers}
+            legend = {t.get_text(): (h if hasattr(h, "get_marker") else data_lines[t.get_text()]).get_marker()
+                      for t, h in zip(ax.get_legend().get_texts(), ax.get_legend().legend_handles)}
             seen.append((bound.get_marker(), list(bound.get_ydata()), legend, ax.get_ylim()))
         return finish_figure(fig, path, dpi)
 
@@ -259,3 +262,33 @@ def test_the_siso_equaliser_is_refused_under_mimo_where_it_would_do_nothing(tmp_
         _spec(tmp_path, SMALL, "--snr-db", "10", "--rx-antennas", "2", "--equalizer", "mmse")
     assert _spec(tmp_path, SMALL, "--snr-db", "10", "--rx-antennas", "2").equalizer == "zf"  # the default runs
     assert _spec(tmp_path, SMALL, "--snr-db", "10", "--equalizer", "mmse").equalizer == "mmse"  # SISO keeps it
+
+
+def test_the_mse_plot_draws_each_points_95_percent_interval_from_its_standard_error(tmp_path, monkeypatch):
+    # 8 frames a point: a genie a little below the bound is Monte-Carlo noise, and the plot must show how much
+    import wavefront.sim.sweep as sweep_module
+    from wavefront.utils import finish_figure
+
+    bars = {}
+
+    def kept(fig, path, dpi=120):
+        if Path(path).name.startswith("mse_"):
+            ax = fig.axes[0]
+            for c in ax.containers:
+                lo_hi = [v for seg in c.lines[2][0].get_segments() for v in (seg[0][1], seg[1][1])]
+                bars[c.get_label()] = (list(c.lines[0].get_ydata()), lo_hi)
+            bars["legend"] = [t.get_text() for t in ax.get_legend().get_texts()]
+        return finish_figure(fig, path, dpi)
+
+    monkeypatch.setattr(sweep_module, "finish_figure", kept)
+    out = tmp_path / "o"
+    assert main(["sweep", "--estimators", "ls-linear,lmmse-genie", "--snr-db", "0,20", "--frames", "8", "--out",
+                 str(out), "--no-progress", "--device", "cpu"]) == 0
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    assert bars.pop("legend") == ["ls-linear", "lmmse-genie", "MMSE bound"]
+    for name in ("ls-linear", "lmmse-genie"):
+        mine = [r for r in rows if r["estimator"] == name]
+        ys, lo_hi = bars[name]
+        assert ys == pytest.approx([r["mse_db"] for r in mine])
+        assert lo_hi == pytest.approx([r["mse_db"] + sign * 1.96 * r["mse_se_db"] for r in mine for sign in (-1, 1)])
+        assert all(r["mse_se_db"] > 0.05 for r in mine)  # 8 frames: bars that show
