@@ -600,8 +600,11 @@ def _rows(meta: dict, ests: list[dict], tally: _Tally) -> list[Row]:
         else:
             mse_db = 10 * math.log10(mean) if mean > 0 else -math.inf
             nmse_db = 10 * math.log10(a["se"] / a["sh"]) if a["se"] > 0 else -math.inf
-            var = max(a["se2"] / done - mean * mean, 0.0)
-            se_db = 10 / math.log(10) * math.sqrt(var / done) / mean if mean > 0 else 0.0
+            if done > 1:  # the frames' sample variance (n - 1, as the leaderboard's paired SE), by the delta method
+                var = max(a["se2"] - done * mean * mean, 0.0) / (done - 1)
+                se_db = 10 / math.log(10) * math.sqrt(var / done) / mean if mean > 0 else 0.0
+            else:  # one frame has no spread to measure: no SE, where 0 claimed the MSE exact
+                se_db = math.nan
         has_bits = a["bits"] > 0
         rows.append(Row(meta["sweep"], meta["axis"], meta["axis_value"], meta["snr_db"], meta["delay_spread_ns"],
                         meta["doppler_hz"], e["estimator"], e["given"], done, mse_db, se_db, nmse_db, bound_db,

@@ -34,7 +34,7 @@ def test_mse_its_standard_error_and_nmse_are_those_of_the_frames():
     e = h.abs().double().square()                      # |0 - H|^2 per RE
     per_frame = e.mean((1, 2))
     mean = float(e.mean())
-    se_db = 10 / math.log(10) * float(per_frame.std(unbiased=False)) / math.sqrt(24) / mean
+    se_db = 10 / math.log(10) * float(per_frame.std(unbiased=True)) / math.sqrt(24) / mean  # the sample std (n - 1)
     for r in rows:
         assert r.frames == 24
         # the engine sums float32 errors: relative 1e-6 at most over 24 frames is 4e-6 dB
@@ -42,6 +42,20 @@ def test_mse_its_standard_error_and_nmse_are_those_of_the_frames():
         assert r.nmse_db == pytest.approx(0.0, abs=1e-5)
         # delta method on the per-frame MSEs; ~0.3 dB here, so 1e-6 dB is far below any dropped term
         assert r.mse_se_db == pytest.approx(se_db, rel=1e-4) and r.mse_se_db > 0.05
+
+
+def test_one_frame_has_no_standard_error_and_two_have_the_sample_one():
+    # one frame: no spread to measure, so no SE (0 read as an exact MSE, and a plot drew no interval around it)
+    cfg = SystemConfig.from_dict({"channel": COND})
+    for frames in (1, 2):
+        (p,) = simulated_points(cfg, [COND], frames=frames, batch_size=2, seed=5, with_data=False)
+        (r,) = run_experiment([p], [Zero("z")], frames=frames, conditions="true", progress=False)
+        per_frame = torch.cat([fr.h for fr in p.batches()]).abs().double().square().mean((1, 2))
+        if frames == 1:
+            assert math.isnan(r.mse_se_db)
+        else:  # |a - b| / 2 is the two frames' sample std over sqrt(2), relative to their mean
+            want = 10 / math.log(10) * float((per_frame[0] - per_frame[1]).abs() / 2 / per_frame.mean())
+            assert r.mse_se_db == pytest.approx(want, rel=1e-4) and r.mse_se_db > 0
 
 
 def test_genie_lmmse_meets_its_bound_under_the_pilot_grid_snr_convention():
@@ -86,8 +100,8 @@ def test_merged_rows_from_hand_made_counts():
     assert bb.mse_db == pytest.approx(10 * math.log10(2 * mean))
     assert a.nmse_db == pytest.approx(10 * math.log10(6.0 / 120.0))
     assert a.gap_db == pytest.approx(a.mse_db - a.bound_db)
-    # per-frame MSE spread: E[m^2] = se2 / frames, SE of the mean = sqrt(var / frames)
-    var = 3.8 / 12 - mean ** 2
+    # per-frame MSE spread: the sample variance (sum m^2 - n mean^2) / (n - 1), SE of the mean = sqrt(var / frames)
+    var = (3.8 - 12 * mean ** 2) / 11
     assert a.mse_se_db == pytest.approx(10 / math.log(10) * math.sqrt(var / 12) / mean)
     assert (a.bit_errors, a.bits, a.ber) == (6, 3000, pytest.approx(6 / 3000))
     assert a.coded_ber == pytest.approx(12 / 1500) and bb.coded_ber == pytest.approx(24 / 1500)
