@@ -264,7 +264,7 @@ def test_the_siso_equaliser_is_refused_under_mimo_where_it_would_do_nothing(tmp_
     assert _spec(tmp_path, SMALL, "--snr-db", "10", "--equalizer", "mmse").equalizer == "mmse"  # SISO keeps it
 
 
-def test_the_mse_plot_draws_each_points_95_percent_interval_from_its_standard_error(tmp_path, monkeypatch):
+def test_the_mse_plot_draws_each_points_95_percent_student_interval_from_its_standard_error(tmp_path, monkeypatch):
     # 8 frames a point: a genie a little below the bound is Monte-Carlo noise, and the plot must show how much
     import wavefront.sim.sweep as sweep_module
     from wavefront.utils import finish_figure
@@ -290,5 +290,7 @@ def test_the_mse_plot_draws_each_points_95_percent_interval_from_its_standard_er
         mine = [r for r in rows if r["estimator"] == name]
         ys, lo_hi = bars[name]
         assert ys == pytest.approx([r["mse_db"] for r in mine])
-        assert lo_hi == pytest.approx([r["mse_db"] + sign * 1.96 * r["mse_se_db"] for r in mine for sign in (-1, 1)])
+        t = 2.3646  # Student's t_{0.975} at 8 - 1 degrees of freedom
+        assert lo_hi == pytest.approx([r["mse_db"] + sign * t * r["mse_se_db"] for r in mine for sign in (-1, 1)],
+                                      rel=1e-4)
         assert all(r["mse_se_db"] > 0.05 for r in mine)  # 8 frames: bars that show
