@@ -26,7 +26,7 @@ from wavefront.datasets.sources import folder_points
 from wavefront.errors import ConfigError
 from wavefront.sim.estimators import Estimator, classical_estimators
 from wavefront.sim.experiment import (
-    mark_in_prior, merge_partials, prior_config, prior_ranges_record, run_experiment, run_partial,
+    half_interval_db, mark_in_prior, merge_partials, prior_config, prior_ranges_record, run_experiment, run_partial,
     simulated_points,
 )
 from wavefront.utils import atomic_write_csv, atomic_write_json, finish_figure
@@ -169,10 +169,11 @@ def save_evaluation(rows: list, out: Path, model_name: str | None, checkpoint: s
 
 
 def wide_rows(rows, model_name: str | None) -> list[dict]:
-    """Returns one dict per point (columns ``<estimator>_db``, ``mmse_bound_db``, ``gap_to_bound_db``) from engine rows.
+    """Returns one dict per point (columns ``<estimator>_db``, ``mmse_bound_db``, ``gap_to_bound_db``, ``gap_se_db``)
+    from engine rows.
 
-    ``model_name``: the row whose gap to the bound is ``gap_to_bound_db`` [dB]; None (the
-    classical rows alone): no such column."""
+    ``model_name``: the row whose gap to the bound is ``gap_to_bound_db`` [dB], with its Monte-Carlo standard error
+    ``gap_se_db`` [dB] (that of the model's MSE: the bound is exact); None (the classical rows alone): no such columns."""
     out, index = [], {}
     for r in rows:
         key = (r.sweep, r.snr_db, r.delay_spread_ns, r.doppler_hz)
@@ -183,12 +184,14 @@ def wide_rows(rows, model_name: str | None) -> list[dict]:
             out.append(index[key])
         index[key][f"{r.estimator}_db"] = round(r.mse_db, 3)
         index[key]["mmse_bound_db"] = round(r.bound_db, 3)
-        if r.estimator == model_name:
+        if r.estimator == model_name:  # the bound is a closed form: the gap's SE is the model's MSE's
             index[key]["gap_to_bound_db"] = round(r.gap_db, 3)
+            index[key]["gap_se_db"] = round(r.mse_se_db, 3)
     for row in out:  # the bound and gap last, as the tables read
         row["mmse_bound_db"] = row.pop("mmse_bound_db")
         if model_name is not None:
             row["gap_to_bound_db"] = row.pop("gap_to_bound_db", float("nan"))
+            row["gap_se_db"] = row.pop("gap_se_db", float("nan"))
     return out
 
 
@@ -224,16 +227,21 @@ def plot_rows(rows: list[dict], out: Path, model_name: str | None) -> list[Path]
         key = "delay_spread_ns" if axis == "delay_spread_s" else axis
         x = np.array([r[key] for r in sel])
         fig, ax = plt.subplots(figsize=(5, 3.6))
-        for col in [c for c in sel[0] if c.endswith("_db") and c not in ("snr_db", "gap_to_bound_db")]:
+        for col in [c for c in sel[0] if c.endswith("_db") and c not in ("snr_db", "gap_to_bound_db", "gap_se_db")]:
             style = "k--" if col == "mmse_bound_db" else ("o-" if col == f"{model_name}_db" else "s-")
-            line, = ax.plot(x, [r[col] for r in sel], style,
-                            label=col.removesuffix("_db").replace("mmse_bound", "MMSE bound"))
+            label = col.removesuffix("_db").replace("mmse_bound", "MMSE bound")
+            if col == f"{model_name}_db":  # the model's 95% Monte-Carlo interval: how far from the bound is noise
+                line = ax.errorbar(x, [r[col] for r in sel], yerr=[half_interval_db(r["gap_se_db"], r["frames"])
+                                                                   for r in sel],
+                                   fmt=style, capsize=2, elinewidth=0.8, label=label).lines[0]
+            else:
+                line, = ax.plot(x, [r[col] for r in sel], style, label=label)
             if col == f"{model_name}_db":  # the model's points outside the prior: a white fill
                 outside = [i for i, r in enumerate(sel) if r.get("in_prior") is False]
                 ax.plot(x[outside], [sel[i][col] for i in outside], "o", mfc="white", color=line.get_color())
         marked = model_name is not None and any(r.get("in_prior") is False for r in sel)  # on the model's line only
         ax.set_xlabel(AXIS_LABEL[axis] + (" (white: outside the prior)" if marked else ""))
-        ax.set_ylabel("MSE [dB]")
+        ax.set_ylabel("MSE [dB]" + (" (bars: the model's 95% interval)" if model_name is not None else ""))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
         paths.append(finish_figure(fig, out / f"mse_vs_{sweep}.png"))

@@ -582,6 +582,14 @@ def _where(meta: dict) -> str:
             f"Doppler {meta['doppler_hz']:g} Hz")
 
 
+def half_interval_db(se_db: float, frames: int) -> float:
+    """Returns the half width [dB] of a 95% Monte-Carlo interval of an MSE whose standard error is ``se_db`` over
+    ``frames`` frames: ``t_{0.975, n-1}`` times the SE (Student's t: 2.36 at 8 frames, 1.97 at 300), NaN for one frame."""
+    from scipy import stats
+
+    return float(stats.t.ppf(0.975, frames - 1)) * se_db if frames > 1 else math.nan
+
+
 def _rows(meta: dict, ests: list[dict], tally: _Tally) -> list[Row]:
     """Returns one Row per estimator from a point's totals (none when the point has no frames)."""
     done = tally.frames

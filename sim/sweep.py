@@ -41,8 +41,8 @@ from wavefront.sim.estimators import classical_estimators
 from wavefront.sim.impairments import IMPAIRMENT_FIELDS, IMPAIRMENT_LABELS
 from wavefront.sim.mimo import frame_generator, pilots_per_user
 from wavefront.sim.experiment import (
-    CONDITION_MODES, ERROR_VARIANCES, Row, mark_in_prior, merge_partials, prior_config, prior_ranges_record, run_experiment,
-    run_partial, simulated_points,
+    CONDITION_MODES, ERROR_VARIANCES, Row, half_interval_db, mark_in_prior, merge_partials, prior_config, prior_ranges_record,
+    run_experiment, run_partial, simulated_points,
 )
 from wavefront.sim.progress import first_difference, open_progress
 from wavefront.utils import atomic_write_csv, atomic_write_json, check_memory, finish_figure, resolve_device
@@ -451,14 +451,6 @@ def _wrap(parts: list[str], width: int) -> str:
     return "\n".join(lines)
 
 
-def _half_interval_db(row) -> float:
-    """Returns the half width [dB] of ``row``'s 95% Monte-Carlo interval of its MSE: ``t_{0.975, n-1}`` times its SE
-    over its n frames (Student's t: 2.36 at 8 frames, 1.97 at 300), NaN for one frame."""
-    from scipy import stats
-
-    return float(stats.t.ppf(0.975, row.frames - 1)) * row.mse_se_db if row.frames > 1 else math.nan
-
-
 def plot_result(result: SweepResult, out: Path) -> list[Path]:
     """Draws MSE (with the bound), BER and, when coded, BLER against the swept axis; returns the PNG paths."""
     import matplotlib
@@ -485,8 +477,8 @@ def plot_result(result: SweepResult, out: Path) -> list[Path]:
                 continue
             label = e + _knows(by[(e, xs[0])].given)
             if metric == "mse_db":  # each point's 95% Monte-Carlo interval: a genie a little below the bound is noise
-                ax.errorbar([x * scale for x in xs], ys, yerr=[_half_interval_db(by[(e, x)]) for x in xs], marker="o",
-                            capsize=2, elinewidth=0.8, label=label)
+                half = [half_interval_db(by[(e, x)].mse_se_db, by[(e, x)].frames) for x in xs]
+                ax.errorbar([x * scale for x in xs], ys, yerr=half, marker="o", capsize=2, elinewidth=0.8, label=label)
                 continue
             ys = [y if y else float("nan") for y in ys]
             ax.plot([x * scale for x in xs], ys, marker="o", label=label)

@@ -98,8 +98,14 @@ def test_baselines_only_rows_are_the_classical_rows_of_an_evaluation_with_a_chec
             assert a[field] == pytest.approx(m[field], abs=1e-9), (key(a), field)
         assert (a["frames"], a["given"], a["in_prior"]) == (m["frames"], m["given"], m["in_prior"])
     with_model, without = (list(csv.DictReader(open(tmp_path / d / "results.csv"))) for d in ("model", "alone"))
-    # the table: the model's column and its gap to the bound gone, every other column as it was
-    assert list(without[0]) == [c for c in with_model[0] if c not in {f"{n}_db" for n in learned} | {"gap_to_bound_db"}]
+    # the table: the model's column and its gap to the bound (with its SE) gone, every other column as it was
+    model_columns = {f"{n}_db" for n in learned} | {"gap_to_bound_db", "gap_se_db"}
+    assert list(without[0]) == [c for c in with_model[0] if c not in model_columns]
+    (name,) = learned  # the gap's SE is the model's MSE's, the bound being exact
+    se = {r["snr_db"]: r["mse_se_db"] for r in model["rows"] if r["estimator"] == name}
+    assert [float(r["gap_se_db"]) for r in with_model] == pytest.approx([se[float(r["snr_db"])] for r in with_model],
+                                                                         abs=6e-4)
+    assert all(float(r["gap_se_db"]) > 0 for r in with_model)
     assert [{c: r[c] for c in without[0]} for r in with_model] == without
 
 

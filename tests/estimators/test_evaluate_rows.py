@@ -110,3 +110,31 @@ def test_the_true_conditions_twin_of_a_mimo_model_runs_on_the_mimo_points():
     assert len(rows) == 21 and all("spy (true cond.)_db" in r for r in rows) and spy.calls == 2 * 21
     # a zero estimate's MSE is the channel's mean power: the same for the model and its twin on the same frames
     assert all(r["spy_db"] == r["spy (true cond.)_db"] for r in rows)
+
+
+def test_the_models_line_carries_its_95_percent_student_interval_and_the_table_its_se(tmp_path, monkeypatch):
+    # 8 frames a point: a model 0.7 dB below the bound at one point is noise, and the plot and table must say how much
+    import wavefront.estimators.evaluate as ev
+    from wavefront.estimators.evaluate import format_table, plot_rows
+    from wavefront.utils import finish_figure
+
+    rows = [{"sweep": "snr", "axis": "snr_db", "snr_db": s, "delay_spread_ns": 200.0, "doppler_hz": 500.0, "frames": 8,
+             "realization": "independent", "in_prior": True, "m_db": -10.0 - s / 10, "ls-linear_db": -8.0 - s / 10,
+             "mmse_bound_db": -10.2 - s / 10, "gap_to_bound_db": 0.2, "gap_se_db": 0.1 + s / 100} for s in (0.0, 10.0)]
+    seen = {}
+
+    def kept(fig, path, dpi=120):
+        ax = fig.axes[0]
+        seen["bars"] = {c.get_label(): [v for seg in c.lines[2][0].get_segments() for v in (seg[0][1], seg[1][1])]
+                        for c in ax.containers}
+        seen["ylabel"] = ax.get_ylabel()
+        return finish_figure(fig, path, dpi)
+
+    monkeypatch.setattr(ev, "finish_figure", kept)
+    plot_rows(rows, tmp_path, "m")
+    t = 2.3646  # Student's t_{0.975} at 8 - 1 degrees of freedom
+    assert list(seen["bars"]) == ["m"]  # the model's line alone: the classical rows and the bound carry none
+    assert seen["bars"]["m"] == pytest.approx([r["m_db"] + sign * t * r["gap_se_db"] for r in rows for sign in (-1, 1)],
+                                              rel=1e-4)
+    assert "95%" in seen["ylabel"]
+    assert format_table(rows).splitlines()[0].split()[-2:] == ["gap_to_bound_db", "gap_se_db"]
