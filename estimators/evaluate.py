@@ -238,7 +238,8 @@ def plot_rows(rows: list[dict], out: Path, model_name: str | None) -> list[Path]
                 line, = ax.plot(x, [r[col] for r in sel], style, label=label)
             if col == f"{model_name}_db":  # the model's points outside the prior: a white fill
                 outside = [i for i, r in enumerate(sel) if r.get("in_prior") is False]
-                ax.plot(x[outside], [sel[i][col] for i in outside], "o", mfc="white", color=line.get_color())
+                ax.plot(x[outside], [sel[i][col] for i in outside], "o", mfc="white", color=line.get_color(),
+                        zorder=line.get_zorder() + 0.1)  # over the line's own markers (error bars draw theirs at 2.1)
         marked = model_name is not None and any(r.get("in_prior") is False for r in sel)  # on the model's line only
         ax.set_xlabel(AXIS_LABEL[axis] + (" (white: outside the prior)" if marked else ""))
         ax.set_ylabel("MSE [dB]" + (" (bars: the model's 95% interval)" if model_name is not None else ""))

@@ -119,7 +119,7 @@ def test_the_models_line_carries_its_95_percent_student_interval_and_the_table_i
     from wavefront.utils import finish_figure
 
     rows = [{"sweep": "snr", "axis": "snr_db", "snr_db": s, "delay_spread_ns": 200.0, "doppler_hz": 500.0, "frames": 8,
-             "realization": "independent", "in_prior": True, "m_db": -10.0 - s / 10, "ls-linear_db": -8.0 - s / 10,
+             "realization": "independent", "in_prior": s == 0.0, "m_db": -10.0 - s / 10, "ls-linear_db": -8.0 - s / 10,
              "mmse_bound_db": -10.2 - s / 10, "gap_to_bound_db": 0.2, "gap_se_db": 0.1 + s / 100} for s in (0.0, 10.0)]
     seen = {}
 
@@ -128,6 +128,9 @@ def test_the_models_line_carries_its_95_percent_student_interval_and_the_table_i
         seen["bars"] = {c.get_label(): [v for seg in c.lines[2][0].get_segments() for v in (seg[0][1], seg[1][1])]
                         for c in ax.containers}
         seen["ylabel"] = ax.get_ylabel()
+        (data,) = [c.lines[0] for c in ax.containers]
+        white = [ln for ln in ax.get_lines() if ln.get_markerfacecolor() == "white"]
+        seen["white"] = [(list(ln.get_ydata()), ln.get_zorder() > data.get_zorder()) for ln in white]
         return finish_figure(fig, path, dpi)
 
     monkeypatch.setattr(ev, "finish_figure", kept)
@@ -137,4 +140,5 @@ def test_the_models_line_carries_its_95_percent_student_interval_and_the_table_i
     assert seen["bars"]["m"] == pytest.approx([r["m_db"] + sign * t * r["gap_se_db"] for r in rows for sign in (-1, 1)],
                                               rel=1e-4)
     assert "95%" in seen["ylabel"]
+    assert seen["white"] == [([rows[1]["m_db"]], True)]  # the point outside the prior: white, over the bars' marker
     assert format_table(rows).splitlines()[0].split()[-2:] == ["gap_to_bound_db", "gap_se_db"]
