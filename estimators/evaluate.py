@@ -229,17 +229,16 @@ def plot_rows(rows: list[dict], out: Path, model_name: str | None) -> list[Path]
         fig, ax = plt.subplots(figsize=(5, 3.6))
         for col in [c for c in sel[0] if c.endswith("_db") and c not in ("snr_db", "gap_to_bound_db", "gap_se_db")]:
             style = "k--" if col == "mmse_bound_db" else ("o-" if col == f"{model_name}_db" else "s-")
-            label = col.removesuffix("_db").replace("mmse_bound", "MMSE bound")
-            if col == f"{model_name}_db":  # the model's 95% Monte-Carlo interval: how far from the bound is noise
-                line = ax.errorbar(x, [r[col] for r in sel], yerr=[half_interval_db(r["gap_se_db"], r["frames"])
-                                                                   for r in sel],
-                                   fmt=style, capsize=2, elinewidth=0.8, label=label).lines[0]
-            else:
-                line, = ax.plot(x, [r[col] for r in sel], style, label=label)
-            if col == f"{model_name}_db":  # the model's points outside the prior: a white fill
+            line, = ax.plot(x, [r[col] for r in sel], style,
+                            label=col.removesuffix("_db").replace("mmse_bound", "MMSE bound"))
+            if col == f"{model_name}_db":
+                # its 95% Monte-Carlo interval (how far from the bound is noise; "_": out of the legend), and its
+                # points outside the prior, a white fill
+                ax.errorbar(x, [r[col] for r in sel], yerr=[half_interval_db(r["gap_se_db"], r["frames"]) for r in sel],
+                            fmt="none", ecolor=line.get_color(), capsize=2, elinewidth=0.8, label=f"_{col} interval")
                 outside = [i for i, r in enumerate(sel) if r.get("in_prior") is False]
                 ax.plot(x[outside], [sel[i][col] for i in outside], "o", mfc="white", color=line.get_color(),
-                        zorder=line.get_zorder() + 0.1)  # over the line's own markers (error bars draw theirs at 2.1)
+                        zorder=3)  # over every line: the classical ones drawn after it hid them
         marked = model_name is not None and any(r.get("in_prior") is False for r in sel)  # on the model's line only
         ax.set_xlabel(AXIS_LABEL[axis] + (" (white: outside the prior)" if marked else ""))
         ax.set_ylabel("MSE [dB]" + (" (bars: the model's 95% interval)" if model_name is not None else ""))

@@ -475,13 +475,14 @@ def plot_result(result: SweepResult, out: Path) -> list[Path]:
             ys = [getattr(by[(e, x)], metric) for x in xs]
             if metric == "mse_db" and all(math.isinf(y) for y in ys):
                 continue
+            if metric != "mse_db":
+                ys = [y if y else float("nan") for y in ys]
             label = e + _knows(by[(e, xs[0])].given)
+            line, = ax.plot([x * scale for x in xs], ys, marker="o", label=label)
             if metric == "mse_db":  # each point's 95% Monte-Carlo interval: a genie a little below the bound is noise
                 half = [half_interval_db(by[(e, x)].mse_se_db, by[(e, x)].frames) for x in xs]
-                ax.errorbar([x * scale for x in xs], ys, yerr=half, marker="o", capsize=2, elinewidth=0.8, label=label)
-                continue
-            ys = [y if y else float("nan") for y in ys]
-            ax.plot([x * scale for x in xs], ys, marker="o", label=label)
+                ax.errorbar([x * scale for x in xs], ys, yerr=half, fmt="none", ecolor=line.get_color(), capsize=2,
+                            elinewidth=0.8, label=f"_{label} interval")  # "_": out of the legend, which keeps the lines
         if metric == "mse_db":
             if not all(math.isnan(by[(ests[0], x)].bound_db) for x in xs):  # no bound without a closed form (UMi)
                 # one point: a dashed line of one point draws nothing, so the bound gets a marker (and the legend)
@@ -518,8 +519,6 @@ def plot_result(result: SweepResult, out: Path) -> list[Path]:
             title = _wrap([head[:-2], tail], 70)
         ax.set_title(title, fontsize=9)
         ax.grid(True, which="both", alpha=0.3)
-        handles, labels = ax.get_legend_handles_labels()  # matplotlib lists plain lines before error bars
-        order = sorted(range(len(labels)), key=lambda i: labels[i] == "MMSE bound")  # the estimators, then the bound
-        ax.legend([handles[i] for i in order], [labels[i] for i in order], fontsize=8)
+        ax.legend(fontsize=8)
         paths.append(finish_figure(fig, out / f"{fname}_vs_{PLOT_NAMES[axis]}.png", dpi=110))
     return paths

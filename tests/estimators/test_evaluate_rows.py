@@ -128,17 +128,17 @@ def test_the_models_line_carries_its_95_percent_student_interval_and_the_table_i
         seen["bars"] = {c.get_label(): [v for seg in c.lines[2][0].get_segments() for v in (seg[0][1], seg[1][1])]
                         for c in ax.containers}
         seen["ylabel"] = ax.get_ylabel()
-        (data,) = [c.lines[0] for c in ax.containers]
         white = [ln for ln in ax.get_lines() if ln.get_markerfacecolor() == "white"]
-        seen["white"] = [(list(ln.get_ydata()), ln.get_zorder() > data.get_zorder()) for ln in white]
+        top = max(ln.get_zorder() for ln in ax.get_lines() if ln not in white)
+        seen["white"] = [(list(ln.get_ydata()), ln.get_zorder() > top) for ln in white]
         return finish_figure(fig, path, dpi)
 
     monkeypatch.setattr(ev, "finish_figure", kept)
     plot_rows(rows, tmp_path, "m")
     t = 2.3646  # Student's t_{0.975} at 8 - 1 degrees of freedom
-    assert list(seen["bars"]) == ["m"]  # the model's line alone: the classical rows and the bound carry none
-    assert seen["bars"]["m"] == pytest.approx([r["m_db"] + sign * t * r["gap_se_db"] for r in rows for sign in (-1, 1)],
+    assert list(seen["bars"]) == ["_m_db interval"]  # the model's line alone: the classical rows and bound carry none
+    assert seen["bars"]["_m_db interval"] == pytest.approx([r["m_db"] + sign * t * r["gap_se_db"] for r in rows for sign in (-1, 1)],
                                               rel=1e-4)
     assert "95%" in seen["ylabel"]
-    assert seen["white"] == [([rows[1]["m_db"]], True)]  # the point outside the prior: white, over the bars' marker
+    assert seen["white"] == [([rows[1]["m_db"]], True)]  # the point outside the prior: white, over every line
     assert format_table(rows).splitlines()[0].split()[-2:] == ["gap_to_bound_db", "gap_se_db"]

@@ -175,10 +175,8 @@ def _mse_axes(tmp_path, monkeypatch, snr):
         if "mse_" in str(path):
             ax = fig.axes[0]
             (bound,) = [ln for ln in ax.get_lines() if ln.get_label() == "MMSE bound"]
-            # an estimator's entry is its error bars: its marker is on the bars' data line
-            data_lines = {c.get_label(): c.lines[0] for c in ax.containers}
-            legend = {t.get_text(): (h if hasattr(h, "get_marker") else data_lines[t.get_text()]).get_marker()
-                      for t, h in zip(ax.get_legend().get_texts(), ax.get_legend().legend_handles)}
+            legend = {t.get_text(): h.get_marker() for t, h in zip(ax.get_legend().get_texts(),
+                                                                   ax.get_legend().legend_handles)}
             seen.append((bound.get_marker(), list(bound.get_ydata()), legend, ax.get_ylim()))
         return finish_figure(fig, path, dpi)
 
@@ -274,9 +272,10 @@ def test_the_mse_plot_draws_each_points_95_percent_student_interval_from_its_sta
     def kept(fig, path, dpi=120):
         if Path(path).name.startswith("mse_"):
             ax = fig.axes[0]
-            for c in ax.containers:
-                lo_hi = [v for seg in c.lines[2][0].get_segments() for v in (seg[0][1], seg[1][1])]
-                bars[c.get_label()] = (list(c.lines[0].get_ydata()), lo_hi)
+            ys = {ln.get_label(): list(ln.get_ydata()) for ln in ax.get_lines()}
+            for c in ax.containers:  # labelled "_<estimator> interval", out of the legend
+                name = c.get_label().removeprefix("_").removesuffix(" interval")
+                bars[name] = (ys[name], [v for seg in c.lines[2][0].get_segments() for v in (seg[0][1], seg[1][1])])
             bars["legend"] = [t.get_text() for t in ax.get_legend().get_texts()]
         return finish_figure(fig, path, dpi)
 
