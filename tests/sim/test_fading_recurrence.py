@@ -17,7 +17,7 @@ import torch
 
 from wavefront.sim.config import OFDMConfig
 from wavefront.sim.fading import (
-    TimeVaryingChannel, _monomials_to_chebyshev, delay_phasors, draw_sinusoids, ofdm_channel, uniform_tap_gains,
+    TimeVaryingChannel, delay_phasors, draw_sinusoids, ofdm_channel, uniform_tap_gains,
 )
 from wavefront.sim.profiles import channel_profile, subcarrier_offsets_hz, symbol_times_s
 from wavefront.utils import make_generator
@@ -117,11 +117,14 @@ def test_grid_channel_equals_the_float64_channel_of_the_same_draws_at_1400_hz(pr
 
 @pytest.mark.parametrize("profile_name", ["D", "CDL-B"])
 def test_ici_sample_gains_equal_the_float64_sum_of_sinusoids_at_every_sample(profile_name):
-    # The time-domain path: the recurrence at the symbol centres, then the Chebyshev series in time
-    # (error below 1e-8 per sinusoid, so below 1e-8 sqrt(N P_l) per tap) in float32 T_p(2u).
+    # The time-domain path: the phasors at the span centres, then the series in time (error below 1e-8
+    # per sinusoid, so below 1e-8 sqrt(N P_l) per tap) in float32.
+    # 1550 Hz: CDL-B takes the slot as its span, its centre's angle reduced in float64 (w c > 8 - pi rad)
     prof = channel_profile(profile_name)
-    for fd in ([1400.0], [1400.0, 300.0, 0.0]):  # batch 1, and a batch of Dopplers
+    for fd in ([1400.0], [1400.0, 300.0, 0.0], [1550.0]):  # batch 1, a batch of Dopplers, the reduced start
         tv = TimeVaryingChannel.draw(OFDM, prof, torch.full((len(fd),), 300e-9), torch.tensor(fd), 20, make_generator(2))
+        plan = tv._plan(slice(0, len(fd)))
+        assert plan.reduce_start == (profile_name == "CDL-B" and fd == [1550.0])
         times = tv.sample_times_s()  # [T, N] float64
         want = _gains_float64(prof, tv.draws, times.reshape(-1)).reshape(len(fd), -1, *times.shape)
         got = tv.gains_at_samples()
@@ -129,25 +132,43 @@ def test_ici_sample_gains_equal_the_float64_sum_of_sinusoids_at_every_sample(pro
         assert ((got - want).abs() <= bound).all(), float((got - want).abs().max())
 
 
-@pytest.mark.parametrize("doppler_hz,terms", [(0.0, 1), (7.0, 3), (300.0, 5), (1000.0, 6), (1400.0, 7)])
-def test_chebyshev_series_keeps_every_sinusoid_within_1e8_in_time(doppler_hz, terms):
-    # The ICI path's series in float64: exp(j y u) for |u| <= 1/2 and every |y| <= 2 pi f_d / scs
-    # against sum_p j^p c_p(y) T_p(2u), with the terms TimeVaryingChannel takes (6 at 1000 Hz,
-    # where a Taylor series needs 7 for the same bound).
+@pytest.mark.parametrize("doppler_hz,terms,span", [(0.0, 1, 1), (7.0, 3, 14), (300.0, 5, 14), (1000.0, 6, 14),
+                                                    (1400.0, 7, 14), (5000.0, 10, 1), (15e3, 16, 1)])
+def test_series_keeps_every_sinusoid_within_1e8_at_every_sample(doppler_hz, terms, span):
+    # The ICI path's series in float64, as the plan computes it: a sinusoid exp(j w t), w = 2 pi f_ref v for v in
+    # [-1, 1] (every Doppler up to the plan's, every arrival angle), through the J_p series in v, the phasor at its
+    # span's centre and, for the slot, the re-expansion on each symbol, evaluated on the local basis at every useful
+    # sample of every symbol: within 1e-8 of exp(j w t). P local terms (6 at 1000 Hz, where a Taylor series needs 7);
+    # the slot as the span at 7-1400 Hz (TDL-A's 23 taps), single symbols at 5 and 15 kHz.
     tv = TimeVaryingChannel.draw(OFDM, channel_profile("A"), torch.full((1,), 300e-9), torch.tensor([doppler_hz]),
                                  20, make_generator(0))
-    P, Q = tv._series_terms(slice(0, 1))
-    assert P == terms
-    y_max = 2 * math.pi * doppler_hz / OFDM.subcarrier_spacing_hz
-    y = torch.linspace(-y_max, y_max, 41, dtype=torch.float64).reshape(-1, 1)
-    u = torch.linspace(-0.5, 0.5, 129, dtype=torch.float64)
-    powers = torch.stack([y ** q / math.factorial(q) for q in range(Q)], -1)  # [41, 1, Q]
-    coef = powers @ _monomials_to_chebyshev(P, Q, torch.device("cpu")).double().T  # [41, 1, P]
-    basis = [torch.ones_like(u), 2 * u]
-    while len(basis) < P:
-        basis.append(4 * u * basis[-1] - basis[-2])
-    series = sum((1j) ** p * coef[..., p] * basis[p] for p in range(P))
-    assert (series - torch.exp(1j * y * u)).abs().max() < 1e-8
+    plan = tv._plan(slice(0, 1))
+    assert (plan.terms, plan.span) == (terms, span)
+    assert plan.doppler_ref_hz >= doppler_hz
+    v = torch.linspace(-1.0, 1.0, 41, dtype=torch.float64)
+    w = 2 * math.pi * plan.doppler_ref_hz * v  # rad/s [41]
+    cheb = [torch.ones_like(v), v]
+    while len(cheb) < plan.coefficients64.shape[1]:
+        cheb.append(2 * v * cheb[-1] - cheb[-2])
+    rows = plan.coefficients64 @ torch.stack(cheb[:plan.coefficients64.shape[1]])  # [P_c, 41]
+    coef = rows * torch.tensor([1, 1j], dtype=torch.complex128)[torch.arange(rows.shape[0]) % 2].reshape(-1, 1)
+    centres = plan.first_centre_s + plan.span_step_s * torch.arange(plan.spans, dtype=torch.float64)
+    g = coef.unsqueeze(-1) * torch.exp(1j * w.reshape(1, -1, 1) * centres)  # [P_c, 41, K]
+    if plan.span == 1:
+        local = g  # [P, 41, T]
+    else:
+        r = plan.reexpansion64.reshape(plan.terms, plan.span, -1).to(torch.complex128)  # [P, T, P_s]
+        local = torch.einsum("qmp,pv->qvm", r, g[..., 0])
+    n = tv.fft_size
+    u2 = 2 * (torch.arange(n, dtype=torch.float64) - (n - 1) / 2) / n
+    basis = [torch.ones_like(u2), u2]
+    while len(basis) < plan.terms:
+        basis.append(2 * u2 * basis[-1] - basis[-2])
+    basis = torch.stack(basis[:plan.terms])
+    basis[1:] -= basis[1:].mean(1, keepdim=True)  # B_p = T_p(2 u) less its mean over the samples, B_0 = 1
+    series = torch.einsum("qvm,qn->vmn", local, basis.to(torch.complex128))
+    exact = torch.exp(1j * w.reshape(-1, 1, 1) * tv.sample_times_s())  # [41, T, N]
+    assert (series - exact).abs().max() < 1e-8
 
 
 def test_tap_gains_and_phasors_multiply_to_ofdm_channels_grid_from_the_same_draws():
