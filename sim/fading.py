@@ -636,12 +636,13 @@ class TimeVaryingChannel:
                 continue
             # longer spans: the run's span terms through the delay phasors and re-expanded on each symbol at once
             # (one product for the run), then the FFTs in small blocks
-            local = self._local_terms(plan, d, e, scratch, h[r0:r0 + n])  # [P, T, n, F]
+            local = self._local_terms(plan, d, e, scratch, h[r0:r0 + n])  # [n, P, T, F]
             c = _blocks(n, _CHUNK_ICI_SPAN if cpu else n)
             for s in range(0, n, c):
                 rows = slice(r0 + s, r0 + min(s + c, n))
-                self._ici(x[rows], rows, plan.terms, local[1:, :, s:s + c].permute(2, 0, 1, 3),
-                          x[rows].transpose(1, 2).unsqueeze(1), scratch, h[rows], y[rows], impairments)
+                grid = scratch.take("grid", (rows.stop - rows.start, 1, T, F), torch.complex64, x.device)
+                grid.copy_(x[rows].transpose(1, 2).unsqueeze(1))
+                self._ici(x[rows], rows, plan.terms, local[s:s + c, 1:], grid, scratch, h[rows], y[rows], impairments)
         return h, y
 
     def gains_at_samples(self) -> torch.Tensor:
@@ -686,7 +687,9 @@ class TimeVaryingChannel:
         P, Q, K = plan.coefficients.shape[0], plan.coefficients.shape[1], plan.spans
         take = (lambda name, shape, dtype: torch.empty(shape, dtype=dtype, device=dev)) if scratch is None else (
             lambda name, shape, dtype: scratch.take(name, shape, dtype, dev))
-        # T_q(v) [Q, b, L, S] of v = f cos / f_ref by the Chebyshev recurrence, times the tap's amplitude
+        # sigma_q T_q(v) [Q, b, L, S] of v = f cos / f_ref, times the tap's amplitude, sigma_q = (-1)^floor(q/2):
+        # with those signs the Chebyshev recurrence is one multiply-add a step, W_q = (-1)^(q+1) 2 v W_(q-1) + W_(q-2)
+        # (the signs are in the plan's signed coefficients)
         amp = _amplitudes(_profile_tuples(prof)[1], S, dev).reshape(1, L, 1)
         t = take("chebyshev", (Q, b, L, S), torch.float32)
         t[0].copy_(amp.expand(b, L, S))
@@ -694,10 +697,9 @@ class TimeVaryingChannel:
             v = (fd / plan.doppler_ref_hz).reshape(b, 1, 1) * cos_ if plan.doppler_ref_hz > 0 else torch.zeros_like(cos_)
             torch.mul(t[0], v, out=t[1])
             v2 = v.mul_(2.0)
+            v2 = (v2, torch.neg(v2))  # 2 v, -2 v
             for q in range(2, Q):
-                torch.mul(t[q - 1], v2, out=t[q]).sub_(t[q - 2])
-        # each sinusoid's coefficients: real (even p) or imaginary (odd p), by one real [P, Q] @ [Q, b L S] product
-        rows = torch.mm(plan.coefficients, t.view(Q, -1), out=take("series rows", (P, b * L * S), torch.float32))
+                torch.addcmul(t[q - 2], v2[q % 2 == 0], t[q - 1], out=t[q])
         # each sinusoid's phasor at the K span centres [K, b, L, S]: the first, then a recurrence over the spans
         start, anchors = _phasor_steps(dr, plan.first_centre_s, plan.span_step_s, K, reduce=plan.reduce_start)
         g = take("phasors", (K, b, L, S), torch.complex64)
@@ -706,8 +708,10 @@ class TimeVaryingChannel:
             steps = _doubling_views(g) if scratch is None else scratch.views("phasors", (K, b, L, S), _doubling_views)
             _double(g, anchors, steps)
         if plan.span == 1:
-            # T phasors a sinusoid: the coefficients written into their parts, so that D is one complex
-            # [P, S] @ [S, T] product per tap, read straight from the phasors in their layout
+            # T phasors a sinusoid: its coefficients, real (even p) or imaginary (odd p), by one real [P, Q] @ [Q, b L S]
+            # product written into their parts, so that D is one complex [P, S] @ [S, T] product per tap, read
+            # straight from the phasors in their layout
+            rows = torch.mm(plan.signed_coefficients, t.view(Q, -1), out=take("series rows", (P, b * L * S), torch.float32))
             coef = take("series", (P, b * L * S), torch.complex64)
             parts = torch.view_as_real(coef)
             parts[0::2, :, 1].zero_()
@@ -718,11 +722,12 @@ class TimeVaryingChannel:
             torch.bmm(coef.view(P, b * L, S).transpose(0, 1), g.view(K, b * L, S).permute(1, 2, 0), out=out)
             d = out.view(b, L, P, K)
         else:
-            # one phasor a sinusoid (K = 1): real coefficients against its (re, im) pair, [P, S] @ [S, 2] per tap,
-            # then each row times its part's unit
-            out = take("coefficients", (b * L, P, 2), torch.float32)
-            torch.bmm(rows.view(P, b * L, S).transpose(0, 1), torch.view_as_real(g).view(b * L, S, 2), out=out)
-            d = torch.view_as_complex(out.view(b, L, P, 1, 2)).mul_(plan.parts.reshape(1, 1, P, 1))
+            # one phasor a sinusoid (K = 1): each tap's sum over its sinusoids of W_q times the phasor's (re, im) pair,
+            # [2, S] @ [S, Q] per tap, then the coefficients, one [2 b L, Q] @ [Q, P] product, each times its part's unit
+            m = take("moments", (b * L, 2, Q), torch.float32)
+            torch.bmm(torch.view_as_real(g).view(b * L, S, 2).transpose(1, 2), t.view(Q, b * L, S).permute(1, 2, 0), out=m)
+            c = torch.mm(m.view(b * L * 2, Q), plan.signed_coefficients.T).view(b * L, 2, P)
+            d = torch.complex(c[:, 0], c[:, 1]).mul_(plan.parts).view(b, L, P, 1)
         if prof.is_los:  # the specular path on tap 0: one more sinusoid, its own cosine and phase
             v0 = fd * (prof.los_cos_aoa / plan.doppler_ref_hz) if plan.doppler_ref_hz > 0 else torch.zeros_like(fd)
             t0 = _chebyshev_values(v0.double(), Q)  # [Q, b]
@@ -764,18 +769,18 @@ class TimeVaryingChannel:
 
     def _local_terms(self, plan: "_SeriesPlan", d: torch.Tensor, e: torch.Tensor, scratch: _Scratch,
                      h_out: torch.Tensor) -> torch.Tensor:
-        """Returns each symbol's local terms ``H_q`` [P, T, b, F] complex64 of frames whose slot series is ``d``
+        """Returns each symbol's local terms ``H_q`` [b, P, T, F] complex64 of frames whose slot series is ``d``
         [b, L, P_s, 1] and delay phasors ``e`` [b, F, L]; writes their label (``q = 0``) into ``h_out`` [b, F, T].
         The result lives in ``scratch`` until its next ``"local terms"``.
         """
         b, F = e.shape[:2]
         Ps, P, T = plan.span_terms, plan.terms, plan.span
         hs = torch.bmm(d[..., 0].transpose(1, 2), e.transpose(1, 2))  # H over the slot [b, P_s, F]
-        hs = scratch.take("span terms", (Ps, b, F), torch.complex64, e.device).copy_(hs.transpose(0, 1))
-        local = scratch.take("local terms", (P * T, b * 2 * F), torch.float32, e.device)
-        torch.mm(plan.reexpansion, torch.view_as_real(hs).view(Ps, -1), out=local)  # real: on (re, im) pairs
-        local = torch.view_as_complex(local.view(P, T, b, F, 2))
-        h_out.copy_(local[0].permute(1, 2, 0))  # the label
+        local = scratch.take("local terms", (b, P * T, 2 * F), torch.float32, e.device)
+        # real: on (re, im) pairs; per frame, so that each frame's terms stay together for the FFTs
+        torch.bmm(plan.reexpansion.expand(b, -1, -1), torch.view_as_real(hs).view(b, Ps, 2 * F), out=local)
+        local = torch.view_as_complex(local.view(b, P, T, F, 2))
+        h_out.copy_(local[:, 0].transpose(1, 2))  # the label
         return local
 
     def _ici(self, x: torch.Tensor, rows: slice, P: int, terms: torch.Tensor, grid: torch.Tensor, scratch: _Scratch,
@@ -820,7 +825,9 @@ class _SeriesPlan:
     span's half-width ``h``; ``reduce_start``: whether the phasor at the first centre needs its angle reduced;
     ``coefficients`` [P_c, Q] float32: row p the Chebyshev series in ``v`` of ``j^p eps_p J_p(w h)`` by its one
     nonzero part, the real one for even p and the imaginary one for odd p (for s = 1: of the local basis'
-    coefficients, the centring folded in), ``parts`` [P_c] complex64 that part's unit (1 or j);
+    coefficients, the centring folded in), ``signed_coefficients`` the same with column q times
+    ``(-1)^floor(q/2)`` (for the signed recurrence of :meth:`TimeVaryingChannel._span_coefficients`),
+    ``parts`` [P_c] complex64 that part's unit (1 or j);
     ``reexpansion`` [P T, P_s] float32 for the slot: row ``(q, m)``, column p, the coefficient of ``B_q`` on
     symbol m of ``T_p`` (``None`` for single symbols). ``coefficients64`` and ``reexpansion64``: the same in
     float64 on the CPU, as computed.
@@ -836,6 +843,7 @@ class _SeriesPlan:
     half_width_s: float
     reduce_start: bool
     coefficients: torch.Tensor
+    signed_coefficients: torch.Tensor
     parts: torch.Tensor
     reexpansion: torch.Tensor | None
     coefficients64: torch.Tensor
@@ -874,21 +882,22 @@ def _span_reexpansion(num_terms: int, span_terms: int, span: int, alpha_step: fl
     ``T_p(alpha_i + beta w)`` cut at ``q < P`` (``w = 2 u`` the local time, ``B`` of :func:`_centred_basis`).
 
     ``alpha_i = (i - (s - 1) / 2) alpha_step`` is symbol i's centre in the span's unit. ``T_p`` of an affine
-    argument is a degree-p polynomial in ``w``: its Chebyshev series by numpy's series arithmetic (exact to
-    float64 rounding); the mean of the ``T_q`` over the N samples goes to ``B_0``.
+    argument is a polynomial of degree p < P_s in ``w``: its Chebyshev coefficients, exactly, from its values
+    at P_s Chebyshev points (a discrete cosine transform, float64); the mean of the ``T_q`` over the N samples
+    goes to ``B_0``.
     """
-    cheb = np.polynomial.Chebyshev
+    cheb = np.polynomial.chebyshev
+    m = span_terms
+    nodes = np.cos(np.pi * (np.arange(m) + 0.5) / m)  # [m]
+    alpha = (np.arange(span) - (span - 1) / 2) * alpha_step
+    values = cheb.chebvander(alpha[:, None] + beta * nodes, m - 1)  # T_p(alpha_i + beta w_j) [s, m, P_s]
+    dct = cheb.chebvander(nodes, m - 1).T * (2.0 / m)  # [q, j]
+    dct[0] /= 2
+    c = np.einsum("qj,ijp->qip", dct, values)[:num_terms]  # [P, s, P_s]
     means = np.array(_sample_basis(num_terms, fft_size, torch.device("cpu"))[1])
     means[1::2] = 0.0
-    r = np.zeros((span, num_terms, span_terms))
-    for i in range(span):
-        arg = cheb([(i - (span - 1) / 2) * alpha_step, beta])
-        for p in range(span_terms):
-            c = cheb.basis(p)(arg).coef[:num_terms]
-            c = np.pad(c, (0, num_terms - len(c)))
-            r[i, 0, p] = c @ means
-            r[i, 1:, p] = c[1:]
-    return r.transpose(1, 0, 2).reshape(num_terms * span, span_terms)
+    c[0] = np.einsum("q,qip->ip", means[:len(c)], c)
+    return c.reshape(num_terms * span, span_terms)
 
 
 def _chebyshev_values(v: torch.Tensor, num_terms: int) -> torch.Tensor:
@@ -950,7 +959,8 @@ def _series_plan(ofdm: OFDMConfig, doppler_ref_hz: float, num_taps: int, num_sin
     return _SeriesPlan(
         terms=P, span=s, spans=K, span_terms=Ps, doppler_ref_hz=doppler_ref_hz, first_centre_s=first,
         span_step_s=s * t_sym, half_width_s=half, reduce_start=reduce,
-        coefficients=a64.float().to(device), parts=torch.tensor([1, 1j])[torch.arange(len(a)) % 2].to(torch.complex64).to(device),
+        coefficients=a64.float().to(device),
+        signed_coefficients=(a64 * (-1.0) ** (torch.arange(a64.shape[1]) // 2)).float().to(device), parts=torch.tensor([1, 1j])[torch.arange(len(a)) % 2].to(torch.complex64).to(device),
         reexpansion=None if r64 is None else r64.float().to(device), coefficients64=a64, reexpansion64=r64)
 
 
