@@ -538,21 +538,24 @@ class TimeVaryingChannel:
 
     The local coefficients come from a **span**: the whole slot of T symbols, or each symbol alone
     (:func:`_series_plan` counts the multiplications of each and takes the slot where it saves 15 %:
-    up to about 1.4 kHz for TDL-A on 15 kHz subcarriers). Over a span of half-width ``h`` about its
+    up to about 3 kHz for TDL-A on 15 kHz subcarriers). Over a span of half-width ``h`` about its
     centre ``c`` each sinusoid ``exp(j (w t + phi))`` is
     ``exp(j (w c + phi)) sum_p j^p eps_p J_p(w h) T_p((t - c) / h)`` (Jacobi-Anger; ``eps_0 = 1``,
     ``eps_p = 2``), cut at ``P_s`` terms, with ``J_p(x v)`` (``v = f cos / f_ref`` in [-1, 1]) a
     Chebyshev series in ``v`` whose fixed [P_s, Q] matrix is computed once in float64
-    (:func:`_bessel_chebyshev`): a sinusoid's coefficients are one real [P_s, Q] @ [Q, b L S]
-    product on ``T_q(v)``, stable in float32 at any Doppler. Summed over a tap's sinusoids against
-    their phasors at the span centres (one per sinusoid for the slot; for single symbols, one per
-    symbol by a phase recurrence), then through the delay phasors, the span's terms give ``H`` over
-    the span. For the slot, one fixed real matrix re-expands them on each symbol's local basis
+    (:func:`_bessel_chebyshev`), stable in float32 at any Doppler. Summed over a tap's sinusoids
+    against their phasors at the span centres, then through the delay phasors, the span's terms give
+    ``H`` over the span. For single symbols (one phasor a symbol, by a phase recurrence) each
+    sinusoid's coefficients are one real [P, Q] @ [Q, b L S] product on its ``T_q(v)``, then one
+    complex [P, S] @ [S, T] product per tap. For the slot (one phasor a sinusoid, at its centre) the
+    tap's sums of ``T_q(v)`` times the phasor come first, one [2, S] @ [S, Q] product per tap, and
+    the coefficients after, one [2 b L, Q] @ [Q, P_s] product. One fixed real matrix then
+    re-expands the slot's terms on each symbol's local basis
     (:func:`_span_reexpansion`, the Chebyshev composition ``T_p(alpha_m + beta w)`` on ``T_q(w)``,
     exact in float64, cut at P): at 1000 Hz, 17 slot terms through the delay phasors once and
     re-expanded into 6 local ones per symbol, against 6 per symbol through the delay phasors, about
-    two thirds of the multiplications. For single symbols the re-expansion is the centring alone,
-    folded into the coefficient matrix.
+    half the multiplications (52 against 70 us a frame on one CPU thread). For single symbols the
+    re-expansion is the centring alone, folded into the coefficient matrix.
 
     **Error** per sinusoid in time, before float32 rounding: the local cut (below 5e-9), plus, for
     the slot, ``2 P - 1`` times the slot series' own error (the span cut ``2 e^(x_s/2) (x_s/2)^P_s / P_s!``,
@@ -561,7 +564,7 @@ class TimeVaryingChannel:
     series' cut (below 5e-9). Below 1e-8 in all: a test holds every sinusoid to it in float64 at every
     sample, and the gains to the float64 sum of sinusoids in float32. In float32 the slot's
     re-expansion sums 17 terms for each value: y's error against a float64 time-domain simulation is
-    2.1e-7 RMS at 1000 Hz (1.6e-7 per symbol), at most 9.3e-7 (6.3e-7).
+    2.0e-7 RMS at 1000 Hz (single symbols: 1.6e-7), at most 8.7e-7 (6.3e-7); 2.9e-7 RMS at 3000 Hz.
 
     Intersymbol interference is not modelled: a tap delayed beyond the CP reads the current
     symbol's cyclic extension, as the frequency-domain path assumes (TDL-A at 300 ns ends at
@@ -916,10 +919,11 @@ def _series_plan(ofdm: OFDMConfig, doppler_ref_hz: float, num_taps: int, num_sin
     The local terms P keep the local cut below 5e-9 (:class:`TimeVaryingChannel`'s bound); over the slot the
     span terms P_s and the ``J_p`` series keep theirs below ``5e-9 / (4 P)``, so that through the re-expansion
     (``2 P - 1`` local coefficients, each at most twice the slot series' error) the total stays below 1e-8.
-    The multiplications counted per frame: the sinusoids' coefficients and their sum against the span
+    The multiplications counted per frame: the sinusoids' coefficients and their sums against the span
     phasors, the taps through the F delay phasors per span, and, for the slot, the re-expansion to T local
-    series. The slot is taken where its count is 15 % below the symbols' (at 2000 Hz TDL-A's count said 10 %
-    and the time said none). ``num_taps`` and ``num_sinusoids`` enter the count only.
+    series. The slot is taken where its count is 15 % below the symbols' (measured: TDL-A at 3000 Hz, a count
+    18 % lower, ran 4 % faster; TDL-D at 1400 Hz, 15 % lower, ran the same): up to 3150 Hz for TDL-A, 1300 Hz
+    for TDL-D. ``num_taps`` and ``num_sinusoids`` enter the count only.
     """
     n_fft, cp = ofdm.time_sampling()
     T, F = ofdm.num_symbols, ofdm.num_subcarriers
@@ -934,10 +938,10 @@ def _series_plan(ofdm: OFDMConfig, doppler_ref_hz: float, num_taps: int, num_sin
         K = T // s
         if s == 1:
             Ps = P
-            cost = T * P * L * F * 8 + T * P * L * S * 4 + (P + 3) * L * S * (2 * P + 3)
+            cost = (P + 1) * L * S * (2 * P + 2) + T * P * L * S * 8 + T * P * L * F * 8
         else:
             Ps = _chebyshev_terms(x, _SERIES_TOL / 2 / (4 * P))
-            cost = (K * Ps * L * S * 4 + K * Ps * L * F * 8 + T * P * Ps * F * 4 + (Ps + 3) * L * S * (2 * Ps + 3))
+            cost = (Ps + 1) * L * S * 6 + L * (Ps + 1) * Ps * 4 + Ps * L * F * 8 + T * P * Ps * F * 4
         if best is None or cost < 0.85 * best[0]:
             best = (cost, s, K, Ps, x, half)
     _, s, K, Ps, x, half = best
