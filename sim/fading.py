@@ -502,7 +502,8 @@ def frequency_response(freqs_hz: torch.Tensor, a: torch.Tensor, tau_s: torch.Ten
 
 _CHUNK_ICI_RUN = 32  # frames per run of the time-domain path on CPU: its delay phasors and series stay in L2
 _CHUNK_ICI = 16  # frames per block of the ICI terms on CPU when spans are single symbols: FFT blocks stay in cache
-_CHUNK_ICI_SPAN = 8  # frames per block of the FFTs on CPU when the span is the slot (blocks of 4 and 10 ran slower)
+_CHUNK_ICI_RUN_SLOT = 50  # frames per run on CPU when the span is the slot (its series is a few vectors a tap)
+_CHUNK_ICI_SPAN = 13  # frames per block of the FFTs on CPU when the span is the slot
 _CHUNK_ICI_GPU = 2048  # frames per block of the time-domain path on a GPU (its [b, P, T, N] FFT blocks)
 _SERIES_TOL = 1e-8  # bound on a sinusoid's series error in time, below float32 round-off (6e-8 of a unit gain)
 
@@ -624,7 +625,8 @@ class TimeVaryingChannel:
         first_hz, spacing_hz = _subcarrier_grid(self.ofdm)
         # Runs of frames share the series and the delay phasors (a few dozen small ops, once per run);
         # within a run, blocks small enough that the ICI terms' FFT blocks stay in cache on CPU.
-        run = _blocks(B, _CHUNK_ICI_RUN if cpu else _CHUNK_ICI_GPU)
+        slot = B > 0 and self._plan(slice(0, B)).span > 1  # run sizes are tuning: a run's own plan may differ
+        run = _blocks(B, (_CHUNK_ICI_RUN_SLOT if slot else _CHUNK_ICI_RUN) if cpu else _CHUNK_ICI_GPU)
         for r0 in range(0, B, run):
             n = min(run, B - r0)
             plan = self._plan(slice(r0, r0 + n))  # each run takes the terms its own largest Doppler needs
@@ -701,8 +703,9 @@ class TimeVaryingChannel:
             torch.mul(t[0], v, out=t[1])
             v2 = v.mul_(2.0)
             v2 = (v2, torch.neg(v2))  # 2 v, -2 v
+            w = t.unbind(0)  # the Q rows as views, made once (an index is an op of its own)
             for q in range(2, Q):
-                torch.addcmul(t[q - 2], v2[q % 2 == 0], t[q - 1], out=t[q])
+                torch.addcmul(w[q - 2], v2[q % 2 == 0], w[q - 1], out=w[q])
         # each sinusoid's phasor at the K span centres [K, b, L, S]: the first, then a recurrence over the spans
         start, anchors = _phasor_steps(dr, plan.first_centre_s, plan.span_step_s, K, reduce=plan.reduce_start)
         g = take("phasors", (K, b, L, S), torch.complex64)

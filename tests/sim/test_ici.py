@@ -120,7 +120,7 @@ def test_series_gains_equal_the_sum_of_sinusoids_at_every_sample(profile, dopple
 @pytest.mark.parametrize("impaired", [False, True])
 def test_propagate_writes_y_over_x_with_the_numbers_of_a_new_buffer(impaired):
     # generate passes out=x (y over the transmitted grid, as the frequency path does): every block must read
-    # its rows of x before it writes them. 150 frames: two runs of the series, blocks of 16 within each.
+    # its rows of x before it writes them. 150 frames: three runs of 50 (the slot's series), blocks of 13 within each.
     from wavefront.sim.impairments import draw_impairments
 
     B = 150

@@ -133,7 +133,8 @@ def test_impairments_are_drawn_per_frame_recorded_and_leave_the_label():
 
 def test_phase_noise_frames_do_not_depend_on_the_time_domain_paths_blocks(monkeypatch):
     """The Wiener increments are drawn in row blocks fixed by the batch size (32 on CPU): the path's cache-sized
-    blocks (fading._CHUNK_ICI_RUN runs, _CHUNK_ICI blocks) are tuning, and tuning them must leave every frame as it was.
+    blocks (fading._CHUNK_ICI_RUN runs, _CHUNK_ICI blocks; _CHUNK_ICI_RUN_SLOT and _CHUNK_ICI_SPAN where the series
+    spans the slot, as it does at 300 Hz) are tuning, and tuning them must leave every frame as it was.
 
     To float32 rounding: a run's series terms follow its largest Doppler, so other runs move y by ~3e-7 even
     without impairments; another phase-noise draw moves it by the phase itself (order 0.1 at these linewidths).
@@ -146,6 +147,8 @@ def test_phase_noise_frames_do_not_depend_on_the_time_domain_paths_blocks(monkey
     for run, block in ((7, 3), (40, 40), (10 ** 6, 10 ** 6)):
         monkeypatch.setattr(fading, "_CHUNK_ICI_RUN", run)
         monkeypatch.setattr(fading, "_CHUNK_ICI", block)
+        monkeypatch.setattr(fading, "_CHUNK_ICI_RUN_SLOT", run)
+        monkeypatch.setattr(fading, "_CHUNK_ICI_SPAN", block)
         again = FrameGenerator(cfg).generate(40, 4)
         for name in ("y", "pilots_rx", "h"):
             err = float((getattr(again, name) - getattr(ref, name)).abs().max())
