@@ -639,15 +639,15 @@ class TimeVaryingChannel:
                     rows = slice(r0 + s, r0 + min(s + c, n))  # it writes these rows of h and y
                     self._propagate(x[rows], rows, plan, d[s:s + c], e[s:s + c], scratch, h[rows], y[rows], impairments)
                 continue
-            # longer spans: the run's span terms through the delay phasors and re-expanded on each symbol at once
-            # (one product for the run), then the FFTs in small blocks
-            local = self._local_terms(plan, d, e, scratch, h[r0:r0 + n])  # [n, P, T, F]
+            # the slot: each block's slot terms through the delay phasors and re-expanded on each symbol, then
+            # its FFTs, while its local terms are in cache
             c = _blocks(n, _CHUNK_ICI_SPAN if cpu else n)
             for s in range(0, n, c):
                 rows = slice(r0 + s, r0 + min(s + c, n))
+                local = self._local_terms(plan, d[s:s + c], e[s:s + c], scratch, h[rows])  # [b, P, T, F]
                 grid = scratch.take("grid", (rows.stop - rows.start, 1, T, F), torch.complex64, x.device)
                 grid.copy_(x[rows].transpose(1, 2).unsqueeze(1))
-                self._ici(x[rows], rows, plan.terms, local[s:s + c, 1:], grid, scratch, h[rows], y[rows], impairments)
+                self._ici(x[rows], rows, plan.terms, local[:, 1:], grid, scratch, h[rows], y[rows], impairments)
         return h, y
 
     def gains_at_samples(self) -> torch.Tensor:
