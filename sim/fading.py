@@ -555,7 +555,7 @@ class TimeVaryingChannel:
     (:func:`_span_reexpansion`, the Chebyshev composition ``T_p(alpha_m + beta w)`` on ``T_q(w)``,
     exact in float64, cut at P): at 1000 Hz, 17 slot terms through the delay phasors once and
     re-expanded into 6 local ones per symbol, against 6 per symbol through the delay phasors, about
-    half the multiplications (52 against 70 us a frame on one CPU thread). For single symbols the
+    half the multiplications (about 50 against 70 us a frame on one CPU thread). For single symbols the
     re-expansion is the centring alone, folded into the coefficient matrix.
 
     **Error** per sinusoid in time, before float32 rounding: the local cut (below 5e-9), plus, for
