@@ -827,9 +827,9 @@ class _SeriesPlan:
     ``terms`` P: the local basis functions per symbol; ``span`` s: symbols per span (1, or T: the slot);
     ``spans`` K = T / s; ``span_terms`` P_s: Chebyshev terms over a span (P when s = 1);
     ``doppler_ref_hz``: the Doppler that scales ``v = f cos / f_ref``; ``first_centre_s`` (s): the first span's
-    centre from the slot start; ``span_step_s`` (s): from one span centre to the next; ``half_width_s`` (s): a
-    span's half-width ``h``; ``reduce_start``: whether the phasor at the first centre needs its angle reduced;
-    ``coefficients`` [P_c, Q] float32: row p the Chebyshev series in ``v`` of ``j^p eps_p J_p(w h)`` by its one
+    centre from the slot start; ``span_step_s`` (s): from one span centre to the next; ``reduce_start``: whether
+    the phasor at the first centre needs its angle reduced; ``coefficients`` [P_c, Q] float32: row p the
+    Chebyshev series in ``v`` of ``j^p eps_p J_p(w h)`` (``h`` the span's half-width) by its one
     nonzero part, the real one for even p and the imaginary one for odd p (for s = 1: of the local basis'
     coefficients, the centring folded in), ``signed_coefficients`` the same with column q times
     ``(-1)^floor(q/2)`` (for the signed recurrence of :meth:`TimeVaryingChannel._span_coefficients`),
@@ -846,7 +846,6 @@ class _SeriesPlan:
     doppler_ref_hz: float
     first_centre_s: float
     span_step_s: float
-    half_width_s: float
     reduce_start: bool
     coefficients: torch.Tensor
     signed_coefficients: torch.Tensor
@@ -965,7 +964,7 @@ def _series_plan(ofdm: OFDMConfig, doppler_ref_hz: float, num_taps: int, num_sin
     a64, r64 = torch.from_numpy(a), None if r is None else torch.from_numpy(r)
     return _SeriesPlan(
         terms=P, span=s, spans=K, span_terms=Ps, doppler_ref_hz=doppler_ref_hz, first_centre_s=first,
-        span_step_s=s * t_sym, half_width_s=half, reduce_start=reduce,
+        span_step_s=s * t_sym, reduce_start=reduce,
         coefficients=a64.float().to(device),
         signed_coefficients=(a64 * (-1.0) ** (torch.arange(a64.shape[1]) // 2)).float().to(device), parts=torch.tensor([1, 1j])[torch.arange(len(a)) % 2].to(torch.complex64).to(device),
         reexpansion=None if r64 is None else r64.float().to(device), coefficients64=a64, reexpansion64=r64)
