@@ -645,9 +645,7 @@ class TimeVaryingChannel:
             for s in range(0, n, c):
                 rows = slice(r0 + s, r0 + min(s + c, n))
                 local = self._local_terms(plan, d[s:s + c], e[s:s + c], scratch, h[rows])  # [b, P, T, F]
-                grid = scratch.take("grid", (rows.stop - rows.start, 1, T, F), torch.complex64, x.device)
-                grid.copy_(x[rows].transpose(1, 2).unsqueeze(1))
-                self._ici(x[rows], rows, plan.terms, local[:, 1:], grid, scratch, h[rows], y[rows], impairments)
+                self._ici(x[rows], rows, plan.terms, local[:, 1:], scratch, h[rows], y[rows], impairments)
         return h, y
 
     def gains_at_samples(self) -> torch.Tensor:
@@ -769,9 +767,7 @@ class TimeVaryingChannel:
         # H_p on the F occupied bins [b, P - 1, T, F], in the layout the FFTs take
         z = scratch.take("terms", (b, (P - 1) * T, F), torch.complex64, x.device)
         torch.bmm(d[:, :, 1:].reshape(b, L, (P - 1) * T).transpose(1, 2), e.transpose(1, 2), out=z)
-        grid = scratch.take("grid", (b, 1, T, F), torch.complex64, x.device)
-        grid.copy_(x.transpose(1, 2).unsqueeze(1))
-        self._ici(x, rows, P, z.view(b, P - 1, T, F), grid, scratch, h_out, y_out, impairments)
+        self._ici(x, rows, P, z.view(b, P - 1, T, F), scratch, h_out, y_out, impairments)
 
     def _local_terms(self, plan: "_SeriesPlan", d: torch.Tensor, e: torch.Tensor, scratch: _Scratch,
                      h_out: torch.Tensor) -> torch.Tensor:
@@ -789,16 +785,18 @@ class TimeVaryingChannel:
         h_out.copy_(local[:, 0].transpose(1, 2))  # the label
         return local
 
-    def _ici(self, x: torch.Tensor, rows: slice, P: int, terms: torch.Tensor, grid: torch.Tensor, scratch: _Scratch,
+    def _ici(self, x: torch.Tensor, rows: slice, P: int, terms: torch.Tensor, scratch: _Scratch,
              h_out: torch.Tensor, y_out: torch.Tensor, impairments) -> None:
         """Writes ``y = h X + sum_{p >= 1} FFT(B_p IFFT(H_p X))`` of the frames ``rows`` into ``y_out`` [b, F, T].
 
-        ``terms`` [b, P - 1, T, F]: ``H_p`` for ``p >= 1``; ``grid`` [b, 1, T, F]: ``X``; ``h_out`` [b, F, T]: the label.
+        ``terms`` [b, P - 1, T, F]: ``H_p`` for ``p >= 1``; ``h_out`` [b, F, T]: the label.
         """
         b, F, T = x.shape
         N = self.fft_size
         # H_p X on the N bins, zero-padded; unnormalised inverse (the 1/N is in the weights: exact for a power of
         # two); each term weighted by B_p / N on (re, im) pairs; summed; one FFT
+        grid = scratch.take("grid", (b, 1, T, F), torch.complex64, x.device)  # X [b, 1, T, F], F contiguous
+        grid.copy_(x.transpose(1, 2).unsqueeze(1))
         zp = scratch.take("padded", (b, P - 1, T, N), torch.complex64, x.device)
         zp[..., F:].zero_()
         torch.mul(terms, grid, out=zp[..., :F])
