@@ -77,6 +77,10 @@ def _indices(cond, prior):
 CASES = {
     # the paper's prior on the default 12 x 2 Kronecker layout (the separable fast path)
     "kronecker-A": (lambda: _cfg(), None, 400),
+    # three pilot symbols, unevenly spaced: no one time basis serves every Doppler, so the screen's
+    # energies are per (delay spread, Doppler) pair (the separable path's other branch)
+    "kronecker-A-3sym": (lambda: SystemConfig.from_dict({"channel": PAPER, "ofdm": {"pilot_symbols": [2, 6, 11]}}),
+                         (50e-9, 100.0, 1.0), 200),
     # two Kronecker terms (LOS + diffuse): the dense eigenbasis path
     "kronecker-D": (lambda: _cfg(profile="D"), (50e-9, 100.0, 1.0), 200),
     # a scattered layout: 24 pilots on a 4 x 6 lattice, elementwise covariance terms
@@ -126,12 +130,39 @@ def test_mmse_bayes_time_basis_reproduces_the_time_responses_to_float32_rounding
     prior = ConditionPrior.from_config(cfg)
     fast = _bank(cfg, prior, torch.device("cpu")).fast
     _, t_hp, _, t_pp = separable_blocks(cfg, prior)
-    _, ut = torch.linalg.eigh(t_pp[0])
+    ut = fast.ut_conj64.conj()  # the bank's time directions u_(f,j) (one basis for all Dopplers here)
     exact = torch.einsum("ftq,fqj->tfj", t_hp[0], ut).reshape(t_hp[0].shape[1], -1)  # column (f, j): C_f u_(f,j)
     approx = fast.q_t.to(torch.complex128) @ fast.h_t.to(torch.complex128)
     assert fast.q_t.shape[1] < exact.shape[0], fast.q_t.shape
     err = torch.linalg.matrix_norm(approx - exact, ord=2) / torch.linalg.matrix_norm(exact, ord=2)
     assert float(err) < 1e-6, float(err)
+
+
+@pytest.mark.parametrize("symbols, shared", [((2, 11), True), ((4,), True), ((2, 6, 11), False)])
+def test_one_time_basis_serves_every_doppler_exactly_when_it_diagonalizes_every_time_block(symbols, shared):
+    # the bank's time directions u_(f,j) and eigenvalues b_(f,j) must be an eigendecomposition of
+    # every Doppler's [P_t, P_t] pilot block: T_f u_(f,j) = b_(f,j) u_(f,j), orthonormal. Two pilot
+    # symbols (a real symmetric Toeplitz block: eigenvectors (1, +-1) / sqrt(2) at every Doppler,
+    # their order swapping where J0 turns negative, 1000 Hz here) and one symbol share one basis, and
+    # the screen then forms one set of energies per delay spread; three uneven symbols do not.
+    cfg = SystemConfig.from_dict({"channel": PAPER, "ofdm": {"pilot_symbols": list(symbols)}})
+    prior = ConditionPrior.from_config(cfg)
+    bank = _bank(cfg, prior, torch.device("cpu"))
+    fast = bank.fast
+    _, _, f_pp, t_pp = separable_blocks(cfg, prior)
+    Pt = len(symbols)
+    ut = fast.ut_conj64.conj()  # [N_fd, P_t, P_t], column j of U_t,f
+    eye = torch.eye(Pt, dtype=torch.complex128)
+    assert torch.allclose(ut.mH @ ut, eye.expand_as(ut), atol=1e-12)
+    b = torch.diagonal(ut.mH @ t_pp[0] @ ut, dim1=-2, dim2=-1)
+    assert torch.allclose(t_pp[0] @ ut, ut * b[:, None, :], atol=1e-12)
+    # the likelihood's eigenvalues are a_(d,i) b_(f,j): the pilot covariance's own spectrum
+    a = torch.linalg.eigvalsh(f_pp[0])
+    lam = (a[:, None, None, :] * b.real[None, :, :, None]).reshape(bank.inv_eig.shape[0], -1)
+    got = 1.0 / bank.inv_eig[:, 0, :] - bank.noise_var[0]
+    assert torch.allclose(got, lam.clamp_min(0.0), rtol=1e-9, atol=1e-12)
+    assert (fast.energy_map.shape[0] == Pt) == shared
+    assert bool((ut == ut[:1]).all()) == shared
 
 
 def test_mmse_bayes_weighs_each_frame_by_its_own_posterior_whatever_the_batch():
