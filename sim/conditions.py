@@ -24,9 +24,12 @@ precision, so its argmax is the float64 one (:func:`_ml_index`); a one-term Kron
 (TDL-A/B/C on a Kronecker layout) is handled factor by factor (:class:`_Fast`); ``mmse-bayes`` on
 it weighs the hypotheses in powers of two (``exp2``) and sums over the Dopplers in a truncated
 basis of the time responses (:func:`~wavefront.sim.prior_lmmse._separable`).
-``lmmse-estimated`` takes the genie's covariance blocks at the grid points from a cache, so its
-output is the genie's at the ML conditions bit for bit. Caches: :func:`_bank` (per config, prior
-and device; ``_Bank.memory_bytes``, paper prior: about 11 MB), :func:`_genie_blocks` (0.3 MB),
+``lmmse-estimated`` on a one-term Kronecker bank applies the ML hypothesis's filter in the
+bank's eigenbasis, with no solve (:func:`~wavefront.sim.prior_lmmse._eigen_lmmse`: the genie's at
+the ML conditions to the complex64 output's rounding); otherwise it takes the genie's covariance
+blocks at the grid points from a cache, so its output is the genie's at the ML conditions bit for
+bit. Caches: :func:`_bank` (per config, prior and device; ``_Bank.memory_bytes``, paper prior:
+about 11 MB), :func:`~wavefront.sim.prior_lmmse._eigen_responses` (0.3 MB), :func:`_genie_blocks` (0.3 MB),
 :func:`_cluster_bank_cached` and :func:`fit_bank_groups` (``lmmse-bank``: under 1 MB), 8 entries each.
 
 The covariance terms of :func:`~wavefront.sim.statistics.covariance_terms` are separable: the

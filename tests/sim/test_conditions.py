@@ -175,7 +175,13 @@ def test_one_point_prior_at_the_truth_is_the_genie(profile):
     genie = get_classical("lmmse-genie", cfg).estimate(fr.pilots_ls, fr.meta)
     bayes = get_classical("mmse-bayes", cfg).estimate(fr.pilots_ls, {})
     assert (bayes - genie).abs().max() < 1e-6 * genie.abs().max()
-    assert torch.equal(get_classical("lmmse-estimated", cfg).estimate(fr.pilots_ls, {}), genie)
+    # A (one Kronecker term): the filter applied in the bank's eigenbasis, not by the genie's solve, so equal to
+    # the complex64 output's rounding; D and CDL-C: the genie's own solve on the cached blocks, bit for bit
+    est = get_classical("lmmse-estimated", cfg).estimate(fr.pilots_ls, {})
+    if profile == "A":
+        assert (est - genie).abs().max() < 1e-6 * genie.abs().max()
+    else:
+        assert torch.equal(est, genie)
 
 
 def test_prior_average_covariance_is_the_mean_of_the_grid_covariances():
