@@ -516,12 +516,11 @@ def _ml_screen(bank: _Bank, p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor
     x = _freq_directions(fast, p)
     nd, Pf, Pt = x.shape[:3]
     z = _moments(x.transpose(1, 2).reshape(nd, Pt, Pf * b))  # [d, moments, (i, b)]
-    if fast.energy_map.shape[0] == Pt:  # shared: e [d, j, (i, b)] = [N_ds, P, b] for every Doppler
-        e = (fast.energy_map @ z).reshape(nd, P, b)
-        nll = torch.baddbmm(fast.ld32.view(nd, -1, 1), fast.inv32.view(nd, -1, P), e).view(K, S, b)
-    else:
-        e = (fast.energy_map @ z).reshape(K, P, b)  # [d, (f, j), (i, b)] = [K, P, b]
-        nll = torch.baddbmm(fast.ld32, fast.inv32, e)
+    # [d, (f, j), (i, b)] = [K, P, b]; with a shared time basis [d, j, (i, b)] = [N_ds, P, b], each row of
+    # products then scoring all N_fd Dopplers of its delay spread ([N_fd S, P] @ [P, b])
+    e = (fast.energy_map @ z).reshape(-1, P, b)
+    n = e.shape[0]
+    nll = torch.baddbmm(fast.ld32.view(n, -1, 1), fast.inv32.view(n, -1, P), e).view(K, S, b)
     return nll, 2.0 * (Pt * Pt + 4) * 2.0 ** -24 * fast.tj_max * torch.linalg.vector_norm(p, dim=1).square(), x
 
 
